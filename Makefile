@@ -1,0 +1,56 @@
+# Ambit's entry points. `make demo` and `make test` work on a fresh Debian 12 machine as root: each
+# installs what is missing (Debian packages, npm packages) and builds before it runs.
+
+SHELL := /bin/bash
+# ip, nft and bpftool live in sbin, which a non-login root shell may not have on its PATH.
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
+
+APT_PACKAGES := clang llvm libbpf-dev bpftool nftables iproute2 curl openssl util-linux procps
+AMBIT := node dist/agent/cli/main.js
+
+.PHONY: setup deps build test demo demo-down bench clean typecheck
+
+## setup: install missing Debian and npm packages, then build
+setup: deps build
+
+deps: node_modules/.package-lock.json
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+## build: compile the agent (TypeScript → dist/)
+build: dist/.built
+
+dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $(shell find agent -name '*.ts')
+	npx tsc -p tsconfig.build.json
+	chmod +x dist/agent/cli/main.js
+	@touch $@
+
+typecheck: node_modules/.package-lock.json
+	npx tsc -p tsconfig.json --noEmit
+
+## test: type-check, then every test (unit, and integration on the real kernel: needs root)
+test: setup
+	@bash test/run.sh
+
+## demo: bring up examples/bookinfo in the lab, send traffic, print what happened (stays up)
+demo: setup
+	@node examples/bookinfo/demo.mjs
+
+## demo-down: remove the demo lab and everything it made
+demo-down:
+	@if [ -f dist/agent/cli/main.js ]; then $(AMBIT) lab down; else echo "nothing built, so no lab to remove"; fi
+
+## bench: benchmarks, each reported as a ratio against a baseline measured in the same run
+bench: setup
+	@for b in bench/*.bench.ts; do node --import tsx "$$b" || exit 1; done
+
+clean:
+	rm -rf dist native/build bpf/*.o

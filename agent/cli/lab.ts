@@ -1,0 +1,117 @@
+// `ambit lab …`: the command-line face of agent/lab.
+
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
+import { LabError, flagFor, labDown, labExec, labLayout, labLogFiles, labStatus, labUp, listLabs, readLabState } from '../lab/lab.js';
+import { superviseLab } from '../lab/supervisor.js';
+import { isLogLevel } from '../telemetry/log.js';
+import { UsageError } from './usage.js';
+
+export const LAB_USAGE = `Usage: ambit lab <command> [--lab <name>] ...
+
+A local mesh on network namespaces, from the same YAML a user would kubectl apply: each Node becomes a
+network namespace, each Pod a namespace wired to its node, each container's command runs in its pod,
+and one \`ambit run\` runs per node. Needs root.
+
+Commands:
+  up <yaml file|dir>...          build the lab and wait until every container and agent is ready
+        [--timeout <seconds>]    (default 120) [--trust-domain <d>] [--log-level <level>]
+  down [--all]                   remove everything the lab made (idempotent; --all: every lab)
+  status                         nodes, pods, containers, readiness and restarts
+  exec <namespace>/<pod> -- <command…>   run a command in a pod (as kubectl exec)
+  exec node/<name> -- <command…>         run a command in a node's network namespace
+  logs [<namespace>/<pod> [-c <container>] | node/<name>] [-f]
+                                 container or agent logs (no target: the supervisor and agents)
+
+--lab <name> (or $AMBIT_LAB) picks one of several labs; the default is "${DEFAULT_LAB}".
+`;
+
+export async function labCommand(argv: readonly string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  // exec passes everything after `--` to the pod untouched.
+  const dashdash = rest.indexOf('--');
+  const own = dashdash >= 0 ? rest.slice(0, dashdash) : rest;
+  const passthrough = dashdash >= 0 ? rest.slice(dashdash + 1) : [];
+  const { values, positionals } = parseArgs({
+    args: own,
+    allowPositionals: true,
+    options: {
+      lab: { type: 'string', default: process.env['AMBIT_LAB'] ?? DEFAULT_LAB },
+      timeout: { type: 'string', default: '120' },
+      'trust-domain': { type: 'string', default: 'cluster.local' },
+      'cluster-domain': { type: 'string', default: 'cluster.local' },
+      'log-level': { type: 'string', default: 'info' },
+      all: { type: 'boolean', default: false },
+      container: { type: 'string', short: 'c' },
+      follow: { type: 'boolean', short: 'f', default: false },
+    },
+  });
+  const nameProblem = checkLabName(values.lab);
+  if (nameProblem) throw new UsageError(nameProblem);
+  const out = (line: string): void => void process.stdout.write(`${line}\n`);
+  try {
+    const layout = labLayout(values.lab);
+    switch (sub) {
+      case 'up': {
+        if (positionals.length === 0) throw new UsageError('ambit lab up: which YAML? ambit lab up <file|dir>...');
+        const timeout = Number(values.timeout);
+        if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds`);
+        if (!isLogLevel(values['log-level'])) throw new UsageError(`--log-level ${values['log-level']}: expected trace, debug, info, warn or error`);
+        const settings = { trustDomain: values['trust-domain'], clusterDomain: values['cluster-domain'], logLevel: values['log-level'] };
+        const state = await labUp(layout, positionals, settings, timeout * 1000, out);
+        out(`lab "${layout.name}" is up: ${state.plan.nodes.length} nodes, ${state.plan.pods.length} pods, every container and agent ready`);
+        out(`  ambit lab status${flagFor(layout)}    ambit lab exec${flagFor(layout)} <namespace>/<pod> -- <cmd>    ambit lab down${flagFor(layout)}`);
+        return 0;
+      }
+      case 'down':
+        if (values.all) {
+          for (const name of await listLabs()) await labDown(labLayout(name), out);
+        } else {
+          await labDown(layout, out);
+        }
+        return 0;
+      case 'status':
+        labStatus(layout, out);
+        return 0;
+      case 'exec': {
+        const target = positionals[0];
+        if (!target || dashdash < 0) throw new UsageError('usage: ambit lab exec <namespace>/<pod> -- <command…>');
+        return await labExec(layout, target, passthrough);
+      }
+      case 'logs': {
+        const files = labLogFiles(layout, positionals[0], values.container);
+        if (values.follow) {
+          return await new Promise((resolve) => {
+            spawn('tail', ['-n', '+1', '-F', ...files], { stdio: 'inherit' }).once('exit', (code) => resolve(code ?? 0));
+          });
+        }
+        for (const file of files) {
+          if (files.length > 1) out(`==> ${file} <==`);
+          try {
+            process.stdout.write(readFileSync(file, 'utf8'));
+          } catch {
+            out('(no output yet)');
+          }
+        }
+        return 0;
+      }
+      case 'supervise': {
+        // Internal: started by `lab up`, not by users.
+        const state = readLabState(layout);
+        if (!state) throw new LabError(`lab "${layout.name}" has no state file; start labs with \`ambit lab up\``);
+        await superviseLab(layout, state.plan, state.settings);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown lab command ${JSON.stringify(sub ?? '')}\n${LAB_USAGE}`);
+    }
+  } catch (err) {
+    if (err instanceof LabError) {
+      process.stderr.write(`ambit lab: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// The `ambit` command: dispatches to the node agent (`run`), the local lab (`lab`) and friends.
+
+import { labCommand, LAB_USAGE } from './lab.js';
+import { runCommand, RUN_USAGE } from './run.js';
+import { UsageError } from './usage.js';
+
+const USAGE = `Usage: ambit <command> [options]
+
+Commands:
+  run     run the node agent (local mode: Kubernetes/Istio YAML files)
+  lab     a local mesh on network namespaces: up, down, status, exec, logs
+  help    show this help, or a command's: ambit help <command>
+
+${RUN_USAGE}
+${LAB_USAGE}`;
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return runCommand(rest);
+    case 'lab':
+      return labCommand(rest);
+    case 'help':
+    case '--help':
+    case '-h':
+    case undefined:
+      process.stdout.write(rest[0] === 'run' ? RUN_USAGE : rest[0] === 'lab' ? LAB_USAGE : USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`ambit: ${(err as Error).message}\nRun 'ambit help' for usage.\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`ambit: ${(err as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

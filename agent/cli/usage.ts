@@ -1,0 +1,21 @@
+// Argument checks shared by the `ambit` subcommands, and the error type for a command called wrongly.
+
+import { isIP } from 'node:net';
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export function parseListenAddress(flag: string, value: string): ListenAddress {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(value);
+  const host = match?.[1] ?? match?.[2];
+  const port = Number(match?.[3]);
+  if (!host || isIP(host) === 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`${flag} ${JSON.stringify(value)}: expected an IP address and port such as 0.0.0.0:15021 or [::1]:15021`);
+  }
+  return { host, port };
+}
+
+/** A mistake in how the command was called; main prints it with the usage hint and exits 2. */
+export class UsageError extends Error {}

@@ -1,0 +1,197 @@
+// The lab's kubelet: runs every container of every pod inside the pod's network namespace and cgroup,
+// and one `ambit run` per node inside the node's namespace; restarts what exits with a growing backoff,
+// runs readiness probes from the node, and writes what it sees to status.json for `lab up` and `status`.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, openSync, closeSync, writeSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { procsFile } from './cgroups.js';
+import { requireTool, runCommand } from './host.js';
+import type { LabProbe } from './plan.js';
+
+const BACKOFF_START_MS = 1_000;
+const BACKOFF_MAX_MS = 30_000;
+/** A process that ran this long is healthy again: its next crash starts the backoff from the beginning. */
+const BACKOFF_RESET_AFTER_MS = 30_000;
+
+export interface ProcessSpec {
+  /** `bookinfo/productpage-v1/productpage` for containers, `node/node-a` for agents. */
+  readonly id: string;
+  /** The command as the user wrote it, for the log; `argv` adds the cgroup and namespace plumbing. */
+  readonly command: string;
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly cgroup: string;
+  readonly log: string;
+  readonly probe?: () => Promise<boolean>;
+  readonly probePeriodMs: number;
+}
+
+export interface ProcessStatus {
+  readonly id: string;
+  readonly pid?: number;
+  readonly state: 'running' | 'waiting' | 'stopped';
+  readonly ready: boolean;
+  readonly restarts: number;
+  readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly at: string };
+}
+
+/** Builds the argv that puts a process in a cgroup, then into a network namespace, then execs it. */
+export function inCgroupAndNetns(cgroup: string, enter: readonly string[], argv: readonly string[]): string[] {
+  // The shell joins the cgroup first: `ip netns exec` remounts /sys, after which the cgroup tree is gone.
+  return ['/bin/sh', '-c', 'echo $$ > "$1" || exit 125; shift; exec "$@"', 'ambit-lab', procsFile(cgroup), ...enter, ...argv];
+}
+
+export function enterPodNetns(netns: string): string[] {
+  return [requireTool('ip', 'iproute2'), 'netns', 'exec', netns];
+}
+
+/** nsenter only switches the network namespace, keeping /sys/fs/bpf and the cgroup tree visible. */
+export function enterNodeNetns(netns: string): string[] {
+  return [requireTool('nsenter', 'util-linux'), `--net=/run/netns/${netns}`, '--'];
+}
+
+/** A probe as a kubelet runs it: from the node's network namespace, bounded by its timeout. */
+export function probeFromNode(nodeNetns: string, ip: string, probe: LabProbe): () => Promise<boolean> {
+  const enter = enterNodeNetns(nodeNetns);
+  const timeout = String(probe.timeoutSeconds);
+  if (probe.kind === 'httpGet') {
+    const curl = requireTool('curl', 'curl');
+    const url = `http://${ip}:${probe.resolvedPort}${probe.path.startsWith('/') ? '' : '/'}${probe.path}`;
+    return async () => {
+      const code = await runCommand(enter[0]!, [...enter.slice(1), curl, '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', timeout, url]).catch(() => '000');
+      return Number(code) >= 200 && Number(code) < 400;
+    };
+  }
+  return () =>
+    runCommand(enter[0]!, [...enter.slice(1), 'timeout', timeout, 'bash', '-c', `: > /dev/tcp/${ip}/${probe.resolvedPort}`]).then(
+      () => true,
+      () => false,
+    );
+}
+
+class SupervisedProcess {
+  #child: ChildProcess | undefined;
+  #status: ProcessStatus;
+  #backoffMs = BACKOFF_START_MS;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
+  #stopping = false;
+
+  constructor(
+    readonly spec: ProcessSpec,
+    private readonly onChange: () => void,
+  ) {
+    this.#status = { id: spec.id, state: 'waiting', ready: false, restarts: 0 };
+  }
+
+  get status(): ProcessStatus {
+    return this.#status;
+  }
+
+  start(): void {
+    mkdirSync(dirname(this.spec.log), { recursive: true });
+    const log = openSync(this.spec.log, 'a');
+    const startedAt = Date.now();
+    this.#note(log, `starting: ${this.spec.command}`);
+    const child = spawn(this.spec.argv[0]!, this.spec.argv.slice(1), {
+      cwd: this.spec.cwd,
+      env: this.spec.env,
+      stdio: ['ignore', log, log],
+    });
+    closeSync(log);
+    this.#child = child;
+    this.#set({ pid: child.pid, state: 'running', ready: this.spec.probe === undefined });
+    child.once('error', (err) => this.#appendNote(`could not start: ${err.message}`));
+    child.once('exit', (code, signal) => {
+      this.#child = undefined;
+      clearTimeout(this.#probeTimer);
+      const lastExit = { code, signal, at: new Date().toISOString() };
+      if (this.#stopping) {
+        this.#set({ pid: undefined, state: 'stopped', ready: false, lastExit });
+        return;
+      }
+      if (Date.now() - startedAt > BACKOFF_RESET_AFTER_MS) this.#backoffMs = BACKOFF_START_MS;
+      this.#appendNote(`exited (code ${code ?? '-'}, signal ${signal ?? '-'}); restarting in ${this.#backoffMs / 1000}s`);
+      this.#set({ pid: undefined, state: 'waiting', ready: false, lastExit, restarts: this.#status.restarts + 1 });
+      this.#restartTimer = setTimeout(() => this.start(), this.#backoffMs);
+      this.#backoffMs = Math.min(this.#backoffMs * 2, BACKOFF_MAX_MS);
+    });
+    if (this.spec.probe) this.#scheduleProbe(child, 200);
+  }
+
+  /** SIGTERM, then SIGKILL after the grace period, as a kubelet stops a container. */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#restartTimer);
+    clearTimeout(this.#probeTimer);
+    const child = this.#child;
+    if (!child) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  #scheduleProbe(child: ChildProcess, delayMs: number): void {
+    this.#probeTimer = setTimeout(async () => {
+      const ok = await this.spec.probe!();
+      if (this.#child !== child) return; // the process it probed is gone
+      if (ok !== this.#status.ready) this.#set({ ready: ok });
+      // Probe quickly until first ready so `lab up` returns promptly, then at the probe's period.
+      this.#scheduleProbe(child, ok ? this.spec.probePeriodMs : 500);
+    }, delayMs);
+  }
+
+  #set(change: Partial<ProcessStatus>): void {
+    this.#status = { ...this.#status, ...change };
+    this.onChange();
+  }
+
+  #note(fd: number, text: string): void {
+    writeSync(fd, `--- ambit lab ${new Date().toISOString()} ${this.spec.id}: ${text}\n`);
+  }
+
+  #appendNote(text: string): void {
+    const fd = openSync(this.spec.log, 'a');
+    this.#note(fd, text);
+    closeSync(fd);
+  }
+}
+
+/** Runs a set of processes and keeps status.json current. */
+export class Kubelet {
+  readonly #processes: SupervisedProcess[] = [];
+  #writing: Promise<void> = Promise.resolve();
+  #dirty = false;
+
+  constructor(private readonly statusFile: string) {}
+
+  run(spec: ProcessSpec): void {
+    const supervised = new SupervisedProcess(spec, () => this.#statusChanged());
+    this.#processes.push(supervised);
+    supervised.start();
+  }
+
+  async stopAll(graceMs: number): Promise<void> {
+    await Promise.all(this.#processes.map((p) => p.stop(graceMs)));
+    this.#statusChanged();
+    await this.#writing;
+  }
+
+  #statusChanged(): void {
+    // Coalesce bursts of changes into one write; the file is replaced atomically so readers never
+    // see half of it.
+    if (this.#dirty) return;
+    this.#dirty = true;
+    this.#writing = this.#writing.then(async () => {
+      this.#dirty = false;
+      const body = JSON.stringify({ supervisorPid: process.pid, updatedAt: new Date().toISOString(), processes: this.#processes.map((p) => p.status) }, null, 2);
+      await writeFile(`${this.statusFile}.tmp`, body);
+      await rename(`${this.statusFile}.tmp`, this.statusFile);
+    });
+  }
+}

@@ -1,0 +1,250 @@
+// `ambit lab`: up, down, status, exec and logs for a local mesh on network namespaces. The state of a
+// running lab lives on disk under /run/ambit/lab/<name>, so every command works from any shell and
+// `down` works after a crash or a kill -9 of everything the lab started.
+
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { formatDiagnostic } from '../config/diagnostics.js';
+import { loadConfig } from '../config/load.js';
+import { buildSnapshot } from '../state/build.js';
+import { cgroup2Root, createCgroup, removeCgroupTree } from './cgroups.js';
+import { runAttached } from './host.js';
+import { type ProcessStatus, enterNodeNetns, enterPodNetns, inCgroupAndNetns } from './kubelet.js';
+import { DEFAULT_LAB, LAB_RUN_DIR, LabLayout, labCgroupParent } from './layout.js';
+import { LabNetwork, readHostAddresses } from './network.js';
+import { type LabPlan, planLab } from './plan.js';
+import { ambitCommand } from './supervisor.js';
+
+export interface LabSettings {
+  readonly trustDomain: string;
+  readonly clusterDomain: string;
+  readonly logLevel: string;
+}
+
+/** What `lab up` leaves on disk for every later command. */
+export interface LabState {
+  readonly name: string;
+  readonly createdAt: string;
+  readonly settings: LabSettings;
+  readonly plan: LabPlan;
+  readonly supervisorPid?: number;
+}
+
+interface LabStatusFile {
+  readonly supervisorPid: number;
+  readonly updatedAt: string;
+  readonly processes: readonly ProcessStatus[];
+}
+
+/** An error the user can act on; the CLI prints its message alone and exits 1. */
+export class LabError extends Error {}
+
+export function labLayout(name: string): LabLayout {
+  return new LabLayout(name, cgroup2Root());
+}
+
+function requireRoot(): void {
+  if (process.getuid?.() !== 0) throw new LabError('ambit lab needs root (it creates network namespaces and cgroups): run it with sudo');
+}
+
+export function readLabState(layout: LabLayout): LabState | undefined {
+  if (!existsSync(layout.stateFile)) return undefined;
+  return JSON.parse(readFileSync(layout.stateFile, 'utf8')) as LabState;
+}
+
+function readStatus(layout: LabLayout): LabStatusFile | undefined {
+  try {
+    return JSON.parse(readFileSync(layout.statusFile, 'utf8')) as LabStatusFile;
+  } catch {
+    return undefined;
+  }
+}
+
+function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function writeState(layout: LabLayout, state: LabState): Promise<void> {
+  return writeFile(layout.stateFile, JSON.stringify(state, null, 2));
+}
+
+export async function labUp(layout: LabLayout, paths: readonly string[], settings: LabSettings, timeoutMs: number, out: (line: string) => void): Promise<LabState> {
+  requireRoot();
+  const existing = readLabState(layout);
+  const network = new LabNetwork(layout);
+  if (existing) {
+    throw new LabError(`lab "${layout.name}" is already up (since ${existing.createdAt}, from ${existing.plan.configPaths.join(', ')}); run \`ambit lab down${flagFor(layout)}\` first`);
+  }
+  const leftovers = await network.listNetns();
+  if (leftovers.length > 0) {
+    throw new LabError(`lab "${layout.name}" left namespaces behind (${leftovers.join(', ')}); run \`ambit lab down${flagFor(layout)}\` to remove them first`);
+  }
+
+  const configPaths = paths.map((p) => resolve(p));
+  const config = await loadConfig(configPaths);
+  const snapshot = buildSnapshot(config.objects, { version: 1, trustDomain: settings.trustDomain, clusterDomain: settings.clusterDomain });
+  const diagnostics = [...config.diagnostics, ...snapshot.diagnostics];
+  for (const d of diagnostics) out(formatDiagnostic(d));
+  const errors = diagnostics.filter((d) => d.severity === 'error').length;
+  if (errors > 0) throw new LabError(`the configuration has ${errors} error(s), listed above; fix them and run \`ambit lab up\` again`);
+
+  const planned = planLab(layout, configPaths, config.objects, snapshot, await readHostAddresses());
+  if (!planned.ok) throw new LabError(`cannot build the lab:\n  ${planned.problems.join('\n  ')}`);
+  const plan = planned.plan;
+
+  // The state file goes down first, so that `down` knows this lab even if building it fails halfway.
+  await mkdir(layout.logDir, { recursive: true });
+  const state: LabState = { name: layout.name, createdAt: new Date().toISOString(), settings, plan };
+  await writeState(layout, state);
+  try {
+    await network.build(plan);
+    await createCgroup(layout.supervisorCgroup);
+    for (const node of plan.nodes) await createCgroup(node.cgroup);
+    for (const pod of plan.pods) await createCgroup(pod.cgroup);
+  } catch (err) {
+    await labDown(layout, () => undefined);
+    throw new LabError(`building the lab failed and was undone: ${(err as Error).message}`);
+  }
+  out(`lab "${layout.name}": ${plan.nodes.length} nodes and ${plan.pods.length} pods wired; starting containers and agents`);
+
+  const supervisorPid = startSupervisor(layout);
+  await writeState(layout, { ...state, supervisorPid });
+  await waitUntilReady(layout, supervisorPid, timeoutMs);
+  return { ...state, supervisorPid };
+}
+
+function startSupervisor(layout: LabLayout): number {
+  mkdirSync(dirname(layout.supervisorLog), { recursive: true });
+  const log = openSync(layout.supervisorLog, 'a');
+  const argv = inCgroupAndNetns(layout.supervisorCgroup, [], [...ambitCommand(), 'lab', 'supervise', '--lab', layout.name]);
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], cwd: '/' });
+  closeSync(log);
+  child.unref();
+  return child.pid!;
+}
+
+async function waitUntilReady(layout: LabLayout, supervisorPid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = readStatus(layout);
+    const expected = readLabState(layout)!.plan;
+    const total = expected.nodes.length + expected.pods.reduce((n, p) => n + p.containers.length, 0);
+    const waiting = status ? status.processes.filter((p) => p.state !== 'running' || !p.ready) : [];
+    if (status && status.processes.length === total && waiting.length === 0) return;
+    if (!alive(supervisorPid)) {
+      throw new LabError(`the lab supervisor exited; see ${layout.supervisorLog}. Remove what is left with \`ambit lab down${flagFor(layout)}\``);
+    }
+    if (Date.now() > deadline) {
+      const lines = waiting.map((p) => `  ${p.id}: ${p.state}${p.state === 'running' ? ', not ready' : ''}, ${p.restarts} restarts`);
+      throw new LabError(
+        `not everything became ready within ${timeoutMs / 1000}s:\n${lines.join('\n') || '  (no status yet)'}\n` +
+          `Logs: \`ambit lab logs${flagFor(layout)} <namespace>/<pod>\` or under ${layout.logDir}. The lab stays up for inspection; \`ambit lab down${flagFor(layout)}\` removes it.`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Removes everything the lab made. Idempotent, and works from names alone when the state file is gone. */
+export async function labDown(layout: LabLayout, out: (line: string) => void): Promise<void> {
+  requireRoot();
+  const state = readLabState(layout);
+  const supervisor = state?.supervisorPid ?? readStatus(layout)?.supervisorPid;
+  if (alive(supervisor)) {
+    process.kill(supervisor!, 'SIGTERM');
+    const deadline = Date.now() + 8_000;
+    while (alive(supervisor) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  }
+  // Whatever is still running (after a kill -9 of the supervisor, say) dies with its cgroup.
+  await removeCgroupTree(layout.cgroupDir);
+  const network = new LabNetwork(layout);
+  const netns = await network.listNetns();
+  await network.teardown();
+  await rm(layout.stateDir, { recursive: true, force: true });
+  // The shared parents are ours too; remove them once no lab uses them.
+  await rmdir(dirname(layout.cgroupDir)).catch(() => undefined);
+  await rmdir(LAB_RUN_DIR).catch(() => undefined);
+  await rmdir(dirname(LAB_RUN_DIR)).catch(() => undefined);
+  out(state || netns.length > 0 ? `lab "${layout.name}" is down: removed ${netns.length} network namespaces, its cgroups, processes and state` : `lab "${layout.name}" was not up; nothing to remove`);
+}
+
+/** Every lab that has left anything on this machine: state directories and cgroups. */
+export async function listLabs(): Promise<string[]> {
+  const fromState = await readdir(LAB_RUN_DIR).catch(() => [] as string[]);
+  const fromCgroups = await readdir(labCgroupParent(cgroup2Root())).catch(() => [] as string[]);
+  return [...new Set([...fromState, ...fromCgroups])].sort();
+}
+
+function requireState(layout: LabLayout): LabState {
+  const state = readLabState(layout);
+  if (!state) throw new LabError(`lab "${layout.name}" is not up; start it with \`ambit lab up${flagFor(layout)} <yaml…>\``);
+  return state;
+}
+
+export function labStatus(layout: LabLayout, out: (line: string) => void): void {
+  const state = requireState(layout);
+  const status = readStatus(layout);
+  const byId = new Map(status?.processes.map((p) => [p.id, p]) ?? []);
+  const supervisorUp = alive(state.supervisorPid);
+  out(`lab "${layout.name}" up since ${state.createdAt}; supervisor ${supervisorUp ? `running (pid ${state.supervisorPid})` : 'NOT running: run `ambit lab down` and up again'}`);
+  out(`config: ${state.plan.configPaths.join(' ')}`);
+  const rows: string[][] = [['WHAT', 'NODE', 'IP', 'STATE', 'READY', 'RESTARTS']];
+  for (const node of state.plan.nodes) {
+    const p = byId.get(`node/${node.name}`);
+    rows.push([`node/${node.name} (agent)`, node.name, node.ip, p?.state ?? 'unknown', p?.ready ? 'yes' : 'no', String(p?.restarts ?? 0)]);
+  }
+  for (const pod of state.plan.pods) {
+    for (const c of pod.containers) {
+      const p = byId.get(`${pod.key}/${c.name}`);
+      rows.push([`${pod.key} [${c.name}]`, pod.node, pod.ip, p?.state ?? 'unknown', p?.ready ? 'yes' : 'no', String(p?.restarts ?? 0)]);
+    }
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const row of rows) out(row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
+  out(`logs: ${layout.logDir}`);
+}
+
+/** `exec <namespace>/<pod>` runs in the pod's namespaces and cgroup (as kubectl exec); `node/<name>` in the node's. */
+export async function labExec(layout: LabLayout, target: string, argv: readonly string[]): Promise<number> {
+  requireRoot();
+  const state = requireState(layout);
+  if (argv.length === 0) throw new LabError('nothing to run: ambit lab exec <namespace>/<pod> -- <command…>');
+  if (target.startsWith('node/')) {
+    const node = state.plan.nodes.find((n) => `node/${n.name}` === target);
+    if (!node) throw new LabError(`no node ${target.slice(5)} in lab "${layout.name}"; nodes: ${state.plan.nodes.map((n) => n.name).join(', ')}`);
+    const enter = enterNodeNetns(node.netns);
+    return runAttached(enter[0]!, [...enter.slice(1), ...argv]);
+  }
+  const pod = state.plan.pods.find((p) => p.key === target);
+  if (!pod) throw new LabError(`no pod ${target} in lab "${layout.name}"; pods: ${state.plan.pods.map((p) => p.key).join(', ')} (or node/<name>)`);
+  const command = inCgroupAndNetns(pod.cgroup, enterPodNetns(pod.netns), argv);
+  return runAttached(command[0]!, command.slice(1), { ...process.env, ...pod.containers[0]?.env, TERM: process.env['TERM'] ?? 'dumb' });
+}
+
+/** The log files for a target: a pod's containers, a node's agent, or (no target) the supervisor's. */
+export function labLogFiles(layout: LabLayout, target: string | undefined, container: string | undefined): string[] {
+  const state = requireState(layout);
+  if (target === undefined) return [layout.supervisorLog, ...state.plan.nodes.map((n) => n.log)];
+  if (target.startsWith('node/')) {
+    const node = state.plan.nodes.find((n) => `node/${n.name}` === target);
+    if (!node) throw new LabError(`no node ${target.slice(5)} in lab "${layout.name}"`);
+    return [node.log];
+  }
+  const pod = state.plan.pods.find((p) => p.key === target);
+  if (!pod) throw new LabError(`no pod ${target} in lab "${layout.name}"; pods: ${state.plan.pods.map((p) => p.key).join(', ')}`);
+  const containers = container ? pod.containers.filter((c) => c.name === container) : pod.containers;
+  if (containers.length === 0) throw new LabError(`pod ${target} has no container ${container}; it has ${pod.containers.map((c) => c.name).join(', ')}`);
+  return containers.map((c) => c.log);
+}
+
+export function flagFor(layout: LabLayout): string {
+  return layout.name === DEFAULT_LAB ? '' : ` --lab ${layout.name}`;
+}

@@ -1,0 +1,93 @@
+// Where everything a lab makes lives, derived from the lab's name alone, so that `down` can find and
+// remove all of it even when the state file is gone: every name starts with `ambit-<lab>-`.
+
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+
+export const LAB_RUN_DIR = '/run/ambit/lab';
+export const DEFAULT_LAB = 'lab';
+
+const LAB_NAME = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
+
+export function checkLabName(name: string): string | undefined {
+  return LAB_NAME.test(name) ? undefined : `lab name ${JSON.stringify(name)}: expected 1-16 lowercase letters, digits or '-', starting and ending with a letter or digit`;
+}
+
+/** The cgroup directory under which every lab has its own. */
+export function labCgroupParent(cgroupRoot: string): string {
+  return join(cgroupRoot, 'ambit');
+}
+
+export class LabLayout {
+  constructor(
+    readonly name: string,
+    readonly cgroupRoot: string,
+  ) {}
+
+  get prefix(): string {
+    return `ambit-${this.name}-`;
+  }
+  get stateDir(): string {
+    return join(LAB_RUN_DIR, this.name);
+  }
+  get stateFile(): string {
+    return join(this.stateDir, 'state.json');
+  }
+  get statusFile(): string {
+    return join(this.stateDir, 'status.json');
+  }
+  get logDir(): string {
+    return join(this.stateDir, 'logs');
+  }
+  get supervisorLog(): string {
+    return join(this.logDir, 'supervisor.log');
+  }
+  agentLog(node: string): string {
+    return join(this.logDir, 'nodes', `${node}.log`);
+  }
+  containerLog(namespace: string, pod: string, container: string): string {
+    return join(this.logDir, 'pods', `${namespace}_${pod}`, `${container}.log`);
+  }
+
+  get fabricNetns(): string {
+    return `${this.prefix}fabric`;
+  }
+  nodeNetns(node: string): string {
+    return `${this.prefix}n-${node}`;
+  }
+  podNetns(namespace: string, pod: string): string {
+    return `${this.prefix}p-${namespace}.${pod}`;
+  }
+  /** /etc/netns/<netns>/: `ip netns exec` bind-mounts its files over /etc (hosts, resolv.conf). */
+  etcDir(netns: string): string {
+    return join('/etc/netns', netns);
+  }
+
+  get cgroupDir(): string {
+    return join(labCgroupParent(this.cgroupRoot), this.name);
+  }
+  get supervisorCgroup(): string {
+    return join(this.cgroupDir, 'supervisor');
+  }
+  agentCgroup(node: string): string {
+    return join(this.cgroupDir, 'agents', node);
+  }
+  podCgroup(namespace: string, pod: string): string {
+    return join(this.cgroupDir, 'pods', `${namespace}.${pod}`);
+  }
+}
+
+/**
+ * Interface names must fit in 15 bytes and be unique within their namespace; a short hash of the
+ * pod's key gives a stable name that says which pod it is in `ip link` only through `lab status`.
+ */
+export function podHostLink(namespace: string, pod: string): string {
+  return `veth${createHash('sha256').update(`${namespace}/${pod}`).digest('hex').slice(0, 8)}`;
+}
+
+export function fabricLink(index: number): string {
+  return `fab${index}`;
+}
+
+/** The node side of each pod's veth answers for this gateway address (Calico's convention). */
+export const POD_GATEWAY = '169.254.1.1';

@@ -1,0 +1,108 @@
+// The long-lived process behind a running lab (`ambit lab supervise`, started by `lab up`): it owns the
+// pods' containers and the node agents through the Kubelet, and, like kube-proxy and cluster DNS, keeps
+// Service VIPs and names in step with the YAML as the user edits it.
+
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LocalFileSource } from '../sources/local-files.js';
+import { WorkloadStore } from '../state/store.js';
+import { createLogger } from '../telemetry/log.js';
+import { Kubelet, enterNodeNetns, enterPodNetns, inCgroupAndNetns, probeFromNode } from './kubelet.js';
+import type { LabLayout } from './layout.js';
+import { LabNetwork } from './network.js';
+import type { LabPlan } from './plan.js';
+
+/** How the running Ambit invokes itself: the same Node, loader flags and entry point (main.ts or main.js). */
+export function ambitCommand(): string[] {
+  const here = fileURLToPath(import.meta.url);
+  const main = join(dirname(here), '..', 'cli', here.endsWith('.ts') ? 'main.ts' : 'main.js');
+  return [process.execPath, ...process.execArgv, main];
+}
+
+export interface SupervisorOptions {
+  readonly trustDomain: string;
+  readonly clusterDomain: string;
+  readonly logLevel: string;
+}
+
+export async function superviseLab(layout: LabLayout, plan: LabPlan, options: SupervisorOptions): Promise<void> {
+  const log = createLogger('info', { lab: layout.name, component: 'supervisor' });
+  const kubelet = new Kubelet(layout.statusFile);
+  const network = new LabNetwork(layout);
+
+  // Services first: pods expect their names and VIPs to work from the first instant, as in a cluster.
+  const store = new WorkloadStore();
+  const source = new LocalFileSource({ paths: plan.configPaths, trustDomain: options.trustDomain, clusterDomain: options.clusterDomain }, store, log);
+  store.subscribe((snapshot) => {
+    network.applyServices(plan, snapshot).then(
+      () => log.info({ version: snapshot.version }, `kube-proxy rules and pod hosts files updated to configuration version ${snapshot.version}`),
+      (err: Error) => log.error({ err }, `updating kube-proxy rules failed: ${err.message}`),
+    );
+  });
+  await source.load();
+  await source.watch();
+
+  for (const node of plan.nodes) {
+    kubelet.run({
+      id: `node/${node.name}`,
+      command: `ambit run --node ${node.name}`,
+      argv: inCgroupAndNetns(node.cgroup, enterNodeNetns(node.netns), [
+        ...ambitCommand(),
+        'run',
+        '--node',
+        node.name,
+        '--trust-domain',
+        options.trustDomain,
+        '--cluster-domain',
+        options.clusterDomain,
+        '--log-level',
+        options.logLevel,
+        ...plan.configPaths.flatMap((p) => ['--config', p]),
+      ]),
+      cwd: '/',
+      env: process.env,
+      cgroup: node.cgroup,
+      log: node.log,
+      probe: probeFromNode(node.netns, '127.0.0.1', {
+        kind: 'httpGet',
+        path: '/healthz/ready',
+        port: 15021,
+        resolvedPort: 15021,
+        periodSeconds: 5,
+        timeoutSeconds: 1,
+        failureThreshold: 3,
+        successThreshold: 1,
+      }),
+      probePeriodMs: 5_000,
+    });
+  }
+
+  for (const pod of plan.pods) {
+    const node = plan.nodes.find((n) => n.name === pod.node)!;
+    for (const container of pod.containers) {
+      const probe = container.readinessProbe;
+      kubelet.run({
+        id: `${pod.key}/${container.name}`,
+        command: container.argv.join(' '),
+        argv: inCgroupAndNetns(pod.cgroup, enterPodNetns(pod.netns), container.argv),
+        cwd: container.cwd,
+        env: container.env,
+        cgroup: pod.cgroup,
+        log: container.log,
+        ...(probe ? { probe: probeFromNode(node.netns, pod.ip, probe) } : {}),
+        probePeriodMs: (probe?.periodSeconds ?? 10) * 1000,
+      });
+    }
+  }
+
+  log.info({ nodes: plan.nodes.length, pods: plan.pods.length }, 'lab supervisor running');
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'stopping every container and agent');
+      source.close();
+      void kubelet.stopAll(5_000).then(() => resolve());
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}

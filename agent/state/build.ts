@@ -1,0 +1,288 @@
+// Turns validated configuration objects into a MeshSnapshot: workloads with their SPIFFE identities and
+// enrollment, services with endpoints from selectors over ready pods, and the Istio resources in force.
+// Problems that span objects (duplicate pod IPs, selectors that match nothing) become diagnostics here;
+// single-object problems were already caught by agent/config.
+
+import type { ConfigDiagnostic } from '../config/diagnostics.js';
+import type { Labels, NamespaceObject, PodObject, ServiceObject, SourceLocation } from '../config/kubernetes.js';
+import type { MeshObject } from '../config/objects.js';
+import {
+  type Enrollment,
+  type IstioResources,
+  type MeshNamespace,
+  type MeshNode,
+  type MeshService,
+  type MeshSnapshot,
+  type ObjectKey,
+  type ServiceEndpoint,
+  type Workload,
+  objectKey,
+  spiffeId,
+} from './model.js';
+import { portProtocol } from './protocol.js';
+
+/** The label that puts a namespace (or a single pod) in the mesh, and takes a pod out with `none`. */
+export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
+
+export interface SnapshotOptions {
+  readonly version: number;
+  readonly trustDomain: string;
+  readonly clusterDomain: string;
+}
+
+export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotOptions): MeshSnapshot {
+  const diagnostics: ConfigDiagnostic[] = [];
+  const warn = (source: SourceLocation, kind: string, namespace: string, name: string, field: string | undefined, message: string): void => {
+    diagnostics.push({ severity: 'warning', location: source, object: { kind, namespace, name }, ...(field ? { field } : {}), message });
+  };
+
+  const nodes = new Map<string, MeshNode>();
+  const declaredNamespaces = new Map<string, NamespaceObject>();
+  const pods: PodObject[] = [];
+  const serviceObjects: ServiceObject[] = [];
+  const serviceAccounts = new Set<ObjectKey>();
+  const istio = {
+    virtualServices: [] as IstioResources['virtualServices'][number][],
+    destinationRules: [] as IstioResources['destinationRules'][number][],
+    authorizationPolicies: [] as IstioResources['authorizationPolicies'][number][],
+    peerAuthentications: [] as IstioResources['peerAuthentications'][number][],
+  };
+
+  for (const object of objects) {
+    switch (object.kind) {
+      case 'Node': {
+        const internalIp = object.status.addresses.find((a) => a.type === 'InternalIP')?.address;
+        const podCidrs = object.spec.podCIDRs.length > 0 ? object.spec.podCIDRs : object.spec.podCIDR ? [object.spec.podCIDR] : [];
+        nodes.set(object.metadata.name, {
+          name: object.metadata.name,
+          ...(internalIp ? { internalIp } : {}),
+          podCidrs,
+          labels: object.metadata.labels,
+        });
+        break;
+      }
+      case 'Namespace':
+        declaredNamespaces.set(object.metadata.name, object);
+        break;
+      case 'ServiceAccount':
+        serviceAccounts.add(objectKey(object.metadata.namespace, object.metadata.name));
+        break;
+      case 'Pod':
+        pods.push(object);
+        break;
+      case 'Service':
+        serviceObjects.push(object);
+        break;
+      case 'VirtualService':
+        istio.virtualServices.push(object);
+        break;
+      case 'DestinationRule':
+        istio.destinationRules.push(object);
+        break;
+      case 'AuthorizationPolicy':
+        istio.authorizationPolicies.push(object);
+        break;
+      case 'PeerAuthentication':
+        istio.peerAuthentications.push(object);
+        break;
+    }
+  }
+
+  const namespaces = new Map<string, MeshNamespace>();
+  for (const [name, ns] of declaredNamespaces) namespaces.set(name, { name, labels: ns.metadata.labels, declared: true });
+  const ensureNamespace = (name: string): MeshNamespace => {
+    let ns = namespaces.get(name);
+    if (!ns) {
+      ns = { name, labels: {}, declared: false };
+      namespaces.set(name, ns);
+    }
+    return ns;
+  };
+
+  const workloads = new Map<ObjectKey, Workload>();
+  const workloadsByIp = new Map<string, Workload>();
+  for (const pod of pods) {
+    const { name, namespace } = pod.metadata;
+    const ns = ensureNamespace(namespace);
+    const serviceAccount = pod.spec.serviceAccountName ?? 'default';
+    if (pod.spec.serviceAccountName && !serviceAccounts.has(objectKey(namespace, serviceAccount))) {
+      warn(pod.source, 'Pod', namespace, name, 'spec.serviceAccountName', `ServiceAccount ${namespace}/${serviceAccount} is not defined; the identity is still derived from its name`);
+    }
+    if (pod.spec.nodeName && nodes.size > 0 && !nodes.has(pod.spec.nodeName)) {
+      warn(pod.source, 'Pod', namespace, name, 'spec.nodeName', `node "${pod.spec.nodeName}" is not defined; no agent will enroll this pod`);
+    }
+    const ips = podIps(pod);
+    const conflicting = ips.map((ip) => workloadsByIp.get(ip)).find((w) => w !== undefined);
+    if (conflicting) {
+      diagnostics.push({
+        severity: 'error',
+        location: pod.source,
+        object: { kind: 'Pod', namespace, name },
+        field: 'status.podIP',
+        message: `IP ${ips.join(', ')} is already used by Pod ${conflicting.key} (${conflicting.source.file}:${conflicting.source.line}); this pod is ignored`,
+      });
+      continue;
+    }
+    const workload: Workload = {
+      key: objectKey(namespace, name),
+      name,
+      namespace,
+      uid: `${namespace}/${name}`,
+      ...(pod.spec.nodeName ? { node: pod.spec.nodeName } : {}),
+      ips,
+      labels: pod.metadata.labels,
+      serviceAccount,
+      identity: spiffeId(options.trustDomain, namespace, serviceAccount),
+      ready: isReady(pod, ips),
+      enrollment: enrollment(pod, ns, ips),
+      namedPorts: namedPorts(pod),
+      ...(pod.spec.containers[0]?.readinessProbe ? { readinessProbe: pod.spec.containers[0].readinessProbe } : {}),
+      annotations: pod.metadata.annotations,
+      source: pod.source,
+    };
+    workloads.set(workload.key, workload);
+    for (const ip of ips) workloadsByIp.set(ip, workload);
+  }
+
+  const services = new Map<ObjectKey, MeshService>();
+  const servicesByVip = new Map<string, MeshService>();
+  const servicesByHostname = new Map<string, MeshService>();
+  for (const svc of serviceObjects) {
+    const { name, namespace } = svc.metadata;
+    ensureNamespace(namespace);
+    const vips = serviceVips(svc);
+    const taken = vips.map((vip) => servicesByVip.get(vip)).find((s) => s !== undefined);
+    if (taken) {
+      diagnostics.push({
+        severity: 'error',
+        location: svc.source,
+        object: { kind: 'Service', namespace, name },
+        field: 'spec.clusterIP',
+        message: `cluster IP ${vips.join(', ')} is already used by Service ${taken.key} (${taken.source.file}:${taken.source.line}); this service is ignored`,
+      });
+      continue;
+    }
+    const ports = svc.spec.ports.map((p) => ({
+      ...(p.name ? { name: p.name } : {}),
+      port: p.port,
+      targetPort: p.targetPort,
+      protocol: portProtocol(p),
+    }));
+    const selector = svc.spec.selector;
+    const endpoints: ServiceEndpoint[] = [];
+    if (selector) {
+      let matched = 0;
+      for (const workload of workloads.values()) {
+        if (workload.namespace !== namespace || !matchesLabels(selector, workload.labels)) continue;
+        matched++;
+        const ip = workload.ips[0];
+        if (!workload.ready || ip === undefined) continue;
+        const resolved = new Map<number, number>();
+        for (const p of ports) {
+          const target = typeof p.targetPort === 'number' ? p.targetPort : workload.namedPorts.get(p.targetPort);
+          if (target === undefined) {
+            warn(svc.source, 'Service', namespace, name, `spec.ports[${ports.indexOf(p)}].targetPort`, `Pod ${workload.key} has no container port named "${p.targetPort}"; it serves no traffic on port ${p.port}`);
+            continue;
+          }
+          resolved.set(p.port, target);
+        }
+        endpoints.push({ workload: workload.key, ip, ports: resolved });
+      }
+      if (matched === 0) {
+        warn(svc.source, 'Service', namespace, name, 'spec.selector', `selector ${formatSelector(selector)} matches no pod in namespace ${namespace}; the service has no endpoints`);
+      }
+    }
+    const service: MeshService = {
+      key: objectKey(namespace, name),
+      name,
+      namespace,
+      hostname: `${name}.${namespace}.svc.${options.clusterDomain}`,
+      vips,
+      ports,
+      ...(selector ? { selector } : {}),
+      endpoints,
+      labels: svc.metadata.labels,
+      source: svc.source,
+    };
+    services.set(service.key, service);
+    servicesByHostname.set(service.hostname, service);
+    for (const vip of vips) servicesByVip.set(vip, service);
+  }
+
+  for (const policy of [...istio.authorizationPolicies, ...istio.peerAuthentications]) {
+    const selector = policy.spec.selector?.matchLabels;
+    if (!selector) continue;
+    const { namespace, name } = policy.metadata;
+    const matches = [...workloads.values()].some((w) => w.namespace === namespace && matchesLabels(selector, w.labels));
+    if (!matches) {
+      warn(policy.source, policy.kind, namespace, name, 'spec.selector.matchLabels', `selector ${formatSelector(selector)} matches no pod in namespace ${namespace}; the policy applies to nothing yet`);
+    }
+  }
+
+  return {
+    version: options.version,
+    trustDomain: options.trustDomain,
+    clusterDomain: options.clusterDomain,
+    nodes,
+    namespaces,
+    workloads,
+    workloadsByIp,
+    services,
+    servicesByVip,
+    servicesByHostname,
+    istio,
+    diagnostics,
+  };
+}
+
+/** Kubernetes label-selector semantics for matchLabels: every key must be present with the same value. */
+export function matchesLabels(selector: Labels, labels: Labels): boolean {
+  for (const [key, value] of Object.entries(selector)) if (labels[key] !== value) return false;
+  return true;
+}
+
+function formatSelector(selector: Labels): string {
+  const pairs = Object.entries(selector).map(([k, v]) => `${k}=${v}`);
+  return pairs.length > 0 ? pairs.join(',') : '{}';
+}
+
+function podIps(pod: PodObject): string[] {
+  const ips = [...pod.status.podIPs];
+  if (pod.status.podIP && !ips.includes(pod.status.podIP)) ips.unshift(pod.status.podIP);
+  return ips;
+}
+
+/** Ready unless the pod says otherwise: a lab or local file usually omits status.phase and conditions. */
+function isReady(pod: PodObject, ips: readonly string[]): boolean {
+  if (ips.length === 0) return false;
+  if (pod.status.phase !== undefined && pod.status.phase !== 'Running') return false;
+  const ready = pod.status.conditions.find((c) => c.type === 'Ready');
+  return ready === undefined || ready.status === 'True';
+}
+
+/**
+ * Istio's ambient enrollment rules: a namespace labeled `ambient` enrolls its pods, a pod labeled
+ * `ambient` enrolls itself, and a pod labeled `none` stays out whatever its namespace says.
+ */
+function enrollment(pod: PodObject, ns: MeshNamespace, ips: readonly string[]): Enrollment {
+  const podMode = pod.metadata.labels[DATAPLANE_MODE_LABEL];
+  if (podMode === 'none') return { enrolled: false, reason: 'pod-opt-out' };
+  if (ips.length === 0) return { enrolled: false, reason: 'no-pod-ip' };
+  if (podMode === 'ambient') return { enrolled: true, reason: 'pod-label' };
+  if (ns.labels[DATAPLANE_MODE_LABEL] === 'ambient') return { enrolled: true, reason: 'namespace-label' };
+  return { enrolled: false, reason: 'namespace-not-ambient' };
+}
+
+function namedPorts(pod: PodObject): Map<string, number> {
+  const ports = new Map<string, number>();
+  for (const container of pod.spec.containers) {
+    for (const port of container.ports) if (port.name) ports.set(port.name, port.containerPort);
+  }
+  return ports;
+}
+
+function serviceVips(svc: ServiceObject): string[] {
+  const vips = svc.spec.clusterIPs.filter((ip) => ip !== 'None');
+  if (svc.spec.clusterIP && svc.spec.clusterIP !== 'None' && !vips.includes(svc.spec.clusterIP)) vips.unshift(svc.spec.clusterIP);
+  return vips;
+}

@@ -1,0 +1,119 @@
+// The mesh as every other part of the agent sees it: workloads, services and the Istio resources that
+// shape them, in one immutable snapshot. Built from configuration objects by `buildSnapshot`.
+
+import type { ConfigDiagnostic } from '../config/diagnostics.js';
+import type { Labels, Probe, SourceLocation } from '../config/kubernetes.js';
+import type { MeshObject } from '../config/objects.js';
+import type { AppProtocol } from './protocol.js';
+
+/** `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`: who a workload is on the wire. */
+export type SpiffeId = string & { readonly __brand: 'SpiffeId' };
+
+export function spiffeId(trustDomain: string, namespace: string, serviceAccount: string): SpiffeId {
+  return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}` as SpiffeId;
+}
+
+/** `namespace/name`, the key workloads and services are stored under. */
+export type ObjectKey = string;
+
+export function objectKey(namespace: string, name: string): ObjectKey {
+  return `${namespace}/${name}`;
+}
+
+export interface MeshNode {
+  readonly name: string;
+  readonly internalIp?: string;
+  readonly podCidrs: readonly string[];
+  readonly labels: Labels;
+}
+
+export interface MeshNamespace {
+  readonly name: string;
+  readonly labels: Labels;
+  /** False when no Namespace object was given and the namespace exists only because objects name it. */
+  readonly declared: boolean;
+}
+
+/** Why a workload is or is not in the mesh; shown by `ambit zc workloads` and in logs. */
+export type Enrollment =
+  | { readonly enrolled: true; readonly reason: 'namespace-label' | 'pod-label' }
+  | { readonly enrolled: false; readonly reason: 'pod-opt-out' | 'namespace-not-ambient' | 'no-pod-ip' };
+
+/** A pod as the mesh sees it. */
+export interface Workload {
+  readonly key: ObjectKey;
+  readonly name: string;
+  readonly namespace: string;
+  readonly uid: string;
+  readonly node?: string;
+  /** Primary pod IP first; empty until the pod has one. */
+  readonly ips: readonly string[];
+  readonly labels: Labels;
+  readonly serviceAccount: string;
+  readonly identity: SpiffeId;
+  /** Running, with an IP, and not reported unready: only ready workloads are Service endpoints. */
+  readonly ready: boolean;
+  readonly enrollment: Enrollment;
+  /** Named container ports, for Services whose targetPort is a name. */
+  readonly namedPorts: ReadonlyMap<string, number>;
+  /** The first container's readinessProbe, which active health checks reuse. */
+  readonly readinessProbe?: Probe;
+  readonly annotations: Labels;
+  readonly source: SourceLocation;
+}
+
+export interface MeshServicePort {
+  readonly name?: string;
+  readonly port: number;
+  readonly targetPort: number | string;
+  readonly protocol: AppProtocol;
+}
+
+/** One ready workload behind a Service, with the Service's ports resolved to its container ports. */
+export interface ServiceEndpoint {
+  readonly workload: ObjectKey;
+  readonly ip: string;
+  /** Service port → target port on this workload; a port whose named targetPort the pod lacks is absent. */
+  readonly ports: ReadonlyMap<number, number>;
+}
+
+export interface MeshService {
+  readonly key: ObjectKey;
+  readonly name: string;
+  readonly namespace: string;
+  /** `<name>.<namespace>.svc.<cluster domain>`, the name Istio resources use for it. */
+  readonly hostname: string;
+  readonly vips: readonly string[];
+  readonly ports: readonly MeshServicePort[];
+  readonly selector?: Labels;
+  readonly endpoints: readonly ServiceEndpoint[];
+  readonly labels: Labels;
+  readonly source: SourceLocation;
+}
+
+type OfKind<K extends MeshObject['kind']> = Extract<MeshObject, { kind: K }>;
+
+/** The Istio resources in force, grouped by kind, in configuration order. */
+export interface IstioResources {
+  readonly virtualServices: readonly OfKind<'VirtualService'>[];
+  readonly destinationRules: readonly OfKind<'DestinationRule'>[];
+  readonly authorizationPolicies: readonly OfKind<'AuthorizationPolicy'>[];
+  readonly peerAuthentications: readonly OfKind<'PeerAuthentication'>[];
+}
+
+export interface MeshSnapshot {
+  /** Increases by one with every accepted change; logged and shown in /config_dump. */
+  readonly version: number;
+  readonly trustDomain: string;
+  readonly clusterDomain: string;
+  readonly nodes: ReadonlyMap<string, MeshNode>;
+  readonly namespaces: ReadonlyMap<string, MeshNamespace>;
+  readonly workloads: ReadonlyMap<ObjectKey, Workload>;
+  readonly workloadsByIp: ReadonlyMap<string, Workload>;
+  readonly services: ReadonlyMap<ObjectKey, MeshService>;
+  readonly servicesByVip: ReadonlyMap<string, MeshService>;
+  readonly servicesByHostname: ReadonlyMap<string, MeshService>;
+  readonly istio: IstioResources;
+  /** Cross-object problems found while building (a selector that matches nothing, a duplicate IP). */
+  readonly diagnostics: readonly ConfigDiagnostic[];
+}

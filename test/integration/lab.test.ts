@@ -1,0 +1,173 @@
+// The lab in real network namespaces: pods reach each other across nodes and reach Services by name
+// and VIP, crashed containers come back, YAML edits reach kube-proxy and DNS, and `down` leaves the
+// machine exactly as it was, also after kill -9 of everything the lab started.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { cgroup2Root } from '../../agent/lab/cgroups.js';
+import { hostFootprint } from './helpers/host-footprint.js';
+import { ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
+
+const LAB = `t${process.pid % 10000}`;
+const dir = mkdtempSync(join(tmpdir(), 'ambit-lab-test-'));
+const yamlPath = join(dir, 'mesh.yaml');
+
+// A tiny HTTP server that says which pod answered; runs with the host's node, as lab containers do.
+const server = (port: number): string[] => [
+  'node',
+  '-e',
+  `require('http').createServer((q, s) => s.end(process.env.POD_NAME + '\\n')).listen(${port})`,
+];
+
+function meshYaml(extra = ''): string {
+  const pod = (name: string, node: string, ip: string, app: string, command: string[]): string => `
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: shop, labels: { app: ${app} } }
+spec:
+  nodeName: ${node}
+  containers:
+    - name: main
+      command: ${JSON.stringify(command)}
+      env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
+      ports: [{ name: web, containerPort: 8080 }]
+${app === 'web' ? '      readinessProbe: { httpGet: { path: /, port: web }, periodSeconds: 2 }\n' : ''}status: { podIP: ${ip} }`;
+  return `apiVersion: v1
+kind: Node
+metadata: { name: alpha }
+spec: { podCIDR: 10.245.1.0/24 }
+status: { addresses: [{ type: InternalIP, address: 172.31.78.11 }] }
+---
+apiVersion: v1
+kind: Node
+metadata: { name: beta }
+spec: { podCIDR: 10.245.2.0/24 }
+status: { addresses: [{ type: InternalIP, address: 172.31.78.12 }] }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+${pod('web-a', 'alpha', '10.245.1.10', 'web', server(8080))}
+${pod('web-b', 'beta', '10.245.2.10', 'web', server(8080))}
+${pod('client', 'alpha', '10.245.1.20', 'client', ['sleep', 'infinity'])}
+${pod('crasher', 'beta', '10.245.2.20', 'crasher', ['sh', '-c', 'echo crashing; exit 3'])}
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec:
+  clusterIP: 10.97.0.10
+  selector: { app: web }
+  ports: [{ name: http, port: 80, targetPort: web }]
+${extra}`;
+}
+
+const cgroupRoot = cgroup2Root();
+const before_ = { footprint: hostFootprint(cgroupRoot) };
+
+before(async () => {
+  requireRoot();
+  requireBuiltAmbit();
+  writeFileSync(yamlPath, meshYaml());
+  const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', yamlPath], 120_000);
+  assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
+  assert.match(up.stdout, /is up: 2 nodes, 4 pods/);
+});
+
+after(async () => {
+  await ambit(['lab', 'down', '--lab', LAB]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function curlFrom(pod: string, url: string): Promise<string> {
+  const r = await ambit(['lab', 'exec', '--lab', LAB, pod, '--', 'curl', '-s', '--max-time', '3', url], 15_000);
+  assert.equal(r.code, 0, `curl ${url} from ${pod} failed (exit ${r.code}): ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+test('pods reach pods on the same node and across nodes by IP', async () => {
+  assert.equal(await curlFrom('shop/client', 'http://10.245.1.10:8080/'), 'web-a');
+  assert.equal(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), 'web-b');
+});
+
+test('pods reach a Service by VIP and by every DNS form of its name, balanced over both endpoints', async () => {
+  const seen = new Set<string>();
+  for (let i = 0; i < 20 && seen.size < 2; i++) seen.add(await curlFrom('shop/client', 'http://10.97.0.10/'));
+  assert.deepEqual([...seen].sort(), ['web-a', 'web-b']);
+  for (const name of ['web', 'web.shop', 'web.shop.svc', 'web.shop.svc.cluster.local']) {
+    assert.match(await curlFrom('shop/client', `http://${name}/`), /^web-[ab]$/);
+  }
+});
+
+test('a pod reaches itself through its own Service (hairpin)', async () => {
+  const answers = new Set<string>();
+  for (let i = 0; i < 12; i++) answers.add(await curlFrom('shop/web-a', 'http://web/'));
+  assert.ok(answers.has('web-a'), `web-a never reached itself through the Service: ${[...answers].join(', ')}`);
+});
+
+test('exec node/<name> runs in the node namespace, which holds the node IP', async () => {
+  const r = await ambit(['lab', 'exec', '--lab', LAB, 'node/beta', '--', 'ip', '-br', 'addr', 'show', 'fab0']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /172\.31\.78\.12\/32/);
+});
+
+test('a container that exits is restarted with backoff, and its output is in its log', async () => {
+  const restarts = await eventually('two restarts of shop/crasher', async () => {
+    const status = await ambit(['lab', 'status', '--lab', LAB]);
+    const row = status.stdout.split('\n').find((l) => l.startsWith('shop/crasher'));
+    const count = Number(row?.trim().split(/\s+/).pop());
+    return count >= 2 ? count : undefined;
+  });
+  assert.ok(restarts >= 2);
+  const logs = await ambit(['lab', 'logs', '--lab', LAB, 'shop/crasher']);
+  assert.ok((logs.stdout.match(/^crashing$/gm) ?? []).length >= 2, logs.stdout);
+  assert.match(logs.stdout, /exited \(code 3, signal -\); restarting in \d+s/);
+});
+
+test('status lists every agent and container; agents are ready', async () => {
+  const status = await ambit(['lab', 'status', '--lab', LAB]);
+  assert.equal(status.code, 0);
+  assert.match(status.stdout, /node\/alpha \(agent\)\s+alpha\s+172\.31\.78\.11\s+running\s+yes/);
+  assert.match(status.stdout, /node\/beta \(agent\)\s+beta\s+172\.31\.78\.12\s+running\s+yes/);
+  assert.match(status.stdout, /shop\/web-b \[main\]\s+beta\s+10\.245\.2\.10\s+running\s+yes/);
+});
+
+test('bringing the same lab up twice is refused with a clear message', async () => {
+  const again = await ambit(['lab', 'up', '--lab', LAB, yamlPath]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, new RegExp(`lab "${LAB}" is already up .*; run \`ambit lab down --lab ${LAB}\` first`));
+});
+
+test('editing the YAML changes Services live: a new Service resolves and routes', async () => {
+  writeFileSync(
+    yamlPath,
+    meshYaml(`---
+apiVersion: v1
+kind: Service
+metadata: { name: web-b-only, namespace: shop }
+spec:
+  clusterIP: 10.97.0.11
+  selector: { app: web }
+  ports: [{ name: http, port: 8081, targetPort: 8080 }]
+`),
+  );
+  const hosts = `/etc/netns/ambit-${LAB}-p-shop.client/hosts`;
+  await eventually('the new Service in the pod hosts file', async () => (readFileSync(hosts, 'utf8').includes('web-b-only') ? true : undefined));
+  assert.match(await curlFrom('shop/client', 'http://web-b-only:8081/'), /^web-[ab]$/);
+});
+
+test('down after kill -9 of every lab process leaves the machine as it was', async () => {
+  // SIGKILL the supervisor, agents and containers at once, with no chance to clean up after themselves.
+  writeFileSync(join(cgroupRoot, 'ambit', LAB, 'cgroup.kill'), '1');
+  const down = await ambit(['lab', 'down', '--lab', LAB]);
+  assert.equal(down.code, 0, down.stderr);
+  assert.match(down.stdout, new RegExp(`lab "${LAB}" is down: removed 7 network namespaces`));
+  assert.deepEqual(hostFootprint(cgroupRoot), before_.footprint);
+  const again = await ambit(['lab', 'down', '--lab', LAB]);
+  assert.equal(again.code, 0);
+  assert.match(again.stdout, /was not up; nothing to remove/);
+});

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: a type check, then node's test runner over the unit and integration files with the
+# TAP reporter, whose closing "# pass / # fail" lines are the summary CI reads. Integration tests use
+# the real kernel (network namespaces, cgroups, eBPF) and need root; they fail, never skip, without it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+echo "# type check (tsc --noEmit)"
+if ! npx tsc -p tsconfig.json --noEmit; then
+  echo "# type check failed; not running tests"
+  echo "# pass 0"
+  echo "# fail 1"
+  exit 1
+fi
+
+# Node 20 neither expands globs nor finds .ts files by itself: list them.
+shopt -s nullglob
+files=(test/unit/*.test.ts test/integration/*.test.ts)
+# One file at a time: the integration tests share the machine's kernel and would contend for it.
+exec node --import tsx --test --test-reporter=tap --test-concurrency=1 --test-timeout=300000 "${files[@]}"
