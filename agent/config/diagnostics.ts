@@ -8,6 +8,7 @@ export interface ObjectRef {
   readonly kind: string;
   /** "" for cluster-scoped kinds. */
   readonly namespace: string;
+  /** "" when the object has no usable name (it is then reported, but cannot be identified). */
   readonly name: string;
 }
 
@@ -23,6 +24,8 @@ export interface ConfigDiagnostic {
 }
 
 export function formatObjectRef(ref: ObjectRef): string {
+  // An object whose name is missing is still worth naming by kind: "Pod: metadata.name: ...".
+  if (ref.name === '') return ref.kind;
   return ref.namespace === '' ? `${ref.kind} ${ref.name}` : `${ref.kind} ${ref.namespace}/${ref.name}`;
 }
 

@@ -18,7 +18,8 @@ export interface ObjectMeta {
   readonly annotations: Labels;
 }
 
-interface ObjectBase<K extends string> {
+/** What every object has: its kind, the apiVersion it was written with, its metadata and its origin. */
+export interface ObjectBase<K extends string> {
   readonly kind: K;
   readonly apiVersion: string;
   readonly metadata: ObjectMeta;
