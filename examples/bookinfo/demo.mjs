@@ -10,8 +10,9 @@ const repo = fileURLToPath(new URL('../..', import.meta.url));
 const yaml = fileURLToPath(new URL('./bookinfo.yaml', import.meta.url));
 const ambitMain = `${repo}/dist/agent/cli/main.js`;
 
-function ambit(args, { capture = false } = {}) {
-  const r = spawnSync(process.execPath, [ambitMain, ...args], { stdio: capture ? ['ignore', 'pipe', 'inherit'] : 'inherit', encoding: 'utf8', timeout: 180_000 });
+function ambit(args, { capture = false, quiet = false } = {}) {
+  const stdio = capture ? ['ignore', 'pipe', quiet ? 'ignore' : 'inherit'] : 'inherit';
+  const r = spawnSync(process.execPath, [ambitMain, ...args], { stdio, encoding: 'utf8', timeout: 180_000 });
   if (r.error) throw r.error;
   return r;
 }
@@ -21,7 +22,7 @@ function step(text) {
 }
 
 step('Bringing up examples/bookinfo (2 nodes, 7 pods, one ambit agent per node)');
-if (ambit(['lab', 'status'], { capture: true }).status === 0) {
+if (ambit(['lab', 'status'], { capture: true, quiet: true }).status === 0) {
   process.stdout.write('a lab is already up; taking it down first\n');
   ambit(['lab', 'down']);
 }
