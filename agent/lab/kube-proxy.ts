@@ -1,6 +1,7 @@
 // The lab's stand-in for kube-proxy: an nftables table in each node namespace that DNATs Service VIPs
-// to ready endpoints (random choice, as kube-proxy's iptables mode), for pods and for the node itself.
-// It is what a cluster gives pods before any mesh is involved; the mesh's own balancing is the agent's.
+// to ready endpoints (random choice, as kube-proxy's iptables mode) for the pods behind it. It is what
+// a cluster gives pods before any mesh is involved; the mesh's own balancing is the agent's, which
+// resolves VIPs itself.
 
 import { isIPv4 } from 'node:net';
 import type { MeshSnapshot } from '../state/model.js';
@@ -41,10 +42,6 @@ ${rules.join('\n')}
   }
   chain prerouting {
     type nat hook prerouting priority -100; policy accept;
-    jump services
-  }
-  chain output {
-    type nat hook output priority -100; policy accept;
     jump services
   }
   chain postrouting {

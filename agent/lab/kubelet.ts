@@ -33,6 +33,10 @@ export interface ProcessStatus {
   readonly id: string;
   readonly pid?: number;
   readonly state: 'running' | 'waiting' | 'stopped';
+  /** Ran at least once; a container that keeps exiting has started all the same. */
+  readonly started: boolean;
+  /** Readiness is decided by a probe; without one a running process counts as ready. */
+  readonly probed: boolean;
   readonly ready: boolean;
   readonly restarts: number;
   readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly at: string };
@@ -84,7 +88,7 @@ class SupervisedProcess {
     readonly spec: ProcessSpec,
     private readonly onChange: () => void,
   ) {
-    this.#status = { id: spec.id, state: 'waiting', ready: false, restarts: 0 };
+    this.#status = { id: spec.id, state: 'waiting', started: false, probed: spec.probe !== undefined, ready: false, restarts: 0 };
   }
 
   get status(): ProcessStatus {
@@ -103,7 +107,7 @@ class SupervisedProcess {
     });
     closeSync(log);
     this.#child = child;
-    this.#set({ pid: child.pid, state: 'running', ready: this.spec.probe === undefined });
+    this.#set({ pid: child.pid, state: 'running', started: true, ready: this.spec.probe === undefined });
     child.once('error', (err) => this.#appendNote(`could not start: ${err.message}`));
     child.once('exit', (code, signal) => {
       this.#child = undefined;

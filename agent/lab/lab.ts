@@ -106,6 +106,9 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
   await writeState(layout, state);
   try {
     await network.build(plan);
+    // Names and VIPs must work before the first container starts: `ip netns exec` binds the pod's
+    // hosts file only if it exists when the container is launched.
+    await network.applyServices(plan, snapshot);
     await createCgroup(layout.supervisorCgroup);
     for (const node of plan.nodes) await createCgroup(node.cgroup);
     for (const pod of plan.pods) await createCgroup(pod.cgroup);
@@ -117,7 +120,7 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
 
   const supervisorPid = startSupervisor(layout);
   await writeState(layout, { ...state, supervisorPid });
-  await waitUntilReady(layout, supervisorPid, timeoutMs);
+  await waitUntilReady(layout, plan, supervisorPid, timeoutMs, out);
   return { ...state, supervisorPid };
 }
 
@@ -131,19 +134,29 @@ function startSupervisor(layout: LabLayout): number {
   return child.pid!;
 }
 
-async function waitUntilReady(layout: LabLayout, supervisorPid: number, timeoutMs: number): Promise<void> {
+/**
+ * Waits until every agent is ready and every container has started and, where it has a readiness
+ * probe, passes it. A container without a probe that keeps exiting has started all the same: `up`
+ * returns and names it, as `kubectl get pods` would show CrashLoopBackOff.
+ */
+async function waitUntilReady(layout: LabLayout, plan: LabPlan, supervisorPid: number, timeoutMs: number, out: (line: string) => void): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const total = plan.nodes.length + plan.pods.reduce((n, p) => n + p.containers.length, 0);
   for (;;) {
     const status = readStatus(layout);
-    const expected = readLabState(layout)!.plan;
-    const total = expected.nodes.length + expected.pods.reduce((n, p) => n + p.containers.length, 0);
-    const waiting = status ? status.processes.filter((p) => p.state !== 'running' || !p.ready) : [];
-    if (status && status.processes.length === total && waiting.length === 0) return;
+    const processes = status?.processes ?? [];
+    const waiting = processes.filter((p) => !p.started || (p.probed && !p.ready));
+    if (processes.length === total && waiting.length === 0) {
+      for (const p of processes.filter((p) => p.restarts > 0)) {
+        out(`warning: ${p.id} has exited ${p.restarts} time(s) and is being restarted; see \`ambit lab logs${flagFor(layout)} ${p.id.split('/').slice(0, 2).join('/')}\``);
+      }
+      return;
+    }
     if (!alive(supervisorPid)) {
       throw new LabError(`the lab supervisor exited; see ${layout.supervisorLog}. Remove what is left with \`ambit lab down${flagFor(layout)}\``);
     }
     if (Date.now() > deadline) {
-      const lines = waiting.map((p) => `  ${p.id}: ${p.state}${p.state === 'running' ? ', not ready' : ''}, ${p.restarts} restarts`);
+      const lines = waiting.map((p) => `  ${p.id}: ${p.started ? 'started' : 'not started'}, ${p.state}, ${p.ready ? 'ready' : 'not ready'}, ${p.restarts} restarts`);
       throw new LabError(
         `not everything became ready within ${timeoutMs / 1000}s:\n${lines.join('\n') || '  (no status yet)'}\n` +
           `Logs: \`ambit lab logs${flagFor(layout)} <namespace>/<pod>\` or under ${layout.logDir}. The lab stays up for inspection; \`ambit lab down${flagFor(layout)}\` removes it.`,

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 
 export const LAB_RUN_DIR = '/run/ambit/lab';
 export const DEFAULT_LAB = 'lab';
+/** `ip netns exec` bind-mounts /etc/netns/<netns>/* over /etc (hosts, resolv.conf). */
+export const ETC_NETNS_DIR = '/etc/netns';
 
 const LAB_NAME = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
 
@@ -58,9 +60,8 @@ export class LabLayout {
   podNetns(namespace: string, pod: string): string {
     return `${this.prefix}p-${namespace}.${pod}`;
   }
-  /** /etc/netns/<netns>/: `ip netns exec` bind-mounts its files over /etc (hosts, resolv.conf). */
   etcDir(netns: string): string {
-    return join('/etc/netns', netns);
+    return join(ETC_NETNS_DIR, netns);
   }
 
   get cgroupDir(): string {

@@ -3,14 +3,14 @@
 // the machine's own namespace: every link is created inside a lab namespace (`ip -n`), so the host's
 // routes and interfaces stay exactly as they were.
 
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MeshSnapshot } from '../state/model.js';
 import { runCommand, requireTool } from './host.js';
 import { renderPodHosts, POD_RESOLV_CONF } from './hosts.js';
 import { type Ipv4Prefix, parseIpv4Prefix, prefixContains } from './ipv4.js';
 import { renderKubeProxyRules } from './kube-proxy.js';
-import { POD_GATEWAY, type LabLayout } from './layout.js';
+import { ETC_NETNS_DIR, POD_GATEWAY, type LabLayout } from './layout.js';
 import type { HostAddresses, LabPlan } from './plan.js';
 
 const FABRIC_BRIDGE = 'br0';
@@ -95,6 +95,8 @@ export class LabNetwork {
       await runCommand(this.#ip, ['netns', 'delete', netns]);
       await rm(this.layout.etcDir(netns), { recursive: true, force: true });
     }
+    // /etc/netns exists only for labs (Debian does not ship it); leave it only if something else uses it.
+    await rmdir(ETC_NETNS_DIR).catch(() => undefined);
   }
 
   async #addNetns(name: string): Promise<void> {

@@ -30,7 +30,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
   const kubelet = new Kubelet(layout.statusFile);
   const network = new LabNetwork(layout);
 
-  // Services first: pods expect their names and VIPs to work from the first instant, as in a cluster.
+  // `lab up` applied the Services before starting us; from here on they follow the YAML.
   const store = new WorkloadStore();
   const source = new LocalFileSource({ paths: plan.configPaths, trustDomain: options.trustDomain, clusterDomain: options.clusterDomain }, store, log);
   store.subscribe((snapshot) => {
