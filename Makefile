@@ -5,10 +5,17 @@ SHELL := /bin/bash
 # ip, nft and bpftool live in sbin, which a non-login root shell may not have on its PATH.
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-APT_PACKAGES := clang llvm libbpf-dev bpftool nftables iproute2 curl openssl util-linux procps
+APT_PACKAGES := clang llvm libbpf-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3
 AMBIT := node dist/agent/cli/main.js
 
-.PHONY: setup deps build test demo demo-down bench clean typecheck
+.PHONY: setup deps build bpf native test demo demo-down bench clean typecheck
+
+BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
+BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o
+# The node-gyp bundled with npm; --nodedir=/usr, because ~/.npmrc is only read when npm runs it, and
+# without headers node-gyp would try to download them (nothing but the registries is reachable).
+NODE_GYP := node $(dir $(shell readlink -f $$(command -v npm)))../node_modules/node-gyp/bin/node-gyp.js
+ADDON := native/build/Release/ambit_bpf.node
 
 ## setup: install missing Debian and npm packages, then build
 setup: deps build
@@ -25,8 +32,16 @@ deps: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
-## build: compile the agent (TypeScript → dist/)
-build: dist/.built
+## build: compile the agent (TypeScript → dist/), the eBPF programs and the native binding
+build: dist/.built bpf native
+
+bpf: $(BPF_OBJECTS)
+bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/lib/*.h) | deps
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+native: $(ADDON)
+$(ADDON): native/binding.gyp $(wildcard native/src/*.c native/src/*.h) | deps
+	cd native && $(NODE_GYP) rebuild --nodedir=/usr --loglevel=warn
 
 dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $(shell find agent -name '*.ts')
 	npx tsc -p tsconfig.build.json

@@ -1,0 +1,170 @@
+// Typed access to native/ambit_bpf.node: loading Ambit's eBPF objects, attaching them idempotently,
+// reading and writing their pinned maps in the byte layout of bpf/lib/*.h, and the socket options
+// Node lacks. Every call that touches the kernel returns a Result: the caller decides what a
+// missing cgroup, an old kernel or a missing capability means for it.
+
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { join } from 'node:path';
+import { BpfMap, type Codec } from './bpf-maps.js';
+import { call, fail, findUp, toError, type AttachOutcome, type NativeHandle, type Result, type SocketAddress4 } from './bpf-native.js';
+
+export * from './bpf-maps.js';
+export type { AttachOutcome, BpfError, Result, SocketAddress4 } from './bpf-native.js';
+
+export const BPFFS = '/sys/fs/bpf';
+/** Where one agent (scope) keeps its pinned maps and links. */
+export const pinRoot = (scope: string): string => join(BPFFS, 'ambit', scope);
+
+/** The SO_MARK of the agent's own sockets: connect4/6 never redirect them (bpf/lib/config.h). */
+export const BYPASS_MARK = 0x539;
+/** The policy routing that tc steering needs in the agent's netns (bpf/lib/config.h). */
+export const STEER_ROUTING = { mark: 0x200, mask: 0xf00, table: 100 } as const;
+
+export type OutboundProgram =
+  | 'ambit_connect4'
+  | 'ambit_connect6'
+  | 'ambit_sockops'
+  | 'ambit_getpeername4'
+  | 'ambit_getpeername6'
+  | 'ambit_getsockopt';
+export type InboundProgram = 'ambit_tc_uplink' | 'ambit_tc_pod';
+/** Attached to each enrolled pod's cgroup; ambit_getsockopt goes on the agent's own cgroup. */
+export const POD_CGROUP_PROGRAMS: readonly OutboundProgram[] = [
+  'ambit_connect4',
+  'ambit_connect6',
+  'ambit_sockops',
+  'ambit_getpeername4',
+  'ambit_getpeername6',
+];
+
+/** Path of a built object, bpf/<name>.bpf.o, found from this module. */
+export function bpfObjectPath(name: 'outbound_cgroup' | 'inbound_tc'): Result<string> {
+  const path = findUp(`bpf/${name}.bpf.o`);
+  return path ? { ok: true, value: path } : fail('ENOENT', `bpf/${name}.bpf.o not found: build it with \`make bpf\``);
+}
+
+/** Mounts bpffs at /sys/fs/bpf unless it is already there (as Cilium's agent does); true if it mounted it. */
+export function ensureBpffs(): Result<boolean> {
+  const mounted = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((line) => line.split(' ')[4] === BPFFS && line.includes(' - bpf '));
+  if (mounted) return { ok: true, value: false };
+  try {
+    execFileSync('mount', ['-t', 'bpf', 'bpf', BPFFS], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return { ok: true, value: true };
+  } catch (err) {
+    return fail('EMOUNT', `mount bpffs at ${BPFFS}: ${(err as Error).message.trim()} (needs CAP_SYS_ADMIN)`);
+  }
+}
+
+export class BpfObject<P extends string> {
+  private constructor(
+    private readonly handle: NativeHandle,
+    readonly path: string,
+  ) {}
+
+  /** Loads an object; its maps are pinned in (or reused from) `pinDir`. */
+  static load<P extends string>(path: string, pinDir: string): Result<BpfObject<P>> {
+    const loaded = call((b) => b.loadObject(path, pinDir));
+    return loaded.ok ? { ok: true, value: new BpfObject<P>(loaded.value, path) } : loaded;
+  }
+
+  programNames(): Result<string[]> {
+    return call((b) => b.programNames(this.handle));
+  }
+
+  /** Attaches with a link pinned at `linkPin`; running it again is a no-op, or an in-place upgrade. */
+  attachCgroup(program: P, cgroupPath: string, linkPin: string): Result<{ outcome: AttachOutcome; linkId: number }> {
+    return call((b) => b.attachCgroup(this.handle, program, cgroupPath, linkPin));
+  }
+
+  /** tcx (Linux ≥ 6.6), in the caller's network namespace; idempotent like attachCgroup. */
+  attachTcxIngress(program: P, ifname: string, linkPin: string): Result<{ outcome: AttachOutcome; linkId: number }> {
+    return call((b) => b.attachTcxIngress(this.handle, program, ifname, linkPin));
+  }
+
+  /** Classic clsact + cls_bpf (any kernel), in the caller's network namespace; idempotent. */
+  attachTcIngress(program: P, ifname: string, filter: TcFilter = DEFAULT_TC_FILTER): Result<{ outcome: AttachOutcome; progId: number }> {
+    return call((b) => b.attachTcIngress(this.handle, program, ifname, filter.handle, filter.priority));
+  }
+
+  /** A typed view of one of this object's maps; stays usable after close(). */
+  map<K, V>(name: string, key: Codec<K>, value: Codec<V>): Result<BpfMap<K, V>> {
+    const opened = call((b) => b.objectMap(this.handle, name));
+    return opened.ok ? BpfMap.wrap(opened.value, key, value) : opened;
+  }
+
+  /** Releases the programs' fds; what is pinned (maps, links) or owned by a qdisc stays attached. */
+  close(): void {
+    call((b) => b.closeObject(this.handle));
+  }
+}
+
+/** Names a classic tc filter; the same pair is needed to replace or detach it. */
+export interface TcFilter {
+  readonly handle: number;
+  readonly priority: number;
+}
+export const DEFAULT_TC_FILTER: TcFilter = { handle: 1, priority: 1 };
+
+/** Removes a link pin, which detaches the link (unless some process holds its fd); false if absent. */
+export function detachLink(linkPin: string): Result<boolean> {
+  return call((b) => b.detachLink(linkPin));
+}
+
+/**
+ * Removes the classic tc filter; `removeQdisc` also deletes the clsact qdisc and with it every
+ * other filter on the device, so pass it only for devices Ambit owns. false if nothing was there.
+ */
+export function detachTcIngress(ifname: string, removeQdisc: boolean, filter: TcFilter = DEFAULT_TC_FILTER): Result<boolean> {
+  return call((b) => b.detachTcIngress(ifname, filter.handle, filter.priority, removeQdisc));
+}
+
+/** A listening IP_TRANSPARENT socket for tc-steered connections; hand the fd to `server.listen({ fd })`. */
+export function transparentListen(ip: string, port: number, backlog = 511): Result<number> {
+  return call((b) => b.transparentListen(ip, port, backlog));
+}
+
+/** The kernel fd behind a connected net.Socket (Node keeps it on its internal handle). */
+export function socketFd(socket: Socket): number | undefined {
+  const handle = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle;
+  return typeof handle?.fd === 'number' && handle.fd >= 0 ? handle.fd : undefined;
+}
+
+/** Where a redirected connection was going (SO_ORIGINAL_DST); undefined when nobody knows. */
+export function originalDst(socket: Socket): Result<SocketAddress4 | undefined> {
+  const fd = socketFd(socket);
+  if (fd === undefined) return fail('EBADF', 'the socket has no fd (closed, or not a TCP socket)');
+  return call((b) => {
+    const dst = b.originalDst(fd);
+    return dst ? { ip: dst.address, port: dst.port } : undefined;
+  });
+}
+
+/**
+ * Connects to `destination` from `sourceIp` (an address that need not be local: IP_TRANSPARENT),
+ * with SO_MARK `mark`. The addon binds the socket; Node's own connect() does the rest, so errors
+ * arrive as usual (ECONNREFUSED, timeouts). Resolves once connected or failed.
+ */
+export function connectTransparent(sourceIp: string, destination: SocketAddress4, mark = BYPASS_MARK, timeoutMs = 10_000): Promise<Result<Socket>> {
+  const fd = call((b) => b.transparentSocket(sourceIp, 0, mark));
+  if (!fd.ok) return Promise.resolve(fd);
+  const socket = new Socket({ fd: fd.value });
+  return new Promise((resolve) => {
+    const done = (result: Result<Socket>): void => {
+      clearTimeout(timer);
+      socket.off('connect', onConnect).off('error', onError);
+      resolve(result);
+    };
+    const onConnect = (): void => done({ ok: true, value: socket });
+    const onError = (err: Error): void => {
+      socket.destroy();
+      done({ ok: false, error: { ...toError(err), message: `connect ${destination.ip}:${destination.port} from ${sourceIp}: ${err.message}` } });
+    };
+    const timer = setTimeout(() => onError(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), timeoutMs);
+    socket.once('connect', onConnect).once('error', onError);
+    socket.connect(destination.port, destination.ip);
+  });
+}

@@ -1,0 +1,168 @@
+/* The socket options Node cannot set: transparent listeners, SO_ORIGINAL_DST, marked upstream sockets. */
+#define _GNU_SOURCE
+#include "glue.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HINT_TRANSPARENT "IP_TRANSPARENT and SO_MARK need CAP_NET_ADMIN"
+
+static bool ipv4_arg(napi_env env, napi_value v, struct in_addr *addr, char *text, size_t len, const char *what)
+{
+	if (!arg_string(env, v, text, len, what))
+		return false;
+	if (inet_pton(AF_INET, text, addr) != 1) {
+		throw_type(env, "%s: %s is not an IPv4 address", what, text);
+		return false;
+	}
+	return true;
+}
+
+static int set_int(int fd, int level, int name, int value)
+{
+	return setsockopt(fd, level, name, &value, sizeof(value)) ? errno : 0;
+}
+
+/*
+ * A non-blocking TCP socket with IP_TRANSPARENT, which lets it accept connections for, and send
+ * from, addresses that are not local: tc's bpf_sk_assign hands it SYNs for pod IPs. Returns the
+ * fd, or throws; on failure nothing is left open.
+ */
+static int transparent_socket(napi_env env, const char *what)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int err;
+
+	if (fd < 0) {
+		throw_errno(env, errno, NULL, "%s: socket", what);
+		return -1;
+	}
+	err = set_int(fd, SOL_IP, IP_TRANSPARENT, 1);
+	if (err) {
+		close(fd);
+		throw_errno(env, err, HINT_TRANSPARENT, "%s: set IP_TRANSPARENT", what);
+		return -1;
+	}
+	return fd;
+}
+
+/* transparentListen(ip, port, backlog) -> fd, for net.Server#listen({ fd }). */
+static napi_value transparent_listen(napi_env env, napi_callback_info info)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	uint32_t port, backlog;
+	napi_value argv[3];
+	char ip[64], what[128];
+	int fd, err;
+
+	if (!args(env, info, 3, argv) || !ipv4_arg(env, argv[0], &sa.sin_addr, ip, sizeof(ip), "ip") ||
+	    !arg_u32(env, argv[1], &port, "port") || !arg_u32(env, argv[2], &backlog, "backlog"))
+		return NULL;
+	if (port > 0xffff)
+		return throw_type(env, "port %u is out of range", port);
+	sa.sin_port = htons((uint16_t)port);
+	snprintf(what, sizeof(what), "transparent listener %s:%u", ip, port);
+	fd = transparent_socket(env, what);
+	if (fd < 0)
+		return NULL;
+	/* REUSEPORT lets a new agent bind while the old one drains its listener during an upgrade. */
+	err = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (!err)
+		err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+	if (!err && bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+		err = errno;
+	if (!err && listen(fd, (int)backlog))
+		err = errno;
+	if (err) {
+		close(fd);
+		return throw_errno(env, err, err == EADDRINUSE ? "another socket without SO_REUSEPORT holds the port" : NULL,
+				   "%s", what);
+	}
+	return make_u32(env, (uint32_t)fd);
+}
+
+/*
+ * transparentSocket(sourceIp, sourcePort, mark) -> fd of an unconnected, non-blocking socket bound
+ * to sourceIp, for an upstream connection that keeps the client's address. Node connects it:
+ * new net.Socket({ fd }).connect(port, host).
+ */
+static napi_value transparent_upstream(napi_env env, napi_callback_info info)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	uint32_t port, mark;
+	napi_value argv[3];
+	char ip[64], what[128];
+	int fd, err = 0;
+
+	if (!args(env, info, 3, argv) || !ipv4_arg(env, argv[0], &sa.sin_addr, ip, sizeof(ip), "sourceIp") ||
+	    !arg_u32(env, argv[1], &port, "sourcePort") || !arg_u32(env, argv[2], &mark, "mark"))
+		return NULL;
+	if (port > 0xffff)
+		return throw_type(env, "port %u is out of range", port);
+	sa.sin_port = htons((uint16_t)port);
+	snprintf(what, sizeof(what), "transparent upstream socket from %s:%u", ip, port);
+	fd = transparent_socket(env, what);
+	if (fd < 0)
+		return NULL;
+	if (mark)
+		err = set_int(fd, SOL_SOCKET, SO_MARK, (int)mark);
+	/*
+	 * With port 0, defer the choice of source port to connect(), which can then reuse a port
+	 * towards different destinations instead of reserving one for the socket's lifetime.
+	 */
+	if (!err && !port)
+		err = set_int(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1);
+	if (!err && bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+		err = errno;
+	if (err) {
+		close(fd);
+		return throw_errno(env, err, err == EPERM ? HINT_TRANSPARENT : NULL, "%s", what);
+	}
+	return make_u32(env, (uint32_t)fd);
+}
+
+/*
+ * originalDst(fd) -> { address, port } or null. Answered by Ambit's cgroup/getsockopt program for
+ * redirected pod connections, else by conntrack (iptables REDIRECT). null: nobody knows one
+ * (ENOENT from conntrack, ENOPROTOOPT without nf_conntrack).
+ */
+static napi_value original_dst(napi_env env, napi_callback_info info)
+{
+	struct sockaddr_in sa = {};
+	socklen_t len = sizeof(sa);
+	char text[INET_ADDRSTRLEN];
+	napi_value argv[1], out;
+	uint32_t fd;
+
+	if (!args(env, info, 1, argv) || !arg_u32(env, argv[0], &fd, "fd"))
+		return NULL;
+	if (getsockopt((int)fd, SOL_IP, SO_ORIGINAL_DST, &sa, &len)) {
+		if (errno != ENOENT && errno != ENOPROTOOPT)
+			return throw_errno(env, errno, NULL, "getsockopt(SO_ORIGINAL_DST) on fd %u", fd);
+		napi_get_null(env, &out);
+		return out;
+	}
+	if (napi_create_object(env, &out) != napi_ok)
+		return NULL;
+	inet_ntop(AF_INET, &sa.sin_addr, text, sizeof(text));
+	set_prop(env, out, "address", make_string(env, text));
+	set_prop(env, out, "port", make_u32(env, ntohs(sa.sin_port)));
+	return out;
+}
+
+bool register_sockets(napi_env env, napi_value exports)
+{
+	static const napi_property_descriptor props[] = {
+		METHOD("transparentListen", transparent_listen),
+		METHOD("transparentSocket", transparent_upstream),
+		METHOD("originalDst", original_dst),
+	};
+
+	return define_methods(env, exports, props, sizeof(props) / sizeof(props[0]));
+}
