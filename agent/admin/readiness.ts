@@ -3,6 +3,7 @@
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { closeHttp, listenHttp } from './listen.js';
 
 /** undefined when ready; otherwise what the agent is still waiting for. */
 export type ReadinessCheck = () => string | undefined;
@@ -22,18 +23,11 @@ export class ReadinessServer {
     });
   }
 
-  /** Binds and resolves with the bound address (port 0 picks a free one, for tests). */
   listen(host: string, port: number): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', reject);
-        resolve(this.#server.address() as AddressInfo);
-      });
-    });
+    return listenHttp(this.#server, host, port);
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    return closeHttp(this.#server);
   }
 }

@@ -4,16 +4,19 @@
 import { labCommand, LAB_USAGE } from './lab.js';
 import { runCommand, RUN_USAGE } from './run.js';
 import { UsageError } from './usage.js';
+import { ZC_USAGE, zcCommand } from './zc.js';
 
 const USAGE = `Usage: ambit <command> [options]
 
 Commands:
   run     run the node agent (local mode: Kubernetes/Istio YAML files)
   lab     a local mesh on network namespaces: up, down, status, exec, logs
+  zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies
   help    show this help, or a command's: ambit help <command>
 
 ${RUN_USAGE}
-${LAB_USAGE}`;
+${LAB_USAGE}
+${ZC_USAGE}`;
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -22,11 +25,14 @@ async function main(argv: readonly string[]): Promise<number> {
       return runCommand(rest);
     case 'lab':
       return labCommand(rest);
+    case 'zc':
+    case 'ztunnel-config':
+      return zcCommand(rest);
     case 'help':
     case '--help':
     case '-h':
     case undefined:
-      process.stdout.write(rest[0] === 'run' ? RUN_USAGE : rest[0] === 'lab' ? LAB_USAGE : USAGE);
+      process.stdout.write({ run: RUN_USAGE, lab: LAB_USAGE, zc: ZC_USAGE }[rest[0] ?? ''] ?? USAGE);
       return command === undefined ? 2 : 0;
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);

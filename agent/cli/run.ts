@@ -2,6 +2,7 @@
 // The data path (redirect, tunnel, policy) plugs in here as it lands.
 
 import { parseArgs } from 'node:util';
+import { AdminServer } from '../admin/admin-server.js';
 import { ReadinessServer } from '../admin/readiness.js';
 import { LocalFileSource } from '../sources/local-files.js';
 import { WorkloadStore } from '../state/store.js';
@@ -19,6 +20,7 @@ Options:
   --trust-domain <domain>      SPIFFE trust domain (default: cluster.local)
   --cluster-domain <domain>    Kubernetes cluster domain (default: cluster.local)
   --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
+  --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
   --log-level <level>          trace|debug|info|warn|error (default: $AMBIT_LOG_LEVEL or info)
 `;
 
@@ -32,6 +34,7 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'cluster-domain': { type: 'string', default: 'cluster.local' },
       'readiness-address': { type: 'string', default: '0.0.0.0:15021' },
+      'admin-address': { type: 'string', default: '127.0.0.1:15000' },
       'log-level': { type: 'string', default: process.env['AMBIT_LOG_LEVEL'] ?? 'info' },
     },
   });
@@ -42,6 +45,7 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
   const level = values['log-level'];
   if (!isLogLevel(level)) throw new UsageError(`ambit run: --log-level ${JSON.stringify(level)}: expected one of trace, debug, info, warn, error`);
   const readinessAddress = parseListenAddress('--readiness-address', values['readiness-address']);
+  const adminAddress = parseListenAddress('--admin-address', values['admin-address']);
 
   const log = createLogger(level as LogLevel, { node });
   const store = new WorkloadStore();
@@ -51,15 +55,21 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
     log,
   );
 
-  const readiness = new ReadinessServer(() => {
-    const snapshot = store.current;
-    if (!snapshot) return 'configuration not loaded yet';
-    return undefined;
-  });
-  const bound = await readiness.listen(readinessAddress.host, readinessAddress.port).catch((err: Error) => {
-    throw new Error(`cannot serve readiness on ${values['readiness-address']}: ${err.message}; is another agent running on this node? (choose another with --readiness-address)`);
-  });
-  log.info({ address: bound }, `readiness server listening on ${bound.address}:${bound.port}`);
+  const readiness = new ReadinessServer(() => (store.current ? undefined : 'configuration not loaded yet'));
+  let quit!: (reason: string) => void;
+  const stopped = new Promise<string>((resolve) => (quit = resolve));
+  process.once('SIGTERM', () => quit('SIGTERM'));
+  process.once('SIGINT', () => quit('SIGINT'));
+  const admin = new AdminServer({ store, node, log, quit: () => quit('POST /quitquitquit') });
+  for (const [server, name, flag, address] of [
+    [readiness, 'readiness', '--readiness-address', readinessAddress],
+    [admin, 'admin', '--admin-address', adminAddress],
+  ] as const) {
+    const bound = await server.listen(address.host, address.port).catch((err: Error) => {
+      throw new Error(`cannot listen on ${address.host}:${address.port} (${flag}): ${err.message}; is another agent running here? Choose another with ${flag}`);
+    });
+    log.info({ address: bound, server: name }, `${name} server listening on ${bound.address}:${bound.port}`);
+  }
 
   const first = await source.load();
   if (!first.snapshot.nodes.has(node)) {
@@ -68,13 +78,9 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
   await source.watch();
   log.info({ paths }, 'agent ready; watching the configuration for changes');
 
-  return new Promise<number>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, `received ${signal}, shutting down`);
-      source.close();
-      void readiness.close().then(() => resolve(0));
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  const reason = await stopped;
+  log.info({ reason }, `${reason}: shutting down`);
+  source.close();
+  await Promise.all([readiness.close(), admin.close()]);
+  return 0;
 }

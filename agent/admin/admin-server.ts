@@ -1,0 +1,69 @@
+// The admin server (port 15000, loopback only, as ztunnel): `/config_dump` for `ambit zc` and
+// `istioctl ztunnel-config`, `/logging` to change the log level live, `/quitquitquit` to stop.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { closeHttp, listenHttp } from './listen.js';
+import type { WorkloadStore } from '../state/store.js';
+import { type Logger, isLogLevel } from '../telemetry/log.js';
+import { buildConfigDump } from './config-dump.js';
+
+export interface AdminServerOptions {
+  readonly store: WorkloadStore;
+  readonly node: string;
+  readonly log: Logger;
+  /** Called by POST /quitquitquit; the agent shuts down as on SIGTERM. */
+  readonly quit: () => void;
+}
+
+const INDEX = 'ambit admin: GET /config_dump, GET|POST /logging[?level=debug], POST /quitquitquit\n';
+
+export class AdminServer {
+  readonly #server: Server;
+
+  constructor(private readonly options: AdminServerOptions) {
+    this.#server = createServer((req, res) => this.#handle(req, res));
+  }
+
+  listen(host: string, port: number): Promise<AddressInfo> {
+    return listenHttp(this.#server, host, port);
+  }
+
+  close(): Promise<void> {
+    return closeHttp(this.#server);
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const text = (status: number, body: string): void => void res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+    switch (url.pathname) {
+      case '/': {
+        text(200, INDEX);
+        return;
+      }
+      case '/config_dump': {
+        const snapshot = this.options.store.current;
+        if (!snapshot) return text(503, 'no configuration loaded yet\n');
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(buildConfigDump(snapshot, this.options.node), null, 2));
+        return;
+      }
+      case '/logging': {
+        const level = url.searchParams.get('level');
+        if (level === null) return text(200, `current log level is ${this.options.log.level}\n`);
+        if (req.method !== 'POST') return text(405, 'change the level with POST /logging?level=<trace|debug|info|warn|error>\n');
+        if (!isLogLevel(level)) return text(400, `unknown level ${JSON.stringify(level)}; expected trace, debug, info, warn or error\n`);
+        this.options.log.level = level;
+        this.options.log.info({ level }, `log level set to ${level} through the admin server`);
+        return text(200, `current log level is ${level}\n`);
+      }
+      case '/quitquitquit': {
+        if (req.method !== 'POST') return text(405, 'POST /quitquitquit stops the agent\n');
+        text(200, 'OK\n');
+        this.options.quit();
+        return;
+      }
+      default:
+        text(404, `not found\n${INDEX}`);
+    }
+  }
+}
