@@ -1,11 +1,7 @@
-// `ambit run`: one node agent. Loads the mesh from its source, keeps it current, and serves readiness.
-// The data path (redirect, tunnel, policy) plugs in here as it lands.
+// `ambit run`: one node agent, configured from flags; see agent/node-agent.ts for what it runs.
 
 import { parseArgs } from 'node:util';
-import { AdminServer } from '../admin/admin-server.js';
-import { ReadinessServer } from '../admin/readiness.js';
-import { LocalFileSource } from '../sources/local-files.js';
-import { WorkloadStore } from '../state/store.js';
+import { type CaptureConfig, NodeAgent } from '../node-agent.js';
 import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
 import { UsageError, parseListenAddress } from './usage.js';
 
@@ -19,8 +15,15 @@ Options:
   --node <name>                this node's name (default: $NODE_NAME)
   --trust-domain <domain>      SPIFFE trust domain (default: cluster.local)
   --cluster-domain <domain>    Kubernetes cluster domain (default: cluster.local)
+  --capture ebpf|none          capture enrolled pods' traffic with eBPF (default: ebpf; needs root)
+  --pod-cgroup <template>      a pod's cgroup v2 directory, with {namespace}, {name}, {uid}
+                               (needed for --capture ebpf; the lab passes its own)
+  --bpf-scope <name>           pins go under /sys/fs/bpf/ambit/<name> (default: the node name)
+  --uplink <device>            device other nodes' traffic arrives on (repeatable; default: the
+                               one holding the node's InternalIP)
   --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
   --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
+  --metrics-address <ip:port>  Prometheus metrics (default: 0.0.0.0:15020)
   --log-level <level>          trace|debug|info|warn|error (default: $AMBIT_LOG_LEVEL or info)
 `;
 
@@ -33,8 +36,13 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
       node: { type: 'string' },
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'cluster-domain': { type: 'string', default: 'cluster.local' },
+      capture: { type: 'string', default: 'ebpf' },
+      'pod-cgroup': { type: 'string' },
+      'bpf-scope': { type: 'string' },
+      uplink: { type: 'string', multiple: true },
       'readiness-address': { type: 'string', default: '0.0.0.0:15021' },
       'admin-address': { type: 'string', default: '127.0.0.1:15000' },
+      'metrics-address': { type: 'string', default: '0.0.0.0:15020' },
       'log-level': { type: 'string', default: process.env['AMBIT_LOG_LEVEL'] ?? 'info' },
     },
   });
@@ -44,43 +52,42 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
   if (!node) throw new UsageError('ambit run: which node is this? pass --node <name> or set NODE_NAME');
   const level = values['log-level'];
   if (!isLogLevel(level)) throw new UsageError(`ambit run: --log-level ${JSON.stringify(level)}: expected one of trace, debug, info, warn, error`);
-  const readinessAddress = parseListenAddress('--readiness-address', values['readiness-address']);
-  const adminAddress = parseListenAddress('--admin-address', values['admin-address']);
+  let capture: CaptureConfig;
+  if (values.capture === 'none') capture = { mode: 'none' };
+  else if (values.capture === 'ebpf') {
+    const template = values['pod-cgroup'];
+    if (!template) throw new UsageError('ambit run: --capture ebpf needs --pod-cgroup <template> to find pods\' cgroups (or pass --capture none)');
+    capture = { mode: 'ebpf', podCgroupTemplate: template, scope: values['bpf-scope'] ?? node, uplinks: values.uplink ?? [] };
+  } else throw new UsageError(`ambit run: --capture ${JSON.stringify(values.capture)}: expected ebpf or none`);
 
   const log = createLogger(level as LogLevel, { node });
-  const store = new WorkloadStore();
-  const source = new LocalFileSource(
-    { paths, trustDomain: values['trust-domain'], clusterDomain: values['cluster-domain'] },
-    store,
-    log,
-  );
-
-  const readiness = new ReadinessServer(() => (store.current ? undefined : 'configuration not loaded yet'));
   let quit!: (reason: string) => void;
   const stopped = new Promise<string>((resolve) => (quit = resolve));
   process.once('SIGTERM', () => quit('SIGTERM'));
   process.once('SIGINT', () => quit('SIGINT'));
-  const admin = new AdminServer({ store, node, log, quit: () => quit('POST /quitquitquit') });
-  for (const [server, name, flag, address] of [
-    [readiness, 'readiness', '--readiness-address', readinessAddress],
-    [admin, 'admin', '--admin-address', adminAddress],
-  ] as const) {
-    const bound = await server.listen(address.host, address.port).catch((err: Error) => {
-      throw new Error(`cannot listen on ${address.host}:${address.port} (${flag}): ${err.message}; is another agent running here? Choose another with ${flag}`);
-    });
-    log.info({ address: bound, server: name }, `${name} server listening on ${bound.address}:${bound.port}`);
+  const agent = new NodeAgent(
+    {
+      node,
+      paths,
+      trustDomain: values['trust-domain'],
+      clusterDomain: values['cluster-domain'],
+      readiness: parseListenAddress('--readiness-address', values['readiness-address']),
+      admin: parseListenAddress('--admin-address', values['admin-address']),
+      metrics: parseListenAddress('--metrics-address', values['metrics-address']),
+      capture,
+    },
+    log,
+    quit,
+  );
+  try {
+    await agent.start();
+  } catch (err) {
+    log.fatal({ err }, (err as Error).message);
+    await agent.stop();
+    throw err;
   }
-
-  const first = await source.load();
-  if (!first.snapshot.nodes.has(node)) {
-    log.warn({ node }, `node "${node}" is not among the configured Node objects; this agent will enroll no pods until it is`);
-  }
-  await source.watch();
-  log.info({ paths }, 'agent ready; watching the configuration for changes');
-
   const reason = await stopped;
   log.info({ reason }, `${reason}: shutting down`);
-  source.close();
-  await Promise.all([readiness.close(), admin.close()]);
+  await agent.stop();
   return 0;
 }

@@ -1,11 +1,7 @@
 // Argument checks shared by the `ambit` subcommands, and the error type for a command called wrongly.
 
 import { isIP } from 'node:net';
-
-export interface ListenAddress {
-  readonly host: string;
-  readonly port: number;
-}
+import type { ListenAddress } from '../node-agent.js';
 
 export function parseListenAddress(flag: string, value: string): ListenAddress {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(value);

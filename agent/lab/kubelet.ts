@@ -6,8 +6,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, writeSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { procsFile } from './cgroups.js';
-import { requireTool, runCommand } from './host.js';
+import { procsFile } from '../system/cgroups.js';
+import { requireTool, runCommand } from '../system/commands.js';
 import type { LabProbe } from './plan.js';
 
 const BACKOFF_START_MS = 1_000;

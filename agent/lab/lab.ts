@@ -5,12 +5,13 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import { loadConfig } from '../config/load.js';
+import { BPFFS, PIN_PARENT, ensureBpffs } from '../redirect/bpf-binding.js';
 import { buildSnapshot } from '../state/build.js';
-import { cgroup2Root, createCgroup, removeCgroupTree } from './cgroups.js';
-import { runAttached } from './host.js';
+import { cgroup2Root, createCgroup, removeCgroupTree } from '../system/cgroups.js';
+import { requireTool, runAttached, runCommand } from '../system/commands.js';
 import { type ProcessStatus, enterNodeNetns, enterPodNetns, inCgroupAndNetns } from './kubelet.js';
 import { DEFAULT_LAB, LAB_RUN_DIR, LabLayout, labCgroupParent } from './layout.js';
 import { LabNetwork, readHostAddresses } from './network.js';
@@ -30,6 +31,8 @@ export interface LabState {
   readonly settings: LabSettings;
   readonly plan: LabPlan;
   readonly supervisorPid?: number;
+  /** The lab mounted bpffs for its agents (it was not mounted), so `down` unmounts it again. */
+  readonly mountedBpffs?: boolean;
 }
 
 interface LabStatusFile {
@@ -102,7 +105,9 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
 
   // The state file goes down first, so that `down` knows this lab even if building it fails halfway.
   await mkdir(layout.logDir, { recursive: true });
-  const state: LabState = { name: layout.name, createdAt: new Date().toISOString(), settings, plan };
+  const bpffs = ensureBpffs();
+  if (!bpffs.ok) throw new LabError(`the lab's agents need bpffs: ${bpffs.error.message}`);
+  const state: LabState = { name: layout.name, createdAt: new Date().toISOString(), settings, plan, mountedBpffs: bpffs.value };
   await writeState(layout, state);
   try {
     await network.build(plan);
@@ -178,6 +183,13 @@ export async function labDown(layout: LabLayout, out: (line: string) => void): P
   }
   // Whatever is still running (after a kill -9 of the supervisor, say) dies with its cgroup.
   await removeCgroupTree(layout.cgroupDir);
+  // The agents' eBPF pins: removing a link's pin detaches it; the maps go with their last pin.
+  const pins = await readdir(PIN_PARENT).catch(() => [] as string[]);
+  for (const scope of pins.filter((p) => p.startsWith(layout.bpfScopePrefix))) await rm(join(PIN_PARENT, scope), { recursive: true, force: true });
+  await rmdir(PIN_PARENT).catch(() => undefined);
+  // A fresh bpffs holds only the kernel's own maps.debug and progs.debug; anything else is someone's.
+  const bpffsInUse = (await readdir(BPFFS).catch(() => ['?'])).some((name) => !name.endsWith('.debug'));
+  if (state?.mountedBpffs && !bpffsInUse) await runCommand(requireTool('umount', 'mount'), [BPFFS]).catch(() => undefined);
   const network = new LabNetwork(layout);
   const netns = await network.listNetns();
   await network.teardown();

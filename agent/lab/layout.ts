@@ -64,6 +64,14 @@ export class LabLayout {
     return join(ETC_NETNS_DIR, netns);
   }
 
+  /** Each node agent pins its maps and links under /sys/fs/bpf/ambit/<scope>. */
+  bpfScope(node: string): string {
+    return `${this.name}-${node}`;
+  }
+  get bpfScopePrefix(): string {
+    return `${this.name}-`;
+  }
+
   get cgroupDir(): string {
     return join(labCgroupParent(this.cgroupRoot), this.name);
   }

@@ -6,7 +6,7 @@
 import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MeshSnapshot } from '../state/model.js';
-import { runCommand, requireTool } from './host.js';
+import { runCommand, requireTool } from '../system/commands.js';
 import { renderPodHosts, POD_RESOLV_CONF } from './hosts.js';
 import { type Ipv4Prefix, parseIpv4Prefix, prefixContains } from './ipv4.js';
 import { renderKubeProxyRules } from './kube-proxy.js';

@@ -14,8 +14,10 @@ export * from './bpf-maps.js';
 export type { AttachOutcome, BpfError, Result, SocketAddress4 } from './bpf-native.js';
 
 export const BPFFS = '/sys/fs/bpf';
+/** Every Ambit agent's pins live below this directory, one subdirectory per agent (scope). */
+export const PIN_PARENT = join(BPFFS, 'ambit');
 /** Where one agent (scope) keeps its pinned maps and links. */
-export const pinRoot = (scope: string): string => join(BPFFS, 'ambit', scope);
+export const pinRoot = (scope: string): string => join(PIN_PARENT, scope);
 
 /** The SO_MARK of the agent's own sockets: connect4/6 never redirect them (bpf/lib/config.h). */
 export const BYPASS_MARK = 0x539;
@@ -151,7 +153,8 @@ export function originalDst(socket: Socket): Result<SocketAddress4 | undefined> 
 export function connectTransparent(sourceIp: string, destination: SocketAddress4, mark = BYPASS_MARK, timeoutMs = 10_000): Promise<Result<Socket>> {
   const fd = call((b) => b.transparentSocket(sourceIp, 0, mark));
   if (!fd.ok) return Promise.resolve(fd);
-  const socket = new Socket({ fd: fd.value });
+  // allowHalfOpen: the relay carries each direction's FIN on its own.
+  const socket = new Socket({ fd: fd.value, allowHalfOpen: true });
   return new Promise((resolve) => {
     const done = (result: Result<Socket>): void => {
       clearTimeout(timer);

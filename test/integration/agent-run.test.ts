@@ -49,7 +49,7 @@ async function dump(): Promise<ConfigDump> {
 before(async () => {
   requireBuiltAmbit();
   writeFileSync(file, base + pod('a', '10.246.0.1'));
-  agent = spawn(process.execPath, [AMBIT_MAIN, 'run', '--node', 'n1', '--config', dir, '--readiness-address', '127.0.0.1:0', '--admin-address', '127.0.0.1:0']);
+  agent = spawn(process.execPath, [AMBIT_MAIN, 'run', '--node', 'n1', '--config', dir, '--capture', 'none', '--readiness-address', '127.0.0.1:0', '--admin-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0']);
   agent.stdout.on('data', (d: Buffer) => {
     logs += d.toString();
     for (const m of d.toString().matchAll(/"msg":"(readiness|admin) server listening on 127\.0\.0\.1:(\d+)"/g)) ports[m[1]!] = Number(m[2]);

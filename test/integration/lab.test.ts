@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { cgroup2Root } from '../../agent/lab/cgroups.js';
+import { cgroup2Root } from '../../agent/system/cgroups.js';
 import { hostFootprint } from './helpers/host-footprint.js';
 import { ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
 
@@ -15,14 +15,15 @@ const LAB = `t${process.pid % 10000}`;
 const dir = mkdtempSync(join(tmpdir(), 'ambit-lab-test-'));
 const yamlPath = join(dir, 'mesh.yaml');
 
-// A tiny HTTP server that says which pod answered; runs with the host's node, as lab containers do.
+// A tiny HTTP server that says which pod answered and whom it saw connecting; runs with the host's
+// node, as lab containers do.
 const server = (port: number): string[] => [
   'node',
   '-e',
-  `require('http').createServer((q, s) => s.end(process.env.POD_NAME + '\\n')).listen(${port})`,
+  `require('http').createServer((q, s) => s.end(process.env.POD_NAME + ' ' + q.socket.remoteAddress.replace('::ffff:', '') + '\\n')).listen(${port})`,
 ];
 
-function meshYaml(extra = ''): string {
+function meshYaml(extra = '', namespaceLabels = '{ istio.io/dataplane-mode: ambient }'): string {
   const pod = (name: string, node: string, ip: string, app: string, command: string[]): string => `
 ---
 apiVersion: v1
@@ -50,7 +51,7 @@ status: { addresses: [{ type: InternalIP, address: 172.31.78.12 }] }
 ---
 apiVersion: v1
 kind: Namespace
-metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+metadata: { name: shop, labels: ${namespaceLabels} }
 ${pod('web-a', 'alpha', '10.245.1.10', 'web', server(8080))}
 ${pod('web-b', 'beta', '10.245.2.10', 'web', server(8080))}
 ${pod('client', 'alpha', '10.245.1.20', 'client', ['sleep', 'infinity'])}
@@ -83,30 +84,60 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function curlFrom(pod: string, url: string): Promise<string> {
+/** What the server said: `<pod that answered> <address it saw the connection come from>`. */
+async function curlFrom(pod: string, url: string): Promise<{ pod: string; peer: string }> {
   const r = await ambit(['lab', 'exec', '--lab', LAB, pod, '--', 'curl', '-s', '--max-time', '3', url], 15_000);
   assert.equal(r.code, 0, `curl ${url} from ${pod} failed (exit ${r.code}): ${r.stderr}`);
-  return r.stdout.trim();
+  const [answered = '', peer = ''] = r.stdout.trim().split(' ');
+  return { pod: answered, peer };
+}
+
+async function agentLog(node: string): Promise<string> {
+  return (await ambit(['lab', 'logs', '--lab', LAB, `node/${node}`])).stdout;
 }
 
 test('pods reach pods on the same node and across nodes by IP', async () => {
-  assert.equal(await curlFrom('shop/client', 'http://10.245.1.10:8080/'), 'web-a');
-  assert.equal(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), 'web-b');
+  assert.equal((await curlFrom('shop/client', 'http://10.245.1.10:8080/')).pod, 'web-a');
+  assert.equal((await curlFrom('shop/client', 'http://10.245.2.10:8080/')).pod, 'web-b');
 });
 
 test('pods reach a Service by VIP and by every DNS form of its name, balanced over both endpoints', async () => {
   const seen = new Set<string>();
-  for (let i = 0; i < 20 && seen.size < 2; i++) seen.add(await curlFrom('shop/client', 'http://10.97.0.10/'));
+  for (let i = 0; i < 20 && seen.size < 2; i++) seen.add((await curlFrom('shop/client', 'http://10.97.0.10/')).pod);
   assert.deepEqual([...seen].sort(), ['web-a', 'web-b']);
   for (const name of ['web', 'web.shop', 'web.shop.svc', 'web.shop.svc.cluster.local']) {
-    assert.match(await curlFrom('shop/client', `http://${name}/`), /^web-[ab]$/);
+    assert.match((await curlFrom('shop/client', `http://${name}/`)).pod, /^web-[ab]$/);
   }
 });
 
 test('a pod reaches itself through its own Service (hairpin)', async () => {
   const answers = new Set<string>();
-  for (let i = 0; i < 12; i++) answers.add(await curlFrom('shop/web-a', 'http://web/'));
+  for (let i = 0; i < 12; i++) answers.add((await curlFrom('shop/web-a', 'http://web/')).pod);
   assert.ok(answers.has('web-a'), `web-a never reached itself through the Service: ${[...answers].join(', ')}`);
+});
+
+test('enrolled pods\' connections cross the agents, which keep the client address where they can', async () => {
+  // Same node: the agent connects to web-a as the client itself.
+  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.1.10:8080/'), { pod: 'web-a', peer: '10.245.1.20' });
+  // Across nodes (plain TCP until the HBONE overlay): web-b sees node alpha's agent, via beta's agent.
+  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '172.31.78.11' });
+  const alpha = await agentLog('alpha');
+  assert.match(alpha, /"src\.addr":"10\.245\.1\.20:\d+","src\.workload":"client","src\.namespace":"shop","dst\.addr":"10\.245\.2\.10:8080","dst\.workload":"web-b".*"direction":"outbound".*"msg":"connection complete"/);
+  const beta = await agentLog('beta');
+  assert.match(beta, /"src\.addr":"172\.31\.78\.11:\d+","dst\.addr":"10\.245\.2\.10:8080","dst\.workload":"web-b","dst\.namespace":"shop","direction":"inbound".*"msg":"connection complete"/);
+  const metrics = await ambit(['lab', 'exec', '--lab', LAB, 'node/beta', '--', 'curl', '-s', 'http://127.0.0.1:15020/metrics']);
+  assert.match(metrics.stdout, /^istio_tcp_connections_opened_total\{reporter="destination",.*destination_workload="web",.*\} [1-9]/m);
+  assert.match(metrics.stdout, /^ambit_redirect_decisions_total\{reason="tc-assigned-listener"\} [1-9]/m);
+});
+
+test('removing the namespace label releases its pods live, and adding it back captures them again', async () => {
+  writeFileSync(yamlPath, meshYaml('', '{}'));
+  await eventually('client released', async () => ((await agentLog('alpha')).includes('released shop/client') ? true : undefined));
+  // Not captured: web-b sees the client pod itself, straight through the node.
+  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
+  writeFileSync(yamlPath, meshYaml());
+  await eventually('client captured again', async () => ((await agentLog('alpha')).match(/captured shop\/client/g)?.length === 2 ? true : undefined));
+  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '172.31.78.11' });
 });
 
 test('exec node/<name> runs in the node namespace, which holds the node IP', async () => {
@@ -157,7 +188,7 @@ spec:
   );
   const hosts = `/etc/netns/ambit-${LAB}-p-shop.client/hosts`;
   await eventually('the new Service in the pod hosts file', async () => (readFileSync(hosts, 'utf8').includes('web-b-only') ? true : undefined));
-  assert.match(await curlFrom('shop/client', 'http://web-b-only:8081/'), /^web-[ab]$/);
+  assert.match((await curlFrom('shop/client', 'http://web-b-only:8081/')).pod, /^web-[ab]$/);
 });
 
 test('down after kill -9 of every lab process leaves the machine as it was', async () => {

@@ -1,5 +1,5 @@
-// The few host facilities the lab drives: external commands (ip, nft, nsenter) found on the usual
-// root PATH, and run with errors that say which command failed and what it printed.
+// Running the host tools the agent and the lab drive (ip, nft, nsenter): found on the usual root PATH
+// even when the caller's PATH lacks sbin, and run with errors that say which command failed and why.
 
 import { execFile, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
@@ -23,7 +23,7 @@ export function which(tool: string): string | undefined {
 
 export function requireTool(tool: string, debianPackage: string): string {
   const path = which(tool);
-  if (!path) throw new Error(`the lab needs \`${tool}\`, which is not installed: run \`make setup\` (or apt-get install ${debianPackage})`);
+  if (!path) throw new Error(`\`${tool}\` is not installed: run \`make setup\` (or apt-get install ${debianPackage})`);
   return path;
 }
 

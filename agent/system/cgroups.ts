@@ -1,6 +1,6 @@
-// cgroup v2 directories for the lab's pods, agents and supervisor. On hybrid hosts cgroup2 sits at
-// /sys/fs/cgroup/unified; eBPF socket programs attach to these directories, so every lab process must
-// live in one before it execs into its network namespace (ip netns exec remounts /sys and hides them).
+// cgroup v2 directories: where the hierarchy is mounted (on hybrid hosts /sys/fs/cgroup/unified),
+// which one a process is in, and creating and removing them. eBPF socket programs attach to these
+// directories, which is how the agent captures exactly the sockets of enrolled pods.
 
 import { readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
@@ -22,6 +22,13 @@ export function cgroup2Root(): string {
     throw new Error('no cgroup2 hierarchy is mounted (checked /proc/self/mountinfo); the lab and eBPF capture need one: mount -t cgroup2 none /sys/fs/cgroup/unified');
   }
   return preferred;
+}
+
+/** The cgroup v2 directory of a process (from /proc/<pid>/cgroup's `0::` line). */
+export function cgroupOf(pid: number | 'self' = 'self'): string {
+  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  if (!line) throw new Error(`/proc/${pid}/cgroup has no cgroup v2 entry; is cgroup2 mounted?`);
+  return join(cgroup2Root(), line.slice(3));
 }
 
 export async function createCgroup(path: string): Promise<void> {

@@ -1,0 +1,238 @@
+// Enrollment through eBPF: keeps the kernel's view in step with the mesh snapshot. Every enrolled pod
+// of this node gets the outbound programs on its cgroup and its IP in the enrolled map (so tc steers
+// inbound connections to the agent); every local pod's host-side veth and the node's uplinks carry the
+// tc programs. Pods are never touched: labeling a namespace captures its running pods on their next
+// connection, and removing the label releases them.
+
+import { mkdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import type { MeshSnapshot, Workload } from '../state/model.js';
+import { cgroupOf } from '../system/cgroups.js';
+import { requireTool, runCommand } from '../system/commands.js';
+import type { Logger } from '../telemetry/log.js';
+import {
+  type AmbitMaps,
+  BpfObject,
+  type Counters,
+  type InboundProgram,
+  type OutboundProgram,
+  POD_CGROUP_PROGRAMS,
+  type Result,
+  STEER_ROUTING,
+  type SocketAddress4,
+  bpfObjectPath,
+  detachLink,
+  ensureBpffs,
+  openAmbitMaps,
+  originalDst,
+  pinRoot,
+  readCounters,
+  setEnrolled,
+  writeConfig,
+} from './bpf-binding.js';
+
+export const OUTBOUND_PORT = 15001;
+export const INBOUND_PORT = 15006;
+export const HBONE_PORT = 15008;
+
+/**
+ * The directory for a group of link pins, <pinDir>/links/<group>/, created if missing (bpffs needs
+ * it). bpffs refuses names with a dot, so groups use `_`, which Kubernetes names never hold.
+ */
+function linkDir(pinDir: string, group: string): string {
+  const dir = join(pinDir, 'links', group);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+function podGroup(workload: Workload): string {
+  return `pods/${workload.namespace}_${workload.name}`;
+}
+
+export interface CaptureOptions {
+  /** Names this agent's pins: /sys/fs/bpf/ambit/<scope>/. One scope per agent (per node). */
+  readonly scope: string;
+  readonly node: string;
+  /** The node address pods reach; the outbound listener lives there. */
+  readonly nodeIp: string;
+  /** Devices that carry other nodes' traffic to this node's pods. */
+  readonly uplinks: readonly string[];
+  /** The cgroup v2 directory of a pod of this node, or undefined when it cannot be known. */
+  readonly podCgroup: (workload: Workload) => string | undefined;
+  readonly log: Logger;
+}
+
+/** A pod the kernel currently captures, with what is needed to release it. */
+interface Enrolled {
+  readonly ip: string;
+  readonly linkDir: string;
+}
+
+export class EbpfCapture {
+  readonly #enrolled = new Map<string, Enrolled>();
+  readonly #podLinks = new Set<string>();
+  readonly #ip = requireTool('ip', 'iproute2');
+  #reconciling: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly options: CaptureOptions,
+    private readonly outbound: BpfObject<OutboundProgram>,
+    private readonly inbound: BpfObject<InboundProgram>,
+    private readonly maps: AmbitMaps,
+  ) {}
+
+  get pinDir(): string {
+    return pinRoot(this.options.scope);
+  }
+
+  /** Loads the programs, configures them, and attaches what does not depend on pods. */
+  static async start(options: CaptureOptions): Promise<Result<EbpfCapture>> {
+    const pinDir = pinRoot(options.scope);
+    const bpffs = ensureBpffs();
+    if (!bpffs.ok) return bpffs;
+    const outboundPath = bpfObjectPath('outbound_cgroup');
+    const inboundPath = bpfObjectPath('inbound_tc');
+    if (!outboundPath.ok) return outboundPath;
+    if (!inboundPath.ok) return inboundPath;
+    const outbound = BpfObject.load<OutboundProgram>(outboundPath.value, pinDir);
+    if (!outbound.ok) return outbound;
+    const inbound = BpfObject.load<InboundProgram>(inboundPath.value, pinDir);
+    if (!inbound.ok) return inbound;
+    const maps = openAmbitMaps(pinDir);
+    if (!maps.ok) return maps;
+    const configured = writeConfig(maps.value, { proxyIp: options.nodeIp, outboundPort: OUTBOUND_PORT, inboundPort: INBOUND_PORT, hbonePort: HBONE_PORT });
+    if (!configured.ok) return configured;
+
+    // SO_ORIGINAL_DST is answered by a program on the agent's own cgroup, never on a pod's.
+    const agentCgroup = cgroupOf();
+    const sockopt = outbound.value.attachCgroup('ambit_getsockopt', agentCgroup, join(linkDir(pinDir, 'agent'), 'ambit_getsockopt'));
+    if (!sockopt.ok) return sockopt;
+
+    const capture = new EbpfCapture(options, outbound.value, inbound.value, maps.value);
+    const routed = await capture.#steeringRoute();
+    if (!routed.ok) return routed;
+    for (const uplink of options.uplinks) {
+      const attached = inbound.value.attachTcxIngress('ambit_tc_uplink', uplink, join(linkDir(pinDir, 'tc'), uplink));
+      if (!attached.ok) return attached;
+    }
+    options.log.info({ pinDir, agentCgroup, uplinks: options.uplinks }, `eBPF capture loaded: outbound to ${options.nodeIp}:${OUTBOUND_PORT}, inbound steered on ${options.uplinks.join(', ')}`);
+    return { ok: true, value: capture };
+  }
+
+  /** Brings enrollment in line with the snapshot; runs one at a time, in snapshot order. */
+  reconcile(snapshot: MeshSnapshot): Promise<void> {
+    this.#reconciling = this.#reconciling.then(() => this.#reconcile(snapshot));
+    return this.#reconciling;
+  }
+
+  /** Where a captured outbound connection was going, from the cgroup/getsockopt program. */
+  originalDestination(socket: Socket): SocketAddress4 | undefined {
+    const dst = originalDst(socket);
+    return dst.ok ? dst.value : undefined;
+  }
+
+  counters(): Counters | undefined {
+    const counters = readCounters(this.maps);
+    return counters.ok ? counters.value : undefined;
+  }
+
+  /** Releases every pod and removes the pins: used when capture is turned off, not on restart. */
+  async release(): Promise<void> {
+    for (const key of [...this.#enrolled.keys()]) this.#release(key);
+    this.outbound.close();
+    this.inbound.close();
+    await rm(this.pinDir, { recursive: true, force: true });
+  }
+
+  async #reconcile(snapshot: MeshSnapshot): Promise<void> {
+    const { node, log } = this.options;
+    const local = [...snapshot.workloads.values()].filter((w) => w.node === node && w.ips[0] !== undefined);
+    const wanted = new Map(local.filter((w) => w.enrollment.enrolled).map((w) => [w.key, w]));
+
+    for (const key of [...this.#enrolled.keys()]) {
+      if (!wanted.has(key)) {
+        this.#release(key);
+        log.info({ pod: key }, `released ${key} from capture`);
+      }
+    }
+    for (const [key, workload] of wanted) {
+      if (this.#enrolled.has(key)) continue;
+      const enrolled = this.#enroll(workload);
+      if (enrolled.ok) log.info({ pod: key, ip: workload.ips[0] }, `captured ${key} (${workload.enrollment.reason})`);
+      else log.error({ pod: key, err: enrolled.error }, `cannot capture ${key}: ${enrolled.error.message}; its traffic bypasses the mesh until this is fixed`);
+    }
+    // Every local pod's veth carries the pod program: it steers inbound connections to enrolled pods
+    // from neighbours, and returns replies to the agent's source-preserving sockets.
+    for (const workload of local) {
+      const ip = workload.ips[0]!;
+      const device = await this.#deviceTo(ip);
+      if (!device || this.#podLinks.has(device)) continue;
+      const attached = this.inbound.attachTcxIngress('ambit_tc_pod', device, join(linkDir(this.pinDir, 'tc'), device));
+      if (attached.ok) this.#podLinks.add(device);
+      else log.error({ pod: workload.key, device, err: attached.error }, `cannot attach tc to ${device} (pod ${workload.key}): ${attached.error.message}`);
+    }
+  }
+
+  #enroll(workload: Workload): Result<void> {
+    const cgroup = this.options.podCgroup(workload);
+    if (!cgroup) return { ok: false, error: { code: 'ENOCGROUP', message: `the cgroup of pod ${workload.key} is unknown (see --pod-cgroup)` } };
+    let pins: string;
+    try {
+      pins = linkDir(this.pinDir, podGroup(workload));
+    } catch (err) {
+      return { ok: false, error: { code: 'EPIN', message: `cannot create the pin directory for ${workload.key} under ${this.pinDir}: ${(err as Error).message}` } };
+    }
+    for (const program of POD_CGROUP_PROGRAMS) {
+      const attached = this.outbound.attachCgroup(program, cgroup, join(pins, program));
+      if (!attached.ok) {
+        this.#detachPod(pins);
+        return attached;
+      }
+    }
+    const ip = workload.ips[0]!;
+    const marked = setEnrolled(this.maps, ip, true);
+    if (!marked.ok) {
+      this.#detachPod(pins);
+      return marked;
+    }
+    this.#enrolled.set(workload.key, { ip, linkDir: pins });
+    return { ok: true, value: undefined };
+  }
+
+  #release(key: string): void {
+    const entry = this.#enrolled.get(key);
+    if (!entry) return;
+    setEnrolled(this.maps, entry.ip, false);
+    this.#detachPod(entry.linkDir);
+    this.#enrolled.delete(key);
+  }
+
+  #detachPod(linkDir: string): void {
+    for (const program of POD_CGROUP_PROGRAMS) detachLink(join(linkDir, program));
+  }
+
+  /** The device the node routes a pod IP to: the pod's host-side veth. */
+  async #deviceTo(ip: string): Promise<string | undefined> {
+    const out = await runCommand(this.#ip, ['-j', 'route', 'get', ip]).catch(() => '[]');
+    const route = (JSON.parse(out) as { dev?: string; type?: string }[])[0];
+    return route?.dev && route.dev !== 'lo' ? route.dev : undefined;
+  }
+
+  /** tc marks steered packets; this rule and route make the kernel deliver them locally (findings §3). */
+  async #steeringRoute(): Promise<Result<void>> {
+    const { mark, mask, table } = STEER_ROUTING;
+    const hex = (n: number): string => `0x${n.toString(16)}`;
+    try {
+      const rules = JSON.parse(await runCommand(this.#ip, ['-j', 'rule', 'show'])) as { fwmark?: string; table?: string }[];
+      if (!rules.some((r) => r.fwmark === hex(mark) && r.table === String(table))) {
+        await runCommand(this.#ip, ['rule', 'add', 'fwmark', `${hex(mark)}/${hex(mask)}`, 'lookup', String(table)]);
+      }
+      await runCommand(this.#ip, ['route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(table)]);
+      return { ok: true, value: undefined };
+    } catch (err) {
+      return { ok: false, error: { code: 'EROUTE', message: `cannot install the steering route (ip rule fwmark ${hex(mark)} lookup ${table}): ${(err as Error).message}` } };
+    }
+  }
+}

@@ -1,0 +1,74 @@
+// Istio's standard TCP metrics, with Istio's names and labels, so that the dashboards and alerts users
+// already run against ztunnel work unchanged. One registry per agent, served on :15020.
+
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Istio's TCP label set, in ztunnel's order; every value is a string, "unknown" when not known. */
+export const TCP_LABELS = [
+  'reporter',
+  'source_workload',
+  'source_canonical_service',
+  'source_canonical_revision',
+  'source_workload_namespace',
+  'source_principal',
+  'source_app',
+  'source_version',
+  'source_cluster',
+  'destination_service',
+  'destination_service_namespace',
+  'destination_service_name',
+  'destination_workload',
+  'destination_canonical_service',
+  'destination_canonical_revision',
+  'destination_workload_namespace',
+  'destination_principal',
+  'destination_app',
+  'destination_version',
+  'destination_cluster',
+  'request_protocol',
+  'response_flags',
+  'connection_security_policy',
+] as const;
+
+export type TcpLabelName = (typeof TCP_LABELS)[number];
+export type TcpLabels = Readonly<Record<TcpLabelName, string>>;
+
+export class MeshMetrics {
+  readonly registry = new Registry();
+  readonly tcpOpened: Counter<TcpLabelName>;
+  readonly tcpClosed: Counter<TcpLabelName>;
+  readonly tcpFailed: Counter<TcpLabelName>;
+  readonly tcpSentBytes: Counter<TcpLabelName>;
+  readonly tcpReceivedBytes: Counter<TcpLabelName>;
+  readonly socketsOpen: Gauge<'reporter'>;
+
+  constructor(version: string) {
+    const registers = [this.registry];
+    const build = new Gauge({ name: 'istio_build', help: 'Istio component build info', labelNames: ['component', 'tag'], registers });
+    build.set({ component: 'ztunnel', tag: `ambit-${version}` }, 1);
+    const tcp = (name: string, help: string): Counter<TcpLabelName> => new Counter({ name, help, labelNames: TCP_LABELS, registers });
+    this.tcpOpened = tcp('istio_tcp_connections_opened_total', 'The total number of TCP connections opened');
+    this.tcpClosed = tcp('istio_tcp_connections_closed_total', 'The total number of TCP connections closed');
+    this.tcpFailed = tcp('istio_tcp_connections_failed_total', 'The total number of TCP connections that failed to establish (unstable)');
+    this.tcpSentBytes = tcp('istio_tcp_sent_bytes_total', 'The size of total bytes sent during response in case of a TCP connection');
+    this.tcpReceivedBytes = tcp('istio_tcp_received_bytes_total', 'The size of total bytes received during request in case of a TCP connection');
+    this.socketsOpen = new Gauge({ name: 'istio_tcp_sockets_open', help: 'The current number of open TCP sockets (unstable)', labelNames: ['reporter'], registers });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Exports the eBPF programs' per-reason decision counters, read from the kernel at each scrape. */
+  registerRedirectDecisions(read: () => Readonly<Record<string, number>> | undefined): void {
+    new Counter({
+      name: 'ambit_redirect_decisions_total',
+      help: 'Decisions of the eBPF capture programs (redirected, passed, dropped), by reason',
+      labelNames: ['reason'],
+      registers: [this.registry],
+      collect() {
+        const counters = read();
+        if (!counters) return;
+        this.reset();
+        for (const [reason, count] of Object.entries(counters)) this.inc({ reason }, count);
+      },
+    });
+  }
+}

@@ -1,0 +1,36 @@
+// Where an outbound connection goes: a Service VIP becomes one of its endpoints, a pod IP is that
+// workload, anything else leaves the mesh as plain TCP (ztunnel's passthrough).
+
+import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
+
+export interface Address {
+  readonly ip: string;
+  readonly port: number;
+}
+
+export type OutboundTarget =
+  | { readonly kind: 'workload'; readonly workload: Workload; readonly address: Address; readonly service?: MeshService }
+  | { readonly kind: 'passthrough'; readonly address: Address }
+  | { readonly kind: 'refused'; readonly reason: string; readonly service?: MeshService };
+
+/** Ports a mesh destination may never be asked for: the agent's own (ztunnel's "illegal ports"). */
+export const AGENT_PORTS: ReadonlySet<number> = new Set([15001, 15006, 15008, 15080]);
+
+export function resolveOutbound(snapshot: MeshSnapshot, dst: Address, pick: (n: number) => number = (n) => Math.floor(Math.random() * n)): OutboundTarget {
+  const service = snapshot.servicesByVip.get(dst.ip);
+  if (service) {
+    if (!service.ports.some((p) => p.port === dst.port)) return { kind: 'refused', reason: `service ${service.hostname} has no port ${dst.port}`, service };
+    const ready = service.endpoints.filter((e) => e.ports.has(dst.port));
+    if (ready.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint for port ${dst.port}`, service };
+    const endpoint = ready[pick(ready.length)]!;
+    const workload = snapshot.workloads.get(endpoint.workload);
+    if (!workload) return { kind: 'refused', reason: `endpoint ${endpoint.workload} of ${service.hostname} is gone`, service };
+    return { kind: 'workload', workload, address: { ip: endpoint.ip, port: endpoint.ports.get(dst.port)! }, service };
+  }
+  const workload = snapshot.workloadsByIp.get(dst.ip);
+  if (workload) {
+    if (AGENT_PORTS.has(dst.port)) return { kind: 'refused', reason: `port ${dst.port} of ${workload.key} belongs to the mesh agent` };
+    return { kind: 'workload', workload, address: dst };
+  }
+  return { kind: 'passthrough', address: dst };
+}
