@@ -7,7 +7,7 @@ import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { cgroup2Root, removeCgroupTree } from '../../../agent/lab/cgroups.js';
+import { cgroup2Root, removeCgroupTree } from '../../../agent/system/cgroups.js';
 import { BPFFS, ensureBpffs, pinRoot } from '../../../agent/redirect/bpf-binding.js';
 
 export const NODE_IP = '10.250.0.1';
