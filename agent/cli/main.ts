@@ -4,6 +4,7 @@
 import { labCommand, LAB_USAGE } from './lab.js';
 import { runCommand, RUN_USAGE } from './run.js';
 import { UsageError } from './usage.js';
+import { UNINSTALL_USAGE, uninstallCommand } from './uninstall.js';
 import { ZC_USAGE, zcCommand } from './zc.js';
 
 const USAGE = `Usage: ambit <command> [options]
@@ -12,11 +13,13 @@ Commands:
   run     run the node agent (local mode: Kubernetes/Istio YAML files)
   lab     a local mesh on network namespaces: up, down, status, exec, logs
   zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies
+  uninstall  remove every eBPF program, pin and rule Ambit left on this node
   help    show this help, or a command's: ambit help <command>
 
 ${RUN_USAGE}
 ${LAB_USAGE}
-${ZC_USAGE}`;
+${ZC_USAGE}
+${UNINSTALL_USAGE}`;
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -25,6 +28,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return runCommand(rest);
     case 'lab':
       return labCommand(rest);
+    case 'uninstall':
+      return uninstallCommand(rest);
     case 'zc':
     case 'ztunnel-config':
       return zcCommand(rest);
@@ -32,7 +37,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case '--help':
     case '-h':
     case undefined:
-      process.stdout.write({ run: RUN_USAGE, lab: LAB_USAGE, zc: ZC_USAGE }[rest[0] ?? ''] ?? USAGE);
+      process.stdout.write({ run: RUN_USAGE, lab: LAB_USAGE, zc: ZC_USAGE, uninstall: UNINSTALL_USAGE }[rest[0] ?? ''] ?? USAGE);
       return command === undefined ? 2 : 0;
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);

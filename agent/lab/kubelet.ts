@@ -10,7 +10,9 @@ import { procsFile } from '../system/cgroups.js';
 import { requireTool, runCommand } from '../system/commands.js';
 import type { LabProbe } from './plan.js';
 
-const BACKOFF_START_MS = 1_000;
+/** The first restart is immediate (a node agent must come back fast); later ones back off. */
+const BACKOFF_START_MS = 0;
+const BACKOFF_FIRST_DELAY_MS = 1_000;
 const BACKOFF_MAX_MS = 30_000;
 /** A process that ran this long is healthy again: its next crash starts the backoff from the beginning. */
 const BACKOFF_RESET_AFTER_MS = 30_000;
@@ -121,7 +123,7 @@ class SupervisedProcess {
       this.#appendNote(`exited (code ${code ?? '-'}, signal ${signal ?? '-'}); restarting in ${this.#backoffMs / 1000}s`);
       this.#set({ pid: undefined, state: 'waiting', ready: false, lastExit, restarts: this.#status.restarts + 1 });
       this.#restartTimer = setTimeout(() => this.start(), this.#backoffMs);
-      this.#backoffMs = Math.min(this.#backoffMs * 2, BACKOFF_MAX_MS);
+      this.#backoffMs = Math.min(Math.max(this.#backoffMs * 2, BACKOFF_FIRST_DELAY_MS), BACKOFF_MAX_MS);
     });
     if (this.spec.probe) this.#scheduleProbe(child, 200);
   }

@@ -4,8 +4,8 @@
 // tc programs. Pods are never touched: labeling a namespace captures its running pods on their next
 // connection, and removing the label releases them.
 
-import { mkdirSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { mkdirSync, rmSync } from 'node:fs';
+import { readdir, rm, rmdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { MeshSnapshot, Workload } from '../state/model.js';
@@ -32,6 +32,7 @@ import {
   setEnrolled,
   writeConfig,
 } from './bpf-binding.js';
+import { kernelProblems } from './kernel-checks.js';
 
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15006;
@@ -47,8 +48,9 @@ function linkDir(pinDir: string, group: string): string {
   return dir;
 }
 
-function podGroup(workload: Workload): string {
-  return `pods/${workload.namespace}_${workload.name}`;
+/** A pod's pin directory name: `<namespace>_<name>`. */
+function podPinName(workload: Workload): string {
+  return `${workload.namespace}_${workload.name}`;
 }
 
 export interface CaptureOptions {
@@ -75,6 +77,8 @@ export class EbpfCapture {
   readonly #podLinks = new Set<string>();
   readonly #ip = requireTool('ip', 'iproute2');
   #reconciling: Promise<void> = Promise.resolve();
+  /** False until the first reconcile has swept what a previous agent left for pods now gone. */
+  #adopted = false;
 
   private constructor(
     private readonly options: CaptureOptions,
@@ -89,6 +93,8 @@ export class EbpfCapture {
 
   /** Loads the programs, configures them, and attaches what does not depend on pods. */
   static async start(options: CaptureOptions): Promise<Result<EbpfCapture>> {
+    const problems = kernelProblems();
+    if (problems.length > 0) return { ok: false, error: { code: 'EKERNEL', message: `this node cannot capture: ${problems.join('; ')}` } };
     const pinDir = pinRoot(options.scope);
     const bpffs = ensureBpffs();
     if (!bpffs.ok) return bpffs;
@@ -157,6 +163,10 @@ export class EbpfCapture {
         log.info({ pod: key }, `released ${key} from capture`);
       }
     }
+    if (!this.#adopted) {
+      await this.#sweepPrevious(wanted);
+      this.#adopted = true;
+    }
     for (const [key, workload] of wanted) {
       if (this.#enrolled.has(key)) continue;
       const enrolled = this.#enroll(workload);
@@ -180,7 +190,7 @@ export class EbpfCapture {
     if (!cgroup) return { ok: false, error: { code: 'ENOCGROUP', message: `the cgroup of pod ${workload.key} is unknown (see --pod-cgroup)` } };
     let pins: string;
     try {
-      pins = linkDir(this.pinDir, podGroup(workload));
+      pins = linkDir(this.pinDir, join('pods', podPinName(workload)));
     } catch (err) {
       return { ok: false, error: { code: 'EPIN', message: `cannot create the pin directory for ${workload.key} under ${this.pinDir}: ${(err as Error).message}` } };
     }
@@ -201,11 +211,30 @@ export class EbpfCapture {
     return { ok: true, value: undefined };
   }
 
+  /**
+   * A restarted agent adopts what its predecessor pinned: attaching again is a no-op for pods still
+   * enrolled, and this removes the links and map entries of pods that left while no agent watched.
+   */
+  async #sweepPrevious(wanted: ReadonlyMap<string, Workload>): Promise<void> {
+    const keep = new Set([...wanted.values()].map(podPinName));
+    const podsDir = join(this.pinDir, 'links', 'pods');
+    for (const name of await readdir(podsDir).catch(() => [] as string[])) {
+      if (keep.has(name)) continue;
+      this.#detachPod(join(podsDir, name));
+      await rmdir(join(podsDir, name)).catch(() => undefined);
+      this.options.log.info({ pins: name }, `removed capture left by a previous agent for ${name.replace('_', '/')}, which is no longer enrolled here`);
+    }
+    const wantedIps = new Set([...wanted.values()].map((w) => w.ips[0]));
+    const enrolledIps = this.maps.enrolled.keys();
+    for (const ip of enrolledIps.ok ? enrolledIps.value : []) if (!wantedIps.has(ip)) setEnrolled(this.maps, ip, false);
+  }
+
   #release(key: string): void {
     const entry = this.#enrolled.get(key);
     if (!entry) return;
     setEnrolled(this.maps, entry.ip, false);
     this.#detachPod(entry.linkDir);
+    rmSync(entry.linkDir, { recursive: true, force: true });
     this.#enrolled.delete(key);
   }
 

@@ -3,13 +3,14 @@
 // machine exactly as it was, also after kill -9 of everything the lab started.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { cgroup2Root } from '../../agent/system/cgroups.js';
 import { hostFootprint } from './helpers/host-footprint.js';
-import { ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
+import { AMBIT_MAIN, ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
 
 const LAB = `t${process.pid % 10000}`;
 const dir = mkdtempSync(join(tmpdir(), 'ambit-lab-test-'));
@@ -24,11 +25,11 @@ const server = (port: number): string[] => [
 ];
 
 function meshYaml(extra = '', namespaceLabels = '{ istio.io/dataplane-mode: ambient }'): string {
-  const pod = (name: string, node: string, ip: string, app: string, command: string[]): string => `
+  const pod = (name: string, node: string, ip: string, app: string, command: string[], ns = 'shop', labels = ''): string => `
 ---
 apiVersion: v1
 kind: Pod
-metadata: { name: ${name}, namespace: shop, labels: { app: ${app} } }
+metadata: { name: ${name}, namespace: ${ns}, labels: { app: ${app}${labels} } }
 spec:
   nodeName: ${node}
   containers:
@@ -56,6 +57,8 @@ ${pod('web-a', 'alpha', '10.245.1.10', 'web', server(8080))}
 ${pod('web-b', 'beta', '10.245.2.10', 'web', server(8080))}
 ${pod('client', 'alpha', '10.245.1.20', 'client', ['sleep', 'infinity'])}
 ${pod('crasher', 'beta', '10.245.2.20', 'crasher', ['sh', '-c', 'echo crashing; exit 3'])}
+${pod('optout', 'alpha', '10.245.1.21', 'client', ['sleep', 'infinity'], 'shop', ', istio.io/dataplane-mode: none')}
+${pod('outsider', 'alpha', '10.245.1.30', 'client', ['sleep', 'infinity'], 'other')}
 ---
 apiVersion: v1
 kind: Service
@@ -76,7 +79,7 @@ before(async () => {
   writeFileSync(yamlPath, meshYaml());
   const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', yamlPath], 120_000);
   assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
-  assert.match(up.stdout, /is up: 2 nodes, 4 pods/);
+  assert.match(up.stdout, /is up: 2 nodes, 6 pods/);
 });
 
 after(async () => {
@@ -130,13 +133,62 @@ test('enrolled pods\' connections cross the agents, which keep the client addres
   assert.match(metrics.stdout, /^ambit_redirect_decisions_total\{reason="tc-assigned-listener"\} [1-9]/m);
 });
 
+test('a pod that opts out, and a pod of a namespace without the label, go direct', async () => {
+  assert.deepEqual(await curlFrom('shop/optout', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.21' });
+  assert.doesNotMatch(await agentLog('alpha'), /"src\.workload":"optout"/);
+  assert.doesNotMatch(await agentLog('alpha'), /captured other\/outsider/);
+});
+
+test('inbound from a pod outside the mesh is steered through the destination agent (15006), keeping its address', async () => {
+  // Across nodes (tc on beta's uplink) and on the same node (tc on the outsider's own veth).
+  assert.deepEqual(await curlFrom('other/outsider', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.30' });
+  assert.deepEqual(await curlFrom('other/outsider', 'http://10.245.1.10:8080/'), { pod: 'web-a', peer: '10.245.1.30' });
+  assert.match(await agentLog('beta'), /"src\.addr":"10\.245\.1\.30:\d+","src\.workload":"outsider","src\.namespace":"other","dst\.addr":"10\.245\.2\.10:8080".*"direction":"inbound"/);
+  assert.match(await agentLog('alpha'), /"src\.addr":"10\.245\.1\.30:\d+","src\.workload":"outsider","src\.namespace":"other","dst\.addr":"10\.245\.1\.10:8080".*"direction":"inbound"/);
+});
+
+test('applications in captured pods still see their real peer (getpeername)', async () => {
+  const script = 'import socket; s = socket.create_connection(("10.245.2.10", 8080), 3); print("%s:%d" % s.getpeername())';
+  const r = await ambit(['lab', 'exec', '--lab', LAB, 'shop/client', '--', '/usr/bin/python3', '-c', script]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), '10.245.2.10:8080');
+});
+
+test('kill -9 of an agent: its pods\' new connections fail closed, and the restarted agent adopts its pins', async () => {
+  const status = JSON.parse(readFileSync(`/run/ambit/lab/${LAB}/status.json`, 'utf8')) as { processes: { id: string; pid?: number }[] };
+  const pid = status.processes.find((p) => p.id === 'node/alpha')?.pid;
+  assert.ok(pid, 'no pid for the alpha agent');
+  const pinsBefore = readdirSync(`/sys/fs/bpf/ambit/${LAB}-alpha/links/pods`).sort();
+  process.kill(pid, 'SIGKILL');
+  // Nothing listens on 15001 now: the connection is refused, never sent around the mesh.
+  const refused = await ambit(['lab', 'exec', '--lab', LAB, 'shop/client', '--', 'curl', '-s', '--max-time', '2', 'http://10.245.2.10:8080/']);
+  assert.notEqual(refused.code, 0, `a captured pod reached web-b directly while its agent was down: ${refused.stdout}`);
+  const started = Date.now();
+  await eventually('the agent to be ready again', async () => {
+    const r = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:15021/healthz/ready']);
+    return r.stdout === '200' ? true : undefined;
+  });
+  assert.ok(Date.now() - started < 5_000, `the agent took ${Date.now() - started} ms to come back`);
+  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '172.31.78.11' });
+  assert.deepEqual(readdirSync(`/sys/fs/bpf/ambit/${LAB}-alpha/links/pods`).sort(), pinsBefore);
+  // One link per program on the pod's cgroup: the new agent re-used the pinned links.
+  const cgroup = join(cgroupRoot, 'ambit', LAB, 'pods', 'shop.client');
+  const attached = execFileSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' });
+  for (const program of ['connect4', 'connect6', 'sockops', 'getpeername4', 'getpeername6']) {
+    const links = attached.split('\n').filter((l) => l.trim().endsWith(`ambit_${program}`)).length;
+    assert.equal(links, 1, `ambit_${program} attached ${links} times:\n${attached}`);
+  }
+});
+
 test('removing the namespace label releases its pods live, and adding it back captures them again', async () => {
+  const captures = async (): Promise<number> => (await agentLog('alpha')).match(/captured shop\/client/g)?.length ?? 0;
+  const before = await captures();
   writeFileSync(yamlPath, meshYaml('', '{}'));
   await eventually('client released', async () => ((await agentLog('alpha')).includes('released shop/client') ? true : undefined));
   // Not captured: web-b sees the client pod itself, straight through the node.
   assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
   writeFileSync(yamlPath, meshYaml());
-  await eventually('client captured again', async () => ((await agentLog('alpha')).match(/captured shop\/client/g)?.length === 2 ? true : undefined));
+  await eventually('client captured again', async () => ((await captures()) === before + 1 ? true : undefined));
   assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '172.31.78.11' });
 });
 
@@ -194,9 +246,16 @@ spec:
 test('down after kill -9 of every lab process leaves the machine as it was', async () => {
   // SIGKILL the supervisor, agents and containers at once, with no chance to clean up after themselves.
   writeFileSync(join(cgroupRoot, 'ambit', LAB, 'cgroup.kill'), '1');
+  // ambit uninstall removes a node's capture: its pins, and the steering rule in its namespace.
+  const uninstall = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', process.execPath, AMBIT_MAIN, 'uninstall', '--bpf-scope', `${LAB}-alpha`]);
+  assert.equal(uninstall.code, 0, uninstall.stderr);
+  assert.match(uninstall.stdout, new RegExp(`pins, links and maps under /sys/fs/bpf/ambit/${LAB}-alpha\n  ip rule fwmark 0x200 lookup 100\n  routes of table 100`));
+  assert.equal(existsSync(`/sys/fs/bpf/ambit/${LAB}-alpha`), false);
+  const rules = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', 'ip', 'rule']);
+  assert.doesNotMatch(rules.stdout, /fwmark/);
   const down = await ambit(['lab', 'down', '--lab', LAB]);
   assert.equal(down.code, 0, down.stderr);
-  assert.match(down.stdout, new RegExp(`lab "${LAB}" is down: removed 7 network namespaces`));
+  assert.match(down.stdout, new RegExp(`lab "${LAB}" is down: removed 9 network namespaces`));
   assert.deepEqual(hostFootprint(cgroupRoot), before_.footprint);
   const again = await ambit(['lab', 'down', '--lab', LAB]);
   assert.equal(again.code, 0);
