@@ -65,14 +65,23 @@ for (const [key, n] of [...counts.entries()].sort()) {
   process.stdout.write(`${service.padEnd(12)} ${version.padEnd(8)} ${n}\n`);
 }
 
+step('What the mesh saw (Istio TCP metrics from each node agent, :15020/metrics)');
+// Every pod of bookinfo is enrolled, so each call above crossed the agent of the caller's node
+// (reporter="source") and, across nodes, the agent of the callee's node (reporter="destination").
+for (const node of ['node-a', 'node-b']) {
+  const scrape = ambit(['lab', 'exec', `node/${node}`, '--', 'curl', '-s', '--max-time', '5', 'http://127.0.0.1:15020/metrics'], { capture: true });
+  const opened = { source: 0, destination: 0 };
+  for (const m of scrape.stdout.matchAll(/^istio_tcp_connections_opened_total\{reporter="(source|destination)"[^}]*\} (\d+)/gm)) opened[m[1]] += Number(m[2]);
+  process.stdout.write(`${node}: ${opened.source} outbound connections relayed for its pods, ${opened.destination} inbound steered to them\n`);
+}
+
 step('Where to look next');
 process.stdout.write(`  status of agents and pods:  npx ambit lab status
   agent logs (JSON):          npx ambit lab logs node/node-a     (all logs under /run/ambit/lab/lab/logs)
   a pod's logs:               npx ambit lab logs bookinfo/reviews-v2
   exec into a pod:            npx ambit lab exec bookinfo/client -- curl -s http://productpage:9080/productpage
-  agent readiness:            npx ambit lab exec node/node-a -- curl -s http://127.0.0.1:15021/healthz/ready
+  mesh metrics of a node:     npx ambit lab exec node/node-a -- curl -s http://127.0.0.1:15020/metrics
+  what an agent knows:        npx ambit lab exec node/node-a -- npx ambit zc workloads
   tear it all down:           make demo-down
 `);
-// Traffic crosses the mesh once capture and the secure overlay land; until then it flows through the
-// lab's kube-proxy stand-in, which is what these counts show.
 process.exit(answered === REQUESTS ? 0 : 1);
