@@ -2,6 +2,7 @@
 // (camelCase, ztunnel's field names), so that Istio's own tooling can inspect an Ambit node.
 
 import { matchesLabels } from '../state/build.js';
+import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
 
 export interface WorkloadDump {
@@ -70,9 +71,8 @@ export function buildConfigDump(snapshot: MeshSnapshot, node: string): ConfigDum
       serviceAccount: w.serviceAccount,
       workloadName: w.labels['app'] ?? w.name,
       workloadType: 'pod',
-      // Istio's canonical service and revision labels, falling back as istiod does.
-      canonicalName: w.labels['service.istio.io/canonical-name'] ?? w.labels['app.kubernetes.io/name'] ?? w.labels['app'] ?? w.name,
-      canonicalRevision: w.labels['service.istio.io/canonical-revision'] ?? w.labels['app.kubernetes.io/version'] ?? w.labels['version'] ?? 'latest',
+      canonicalName: canonicalName(w),
+      canonicalRevision: canonicalRevision(w),
       clusterId: CLUSTER_ID,
       trustDomain: snapshot.trustDomain,
       node: w.node ?? '',

@@ -1,6 +1,7 @@
 // Per-connection telemetry: Istio's TCP metrics and one access-log record per connection, with
 // ztunnel's field names (`src.addr`, `dst.workload`, `direction`, ...) so existing queries keep working.
 
+import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import type { MeshService, Workload } from '../state/model.js';
 import type { Logger } from './log.js';
 import type { MeshMetrics, TcpLabels } from './metrics.js';
@@ -24,21 +25,14 @@ export interface ConnectionOutcome {
 
 const UNKNOWN = 'unknown';
 
-function canonicalName(w: Workload | undefined): string {
-  return w ? (w.labels['service.istio.io/canonical-name'] ?? w.labels['app.kubernetes.io/name'] ?? w.labels['app'] ?? w.name) : UNKNOWN;
-}
-
-function canonicalRevision(w: Workload | undefined): string {
-  return w ? (w.labels['service.istio.io/canonical-revision'] ?? w.labels['app.kubernetes.io/version'] ?? w.labels['version'] ?? 'latest') : UNKNOWN;
-}
 
 export function tcpLabels(c: ConnectionDescription, flag: ResponseFlag): TcpLabels {
   const { src, dst } = c;
   return {
     reporter: c.direction === 'outbound' ? 'source' : 'destination',
     source_workload: src.workload?.labels['app'] ?? src.workload?.name ?? UNKNOWN,
-    source_canonical_service: canonicalName(src.workload),
-    source_canonical_revision: canonicalRevision(src.workload),
+    source_canonical_service: src.workload ? canonicalName(src.workload) : UNKNOWN,
+    source_canonical_revision: src.workload ? canonicalRevision(src.workload) : UNKNOWN,
     source_workload_namespace: src.workload?.namespace ?? UNKNOWN,
     // Only what the peer proved with its certificate counts as a principal.
     source_principal: src.identity ?? UNKNOWN,
@@ -49,8 +43,8 @@ export function tcpLabels(c: ConnectionDescription, flag: ResponseFlag): TcpLabe
     destination_service_namespace: dst.service?.namespace ?? UNKNOWN,
     destination_service_name: dst.service?.name ?? UNKNOWN,
     destination_workload: dst.workload?.labels['app'] ?? dst.workload?.name ?? UNKNOWN,
-    destination_canonical_service: canonicalName(dst.workload),
-    destination_canonical_revision: canonicalRevision(dst.workload),
+    destination_canonical_service: dst.workload ? canonicalName(dst.workload) : UNKNOWN,
+    destination_canonical_revision: dst.workload ? canonicalRevision(dst.workload) : UNKNOWN,
     destination_workload_namespace: dst.workload?.namespace ?? UNKNOWN,
     destination_principal: dst.identity ?? UNKNOWN,
     destination_app: dst.workload?.labels['app'] ?? UNKNOWN,
