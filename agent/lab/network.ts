@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { MeshSnapshot } from '../state/model.js';
 import { runCommand, requireTool } from '../system/commands.js';
 import { renderPodHosts, POD_RESOLV_CONF } from './hosts.js';
-import { type Ipv4Prefix, parseIpv4Prefix, prefixContains } from './ipv4.js';
+import { type Ipv4Prefix, parseIpv4Prefix, prefixContains } from '../system/ipv4.js';
 import { renderKubeProxyRules } from './kube-proxy.js';
 import { ETC_NETNS_DIR, POD_GATEWAY, type LabLayout } from './layout.js';
 import type { HostAddresses, LabPlan } from './plan.js';

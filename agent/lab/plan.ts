@@ -7,7 +7,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Container, PodObject, Probe } from '../config/kubernetes.js';
 import type { MeshObject } from '../config/objects.js';
 import type { MeshSnapshot } from '../state/model.js';
-import { type Ipv4Prefix, formatPrefix, parseIpv4Prefix, prefixContains, prefixesOverlap } from './ipv4.js';
+import { type Ipv4Prefix, formatPrefix, parseIpv4Prefix, prefixContains, prefixesOverlap } from '../system/ipv4.js';
 import { LabLayout, fabricLink, podHostLink } from './layout.js';
 
 export interface LabNodePlan {

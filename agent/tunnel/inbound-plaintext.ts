@@ -1,9 +1,12 @@
 // The inbound plaintext listener (15006): connections to an enrolled pod of this node that arrived
 // without HBONE, steered here by tc. The accepted socket's local address is the original destination.
-// The agent connects on to the pod as the client (a transparent socket), so the pod sees the real
-// source address, and relays. PeerAuthentication and authorization plug in before the connect.
+// PeerAuthentication decides whether plaintext is accepted at all (STRICT refuses it), then
+// AuthorizationPolicy is evaluated with no peer identity. The agent connects on to the pod as the
+// client (a transparent socket), so the pod sees the real source address, and relays.
 
 import { type Server, type Socket, createServer } from 'node:net';
+import { authorizeConnection } from '../policy/authorization.js';
+import { acceptsPlaintext, effectiveMtlsMode } from '../policy/peer-authentication.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionTelemetry } from '../telemetry/connections.js';
 import { AGENT_PORTS, type Address } from './destination.js';
@@ -37,14 +40,20 @@ export class InboundPlaintextProxy {
       dst: { addr: `${dst.ip}:${dst.port}`, ...(destination ? { workload: destination } : {}) },
       securityPolicy: 'unknown',
     };
-    const refuse = (flag: 'NO_ROUTE' | 'CONNECT', reason: string): void => {
+    const refuse = (flag: 'NO_ROUTE' | 'CONNECT' | 'DENY', reason: string): void => {
       telemetry.failed(description, flag, reason);
       socket.destroy();
     };
-    if (!destination || destination.node !== node || !destination.enrollment.enrolled) {
+    if (!snapshot || !destination || destination.node !== node || !destination.enrollment.enrolled) {
       return refuse('NO_ROUTE', `${dst.ip} is not an enrolled pod of node ${node}`);
     }
     if (AGENT_PORTS.has(dst.port)) return refuse('NO_ROUTE', `port ${dst.port} belongs to the mesh agent`);
+    const mtls = effectiveMtlsMode(snapshot, destination, dst.port);
+    if (!acceptsPlaintext(mtls)) return refuse('DENY', `plaintext refused: PeerAuthentication ${mtls.policy} requires mTLS (STRICT) for ${destination.key}:${dst.port}`);
+    const authz = authorizeConnection(snapshot, { sourceIp: client, destination, destinationIp: dst.ip, destinationPort: dst.port });
+    if (!authz.allowed) {
+      return refuse('DENY', authz.reason === 'denied' ? `denied by AuthorizationPolicy ${authz.policy}` : `no ALLOW AuthorizationPolicy for ${destination.key} matches`);
+    }
 
     const upstream = await this.options.connectAsClient(client, dst);
     if (typeof upstream === 'string') return refuse('CONNECT', upstream);

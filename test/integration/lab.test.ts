@@ -147,6 +147,47 @@ test('inbound from a pod outside the mesh is steered through the destination age
   assert.match(await agentLog('alpha'), /"src\.addr":"10\.245\.1\.30:\d+","src\.workload":"outsider","src\.namespace":"other","dst\.addr":"10\.245\.1\.10:8080".*"direction":"inbound"/);
 });
 
+/** Writes the mesh YAML and waits until node beta's agent has applied it. */
+async function applyOnBeta(yaml: string): Promise<void> {
+  const reloads = async (): Promise<number> => (await agentLog('beta')).match(/"msg":"configuration version \d+ in force/g)?.length ?? 0;
+  const before = await reloads();
+  writeFileSync(yamlPath, yaml);
+  await eventually('beta to apply the change', async () => ((await reloads()) > before ? true : undefined));
+}
+
+test('the inbound agent enforces PeerAuthentication STRICT and AuthorizationPolicy on plaintext, live', async () => {
+  await applyOnBeta(
+    meshYaml(`---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: web-strict, namespace: shop }
+spec: { selector: { matchLabels: { app: web } }, portLevelMtls: { "8080": { mode: STRICT } } }
+`),
+  );
+  const refused = await ambit(['lab', 'exec', '--lab', LAB, 'other/outsider', '--', 'curl', '-s', '--max-time', '3', 'http://10.245.2.10:8080/']);
+  assert.notEqual(refused.code, 0, `plaintext reached a STRICT port: ${refused.stdout}`);
+  assert.match(await agentLog('beta'), /"src\.addr":"10\.245\.1\.30:\d+".*"error":"plaintext refused: PeerAuthentication shop\/web-strict requires mTLS \(STRICT\) for shop\/web-b:8080","response_flags":"DENY","msg":"connection failed"/);
+
+  await applyOnBeta(
+    meshYaml(`---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-outsiders, namespace: shop }
+spec:
+  action: DENY
+  rules: [{ from: [{ source: { ipBlocks: [10.245.1.30/32] } }], to: [{ operation: { ports: ["8080"] } }] }]
+`),
+  );
+  const denied = await ambit(['lab', 'exec', '--lab', LAB, 'other/outsider', '--', 'curl', '-s', '--max-time', '3', 'http://10.245.2.10:8080/']);
+  assert.notEqual(denied.code, 0, `a denied source got through: ${denied.stdout}`);
+  assert.match(await agentLog('beta'), /"src\.addr":"10\.245\.1\.30:\d+".*"error":"denied by AuthorizationPolicy shop\/no-outsiders","response_flags":"DENY"/);
+  // The opted-out pod is plaintext too, but the policy does not name it.
+  assert.deepEqual(await curlFrom('shop/optout', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.21' });
+
+  await applyOnBeta(meshYaml());
+  assert.deepEqual(await curlFrom('other/outsider', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.30' });
+});
+
 test('applications in captured pods still see their real peer (getpeername)', async () => {
   const script = 'import socket; s = socket.create_connection(("10.245.2.10", 8080), 3); print("%s:%d" % s.getpeername())';
   const r = await ambit(['lab', 'exec', '--lab', LAB, 'shop/client', '--', '/usr/bin/python3', '-c', script]);

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { renderPodHosts } from '../../agent/lab/hosts.js';
-import { parseIpv4Prefix, prefixesOverlap } from '../../agent/lab/ipv4.js';
+import { parseIpv4Prefix, prefixesOverlap } from '../../agent/system/ipv4.js';
 import { renderKubeProxyRules } from '../../agent/lab/kube-proxy.js';
 import { LabLayout, podHostLink } from '../../agent/lab/layout.js';
 import { planLab } from '../../agent/lab/plan.js';

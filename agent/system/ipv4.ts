@@ -1,4 +1,4 @@
-// IPv4 prefix arithmetic for the lab's address checks (which ranges overlap which).
+// IPv4 prefix arithmetic: which ranges overlap (the lab's address checks) and which hold an address (policy).
 
 import { isIPv4 } from 'node:net';
 

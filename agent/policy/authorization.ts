@@ -1,0 +1,161 @@
+// L4 AuthorizationPolicy: may this connection reach this workload? Istio's semantics as ztunnel
+// enforces them: policies from the root namespace and the workload's namespace that select it; any
+// matching DENY denies; if any ALLOW applies, one must match; AUDIT and CUSTOM do not decide here.
+// Rules that need HTTP to match (methods, paths, hosts, request.*) cannot match a bare connection:
+// an ALLOW rule with them never matches, and a DENY rule is enforced on its L4 part alone, so that
+// not seeing HTTP never widens what a policy lets through.
+
+import { isIP } from 'node:net';
+import type { AuthorizationPolicyObject, AuthorizationRule, Condition, Operation, Source } from '../config/istio-security.js';
+import { matchesLabels } from '../state/build.js';
+import type { MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
+import { parseIpv4Prefix, prefixContains } from '../system/ipv4.js';
+
+/** Istio's default root namespace: its policies apply mesh-wide. */
+export const ROOT_NAMESPACE = 'istio-system';
+
+export interface ConnectionAttributes {
+  /** The peer's SPIFFE identity, proven by its certificate; undefined for plaintext. */
+  readonly sourceIdentity?: SpiffeId;
+  readonly sourceIp: string;
+  readonly destination: Workload;
+  readonly destinationIp: string;
+  readonly destinationPort: number;
+}
+
+export type AuthorizationDecision =
+  | { readonly allowed: true; readonly policy?: string }
+  | { readonly allowed: false; readonly reason: 'denied' | 'not-allowed'; readonly policy?: string };
+
+/** The policies that select a workload: root-namespace ones and its own namespace's, by selector. */
+export function policiesFor(snapshot: MeshSnapshot, workload: Workload): AuthorizationPolicyObject[] {
+  return snapshot.istio.authorizationPolicies.filter((p) => {
+    const ns = p.metadata.namespace;
+    if (ns !== ROOT_NAMESPACE && ns !== workload.namespace) return false;
+    // targetRef policies attach to waypoints and gateways, never to a node agent's workloads.
+    if (p.spec.targetRefs.length > 0) return false;
+    const selector = p.spec.selector?.matchLabels;
+    return selector === undefined || matchesLabels(selector, workload.labels);
+  });
+}
+
+export function authorizeConnection(snapshot: MeshSnapshot, attrs: ConnectionAttributes): AuthorizationDecision {
+  const policies = policiesFor(snapshot, attrs.destination);
+  const name = (p: AuthorizationPolicyObject): string => `${p.metadata.namespace}/${p.metadata.name}`;
+  for (const policy of policies) {
+    if (policy.spec.action === 'DENY' && policy.spec.rules.some((r) => ruleMatches(r, context(attrs, 'deny', policy)))) {
+      return { allowed: false, reason: 'denied', policy: name(policy) };
+    }
+  }
+  const allows = policies.filter((p) => p.spec.action === 'ALLOW');
+  if (allows.length === 0) return { allowed: true };
+  const match = allows.find((p) => p.spec.rules.some((r) => ruleMatches(r, context(attrs, 'allow', p))));
+  return match ? { allowed: true, policy: name(match) } : { allowed: false, reason: 'not-allowed' };
+}
+
+type Mode = 'allow' | 'deny';
+
+/** What one rule is matched against: the connection, the policy's action and namespace, the peer. */
+interface MatchContext {
+  readonly attrs: ConnectionAttributes;
+  readonly mode: Mode;
+  readonly policyNamespace: string;
+  readonly peer?: PeerIdentity;
+}
+
+function context(attrs: ConnectionAttributes, mode: Mode, policy: AuthorizationPolicyObject): MatchContext {
+  const peer = attrs.sourceIdentity ? parseIdentity(attrs.sourceIdentity) : undefined;
+  return { attrs, mode, policyNamespace: policy.metadata.namespace, ...(peer ? { peer } : {}) };
+}
+
+function ruleMatches(rule: AuthorizationRule, ctx: MatchContext): boolean {
+  const from = rule.from.length === 0 || rule.from.some((s) => sourceMatches(s, ctx));
+  const to = rule.to.length === 0 || rule.to.some((o) => operationMatches(o, ctx));
+  return from && to && rule.when.every((c) => conditionMatches(c, ctx));
+}
+
+/** A field that only HTTP can satisfy: never true for ALLOW, ignored (true) for DENY. */
+function httpOnly(values: readonly string[], mode: Mode): boolean {
+  return values.length === 0 || mode === 'deny';
+}
+
+/** All of `values` is required to contain a match (if any are given), and none of `notValues` may match. */
+function field(values: readonly string[], notValues: readonly string[], matches: (v: string) => boolean): boolean {
+  return (values.length === 0 || values.some(matches)) && !notValues.some(matches);
+}
+
+function sourceMatches(s: Source, ctx: MatchContext): boolean {
+  const { peer, mode } = ctx;
+  return (
+    field(s.principals, s.notPrincipals, (p) => peer !== undefined && wildcardMatch(p, peer.principal)) &&
+    field(s.namespaces, s.notNamespaces, (n) => peer !== undefined && wildcardMatch(n, peer.namespace)) &&
+    field(s.serviceAccounts, s.notServiceAccounts, (a) => peer !== undefined && serviceAccountMatches(a, peer, ctx.policyNamespace)) &&
+    field(s.ipBlocks, s.notIpBlocks, (b) => ipInBlock(ctx.attrs.sourceIp, b)) &&
+    httpOnly(s.requestPrincipals, mode) &&
+    httpOnly(s.notRequestPrincipals, mode) &&
+    httpOnly(s.remoteIpBlocks, mode) &&
+    httpOnly(s.notRemoteIpBlocks, mode)
+  );
+}
+
+function operationMatches(o: Operation, ctx: MatchContext): boolean {
+  return (
+    field(o.ports.map(String), o.notPorts.map(String), (p) => Number(p) === ctx.attrs.destinationPort) &&
+    [o.hosts, o.notHosts, o.methods, o.notMethods, o.paths, o.notPaths].every((values) => httpOnly(values, ctx.mode))
+  );
+}
+
+function conditionMatches(c: Condition, ctx: MatchContext): boolean {
+  const { attrs, peer } = ctx;
+  const test = (matches: (v: string) => boolean): boolean => field(c.values, c.notValues, matches);
+  switch (c.key) {
+    case 'source.ip':
+      return test((v) => ipInBlock(attrs.sourceIp, v));
+    case 'destination.ip':
+      return test((v) => ipInBlock(attrs.destinationIp, v));
+    case 'destination.port':
+      return test((v) => Number(v) === attrs.destinationPort);
+    case 'source.namespace':
+      return test((v) => peer !== undefined && wildcardMatch(v, peer.namespace));
+    case 'source.principal':
+      return test((v) => peer !== undefined && wildcardMatch(v, peer.principal));
+    case 'source.serviceAccount':
+      return test((v) => peer !== undefined && serviceAccountMatches(v, peer, ctx.policyNamespace));
+    default:
+      // request.*, remote.ip, connection.sni and the like need HTTP (or TLS) the agent does not see.
+      return ctx.mode === 'deny';
+  }
+}
+
+interface PeerIdentity {
+  /** The identity without `spiffe://`, as policies write it. */
+  readonly principal: string;
+  readonly namespace: string;
+  readonly serviceAccount: string;
+}
+
+function parseIdentity(id: SpiffeId): PeerIdentity | undefined {
+  const principal = id.slice('spiffe://'.length);
+  const match = /^[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(principal);
+  return match ? { principal, namespace: match[1]!, serviceAccount: match[2]! } : undefined;
+}
+
+/** Istio's string match: exact, `*` (anything, but something), `*suffix`, or `prefix*`. */
+export function wildcardMatch(pattern: string, value: string): boolean {
+  if (pattern === '*') return value !== '';
+  if (pattern.startsWith('*')) return value.endsWith(pattern.slice(1));
+  if (pattern.endsWith('*')) return value.startsWith(pattern.slice(0, -1));
+  return pattern === value;
+}
+
+/** `namespace/name`, or a bare name, which means a service account of the policy's own namespace. */
+function serviceAccountMatches(account: string, peer: PeerIdentity, policyNamespace: string): boolean {
+  const [ns, name] = account.includes('/') ? account.split('/', 2) : [policyNamespace, account];
+  return name === peer.serviceAccount && ns === peer.namespace;
+}
+
+function ipInBlock(ip: string, block: string): boolean {
+  if (isIP(ip) !== 4) return block === ip || block === `${ip}/128`;
+  const prefix = parseIpv4Prefix(block);
+  return prefix !== undefined && prefixContains(prefix, ip);
+}
