@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # ip, nft and bpftool live in sbin, which a non-login root shell may not have on its PATH.
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-APT_PACKAGES := clang llvm libbpf-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3
+APT_PACKAGES := clang llvm libbpf-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3
 AMBIT := node dist/agent/cli/main.js
 
 .PHONY: setup deps build bpf native test demo demo-down bench clean typecheck
@@ -65,7 +65,8 @@ demo-down:
 
 ## bench: benchmarks, each reported as a ratio against a baseline measured in the same run
 bench: setup
-	@for b in bench/*.bench.ts; do node --import tsx "$$b" || exit 1; done
+	@shopt -s nullglob; benches=(bench/*.bench.ts); [ $${#benches[@]} -gt 0 ] || { echo "no benchmarks in bench/"; exit 1; }; \
+	for b in "$${benches[@]}"; do node --import tsx "$$b" || exit 1; done
 
 clean:
 	rm -rf dist native/build bpf/*.o

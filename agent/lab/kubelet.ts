@@ -72,7 +72,9 @@ export function probeFromNode(nodeNetns: string, ip: string, probe: LabProbe): (
     };
   }
   return () =>
-    runCommand(enter[0]!, [...enter.slice(1), 'timeout', timeout, 'bash', '-c', `: > /dev/tcp/${ip}/${probe.resolvedPort}`]).then(
+    // A clean environment and no rc files: a BASH_ENV or profile hook (pyenv's, say) must not run,
+    // let alone block, inside a probe.
+    runCommand(enter[0]!, [...enter.slice(1), 'env', '-i', 'PATH=/usr/bin:/bin', 'timeout', timeout, 'bash', '--norc', '--noprofile', '-c', `: > /dev/tcp/${ip}/${probe.resolvedPort}`]).then(
       () => true,
       () => false,
     );

@@ -3,6 +3,7 @@
 // carried across (a FIN on one side becomes end() on the other), and an error on either side tears
 // down both. Counts bytes for telemetry.
 
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 export interface RelayResult {
@@ -38,6 +39,8 @@ export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult
     downstream.once('close', closed);
     upstream.once('close', closed);
 
+    // A relay must not add Nagle's delay to small writes the endpoints already decided to send.
+    for (const side of [downstream, upstream]) if (side instanceof Socket) side.setNoDelay(true);
     downstream.pipe(upstream);
     upstream.pipe(downstream);
   });
