@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # ip, nft and bpftool live in sbin, which a non-login root shell may not have on its PATH.
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-APT_PACKAGES := clang llvm libbpf-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3
+APT_PACKAGES := clang llvm libbpf-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump
 AMBIT := node dist/agent/cli/main.js
 
 .PHONY: setup deps build bpf native test demo demo-down bench clean typecheck

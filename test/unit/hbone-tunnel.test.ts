@@ -7,7 +7,7 @@ import { type ClientHttp2Session, connect as connectH2 } from 'node:http2';
 import { connect as connectTcp, createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect as connectTls } from 'node:tls';
+import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { spiffeId } from '../../agent/state/model.js';
 import { type HboneOpenRequest, HbonePool } from '../../agent/tunnel/h2/client-pool.js';
@@ -87,7 +87,7 @@ describe('HBONE server and pool on loopback', () => {
     await pool.close(500);
     await hbone.close();
     for (const cleanup of cleanups) await cleanup();
-    for (const echo of echoes) await closeServer(echo.server);
+    for (const echo of echoes) await echo.close();
     await trust.close();
   });
 
@@ -131,7 +131,7 @@ describe('HBONE server and pool on loopback', () => {
     assert.equal(denied.error.status, 401);
     assert.match(denied.error.message, /answered 401: an AuthorizationPolicy at the destination denied it$/);
     const closedPort = await startEcho(REVIEWS_IP);
-    await closeServer(closedPort.server);
+    await closedPort.close();
     const unreachable = await pool.open(request({ authority: { ip: REVIEWS_IP, port: closedPort.port } }));
     assert.ok(!unreachable.ok);
     assert.equal(unreachable.error.reason, 'http-status');
@@ -219,13 +219,18 @@ describe('HBONE server and pool on loopback', () => {
   });
 
   it('sends no SNI', async () => {
-    const certificate = await trust.certificates.fetch(PRODUCTPAGE);
+    const certificate = await trust.certificates.fetch(REVIEWS);
     assert.ok(certificate.ok);
-    // Observed from the server side through a raw TLS client that behaves as the pool does.
-    const socket = connectTls({ host: REVIEWS_IP, port: hbone.port, ...certificate.value.tls, ALPNProtocols: ['h2'], rejectUnauthorized: false });
-    await new Promise((resolve) => socket.once('secureConnect', resolve));
-    assert.equal(socket.servername, false);
-    socket.destroy();
+    const received: (string | false | null)[] = [];
+    const listener = createTlsServer({ ...certificate.value.tls, ALPNProtocols: ['h2'] }, (socket) => {
+      received.push(socket.servername);
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.6', resolve));
+    const port = (listener.address() as { port: number }).port;
+    await pool.open(request({ destination: { ip: '127.0.0.6', port } }));
+    await new Promise((resolve) => listener.close(resolve));
+    assert.deepEqual(received, [false]);
   });
 
   it('carries half-close both ways', async () => {
@@ -271,7 +276,7 @@ describe('HBONE server and pool on loopback', () => {
     const narrow = await startHboneServer(trust, new Map([['127.0.0.5', REVIEWS]]), { tuning: { serverMaxConcurrentStreams: 10 } });
     cleanups.push(narrow.close);
     const echo = await startEcho('127.0.0.5');
-    cleanups.push(() => closeServer(echo.server));
+    cleanups.push(echo.close);
     const open = (): Promise<HboneResult<Duplex>> =>
       pool.open(request({ destination: { ip: '127.0.0.5', port: narrow.port }, authority: { ip: '127.0.0.5', port: echo.port } }));
     const first = unwrap(await open()); // learns the server's SETTINGS
@@ -336,5 +341,41 @@ describe('HBONE server and pool on loopback', () => {
     assert.equal(closed?.type === 'connection-closed' && closed.reason, 'no answer to an HTTP/2 PING within 400 ms');
     await deafPool.close(100);
     await proxy.close();
+  });
+  it('closes a stuck session (bytes pending, no progress, no PING answer) with the stall watchdog', async () => {
+    const proxy = await startFreezableProxy(REVIEWS_IP, hbone.port);
+    const events: HbonePoolEvent[] = [];
+    const stuckPool = new HbonePool({
+      certificates: trust.certificates,
+      tuning: { stallTimeoutMs: 400, pingIntervalMs: 60_000 },
+      dialTcp: () => connectTcp({ host: '127.0.0.1', port: proxy.port }),
+      onEvent: (e) => events.push(e),
+    });
+    const stream = unwrap(await stuckPool.open(request()));
+    stream.on('error', () => undefined);
+    proxy.freeze();
+    // More than the kernel buffers and the windows hold: the session's write never completes.
+    const chunk = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < 16; i++) stream.write(chunk);
+    await sleep(1500);
+    const closed = events.find((e) => e.type === 'connection-closed');
+    assert.match(closed?.type === 'connection-closed' ? closed.reason : '', /^HTTP\/2 session stalled: bytes waiting to be sent, no flow-control progress and no PING answer for \d+ ms$/);
+    await stuckPool.close(100);
+    await proxy.close();
+  });
+
+  it('leaves a stream waiting for a slow reader alone (backpressure is not a stall)', async () => {
+    const events: HbonePoolEvent[] = [];
+    const patientPool = new HbonePool({ certificates: trust.certificates, tuning: { stallTimeoutMs: 300 }, onEvent: (e) => events.push(e) });
+    const stream = unwrap(await patientPool.open(request()));
+    const payload = Buffer.alloc(24 * 1024 * 1024, 1);
+    stream.write(payload);
+    stream.end();
+    // Nobody reads the echo for several stall timeouts: every window and buffer on the way fills.
+    await sleep(1200);
+    const echoed = await readAll(stream, 20_000);
+    assert.equal(echoed.length, payload.length);
+    assert.equal(events.filter((e) => e.type === 'connection-closed').length, 0);
+    await patientPool.close(100);
   });
 });

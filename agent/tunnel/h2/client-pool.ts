@@ -51,13 +51,16 @@ export interface PooledConnectionStatus {
   readonly ready: boolean;
 }
 
-/** One HTTP/2 connection of the pool; `streams` counts from reservation to the stream's close. */
+/** One HTTP/2 connection of the pool. */
 interface PooledConnection {
   readonly key: string;
   readonly target: string;
   readonly ready: Promise<HboneResult<ClientHttp2Session>>;
   session?: ClientHttp2Session;
+  /** Reserved streams: counted from open() until the stream closes. */
   streams: number;
+  /** The streams actually open on the session, for the stall watchdog. */
+  readonly open: Set<ClientHttp2Stream>;
   maxStreams: number;
   /** No new streams: it failed, got GOAWAY, died or idled out. */
   retired: boolean;
@@ -112,7 +115,11 @@ export class HbonePool {
         if (attempt === 0) continue;
         return this.#streamFailed(key, new HboneError('stream-failed', `opening a stream to ${connection.target} failed: ${messageOf(err)}`));
       }
-      stream.once('close', () => this.#release(connection));
+      connection.open.add(stream);
+      stream.once('close', () => {
+        connection.open.delete(stream);
+        this.#release(connection);
+      });
       const answered = await this.#response(stream, connection.target, request.authority);
       if (!answered.ok) return this.#streamFailed(key, answered.error);
       this.#emit({ type: 'stream-opened', key, reused, setupMs: performance.now() - started });
@@ -151,6 +158,7 @@ export class HbonePool {
       key,
       target: formatAuthority(target),
       streams: 0,
+      open: new Set(),
       // Until the server's SETTINGS say otherwise, assume it allows our own limit.
       maxStreams: this.#tuning.poolMaxStreamsPerConnection,
       retired: false,
@@ -199,7 +207,8 @@ export class HbonePool {
       session.destroy();
     };
     keepSessionAlive(session, { intervalMs: this.#tuning.pingIntervalMs, timeoutMs: this.#tuning.pingTimeoutMs }, kill);
-    watchSessionProgress(session, { stallTimeoutMs: this.#tuning.stallTimeoutMs }, kill);
+    const pending = (): boolean => [...connection.open].some((stream) => stream.writableLength > 0);
+    watchSessionProgress(session, { stallTimeoutMs: this.#tuning.stallTimeoutMs, pending }, kill);
     session.on('goaway', (code) => this.#retire(connection, `the server sent GOAWAY (code ${code})`));
     session.on('error', (err) => this.#retire(connection, `session error: ${err.message}`));
     session.once('close', () => this.#retire(connection, 'closed'));

@@ -72,13 +72,22 @@ interface ConnectionContext {
   readonly localIdentity: SpiffeId;
 }
 
+interface SessionEntry {
+  readonly context: ConnectionContext;
+  readonly streams: Set<ServerHttp2Stream>;
+  /** The first reason the session ended for, for its session-closed event. */
+  reason?: string;
+}
+
 export class HboneServer {
   readonly #options: HboneServerOptions;
   readonly #tuning: HboneTuning;
   readonly #h2: ReturnType<typeof createH2Server>;
   readonly #tls: IdentityTlsCache<TlsServer>;
-  readonly #sessions = new Map<ServerHttp2Session, { context: ConnectionContext; reason?: string }>();
+  readonly #sessions = new Map<ServerHttp2Session, SessionEntry>();
   readonly #listeners: NetServer[] = [];
+  /** Every accepted TCP socket until it closes, so that close() can cut what a stuck session holds. */
+  readonly #sockets = new Set<Socket>();
   #pending: ConnectionContext | undefined;
   #closed = false;
 
@@ -110,6 +119,8 @@ export class HboneServer {
   /** Serves one accepted TCP connection (from listen(), or a socket the capture code hands over). */
   handleConnection(socket: Socket): void {
     socket.setNoDelay(true);
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
     // Until TLS owns the socket, a reset only ends this connection.
     socket.on('error', () => socket.destroy());
     const local = canonicalIp(socket.localAddress ?? '');
@@ -135,7 +146,10 @@ export class HboneServer {
     const stopped = Promise.all(this.#listeners.map((listener) => new Promise<void>((resolve) => listener.close(() => resolve()))));
     const sessions = [...this.#sessions.keys()];
     const drained = Promise.all(sessions.map((session) => new Promise<void>((resolve) => (session.closed ? resolve() : session.close(resolve)))));
-    const timer = setTimeout(() => sessions.forEach((session) => session.destroy()), graceMs);
+    const timer = setTimeout(() => {
+      sessions.forEach((session) => session.destroy());
+      this.#sockets.forEach((socket) => socket.destroy());
+    }, graceMs);
     await Promise.all([stopped, drained]);
     clearTimeout(timer);
     this.#tls.close();
@@ -179,7 +193,7 @@ export class HboneServer {
   #onSession(session: ServerHttp2Session): void {
     const context = this.#pending;
     if (!context) return void session.destroy();
-    const entry: { context: ConnectionContext; reason?: string } = { context };
+    const entry: SessionEntry = { context, streams: new Set() };
     this.#sessions.set(session, entry);
     const peer = `${context.peerAddress.ip}:${context.peerAddress.port}`;
     const kill = (reason: string): void => {
@@ -189,8 +203,13 @@ export class HboneServer {
     };
     session.setLocalWindowSize(this.#tuning.connectionWindowBytes);
     keepSessionAlive(session, { intervalMs: this.#tuning.pingIntervalMs, timeoutMs: this.#tuning.pingTimeoutMs }, kill);
-    watchSessionProgress(session, { stallTimeoutMs: this.#tuning.stallTimeoutMs }, kill);
-    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void this.#onStream(context, stream, headers));
+    const pending = (): boolean => [...entry.streams].some((stream) => stream.writableLength > 0);
+    watchSessionProgress(session, { stallTimeoutMs: this.#tuning.stallTimeoutMs, pending }, kill);
+    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      entry.streams.add(stream);
+      stream.once('close', () => entry.streams.delete(stream));
+      void this.#onStream(context, stream, headers);
+    });
     session.on('goaway', (code) => (entry.reason ??= `the client sent GOAWAY (code ${code})`));
     session.on('error', (err) => (entry.reason ??= `session error: ${err.message}`));
     session.once('close', () => {

@@ -34,12 +34,14 @@ export const DEFAULT_TUNING: HboneTuning = {
   // Node cannot: its Http2Session stops reading the socket while one of its own writes is in
   // progress (node_http2.cc MaybeStopReading, since nodejs/node#29399), so when both peers may have
   // more in flight than the kernel buffers hold (tcp_wmem max 4 MiB here), both block in write and
-  // neither reads. Measured with test/integration/hbone-bulk.test.ts (64 MiB echo each way, 5 runs
-  // per value, README numbers in the report): 4 MiB never stalled; 16 MiB stalled. A Rust or Go peer
-  // keeps reading, so this only limits what a ztunnel sends us, never correctness.
+  // neither reads. Measured Node↔Node on loopback (256 MiB echoed each way, streams of 4 MiB): with a
+  // 16 MiB connection window 8 and 100 concurrent streams stalled in every run, with 8 MiB 100 streams
+  // did; with 4 MiB, 1, 8 and 100 streams never stalled (test/integration/hbone-bulk.test.ts repeats
+  // this). A Rust or Go peer keeps reading, so the smaller window only limits what a ztunnel may send
+  // us unacknowledged, and the stall watchdog (watchdog.ts) guards whatever else leads there.
   connectionWindowBytes: 4 * MiB,
   // Node's default (16 KiB) costs a frame header and a JS callback per 16 KiB; 64 KiB measured best in
-  // the prototype, and ztunnel's 1 MiB gained nothing over it on loopback.
+  // the prototype (reference/node-ecosystem-findings.md §3). ztunnel's 1 MiB is not measured here yet.
   maxFrameSize: 64 * 1024,
   serverMaxConcurrentStreams: 200,
   poolMaxStreamsPerConnection: 100,
