@@ -14,6 +14,8 @@ export interface ObjectMeta {
   readonly name: string;
   /** "" for cluster-scoped kinds (Node, Namespace); "default" when a namespaced object omits it. */
   readonly namespace: string;
+  /** The API server's id for this incarnation of the object; absent in hand-written YAML. */
+  readonly uid?: string;
   readonly labels: Labels;
   readonly annotations: Labels;
 }

@@ -144,12 +144,13 @@ function readObject<K extends MeshKind>(ctx: ReadContext, root: MapReader, kind:
   else if (ns !== undefined && ns !== '' && !isDns1123Label(ns)) namespaceField?.fail(`expected a namespace name, ${DNS1123_LABEL_EXPECTED}, got ${JSON.stringify(ns)}`);
   const labels = metadata?.labels('labels') ?? {};
   const annotations = metadata?.stringMap('annotations') ?? {};
-  // uid, resourceVersion and the like appear in `kubectl get -o yaml` output and mean nothing here.
+  // The uid names a pod's kubepods cgroup; resourceVersion and the like mean nothing here.
+  const uid = metadata?.get('uid')?.nonEmptyString();
   metadata?.ignoreRest();
   root.ignore('status');
 
   const source: SourceLocation = { file: ctx.file, line: root.line };
-  const base: ObjectBase<K> = { kind, apiVersion, metadata: { name: name ?? '', namespace, labels, annotations }, source };
+  const base: ObjectBase<K> = { kind, apiVersion, metadata: { name: name ?? '', namespace, ...(uid !== undefined ? { uid } : {}), labels, annotations }, source };
   // Parse even when metadata is wrong, so that one pass reports every problem of the object.
   const object = rule.parse(root, base);
   if (ctx.errors > 0) return ctx.object.name === '' ? undefined : { rejected: { ...ctx.object, source } };

@@ -127,7 +127,8 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       key: objectKey(namespace, name),
       name,
       namespace,
-      uid: `${namespace}/${name}`,
+      // The API server's uid when the pod came from it (kubepods cgroups are named by it), else a stable stand-in.
+      uid: pod.metadata.uid ?? `${namespace}/${name}`,
       ...(pod.spec.nodeName ? { node: pod.spec.nodeName } : {}),
       ips,
       labels: pod.metadata.labels,
