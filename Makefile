@@ -70,3 +70,9 @@ bench: setup
 
 clean:
 	rm -rf dist native/build bpf/*.o
+
+## proto: regenerate agent/proto/ from proto/*.proto (buf + protoc-gen-es from npm; the output is committed)
+.PHONY: proto
+proto: node_modules/.package-lock.json
+	rm -rf agent/proto
+	cd proto && ../node_modules/.bin/buf generate
