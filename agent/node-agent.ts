@@ -1,13 +1,17 @@
-// One node agent, assembled: the state source feeding the store, eBPF capture following it, the
-// outbound and inbound listeners, and the admin, readiness and metrics servers. `ambit run` builds
-// one from its flags; tests build one in-process.
+// One node agent, assembled: the state source feeding the store, eBPF capture following it, workload
+// certificates for the enrolled pods of this node, the outbound, inbound plaintext and inbound HBONE
+// listeners, and the admin, readiness and metrics servers. `ambit run` builds one from its flags;
+// tests build one in-process.
 
-import type { Server, Socket } from 'node:net';
+import { type Server, Socket, createServer } from 'node:net';
 import { AdminServer } from './admin/admin-server.js';
 import { MetricsServer } from './admin/metrics-server.js';
 import { ReadinessServer } from './admin/readiness.js';
+import { WorkloadCertificateManager } from './identity/certificate-manager.js';
+import { EmbeddedCa } from './identity/embedded-ca.js';
+import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
-import { connectTransparent, transparentListen } from './redirect/bpf-binding.js';
+import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
 import { LocalFileSource } from './sources/local-files.js';
 import type { MeshSnapshot, Workload } from './state/model.js';
 import { WorkloadStore } from './state/store.js';
@@ -16,7 +20,13 @@ import { ConnectionTelemetry } from './telemetry/connections.js';
 import type { Logger } from './telemetry/log.js';
 import { MeshMetrics } from './telemetry/metrics.js';
 import type { Address } from './tunnel/destination.js';
+import { HbonePool } from './tunnel/h2/client-pool.js';
+import type { TcpDialer } from './tunnel/h2/client-connection.js';
+import { HboneServer } from './tunnel/h2/server.js';
+import { HBONE_PORT } from './tunnel/h2/settings.js';
+import { InboundHbone } from './tunnel/inbound-hbone.js';
 import { InboundPlaintextProxy } from './tunnel/inbound-plaintext.js';
+import { LiveConnections } from './tunnel/live-connections.js';
 import { OutboundProxy } from './tunnel/outbound.js';
 
 export const AMBIT_VERSION = '0.1.0';
@@ -37,6 +47,15 @@ export type CaptureConfig =
       readonly uplinks: readonly string[];
     };
 
+export interface IdentityConfig {
+  /** The agent's state directory: its own CA root lives in `<stateDir>/ca` unless `caDir` is given. */
+  readonly stateDir: string;
+  /** A plugged-in CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem). */
+  readonly caDir?: string;
+  /** Lifetime of workload certificates; renewed at half life. */
+  readonly certTtlSeconds: number;
+}
+
 export interface NodeAgentConfig {
   readonly node: string;
   readonly paths: readonly string[];
@@ -46,6 +65,9 @@ export interface NodeAgentConfig {
   readonly admin: ListenAddress;
   readonly metrics: ListenAddress;
   readonly capture: CaptureConfig;
+  readonly identity: IdentityConfig;
+  /** On shutdown, how long open connections may finish before they are cut. */
+  readonly drainMs: number;
 }
 
 /** Fills a pod cgroup template's `{namespace}`, `{name}` and `{uid}` placeholders. */
@@ -55,10 +77,19 @@ export function podCgroupPath(template: string, workload: Workload): string {
 
 type Closable = { close(): Promise<void> | void };
 
+/** What a graceful stop needs to reach: the listeners that accept traffic and what they started. */
+interface DataPath {
+  readonly listeners: readonly Server[];
+  readonly hbone: HboneServer;
+  readonly live: LiveConnections;
+}
+
 export class NodeAgent {
   readonly store = new WorkloadStore();
   readonly metrics = new MeshMetrics(AMBIT_VERSION);
   readonly #closers: Closable[] = [];
+  #dataPath: DataPath | undefined;
+  #certificates: WorkloadCertificateManager | undefined;
   #ready = false;
 
   constructor(
@@ -84,9 +115,34 @@ export class NodeAgent {
     log.info({ paths: config.paths, capture: config.capture.mode }, 'agent ready; watching the configuration for changes');
   }
 
-  async stop(): Promise<void> {
-    // Capture stays attached: while the agent is away, enrolled pods' connections are refused
-    // (nothing listens on 15001/15006), never sent around the mesh.
+  /** The certificates this agent holds, for the admin server. */
+  get certificates(): WorkloadCertificateManager | undefined {
+    return this.#certificates;
+  }
+
+  /** Live relayed connections, for the admin server. */
+  get connections(): LiveConnections | undefined {
+    return this.#dataPath?.live;
+  }
+
+  /**
+   * Graceful stop: readiness turns false, listeners stop accepting, HBONE sessions get GOAWAY, open
+   * connections may finish for `drainMs`, then whatever is left is cut and everything else closed.
+   * Capture stays attached: while the agent is away, enrolled pods' connections are refused
+   * (nothing listens on 15001/15006/15008), never sent around the mesh.
+   */
+  async stop(drainMs = this.config.drainMs): Promise<void> {
+    this.#ready = false;
+    const dataPath = this.#dataPath;
+    if (dataPath) {
+      const stopped = dataPath.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+      const hboneClosed = dataPath.hbone.close(drainMs);
+      await dataPath.live.drained(drainMs);
+      if (dataPath.live.size > 0) this.log.info({ open: dataPath.live.size }, `drain deadline (${drainMs} ms) passed; closing the connections still open`);
+      dataPath.live.closeAll('the agent is shutting down');
+      // Connections still being set up end within their connect timeouts; do not wait for them.
+      await Promise.race([Promise.all([...stopped, hboneClosed]), delay(1000)]);
+    }
     for (const closable of this.#closers.reverse()) await closable.close();
   }
 
@@ -107,20 +163,69 @@ export class NodeAgent {
     const ebpf = started.value;
     this.metrics.registerRedirectDecisions(() => ebpf.counters());
 
+    const certificates = await this.#startIdentity(snapshot);
+    const { node } = config;
     const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }));
+    const live = new LiveConnections(store, log);
+    this.#closers.push(live);
     const connectAsClient = async (sourceIp: string, destination: Address): Promise<Socket | string> => {
       const connected = await connectTransparent(sourceIp, destination);
       return connected.ok ? connected.value : connected.error.message;
     };
-    const outbound = new OutboundProxy({ node: config.node, store, telemetry, log, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient });
+    const hbonePool = new HbonePool({ certificates, dialTcp: transparentDialer, log });
+    this.#closers.push(hbonePool);
+    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient });
+    const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient });
+    const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient });
+    const hbone = new HboneServer({
+      certificates,
+      identityForAddress: (ip) => {
+        const workload = store.current?.workloadsByIp.get(ip);
+        return workload && workload.node === node && workload.enrollment.enrolled ? workload.identity : undefined;
+      },
+      handler: inboundHbone.handler,
+      onEvent: inboundHbone.onEvent,
+      log,
+    });
+    // Paused until TLS takes the socket over: its first bytes must wait for the certificate lookup.
+    const hboneListener = createServer({ pauseOnConnect: true }, (socket) => hbone.handleConnection(socket));
+
     await this.#listenNet('outbound', outbound.server, { host: nodeIp, port: OUTBOUND_PORT });
-    const inbound = new InboundPlaintextProxy({ node: config.node, store, telemetry, connectAsClient });
-    const fd = transparentListen('0.0.0.0', INBOUND_PORT);
-    if (!fd.ok) throw new Error(`inbound listener: ${fd.error.message}`);
-    await this.#listenNet('inbound', inbound.server, { fd: fd.value });
+    await this.#listenNet('inbound', inbound.server, { fd: this.#transparentFd('inbound', INBOUND_PORT) });
+    await this.#listenNet('hbone', hboneListener, { fd: this.#transparentFd('HBONE', HBONE_PORT) });
+    this.#dataPath = { listeners: [outbound.server, inbound.server, hboneListener], hbone, live };
 
     await ebpf.reconcile(snapshot);
     store.subscribe((next) => void ebpf.reconcile(next));
+  }
+
+  /**
+   * The CA (plugged in, or the agent's own root in its state dir) and the certificates of this node's
+   * enrolled pods, fetched ahead of their first connection and following the store as pods come and go.
+   */
+  async #startIdentity(snapshot: MeshSnapshot): Promise<WorkloadCertificateManager> {
+    const { config, log, store } = this;
+    const { identity } = config;
+    const ca = await EmbeddedCa.open({
+      stateDir: identity.stateDir,
+      ...(identity.caDir !== undefined ? { pluggedInDir: identity.caDir } : {}),
+      trustDomain: config.trustDomain,
+      identitiesOnNode: (node) => enrolledIdentitiesOnNode(store.current, node),
+    });
+    if (!ca.ok) throw new Error(`certificate authority: ${ca.error.message}`);
+    log.info(ca.value.origin, `certificate authority: ${ca.value.origin.origin} CA in ${ca.value.origin.dir}`);
+    const certificates = new WorkloadCertificateManager({ caClient: ca.value.clientFor(config.node), ttlSeconds: identity.certTtlSeconds, log });
+    this.#certificates = certificates;
+    this.#closers.push(certificates);
+    certificates.track(enrolledIdentitiesOnNode(snapshot, config.node));
+    store.subscribe((next) => certificates.track(enrolledIdentitiesOnNode(next, config.node)));
+    return certificates;
+  }
+
+  #transparentFd(name: string, port: number): number {
+    const fd = transparentListen('0.0.0.0', port);
+    if (!fd.ok) throw new Error(`${name} listener on port ${port}: ${fd.error.message}`);
+    return fd.value;
   }
 
   async #serve(name: string, server: { listen(host: string, port: number): Promise<{ address: string; port: number }>; close(): Promise<void> }, at: ListenAddress): Promise<void> {
@@ -135,13 +240,24 @@ export class NodeAgent {
     return new Promise((resolve, reject) => {
       server.once('error', (err) => reject(new Error(`cannot start the ${name} listener: ${err.message}`)));
       server.listen(options, () => {
-        this.#closers.push({ close: () => new Promise<void>((r) => server.close(() => r())) });
         this.log.info({ listener: name, address: server.address() }, `${name} listener ready`);
         resolve();
       });
     });
   }
 }
+
+/** HBONE's TCP dialer: from the source pod's own address, which the node does not hold (IP_TRANSPARENT). */
+const transparentDialer: TcpDialer = (target, localAddress) => {
+  if (localAddress === undefined) return new Socket().connect(target.port, target.ip);
+  const dialed = dialTransparent(localAddress, target);
+  if (dialed.ok) return dialed.value;
+  const failed = new Socket();
+  process.nextTick(() => failed.destroy(new Error(dialed.error.message)));
+  return failed;
+};
+
+const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
 
 /** The network device that holds an address: by default, where other nodes' traffic arrives. */
 async function deviceHolding(ip: string): Promise<string> {

@@ -4,10 +4,11 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
-import { LabError, flagFor, labDown, labExec, labLayout, labLogFiles, labStatus, labUp, listLabs, readLabState } from '../lab/lab.js';
+import { LabError, type LabSettings, flagFor, labDown, labExec, labLayout, labLogFiles, labStatus, labUp, listLabs, readLabState } from '../lab/lab.js';
 import { superviseLab } from '../lab/supervisor.js';
 import { isLogLevel } from '../telemetry/log.js';
-import { UsageError } from './usage.js';
+import { resolve } from 'node:path';
+import { UsageError, parseDuration } from './usage.js';
 
 export const LAB_USAGE = `Usage: ambit lab <command> [--lab <name>] ...
 
@@ -18,6 +19,9 @@ and one \`ambit run\` runs per node. Needs root.
 Commands:
   up <yaml file|dir>...          build the lab and wait until every container and agent is ready
         [--timeout <seconds>]    (default 120) [--trust-domain <d>] [--log-level <level>]
+        [--ca-dir <dir>]         a plugged-in CA (Istio's cacerts files) for every agent; by
+                                 default the lab makes its own root, removed by \`down\`
+        [--cert-ttl <duration>]  workload certificate lifetime (default 24h)
   down [--all]                   remove everything the lab made (idempotent; --all: every lab)
   status                         nodes, pods, containers, readiness and restarts
   exec <namespace>/<pod> -- <command…>   run a command in a pod (as kubectl exec)
@@ -43,6 +47,8 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'cluster-domain': { type: 'string', default: 'cluster.local' },
       'log-level': { type: 'string', default: 'info' },
+      'ca-dir': { type: 'string' },
+      'cert-ttl': { type: 'string' },
       all: { type: 'boolean', default: false },
       container: { type: 'string', short: 'c' },
       follow: { type: 'boolean', short: 'f', default: false },
@@ -59,7 +65,14 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         const timeout = Number(values.timeout);
         if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds`);
         if (!isLogLevel(values['log-level'])) throw new UsageError(`--log-level ${values['log-level']}: expected trace, debug, info, warn or error`);
-        const settings = { trustDomain: values['trust-domain'], clusterDomain: values['cluster-domain'], logLevel: values['log-level'] };
+        if (values['cert-ttl'] !== undefined) parseDuration('--cert-ttl', values['cert-ttl']);
+        const settings: LabSettings = {
+          trustDomain: values['trust-domain'],
+          clusterDomain: values['cluster-domain'],
+          logLevel: values['log-level'],
+          ...(values['ca-dir'] !== undefined ? { caDir: resolve(values['ca-dir']) } : {}),
+          ...(values['cert-ttl'] !== undefined ? { certTtl: values['cert-ttl'] } : {}),
+        };
         const state = await labUp(layout, positionals, settings, timeout * 1000, out);
         out(`lab "${layout.name}" is up: ${state.plan.nodes.length} nodes, ${state.plan.pods.length} pods, every container and agent ready`);
         out(`  ambit lab status${flagFor(layout)}    ambit lab exec${flagFor(layout)} <namespace>/<pod> -- <cmd>    ambit lab down${flagFor(layout)}`);

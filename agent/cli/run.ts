@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { type CaptureConfig, NodeAgent } from '../node-agent.js';
 import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
-import { UsageError, parseListenAddress } from './usage.js';
+import { UsageError, parseDuration, parseListenAddress } from './usage.js';
 
 export const RUN_USAGE = `Usage: ambit run --config <file|dir>... --node <name> [options]
 
@@ -21,6 +21,12 @@ Options:
   --bpf-scope <name>           pins go under /sys/fs/bpf/ambit/<name> (default: the node name)
   --uplink <device>            device other nodes' traffic arrives on (repeatable; default: the
                                one holding the node's InternalIP)
+  --state-dir <dir>            the agent's state; its own CA root is kept in <dir>/ca unless
+                               --ca-dir is given (default: /var/lib/ambit)
+  --ca-dir <dir>               a plugged-in CA in Istio's cacerts layout: ca-cert.pem, ca-key.pem,
+                               root-cert.pem, cert-chain.pem (every node must share one CA)
+  --cert-ttl <duration>        workload certificate lifetime, renewed at half life (default: 24h)
+  --drain-timeout <duration>   on SIGTERM, how long open connections may finish (default: 5s)
   --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
   --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
   --metrics-address <ip:port>  Prometheus metrics (default: 0.0.0.0:15020)
@@ -40,6 +46,10 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
       'pod-cgroup': { type: 'string' },
       'bpf-scope': { type: 'string' },
       uplink: { type: 'string', multiple: true },
+      'state-dir': { type: 'string', default: '/var/lib/ambit' },
+      'ca-dir': { type: 'string' },
+      'cert-ttl': { type: 'string', default: '24h' },
+      'drain-timeout': { type: 'string', default: '5s' },
       'readiness-address': { type: 'string', default: '0.0.0.0:15021' },
       'admin-address': { type: 'string', default: '127.0.0.1:15000' },
       'metrics-address': { type: 'string', default: '0.0.0.0:15020' },
@@ -75,6 +85,12 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
       admin: parseListenAddress('--admin-address', values['admin-address']),
       metrics: parseListenAddress('--metrics-address', values['metrics-address']),
       capture,
+      identity: {
+        stateDir: values['state-dir'],
+        ...(values['ca-dir'] !== undefined ? { caDir: values['ca-dir'] } : {}),
+        certTtlSeconds: Math.ceil(parseDuration('--cert-ttl', values['cert-ttl']) / 1000),
+      },
+      drainMs: parseDuration('--drain-timeout', values['drain-timeout']),
     },
     log,
     quit,

@@ -1,6 +1,7 @@
 // Argument checks shared by the `ambit` subcommands, and the error type for a command called wrongly.
 
 import { isIP } from 'node:net';
+import { parseDurationMs } from '../config/formats.js';
 import type { ListenAddress } from '../node-agent.js';
 
 export function parseListenAddress(flag: string, value: string): ListenAddress {
@@ -15,3 +16,10 @@ export function parseListenAddress(flag: string, value: string): ListenAddress {
 
 /** A mistake in how the command was called; main prints it with the usage hint and exits 2. */
 export class UsageError extends Error {}
+
+/** A duration flag in Istio's form (`500ms`, `5s`, `1h30m`), in milliseconds; must be positive. */
+export function parseDuration(flag: string, value: string): number {
+  const ms = parseDurationMs(value);
+  if (ms === undefined || ms <= 0) throw new UsageError(`${flag} ${JSON.stringify(value)}: expected a positive duration such as 500ms, 30s, 24h`);
+  return ms;
+}

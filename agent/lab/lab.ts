@@ -8,6 +8,7 @@ import { mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import { loadConfig } from '../config/load.js';
+import { openCaMaterial } from '../identity/ca-material.js';
 import { BPFFS, PIN_PARENT, ensureBpffs } from '../redirect/bpf-binding.js';
 import { buildSnapshot } from '../state/build.js';
 import { cgroup2Root, createCgroup, removeCgroupTree } from '../system/cgroups.js';
@@ -22,6 +23,10 @@ export interface LabSettings {
   readonly trustDomain: string;
   readonly clusterDomain: string;
   readonly logLevel: string;
+  /** The CA every agent of the lab signs with (Istio's cacerts layout); `up` makes one when not given. */
+  readonly caDir?: string;
+  /** Workload certificate lifetime passed to the agents (`--cert-ttl`), e.g. "30s" to watch rotation. */
+  readonly certTtl?: string;
 }
 
 /** What `lab up` leaves on disk for every later command. */
@@ -107,7 +112,11 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
   await mkdir(layout.logDir, { recursive: true });
   const bpffs = ensureBpffs();
   if (!bpffs.ok) throw new LabError(`the lab's agents need bpffs: ${bpffs.error.message}`);
-  const state: LabState = { name: layout.name, createdAt: new Date().toISOString(), settings, plan, mountedBpffs: bpffs.value };
+  // One CA for the whole lab, as a cluster has one: agents on different nodes must trust each other.
+  const caDir = settings.caDir ?? join(layout.stateDir, 'ca');
+  const ca = await openCaMaterial({ stateDir: layout.stateDir, trustDomain: settings.trustDomain, ...(settings.caDir ? { pluggedInDir: settings.caDir } : {}) });
+  if (!ca.ok) throw new LabError(`the lab's certificate authority: ${ca.error.message}`);
+  const state: LabState = { name: layout.name, createdAt: new Date().toISOString(), settings: { ...settings, caDir }, plan, mountedBpffs: bpffs.value };
   await writeState(layout, state);
   try {
     await network.build(plan);

@@ -22,6 +22,8 @@ export function ambitCommand(): string[] {
 export interface SupervisorOptions {
   readonly trustDomain: string;
   readonly clusterDomain: string;
+  readonly caDir?: string;
+  readonly certTtl?: string;
   readonly logLevel: string;
 }
 
@@ -61,6 +63,10 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         layout.podCgroup('{namespace}', '{name}'),
         '--bpf-scope',
         layout.bpfScope(node.name),
+        '--state-dir',
+        join(layout.stateDir, 'agents', node.name),
+        ...(options.caDir ? ['--ca-dir', options.caDir] : []),
+        ...(options.certTtl ? ['--cert-ttl', options.certTtl] : []),
         ...plan.configPaths.flatMap((p) => ['--config', p]),
       ]),
       cwd: '/',

@@ -146,15 +146,24 @@ export function originalDst(socket: Socket): Result<SocketAddress4 | undefined> 
 }
 
 /**
- * Connects to `destination` from `sourceIp` (an address that need not be local: IP_TRANSPARENT),
- * with SO_MARK `mark`. The addon binds the socket; Node's own connect() does the rest, so errors
- * arrive as usual (ECONNREFUSED, timeouts). Resolves once connected or failed.
+ * Starts connecting to `destination` from `sourceIp` (an address that need not be local:
+ * IP_TRANSPARENT), with SO_MARK `mark`. The addon binds the socket; Node's own connect() does the
+ * rest, so connection errors arrive as the socket's 'error' events (ECONNREFUSED, ...).
  */
-export function connectTransparent(sourceIp: string, destination: SocketAddress4, mark = BYPASS_MARK, timeoutMs = 10_000): Promise<Result<Socket>> {
+export function dialTransparent(sourceIp: string, destination: SocketAddress4, mark = BYPASS_MARK): Result<Socket> {
   const fd = call((b) => b.transparentSocket(sourceIp, 0, mark));
-  if (!fd.ok) return Promise.resolve(fd);
+  if (!fd.ok) return fd;
   // allowHalfOpen: the relay carries each direction's FIN on its own.
   const socket = new Socket({ fd: fd.value, allowHalfOpen: true });
+  socket.connect(destination.port, destination.ip);
+  return { ok: true, value: socket };
+}
+
+/** dialTransparent, resolved once connected or failed (bounded by `timeoutMs`). */
+export function connectTransparent(sourceIp: string, destination: SocketAddress4, mark = BYPASS_MARK, timeoutMs = 10_000): Promise<Result<Socket>> {
+  const dialed = dialTransparent(sourceIp, destination, mark);
+  if (!dialed.ok) return Promise.resolve(dialed);
+  const socket = dialed.value;
   return new Promise((resolve) => {
     const done = (result: Result<Socket>): void => {
       clearTimeout(timer);

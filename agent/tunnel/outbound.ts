@@ -1,19 +1,32 @@
 // The outbound listener (15001): connections that eBPF redirected from enrolled pods of this node.
 // It learns where each was going (SO_ORIGINAL_DST), checks that the source really is an enrolled pod
-// here, resolves the destination, and carries the bytes there.
+// here, resolves the destination, and sends the bytes one of three ways: to an enrolled pod on another
+// node through an HBONE tunnel (mTLS, the source pod's identity); to an enrolled pod on this node
+// directly, with the destination side's admission and telemetry applied here (no tunnel to ourselves);
+// anywhere else as plain TCP (ztunnel's passthrough, connection_security_policy "unknown").
 
 import { type Server, type Socket, connect, createServer } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { MeshSnapshot, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
-import type { ConnectionDescription, ConnectionTelemetry } from '../telemetry/connections.js';
+import type { ConnectionDescription, ConnectionTelemetry, ResponseFlag } from '../telemetry/connections.js';
 import type { Logger } from '../telemetry/log.js';
-import { type Address, resolveOutbound } from './destination.js';
+import { type Address, type OutboundTarget, resolveOutbound } from './destination.js';
+import type { HbonePool } from './h2/client-pool.js';
+import { formatAuthority } from './h2/connect-headers.js';
+import type { HboneError } from './h2/errors.js';
+import { HBONE_PORT } from './h2/settings.js';
+import { type InboundAttempt, admitInbound } from './inbound-admission.js';
+import type { LiveConnection, LiveConnections } from './live-connections.js';
 import { relay } from './relay.js';
 
 export interface OutboundOptions {
   readonly node: string;
   readonly store: WorkloadStore;
   readonly telemetry: ConnectionTelemetry;
+  readonly live: LiveConnections;
   readonly log: Logger;
+  readonly hbone: HbonePool;
   /** Where a captured connection was going; undefined when the kernel does not know. */
   readonly originalDestination: (socket: Socket) => Address | undefined;
   /**
@@ -25,6 +38,17 @@ export interface OutboundOptions {
 
 export const CONNECT_TIMEOUT_MS = 10_000;
 
+type WorkloadTarget = Extract<OutboundTarget, { kind: 'workload' }>;
+
+/** One accepted connection, once its source is known to be an enrolled pod of this node. */
+interface Captured {
+  readonly socket: Socket;
+  readonly snapshot: MeshSnapshot;
+  readonly source: Workload;
+  readonly sourceIp: string;
+  readonly srcAddr: string;
+}
+
 export class OutboundProxy {
   readonly server: Server;
 
@@ -34,45 +58,131 @@ export class OutboundProxy {
   }
 
   async #handle(socket: Socket): Promise<void> {
-    const { store, telemetry, log, node } = this.options;
-    socket.on('error', () => undefined); // reported through the relay or the failure below
+    const { store, telemetry, node } = this.options;
+    socket.on('error', () => undefined); // reported through the relay or the failures below
     const snapshot = store.current;
-    const srcAddr = `${socket.remoteAddress}:${socket.remotePort}`;
+    const sourceIp = socket.remoteAddress ?? '';
+    const srcAddr = `${sourceIp}:${socket.remotePort}`;
     const dst = this.options.originalDestination(socket);
-    const source = socket.remoteAddress ? snapshot?.workloadsByIp.get(socket.remoteAddress) : undefined;
-    const described = (extra: Partial<ConnectionDescription['dst']> = {}): ConnectionDescription => ({
-      direction: 'outbound',
-      src: { addr: srcAddr, ...(source ? { workload: source } : {}) },
-      dst: { addr: dst ? `${dst.ip}:${dst.port}` : 'unknown', ...extra },
-      securityPolicy: 'unknown',
-    });
+    const source = snapshot?.workloadsByIp.get(sourceIp);
     const refuse = (reason: string): void => {
-      telemetry.failed(described(), 'NO_ROUTE', reason);
+      telemetry.failed(
+        { direction: 'outbound', src: { addr: srcAddr, ...(source ? { workload: source } : {}) }, dst: { addr: dst ? `${dst.ip}:${dst.port}` : 'unknown' }, securityPolicy: 'unknown' },
+        'NO_ROUTE',
+        reason,
+      );
       socket.destroy();
     };
     if (!snapshot || !dst) return refuse(dst ? 'no configuration loaded yet' : 'original destination unknown (not redirected by eBPF?)');
     // Only enrolled pods of this node are redirected here; anything else is refused, not relayed.
-    if (!source || source.node !== node || !source.enrollment.enrolled) {
-      return refuse(`source ${socket.remoteAddress} is not an enrolled pod of node ${node}`);
-    }
+    if (!source || source.node !== node || !source.enrollment.enrolled) return refuse(`source ${sourceIp} is not an enrolled pod of node ${node}`);
 
     const target = resolveOutbound(snapshot, dst);
     if (target.kind === 'refused') return refuse(target.reason);
-    const description = described({
-      addr: `${target.address.ip}:${target.address.port}`,
-      ...(target.kind === 'workload' ? { workload: target.workload, ...(target.service ? { service: target.service } : {}) } : {}),
-    });
-    // A pod reaching itself through its Service cannot be sent its own address as the source.
-    const local = target.kind === 'workload' && target.workload.node === node && target.workload.enrollment.enrolled && target.workload !== source;
-    const upstream = local ? await this.options.connectAsClient(source.ips[0]!, target.address) : await connectPlain(target.address);
-    if (typeof upstream === 'string') {
-      telemetry.failed(description, 'CONNECT', upstream);
-      socket.destroy();
-      return;
+    const captured: Captured = { socket, snapshot, source, sourceIp, srcAddr };
+    if (target.kind === 'workload' && target.workload.enrollment.enrolled) {
+      return target.workload.node === node ? this.#sameNode(captured, target) : this.#viaHbone(captured, target);
     }
-    const connection = telemetry.opened(description);
-    log.debug({ src: srcAddr, dst: description.dst.addr }, 'outbound connection relayed');
-    connection.closed(await relay(socket, upstream));
+    return this.#passthrough(captured, target);
+  }
+
+  /** To an enrolled pod elsewhere: an HBONE tunnel to its 15008, from the source pod's address and identity. */
+  async #viaHbone(c: Captured, target: WorkloadTarget): Promise<void> {
+    const { workload, address, service } = target;
+    const description: ConnectionDescription = {
+      direction: 'outbound',
+      src: { addr: c.srcAddr, workload: c.source, identity: c.source.identity },
+      dst: { addr: `${address.ip}:${HBONE_PORT}`, hboneAddr: formatAuthority(address), workload, identity: workload.identity, ...(service ? { service } : {}) },
+      securityPolicy: 'mutual_tls',
+    };
+    const tunnel = await this.options.hbone.open({
+      source: { identity: c.source.identity, ip: c.sourceIp },
+      bindSource: true,
+      destination: { ip: address.ip },
+      expectedIdentities: [workload.identity],
+      authority: address,
+      ...(service ? { serviceHostname: service.hostname } : {}),
+    });
+    if (!tunnel.ok) return this.#failed(c.socket, [description], flagOf(tunnel.error), tunnel.error.message);
+    await this.#relay(c.socket, tunnel.value, [description], 'hbone');
+  }
+
+  /** To an enrolled pod of this node: what its own agent's inbound side would decide, decided here. */
+  async #sameNode(c: Captured, target: WorkloadTarget): Promise<void> {
+    const { workload, address, service } = target;
+    const outbound: ConnectionDescription = {
+      direction: 'outbound',
+      src: { addr: c.srcAddr, workload: c.source, identity: c.source.identity },
+      dst: { addr: formatAuthority(address), workload, identity: workload.identity, ...(service ? { service } : {}) },
+      securityPolicy: 'mutual_tls',
+    };
+    const descriptions = [outbound, { ...outbound, direction: 'inbound' as const }];
+    const attempt: InboundAttempt = { node: this.options.node, sourceIp: c.sourceIp, sourceIdentity: c.source.identity, destination: address };
+    const admission = admitInbound(c.snapshot, attempt);
+    if (!admission.ok) return this.#failed(c.socket, descriptions, admission.flag, admission.reason);
+    // A pod reaching itself through its Service cannot be sent its own address as the source.
+    const upstream = workload === c.source ? await connectPlain(address) : await this.options.connectAsClient(c.sourceIp, address);
+    if (typeof upstream === 'string') return this.#failed(c.socket, descriptions, 'CONNECT', upstream);
+    await this.#relay(c.socket, upstream, descriptions, 'same-node', attempt);
+  }
+
+  /** Out of the mesh (or to a pod that is not enrolled): plain TCP. */
+  async #passthrough(c: Captured, target: Exclude<OutboundTarget, { kind: 'refused' }>): Promise<void> {
+    const description: ConnectionDescription = {
+      direction: 'outbound',
+      src: { addr: c.srcAddr, workload: c.source },
+      dst: {
+        addr: formatAuthority(target.address),
+        ...(target.kind === 'workload' ? { workload: target.workload, ...(target.service ? { service: target.service } : {}) } : {}),
+      },
+      securityPolicy: 'unknown',
+    };
+    const upstream = await connectPlain(target.address);
+    if (typeof upstream === 'string') return this.#failed(c.socket, [description], 'CONNECT', upstream);
+    await this.#relay(c.socket, upstream, [description], 'passthrough');
+  }
+
+  #failed(socket: Socket, descriptions: readonly ConnectionDescription[], flag: ResponseFlag, reason: string): void {
+    for (const description of descriptions) this.options.telemetry.failed(description, flag, reason);
+    socket.destroy();
+  }
+
+  async #relay(socket: Socket, upstream: Duplex, descriptions: readonly ConnectionDescription[], transport: LiveConnection['transport'], admission?: InboundAttempt): Promise<void> {
+    const first = descriptions[0]!;
+    const connections = descriptions.map((d) => this.options.telemetry.opened(d));
+    const untrack = this.options.live.add(
+      {
+        direction: 'outbound',
+        src: first.src.addr,
+        dst: first.dst.hboneAddr ?? first.dst.addr,
+        transport,
+        startedAt: new Date(),
+        ...(first.src.identity ? { srcIdentity: first.src.identity } : {}),
+        ...(first.dst.identity ? { dstIdentity: first.dst.identity } : {}),
+      },
+      (reason) => socket.destroy(new Error(`closed by policy: ${reason}`)),
+      admission,
+    );
+    this.options.log.debug({ src: first.src.addr, dst: first.dst.addr, transport }, 'outbound connection relayed');
+    const result = await relay(socket, upstream);
+    untrack();
+    for (const connection of connections) connection.closed(result);
+  }
+}
+
+/** ztunnel's response flag for a tunnel that could not be opened. */
+function flagOf(error: HboneError): ResponseFlag {
+  switch (error.reason) {
+    case 'tls-failed':
+    case 'refused-by-server':
+      return 'TLS_FAILURE';
+    case 'no-certificate':
+    case 'unexpected-server':
+      return 'IDENTITY_ERROR';
+    case 'http-status':
+      return error.status === 401 ? 'DENY' : 'CONNECT';
+    default:
+      return 'CONNECT';
   }
 }
 

@@ -1,0 +1,113 @@
+// What the HBONE server (15008) does with a CONNECT that passed its transport checks: admit it to the
+// pod (AuthorizationPolicy on the peer's proven identity), connect to the pod as the client, and
+// account for the tunnel (metrics, access log, live-connection tracking) from its 200 to its end.
+
+import type { Socket } from 'node:net';
+import type { MeshSnapshot } from '../state/model.js';
+import type { WorkloadStore } from '../state/store.js';
+import type { ConnectionDescription, ConnectionOutcome, ConnectionTelemetry } from '../telemetry/connections.js';
+import type { Address } from './destination.js';
+import { formatAuthority } from './h2/connect-headers.js';
+import type { HboneServerEvent } from './h2/events.js';
+import type { HboneConnectHandler, HboneInboundDecision, HboneInboundRequest } from './h2/server.js';
+import { type InboundAttempt, admitInbound } from './inbound-admission.js';
+import type { LiveConnections } from './live-connections.js';
+
+export interface InboundHboneOptions {
+  readonly node: string;
+  readonly store: WorkloadStore;
+  readonly telemetry: ConnectionTelemetry;
+  readonly live: LiveConnections;
+  readonly connectAsClient: (sourceIp: string, destination: Address) => Promise<Socket | string>;
+}
+
+/** A tunnel between the handler's decision and its end. */
+interface Tunnel {
+  readonly description: ConnectionDescription;
+  readonly attempt: InboundAttempt;
+  readonly upstream: Socket;
+  closed?: (outcome: ConnectionOutcome) => void;
+  untrack?: () => void;
+}
+
+export class InboundHbone {
+  readonly #options: InboundHboneOptions;
+  readonly #tunnels = new WeakMap<HboneInboundRequest, Tunnel>();
+
+  constructor(options: InboundHboneOptions) {
+    this.#options = options;
+  }
+
+  /** For HboneServerOptions.handler. */
+  readonly handler: HboneConnectHandler = async (request) => {
+    const { node, store, telemetry } = this.#options;
+    const snapshot = store.current;
+    const attempt: InboundAttempt = { node, sourceIp: request.peerAddress.ip, sourceIdentity: request.peerIdentity, destination: request.authority };
+    const admission = admitInbound(snapshot, attempt);
+    const description = describe(snapshot, request, admission.workload);
+    if (!admission.ok) {
+      telemetry.failed(description, admission.flag, admission.reason);
+      return { kind: 'refused', status: admission.status, reason: admission.reason };
+    }
+    const upstream = await this.#options.connectAsClient(request.peerAddress.ip, request.authority);
+    if (typeof upstream === 'string') {
+      telemetry.failed(description, 'CONNECT', upstream);
+      return { kind: 'refused', status: 503, reason: upstream };
+    }
+    this.#tunnels.set(request, { description, attempt, upstream });
+    return { kind: 'connected', upstream } satisfies HboneInboundDecision;
+  };
+
+  /** For HboneServerOptions.onEvent: the tunnel's 200 and its end. */
+  readonly onEvent = (event: HboneServerEvent): void => {
+    if (event.type !== 'tunnel-opened' && event.type !== 'tunnel-closed') return;
+    const tunnel = this.#tunnels.get(event.request);
+    if (!tunnel) return;
+    if (event.type === 'tunnel-opened') {
+      const { description, upstream } = tunnel;
+      tunnel.closed = this.#options.telemetry.opened(description).closed;
+      tunnel.untrack = this.#options.live.add(
+        {
+          direction: 'inbound',
+          src: description.src.addr,
+          dst: description.dst.addr,
+          transport: 'hbone',
+          startedAt: new Date(),
+          ...(description.src.identity ? { srcIdentity: description.src.identity } : {}),
+          ...(description.dst.identity ? { dstIdentity: description.dst.identity } : {}),
+        },
+        (reason) => upstream.destroy(new Error(`closed by policy: ${reason}`)),
+        tunnel.attempt,
+      );
+      return;
+    }
+    this.#tunnels.delete(event.request);
+    tunnel.untrack?.();
+    tunnel.closed?.({ bytesSent: event.bytesIn, bytesReceived: event.bytesOut, ...(event.error ? { error: splitError(event.error) } : {}) });
+  };
+}
+
+function describe(snapshot: MeshSnapshot | undefined, request: HboneInboundRequest, workload: ConnectionDescription['dst']['workload']): ConnectionDescription {
+  const source = snapshot?.workloadsByIp.get(request.peerAddress.ip);
+  const serviceHost = forwardedHost(request.headers.forwarded);
+  const service = serviceHost ? snapshot?.servicesByHostname.get(serviceHost) : undefined;
+  const target = formatAuthority(request.authority);
+  return {
+    direction: 'inbound',
+    src: { addr: `${request.peerAddress.ip}:${request.peerAddress.port}`, identity: request.peerIdentity, ...(source ? { workload: source } : {}) },
+    dst: { addr: target, hboneAddr: target, identity: request.localIdentity, ...(workload ? { workload } : {}), ...(service ? { service } : {}) },
+    securityPolicy: 'mutual_tls',
+  };
+}
+
+/** `host=` of a `forwarded` header: the Service the client asked for, as ztunnel reads it for telemetry. */
+export function forwardedHost(forwarded: string | undefined): string | undefined {
+  const match = forwarded ? /(?:^|[;,]\s*)host=(?:"([^"]*)"|([^;,\s]+))/i.exec(forwarded) : null;
+  return match ? (match[1] ?? match[2]) : undefined;
+}
+
+/** The server reports "<side>: <message>"; telemetry wants the two apart. */
+function splitError(text: string): { side: string; message: string } {
+  const at = text.indexOf(': ');
+  return at < 0 ? { side: 'tunnel', message: text } : { side: text.slice(0, at), message: text.slice(at + 2) };
+}
