@@ -9,7 +9,8 @@
         "src/glue.c",
         "src/maps.c",
         "src/objects.c",
-        "src/sockets.c"
+        "src/sockets.c",
+        "src/testrun.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"],
       "defines": ["NAPI_VERSION=8"],

@@ -56,6 +56,21 @@ export interface NativeBinding {
   transparentListen(ip: string, port: number, backlog: number): number;
   transparentSocket(sourceIp: string, sourcePort: number, mark: number): number;
   originalDst(fd: number): { address: string; port: number } | null;
+  progTestRun(obj: NativeHandle, program: string, data: Buffer, options: NativeTestRunOptions): NativeTestRun;
+}
+
+/** BPF_PROG_RUN's inputs as native/src/testrun.c reads them; `ctx` is the program type's context struct. */
+export interface NativeTestRunOptions {
+  readonly repeat?: number;
+  readonly ctx?: Buffer;
+  readonly dataOutSize?: number;
+}
+
+export interface NativeTestRun {
+  readonly retval: number;
+  readonly dataOut: Buffer;
+  readonly duration: number;
+  readonly ctxOut?: Buffer;
 }
 
 /** Walks up from this module (agent/redirect in the checkout, dist/agent/redirect when built). */

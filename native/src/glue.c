@@ -27,7 +27,8 @@ static napi_value throw_with_code(napi_env env, const char *code, int err, const
 napi_value throw_errno(napi_env env, int err, const char *hint, const char *fmt, ...)
 {
 	char context[4096], msg[4608];
-	const char *name = strerrorname_np(err);
+	const char *name = err == AMBIT_ENOTSUPP ? "ENOTSUPP" : strerrorname_np(err);
+	const char *text = err == AMBIT_ENOTSUPP ? "Operation not supported" : strerror(err);
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -35,7 +36,7 @@ napi_value throw_errno(napi_env env, int err, const char *hint, const char *fmt,
 	va_end(ap);
 	if (!hint && (err == EPERM || err == EACCES))
 		hint = HINT_CAPS;
-	snprintf(msg, sizeof(msg), "%s: %s (%s)%s%s", context, strerror(err), name ? name : "?",
+	snprintf(msg, sizeof(msg), "%s: %s (%s)%s%s", context, text, name ? name : "?",
 		 hint ? ": " : "", hint ? hint : "");
 	return throw_with_code(env, name ? name : "EUNKNOWN", err, msg);
 }

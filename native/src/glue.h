@@ -13,6 +13,13 @@
 #define HINT_NET_ADMIN "the agent needs CAP_NET_ADMIN"
 
 /*
+ * The kernel's internal ENOTSUPP (include/linux/errno.h), distinct from EOPNOTSUPP. Some BPF
+ * commands return it to user space (BPF_PROG_RUN for a program type without test_run), but libc
+ * has no name or text for it.
+ */
+#define AMBIT_ENOTSUPP 524
+
+/*
  * Throws an Error whose message is "<context>: <strerror> (<ENAME>)[: <hint>]", with `code` set to
  * the errno name and `errno` to its number. A NULL hint picks a generic one for EPERM and EACCES.
  * Returns NULL so that callers can `return throw_errno(...)`.
@@ -47,6 +54,7 @@ bool register_objects(napi_env env, napi_value exports);
 bool register_attach(napi_env env, napi_value exports);
 bool register_maps(napi_env env, napi_value exports);
 bool register_sockets(napi_env env, napi_value exports);
+bool register_testrun(napi_env env, napi_value exports);
 bool define_methods(napi_env env, napi_value exports, const napi_property_descriptor *props, size_t n);
 
 /* napi_default_method alone is writable and configurable but not enumerable: Object.keys() would be empty. */
