@@ -1,0 +1,260 @@
+// The few calls the Kubernetes source makes to the API server: list a collection (page by page) and
+// watch it from a resourceVersion, over the connection and credentials @kubernetes/client-node's
+// KubeConfig works out (in-cluster service-account token, or a kubeconfig file). Objects stay plain
+// JSON: agent/config validates them the same way it validates local YAML.
+
+import { existsSync } from 'node:fs';
+import { type ClientRequest, type IncomingMessage, request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Agent } from 'node:http';
+import { KubeConfig } from '@kubernetes/client-node';
+
+/** A Kubernetes object as the API server sends it: only metadata is read here. */
+export interface RawObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string; [key: string]: unknown };
+  [key: string]: unknown;
+}
+
+export interface ListPage {
+  readonly items: readonly RawObject[];
+  readonly resourceVersion: string;
+  readonly continueToken?: string;
+}
+
+/** Why a call failed. `status` is the HTTP status (or the Status code of a watch ERROR event). */
+export interface ApiError {
+  readonly status?: number;
+  readonly message: string;
+}
+
+export type ApiResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: ApiError };
+
+export type WatchEvent =
+  | { readonly type: 'ADDED' | 'MODIFIED' | 'DELETED'; readonly object: RawObject }
+  | { readonly type: 'BOOKMARK'; readonly resourceVersion: string }
+  | { readonly type: 'ERROR'; readonly error: ApiError };
+
+/** How a watch stream ended: the server closed it (normal), or it failed. */
+export type WatchEnd = { readonly ok: true } | { readonly ok: false; readonly error: ApiError };
+
+export interface WatchHandle {
+  readonly ended: Promise<WatchEnd>;
+  close(): void;
+}
+
+export interface ConnectionChoice {
+  /** A kubeconfig file; without it, in-cluster config when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG. */
+  readonly kubeconfig?: string;
+  /** Prefix for the service-account files (/var/run/secrets/kubernetes.io/serviceaccount), for tests. */
+  readonly serviceAccountRoot?: string;
+}
+
+const LIST_TIMEOUT_MS = 60_000;
+/** One watch event larger than this is not an object we want: the stream is dropped and retried. */
+const MAX_EVENT_BYTES = 16 * 1024 * 1024;
+
+/** Loads the connection settings, or says why they cannot be found. */
+export function loadKubeConfig(choice: ConnectionChoice): ApiResult<KubeConfig> {
+  const kc = new KubeConfig();
+  try {
+    if (choice.kubeconfig !== undefined) kc.loadFromFile(choice.kubeconfig);
+    else if (process.env['KUBERNETES_SERVICE_HOST']) kc.loadFromCluster(choice.serviceAccountRoot);
+    else if (process.env['KUBECONFIG'] && existsSync(process.env['KUBECONFIG'])) kc.loadFromFile(process.env['KUBECONFIG']);
+    else return { ok: false, error: { message: 'no Kubernetes connection: not in a cluster (KUBERNETES_SERVICE_HOST is unset); pass --kubeconfig <file>' } };
+  } catch (err) {
+    return { ok: false, error: { message: `cannot load ${choice.kubeconfig ?? 'the Kubernetes configuration'}: ${(err as Error).message}` } };
+  }
+  if (!kc.getCurrentCluster()) return { ok: false, error: { message: `${choice.kubeconfig ?? 'the kubeconfig'} has no current cluster (set current-context)` } };
+  return { ok: true, value: kc };
+}
+
+export class KubeApiClient {
+  readonly #config: KubeConfig;
+  readonly server: string;
+
+  constructor(config: KubeConfig) {
+    this.#config = config;
+    this.server = config.getCurrentCluster()?.server ?? '';
+  }
+
+  /** One page of a collection; `limit` bounds its size, `continueToken` asks for the next page. */
+  async list(path: string, options: { limit: number; continueToken?: string }): Promise<ApiResult<ListPage>> {
+    const query: Record<string, string> = { limit: String(options.limit) };
+    if (options.continueToken) query['continue'] = options.continueToken;
+    const opened = await this.#open(path, query, LIST_TIMEOUT_MS);
+    if (!opened.ok) return opened;
+    const { res, req } = opened.value;
+    const body = await readBody(res, req).catch((err: Error) => err);
+    if (body instanceof Error) return { ok: false, error: { message: `reading the list of ${path}: ${body.message}` } };
+    if (res.statusCode !== 200) return { ok: false, error: statusError(res.statusCode ?? 0, body, `list ${path}`) };
+    let parsed: { metadata?: { resourceVersion?: string; continue?: string }; items?: RawObject[] };
+    try {
+      parsed = JSON.parse(body) as typeof parsed;
+    } catch {
+      return { ok: false, error: { message: `list ${path}: the API server answered with something that is not JSON` } };
+    }
+    if (!Array.isArray(parsed.items) || typeof parsed.metadata?.resourceVersion !== 'string') {
+      return { ok: false, error: { message: `list ${path}: the answer has no items or no metadata.resourceVersion` } };
+    }
+    return {
+      ok: true,
+      value: { items: parsed.items, resourceVersion: parsed.metadata.resourceVersion, ...(parsed.metadata.continue ? { continueToken: parsed.metadata.continue } : {}) },
+    };
+  }
+
+  /**
+   * Watches a collection from `resourceVersion`. Events arrive in order through `onEvent`; `ended`
+   * settles once the stream is over. `timeoutSeconds` makes the server end the stream (client-go picks
+   * a random 5-10 minutes so that watches of many agents do not reconnect at the same moment).
+   */
+  watch(path: string, options: { resourceVersion: string; timeoutSeconds: number; onOpen?: () => void }, onEvent: (event: WatchEvent) => void): WatchHandle {
+    let closed = false;
+    let current: ClientRequest | undefined;
+    const ended = (async (): Promise<WatchEnd> => {
+      const query = { watch: '1', resourceVersion: options.resourceVersion, allowWatchBookmarks: 'true', timeoutSeconds: String(options.timeoutSeconds) };
+      // Past the server's own timeout, silence means a dead connection that TCP has not noticed yet.
+      const opened = await this.#open(path, query, (options.timeoutSeconds + 30) * 1000);
+      if (!opened.ok) return opened;
+      const { res, req } = opened.value;
+      current = req;
+      if (closed) req.destroy();
+      if (res.statusCode !== 200) {
+        const body = await readBody(res, req).catch(() => '');
+        return { ok: false, error: statusError(res.statusCode ?? 0, body, `watch ${path}`) };
+      }
+      options.onOpen?.();
+      return readEvents(res, req, onEvent);
+    })().catch((err: Error): WatchEnd => ({ ok: false, error: { message: err.message } }));
+    return {
+      ended,
+      close: () => {
+        closed = true;
+        current?.destroy();
+      },
+    };
+  }
+
+  async #open(path: string, query: Record<string, string>, timeoutMs: number): Promise<ApiResult<{ res: IncomingMessage; req: ClientRequest }>> {
+    const url = new URL(this.server.replace(/\/$/, '') + path);
+    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+    // Asked per request: a projected service-account token is re-read as it rotates.
+    const options: { agent?: Agent; headers?: Record<string, string | string[] | number>; auth?: string } = { headers: {} };
+    try {
+      await this.#config.applyToHTTPSOptions(options as Parameters<KubeConfig['applyToHTTPSOptions']>[0]);
+    } catch (err) {
+      return { ok: false, error: { message: `cannot prepare credentials for ${this.server}: ${(err as Error).message}` } };
+    }
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve) => {
+      const req = request(url, {
+        method: 'GET',
+        ...(options.agent ? { agent: options.agent } : {}),
+        ...(options.auth ? { auth: options.auth } : {}),
+        headers: { ...options.headers, accept: 'application/json' },
+        timeout: timeoutMs,
+      });
+      req.once('response', (res) => resolve({ ok: true, value: { res, req } }));
+      req.once('timeout', () => req.destroy(new Error(`no answer from ${url.host} in ${Math.round(timeoutMs / 1000)} s`)));
+      req.once('error', (err) => resolve({ ok: false, error: { message: `${url.host}: ${describeNetError(err)}` } }));
+      req.end();
+    });
+  }
+}
+
+function readBody(res: IncomingMessage, req: ClientRequest): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (chunk: Buffer) => chunks.push(chunk));
+    res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.once('error', reject);
+    req.once('error', reject);
+  });
+}
+
+/** Splits the chunked stream into lines, each one `{"type": ..., "object": ...}`. */
+function readEvents(res: IncomingMessage, req: ClientRequest, onEvent: (event: WatchEvent) => void): Promise<WatchEnd> {
+  return new Promise((resolve) => {
+    let pending = '';
+    let done = false;
+    const finish = (end: WatchEnd): void => {
+      if (done) return;
+      done = true;
+      req.destroy();
+      resolve(end);
+    };
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      pending += chunk;
+      let newline: number;
+      while (!done && (newline = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, newline).trim();
+        pending = pending.slice(newline + 1);
+        if (line === '') continue;
+        const event = parseEvent(line);
+        if (!event) return finish({ ok: false, error: { message: `the watch stream sent a line that is not a watch event: ${line.slice(0, 120)}` } });
+        onEvent(event);
+      }
+      if (pending.length > MAX_EVENT_BYTES) finish({ ok: false, error: { message: `a watch event is larger than ${MAX_EVENT_BYTES} bytes` } });
+    });
+    res.once('end', () => finish({ ok: true }));
+    res.once('error', (err) => finish({ ok: false, error: { message: describeNetError(err) } }));
+    res.once('close', () => finish(res.complete ? { ok: true } : { ok: false, error: { message: 'the watch connection was cut' } }));
+    req.once('error', (err) => finish({ ok: false, error: { message: describeNetError(err) } }));
+  });
+}
+
+function parseEvent(line: string): WatchEvent | undefined {
+  let parsed: { type?: unknown; object?: unknown };
+  try {
+    parsed = JSON.parse(line) as typeof parsed;
+  } catch {
+    return undefined;
+  }
+  const object = parsed.object;
+  if (typeof object !== 'object' || object === null) return undefined;
+  switch (parsed.type) {
+    case 'ADDED':
+    case 'MODIFIED':
+    case 'DELETED':
+      return { type: parsed.type, object: object as RawObject };
+    case 'BOOKMARK': {
+      const rv = (object as RawObject).metadata?.resourceVersion;
+      return typeof rv === 'string' ? { type: 'BOOKMARK', resourceVersion: rv } : undefined;
+    }
+    case 'ERROR': {
+      const status = object as { code?: unknown; message?: unknown };
+      return {
+        type: 'ERROR',
+        error: { ...(typeof status.code === 'number' ? { status: status.code } : {}), message: typeof status.message === 'string' ? status.message : 'watch error' },
+      };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** The API server's Status message when it sent one, with a hint for the statuses an operator can fix. */
+function statusError(status: number, body: string, what: string): ApiError {
+  let message = `HTTP ${status}`;
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown };
+    if (typeof parsed.message === 'string' && parsed.message !== '') message = parsed.message;
+  } catch {
+    // Not a Status: the HTTP status says enough.
+  }
+  const hint =
+    status === 401 ? ' (the token or client certificate was not accepted)' :
+    status === 403 ? ' (the agent\'s ServiceAccount needs list and watch on it: see deploy/daemonset/rbac.yaml)' :
+    '';
+  return { status, message: `${what}: ${message}${hint}` };
+}
+
+function describeNetError(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ECONNREFUSED') return 'connection refused (is the API server up?)';
+  if (code === 'ECONNRESET') return 'connection reset';
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot resolve the API server's name (${code})`;
+  return err.message;
+}

@@ -1,0 +1,37 @@
+// Where an agent learns the mesh from, behind one small interface so that node-agent.ts does not care:
+// local YAML files (`ambit run --source local`) or the Kubernetes API server (`--source kubernetes`).
+// Every source validates objects with agent/config and builds snapshots with agent/state/build.ts, so
+// the same objects give the same snapshot whatever the source.
+
+import type { WorkloadStore } from '../state/store.js';
+import type { Logger } from '../telemetry/log.js';
+import { KubeApiClient, loadKubeConfig } from './kubernetes/api-client.js';
+import { KubernetesSource } from './kubernetes/source.js';
+import { type LoadOutcome, LocalFileSource } from './local-files.js';
+
+export type { LoadOutcome } from './local-files.js';
+
+export interface MeshSource {
+  /** Learns the whole mesh once and swaps the first snapshot into the store. Never throws for bad objects. */
+  load(): Promise<LoadOutcome>;
+  /** Applies changes live until `close()`. */
+  watch(): Promise<void>;
+  close(): Promise<void> | void;
+}
+
+export type SourceChoice =
+  | { readonly kind: 'local'; readonly paths: readonly string[] }
+  | { readonly kind: 'kubernetes'; readonly kubeconfig?: string };
+
+export interface SourceSettings {
+  readonly trustDomain: string;
+  readonly clusterDomain: string;
+}
+
+/** Builds the chosen source; throws with an actionable message when it cannot (no Kubernetes credentials). */
+export function createMeshSource(choice: SourceChoice, settings: SourceSettings, store: WorkloadStore, log: Logger): MeshSource {
+  if (choice.kind === 'local') return new LocalFileSource({ paths: choice.paths, ...settings }, store, log);
+  const config = loadKubeConfig(choice.kubeconfig !== undefined ? { kubeconfig: choice.kubeconfig } : {});
+  if (!config.ok) throw new Error(config.error.message);
+  return new KubernetesSource({ client: new KubeApiClient(config.value), ...settings }, store, log);
+}

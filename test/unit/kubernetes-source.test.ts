@@ -1,0 +1,480 @@
+// The Kubernetes source against a fake API server that speaks the real list/watch protocol on
+// loopback: initial sync, updates, deletes, watch disconnects, 410 Gone, the API server going away and
+// coming back, an invalid object rejected alone, CRDs not installed, credentials from a kubeconfig and
+// from in-cluster files, and the promise that the same objects give the same snapshot as local files.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { parseAllDocuments } from 'yaml';
+import { Backoff } from '../../agent/sources/backoff.js';
+import { KubeApiClient, loadKubeConfig } from '../../agent/sources/kubernetes/api-client.js';
+import { KubernetesSource, type KubernetesSourceOptions } from '../../agent/sources/kubernetes/source.js';
+import { LocalFileSource } from '../../agent/sources/local-files.js';
+import type { MeshSnapshot } from '../../agent/state/model.js';
+import { WorkloadStore } from '../../agent/state/store.js';
+import { FakeApiServer, type FakeApiServerOptions, type KubeObject } from '../fixtures/kube-apiserver/server.js';
+
+const BOOKINFO = fileURLToPath(new URL('../../examples/bookinfo/bookinfo.yaml', import.meta.url));
+
+// ---- objects, as a user would `kubectl apply` them --------------------------------------------------
+
+const namespace = (name: string, labels: Record<string, string> = {}): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
+const node = (name: string, ip: string): KubeObject => ({
+  apiVersion: 'v1',
+  kind: 'Node',
+  metadata: { name },
+  status: { addresses: [{ type: 'InternalIP', address: ip }] },
+});
+const pod = (ns: string, name: string, opts: { node: string; ip: string; labels?: Record<string, string>; port?: number }): KubeObject => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name, namespace: ns, labels: opts.labels ?? { app: name } },
+  spec: { nodeName: opts.node, containers: [{ name: 'app', image: 'app:1', ports: [{ name: 'http', containerPort: opts.port ?? 8080 }] }] },
+  status: { phase: 'Running', podIP: opts.ip, podIPs: [{ ip: opts.ip }], conditions: [{ type: 'Ready', status: 'True' }] },
+});
+const service = (ns: string, name: string, vip: string, selector: Record<string, string>): KubeObject => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace: ns },
+  spec: { clusterIP: vip, clusterIPs: [vip], selector, ports: [{ name: 'http', port: 80, targetPort: 'http' }] },
+});
+const virtualService = (ns: string, name: string, route: Record<string, unknown>): KubeObject => ({
+  apiVersion: 'networking.istio.io/v1',
+  kind: 'VirtualService',
+  metadata: { name, namespace: ns },
+  spec: { hosts: ['web'], http: [route] },
+});
+const authorizationPolicy = (ns: string, name: string): KubeObject => ({
+  apiVersion: 'security.istio.io/v1',
+  kind: 'AuthorizationPolicy',
+  metadata: { name, namespace: ns },
+  spec: { action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/default'] } }] }] },
+});
+
+function seed(server: FakeApiServer): void {
+  server.apply(namespace('shop', { 'istio.io/dataplane-mode': 'ambient' }));
+  server.apply(node('node-a', '10.244.90.1'));
+  server.apply(node('node-b', '10.244.90.2'));
+  server.apply({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'shop' } });
+  server.apply(pod('shop', 'web-1', { node: 'node-a', ip: '10.244.91.11', labels: { app: 'web' } }));
+  server.apply(pod('shop', 'web-2', { node: 'node-b', ip: '10.244.92.12', labels: { app: 'web' } }));
+  server.apply(service('shop', 'web', '10.96.90.10', { app: 'web' }));
+  server.apply(virtualService('shop', 'web', { route: [{ destination: { host: 'web' } }], timeout: '5s' }));
+  server.apply(authorizationPolicy('shop', 'allow-shop'));
+}
+
+// ---- harness -------------------------------------------------------------------------------------------
+
+interface Harness {
+  readonly server: FakeApiServer;
+  readonly store: WorkloadStore;
+  readonly source: KubernetesSource;
+  readonly logs: { level: number; msg: string }[];
+  close(): Promise<void>;
+}
+
+function capturingLogger(logs: { level: number; msg: string }[]) {
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as { level: number; msg: string });
+      done();
+    },
+  });
+  return pino({ level: 'debug' }, sink);
+}
+
+async function harness(serverOptions: FakeApiServerOptions = {}, sourceOptions: Partial<KubernetesSourceOptions> = {}, populate = seed): Promise<Harness> {
+  const server = new FakeApiServer(serverOptions);
+  await server.start();
+  populate(server);
+  const store = new WorkloadStore();
+  const logs: { level: number; msg: string }[] = [];
+  const kubeconfig = loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url) });
+  assert.ok(kubeconfig.ok, kubeconfig.ok ? '' : kubeconfig.error.message);
+  const source = new KubernetesSource(
+    {
+      client: new KubeApiClient(kubeconfig.value),
+      trustDomain: 'cluster.local',
+      clusterDomain: 'cluster.local',
+      debounceMs: 10,
+      backoff: { initialMs: 20, maxMs: 200 },
+      pageSize: 2,
+      watchTimeoutSeconds: { min: 60, max: 60 },
+      notServedRetryMs: 200,
+      ...sourceOptions,
+    },
+    store,
+    capturingLogger(logs),
+  );
+  return {
+    server,
+    store,
+    source,
+    logs,
+    close: async () => {
+      await source.close();
+      await server.stop();
+    },
+  };
+}
+
+let scratch: string;
+before(async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'ambit-kube-'));
+});
+after(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+let kubeconfigs = 0;
+async function writeKubeconfig(server: string, extra: { token?: string; ca?: string } = {}): Promise<string> {
+  const path = join(scratch, `kubeconfig-${kubeconfigs++}`);
+  const cluster = extra.ca ? `    certificate-authority-data: ${Buffer.from(extra.ca).toString('base64')}\n` : '    insecure-skip-tls-verify: true\n';
+  await writeFile(
+    path,
+    `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: ${server}\n${cluster}` +
+      `users:\n- name: agent\n  user:\n${extra.token ? `    token: ${extra.token}\n` : '    {}\n'}` +
+      `contexts:\n- name: fake\n  context: {cluster: fake, user: agent}\ncurrent-context: fake\n`,
+  );
+  return path;
+}
+
+/** Resolves once the store's snapshot satisfies `check`, or fails after `ms`. */
+async function until(store: WorkloadStore, check: (s: MeshSnapshot) => boolean, what: string, ms = 5000): Promise<MeshSnapshot> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const current = store.current;
+    if (current && check(current)) return current;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`timed out after ${ms} ms waiting for: ${what}`);
+}
+
+async function eventually(check: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const endpointsOf = (s: MeshSnapshot, key: string) => (s.services.get(key)?.endpoints ?? []).map((e) => `${e.workload}@${e.ip}:${[...e.ports.values()].join(',')}`).sort();
+const lists = (server: FakeApiServer, plural: string) => server.requests.filter((r) => r.path.endsWith(`/${plural}`) && r.query['watch'] === undefined && !r.query['continue']).length;
+const watches = (server: FakeApiServer, plural: string) => server.requests.filter((r) => r.path.endsWith(`/${plural}`) && r.query['watch'] === '1');
+
+// ---- tests ---------------------------------------------------------------------------------------------
+
+test('initial sync: every resource is listed (paged), validated and built into one snapshot with the pods\' uids', async () => {
+  const h = await harness();
+  try {
+    const outcome = await h.source.load();
+    assert.equal(outcome.errors, 0);
+    const s = outcome.snapshot;
+    assert.equal(h.store.current, s);
+    assert.deepEqual([...s.nodes.keys()].sort(), ['node-a', 'node-b']);
+    assert.deepEqual([...s.workloads.keys()].sort(), ['shop/web-1', 'shop/web-2']);
+    const web1 = s.workloads.get('shop/web-1')!;
+    assert.match(web1.uid, /^[0-9a-f-]{36}$/, 'the API server\'s uid, which names the pod\'s kubepods cgroup');
+    assert.equal(web1.enrollment.enrolled, true);
+    assert.equal(web1.node, 'node-a');
+    // Endpoints on every node: the agent enrolls only its own node's pods but routes to all of them.
+    assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-1@10.244.91.11:8080', 'shop/web-2@10.244.92.12:8080']);
+    assert.equal(s.istio.virtualServices.length, 1);
+    assert.equal(s.istio.authorizationPolicies.length, 1);
+    assert.match(s.istio.virtualServices[0]!.source.file, /^kube-apiserver:\/apis\/networking\.istio\.io\/v1\/namespaces\/shop\/virtualservices\/web$/);
+    // Two nodes with pageSize 2 fit one page; two pods plus a continue token show paging happened.
+    assert.ok(h.server.requests.some((r) => r.path === '/api/v1/pods' && r.query['limit'] === '2'));
+    assert.ok(h.server.requests.some((r) => r.path === '/api/v1/namespaces' && r.query['limit'] === '2'));
+    const podPages = h.server.requests.filter((r) => r.path === '/api/v1/pods' && r.query['watch'] === undefined);
+    assert.equal(podPages.length, 1, 'two pods fit one page of two');
+  } finally {
+    await h.close();
+  }
+});
+
+test('paging: a collection larger than a page is read with continue tokens and nothing is lost', async () => {
+  const h = await harness({}, { pageSize: 1 });
+  try {
+    const s = (await h.source.load()).snapshot;
+    assert.equal(s.workloads.size, 2);
+    assert.ok(h.server.requests.some((r) => r.path === '/api/v1/pods' && r.query['continue']), 'a second page was asked for');
+  } finally {
+    await h.close();
+  }
+});
+
+test('updates and deletes from the watch apply live; a watch starts from the list\'s resourceVersion', async () => {
+  const h = await harness();
+  try {
+    await h.source.load();
+    await h.source.watch();
+    await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+    const listedAt = Number(h.server.resourceVersion);
+    for (const w of h.server.requests.filter((r) => r.query['watch'] === '1')) assert.equal(Number(w.query['resourceVersion']), listedAt);
+
+    h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' } }));
+    let s = await until(h.store, (s) => s.workloads.has('shop/web-3'), 'web-3 added');
+    assert.equal(endpointsOf(s, 'shop/web').length, 3);
+
+    h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' }, port: 9090 }));
+    s = await until(h.store, (s) => endpointsOf(s, 'shop/web').includes('shop/web-3@10.244.91.13:9090'), 'web-3 now on 9090');
+
+    h.server.delete('Pod', 'shop', 'web-1');
+    h.server.delete('VirtualService', 'shop', 'web');
+    s = await until(h.store, (s) => !s.workloads.has('shop/web-1') && s.istio.virtualServices.length === 0, 'web-1 and the VirtualService deleted');
+    assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-2@10.244.92.12:8080', 'shop/web-3@10.244.91.13:9090']);
+
+    // A change nothing in the mesh reads (a node's heartbeat in its status) builds no new snapshot.
+    const version = h.store.current!.version;
+    h.server.apply({ ...node('node-a', '10.244.90.1'), status: { addresses: [{ type: 'InternalIP', address: '10.244.90.1' }], conditions: [{ type: 'Ready', status: 'True', lastHeartbeatTime: new Date().toISOString() }] } });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(h.store.current!.version, version);
+  } finally {
+    await h.close();
+  }
+});
+
+test('a watch the server closes is resumed from the last resourceVersion seen, without a relist', async () => {
+  const h = await harness();
+  try {
+    await h.source.load();
+    await h.source.watch();
+    await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+    h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' } }));
+    await until(h.store, (s) => s.workloads.has('shop/web-3'), 'web-3 added');
+    const seen = h.server.resourceVersion;
+    const podLists = lists(h.server, 'pods');
+    h.server.closeWatches();
+    await eventually(() => watches(h.server, 'pods').length === 2 && h.server.openWatches === 9, 'watches re-opened');
+    assert.equal(watches(h.server, 'pods')[1]!.query['resourceVersion'], seen);
+    assert.equal(lists(h.server, 'pods'), podLists, 'no relist after a normal close');
+    h.server.delete('Pod', 'shop', 'web-3');
+    await until(h.store, (s) => !s.workloads.has('shop/web-3'), 'web-3 deleted over the resumed watch');
+  } finally {
+    await h.close();
+  }
+});
+
+for (const expired of ['event', 'http'] as const) {
+  test(`410 Gone (${expired === 'event' ? 'an ERROR event with a Status of code 410' : 'HTTP 410'}): the source relists and the missed changes apply`, async () => {
+    const h = await harness({ expired });
+    try {
+      await h.source.load();
+      await h.source.watch();
+      await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+      const podLists = lists(h.server, 'pods');
+      await h.server.stop();
+      // Changes the agent cannot see, then a compaction that forgets them.
+      h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' } }));
+      h.server.delete('Pod', 'shop', 'web-2');
+      h.server.compact();
+      await h.server.start();
+      const s = await until(h.store, (s) => s.workloads.has('shop/web-3') && !s.workloads.has('shop/web-2'), 'the missed add and delete applied');
+      assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-1@10.244.91.11:8080', 'shop/web-3@10.244.91.13:8080']);
+      assert.ok(lists(h.server, 'pods') > podLists, 'pods were listed again');
+      await eventually(() => h.server.openWatches === 9, 'watching again');
+    } finally {
+      await h.close();
+    }
+  });
+}
+
+test('API server down: the last good state keeps serving, failures back off, and it catches up on recovery', async () => {
+  const h = await harness();
+  try {
+    await h.source.load();
+    await h.source.watch();
+    await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+    const before = h.store.current!;
+    await h.server.stop();
+    await eventually(() => h.logs.some((l) => l.level === 40 && /Kubernetes API server: .*serving configuration version/.test(l.msg)), 'the outage logged');
+    // Retries continue while it is down (backoff 20..200 ms), and nothing is dropped meanwhile.
+    const failures = () => h.logs.filter((l) => /Kubernetes API server: /.test(l.msg)).length;
+    const atStart = failures();
+    await new Promise((r) => setTimeout(r, 600));
+    assert.ok(failures() > atStart, 'retried while down');
+    assert.ok(failures() - atStart < 9 * 600 / 10, 'but not in a hot loop');
+    assert.equal(h.store.current, before, 'the very same snapshot still in force');
+    // A warning when the outage starts and when the failure changes (the watch cut, then refused); retries go to debug.
+    const podWarnings = h.logs.filter((l) => l.level === 40 && /Kubernetes API server: .*retrying pods/.test(l.msg)).length;
+    assert.ok(podWarnings >= 1 && podWarnings <= 2, `${podWarnings} warnings about pods`);
+    assert.ok(h.logs.some((l) => l.level === 20 && /connection refused .*retrying pods/.test(l.msg)), 'the repeated failures at debug');
+
+    h.server.apply(authorizationPolicy('shop', 'second'));
+    await h.server.start();
+    const s = await until(h.store, (s) => s.istio.authorizationPolicies.length === 2, 'the change made while down applied');
+    assert.equal(s.workloads.size, 2);
+    await eventually(() => h.logs.some((l) => /reachable again/.test(l.msg)), 'the recovery logged');
+  } finally {
+    await h.close();
+  }
+});
+
+test('API server down at start: load() retries until it answers, then returns the first snapshot', async () => {
+  const h = await harness();
+  try {
+    h.server.failNext(4, 503);
+    const outcome = await h.source.load();
+    assert.equal(outcome.snapshot.workloads.size, 2);
+    assert.ok(h.logs.some((l) => /HTTP 503|injected failure/.test(l.msg)), 'the failure was logged');
+  } finally {
+    await h.close();
+  }
+});
+
+test('an invalid object is rejected alone, with a message naming it; its last good version stays in force', async () => {
+  const h = await harness();
+  try {
+    await h.source.load();
+    await h.source.watch();
+    await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+    // An edit istiod would refuse (a timeout that is not a duration) next to a valid change.
+    h.server.apply(virtualService('shop', 'web', { route: [{ destination: { host: 'web' } }], timeout: 'soon' }));
+    h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' } }));
+    const s = await until(h.store, (s) => s.workloads.has('shop/web-3'), 'the valid change applied');
+    const vs = s.istio.virtualServices[0];
+    assert.equal(vs?.spec.http[0]?.timeoutMs, 5000, 'the last good VirtualService is kept');
+    const error = h.logs.find((l) => l.level === 50 && /VirtualService shop\/web/.test(l.msg));
+    assert.ok(error, 'an error names the object');
+    assert.match(error.msg, /^kube-apiserver:\/apis\/networking\.istio\.io\/v1\/namespaces\/shop\/virtualservices\/web:1: VirtualService shop\/web: spec\.http\[0\]\.timeout: /);
+    assert.ok(h.logs.some((l) => l.level === 40 && /VirtualService shop\/web: warning: keeping the last good version/.test(l.msg)));
+    // Fixed, it applies; deleted while invalid, it goes (deleting is not an error).
+    h.server.apply(virtualService('shop', 'web', { route: [{ destination: { host: 'web' } }], timeout: '7s' }));
+    await until(h.store, (s) => s.istio.virtualServices[0]?.spec.http[0]?.timeoutMs === 7000, 'the fix applied');
+    h.server.apply(virtualService('shop', 'web', { route: [{ destination: { host: 'web' } }], timeout: 'soon' }));
+    h.server.delete('VirtualService', 'shop', 'web');
+    await until(h.store, (s) => s.istio.virtualServices.length === 0, 'deleted');
+  } finally {
+    await h.close();
+  }
+});
+
+test('Istio CRDs: an older served version is used, and an absent CRD counts as empty without blocking sync', async () => {
+  const h = await harness({ servedVersions: { 'networking.istio.io': ['v1beta1'], 'security.istio.io': [] } });
+  try {
+    const s = (await h.source.load()).snapshot;
+    assert.equal(s.istio.virtualServices.length, 1);
+    assert.equal(s.istio.virtualServices[0]!.apiVersion, 'networking.istio.io/v1beta1');
+    assert.equal(s.istio.authorizationPolicies.length, 0);
+    assert.ok(h.logs.some((l) => /serves no AuthorizationPolicy .*is Istio's CRD installed/.test(l.msg)));
+  } finally {
+    await h.close();
+  }
+});
+
+test('backoff: doubling from the initial delay, jittered within [d/2, d], capped', () => {
+  const backoff = new Backoff({ initialMs: 100, maxMs: 1000 });
+  const delays = Array.from({ length: 8 }, () => backoff.next());
+  const ceilings = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
+  delays.forEach((d, i) => assert.ok(d >= ceilings[i]! / 2 && d <= ceilings[i]!, `delay ${i}: ${d} within [${ceilings[i]! / 2}, ${ceilings[i]}]`));
+  backoff.reset();
+  assert.ok(backoff.next() <= 100);
+});
+
+test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-cluster service-account files', async () => {
+  const dir = join(scratch, 'tls');
+  await mkdir(dir, { recursive: true });
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=kube-apiserver', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { stdio: 'ignore' });
+  const tls = { key: await readFile(join(dir, 'key.pem'), 'utf8'), cert: await readFile(join(dir, 'cert.pem'), 'utf8') };
+  const server = new FakeApiServer({ tls, token: 'secret-token' });
+  await server.start();
+  seed(server);
+  try {
+    const fromFile = loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url, { token: 'secret-token', ca: tls.cert }) });
+    assert.ok(fromFile.ok);
+    const listed = await new KubeApiClient(fromFile.value).list('/api/v1/pods', { limit: 10 });
+    assert.ok(listed.ok, listed.ok ? '' : listed.error.message);
+    assert.equal(listed.value.items.length, 2);
+
+    const wrongToken = loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url, { token: 'nope', ca: tls.cert }) });
+    assert.ok(wrongToken.ok);
+    const refused = await new KubeApiClient(wrongToken.value).list('/api/v1/pods', { limit: 10 });
+    assert.ok(!refused.ok && refused.error.status === 401 && /token or client certificate was not accepted/.test(refused.error.message));
+
+    // In a pod: KUBERNETES_SERVICE_HOST/PORT and the service-account token and CA files.
+    const root = join(scratch, 'pod-root');
+    const saDir = join(root, 'var/run/secrets/kubernetes.io/serviceaccount');
+    await mkdir(saDir, { recursive: true });
+    await writeFile(join(saDir, 'token'), 'secret-token');
+    await writeFile(join(saDir, 'ca.crt'), tls.cert);
+    await writeFile(join(saDir, 'namespace'), 'ambit-system');
+    const saved = { host: process.env['KUBERNETES_SERVICE_HOST'], port: process.env['KUBERNETES_SERVICE_PORT'] };
+    process.env['KUBERNETES_SERVICE_HOST'] = '127.0.0.1';
+    process.env['KUBERNETES_SERVICE_PORT'] = new URL(server.url).port;
+    try {
+      const inCluster = loadKubeConfig({ serviceAccountRoot: root });
+      assert.ok(inCluster.ok, inCluster.ok ? '' : inCluster.error.message);
+      const store = new WorkloadStore();
+      const source = new KubernetesSource({ client: new KubeApiClient(inCluster.value), trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, store, pino({ level: 'silent' }));
+      assert.equal((await source.load()).snapshot.workloads.size, 2);
+      await source.close();
+    } finally {
+      for (const [k, v] of [['KUBERNETES_SERVICE_HOST', saved.host], ['KUBERNETES_SERVICE_PORT', saved.port]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+    assert.ok(server.requests.every((r) => r.authorization === 'Bearer secret-token' || r.authorization === 'Bearer nope'));
+
+    const missing = loadKubeConfig({ kubeconfig: join(scratch, 'no-such-kubeconfig') });
+    assert.ok(!missing.ok && /no-such-kubeconfig/.test(missing.error.message));
+  } finally {
+    await server.stop();
+  }
+});
+
+test('the same objects give the same snapshot from the API server as from local files (bookinfo plus Istio objects)', async () => {
+  const dir = join(scratch, 'same');
+  await mkdir(dir, { recursive: true });
+  const istio = [virtualService('bookinfo', 'web', { route: [{ destination: { host: 'reviews' } }], timeout: '5s' }), authorizationPolicy('bookinfo', 'allow')];
+  const yamlText = (await readFile(BOOKINFO, 'utf8')) + istio.map((o) => `---\n${JSON.stringify(o)}\n`).join('');
+  await writeFile(join(dir, 'mesh.yaml'), yamlText);
+  const documents = parseAllDocuments(yamlText).map((d) => d.toJSON() as KubeObject | null).filter((d): d is KubeObject => d !== null);
+  // The uid is the one field only the API server fills in; give local files the same to compare the rest.
+  const h = await harness({}, {}, (server) => {
+    for (const doc of documents) server.apply(doc);
+  });
+  try {
+    const fromApi = (await h.source.load()).snapshot;
+    const localStore = new WorkloadStore();
+    const local = new LocalFileSource({ paths: [dir], trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, localStore, pino({ level: 'silent' }));
+    const fromFiles = (await local.load()).snapshot;
+    assert.ok(fromFiles.workloads.size >= 7);
+    assert.deepEqual(comparable(fromApi), comparable(fromFiles));
+  } finally {
+    await h.close();
+  }
+});
+
+/** A snapshot without what differs by origin alone: source locations, uids and Istio resources' apiVersion order. */
+function comparable(s: MeshSnapshot): unknown {
+  const strip = (value: unknown): unknown =>
+    JSON.parse(
+      JSON.stringify(value, (key, v: unknown) => {
+        if (key === 'source' || key === 'uid' || key === 'diagnostics') return undefined;
+        if (v instanceof Map) return Object.fromEntries([...v.entries()].sort(([a], [b]) => String(a).localeCompare(String(b))));
+        if (v instanceof RegExp) return v.toString();
+        return v;
+      }),
+    );
+  const byName = <T extends { metadata: { namespace: string; name: string } }>(list: readonly T[]) =>
+    [...list].sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`));
+  return strip({
+    nodes: s.nodes,
+    namespaces: s.namespaces,
+    workloads: s.workloads,
+    services: s.services,
+    virtualServices: byName(s.istio.virtualServices),
+    destinationRules: byName(s.istio.destinationRules),
+    authorizationPolicies: byName(s.istio.authorizationPolicies),
+    peerAuthentications: byName(s.istio.peerAuthentications),
+    problems: s.diagnostics.map((d) => d.message).sort(),
+  });
+}
