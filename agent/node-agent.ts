@@ -12,7 +12,7 @@ import { EmbeddedCa } from './identity/embedded-ca.js';
 import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
-import { LocalFileSource } from './sources/local-files.js';
+import { type SourceChoice, createMeshSource } from './sources/source.js';
 import type { MeshSnapshot, Workload } from './state/model.js';
 import { WorkloadStore } from './state/store.js';
 import { runCommand, requireTool } from './system/commands.js';
@@ -59,6 +59,8 @@ export interface IdentityConfig {
 export interface NodeAgentConfig {
   readonly node: string;
   readonly paths: readonly string[];
+  /** Where the mesh comes from; default: the local files in `paths`. */
+  readonly source?: SourceChoice;
   readonly trustDomain: string;
   readonly clusterDomain: string;
   readonly readiness: ListenAddress;
@@ -106,7 +108,8 @@ export class NodeAgent {
     await this.#serve('admin', new AdminServer({ store, node: config.node, log, quit: () => this.quit('POST /quitquitquit') }), config.admin);
     await this.#serve('metrics', new MetricsServer(this.metrics.registry), config.metrics);
 
-    const source = new LocalFileSource({ paths: config.paths, trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
+    const choice = config.source ?? { kind: 'local', paths: config.paths };
+    const source = createMeshSource(choice, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
     this.#closers.push(source);
     const first = await source.load();
     if (config.capture.mode === 'ebpf') await this.#startCapture(config.capture, first.snapshot);
