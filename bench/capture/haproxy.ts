@@ -1,0 +1,150 @@
+// The baseline a user would pick instead of a mesh: two HAProxies as an mTLS TCP tunnel over the same
+// two hops. node-a's accepts plain TCP from the client pod and connects with TLS 1.3 and a client
+// certificate to node-b's, which verifies it and forwards to the server pod. Certificates (P-256) are
+// made with openssl for each run in a temporary directory; both processes run in the foreground in
+// their node's network namespace and are killed at the end, also on failure.
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { nodeNetns, run } from './lab.js';
+import { HAPROXY_PORTS, HAPROXY_UPSTREAM, NODE_IP, type NodeName } from './plan.js';
+
+const SERVER_NAME = 'haproxy.node-b.tbench';
+
+interface Running {
+  readonly node: NodeName;
+  readonly child: ChildProcess;
+  stderr: string;
+  exited?: string;
+}
+
+let dir: string | undefined;
+const running: Running[] = [];
+
+function openssl(args: readonly string[]): void {
+  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed: ${r.stderr}`);
+}
+
+const P256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+
+/** A CA and one leaf per side, each leaf written as the cert+key PEM HAProxy's `crt` wants. */
+function makeCertificates(): void {
+  openssl(['req', '-x509', '-new', ...P256, '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=ambit bench haproxy CA', '-days', '1']);
+  const leaf = (name: string, cn: string, usage: string): void => {
+    openssl(['req', '-x509', '-new', ...P256, '-keyout', `${name}.key`, '-out', `${name}.crt`, '-subj', `/CN=${cn}`, '-days', '1', '-CA', 'ca.pem', '-CAkey', 'ca.key',
+      '-addext', `subjectAltName=DNS:${cn}`, '-addext', `extendedKeyUsage=${usage}`, '-addext', 'basicConstraints=critical,CA:FALSE']);
+    writeFileSync(join(dir!, `${name}.pem`), readFileSync(join(dir!, `${name}.crt`), 'utf8') + readFileSync(join(dir!, `${name}.key`), 'utf8'));
+  };
+  leaf('client', 'haproxy.node-a.tbench', 'clientAuth');
+  leaf('server', SERVER_NAME, 'serverAuth');
+}
+
+const DEFAULTS = `defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+`;
+
+/** node-a: plain TCP in, TLS 1.3 with the client certificate out, the server's name and chain verified. */
+function clientSideConfig(d: string): string {
+  const tunnel = (name: string, ports: { plain: number; tls: number }): string => `
+frontend ${name}
+  bind ${NODE_IP['node-a']}:${ports.plain}
+  default_backend ${name}
+backend ${name}
+  server node-b ${NODE_IP['node-b']}:${ports.tls} ssl crt ${d}/client.pem ca-file ${d}/ca.pem verify required verifyhost ${SERVER_NAME} ssl-min-ver TLSv1.3
+`;
+  return `${DEFAULTS}${tunnel('echo', HAPROXY_PORTS.echo)}${tunnel('iperf', HAPROXY_PORTS.iperf)}`;
+}
+
+/** node-b: TLS 1.3 in, a client certificate from the bench CA required, plain TCP to the server pod. */
+function serverSideConfig(d: string): string {
+  const tunnel = (name: string, tls: number, upstreamPort: number): string => `
+frontend ${name}
+  bind ${NODE_IP['node-b']}:${tls} ssl crt ${d}/server.pem ca-file ${d}/ca.pem verify required ssl-min-ver TLSv1.3
+  default_backend ${name}
+backend ${name}
+  server pod ${HAPROXY_UPSTREAM.host}:${upstreamPort}
+`;
+  return `${DEFAULTS}${tunnel('echo', HAPROXY_PORTS.echo.tls, HAPROXY_UPSTREAM.echoPort)}${tunnel('iperf', HAPROXY_PORTS.iperf.tls, HAPROXY_UPSTREAM.iperfPort)}`;
+}
+
+function start(node: NodeName, config: string): void {
+  const file = join(dir!, `${node}.cfg`);
+  writeFileSync(file, config);
+  const check = spawnSync('haproxy', ['-c', '-q', '-f', file], { encoding: 'utf8' });
+  if (check.status !== 0) throw new Error(`haproxy rejected the ${node} configuration:\n${check.stderr}${check.stdout}`);
+  // `ip netns exec` execs haproxy in place, so the pid is haproxy's own (checked in haproxyPids).
+  const child = spawn('ip', ['netns', 'exec', nodeNetns(node), 'haproxy', '-db', '-f', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const entry: Running = { node, child, stderr: '' };
+  child.stderr!.on('data', (d: Buffer) => (entry.stderr = (entry.stderr + d.toString()).slice(-4000)));
+  child.once('exit', (code, signal) => (entry.exited = `exited ${code ?? signal}`));
+  running.push(entry);
+}
+
+export function startHaproxyTunnel(): void {
+  dir = mkdtempSync(join(tmpdir(), 'ambit-bench-haproxy-'));
+  makeCertificates();
+  start('node-b', serverSideConfig(dir));
+  start('node-a', clientSideConfig(dir));
+}
+
+/** Both HAProxies' pids, once each is haproxy itself and still running; else why not. */
+export function haproxyPids(): Record<NodeName, number> {
+  const pids = {} as Record<NodeName, number>;
+  for (const r of running) {
+    const pid = r.child.pid;
+    let comm = '';
+    try {
+      comm = pid ? readFileSync(`/proc/${pid}/comm`, 'utf8').trim() : '';
+    } catch {
+      // gone: reported below with its stderr
+    }
+    if (r.exited || !pid || comm !== 'haproxy') throw new Error(`haproxy on ${r.node} is not running (${r.exited ?? `pid ${pid ?? 'missing'} is "${comm}"`}):\n${r.stderr}`);
+    pids[r.node] = pid;
+  }
+  return pids;
+}
+
+export interface TunnelCheck {
+  readonly protocol: string;
+  readonly cipher: string;
+  readonly refusedWithoutClientCert: boolean;
+}
+
+/**
+ * That the baseline really is mutual TLS 1.3: from node-a, openssl with the client certificate gets a
+ * verified TLS 1.3 session to node-b's HAProxy, and without it is refused (alert "certificate required").
+ */
+export async function verifyHaproxyMtls(): Promise<TunnelCheck> {
+  const attempt = (withCert: boolean) => {
+    const cert = withCert ? `-cert ${dir!}/client.pem` : '';
+    // A line on stdin makes s_client send data, so it reads the server's answer: the echo, or the alert.
+    const cmd = `echo ping | ip netns exec ${nodeNetns('node-a')} openssl s_client -brief -connect ${NODE_IP['node-b']}:${HAPROXY_PORTS.echo.tls} -CAfile ${dir!}/ca.pem -verify_return_error ${cert}`;
+    return run('sh', ['-c', cmd], 15_000);
+  };
+  const ok = await attempt(true);
+  const out = ok.stdout + ok.stderr;
+  const protocol = /Protocol version: (\S+)/.exec(out)?.[1] ?? '';
+  const cipher = /Ciphersuite: (\S+)/.exec(out)?.[1] ?? '';
+  if (ok.code !== 0 || protocol !== 'TLSv1.3' || !/Verification: OK/.test(out)) throw new Error(`the HAProxy tunnel is not TLS 1.3 with a verified server:\n${out}`);
+  const refused = await attempt(false);
+  const refusedWithoutClientCert = refused.code !== 0 && /certificate required/.test(refused.stdout + refused.stderr);
+  if (!refusedWithoutClientCert) throw new Error(`node-b's HAProxy accepted a client without a certificate:\n${refused.stdout}${refused.stderr}`);
+  return { protocol, cipher, refusedWithoutClientCert };
+}
+
+/** What the HAProxies printed, for a failure message. */
+export const haproxyStderr = (): string => running.map((r) => `haproxy ${r.node} ${r.exited ?? 'running'}: ${r.stderr.trim() || '(no output)'}`).join('\n');
+
+/** Synchronous, so it also runs from a signal handler just before exit. Nothing to drain: a hard stop. */
+export function stopHaproxyTunnel(): void {
+  for (const r of running) if (!r.exited) r.child.kill('SIGKILL');
+  running.length = 0;
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
+}

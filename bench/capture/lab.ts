@@ -1,0 +1,132 @@
+// The bench's own lab, `tbench`: preflight, bring-up with one retry, the always-run teardown, `lab
+// exec` into its pods, the agents' pids, and the check that only the mesh pods were captured.
+
+import { type SpawnOptions, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LAB, NODES, type NodeName } from './plan.js';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const AMBIT = join(ROOT, 'dist/agent/cli/main.js');
+const MESH_YAML = join(ROOT, 'bench/capture-mesh.yaml');
+
+export interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export function run(command: string, args: readonly string[], timeoutMs: number, options: SpawnOptions = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export const ambit = (args: readonly string[], timeoutMs: number): Promise<Run> => run(process.execPath, [AMBIT, ...args], timeoutMs);
+
+/** Runs argv in a lab pod (`<namespace>/<pod>`) or node (`node/<name>`) and returns its stdout, or throws. */
+export async function execIn(target: string, argv: readonly string[], timeoutMs: number): Promise<string> {
+  const r = await ambit(['lab', 'exec', '--lab', LAB, target, '--', ...argv], timeoutMs);
+  if (r.code !== 0) throw new Error(`\`${argv.join(' ')}\` in ${target} exited ${r.code ?? 'on timeout'}:\n${r.stderr}${r.stdout.slice(0, 2000)}`);
+  return r.stdout;
+}
+
+/** The network namespace `ambit lab` made for a node (agent/lab/layout.ts). */
+export const nodeNetns = (node: NodeName): string => `ambit-${LAB}-n-${node}`;
+
+let labUp = false;
+
+/** Synchronous, so it also runs from a signal handler just before exit. */
+export function labDown(): void {
+  if (!labUp) return;
+  labUp = false;
+  process.stderr.write(`removing lab ${LAB}\n`);
+  spawnSync(process.execPath, [AMBIT, 'lab', 'down', '--lab', LAB], { stdio: 'inherit', timeout: 60_000 });
+}
+
+export function preflight(): void {
+  if (process.getuid?.() !== 0) throw new Error('the capture bench needs root (network namespaces, cgroups, eBPF): run `make bench` as root');
+  for (const [tool, pkg] of [['iperf3', 'iperf3'], ['haproxy', 'haproxy'], ['openssl', 'openssl']] as const) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
+      throw new Error(`${tool} is missing: install it with \`apt-get install -y ${pkg}\` (or run \`make setup\`)`);
+    }
+  }
+  if (!existsSync(AMBIT)) {
+    process.stderr.write('dist/ is missing: running `make build`\n');
+    if (spawnSync('make', ['build'], { cwd: ROOT, stdio: 'inherit' }).status !== 0) throw new Error('`make build` failed');
+  }
+}
+
+/** What a failed `lab up` left to look at, before `down` removes it. */
+async function labDiagnostics(): Promise<string> {
+  const parts = [await ambit(['lab', 'status', '--lab', LAB], 15_000)];
+  for (const target of ['mesh/server', 'direct/server', 'node/node-b']) parts.push(await ambit(['lab', 'logs', '--lab', LAB, target], 15_000));
+  return parts.map((r) => (r.stdout + r.stderr).split('\n').slice(-25).join('\n')).join('\n');
+}
+
+export async function bringUpLab(): Promise<void> {
+  // One retry keeps a transient lab failure from costing the whole run; the diagnostics of the
+  // failed attempt are printed so the cause is not lost.
+  for (let attempt = 1; ; attempt++) {
+    // A run killed with SIGKILL leaves its lab behind; `down` is idempotent, so clear it first.
+    labUp = true;
+    labDown();
+    labUp = true;
+    const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '60', MESH_YAML], 90_000);
+    if (up.code === 0) {
+      process.stderr.write(up.stdout);
+      return;
+    }
+    const failure = `lab up failed (attempt ${attempt}):\n${up.stdout}${up.stderr}\n${await labDiagnostics()}`;
+    if (attempt === 2) throw new Error(failure);
+    process.stderr.write(`${failure}\nretrying once\n`);
+  }
+}
+
+export function agentPids(): Record<NodeName, number> {
+  const status = JSON.parse(readFileSync(`/run/ambit/lab/${LAB}/status.json`, 'utf8')) as { processes: { id: string; pid?: number }[] };
+  const pids = {} as Record<NodeName, number>;
+  for (const node of NODES) {
+    const pid = status.processes.find((p) => p.id === `node/${node}`)?.pid;
+    // The lab starts agents through sh and nsenter, which exec; anything but node here would make the
+    // CPU numbers someone else's.
+    const comm = pid ? readFileSync(`/proc/${pid}/comm`, 'utf8').trim() : '';
+    if (!pid || comm !== 'node') throw new Error(`agent of ${node}: pid ${pid ?? 'missing'} is "${comm}", not the node agent`);
+    pids[node] = pid;
+  }
+  return pids;
+}
+
+export interface CaptureCheck {
+  readonly meshRecords: number;
+  /** Of meshRecords, those that crossed to node-b inside an HBONE tunnel (they name a dst.hbone_addr). */
+  readonly hboneRecords: number;
+  readonly directRecords: number;
+}
+
+/**
+ * Whether node-a's agent carried the mesh pods' connections over HBONE and saw none of the direct
+ * ones (the HAProxy path starts from the direct client too): else the numbers compare nothing.
+ */
+export async function verifyCapture(): Promise<CaptureCheck> {
+  const log = (await ambit(['lab', 'logs', '--lab', LAB, 'node/node-a'], 30_000)).stdout;
+  const meshRecords = log.match(/"src\.namespace":"mesh".*"direction":"outbound"/g)?.length ?? 0;
+  const hboneRecords = log.match(/"src\.namespace":"mesh".*"dst\.hbone_addr":"[^"]+".*"direction":"outbound"/g)?.length ?? 0;
+  const directRecords = log.match(/"src\.namespace":"direct"/g)?.length ?? 0;
+  if (meshRecords === 0 || hboneRecords !== meshRecords || directRecords > 0) {
+    throw new Error(
+      `capture is not what the bench assumes: node-a's agent logged ${meshRecords} outbound mesh connections (${hboneRecords} over HBONE) and ${directRecords} direct ones`,
+    );
+  }
+  return { meshRecords, hboneRecords, directRecords };
+}

@@ -1,0 +1,116 @@
+// The bench's printout: per-round tables for each measurement, then one headline table of the three
+// paths side by side with issue 4's targets next to each figure, then each target's verdict.
+
+import { cpus } from 'node:os';
+import type { IperfRun, LatencyRun } from './load-runs.js';
+import { IPERF_SECONDS, MODES, type Mode, NODES, processesOf, proxyOf, ROUNDS, rateOf, TARGETS, VARIANTS } from './plan.js';
+import type { Summary } from './summary.js';
+
+const out = (line = ''): void => void process.stdout.write(`${line}\n`);
+const fmt = (n: number, digits = 2): string => n.toFixed(digits);
+const mib = (kib: number): string => fmt(kib / 1024, 1);
+const mb = (kib: number): string => fmt((kib * 1024) / 1e6, 1);
+const LABEL: Record<Mode, string> = { direct: 'direct', ambit: 'Ambit', haproxy: 'HAProxy' };
+
+function table(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ')).join('\n');
+}
+
+function printThroughputRounds(iperfRuns: readonly IperfRun[]): void {
+  out(`Single-stream throughput (iperf3 -t ${IPERF_SECONDS}), per round. Proxy CPU in % of one core: process / main thread / kernel part`);
+  out(`(the proxy of a direct run is the agents, idle: their background work)`);
+  const proxyCols = (r: IperfRun): string[] =>
+    processesOf(proxyOf(r.mode)).map((k) => {
+      const u = r.usage.processes[k]!;
+      return `${fmt(u.cpuPercentOfCore, 0)}/${fmt(u.mainThreadPercentOfCore, 0)}/${fmt(u.sysPercentOfCore, 0)}`;
+    });
+  out(
+    table([
+      ['path', 'round', 'Gbit/s', 'retransmits', ...NODES.map((n) => `proxy ${n} cpu%`), `host busy% (${cpus().length} cpus)`],
+      ...iperfRuns.map((r) => [LABEL[r.mode], String(r.round), fmt(r.bitsPerSecond / 1e9), String(r.retransmits), ...proxyCols(r), fmt(r.usage.hostBusyPercent, 0)]),
+    ]),
+  );
+  out();
+}
+
+function printLatencyRounds(latencyRuns: readonly LatencyRun[]): void {
+  for (const variant of VARIANTS) {
+    const { rate, seconds } = rateOf(variant);
+    const what = variant === 'persistent' ? 'one connection' : 'a new connection per request';
+    out(`Latency, 1 KB request/response at ${rate}/s for ${seconds} s over ${what}, in ms; proxy CPU seconds and RSS peak (MiB) during the run`);
+    out(
+      table([
+        ['path', 'round', 'done', 'err+skip+timeout', 'rate/s', 'p50', 'p90', 'p99', 'max', ...NODES.map((n) => `proxy ${n} cpu s / rss`)],
+        ...latencyRuns
+          .filter((r) => r.variant === variant)
+          .map((r) => [
+            LABEL[r.mode],
+            String(r.round),
+            `${r.completed}/${r.requests}`,
+            String(r.errors + r.skipped + r.timeouts),
+            fmt(r.achievedRate, 0),
+            fmt(r.latencyMs.p50, 3),
+            fmt(r.latencyMs.p90, 3),
+            fmt(r.latencyMs.p99, 3),
+            fmt(r.latencyMs.max, 3),
+            ...processesOf(proxyOf(r.mode)).map((k) => `${fmt(r.usage.processes[k]!.cpuSeconds)} / ${mib(r.usage.processes[k]!.rssPeakKiB)}`),
+          ]),
+      ]),
+    );
+    out();
+  }
+}
+
+/** The three paths side by side, pooled over the rounds, with issue 4's target for Ambit beside each row. */
+function printHeadline(s: Summary): void {
+  const p = s.latency.persistent;
+  const c = s.cost.persistent;
+  const row = (what: string, cell: (m: Mode) => string, target = ''): string[] => [what, ...MODES.map(cell), target];
+  const added = (k: 'p50' | 'p90' | 'p99') => (m: Mode): string => (m === 'direct' ? `(${fmt(p.direct.ms[k], 3)})` : fmt(p[m].addedMs[k], 3));
+  const proxyOnly = (cell: (m: 'ambit' | 'haproxy') => string) => (m: Mode): string => (m === 'direct' ? '-' : cell(m));
+  const rows: string[][] = [
+    ['', ...MODES.map((m) => LABEL[m]), 'target for Ambit (issue 4)'],
+    row('throughput Gbit/s', (m) => fmt(s.throughput[m].gbps)),
+    row('throughput % of direct', (m) => fmt(s.throughput[m].percentOfDirect, 1), `>= ${TARGETS.throughputPercentOfDirect}% and >= HAProxy's`),
+    row('added p50 ms (direct: p50)', added('p50')),
+    row('added p90 ms (direct: p90)', added('p90'), `<= ${TARGETS.addedP90Ms} ms and <= HAProxy's`),
+    row('added p99 ms (direct: p99)', added('p99'), 'report only (scheduler noise)'),
+  ];
+  for (const node of NODES) {
+    rows.push(row(`CPU s/1000 req, ${node}`, proxyOnly((m) => fmt(c[m].cpuSecondsPer1000[`${m}/${node}`]!, 3)), `<= ${TARGETS.vcpuPer1000RpsPerAgent} per agent`));
+  }
+  for (const node of NODES) rows.push(row(`RSS peak MiB, ${node}`, proxyOnly((m) => mib(c[m].rssPeakKiB[`${m}/${node}`]!))));
+  for (const node of NODES) {
+    rows.push(row(`RSS growth MB, ${node}`, proxyOnly((m) => `${mb(c[m].rssGrowthKiB[`${m}/${node}`]!)} (kept ${mb(c[m].rssRetainedKiB[`${m}/${node}`]!)})`), `<= ${TARGETS.rssGrowthMB} MB per agent`));
+  }
+  const { rate, seconds } = rateOf('persistent');
+  out(`Summary: throughput is the median of ${ROUNDS} rounds; latency, CPU and RSS are of the ${rate} rps runs (${ROUNDS} x ${seconds} s, one connection), pooled`);
+  out(`(CPU s per 1000 requests at ${rate} rps is vCPU per 1000 rps; RSS growth is the largest peak-minus-before of a run, "kept" is after the last run minus before the first)`);
+  out(table(rows));
+  out();
+}
+
+function printPerConnection(s: Summary): void {
+  const p = s.latency['per-connection'];
+  const c = s.cost['per-connection'];
+  const { rate } = rateOf('per-connection');
+  out(`A new connection per request (${rate}/s): added p50/p90/p99 ms, and CPU s per 1000 connections per node`);
+  out(
+    table([
+      ['', 'added p50', 'added p90', 'added p99', ...NODES.map((n) => `CPU ${n}`)],
+      ...(['ambit', 'haproxy'] as const).map((m) => [LABEL[m], fmt(p[m].addedMs.p50, 3), fmt(p[m].addedMs.p90, 3), fmt(p[m].addedMs.p99, 3), ...NODES.map((n) => fmt(c[m].cpuSecondsPer1000[`${m}/${n}`]!, 3))]),
+    ]),
+  );
+  out();
+}
+
+export function printReport(iperfRuns: readonly IperfRun[], latencyRuns: readonly LatencyRun[], s: Summary): void {
+  out(`\nCross-node data path, ${ROUNDS} interleaved rounds: direct (not enrolled), Ambit (captured, through both agents), HAProxy (mTLS TCP tunnel between the nodes)\n`);
+  printThroughputRounds(iperfRuns);
+  printLatencyRounds(latencyRuns);
+  printHeadline(s);
+  printPerConnection(s);
+  out('Issue 4 targets for Ambit');
+  out(table([['target', 'wanted', 'measured', 'verdict'], ...s.checks.map((k) => [k.what, k.target, k.value, k.ok ? 'met' : 'NOT MET'])]));
+}

@@ -1,0 +1,130 @@
+// What a run showed: each path's throughput against direct, its added latency, each proxy process's
+// CPU per 1000 requests and RSS, and issue 4's targets judged on them.
+
+import type { IperfRun, LatencyRun } from './load-runs.js';
+import { type Mode, MODES, type NodeName, NODES, type ProcessKey, type Proxy, processesOf, proxyOf, TARGETS, type Variant, VARIANTS } from './plan.js';
+import type { ProcessUsage } from './process-usage.js';
+import { type Added, added, median, type Percentiles, percentilesMs } from './stats.js';
+
+const KIB_PER_MB = 1e6 / 1024;
+
+export interface ThroughputSummary {
+  /** Median over the rounds. */
+  readonly gbps: number;
+  readonly percentOfDirect: number;
+  /** Median over the rounds, per process of the path's proxy (the agents for direct: their background). */
+  readonly cpuPercentOfCore: Partial<Record<ProcessKey, number>>;
+  readonly mainThreadPercentOfCore: Partial<Record<ProcessKey, number>>;
+  readonly hostBusyPercent: number;
+}
+
+export interface LatencySummary {
+  /** Pooled over the rounds. */
+  readonly ms: Percentiles;
+  readonly addedMs: Added;
+}
+
+export interface ProxyCost {
+  readonly requests: number;
+  /** CPU seconds per 1000 requests (or connections); at 1000 rps this is also vCPU per 1000 rps. */
+  readonly cpuSecondsPer1000: Partial<Record<ProcessKey, number>>;
+  /** The largest over the rounds. */
+  readonly rssPeakKiB: Partial<Record<ProcessKey, number>>;
+  /** Peak during a run minus before it, the largest over the rounds. */
+  readonly rssGrowthKiB: Partial<Record<ProcessKey, number>>;
+  /** After the last run minus before the first: what the runs left behind. */
+  readonly rssRetainedKiB: Partial<Record<ProcessKey, number>>;
+}
+
+export interface Check {
+  readonly what: string;
+  readonly target: string;
+  readonly value: string;
+  readonly ok: boolean;
+}
+
+export interface Summary {
+  readonly throughput: Record<Mode, ThroughputSummary>;
+  readonly latency: Record<Variant, Record<Mode, LatencySummary>>;
+  readonly cost: Record<Variant, Record<Proxy, ProxyCost>>;
+  readonly checks: readonly Check[];
+}
+
+function perProcess(keys: readonly ProcessKey[], value: (key: ProcessKey) => number): Partial<Record<ProcessKey, number>> {
+  return Object.fromEntries(keys.map((key) => [key, value(key)]));
+}
+
+const usageOf = (u: { processes: Partial<Record<ProcessKey, ProcessUsage>> }, key: ProcessKey): ProcessUsage => {
+  const p = u.processes[key];
+  if (!p) throw new Error(`no usage sampled for ${key}`);
+  return p;
+};
+
+function throughputOf(iperfRuns: readonly IperfRun[]): Record<Mode, ThroughputSummary> {
+  const runsOf = (mode: Mode): IperfRun[] => iperfRuns.filter((r) => r.mode === mode);
+  const directBps = median(runsOf('direct').map((r) => r.bitsPerSecond));
+  const one = (mode: Mode): ThroughputSummary => {
+    const runs = runsOf(mode);
+    const bps = median(runs.map((r) => r.bitsPerSecond));
+    const keys = processesOf(proxyOf(mode));
+    return {
+      gbps: bps / 1e9,
+      percentOfDirect: (100 * bps) / directBps,
+      cpuPercentOfCore: perProcess(keys, (k) => median(runs.map((r) => usageOf(r.usage, k).cpuPercentOfCore))),
+      mainThreadPercentOfCore: perProcess(keys, (k) => median(runs.map((r) => usageOf(r.usage, k).mainThreadPercentOfCore))),
+      hostBusyPercent: median(runs.map((r) => r.usage.hostBusyPercent)),
+    };
+  };
+  return Object.fromEntries(MODES.map((m) => [m, one(m)])) as Record<Mode, ThroughputSummary>;
+}
+
+function latencyOf(samples: ReadonlyMap<string, readonly number[]>, variant: Variant): Record<Mode, LatencySummary> {
+  const ms = (mode: Mode): Percentiles => percentilesMs(samples.get(`${mode}/${variant}`) ?? []);
+  const direct = ms('direct');
+  return Object.fromEntries(MODES.map((m) => [m, { ms: ms(m), addedMs: added(ms(m), direct) }])) as Record<Mode, LatencySummary>;
+}
+
+function costOf(latencyRuns: readonly LatencyRun[], variant: Variant, proxy: Proxy): ProxyCost {
+  const runs = latencyRuns.filter((r) => r.mode === proxy && r.variant === variant);
+  const requests = runs.reduce((n, r) => n + r.completed, 0);
+  const keys = processesOf(proxy);
+  const usages = (k: ProcessKey): ProcessUsage[] => runs.map((r) => usageOf(r.usage, k));
+  return {
+    requests,
+    cpuSecondsPer1000: perProcess(keys, (k) => (1000 * usages(k).reduce((s, u) => s + u.cpuSeconds, 0)) / requests),
+    rssPeakKiB: perProcess(keys, (k) => Math.max(...usages(k).map((u) => u.rssPeakKiB))),
+    rssGrowthKiB: perProcess(keys, (k) => Math.max(...usages(k).map((u) => u.rssPeakKiB - u.rssBeforeKiB))),
+    rssRetainedKiB: perProcess(keys, (k) => usages(k).at(-1)!.rssAfterKiB - usages(k)[0]!.rssBeforeKiB),
+  };
+}
+
+const ms3 = (n: number): string => `${n.toFixed(3)} ms`;
+
+/** Issue 4's targets for the Ambit path, each next to HAProxy's figure where the target is relative to it. */
+function checksOf(t: Record<Mode, ThroughputSummary>, l: Record<Mode, LatencySummary>, c: Record<Proxy, ProxyCost>): Check[] {
+  const ambitP90 = l.ambit.addedMs.p90;
+  const haproxyP90 = l.haproxy.addedMs.p90;
+  const perAgent = (node: NodeName): Check[] => {
+    const key = `ambit/${node}` as const;
+    const vcpu = c.ambit.cpuSecondsPer1000[key]!;
+    const growthMB = c.ambit.rssGrowthKiB[key]! / KIB_PER_MB;
+    return [
+      { what: `agent ${node}: vCPU per 1000 rps`, target: `<= ${TARGETS.vcpuPer1000RpsPerAgent}`, value: vcpu.toFixed(3), ok: vcpu <= TARGETS.vcpuPer1000RpsPerAgent },
+      { what: `agent ${node}: RSS growth at 1000 rps`, target: `<= ${TARGETS.rssGrowthMB} MB`, value: `${growthMB.toFixed(1)} MB`, ok: growthMB <= TARGETS.rssGrowthMB },
+    ];
+  };
+  return [
+    { what: 'throughput, % of direct', target: `>= ${TARGETS.throughputPercentOfDirect}%`, value: `${t.ambit.percentOfDirect.toFixed(1)}%`, ok: t.ambit.percentOfDirect >= TARGETS.throughputPercentOfDirect },
+    { what: 'throughput vs HAProxy', target: `>= ${t.haproxy.percentOfDirect.toFixed(1)}% (HAProxy)`, value: `${t.ambit.percentOfDirect.toFixed(1)}%`, ok: t.ambit.percentOfDirect >= t.haproxy.percentOfDirect },
+    { what: 'added p90 at 1000 rps', target: `<= ${TARGETS.addedP90Ms} ms`, value: ms3(ambitP90), ok: ambitP90 <= TARGETS.addedP90Ms },
+    { what: 'added p90 vs HAProxy', target: `<= ${ms3(haproxyP90)} (HAProxy)`, value: ms3(ambitP90), ok: ambitP90 <= haproxyP90 },
+    ...NODES.flatMap(perAgent),
+  ];
+}
+
+export function summarize(iperfRuns: readonly IperfRun[], latencyRuns: readonly LatencyRun[], samples: ReadonlyMap<string, readonly number[]>): Summary {
+  const throughput = throughputOf(iperfRuns);
+  const latency = Object.fromEntries(VARIANTS.map((v) => [v, latencyOf(samples, v)])) as Summary['latency'];
+  const cost = Object.fromEntries(VARIANTS.map((v) => [v, { ambit: costOf(latencyRuns, v, 'ambit'), haproxy: costOf(latencyRuns, v, 'haproxy') }])) as Summary['cost'];
+  return { throughput, latency, cost, checks: checksOf(throughput, latency.persistent, cost.persistent) };
+}
