@@ -10,7 +10,7 @@ import { ZC_USAGE, zcCommand } from './zc.js';
 const USAGE = `Usage: ambit <command> [options]
 
 Commands:
-  run     run the node agent (local mode: Kubernetes/Istio YAML files)
+  run     run the node agent (from Kubernetes/Istio YAML files, or the Kubernetes API: --source kubernetes)
   lab     a local mesh on network namespaces: up, down, status, exec, logs
   zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies
   uninstall  remove every eBPF program, pin and rule Ambit left on this node

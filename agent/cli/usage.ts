@@ -23,3 +23,9 @@ export function parseDuration(flag: string, value: string): number {
   if (ms === undefined || ms <= 0) throw new UsageError(`${flag} ${JSON.stringify(value)}: expected a positive duration such as 500ms, 30s, 24h`);
   return ms;
 }
+
+/** A flag that takes one of a few words. */
+export function parseChoice<const T extends string>(flag: string, value: string, choices: readonly T[]): T {
+  if (!(choices as readonly string[]).includes(value)) throw new UsageError(`${flag} ${JSON.stringify(value)}: expected ${choices.join(' or ')}`);
+  return value as T;
+}

@@ -1,0 +1,92 @@
+// `ambit run --source local|kubernetes`: the flags, and a real agent process fed by the fake API server
+// over loopback (no capture, so no root): ready once synced, /config_dump follows the API server.
+
+import assert from 'node:assert/strict';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { ConfigDump } from '../../agent/admin/config-dump.js';
+import { parseRunArgs } from '../../agent/cli/run.js';
+import { UsageError } from '../../agent/cli/usage.js';
+import { FakeApiServer } from '../fixtures/kube-apiserver/server.js';
+
+const MAIN = fileURLToPath(new URL('../../agent/cli/main.ts', import.meta.url));
+const common = ['--node', 'n1', '--capture', 'none'];
+
+test('--source defaults to local and needs --config; kubernetes takes --kubeconfig and refuses files', () => {
+  assert.deepEqual(parseRunArgs([...common, '--config', 'mesh/']).config.source, { kind: 'local', paths: ['mesh/'] });
+  assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes']).config.source, { kind: 'kubernetes' });
+  assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes', '--kubeconfig', '/k']).config.source, { kind: 'kubernetes', kubeconfig: '/k' });
+  const refused = (args: string[], message: RegExp) => assert.throws(() => parseRunArgs(args), (err: Error) => err instanceof UsageError && message.test(err.message));
+  refused([...common], /no configuration given; pass --config .* or --source kubernetes/);
+  refused([...common, '--source', 'xds'], /--source "xds": expected local or kubernetes/);
+  refused([...common, '--source', 'kubernetes', 'mesh/'], /reads the API server, not files; drop mesh\//);
+  refused([...common, '--config', 'mesh/', '--kubeconfig', '/k'], /--kubeconfig is for --source kubernetes/);
+  assert.equal(parseRunArgs(['--source', 'kubernetes', '--capture', 'none'], { NODE_NAME: 'from-env' }).config.node, 'from-env');
+});
+
+test('ambit run --source kubernetes: ready after the first sync, follows changes, keeps serving while the API server is down', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ambit-run-kube-'));
+  const server = new FakeApiServer();
+  await server.start();
+  server.apply({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1' }, status: { addresses: [{ type: 'InternalIP', address: '172.31.79.1' }] } });
+  server.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
+  const pod = (name: string, ip: string) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'shop', labels: { app: 'web' } },
+    spec: { nodeName: 'n1', containers: [{ name: 'c', ports: [{ containerPort: 8080 }] }] },
+    status: { phase: 'Running', podIP: ip },
+  });
+  server.apply(pod('a', '10.246.0.1'));
+  const kubeconfig = join(dir, 'kubeconfig');
+  await writeFile(
+    kubeconfig,
+    `apiVersion: v1\nkind: Config\nclusters: [{name: fake, cluster: {server: "${server.url}", insecure-skip-tls-verify: true}}]\n` +
+      `users: [{name: u, user: {}}]\ncontexts: [{name: fake, context: {cluster: fake, user: u}}]\ncurrent-context: fake\n`,
+  );
+  const args = ['--import', 'tsx', MAIN, 'run', '--source', 'kubernetes', '--kubeconfig', kubeconfig, ...common, '--state-dir', join(dir, 'state')];
+  const agent: ChildProcessWithoutNullStreams = spawn(process.execPath, [...args, '--readiness-address', '127.0.0.1:0', '--admin-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0']);
+  let logs = '';
+  const ports: Record<string, number> = {};
+  agent.stdout.on('data', (d: Buffer) => {
+    logs += d.toString();
+    for (const m of d.toString().matchAll(/"msg":"(readiness|admin) server listening on 127\.0\.0\.1:(\d+)"/g)) ports[m[1]!] = Number(m[2]);
+  });
+  agent.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+  const until = async <T>(what: string, check: () => Promise<T | undefined>, ms = 20_000): Promise<T> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const value = await check().catch(() => undefined);
+      if (value !== undefined) return value;
+      if (Date.now() > deadline || agent.exitCode !== null) assert.fail(`waiting for ${what}; agent log:\n${logs}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const workloads = async () => {
+    const res = await fetch(`http://127.0.0.1:${ports['admin']}/config_dump`);
+    return ((await res.json()) as ConfigDump).workloads.map((w) => `${w.name}:${w.workloadIps.join(',')}`).sort();
+  };
+  try {
+    // Generous: tsx compiles the whole agent on start, which takes seconds on a busy machine.
+    await until('ready', async () => (ports['readiness'] && (await fetch(`http://127.0.0.1:${ports['readiness']}/healthz/ready`)).status === 200 ? true : undefined), 120_000);
+    assert.deepEqual(await workloads(), ['a:10.246.0.1']);
+    server.apply(pod('b', '10.246.0.2'));
+    await until('pod b', async () => ((await workloads()).length === 2 ? true : undefined));
+    await server.stop();
+    await until('the outage logged', async () => (/Kubernetes API server: .*serving configuration version/.test(logs) ? true : undefined));
+    assert.deepEqual(await workloads(), ['a:10.246.0.1', 'b:10.246.0.2'], 'the last good state still served');
+    assert.equal((await fetch(`http://127.0.0.1:${ports['readiness']}/healthz/ready`)).status, 200, 'still ready: the data path works from the last good state');
+    server.delete('Pod', 'shop', 'a');
+    await server.start();
+    await until('pod a gone after recovery', async () => ((await workloads()).join() === 'b:10.246.0.2' ? true : undefined));
+  } finally {
+    agent.kill('SIGTERM');
+    await new Promise((r) => agent.once('exit', r));
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
