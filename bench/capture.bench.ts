@@ -10,9 +10,11 @@ import { agentPids, bringUpLab, labDown, preflight, ROOT, verifyCapture } from '
 import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, verifyHaproxyMtls } from './capture/haproxy.js';
 import { type IperfRun, iperf, latency, type LatencyRun, serverReady } from './capture/load-runs.js';
 import { IPERF_SECONDS, MODES, NODES, orderOf, PER_CONNECTION, PERSISTENT, ROUNDS, TARGETS, VARIANTS } from './capture/plan.js';
-import { CLK_TCK, type Pids } from './capture/process-usage.js';
+import { backgroundBusyPercent, CLK_TCK, type Pids } from './capture/process-usage.js';
 import { printReport } from './capture/report.js';
 import { summarize } from './capture/summary.js';
+
+const BACKGROUND_SAMPLE_MS = 2_000;
 
 /** ip and haproxy live in sbin, which a non-login root shell may not have on its PATH. */
 process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
@@ -56,6 +58,7 @@ async function main(): Promise<void> {
     }
     const pids = allPids();
     const haproxyTunnel = await verifyHaproxyMtls();
+    const background = await backgroundBusyPercent(BACKGROUND_SAMPLE_MS);
 
     const iperfRuns: IperfRun[] = [];
     const latencyRuns: LatencyRun[] = [];
@@ -77,11 +80,11 @@ async function main(): Promise<void> {
     const capture = { ...(await verifyCapture()), haproxyTunnel };
 
     const summary = summarize(iperfRuns, latencyRuns, samples);
-    printReport(iperfRuns, latencyRuns, summary);
+    printReport(iperfRuns, latencyRuns, summary, background);
     const dir = join(ROOT, 'bench/results');
     mkdirSync(dir, { recursive: true });
     const latest = join(dir, 'latest.json');
-    const machine = { cpus: cpus().length, kernel: release(), node: process.version, clockTicks: CLK_TCK };
+    const machine = { cpus: cpus().length, kernel: release(), node: process.version, clockTicks: CLK_TCK, backgroundBusyPercent: background };
     const settings = { rounds: ROUNDS, iperfSeconds: IPERF_SECONDS, persistent: PERSISTENT, perConnection: PER_CONNECTION, targets: TARGETS };
     writeFileSync(latest, `${JSON.stringify({ startedAt, machine, settings, capture, summary, iperfRuns, latencyRuns }, null, 2)}\n`);
     copyFileSync(latest, join(dir, `capture-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`));

@@ -63,6 +63,14 @@ function hostCpu(): { busy: number; total: number } {
   return { busy: total - (n[3] ?? 0) - (n[4] ?? 0), total };
 }
 
+/** The machine's busy share over a quiet interval: the load others put on it, which every number here shares. */
+export async function backgroundBusyPercent(ms: number): Promise<number> {
+  const before = hostCpu();
+  await new Promise((r) => setTimeout(r, ms));
+  const after = hostCpu();
+  return (100 * (after.busy - before.busy)) / (after.total - before.total);
+}
+
 const entries = (pids: Pids): [ProcessKey, number][] => Object.entries(pids) as [ProcessKey, number][];
 
 export async function measured<T>(pids: Pids, work: () => Promise<T>): Promise<{ result: T; usage: Usage }> {

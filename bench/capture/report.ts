@@ -41,7 +41,7 @@ function printLatencyRounds(latencyRuns: readonly LatencyRun[]): void {
     out(`Latency, 1 KB request/response at ${rate}/s for ${seconds} s over ${what}, in ms; proxy CPU seconds and RSS peak (MiB) during the run`);
     out(
       table([
-        ['path', 'round', 'done', 'err+skip+timeout', 'rate/s', 'p50', 'p90', 'p99', 'max', ...NODES.map((n) => `proxy ${n} cpu s / rss`)],
+        ['path', 'round', 'done', 'err+skip+timeout', 'rate/s', 'p50', 'p90', 'p99', 'max', ...NODES.map((n) => `proxy ${n} cpu s / rss`), 'host busy%'],
         ...latencyRuns
           .filter((r) => r.variant === variant)
           .map((r) => [
@@ -55,6 +55,7 @@ function printLatencyRounds(latencyRuns: readonly LatencyRun[]): void {
             fmt(r.latencyMs.p99, 3),
             fmt(r.latencyMs.max, 3),
             ...processesOf(proxyOf(r.mode)).map((k) => `${fmt(r.usage.processes[k]!.cpuSeconds)} / ${mib(r.usage.processes[k]!.rssPeakKiB)}`),
+            fmt(r.usage.hostBusyPercent, 0),
           ]),
       ]),
     );
@@ -105,8 +106,14 @@ function printPerConnection(s: Summary): void {
   out();
 }
 
-export function printReport(iperfRuns: readonly IperfRun[], latencyRuns: readonly LatencyRun[], s: Summary): void {
-  out(`\nCross-node data path, ${ROUNDS} interleaved rounds: direct (not enrolled), Ambit (captured, through both agents), HAProxy (mTLS TCP tunnel between the nodes)\n`);
+/** Above this background load the latencies mostly measure other people's work: say so. */
+const BUSY_WARNING_PERCENT = 20;
+
+export function printReport(iperfRuns: readonly IperfRun[], latencyRuns: readonly LatencyRun[], s: Summary, backgroundBusyPercent: number): void {
+  out(`\nCross-node data path, ${ROUNDS} interleaved rounds: direct (not enrolled), Ambit (captured, through both agents), HAProxy (mTLS TCP tunnel between the nodes)`);
+  out(`Machine busy before the rounds, with nothing of the bench's running: ${fmt(backgroundBusyPercent, 0)}% of ${cpus().length} cpus`);
+  if (backgroundBusyPercent > BUSY_WARNING_PERCENT) out(`WARNING: the machine was busy with other work; latencies and throughput below are dominated by it, compare ratios only and rerun when quiet`);
+  out();
   printThroughputRounds(iperfRuns);
   printLatencyRounds(latencyRuns);
   printHeadline(s);
