@@ -168,7 +168,7 @@ export class NodeAgent {
 
     const certificates = await this.#startIdentity(snapshot);
     const { node } = config;
-    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }));
+    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }), { store });
     const live = new LiveConnections(store, log);
     this.#closers.push(live);
     const connectAsClient = async (sourceIp: string, destination: Address): Promise<Socket | string> => {

@@ -3,8 +3,10 @@
 
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import type { MeshService, Workload } from '../state/model.js';
+import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from './log.js';
 import type { MeshMetrics, TcpLabels } from './metrics.js';
+import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 
 /** Why a connection ended badly, as ztunnel's `response_flags`. */
 export type ResponseFlag = '-' | 'DENY' | 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | 'IDENTITY_ERROR' | 'NO_ROUTE';
@@ -25,31 +27,60 @@ export interface ConnectionOutcome {
 
 const UNKNOWN = 'unknown';
 
+/** The cluster id Istio uses when none is configured (istiod's CLUSTER_ID default). */
+export const DEFAULT_CLUSTER_ID = 'Kubernetes';
 
-export function tcpLabels(c: ConnectionDescription, flag: ResponseFlag): TcpLabels {
-  const { src, dst } = c;
+/** The labels a workload contributes to one side (source_ or destination_) of a TCP series. */
+interface PeerLabels {
+  readonly workload: string;
+  readonly canonicalService: string;
+  readonly canonicalRevision: string;
+  readonly namespace: string;
+  readonly app: string;
+  readonly version: string;
+  readonly cluster: string;
+}
+
+// As ztunnel (src/proxy/metrics.rs): app and canonical_service are the canonical name, version the
+// canonical revision, cluster the workload's cluster id; what is not known is "unknown".
+function peerLabels(w: Workload | undefined, clusterId: string): PeerLabels {
+  if (!w) return { workload: UNKNOWN, canonicalService: UNKNOWN, canonicalRevision: UNKNOWN, namespace: UNKNOWN, app: UNKNOWN, version: UNKNOWN, cluster: UNKNOWN };
+  const name = canonicalName(w);
+  const revision = canonicalRevision(w);
+  return { workload: w.labels['app'] ?? w.name, canonicalService: name, canonicalRevision: revision, namespace: w.namespace, app: name, version: revision, cluster: clusterId };
+}
+
+/** What of a workload its series carry: when this changes (or the workload goes), its old series are stale. */
+function workloadSignature(w: Workload, clusterId: string): string {
+  const p = peerLabels(w, clusterId);
+  return [w.uid, p.workload, p.canonicalService, p.canonicalRevision, p.namespace].join('\0');
+}
+
+export function tcpLabels(c: ConnectionDescription, flag: ResponseFlag, clusterId = DEFAULT_CLUSTER_ID): TcpLabels {
+  const src = peerLabels(c.src.workload, clusterId);
+  const dst = peerLabels(c.dst.workload, clusterId);
   return {
     reporter: c.direction === 'outbound' ? 'source' : 'destination',
-    source_workload: src.workload?.labels['app'] ?? src.workload?.name ?? UNKNOWN,
-    source_canonical_service: src.workload ? canonicalName(src.workload) : UNKNOWN,
-    source_canonical_revision: src.workload ? canonicalRevision(src.workload) : UNKNOWN,
-    source_workload_namespace: src.workload?.namespace ?? UNKNOWN,
+    source_workload: src.workload,
+    source_canonical_service: src.canonicalService,
+    source_canonical_revision: src.canonicalRevision,
+    source_workload_namespace: src.namespace,
     // Only what the peer proved with its certificate counts as a principal.
-    source_principal: src.identity ?? UNKNOWN,
-    source_app: src.workload?.labels['app'] ?? UNKNOWN,
-    source_version: src.workload?.labels['version'] ?? UNKNOWN,
-    source_cluster: src.workload ? 'Kubernetes' : UNKNOWN,
-    destination_service: dst.service?.hostname ?? UNKNOWN,
-    destination_service_namespace: dst.service?.namespace ?? UNKNOWN,
-    destination_service_name: dst.service?.name ?? UNKNOWN,
-    destination_workload: dst.workload?.labels['app'] ?? dst.workload?.name ?? UNKNOWN,
-    destination_canonical_service: dst.workload ? canonicalName(dst.workload) : UNKNOWN,
-    destination_canonical_revision: dst.workload ? canonicalRevision(dst.workload) : UNKNOWN,
-    destination_workload_namespace: dst.workload?.namespace ?? UNKNOWN,
-    destination_principal: dst.identity ?? UNKNOWN,
-    destination_app: dst.workload?.labels['app'] ?? UNKNOWN,
-    destination_version: dst.workload?.labels['version'] ?? UNKNOWN,
-    destination_cluster: dst.workload ? 'Kubernetes' : UNKNOWN,
+    source_principal: c.src.identity ?? UNKNOWN,
+    source_app: src.app,
+    source_version: src.version,
+    source_cluster: src.cluster,
+    destination_service: c.dst.service?.hostname ?? UNKNOWN,
+    destination_service_namespace: c.dst.service?.namespace ?? UNKNOWN,
+    destination_service_name: c.dst.service?.name ?? UNKNOWN,
+    destination_workload: dst.workload,
+    destination_canonical_service: dst.canonicalService,
+    destination_canonical_revision: dst.canonicalRevision,
+    destination_workload_namespace: dst.namespace,
+    destination_principal: c.dst.identity ?? UNKNOWN,
+    destination_app: dst.app,
+    destination_version: dst.version,
+    destination_cluster: dst.cluster,
     request_protocol: 'tcp',
     response_flags: flag,
     connection_security_policy: c.securityPolicy,
@@ -73,19 +104,36 @@ function logFields(c: ConnectionDescription): Record<string, string | undefined>
   };
 }
 
+export interface ConnectionTelemetryOptions {
+  /** When given, the series of a workload that leaves the store (or changes its labels) are removed. */
+  readonly store?: WorkloadStore;
+  /** The `*_cluster` label of known workloads. Default "Kubernetes", as Istio. */
+  readonly clusterId?: string;
+}
+
 export class ConnectionTelemetry {
+  readonly #clusterId: string;
+  readonly #series: WorkloadSeries;
+  readonly #unsubscribe: () => void;
+
   constructor(
     private readonly metrics: MeshMetrics,
     private readonly accessLog: Logger,
-  ) {}
+    options: ConnectionTelemetryOptions = {},
+  ) {
+    this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
+    this.#series = new WorkloadSeries((labels) => metrics.removeTcpSeries(labels));
+    this.#unsubscribe = options.store?.subscribe((next) => void this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId))) ?? (() => {});
+  }
 
   /** Counts a connection as opened; call `closed` on the result when its relay ends. */
   opened(c: ConnectionDescription): { closed: (result: ConnectionOutcome) => void } {
     const started = Date.now();
-    const labels = tcpLabels(c, '-');
+    const labels = tcpLabels(c, '-', this.#clusterId);
     const reporter = labels.reporter;
     this.metrics.tcpOpened.inc(labels);
     this.metrics.socketsOpen.inc({ reporter });
+    const release = this.#series.record(labels, this.#owners(c), true);
     this.accessLog.debug(logFields(c), 'connection opened');
     return {
       closed: (result) => {
@@ -93,6 +141,7 @@ export class ConnectionTelemetry {
         this.metrics.tcpClosed.inc(labels);
         this.metrics.tcpReceivedBytes.inc(labels, result.bytesSent);
         this.metrics.tcpSentBytes.inc(labels, result.bytesReceived);
+        release();
         const fields = { ...logFields(c), bytes_sent: result.bytesSent, bytes_recv: result.bytesReceived, duration: `${Date.now() - started}ms` };
         if (result.error) this.accessLog.error({ ...fields, error: `${result.error.side}: ${result.error.message}` }, 'connection complete');
         else this.accessLog.info(fields, 'connection complete');
@@ -102,7 +151,20 @@ export class ConnectionTelemetry {
 
   /** A connection that never got as far as a relay: counted, and logged with why. */
   failed(c: ConnectionDescription, flag: ResponseFlag, error: string): void {
-    this.metrics.tcpFailed.inc(tcpLabels(c, flag));
+    const labels = tcpLabels(c, flag, this.#clusterId);
+    this.metrics.tcpFailed.inc(labels);
+    this.#series.record(labels, this.#owners(c), false);
     this.accessLog.warn({ ...logFields(c), error, response_flags: flag }, 'connection failed');
+  }
+
+  /** Stops following the store. */
+  close(): void {
+    this.#unsubscribe();
+  }
+
+  #owners(c: ConnectionDescription): SeriesOwner[] {
+    return [c.src.workload, c.dst.workload]
+      .filter((w): w is Workload => w !== undefined)
+      .map((w) => ({ key: w.key, signature: workloadSignature(w, this.#clusterId) }));
   }
 }

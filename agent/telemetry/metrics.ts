@@ -56,6 +56,11 @@ export class MeshMetrics {
     collectDefaultMetrics({ register: this.registry });
   }
 
+  /** Drops one label set from every TCP counter (the series of a workload that left the mesh). */
+  removeTcpSeries(labels: TcpLabels): void {
+    for (const counter of [this.tcpOpened, this.tcpClosed, this.tcpFailed, this.tcpSentBytes, this.tcpReceivedBytes]) counter.remove(labels);
+  }
+
   /** Exports the eBPF programs' per-reason decision counters, read from the kernel at each scrape. */
   registerRedirectDecisions(read: () => Readonly<Record<string, number>> | undefined): void {
     new Counter({
