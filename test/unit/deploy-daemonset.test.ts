@@ -1,0 +1,160 @@
+// deploy/daemonset: the DaemonSet's command line is one `ambit run` accepts (checked with the agent's
+// own parser), the ClusterRole grants exactly what the Kubernetes source lists and watches, and every
+// manifest holds together (structure, references between objects, the kustomization).
+
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
+import { parseRunArgs } from '../../agent/cli/run.js';
+import { WATCHED_RESOURCES } from '../../agent/sources/kubernetes/resources.js';
+
+const DIR = fileURLToPath(new URL('../../deploy/daemonset', import.meta.url));
+
+interface Manifest {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  [key: string]: unknown;
+}
+
+const manifests: Manifest[] = readdirSync(DIR)
+  .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
+  .flatMap((f) => parseAllDocuments(readFileSync(join(DIR, f), 'utf8')).map((d) => d.toJSON() as Manifest));
+const find = (kind: string, name?: string): Manifest => {
+  const found = manifests.find((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
+  assert.ok(found, `deploy/daemonset has a ${kind}${name ? ` ${name}` : ''}`);
+  return found;
+};
+
+// The shapes read below; a manifest that does not have them fails the assertions on them.
+interface Container {
+  name: string;
+  image: string;
+  command: string[];
+  args: string[];
+  env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
+  envFrom?: { configMapRef?: { name: string } }[];
+  ports: { containerPort: number }[];
+  readinessProbe: { httpGet: { path: string; port: number } };
+  resources: { requests: Record<string, string> };
+  securityContext: { privileged?: boolean; capabilities: { add: string[]; drop: string[] } };
+  volumeMounts: { name: string; mountPath: string }[];
+}
+interface PodSpec {
+  serviceAccountName: string;
+  hostNetwork: boolean;
+  priorityClassName: string;
+  containers: Container[];
+  volumes: { name: string; hostPath?: { path: string }; secret?: { secretName: string } }[];
+}
+const daemonSet = find('DaemonSet', 'ambit') as Manifest & {
+  spec: { selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: PodSpec } };
+};
+const pod = daemonSet.spec.template.spec;
+const agent = pod.containers[0]!;
+const config = find('ConfigMap', 'ambit-config') as Manifest & { data: Record<string, string> };
+
+/** The args as the kubelet runs them: $(VAR) from the container's env and envFrom ConfigMap. */
+function expandedArgs(nodeName: string): string[] {
+  const env: Record<string, string> = { ...config.data, NODE_NAME: nodeName };
+  return agent.args.map((a) =>
+    a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_m, name: string) => {
+      assert.ok(name in env, `$(${name}) in the DaemonSet args is defined by its env or ConfigMap`);
+      return env[name]!;
+    }),
+  );
+}
+
+test('the DaemonSet runs `ambit run` with flags its own parser accepts: kubernetes source, eBPF capture, Istio ports', () => {
+  assert.deepEqual(agent.command, ['node', '/opt/ambit/dist/agent/cli/main.js']);
+  assert.equal(agent.args[0], 'run');
+  const { config: parsed, logLevel } = parseRunArgs(expandedArgs('node-7').slice(1), {});
+  assert.equal(logLevel, 'info');
+  assert.equal(parsed.node, 'node-7');
+  assert.deepEqual(parsed.source, { kind: 'kubernetes' });
+  assert.equal(parsed.capture.mode, 'ebpf');
+  assert.equal(parsed.capture.mode === 'ebpf' && parsed.capture.podCgroupTemplate.includes('{uid}'), true);
+  assert.deepEqual(parsed.readiness, { host: '0.0.0.0', port: 15021 });
+  assert.deepEqual(parsed.metrics, { host: '0.0.0.0', port: 15020 });
+  assert.deepEqual(parsed.admin, { host: '127.0.0.1', port: 15000 }, 'admin stays on loopback even with hostNetwork');
+  // NODE_NAME comes from the downward API; the kubelet sets KUBERNETES_SERVICE_HOST for in-cluster config.
+  assert.equal(agent.env?.find((e) => e.name === 'NODE_NAME')?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName');
+  assert.equal(agent.envFrom?.[0]?.configMapRef?.name, 'ambit-config');
+  // The probe and the scrape annotations point where the agent listens.
+  assert.deepEqual(agent.readinessProbe.httpGet, { path: '/healthz/ready', port: parsed.readiness.port });
+  const annotations = daemonSet.spec.template.metadata.annotations;
+  assert.equal(annotations['prometheus.io/scrape'], 'true');
+  assert.equal(Number(annotations['prometheus.io/port']), parsed.metrics.port);
+  assert.equal(annotations['prometheus.io/path'], '/stats/prometheus');
+});
+
+test('the DaemonSet: host network, capabilities rather than privileged, the mounts capture needs, node-critical', () => {
+  assert.equal(pod.hostNetwork, true);
+  assert.equal(pod.priorityClassName, 'system-node-critical');
+  assert.equal(agent.securityContext.privileged, false);
+  assert.deepEqual(agent.securityContext.capabilities.drop, ['ALL']);
+  assert.deepEqual([...agent.securityContext.capabilities.add].sort(), ['BPF', 'NET_ADMIN', 'NET_RAW', 'PERFMON', 'SYS_ADMIN']);
+  const hostPaths = Object.fromEntries(pod.volumes.filter((v) => v.hostPath).map((v) => [v.name, v.hostPath!.path]));
+  const mounts = Object.fromEntries(agent.volumeMounts.map((m) => [m.name, m.mountPath]));
+  for (const m of agent.volumeMounts) assert.ok(pod.volumes.some((v) => v.name === m.name), `volume ${m.name} exists`);
+  assert.equal(hostPaths[Object.keys(mounts).find((n) => mounts[n] === '/sys/fs/bpf')!], '/sys/fs/bpf');
+  const cgroupMount = Object.keys(mounts).find((n) => hostPaths[n] === '/sys/fs/cgroup')!;
+  const template = config.data['POD_CGROUP']!;
+  assert.ok(template.startsWith(`${mounts[cgroupMount]}/`), 'the pod cgroup template lives under the mounted host cgroup root');
+  assert.ok(agent.resources.requests['cpu'] && agent.resources.requests['memory']);
+  assert.deepEqual(daemonSet.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'ambit' });
+  for (const [k, v] of Object.entries(daemonSet.spec.selector.matchLabels)) assert.equal(daemonSet.spec.template.metadata.labels[k], v);
+  assert.equal(pod.serviceAccountName, find('ServiceAccount').metadata.name);
+  assert.equal(pod.volumes.find((v) => v.secret)?.secret?.secretName, 'cacerts');
+});
+
+test('the ClusterRole grants list and watch on exactly what the Kubernetes source reads, and nothing else', () => {
+  const role = find('ClusterRole', 'ambit-node-agent') as Manifest & { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] };
+  const granted = role.rules.flatMap((r) => {
+    assert.deepEqual(r.verbs, ['list', 'watch']);
+    return r.apiGroups.flatMap((g) => r.resources.map((res) => `${g}/${res}`));
+  });
+  assert.deepEqual(granted.sort(), WATCHED_RESOURCES.map((r) => `${r.group}/${r.plural}`).sort());
+  const binding = find('ClusterRoleBinding') as Manifest & { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] };
+  assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
+  const sa = find('ServiceAccount');
+  assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+});
+
+test('every manifest has a known apiVersion/kind, a name and the right scope; the kustomization lists every file', () => {
+  const known: Record<string, { apiVersion: string; namespaced: boolean }> = {
+    Namespace: { apiVersion: 'v1', namespaced: false },
+    ServiceAccount: { apiVersion: 'v1', namespaced: true },
+    ConfigMap: { apiVersion: 'v1', namespaced: true },
+    ClusterRole: { apiVersion: 'rbac.authorization.k8s.io/v1', namespaced: false },
+    ClusterRoleBinding: { apiVersion: 'rbac.authorization.k8s.io/v1', namespaced: false },
+    DaemonSet: { apiVersion: 'apps/v1', namespaced: true },
+  };
+  const namespace = find('Namespace').metadata.name;
+  for (const m of manifests) {
+    const rule = known[m.kind];
+    assert.ok(rule, `${m.kind} is a kind this folder is meant to hold`);
+    assert.equal(m.apiVersion, rule.apiVersion, `${m.kind} ${m.metadata.name}`);
+    assert.match(m.metadata.name, /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);
+    assert.equal(m.metadata.namespace, rule.namespaced ? namespace : undefined, `${m.kind} ${m.metadata.name} namespace`);
+  }
+  const kustomization = parseAllDocuments(readFileSync(join(DIR, 'kustomization.yaml'), 'utf8'))[0]!.toJSON() as { namespace: string; resources: string[] };
+  assert.equal(kustomization.namespace, namespace);
+  const files = readdirSync(DIR).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
+  assert.deepEqual([...kustomization.resources].sort(), files.sort());
+});
+
+test('kubectl kustomize renders the folder (when kubectl is installed)', (t) => {
+  if (spawnSync('kubectl', ['version', '--client'], { stdio: 'ignore' }).status !== 0) {
+    t.skip('kubectl is not installed');
+    return;
+  }
+  const rendered = execFileSync('kubectl', ['kustomize', DIR], { encoding: 'utf8', timeout: 60_000 });
+  const kinds = parseAllDocuments(rendered).map((d) => (d.toJSON() as Manifest).kind).sort();
+  assert.deepEqual(kinds, manifests.map((m) => m.kind).sort());
+  assert.match(rendered, /image: ambit\/agent:0\.1\.0/);
+});
