@@ -113,29 +113,37 @@ export function haproxyPids(): Record<NodeName, number> {
 export interface TunnelCheck {
   readonly protocol: string;
   readonly cipher: string;
-  readonly refusedWithoutClientCert: boolean;
+  /** Whether node-b's HAProxy also sent TLS 1.3's "certificate required" alert (seen only if it arrives in time). */
+  readonly certificateRequiredAlert: boolean;
 }
 
+const PROBE = 'ambit-bench-probe';
+/** s_client keeps reading after stdin ends (-ign_eof), so a tunnel that works is cut by this. */
+const PROBE_SECONDS = 5;
+
 /**
- * That the baseline really is mutual TLS 1.3: from node-a, openssl with the client certificate gets a
- * verified TLS 1.3 session to node-b's HAProxy, and without it is refused (alert "certificate required").
+ * That the baseline really is mutual TLS 1.3 end to end: from node-a, openssl with the client
+ * certificate gets a verified TLS 1.3 session to node-b's HAProxy and its line echoed back by the
+ * server pod; without the certificate nothing comes back.
  */
 export async function verifyHaproxyMtls(): Promise<TunnelCheck> {
-  const attempt = (withCert: boolean) => {
+  const attempt = async (withCert: boolean): Promise<{ text: string; echoed: boolean }> => {
     const cert = withCert ? `-cert ${dir!}/client.pem` : '';
-    // A line on stdin makes s_client send data, so it reads the server's answer: the echo, or the alert.
-    const cmd = `echo ping | ip netns exec ${nodeNetns('node-a')} openssl s_client -brief -connect ${NODE_IP['node-b']}:${HAPROXY_PORTS.echo.tls} -CAfile ${dir!}/ca.pem -verify_return_error ${cert}`;
-    return run('sh', ['-c', cmd], 15_000);
+    const cmd =
+      `echo ${PROBE} | timeout ${PROBE_SECONDS} ip netns exec ${nodeNetns('node-a')} openssl s_client -brief -ign_eof ` +
+      `-connect ${NODE_IP['node-b']}:${HAPROXY_PORTS.echo.tls} -CAfile ${dir!}/ca.pem -verify_return_error ${cert}`;
+    const r = await run('sh', ['-c', cmd], (PROBE_SECONDS + 5) * 1000);
+    return { text: r.stdout + r.stderr, echoed: r.stdout.split('\n').includes(PROBE) };
   };
   const ok = await attempt(true);
-  const out = ok.stdout + ok.stderr;
-  const protocol = /Protocol version: (\S+)/.exec(out)?.[1] ?? '';
-  const cipher = /Ciphersuite: (\S+)/.exec(out)?.[1] ?? '';
-  if (ok.code !== 0 || protocol !== 'TLSv1.3' || !/Verification: OK/.test(out)) throw new Error(`the HAProxy tunnel is not TLS 1.3 with a verified server:\n${out}`);
+  const protocol = /Protocol version: (\S+)/.exec(ok.text)?.[1] ?? '';
+  const cipher = /Ciphersuite: (\S+)/.exec(ok.text)?.[1] ?? '';
+  if (protocol !== 'TLSv1.3' || !/Verification: OK/.test(ok.text) || !ok.echoed) {
+    throw new Error(`the HAProxy tunnel did not carry a line over verified TLS 1.3:\n${ok.text}`);
+  }
   const refused = await attempt(false);
-  const refusedWithoutClientCert = refused.code !== 0 && /certificate required/.test(refused.stdout + refused.stderr);
-  if (!refusedWithoutClientCert) throw new Error(`node-b's HAProxy accepted a client without a certificate:\n${refused.stdout}${refused.stderr}`);
-  return { protocol, cipher, refusedWithoutClientCert };
+  if (refused.echoed) throw new Error(`node-b's HAProxy tunnelled for a client without a certificate:\n${refused.text}`);
+  return { protocol, cipher, certificateRequiredAlert: /certificate required/.test(refused.text) };
 }
 
 /** What the HAProxies printed, for a failure message. */
