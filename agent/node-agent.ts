@@ -105,7 +105,15 @@ export class NodeAgent {
     const { config, log, store } = this;
     const readiness = new ReadinessServer(() => (this.#ready ? undefined : store.current ? 'capture not set up yet' : 'configuration not loaded yet'));
     await this.#serve('readiness', readiness, config.readiness);
-    await this.#serve('admin', new AdminServer({ store, node: config.node, log, quit: () => this.quit('POST /quitquitquit') }), config.admin);
+    const admin = new AdminServer({
+      store,
+      node: config.node,
+      log,
+      quit: () => this.quit('POST /quitquitquit'),
+      certificates: () => this.certificates?.status() ?? [],
+      connections: () => this.connections?.list() ?? [],
+    });
+    await this.#serve('admin', admin, config.admin);
     await this.#serve('metrics', new MetricsServer(this.metrics.registry), config.metrics);
 
     const choice = config.source ?? { kind: 'local', paths: config.paths };

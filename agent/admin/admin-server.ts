@@ -4,8 +4,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { closeHttp, listenHttp } from './listen.js';
+import type { CertificateStatus } from '../identity/certificate-manager.js';
 import type { WorkloadStore } from '../state/store.js';
 import { type Logger, isLogLevel } from '../telemetry/log.js';
+import type { LiveConnection } from '../tunnel/live-connections.js';
 import { buildConfigDump } from './config-dump.js';
 
 export interface AdminServerOptions {
@@ -14,6 +16,13 @@ export interface AdminServerOptions {
   readonly log: Logger;
   /** Called by POST /quitquitquit; the agent shuts down as on SIGTERM. */
   readonly quit: () => void;
+  /**
+   * The certificates this node holds and the connections it relays, asked at each /config_dump: the
+   * data path starts after this server and may not run at all (--capture none), so these are read
+   * late, and an empty list is a valid answer.
+   */
+  readonly certificates?: () => readonly CertificateStatus[];
+  readonly connections?: () => readonly LiveConnection[];
 }
 
 const INDEX = 'ambit admin: GET /config_dump, GET|POST /logging[?level=debug], POST /quitquitquit\n';
@@ -44,7 +53,16 @@ export class AdminServer {
       case '/config_dump': {
         const snapshot = this.options.store.current;
         if (!snapshot) return text(503, 'no configuration loaded yet\n');
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(buildConfigDump(snapshot, this.options.node), null, 2));
+        let body: string;
+        try {
+          const runtime = { certificates: this.options.certificates?.() ?? [], connections: this.options.connections?.() ?? [] };
+          body = JSON.stringify(buildConfigDump(snapshot, this.options.node, runtime), null, 2);
+        } catch (err) {
+          // A dump that cannot be built is a bug to report, never a reason to take the agent down.
+          this.options.log.error({ err }, 'building /config_dump failed');
+          return text(500, `building the config dump failed: ${(err as Error).message}\n`);
+        }
+        res.writeHead(200, { 'content-type': 'application/json' }).end(body);
         return;
       }
       case '/logging': {
