@@ -1,0 +1,465 @@
+// The xDS source against a delta ADS server speaking real gRPC, TLS and Istio protobufs on loopback
+// (test/fixtures/istiod/xds-server.ts): the request ztunnel sends, the initial sync, updates and
+// removals with an ACK each, a malformed resource NACKed with its reason while the rest applies,
+// nothing published before both types synced, reconnection with initial_resource_versions and
+// backoff, and the same snapshot and policy decisions as the equivalent local YAML.
+
+import assert from 'node:assert/strict';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type MessageInitShape, create, toBinary } from '@bufbuild/protobuf';
+import { pino } from 'pino';
+import { type AuthorizationDecision, authorizeConnection } from '../../agent/policy/authorization.js';
+import { ResourceSchema } from '../../agent/proto/envoy/service/discovery/v3/discovery_pb.js';
+import { type AuthorizationSchema as AuthorizationSchemaType, Action, AuthorizationSchema, Scope } from '../../agent/proto/istio/security/authorization_pb.js';
+import { AddressSchema, AppProtocol, type ServiceSchema, TunnelProtocol, WorkloadStatus, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
+import { LocalFileSource } from '../../agent/sources/local-files.js';
+import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, XdsSource, type XdsSourceOptions } from '../../agent/sources/xds/xds-source.js';
+import { canonicalName } from '../../agent/state/canonical.js';
+import { type MeshSnapshot, type SpiffeId, spiffeId } from '../../agent/state/model.js';
+import { WorkloadStore } from '../../agent/state/store.js';
+import { FakeXdsServer, type ResourceBody } from '../fixtures/istiod/xds-server.js';
+import { ISTIOD_NAME, type IstiodTls, makeIstiodTls } from '../fixtures/istiod/tls.js';
+
+const silent = pino({ level: 'silent' });
+const TOKEN = 'node-agent-token';
+const NS = 'bookinfo';
+const svcHost = (name: string): string => `${name}.${NS}.svc.cluster.local`;
+const uid = (name: string): string => `Kubernetes//Pod/${NS}/${name}`;
+
+function ip(text: string): Uint8Array {
+  return new Uint8Array(text.split('.').map(Number));
+}
+
+function workload(init: MessageInitShape<typeof WorkloadSchema>): ResourceBody {
+  return { typeUrl: ADDRESS_TYPE_URL, value: toBinary(AddressSchema, create(AddressSchema, { type: { case: 'workload', value: init } })) };
+}
+
+function service(init: MessageInitShape<typeof ServiceSchema>): ResourceBody {
+  return { typeUrl: ADDRESS_TYPE_URL, value: toBinary(AddressSchema, create(AddressSchema, { type: { case: 'service', value: init } })) };
+}
+
+function authorization(init: MessageInitShape<typeof AuthorizationSchemaType>): ResourceBody {
+  return { typeUrl: AUTHORIZATION_TYPE_URL, value: toBinary(AuthorizationSchema, create(AuthorizationSchema, init)) };
+}
+
+const productpageV1 = (address = '10.1.0.5') =>
+  workload({
+    uid: uid('productpage-v1'),
+    name: 'productpage-v1',
+    namespace: NS,
+    addresses: [ip(address)],
+    node: 'node-a',
+    tunnelProtocol: TunnelProtocol.HBONE,
+    serviceAccount: 'bookinfo-productpage',
+    canonicalName: 'productpage',
+    canonicalRevision: 'v1',
+    services: { [`${NS}/${svcHost('productpage')}`]: { ports: [{ servicePort: 9080, targetPort: 9080 }] } },
+    authorizationPolicies: [`${NS}/productpage-viewer`],
+  });
+
+// reviews' Service names its target port, so each workload says its own number.
+const reviewsV1 = workload({
+  uid: uid('reviews-v1'),
+  name: 'reviews-v1',
+  namespace: NS,
+  addresses: [ip('10.1.1.7')],
+  node: 'node-b',
+  tunnelProtocol: TunnelProtocol.HBONE,
+  canonicalName: 'reviews',
+  canonicalRevision: 'v1',
+  services: { [`${NS}/${svcHost('reviews')}`]: { ports: [{ servicePort: 9080, targetPort: 9081 }] } },
+});
+
+const productpageService = service({
+  name: 'productpage',
+  namespace: NS,
+  hostname: svcHost('productpage'),
+  addresses: [{ network: '', address: ip('10.96.0.20') }],
+  ports: [{ servicePort: 9080, targetPort: 9080, appProtocol: AppProtocol.HTTP11 }],
+});
+
+const reviewsService = service({
+  name: 'reviews',
+  namespace: NS,
+  hostname: svcHost('reviews'),
+  addresses: [{ network: '', address: ip('10.96.0.21') }],
+  ports: [{ servicePort: 9080, targetPort: 0, appProtocol: AppProtocol.HTTP11 }],
+});
+
+// What istiod makes of `from: [{principals: [gateway]}, {namespaces: [frontend]}], to: [{ports: ["9080"]}]`.
+const productpageViewer = authorization({
+  name: 'productpage-viewer',
+  namespace: NS,
+  scope: Scope.WORKLOAD_SELECTOR,
+  action: Action.ALLOW,
+  groups: [
+    {
+      rules: [
+        { matches: [{ principals: [{ matchType: { case: 'exact', value: 'cluster.local/ns/bookinfo/sa/gateway' } }] }, { namespaces: [{ matchType: { case: 'exact', value: 'frontend' } }] }] },
+        { matches: [{ destinationPorts: [9080] }] },
+      ],
+    },
+  ],
+});
+
+// What istiod sends for a mesh-wide STRICT PeerAuthentication (istiod names it istio_converted_static_strict;
+// dashes here, so that the equivalent YAML below can use the same name).
+const strict = authorization({
+  name: 'istio-converted-static-strict',
+  namespace: 'istio-system',
+  scope: Scope.GLOBAL,
+  action: Action.DENY,
+  groups: [{ rules: [{ matches: [{ notPrincipals: [{ matchType: { case: 'presence', value: {} } }] }] }] }],
+});
+
+const EQUIVALENT_YAML = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: bookinfo, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: productpage-v1, namespace: bookinfo, labels: {app: productpage, version: v1}}
+spec:
+  nodeName: node-a
+  serviceAccountName: bookinfo-productpage
+  containers: [{name: app, image: productpage, ports: [{containerPort: 9080}]}]
+status: {podIP: 10.1.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1, namespace: bookinfo, labels: {app: reviews, version: v1}}
+spec:
+  nodeName: node-b
+  containers: [{name: app, image: reviews, ports: [{name: http, containerPort: 9081}]}]
+status: {podIP: 10.1.1.7}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage, namespace: bookinfo}
+spec: {clusterIP: 10.96.0.20, selector: {app: productpage}, ports: [{name: http, port: 9080, targetPort: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: bookinfo}
+spec: {clusterIP: 10.96.0.21, selector: {app: reviews}, ports: [{name: http, port: 9080, targetPort: http}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: productpage-viewer, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/bookinfo/sa/gateway]}}, {source: {namespaces: [frontend]}}]
+    to: [{operation: {ports: ["9080"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: istio-converted-static-strict, namespace: istio-system}
+spec:
+  action: DENY
+  rules: [{from: [{source: {notPrincipals: ["*"]}}]}]
+`;
+
+function waitFor(store: WorkloadStore, test: (s: MeshSnapshot) => boolean, timeoutMs = 5000): Promise<MeshSnapshot> {
+  return new Promise((resolve, reject) => {
+    if (store.current && test(store.current)) return resolve(store.current);
+    const timer = setTimeout(() => {
+      unsubscribe();
+      reject(new Error(`the store did not reach the expected state within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const unsubscribe = store.subscribe((next) => {
+      if (!test(next)) return;
+      clearTimeout(timer);
+      unsubscribe();
+      resolve(next);
+    });
+  });
+}
+
+/** The policy engine's decision for a connection to `workload` from `identity` (undefined: plaintext). */
+function decide(snapshot: MeshSnapshot, workload: string, identity: SpiffeId | undefined, port: number): AuthorizationDecision {
+  const destination = snapshot.workloads.get(`${NS}/${workload}`);
+  assert.ok(destination, `workload ${workload} is in the snapshot`);
+  return authorizeConnection(snapshot, {
+    ...(identity ? { sourceIdentity: identity } : {}),
+    sourceIp: '10.1.2.3',
+    destination,
+    destinationIp: destination.ips[0]!,
+    destinationPort: port,
+  });
+}
+
+describe('XdsSource against a delta ADS server', () => {
+  let tls: IstiodTls;
+  let server: FakeXdsServer;
+  let options: XdsSourceOptions;
+  const store = new WorkloadStore();
+  let source: XdsSource;
+
+  before(async () => {
+    tls = await makeIstiodTls();
+    server = new FakeXdsServer(tls);
+    server.requiredToken = TOKEN;
+    const address = await server.start();
+    const tokenFile = join(tls.dir, 'istio-token');
+    await writeFile(tokenFile, TOKEN);
+    server.push(ADDRESS_TYPE_URL, [
+      { name: uid('productpage-v1'), version: '1', body: productpageV1() },
+      { name: uid('reviews-v1'), version: '1', body: reviewsV1 },
+      { name: `${NS}/${svcHost('productpage')}`, version: '1', body: productpageService },
+      { name: `${NS}/${svcHost('reviews')}`, version: '1', body: reviewsService },
+    ]);
+    server.push(AUTHORIZATION_TYPE_URL, [
+      { name: `${NS}/productpage-viewer`, version: '1', body: productpageViewer },
+      { name: 'istio-system/istio-converted-static-strict', version: '1', body: strict },
+    ]);
+    options = {
+      connection: { address, rootCertFile: tls.rootCertFile, tokenFile, clusterId: 'Kubernetes', tlsServerName: ISTIOD_NAME },
+      node: { ip: '10.20.0.1', podName: 'ambit-x7k2p', podNamespace: 'istio-system', nodeName: 'node-a', metadata: { CLUSTER_ID: 'Kubernetes' } },
+      trustDomain: 'cluster.local',
+      clusterDomain: 'cluster.local',
+      backoff: { initialMs: 10, maxMs: 200 },
+    };
+    source = new XdsSource(options, store, silent);
+  });
+
+  after(async () => {
+    source.close();
+    await server.stop();
+    await rm(tls.dir, { recursive: true, force: true });
+  });
+
+  it('subscribes as ztunnel does and loads the initial state, ACKing both types', async () => {
+    const outcome = await source.load();
+    assert.equal(outcome.errors, 0);
+    const stream = server.streams[0]!;
+    assert.equal(stream.metadata.get('authorization')[0], `Bearer ${TOKEN}`);
+    assert.equal(stream.metadata.get('clusterid')[0], 'Kubernetes');
+    const initial = stream.requests.filter((r) => r.responseNonce === '');
+    assert.deepEqual(initial.map((r) => r.typeUrl), [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL]);
+    for (const request of initial) {
+      assert.equal(request.node?.id, 'ztunnel~10.20.0.1~ambit-x7k2p.istio-system~istio-system.svc.cluster.local');
+      assert.deepEqual(request.node?.metadata, { NAME: 'ambit-x7k2p', NAMESPACE: 'istio-system', INSTANCE_IPS: '10.20.0.1', NODE_NAME: 'node-a', CLUSTER_ID: 'Kubernetes' });
+      assert.deepEqual([request.resourceNamesSubscribe, request.resourceNamesUnsubscribe, request.initialResourceVersions], [[], [], {}]);
+    }
+    for (const typeUrl of [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL]) {
+      const { request: ack } = await server.request((r) => r.typeUrl === typeUrl && r.responseNonce !== '');
+      assert.equal(ack.errorDetail, undefined, `${typeUrl} is ACKed`);
+    }
+
+    const snapshot = outcome.snapshot;
+    const productpage = snapshot.workloads.get(`${NS}/productpage-v1`)!;
+    assert.equal(productpage.uid, uid('productpage-v1'));
+    assert.equal(productpage.identity, spiffeId('cluster.local', NS, 'bookinfo-productpage'));
+    assert.deepEqual(productpage.enrollment, { enrolled: true, reason: 'pod-label' });
+    assert.equal(productpage.node, 'node-a');
+    assert.equal(snapshot.workloadsByIp.get('10.1.0.5'), productpage);
+    assert.equal(snapshot.workloads.get(`${NS}/reviews-v1`)!.identity, spiffeId('cluster.local', NS, 'default'));
+    assert.equal(snapshot.nodes.get('node-a')?.internalIp, '10.20.0.1', 'the agent\'s own node, for capture');
+    const reviews = snapshot.servicesByVip.get('10.96.0.21')!;
+    assert.equal(reviews.hostname, svcHost('reviews'));
+    assert.deepEqual(reviews.endpoints.map((e) => [e.ip, [...e.ports]]), [['10.1.1.7', [[9080, 9081]]]]);
+    assert.deepEqual(snapshot.diagnostics, []);
+  });
+
+  it('gives the same snapshot and policy decisions as the equivalent local YAML', async () => {
+    const dir = join(tls.dir, 'yaml');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'mesh.yaml'), EQUIVALENT_YAML);
+    const yamlStore = new WorkloadStore();
+    const loaded = await new LocalFileSource({ paths: [dir], trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, yamlStore, silent).load();
+    assert.equal(loaded.errors, 0);
+    const yaml = loaded.snapshot;
+    const xds = store.current!;
+
+    const workloadView = (s: MeshSnapshot) =>
+      [...s.workloads.values()].map((w) => ({ key: w.key, ips: w.ips, identity: w.identity, node: w.node, ready: w.ready, enrolled: w.enrollment.enrolled, canonical: canonicalName(w) }));
+    const serviceView = (s: MeshSnapshot) =>
+      [...s.services.values()].map((v) => ({
+        key: v.key,
+        hostname: v.hostname,
+        vips: v.vips,
+        ports: v.ports.map((p) => [p.port, p.protocol]),
+        endpoints: v.endpoints.map((e) => [e.workload, e.ip, [...e.ports]]),
+      }));
+    assert.deepEqual(workloadView(xds), workloadView(yaml));
+    assert.deepEqual(serviceView(xds), serviceView(yaml));
+
+    const gateway = spiffeId('cluster.local', NS, 'gateway');
+    const frontend = spiffeId('cluster.local', 'frontend', 'web');
+    const stranger = spiffeId('cluster.local', 'other', 'curl');
+    for (const target of ['productpage-v1', 'reviews-v1']) {
+      for (const peer of [gateway, frontend, stranger, undefined]) {
+        for (const port of [9080, 9081]) {
+          assert.deepEqual(decide(xds, target, peer, port), decide(yaml, target, peer, port), `${peer ?? 'plaintext'} → ${target}:${port}`);
+        }
+      }
+    }
+    // And the decisions are the ones Istio intends.
+    assert.equal(decide(xds, 'productpage-v1', gateway, 9080).allowed, true);
+    assert.equal(decide(xds, 'productpage-v1', stranger, 9080).allowed, false);
+    assert.deepEqual(decide(xds, 'reviews-v1', undefined, 9080), { allowed: false, reason: 'denied', policy: 'istio-system/istio-converted-static-strict' });
+  });
+
+  it('applies updates and removals live, ACKing each', async () => {
+    const added = server.push(ADDRESS_TYPE_URL, [
+      {
+        name: uid('ratings-v1'),
+        version: '1',
+        body: workload({ uid: uid('ratings-v1'), name: 'ratings-v1', namespace: NS, addresses: [ip('10.1.0.9')], node: 'node-a', tunnelProtocol: TunnelProtocol.HBONE }),
+      },
+      { name: uid('reviews-v1'), version: '2', body: workload(structuredUnhealthyReviews()) },
+    ]);
+    let snapshot = await waitFor(store, (s) => s.workloads.has(`${NS}/ratings-v1`));
+    assert.equal((await server.answerTo(added)).errorDetail, undefined);
+    assert.equal(snapshot.workloads.get(`${NS}/reviews-v1`)!.ready, false, 'UNHEALTHY makes the workload unready');
+    assert.deepEqual(snapshot.servicesByVip.get('10.96.0.21')!.endpoints, [], 'and takes it out of its service');
+
+    const removed = server.push(ADDRESS_TYPE_URL, [], [uid('ratings-v1')]);
+    snapshot = await waitFor(store, (s) => !s.workloads.has(`${NS}/ratings-v1`));
+    assert.equal((await server.answerTo(removed)).errorDetail, undefined);
+    assert.equal(snapshot.workloadsByIp.has('10.1.0.9'), false);
+
+    const policyGone = server.push(AUTHORIZATION_TYPE_URL, [], ['istio-system/istio-converted-static-strict']);
+    snapshot = await waitFor(store, (s) => s.istio.authorizationPolicies.length === 1);
+    assert.equal((await server.answerTo(policyGone)).errorDetail, undefined);
+    assert.equal(decide(snapshot, 'reviews-v1', undefined, 9080).allowed, true, 'plaintext is allowed once STRICT is gone');
+    // Put it back for the tests that follow.
+    server.push(AUTHORIZATION_TYPE_URL, [{ name: 'istio-system/istio-converted-static-strict', version: '2', body: strict }]);
+    await waitFor(store, (s) => s.istio.authorizationPolicies.length === 2);
+  });
+
+  it('NACKs malformed resources with their reasons while the rest of the response applies', async () => {
+    const before = store.current!;
+    const nonce = server.push(ADDRESS_TYPE_URL, [
+      { name: uid('details-v1'), version: '1', body: workload({ uid: uid('details-v1'), name: 'details-v1', namespace: NS, addresses: [ip('10.1.0.11')], tunnelProtocol: TunnelProtocol.HBONE }) },
+      { name: 'truncated', version: '1', body: { typeUrl: ADDRESS_TYPE_URL, value: new Uint8Array([0x0a, 0x40, 0x01]) } },
+      { name: uid('five-bytes'), version: '1', body: workload({ uid: uid('five-bytes'), name: 'five-bytes', namespace: NS, addresses: [new Uint8Array([10, 1, 0, 12, 1])] }) },
+      { name: 'wrong-type', version: '1', body: { ...productpageV1(), typeUrl: AUTHORIZATION_TYPE_URL } },
+      // A bad new version of a workload we hold: the old version must stay.
+      { name: uid('productpage-v1'), version: '2', body: workload({ uid: uid('productpage-v1'), name: 'productpage-v1', namespace: NS, addresses: [new Uint8Array([10, 1, 0])] }) },
+    ]);
+    const answer = await server.answerTo(nonce);
+    assert.ok(answer.errorDetail, 'the response is NACKed');
+    const message = answer.errorDetail.message;
+    assert.match(message, /truncated: cannot decode Address: /);
+    assert.match(message, /Kubernetes\/\/Pod\/bookinfo\/five-bytes: workload Kubernetes\/\/Pod\/bookinfo\/five-bytes: addresses\[0\] has 5 bytes; an IPv4 address has 4 and an IPv6 address 16/);
+    assert.match(message, /wrong-type: the resource is a type.googleapis.com\/istio.security.Authorization, not a type.googleapis.com\/istio.workload.Address/);
+    assert.match(message, /Kubernetes\/\/Pod\/bookinfo\/productpage-v1: .*addresses\[0\] has 3 bytes/);
+    assert.doesNotMatch(message, /details-v1/);
+
+    const snapshot = await waitFor(store, (s) => s.workloads.has(`${NS}/details-v1`));
+    assert.ok(snapshot.version > before.version);
+    assert.equal(snapshot.workloads.has(`${NS}/five-bytes`), false);
+    assert.deepEqual(snapshot.workloads.get(`${NS}/productpage-v1`)!.ips, ['10.1.0.5'], 'the last good version stays');
+
+    const badPolicy = server.push(AUTHORIZATION_TYPE_URL, [
+      { name: `${NS}/unknown-action`, version: '1', body: authorization({ name: 'unknown-action', namespace: NS, action: 7 as Action, groups: [] }) },
+      { name: `${NS}/deny-ratings-port`, version: '1', body: authorization({ name: 'deny-ratings-port', namespace: NS, scope: Scope.NAMESPACE, action: Action.DENY, groups: [{ rules: [{ matches: [{ destinationPorts: [9999] }] }] }] }) },
+    ]);
+    const policyAnswer = await server.answerTo(badPolicy);
+    assert.equal(policyAnswer.errorDetail?.message, 'bookinfo/unknown-action: authorization bookinfo/unknown-action: unknown action 7');
+    const withPolicy = await waitFor(store, (s) => s.istio.authorizationPolicies.some((p) => p.metadata.name === 'deny-ratings-port'));
+    assert.deepEqual(decide(withPolicy, 'productpage-v1', spiffeId('cluster.local', NS, 'gateway'), 9999), { allowed: false, reason: 'denied', policy: `${NS}/deny-ratings-port` });
+  });
+
+  it('reconnects after istiod drops the stream, sending the versions it holds, and catches up', async () => {
+    const streamsBefore = server.streams.length;
+    const held = store.current!;
+    assert.ok(held.workloads.has(`${NS}/details-v1`));
+    // Meanwhile istiod's state changes: details leaves, ratings arrives, the bad resources are gone.
+    const state = server.state.get(ADDRESS_TYPE_URL)!;
+    for (const name of [uid('details-v1'), 'truncated', 'wrong-type', uid('five-bytes')]) state.delete(name);
+    const ratings = workload({ uid: uid('ratings-v1'), name: 'ratings-v1', namespace: NS, addresses: [ip('10.1.0.9')], tunnelProtocol: TunnelProtocol.HBONE });
+    state.set(uid('ratings-v1'), create(ResourceSchema, { name: uid('ratings-v1'), version: '3', resource: ratings }));
+    state.set(uid('productpage-v1'), create(ResourceSchema, { name: uid('productpage-v1'), version: '1', resource: productpageV1() }));
+    server.disconnectAll();
+    assert.equal(store.current, held, 'the last state keeps serving while disconnected');
+
+    const { request } = await server.request((r, s) => s.id > streamsBefore && r.typeUrl === ADDRESS_TYPE_URL && r.responseNonce === '');
+    assert.deepEqual(
+      request.initialResourceVersions,
+      {
+        [uid('productpage-v1')]: '1', // version 2 was refused, so the agent still holds version 1
+        [uid('reviews-v1')]: '2',
+        [uid('details-v1')]: '1',
+        [`${NS}/${svcHost('productpage')}`]: '1',
+        [`${NS}/${svcHost('reviews')}`]: '1',
+      },
+    );
+    const { request: policies } = await server.request((r, s) => s.id > streamsBefore && r.typeUrl === AUTHORIZATION_TYPE_URL && r.responseNonce === '');
+    assert.deepEqual(policies.initialResourceVersions, {
+      [`${NS}/productpage-viewer`]: '1',
+      'istio-system/istio-converted-static-strict': '2',
+      [`${NS}/deny-ratings-port`]: '1',
+    });
+    const snapshot = await waitFor(store, (s) => s.workloads.has(`${NS}/ratings-v1`) && !s.workloads.has(`${NS}/details-v1`));
+    assert.deepEqual(snapshot.workloads.get(`${NS}/productpage-v1`)!.ips, ['10.1.0.5']);
+    const { request: ack } = await server.request((r, s) => s.id > streamsBefore && r.typeUrl === ADDRESS_TYPE_URL && r.responseNonce !== '');
+    assert.equal(ack.errorDetail, undefined);
+  });
+
+  it('backs off while istiod refuses the stream, then connects once it accepts', async () => {
+    const otherStore = new WorkloadStore();
+    const refused = new XdsSource({ ...options, backoff: { initialMs: 40, maxMs: 320 } }, otherStore, silent);
+    server.requiredToken = 'a-token-the-agent-does-not-have';
+    const opened: number[] = [];
+    const unsubscribe = refused.subscribe((e) => {
+      if (e.type === 'connected') opened.push(Date.now());
+    });
+    const first = server.streams.length;
+    try {
+      const loading = refused.load();
+      const deadline = Date.now() + 10_000;
+      while (server.streams.length - first < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(opened.length >= 6, `only ${opened.length} attempts within 10 s`);
+      const gaps = opened.slice(1).map((t, i) => t - opened[i]!);
+      // Equal jitter: each delay lies in [d/2, d] for d = 40, 80, 160, 320, 320 ms.
+      const ceilings = [40, 80, 160, 320, 320];
+      gaps.slice(0, 5).forEach((gap, i) => assert.ok(gap >= ceilings[i]! / 2 - 5, `attempt ${i + 2} came ${gap} ms after the previous one (ceiling ${ceilings[i]} ms)`));
+      assert.equal(otherStore.current, undefined, 'nothing is published while istiod refuses');
+      server.requiredToken = TOKEN;
+      const outcome = await loading;
+      assert.ok(outcome.snapshot.workloads.has(`${NS}/productpage-v1`));
+    } finally {
+      unsubscribe();
+      refused.close();
+    }
+  });
+
+  it('publishes nothing until both types have synced', async () => {
+    const otherStore = new WorkloadStore();
+    server.held.add(AUTHORIZATION_TYPE_URL);
+    const slow = new XdsSource(options, otherStore, silent);
+    const streamsBefore = server.streams.length;
+    try {
+      const loading = slow.load();
+      await server.request((r, s) => s.id >= streamsBefore && r.typeUrl === ADDRESS_TYPE_URL && r.responseNonce !== '');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(otherStore.current, undefined, 'workloads without their policies are never enforced');
+      server.release(AUTHORIZATION_TYPE_URL);
+      const outcome = await loading;
+      assert.equal(outcome.snapshot.istio.authorizationPolicies.length, 3);
+    } finally {
+      slow.close();
+    }
+  });
+});
+
+function structuredUnhealthyReviews(): MessageInitShape<typeof WorkloadSchema> {
+  return {
+    uid: uid('reviews-v1'),
+    name: 'reviews-v1',
+    namespace: NS,
+    addresses: [ip('10.1.1.7')],
+    node: 'node-b',
+    tunnelProtocol: TunnelProtocol.HBONE,
+    canonicalName: 'reviews',
+    canonicalRevision: 'v1',
+    status: WorkloadStatus.UNHEALTHY,
+    services: { [`${NS}/${svcHost('reviews')}`]: { ports: [{ servicePort: 9080, targetPort: 9081 }] } },
+  };
+}
