@@ -261,7 +261,8 @@ export class NodeAgent {
 /** HBONE's TCP dialer: from the source pod's own address, which the node does not hold (IP_TRANSPARENT). */
 const transparentDialer: TcpDialer = (target, localAddress) => {
   if (localAddress === undefined) return new Socket().connect(target.port, target.ip);
-  const dialed = dialTransparent(localAddress, target);
+  // Not half-open: a peer's FIN must end the TLS session (and its streams), not leave it in CLOSE-WAIT.
+  const dialed = dialTransparent(localAddress, target, { allowHalfOpen: false });
   if (dialed.ok) return dialed.value;
   const failed = new Socket();
   process.nextTick(() => failed.destroy(new Error(dialed.error.message)));

@@ -225,18 +225,18 @@ export function originalDst(socket: Socket): Result<SocketAddress4 | undefined> 
  * IP_TRANSPARENT), with SO_MARK `mark`. The addon binds the socket; Node's own connect() does the
  * rest, so connection errors arrive as the socket's 'error' events (ECONNREFUSED, ...).
  */
-export function dialTransparent(sourceIp: string, destination: SocketAddress4, mark = BYPASS_MARK): Result<Socket> {
-  const fd = call((b) => b.transparentSocket(sourceIp, 0, mark));
+export function dialTransparent(sourceIp: string, destination: SocketAddress4, options: { readonly mark?: number; readonly allowHalfOpen: boolean }): Result<Socket> {
+  const fd = call((b) => b.transparentSocket(sourceIp, 0, options.mark ?? BYPASS_MARK));
   if (!fd.ok) return fd;
-  // allowHalfOpen: the relay carries each direction's FIN on its own.
-  const socket = new Socket({ fd: fd.value, allowHalfOpen: true });
+  const socket = new Socket({ fd: fd.value, allowHalfOpen: options.allowHalfOpen });
   socket.connect(destination.port, destination.ip);
   return { ok: true, value: socket };
 }
 
 /** dialTransparent, resolved once connected or failed (bounded by `timeoutMs`). */
 export function connectTransparent(sourceIp: string, destination: SocketAddress4, mark = BYPASS_MARK, timeoutMs = 10_000): Promise<Result<Socket>> {
-  const dialed = dialTransparent(sourceIp, destination, mark);
+  // allowHalfOpen: the relay carries each direction's FIN on its own.
+  const dialed = dialTransparent(sourceIp, destination, { mark, allowHalfOpen: true });
   if (!dialed.ok) return Promise.resolve(dialed);
   const socket = dialed.value;
   return new Promise((resolve) => {
