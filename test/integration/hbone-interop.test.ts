@@ -3,51 +3,24 @@
 // A missing tool fails the test with the Debian package to install; nothing is skipped.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import type { WorkloadCertificate } from '../../agent/identity/workload-certificate.js';
 import { type SpiffeId, spiffeId } from '../../agent/state/model.js';
 import { HbonePool } from '../../agent/tunnel/h2/client-pool.js';
 import type { HboneInboundRequest } from '../../agent/tunnel/h2/server.js';
 import { type TestEcho, type TestHboneServer, type TestTrust, connectToAuthority, openTrust, readAll, startEcho, startHboneServer } from '../fixtures/hbone/mesh.js';
+import { H2_CLIENT, PYTHON, type PemFiles, buildGoPeer, requireTool, run, writePem } from '../fixtures/hbone/peers.js';
 import { tempDir } from '../fixtures/identity/test-ca.js';
 
-const run = promisify(execFile);
 const TD = 'cluster.local';
 const CLIENT = spiffeId(TD, 'default', 'interop-client');
 const NODE_SERVER = spiffeId(TD, 'default', 'node-server');
 const GO_SERVER = spiffeId(TD, 'default', 'go-server');
 const POD_IP = '127.0.0.30';
 const GO_POD_IP = '127.0.0.31';
-const PYTHON = '/usr/bin/python3';
-const FIXTURES = new URL('../fixtures/hbone/', import.meta.url).pathname;
-
-async function requireTool(command: string, args: string[], pkg: string): Promise<void> {
-  try {
-    await run(command, args, { timeout: 20_000 });
-  } catch (err) {
-    assert.fail(`${command} ${args.join(' ')} failed (${err instanceof Error ? err.message.split('\n')[0] : String(err)}): install the Debian package ${pkg} (apt-get install -y ${pkg})`);
-  }
-}
-
-interface PemFiles {
-  readonly cert: string;
-  readonly key: string;
-  readonly ca: string;
-}
-
-async function writePem(dir: string, name: string, certificate: WorkloadCertificate): Promise<PemFiles> {
-  const files = { cert: join(dir, `${name}-cert.pem`), key: join(dir, `${name}-key.pem`), ca: join(dir, `${name}-ca.pem`) };
-  await writeFile(files.cert, certificate.tls.cert);
-  await writeFile(files.key, certificate.tls.key, { mode: 0o600 });
-  await writeFile(files.ca, certificate.tls.ca);
-  return files;
-}
 
 describe('HBONE interop with independent HTTP/2 stacks', () => {
   let trust: TestTrust;
@@ -89,7 +62,7 @@ describe('HBONE interop with independent HTTP/2 stacks', () => {
 
   it('python3-h2 client: CONNECT echoes; :path/:scheme, extended CONNECT, GET and a wrong authority are refused', async () => {
     await requireTool(PYTHON, ['-c', 'import h2'], 'python3-h2');
-    const { stdout } = await run(PYTHON, [join(FIXTURES, 'h2_client.py'), POD_IP, String(hbone.port), client.cert, client.key, client.ca, String(echo.port)], { timeout: 30_000 });
+    const { stdout } = await run(PYTHON, [H2_CLIENT, POD_IP, String(hbone.port), client.cert, client.key, client.ca, String(echo.port)], { timeout: 30_000 });
     const results = JSON.parse(stdout) as Record<string, { status: number | null; reset: string | null; echo: string | null }>;
     assert.deepEqual(results.connect, { status: 200, reset: null, echo: 'hello from python-h2' });
     // nghttp2 resets these before the server sees them; either way they never become a tunnel.
@@ -102,31 +75,18 @@ describe('HBONE interop with independent HTTP/2 stacks', () => {
     assert.equal(fromPython?.headers.traceparent, `00-${'a'.repeat(32)}-${'b'.repeat(16)}-00`);
   });
 
-  let peerBinary = '';
-  const buildGoPeer = async (): Promise<string> => {
-    if (peerBinary) return peerBinary;
-    await requireTool('go', ['version'], 'golang-go');
-    const out = join(dir, 'hbone_peer');
-    const cache = join(dir, 'go-cache');
-    await mkdir(cache, { recursive: true });
-    await run('go', ['build', '-o', out, join(FIXTURES, 'go', 'hbone_peer.go')], {
-      timeout: 180_000,
-      env: { ...process.env, GOPROXY: 'off', GOFLAGS: '-mod=mod', GOCACHE: cache, GO111MODULE: 'off' },
-    });
-    assert.ok(existsSync(out));
-    peerBinary = out;
-    return out;
-  };
+  let peerBinary: Promise<string> | undefined;
+  const goPeer = (): Promise<string> => (peerBinary ??= buildGoPeer(dir));
 
   it('Go client → our server: CONNECT with only :method and :authority, echoed', { timeout: 240_000 }, async () => {
-    const binary = await buildGoPeer();
+    const binary = await goPeer();
     const { stdout } = await run(binary, ['client', `${POD_IP}:${hbone.port}`, `${POD_IP}:${echo.port}`, client.cert, client.key, client.ca, NODE_SERVER, 'hello from go'], { timeout: 20_000 });
     assert.equal(stdout.trim(), 'status 200 proto HTTP/2.0 echo hello from go');
     assert.ok(seen.some((request) => request.peerIdentity === CLIENT && request.headers.traceparent === undefined));
   });
 
   it('our pool → Go server: echo, and 100 concurrent streams on one connection', { timeout: 240_000 }, async () => {
-    const binary = await buildGoPeer();
+    const binary = await goPeer();
     const server = await writePem(dir, 'go-server', await fetchCert(GO_SERVER));
     const child = spawn(binary, ['server', `${GO_POD_IP}:0`, server.cert, server.key, server.ca], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(child);

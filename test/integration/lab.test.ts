@@ -119,17 +119,20 @@ test('a pod reaches itself through its own Service (hairpin)', async () => {
   assert.ok(answers.has('web-a'), `web-a never reached itself through the Service: ${[...answers].join(', ')}`);
 });
 
-test('enrolled pods\' connections cross the agents, which keep the client address where they can', async () => {
+test('enrolled pods\' connections cross the agents, which keep the client address', async () => {
   // Same node: the agent connects to web-a as the client itself.
   assert.deepEqual(await curlFrom('shop/client', 'http://10.245.1.10:8080/'), { pod: 'web-a', peer: '10.245.1.20' });
-  // Across nodes (plain TCP until the HBONE overlay): web-b sees node alpha's agent, via beta's agent.
-  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '172.31.78.11' });
+  // Across nodes: an HBONE tunnel from the client's address to web-b's 15008, then beta's agent to web-b.
+  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
   const alpha = await agentLog('alpha');
-  assert.match(alpha, /"src\.addr":"10\.245\.1\.20:\d+","src\.workload":"client","src\.namespace":"shop","dst\.addr":"10\.245\.2\.10:8080","dst\.workload":"web-b".*"direction":"outbound".*"msg":"connection complete"/);
+  assert.match(
+    alpha,
+    /"src\.addr":"10\.245\.1\.20:\d+","src\.workload":"client","src\.namespace":"shop","src\.identity":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/default","dst\.addr":"10\.245\.2\.10:15008","dst\.hbone_addr":"10\.245\.2\.10:8080","dst\.workload":"web-b".*"direction":"outbound".*"msg":"connection complete"/,
+  );
   const beta = await agentLog('beta');
-  assert.match(beta, /"src\.addr":"172\.31\.78\.11:\d+","dst\.addr":"10\.245\.2\.10:8080","dst\.workload":"web-b","dst\.namespace":"shop","direction":"inbound".*"msg":"connection complete"/);
+  assert.match(beta, /"src\.addr":"10\.245\.1\.20:\d+","src\.workload":"client","src\.namespace":"shop","src\.identity":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/default","dst\.addr":"10\.245\.2\.10:8080".*"dst\.workload":"web-b".*"direction":"inbound".*"msg":"connection complete"/);
   const metrics = await ambit(['lab', 'exec', '--lab', LAB, 'node/beta', '--', 'curl', '-s', 'http://127.0.0.1:15020/metrics']);
-  assert.match(metrics.stdout, /^istio_tcp_connections_opened_total\{reporter="destination",.*destination_workload="web",.*\} [1-9]/m);
+  assert.match(metrics.stdout, /^istio_tcp_connections_opened_total\{reporter="destination",.*source_principal="spiffe:\/\/cluster\.local\/ns\/shop\/sa\/default",.*destination_workload="web",.*connection_security_policy="mutual_tls"\} [1-9]/m);
   assert.match(metrics.stdout, /^ambit_redirect_decisions_total\{reason="tc-assigned-listener"\} [1-9]/m);
 });
 

@@ -1,0 +1,344 @@
+// The secure overlay in the lab: enrolled pods on different nodes talk only through HBONE (mutual TLS
+// 1.3, ALPN h2, SPIFFE identities from one plugged-in CA), independent HBONE peers (python3-h2, Go) get
+// Istio's answers from an Ambit node, policy is enforced on the proven identity and on live
+// connections, certificates rotate under open connections, and SIGTERM drains.
+
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { spiffeId } from '../../agent/state/model.js';
+import { type TestTrust, openTrust } from '../fixtures/hbone/mesh.js';
+import { FIXTURES, H2_CLIENT, PYTHON, type PemFiles, buildGoPeer, requireTool, writePem } from '../fixtures/hbone/peers.js';
+import { makePluggedInCa } from '../fixtures/identity/test-ca.js';
+import { AMBIT_MAIN, ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
+
+const LAB = `tov${process.pid % 1000}`;
+const TD = 'cluster.local';
+const WEB_B = '10.246.2.10';
+const ECHO_B = '10.246.2.30';
+const ECHO_ID = spiffeId(TD, 'shop', 'echo');
+const CLIENT_ID = spiffeId(TD, 'shop', 'client');
+const PEER_ID = spiffeId(TD, 'shop', 'ztunnel-peer');
+
+const webServer = `require('http').createServer((q, s) => s.end(process.env.POD_NAME + ' ' + q.socket.remoteAddress.replace('::ffff:', '') + ' ' + q.url + '\\n')).listen(8080)`;
+const echoServer = `require('net').createServer({ allowHalfOpen: true }, (s) => s.pipe(s)).listen(9000)`;
+
+function meshYaml(extra = ''): string {
+  const pod = (name: string, node: string, ip: string, sa: string, command: string[]): string => `
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: shop, labels: { app: ${name.replace(/-[ab]$/, '')} } }
+spec:
+  nodeName: ${node}
+  serviceAccountName: ${sa}
+  containers:
+    - name: main
+      command: ${JSON.stringify(command)}
+      env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
+status: { podIP: ${ip} }`;
+  const sa = (name: string): string => `---\napiVersion: v1\nkind: ServiceAccount\nmetadata: { name: ${name}, namespace: shop }\n`;
+  return `apiVersion: v1
+kind: Node
+metadata: { name: alpha }
+spec: { podCIDR: 10.246.1.0/24 }
+status: { addresses: [{ type: InternalIP, address: 172.31.79.11 }] }
+---
+apiVersion: v1
+kind: Node
+metadata: { name: beta }
+spec: { podCIDR: 10.246.2.0/24 }
+status: { addresses: [{ type: InternalIP, address: 172.31.79.12 }] }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+${sa('web')}${sa('echo')}${sa('client')}${sa('intruder')}
+${pod('web-b', 'beta', WEB_B, 'web', ['node', '-e', webServer])}
+${pod('echo-b', 'beta', ECHO_B, 'echo', ['node', '-e', echoServer])}
+${pod('client', 'alpha', '10.246.1.20', 'client', ['sleep', 'infinity'])}
+${pod('intruder', 'alpha', '10.246.1.21', 'intruder', ['sleep', 'infinity'])}
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec:
+  clusterIP: 10.98.0.10
+  selector: { app: web }
+  ports: [{ name: http, port: 80, targetPort: 8080 }]
+${extra}`;
+}
+
+const exec = (target: string, argv: readonly string[], timeoutMs = 20_000) => ambit(['lab', 'exec', '--lab', LAB, target, '--', ...argv], timeoutMs);
+const agentLog = async (node: string): Promise<string> => (await ambit(['lab', 'logs', '--lab', LAB, `node/${node}`])).stdout;
+const metrics = async (node: string): Promise<string> => (await exec(`node/${node}`, ['curl', '-s', 'http://127.0.0.1:15020/metrics'])).stdout;
+
+/** Sends "hi" to ip:port from `pod` over a fresh connection and returns what came back. */
+async function echoOnce(pod: string, ip: string, port: number): Promise<string> {
+  const script = `const s = require('net').connect(${port}, '${ip}', () => s.end('hi')); let b = ''; s.on('data', (d) => (b += d)); s.on('error', () => {}); s.on('close', () => console.log(b)); setTimeout(() => s.destroy(), 3000);`;
+  return (await exec(pod, ['node', '-e', script])).stdout.trim();
+}
+
+async function curl(pod: string, url: string): Promise<{ code: number | null; body: string }> {
+  const r = await exec(pod, ['curl', '-s', '--max-time', '3', url]);
+  return { code: r.code, body: r.stdout.trim() };
+}
+
+/**
+ * Holds a TCP connection from `pod` to ip:port open, writing a byte every 100 ms and counting echoes,
+ * until it closes or `limitMs` passes. Lines: "open", "alive <echoed>" every 500 ms, then "end <json>".
+ */
+class HeldConnection {
+  readonly #child: ChildProcess;
+  #out = '';
+  readonly ended: Promise<{ closedBy: 'peer' | 'limit'; echoed: number; at: number }>;
+
+  constructor(pod: string, ip: string, port: number, limitMs: number) {
+    const script = `const s = require('net').connect(${port}, '${ip}'); let n = 0;
+s.on('connect', () => { console.log('open'); setInterval(() => s.write('x'), 100); setInterval(() => console.log('alive ' + n), 500); });
+s.on('data', (d) => (n += d.length)); s.on('error', () => {});
+s.on('close', () => { console.log('end ' + JSON.stringify({ closedBy: 'peer', echoed: n })); process.exit(0); });
+setTimeout(() => { console.log('end ' + JSON.stringify({ closedBy: 'limit', echoed: n })); process.exit(0); }, ${limitMs});`;
+    this.#child = spawn(process.execPath, [AMBIT_MAIN, 'lab', 'exec', '--lab', LAB, pod, '--', 'node', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.#child.stdout!.on('data', (d: Buffer) => (this.#out += d.toString()));
+    this.ended = new Promise((resolve) => {
+      this.#child.once('exit', () => {
+        const line = /^end (.*)$/m.exec(this.#out);
+        resolve({ ...(line ? JSON.parse(line[1]!) : { closedBy: 'peer', echoed: -1 }), at: Date.now() });
+      });
+    });
+  }
+
+  /** Bytes echoed so far, from the last "alive" line. */
+  get echoed(): number {
+    const all = [...this.#out.matchAll(/^alive (\d+)$/gm)];
+    return all.length > 0 ? Number(all.at(-1)![1]) : 0;
+  }
+
+  async opened(): Promise<void> {
+    // `lab exec` starts a Node process in the pod first: seconds on a loaded machine.
+    await eventually('the held connection to open and echo', async () => (this.echoed > 0 ? true : undefined), 30_000);
+  }
+
+  /** Waits until `more` further bytes came back: the connection still works. */
+  async stillEchoes(more = 3): Promise<void> {
+    const from = this.echoed;
+    await eventually(`the held connection to echo ${more} more bytes`, async () => (this.echoed >= from + more ? true : undefined), 5_000);
+  }
+
+  kill(): void {
+    this.#child.kill('SIGKILL');
+  }
+}
+
+describe('the secure overlay in the lab', { timeout: 240_000 }, () => {
+  let dir: string;
+  let caDir: string;
+  let yamlPath: string;
+  let peer: TestTrust;
+  let peerPem: PemFiles;
+  const held: HeldConnection[] = [];
+
+  /** Writes the YAML and waits until beta's agent has applied it. */
+  async function applyOnBeta(yaml: string): Promise<void> {
+    const reloads = async (): Promise<number> => (await agentLog('beta')).match(/"msg":"configuration version \d+ in force/g)?.length ?? 0;
+    const before = await reloads();
+    writeFileSync(yamlPath, yaml);
+    await eventually('beta to apply the change', async () => ((await reloads()) > before ? true : undefined));
+  }
+
+  before(async () => {
+    requireRoot();
+    requireBuiltAmbit();
+    dir = await mkdtemp(join(tmpdir(), 'ambit-overlay-test-'));
+    caDir = join(dir, 'cacerts');
+    // An intermediate signs, so chains carry it: what an operator's plugged-in CA looks like.
+    await makePluggedInCa(caDir, { intermediate: true });
+    peer = await openTrust(TD, [PEER_ID], caDir);
+    const issued = await peer.certificates.fetch(PEER_ID);
+    if (!issued.ok) assert.fail(issued.error.message);
+    peerPem = await writePem(dir, 'peer', issued.value);
+    yamlPath = join(dir, 'mesh.yaml');
+    writeFileSync(yamlPath, meshYaml());
+    const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', '--ca-dir', caDir, '--cert-ttl', '30s', yamlPath], 120_000);
+    assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
+  });
+
+  after(async () => {
+    held.forEach((h) => h.kill());
+    await ambit(['lab', 'down', '--lab', LAB]);
+    await peer?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('carries pod-to-pod and pod-to-Service traffic between nodes only inside TLS 1.3 with ALPN h2', async () => {
+    const nodeNs = `ambit-${LAB}-n-alpha`;
+    const links = JSON.parse((await exec('node/alpha', ['ip', '-j', 'addr', 'show'])).stdout) as { ifname: string; addr_info?: { local?: string }[] }[];
+    const uplink = links.find((l) => l.addr_info?.some((a) => a.local === '172.31.79.11'))?.ifname;
+    assert.ok(uplink, 'node alpha has no device holding its InternalIP');
+    const pcap = join(dir, 'between-nodes.pcap');
+    const tcpdump = spawn('ip', ['netns', 'exec', nodeNs, 'tcpdump', '-i', uplink, '-U', '-s', '0', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let tcpdumpErr = '';
+    tcpdump.stderr!.on('data', (d: Buffer) => (tcpdumpErr += d.toString()));
+    await eventually('tcpdump to listen', async () => (/listening on/.test(tcpdumpErr) ? true : tcpdump.exitCode !== null ? assert.fail(`tcpdump: ${tcpdumpErr}`) : undefined), 10_000);
+    const marker = `secret-${process.pid}-${Date.now()}`;
+    try {
+      const direct = await curl('shop/client', `http://${WEB_B}:8080/${marker}-pod`);
+      assert.equal(direct.body, `web-b 10.246.1.20 /${marker}-pod`, 'web-b answers and sees the client pod\'s own address');
+      const viaService = await curl('shop/client', `http://web.shop/${marker}-svc`);
+      assert.equal(viaService.body, `web-b 10.246.1.20 /${marker}-svc`);
+    } finally {
+      tcpdump.kill('SIGINT');
+      await new Promise((resolve) => tcpdump.once('exit', resolve));
+    }
+    const wire = await readFile(pcap);
+    assert.ok(wire.length > 200, `the capture on ${uplink} is empty: ${tcpdumpErr}`);
+    assert.equal(wire.indexOf(marker), -1, 'the application\'s bytes crossed the network in the clear');
+    assert.notEqual(wire.indexOf(Buffer.from([0x00, 0x10, 0x00, 0x05, 0x00, 0x03, 0x02, 0x68, 0x32])), -1, 'no ClientHello offering exactly ALPN h2 between the nodes');
+    // supported_versions in the ServerHello selects 0x0304: TLS 1.3.
+    assert.notEqual(wire.indexOf(Buffer.from([0x00, 0x2b, 0x00, 0x02, 0x03, 0x04])), -1, 'no TLS 1.3 ServerHello between the nodes');
+    assert.notEqual(wire.indexOf(Buffer.from([0x3a, 0xa0])), -1, 'no segment to or from port 15008 (0x3aa0)');
+  });
+
+  it('presents the pod\'s SPIFFE certificate on 15008 and refuses clients without a certificate, from another CA or trust domain', async () => {
+    const shown = await exec('node/alpha', ['sh', '-c', `openssl s_client -connect ${ECHO_B}:15008 -alpn h2 -noservername -showcerts </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName`]);
+    assert.match(shown.stdout, new RegExp(`URI:${ECHO_ID.replaceAll('/', '\\/')}`), `openssl did not show ${ECHO_ID}: ${shown.stdout}${shown.stderr}`);
+    const session = await exec('node/alpha', ['sh', '-c', `openssl s_client -connect ${ECHO_B}:15008 -alpn h2 -noservername </dev/null 2>&1`]);
+    assert.match(session.stdout, /TLSv1\.3/);
+    assert.match(session.stdout, /ALPN protocol: h2/);
+
+    const probe = async (pem?: PemFiles): Promise<{ settingsBytes: number; closedByServer: boolean }> => {
+      const args = [join(FIXTURES, 'tls-probe.mjs'), ECHO_B, '15008', ...(pem ? [pem.cert, pem.key] : [])];
+      const r = await exec('node/alpha', ['node', ...args]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as { settingsBytes: number; closedByServer: boolean };
+    };
+    assert.deepEqual(await probe(), { settingsBytes: 0, closedByServer: true }, 'a client without a certificate got HTTP/2');
+    const foreign = await openTrust(TD, [PEER_ID]);
+    const otherDomain = await openTrust('other.example', [spiffeId('other.example', 'shop', 'client')], caDir);
+    try {
+      const foreignCert = await foreign.certificates.fetch(PEER_ID);
+      const otherCert = await otherDomain.certificates.fetch(spiffeId('other.example', 'shop', 'client'));
+      if (!foreignCert.ok || !otherCert.ok) assert.fail('the test CAs did not issue');
+      assert.deepEqual(await probe(await writePem(dir, 'foreign', foreignCert.value)), { settingsBytes: 0, closedByServer: true }, 'a certificate from another CA was accepted');
+      assert.deepEqual(await probe(await writePem(dir, 'other-domain', otherCert.value)), { settingsBytes: 0, closedByServer: true }, 'another trust domain was accepted');
+    } finally {
+      await foreign.close();
+      await otherDomain.close();
+    }
+    const accepted = await probe(peerPem);
+    assert.ok(accepted.settingsBytes > 0 && !accepted.closedByServer, `a certificate from the mesh CA was refused: ${JSON.stringify(accepted)}`);
+    const beta = await agentLog('beta');
+    assert.match(beta, /refused HBONE connection from 172\.31\.79\.11:\d+ to 10\.246\.2\.30: the client sent no certificate/);
+    assert.match(beta, /refused HBONE connection from 172\.31\.79\.11:\d+ to 10\.246\.2\.30: .*other\.example/);
+  });
+
+  it('answers an independent python3-h2 peer as Istio does: CONNECT tunnels, malformed requests are refused', async () => {
+    await requireTool(PYTHON, ['-c', 'import h2'], 'python3-h2');
+    const r = await exec('node/alpha', [PYTHON, H2_CLIENT, ECHO_B, '15008', peerPem.cert, peerPem.key, peerPem.ca, '9000'], 30_000);
+    assert.equal(r.code, 0, r.stderr);
+    const results = JSON.parse(r.stdout) as Record<string, { status: number | null; reset: string | null; echo: string | null }>;
+    assert.deepEqual(results.connect, { status: 200, reset: null, echo: 'hello from python-h2' });
+    assert.deepEqual(results['connect-with-path'], { status: null, reset: 'PROTOCOL_ERROR', echo: null });
+    assert.deepEqual(results['extended-connect'], { status: null, reset: 'PROTOCOL_ERROR', echo: null });
+    assert.equal(results.get?.status, 400);
+    assert.equal(results['authority-mismatch']?.status, 400);
+    assert.match(await agentLog('beta'), /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/ztunnel-peer","dst\.addr":"10\.246\.2\.30:9000".*"direction":"inbound".*"msg":"connection complete"/);
+  });
+
+  it('tunnels for an independent Go (net/http) peer holding a certificate from the same plugged-in CA', { timeout: 240_000 }, async () => {
+    const binary = await buildGoPeer(dir);
+    const r = await exec('node/alpha', [binary, 'client', `${ECHO_B}:15008`, `${ECHO_B}:9000`, peerPem.cert, peerPem.key, peerPem.ca, ECHO_ID, 'hello from go'], 30_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'status 200 proto HTTP/2.0 echo hello from go');
+  });
+
+  it('enforces AuthorizationPolicy on the peer\'s identity, and closes live connections a new policy denies within 1 s', async () => {
+    const connection = new HeldConnection('shop/client', ECHO_B, 9000, 60_000);
+    held.push(connection);
+    await connection.opened();
+    try {
+      await applyOnBeta(
+        meshYaml(`---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: echo-from-client, namespace: shop }
+spec:
+  selector: { matchLabels: { app: echo } }
+  action: ALLOW
+  rules: [{ from: [{ source: { principals: ["cluster.local/ns/shop/sa/client"] } }], to: [{ operation: { ports: ["9000"] } }] }]
+`),
+      );
+      await connection.stillEchoes();
+      assert.equal(await echoOnce('shop/client', ECHO_B, 9000), 'hi', 'the allowed principal was refused');
+      assert.equal(await echoOnce('shop/intruder', ECHO_B, 9000), '', 'a principal the policy does not allow got through');
+      assert.match(await agentLog('beta'), /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/intruder".*"error":"no ALLOW AuthorizationPolicy for shop\/echo-b matches","response_flags":"DENY","msg":"connection failed"/);
+      assert.match(await agentLog('alpha'), /"src\.workload":"intruder".*"dst\.hbone_addr":"10\.246\.2\.30:9000".*"response_flags":"DENY","msg":"connection failed"/);
+
+      await applyOnBeta(
+        meshYaml(`---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-client, namespace: shop }
+spec:
+  action: DENY
+  rules: [{ from: [{ source: { namespaces: ["shop"], principals: ["*/sa/client"] } }] }]
+`),
+      );
+      const ended = await Promise.race([connection.ended, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5_000))]);
+      assert.equal(ended?.closedBy, 'peer', 'the live connection was not closed by the new DENY policy');
+      // Judged by the agent's own clock. The store closes denied connections while it swaps the snapshot,
+      // before the source logs "in force", so a small negative difference is the expected order.
+      const log = (await agentLog('beta')).split('\n');
+      const at = (pattern: RegExp): number => Date.parse((JSON.parse(log.findLast((l) => pattern.test(l)) ?? '{}') as { time?: string }).time ?? '');
+      const closedAfterMs = at(/closing a live connection: denied by AuthorizationPolicy shop\/no-client/) - at(/"msg":"configuration version \d+ in force/);
+      assert.ok(Math.abs(closedAfterMs) < 1_000, `the denied connection was closed ${closedAfterMs} ms after the policy took effect`);
+      const m = await metrics('beta');
+      assert.match(m, /^istio_tcp_connections_failed_total\{reporter="destination",.*source_principal="spiffe:\/\/cluster\.local\/ns\/shop\/sa\/intruder",.*response_flags="DENY",connection_security_policy="mutual_tls"\} [1-9]/m);
+    } finally {
+      await applyOnBeta(meshYaml());
+    }
+  });
+
+  it('counts a tunnel whose pod refuses the port as failed with CONNECT on both sides', async () => {
+    const r = await curl('shop/client', `http://${ECHO_B}:9999/`);
+    assert.notEqual(r.code, 0);
+    assert.match(await agentLog('beta'), /"dst\.addr":"10\.246\.2\.30:9999".*"response_flags":"CONNECT","msg":"connection failed"/);
+    assert.match(await metrics('alpha'), /^istio_tcp_connections_failed_total\{reporter="source",.*destination_workload="echo",.*response_flags="CONNECT",connection_security_policy="mutual_tls"\} [1-9]/m);
+  });
+
+  it('rotates 30 s certificates under a long-lived tunnel without dropping it', async () => {
+    const connection = new HeldConnection('shop/client', ECHO_B, 9000, 60_000);
+    held.push(connection);
+    await connection.opened();
+    const renewals = async (): Promise<number> => (await agentLog('alpha')).split('\n').filter((l) => l.includes(`renewed certificate for ${CLIENT_ID}`)).length;
+    const before = await renewals();
+    await eventually('alpha to renew the client\'s certificate', async () => ((await renewals()) > before ? true : undefined), 25_000);
+    await connection.stillEchoes();
+    const fresh = await curl('shop/client', `http://${WEB_B}:8080/after-rotation`);
+    assert.equal(fresh.body, 'web-b 10.246.1.20 /after-rotation');
+    connection.kill();
+  });
+
+  it('drains on SIGTERM: readiness off, open tunnels keep working until the deadline, then close', async () => {
+    const connection = new HeldConnection('shop/client', ECHO_B, 9000, 60_000);
+    held.push(connection);
+    await connection.opened();
+    const status = JSON.parse(readFileSync(`/run/ambit/lab/${LAB}/status.json`, 'utf8')) as { processes: { id: string; pid?: number }[] };
+    const pid = status.processes.find((p) => p.id === 'node/beta')?.pid;
+    assert.ok(pid, 'no pid for node/beta\'s agent');
+    const signalled = Date.now();
+    process.kill(pid, 'SIGTERM');
+    await connection.stillEchoes();
+    const ended = await connection.ended;
+    const drainedFor = ended.at - signalled;
+    assert.equal(ended.closedBy, 'peer');
+    assert.ok(drainedFor >= 4_000 && drainedFor < 9_000, `the tunnel ended ${drainedFor} ms after SIGTERM; the drain deadline is 5 s`);
+    assert.match(await agentLog('beta'), /SIGTERM: shutting down/);
+    assert.match(await agentLog('beta'), /drain deadline \(5000 ms\) passed; closing the connections still open/);
+  });
+});
