@@ -8,11 +8,14 @@ import { AdminServer } from './admin/admin-server.js';
 import { MetricsServer } from './admin/metrics-server.js';
 import { ReadinessServer } from './admin/readiness.js';
 import { WorkloadCertificateManager } from './identity/certificate-manager.js';
+import type { CaClient } from './identity/ca-client.js';
 import { EmbeddedCa } from './identity/embedded-ca.js';
+import { IstioCaClient, type IstioCaClientOptions } from './identity/istio-ca-client.js';
+import { DEFAULT_ISTIOD_ADDRESS } from './identity/istiod-channel.js';
 import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
-import { type SourceChoice, createMeshSource } from './sources/source.js';
+import { type SourceChoice, createMeshSource, describeSource } from './sources/source.js';
 import type { MeshSnapshot, Workload } from './state/model.js';
 import { WorkloadStore } from './state/store.js';
 import { runCommand, requireTool } from './system/commands.js';
@@ -54,15 +57,18 @@ export interface IdentityConfig {
   readonly caDir?: string;
   /** Lifetime of workload certificates; renewed at half life. */
   readonly certTtlSeconds: number;
+  /** Where certificates come from: the CA inside the agent (default), or istiod's CA over gRPC. */
+  readonly istiodCa?: IstioCaClientOptions;
 }
 
 export interface NodeAgentConfig {
   readonly node: string;
-  readonly paths: readonly string[];
-  /** Where the mesh comes from; default: the local files in `paths`. */
-  readonly source?: SourceChoice;
+  /** Where the mesh comes from: local files, the Kubernetes API server, or istiod. */
+  readonly source: SourceChoice;
   readonly trustDomain: string;
   readonly clusterDomain: string;
+  /** This cluster's id in metrics (`*_cluster`) and for istiod; Istio's default is "Kubernetes". */
+  readonly clusterId: string;
   readonly readiness: ListenAddress;
   readonly admin: ListenAddress;
   readonly metrics: ListenAddress;
@@ -116,14 +122,13 @@ export class NodeAgent {
     await this.#serve('admin', admin, config.admin);
     await this.#serve('metrics', new MetricsServer(this.metrics.registry), config.metrics);
 
-    const choice = config.source ?? { kind: 'local', paths: config.paths };
-    const source = createMeshSource(choice, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
+    const source = createMeshSource(config.source, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
     this.#closers.push(source);
     const first = await source.load();
     if (config.capture.mode === 'ebpf') await this.#startCapture(config.capture, first.snapshot);
     await source.watch();
     this.#ready = true;
-    log.info({ paths: config.paths, capture: config.capture.mode }, 'agent ready; watching the configuration for changes');
+    log.info({ source: describeSource(config.source), capture: config.capture.mode }, 'agent ready; watching the configuration for changes');
   }
 
   /** The certificates this agent holds, for the admin server. */
@@ -176,7 +181,7 @@ export class NodeAgent {
 
     const certificates = await this.#startIdentity(snapshot);
     const { node } = config;
-    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }), { store });
+    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
     const live = new LiveConnections(store, log);
     this.#closers.push(live);
     const connectAsClient = async (sourceIp: string, destination: Address): Promise<Socket | string> => {
@@ -217,6 +222,25 @@ export class NodeAgent {
   async #startIdentity(snapshot: MeshSnapshot): Promise<WorkloadCertificateManager> {
     const { config, log, store } = this;
     const { identity } = config;
+    const certificates = new WorkloadCertificateManager({ caClient: await this.#caClient(), ttlSeconds: identity.certTtlSeconds, log });
+    this.#certificates = certificates;
+    this.#closers.push(certificates);
+    certificates.track(enrolledIdentitiesOnNode(snapshot, config.node));
+    store.subscribe((next) => certificates.track(enrolledIdentitiesOnNode(next, config.node)));
+    return certificates;
+  }
+
+  /** istiod's CA when configured (it checks that our pods run here), else the CA inside the agent. */
+  async #caClient(): Promise<CaClient> {
+    const { config, log, store } = this;
+    const { identity } = config;
+    if (identity.istiodCa) {
+      const client = new IstioCaClient(identity.istiodCa);
+      this.#closers.push(client);
+      const address = identity.istiodCa.address ?? DEFAULT_ISTIOD_ADDRESS;
+      log.info({ address }, `certificate authority: istiod at ${address}`);
+      return client;
+    }
     const ca = await EmbeddedCa.open({
       stateDir: identity.stateDir,
       ...(identity.caDir !== undefined ? { pluggedInDir: identity.caDir } : {}),
@@ -225,12 +249,7 @@ export class NodeAgent {
     });
     if (!ca.ok) throw new Error(`certificate authority: ${ca.error.message}`);
     log.info(ca.value.origin, `certificate authority: ${ca.value.origin.origin} CA in ${ca.value.origin.dir}`);
-    const certificates = new WorkloadCertificateManager({ caClient: ca.value.clientFor(config.node), ttlSeconds: identity.certTtlSeconds, log });
-    this.#certificates = certificates;
-    this.#closers.push(certificates);
-    certificates.track(enrolledIdentitiesOnNode(snapshot, config.node));
-    store.subscribe((next) => certificates.track(enrolledIdentitiesOnNode(next, config.node)));
-    return certificates;
+    return ca.value.clientFor(config.node);
   }
 
   #transparentFd(name: string, port: number): number {

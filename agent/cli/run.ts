@@ -2,25 +2,41 @@
 
 import { parseArgs } from 'node:util';
 import { type CaptureConfig, NodeAgent, type NodeAgentConfig } from '../node-agent.js';
+import { DEFAULT_ISTIOD_ADDRESS, DEFAULT_ROOT_CERT_FILE, DEFAULT_TOKEN_FILE, type IstiodConnectionOptions } from '../identity/istiod-channel.js';
 import type { SourceChoice } from '../sources/source.js';
+import { DEFAULT_CLUSTER_ID } from '../telemetry/connections.js';
+import { xdsNodeInfoFromEnv } from '../sources/xds/node.js';
 import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
 import { UsageError, parseChoice, parseDuration, parseListenAddress } from './usage.js';
 
 export const RUN_USAGE = `Usage: ambit run --config <file|dir>... --node <name> [options]
        ambit run --source kubernetes [--kubeconfig <file>] --node <name> [options]
+       ambit run --source xds [--istiod-address <host:port>] --node <name> [options]
 
 Runs the node agent for one node. In local mode it reads the Kubernetes and Istio YAML in the given
 files and directories (searched recursively for *.yaml and *.yml) and applies every change live.
 In kubernetes mode it lists and watches the same kinds of objects from the API server (in a pod: its
 service-account token; elsewhere: --kubeconfig or $KUBECONFIG), enrolls the pods of its own node and
 routes to every endpoint; while the API server is unreachable the last good state stays in force.
+In xds mode it takes workloads, services and policies from istiod's workload xDS (delta ADS), as
+ztunnel does, and certificates from istiod's CA; it needs INSTANCE_IP, POD_NAME and POD_NAMESPACE.
 
 Options:
-  --source local|kubernetes    where the mesh comes from (default: local)
+  --source local|kubernetes|xds  where the mesh comes from (default: local)
   --config <path>              YAML file or directory (repeatable; also positional arguments;
                                local mode only)
   --kubeconfig <file>          kubeconfig for --source kubernetes (default: in-cluster
                                configuration when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG)
+  --istiod-address <host:port> istiod for --source xds and --ca istiod (default: $XDS_ADDRESS or
+                               ${DEFAULT_ISTIOD_ADDRESS})
+  --istiod-root-cert <file>    the root istiod's serving certificate chains to
+                               (default: ${DEFAULT_ROOT_CERT_FILE})
+  --istiod-token <file>        projected service-account token sent to istiod
+                               (default: ${DEFAULT_TOKEN_FILE})
+  --cluster-id <id>            this cluster's id: metrics' *_cluster labels, istiod's clusterid
+                               (default: $ISTIO_META_CLUSTER_ID or Kubernetes)
+  --ca embedded|istiod         who signs workload certificates (default: istiod with --source xds,
+                               else embedded: the agent's own CA, see --ca-dir)
   --node <name>                this node's name (default: $NODE_NAME)
   --trust-domain <domain>      SPIFFE trust domain (default: cluster.local)
   --cluster-domain <domain>    Kubernetes cluster domain (default: cluster.local)
@@ -51,6 +67,11 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       source: { type: 'string', default: 'local' },
       config: { type: 'string', multiple: true },
       kubeconfig: { type: 'string' },
+      'istiod-address': { type: 'string' },
+      'istiod-root-cert': { type: 'string', default: DEFAULT_ROOT_CERT_FILE },
+      'istiod-token': { type: 'string', default: DEFAULT_TOKEN_FILE },
+      'cluster-id': { type: 'string' },
+      ca: { type: 'string' },
       node: { type: 'string' },
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'cluster-domain': { type: 'string', default: 'cluster.local' },
@@ -69,17 +90,31 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
     },
   });
   const paths = [...(values.config ?? []), ...positionals];
-  let source: SourceChoice;
-  if (parseChoice('--source', values.source, ['local', 'kubernetes']) === 'local') {
-    if (paths.length === 0) throw new UsageError('ambit run: no configuration given; pass --config <file|dir> (local mode) or --source kubernetes');
-    if (values.kubeconfig !== undefined) throw new UsageError('ambit run: --kubeconfig is for --source kubernetes');
-    source = { kind: 'local', paths };
-  } else {
-    if (paths.length > 0) throw new UsageError(`ambit run: --source kubernetes reads the API server, not files; drop ${paths.join(' ')}`);
-    source = { kind: 'kubernetes', ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}) };
-  }
   const node = values.node ?? env['NODE_NAME'];
   if (!node) throw new UsageError('ambit run: which node is this? pass --node <name> or set NODE_NAME');
+  const sourceKind = parseChoice('--source', values.source, ['local', 'kubernetes', 'xds']);
+  if (sourceKind !== 'local' && paths.length > 0) throw new UsageError(`ambit run: --source ${sourceKind} does not read files; drop ${paths.join(' ')}`);
+  if (sourceKind !== 'kubernetes' && values.kubeconfig !== undefined) throw new UsageError('ambit run: --kubeconfig is for --source kubernetes');
+  const clusterId = values['cluster-id'] ?? env['ISTIO_META_CLUSTER_ID'] ?? DEFAULT_CLUSTER_ID;
+  const istiod: IstiodConnectionOptions = {
+    address: values['istiod-address'] ?? env['XDS_ADDRESS'] ?? DEFAULT_ISTIOD_ADDRESS,
+    rootCertFile: values['istiod-root-cert'],
+    tokenFile: values['istiod-token'],
+    clusterId,
+  };
+  let source: SourceChoice;
+  if (sourceKind === 'local') {
+    if (paths.length === 0) throw new UsageError('ambit run: no configuration given; pass --config <file|dir> (local mode), --source kubernetes or --source xds');
+    source = { kind: 'local', paths };
+  } else if (sourceKind === 'kubernetes') {
+    source = { kind: 'kubernetes', ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}) };
+  } else {
+    if (!env['INSTANCE_IP']) throw new UsageError('ambit run: --source xds needs INSTANCE_IP, the agent pod\'s IP (the DaemonSet sets it from status.podIP)');
+    const { info } = xdsNodeInfoFromEnv(env);
+    source = { kind: 'xds', istiod, node: { ...info, nodeName: node, metadata: { ...info.metadata, CLUSTER_ID: clusterId } } };
+  }
+  const ca = parseChoice('--ca', values.ca ?? (sourceKind === 'xds' ? 'istiod' : 'embedded'), ['embedded', 'istiod']);
+  if (ca === 'istiod' && values['ca-dir'] !== undefined) throw new UsageError('ambit run: --ca-dir is the embedded CA\'s; with --ca istiod, istiod signs');
   const level = values['log-level'];
   if (!isLogLevel(level)) throw new UsageError(`ambit run: --log-level ${JSON.stringify(level)}: expected one of trace, debug, info, warn, error`);
   let capture: CaptureConfig;
@@ -94,10 +129,10 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
     logLevel: level,
     config: {
       node,
-      paths,
       source,
       trustDomain: values['trust-domain'],
       clusterDomain: values['cluster-domain'],
+      clusterId,
       readiness: parseListenAddress('--readiness-address', values['readiness-address']),
       admin: parseListenAddress('--admin-address', values['admin-address']),
       metrics: parseListenAddress('--metrics-address', values['metrics-address']),
@@ -106,6 +141,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
         stateDir: values['state-dir'],
         ...(values['ca-dir'] !== undefined ? { caDir: values['ca-dir'] } : {}),
         certTtlSeconds: Math.ceil(parseDuration('--cert-ttl', values['cert-ttl']) / 1000),
+        ...(ca === 'istiod' ? { istiodCa: istiod } : {}),
       },
       drainMs: parseDuration('--drain-timeout', values['drain-timeout']),
     },

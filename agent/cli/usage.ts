@@ -26,6 +26,9 @@ export function parseDuration(flag: string, value: string): number {
 
 /** A flag that takes one of a few words. */
 export function parseChoice<const T extends string>(flag: string, value: string, choices: readonly T[]): T {
-  if (!(choices as readonly string[]).includes(value)) throw new UsageError(`${flag} ${JSON.stringify(value)}: expected ${choices.join(' or ')}`);
+  if (!(choices as readonly string[]).includes(value)) {
+    const list = choices.length > 1 ? `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}` : choices.join('');
+    throw new UsageError(`${flag} ${JSON.stringify(value)}: expected ${list}`);
+  }
   return value as T;
 }

@@ -1,13 +1,17 @@
 // Where an agent learns the mesh from, behind one small interface so that node-agent.ts does not care:
-// local YAML files (`ambit run --source local`) or the Kubernetes API server (`--source kubernetes`).
+// local YAML files (`ambit run --source local`), the Kubernetes API server (`--source kubernetes`) or
+// istiod's workload xDS (`--source xds`).
 // Every source validates objects with agent/config and builds snapshots with agent/state/build.ts, so
 // the same objects give the same snapshot whatever the source.
 
+import { DEFAULT_ISTIOD_ADDRESS, type IstiodConnectionOptions } from '../identity/istiod-channel.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from '../telemetry/log.js';
 import { KubeApiClient, loadKubeConfig } from './kubernetes/api-client.js';
 import { KubernetesSource } from './kubernetes/source.js';
 import { type LoadOutcome, LocalFileSource } from './local-files.js';
+import type { XdsNodeInfo } from './xds/node.js';
+import { XdsSource } from './xds/xds-source.js';
 
 export type { LoadOutcome } from './local-files.js';
 
@@ -21,7 +25,8 @@ export interface MeshSource {
 
 export type SourceChoice =
   | { readonly kind: 'local'; readonly paths: readonly string[] }
-  | { readonly kind: 'kubernetes'; readonly kubeconfig?: string };
+  | { readonly kind: 'kubernetes'; readonly kubeconfig?: string }
+  | { readonly kind: 'xds'; readonly istiod: IstiodConnectionOptions; readonly node: XdsNodeInfo };
 
 export interface SourceSettings {
   readonly trustDomain: string;
@@ -31,7 +36,20 @@ export interface SourceSettings {
 /** Builds the chosen source; throws with an actionable message when it cannot (no Kubernetes credentials). */
 export function createMeshSource(choice: SourceChoice, settings: SourceSettings, store: WorkloadStore, log: Logger): MeshSource {
   if (choice.kind === 'local') return new LocalFileSource({ paths: choice.paths, ...settings }, store, log);
+  if (choice.kind === 'xds') return new XdsSource({ connection: choice.istiod, node: choice.node, ...settings }, store, log);
   const config = loadKubeConfig(choice.kubeconfig !== undefined ? { kubeconfig: choice.kubeconfig } : {});
   if (!config.ok) throw new Error(config.error.message);
   return new KubernetesSource({ client: new KubeApiClient(config.value), ...settings }, store, log);
+}
+
+/** Where the mesh comes from, for logs. */
+export function describeSource(choice: SourceChoice): string {
+  switch (choice.kind) {
+    case 'local':
+      return `local files ${choice.paths.join(', ')}`;
+    case 'kubernetes':
+      return choice.kubeconfig !== undefined ? `the Kubernetes API server of ${choice.kubeconfig}` : 'the Kubernetes API server';
+    case 'xds':
+      return `istiod at ${choice.istiod.address ?? DEFAULT_ISTIOD_ADDRESS}`;
+  }
 }

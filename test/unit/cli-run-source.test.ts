@@ -16,16 +16,33 @@ import { FakeApiServer } from '../fixtures/kube-apiserver/server.js';
 const MAIN = fileURLToPath(new URL('../../agent/cli/main.ts', import.meta.url));
 const common = ['--node', 'n1', '--capture', 'none'];
 
-test('--source defaults to local and needs --config; kubernetes takes --kubeconfig and refuses files', () => {
+test('--source defaults to local and needs --config; kubernetes takes --kubeconfig; xds needs the pod\'s env and picks istiod\'s CA', () => {
   assert.deepEqual(parseRunArgs([...common, '--config', 'mesh/']).config.source, { kind: 'local', paths: ['mesh/'] });
   assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes']).config.source, { kind: 'kubernetes' });
   assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes', '--kubeconfig', '/k']).config.source, { kind: 'kubernetes', kubeconfig: '/k' });
-  const refused = (args: string[], message: RegExp) => assert.throws(() => parseRunArgs(args), (err: Error) => err instanceof UsageError && message.test(err.message));
-  refused([...common], /no configuration given; pass --config .* or --source kubernetes/);
-  refused([...common, '--source', 'xds'], /--source "xds": expected local or kubernetes/);
-  refused([...common, '--source', 'kubernetes', 'mesh/'], /reads the API server, not files; drop mesh\//);
+  const refused = (args: string[], message: RegExp, env: NodeJS.ProcessEnv = {}) =>
+    assert.throws(() => parseRunArgs(args, env), (err: Error) => err instanceof UsageError && message.test(err.message));
+  refused([...common], /no configuration given; pass --config .*, --source kubernetes or --source xds/);
+  refused([...common, '--source', 'grpc'], /--source "grpc": expected local, kubernetes or xds/);
+  refused([...common, '--source', 'kubernetes', 'mesh/'], /--source kubernetes does not read files; drop mesh\//);
   refused([...common, '--config', 'mesh/', '--kubeconfig', '/k'], /--kubeconfig is for --source kubernetes/);
+  refused([...common, '--source', 'xds'], /--source xds needs INSTANCE_IP/);
+  refused([...common, '--source', 'xds', '--ca-dir', '/ca'], /--ca-dir is the embedded CA's/, { INSTANCE_IP: '10.0.0.9' });
   assert.equal(parseRunArgs(['--source', 'kubernetes', '--capture', 'none'], { NODE_NAME: 'from-env' }).config.node, 'from-env');
+
+  const env = { INSTANCE_IP: '10.1.2.3', POD_NAME: 'ambit-x', POD_NAMESPACE: 'istio-system', ISTIO_META_CLUSTER_ID: 'east' };
+  const xds = parseRunArgs([...common, '--source', 'xds', '--istiod-address', 'istiod.example:15012'], env).config;
+  assert.equal(xds.source.kind, 'xds');
+  if (xds.source.kind !== 'xds') return;
+  assert.deepEqual(xds.source.istiod, { address: 'istiod.example:15012', rootCertFile: '/var/run/secrets/istio/root-cert.pem', tokenFile: '/var/run/secrets/tokens/istio-token', clusterId: 'east' });
+  assert.equal(xds.source.node.ip, '10.1.2.3');
+  assert.equal(xds.source.node.nodeName, 'n1');
+  assert.equal(xds.source.node.metadata?.['CLUSTER_ID'], 'east');
+  assert.equal(xds.clusterId, 'east');
+  assert.deepEqual(xds.identity.istiodCa, xds.source.istiod, 'with --source xds, istiod signs by default');
+  assert.equal(parseRunArgs([...common, '--source', 'xds', '--ca', 'embedded'], env).config.identity.istiodCa, undefined);
+  assert.equal(parseRunArgs([...common, '--config', 'mesh/']).config.identity.istiodCa, undefined, 'local mode keeps the embedded CA');
+  assert.deepEqual(parseRunArgs([...common, '--config', 'mesh/', '--ca', 'istiod']).config.identity.istiodCa?.address, 'istiod.istio-system.svc:15012');
 });
 
 test('ambit run --source kubernetes: ready after the first sync, follows changes, keeps serving while the API server is down', async () => {
