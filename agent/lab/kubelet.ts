@@ -173,6 +173,7 @@ class SupervisedProcess {
 /** Runs a set of processes and keeps status.json current. */
 export class Kubelet {
   readonly #processes: SupervisedProcess[] = [];
+  readonly #readyWaiters: { readonly id: string; readonly resolve: () => void }[] = [];
   #writing: Promise<void> = Promise.resolve();
   #dirty = false;
 
@@ -184,6 +185,12 @@ export class Kubelet {
     supervised.start();
   }
 
+  /** Resolves the first time the process `id` is ready (at once if it already is). */
+  firstReady(id: string): Promise<void> {
+    if (this.#processes.some((p) => p.status.id === id && p.status.ready)) return Promise.resolve();
+    return new Promise((resolve) => this.#readyWaiters.push({ id, resolve }));
+  }
+
   async stopAll(graceMs: number): Promise<void> {
     await Promise.all(this.#processes.map((p) => p.stop(graceMs)));
     this.#statusChanged();
@@ -191,6 +198,11 @@ export class Kubelet {
   }
 
   #statusChanged(): void {
+    for (const waiter of [...this.#readyWaiters]) {
+      if (!this.#processes.some((p) => p.status.id === waiter.id && p.status.ready)) continue;
+      this.#readyWaiters.splice(this.#readyWaiters.indexOf(waiter), 1);
+      waiter.resolve();
+    }
     // Coalesce bursts of changes into one write; the file is replaced atomically so readers never
     // see half of it.
     if (this.#dirty) return;

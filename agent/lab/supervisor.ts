@@ -87,8 +87,9 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
     });
   }
 
-  for (const pod of plan.pods) {
-    const node = plan.nodes.find((n) => n.name === pod.node)!;
+  // As Istio's CNI plugin holds a pod's sandbox until the node's ztunnel is ready, a node's containers
+  // start only once its agent is: else their first connections would leave before capture is in place.
+  const startPod = (pod: LabPlan['pods'][number], node: LabPlan['nodes'][number]): void => {
     for (const container of pod.containers) {
       const probe = container.readinessProbe;
       kubelet.run({
@@ -103,6 +104,12 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         probePeriodMs: (probe?.periodSeconds ?? 10) * 1000,
       });
     }
+  };
+  for (const node of plan.nodes) {
+    void kubelet.firstReady(`node/${node.name}`).then(() => {
+      log.info({ node: node.name }, `agent of node ${node.name} is ready; starting its pods' containers`);
+      for (const pod of plan.pods) if (pod.node === node.name) startPod(pod, node);
+    });
   }
 
   log.info({ nodes: plan.nodes.length, pods: plan.pods.length }, 'lab supervisor running');
