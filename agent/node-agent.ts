@@ -14,6 +14,7 @@ import { IstioCaClient, type IstioCaClientOptions } from './identity/istio-ca-cl
 import { DEFAULT_ISTIOD_ADDRESS } from './identity/istiod-channel.js';
 import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
+import { kubepodsResolver, podCgroupFromTemplate } from './redirect/pod-cgroups.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
 import { type SourceChoice, createMeshSource, describeSource } from './sources/source.js';
 import type { MeshSnapshot, Workload } from './state/model.js';
@@ -43,8 +44,8 @@ export type CaptureConfig =
   | { readonly mode: 'none' }
   | {
       readonly mode: 'ebpf';
-      /** e.g. `/sys/fs/cgroup/unified/kubepods/{namespace}.{name}`; see `podCgroupPath`. */
-      readonly podCgroupTemplate: string;
+      /** How pods' cgroups are found: a template (the lab's layout), or the kubelet's, by pod UID. */
+      readonly podCgroup: { readonly kind: 'template'; readonly template: string } | { readonly kind: 'kubepods'; readonly root: string };
       readonly scope: string;
       /** Devices other nodes' traffic arrives on; default: the one holding the node's InternalIP. */
       readonly uplinks: readonly string[];
@@ -76,11 +77,6 @@ export interface NodeAgentConfig {
   readonly identity: IdentityConfig;
   /** On shutdown, how long open connections may finish before they are cut. */
   readonly drainMs: number;
-}
-
-/** Fills a pod cgroup template's `{namespace}`, `{name}` and `{uid}` placeholders. */
-export function podCgroupPath(template: string, workload: Workload): string {
-  return template.replaceAll('{namespace}', workload.namespace).replaceAll('{name}', workload.name).replaceAll('{uid}', workload.uid);
 }
 
 type Closable = { close(): Promise<void> | void };
@@ -172,7 +168,7 @@ export class NodeAgent {
       node: config.node,
       nodeIp,
       uplinks,
-      podCgroup: (w) => podCgroupPath(capture.podCgroupTemplate, w),
+      podCgroup: capture.podCgroup.kind === 'template' ? podCgroupFromTemplate(capture.podCgroup.template) : kubepodsResolver(capture.podCgroup.root),
       log,
     });
     if (!started.ok) throw new Error(`eBPF capture: ${started.error.message}`);

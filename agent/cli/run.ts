@@ -3,7 +3,9 @@
 import { parseArgs } from 'node:util';
 import { type CaptureConfig, NodeAgent, type NodeAgentConfig } from '../node-agent.js';
 import { DEFAULT_ISTIOD_ADDRESS, DEFAULT_ROOT_CERT_FILE, DEFAULT_TOKEN_FILE, type IstiodConnectionOptions } from '../identity/istiod-channel.js';
+import { KUBEPODS } from '../redirect/pod-cgroups.js';
 import type { SourceChoice } from '../sources/source.js';
+import { cgroup2Root } from '../system/cgroups.js';
 import { DEFAULT_CLUSTER_ID } from '../telemetry/connections.js';
 import { xdsNodeInfoFromEnv } from '../sources/xds/node.js';
 import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
@@ -41,8 +43,13 @@ Options:
   --trust-domain <domain>      SPIFFE trust domain (default: cluster.local)
   --cluster-domain <domain>    Kubernetes cluster domain (default: cluster.local)
   --capture ebpf|none          capture enrolled pods' traffic with eBPF (default: ebpf; needs root)
-  --pod-cgroup <template>      a pod's cgroup v2 directory, with {namespace}, {name}, {uid}
-                               (needed for --capture ebpf; the lab passes its own)
+  --pod-cgroup kubepods|<template>
+                               how to find a pod's cgroup v2 directory (needed for --capture ebpf):
+                               kubepods finds the kubelet's, by pod UID, for the systemd and
+                               cgroupfs drivers and every QoS class; a template names it with
+                               {namespace}, {name}, {uid} (the lab passes its own)
+  --cgroup-root <dir>          the host's cgroup2 mount, for kubepods (default: where this process
+                               sees cgroup2 mounted)
   --bpf-scope <name>           pins go under /sys/fs/bpf/ambit/<name> (default: the node name)
   --uplink <device>            device other nodes' traffic arrives on (repeatable; default: the
                                one holding the node's InternalIP)
@@ -77,6 +84,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       'cluster-domain': { type: 'string', default: 'cluster.local' },
       capture: { type: 'string', default: 'ebpf' },
       'pod-cgroup': { type: 'string' },
+      'cgroup-root': { type: 'string' },
       'bpf-scope': { type: 'string' },
       uplink: { type: 'string', multiple: true },
       'state-dir': { type: 'string', default: '/var/lib/ambit' },
@@ -120,9 +128,11 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
   let capture: CaptureConfig;
   if (values.capture === 'none') capture = { mode: 'none' };
   else if (values.capture === 'ebpf') {
-    const template = values['pod-cgroup'];
-    if (!template) throw new UsageError('ambit run: --capture ebpf needs --pod-cgroup <template> to find pods\' cgroups (or pass --capture none)');
-    capture = { mode: 'ebpf', podCgroupTemplate: template, scope: values['bpf-scope'] ?? node, uplinks: values.uplink ?? [] };
+    const how = values['pod-cgroup'];
+    if (!how) throw new UsageError('ambit run: --capture ebpf needs --pod-cgroup kubepods|<template> to find pods\' cgroups (or pass --capture none)');
+    if (how !== KUBEPODS && values['cgroup-root'] !== undefined) throw new UsageError('ambit run: --cgroup-root is for --pod-cgroup kubepods');
+    const podCgroup = how === KUBEPODS ? ({ kind: 'kubepods', root: values['cgroup-root'] ?? cgroup2Root() } as const) : ({ kind: 'template', template: how } as const);
+    capture = { mode: 'ebpf', podCgroup, scope: values['bpf-scope'] ?? node, uplinks: values.uplink ?? [] };
   } else throw new UsageError(`ambit run: --capture ${JSON.stringify(values.capture)}: expected ebpf or none`);
 
   return {

@@ -77,7 +77,7 @@ test('the DaemonSet runs `ambit run` with flags its own parser accepts: kubernet
   assert.equal(parsed.node, 'node-7');
   assert.deepEqual(parsed.source, { kind: 'kubernetes' });
   assert.equal(parsed.capture.mode, 'ebpf');
-  assert.equal(parsed.capture.mode === 'ebpf' && parsed.capture.podCgroupTemplate.includes('{uid}'), true);
+  assert.deepEqual(parsed.capture.mode === 'ebpf' && parsed.capture.podCgroup, { kind: 'kubepods', root: '/host/sys/fs/cgroup' });
   assert.deepEqual(parsed.readiness, { host: '0.0.0.0', port: 15021 });
   assert.deepEqual(parsed.metrics, { host: '0.0.0.0', port: 15020 });
   assert.deepEqual(parsed.admin, { host: '127.0.0.1', port: 15000 }, 'admin stays on loopback even with hostNetwork');
