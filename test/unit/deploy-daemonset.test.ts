@@ -103,8 +103,7 @@ test('the DaemonSet: host network, capabilities rather than privileged, the moun
   for (const m of agent.volumeMounts) assert.ok(pod.volumes.some((v) => v.name === m.name), `volume ${m.name} exists`);
   assert.equal(hostPaths[Object.keys(mounts).find((n) => mounts[n] === '/sys/fs/bpf')!], '/sys/fs/bpf');
   const cgroupMount = Object.keys(mounts).find((n) => hostPaths[n] === '/sys/fs/cgroup')!;
-  const template = config.data['POD_CGROUP']!;
-  assert.ok(template.startsWith(`${mounts[cgroupMount]}/`), 'the pod cgroup template lives under the mounted host cgroup root');
+  assert.equal(config.data['CGROUP_ROOT'], mounts[cgroupMount], 'kubepods looks for pods under the mounted host cgroup root');
   assert.ok(agent.resources.requests['cpu'] && agent.resources.requests['memory']);
   assert.deepEqual(daemonSet.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'ambit' });
   for (const [k, v] of Object.entries(daemonSet.spec.selector.matchLabels)) assert.equal(daemonSet.spec.template.metadata.labels[k], v);
