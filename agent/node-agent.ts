@@ -186,7 +186,7 @@ export class NodeAgent {
     };
     const hbonePool = new HbonePool({ certificates, dialTcp: transparentDialer, log });
     this.#closers.push(hbonePool);
-    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient });
+    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient });
     const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient });
     const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient });
     const hbone = new HboneServer({

@@ -241,7 +241,8 @@ function workloadStateDump(snapshot: MeshSnapshot, node: string, connections: re
       startedAt: c.startedAt.toISOString(),
     } as const;
     if (c.direction === 'outbound') {
-      entry.connections.outbound.push({ src: c.src, originalDst: c.dst, actualDst: protocol === 'HBONE' ? joinHostPort(hostOf(c.dst), HBONE_PORT) : c.dst, ...common });
+      const originalDst = c.originalDst ?? c.dst;
+      entry.connections.outbound.push({ src: c.src, originalDst, actualDst: protocol === 'HBONE' ? joinHostPort(hostOf(c.dst), HBONE_PORT) : c.dst, ...common });
     } else {
       entry.connections.inbound.push({ src: c.src, originalDst: null, actualDst: c.dst, ...common });
     }

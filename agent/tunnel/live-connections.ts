@@ -10,7 +10,10 @@ import { type InboundAttempt, admitInbound } from './inbound-admission.js';
 export interface LiveConnection {
   readonly direction: 'inbound' | 'outbound';
   readonly src: string;
+  /** Where the connection is carried: the pod's address and port. */
   readonly dst: string;
+  /** What the client dialled, when it differs from `dst` (a Service VIP:port). */
+  readonly originalDst?: string;
   readonly srcIdentity?: string;
   readonly dstIdentity?: string;
   /** `hbone`, `plaintext`, `same-node` or `passthrough`. */

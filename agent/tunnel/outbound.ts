@@ -13,7 +13,8 @@ import type { ConnectionDescription, ConnectionTelemetry, ResponseFlag } from '.
 import type { Logger } from '../telemetry/log.js';
 import { type Address, type OutboundTarget, resolveOutbound } from './destination.js';
 import type { HbonePool } from './h2/client-pool.js';
-import { formatAuthority } from './h2/connect-headers.js';
+import { canonicalName, canonicalRevision } from '../state/canonical.js';
+import { formatAuthority, formatBaggage } from './h2/connect-headers.js';
 import type { HboneError } from './h2/errors.js';
 import { HBONE_PORT } from './h2/settings.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
@@ -27,6 +28,8 @@ export interface OutboundOptions {
   readonly live: LiveConnections;
   readonly log: Logger;
   readonly hbone: HbonePool;
+  /** Sent in the CONNECT's baggage (`k8s.cluster.name`), as ztunnel does. */
+  readonly clusterId: string;
   /** Where a captured connection was going; undefined when the kernel does not know. */
   readonly originalDestination: (socket: Socket) => Address | undefined;
   /**
@@ -47,6 +50,8 @@ interface Captured {
   readonly source: Workload;
   readonly sourceIp: string;
   readonly srcAddr: string;
+  /** What the client dialled: a Service VIP or a pod's address, and the port. */
+  readonly originalDst: string;
 }
 
 export class OutboundProxy {
@@ -79,7 +84,7 @@ export class OutboundProxy {
 
     const target = resolveOutbound(snapshot, dst);
     if (target.kind === 'refused') return refuse(target.reason);
-    const captured: Captured = { socket, snapshot, source, sourceIp, srcAddr };
+    const captured: Captured = { socket, snapshot, source, sourceIp, srcAddr, originalDst: formatAuthority(dst) };
     if (target.kind === 'workload' && target.workload.enrollment.enrolled) {
       return target.workload.node === node ? this.#sameNode(captured, target) : this.#viaHbone(captured, target);
     }
@@ -102,9 +107,10 @@ export class OutboundProxy {
       expectedIdentities: [workload.identity],
       authority: address,
       ...(service ? { serviceHostname: service.hostname } : {}),
+      baggage: baggageOf(c.source, this.options.clusterId),
     });
     if (!tunnel.ok) return this.#failed(c.socket, [description], flagOf(tunnel.error), tunnel.error.message);
-    await this.#relay(c.socket, tunnel.value, [description], 'hbone');
+    await this.#relay(c, tunnel.value, [description], 'hbone');
   }
 
   /** To an enrolled pod of this node: what its own agent's inbound side would decide, decided here. */
@@ -123,7 +129,7 @@ export class OutboundProxy {
     // A pod reaching itself through its Service cannot be sent its own address as the source.
     const upstream = workload === c.source ? await connectPlain(address) : await this.options.connectAsClient(c.sourceIp, address);
     if (typeof upstream === 'string') return this.#failed(c.socket, descriptions, 'CONNECT', upstream);
-    await this.#relay(c.socket, upstream, descriptions, 'same-node', attempt);
+    await this.#relay(c, upstream, descriptions, 'same-node', attempt);
   }
 
   /** Out of the mesh (or to a pod that is not enrolled): plain TCP. */
@@ -139,7 +145,7 @@ export class OutboundProxy {
     };
     const upstream = await connectPlain(target.address);
     if (typeof upstream === 'string') return this.#failed(c.socket, [description], 'CONNECT', upstream);
-    await this.#relay(c.socket, upstream, [description], 'passthrough');
+    await this.#relay(c, upstream, [description], 'passthrough');
   }
 
   #failed(socket: Socket, descriptions: readonly ConnectionDescription[], flag: ResponseFlag, reason: string): void {
@@ -147,14 +153,17 @@ export class OutboundProxy {
     socket.destroy();
   }
 
-  async #relay(socket: Socket, upstream: Duplex, descriptions: readonly ConnectionDescription[], transport: LiveConnection['transport'], admission?: InboundAttempt): Promise<void> {
+  async #relay(c: Captured, upstream: Duplex, descriptions: readonly ConnectionDescription[], transport: LiveConnection['transport'], admission?: InboundAttempt): Promise<void> {
+    const { socket } = c;
     const first = descriptions[0]!;
+    const dst = first.dst.hboneAddr ?? first.dst.addr;
     const connections = descriptions.map((d) => this.options.telemetry.opened(d));
     const untrack = this.options.live.add(
       {
         direction: 'outbound',
         src: first.src.addr,
-        dst: first.dst.hboneAddr ?? first.dst.addr,
+        dst,
+        ...(c.originalDst !== dst ? { originalDst: c.originalDst } : {}),
         transport,
         startedAt: new Date(),
         ...(first.src.identity ? { srcIdentity: first.src.identity } : {}),
@@ -168,6 +177,17 @@ export class OutboundProxy {
     untrack();
     for (const connection of connections) connection.closed(result);
   }
+}
+
+/** ztunnel's baggage: who the source is, for the destination's telemetry (it never authorizes). */
+function baggageOf(source: Workload, clusterId: string): string {
+  return formatBaggage({
+    clusterName: clusterId,
+    namespace: source.namespace,
+    workload: { type: 'pod', name: source.name },
+    canonicalService: canonicalName(source),
+    canonicalRevision: canonicalRevision(source),
+  });
 }
 
 /** ztunnel's response flag for a tunnel that could not be opened. */
