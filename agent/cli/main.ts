@@ -10,9 +10,10 @@ import { ZC_USAGE, zcCommand } from './zc.js';
 const USAGE = `Usage: ambit <command> [options]
 
 Commands:
-  run     run the node agent (from Kubernetes/Istio YAML files, or the Kubernetes API: --source kubernetes)
+  run     run the node agent (from Kubernetes/Istio YAML files, the Kubernetes API, or istiod's xDS)
   lab     a local mesh on network namespaces: up, down, status, exec, logs
-  zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies
+  zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies,
+          certificates, connections
   uninstall  remove every eBPF program, pin and rule Ambit left on this node
   help    show this help, or a command's: ambit help <command>
 
@@ -21,8 +22,16 @@ ${LAB_USAGE}
 ${ZC_USAGE}
 ${UNINSTALL_USAGE}`;
 
+const COMMAND_USAGE: Readonly<Record<string, string>> = { run: RUN_USAGE, lab: LAB_USAGE, zc: ZC_USAGE, uninstall: UNINSTALL_USAGE };
+
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `ambit <command> --help`, as users try first; arguments after `--` belong to someone else.
+  const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (command && COMMAND_USAGE[command] && (own.includes('--help') || own.includes('-h'))) {
+    process.stdout.write(COMMAND_USAGE[command]);
+    return 0;
+  }
   switch (command) {
     case 'run':
       return runCommand(rest);
@@ -37,7 +46,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case '--help':
     case '-h':
     case undefined:
-      process.stdout.write({ run: RUN_USAGE, lab: LAB_USAGE, zc: ZC_USAGE, uninstall: UNINSTALL_USAGE }[rest[0] ?? ''] ?? USAGE);
+      process.stdout.write(COMMAND_USAGE[rest[0] ?? ''] ?? USAGE);
       return command === undefined ? 2 : 0;
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);
