@@ -17,4 +17,4 @@ fi
 shopt -s nullglob
 files=(test/unit/*.test.ts test/integration/*.test.ts)
 # One file at a time: the integration tests share the machine's kernel and would contend for it.
-exec node --import tsx --test --test-reporter=tap --test-concurrency=1 --test-timeout=300000 "${files[@]}"
+exec node --import tsx --test --test-reporter=tap --test-concurrency=1 --test-timeout=600000 "${files[@]}"
