@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { cgroup2Root } from '../../agent/system/cgroups.js';
 import { hostFootprint } from './helpers/host-footprint.js';
+import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
 import { AMBIT_MAIN, ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
 
 const LAB = `t${process.pid % 10000}`;
@@ -38,18 +39,7 @@ spec:
       env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
       ports: [{ name: web, containerPort: 8080 }]
 ${app === 'web' ? '      readinessProbe: { httpGet: { path: /, port: web }, periodSeconds: 2 }\n' : ''}status: { podIP: ${ip} }`;
-  return `apiVersion: v1
-kind: Node
-metadata: { name: alpha }
-spec: { podCIDR: 10.245.1.0/24 }
-status: { addresses: [{ type: InternalIP, address: 172.31.78.11 }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: beta }
-spec: { podCIDR: 10.245.2.0/24 }
-status: { addresses: [{ type: InternalIP, address: 172.31.78.12 }] }
----
+  return `${twoNodesYaml(78, 245)}---
 apiVersion: v1
 kind: Namespace
 metadata: { name: shop, labels: ${namespaceLabels} }
@@ -95,9 +85,8 @@ async function curlFrom(pod: string, url: string): Promise<{ pod: string; peer: 
   return { pod: answered, peer };
 }
 
-async function agentLog(node: string): Promise<string> {
-  return (await ambit(['lab', 'logs', '--lab', LAB, `node/${node}`])).stdout;
-}
+const session = new LabSession(LAB, yamlPath);
+const agentLog = (node: string): Promise<string> => session.agentLog(node);
 
 test('pods reach pods on the same node and across nodes by IP', async () => {
   assert.equal((await curlFrom('shop/client', 'http://10.245.1.10:8080/')).pod, 'web-a');
@@ -150,13 +139,7 @@ test('inbound from a pod outside the mesh is steered through the destination age
   assert.match(await agentLog('alpha'), /"src\.addr":"10\.245\.1\.30:\d+","src\.workload":"outsider","src\.namespace":"other","dst\.addr":"10\.245\.1\.10:8080".*"direction":"inbound"/);
 });
 
-/** Writes the mesh YAML and waits until node beta's agent has applied it. */
-async function applyOnBeta(yaml: string): Promise<void> {
-  const reloads = async (): Promise<number> => (await agentLog('beta')).match(/"msg":"configuration version \d+ in force/g)?.length ?? 0;
-  const before = await reloads();
-  writeFileSync(yamlPath, yaml);
-  await eventually('beta to apply the change', async () => ((await reloads()) > before ? true : undefined));
-}
+const applyOnBeta = (yaml: string): Promise<void> => session.apply(yaml);
 
 test('the inbound agent enforces PeerAuthentication STRICT and AuthorizationPolicy on plaintext, live', async () => {
   await applyOnBeta(

@@ -15,6 +15,7 @@ import { type TestTrust, openTrust } from '../fixtures/hbone/mesh.js';
 import { FIXTURES, H2_CLIENT, PYTHON, type PemFiles, buildGoPeer, requireTool, writePem } from '../fixtures/hbone/peers.js';
 import { makePluggedInCa } from '../fixtures/identity/test-ca.js';
 import { AMBIT_MAIN, ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
+import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tov${process.pid % 1000}`;
 const TD = 'cluster.local';
@@ -42,18 +43,7 @@ spec:
       env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
 status: { podIP: ${ip} }`;
   const sa = (name: string): string => `---\napiVersion: v1\nkind: ServiceAccount\nmetadata: { name: ${name}, namespace: shop }\n`;
-  return `apiVersion: v1
-kind: Node
-metadata: { name: alpha }
-spec: { podCIDR: 10.246.1.0/24 }
-status: { addresses: [{ type: InternalIP, address: 172.31.79.11 }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: beta }
-spec: { podCIDR: 10.246.2.0/24 }
-status: { addresses: [{ type: InternalIP, address: 172.31.79.12 }] }
----
+  return `${twoNodesYaml(79, 246)}---
 apiVersion: v1
 kind: Namespace
 metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
@@ -73,8 +63,9 @@ spec:
 ${extra}`;
 }
 
-const exec = (target: string, argv: readonly string[], timeoutMs = 20_000) => ambit(['lab', 'exec', '--lab', LAB, target, '--', ...argv], timeoutMs);
-const agentLog = async (node: string): Promise<string> => (await ambit(['lab', 'logs', '--lab', LAB, `node/${node}`])).stdout;
+let session: LabSession;
+const exec = (target: string, argv: readonly string[], timeoutMs = 20_000) => session.exec(target, argv, timeoutMs);
+const agentLog = (node: string): Promise<string> => session.agentLog(node);
 const metrics = async (node: string): Promise<string> => (await exec(`node/${node}`, ['curl', '-s', 'http://127.0.0.1:15020/metrics'])).stdout;
 
 /** Sends "hi" to ip:port from `pod` over a fresh connection and returns what came back. */
@@ -143,13 +134,7 @@ describe('the secure overlay in the lab', { timeout: 240_000 }, () => {
   let peerPem: PemFiles;
   const held: HeldConnection[] = [];
 
-  /** Writes the YAML and waits until beta's agent has applied it. */
-  async function applyOnBeta(yaml: string): Promise<void> {
-    const reloads = async (): Promise<number> => (await agentLog('beta')).match(/"msg":"configuration version \d+ in force/g)?.length ?? 0;
-    const before = await reloads();
-    writeFileSync(yamlPath, yaml);
-    await eventually('beta to apply the change', async () => ((await reloads()) > before ? true : undefined));
-  }
+  const applyOnBeta = (yaml: string): Promise<void> => session.apply(yaml);
 
   before(async () => {
     requireRoot();
@@ -163,6 +148,7 @@ describe('the secure overlay in the lab', { timeout: 240_000 }, () => {
     if (!issued.ok) assert.fail(issued.error.message);
     peerPem = await writePem(dir, 'peer', issued.value);
     yamlPath = join(dir, 'mesh.yaml');
+    session = new LabSession(LAB, yamlPath);
     writeFileSync(yamlPath, meshYaml());
     const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', '--ca-dir', caDir, '--cert-ttl', '30s', yamlPath], 120_000);
     assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);

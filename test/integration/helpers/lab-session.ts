@@ -1,0 +1,40 @@
+// What the lab tests do to a running lab, in one place: two-node YAML, commands in pods and nodes, an
+// agent's log, and a YAML edit that waits until an agent has applied it.
+
+import { writeFileSync } from 'node:fs';
+import { type CommandResult, ambit, eventually } from './lab-cli.js';
+
+/** Nodes `alpha` and `beta`: InternalIP 172.31.<net>.11/.12 and pod CIDRs 10.<podNet>.1.0/24 and .2.0/24. */
+export function twoNodesYaml(net: number, podNet: number): string {
+  const node = (name: string, index: number): string => `apiVersion: v1
+kind: Node
+metadata: { name: ${name} }
+spec: { podCIDR: 10.${podNet}.${index}.0/24 }
+status: { addresses: [{ type: InternalIP, address: 172.31.${net}.${10 + index} }] }
+`;
+  return `${node('alpha', 1)}---\n${node('beta', 2)}`;
+}
+
+export class LabSession {
+  constructor(
+    readonly lab: string,
+    private readonly yamlPath: string,
+  ) {}
+
+  /** `ambit lab exec` in a pod (`namespace/name`) or a node (`node/<name>`). */
+  exec(target: string, argv: readonly string[], timeoutMs = 20_000): Promise<CommandResult> {
+    return ambit(['lab', 'exec', '--lab', this.lab, target, '--', ...argv], timeoutMs);
+  }
+
+  async agentLog(node: string): Promise<string> {
+    return (await ambit(['lab', 'logs', '--lab', this.lab, `node/${node}`])).stdout;
+  }
+
+  /** Writes the mesh YAML and waits until `node`'s agent has a new configuration in force. */
+  async apply(yaml: string, node = 'beta'): Promise<void> {
+    const reloads = async (): Promise<number> => (await this.agentLog(node)).match(/"msg":"configuration version \d+ in force/g)?.length ?? 0;
+    const before = await reloads();
+    writeFileSync(this.yamlPath, yaml);
+    await eventually(`${node} to apply the change`, async () => ((await reloads()) > before ? true : undefined));
+  }
+}
