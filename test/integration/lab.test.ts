@@ -196,7 +196,8 @@ test('kill -9 of an agent: its pods\' new connections fail closed, and the resta
     return r.stdout === '200' ? true : undefined;
   });
   assert.ok(Date.now() - started < 5_000, `the agent took ${Date.now() - started} ms to come back`);
-  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '172.31.78.11' });
+  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
+  assert.match(await agentLog('alpha'), /"src\.workload":"client".*"dst\.hbone_addr":"10\.245\.2\.10:8080".*"msg":"connection complete"/, 'the restarted agent tunnels again');
   assert.deepEqual(readdirSync(`/sys/fs/bpf/ambit/${LAB}-alpha/links/pods`).sort(), pinsBefore);
   // One link per program on the pod's cgroup: the new agent re-used the pinned links.
   const cgroup = join(cgroupRoot, 'ambit', LAB, 'pods', 'shop.client');
@@ -212,11 +213,15 @@ test('removing the namespace label releases its pods live, and adding it back ca
   const before = await captures();
   writeFileSync(yamlPath, meshYaml('', '{}'));
   await eventually('client released', async () => ((await agentLog('alpha')).includes('released shop/client') ? true : undefined));
-  // Not captured: web-b sees the client pod itself, straight through the node.
+  // Not captured: web-b sees the client pod itself, straight through the node, and alpha relays nothing.
+  const tunnelled = async (): Promise<number> => (await agentLog('alpha')).match(/"src\.workload":"client".*"dst\.hbone_addr":"10\.245\.2\.10:8080".*"msg":"connection complete"/g)?.length ?? 0;
+  const tunnelledBefore = await tunnelled();
   assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
+  assert.equal(await tunnelled(), tunnelledBefore, 'a released pod\'s connection went through the agent');
   writeFileSync(yamlPath, meshYaml());
   await eventually('client captured again', async () => ((await captures()) === before + 1 ? true : undefined));
-  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '172.31.78.11' });
+  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
+  await eventually('the connection to be tunnelled again', async () => ((await tunnelled()) > tunnelledBefore ? true : undefined), 5_000);
 });
 
 test('exec node/<name> runs in the node namespace, which holds the node IP', async () => {
