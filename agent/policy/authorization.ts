@@ -3,7 +3,8 @@
 // matching DENY denies; if any ALLOW applies, one must match; AUDIT and CUSTOM do not decide here.
 // Rules that need HTTP to match (methods, paths, hosts, request.*) cannot match a bare connection:
 // an ALLOW rule with them never matches, and a DENY rule is enforced on its L4 part alone, so that
-// not seeing HTTP never widens what a policy lets through.
+// not seeing HTTP never widens what a policy lets through. The same evaluator decides each HTTP request
+// when it is given that request's matchers (agent/policy/http-authorization.ts).
 
 import { isIP } from 'node:net';
 import type { AuthorizationPolicyObject, AuthorizationRule, Condition, Operation, Source } from '../config/istio-security.js';
@@ -39,21 +40,47 @@ export function policiesFor(snapshot: MeshSnapshot, workload: Workload): Authori
   });
 }
 
+/** The decision for a connection whose bytes the agent does not read as HTTP (ztunnel's L4 semantics). */
 export function authorizeConnection(snapshot: MeshSnapshot, attrs: ConnectionAttributes): AuthorizationDecision {
+  return evaluateAuthorization(snapshot, attrs, L4_ONLY);
+}
+
+/**
+ * How the parts of a rule that need HTTP are matched. Without a request (L4_ONLY) none can be: an ALLOW
+ * never matches on them and a DENY ignores them. A request's matchers decide them for real.
+ */
+export interface HttpRuleMatchers {
+  /** hosts, notHosts, methods, notMethods, paths, notPaths of one operation (its ports are matched here). */
+  operation(o: Operation, mode: Mode): boolean;
+  /** requestPrincipals, remoteIpBlocks and their negations of one source (the rest is matched here). */
+  source(s: Source, mode: Mode): boolean;
+  /** A `when` condition on a key this module does not decide from the connection (request.*, remote.ip, ...). */
+  condition(c: Condition, mode: Mode): boolean;
+}
+
+export const L4_ONLY: HttpRuleMatchers = {
+  operation: (o, mode) => [o.hosts, o.notHosts, o.methods, o.notMethods, o.paths, o.notPaths].every((values) => httpOnly(values, mode)),
+  source: (s, mode) => [s.requestPrincipals, s.notRequestPrincipals, s.remoteIpBlocks, s.notRemoteIpBlocks].every((values) => httpOnly(values, mode)),
+  condition: (_c, mode) => mode === 'deny',
+};
+
+/** Istio's order: any matching DENY denies; then, if any ALLOW selects the workload, one must match. */
+export function evaluateAuthorization(snapshot: MeshSnapshot, attrs: ConnectionAttributes, http: HttpRuleMatchers): AuthorizationDecision {
   const policies = policiesFor(snapshot, attrs.destination);
   const name = (p: AuthorizationPolicyObject): string => `${p.metadata.namespace}/${p.metadata.name}`;
   for (const policy of policies) {
-    if (policy.spec.action === 'DENY' && policy.spec.rules.some((r) => ruleMatches(r, context(attrs, 'deny', policy)))) {
+    if (policy.spec.action === 'DENY' && policy.spec.rules.some((r) => ruleMatches(r, context(attrs, 'deny', policy, http)))) {
       return { allowed: false, reason: 'denied', policy: name(policy) };
     }
   }
   const allows = policies.filter((p) => p.spec.action === 'ALLOW');
   if (allows.length === 0) return { allowed: true };
-  const match = allows.find((p) => p.spec.rules.some((r) => ruleMatches(r, context(attrs, 'allow', p))));
+  const match = allows.find((p) => p.spec.rules.some((r) => ruleMatches(r, context(attrs, 'allow', p, http))));
   return match ? { allowed: true, policy: name(match) } : { allowed: false, reason: 'not-allowed' };
 }
 
-type Mode = 'allow' | 'deny';
+/** Which action's rule is being matched: an attribute Ambit cannot see fails an ALLOW and is ignored by a DENY. */
+export type Mode = 'allow' | 'deny';
 
 /** What one rule is matched against: the connection, the policy's action and namespace, the peer. */
 interface MatchContext {
@@ -61,11 +88,12 @@ interface MatchContext {
   readonly mode: Mode;
   readonly policyNamespace: string;
   readonly peer?: PeerIdentity;
+  readonly http: HttpRuleMatchers;
 }
 
-function context(attrs: ConnectionAttributes, mode: Mode, policy: AuthorizationPolicyObject): MatchContext {
+function context(attrs: ConnectionAttributes, mode: Mode, policy: AuthorizationPolicyObject, http: HttpRuleMatchers): MatchContext {
   const peer = attrs.sourceIdentity ? parseIdentity(attrs.sourceIdentity) : undefined;
-  return { attrs, mode, policyNamespace: policy.metadata.namespace, ...(peer ? { peer } : {}) };
+  return { attrs, mode, policyNamespace: policy.metadata.namespace, ...(peer ? { peer } : {}), http };
 }
 
 function ruleMatches(rule: AuthorizationRule, ctx: MatchContext): boolean {
@@ -75,12 +103,12 @@ function ruleMatches(rule: AuthorizationRule, ctx: MatchContext): boolean {
 }
 
 /** A field that only HTTP can satisfy: never true for ALLOW, ignored (true) for DENY. */
-function httpOnly(values: readonly string[], mode: Mode): boolean {
+export function httpOnly(values: readonly string[], mode: Mode): boolean {
   return values.length === 0 || mode === 'deny';
 }
 
 /** All of `values` is required to contain a match (if any are given), and none of `notValues` may match. */
-function field(values: readonly string[], notValues: readonly string[], matches: (v: string) => boolean): boolean {
+export function field(values: readonly string[], notValues: readonly string[], matches: (v: string) => boolean): boolean {
   return (values.length === 0 || values.some(matches)) && !notValues.some(matches);
 }
 
@@ -91,17 +119,13 @@ function sourceMatches(s: Source, ctx: MatchContext): boolean {
     field(s.namespaces, s.notNamespaces, (n) => peer !== undefined && wildcardMatch(n, peer.namespace)) &&
     field(s.serviceAccounts, s.notServiceAccounts, (a) => peer !== undefined && serviceAccountMatches(a, peer, ctx.policyNamespace)) &&
     field(s.ipBlocks, s.notIpBlocks, (b) => ipInBlock(ctx.attrs.sourceIp, b)) &&
-    httpOnly(s.requestPrincipals, mode) &&
-    httpOnly(s.notRequestPrincipals, mode) &&
-    httpOnly(s.remoteIpBlocks, mode) &&
-    httpOnly(s.notRemoteIpBlocks, mode)
+    ctx.http.source(s, mode)
   );
 }
 
 function operationMatches(o: Operation, ctx: MatchContext): boolean {
   return (
-    field(o.ports.map(String), o.notPorts.map(String), (p) => Number(p) === ctx.attrs.destinationPort) &&
-    [o.hosts, o.notHosts, o.methods, o.notMethods, o.paths, o.notPaths].every((values) => httpOnly(values, ctx.mode))
+    field(o.ports.map(String), o.notPorts.map(String), (p) => Number(p) === ctx.attrs.destinationPort) && ctx.http.operation(o, ctx.mode)
   );
 }
 
@@ -122,8 +146,8 @@ function conditionMatches(c: Condition, ctx: MatchContext): boolean {
     case 'source.serviceAccount':
       return test((v) => peer !== undefined && serviceAccountMatches(v, peer, ctx.policyNamespace));
     default:
-      // request.*, remote.ip, connection.sni and the like need HTTP (or TLS) the agent does not see.
-      return ctx.mode === 'deny';
+      // request.*, remote.ip, connection.sni and the like need HTTP (or TLS): the request's matchers decide.
+      return ctx.http.condition(c, ctx.mode);
   }
 }
 
@@ -154,7 +178,7 @@ function serviceAccountMatches(account: string, peer: PeerIdentity, policyNamesp
   return name === peer.serviceAccount && ns === peer.namespace;
 }
 
-function ipInBlock(ip: string, block: string): boolean {
+export function ipInBlock(ip: string, block: string): boolean {
   if (isIP(ip) !== 4) return block === ip || block === `${ip}/128`;
   const prefix = parseIpv4Prefix(block);
   return prefix !== undefined && prefixContains(prefix, ip);

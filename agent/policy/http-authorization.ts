@@ -1,0 +1,193 @@
+// L7 AuthorizationPolicy: may this HTTP request reach this workload? The destination agent asks once per
+// request, with the peer identity its HBONE connection proved. The rule structure, the source and L4
+// matching and the DENY-then-ALLOW order are agent/policy/authorization.ts's; this module adds what
+// only a request has (hosts, methods, paths, request.headers) and Istio's request normalization.
+//
+// Choices, where Istio leaves one or where Ambit differs (docs/http-authorization.md says the same):
+// - Paths are normalized before matching and forwarding, as Istio's meshConfig.pathNormalization does
+//   (default BASE); matching ignores the query string and fragment. A `%00` or a method that is not
+//   upper case is refused with 400 before any policy runs.
+// - Hosts match the Host / :authority as sent, port included, case-insensitively ("reviews" does not
+//   match "reviews:9080"; write "reviews:*" for that), as Istio does since CVE-2021-39155.
+// - A repeated header is never joined into one string (Istio's sidecars join with ","): each value is
+//   matched on its own, and the condition takes the strict reading for the action: an ALLOW condition
+//   holds only when every value satisfies it, a DENY condition when any value does. With one value
+//   (or none) this is exactly Istio's result; with several, sending a header twice never helps a client.
+// - request.auth.*, requestPrincipals and connection.sni need JWT or TLS inspection Ambit does not do:
+//   as ztunnel does for what it cannot see, an ALLOW rule with them never matches, a DENY rule is
+//   enforced without them. remote.ip and remoteIpBlocks are the connection's source address (Istio's
+//   default of no trusted proxies; the destination agent sees the client pod's own address).
+
+import type { Condition, Operation, Source } from '../config/istio-security.js';
+import type { RequestHeaders } from '../l7/request.js';
+import { type AppProtocol, portProtocol, speaksHttp } from '../state/protocol.js';
+import type { MeshSnapshot, Workload } from '../state/model.js';
+import {
+  type AuthorizationDecision,
+  type ConnectionAttributes,
+  type HttpRuleMatchers,
+  type Mode,
+  evaluateAuthorization,
+  field,
+  httpOnly,
+  ipInBlock,
+  wildcardMatch,
+} from './authorization.js';
+
+/** The body (and status) Envoy's RBAC filter answers a denied request with; clients and tests look for it. */
+export const RBAC_DENIED_BODY = 'RBAC: access denied';
+export const RBAC_DENIED_STATUS = 403;
+
+/** Istio's meshConfig.pathNormalization options, weakest first. */
+export type PathNormalization = 'NONE' | 'BASE' | 'MERGE_SLASHES' | 'DECODE_AND_MERGE_SLASHES';
+export const DEFAULT_PATH_NORMALIZATION: PathNormalization = 'BASE';
+
+/** One request as policy sees it: the connection's attributes plus what HTTP says. */
+export interface HttpAuthorizationAttributes extends ConnectionAttributes {
+  readonly method: string;
+  /** Host / :authority as the client sent it (may carry a port). */
+  readonly authority: string;
+  /** The path after normalizeRequest, query string allowed (it is ignored). */
+  readonly path: string;
+  readonly headers: RequestHeaders;
+}
+
+export type NormalizedRequest =
+  | { readonly ok: true; readonly path: string }
+  | { readonly ok: false; readonly status: 400; readonly reason: string };
+
+/**
+ * What Istio does to a request before authorizing it: refuse a method that is not upper case and a path
+ * holding `%00`, and normalize the path. The result is the path to match AND to forward, so that the
+ * application sees what policy judged.
+ */
+export function normalizeRequest(method: string, path: string, mode: PathNormalization = DEFAULT_PATH_NORMALIZATION): NormalizedRequest {
+  if (method !== method.toUpperCase()) return { ok: false, status: 400, reason: `method ${JSON.stringify(method)} is not upper case` };
+  if (/%00/.test(path)) return { ok: false, status: 400, reason: 'path contains %00' };
+  return { ok: true, path: normalizePath(path, mode) };
+}
+
+/**
+ * Istio's path normalization (istio.io "Authorization Policy Normalization"), in its order: decode
+ * %2F and %5C (DECODE_AND_MERGE_SLASHES only), then BASE: decode percent-encoded unreserved characters
+ * once, backslash to slash, resolve "." and ".." (RFC 3986 §5.2.4); then merge slashes (MERGE_SLASHES
+ * and up). The query string and fragment are kept as sent.
+ */
+export function normalizePath(path: string, mode: PathNormalization = DEFAULT_PATH_NORMALIZATION): string {
+  if (mode === 'NONE') return path;
+  const end = path.search(/[?#]/);
+  let p = end < 0 ? path : path.slice(0, end);
+  const rest = end < 0 ? '' : path.slice(end);
+  if (mode === 'DECODE_AND_MERGE_SLASHES') p = p.replace(/%2f/gi, '/').replace(/%5c/gi, '\\');
+  p = p.replace(/%([0-9a-fA-F]{2})/g, (whole, hex: string) => {
+    const c = String.fromCharCode(parseInt(hex, 16));
+    return /^[A-Za-z0-9\-._~]$/.test(c) ? c : whole;
+  });
+  p = removeDotSegments(p.replace(/\\/g, '/'));
+  if (mode === 'MERGE_SLASHES' || mode === 'DECODE_AND_MERGE_SLASHES') p = p.replace(/\/{2,}/g, '/');
+  return (p === '' ? '/' : p) + rest;
+}
+
+/** RFC 3986 §5.2.4. */
+function removeDotSegments(input: string): string {
+  const out: string[] = [];
+  const segments = input.split('/');
+  // The first item is what precedes the leading "/" ("" for an absolute path).
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i]!;
+    const last = i === segments.length - 1;
+    if (s === '.' || s === '..') {
+      if (s === '..' && out.length > 1) out.pop();
+      if (last) out.push('');
+      continue;
+    }
+    out.push(s);
+  }
+  return out.join('/');
+}
+
+/** The decision for one request. DENY policies first (any match denies), then ALLOW (one must match). */
+export function authorizeRequest(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes): AuthorizationDecision {
+  return evaluateAuthorization(snapshot, attrs, requestMatchers(attrs));
+}
+
+/** Envoy's response_code_details for a denial, which the request access log carries. */
+export function denialDetails(decision: Extract<AuthorizationDecision, { allowed: false }>): string {
+  return `rbac_access_denied_matched_policy[${decision.policy ?? 'none'}]`;
+}
+
+/** The answer to a denied request, as Envoy's RBAC filter sends it. */
+export function deniedResponse(): { readonly status: 403; readonly headers: Readonly<Record<string, string>>; readonly body: string } {
+  return { status: 403, headers: { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(RBAC_DENIED_BODY)) }, body: RBAC_DENIED_BODY };
+}
+
+function requestMatchers(attrs: HttpAuthorizationAttributes): HttpRuleMatchers {
+  const authority = attrs.authority.toLowerCase();
+  const path = pathWithoutQuery(attrs.path);
+  return {
+    operation: (o: Operation) =>
+      field(o.hosts, o.notHosts, (h) => wildcardMatch(h.toLowerCase(), authority)) &&
+      field(o.methods, o.notMethods, (m) => wildcardMatch(m, attrs.method)) &&
+      field(o.paths, o.notPaths, (p) => pathMatches(p, path)),
+    source: (s: Source, mode: Mode) =>
+      httpOnly(s.requestPrincipals, mode) &&
+      httpOnly(s.notRequestPrincipals, mode) &&
+      field(s.remoteIpBlocks, s.notRemoteIpBlocks, (b) => ipInBlock(attrs.sourceIp, b)),
+    condition: (c: Condition, mode: Mode) => {
+      const header = /^request\.headers\[(.+)\]$/.exec(c.key)?.[1];
+      if (header !== undefined) return headerCondition(c, attrs.headers.get(header.toLowerCase()) ?? [], mode);
+      if (c.key === 'remote.ip') return field(c.values, c.notValues, (v) => ipInBlock(attrs.sourceIp, v));
+      // request.auth.*, connection.sni, experimental.*: not seen by Ambit.
+      return mode === 'deny';
+    },
+  };
+}
+
+/** Each value of the header on its own; the strict reading for the action (see the header comment). */
+function headerCondition(c: Condition, values: readonly string[], mode: Mode): boolean {
+  const satisfies = (v: string): boolean => (c.values.length === 0 || c.values.some((p) => headerValueMatches(p, v))) && !c.notValues.some((p) => headerValueMatches(p, v));
+  if (mode === 'allow') return (c.values.length === 0 || values.length > 0) && values.every(satisfies);
+  return values.some(satisfies) || (values.length === 0 && c.values.length === 0);
+}
+
+/** Istio's header values: `*` alone means present (even empty), else exact, `prefix*` or `*suffix`. */
+function headerValueMatches(pattern: string, value: string): boolean {
+  return pattern === '*' || wildcardMatch(pattern, value);
+}
+
+/**
+ * Istio's path values: exact, `prefix*`, `*suffix`, `*`, and the path templates `{*}` (one segment)
+ * and `{**}` (the rest of the path, at least one character), matched against the path without query.
+ */
+export function pathMatches(pattern: string, path: string): boolean {
+  if (!pattern.includes('{*')) return wildcardMatch(pattern, path);
+  const source = pattern
+    .split(/(\{\*\*\}|\{\*\})/)
+    .map((part) => (part === '{*}' ? '[^/]+' : part === '{**}' ? '.+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('');
+  return new RegExp(`^${source}$`).test(path);
+}
+
+function pathWithoutQuery(path: string): string {
+  const end = path.search(/[?#]/);
+  return end < 0 ? path : path.slice(0, end);
+}
+
+/**
+ * The protocol of a workload's own port, as the destination agent must decide it: the Service port
+ * that targets it (name or appProtocol), else the container port of that number by its name. An HTTP
+ * port's connection is not authorized at CONNECT time; each of its requests is (authorizeRequest).
+ */
+export function inboundPortProtocol(snapshot: MeshSnapshot, workload: Workload, port: number): AppProtocol {
+  for (const service of snapshot.services.values()) {
+    const endpoint = service.endpoints.find((e) => e.workload === workload.key);
+    if (!endpoint) continue;
+    for (const p of service.ports) if (endpoint.ports.get(p.port) === port && speaksHttp(p.protocol)) return p.protocol;
+  }
+  for (const [name, number] of workload.namedPorts) {
+    if (number !== port) continue;
+    const protocol = portProtocol({ name, protocol: 'TCP' });
+    if (speaksHttp(protocol)) return protocol;
+  }
+  return 'TCP';
+}
