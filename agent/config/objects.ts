@@ -4,10 +4,14 @@ import type { ObjectRef } from './diagnostics.js';
 import type { DestinationRuleObject, VirtualServiceObject } from './istio-networking.js';
 import type { AuthorizationPolicyObject, PeerAuthenticationObject } from './istio-security.js';
 import type { KubernetesObject } from './kubernetes.js';
+import type { RateLimitObject } from './rate-limit.js';
 
 export type IstioObject = VirtualServiceObject | DestinationRuleObject | AuthorizationPolicyObject | PeerAuthenticationObject;
 
-export type MeshObject = KubernetesObject | IstioObject;
+/** Ambit's own resources (ambit.dev), read from the same YAML. */
+export type AmbitObject = RateLimitObject;
+
+export type MeshObject = KubernetesObject | IstioObject | AmbitObject;
 
 export type MeshKind = MeshObject['kind'];
 

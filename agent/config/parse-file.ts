@@ -12,6 +12,7 @@ import type { MeshKind, MeshObject } from './objects.js';
 import { parseDestinationRule } from './parse-destination-rule.js';
 import { parseNamespace, parseNode, parsePod, parseService, parseServiceAccount } from './parse-kubernetes.js';
 import { parseVirtualService } from './parse-virtual-service.js';
+import { RATE_LIMIT_VERSIONS, parseRateLimit } from './rate-limit.js';
 import { type MapReader, ReadContext, readRoot } from './yaml-reader.js';
 
 /** An object that was identified (kind, namespace, name) but failed validation, and where it is. */
@@ -51,6 +52,7 @@ const KINDS: { readonly [K in MeshKind]: KindRule<K> } = {
   DestinationRule: { apiVersions: NETWORKING_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseDestinationRule },
   AuthorizationPolicy: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseAuthorizationPolicy },
   PeerAuthentication: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parsePeerAuthentication },
+  RateLimit: { apiVersions: RATE_LIMIT_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseRateLimit },
 };
 
 const READ_KINDS = `${Object.keys(KINDS).join(', ')} and List`;

@@ -7,6 +7,7 @@ import type { ConfigDiagnostic } from '../config/diagnostics.js';
 import type { Labels, NamespaceObject, PodObject, ServiceObject, SourceLocation } from '../config/kubernetes.js';
 import type { MeshObject } from '../config/objects.js';
 import {
+  type AmbitResources,
   type Enrollment,
   type IstioResources,
   type MeshNamespace,
@@ -47,6 +48,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     authorizationPolicies: [] as IstioResources['authorizationPolicies'][number][],
     peerAuthentications: [] as IstioResources['peerAuthentications'][number][],
   };
+  const ambit = { rateLimits: [] as AmbitResources['rateLimits'][number][] };
 
   for (const object of objects) {
     switch (object.kind) {
@@ -84,6 +86,9 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
         break;
       case 'PeerAuthentication':
         istio.peerAuthentications.push(object);
+        break;
+      case 'RateLimit':
+        ambit.rateLimits.push(object);
         break;
     }
   }
@@ -220,6 +225,17 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     }
   }
 
+  for (const limit of ambit.rateLimits) {
+    const { namespace, name } = limit.metadata;
+    const target = limit.spec.target;
+    if (target.kind !== 'service') continue;
+    const svc = services.get(objectKey(namespace, target.name));
+    if (!svc) warn(limit.source, 'RateLimit', namespace, name, 'spec.targetRef.name', `Service ${namespace}/${target.name} is not defined; the rate limit applies to nothing yet`);
+    else if (target.port !== undefined && !svc.ports.some((p) => p.port === target.port)) {
+      warn(limit.source, 'RateLimit', namespace, name, 'spec.targetRef.port', `Service ${svc.key} has no port ${target.port}; the rate limit applies to nothing`);
+    }
+  }
+
   return {
     version: options.version,
     trustDomain: options.trustDomain,
@@ -232,6 +248,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     servicesByVip,
     servicesByHostname,
     istio,
+    ambit,
     diagnostics,
   };
 }

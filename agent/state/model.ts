@@ -101,6 +101,11 @@ export interface IstioResources {
   readonly peerAuthentications: readonly OfKind<'PeerAuthentication'>[];
 }
 
+/** Ambit's own resources in force (ambit.dev), in configuration order. */
+export interface AmbitResources {
+  readonly rateLimits: readonly OfKind<'RateLimit'>[];
+}
+
 export interface MeshSnapshot {
   /** Increases by one with every accepted change; logged and shown in /config_dump. */
   readonly version: number;
@@ -114,6 +119,7 @@ export interface MeshSnapshot {
   readonly servicesByVip: ReadonlyMap<string, MeshService>;
   readonly servicesByHostname: ReadonlyMap<string, MeshService>;
   readonly istio: IstioResources;
+  readonly ambit: AmbitResources;
   /** Cross-object problems found while building (a selector that matches nothing, a duplicate IP). */
   readonly diagnostics: readonly ConfigDiagnostic[];
 }
