@@ -51,12 +51,20 @@ function peerLabels(w: Workload | undefined, clusterId: string): PeerLabels {
 }
 
 /** What of a workload its series carry: when this changes (or the workload goes), its old series are stale. */
-function workloadSignature(w: Workload, clusterId: string): string {
+export function workloadSignature(w: Workload, clusterId: string): string {
   const p = peerLabels(w, clusterId);
   return [w.uid, p.workload, p.canonicalService, p.canonicalRevision, p.namespace].join('\0');
 }
 
+/** The labels Istio's TCP and HTTP metrics share: everything but request_protocol, response_flags and the HTTP codes. */
+export type TrafficLabels = Omit<TcpLabels, 'request_protocol' | 'response_flags'>;
+
 export function tcpLabels(c: ConnectionDescription, flag: ResponseFlag, clusterId = DEFAULT_CLUSTER_ID): TcpLabels {
+  return { ...trafficLabels(c, clusterId), request_protocol: 'tcp', response_flags: flag };
+}
+
+/** Who talked to whom, as every Istio standard metric labels it (agent/telemetry/requests.ts reuses it). */
+export function trafficLabels(c: ConnectionDescription, clusterId = DEFAULT_CLUSTER_ID): TrafficLabels {
   const src = peerLabels(c.src.workload, clusterId);
   const dst = peerLabels(c.dst.workload, clusterId);
   return {
@@ -81,8 +89,6 @@ export function tcpLabels(c: ConnectionDescription, flag: ResponseFlag, clusterI
     destination_app: dst.app,
     destination_version: dst.version,
     destination_cluster: dst.cluster,
-    request_protocol: 'tcp',
-    response_flags: flag,
     connection_security_policy: c.securityPolicy,
   };
 }

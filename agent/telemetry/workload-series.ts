@@ -12,26 +12,27 @@ export interface SeriesOwner {
   readonly signature: string;
 }
 
-interface Series {
-  readonly labels: TcpLabels;
+interface Series<L> {
+  readonly labels: L;
   readonly owners: readonly SeriesOwner[];
   /** Connections still open under these labels: their close will count again, so removal waits. */
   open: number;
   stale: boolean;
 }
 
-export class WorkloadSeries {
-  readonly #series = new Map<string, Series>();
+/** Label sets of one family of metrics: TCP by default, HTTP requests' in agent/telemetry/requests.ts. */
+export class WorkloadSeries<L extends Readonly<Record<string, string>> = TcpLabels> {
+  readonly #series = new Map<string, Series<L>>();
 
-  /** `remove` drops one label set from every TCP counter. */
-  constructor(private readonly remove: (labels: TcpLabels) => void) {}
+  /** `remove` drops one label set from every metric of the family. */
+  constructor(private readonly remove: (labels: L) => void) {}
 
   /**
    * Notes that `labels` were written for `owners`. For a connection still open, pass `open`: the
    * returned function must be called when it closes (after its last count), and until then the series
    * stays even if its workloads go.
    */
-  record(labels: TcpLabels, owners: readonly SeriesOwner[], open: boolean): () => void {
+  record(labels: L, owners: readonly SeriesOwner[], open: boolean): () => void {
     if (owners.length === 0) return () => {};
     const id = seriesId(labels);
     let series = this.#series.get(id);
@@ -76,17 +77,17 @@ export class WorkloadSeries {
     return this.#series.size;
   }
 
-  #drop(id: string, series: Series): void {
+  #drop(id: string, series: Series<L>): void {
     if (this.#series.get(id) !== series) return;
     this.#series.delete(id);
     this.remove(series.labels);
   }
 }
 
-function seriesId(labels: TcpLabels): string {
+function seriesId(labels: Readonly<Record<string, string>>): string {
   // Label values never hold NUL; a fixed key order makes equal label sets equal ids.
   return Object.keys(labels)
     .sort()
-    .map((k) => `${k}=${labels[k as keyof TcpLabels]}`)
+    .map((k) => `${k}=${labels[k]}`)
     .join('\0');
 }
