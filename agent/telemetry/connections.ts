@@ -60,7 +60,9 @@ export function workloadSignature(w: Workload, clusterId: string): string {
 export type TrafficLabels = Omit<TcpLabels, 'request_protocol' | 'response_flags'>;
 
 export function tcpLabels(c: ConnectionDescription, flag: ResponseFlag, clusterId = DEFAULT_CLUSTER_ID): TcpLabels {
-  return { ...trafficLabels(c, clusterId), request_protocol: 'tcp', response_flags: flag };
+  // prom-client prints labels in the object's order: keep ztunnel's, connection_security_policy last.
+  const { connection_security_policy, ...peers } = trafficLabels(c, clusterId);
+  return { ...peers, request_protocol: 'tcp', response_flags: flag, connection_security_policy };
 }
 
 /** Who talked to whom, as every Istio standard metric labels it (agent/telemetry/requests.ts reuses it). */

@@ -1,0 +1,238 @@
+// Per-request telemetry for the ports Ambit handles at L7: Istio's standard HTTP metrics
+// (istio_requests_total and the duration and size histograms) with Istio's labels, and one access-log
+// record per request with Envoy's fields next to ztunnel's src./dst. ones. The source agent reports
+// reporter="source", the destination agent reporter="destination", as a sidecar pair would.
+
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Workload } from '../state/model.js';
+import type { WorkloadStore } from '../state/store.js';
+import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, trafficLabels, workloadSignature } from './connections.js';
+import type { Logger } from './log.js';
+import type { MeshMetrics } from './metrics.js';
+import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
+
+/**
+ * Envoy's response flags that Ambit's HTTP path can raise. UO overflow (circuit breaker), UF upstream
+ * connect failure, URX retries or connect attempts exhausted, DI delayed by fault, FI aborted by fault,
+ * RL local rate limit, NR no route, UH no healthy upstream, NC no cluster, UT upstream timeout, UC
+ * upstream connection terminated, DC downstream connection terminated, UAEX external authorization
+ * denied. Several flags join with "," as Envoy prints them; none is "-".
+ */
+export type HttpResponseFlag = 'UO' | 'UF' | 'URX' | 'DI' | 'FI' | 'RL' | 'NR' | 'UH' | 'NC' | 'UT' | 'UC' | 'DC' | 'UAEX';
+
+/** Istio's HTTP label set, in Istio's order. */
+export const REQUEST_LABELS = [
+  'reporter',
+  'source_workload',
+  'source_canonical_service',
+  'source_canonical_revision',
+  'source_workload_namespace',
+  'source_principal',
+  'source_app',
+  'source_version',
+  'source_cluster',
+  'destination_service',
+  'destination_service_namespace',
+  'destination_service_name',
+  'destination_workload',
+  'destination_canonical_service',
+  'destination_canonical_revision',
+  'destination_workload_namespace',
+  'destination_principal',
+  'destination_app',
+  'destination_version',
+  'destination_cluster',
+  'request_protocol',
+  'response_code',
+  'grpc_response_status',
+  'response_flags',
+  'connection_security_policy',
+] as const;
+
+export type RequestLabelName = (typeof REQUEST_LABELS)[number];
+export type RequestLabels = Readonly<Record<RequestLabelName, string>>;
+
+/** Envoy's default histogram buckets, which Istio's request histograms use (milliseconds and bytes alike). */
+export const ISTIO_HISTOGRAM_BUCKETS: readonly number[] = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
+
+export interface RequestDescription {
+  /** Who sent it to whom: the same description the connection's TCP telemetry uses. */
+  readonly connection: ConnectionDescription;
+  /** request_protocol: "grpc" when content-type is application/grpc, else "http". */
+  readonly protocol: 'http' | 'grpc';
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string;
+  /** "HTTP/1.1" or "HTTP/2", as Envoy's %PROTOCOL%. */
+  readonly httpVersion: string;
+  readonly requestId?: string;
+  readonly traceId?: string;
+  readonly userAgent?: string;
+}
+
+export interface RequestOutcome {
+  /** The status sent to the client; 0 when none was (the client went away first). */
+  readonly responseCode: number;
+  /** grpc-status of a gRPC response (trailers, or trailers-only). */
+  readonly grpcStatus?: number;
+  readonly flags?: readonly HttpResponseFlag[];
+  /** Request and response body bytes (Istio's istio_request_bytes / istio_response_bytes). */
+  readonly requestBytes: number;
+  readonly responseBytes: number;
+  /** The endpoint that answered, `ip:port` (Envoy's %UPSTREAM_HOST%). */
+  readonly upstreamHost?: string;
+  /** The VirtualService route that matched (its `name`), or the rate-limit route. */
+  readonly routeName?: string;
+  /** Envoy's %RESPONSE_CODE_DETAILS%, e.g. rbac_access_denied_matched_policy[ns/name]. */
+  readonly responseCodeDetails?: string;
+}
+
+export interface RequestTelemetryOptions {
+  /** When given, a workload's request series leave /metrics when it leaves the store (or changes labels). */
+  readonly store?: WorkloadStore;
+  readonly clusterId?: string;
+  /** Milliseconds for durations; tests pass a fake. */
+  readonly now?: () => number;
+}
+
+/** The four request metrics, registered once per registry. */
+interface RequestMetrics {
+  readonly total: Counter<RequestLabelName>;
+  readonly duration: Histogram<RequestLabelName>;
+  readonly requestBytes: Histogram<RequestLabelName>;
+  readonly responseBytes: Histogram<RequestLabelName>;
+}
+
+export function requestLabels(d: RequestDescription, o: RequestOutcome, clusterId = DEFAULT_CLUSTER_ID): RequestLabels {
+  // prom-client prints labels in the object's order: Istio's, connection_security_policy last.
+  const { connection_security_policy, ...peers }: TrafficLabels = trafficLabels(d.connection, clusterId);
+  return {
+    ...peers,
+    request_protocol: d.protocol,
+    response_code: String(o.responseCode),
+    // Istio leaves it empty for plain HTTP.
+    grpc_response_status: d.protocol === 'grpc' && o.grpcStatus !== undefined ? String(o.grpcStatus) : '',
+    response_flags: formatFlags(o.flags),
+    connection_security_policy,
+  };
+}
+
+/** Envoy's %RESPONSE_FLAGS%: "-" for none, else the flags once each, joined by ",". */
+export function formatFlags(flags: readonly HttpResponseFlag[] | undefined): string {
+  const unique = [...new Set(flags ?? [])];
+  return unique.length === 0 ? '-' : unique.join(',');
+}
+
+export class RequestTelemetry {
+  readonly #metrics: RequestMetrics;
+  readonly #clusterId: string;
+  readonly #now: () => number;
+  readonly #series: WorkloadSeries<RequestLabels>;
+  readonly #unsubscribe: () => void;
+
+  constructor(
+    metrics: MeshMetrics,
+    private readonly accessLog: Logger,
+    options: RequestTelemetryOptions = {},
+  ) {
+    this.#metrics = requestMetrics(metrics.registry);
+    this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
+    this.#now = options.now ?? (() => performance.now());
+    const m = this.#metrics;
+    this.#series = new WorkloadSeries<RequestLabels>((labels) => {
+      for (const metric of [m.total, m.duration, m.requestBytes, m.responseBytes]) metric.remove(labels);
+    });
+    this.#unsubscribe = options.store?.subscribe((next) => void this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId))) ?? (() => {});
+  }
+
+  /** Starts the clock for one request; `completed` records it once (later calls are ignored). */
+  started(d: RequestDescription): { completed: (o: RequestOutcome) => void } {
+    const start = this.#now();
+    let done = false;
+    return {
+      completed: (o) => {
+        if (done) return;
+        done = true;
+        this.record(d, o, this.#now() - start);
+      },
+    };
+  }
+
+  /** Counts one finished request and writes its access-log record. */
+  record(d: RequestDescription, o: RequestOutcome, durationMs: number): void {
+    const labels = requestLabels(d, o, this.#clusterId);
+    const m = this.#metrics;
+    m.total.inc(labels);
+    m.duration.observe(labels, durationMs);
+    m.requestBytes.observe(labels, o.requestBytes);
+    m.responseBytes.observe(labels, o.responseBytes);
+    this.#series.record(labels, this.#owners(d.connection), false);
+    const fields = accessLogFields(d, o, durationMs);
+    // As Envoy and ztunnel: failures the proxy caused stand out; an application's 5xx is still info.
+    if (o.flags && o.flags.length > 0) this.accessLog.warn(fields, 'request complete');
+    else this.accessLog.info(fields, 'request complete');
+  }
+
+  /** Stops following the store. */
+  close(): void {
+    this.#unsubscribe();
+  }
+
+  #owners(c: ConnectionDescription): SeriesOwner[] {
+    return [c.src.workload, c.dst.workload]
+      .filter((w): w is Workload => w !== undefined)
+      .map((w) => ({ key: w.key, signature: workloadSignature(w, this.#clusterId) }));
+  }
+}
+
+/**
+ * One record per request: ztunnel's src./dst. fields (so one query finds a pod's connections and
+ * requests), then Envoy's access-log fields under their Envoy names.
+ */
+export function accessLogFields(d: RequestDescription, o: RequestOutcome, durationMs: number): Record<string, string | number | undefined> {
+  const c = d.connection;
+  return {
+    'src.addr': c.src.addr,
+    'src.workload': c.src.workload?.name,
+    'src.namespace': c.src.workload?.namespace,
+    'src.identity': c.src.identity,
+    'dst.addr': c.dst.addr,
+    'dst.service': c.dst.service?.hostname,
+    'dst.workload': c.dst.workload?.name,
+    'dst.namespace': c.dst.workload?.namespace,
+    'dst.identity': c.dst.identity,
+    direction: c.direction,
+    method: d.method,
+    path: d.path,
+    protocol: d.httpVersion,
+    authority: d.authority,
+    response_code: o.responseCode,
+    grpc_status: d.protocol === 'grpc' ? o.grpcStatus : undefined,
+    response_flags: formatFlags(o.flags),
+    response_code_details: o.responseCodeDetails,
+    duration: `${Math.round(durationMs)}ms`,
+    bytes_received: o.requestBytes,
+    bytes_sent: o.responseBytes,
+    upstream_host: o.upstreamHost,
+    route_name: o.routeName,
+    x_request_id: d.requestId,
+    trace_id: d.traceId,
+    user_agent: d.userAgent,
+  };
+}
+
+function requestMetrics(registry: Registry): RequestMetrics {
+  const registers = [registry];
+  // One set per registry: a second RequestTelemetry on the same agent (or test) shares them.
+  const existing = <T>(name: string): T | undefined => registry.getSingleMetric(name) as T | undefined;
+  const histogram = (name: string, help: string): Histogram<RequestLabelName> =>
+    existing<Histogram<RequestLabelName>>(name) ?? new Histogram({ name, help, labelNames: REQUEST_LABELS, buckets: [...ISTIO_HISTOGRAM_BUCKETS], registers });
+  return {
+    total:
+      existing<Counter<RequestLabelName>>('istio_requests_total') ??
+      new Counter({ name: 'istio_requests_total', help: 'The total number of requests', labelNames: REQUEST_LABELS, registers }),
+    duration: histogram('istio_request_duration_milliseconds', 'The duration of requests, in milliseconds'),
+    requestBytes: histogram('istio_request_bytes', 'The size of HTTP request bodies, in bytes'),
+    responseBytes: histogram('istio_response_bytes', 'The size of HTTP response bodies, in bytes'),
+  };
+}
