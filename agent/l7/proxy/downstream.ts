@@ -1,0 +1,117 @@
+// The client side of one request, whichever protocol the client spoke: Node's HTTP/1.1 server objects
+// or its HTTP/2 compatibility objects, seen through one shape, and the answers the proxy gives itself
+// (local replies) in Envoy's wording, as gRPC trailers-only responses when the client speaks gRPC.
+
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Readable, Writable } from 'node:stream';
+import { type HeaderMutation, applyHeaderMutations } from '../header-mutation.js';
+import { type RequestHeaders, requestHeaders } from '../request.js';
+import { grpcCode, outgoingHeaders } from './headers.js';
+
+export interface DownstreamRequest {
+  readonly version: 'HTTP/1.1' | 'HTTP/2';
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string;
+  readonly headers: RequestHeaders;
+  readonly body: Readable;
+  /** The request declared no body (HTTP/2 END_STREAM with its headers; HTTP/1 without length or chunks). */
+  readonly bodyEmpty: boolean;
+  /** Where the response body is written, after writeHead. */
+  readonly response: Writable;
+  writeHead(status: number, headers: OutgoingHttpHeaders): void;
+  /** HTTP/2 only (gRPC's status travels in trailers); ignored over HTTP/1.1. */
+  addTrailers(trailers: OutgoingHttpHeaders): void;
+  readonly headersSent: boolean;
+  /** Aborted when the client goes away before the response is complete. */
+  readonly gone: AbortSignal;
+}
+
+export function http1Downstream(req: IncomingMessage, res: ServerResponse): DownstreamRequest {
+  const gone = new AbortController();
+  res.once('close', () => res.writableFinished || gone.abort());
+  const h = req.headers;
+  return {
+    version: 'HTTP/1.1',
+    method: req.method ?? 'GET',
+    path: req.url ?? '/',
+    authority: h.host ?? '',
+    headers: requestHeaders(req.rawHeaders),
+    body: req,
+    bodyEmpty: (h['content-length'] === undefined || h['content-length'] === '0') && h['transfer-encoding'] === undefined,
+    response: res,
+    writeHead: (status, headers) => void res.writeHead(status, headers),
+    addTrailers: () => undefined,
+    get headersSent() {
+      return res.headersSent;
+    },
+    gone: gone.signal,
+  };
+}
+
+export function http2Downstream(req: Http2ServerRequest, res: Http2ServerResponse): DownstreamRequest {
+  const gone = new AbortController();
+  res.once('close', () => res.writableFinished || gone.abort());
+  return {
+    version: 'HTTP/2',
+    method: req.method,
+    path: req.url,
+    authority: req.authority ?? req.headers.host ?? '',
+    headers: requestHeaders(req.rawHeaders),
+    body: req,
+    bodyEmpty: req.stream.endAfterHeaders,
+    response: res,
+    writeHead: (status, headers) => void res.writeHead(status, headers),
+    addTrailers: (trailers) => res.addTrailers(trailers),
+    get headersSent() {
+      return res.headersSent;
+    },
+    gone: gone.signal,
+  };
+}
+
+/** Envoy's mapping of an HTTP status to a gRPC status for local replies to gRPC clients. */
+function grpcStatusForHttp(status: number): number {
+  if (status === 400) return 13;
+  if (status === 401) return 16;
+  if (status === 403) return 7;
+  if (status === 404) return 12;
+  if (status === 429 || status === 502 || status === 503 || status === 504) return 14;
+  return 2;
+}
+
+export interface LocalReply {
+  readonly status: number;
+  readonly body?: string;
+  readonly headers?: ReadonlyMap<string, readonly string[]>;
+  readonly responseHeaders?: readonly HeaderMutation[];
+  /** A fault abort's grpcStatus: answered to any client as a gRPC trailers-only response. */
+  readonly grpcStatus?: string;
+}
+
+/** Answers the request from the proxy itself; returns the bytes of body sent. */
+export function sendLocalReply(d: DownstreamRequest, reply: LocalReply, grpcClient: boolean): number {
+  if (d.headersSent || d.response.destroyed) {
+    d.response.destroy();
+    return 0;
+  }
+  // The request body is not wanted; drain it so that a keep-alive client connection stays usable.
+  d.body.resume();
+  const base = new Map<string, string[]>([...(reply.headers ?? [])].map(([k, v]) => [k, [...v]]));
+  if (reply.grpcStatus !== undefined || grpcClient) {
+    const code = reply.grpcStatus !== undefined ? grpcCode(reply.grpcStatus) : grpcStatusForHttp(reply.status);
+    base.set('content-type', ['application/grpc']);
+    base.set('grpc-status', [String(code)]);
+    if (reply.body) base.set('grpc-message', [encodeURIComponent(reply.body)]);
+    d.writeHead(200, outgoingHeaders(applyHeaderMutations(base, reply.responseHeaders ?? [])));
+    d.response.end();
+    return 0;
+  }
+  const body = reply.body ?? '';
+  if (body.length > 0 && !base.has('content-type')) base.set('content-type', ['text/plain']);
+  base.set('content-length', [String(Buffer.byteLength(body))]);
+  d.writeHead(reply.status, outgoingHeaders(applyHeaderMutations(base, reply.responseHeaders ?? [])));
+  d.response.end(body);
+  return Buffer.byteLength(body);
+}

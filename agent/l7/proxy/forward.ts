@@ -1,0 +1,416 @@
+// One request through the source-side agent, phase by phase as Envoy's router runs it: route
+// (VirtualService), local answers (no route, redirect, direct response, fault delay and abort), the
+// cluster (DestinationRule), then tries: circuit-breaker leases, an endpoint that earlier tries did
+// not use, the per-try and overall timeouts, retry on what the policy calls retriable with Envoy's
+// back-off, outlier reports; and the response streamed back with the route's header operations and a
+// sticky-session cookie. Mirrors get a copy and their answers are dropped.
+
+import { Readable } from 'node:stream';
+import type { MeshSnapshot, Workload } from '../../state/model.js';
+import { formatSetCookie } from '../consistent-hash.js';
+import { applyHeaderMutations } from '../header-mutation.js';
+import { routeHttpRequest } from '../http-router.js';
+import type { Random } from '../random.js';
+import type { HttpRequestAttributes } from '../request.js';
+import { type AttemptOutcome, ISTIO_DEFAULT_RETRY_POLICY, isRetriable, retryBackoffMs } from '../retry-policy.js';
+import type { DestinationTarget, HttpRouteDecision, RouteRef } from '../route-decision.js';
+import type { UpstreamCluster, UpstreamClusters } from '../upstream-cluster.js';
+import { type DownstreamRequest, type LocalReply, sendLocalReply } from './downstream.js';
+import { type HeaderMap, addForwardingHeaders, grpcStatusOf, headerMapOf, isGrpc, outgoingHeaders, withoutHopByHop } from './headers.js';
+import { type HttpDestination, upstreamSpeaksH2 } from './http-destination.js';
+import type { CompletedRequest, RequestCompleteHook, RequestFlag } from './request-record.js';
+import { RequestBody } from './request-body.js';
+import type { ExchangeResult, UpstreamConnections, UpstreamTarget } from './upstream-connections.js';
+import { ISTIO_DEFAULT_CONNECT_TIMEOUT_MS } from '../connection-pool.js';
+
+export interface ForwardContext {
+  readonly snapshot: MeshSnapshot;
+  readonly source: Workload;
+  readonly sourceIp: string;
+  readonly sourcePort: number;
+  readonly destination: HttpDestination;
+  readonly node: string;
+  readonly upstream: UpstreamConnections;
+  readonly clusters: UpstreamClusters;
+  readonly random: Random;
+  readonly onComplete: RequestCompleteHook;
+}
+
+type Forward = Extract<HttpRouteDecision, { kind: 'forward' }>;
+
+/** Where tries go: a cluster's balanced endpoints, or the one pod the client dialled. */
+interface Upstream {
+  readonly cluster?: UpstreamCluster;
+  readonly pod?: UpstreamTarget;
+}
+
+const UPSTREAM_RESET = 'upstream connect error or disconnect/reset before headers. reset reason: ';
+
+export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest): Promise<void> {
+  const startedAt = new Date();
+  const started = performance.now();
+  const { snapshot, destination } = ctx;
+  const service = destination.kind === 'service' ? destination.service : undefined;
+  const attrs: HttpRequestAttributes = {
+    host: destination.kind === 'service' ? destination.service.hostname : destination.address.ip,
+    authority: d.authority,
+    port: destination.kind === 'service' ? destination.port : destination.address.port,
+    method: d.method,
+    path: d.path,
+    scheme: 'http',
+    headers: d.headers,
+    source: { namespace: ctx.source.namespace, labels: ctx.source.labels, ip: ctx.sourceIp, port: ctx.sourcePort },
+  };
+  const grpc = isGrpc(d.headers);
+  const body = new RequestBody(d.body, d.bodyEmpty);
+  const requestHeaders = withoutHopByHop(d.headers);
+  requestHeaders.delete('host');
+  const requestId = addForwardingHeaders(requestHeaders);
+
+  let route: RouteRef = {};
+  let attempts = 0;
+  let upstreamHost: string | undefined;
+  let upstreamWorkload: Workload | undefined;
+  let clusterName: string | undefined;
+  const flags: RequestFlag[] = [];
+  const finish = (status: number, responseBytes: number, extra: { grpcStatus?: number; detail?: string } = {}): void => {
+    const record: CompletedRequest = {
+      reporter: 'source',
+      source: ctx.source,
+      sourceAddress: `${ctx.sourceIp}:${ctx.sourcePort}`,
+      ...(service ? { destinationService: service } : {}),
+      ...(upstreamWorkload ? { destinationWorkload: upstreamWorkload } : {}),
+      ...(upstreamHost ? { upstreamHost } : {}),
+      ...(clusterName ? { upstreamCluster: clusterName } : {}),
+      securityPolicy: upstreamWorkload?.enrollment.enrolled ? 'mutual_tls' : 'unknown',
+      route,
+      protocol: grpc ? 'grpc' : 'http',
+      httpVersion: d.version,
+      method: d.method,
+      path: d.path,
+      authority: d.authority,
+      requestId,
+      ...(d.headers.get('traceparent')?.[0] ? { traceparent: d.headers.get('traceparent')![0]! } : {}),
+      ...(d.headers.get('user-agent')?.[0] ? { userAgent: d.headers.get('user-agent')![0]! } : {}),
+      status,
+      flags,
+      attempts,
+      requestBytes: body.size,
+      responseBytes,
+      startedAt,
+      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      ...extra,
+    };
+    ctx.onComplete(record);
+  };
+  const reply = (r: LocalReply, detail?: string): void => {
+    const bytes = sendLocalReply(d, r, grpc);
+    finish(r.grpcStatus !== undefined || grpc ? 200 : r.status, bytes, { ...(detail ? { detail } : {}) });
+  };
+
+  // Route.
+  let decision: Forward;
+  if (service) {
+    const routed = routeHttpRequest(snapshot, attrs, ctx.random);
+    route = routed.route;
+    if (routed.kind === 'noRoute') {
+      flags.push('NR');
+      return reply({ status: 404 }, `no route of ${route.virtualService} matches`);
+    }
+    if (routed.kind === 'redirect') return reply({ status: routed.status, headers: new Map([['location', [routed.location]]]), responseHeaders: routed.responseHeaders });
+    if (routed.kind === 'directResponse') return reply({ status: routed.status, ...(routed.body !== undefined ? { body: routed.body } : {}), responseHeaders: routed.responseHeaders });
+    decision = routed;
+  } else {
+    decision = { kind: 'forward', route: {}, destination: { host: attrs.host, port: attrs.port }, path: d.path, authority: d.authority, requestHeaders: [], responseHeaders: [], retry: ISTIO_DEFAULT_RETRY_POLICY, mirrors: [] };
+  }
+
+  // Fault injection: the delay first, then the abort, as Envoy's fault filter.
+  const fault = decision.fault;
+  if (fault?.delayMs !== undefined) {
+    flags.push('DI');
+    if (!(await sleep(fault.delayMs, d.gone))) return finishGone();
+  }
+  if (fault?.abort) {
+    flags.push('FI');
+    const abort = fault.abort;
+    return reply(abort.kind === 'httpStatus' ? { status: abort.status, body: 'fault filter abort' } : { status: 200, grpcStatus: abort.grpcStatus, body: 'fault filter abort' });
+  }
+
+  // Cluster.
+  let upstream: Upstream;
+  if (service) {
+    const resolved = ctx.clusters.resolve(snapshot, decision.destination, { namespace: ctx.source.namespace, labels: ctx.source.labels });
+    if (!resolved.ok) {
+      flags.push('NC');
+      return reply({ status: 503, body: resolved.message }, resolved.message);
+    }
+    upstream = { cluster: resolved.cluster };
+    clusterName = resolved.cluster.name;
+  } else {
+    const { workload, address } = destination as Extract<HttpDestination, { kind: 'workload' }>;
+    upstream = { pod: { key: `${address.ip}:${address.port}`, address, workload, connectTimeoutMs: ISTIO_DEFAULT_CONNECT_TIMEOUT_MS } };
+  }
+
+  const headers = applyHeaderMutations(requestHeaders, decision.requestHeaders);
+  // The port's declared protocol decides, as in Istio; gRPC cannot travel over HTTP/1.1 whatever the port says.
+  const protocol = upstreamSpeaksH2(destination.protocol) || grpc ? 'h2' : 'h1';
+  const policy = decision.retry;
+  const tried = new Set<string>();
+  let overallExpired = false;
+  const overall = deadline(decision.timeoutMs, 'overall');
+
+  for (;;) {
+    const cluster = upstream.cluster;
+    const requestLease = cluster?.breaker.acquireRequest();
+    if (requestLease && !requestLease.admitted) {
+      flags.push('UO');
+      overall.cancel();
+      return reply({ status: 503, body: 'upstream connect error or disconnect/reset before headers. reset reason: overflow', headers: new Map([['x-envoy-overloaded', ['true']]]) }, requestLease.message);
+    }
+    const retryLease = attempts > 0 ? cluster?.breaker.acquireRetry() : undefined;
+    if (retryLease && !retryLease.admitted) {
+      requestLease?.admitted && requestLease.release();
+      overall.cancel();
+      flags.push('UO');
+      return reply({ status: 503, body: 'upstream retry overflow', headers: new Map([['x-envoy-overloaded', ['true']]]) }, retryLease.message);
+    }
+    const releaseLeases = (): void => {
+      if (requestLease?.admitted) requestLease.release();
+      if (retryLease?.admitted) retryLease.release();
+    };
+
+    const picked = pickTarget(snapshot, upstream, attrs, tried);
+    if (picked.kind === 'fail') {
+      releaseLeases();
+      overall.cancel();
+      flags.push(picked.flag);
+      return reply({ status: 503, body: picked.message }, picked.message);
+    }
+    const { target } = picked;
+    tried.add(target.key);
+    upstreamHost = target.key;
+    upstreamWorkload = target.workload;
+    attempts++;
+    const attemptHeaders: HeaderMap = attempts > 1 ? new Map([...headers, ['x-envoy-attempt-count', [String(attempts)]]]) : headers;
+    const exchange = ctx.upstream.send(target, { method: d.method, path: decision.path, authority: decision.authority, headers: attemptHeaders }, body, protocol);
+    if (attempts === 1) startMirrors(ctx, decision.mirrors, d, headers, body, protocol, snapshot);
+    const endActive = cluster?.active.begin(target.key) ?? (() => undefined);
+    const perTry = deadline(policy.perTryTimeoutMs, 'per-try');
+    const result = await Promise.race([exchange.result, perTry.expired, overall.expired, aborted(d.gone)]);
+    perTry.cancel();
+
+    if (result === 'gone' || result === 'overall' || result === 'per-try') exchange.abort();
+    if (result === 'gone') {
+      endActive();
+      releaseLeases();
+      overall.cancel();
+      return finishGone();
+    }
+    if (result === 'overall') overallExpired = true;
+    const outcome: AttemptOutcome | { kind: 'overflow' } = outcomeOf(result);
+    if (cluster && outcome.kind !== 'overflow') {
+      cluster.reportResult(target.key, outcome.kind === 'response' ? { kind: 'response', status: outcome.status } : { kind: 'local-failure', reason: outcome.kind === 'connect-failure' ? 'connect-failure' : outcome.kind === 'per-try-timeout' ? 'timeout' : 'reset' });
+    }
+    const retriable = outcome.kind !== 'overflow' && isRetriable(policy, outcome);
+    if (!overallExpired && retriable && attempts <= policy.attempts && body.replayable && !d.gone.aborted) {
+      exchange.abort();
+      endActive();
+      releaseLeases();
+      if (!(await sleep(retryBackoffMs(attempts, ctx.random), d.gone))) return finishGone();
+      continue;
+    }
+    overall.cancel();
+    if (retriable && attempts > 1) flags.push('URX');
+
+    if (typeof result === 'object' && result.kind === 'response') {
+      return streamResponse(d, result, decision, picked.setCookie, () => {
+        endActive();
+        releaseLeases();
+      }, finish);
+    }
+    endActive();
+    releaseLeases();
+    if (overallExpired || outcome.kind === 'per-try-timeout') {
+      flags.unshift('UT');
+      return reply({ status: 504, body: 'upstream request timeout' }, overallExpired ? `route timeout ${decision.timeoutMs} ms` : `per-try timeout ${policy.perTryTimeoutMs} ms`);
+    }
+    if (outcome.kind === 'overflow') {
+      flags.unshift('UO');
+      return reply({ status: 503, body: `${UPSTREAM_RESET}overflow`, headers: new Map([['x-envoy-overloaded', ['true']]]) }, (result as { message: string }).message);
+    }
+    const message = (result as { message: string }).message;
+    if (outcome.kind === 'connect-failure') {
+      flags.unshift('UF');
+      return reply({ status: 503, body: `${UPSTREAM_RESET}connection failure` }, message);
+    }
+    flags.unshift('UC');
+    return reply({ status: 503, body: `${UPSTREAM_RESET}connection termination` }, message);
+  }
+
+  function finishGone(): void {
+    flags.push('DC');
+    finish(0, 0, { detail: 'the client went away' });
+  }
+}
+
+function outcomeOf(result: ExchangeResult | 'per-try' | 'overall'): AttemptOutcome | { kind: 'overflow' } {
+  if (result === 'per-try' || result === 'overall') return { kind: 'per-try-timeout' };
+  switch (result.kind) {
+    case 'response': {
+      const grpcStatus = grpcStatusOf(result.headers);
+      return { kind: 'response', status: result.status, ...(grpcStatus !== undefined ? { grpcStatus } : {}) };
+    }
+    case 'connect-failure':
+      return { kind: 'connect-failure' };
+    case 'refused-stream':
+      return { kind: 'refused-stream' };
+    case 'reset':
+      return { kind: 'reset', beforeRequest: result.beforeRequest };
+    case 'overflow':
+      return { kind: 'overflow' };
+  }
+}
+
+type Picked =
+  | { readonly kind: 'target'; readonly target: UpstreamTarget; readonly setCookie?: string }
+  | { readonly kind: 'fail'; readonly flag: RequestFlag; readonly message: string };
+
+function pickTarget(snapshot: MeshSnapshot, upstream: Upstream, attrs: HttpRequestAttributes, tried: ReadonlySet<string>): Picked {
+  if (upstream.pod) return { kind: 'target', target: upstream.pod };
+  const cluster = upstream.cluster!;
+  const choice = cluster.choose(attrs, tried);
+  if (choice.kind === 'noHealthyUpstream') return { kind: 'fail', flag: 'UH', message: choice.message };
+  // PASSTHROUGH keeps the client's choice of address; a Service VIP has none, so any endpoint will do.
+  const endpoint = choice.kind === 'endpoint' ? choice.endpoint : cluster.allEndpoints()[Math.floor(Math.random() * cluster.allEndpoints().length)];
+  if (!endpoint) return { kind: 'fail', flag: 'UH', message: `no healthy upstream: ${cluster.name} has no endpoints` };
+  const workload = snapshot.workloads.get(endpoint.workload);
+  const target: UpstreamTarget = {
+    key: endpoint.key,
+    address: { ip: endpoint.ip, port: endpoint.port },
+    ...(workload ? { workload } : {}),
+    breaker: cluster.breaker,
+    connectTimeoutMs: cluster.breaker.currentLimits.connectTimeoutMs,
+  };
+  return { kind: 'target', target, ...(choice.kind === 'endpoint' && choice.setCookie ? { setCookie: formatSetCookie(choice.setCookie) } : {}) };
+}
+
+function streamResponse(
+  d: DownstreamRequest,
+  result: Extract<ExchangeResult, { kind: 'response' }>,
+  decision: Forward,
+  setCookie: string | undefined,
+  done: () => void,
+  finish: (status: number, bytes: number, extra?: { grpcStatus?: number; detail?: string }) => void,
+): void {
+  const headers = applyHeaderMutations(withoutHopByHop(headerMapOf(result.headers)), decision.responseHeaders);
+  if (setCookie) headers.set('set-cookie', [...(headers.get('set-cookie') ?? []), setCookie]);
+  let bytes = 0;
+  let ended = false;
+  const end = (error?: string): void => {
+    if (ended) return;
+    ended = true;
+    done();
+    const grpcStatus = grpcStatusOf(result.trailers()) ?? grpcStatusOf(result.headers);
+    finish(result.status, bytes, { ...(grpcStatus !== undefined ? { grpcStatus } : {}), ...(error ? { detail: error } : {}) });
+  };
+  try {
+    d.writeHead(result.status, outgoingHeaders(headers));
+  } catch (err) {
+    result.body.destroy();
+    d.response.destroy();
+    return end(`invalid response headers: ${(err as Error).message}`);
+  }
+  const { body } = result;
+  body.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (!d.response.write(chunk)) {
+      body.pause();
+      d.response.once('drain', () => body.resume());
+    }
+  });
+  body.once('end', () => {
+    const trailers = result.trailers();
+    if (trailers && Object.keys(trailers).length > 0) d.addTrailers(outgoingHeaders(headerMapOf(trailers)));
+    d.response.end();
+    end();
+  });
+  body.once('error', (err: Error) => {
+    d.response.destroy();
+    end(`upstream reset while streaming the response: ${err.message}`);
+  });
+  body.once('close', () => {
+    if (!body.readableEnded) {
+      d.response.destroy();
+      end('upstream closed before the response ended');
+    }
+  });
+  d.gone.addEventListener('abort', () => {
+    body.destroy();
+    end('the client went away during the response');
+  }, { once: true });
+}
+
+/** Shadow copies: same request, authority suffixed "-shadow" (as Envoy marks them), answers dropped. */
+function startMirrors(ctx: ForwardContext, mirrors: readonly DestinationTarget[], d: DownstreamRequest, headers: HeaderMap, body: RequestBody, protocol: 'h1' | 'h2', snapshot: MeshSnapshot): void {
+  if (mirrors.length === 0) return;
+  void body.complete().then((whole) => {
+    if (!whole) return;
+    for (const mirror of mirrors) {
+      const resolved = ctx.clusters.resolve(snapshot, mirror, { namespace: ctx.source.namespace, labels: ctx.source.labels });
+      if (!resolved.ok) continue;
+      const picked = pickTarget(snapshot, { cluster: resolved.cluster }, { host: mirror.host, authority: d.authority, port: mirror.port, method: d.method, path: d.path, headers: d.headers, source: { namespace: ctx.source.namespace, labels: ctx.source.labels } }, new Set());
+      if (picked.kind === 'fail') continue;
+      const copy = new RequestBody(Readable.from(body.held()), body.held().length === 0);
+      const exchange = ctx.upstream.send(picked.target, { method: d.method, path: d.path, authority: `${hostOf(d.authority)}-shadow${portSuffix(d.authority)}`, headers }, copy, protocol);
+      const timer = setTimeout(() => exchange.abort(), 10_000);
+      void exchange.result.then((r) => {
+        clearTimeout(timer);
+        if (r.kind === 'response') r.body.resume();
+      });
+    }
+  });
+}
+
+function hostOf(authority: string): string {
+  const m = /^(\[[^\]]*\]|[^:]*)(:\d+)?$/.exec(authority);
+  return m ? m[1]! : authority;
+}
+
+function portSuffix(authority: string): string {
+  return /:(\d+)$/.exec(authority)?.[0] ?? '';
+}
+
+interface Deadline {
+  readonly expired: Promise<'per-try' | 'overall'>;
+  cancel(): void;
+}
+
+function deadline(ms: number | undefined, kind: 'per-try' | 'overall'): Deadline {
+  if (ms === undefined || ms <= 0) return { expired: new Promise(() => undefined), cancel: () => undefined };
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'per-try' | 'overall'>((resolve) => {
+    timer = setTimeout(() => resolve(kind), ms);
+  });
+  return { expired, cancel: () => clearTimeout(timer) };
+}
+
+function aborted(signal: AbortSignal): Promise<'gone'> {
+  if (signal.aborted) return Promise.resolve('gone');
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve('gone'), { once: true }));
+}
+
+/** Resolves true after `ms`, or false as soon as the client goes away. */
+function sleep(ms: number, gone: AbortSignal): Promise<boolean> {
+  if (gone.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      gone.removeEventListener('abort', onGone);
+      resolve(true);
+    }, ms);
+    const onGone = (): void => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    gone.addEventListener('abort', onGone, { once: true });
+  });
+}

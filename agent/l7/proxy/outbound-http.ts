@@ -1,0 +1,198 @@
+// The source-side agent's HTTP proxy: a captured connection from an enrolled pod to a port that speaks
+// HTTP is parsed by Node's own servers (HTTP/1.1, or HTTP/2 with prior knowledge for h2c and gRPC),
+// and each request is routed, balanced and retried (forward.ts) over upstream connections the caller
+// opens for the source pod (upstream-connections.ts). No HTTP parsing of our own.
+
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { MeshSnapshot, Workload } from '../../state/model.js';
+import type { WorkloadStore } from '../../state/store.js';
+import type { Logger } from '../../telemetry/log.js';
+import { type Clock, systemClock } from '../clock.js';
+import { type Random, mathRandom } from '../random.js';
+import { UpstreamClusters } from '../upstream-cluster.js';
+import { ConnectionSlots } from './connection-slots.js';
+import { type DownstreamRequest, http1Downstream, http2Downstream, sendLocalReply } from './downstream.js';
+import { type ForwardContext, forwardRequest } from './forward.js';
+import { isGrpc } from './headers.js';
+import { type CapturedAddress, type HttpDestination, httpDestinationOf } from './http-destination.js';
+import { type CompletedRequest, type RequestCompleteHook, formatFlags } from './request-record.js';
+import { ReplayedSocket, sniffHttpVersion } from './protocol-sniff.js';
+import { type TcpRouteTarget, tcpRouteTarget } from './tcp-route-target.js';
+import { type OpenUpstream, UpstreamConnections } from './upstream-connections.js';
+
+export interface OutboundHttpOptions {
+  readonly node: string;
+  readonly store: WorkloadStore;
+  readonly log: Logger;
+  /** Where the per-request access-log record goes (ztunnel's "access" target). */
+  readonly accessLog?: Logger;
+  /**
+   * Called once per finished request with every input of Istio's request metrics. Request telemetry
+   * (istio_requests_total and friends) plugs in here.
+   */
+  readonly onRequestComplete?: RequestCompleteHook;
+  readonly clock?: Clock;
+  readonly random?: Random;
+}
+
+/** A captured connection, once the outbound listener knows its source pod and that it speaks HTTP. */
+export interface CapturedHttpConnection {
+  readonly socket: Socket;
+  readonly source: Workload;
+  readonly sourceIp: string;
+  readonly sourcePort: number;
+  /** What the client dialled. */
+  readonly originalDst: CapturedAddress;
+  readonly destination: HttpDestination;
+  /** Opens the connection to an endpoint for this source pod (HBONE, same node, or plain TCP). */
+  readonly openUpstream: OpenUpstream;
+}
+
+interface ConnectionContext {
+  readonly captured: CapturedHttpConnection;
+  readonly upstream: UpstreamConnections;
+}
+
+export class OutboundHttpProxy {
+  readonly clusters: UpstreamClusters;
+  readonly #slots = new ConnectionSlots();
+  readonly #random: Random;
+  readonly #h1: http.Server;
+  readonly #h2: http2.Http2Server;
+  readonly #contexts = new WeakMap<object, ConnectionContext>();
+  #pendingH2: ConnectionContext | undefined;
+  readonly #unsubscribe: () => void;
+
+  constructor(private readonly options: OutboundHttpOptions) {
+    this.#random = options.random ?? mathRandom;
+    this.clusters = new UpstreamClusters({
+      clock: options.clock ?? systemClock,
+      random: this.#random,
+      onOutlierEvent: (cluster, event) => options.log.info({ cluster, ...event }, `outlier detection: ${event.endpoint} ${event.kind}`),
+    });
+    this.#unsubscribe = options.store.subscribe((next) => this.clusters.retain(next));
+    // One server of each kind for every connection: servers are fed sockets, they never listen.
+    // Idle keep-alive clients are kept for minutes (Envoy keeps them for an hour); requests may stream.
+    this.#h1 = http.createServer({ keepAliveTimeout: 300_000, requestTimeout: 0 }, (req, res) => this.#onHttp1(req, res));
+    this.#h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 }, maxSessionMemory: 64 }, (req, res) => this.#onHttp2(req, res));
+    this.#h2.on('session', (session: ServerHttp2Session) => {
+      if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);
+      session.on('error', () => undefined);
+    });
+  }
+
+  /** Whether the captured destination speaks HTTP, so that this proxy should take the connection. */
+  destinationOf(snapshot: MeshSnapshot, dst: CapturedAddress): HttpDestination | undefined {
+    return httpDestinationOf(snapshot, dst);
+  }
+
+  /** The weighted tcp[] route pick for a TCP port of a Service, or undefined when none applies. */
+  tcpTarget(snapshot: MeshSnapshot, source: Workload, dst: CapturedAddress): TcpRouteTarget | undefined {
+    return tcpRouteTarget(snapshot, this.clusters, source, dst, this.#random);
+  }
+
+  /** Serves the connection's requests; resolves when the client connection has closed. */
+  async handle(captured: CapturedHttpConnection): Promise<void> {
+    const { socket } = captured;
+    const context: ConnectionContext = { captured, upstream: new UpstreamConnections(captured.openUpstream, this.#slots) };
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.setNoDelay(true);
+    const sniffed = await sniffHttpVersion(socket);
+    if (sniffed?.version === 'HTTP/2') {
+      this.#pendingH2 = context;
+      this.#h2.emit('connection', new ReplayedSocket(sniffed.first, socket));
+      this.#pendingH2 = undefined;
+    } else if (sniffed) {
+      this.#contexts.set(socket, context);
+      socket.unshift(sniffed.first);
+      this.#h1.emit('connection', socket);
+      socket.resume();
+    }
+    await closed;
+    context.upstream.close();
+  }
+
+  close(): void {
+    this.#unsubscribe();
+    this.clusters.close();
+  }
+
+  #onHttp1(req: IncomingMessage, res: ServerResponse): void {
+    this.#serve(this.#contexts.get(req.socket), http1Downstream(req, res));
+  }
+
+  #onHttp2(req: Http2ServerRequest, res: Http2ServerResponse): void {
+    this.#serve(this.#contexts.get(req.stream.session as object), http2Downstream(req, res));
+  }
+
+  #serve(context: ConnectionContext | undefined, d: DownstreamRequest): void {
+    const snapshot = this.options.store.current;
+    if (!context || !snapshot) {
+      sendLocalReply(d, { status: 503, body: 'no configuration loaded yet' }, isGrpc(d.headers));
+      return;
+    }
+    const { captured } = context;
+    // A keep-alive connection outlives snapshots: each request is routed on the one in force now.
+    const destination = httpDestinationOf(snapshot, captured.originalDst) ?? captured.destination;
+    const ctx: ForwardContext = {
+      snapshot,
+      source: snapshot.workloads.get(captured.source.key) ?? captured.source,
+      sourceIp: captured.sourceIp,
+      sourcePort: captured.sourcePort,
+      destination,
+      node: this.options.node,
+      upstream: context.upstream,
+      clusters: this.clusters,
+      random: this.#random,
+      onComplete: (record) => this.#completed(record),
+    };
+    forwardRequest(ctx, d).catch((err: Error) => {
+      this.options.log.error({ err: err.message, path: d.path }, 'HTTP request failed in the proxy');
+      if (!d.headersSent) sendLocalReply(d, { status: 500, body: 'internal proxy error' }, isGrpc(d.headers));
+      else d.response.destroy();
+    });
+  }
+
+  #completed(r: CompletedRequest): void {
+    const log = this.options.accessLog;
+    if (log?.isLevelEnabled('info')) {
+      log.info(
+        {
+          'src.addr': r.sourceAddress,
+          'src.workload': r.source.name,
+          'src.namespace': r.source.namespace,
+          'src.identity': r.source.identity,
+          'dst.service': r.destinationService?.hostname,
+          'dst.addr': r.upstreamHost,
+          'dst.workload': r.destinationWorkload?.name,
+          'dst.namespace': r.destinationWorkload?.namespace,
+          direction: 'outbound',
+          'http.method': r.method,
+          'http.path': r.path,
+          'http.host': r.authority,
+          'http.version': r.httpVersion,
+          'http.status': r.status,
+          ...(r.grpcStatus !== undefined ? { 'grpc.status': r.grpcStatus } : {}),
+          request_id: r.requestId,
+          ...(r.traceparent ? { traceparent: r.traceparent } : {}),
+          cluster: r.upstreamCluster,
+          route: r.route.virtualService ? `${r.route.virtualService}#${r.route.routeName ?? r.route.routeIndex ?? ''}` : undefined,
+          response_flags: formatFlags(r.flags),
+          attempts: r.attempts,
+          bytes_sent: r.requestBytes,
+          bytes_recv: r.responseBytes,
+          duration: `${r.durationMs}ms`,
+          ...(r.detail ? { error: r.detail } : {}),
+        },
+        'request complete',
+      );
+    }
+    try {
+      this.options.onRequestComplete?.(r);
+    } catch (err) {
+      this.options.log.warn({ err: (err as Error).message }, 'request telemetry hook failed');
+    }
+  }
+}

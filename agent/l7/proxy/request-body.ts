@@ -1,0 +1,109 @@
+// A downstream request body that one upstream attempt at a time consumes, streamed as it arrives (with
+// backpressure) while a copy is kept up to a limit, so that a retry or a mirror can replay it. Past the
+// limit the copy is dropped and the body can no longer be replayed, as Envoy stops retrying a request
+// whose body overflowed its buffer.
+
+import type { Readable, Writable } from 'node:stream';
+
+/** Envoy's default per-connection buffer limit, which bounds retry buffering. */
+export const REPLAY_LIMIT_BYTES = 1024 * 1024;
+
+export class RequestBody {
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  #overflowed = false;
+  #ended = false;
+  #target: Writable | undefined;
+  #listening = false;
+  #received = 0;
+  readonly #waiters: (() => void)[] = [];
+
+  constructor(
+    private readonly source: Readable,
+    /** True when the request says it has no body (HTTP/2 END_STREAM on headers, HTTP/1 no length). */
+    empty: boolean,
+    private readonly limit = REPLAY_LIMIT_BYTES,
+  ) {
+    if (empty) this.#ended = true;
+  }
+
+  /** Bytes received from the client so far. */
+  get size(): number {
+    return this.#received;
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Whether another attempt can be sent the whole body (everything so far is still held). */
+  get replayable(): boolean {
+    return !this.#overflowed;
+  }
+
+  /**
+   * Sends the body to `target` (an upstream request): what is held, then the rest as it arrives, then
+   * end(). The previous target, if any, stops receiving. Returns false when the body cannot be replayed.
+   */
+  attach(target: Writable): boolean {
+    if (this.#overflowed) return false;
+    this.#target = target;
+    for (const chunk of this.#chunks) target.write(chunk);
+    if (this.#ended) {
+      target.end();
+      return true;
+    }
+    if (!this.#listening) this.#listen();
+    this.source.resume();
+    return true;
+  }
+
+  /** Stops feeding the current target (its attempt was abandoned); the copy keeps filling. */
+  detach(): void {
+    this.#target = undefined;
+  }
+
+  /** Resolves when the whole body has arrived and is held (for mirrors); false if it was too large. */
+  complete(): Promise<boolean> {
+    if (this.#ended || this.#overflowed) return Promise.resolve(!this.#overflowed);
+    if (!this.#listening) this.#listen();
+    this.source.resume();
+    return new Promise((resolve) => this.#waiters.push(() => resolve(!this.#overflowed)));
+  }
+
+  /** The held body (only meaningful once complete() resolved true). */
+  held(): readonly Buffer[] {
+    return this.#chunks;
+  }
+
+  #listen(): void {
+    this.#listening = true;
+    this.source.on('data', (chunk: Buffer) => {
+      this.#received += chunk.length;
+      if (!this.#overflowed) {
+        if (this.#buffered + chunk.length > this.limit) {
+          this.#overflowed = true;
+          this.#chunks = [];
+        } else {
+          this.#chunks.push(chunk);
+          this.#buffered += chunk.length;
+        }
+      }
+      const target = this.#target;
+      if (target && !target.destroyed && !target.write(chunk)) {
+        this.source.pause();
+        target.once('drain', () => this.source.resume());
+      } else if (!target && this.#overflowed) {
+        // Nobody to send to and nothing worth holding: stop reading until an attempt attaches.
+        this.source.pause();
+      }
+    });
+    this.source.once('end', () => {
+      this.#ended = true;
+      const target = this.#target;
+      if (target && !target.destroyed) target.end();
+      this.#waiters.splice(0).forEach((w) => w());
+    });
+    this.source.once('error', () => this.#waiters.splice(0).forEach((w) => w()));
+  }
+}

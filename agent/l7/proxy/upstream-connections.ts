@@ -1,0 +1,297 @@
+// The upstream side of one downstream connection: requests sent to endpoints with Node's own HTTP
+// clients over the connections the caller opens (an HBONE stream, a transparent socket, plain TCP).
+// HTTP/1.1 connections are kept alive per endpoint by an http.Agent whose createConnection opens that
+// duplex; HTTP/2 (h2c prior knowledge) keeps one session per endpoint. Both live as long as the
+// downstream connection: upstream connections carry the source pod's identity and address, so they
+// are never shared between clients.
+
+import http, { type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import type { Duplex, Readable } from 'node:stream';
+import type { Workload } from '../../state/model.js';
+import type { CircuitBreaker, PoolLease } from '../connection-pool.js';
+import type { ConnectionSlots } from './connection-slots.js';
+import { type HeaderMap, outgoingHeaders } from './headers.js';
+import type { CapturedAddress } from './http-destination.js';
+import type { RequestBody } from './request-body.js';
+
+/** Opens the byte stream to one endpoint (the caller knows how: HBONE, same node, plain TCP), or says why not. */
+export type OpenUpstream = (workload: Workload | undefined, address: CapturedAddress) => Promise<Duplex | string>;
+
+export interface UpstreamTarget {
+  /** `ip:port`, the balancing key. */
+  readonly key: string;
+  readonly address: CapturedAddress;
+  readonly workload?: Workload;
+  /** The cluster's breaker: connections hold its slots; undefined for a pod dialled directly. */
+  readonly breaker?: CircuitBreaker;
+  readonly connectTimeoutMs: number;
+}
+
+export interface UpstreamHead {
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string;
+  /** Without hop-by-hop headers and without host. */
+  readonly headers: HeaderMap;
+}
+
+export type ExchangeResult =
+  | {
+      readonly kind: 'response';
+      readonly status: number;
+      readonly headers: IncomingHttpHeaders;
+      readonly body: Readable;
+      /** Trailers, once the body has ended (HTTP/2: gRPC's grpc-status lives there). */
+      readonly trailers: () => IncomingHttpHeaders | undefined;
+    }
+  | { readonly kind: 'connect-failure'; readonly message: string }
+  | { readonly kind: 'overflow'; readonly message: string }
+  | { readonly kind: 'reset'; readonly beforeRequest: boolean; readonly message: string }
+  | { readonly kind: 'refused-stream'; readonly message: string };
+
+export interface Exchange {
+  readonly result: Promise<ExchangeResult>;
+  /** Abandons the attempt (timeout, retry, client gone): the upstream request is reset. */
+  abort(): void;
+}
+
+interface TargetedArgs extends http.ClientRequestArgs {
+  readonly ambitTarget: UpstreamTarget;
+}
+
+class ConnectFailure extends Error {
+  constructor(
+    message: string,
+    readonly overflow: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** What a kept-alive HTTP/1.1 connection remembers: its breaker slot and how many requests it served. */
+interface ConnectionState {
+  readonly lease?: PoolLease;
+  readonly breaker?: CircuitBreaker;
+  served: number;
+  readonly close: () => void;
+}
+
+export class UpstreamConnections {
+  readonly #agent: ShuttleAgent;
+  readonly #sessions = new Map<string, Promise<ClientHttp2Session | ConnectFailure>>();
+  readonly #abort = new AbortController();
+
+  constructor(
+    private readonly open: OpenUpstream,
+    private readonly slots: ConnectionSlots,
+  ) {
+    this.#agent = new ShuttleAgent(this);
+  }
+
+  send(target: UpstreamTarget, head: UpstreamHead, body: RequestBody, protocol: 'h1' | 'h2'): Exchange {
+    return protocol === 'h2' ? this.#sendH2(target, head, body) : this.#sendH1(target, head, body, true);
+  }
+
+  /** Closes every upstream connection (the downstream connection is gone). */
+  close(): void {
+    this.#abort.abort();
+    this.#agent.destroy();
+    for (const session of this.#sessions.values()) void session.then((s) => s instanceof ConnectFailure || s.destroy());
+    this.#sessions.clear();
+  }
+
+  /** A new upstream connection to `target`, holding one of its cluster's connection slots. */
+  async connect(target: UpstreamTarget): Promise<{ stream: Duplex; lease?: PoolLease } | ConnectFailure> {
+    let lease: PoolLease | undefined;
+    if (target.breaker) {
+      const grant = await this.slots.acquire(target.breaker, this.#abort.signal);
+      if (!grant.ok) return new ConnectFailure(grant.message, true);
+      lease = grant.lease;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(`connect to ${target.key} timed out after ${target.connectTimeoutMs} ms`), target.connectTimeoutMs);
+    });
+    const opening = this.open(target.workload, target.address);
+    const opened = await Promise.race([opening, timedOut]);
+    clearTimeout(timer);
+    if (typeof opened === 'string') {
+      lease?.release();
+      // A connection that arrives after its timeout is not wanted any more.
+      void opening.then((late) => typeof late === 'string' || late.destroy());
+      return new ConnectFailure(opened, false);
+    }
+    if (lease) opened.once('close', () => lease.release());
+    return { stream: opened, ...(lease ? { lease } : {}) };
+  }
+
+  /** Keep-alive bookkeeping for the agent: whether a connection that just finished a request stays. */
+  keep(socket: Duplex, state: ConnectionState): boolean {
+    state.served++;
+    const breaker = state.breaker;
+    if (breaker && (breaker.connectionExhausted(state.served) || this.slots.hasWaiters(breaker))) return false;
+    if (breaker) this.slots.setIdle(breaker, state.close, true);
+    return !socket.destroyed;
+  }
+
+  reuse(state: ConnectionState): void {
+    if (state.breaker) this.slots.setIdle(state.breaker, state.close, false);
+  }
+
+  #sendH1(target: UpstreamTarget, head: UpstreamHead, body: RequestBody, mayRetryStale: boolean): Exchange {
+    let request: ClientRequest | undefined;
+    let aborted = false;
+    const result = new Promise<ExchangeResult>((resolve) => {
+      const args: TargetedArgs = {
+        agent: this.#agent,
+        host: target.address.ip,
+        port: target.address.port,
+        method: head.method,
+        path: head.path,
+        headers: { ...outgoingHeaders(head.headers), host: head.authority },
+        setHost: false,
+        ambitTarget: target,
+      };
+      const req = http.request(args);
+      request = req;
+      let responded = false;
+      req.once('response', (res: IncomingMessage) => {
+        responded = true;
+        resolve({ kind: 'response', status: res.statusCode ?? 502, headers: res.headers, body: res, trailers: () => res.trailers });
+      });
+      req.once('error', (err: Error) => {
+        if (responded) return;
+        if (err instanceof ConnectFailure) return resolve(err.overflow ? { kind: 'overflow', message: err.message } : { kind: 'connect-failure', message: err.message });
+        // A kept-alive connection the server closed meanwhile: the request never reached it.
+        if (req.reusedSocket && mayRetryStale && !aborted && body.replayable) {
+          const again = this.#sendH1(target, head, body, false);
+          request = undefined;
+          void again.result.then(resolve);
+          return;
+        }
+        resolve({ kind: 'reset', beforeRequest: false, message: err.message });
+      });
+      if (!body.attach(req)) resolve({ kind: 'reset', beforeRequest: true, message: 'the request body is too large to send again' });
+    });
+    return {
+      result,
+      abort: () => {
+        aborted = true;
+        body.detach();
+        request?.destroy();
+      },
+    };
+  }
+
+  #sendH2(target: UpstreamTarget, head: UpstreamHead, body: RequestBody): Exchange {
+    let stream: ClientHttp2Stream | undefined;
+    let aborted = false;
+    const result = (async (): Promise<ExchangeResult> => {
+      const session = await this.#session(target);
+      if (session instanceof ConnectFailure) return session.overflow ? { kind: 'overflow', message: session.message } : { kind: 'connect-failure', message: session.message };
+      if (aborted) return { kind: 'reset', beforeRequest: true, message: 'abandoned' };
+      return new Promise<ExchangeResult>((resolve) => {
+        let s: ClientHttp2Stream;
+        try {
+          s = session.request({ ...outgoingHeaders(head.headers), ':method': head.method, ':path': head.path, ':authority': head.authority, ':scheme': 'http' }, { endStream: false });
+        } catch (err) {
+          return resolve({ kind: 'reset', beforeRequest: true, message: (err as Error).message });
+        }
+        stream = s;
+        let trailers: IncomingHttpHeaders | undefined;
+        s.once('trailers', (t) => (trailers = t));
+        s.once('response', (headers) => {
+          resolve({ kind: 'response', status: Number(headers[':status'] ?? 502), headers, body: s, trailers: () => trailers });
+        });
+        s.once('error', (err: Error & { code?: string }) => {
+          if (s.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) resolve({ kind: 'refused-stream', message: err.message });
+          else resolve({ kind: 'reset', beforeRequest: false, message: err.message });
+        });
+        s.once('close', () => resolve({ kind: 'reset', beforeRequest: false, message: `stream closed with code ${s.rstCode}` }));
+        if (!body.attach(s)) resolve({ kind: 'reset', beforeRequest: true, message: 'the request body is too large to send again' });
+      });
+    })();
+    return {
+      result,
+      abort: () => {
+        aborted = true;
+        body.detach();
+        stream?.close(http2.constants.NGHTTP2_CANCEL);
+      },
+    };
+  }
+
+  #session(target: UpstreamTarget): Promise<ClientHttp2Session | ConnectFailure> {
+    const existing = this.#sessions.get(target.key);
+    if (existing) return existing;
+    const created = (async (): Promise<ClientHttp2Session | ConnectFailure> => {
+      const connected = await this.connect(target);
+      if (connected instanceof ConnectFailure) {
+        this.#sessions.delete(target.key);
+        return connected;
+      }
+      const session = http2.connect(`http://${target.key}`, { createConnection: () => connected.stream, settings: { enablePush: false } });
+      session.on('error', () => undefined);
+      session.once('close', () => {
+        if (this.#sessions.get(target.key) === created) this.#sessions.delete(target.key);
+        connected.stream.destroy();
+      });
+      session.once('goaway', () => {
+        if (this.#sessions.get(target.key) === created) this.#sessions.delete(target.key);
+      });
+      return session;
+    })();
+    this.#sessions.set(target.key, created);
+    return created;
+  }
+}
+
+/**
+ * An HBONE stream is a Duplex, not a net.Socket: the Agent's keep-alive calls (setKeepAlive, ref, unref)
+ * are no-ops for it, and its idle timeout is the stream's own setTimeout.
+ */
+function socketShims(stream: Duplex): void {
+  const s = stream as Duplex & Record<string, unknown>;
+  for (const name of ['setKeepAlive', 'ref', 'unref', 'setNoDelay']) if (typeof s[name] !== 'function') s[name] = () => stream;
+  if (typeof s['setTimeout'] !== 'function') s['setTimeout'] = () => stream;
+}
+
+/**
+ * Node's keep-alive Agent over the caller's duplexes, with the breaker's bookkeeping added when it
+ * keeps or reuses a connection.
+ */
+class ShuttleAgent extends http.Agent {
+  readonly #states = new WeakMap<Duplex, ConnectionState>();
+
+  constructor(private readonly owner: UpstreamConnections) {
+    // LIFO: the most recently used connection is the least likely to have been closed by the server.
+    super({ keepAlive: true, maxFreeSockets: 16, scheduling: 'lifo' });
+  }
+
+  override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): undefined {
+    const target = (options as TargetedArgs).ambitTarget;
+    void this.owner.connect(target).then((connected) => {
+      if (connected instanceof Error) return callback?.(connected, undefined as unknown as Duplex);
+      const { stream, lease } = connected;
+      socketShims(stream);
+      this.#states.set(stream, { ...(lease ? { lease } : {}), ...(target.breaker ? { breaker: target.breaker } : {}), served: 0, close: () => stream.destroy() });
+      if (lease) stream.once('close', () => target.breaker && this.owner.reuse(this.#states.get(stream)!));
+      callback?.(null, stream);
+    });
+    return undefined;
+  }
+
+  override keepSocketAlive(socket: Duplex): boolean {
+    const state = this.#states.get(socket);
+    // Node's own rules first (it honours the server's Keep-Alive timeout hint), then the breaker's.
+    const keep = (super.keepSocketAlive(socket) as unknown as boolean) !== false;
+    return keep && state !== undefined && this.owner.keep(socket, state);
+  }
+
+  override reuseSocket(socket: Duplex, request: ClientRequest): void {
+    super.reuseSocket(socket, request);
+    const state = this.#states.get(socket);
+    if (state) this.owner.reuse(state);
+  }
+}

@@ -1,0 +1,223 @@
+// The outbound HTTP proxy in-process: real Node clients (HTTP/1.1 keep-alive and h2c prior knowledge)
+// through OutboundHttpProxy to real Node servers on loopback that stand in for bookinfo's pods (the
+// upstream opener maps a pod's address to its server, as the lab maps it to an HBONE stream).
+
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import http2 from 'node:http2';
+import { type AddressInfo, type Server, connect, createServer } from 'node:net';
+import { after, before, test } from 'node:test';
+import { pino } from 'pino';
+import { httpDestinationOf } from '../../agent/l7/proxy/http-destination.js';
+import { OutboundHttpProxy } from '../../agent/l7/proxy/outbound-http.js';
+import type { CompletedRequest } from '../../agent/l7/proxy/request-record.js';
+import type { MeshSnapshot } from '../../agent/state/model.js';
+import { WorkloadStore } from '../../agent/state/store.js';
+import { mesh } from './helpers/l7-mesh.js';
+
+const PODS: Record<string, string> = { '10.244.1.21': 'reviews-v1', '10.244.1.22': 'reviews-v2', '10.244.1.23': 'reviews-v3' };
+const backends = new Map<string, { server: http.Server; port: number }>();
+const store = new WorkloadStore();
+const records: CompletedRequest[] = [];
+const proxy = new OutboundHttpProxy({ node: 'n', store, log: pino({ level: 'silent' }), onRequestComplete: (r) => records.push(r) });
+let front: Server;
+let frontPort = 0;
+let flaky = 0;
+
+function backend(name: string): http.Server {
+  return http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/flaky' && flaky-- > 0) {
+      res.writeHead(503).end('flaky');
+      return;
+    }
+    const delay = Number(url.searchParams.get('delay') ?? 0);
+    setTimeout(() => {
+      res.setHeader('x-pod', name);
+      res.end(JSON.stringify({ pod: name, path: req.url, host: req.headers.host, headers: req.headers }));
+    }, delay);
+  });
+}
+
+before(async () => {
+  for (const [ip, name] of Object.entries(PODS)) {
+    const server = backend(name);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    backends.set(ip, { server, port: (server.address() as AddressInfo).port });
+  }
+  front = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+    const snapshot = store.current!;
+    const source = snapshot.workloads.get('bookinfo/productpage-v1')!;
+    const originalDst = { ip: '10.96.0.21', port: 9080 };
+    void proxy.handle({
+      socket,
+      source,
+      sourceIp: '10.244.1.10',
+      sourcePort: socket.remotePort ?? 0,
+      originalDst,
+      destination: httpDestinationOf(snapshot, originalDst)!,
+      openUpstream: async (_workload, address) => {
+        const b = backends.get(address.ip);
+        if (!b) return `no pod at ${address.ip}`;
+        return new Promise((resolve) => {
+          const s = connect(b.port, '127.0.0.1', () => resolve(s));
+          s.once('error', (err) => resolve(err.message));
+        });
+      },
+    });
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  frontPort = (front.address() as AddressInfo).port;
+});
+
+after(() => {
+  front.close();
+  for (const b of backends.values()) b.server.close();
+  proxy.close();
+});
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+function get(path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: frontPort, path, agent, headers: { host: 'reviews:9080', ...headers } }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+    });
+    req.on('error', reject);
+  });
+}
+
+function use(snapshot: MeshSnapshot): void {
+  store.replace(snapshot);
+}
+
+const VS = (spec: string): string => `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+${spec}`;
+const SUBSETS = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}`;
+
+test('HTTP/1.1 keep-alive requests reach the Service with Host kept and forwarding headers added', async () => {
+  use(mesh());
+  const r = await get('/hello?x=1', { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' });
+  assert.equal(r.status, 200);
+  const body = JSON.parse(r.body) as { pod: string; path: string; host: string; headers: Record<string, string> };
+  assert.match(body.pod, /^reviews-v[123]$/);
+  assert.equal(body.path, '/hello?x=1');
+  assert.equal(body.host, 'reviews:9080');
+  assert.equal(body.headers['x-forwarded-proto'], 'http');
+  assert.match(body.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+  assert.equal(body.headers['traceparent'], '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');
+  const record = records.at(-1)!;
+  assert.equal(record.status, 200);
+  assert.equal(record.destinationService?.hostname, 'reviews.bookinfo.svc.cluster.local');
+});
+
+test('header canary, weighted split and redirect follow the VirtualService', async () => {
+  use(mesh(SUBSETS, VS(`  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, authority: newhost}
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v3}, weight: 20}`)));
+  for (let i = 0; i < 5; i++) assert.equal((await get('/', { 'end-user': 'jason' })).headers['x-pod'], 'reviews-v2');
+  const counts: Record<string, number> = {};
+  for (let i = 0; i < 400; i++) {
+    const pod = (await get('/')).headers['x-pod'] as string;
+    counts[pod] = (counts[pod] ?? 0) + 1;
+  }
+  assert.equal(counts['reviews-v2'], undefined);
+  assert.ok(Math.abs((counts['reviews-v1'] ?? 0) / 400 - 0.8) < 0.08, JSON.stringify(counts));
+  const redirect = await get('/old/page');
+  assert.equal(redirect.status, 301);
+  assert.equal(redirect.headers.location, 'http://newhost/new');
+});
+
+test('retries recover from a flaky endpoint, and stop at the configured attempts with URX', async () => {
+  use(mesh(VS(`  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 2, retryOn: 5xx}`)));
+  flaky = 2;
+  const ok = await get('/flaky');
+  assert.equal(ok.status, 200);
+  assert.equal(records.at(-1)!.attempts, 3);
+  flaky = 10;
+  const failed = await get('/flaky');
+  assert.equal(failed.status, 503);
+  assert.equal(records.at(-1)!.attempts, 3);
+  assert.deepEqual(records.at(-1)!.flags, ['URX']);
+  flaky = 0;
+});
+
+test('timeout answers 504 UT; fault abort and delay apply', async () => {
+  use(mesh(VS(`  http:
+  - match: [{uri: {prefix: /slow}}]
+    route: [{destination: {host: reviews}}]
+    timeout: 0.2s
+  - match: [{uri: {prefix: /abort}}]
+    route: [{destination: {host: reviews}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+  - route: [{destination: {host: reviews}}]
+    fault: {delay: {fixedDelay: 0.3s, percentage: {value: 100}}}`)));
+  const slow = await get('/slow?delay=1000');
+  assert.equal(slow.status, 504);
+  assert.deepEqual(records.at(-1)!.flags, ['UT']);
+  assert.equal((await get('/abort')).status, 418);
+  assert.deepEqual(records.at(-1)!.flags, ['FI']);
+  const t0 = Date.now();
+  assert.equal((await get('/delayed')).status, 200);
+  assert.ok(Date.now() - t0 >= 290);
+  assert.deepEqual(records.at(-1)!.flags, ['DI']);
+});
+
+test('circuit breaker: requests beyond http2MaxRequests get 503 UO', async () => {
+  use(mesh(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy: {connectionPool: {http: {http2MaxRequests: 2}}}`));
+  const many = new http.Agent({ keepAlive: true });
+  const one = (): Promise<number> =>
+    new Promise((resolve) => http.get({ host: '127.0.0.1', port: frontPort, path: '/?delay=300', agent: many }, (res) => (res.resume(), resolve(res.statusCode ?? 0))));
+  const statuses = await Promise.all([one(), one(), one(), one(), one()]);
+  assert.deepEqual(statuses.sort(), [200, 200, 503, 503, 503]);
+  assert.ok(records.some((r) => r.flags.includes('UO')));
+  many.destroy();
+});
+
+test('h2c with prior knowledge goes through and comes back over HTTP/2', async () => {
+  use(mesh());
+  const session = http2.connect(`http://127.0.0.1:${frontPort}`);
+  const answers = await Promise.all(
+    [1, 2, 3].map(
+      (i) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const s = session.request({ ':path': `/h2/${i}`, ':authority': 'reviews:9080' });
+          let status = 0;
+          let body = '';
+          s.on('response', (h) => (status = Number(h[':status'])));
+          s.on('data', (d: Buffer) => (body += d));
+          s.on('end', () => resolve({ status, body }));
+          s.on('error', reject);
+        }),
+    ),
+  );
+  session.close();
+  for (const a of answers) assert.equal(a.status, 200, JSON.stringify(records.at(-1)));
+  assert.equal(records.at(-1)!.httpVersion, 'HTTP/2');
+});
