@@ -23,6 +23,7 @@ const proxy = new OutboundHttpProxy({ node: 'n', store, log: pino({ level: 'sile
 let front: Server;
 let frontPort = 0;
 let flaky = 0;
+const clientSockets = new Set<import('node:net').Socket>();
 
 function backend(name: string): http.Server {
   return http.createServer((req, res) => {
@@ -46,6 +47,7 @@ before(async () => {
     backends.set(ip, { server, port: (server.address() as AddressInfo).port });
   }
   front = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+    clientSockets.add(socket);
     const snapshot = store.current!;
     const source = snapshot.workloads.get('bookinfo/productpage-v1')!;
     const originalDst = { ip: '10.96.0.21', port: 9080 };
@@ -71,8 +73,13 @@ before(async () => {
 });
 
 after(() => {
+  agent.destroy();
+  for (const s of clientSockets) s.destroy();
   front.close();
-  for (const b of backends.values()) b.server.close();
+  for (const b of backends.values()) {
+    b.server.closeAllConnections();
+    b.server.close();
+  }
   proxy.close();
 });
 
