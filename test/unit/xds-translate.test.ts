@@ -9,7 +9,9 @@ import { authorizeConnection } from '../../agent/policy/authorization.js';
 import { Action, AuthorizationSchema, Scope } from '../../agent/proto/istio/security/authorization_pb.js';
 import { AddressSchema, TunnelProtocol, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
 import { xdsNode, xdsNodeInfoFromEnv } from '../../agent/sources/xds/node.js';
-import { type XdsAddress, type XdsAuthorization, buildXdsSnapshot, ipFromBytes, translateAddress, translateAuthorization } from '../../agent/sources/xds/translate.js';
+import { type XdsAddress, ipFromBytes, translateAddress } from '../../agent/sources/xds/translate-address.js';
+import { type XdsAuthorization, translateAuthorization } from '../../agent/sources/xds/translate-authorization.js';
+import { buildXdsSnapshot } from '../../agent/sources/xds/xds-snapshot.js';
 import { type MeshSnapshot, spiffeId } from '../../agent/state/model.js';
 
 const ip4 = (text: string): Uint8Array => new Uint8Array(text.split('.').map(Number));

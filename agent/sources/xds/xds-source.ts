@@ -17,7 +17,10 @@ import type { BackoffOptions } from '../backoff.js';
 import type { MeshSource } from '../source.js';
 import { type AdsEvent, type RejectedResource, type ResponseHandler, DeltaAdsClient, shortType } from './ads-client.js';
 import { type XdsNodeInfo, xdsNode } from './node.js';
-import { type Translated, type XdsAddress, type XdsAuthorization, buildXdsSnapshot, translateAddress, translateAuthorization } from './translate.js';
+import { type XdsAddress, translateAddress } from './translate-address.js';
+import { type XdsAuthorization, translateAuthorization } from './translate-authorization.js';
+import type { Translated } from './translated.js';
+import { buildXdsSnapshot } from './xds-snapshot.js';
 
 export const ADDRESS_TYPE_URL = 'type.googleapis.com/istio.workload.Address';
 export const AUTHORIZATION_TYPE_URL = 'type.googleapis.com/istio.security.Authorization';

@@ -1,0 +1,240 @@
+// The accepted xDS resources (translate-address.ts, translate-authorization.ts) turned into the same
+// configuration objects local YAML produces, so that buildSnapshot gives the store exactly what it
+// would give for the equivalent files.
+//
+// Two things istiod has already resolved and YAML leaves to the agent are carried through labels that
+// only this translation writes: which Service a workload backs (istiod sends the membership, not the
+// selector), and which selector-scoped Authorization applies to it (istiod lists them on the workload).
+
+import type { NodeObject, PodObject, ServiceObject } from '../../config/kubernetes.js';
+import type { MeshObject } from '../../config/objects.js';
+import type { ConfigDiagnostic } from '../../config/diagnostics.js';
+import { DATAPLANE_MODE_LABEL, buildSnapshot } from '../../state/build.js';
+import { type MeshService, type MeshSnapshot, type ObjectKey, type Workload, spiffeId } from '../../state/model.js';
+import type { Authorization } from '../../proto/istio/security/authorization_pb.js';
+import type { Address, Service } from '../../proto/istio/workload/workload_pb.js';
+import { POLICY_SELECTED_LABEL_PREFIX, SERVICE_MEMBER_LABEL_PREFIX, xdsLocation } from './translated.js';
+import type { XdsAddress, XdsService, XdsWorkload } from './translate-address.js';
+import type { XdsAuthorization } from './translate-authorization.js';
+
+export interface XdsSnapshotOptions {
+  readonly version: number;
+  readonly trustDomain: string;
+  readonly clusterDomain: string;
+  /** This agent's node and its address: istiod sends no Node objects, and capture needs the address. */
+  readonly node?: { readonly name: string; readonly ip?: string };
+}
+
+/**
+ * The accepted resources as one MeshSnapshot, built by the same code as local YAML. Dry-run policies
+ * are left out (they are never enforced) and counted in `dryRun`.
+ */
+export function buildXdsSnapshot(
+  addresses: ReadonlyMap<string, XdsAddress>,
+  authorizations: ReadonlyMap<string, XdsAuthorization>,
+  options: XdsSnapshotOptions,
+): { snapshot: MeshSnapshot; dryRun: number } {
+  const diagnostics: ConfigDiagnostic[] = [];
+  const workloads = [...addresses.entries()].filter((e): e is [string, XdsWorkload] => e[1].kind === 'workload').sort(([a], [b]) => a.localeCompare(b));
+  const services = [...addresses.entries()].filter((e): e is [string, XdsService] => e[1].kind === 'service').sort(([a], [b]) => a.localeCompare(b));
+
+  for (const [name, entry] of [...workloads, ...services]) {
+    for (const why of entry.unsupported) {
+      diagnostics.push({
+        severity: 'warning',
+        location: xdsLocation('Address', name),
+        object: { kind: entry.kind === 'workload' ? 'Pod' : 'Service', namespace: entry.namespace, name: entry.name },
+        message: why,
+      });
+    }
+  }
+
+  // Each service's target port per workload, so that differing ones can be given as named ports.
+  const servicesByKey = new Map(services.map(([, s]) => [`${s.namespace}/${s.hostname}`, s]));
+  const targetsOf = (w: XdsWorkload, s: XdsService): Map<number, number> => {
+    const own = w.services.get(`${s.namespace}/${s.hostname}`);
+    return new Map(s.ports.map((p) => [p.servicePort, own?.get(p.servicePort) || p.targetPort || p.servicePort]));
+  };
+  const namedTargetPorts = new Set<string>();
+  for (const [, w] of workloads) {
+    for (const key of w.services.keys()) {
+      const s = servicesByKey.get(key);
+      if (!s) continue;
+      for (const [servicePort, target] of targetsOf(w, s)) {
+        const declared = s.ports.find((p) => p.servicePort === servicePort)?.targetPort ?? 0;
+        if (declared === 0 || declared !== target) namedTargetPorts.add(targetPortName(s, servicePort));
+      }
+    }
+  }
+
+  const objects: MeshObject[] = [];
+  if (options.node) {
+    const node: NodeObject = {
+      kind: 'Node',
+      apiVersion: 'v1',
+      metadata: { name: options.node.name, namespace: '', labels: {}, annotations: {} },
+      spec: { podCIDRs: [] },
+      status: { addresses: options.node.ip ? [{ type: 'InternalIP', address: options.node.ip }] : [] },
+      source: { file: 'agent options', line: 0 },
+    };
+    objects.push(node);
+  }
+
+  const byKey = new Map<ObjectKey, XdsWorkload>();
+  for (const [name, w] of workloads) {
+    const key = `${w.namespace}/${w.name}`;
+    const taken = byKey.get(key);
+    if (taken) {
+      diagnostics.push({
+        severity: 'error',
+        location: xdsLocation('Address', name),
+        object: { kind: 'Pod', namespace: w.namespace, name: w.name },
+        message: `workload ${w.uid} has the same namespace and name as ${taken.uid}; it is ignored`,
+      });
+      continue;
+    }
+    byKey.set(key, w);
+    const labels: Record<string, string> = {};
+    if (w.hbone) labels[DATAPLANE_MODE_LABEL] = 'ambient';
+    if (w.canonicalName) labels['service.istio.io/canonical-name'] = w.canonicalName;
+    if (w.canonicalRevision) labels['service.istio.io/canonical-revision'] = w.canonicalRevision;
+    for (const policy of w.authorizationPolicies) labels[`${POLICY_SELECTED_LABEL_PREFIX}${policy}`] = 'true';
+    const containerPorts: { name: string; containerPort: number; protocol: 'TCP' }[] = [];
+    for (const serviceKey of w.services.keys()) {
+      labels[`${SERVICE_MEMBER_LABEL_PREFIX}${serviceKey}`] = 'true';
+      const s = servicesByKey.get(serviceKey);
+      if (!s) continue;
+      for (const [servicePort, target] of targetsOf(w, s)) {
+        const portName = targetPortName(s, servicePort);
+        if (namedTargetPorts.has(portName)) containerPorts.push({ name: portName, containerPort: target, protocol: 'TCP' });
+      }
+    }
+    const pod: PodObject = {
+      kind: 'Pod',
+      apiVersion: 'v1',
+      metadata: { name: w.name, namespace: w.namespace, labels, annotations: {} },
+      spec: {
+        ...(w.node ? { nodeName: w.node } : {}),
+        serviceAccountName: w.serviceAccount,
+        containers: [{ name: 'workload', command: [], args: [], env: [], ports: containerPorts }],
+      },
+      status: {
+        phase: 'Running',
+        ...(w.ips[0] ? { podIP: w.ips[0] } : {}),
+        podIPs: [...w.ips],
+        conditions: [{ type: 'Ready', status: w.healthy ? 'True' : 'False' }],
+      },
+      source: xdsLocation('Address', name),
+    };
+    objects.push(pod);
+  }
+
+  const serviceNames = new Map<ObjectKey, XdsService>();
+  for (const [name, s] of services) {
+    const serviceKey = `${s.namespace}/${s.hostname}`;
+    const taken = serviceNames.get(`${s.namespace}/${s.name}`);
+    if (taken) {
+      diagnostics.push({
+        severity: 'error',
+        location: xdsLocation('Address', name),
+        object: { kind: 'Service', namespace: s.namespace, name: s.name },
+        message: `service ${serviceKey} has the same namespace and name as ${taken.namespace}/${taken.hostname}; it is ignored`,
+      });
+      continue;
+    }
+    serviceNames.set(`${s.namespace}/${s.name}`, s);
+    const service: ServiceObject = {
+      kind: 'Service',
+      apiVersion: 'v1',
+      metadata: { name: s.name, namespace: s.namespace, labels: {}, annotations: {} },
+      spec: {
+        type: 'ClusterIP',
+        selector: { [`${SERVICE_MEMBER_LABEL_PREFIX}${serviceKey}`]: 'true' },
+        ...(s.vips[0] ? { clusterIP: s.vips[0] } : { clusterIP: 'None' }),
+        clusterIPs: [...s.vips],
+        ports: s.ports.map((p) => {
+          const named = targetPortName(s, p.servicePort);
+          return {
+            port: p.servicePort,
+            targetPort: namedTargetPorts.has(named) ? named : p.targetPort || p.servicePort,
+            protocol: 'TCP' as const,
+            ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
+          };
+        }),
+      },
+      source: xdsLocation('Address', name),
+    };
+    objects.push(service);
+  }
+
+  let dryRun = 0;
+  for (const [, a] of [...authorizations.entries()].sort(([x], [y]) => x.localeCompare(y))) {
+    if (a.dryRun) dryRun++;
+    else objects.push(a.policy);
+  }
+
+  const built = buildSnapshot(objects, { version: options.version, trustDomain: options.trustDomain, clusterDomain: options.clusterDomain });
+  return { snapshot: withXdsIdentities(built, byKey, [...serviceNames.values()], diagnostics), dryRun };
+}
+
+/** A service's named target port, for workloads whose target port differs from the service's. */
+function targetPortName(s: XdsService, servicePort: number): string {
+  return `xds:${s.namespace}/${s.hostname}:${servicePort}`;
+}
+
+/**
+ * What istiod states and YAML derives: each workload's uid and trust domain, each service's hostname
+ * (ServiceEntry hosts are not `<name>.<namespace>.svc`). The rest of the snapshot is kept as built.
+ */
+function withXdsIdentities(
+  snapshot: MeshSnapshot,
+  workloads: ReadonlyMap<ObjectKey, XdsWorkload>,
+  services: readonly XdsService[],
+  diagnostics: readonly ConfigDiagnostic[],
+): MeshSnapshot {
+  const fixedWorkloads = new Map<ObjectKey, Workload>();
+  const workloadsByIp = new Map<string, Workload>();
+  for (const [key, w] of snapshot.workloads) {
+    const x = workloads.get(key);
+    const fixed: Workload = x ? { ...w, uid: x.uid, identity: spiffeId(x.trustDomain, w.namespace, w.serviceAccount) } : w;
+    fixedWorkloads.set(key, fixed);
+  }
+  for (const [ip, w] of snapshot.workloadsByIp) workloadsByIp.set(ip, fixedWorkloads.get(w.key) ?? w);
+
+  const hostnames = new Map(services.map((s) => [`${s.namespace}/${s.name}`, s.hostname]));
+  const fixedServices = new Map<ObjectKey, MeshService>();
+  const servicesByVip = new Map<string, MeshService>();
+  const servicesByHostname = new Map<string, MeshService>();
+  for (const [key, s] of snapshot.services) {
+    const hostname = hostnames.get(key) ?? s.hostname;
+    const fixed: MeshService = hostname === s.hostname ? s : { ...s, hostname };
+    fixedServices.set(key, fixed);
+    servicesByHostname.set(fixed.hostname, fixed);
+    for (const vip of fixed.vips) servicesByVip.set(vip, fixed);
+  }
+  return {
+    ...snapshot,
+    workloads: fixedWorkloads,
+    workloadsByIp,
+    services: fixedServices,
+    servicesByVip,
+    servicesByHostname,
+    diagnostics: [...diagnostics, ...snapshot.diagnostics.filter((d) => !isSyntheticNoise(d))],
+  };
+}
+
+/**
+ * buildSnapshot's warnings that do not apply to istiod's state: selectors over the labels this
+ * translation invented (a service with no endpoints is normal here), and ServiceAccount and Node
+ * objects, which the workload API never sends.
+ */
+function isSyntheticNoise(d: ConfigDiagnostic): boolean {
+  if (d.severity !== 'warning') return false;
+  if (d.field === 'spec.serviceAccountName' || d.field === 'spec.nodeName') return true;
+  return d.message.includes(SERVICE_MEMBER_LABEL_PREFIX) || d.message.includes(POLICY_SELECTED_LABEL_PREFIX);
+}
+
+/** Labels a workload carries only because of this translation; hidden where operators read labels. */
+export function isXdsLabel(key: string): boolean {
+  return key.startsWith(SERVICE_MEMBER_LABEL_PREFIX) || key.startsWith(POLICY_SELECTED_LABEL_PREFIX);
+}
