@@ -32,6 +32,9 @@ import { InboundHbone } from './tunnel/inbound-hbone.js';
 import { InboundPlaintextProxy } from './tunnel/inbound-plaintext.js';
 import { LiveConnections } from './tunnel/live-connections.js';
 import { OutboundProxy } from './tunnel/outbound.js';
+import { OutboundHttpProxy } from './l7/proxy/outbound-http.js';
+import { requestTelemetryHook } from './l7/proxy/request-record.js';
+import { RequestTelemetry } from './telemetry/requests.js';
 
 export const AMBIT_VERSION = '0.1.0';
 
@@ -186,7 +189,12 @@ export class NodeAgent {
     };
     const hbonePool = new HbonePool({ certificates, dialTcp: transparentDialer, log });
     this.#closers.push(hbonePool);
-    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient });
+    // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.
+    const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
+    const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests) });
+    this.#closers.push(requests);
+    this.#closers.push(http);
+    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http });
     const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient });
     const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient });
     const hbone = new HboneServer({

@@ -16,8 +16,8 @@ export interface LiveConnection {
   readonly originalDst?: string;
   readonly srcIdentity?: string;
   readonly dstIdentity?: string;
-  /** `hbone`, `plaintext`, `same-node` or `passthrough`. */
-  readonly transport: 'hbone' | 'plaintext' | 'same-node' | 'passthrough';
+  /** `hbone`, `plaintext`, `same-node` or `passthrough`; `http` when the L7 proxy serves it request by request. */
+  readonly transport: 'hbone' | 'plaintext' | 'same-node' | 'passthrough' | 'http';
   readonly startedAt: Date;
 }
 

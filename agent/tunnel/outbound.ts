@@ -13,6 +13,7 @@ import type { ConnectionDescription, ConnectionTelemetry, ResponseFlag } from '.
 import type { Logger } from '../telemetry/log.js';
 import { type Address, type OutboundTarget, resolveOutbound } from './destination.js';
 import type { HbonePool } from './h2/client-pool.js';
+import type { OutboundHttpProxy } from '../l7/proxy/outbound-http.js';
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import { formatAuthority, formatBaggage } from './h2/connect-headers.js';
 import type { HboneError } from './h2/errors.js';
@@ -37,6 +38,8 @@ export interface OutboundOptions {
    * agent sends to a local pod never passes the inbound steering that a remote agent would apply.
    */
   readonly connectAsClient: (sourceIp: string, destination: Address) => Promise<Socket | string>;
+  /** L7: takes connections to ports that speak HTTP, and picks tcp[] routes for TCP ports. */
+  readonly http?: OutboundHttpProxy;
 }
 
 export const CONNECT_TIMEOUT_MS = 10_000;
@@ -82,13 +85,55 @@ export class OutboundProxy {
     // Only enrolled pods of this node are redirected here; anything else is refused, not relayed.
     if (!source || source.node !== node || !source.enrollment.enrolled) return refuse(`source ${sourceIp} is not an enrolled pod of node ${node}`);
 
-    const target = resolveOutbound(snapshot, dst);
-    if (target.kind === 'refused') return refuse(target.reason);
     const captured: Captured = { socket, snapshot, source, sourceIp, srcAddr, originalDst: formatAuthority(dst) };
+    const http = this.options.http;
+    const httpDestination = http?.destinationOf(snapshot, dst);
+    if (http && httpDestination) return this.#viaHttpProxy(captured, http, dst, httpDestination);
+
+    const target = http?.tcpTarget(snapshot, source, dst) ?? resolveOutbound(snapshot, dst);
+    if (target.kind === 'refused') return refuse(target.reason);
     if (target.kind === 'workload' && target.workload.enrollment.enrolled) {
       return target.workload.node === node ? this.#sameNode(captured, target) : this.#viaHbone(captured, target);
     }
     return this.#passthrough(captured, target);
+  }
+
+  /** A port that speaks HTTP: the L7 proxy routes, balances and retries each request over connections opened here. */
+  async #viaHttpProxy(c: Captured, http: OutboundHttpProxy, dst: Address, destination: NonNullable<ReturnType<OutboundHttpProxy['destinationOf']>>): Promise<void> {
+    const untrack = this.options.live.add(
+      { direction: 'outbound', src: c.srcAddr, dst: c.originalDst, transport: 'http', startedAt: new Date(), srcIdentity: c.source.identity },
+      (reason) => c.socket.destroy(new Error(`closed: ${reason}`)),
+    );
+    this.options.log.debug({ src: c.srcAddr, dst: c.originalDst }, 'outbound connection handled at L7');
+    await http.handle({
+      socket: c.socket,
+      source: c.source,
+      sourceIp: c.sourceIp,
+      sourcePort: c.socket.remotePort ?? 0,
+      originalDst: dst,
+      destination,
+      openUpstream: (workload, address) => this.#openUpstream(c, workload, address),
+    });
+    untrack();
+  }
+
+  /** One upstream connection for the L7 proxy, carried the way #handle would carry a connection to that pod. */
+  async #openUpstream(c: Captured, workload: Workload | undefined, address: Address): Promise<Duplex | string> {
+    if (!workload?.enrollment.enrolled) return connectPlain(address);
+    if (workload.node !== this.options.node) {
+      const tunnel = await this.options.hbone.open({
+        source: { identity: c.source.identity, ip: c.sourceIp },
+        bindSource: true,
+        destination: { ip: address.ip },
+        expectedIdentities: [workload.identity],
+        authority: address,
+        baggage: baggageOf(c.source, this.options.clusterId),
+      });
+      return tunnel.ok ? tunnel.value : tunnel.error.message;
+    }
+    const admission = admitInbound(this.options.store.current, { node: this.options.node, sourceIp: c.sourceIp, sourceIdentity: c.source.identity, destination: address });
+    if (!admission.ok) return admission.reason;
+    return workload === c.source || workload.key === c.source.key ? connectPlain(address) : this.options.connectAsClient(c.sourceIp, address);
   }
 
   /** To an enrolled pod elsewhere: an HBONE tunnel to its 15008, from the source pod's address and identity. */
