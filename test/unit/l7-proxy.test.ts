@@ -228,3 +228,18 @@ test('h2c with prior knowledge goes through and comes back over HTTP/2', async (
   for (const a of answers) assert.equal(a.status, 200, JSON.stringify(records.at(-1)));
   assert.equal(records.at(-1)!.httpVersion, 'HTTP/2');
 });
+
+test('a consistent-hash cookie is issued, and requests carrying it stay on one pod', async () => {
+  use(mesh(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: sticky, ttl: 60s}}}}`));
+  const first = await get('/');
+  const cookie = String(first.headers['set-cookie']?.[0] ?? '');
+  assert.match(cookie, /^sticky="[0-9a-f]{8}"; Max-Age=60; HttpOnly$/);
+  const pods = new Set<string>([first.headers['x-pod'] as string]);
+  for (let i = 0; i < 10; i++) pods.add((await get('/', { cookie: cookie.split(';')[0]! })).headers['x-pod'] as string);
+  assert.equal(pods.size, 1, [...pods].join(','));
+});
