@@ -96,8 +96,10 @@ function get(path: string, headers: Record<string, string> = {}): Promise<{ stat
   });
 }
 
+let version = 0;
+/** Each configuration gets a new version, as the store's sources number them (clusters update on it). */
 function use(snapshot: MeshSnapshot): void {
-  store.replace(snapshot);
+  store.replace({ ...snapshot, version: ++version });
 }
 
 const VS = (spec: string): string => `apiVersion: networking.istio.io/v1
