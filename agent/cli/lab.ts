@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
 import { LabError, type LabSettings, flagFor, labDown, labExec, labLayout, labLogFiles, labStatus, labUp, listLabs, readLabState } from '../lab/lab.js';
 import { superviseLab } from '../lab/supervisor.js';
-import { isLogLevel } from '../telemetry/log.js';
+import { createLogger, isLogLevel } from '../telemetry/log.js';
+import { serveLabApiServer } from '../lab/control-plane.js';
 import { resolve } from 'node:path';
 import { UsageError, parseDuration } from './usage.js';
 
@@ -22,11 +23,15 @@ Commands:
         [--ca-dir <dir>]         a plugged-in CA (Istio's cacerts files) for every agent; by
                                  default the lab makes its own root, removed by \`down\`
         [--cert-ttl <duration>]  workload certificate lifetime (default 24h)
+        [--source local|kubernetes]  what the agents read: the YAML files (default), or a
+                                 kube-apiserver the lab runs, serving the YAML over the real
+                                 list/watch API and following its edits (agents run with
+                                 --source kubernetes --kubeconfig)
   down [--all]                   remove everything the lab made (idempotent; --all: every lab)
   status                         nodes, pods, containers, readiness and restarts
   exec <namespace>/<pod> -- <command…>   run a command in a pod (as kubectl exec)
   exec node/<name> -- <command…>         run a command in a node's network namespace
-  logs [<namespace>/<pod> [-c <container>] | node/<name>] [-f]
+  logs [<namespace>/<pod> [-c <container>] | node/<name> | kube-apiserver] [-f]
                                  container or agent logs (no target: the supervisor and agents)
 
 --lab <name> (or $AMBIT_LAB) picks one of several labs; the default is "${DEFAULT_LAB}".
@@ -49,6 +54,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
       'log-level': { type: 'string', default: 'info' },
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string' },
+      source: { type: 'string', default: 'local' },
       all: { type: 'boolean', default: false },
       container: { type: 'string', short: 'c' },
       follow: { type: 'boolean', short: 'f', default: false },
@@ -66,12 +72,15 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds`);
         if (!isLogLevel(values['log-level'])) throw new UsageError(`--log-level ${values['log-level']}: expected trace, debug, info, warn or error`);
         if (values['cert-ttl'] !== undefined) parseDuration('--cert-ttl', values['cert-ttl']);
+        const source = values.source;
+        if (source !== 'local' && source !== 'kubernetes') throw new UsageError(`--source ${source}: expected local or kubernetes`);
         const settings: LabSettings = {
           trustDomain: values['trust-domain'],
           clusterDomain: values['cluster-domain'],
           logLevel: values['log-level'],
           ...(values['ca-dir'] !== undefined ? { caDir: resolve(values['ca-dir']) } : {}),
           ...(values['cert-ttl'] !== undefined ? { certTtl: values['cert-ttl'] } : {}),
+          source,
         };
         const state = await labUp(layout, positionals, settings, timeout * 1000, out);
         out(`lab "${layout.name}" is up: ${state.plan.nodes.length} nodes, ${state.plan.pods.length} pods, every container and agent ready`);
@@ -115,6 +124,13 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         const state = readLabState(layout);
         if (!state) throw new LabError(`lab "${layout.name}" has no state file; start labs with \`ambit lab up\``);
         await superviseLab(layout, state.plan, state.settings);
+        return 0;
+      }
+      case 'kube-apiserver': {
+        // Internal: run by the supervisor in the fabric namespace of a `lab up --source kubernetes`.
+        const state = readLabState(layout);
+        if (!state) throw new LabError(`lab "${layout.name}" has no state file; start labs with \`ambit lab up\``);
+        await serveLabApiServer(layout, state.plan.configPaths, createLogger('info', { lab: layout.name, component: 'kube-apiserver' }));
         return 0;
       }
       default:

@@ -14,10 +14,11 @@ import { buildSnapshot } from '../state/build.js';
 import { cgroup2Root, createCgroup, removeCgroupTree } from '../system/cgroups.js';
 import { requireTool, runAttached, runCommand } from '../system/commands.js';
 import { type ProcessStatus, enterNodeNetns, enterPodNetns, inCgroupAndNetns } from './kubelet.js';
-import { DEFAULT_LAB, LAB_RUN_DIR, LabLayout, labCgroupParent } from './layout.js';
+import { DEFAULT_LAB, LAB_API_SERVER, LAB_RUN_DIR, LabLayout, labCgroupParent } from './layout.js';
 import { LabNetwork, readHostAddresses } from './network.js';
 import { type LabPlan, planLab } from './plan.js';
-import { ambitCommand } from './supervisor.js';
+import { API_SERVER_ID, prepareApiServer } from './control-plane.js';
+import { type LabSource, ambitCommand } from './supervisor.js';
 
 export interface LabSettings {
   readonly trustDomain: string;
@@ -27,6 +28,8 @@ export interface LabSettings {
   readonly caDir?: string;
   /** Workload certificate lifetime passed to the agents (`--cert-ttl`), e.g. "30s" to watch rotation. */
   readonly certTtl?: string;
+  /** The agents read the YAML (`local`, the default) or the lab's API server serving it (`kubernetes`). */
+  readonly source?: LabSource;
 }
 
 /** What `lab up` leaves on disk for every later command. */
@@ -123,6 +126,11 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
     // Names and VIPs must work before the first container starts: `ip netns exec` binds the pod's
     // hosts file only if it exists when the container is launched.
     await network.applyServices(plan, snapshot);
+    if (settings.source === 'kubernetes') {
+      await network.wireApiServer(plan);
+      await prepareApiServer(layout);
+      await createCgroup(layout.apiServerCgroup);
+    }
     await createCgroup(layout.supervisorCgroup);
     for (const node of plan.nodes) await createCgroup(node.cgroup);
     for (const pod of plan.pods) await createCgroup(pod.cgroup);
@@ -134,7 +142,7 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
 
   const supervisorPid = startSupervisor(layout);
   await writeState(layout, { ...state, supervisorPid });
-  await waitUntilReady(layout, plan, supervisorPid, timeoutMs, out);
+  await waitUntilReady(layout, plan, settings, supervisorPid, timeoutMs, out);
   return { ...state, supervisorPid };
 }
 
@@ -153,9 +161,10 @@ function startSupervisor(layout: LabLayout): number {
  * probe, passes it. A container without a probe that keeps exiting has started all the same: `up`
  * returns and names it, as `kubectl get pods` would show CrashLoopBackOff.
  */
-async function waitUntilReady(layout: LabLayout, plan: LabPlan, supervisorPid: number, timeoutMs: number, out: (line: string) => void): Promise<void> {
+async function waitUntilReady(layout: LabLayout, plan: LabPlan, settings: LabSettings, supervisorPid: number, timeoutMs: number, out: (line: string) => void): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const total = plan.nodes.length + plan.pods.reduce((n, p) => n + p.containers.length, 0);
+  const apiServers = settings.source === 'kubernetes' ? 1 : 0;
+  const total = apiServers + plan.nodes.length + plan.pods.reduce((n, p) => n + p.containers.length, 0);
   for (;;) {
     const status = readStatus(layout);
     const processes = status?.processes ?? [];
@@ -229,8 +238,13 @@ export function labStatus(layout: LabLayout, out: (line: string) => void): void 
   const byId = new Map(status?.processes.map((p) => [p.id, p]) ?? []);
   const supervisorUp = alive(state.supervisorPid);
   out(`lab "${layout.name}" up since ${state.createdAt}; supervisor ${supervisorUp ? `running (pid ${state.supervisorPid})` : 'NOT running: run `ambit lab down` and up again'}`);
-  out(`config: ${state.plan.configPaths.join(' ')}`);
+  const kubernetes = state.settings.source === 'kubernetes';
+  out(`config: ${state.plan.configPaths.join(' ')}${kubernetes ? `, served to the agents by the lab's kube-apiserver (kubeconfig ${layout.kubeconfig})` : ''}`);
   const rows: string[][] = [['WHAT', 'NODE', 'IP', 'STATE', 'READY', 'RESTARTS']];
+  if (kubernetes) {
+    const p = byId.get(API_SERVER_ID);
+    rows.push([API_SERVER_ID, '-', LAB_API_SERVER.ip, p?.state ?? 'unknown', p?.ready ? 'yes' : 'no', String(p?.restarts ?? 0)]);
+  }
   for (const node of state.plan.nodes) {
     const p = byId.get(`node/${node.name}`);
     rows.push([`node/${node.name} (agent)`, node.name, node.ip, p?.state ?? 'unknown', p?.ready ? 'yes' : 'no', String(p?.restarts ?? 0)]);
@@ -266,7 +280,12 @@ export async function labExec(layout: LabLayout, target: string, argv: readonly 
 /** The log files for a target: a pod's containers, a node's agent, or (no target) the supervisor's. */
 export function labLogFiles(layout: LabLayout, target: string | undefined, container: string | undefined): string[] {
   const state = requireState(layout);
-  if (target === undefined) return [layout.supervisorLog, ...state.plan.nodes.map((n) => n.log)];
+  const apiServer = state.settings.source === 'kubernetes' ? [layout.apiServerLog] : [];
+  if (target === undefined) return [layout.supervisorLog, ...apiServer, ...state.plan.nodes.map((n) => n.log)];
+  if (target === API_SERVER_ID || target === 'kube-apiserver') {
+    if (apiServer.length === 0) throw new LabError(`lab "${layout.name}" has no kube-apiserver: start it with \`ambit lab up --source kubernetes\``);
+    return apiServer;
+  }
   if (target.startsWith('node/')) {
     const node = state.plan.nodes.find((n) => `node/${n.name}` === target);
     if (!node) throw new LabError(`no node ${target.slice(5)} in lab "${layout.name}"`);

@@ -44,6 +44,16 @@ export class LabLayout {
   get supervisorLog(): string {
     return join(this.logDir, 'supervisor.log');
   }
+  /** `lab up --source kubernetes`: the lab's API server, its credentials and the agents' kubeconfig. */
+  get apiServerLog(): string {
+    return join(this.logDir, 'kube-apiserver.log');
+  }
+  get apiServerDir(): string {
+    return join(this.stateDir, 'kube-apiserver');
+  }
+  get kubeconfig(): string {
+    return join(this.apiServerDir, 'kubeconfig');
+  }
   agentLog(node: string): string {
     return join(this.logDir, 'nodes', `${node}.log`);
   }
@@ -78,6 +88,9 @@ export class LabLayout {
   get supervisorCgroup(): string {
     return join(this.cgroupDir, 'supervisor');
   }
+  get apiServerCgroup(): string {
+    return join(this.cgroupDir, 'kube-apiserver');
+  }
   agentCgroup(node: string): string {
     return join(this.cgroupDir, 'agents', node);
   }
@@ -97,6 +110,13 @@ export function podHostLink(namespace: string, pod: string): string {
 export function fabricLink(index: number): string {
   return `fab${index}`;
 }
+
+/**
+ * Where the lab's API server listens (`lab up --source kubernetes`): an address on the fabric bridge,
+ * routed from every node. Link-local, so it can clash with no node, pod or Service range; it exists
+ * only inside the lab's namespaces. 6443 is kube-apiserver's usual secure port.
+ */
+export const LAB_API_SERVER = { ip: '169.254.100.1', port: 6443 } as const;
 
 /** The node side of each pod's veth answers for this gateway address (Calico's convention). */
 export const POD_GATEWAY = '169.254.1.1';

@@ -10,7 +10,7 @@ import { runCommand, requireTool } from '../system/commands.js';
 import { renderPodHosts, POD_RESOLV_CONF } from './hosts.js';
 import { type Ipv4Prefix, parseIpv4Prefix, prefixContains } from '../system/ipv4.js';
 import { renderKubeProxyRules } from './kube-proxy.js';
-import { ETC_NETNS_DIR, POD_GATEWAY, type LabLayout } from './layout.js';
+import { ETC_NETNS_DIR, LAB_API_SERVER, POD_GATEWAY, type LabLayout } from './layout.js';
 import type { HostAddresses, LabPlan } from './plan.js';
 
 const FABRIC_BRIDGE = 'br0';
@@ -65,6 +65,20 @@ export class LabNetwork {
       await this.#ipIn(pod.netns, 'link', 'set', 'eth0', 'up');
       await this.#ipIn(pod.netns, 'route', 'add', POD_GATEWAY, 'dev', 'eth0', 'scope', 'link');
       await this.#ipIn(pod.netns, 'route', 'add', 'default', 'via', POD_GATEWAY, 'dev', 'eth0');
+    }
+  }
+
+  /**
+   * Gives the fabric bridge the lab API server's address and routes it from every node (for
+   * `lab up --source kubernetes`): the agents reach the API server over the fabric, as a cluster's
+   * nodes reach their control plane over the node network. Pods get no route to it.
+   */
+  async wireApiServer(plan: LabPlan): Promise<void> {
+    const fabric = this.layout.fabricNetns;
+    await this.#ipIn(fabric, 'addr', 'add', `${LAB_API_SERVER.ip}/32`, 'dev', FABRIC_BRIDGE);
+    for (const node of plan.nodes) {
+      await this.#ipIn(fabric, 'route', 'add', `${node.ip}/32`, 'dev', FABRIC_BRIDGE);
+      await this.#ipIn(node.netns, 'route', 'add', `${LAB_API_SERVER.ip}/32`, 'dev', NODE_FABRIC_LINK);
     }
   }
 

@@ -1,6 +1,7 @@
 // The long-lived process behind a running lab (`ambit lab supervise`, started by `lab up`): it owns the
-// pods' containers and the node agents through the Kubelet, and, like kube-proxy and cluster DNS, keeps
-// Service VIPs and names in step with the YAML as the user edits it.
+// pods' containers and the node agents through the Kubelet (and, with `--source kubernetes`, the lab's
+// API server the agents read), and, like kube-proxy and cluster DNS, keeps Service VIPs and names in
+// step with the YAML as the user edits it.
 
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,9 +9,12 @@ import { LocalFileSource } from '../sources/local-files.js';
 import { WorkloadStore } from '../state/store.js';
 import { createLogger } from '../telemetry/log.js';
 import { Kubelet, enterNodeNetns, enterPodNetns, inCgroupAndNetns, probeFromNode } from './kubelet.js';
-import type { LabLayout } from './layout.js';
+import { API_SERVER_ID } from './control-plane.js';
+import { LAB_API_SERVER, type LabLayout } from './layout.js';
 import { LabNetwork } from './network.js';
 import type { LabPlan } from './plan.js';
+
+export type LabSource = 'local' | 'kubernetes';
 
 /** How the running Ambit invokes itself: the same Node, loader flags and entry point (main.ts or main.js). */
 export function ambitCommand(): string[] {
@@ -25,6 +29,8 @@ export interface SupervisorOptions {
   readonly caDir?: string;
   readonly certTtl?: string;
   readonly logLevel: string;
+  /** Where the agents learn the mesh: the YAML files (default), or the lab's API server serving them. */
+  readonly source?: LabSource;
 }
 
 export async function superviseLab(layout: LabLayout, plan: LabPlan, options: SupervisorOptions): Promise<void> {
@@ -43,6 +49,25 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
   });
   await source.load();
   await source.watch();
+
+  const kubernetes = options.source === 'kubernetes';
+  if (kubernetes) {
+    const port = LAB_API_SERVER.port;
+    kubelet.run({
+      id: API_SERVER_ID,
+      command: 'ambit lab kube-apiserver',
+      argv: inCgroupAndNetns(layout.apiServerCgroup, enterNodeNetns(layout.fabricNetns), [...ambitCommand(), 'lab', 'kube-apiserver', '--lab', layout.name]),
+      cwd: '/',
+      env: process.env,
+      cgroup: layout.apiServerCgroup,
+      log: layout.apiServerLog,
+      probe: probeFromNode(layout.fabricNetns, LAB_API_SERVER.ip, { kind: 'tcpSocket', port, resolvedPort: port, periodSeconds: 1, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1 }),
+      probePeriodMs: 1_000,
+    });
+  }
+  // The agents' source: the YAML itself, or (as in a cluster) the API server, once it answers.
+  const sourceArgs = kubernetes ? ['--source', 'kubernetes', '--kubeconfig', layout.kubeconfig] : plan.configPaths.flatMap((p) => ['--config', p]);
+  if (kubernetes) await kubelet.firstReady(API_SERVER_ID);
 
   for (const node of plan.nodes) {
     kubelet.run({
@@ -67,7 +92,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         join(layout.stateDir, 'agents', node.name),
         ...(options.caDir ? ['--ca-dir', options.caDir] : []),
         ...(options.certTtl ? ['--cert-ttl', options.certTtl] : []),
-        ...plan.configPaths.flatMap((p) => ['--config', p]),
+        ...sourceArgs,
       ]),
       cwd: '/',
       env: process.env,

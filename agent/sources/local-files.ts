@@ -2,15 +2,14 @@
 // they change. A bad edit never costs the agent its state: agent/config keeps the last good version of
 // every object that the edit broke, and the rest of the edit applies.
 
-import { type FSWatcher, watch } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { dirname, basename, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import { type ResolvedConfig, loadConfig } from '../config/load.js';
 import { buildSnapshot } from '../state/build.js';
 import type { MeshSnapshot } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from '../telemetry/log.js';
+import { type PathWatch, watchPaths } from './watch-paths.js';
 
 export interface LocalFilesOptions {
   readonly paths: readonly string[];
@@ -33,7 +32,7 @@ export class LocalFileSource {
   readonly #log: Logger;
   readonly #paths: readonly string[];
   #lastGood: ResolvedConfig | undefined;
-  #watchers: FSWatcher[] = [];
+  #watch: PathWatch | undefined;
   #timer: NodeJS.Timeout | undefined;
   #loading: Promise<unknown> = Promise.resolve();
 
@@ -70,28 +69,13 @@ export class LocalFileSource {
 
   /** Reloads on every change under the configured paths until `close()`. */
   async watch(): Promise<void> {
-    for (const path of this.#paths) {
-      const isDir = await stat(path).then((s) => s.isDirectory(), () => false);
-      // Watch the directory even for a single file: editors save by writing a new file and renaming it
-      // over the old one, which a watch on the file itself would lose.
-      const dir = isDir ? path : dirname(path);
-      const only = isDir ? undefined : basename(path);
-      try {
-        const watcher = watch(dir, { recursive: isDir, persistent: true }, (_event, name) => {
-          if (only === undefined || name === only) this.#schedule();
-        });
-        watcher.on('error', (err) => this.#log.error({ err, dir }, `stopped watching ${dir}: ${err.message}; restart the agent to watch it again`));
-        this.#watchers.push(watcher);
-      } catch (err) {
-        this.#log.error({ err, dir }, `cannot watch ${dir} for changes: ${(err as Error).message}; changes there apply only after a restart`);
-      }
-    }
+    this.#watch = await watchPaths(this.#paths, () => this.#schedule(), this.#log);
   }
 
   close(): void {
     clearTimeout(this.#timer);
-    for (const watcher of this.#watchers) watcher.close();
-    this.#watchers = [];
+    this.#watch?.close();
+    this.#watch = undefined;
   }
 
   #schedule(): void {

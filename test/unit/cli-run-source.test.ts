@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { ConfigDump } from '../../agent/admin/config-dump.js';
 import { parseRunArgs } from '../../agent/cli/run.js';
 import { UsageError } from '../../agent/cli/usage.js';
-import { FakeApiServer } from '../fixtures/kube-apiserver/server.js';
+import { FakeApiServer } from '../../agent/lab/kube-apiserver.js';
 
 const MAIN = fileURLToPath(new URL('../../agent/cli/main.ts', import.meta.url));
 const common = ['--node', 'n1', '--capture', 'none'];

@@ -19,7 +19,7 @@ import { KubernetesSource, type KubernetesSourceOptions } from '../../agent/sour
 import { LocalFileSource } from '../../agent/sources/local-files.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
-import { FakeApiServer, type FakeApiServerOptions, type KubeObject } from '../fixtures/kube-apiserver/server.js';
+import { FakeApiServer, type FakeApiServerOptions, type KubeObject } from '../../agent/lab/kube-apiserver.js';
 
 const BOOKINFO = fileURLToPath(new URL('../../examples/bookinfo/bookinfo.yaml', import.meta.url));
 
