@@ -64,7 +64,8 @@ ${extra}`;
 }
 
 let session: LabSession;
-const exec = (target: string, argv: readonly string[], timeoutMs = 20_000) => session.exec(target, argv, timeoutMs);
+// Generous: every exec starts a Node process in a namespace, seconds each when the machine is busy.
+const exec = (target: string, argv: readonly string[], timeoutMs = 45_000) => session.exec(target, argv, timeoutMs);
 const agentLog = (node: string): Promise<string> => session.agentLog(node);
 const metrics = async (node: string): Promise<string> => (await exec(`node/${node}`, ['curl', '-s', 'http://127.0.0.1:15020/metrics'])).stdout;
 
@@ -126,7 +127,7 @@ setTimeout(() => { console.log('end ' + JSON.stringify({ closedBy: 'limit', echo
   }
 }
 
-describe('the secure overlay in the lab', { timeout: 240_000 }, () => {
+describe('the secure overlay in the lab', { timeout: 540_000 }, () => {
   let dir: string;
   let caDir: string;
   let yamlPath: string;
