@@ -23,6 +23,7 @@ import { runCommand, requireTool } from './system/commands.js';
 import { ConnectionTelemetry } from './telemetry/connections.js';
 import type { Logger } from './telemetry/log.js';
 import { MeshMetrics } from './telemetry/metrics.js';
+import { type OtlpMetricsConfig, OtlpMetricsPusher } from './telemetry/otlp-metrics.js';
 import type { Address } from './tunnel/destination.js';
 import { HbonePool } from './tunnel/h2/client-pool.js';
 import type { TcpDialer } from './tunnel/h2/client-connection.js';
@@ -80,6 +81,8 @@ export interface NodeAgentConfig {
   readonly identity: IdentityConfig;
   /** On shutdown, how long open connections may finish before they are cut. */
   readonly drainMs: number;
+  /** Also push the metrics registry over OTLP/HTTP (`--otlp-metrics-endpoint`); undefined: scrape only. */
+  readonly otlpMetrics?: OtlpMetricsConfig;
 }
 
 type Closable = { close(): Promise<void> | void };
@@ -120,6 +123,12 @@ export class NodeAgent {
     });
     await this.#serve('admin', admin, config.admin);
     await this.#serve('metrics', new MetricsServer(this.metrics.registry), config.metrics);
+    if (config.otlpMetrics) {
+      const resource = { 'service.name': 'ambit', 'service.version': AMBIT_VERSION, 'k8s.node.name': config.node };
+      const pusher = new OtlpMetricsPusher(this.metrics.registry, config.otlpMetrics, { resource, version: AMBIT_VERSION }, log);
+      pusher.start();
+      this.#closers.push(pusher);
+    }
 
     const source = createMeshSource(config.source, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
     this.#closers.push(source);

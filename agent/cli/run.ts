@@ -9,6 +9,7 @@ import { cgroup2Root } from '../system/cgroups.js';
 import { DEFAULT_CLUSTER_ID } from '../telemetry/connections.js';
 import { xdsNodeInfoFromEnv } from '../sources/xds/node.js';
 import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
+import { OTLP_METRICS_FLAGS, OTLP_METRICS_USAGE, parseOtlpMetricsFlags } from '../telemetry/otlp-metrics.js';
 import { UsageError, parseChoice, parseDuration, parseListenAddress } from './usage.js';
 
 export const RUN_USAGE = `Usage: ambit run --config <file|dir>... --node <name> [options]
@@ -63,7 +64,7 @@ Options:
   --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
   --metrics-address <ip:port>  Prometheus metrics (default: 0.0.0.0:15020)
   --log-level <level>          trace|debug|info|warn|error (default: $AMBIT_LOG_LEVEL or info)
-`;
+${OTLP_METRICS_USAGE}`;
 
 /** The agent's configuration and log level from `ambit run`'s arguments; throws UsageError on a mistake. */
 export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): { readonly config: NodeAgentConfig; readonly logLevel: LogLevel } {
@@ -95,6 +96,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       'admin-address': { type: 'string', default: '127.0.0.1:15000' },
       'metrics-address': { type: 'string', default: '0.0.0.0:15020' },
       'log-level': { type: 'string', default: env['AMBIT_LOG_LEVEL'] ?? 'info' },
+      ...OTLP_METRICS_FLAGS,
     },
   });
   const paths = [...(values.config ?? []), ...positionals];
@@ -135,6 +137,9 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
     capture = { mode: 'ebpf', podCgroup, scope: values['bpf-scope'] ?? node, uplinks: values.uplink ?? [] };
   } else throw new UsageError(`ambit run: --capture ${JSON.stringify(values.capture)}: expected ebpf or none`);
 
+  const otlp = parseOtlpMetricsFlags(values, parseDuration, env);
+  if (!otlp.ok) throw new UsageError(`ambit run: ${otlp.message}`);
+
   return {
     logLevel: level,
     config: {
@@ -154,6 +159,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
         ...(ca === 'istiod' ? { istiodCa: istiod } : {}),
       },
       drainMs: parseDuration('--drain-timeout', values['drain-timeout']),
+      ...(otlp.otlpMetrics ? { otlpMetrics: otlp.otlpMetrics } : {}),
     },
   };
 }
