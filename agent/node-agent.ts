@@ -36,6 +36,9 @@ import { OutboundProxy } from './tunnel/outbound.js';
 import { OutboundHttpProxy } from './l7/proxy/outbound-http.js';
 import { requestTelemetryHook } from './l7/proxy/request-record.js';
 import { RequestTelemetry } from './telemetry/requests.js';
+import { InboundHttpProxy } from './l7/proxy/inbound-http.js';
+import { LocalRateLimiter } from './policy/rate-limit.js';
+import { RequestTracer, type TracingConfig } from './telemetry/tracing.js';
 
 export const AMBIT_VERSION = '0.1.0';
 
@@ -81,6 +84,8 @@ export interface NodeAgentConfig {
   readonly identity: IdentityConfig;
   /** On shutdown, how long open connections may finish before they are cut. */
   readonly drainMs: number;
+  /** Request spans over OTLP/HTTP (`--otlp-endpoint`); undefined: trace headers pass, no spans. */
+  readonly tracing?: TracingConfig;
   /** Also push the metrics registry over OTLP/HTTP (`--otlp-metrics-endpoint`); undefined: scrape only. */
   readonly otlpMetrics?: OtlpMetricsConfig;
 }
@@ -97,6 +102,8 @@ interface DataPath {
 export class NodeAgent {
   readonly store = new WorkloadStore();
   readonly metrics = new MeshMetrics(AMBIT_VERSION);
+  /** One span per request on each side (the outbound HTTP proxy's CLIENT spans, the inbound one's SERVER spans). */
+  readonly tracer: RequestTracer;
   readonly #closers: Closable[] = [];
   #dataPath: DataPath | undefined;
   #certificates: WorkloadCertificateManager | undefined;
@@ -106,7 +113,9 @@ export class NodeAgent {
     private readonly config: NodeAgentConfig,
     private readonly log: Logger,
     private readonly quit: (reason: string) => void,
-  ) {}
+  ) {
+    this.tracer = config.tracing ? RequestTracer.create(config.tracing, config.node) : RequestTracer.disabled(config.node);
+  }
 
   /** Starts everything; resolves once the agent is ready, rejects with an actionable message. */
   async start(): Promise<void> {
@@ -168,6 +177,8 @@ export class NodeAgent {
       await Promise.race([Promise.all([...stopped, hboneClosed]), delay(1000)]);
     }
     for (const closable of this.#closers.reverse()) await closable.close();
+    // Last: the spans of the requests that finished during the drain go out too.
+    await this.tracer.shutdown().catch((err: Error) => this.log.warn({ err: err.message }, 'exporting the last request spans failed'));
   }
 
   async #startCapture(capture: Extract<CaptureConfig, { mode: 'ebpf' }>, snapshot: MeshSnapshot): Promise<void> {
@@ -203,9 +214,12 @@ export class NodeAgent {
     const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests) });
     this.#closers.push(requests);
     this.#closers.push(http);
-    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http });
-    const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient });
-    const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient });
+    // The destination side of HTTP ports: per-request authorization, local rate limits, SERVER spans.
+    const rateLimiter = new LocalRateLimiter({ registry: this.metrics.registry });
+    const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer });
+    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });
+    const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
+    const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
     const hbone = new HboneServer({
       certificates,
       identityForAddress: (ip) => {

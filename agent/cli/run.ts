@@ -9,6 +9,7 @@ import { cgroup2Root } from '../system/cgroups.js';
 import { DEFAULT_CLUSTER_ID } from '../telemetry/connections.js';
 import { xdsNodeInfoFromEnv } from '../sources/xds/node.js';
 import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
+import { TRACING_FLAGS, TRACING_USAGE, parseTracingFlags } from '../telemetry/tracing.js';
 import { OTLP_METRICS_FLAGS, OTLP_METRICS_USAGE, parseOtlpMetricsFlags } from '../telemetry/otlp-metrics.js';
 import { UsageError, parseChoice, parseDuration, parseListenAddress } from './usage.js';
 
@@ -63,7 +64,7 @@ Options:
   --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
   --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
   --metrics-address <ip:port>  Prometheus metrics (default: 0.0.0.0:15020)
-  --log-level <level>          trace|debug|info|warn|error (default: $AMBIT_LOG_LEVEL or info)
+${TRACING_USAGE}  --log-level <level>          trace|debug|info|warn|error (default: $AMBIT_LOG_LEVEL or info)
 ${OTLP_METRICS_USAGE}`;
 
 /** The agent's configuration and log level from `ambit run`'s arguments; throws UsageError on a mistake. */
@@ -96,6 +97,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       'admin-address': { type: 'string', default: '127.0.0.1:15000' },
       'metrics-address': { type: 'string', default: '0.0.0.0:15020' },
       'log-level': { type: 'string', default: env['AMBIT_LOG_LEVEL'] ?? 'info' },
+      ...TRACING_FLAGS,
       ...OTLP_METRICS_FLAGS,
     },
   });
@@ -140,6 +142,9 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const otlp = parseOtlpMetricsFlags(values, parseDuration, env);
   if (!otlp.ok) throw new UsageError(`ambit run: ${otlp.message}`);
 
+  const tracing = parseTracingFlags(values, env);
+  if (!tracing.ok) throw new UsageError(`ambit run: ${tracing.message}`);
+
   return {
     logLevel: level,
     config: {
@@ -159,6 +164,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
         ...(ca === 'istiod' ? { istiodCa: istiod } : {}),
       },
       drainMs: parseDuration('--drain-timeout', values['drain-timeout']),
+      ...(tracing.tracing ? { tracing: tracing.tracing } : {}),
       ...(otlp.otlpMetrics ? { otlpMetrics: otlp.otlpMetrics } : {}),
     },
   };

@@ -1,8 +1,12 @@
 // What the HBONE server (15008) does with a CONNECT that passed its transport checks: admit it to the
 // pod (AuthorizationPolicy on the peer's proven identity), connect to the pod as the client, and
 // account for the tunnel (metrics, access log, live-connection tracking) from its 200 to its end.
+// A tunnel to a port that speaks HTTP goes to the inbound HTTP proxy instead of the pod's socket: it
+// authorizes each request, and connects to the pod itself.
 
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
 import type { MeshSnapshot } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionOutcome, ConnectionTelemetry } from '../telemetry/connections.js';
@@ -19,13 +23,15 @@ export interface InboundHboneOptions {
   readonly telemetry: ConnectionTelemetry;
   readonly live: LiveConnections;
   readonly connectAsClient: (sourceIp: string, destination: Address) => Promise<Socket | string>;
+  /** Serves tunnels to ports that speak HTTP request by request; without it every port is L4. */
+  readonly http?: InboundHttpProxy;
 }
 
 /** A tunnel between the handler's decision and its end. */
 interface Tunnel {
   readonly description: ConnectionDescription;
   readonly attempt: InboundAttempt;
-  readonly upstream: Socket;
+  readonly upstream: Duplex;
   closed?: (outcome: ConnectionOutcome) => void;
   untrack?: () => void;
 }
@@ -42,14 +48,28 @@ export class InboundHbone {
   readonly handler: HboneConnectHandler = async (request) => {
     const { node, store, telemetry } = this.#options;
     const snapshot = store.current;
-    const attempt: InboundAttempt = { node, sourceIp: request.peerAddress.ip, sourceIdentity: request.peerIdentity, destination: request.authority };
+    const http = this.#options.http;
+    const attempt: InboundAttempt = { node, sourceIp: request.peerAddress.ip, sourceIdentity: request.peerIdentity, destination: request.authority, ...(http ? { httpPerRequest: true } : {}) };
     const admission = admitInbound(snapshot, attempt);
     const description = describe(snapshot, request, admission.workload);
     if (!admission.ok) {
       telemetry.failed(description, admission.flag, admission.reason);
       return { kind: 'refused', status: admission.status, reason: admission.reason };
     }
-    const upstream = await this.#options.connectAsClient(request.peerAddress.ip, request.authority);
+    const connect = (): Promise<Socket | string> => this.#options.connectAsClient(request.peerAddress.ip, request.authority);
+    const upstream =
+      http && admission.httpProtocol
+        ? http.open({
+            connection: description,
+            sourceIp: request.peerAddress.ip,
+            sourcePort: request.peerAddress.port,
+            sourceIdentity: request.peerIdentity,
+            destination: request.authority,
+            workload: admission.workload,
+            protocol: admission.httpProtocol,
+            connect,
+          })
+        : await connect();
     if (typeof upstream === 'string') {
       telemetry.failed(description, 'CONNECT', upstream);
       return { kind: 'refused', status: 503, reason: upstream };

@@ -2,9 +2,11 @@
 // without HBONE, steered here by tc. The accepted socket's local address is the original destination.
 // Admission (inbound-admission.ts) applies PeerAuthentication (STRICT refuses plaintext) and then
 // AuthorizationPolicy with no peer identity. The agent connects on to the pod as the client (a
-// transparent socket), so the pod sees the real source address, and relays.
+// transparent socket), so the pod sees the real source address, and relays; to a port that speaks HTTP,
+// it relays to the inbound HTTP proxy instead, which authorizes each request and connects on itself.
 
 import { type Server, type Socket, createServer } from 'node:net';
+import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionTelemetry } from '../telemetry/connections.js';
 import type { Address } from './destination.js';
@@ -18,6 +20,8 @@ export interface InboundPlaintextOptions {
   readonly telemetry: ConnectionTelemetry;
   readonly live: LiveConnections;
   readonly connectAsClient: (sourceIp: string, destination: Address) => Promise<Socket | string>;
+  /** Serves connections to ports that speak HTTP request by request; without it every port is L4. */
+  readonly http?: InboundHttpProxy;
 }
 
 export class InboundPlaintextProxy {
@@ -32,7 +36,8 @@ export class InboundPlaintextProxy {
     socket.on('error', () => undefined); // reported through the relay or the failure below
     const snapshot = store.current;
     const client = socket.remoteAddress ?? '';
-    const attempt: InboundAttempt = { node, sourceIp: client, destination: { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 } };
+    const http = this.options.http;
+    const attempt: InboundAttempt = { node, sourceIp: client, destination: { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 }, ...(http ? { httpPerRequest: true } : {}) };
     const admission = admitInbound(snapshot, attempt);
     const source = snapshot?.workloadsByIp.get(client);
     const description: ConnectionDescription = {
@@ -46,7 +51,11 @@ export class InboundPlaintextProxy {
       return void socket.destroy();
     }
 
-    const upstream = await this.options.connectAsClient(client, attempt.destination);
+    const connect = (): Promise<Socket | string> => this.options.connectAsClient(client, attempt.destination);
+    const upstream =
+      http && admission.httpProtocol
+        ? http.open({ connection: description, sourceIp: client, sourcePort: socket.remotePort ?? 0, destination: attempt.destination, workload: admission.workload, protocol: admission.httpProtocol, connect })
+        : await connect();
     if (typeof upstream === 'string') {
       telemetry.failed(description, 'CONNECT', upstream);
       return void socket.destroy();

@@ -14,11 +14,12 @@ import type { Logger } from '../telemetry/log.js';
 import { type Address, type OutboundTarget, resolveOutbound } from './destination.js';
 import type { HbonePool } from './h2/client-pool.js';
 import type { OutboundHttpProxy } from '../l7/proxy/outbound-http.js';
+import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import { formatAuthority, formatBaggage } from './h2/connect-headers.js';
 import type { HboneError } from './h2/errors.js';
 import { HBONE_PORT } from './h2/settings.js';
-import { type InboundAttempt, admitInbound } from './inbound-admission.js';
+import { type InboundAdmission, type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnection, LiveConnections } from './live-connections.js';
 import { relay } from './relay.js';
 
@@ -40,6 +41,8 @@ export interface OutboundOptions {
   readonly connectAsClient: (sourceIp: string, destination: Address) => Promise<Socket | string>;
   /** L7: takes connections to ports that speak HTTP, and picks tcp[] routes for TCP ports. */
   readonly http?: OutboundHttpProxy;
+  /** The destination side's HTTP proxy: same-node traffic to a port that speaks HTTP is authorized per request there. */
+  readonly inboundHttp?: InboundHttpProxy;
 }
 
 export const CONNECT_TIMEOUT_MS = 10_000;
@@ -131,9 +134,16 @@ export class OutboundProxy {
       });
       return tunnel.ok ? tunnel.value : tunnel.error.message;
     }
-    const admission = admitInbound(this.options.store.current, { node: this.options.node, sourceIp: c.sourceIp, sourceIdentity: c.source.identity, destination: address });
+    const attempt: InboundAttempt = { node: this.options.node, sourceIp: c.sourceIp, sourceIdentity: c.source.identity, destination: address, ...(this.options.inboundHttp ? { httpPerRequest: true } : {}) };
+    const admission = admitInbound(this.options.store.current, attempt);
     if (!admission.ok) return admission.reason;
-    return workload === c.source || workload.key === c.source.key ? connectPlain(address) : this.options.connectAsClient(c.sourceIp, address);
+    const inbound: ConnectionDescription = {
+      direction: 'inbound',
+      src: { addr: c.srcAddr, workload: c.source, identity: c.source.identity },
+      dst: { addr: formatAuthority(address), workload: admission.workload, identity: admission.workload.identity },
+      securityPolicy: 'mutual_tls',
+    };
+    return this.#connectLocal(c, admission, address, inbound);
   }
 
   /** To an enrolled pod elsewhere: an HBONE tunnel to its 15008, from the source pod's address and identity. */
@@ -168,13 +178,26 @@ export class OutboundProxy {
       securityPolicy: 'mutual_tls',
     };
     const descriptions = [outbound, { ...outbound, direction: 'inbound' as const }];
-    const attempt: InboundAttempt = { node: this.options.node, sourceIp: c.sourceIp, sourceIdentity: c.source.identity, destination: address };
+    const attempt: InboundAttempt = { node: this.options.node, sourceIp: c.sourceIp, sourceIdentity: c.source.identity, destination: address, ...(this.options.inboundHttp ? { httpPerRequest: true } : {}) };
     const admission = admitInbound(c.snapshot, attempt);
     if (!admission.ok) return this.#failed(c.socket, descriptions, admission.flag, admission.reason);
-    // A pod reaching itself through its Service cannot be sent its own address as the source.
-    const upstream = workload === c.source ? await connectPlain(address) : await this.options.connectAsClient(c.sourceIp, address);
+    const upstream = await this.#connectLocal(c, admission, address, descriptions[1]!);
     if (typeof upstream === 'string') return this.#failed(c.socket, descriptions, 'CONNECT', upstream);
     await this.#relay(c, upstream, descriptions, 'same-node', attempt);
+  }
+
+  /**
+   * To a pod of this node, once admitted: a port that speaks HTTP through the inbound HTTP proxy (it
+   * authorizes each request, as the pod's agent would), anything else straight to the pod.
+   */
+  #connectLocal(c: Captured, admission: Extract<InboundAdmission, { ok: true }>, address: Address, inbound: ConnectionDescription): Promise<Duplex | string> {
+    const { workload } = admission;
+    // A pod reaching itself through its Service cannot be sent its own address as the source.
+    const connect = (): Promise<Duplex | string> => (workload === c.source || workload.key === c.source.key ? connectPlain(address) : this.options.connectAsClient(c.sourceIp, address));
+    const http = this.options.inboundHttp;
+    if (!http || !admission.httpProtocol) return connect();
+    const tunnel = { connection: inbound, sourceIp: c.sourceIp, sourcePort: c.socket.remotePort ?? 0, sourceIdentity: c.source.identity, destination: address, workload, protocol: admission.httpProtocol, connect };
+    return Promise.resolve(http.open(tunnel));
   }
 
   /** Out of the mesh (or to a pod that is not enrolled): plain TCP. */
