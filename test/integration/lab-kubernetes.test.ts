@@ -106,7 +106,7 @@ spec:
   const denied = await curlFrom('bookinfo/client', 'http://details:9080/details/0');
   assert.notEqual(denied.stdout, '200', 'the client still reached details');
   await eventually('node-b to log the denial', async () =>
-    /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/client".*"dst\.workload":"details-v1".*denied by AuthorizationPolicy bookinfo\/details-deny-client/.test(await session.agentLog('node-b')) ? true : undefined,
+    /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/client".*"dst\.workload":"details-v1".*(denied by AuthorizationPolicy |rbac_access_denied_matched_policy\[)bookinfo\/details-deny-client/.test(await session.agentLog('node-b')) ? true : undefined,
   5_000);
   // Only the client is named: productpage still reaches details.
   assert.equal((await curlFrom('bookinfo/productpage-v1', 'http://details:9080/details/0')).stdout, '200');
