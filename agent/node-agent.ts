@@ -211,7 +211,7 @@ export class NodeAgent {
     this.#closers.push(hbonePool);
     // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.
     const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
-    const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests) });
+    const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests), tracer: this.tracer });
     this.#closers.push(requests);
     this.#closers.push(http);
     // The destination side of HTTP ports: per-request authorization, local rate limits, SERVER spans.

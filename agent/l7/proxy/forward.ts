@@ -3,10 +3,13 @@
 // cluster (DestinationRule), then tries: circuit-breaker leases, an endpoint that earlier tries did
 // not use, the per-try and overall timeouts, retry on what the policy calls retriable with Envoy's
 // back-off, outlier reports; and the response streamed back with the route's header operations and a
-// sticky-session cookie. Mirrors get a copy and their answers are dropped.
+// sticky-session cookie. Mirrors get a copy and their answers are dropped. A CLIENT span covers the
+// whole exchange, and its context goes upstream, so the destination's SERVER span is its child.
 
 import { Readable } from 'node:stream';
+import { canonicalName, canonicalRevision } from '../../state/canonical.js';
 import type { MeshSnapshot, Workload } from '../../state/model.js';
+import type { RequestTracer } from '../../telemetry/tracing.js';
 import { formatSetCookie } from '../consistent-hash.js';
 import { applyHeaderMutations } from '../header-mutation.js';
 import { routeHttpRequest } from '../http-router.js';
@@ -16,9 +19,9 @@ import { type AttemptOutcome, ISTIO_DEFAULT_RETRY_POLICY, isRetriable, retryBack
 import type { DestinationTarget, HttpRouteDecision, RouteRef } from '../route-decision.js';
 import type { UpstreamCluster, UpstreamClusters } from '../upstream-cluster.js';
 import { type DownstreamRequest, type LocalReply, sendLocalReply } from './downstream.js';
-import { type HeaderMap, addForwardingHeaders, grpcStatusOf, headerMapOf, isGrpc, outgoingHeaders, withoutHopByHop } from './headers.js';
+import { type HeaderMap, addForwardingHeaders, setSpanContext, grpcStatusOf, headerMapOf, isGrpc, outgoingHeaders, withoutHopByHop } from './headers.js';
 import { type HttpDestination, upstreamSpeaksH2 } from './http-destination.js';
-import type { CompletedRequest, RequestCompleteHook, RequestFlag } from './request-record.js';
+import { type CompletedRequest, type RequestCompleteHook, type RequestFlag, formatFlags } from './request-record.js';
 import { RequestBody } from './request-body.js';
 import type { ExchangeResult, UpstreamConnections, UpstreamTarget } from './upstream-connections.js';
 import { ISTIO_DEFAULT_CONNECT_TIMEOUT_MS } from '../connection-pool.js';
@@ -34,6 +37,7 @@ export interface ForwardContext {
   readonly clusters: UpstreamClusters;
   readonly random: Random;
   readonly onComplete: RequestCompleteHook;
+  readonly tracer: RequestTracer;
 }
 
 type Forward = Extract<HttpRouteDecision, { kind: 'forward' }>;
@@ -66,6 +70,20 @@ export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest):
   const requestHeaders = withoutHopByHop(d.headers);
   requestHeaders.delete('host');
   const requestId = addForwardingHeaders(requestHeaders);
+  const span = ctx.tracer.startSpan('client', {
+    headers: d.headers,
+    method: d.method,
+    path: d.path,
+    authority: d.authority,
+    httpVersion: d.version,
+    workload: { canonicalService: canonicalName(ctx.source), namespace: ctx.source.namespace, canonicalRevision: canonicalRevision(ctx.source) },
+    requestId,
+    peerAddress: ctx.sourceIp,
+    ...(service ? { upstreamCluster: service.hostname } : {}),
+  });
+  // The upstream carries this span's context in place of the client's: the destination parents to it.
+  setSpanContext(requestHeaders, span);
+  const traceparent = requestHeaders.get('traceparent')?.[0] ?? d.headers.get('traceparent')?.[0];
 
   let route: RouteRef = {};
   let attempts = 0;
@@ -90,7 +108,7 @@ export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest):
       path: d.path,
       authority: d.authority,
       requestId,
-      ...(d.headers.get('traceparent')?.[0] ? { traceparent: d.headers.get('traceparent')![0]! } : {}),
+      ...(traceparent ? { traceparent } : {}),
       ...(d.headers.get('user-agent')?.[0] ? { userAgent: d.headers.get('user-agent')![0]! } : {}),
       status,
       flags,
@@ -101,6 +119,14 @@ export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest):
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
       ...extra,
     };
+    span.end({
+      statusCode: status,
+      ...(extra.grpcStatus !== undefined ? { grpcStatus: extra.grpcStatus } : {}),
+      responseFlags: formatFlags(flags),
+      ...(upstreamHost ? { upstreamHost } : {}),
+      requestBytes: body.size,
+      responseBytes,
+    });
     ctx.onComplete(record);
   };
   const reply = (r: LocalReply, detail?: string): void => {

@@ -1,9 +1,11 @@
 // Header handling between the downstream and upstream hops: hop-by-hop headers stay on their hop (RFC
 // 9110 §7.6.1, and HTTP/2 forbids them), the headers Envoy adds as a sidecar would (x-forwarded-proto,
-// x-request-id, x-envoy-attempt-count), and conversion between header maps and Node's header objects.
+// x-request-id, x-envoy-attempt-count), the span context put upstream, and conversion between header
+// maps and Node's header objects.
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { type RequestSpan, TRACE_HEADER_NAMES } from '../../telemetry/tracing.js';
 
 /** Lowercase name → values, as the decision engine's header mutations work on them. */
 export type HeaderMap = Map<string, string[]>;
@@ -84,4 +86,14 @@ export function grpcStatusOf(headers: IncomingHttpHeaders | undefined): number |
   if (value === undefined) return undefined;
   const n = Number(Array.isArray(value) ? value[0] : value);
   return Number.isInteger(n) ? n : undefined;
+}
+
+/**
+ * Puts a span's context on an upstream request in place of what the client sent. A span of a disabled
+ * tracer has nothing to put there: the client's trace headers then pass through unchanged.
+ */
+export function setSpanContext(headers: HeaderMap, span: RequestSpan): void {
+  if (Object.keys(span.upstreamHeaders).length === 0) return;
+  for (const name of TRACE_HEADER_NAMES) headers.delete(name);
+  for (const [name, value] of Object.entries(span.upstreamHeaders)) headers.set(name, [value]);
 }

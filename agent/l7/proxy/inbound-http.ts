@@ -17,11 +17,11 @@ import type { WorkloadStore } from '../../state/store.js';
 import type { ConnectionDescription } from '../../telemetry/connections.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { HttpResponseFlag, RequestTelemetry } from '../../telemetry/requests.js';
-import { type RequestSpan, type RequestTracer, TRACE_HEADER_NAMES } from '../../telemetry/tracing.js';
+import type { RequestSpan, RequestTracer } from '../../telemetry/tracing.js';
 import { authorityHost } from '../request.js';
 import { ConnectionSlots } from './connection-slots.js';
 import { type DownstreamRequest, type LocalReply, http1Downstream, http2Downstream, sendLocalReply } from './downstream.js';
-import { addForwardingHeaders, grpcStatusOf, headerMapOf, isGrpc, outgoingHeaders, withoutHopByHop } from './headers.js';
+import { addForwardingHeaders, grpcStatusOf, headerMapOf, isGrpc, outgoingHeaders, setSpanContext, withoutHopByHop } from './headers.js';
 import { upstreamSpeaksH2 } from './http-destination.js';
 import { RequestBody } from './request-body.js';
 import { sniffStream, streamPair } from './stream-pair.js';
@@ -223,10 +223,7 @@ export class InboundHttpProxy {
     // 4. To the pod: the normalized path, the span's trace context, a request id and the client's certificate identity.
     const headers = withoutHopByHop(d.headers);
     headers.delete('host');
-    if (Object.keys(span.upstreamHeaders).length > 0) {
-      for (const name of TRACE_HEADER_NAMES) headers.delete(name);
-      for (const [name, value] of Object.entries(span.upstreamHeaders)) headers.set(name, [value]);
-    }
+    setSpanContext(headers, span);
     addForwardingHeaders(headers);
     // Istio's sidecar default (SANITIZE_SET): what the client claims is dropped, what mTLS proved is set.
     headers.delete('x-forwarded-client-cert');

@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import type { MeshSnapshot, Workload } from '../../state/model.js';
 import type { WorkloadStore } from '../../state/store.js';
 import type { Logger } from '../../telemetry/log.js';
+import { RequestTracer } from '../../telemetry/tracing.js';
 import { type Clock, systemClock } from '../clock.js';
 import { type Random, mathRandom } from '../random.js';
 import { UpstreamClusters } from '../upstream-cluster.js';
@@ -35,6 +36,8 @@ export interface OutboundHttpOptions {
   readonly onRequestComplete?: RequestCompleteHook;
   readonly clock?: Clock;
   readonly random?: Random;
+  /** CLIENT spans per request; default: tracing off (contexts pass through). */
+  readonly tracer?: RequestTracer;
 }
 
 /** A captured connection, once the outbound listener knows its source pod and that it speaks HTTP. */
@@ -59,6 +62,7 @@ export class OutboundHttpProxy {
   readonly clusters: UpstreamClusters;
   readonly #slots = new ConnectionSlots();
   readonly #random: Random;
+  readonly #tracer: RequestTracer;
   readonly #h1: http.Server;
   readonly #h2: http2.Http2Server;
   readonly #contexts = new WeakMap<object, ConnectionContext>();
@@ -67,6 +71,7 @@ export class OutboundHttpProxy {
 
   constructor(private readonly options: OutboundHttpOptions) {
     this.#random = options.random ?? mathRandom;
+    this.#tracer = options.tracer ?? RequestTracer.disabled(options.node);
     this.clusters = new UpstreamClusters({
       clock: options.clock ?? systemClock,
       random: this.#random,
@@ -147,6 +152,7 @@ export class OutboundHttpProxy {
       clusters: this.clusters,
       random: this.#random,
       onComplete: (record) => this.#completed(record),
+      tracer: this.#tracer,
     };
     forwardRequest(ctx, d).catch((err: Error) => {
       this.options.log.error({ err: err.message, path: d.path }, 'HTTP request failed in the proxy');
