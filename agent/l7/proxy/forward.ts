@@ -19,10 +19,11 @@ import { type AttemptOutcome, ISTIO_DEFAULT_RETRY_POLICY, isRetriable, retryBack
 import type { DestinationTarget, HttpRouteDecision, RouteRef } from '../route-decision.js';
 import type { UpstreamCluster, UpstreamClusters } from '../upstream-cluster.js';
 import { type DownstreamRequest, type LocalReply, sendLocalReply } from './downstream.js';
-import { type HeaderMap, addForwardingHeaders, setSpanContext, grpcStatusOf, headerMapOf, isGrpc, outgoingHeaders, withoutHopByHop } from './headers.js';
+import { type HeaderMap, addForwardingHeaders, grpcStatusOf, headerMapOf, isGrpc, setSpanContext, withoutHopByHop } from './headers.js';
 import { type HttpDestination, upstreamSpeaksH2 } from './http-destination.js';
 import { type CompletedRequest, type RequestCompleteHook, type RequestFlag, formatFlags } from './request-record.js';
 import { RequestBody } from './request-body.js';
+import { relayResponse } from './response-relay.js';
 import type { ExchangeResult, UpstreamConnections, UpstreamTarget } from './upstream-connections.js';
 import { ISTIO_DEFAULT_CONNECT_TIMEOUT_MS } from '../connection-pool.js';
 
@@ -330,50 +331,10 @@ function streamResponse(
 ): void {
   const headers = applyHeaderMutations(withoutHopByHop(headerMapOf(result.headers)), decision.responseHeaders);
   if (setCookie) headers.set('set-cookie', [...(headers.get('set-cookie') ?? []), setCookie]);
-  let bytes = 0;
-  let ended = false;
-  const end = (error?: string): void => {
-    if (ended) return;
-    ended = true;
+  relayResponse(d, result, headers, (relayed) => {
     done();
-    const grpcStatus = grpcStatusOf(result.trailers()) ?? grpcStatusOf(result.headers);
-    finish(result.status, bytes, { ...(grpcStatus !== undefined ? { grpcStatus } : {}), ...(error ? { detail: error } : {}) });
-  };
-  try {
-    d.writeHead(result.status, outgoingHeaders(headers));
-  } catch (err) {
-    result.body.destroy();
-    d.response.destroy();
-    return end(`invalid response headers: ${(err as Error).message}`);
-  }
-  const { body } = result;
-  body.on('data', (chunk: Buffer) => {
-    bytes += chunk.length;
-    if (!d.response.write(chunk)) {
-      body.pause();
-      d.response.once('drain', () => body.resume());
-    }
+    finish(relayed.status, relayed.bytes, { ...(relayed.grpcStatus !== undefined ? { grpcStatus: relayed.grpcStatus } : {}), ...(relayed.error ? { detail: relayed.error.message } : {}) });
   });
-  body.once('end', () => {
-    const trailers = result.trailers();
-    if (trailers && Object.keys(trailers).length > 0) d.addTrailers(outgoingHeaders(headerMapOf(trailers)));
-    d.response.end();
-    end();
-  });
-  body.once('error', (err: Error) => {
-    d.response.destroy();
-    end(`upstream reset while streaming the response: ${err.message}`);
-  });
-  body.once('close', () => {
-    if (!body.readableEnded) {
-      d.response.destroy();
-      end('upstream closed before the response ended');
-    }
-  });
-  d.gone.addEventListener('abort', () => {
-    body.destroy();
-    end('the client went away during the response');
-  }, { once: true });
 }
 
 /** Shadow copies: same request, authority suffixed "-shadow" (as Envoy marks them), answers dropped. */

@@ -21,7 +21,8 @@ import type { RequestSpan, RequestTracer } from '../../telemetry/tracing.js';
 import { authorityHost } from '../request.js';
 import { ConnectionSlots } from './connection-slots.js';
 import { type DownstreamRequest, type LocalReply, http1Downstream, http2Downstream, sendLocalReply } from './downstream.js';
-import { addForwardingHeaders, grpcStatusOf, headerMapOf, isGrpc, outgoingHeaders, setSpanContext, withoutHopByHop } from './headers.js';
+import { addForwardingHeaders, headerMapOf, isGrpc, setSpanContext, withoutHopByHop } from './headers.js';
+import { relayResponse } from './response-relay.js';
 import { upstreamSpeaksH2 } from './http-destination.js';
 import { RequestBody } from './request-body.js';
 import { sniffStream, streamPair } from './stream-pair.js';
@@ -277,48 +278,7 @@ function streamResponse(
 ): void {
   const headers = withoutHopByHop(headerMapOf(result.headers));
   for (const [name, value] of Object.entries(rateLimitHeaders ?? {})) headers.set(name, [value]);
-  let bytes = 0;
-  let ended = false;
-  const end = (error?: { readonly flag: 'UC' | 'DC'; readonly message: string }): void => {
-    if (ended) return;
-    ended = true;
-    done(result.status, bytes, grpcStatusOf(result.trailers()) ?? grpcStatusOf(result.headers), error);
-  };
-  try {
-    d.writeHead(result.status, outgoingHeaders(headers));
-  } catch (err) {
-    result.body.destroy();
-    d.response.destroy();
-    return end({ flag: 'UC', message: `invalid response headers: ${(err as Error).message}` });
-  }
-  const { body } = result;
-  body.on('data', (chunk: Buffer) => {
-    bytes += chunk.length;
-    if (!d.response.write(chunk)) {
-      body.pause();
-      d.response.once('drain', () => body.resume());
-    }
-  });
-  body.once('end', () => {
-    const trailers = result.trailers();
-    if (trailers && Object.keys(trailers).length > 0) d.addTrailers(outgoingHeaders(headerMapOf(trailers)));
-    d.response.end();
-    end();
-  });
-  body.once('error', (err: Error) => {
-    d.response.destroy();
-    end({ flag: 'UC', message: `upstream reset while streaming the response: ${err.message}` });
-  });
-  body.once('close', () => {
-    if (!body.readableEnded) {
-      d.response.destroy();
-      end({ flag: 'UC', message: 'upstream closed before the response ended' });
-    }
-  });
-  d.gone.addEventListener('abort', () => {
-    body.destroy();
-    end({ flag: 'DC', message: 'the client went away during the response' });
-  }, { once: true });
+  relayResponse(d, result, headers, (relayed) => done(relayed.status, relayed.bytes, relayed.grpcStatus, relayed.error));
 }
 
 function gone(signal: AbortSignal): Promise<'gone'> {
