@@ -3,8 +3,8 @@
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
-/** Istio's TCP label set, in ztunnel's order; every value is a string, "unknown" when not known. */
-export const TCP_LABELS = [
+/** Who talked to whom: the labels Istio's TCP and request metrics share, in Istio's order. */
+export const PEER_LABELS = [
   'reporter',
   'source_workload',
   'source_canonical_service',
@@ -25,10 +25,10 @@ export const TCP_LABELS = [
   'destination_app',
   'destination_version',
   'destination_cluster',
-  'request_protocol',
-  'response_flags',
-  'connection_security_policy',
 ] as const;
+
+/** Istio's TCP label set, in ztunnel's order; every value is a string, "unknown" when not known. */
+export const TCP_LABELS = [...PEER_LABELS, 'request_protocol', 'response_flags', 'connection_security_policy'] as const;
 
 export type TcpLabelName = (typeof TCP_LABELS)[number];
 export type TcpLabels = Readonly<Record<TcpLabelName, string>>;

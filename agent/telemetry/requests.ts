@@ -8,7 +8,7 @@ import type { Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, trafficLabels, workloadSignature } from './connections.js';
 import type { Logger } from './log.js';
-import type { MeshMetrics } from './metrics.js';
+import { type MeshMetrics, PEER_LABELS } from './metrics.js';
 import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 
 /**
@@ -21,33 +21,7 @@ import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 export type HttpResponseFlag = 'UO' | 'UF' | 'URX' | 'DI' | 'FI' | 'RL' | 'NR' | 'UH' | 'NC' | 'UT' | 'UC' | 'DC' | 'UAEX';
 
 /** Istio's HTTP label set, in Istio's order. */
-export const REQUEST_LABELS = [
-  'reporter',
-  'source_workload',
-  'source_canonical_service',
-  'source_canonical_revision',
-  'source_workload_namespace',
-  'source_principal',
-  'source_app',
-  'source_version',
-  'source_cluster',
-  'destination_service',
-  'destination_service_namespace',
-  'destination_service_name',
-  'destination_workload',
-  'destination_canonical_service',
-  'destination_canonical_revision',
-  'destination_workload_namespace',
-  'destination_principal',
-  'destination_app',
-  'destination_version',
-  'destination_cluster',
-  'request_protocol',
-  'response_code',
-  'grpc_response_status',
-  'response_flags',
-  'connection_security_policy',
-] as const;
+export const REQUEST_LABELS = [...PEER_LABELS, 'request_protocol', 'response_code', 'grpc_response_status', 'response_flags', 'connection_security_policy'] as const;
 
 export type RequestLabelName = (typeof REQUEST_LABELS)[number];
 export type RequestLabels = Readonly<Record<RequestLabelName, string>>;
