@@ -20,10 +20,13 @@ ADDON := native/build/Release/ambit_bpf.node
 ## setup: install missing Debian and npm packages, then build
 setup: deps build
 
+# kubectl (the tests render deploy/ with kustomize) comes from Debian's kubernetes-client, unless a
+# kubectl from elsewhere is installed: that package's /usr/bin/kubectl would collide with it.
 deps: node_modules/.package-lock.json
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
+	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
