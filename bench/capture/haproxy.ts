@@ -42,35 +42,56 @@ function makeCertificates(): void {
   leaf('server', SERVER_NAME, 'serverAuth');
 }
 
-const DEFAULTS = `defaults
-  mode tcp
+/** One tunnel: plain in on node-a's `plain` port, mTLS from node-a to node-b's `tls` port, plain to the upstream. */
+export interface Tunnel {
+  readonly name: string;
+  readonly plain: number;
+  readonly tls: number;
+  readonly upstreamHost: string;
+  readonly upstreamPort: number;
+}
+
+/** The capture bench's tunnels: the echo server and iperf3 of the direct server pod. */
+const TCP_TUNNELS: readonly Tunnel[] = [
+  { name: 'echo', ...HAPROXY_PORTS.echo, upstreamHost: HAPROXY_UPSTREAM.host, upstreamPort: HAPROXY_UPSTREAM.echoPort },
+  { name: 'iperf', ...HAPROXY_PORTS.iperf, upstreamHost: HAPROXY_UPSTREAM.host, upstreamPort: HAPROXY_UPSTREAM.iperfPort },
+];
+
+/** `tcp` relays bytes; `http` parses every request on both HAProxies (keep-alive on both sides, haproxy's default). */
+export type HaproxyMode = 'tcp' | 'http';
+
+const defaults = (mode: HaproxyMode): string => `defaults
+  mode ${mode}
   timeout connect 5s
   timeout client 60s
   timeout server 60s
 `;
 
+let nodeA: string = NODE_IP['node-a'];
+let nodeB: string = NODE_IP['node-b'];
+
 /** node-a: plain TCP in, TLS 1.3 with the client certificate out, the server's name and chain verified. */
-function clientSideConfig(d: string): string {
-  const tunnel = (name: string, ports: { plain: number; tls: number }): string => `
-frontend ${name}
-  bind ${NODE_IP['node-a']}:${ports.plain}
-  default_backend ${name}
-backend ${name}
-  server node-b ${NODE_IP['node-b']}:${ports.tls} ssl crt ${d}/client.pem ca-file ${d}/ca.pem verify required verifyhost ${SERVER_NAME} ssl-min-ver TLSv1.3
+function clientSideConfig(d: string, mode: HaproxyMode, tunnels: readonly Tunnel[]): string {
+  const tunnel = (t: Tunnel): string => `
+frontend ${t.name}
+  bind ${nodeA}:${t.plain}
+  default_backend ${t.name}
+backend ${t.name}
+  server node-b ${nodeB}:${t.tls} ssl crt ${d}/client.pem ca-file ${d}/ca.pem verify required verifyhost ${SERVER_NAME} ssl-min-ver TLSv1.3
 `;
-  return `${DEFAULTS}${tunnel('echo', HAPROXY_PORTS.echo)}${tunnel('iperf', HAPROXY_PORTS.iperf)}`;
+  return `${defaults(mode)}${tunnels.map(tunnel).join('')}`;
 }
 
 /** node-b: TLS 1.3 in, a client certificate from the bench CA required, plain TCP to the server pod. */
-function serverSideConfig(d: string): string {
-  const tunnel = (name: string, tls: number, upstreamPort: number): string => `
-frontend ${name}
-  bind ${NODE_IP['node-b']}:${tls} ssl crt ${d}/server.pem ca-file ${d}/ca.pem verify required ssl-min-ver TLSv1.3
-  default_backend ${name}
-backend ${name}
-  server pod ${HAPROXY_UPSTREAM.host}:${upstreamPort}
+function serverSideConfig(d: string, mode: HaproxyMode, tunnels: readonly Tunnel[]): string {
+  const tunnel = (t: Tunnel): string => `
+frontend ${t.name}
+  bind ${nodeB}:${t.tls} ssl crt ${d}/server.pem ca-file ${d}/ca.pem verify required ssl-min-ver TLSv1.3
+  default_backend ${t.name}
+backend ${t.name}
+  server pod ${t.upstreamHost}:${t.upstreamPort}
 `;
-  return `${DEFAULTS}${tunnel('echo', HAPROXY_PORTS.echo.tls, HAPROXY_UPSTREAM.echoPort)}${tunnel('iperf', HAPROXY_PORTS.iperf.tls, HAPROXY_UPSTREAM.iperfPort)}`;
+  return `${defaults(mode)}${tunnels.map(tunnel).join('')}`;
 }
 
 function start(node: NodeName, config: string): void {
@@ -86,11 +107,17 @@ function start(node: NodeName, config: string): void {
   running.push(entry);
 }
 
-export function startHaproxyTunnel(): void {
+/**
+ * Starts both HAProxies: by default the capture bench's TCP tunnels; another bench passes its mode,
+ * its tunnels and its lab's node addresses.
+ */
+export function startHaproxyTunnel(mode: HaproxyMode = 'tcp', tunnels: readonly Tunnel[] = TCP_TUNNELS, nodeIp: Record<NodeName, string> = NODE_IP): void {
+  nodeA = nodeIp['node-a'];
+  nodeB = nodeIp['node-b'];
   dir = mkdtempSync(join(tmpdir(), 'ambit-bench-haproxy-'));
   makeCertificates();
-  start('node-b', serverSideConfig(dir));
-  start('node-a', clientSideConfig(dir));
+  start('node-b', serverSideConfig(dir, mode, tunnels));
+  start('node-a', clientSideConfig(dir, mode, tunnels));
 }
 
 /** Both HAProxies' pids, once each is haproxy itself and still running; else why not. */
@@ -118,6 +145,8 @@ export interface TunnelCheck {
 }
 
 const PROBE = 'ambit-bench-probe';
+/** The capture bench's probe: a line through the echo tunnel comes back. */
+const echoProbe = { tlsPort: HAPROXY_PORTS.echo.tls, request: `${PROBE}\n`, answered: (stdout: string): boolean => stdout.split('\n').includes(PROBE) };
 /** s_client keeps reading after stdin ends (-ign_eof), so a tunnel that works is cut by this. */
 const PROBE_SECONDS = 5;
 
@@ -126,14 +155,14 @@ const PROBE_SECONDS = 5;
  * certificate gets a verified TLS 1.3 session to node-b's HAProxy and its line echoed back by the
  * server pod; without the certificate nothing comes back.
  */
-export async function verifyHaproxyMtls(): Promise<TunnelCheck> {
+export async function verifyHaproxyMtls(probe: { tlsPort: number; request: string; answered: (stdout: string) => boolean } = echoProbe): Promise<TunnelCheck> {
   const attempt = async (withCert: boolean): Promise<{ text: string; echoed: boolean }> => {
     const cert = withCert ? `-cert ${dir!}/client.pem` : '';
     const cmd =
-      `echo ${PROBE} | timeout ${PROBE_SECONDS} ip netns exec ${nodeNetns('node-a')} openssl s_client -brief -ign_eof ` +
-      `-connect ${NODE_IP['node-b']}:${HAPROXY_PORTS.echo.tls} -CAfile ${dir!}/ca.pem -verify_return_error ${cert}`;
+      `printf '%s' '${probe.request}' | timeout ${PROBE_SECONDS} ip netns exec ${nodeNetns('node-a')} openssl s_client -brief -ign_eof ` +
+      `-connect ${nodeB}:${probe.tlsPort} -CAfile ${dir!}/ca.pem -verify_return_error ${cert}`;
     const r = await run('sh', ['-c', cmd], (PROBE_SECONDS + 5) * 1000);
-    return { text: r.stdout + r.stderr, echoed: r.stdout.split('\n').includes(PROBE) };
+    return { text: r.stdout + r.stderr, echoed: probe.answered(r.stdout) };
   };
   const ok = await attempt(true);
   const protocol = /Protocol version: (\S+)/.exec(ok.text)?.[1] ?? '';

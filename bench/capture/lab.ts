@@ -9,7 +9,15 @@ import { LAB, NODES, type NodeName } from './plan.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const AMBIT = join(ROOT, 'dist/agent/cli/main.js');
-const MESH_YAML = join(ROOT, 'bench/capture-mesh.yaml');
+let meshYaml = join(ROOT, 'bench/capture-mesh.yaml');
+/** The lab this process works on: the capture bench's `tbench` unless a bench picks its own first. */
+export let lab: string = LAB;
+
+/** Makes every function here work on another lab, brought up from another YAML (before bringUpLab). */
+export function useLab(name: string, yaml: string): void {
+  lab = name;
+  meshYaml = yaml;
+}
 
 export interface Run {
   readonly code: number | null;
@@ -36,13 +44,13 @@ export const ambit = (args: readonly string[], timeoutMs: number): Promise<Run> 
 
 /** Runs argv in a lab pod (`<namespace>/<pod>`) or node (`node/<name>`) and returns its stdout, or throws. */
 export async function execIn(target: string, argv: readonly string[], timeoutMs: number): Promise<string> {
-  const r = await ambit(['lab', 'exec', '--lab', LAB, target, '--', ...argv], timeoutMs);
+  const r = await ambit(['lab', 'exec', '--lab', lab, target, '--', ...argv], timeoutMs);
   if (r.code !== 0) throw new Error(`\`${argv.join(' ')}\` in ${target} exited ${r.code ?? 'on timeout'}:\n${r.stderr}${r.stdout.slice(0, 2000)}`);
   return r.stdout;
 }
 
 /** The network namespace `ambit lab` made for a node (agent/lab/layout.ts). */
-export const nodeNetns = (node: NodeName): string => `ambit-${LAB}-n-${node}`;
+export const nodeNetns = (node: NodeName): string => `ambit-${lab}-n-${node}`;
 
 let labUp = false;
 
@@ -50,8 +58,8 @@ let labUp = false;
 export function labDown(): void {
   if (!labUp) return;
   labUp = false;
-  process.stderr.write(`removing lab ${LAB}\n`);
-  spawnSync(process.execPath, [AMBIT, 'lab', 'down', '--lab', LAB], { stdio: 'inherit', timeout: 60_000 });
+  process.stderr.write(`removing lab ${lab}\n`);
+  spawnSync(process.execPath, [AMBIT, 'lab', 'down', '--lab', lab], { stdio: 'inherit', timeout: 60_000 });
 }
 
 export function preflight(): void {
@@ -69,8 +77,8 @@ export function preflight(): void {
 
 /** What a failed `lab up` left to look at, before `down` removes it. */
 async function labDiagnostics(): Promise<string> {
-  const parts = [await ambit(['lab', 'status', '--lab', LAB], 15_000)];
-  for (const target of ['mesh/server', 'direct/server', 'node/node-b']) parts.push(await ambit(['lab', 'logs', '--lab', LAB, target], 15_000));
+  const parts = [await ambit(['lab', 'status', '--lab', lab], 15_000)];
+  for (const target of ['mesh/server', 'direct/server', 'node/node-b']) parts.push(await ambit(['lab', 'logs', '--lab', lab, target], 15_000));
   return parts.map((r) => (r.stdout + r.stderr).split('\n').slice(-25).join('\n')).join('\n');
 }
 
@@ -82,7 +90,7 @@ export async function bringUpLab(): Promise<void> {
     labUp = true;
     labDown();
     labUp = true;
-    const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '60', MESH_YAML], 90_000);
+    const up = await ambit(['lab', 'up', '--lab', lab, '--timeout', '60', meshYaml], 90_000);
     if (up.code === 0) {
       process.stderr.write(up.stdout);
       return;
@@ -94,7 +102,7 @@ export async function bringUpLab(): Promise<void> {
 }
 
 export function agentPids(): Record<NodeName, number> {
-  const status = JSON.parse(readFileSync(`/run/ambit/lab/${LAB}/status.json`, 'utf8')) as { processes: { id: string; pid?: number }[] };
+  const status = JSON.parse(readFileSync(`/run/ambit/lab/${lab}/status.json`, 'utf8')) as { processes: { id: string; pid?: number }[] };
   const pids = {} as Record<NodeName, number>;
   for (const node of NODES) {
     const pid = status.processes.find((p) => p.id === `node/${node}`)?.pid;
@@ -119,7 +127,7 @@ export interface CaptureCheck {
  * ones (the HAProxy path starts from the direct client too): else the numbers compare nothing.
  */
 export async function verifyCapture(): Promise<CaptureCheck> {
-  const log = (await ambit(['lab', 'logs', '--lab', LAB, 'node/node-a'], 30_000)).stdout;
+  const log = (await ambit(['lab', 'logs', '--lab', lab, 'node/node-a'], 30_000)).stdout;
   const meshRecords = log.match(/"src\.namespace":"mesh".*"direction":"outbound"/g)?.length ?? 0;
   const hboneRecords = log.match(/"src\.namespace":"mesh".*"dst\.hbone_addr":"[^"]+".*"direction":"outbound"/g)?.length ?? 0;
   const directRecords = log.match(/"src\.namespace":"direct"/g)?.length ?? 0;

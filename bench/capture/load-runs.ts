@@ -2,8 +2,8 @@
 // (bench/lib/load.ts run inside the client pod), each with the proxies' CPU and RSS around it.
 
 import { join } from 'node:path';
-import { ambit, execIn, ROOT } from './lab.js';
-import { IPERF_SECONDS, LAB, type Mode, PATHS, rateOf, SERVER_WAIT_MS, type Variant, WARMUP_SECONDS } from './plan.js';
+import { ambit, execIn, lab, ROOT } from './lab.js';
+import { IPERF_SECONDS, type Mode, PATHS, rateOf, SERVER_WAIT_MS, type Variant, WARMUP_SECONDS } from './plan.js';
 import { measured, type Pids, type Usage } from './process-usage.js';
 import { type Percentiles, percentilesMs } from './stats.js';
 
@@ -20,7 +20,7 @@ export interface IperfRun {
 export async function iperf(mode: Mode, round: number, pids: Pids): Promise<IperfRun> {
   const { client, host, iperfPort } = PATHS[mode];
   const argv = ['iperf3', '-c', host, '-p', String(iperfPort), '-t', String(IPERF_SECONDS), '-J', '--connect-timeout', '3000'];
-  const { result, usage } = await measured(pids, () => ambit(['lab', 'exec', '--lab', LAB, client, '--', ...argv], (IPERF_SECONDS + 20) * 1000));
+  const { result, usage } = await measured(pids, () => ambit(['lab', 'exec', '--lab', lab, client, '--', ...argv], (IPERF_SECONDS + 20) * 1000));
   // iperf3 -J prints JSON with an "error" field on failure too, so parse before judging the exit code.
   let report: { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
   try {

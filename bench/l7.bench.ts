@@ -1,0 +1,287 @@
+// `make bench` for HTTP (issue 5): 1 KB GET requests (1 KB of request line and headers) at fixed rates from a pod on node-a to a pod on
+// node-b, direct, through Ambit as an L4 relay (Service port tcp-*), through Ambit routing each
+// request (port http), and through two HAProxies in HTTP mode with mTLS between them; interleaved
+// rounds, with the proxies' CPU and RSS. Prints added latency vs direct and the issue's targets, and
+// writes bench/results/l7-latest.json (and a timestamped copy). See bench/README.md.
+//
+// Reuses the capture bench's lab handling (capture/lab.ts, on its own lab `tbench-l7`), its HAProxy
+// tunnel (capture/haproxy.ts in `mode http`), /proc accounting and statistics.
+
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
+import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, type TunnelCheck, verifyHaproxyMtls } from './capture/haproxy.js';
+import { agentPids, ambit, bringUpLab, execIn, lab, labDown, preflight, ROOT, useLab } from './capture/lab.js';
+import { NODES, type NodeName } from './capture/plan.js';
+import { backgroundBusyPercent, CLK_TCK, measured, type Pids, type Usage } from './capture/process-usage.js';
+import { type Added, added, type Percentiles, percentilesMs } from './capture/stats.js';
+
+const LAB = 'tbench-l7';
+const YAML = join(ROOT, 'bench/l7-mesh.yaml');
+const HTTP_LOAD = join(ROOT, 'bench/lib/http-load.ts');
+const NODE_IP: Record<NodeName, string> = { 'node-a': '172.31.91.11', 'node-b': '172.31.91.12' };
+
+const RATES = [500, 1000, 2000] as const;
+const SECONDS = 5;
+const ROUNDS = 2;
+const WARMUP_SECONDS = 1;
+const SERVER_WAIT_MS = 30_000;
+const BACKGROUND_SAMPLE_MS = 2_000;
+
+type Mode = 'direct' | 'ambit-l4' | 'ambit-l7' | 'haproxy-http';
+const MODES: readonly Mode[] = ['direct', 'ambit-l4', 'ambit-l7', 'haproxy-http'];
+const HAPROXY = { plain: 18080, tls: 18443 } as const;
+const DIRECT_SERVER = { host: '10.248.2.20', port: 8080 } as const;
+const PATHS: Record<Mode, { client: string; host: string; port: number }> = {
+  direct: { client: 'direct/client', ...DIRECT_SERVER },
+  // The Services' cluster IPs: the client's agent resolves them, as for any meshed client.
+  'ambit-l4': { client: 'mesh/client', host: '10.106.0.10', port: 8080 },
+  'ambit-l7': { client: 'mesh/client', host: '10.106.0.11', port: 8080 },
+  'haproxy-http': { client: 'direct/client', host: NODE_IP['node-a'], port: HAPROXY.plain },
+};
+/** Whose CPU a run is charged to: a direct run shows the agents' background work. */
+const proxiesOf = (mode: Mode): string[] => NODES.map((n) => `${mode === 'haproxy-http' ? 'haproxy' : 'ambit'}/${n}`);
+
+/** Issue 5's targets, judged at 1000 rps for the L7 path. */
+const TARGETS = { addedP90Ms: 0.5, vcpuPer1000RpsPerAgent: 0.15 } as const;
+
+process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
+
+function tearDown(): void {
+  stopHaproxyTunnel();
+  labDown();
+}
+
+interface LoadReport {
+  readonly completed: number;
+  readonly errors: number;
+  readonly timeouts: number;
+  readonly statuses: Record<string, number>;
+  readonly lastError: string;
+  readonly elapsedMs: number;
+  readonly latenciesUs: number[];
+}
+
+async function load(mode: Mode, rate: number, seconds: number): Promise<LoadReport> {
+  const { client, host, port } = PATHS[mode];
+  const argv = [process.execPath, '--import', 'tsx', HTTP_LOAD, host, String(port), String(rate), String(seconds)];
+  const report = JSON.parse(await execIn(client, argv, (seconds + 30) * 1000)) as LoadReport;
+  if (report.completed === 0) {
+    throw new Error(`HTTP load in ${mode}: no request completed (${report.errors} errors, ${report.timeouts} timeouts, statuses ${JSON.stringify(report.statuses)}, ${report.lastError})`);
+  }
+  return report;
+}
+
+async function serverReady(mode: Mode): Promise<void> {
+  const deadline = Date.now() + SERVER_WAIT_MS;
+  for (;;) {
+    try {
+      const r = await load(mode, 200, WARMUP_SECONDS);
+      if (r.errors + r.timeouts > 0) throw new Error(`${r.errors} errors, ${r.timeouts} timeouts, statuses ${JSON.stringify(r.statuses)} ${r.lastError}`);
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`the HTTP server never answered through the ${mode} path within ${SERVER_WAIT_MS / 1000} s: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
+interface Run {
+  readonly mode: Mode;
+  readonly rate: number;
+  readonly round: number;
+  readonly completed: number;
+  readonly errors: number;
+  readonly timeouts: number;
+  readonly statuses: Record<string, number>;
+  readonly achievedRate: number;
+  readonly latencyMs: Percentiles;
+  readonly usage: Usage;
+}
+
+/** istio_requests_total on node-a's agent, summed per destination Service named in `services`. */
+async function requestsReported(services: readonly string[]): Promise<Record<string, number>> {
+  const text = (await ambit(['lab', 'exec', '--lab', lab, 'node/node-a', '--', 'curl', '-s', 'http://127.0.0.1:15020/metrics'], 15_000)).stdout;
+  const out: Record<string, number> = {};
+  for (const s of services) out[s] = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('istio_requests_total{')) continue;
+    for (const s of services) if (line.includes(`destination_service_name="${s}"`)) out[s]! += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return out;
+}
+
+interface Row {
+  readonly mode: Mode;
+  readonly rate: number;
+  readonly latencyMs: Percentiles;
+  readonly addedMs?: Added;
+  /** CPU seconds per 1000 requests, per process (pooled over the rounds). */
+  readonly cpuPer1000: Record<string, number>;
+  readonly rssPeakMiB: Record<string, number>;
+  readonly failures: number;
+  readonly achievedRate: number;
+  readonly hostBusyPercent: number;
+}
+
+function summarize(runs: readonly Run[], samples: Map<string, number[]>): Row[] {
+  const rows: Row[] = [];
+  for (const rate of RATES) {
+    const direct = percentilesMs(samples.get(`direct/${rate}`)!);
+    for (const mode of MODES) {
+      const these = runs.filter((r) => r.mode === mode && r.rate === rate);
+      const latencyMs = percentilesMs(samples.get(`${mode}/${rate}`)!);
+      const completed = these.reduce((a, r) => a + r.completed, 0);
+      const cpuPer1000: Record<string, number> = {};
+      const rssPeakMiB: Record<string, number> = {};
+      for (const key of proxiesOf(mode)) {
+        const cpu = these.reduce((a, r) => a + (r.usage.processes[key as keyof Usage['processes']]?.cpuSeconds ?? 0), 0);
+        cpuPer1000[key] = cpu / (completed / 1000);
+        rssPeakMiB[key] = Math.max(...these.map((r) => r.usage.processes[key as keyof Usage['processes']]?.rssPeakKiB ?? 0)) / 1024;
+      }
+      rows.push({
+        mode,
+        rate,
+        latencyMs,
+        ...(mode === 'direct' ? {} : { addedMs: added(latencyMs, direct) }),
+        cpuPer1000,
+        rssPeakMiB,
+        failures: these.reduce((a, r) => a + r.errors + r.timeouts, 0),
+        achievedRate: these.reduce((a, r) => a + r.achievedRate, 0) / these.length,
+        hostBusyPercent: these.reduce((a, r) => a + r.usage.hostBusyPercent, 0) / these.length,
+      });
+    }
+  }
+  return rows;
+}
+
+const f = (n: number, d = 3): string => n.toFixed(d);
+
+function printReport(rows: readonly Row[], background: number): string[] {
+  const out: string[] = [];
+  const line = (s: string): void => {
+    out.push(s);
+    process.stdout.write(`${s}\n`);
+  };
+  line(`\nL7 bench: 1 KB GET (headers), 1 KB response, ${SECONDS} s per rate per path, ${ROUNDS} rounds interleaved; background host busy ${f(background, 0)} %`);
+  if (background > 20) line('WARNING: the machine was busy before the bench started; compare ratios, not absolutes');
+  line('');
+  line('rate  path          p50 ms  p90 ms  p99 ms | added p50  p90     p99    | CPU s/1000 req node-a / node-b | RSS peak MiB a / b | rate/s  fail  host%');
+  for (const r of rows) {
+    const a = r.addedMs;
+    const keys = proxiesOf(r.mode);
+    line(
+      `${String(r.rate).padEnd(5)} ${r.mode.padEnd(13)} ${f(r.latencyMs.p50).padStart(6)}  ${f(r.latencyMs.p90).padStart(6)}  ${f(r.latencyMs.p99).padStart(6)} | ` +
+        `${a ? `${f(a.p50).padStart(7)} ${f(a.p90).padStart(7)} ${f(a.p99).padStart(7)}` : '      -       -       -'} | ` +
+        `${keys.map((k) => f(r.cpuPer1000[k]!)).join(' / ').padEnd(30)} | ${keys.map((k) => f(r.rssPeakMiB[k]!, 0)).join(' / ').padEnd(18)} | ` +
+        `${f(r.achievedRate, 0).padStart(6)}  ${String(r.failures).padStart(4)}  ${f(r.hostBusyPercent, 0).padStart(4)}`,
+    );
+  }
+  line('(direct rows: CPU is the agents\' background work while the direct pods talk)');
+  const l7 = rows.find((r) => r.mode === 'ambit-l7' && r.rate === 1000)!;
+  const p90 = l7.addedMs!.p90;
+  const cpu = Math.max(...proxiesOf('ambit-l7').map((k) => l7.cpuPer1000[k]!));
+  line('');
+  line(`issue 5 targets, Ambit with L7 at 1000 rps:`);
+  line(`  added p90 ≤ ${TARGETS.addedP90Ms} ms: ${f(p90)} ms, ${p90 <= TARGETS.addedP90Ms ? 'met' : 'not met'}`);
+  line(`  ≤ ${TARGETS.vcpuPer1000RpsPerAgent} vCPU per 1000 rps per agent: ${f(cpu)} (worse agent), ${cpu <= TARGETS.vcpuPer1000RpsPerAgent ? 'met' : 'not met'}`);
+  return out;
+}
+
+async function main(): Promise<void> {
+  useLab(LAB, YAML);
+  preflight();
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`\n${signal}: stopping\n`);
+      tearDown();
+      process.exit(130);
+    });
+  }
+  try {
+    await bringUpLab();
+    startHaproxyTunnel('http', [{ name: 'web', ...HAPROXY, upstreamHost: DIRECT_SERVER.host, upstreamPort: DIRECT_SERVER.port }], NODE_IP);
+    const startedAt = new Date();
+    for (const mode of MODES) {
+      await serverReady(mode).catch((err: unknown) => {
+        throw mode === 'haproxy-http' ? new Error(`${(err as Error).message}\n${haproxyStderr()}`) : err;
+      });
+    }
+    const agents = agentPids();
+    const haproxies = haproxyPids();
+    const pids: Pids = {};
+    for (const n of NODES) {
+      pids[`ambit/${n}`] = agents[n];
+      pids[`haproxy/${n}`] = haproxies[n];
+    }
+    const haproxyTunnel: TunnelCheck = await verifyHaproxyMtls({
+      tlsPort: HAPROXY.tls,
+      request: 'GET /probe HTTP/1.0\r\nHost: bench\r\n\r\n',
+      answered: (stdout) => /^HTTP\/1\.[01] 200/m.test(stdout),
+    });
+    const reportedBefore = await requestsReported(['server-l4', 'server-l7']);
+    const background = await backgroundBusyPercent(BACKGROUND_SAMPLE_MS);
+
+    const runs: Run[] = [];
+    const samples = new Map<string, number[]>();
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const rate of RATES) {
+        // Rotate the order per rate and round so drift is shared among the paths.
+        const shift = (round - 1 + RATES.indexOf(rate)) % MODES.length;
+        const order = MODES.map((_, i) => MODES[(i + shift) % MODES.length]!);
+        for (const mode of order) {
+          process.stderr.write(`round ${round}/${ROUNDS}: ${rate} rps ${mode}\n`);
+          const { result, usage } = await measured(pids, () => load(mode, rate, SECONDS));
+          runs.push({
+            mode,
+            rate,
+            round,
+            completed: result.completed,
+            errors: result.errors,
+            timeouts: result.timeouts,
+            statuses: result.statuses,
+            achievedRate: result.completed / (result.elapsedMs / 1000),
+            latencyMs: percentilesMs(result.latenciesUs),
+            usage,
+          });
+          const key = `${mode}/${rate}`;
+          samples.set(key, [...(samples.get(key) ?? []), ...result.latenciesUs]);
+        }
+      }
+    }
+    haproxyPids();
+    // That each Ambit path was what it claims: node-a's agent reported every L7 request as an HTTP
+    // request (istio_requests_total), and none of the L4 path's.
+    const reportedAfter = await requestsReported(['server-l4', 'server-l7']);
+    const l7Sent = runs.filter((r) => r.mode === 'ambit-l7').reduce((a, r) => a + r.completed, 0);
+    const pathCheck = {
+      l7RequestsReported: reportedAfter['server-l7']! - reportedBefore['server-l7']!,
+      l7RequestsCompleted: l7Sent,
+      l4RequestsReported: reportedAfter['server-l4']! - reportedBefore['server-l4']!,
+    };
+    const rows = summarize(runs, samples);
+    const lines = printReport(rows, background);
+    const checkLine = `path check: node-a's agent reported ${pathCheck.l7RequestsReported} HTTP requests to server-l7 (${l7Sent} completed) and ${pathCheck.l4RequestsReported} to server-l4; HAProxy: ${haproxyTunnel.protocol} ${haproxyTunnel.cipher}, refused without a client certificate`;
+    process.stdout.write(`${checkLine}\n`);
+    lines.push(checkLine);
+    if (pathCheck.l7RequestsReported < l7Sent || pathCheck.l4RequestsReported > 0) process.stdout.write('WARNING: the Ambit paths are not what the bench assumes (see path check)\n');
+
+    const dir = join(ROOT, 'bench/results');
+    mkdirSync(dir, { recursive: true });
+    const latest = join(dir, 'l7-latest.json');
+    const machine = { cpus: cpus().length, kernel: release(), node: process.version, clockTicks: CLK_TCK, backgroundBusyPercent: background };
+    const settings = { rounds: ROUNDS, seconds: SECONDS, rates: RATES, targets: TARGETS };
+    const slim = runs.map((r) => ({ ...r }));
+    writeFileSync(latest, `${JSON.stringify({ startedAt, machine, settings, pathCheck, haproxyTunnel, rows, report: lines, runs: slim }, null, 2)}\n`);
+    copyFileSync(latest, join(dir, `l7-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`));
+    process.stdout.write(`\nraw results: ${latest}\n`);
+  } finally {
+    tearDown();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`l7 bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  tearDown();
+  process.exit(1);
+});
