@@ -32,6 +32,12 @@ function backend(name: string): http.Server {
       res.writeHead(503).end('flaky');
       return;
     }
+    if (url.pathname === '/echo-body') {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => res.end(Buffer.concat(chunks)));
+      return;
+    }
     const delay = Number(url.searchParams.get('delay') ?? 0);
     setTimeout(() => {
       res.setHeader('x-pod', name);
@@ -244,4 +250,22 @@ spec:
   const pods = new Set<string>([first.headers['x-pod'] as string]);
   for (let i = 0; i < 10; i++) pods.add((await get('/', { cookie: cookie.split(';')[0]! })).headers['x-pod'] as string);
   assert.equal(pods.size, 1, [...pods].join(','));
+});
+
+test('a request body reaches the pod, small (curl -d) and large (streamed)', async () => {
+  use(mesh());
+  for (const body of [Buffer.from('abc'), Buffer.alloc(2 * 1024 * 1024, 7)]) {
+    const answer = await new Promise<Buffer>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: frontPort, path: '/echo-body', method: 'POST', headers: { host: 'reviews:9080', 'content-length': body.length } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve(Buffer.concat(chunks)));
+      });
+      req.on('error', reject);
+      req.setTimeout(10_000, () => req.destroy(new Error('no answer within 10 s')));
+      req.end(body);
+    });
+    assert.equal(answer.length, body.length);
+    assert.ok(answer.equals(body));
+  }
 });
