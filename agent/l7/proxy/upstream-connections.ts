@@ -7,6 +7,7 @@
 
 import http, { type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Workload } from '../../state/model.js';
 import type { CircuitBreaker, PoolLease } from '../connection-pool.js';
@@ -274,6 +275,11 @@ class ShuttleAgent extends http.Agent {
     void this.owner.connect(target).then((connected) => {
       if (connected instanceof Error) return callback?.(connected, undefined as unknown as Duplex);
       const { stream, lease } = connected;
+      // ClientRequest corks a request's head (a latin1 string) with its first body chunk into one writev.
+      // Into an HBONE stream (an Http2Stream) that arrived with the request line overwritten: measured in
+      // the lab, a POST across nodes reached the destination as 16 bytes of garbage and then its headers.
+      // Chunks written one at a time arrive intact; TCP sockets keep their writev.
+      if (!(stream instanceof Socket)) (stream as { _writev?: unknown })._writev = undefined;
       socketShims(stream);
       this.#states.set(stream, { ...(lease ? { lease } : {}), ...(target.breaker ? { breaker: target.breaker } : {}), served: 0, close: () => stream.destroy() });
       if (lease) stream.once('close', () => target.breaker && this.owner.reuse(this.#states.get(stream)!));
