@@ -3,15 +3,13 @@
 // with the proxies' CPU and memory, prints the ratios against issue 4's targets and writes the raw
 // results to bench/results/latest.json (and a timestamped copy). See bench/README.md.
 
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
-import { join } from 'node:path';
-import { agentPids, bringUpLab, labDown, preflight, ROOT, verifyCapture } from './capture/lab.js';
+import { agentPids, bringUpLab, labDown, preflight, verifyCapture } from './capture/lab.js';
 import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, verifyHaproxyMtls } from './capture/haproxy.js';
 import { type IperfRun, iperf, latency, type LatencyRun, serverReady } from './capture/load-runs.js';
 import { IPERF_SECONDS, MODES, NODES, orderOf, PER_CONNECTION, PERSISTENT, ROUNDS, TARGETS, VARIANTS } from './capture/plan.js';
-import { backgroundBusyPercent, CLK_TCK, type Pids } from './capture/process-usage.js';
+import { backgroundBusyPercent, type Pids } from './capture/process-usage.js';
 import { printReport } from './capture/report.js';
+import { saveResults } from './lib/results.js';
 import { summarize } from './capture/summary.js';
 
 const BACKGROUND_SAMPLE_MS = 2_000;
@@ -81,14 +79,8 @@ async function main(): Promise<void> {
 
     const summary = summarize(iperfRuns, latencyRuns, samples);
     printReport(iperfRuns, latencyRuns, summary, background);
-    const dir = join(ROOT, 'bench/results');
-    mkdirSync(dir, { recursive: true });
-    const latest = join(dir, 'latest.json');
-    const machine = { cpus: cpus().length, kernel: release(), node: process.version, clockTicks: CLK_TCK, backgroundBusyPercent: background };
     const settings = { rounds: ROUNDS, iperfSeconds: IPERF_SECONDS, persistent: PERSISTENT, perConnection: PER_CONNECTION, targets: TARGETS };
-    writeFileSync(latest, `${JSON.stringify({ startedAt, machine, settings, capture, summary, iperfRuns, latencyRuns }, null, 2)}\n`);
-    copyFileSync(latest, join(dir, `capture-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`));
-    process.stdout.write(`\nraw results: ${latest}\n`);
+    saveResults('latest.json', 'capture', startedAt, background, { settings, capture, summary, iperfRuns, latencyRuns });
   } finally {
     tearDown();
   }

@@ -7,14 +7,13 @@
 // Reuses the capture bench's lab handling (capture/lab.ts, on its own lab `tbench-l7`), its HAProxy
 // tunnel (capture/haproxy.ts in `mode http`), /proc accounting and statistics.
 
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, type TunnelCheck, verifyHaproxyMtls } from './capture/haproxy.js';
 import { agentPids, ambit, bringUpLab, execIn, lab, labDown, preflight, ROOT, useLab } from './capture/lab.js';
 import { NODES, type NodeName } from './capture/plan.js';
-import { backgroundBusyPercent, CLK_TCK, measured, type Pids, type Usage } from './capture/process-usage.js';
+import { backgroundBusyPercent, measured, type Pids, type Usage } from './capture/process-usage.js';
 import { type Added, added, type Percentiles, percentilesMs } from './capture/stats.js';
+import { saveResults } from './lib/results.js';
 
 const LAB = 'tbench-l7';
 const YAML = join(ROOT, 'bench/l7-mesh.yaml');
@@ -266,15 +265,9 @@ async function main(): Promise<void> {
     lines.push(checkLine);
     if (pathCheck.l7RequestsReported < l7Sent || pathCheck.l4RequestsReported > 0) process.stdout.write('WARNING: the Ambit paths are not what the bench assumes (see path check)\n');
 
-    const dir = join(ROOT, 'bench/results');
-    mkdirSync(dir, { recursive: true });
-    const latest = join(dir, 'l7-latest.json');
-    const machine = { cpus: cpus().length, kernel: release(), node: process.version, clockTicks: CLK_TCK, backgroundBusyPercent: background };
     const settings = { rounds: ROUNDS, seconds: SECONDS, rates: RATES, targets: TARGETS };
     const slim = runs.map((r) => ({ ...r }));
-    writeFileSync(latest, `${JSON.stringify({ startedAt, machine, settings, pathCheck, haproxyTunnel, rows, report: lines, runs: slim }, null, 2)}\n`);
-    copyFileSync(latest, join(dir, `l7-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`));
-    process.stdout.write(`\nraw results: ${latest}\n`);
+    saveResults('l7-latest.json', 'l7', startedAt, background, { settings, pathCheck, haproxyTunnel, rows, report: lines, runs: slim });
   } finally {
     tearDown();
   }
