@@ -32,6 +32,14 @@ function backend(name: string): http.Server {
       res.writeHead(503).end('flaky');
       return;
     }
+    if (url.pathname === '/stall-body') {
+      // Headers and a first chunk at once; the rest after ?end= ms, or never (a stalled body).
+      res.writeHead(200, { 'content-type': 'text/plain', 'x-pod': name });
+      res.write('partial');
+      const endAfter = url.searchParams.get('end');
+      if (endAfter !== null) setTimeout(() => res.end(' and the rest'), Number(endAfter));
+      return;
+    }
     if (url.pathname === '/echo-body') {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -268,4 +276,82 @@ test('a request body reaches the pod, small (curl -d) and large (streamed)', asy
     assert.equal(answer.length, body.length);
     assert.ok(answer.equals(body));
   }
+});
+
+test('the route timeout spans the whole response: a stalled body resets the client (HTTP/1.1 closes, HTTP/2 RST_STREAM) and records UT with the status sent', async () => {
+  use(mesh(VS(`  http:
+  - route: [{destination: {host: reviews}}]
+    timeout: 0.3s`)));
+  // HTTP/1.1: the head and first chunk arrive, then the connection closes without the last chunk.
+  const t0 = Date.now();
+  const h1 = await new Promise<{ status: number; body: string; complete: boolean }>((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: frontPort, path: '/stall-body', agent: false, headers: { host: 'reviews:9080' } }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d));
+      res.on('error', () => undefined);
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, body, complete: res.complete }));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error('the stalled response was not cut within 10 s')));
+  });
+  const elapsed = Date.now() - t0;
+  assert.deepEqual(h1, { status: 200, body: 'partial', complete: false });
+  assert.ok(elapsed >= 290, `cut after ${elapsed} ms, before the 300 ms timeout`);
+  const r1 = records.at(-1)!;
+  assert.equal(r1.status, 200);
+  assert.deepEqual(r1.flags, ['UT']);
+  assert.equal(r1.responseBytes, 'partial'.length);
+  assert.match(r1.detail ?? '', /route timeout 300 ms expired during the response/);
+
+  // HTTP/2: only the stream is reset, with INTERNAL_ERROR; the session stays usable.
+  const session = http2.connect(`http://127.0.0.1:${frontPort}`);
+  try {
+    const h2 = await new Promise<{ status: number; body: string; rstCode: number | undefined }>((resolve) => {
+      const s = session.request({ ':path': '/stall-body', ':authority': 'reviews:9080' });
+      let status = 0;
+      let body = '';
+      s.on('response', (h) => (status = Number(h[':status'])));
+      s.on('data', (d: Buffer) => (body += d));
+      s.on('error', () => undefined);
+      s.on('close', () => resolve({ status, body, rstCode: s.rstCode }));
+    });
+    assert.deepEqual(h2, { status: 200, body: 'partial', rstCode: http2.constants.NGHTTP2_INTERNAL_ERROR });
+    assert.deepEqual(records.at(-1)!.flags, ['UT']);
+    assert.equal(records.at(-1)!.httpVersion, 'HTTP/2');
+    const after = await new Promise<number>((resolve, reject) => {
+      const s = session.request({ ':path': '/stall-body?end=10', ':authority': 'reviews:9080' });
+      s.on('response', (h) => resolve(Number(h[':status'])));
+      s.on('error', reject);
+      s.resume();
+    });
+    assert.equal(after, 200);
+  } finally {
+    session.close();
+  }
+});
+
+test('the route timeout lets a response that completes in time through, and starts only once the request body has arrived', async () => {
+  use(mesh(VS(`  http:
+  - route: [{destination: {host: reviews}}]
+    timeout: 0.3s`)));
+  // Headers at once, the end 50 ms later: well inside the timeout, whole and unflagged.
+  const done = await get('/stall-body?end=50');
+  assert.equal(done.status, 200);
+  assert.equal(done.body, 'partial and the rest');
+  assert.deepEqual(records.at(-1)!.flags, []);
+  // A body sent slowly (400 ms between its two halves, longer than the timeout) is echoed once it has
+  // all arrived: the upstream's 300 ms only begin at its end, as with Envoy.
+  const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: frontPort, path: '/echo-body', method: 'POST', agent: false, headers: { host: 'reviews:9080', 'content-length': 10 } }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error('no answer within 10 s')));
+    req.write('first');
+    setTimeout(() => req.end('-last'), 400);
+  });
+  assert.deepEqual(answer, { status: 200, body: 'first-last' });
+  assert.deepEqual(records.at(-1)!.flags, []);
 });

@@ -3,8 +3,10 @@
 // cluster (DestinationRule), then tries: circuit-breaker leases, an endpoint that earlier tries did
 // not use, the per-try and overall timeouts, retry on what the policy calls retriable with Envoy's
 // back-off, outlier reports; and the response streamed back with the route's header operations and a
-// sticky-session cookie. Mirrors get a copy and their answers are dropped. A CLIENT span covers the
-// whole exchange, and its context goes upstream, so the destination's SERVER span is its child.
+// sticky-session cookie. The route timeout, as Envoy's, runs from the end of the request to the end of
+// the response: expiring mid-body, it resets the client's stream (UT with the status already sent).
+// Mirrors get a copy and their answers are dropped. A CLIENT span covers the whole exchange, and its
+// context goes upstream, so the destination's SERVER span is its child.
 
 import { Readable } from 'node:stream';
 import { canonicalName, canonicalRevision } from '../../state/canonical.js';
@@ -23,7 +25,8 @@ import { type HeaderMap, addForwardingHeaders, grpcStatusOf, headerMapOf, isGrpc
 import { type HttpDestination, upstreamSpeaksH2 } from './http-destination.js';
 import { type CompletedRequest, type RequestCompleteHook, type RequestFlag, formatFlags } from './request-record.js';
 import { RequestBody } from './request-body.js';
-import { relayResponse } from './response-relay.js';
+import { type RelayedResponse, relayResponse } from './response-relay.js';
+import { deadline, routeDeadline } from './timeouts.js';
 import type { ExchangeResult, UpstreamConnections, UpstreamTarget } from './upstream-connections.js';
 import { ISTIO_DEFAULT_CONNECT_TIMEOUT_MS } from '../connection-pool.js';
 
@@ -184,7 +187,7 @@ export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest):
   const policy = decision.retry;
   const tried = new Set<string>();
   let overallExpired = false;
-  const overall = deadline(decision.timeoutMs, 'overall');
+  const overall = routeDeadline(decision.timeoutMs, d);
 
   for (;;) {
     const cluster = upstream.cluster;
@@ -246,15 +249,23 @@ export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest):
       if (!(await sleep(retryBackoffMs(attempts, ctx.random), d.gone))) return finishGone();
       continue;
     }
-    overall.cancel();
     if (retriable && attempts > 1) flags.push('URX');
 
     if (typeof result === 'object' && result.kind === 'response') {
-      return streamResponse(d, result, decision, picked.setCookie, () => {
+      // Headers are on their way to the client, so no retry from here; the route timeout still runs
+      // until the body has ended (Envoy's route timeout covers the whole response).
+      const timeout = overall.expired.then(() => `route timeout ${decision.timeoutMs} ms expired during the response`);
+      return streamResponse(d, result, decision, picked.setCookie, timeout, (relayed) => {
+        overall.cancel();
         endActive();
         releaseLeases();
-      }, finish);
+        if (relayed.timedOut) flags.unshift('UT');
+        else if (relayed.error) flags.push(relayed.error.flag);
+        const detail = relayed.timedOut?.message ?? relayed.error?.message;
+        finish(relayed.status, relayed.bytes, { ...(relayed.grpcStatus !== undefined ? { grpcStatus: relayed.grpcStatus } : {}), ...(detail ? { detail } : {}) });
+      });
     }
+    overall.cancel();
     endActive();
     releaseLeases();
     if (overallExpired || outcome.kind === 'per-try-timeout') {
@@ -326,15 +337,12 @@ function streamResponse(
   result: Extract<ExchangeResult, { kind: 'response' }>,
   decision: Forward,
   setCookie: string | undefined,
-  done: () => void,
-  finish: (status: number, bytes: number, extra?: { grpcStatus?: number; detail?: string }) => void,
+  timeout: Promise<string>,
+  done: (relayed: RelayedResponse) => void,
 ): void {
   const headers = applyHeaderMutations(withoutHopByHop(headerMapOf(result.headers)), decision.responseHeaders);
   if (setCookie) headers.set('set-cookie', [...(headers.get('set-cookie') ?? []), setCookie]);
-  relayResponse(d, result, headers, (relayed) => {
-    done();
-    finish(relayed.status, relayed.bytes, { ...(relayed.grpcStatus !== undefined ? { grpcStatus: relayed.grpcStatus } : {}), ...(relayed.error ? { detail: relayed.error.message } : {}) });
-  });
+  relayResponse(d, result, headers, done, { deadline: timeout });
 }
 
 /** Shadow copies: same request, authority suffixed "-shadow" (as Envoy marks them), answers dropped. */
@@ -365,20 +373,6 @@ function hostOf(authority: string): string {
 
 function portSuffix(authority: string): string {
   return /:(\d+)$/.exec(authority)?.[0] ?? '';
-}
-
-interface Deadline {
-  readonly expired: Promise<'per-try' | 'overall'>;
-  cancel(): void;
-}
-
-function deadline(ms: number | undefined, kind: 'per-try' | 'overall'): Deadline {
-  if (ms === undefined || ms <= 0) return { expired: new Promise(() => undefined), cancel: () => undefined };
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<'per-try' | 'overall'>((resolve) => {
-    timer = setTimeout(() => resolve(kind), ms);
-  });
-  return { expired, cancel: () => clearTimeout(timer) };
 }
 
 function aborted(signal: AbortSignal): Promise<'gone'> {

@@ -1,0 +1,43 @@
+// The two clocks of a forwarded request, as Envoy's router keeps them: the per-try timeout, armed with
+// each attempt, and the route timeout, armed once the downstream request is complete and running until
+// the response is (the caller cancels it then).
+
+import type { DownstreamRequest } from './downstream.js';
+
+export interface Deadline {
+  readonly expired: Promise<'per-try' | 'overall'>;
+  cancel(): void;
+}
+
+/** A timer that resolves `expired` with `kind` after `ms`; none (never resolving) without a duration. */
+export function deadline(ms: number | undefined, kind: 'per-try' | 'overall'): Deadline {
+  if (ms === undefined || ms <= 0) return { expired: new Promise(() => undefined), cancel: () => undefined };
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'per-try' | 'overall'>((resolve) => {
+    timer = setTimeout(() => resolve(kind), ms);
+  });
+  return { expired, cancel: () => clearTimeout(timer) };
+}
+
+/**
+ * The route timeout. Envoy's router arms it once the downstream request is complete (end of stream),
+ * so a slow upload does not eat into the time the upstream has to answer.
+ */
+export function routeDeadline(ms: number | undefined, d: DownstreamRequest): Deadline {
+  if (ms === undefined || ms <= 0) return { expired: new Promise(() => undefined), cancel: () => undefined };
+  let timer: NodeJS.Timeout | undefined;
+  let arm = (): void => undefined;
+  const expired = new Promise<'overall'>((resolve) => {
+    arm = () => void (timer = setTimeout(() => resolve('overall'), ms));
+  });
+  if (d.bodyEmpty || d.body.readableEnded) arm();
+  else d.body.once('end', arm);
+  return {
+    expired,
+    cancel: () => {
+      d.body.off('end', arm);
+      clearTimeout(timer);
+    },
+  };
+}
+
