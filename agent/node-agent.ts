@@ -34,6 +34,9 @@ import { InboundPlaintextProxy } from './tunnel/inbound-plaintext.js';
 import { LiveConnections } from './tunnel/live-connections.js';
 import { OutboundProxy } from './tunnel/outbound.js';
 import { OutboundHttpProxy } from './l7/proxy/outbound-http.js';
+import { endpointProbe } from './l7/proxy/health-probe.js';
+import { probeDialer } from './tunnel/probe-dialer.js';
+import { healthCheckTransitions } from './telemetry/health-checks.js';
 import { requestTelemetryHook } from './l7/proxy/request-record.js';
 import { RequestTelemetry } from './telemetry/requests.js';
 import { InboundHttpProxy } from './l7/proxy/inbound-http.js';
@@ -211,7 +214,9 @@ export class NodeAgent {
     this.#closers.push(hbonePool);
     // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.
     const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
-    const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests), tracer: this.tracer });
+    // Active health checks of the clusters requests use, probing as the traffic travels (l7/proxy/health-probe.ts).
+    const healthChecks = { probe: endpointProbe(probeDialer({ node, hbone: hbonePool, clusterId: config.clusterId })), onTransition: healthCheckTransitions(this.metrics.registry) };
+    const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests), tracer: this.tracer, healthChecks });
     this.#closers.push(requests);
     this.#closers.push(http);
     // The destination side of HTTP ports: per-request authorization, local rate limits, SERVER spans.

@@ -48,13 +48,21 @@ export interface HealthTarget {
   readonly spec: HealthCheckSpec;
 }
 
-/** Resolves true when the endpoint answered healthily; false or rejection means a failure. */
-export type HealthProbe = (target: { readonly ip: string; readonly spec: HealthCheckSpec }, signal: AbortSignal) => Promise<boolean>;
+/** A probe's verdict: true is healthy; false, a failure with its reason, or a rejection is a failure. */
+export type ProbeAnswer = boolean | { readonly ok: false; readonly reason: string };
 
-export type HealthEvent = { readonly kind: 'unhealthy' | 'healthy'; readonly endpoint: string };
+/** Probes one endpoint; `signal` aborts when the spec's timeout passes or the target goes away. */
+export type HealthProbe<T extends HealthTarget = HealthTarget> = (target: T, signal: AbortSignal) => Promise<ProbeAnswer>;
 
-interface TargetState {
-  target: HealthTarget;
+export type HealthEvent = {
+  readonly kind: 'unhealthy' | 'healthy';
+  readonly endpoint: string;
+  /** Why the last probe failed (unhealthy only). */
+  readonly reason?: string;
+};
+
+interface TargetState<T extends HealthTarget> {
+  target: T;
   healthy: boolean;
   failures: number;
   successes: number;
@@ -62,20 +70,22 @@ interface TargetState {
   inFlight?: AbortController;
 }
 
-export class HealthChecker {
-  private readonly targets = new Map<string, TargetState>();
+/** Checks targets of type T; the probe receives the target as last given, with whatever T carries besides. */
+export class HealthChecker<T extends HealthTarget = HealthTarget> {
+  private readonly targets = new Map<string, TargetState<T>>();
 
   constructor(
-    private readonly probe: HealthProbe,
+    private readonly probe: HealthProbe<T>,
     private readonly clock: Clock,
     private readonly onEvent: (event: HealthEvent) => void = () => {},
   ) {}
 
   /**
    * The endpoints to check now. New ones start healthy, because Kubernetes already found the pod Ready
-   * before it became an endpoint; ones that left stop being probed. A changed spec restarts the schedule.
+   * before it became an endpoint; ones that left stop being probed. A changed spec or IP restarts the
+   * schedule; other changes (what T adds) apply from the next probe on, keeping the verdict.
    */
-  setTargets(targets: readonly HealthTarget[]): void {
+  setTargets(targets: readonly T[]): void {
     const wanted = new Map(targets.map((t) => [t.key, t]));
     for (const [key, state] of this.targets) {
       const next = wanted.get(key);
@@ -85,8 +95,12 @@ export class HealthChecker {
       }
     }
     for (const target of targets) {
-      if (this.targets.has(target.key)) continue;
-      const state: TargetState = { target, healthy: true, failures: 0, successes: 0 };
+      const existing = this.targets.get(target.key);
+      if (existing) {
+        existing.target = target;
+        continue;
+      }
+      const state: TargetState<T> = { target, healthy: true, failures: 0, successes: 0 };
       this.targets.set(target.key, state);
       this.schedule(state, target.spec.intervalMs);
     }
@@ -106,19 +120,19 @@ export class HealthChecker {
     this.targets.clear();
   }
 
-  private halt(state: TargetState): void {
+  private halt(state: TargetState<T>): void {
     state.timer?.cancel();
     state.inFlight?.abort();
     state.timer = undefined;
     state.inFlight = undefined;
   }
 
-  private schedule(state: TargetState, delayMs: number): void {
+  private schedule(state: TargetState<T>, delayMs: number): void {
     state.timer = this.clock.setTimer(delayMs, () => void this.check(state));
   }
 
-  private async check(state: TargetState): Promise<void> {
-    const { spec, ip } = state.target;
+  private async check(state: TargetState<T>): Promise<void> {
+    const { spec } = state.target;
     const controller = new AbortController();
     state.inFlight = controller;
     // The timeout runs on the injected clock, so a probe that never answers fails on schedule in tests too.
@@ -128,18 +142,20 @@ export class HealthChecker {
       controller.abort();
     });
     const answer = await Promise.race([
-      this.probe({ ip, spec }, controller.signal).then((ok) => ok, () => false),
-      new Promise<false>((resolve) => controller.signal.addEventListener('abort', () => resolve(false), { once: true })),
+      this.probe(state.target, controller.signal).catch((err: unknown): ProbeAnswer => ({ ok: false, reason: err instanceof Error ? err.message : String(err) })),
+      new Promise<ProbeAnswer>((resolve) => controller.signal.addEventListener('abort', () => resolve(false), { once: true })),
     ]);
     timeout.cancel();
     // A target removed or replaced while its probe ran must not be updated or rescheduled.
     if (this.targets.get(state.target.key) !== state || (controller.signal.aborted && !timedOut)) return;
     state.inFlight = undefined;
-    this.record(state, answer && !timedOut);
+    if (timedOut) this.record(state, false, `no answer within ${spec.timeoutMs} ms`);
+    else if (answer === true) this.record(state, true);
+    else this.record(state, false, answer === false ? 'probe failed' : answer.reason);
     this.schedule(state, spec.intervalMs);
   }
 
-  private record(state: TargetState, ok: boolean): void {
+  private record(state: TargetState<T>, ok: boolean, reason?: string): void {
     const { spec, key } = state.target;
     if (ok) {
       state.failures = 0;
@@ -153,7 +169,7 @@ export class HealthChecker {
       state.failures++;
       if (state.healthy && state.failures >= spec.unhealthyThreshold) {
         state.healthy = false;
-        this.onEvent({ kind: 'unhealthy', endpoint: key });
+        this.onEvent({ kind: 'unhealthy', endpoint: key, ...(reason ? { reason } : {}) });
       }
     }
   }

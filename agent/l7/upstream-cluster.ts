@@ -4,7 +4,7 @@
 // snapshots, so that a config reload keeps counts and ejections of endpoints that are still there.
 
 import type { ConsistentHashKey } from '../config/istio-networking.js';
-import type { MeshSnapshot, ServiceEndpoint } from '../state/model.js';
+import type { MeshSnapshot, ServiceEndpoint, Workload } from '../state/model.js';
 import type { Clock } from './clock.js';
 import { CircuitBreaker, connectionPoolLimits } from './connection-pool.js';
 import { type IssuedCookie, requestHash } from './consistent-hash.js';
@@ -57,9 +57,16 @@ export interface ClusterDependencies {
   /** Active health-check verdicts (HealthChecker.isHealthy); endpoints are healthy without one. */
   readonly isHealthy: (key: string) => boolean;
   readonly onOutlierEvent?: (cluster: string, event: OutlierEvent) => void;
+  /** A cluster was created, changed endpoints or got its probe source (active health checks follow). */
+  readonly onChange?: () => void;
 }
 
 export class UpstreamCluster {
+  /**
+   * The local workload whose request first used this cluster: active health checks probe on its behalf
+   * (its identity and address), so the destination's policy judges probes as it judges that traffic.
+   */
+  probeSource?: Workload;
   readonly active = new ActiveRequests();
   readonly breaker: CircuitBreaker;
   private endpoints: readonly LbEndpoint[] = [];
@@ -81,7 +88,9 @@ export class UpstreamCluster {
 
   /** A new snapshot: endpoints and policy may change; counts and ejections of staying endpoints remain. */
   update(policy: ResolvedTrafficPolicy, endpoints: readonly LbEndpoint[]): void {
+    const changed = this.endpoints.length !== endpoints.length || this.endpoints.some((e, i) => e.key !== endpoints[i]!.key || e.workload !== endpoints[i]!.workload);
     this.endpoints = endpoints;
+    if (changed) this.deps.onChange?.();
     this.breaker.updateLimits(connectionPoolLimits(policy.connectionPool));
     const signature = JSON.stringify(policy.loadBalancer?.algorithm ?? null);
     if (signature !== this.balancerSignature) {
@@ -162,6 +171,8 @@ export interface UpstreamClustersOptions {
   readonly random?: Random;
   readonly isHealthy?: (key: string) => boolean;
   readonly onOutlierEvent?: (cluster: string, event: OutlierEvent) => void;
+  /** See ClusterDependencies.onChange; also called when clusters are dropped. */
+  readonly onChange?: () => void;
 }
 
 /**
@@ -178,11 +189,20 @@ export class UpstreamClusters {
       random: options.random ?? mathRandom,
       isHealthy: options.isHealthy ?? (() => true),
       ...(options.onOutlierEvent ? { onOutlierEvent: options.onOutlierEvent } : {}),
+      ...(options.onChange ? { onChange: options.onChange } : {}),
     };
   }
 
-  /** The cluster a routed destination lands in, for a client (DestinationRule lookup depends on it). */
-  resolve(snapshot: MeshSnapshot, destination: DestinationTarget, client: RuleClient): ClusterResolution {
+  /** The clusters requests have used, for active health checks. */
+  inUse(): UpstreamCluster[] {
+    return [...this.clusters.values()].map((e) => e.cluster);
+  }
+
+  /**
+   * The cluster a routed destination lands in, for a client (DestinationRule lookup depends on it). A
+   * client that is a Workload (the source pod of a request) becomes the probe source of a cluster without one.
+   */
+  resolve(snapshot: MeshSnapshot, destination: DestinationTarget, client: RuleClient | Workload): ClusterResolution {
     const service = destination.service ?? snapshot.servicesByHostname.get(destination.host);
     const name = clusterName(destination);
     if (!service) return { ok: false, status: 503, responseFlag: 'NC', message: `no cluster ${name}: ${destination.host} is not a service in the mesh` };
@@ -196,16 +216,25 @@ export class UpstreamClusters {
     const ruleKey = rule ? `${rule.namespace}:${rule.sources.join(',')}` : '';
     const key = `${name}#${ruleKey}`;
     const entry = this.clusters.get(key);
-    if (entry && entry.version === snapshot.version) return { ok: true, cluster: entry.cluster };
+    if (entry && entry.version === snapshot.version) return this.used(entry.cluster, client);
     const policy = resolveTrafficPolicy(rule, destination.subset, destination.port);
     const endpoints = lbEndpoints(members.endpoints, destination.port);
     if (entry) {
       entry.cluster.update(policy, endpoints);
       entry.version = snapshot.version;
-      return { ok: true, cluster: entry.cluster };
+      return this.used(entry.cluster, client);
     }
     const cluster = new UpstreamCluster(name, policy, endpoints, this.deps);
     this.clusters.set(key, { cluster, version: snapshot.version, ruleKey });
+    this.deps.onChange?.();
+    return this.used(cluster, client);
+  }
+
+  private used(cluster: UpstreamCluster, client: RuleClient | Workload): ClusterResolution {
+    if (cluster.probeSource === undefined && 'identity' in client) {
+      cluster.probeSource = client;
+      this.deps.onChange?.();
+    }
     return { ok: true, cluster };
   }
 
@@ -216,6 +245,7 @@ export class UpstreamClusters {
       if (!snapshot.servicesByHostname.has(host)) {
         entry.cluster.close();
         this.clusters.delete(key);
+        this.deps.onChange?.();
       }
     }
   }

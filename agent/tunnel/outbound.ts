@@ -248,7 +248,7 @@ export class OutboundProxy {
 }
 
 /** ztunnel's baggage: who the source is, for the destination's telemetry (it never authorizes). */
-function baggageOf(source: Workload, clusterId: string): string {
+export function baggageOf(source: Workload, clusterId: string): string {
   return formatBaggage({
     clusterName: clusterId,
     namespace: source.namespace,
@@ -275,7 +275,7 @@ function flagOf(error: HboneError): ResponseFlag {
 }
 
 /** A plain TCP connection (the agent's own sockets are never captured: its cgroup is not enrolled). */
-function connectPlain(address: Address): Promise<Socket | string> {
+export function connectPlain(address: Address): Promise<Socket | string> {
   return new Promise((resolve) => {
     const socket = connect({ host: address.ip, port: address.port, allowHalfOpen: true, timeout: CONNECT_TIMEOUT_MS });
     socket.once('connect', () => {

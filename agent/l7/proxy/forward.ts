@@ -169,7 +169,8 @@ export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest):
   // Cluster.
   let upstream: Upstream;
   if (service) {
-    const resolved = ctx.clusters.resolve(snapshot, decision.destination, { namespace: ctx.source.namespace, labels: ctx.source.labels });
+    // The source workload itself: it names the DestinationRule client and becomes the cluster's probe source.
+    const resolved = ctx.clusters.resolve(snapshot, decision.destination, ctx.source);
     if (!resolved.ok) {
       flags.push('NC');
       return reply({ status: 503, body: resolved.message }, resolved.message);

@@ -11,6 +11,8 @@ import type { WorkloadStore } from '../../state/store.js';
 import type { Logger } from '../../telemetry/log.js';
 import { RequestTracer } from '../../telemetry/tracing.js';
 import { type Clock, systemClock } from '../clock.js';
+import { ClusterHealthChecks } from '../cluster-health.js';
+import type { HealthEvent } from '../health-check.js';
 import { type Random, mathRandom } from '../random.js';
 import { UpstreamClusters } from '../upstream-cluster.js';
 import { ConnectionSlots } from './connection-slots.js';
@@ -20,6 +22,7 @@ import { isGrpc } from './headers.js';
 import { type CapturedAddress, type HttpDestination, httpDestinationOf } from './http-destination.js';
 import { type CompletedRequest, type RequestCompleteHook, formatFlags } from './request-record.js';
 import { ReplayedSocket, sniffHttpVersion } from './protocol-sniff.js';
+import type { EndpointProbe } from './health-probe.js';
 import { type TcpRouteTarget, tcpRouteTarget } from './tcp-route-target.js';
 import { type OpenUpstream, UpstreamConnections } from './upstream-connections.js';
 
@@ -38,6 +41,8 @@ export interface OutboundHttpOptions {
   readonly random?: Random;
   /** CLIENT spans per request; default: tracing off (contexts pass through). */
   readonly tracer?: RequestTracer;
+  /** Active health checks of the clusters in use (from readinessProbes); default: none. */
+  readonly healthChecks?: { readonly probe: EndpointProbe; readonly onTransition?: (cluster: string, event: HealthEvent) => void };
 }
 
 /** A captured connection, once the outbound listener knows its source pod and that it speaks HTTP. */
@@ -60,6 +65,7 @@ interface ConnectionContext {
 
 export class OutboundHttpProxy {
   readonly clusters: UpstreamClusters;
+  readonly health: ClusterHealthChecks | undefined;
   readonly #slots = new ConnectionSlots();
   readonly #random: Random;
   readonly #tracer: RequestTracer;
@@ -72,12 +78,22 @@ export class OutboundHttpProxy {
   constructor(private readonly options: OutboundHttpOptions) {
     this.#random = options.random ?? mathRandom;
     this.#tracer = options.tracer ?? RequestTracer.disabled(options.node);
+    const clock = options.clock ?? systemClock;
+    const checks = options.healthChecks;
+    const health = checks
+      ? new ClusterHealthChecks({ node: options.node, clock, probe: checks.probe, log: options.log, view: () => ({ snapshot: options.store.current, clusters: this.clusters.inUse() }), ...(checks.onTransition ? { onTransition: checks.onTransition } : {}) })
+      : undefined;
+    this.health = health;
     this.clusters = new UpstreamClusters({
-      clock: options.clock ?? systemClock,
+      clock,
       random: this.#random,
       onOutlierEvent: (cluster, event) => options.log.info({ cluster, ...event }, `outlier detection: ${event.endpoint} ${event.kind}`),
+      ...(health ? { isHealthy: (key: string) => health.isHealthy(key), onChange: () => health.changed() } : {}),
     });
-    this.#unsubscribe = options.store.subscribe((next) => this.clusters.retain(next));
+    this.#unsubscribe = options.store.subscribe((next) => {
+      this.clusters.retain(next);
+      health?.changed();
+    });
     // One server of each kind for every connection: servers are fed sockets, they never listen.
     // Idle keep-alive clients are kept for minutes (Envoy keeps them for an hour); requests may stream.
     this.#h1 = http.createServer({ keepAliveTimeout: 300_000, requestTimeout: 0 }, (req, res) => this.#onHttp1(req, res));
@@ -121,6 +137,7 @@ export class OutboundHttpProxy {
 
   close(): void {
     this.#unsubscribe();
+    this.health?.stop();
     this.clusters.close();
   }
 

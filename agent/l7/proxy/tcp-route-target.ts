@@ -30,7 +30,7 @@ export function tcpRouteTarget(
     { host: service.hostname, port: dst.port, destinationIp: dst.ip, source: { namespace: source.namespace, labels: source.labels, ...(source.ips[0] ? { ip: source.ips[0] } : {}) } },
     random,
   );
-  const cluster = clusters.resolve(snapshot, decision.destination, { namespace: source.namespace, labels: source.labels });
+  const cluster = clusters.resolve(snapshot, decision.destination, source);
   if (!cluster.ok) return { kind: 'refused', reason: cluster.message, service };
   const choice = cluster.cluster.choose();
   if (choice.kind === 'noHealthyUpstream') return { kind: 'refused', reason: choice.message, service };
