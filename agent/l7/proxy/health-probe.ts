@@ -77,9 +77,9 @@ export async function httpGetProbe(open: () => Promise<Duplex | string>, address
     const onAbort = (): void => finish({ ok: false, reason: `GET http://${authority}${path} aborted` });
     const timer = setTimeout(() => finish({ ok: false, reason: `GET http://${authority}${path}: no answer within ${timeoutMs} ms` }), Math.max(0, deadline - Date.now()));
     signal.addEventListener('abort', onAbort, { once: true });
-    // agent: false sends Connection: close; the probe's connection serves this one request only.
+    // No agent (agent: false would make a new Agent that ignores createConnection): Node then sends
+    // Connection: close, and the probe's connection serves this one request only.
     const request = http.request({
-      agent: false,
       createConnection: () => stream as Socket,
       method: 'GET',
       path,
