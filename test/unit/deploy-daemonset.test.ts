@@ -132,6 +132,7 @@ test('every manifest has a known apiVersion/kind, a name and the right scope; th
     ClusterRole: { apiVersion: 'rbac.authorization.k8s.io/v1', namespaced: false },
     ClusterRoleBinding: { apiVersion: 'rbac.authorization.k8s.io/v1', namespaced: false },
     DaemonSet: { apiVersion: 'apps/v1', namespaced: true },
+    CustomResourceDefinition: { apiVersion: 'apiextensions.k8s.io/v1', namespaced: false },
   };
   const namespace = find('Namespace').metadata.name;
   for (const m of manifests) {

@@ -60,7 +60,9 @@ test('template actions are balanced: {{ }} pairs, and every if/with/range/define
 const kindsIn = (text: string): string[] => [...text.matchAll(/^kind: (\w+)$/gm)].map((m) => m[1]!);
 
 test('the chart makes the objects of deploy/daemonset (the release namespace aside), plus the ServiceMonitor', () => {
-  const chartKinds = Object.values(templates).flatMap(kindsIn).sort();
+  // Helm installs crds/ as they are, before the templates (deploy-crd.test.ts checks them further).
+  const crds = readdirSync(join(CHART, 'crds')).map((f) => readFileSync(join(CHART, 'crds', f), 'utf8'));
+  const chartKinds = [...Object.values(templates), ...crds].flatMap(kindsIn).sort();
   const daemonsetKinds = readdirSync(DAEMONSET_DIR)
     .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
     .flatMap((f) => parseAllDocuments(readFileSync(join(DAEMONSET_DIR, f), 'utf8')).map((d) => (d.toJSON() as { kind: string }).kind))

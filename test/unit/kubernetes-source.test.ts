@@ -15,6 +15,7 @@ import { pino } from 'pino';
 import { parseAllDocuments } from 'yaml';
 import { Backoff } from '../../agent/sources/backoff.js';
 import { KubeApiClient, loadKubeConfig } from '../../agent/sources/kubernetes/api-client.js';
+import { WATCHED_RESOURCES } from '../../agent/sources/kubernetes/resources.js';
 import { KubernetesSource, type KubernetesSourceOptions } from '../../agent/sources/kubernetes/source.js';
 import { LocalFileSource } from '../../agent/sources/local-files.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
@@ -57,6 +58,12 @@ const authorizationPolicy = (ns: string, name: string): KubeObject => ({
   metadata: { name, namespace: ns },
   spec: { action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/default'] } }] }] },
 });
+const rateLimit = (ns: string, name: string, maxTokens: number): KubeObject => ({
+  apiVersion: 'ambit.dev/v1alpha1',
+  kind: 'RateLimit',
+  metadata: { name, namespace: ns },
+  spec: { targetRef: { kind: 'Service', name: 'web' }, tokenBucket: { maxTokens, tokensPerFill: maxTokens, fillInterval: '1s' } },
+});
 
 function seed(server: FakeApiServer): void {
   server.apply(namespace('shop', { 'istio.io/dataplane-mode': 'ambient' }));
@@ -68,6 +75,7 @@ function seed(server: FakeApiServer): void {
   server.apply(service('shop', 'web', '10.96.90.10', { app: 'web' }));
   server.apply(virtualService('shop', 'web', { route: [{ destination: { host: 'web' } }], timeout: '5s' }));
   server.apply(authorizationPolicy('shop', 'allow-shop'));
+  server.apply(rateLimit('shop', 'web', 100));
 }
 
 // ---- harness -------------------------------------------------------------------------------------------
@@ -188,6 +196,10 @@ test('initial sync: every resource is listed (paged), validated and built into o
     assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-1@10.244.91.11:8080', 'shop/web-2@10.244.92.12:8080']);
     assert.equal(s.istio.virtualServices.length, 1);
     assert.equal(s.istio.authorizationPolicies.length, 1);
+    assert.equal(s.ambit.rateLimits.length, 1);
+    assert.equal(s.ambit.rateLimits[0]!.spec.tokenBucket?.maxTokens, 100);
+    assert.equal(s.ambit.rateLimits[0]!.source.file, 'kube-apiserver:/apis/ambit.dev/v1alpha1/namespaces/shop/ratelimits/web');
+    assert.ok(h.server.requests.some((r) => r.path === '/apis/ambit.dev/v1alpha1/ratelimits' && r.query['watch'] === undefined), 'RateLimits are listed');
     assert.match(s.istio.virtualServices[0]!.source.file, /^kube-apiserver:\/apis\/networking\.istio\.io\/v1\/namespaces\/shop\/virtualservices\/web$/);
     // Two nodes with pageSize 2 fit one page; two pods plus a continue token show paging happened.
     assert.ok(h.server.requests.some((r) => r.path === '/api/v1/pods' && r.query['limit'] === '2'));
@@ -215,7 +227,7 @@ test('updates and deletes from the watch apply live; a watch starts from the lis
   try {
     await h.source.load();
     await h.source.watch();
-    await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+    await eventually(() => h.server.openWatches === WATCHED_RESOURCES.length, 'a watch per resource');
     const listedAt = Number(h.server.resourceVersion);
     for (const w of h.server.requests.filter((r) => r.query['watch'] === '1')) assert.equal(Number(w.query['resourceVersion']), listedAt);
 
@@ -226,9 +238,13 @@ test('updates and deletes from the watch apply live; a watch starts from the lis
     h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' }, port: 9090 }));
     s = await until(h.store, (s) => endpointsOf(s, 'shop/web').includes('shop/web-3@10.244.91.13:9090'), 'web-3 now on 9090');
 
+    h.server.apply(rateLimit('shop', 'web', 5));
+    s = await until(h.store, (s) => s.ambit.rateLimits[0]?.spec.tokenBucket?.maxTokens === 5, 'the RateLimit changed to 5 tokens');
+
     h.server.delete('Pod', 'shop', 'web-1');
     h.server.delete('VirtualService', 'shop', 'web');
-    s = await until(h.store, (s) => !s.workloads.has('shop/web-1') && s.istio.virtualServices.length === 0, 'web-1 and the VirtualService deleted');
+    h.server.delete('RateLimit', 'shop', 'web');
+    s = await until(h.store, (s) => !s.workloads.has('shop/web-1') && s.istio.virtualServices.length === 0 && s.ambit.rateLimits.length === 0, 'web-1, the VirtualService and the RateLimit deleted');
     assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-2@10.244.92.12:8080', 'shop/web-3@10.244.91.13:9090']);
 
     // A change nothing in the mesh reads (a node's heartbeat in its status) builds no new snapshot.
@@ -246,13 +262,13 @@ test('a watch the server closes is resumed from the last resourceVersion seen, w
   try {
     await h.source.load();
     await h.source.watch();
-    await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+    await eventually(() => h.server.openWatches === WATCHED_RESOURCES.length, 'a watch per resource');
     h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' } }));
     await until(h.store, (s) => s.workloads.has('shop/web-3'), 'web-3 added');
     const seen = h.server.resourceVersion;
     const podLists = lists(h.server, 'pods');
     h.server.closeWatches();
-    await eventually(() => watches(h.server, 'pods').length === 2 && h.server.openWatches === 9, 'watches re-opened');
+    await eventually(() => watches(h.server, 'pods').length === 2 && h.server.openWatches === WATCHED_RESOURCES.length, 'watches re-opened');
     assert.equal(watches(h.server, 'pods')[1]!.query['resourceVersion'], seen);
     assert.equal(lists(h.server, 'pods'), podLists, 'no relist after a normal close');
     h.server.delete('Pod', 'shop', 'web-3');
@@ -268,7 +284,7 @@ for (const expired of ['event', 'http'] as const) {
     try {
       await h.source.load();
       await h.source.watch();
-      await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+      await eventually(() => h.server.openWatches === WATCHED_RESOURCES.length, 'a watch per resource');
       const podLists = lists(h.server, 'pods');
       await h.server.stop();
       // Changes the agent cannot see, then a compaction that forgets them.
@@ -279,7 +295,7 @@ for (const expired of ['event', 'http'] as const) {
       const s = await until(h.store, (s) => s.workloads.has('shop/web-3') && !s.workloads.has('shop/web-2'), 'the missed add and delete applied');
       assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-1@10.244.91.11:8080', 'shop/web-3@10.244.91.13:8080']);
       assert.ok(lists(h.server, 'pods') > podLists, 'pods were listed again');
-      await eventually(() => h.server.openWatches === 9, 'watching again');
+      await eventually(() => h.server.openWatches === WATCHED_RESOURCES.length, 'watching again');
     } finally {
       await h.close();
     }
@@ -291,7 +307,7 @@ test('API server down: the last good state keeps serving, failures back off, and
   try {
     await h.source.load();
     await h.source.watch();
-    await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+    await eventually(() => h.server.openWatches === WATCHED_RESOURCES.length, 'a watch per resource');
     const before = h.store.current!;
     await h.server.stop();
     await eventually(() => h.logs.some((l) => l.level === 40 && /Kubernetes API server: .*serving configuration version/.test(l.msg)), 'the outage logged');
@@ -334,7 +350,7 @@ test('an invalid object is rejected alone, with a message naming it; its last go
   try {
     await h.source.load();
     await h.source.watch();
-    await eventually(() => h.server.openWatches === 9, 'a watch per resource');
+    await eventually(() => h.server.openWatches === WATCHED_RESOURCES.length, 'a watch per resource');
     // An edit istiod would refuse (a timeout that is not a duration) next to a valid change.
     h.server.apply(virtualService('shop', 'web', { route: [{ destination: { host: 'web' } }], timeout: 'soon' }));
     h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' } }));
@@ -364,6 +380,27 @@ test('Istio CRDs: an older served version is used, and an absent CRD counts as e
     assert.equal(s.istio.virtualServices[0]!.apiVersion, 'networking.istio.io/v1beta1');
     assert.equal(s.istio.authorizationPolicies.length, 0);
     assert.ok(h.logs.some((l) => /serves no AuthorizationPolicy .*is Istio's CRD installed/.test(l.msg)));
+  } finally {
+    await h.close();
+  }
+});
+
+test('RateLimit CRD absent: the agent syncs without rate limits, says so once, and picks them up once the CRD is installed', async () => {
+  const served: Record<string, string[]> = { 'ambit.dev': [] };
+  const h = await harness({ servedVersions: served });
+  try {
+    const s = (await h.source.load()).snapshot;
+    await h.source.watch();
+    assert.equal(s.ambit.rateLimits.length, 0);
+    assert.equal(s.workloads.size, 2, 'the rest of the mesh is in force');
+    const told = () => h.logs.filter((l) => /serves no RateLimit \(\/apis\/ambit\.dev\/v1alpha1\/ratelimits answer 404: is Ambit's RateLimit CRD \(deploy\/daemonset\/crd-ratelimits\.yaml/.test(l.msg));
+    assert.equal(told().length, 1, h.logs.map((l) => l.msg).join('\n'));
+    // Looked for again every notServedRetryMs (200 ms here): still absent, still said only once.
+    await eventually(() => lists(h.server, 'ratelimits') >= 3, 'RateLimits looked for again');
+    assert.equal(told().length, 1);
+    // The CRD gets installed: the next look finds the object the server already held.
+    served['ambit.dev'] = ['v1alpha1'];
+    await until(h.store, (s) => s.ambit.rateLimits.length === 1, 'the RateLimit in force once its CRD is served');
   } finally {
     await h.close();
   }
@@ -430,10 +467,14 @@ test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-
   }
 });
 
-test('the same objects give the same snapshot from the API server as from local files (bookinfo plus Istio objects)', async () => {
+test('the same objects give the same snapshot from the API server as from local files (bookinfo plus Istio objects and a RateLimit)', async () => {
   const dir = join(scratch, 'same');
   await mkdir(dir, { recursive: true });
-  const istio = [virtualService('bookinfo', 'web', { route: [{ destination: { host: 'reviews' } }], timeout: '5s' }), authorizationPolicy('bookinfo', 'allow')];
+  const istio = [
+    virtualService('bookinfo', 'web', { route: [{ destination: { host: 'reviews' } }], timeout: '5s' }),
+    authorizationPolicy('bookinfo', 'allow'),
+    { ...rateLimit('bookinfo', 'reviews', 20), spec: { targetRef: { kind: 'Service', name: 'reviews', port: 9080 }, tokenBucket: { maxTokens: 20, fillInterval: '1s' } } },
+  ];
   const yamlText = (await readFile(BOOKINFO, 'utf8')) + istio.map((o) => `---\n${JSON.stringify(o)}\n`).join('');
   await writeFile(join(dir, 'mesh.yaml'), yamlText);
   const documents = parseAllDocuments(yamlText).map((d) => d.toJSON() as KubeObject | null).filter((d): d is KubeObject => d !== null);
@@ -475,6 +516,7 @@ function comparable(s: MeshSnapshot): unknown {
     destinationRules: byName(s.istio.destinationRules),
     authorizationPolicies: byName(s.istio.authorizationPolicies),
     peerAuthentications: byName(s.istio.peerAuthentications),
+    rateLimits: byName(s.ambit.rateLimits),
     problems: s.diagnostics.map((d) => d.message).sort(),
   });
 }

@@ -111,7 +111,7 @@ export class KubernetesSource {
     },
     notServed: (resource, retryInMs) => {
       const versions = resource.versions.map((v) => collectionPath(resource, v)).join(', ');
-      this.#once(`not-served:${resource.plural}`, 'info', `the API server serves no ${resource.kind} (${versions} answer 404: is Istio's CRD installed?); none in force, looking again every ${Math.round(retryInMs / 1000)} s`);
+      this.#once(`not-served:${resource.plural}`, 'info', `the API server serves no ${resource.kind} (${versions} answer 404: is ${resource.crd ?? 'its CRD'} installed?); none in force, looking again every ${Math.round(retryInMs / 1000)} s`);
     },
   };
 
