@@ -1,7 +1,7 @@
-// `make bench` for HTTP (issue 5): 1 KB GET requests (1 KB of request line and headers) at fixed rates from a pod on node-a to a pod on
-// node-b, direct, through Ambit as an L4 relay (Service port tcp-*), through Ambit routing each
-// request (port http), and through two HAProxies in HTTP mode with mTLS between them; interleaved
-// rounds, with the proxies' CPU and RSS. Prints added latency vs direct and the issue's targets, and
+// `make bench` for HTTP (issue 5): POSTs with a 1 KB body (1 KB answered) at fixed rates from a pod on
+// node-a to a pod on node-b, direct, through Ambit as an L4 relay (Service port tcp-*), through Ambit
+// routing each request (port http), and through two HAProxies in HTTP mode with mTLS between them;
+// interleaved rounds, with the proxies' CPU and RSS. Prints added latency vs direct and the issue's targets, and
 // writes bench/results/l7-latest.json (and a timestamped copy). See bench/README.md.
 //
 // Reuses the capture bench's lab handling (capture/lab.ts, on its own lab `tbench-l7`), its HAProxy
@@ -162,7 +162,7 @@ function printReport(rows: readonly Row[], background: number): string[] {
     out.push(s);
     process.stdout.write(`${s}\n`);
   };
-  line(`\nL7 bench: 1 KB GET (headers), 1 KB response, ${SECONDS} s per rate per path, ${ROUNDS} rounds interleaved; background host busy ${f(background, 0)} %`);
+  line(`\nL7 bench: 1 KB POST body, 1 KB response, ${SECONDS} s per rate per path, ${ROUNDS} rounds interleaved; background host busy ${f(background, 0)} %`);
   if (background > 20) line('WARNING: the machine was busy before the bench started; compare ratios, not absolutes');
   line('');
   line('rate  path          p50 ms  p90 ms  p99 ms | added p50  p90     p99    | CPU s/1000 req node-a / node-b | RSS peak MiB a / b | rate/s  fail  host%');

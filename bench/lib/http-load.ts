@@ -4,12 +4,12 @@
 //
 //   node --import tsx bench/lib/http-load.ts <host> <port> <rate/s> <seconds>
 //
-// A 1 KB GET (request line and headers, padded with an x-bench-pad header to 1024 bytes), 1 KB back,
-// over a pool of keep-alive connections (at most MAX_SOCKETS, opened as the
-// schedule needs them and reused after), requests started on a fixed schedule (a late timer starts
-// what is due). A non-200 answer counts as an error, not as a latency. GET and not a POST with a 1 KB
-// body: on 2026-11-25 Ambit's L7 path did not forward request bodies (curl -d to an http port: no
-// answer, the source agent logs DC after its timeout), so a body would measure nothing there.
+// A POST with a 1 KB body (content-length 1024), 1 KB back (lib/http-server.ts answers once it has read
+// the body), over a pool of keep-alive connections (at most MAX_SOCKETS, opened as the schedule needs
+// them and reused after), requests started on a fixed schedule (a late timer starts what is due). A
+// body makes every proxy on the path carry request bytes, as real API traffic does; until commit
+// 1e918ea the L7 path could not (a body into an HBONE stream hung), and this load used a GET with 1 KB
+// of headers instead. A non-200 answer, or an answer that is not 1 KB, counts as an error.
 
 import { Agent, request as httpRequest } from 'node:http';
 
@@ -28,8 +28,8 @@ if (!host || !(port > 0) || !(rate > 0) || !(seconds > 0)) {
 
 const count = Math.round(rate * seconds);
 const intervalNs = 1e9 / rate;
-const HEAD = (pad: string): string => `GET /bench HTTP/1.1\r\nx-bench-pad: ${pad}\r\nHost: ${host}:${port}\r\nConnection: keep-alive\r\n\r\n`;
-const pad = 'x'.repeat(Math.max(0, SIZE - HEAD('').length));
+const BODY = Buffer.alloc(SIZE, 'x');
+const HEADERS = { 'content-type': 'application/octet-stream', 'content-length': String(SIZE) };
 const agent = new Agent({ keepAlive: true, maxSockets: MAX_SOCKETS, scheduling: 'lifo' });
 const latenciesUs: number[] = [];
 const statuses: Record<string, number> = {};
@@ -54,7 +54,7 @@ const settled = (): void => {
 
 function send(): void {
   const t0 = process.hrtime.bigint();
-  const req = httpRequest({ host, port, method: 'GET', path: '/bench', agent, headers: { 'x-bench-pad': pad } }, (res) => {
+  const req = httpRequest({ host, port, method: 'POST', path: '/bench', agent, headers: HEADERS }, (res) => {
     let received = 0;
     res.on('data', (chunk: Buffer) => (received += chunk.length));
     res.once('end', () => {
@@ -71,7 +71,7 @@ function send(): void {
     lastError = err.message;
     settled();
   });
-  req.end();
+  req.end(BODY);
 }
 
 let next = 0;

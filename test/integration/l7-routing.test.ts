@@ -4,6 +4,7 @@
 // and carries them to beta inside HBONE. Istio's task examples, checked from the client's side.
 
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,12 +18,15 @@ const yamlPath = join(dir, 'mesh.yaml');
 const session = new LabSession(LAB, yamlPath);
 
 // Every app pod runs this: it names itself in x-pod, counts hits per ?k= key (failing the first
-// ?fail=N of them with 503), waits ?ms=, counts copies whose Host ends in -shadow, and speaks h2c on 50051.
+// ?fail=N of them with 503), waits ?ms=, counts copies whose Host ends in -shadow, answers /echo with
+// the length and SHA-256 of the request body it received, and speaks h2c on 50051.
 const SERVER = `const http = require('http'), http2 = require('http2'); const name = process.env.POD_NAME; const hits = {}; let shadow = 0;
 http.createServer((q, s) => {
   const u = new URL(q.url, 'http://x'); const k = u.searchParams.get('k');
   if (u.pathname === '/hits') return s.end(String(hits[u.searchParams.get('of')] || 0));
   if (u.pathname === '/shadow') return s.end(String(shadow));
+  if (u.pathname === '/echo') { const h = require('crypto').createHash('sha256'); let n = 0; q.on('data', (d) => { n += d.length; h.update(d); });
+    return q.on('end', () => { s.setHeader('x-pod', name); s.end(JSON.stringify({ pod: name, bytes: n, sha256: h.digest('hex') })); }); }
   if (/-shadow(:|$)/.test(q.headers.host || '')) shadow++;
   if (k) hits[k] = (hits[k] || 0) + 1;
   setTimeout(() => {
@@ -328,4 +332,33 @@ for (let i = 0; i < 3; i++) { const r = s.request({ ':path': '/greet/' + i, 'con
   assert.equal(answers.length, 3);
   for (const a of answers) assert.equal(a, 'flaky-v1 2.0 application/grpc');
   assert.match(await session.agentLog('alpha'), /"src\.workload":"client".*"dst\.service":"greeter\.shop\.svc\.cluster\.local".*"msg":"request complete"/);
+});
+
+test('request bodies cross nodes intact: curl -d of a small body and of 1 MiB to pods on the other node', async () => {
+  // A regression test: bodies on the L7 path into HBONE streams once hung (fixed in 1e918ea).
+  await session.apply(meshYaml(), 'alpha');
+  const bigPath = join(dir, 'body.bin');
+  const big = randomBytes(1024 * 1024);
+  writeFileSync(bigPath, big);
+  const cases: { what: string; args: string[]; body: Buffer }[] = [
+    { what: 'curl -d, 23 bytes', args: ['-d', 'user=jason&rating=5&x=1'], body: Buffer.from('user=jason&rating=5&x=1') },
+    { what: 'curl --data-binary, 1 MiB', args: ['--data-binary', `@${bigPath}`, '-H', 'content-type: application/octet-stream'], body: big },
+  ];
+  for (const c of cases) {
+    const started = Date.now();
+    const r = await session.exec('shop/client', ['curl', '-sS', '--max-time', '30', '-w', '\n%{http_code}', ...c.args, `${REVIEWS}/echo`], 45_000);
+    const elapsed = Date.now() - started;
+    assert.equal(r.code, 0, `${c.what}: curl failed (exit ${r.code}) after ${elapsed} ms: ${r.stderr}`);
+    const [json, code] = r.stdout.trim().split('\n');
+    assert.equal(code, '200', `${c.what}: ${r.stdout}`);
+    const got = JSON.parse(json!) as { pod: string; bytes: number; sha256: string };
+    assert.match(got.pod, /^reviews-v[123]$/, 'a reviews pod, on node beta, answered');
+    assert.equal(got.bytes, c.body.length, `${c.what}: the pod received ${got.bytes} bytes`);
+    assert.equal(got.sha256, createHash('sha256').update(c.body).digest('hex'), `${c.what}: the pod received other bytes`);
+  }
+  // Both went through alpha's HTTP proxy (the L7 path), not the L4 relay.
+  const log = await session.agentLog('alpha');
+  const posts = log.split('\n').filter((l) => /"msg":"request complete"/.test(l) && /"method":"POST"/.test(l) && /"path":"\/echo"/.test(l));
+  assert.ok(posts.length >= 2, `alpha logged ${posts.length} POST /echo requests`);
+  assert.ok(posts.some((l) => l.includes(`"bytes_received":${big.length}`)), 'alpha counted the 1 MiB it forwarded');
 });
