@@ -97,8 +97,25 @@ export function formatFlags(flags: readonly HttpResponseFlag[] | undefined): str
   return unique.length === 0 ? '-' : unique.join(',');
 }
 
+/** A request series as recorded: built once per distinct peer pair and outcome, then reused. */
+interface CachedSeries {
+  readonly labels: RequestLabels;
+  readonly owners: readonly SeriesOwner[];
+}
+
+/**
+ * How many distinct series the label cache holds before it starts over. Real meshes have far fewer
+ * live (source, destination, code, flags) combinations; the bound only stops a pathological spread.
+ */
+const SERIES_CACHE_LIMIT = 4096;
+
 export class RequestTelemetry {
   readonly #metrics: RequestMetrics;
+  // Building Istio's 25 labels and their series id costs more than the four metric updates together
+  // (bench/README.md, "L7 proxy in-process"); requests repeat a handful of label sets, so build each once.
+  readonly #cache = new Map<string, CachedSeries>();
+  readonly #objectIds = new WeakMap<object, number>();
+  #nextObjectId = 1;
   readonly #clusterId: string;
   readonly #now: () => number;
   readonly #series: WorkloadSeries<RequestLabels>;
@@ -116,7 +133,11 @@ export class RequestTelemetry {
     this.#series = new WorkloadSeries<RequestLabels>((labels) => {
       for (const metric of [m.total, m.duration, m.requestBytes, m.responseBytes]) metric.remove(labels);
     });
-    this.#unsubscribe = options.store?.subscribe((next) => void this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId))) ?? (() => {});
+    this.#unsubscribe =
+      options.store?.subscribe((next) => {
+        this.#cache.clear();
+        this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId));
+      }) ?? (() => {});
   }
 
   /** Starts the clock for one request; `completed` records it once (later calls are ignored). */
@@ -134,13 +155,13 @@ export class RequestTelemetry {
 
   /** Counts one finished request and writes its access-log record. */
   record(d: RequestDescription, o: RequestOutcome, durationMs: number): void {
-    const labels = requestLabels(d, o, this.#clusterId);
+    const { labels, owners } = this.#seriesOf(d, o);
     const m = this.#metrics;
     m.total.inc(labels);
     m.duration.observe(labels, durationMs);
     m.requestBytes.observe(labels, o.requestBytes);
     m.responseBytes.observe(labels, o.responseBytes);
-    this.#series.record(labels, this.#owners(d.connection), false);
+    this.#series.record(labels, owners, false);
     const fields = accessLogFields(d, o, durationMs);
     // As Envoy and ztunnel: failures the proxy caused stand out; an application's 5xx is still info.
     if (o.flags && o.flags.length > 0) this.accessLog.warn(fields, 'request complete');
@@ -150,6 +171,34 @@ export class RequestTelemetry {
   /** Stops following the store. */
   close(): void {
     this.#unsubscribe();
+  }
+
+  /**
+   * The labels and owners of a request's series. The key holds everything the labels are made of; the
+   * workloads and Service by object identity, since a changed workload is a new object in a new
+   * snapshot (and a new snapshot empties the cache anyway).
+   */
+  #seriesOf(d: RequestDescription, o: RequestOutcome): CachedSeries {
+    const c = d.connection;
+    const grpcStatus = d.protocol === 'grpc' ? (o.grpcStatus ?? '') : '';
+    const key = `${c.direction} ${this.#idOf(c.src.workload)} ${c.src.identity ?? ''} ${this.#idOf(c.dst.service)} ${this.#idOf(c.dst.workload)} ${c.dst.identity ?? ''} ${c.securityPolicy} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''}`;
+    let cached = this.#cache.get(key);
+    if (!cached) {
+      if (this.#cache.size >= SERIES_CACHE_LIMIT) this.#cache.clear();
+      cached = { labels: Object.freeze(requestLabels(d, o, this.#clusterId)), owners: this.#owners(c) };
+      this.#cache.set(key, cached);
+    }
+    return cached;
+  }
+
+  #idOf(o: object | undefined): number {
+    if (!o) return 0;
+    let id = this.#objectIds.get(o);
+    if (id === undefined) {
+      id = this.#nextObjectId++;
+      this.#objectIds.set(o, id);
+    }
+    return id;
   }
 
   #owners(c: ConnectionDescription): SeriesOwner[] {

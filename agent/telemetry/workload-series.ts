@@ -23,6 +23,8 @@ interface Series<L> {
 /** Label sets of one family of metrics: TCP by default, HTTP requests' in agent/telemetry/requests.ts. */
 export class WorkloadSeries<L extends Readonly<Record<string, string>> = TcpLabels> {
   readonly #series = new Map<string, Series<L>>();
+  /** Ids of label objects already seen: callers that reuse one frozen labels object skip the sort and join. */
+  readonly #ids = new WeakMap<L, string>();
 
   /** `remove` drops one label set from every metric of the family. */
   constructor(private readonly remove: (labels: L) => void) {}
@@ -34,7 +36,11 @@ export class WorkloadSeries<L extends Readonly<Record<string, string>> = TcpLabe
    */
   record(labels: L, owners: readonly SeriesOwner[], open: boolean): () => void {
     if (owners.length === 0) return () => {};
-    const id = seriesId(labels);
+    let id = this.#ids.get(labels);
+    if (id === undefined) {
+      id = seriesId(labels);
+      if (Object.isFrozen(labels)) this.#ids.set(labels, id);
+    }
     let series = this.#series.get(id);
     if (!series) {
       series = { labels, owners, open: 0, stale: false };
