@@ -3,7 +3,8 @@
 // successes. Configured from the pod's readinessProbe (Kubernetes semantics: periodSeconds,
 // timeoutSeconds, failureThreshold, successThreshold), so users configure nothing new; a pod without a
 // readinessProbe is not actively checked. The probe and the clock are injected: the data path supplies
-// real TCP/HTTP probes, tests supply scripted ones.
+// real TCP/HTTP probes (proxy/health-probe.ts) for the targets cluster-health.ts picks, tests supply
+// scripted ones.
 
 import type { Probe } from '../config/kubernetes.js';
 import type { Workload } from '../state/model.js';
