@@ -4,14 +4,15 @@
 // workload. One pod is switched to fail its probe while it keeps answering requests: it leaves the
 // balancing set within a few periods (no request fails meanwhile) and rejoins once switched back.
 // Service hc-http uses an httpGet probe (the pod answers 503 on the probe path), hc-tcp a tcpSocket
-// probe on a port the pod stops listening on.
+// probe on a port the pod stops listening on. A second client, on beta, makes beta's agent probe the
+// pods of its own node too: directly, from the node.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ambit, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
+import { ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
 import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `thc${process.pid % 1000}`;
@@ -19,6 +20,9 @@ const dir = mkdtempSync(join(tmpdir(), 'ambit-health-test-'));
 const yamlPath = join(dir, 'mesh.yaml');
 const session = new LabSession(LAB, yamlPath);
 const CLIENT_IP = '10.239.1.20';
+const CLIENT_BETA_IP = '10.239.2.30';
+/** The node's side of every pod's veth in the lab (agent/lab/layout.ts POD_GATEWAY): where a node's own connections to its pods come from. */
+const NODE_SIDE_IP = '169.254.1.1';
 const PROBE_UA = 'ambit-health-check/1';
 
 // Every pod runs this: /req answers 200 naming the pod (failing or not); /healthz answers 503 while
@@ -111,6 +115,14 @@ spec:
   nodeName: alpha
   containers: [{ name: main, command: ["sleep", "infinity"] }]
 status: { podIP: ${CLIENT_IP} }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client-beta, namespace: shop, labels: { app: client } }
+spec:
+  nodeName: beta
+  containers: [{ name: main, command: ["sleep", "infinity"] }]
+status: { podIP: ${CLIENT_BETA_IP} }
 ${pod('hc-http-a', '10.239.2.11', 'hc-http', httpProbe)}${pod('hc-http-b', '10.239.2.12', 'hc-http', httpProbe)}${pod('hc-tcp-a', '10.239.2.21', 'hc-tcp', tcpProbe)}${pod('hc-tcp-b', '10.239.2.22', 'hc-tcp', tcpProbe)}${service('hc-http', '10.105.0.71')}${service('hc-tcp', '10.105.0.72')}`;
 }
 
@@ -203,6 +215,14 @@ test('an endpoint failing its httpGet readinessProbe leaves the balancing set an
     assert.ok(from.length >= 5, `${pod} saw only ${from.length} probes from the agent`);
     assert.deepEqual([...new Set(from)], [CLIENT_IP], `${pod}'s probes did not come from the client pod's address`);
   }
+  // A client on beta itself: beta's agent probes the pods of its own node directly, from the node, as a kubelet does.
+  const local = await session.exec('shop/client-beta', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '10', 'http://hc-http.shop:9080/req'], 30_000);
+  assert.equal(local.stdout, '200', `the request from beta failed: ${local.stderr}`);
+  const fromBeta = await eventually('beta to probe its local endpoints', async () => {
+    const from = JSON.parse(await inPod('hc-http-a', '/probes')) as string[];
+    return from.includes(NODE_SIDE_IP) ? from : undefined;
+  });
+  assert.deepEqual([...new Set(fromBeta)].sort(), [NODE_SIDE_IP, CLIENT_IP].sort(), 'probes came from an unexpected address');
   console.log(`# ${summary}`);
 });
 
