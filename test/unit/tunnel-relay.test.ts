@@ -1,0 +1,117 @@
+// The relay between a client and an upstream: every byte arrives in order both ways, half-close is
+// carried, and the byte counts telemetry reports are right whether the sides are TCP sockets (counted
+// by the sockets) or other streams such as an HTTP/2 stream (counted by chunk).
+
+import assert from 'node:assert/strict';
+import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
+import { Duplex, PassThrough } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { type RelayResult, relay } from '../../agent/tunnel/relay.js';
+
+/** A server that echoes and ends when its client ends. */
+function echoServer(): Server {
+  return createServer({ allowHalfOpen: true }, (socket) => {
+    socket.on('error', () => socket.destroy());
+    socket.pipe(socket);
+  });
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
+}
+
+function connected(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    socket.once('connect', () => resolve(socket)).once('error', reject);
+  });
+}
+
+/** Writes `payload` to `stream` in pieces, ends it, and resolves with everything read back. */
+async function exchange(stream: Duplex, payload: Buffer): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const ended = new Promise<void>((resolve, reject) => {
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.once('end', resolve).once('error', reject);
+  });
+  for (let at = 0; at < payload.length; at += 100_000) stream.write(payload.subarray(at, at + 100_000));
+  stream.end();
+  await ended;
+  return Buffer.concat(chunks);
+}
+
+/** Two streams joined back to back, as an HTTP/2 stream looks to the relay: a Duplex that is no socket. */
+function streamPair(): [Duplex, Duplex] {
+  const toA = new PassThrough();
+  const toB = new PassThrough();
+  const a = Duplex.from({ readable: toA, writable: toB });
+  const b = Duplex.from({ readable: toB, writable: toA });
+  return [a, b];
+}
+
+describe('relay', () => {
+  const echo = echoServer();
+  let echoPort = 0;
+  const payload = Buffer.alloc(3 * 1024 * 1024 + 17, 'abcdefghij');
+  before(async () => {
+    echoPort = await listen(echo);
+  });
+  after(() => echo.close());
+
+  it('relays socket to socket, carries the FIN both ways and counts from the sockets', async () => {
+    let result: Promise<RelayResult> | undefined;
+    // The accepted socket reads while the upstream connects: bytes read before the relay count too.
+    const front = createServer({ allowHalfOpen: true }, (client) => {
+      result = connected(echoPort).then((upstream) => relay(client, upstream));
+    });
+    const port = await listen(front);
+    try {
+      const client = await connected(port);
+      assert.deepEqual(await exchange(client, payload), payload);
+      client.destroy();
+      const counts = await result!;
+      assert.equal(counts.bytesSent, payload.length);
+      assert.equal(counts.bytesReceived, payload.length);
+      assert.equal(counts.error, undefined);
+    } finally {
+      front.close();
+    }
+  });
+
+  it('counts by chunk when the client side is a stream and the upstream a socket', async () => {
+    const [outer, inner] = streamPair();
+    const upstream = await connected(echoPort);
+    const result = relay(inner, upstream);
+    assert.deepEqual(await exchange(outer, payload), payload);
+    outer.destroy();
+    const counts = await result;
+    assert.equal(counts.bytesSent, payload.length);
+    assert.equal(counts.bytesReceived, payload.length);
+  });
+
+  it('counts by chunk when neither side is a socket', async () => {
+    const [outer, inner] = streamPair();
+    const [upstreamInner, upstreamOuter] = streamPair();
+    upstreamOuter.on('data', (chunk: Buffer) => upstreamOuter.write(chunk.subarray(0, 10)));
+    upstreamOuter.once('end', () => upstreamOuter.end());
+    const result = relay(inner, upstreamInner);
+    const back = await exchange(outer, payload);
+    outer.destroy();
+    upstreamOuter.destroy();
+    const counts = await result;
+    assert.equal(counts.bytesSent, payload.length);
+    assert.equal(counts.bytesReceived, back.length);
+  });
+
+  it('reports the first error and tears down both sides', async () => {
+    const [outer, inner] = streamPair();
+    const upstream = await connected(echoPort);
+    const result = relay(inner, upstream);
+    outer.on('error', () => undefined); // the pair shares its buffers: the reset reaches both ends
+    inner.destroy(new Error('stream reset by the peer'));
+    const counts = await result;
+    assert.deepEqual(counts.error, { side: 'downstream', message: 'stream reset by the peer' });
+    assert.ok(upstream.destroyed);
+    outer.destroy();
+  });
+});
