@@ -280,6 +280,12 @@ class ShuttleAgent extends http.Agent {
       // the lab, a POST across nodes reached the destination as 16 bytes of garbage and then its headers.
       // Chunks written one at a time arrive intact; TCP sockets keep their writev.
       if (!(stream instanceof Socket)) (stream as { _writev?: unknown })._writev = undefined;
+      // The opener's connections allow half-open (the L4 relay carries each FIN on its own), but an
+      // HTTP/1.1 connection the server has half-closed carries no more responses: its FIN must close
+      // ours, or the pool keeps it and the next request waits on a server that will never answer
+      // (measured in the lab: Node's 5 s keep-alive timeout on the pod, then a request hung until the
+      // client gave up).
+      (stream as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = false;
       socketShims(stream);
       this.#states.set(stream, { ...(lease ? { lease } : {}), ...(target.breaker ? { breaker: target.breaker } : {}), served: 0, close: () => stream.destroy() });
       if (lease) stream.once('close', () => target.breaker && this.owner.reuse(this.#states.get(stream)!));
