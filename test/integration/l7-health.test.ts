@@ -27,9 +27,7 @@ const PROBE_UA = 'ambit-health-check/1';
 
 // Every pod runs this: /req answers 200 naming the pod (failing or not); /healthz answers 503 while
 // failing; port 9091 accepts TCP only while not failing; GET /fail and /recover (sent by the client, through
-// the mesh) switch it, and /probes lists where the agent's probes (by User-Agent) came from. Idle
-// keep-alive connections stay open for 2 minutes: with Node's default of 5 s, a request sent on a
-// connection the pod has just closed stalls in the destination's inbound proxy (a separate bug, reported).
+// the mesh) switch it, and /probes lists where the agent's probes (by User-Agent) came from.
 const SERVER = `const http = require('http'); const net = require('net'); const name = process.env.POD_NAME; let failing = false; const probes = [];
 let tcp; const listenTcp = () => { tcp = net.createServer((c) => c.destroy()).listen(9091); }; listenTcp();
 const server = http.createServer((q, s) => {
@@ -38,7 +36,7 @@ const server = http.createServer((q, s) => {
   if (q.url === '/probes') return s.end(JSON.stringify(probes));
   if (q.url === '/healthz') { if (q.headers['user-agent'] === '${PROBE_UA}') probes.push(q.socket.remoteAddress.replace('::ffff:', '')); s.writeHead(failing ? 503 : 200); return s.end(); }
   s.setHeader('x-pod', name); s.end(name + ' ok');
-}); server.keepAliveTimeout = 120000; server.listen(9080);`;
+}); server.listen(9080);`;
 
 interface Hit {
   readonly status: number | 'error';
