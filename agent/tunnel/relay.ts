@@ -1,11 +1,10 @@
-// Copies bytes both ways between two connected streams until both directions are done: backpressure
-// through pipe() (a slow reader pauses the fast writer, so no buffer grows without bound), half-close
+// Copies bytes both ways between two connected streams until both directions are done: with
+// backpressure (a slow reader pauses the fast writer once a bounded amount is queued), half-close
 // carried across (a FIN on one side becomes end() on the other), and an error on either side tears
 // down both. Counts bytes for telemetry.
 
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TLSSocket } from 'node:tls';
 
 export interface RelayResult {
   /** Bytes read from `downstream` (the client) and written upstream. */
@@ -18,7 +17,6 @@ export interface RelayResult {
 
 export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult> {
   return new Promise((resolve) => {
-    const bytes = countBytes(downstream, upstream);
     let error: RelayResult['error'];
     let open = 2;
 
@@ -30,45 +28,76 @@ export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult
     downstream.on('error', fail('downstream'));
     upstream.on('error', fail('upstream'));
 
+    // A relay must not add Nagle's delay to small writes the endpoints already decided to send.
+    for (const side of [downstream, upstream]) if (side instanceof Socket) side.setNoDelay(true);
+    const sent = forward(downstream, upstream);
+    const received = forward(upstream, downstream);
+
     const closed = (): void => {
-      if (--open === 0) resolve({ bytesSent: bytes.sent(), bytesReceived: bytes.received(), ...(error ? { error } : {}) });
+      if (--open === 0) resolve({ bytesSent: sent(), bytesReceived: received(), ...(error ? { error } : {}) });
     };
     downstream.once('close', closed);
     upstream.once('close', closed);
-
-    // A relay must not add Nagle's delay to small writes the endpoints already decided to send.
-    for (const side of [downstream, upstream]) if (side instanceof Socket) side.setNoDelay(true);
-    downstream.pipe(upstream);
-    upstream.pipe(downstream);
   });
 }
 
-/** A plain TCP socket, whose kernel-side counters are the relay's byte counts (a TLS socket's count ciphertext). */
-const plainSocket = (side: Duplex): side is Socket => side instanceof Socket && !(side instanceof TLSSocket);
+/**
+ * How much may wait in a destination before its source is paused. pipe() pauses at the destination's
+ * highWaterMark (16 KiB), which an HTTP/2 stream exceeds with every 64 KiB read from a socket, as its
+ * writes complete only once the session has flushed them: the socket then stopped and restarted
+ * reading (two epoll_ctl calls and an event-loop turn) for every chunk of a bulk transfer.
+ */
+const MAX_QUEUED_BYTES = 256 * 1024;
 
 /**
- * Bytes read from each side since now. Every byte read from one side is written to the other, so one
- * plain socket's bytesRead and bytesWritten give both counts without a listener on every chunk (a
- * second 'data' listener beside pipe's costs an emit per chunk); only two non-sockets are counted by chunk.
+ * Chunks this big come from a bulk transfer (TLS hands HTTP/2 its data one 16 KiB record at a time);
+ * those that arrive in one event-loop turn go to a socket in one write, which halves the write calls
+ * and loopback segments of a bulk transfer. Smaller chunks are written at once: a request/response
+ * exchange gains nothing from waiting for the end of the turn.
  */
-function countBytes(downstream: Duplex, upstream: Duplex): { sent(): number; received(): number } {
-  // A socket may have read before the relay started (a server that speaks first): what sits in its
-  // readable buffer is still to be relayed, so it counts.
-  const sinceRead = (side: Socket): (() => number) => {
-    const start = side.bytesRead - side.readableLength;
-    return () => side.bytesRead - start;
+const COALESCE_FROM_BYTES = 16 * 1024;
+
+/** Moves `from`'s bytes into `to` until `from` ends; returns the count of bytes moved so far. */
+function forward(from: Duplex, to: Duplex): () => number {
+  let bytes = 0;
+  let paused = false;
+  let corked = false;
+  // An HTTP/2 stream needs no help: its session sends what all streams wrote in one turn together.
+  const coalesce = to instanceof Socket;
+  const uncork = (): void => {
+    corked = false;
+    to.uncork();
   };
-  const sinceWritten = (side: Socket): (() => number) => {
-    const start = side.bytesWritten;
-    return () => side.bytesWritten - start;
+  const resume = (): void => {
+    paused = false;
+    from.resume();
   };
-  const counted = (side: Duplex): (() => number) => {
-    let n = 0;
-    side.on('data', (chunk: Buffer) => (n += chunk.length));
-    return () => n;
+  const onData = (chunk: Buffer): void => {
+    bytes += chunk.length;
+    if (coalesce && !corked && chunk.length >= COALESCE_FROM_BYTES) {
+      corked = true;
+      to.cork();
+      setImmediate(uncork);
+    }
+    to.write(chunk);
+    // write() returned false long before (at highWaterMark), so 'drain' comes once the queue is empty.
+    if (!paused && to.writableLength > MAX_QUEUED_BYTES) {
+      paused = true;
+      from.pause();
+      to.once('drain', resume);
+    }
   };
-  // bytesWritten includes what is still queued in the socket: what the relay handed over, as counted before.
-  const sent = plainSocket(downstream) ? sinceRead(downstream) : plainSocket(upstream) ? sinceWritten(upstream) : counted(downstream);
-  const received = plainSocket(upstream) ? sinceRead(upstream) : plainSocket(downstream) ? sinceWritten(downstream) : counted(upstream);
-  return { sent, received };
+  const onEnd = (): void => void to.end();
+  from.on('data', onData);
+  from.once('end', onEnd);
+  // A socket accepted with pauseOnConnect is not flowing, and a 'data' listener alone would not start it.
+  from.resume();
+  // As pipe() does when its destination closes: stop taking bytes nobody can deliver, and leave the
+  // source to its own end (a reset without an error, such as an HTTP/2 CANCEL, closes without 'error').
+  to.once('close', () => {
+    from.off('data', onData);
+    from.off('end', onEnd);
+    from.pause();
+  });
+  return () => bytes;
 }

@@ -78,6 +78,26 @@ describe('relay', () => {
     }
   });
 
+  it('starts a socket accepted paused (pauseOnConnect, as the outbound listener accepts)', async () => {
+    let result: Promise<RelayResult> | undefined;
+    // Upstream a stream, as the outbound HBONE relay has it: the relay in JavaScript must start the socket.
+    const front = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+      const [upstream, app] = streamPair();
+      app.on('data', (chunk: Buffer) => app.write(chunk));
+      app.once('end', () => app.end());
+      result = relay(client, upstream);
+    });
+    const port = await listen(front);
+    try {
+      const client = await connected(port);
+      assert.deepEqual(await exchange(client, payload), payload);
+      client.destroy();
+      assert.equal((await result!).bytesSent, payload.length);
+    } finally {
+      front.close();
+    }
+  });
+
   it('counts by chunk when the client side is a stream and the upstream a socket', async () => {
     const [outer, inner] = streamPair();
     const upstream = await connected(echoPort);
