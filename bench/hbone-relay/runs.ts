@@ -44,6 +44,18 @@ export function idle(ms: number): Promise<CpuSample> {
   return measure(() => new Promise<object>((resolve) => setTimeout(() => resolve({}), ms)));
 }
 
+/** A path that never answers must fail the bench, not hang it. */
+const SETUP_TIMEOUT_MS = 10_000;
+
+/** A bulk run slower than this has stalled (1 MiB/s would be a hundred times slower than seen here). */
+const BULK_TIMEOUT_MS_PER_MIB = 1_000;
+
+function within<T>(promise: Promise<T>, what: string, ms = SETUP_TIMEOUT_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms / 1000} s`)), ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 function connected(socket: Socket, what: string): Promise<void> {
   return new Promise((resolve, reject) => {
     socket.once('connect', resolve);
@@ -73,11 +85,11 @@ function receive(socket: Socket, bytes: number): Promise<void> {
  */
 export async function rateRun(mesh: BenchMesh, path: Path, app: App, rate: number, seconds: number): Promise<RateRun> {
   const socket = mesh.dial(path, app);
-  await connected(socket, `connecting to the echo over ${path}`);
+  await within(connected(socket, `connecting to the echo over ${path}`), `connecting to the echo over ${path}`);
   const request = Buffer.alloc(MESSAGE, 'x');
   const warm = receive(socket, MESSAGE);
   socket.write(request);
-  await warm;
+  await within(warm, `the first 1 KB exchange over ${path}`);
   const count = Math.round(rate * seconds);
   const intervalMs = 1000 / rate;
   const run = await measure(
@@ -121,11 +133,11 @@ export async function rateRun(mesh: BenchMesh, path: Path, app: App, rate: numbe
 /** Uploads `bytes` to the sink on one connection, from its first byte to the sink reading the last. */
 export async function bulkRun(mesh: BenchMesh, path: Path, app: App, bytes: number): Promise<BulkRun> {
   const socket = mesh.dial(path, app);
-  await connected(socket, `connecting to the sink over ${path}`);
-  await receive(socket, 1);
+  await within(connected(socket, `connecting to the sink over ${path}`), `connecting to the sink over ${path}`);
+  await within(receive(socket, 1), `the sink's first byte over ${path}`);
   const chunk = Buffer.alloc(BULK_CHUNK, 0x5a);
-  const run = await measure(
-    () =>
+  const run = await measure(() =>
+    within(
       new Promise<{ bytes: number }>((resolve, reject) => {
         mesh.onSinkEnd = (read) => (read === bytes ? resolve({ bytes: read }) : reject(new Error(`the sink read ${read} of ${bytes} bytes over ${path}`)));
         socket.once('error', (err) => reject(new Error(`bulk over ${path}: ${err.message}`)));
@@ -139,6 +151,9 @@ export async function bulkRun(mesh: BenchMesh, path: Path, app: App, bytes: numb
         };
         write();
       }),
+      `uploading ${bytes / 2 ** 20} MiB over ${path}`,
+      (bytes / 2 ** 20) * BULK_TIMEOUT_MS_PER_MIB,
+    ),
   );
   socket.destroy();
   return run;
