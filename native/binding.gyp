@@ -10,6 +10,7 @@
         "src/maps.c",
         "src/objects.c",
         "src/sockets.c",
+        "src/splice.c",
         "src/testrun.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"],

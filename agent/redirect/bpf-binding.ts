@@ -210,6 +210,31 @@ export function socketFd(socket: Socket): number | undefined {
   return typeof handle?.fd === 'number' && handle.fd >= 0 ? handle.fd : undefined;
 }
 
+/** A finished splice relay: bytes each way, and the first failure if it ended in one. */
+export interface SpliceOutcome {
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly error?: { readonly side: 'downstream' | 'upstream'; readonly message: string };
+}
+
+/**
+ * Relays two connected TCP sockets in the addon's splice thread until both directions end or one
+ * fails; `done` runs once, on this thread. The caller must have stopped reading both and destroys them
+ * on `done` (the addon holds duplicates until then).
+ */
+export function spliceRelay(downstreamFd: number, upstreamFd: number, done: (outcome: SpliceOutcome) => void): Result<void> {
+  return call((b) =>
+    b.spliceRelay(downstreamFd, upstreamFd, (bytesSent, bytesReceived, error) =>
+      done({ bytesSent, bytesReceived, ...(error ? { error: { side: error.side, message: `${error.operation}: ${error.message}` } } : {}) }),
+    ),
+  );
+}
+
+/** shutdown(SHUT_RDWR): ends both directions of the socket for every holder of it (a splice relay too). */
+export function shutdownSocket(fd: number): Result<void> {
+  return call((b) => b.shutdownSocket(fd));
+}
+
 /** Where a redirected connection was going (SO_ORIGINAL_DST); undefined when nobody knows. */
 export function originalDst(socket: Socket): Result<SocketAddress4 | undefined> {
   const fd = socketFd(socket);

@@ -57,6 +57,15 @@ export interface NativeBinding {
   transparentSocket(sourceIp: string, sourcePort: number, mark: number): number;
   originalDst(fd: number): { address: string; port: number } | null;
   progTestRun(obj: NativeHandle, program: string, data: Buffer, options: NativeTestRunOptions): NativeTestRun;
+  spliceRelay(downstreamFd: number, upstreamFd: number, done: (bytesDownToUp: number, bytesUpToDown: number, error: NativeSpliceError | null) => void): void;
+  shutdownSocket(fd: number): void;
+}
+
+/** How a splice relay failed (native/src/splice.c): which socket, what it was doing, strerror. */
+export interface NativeSpliceError {
+  readonly side: 'downstream' | 'upstream';
+  readonly operation: 'read' | 'write' | 'socket';
+  readonly message: string;
 }
 
 /** BPF_PROG_RUN's inputs as native/src/testrun.c reads them; `ctx` is the program type's context struct. */

@@ -5,6 +5,7 @@
 
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { kernelRelay } from './kernel-relay.js';
 
 export interface RelayResult {
   /** Bytes read from `downstream` (the client) and written upstream. */
@@ -16,6 +17,9 @@ export interface RelayResult {
 }
 
 export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult> {
+  // Two plain TCP sockets: the kernel moves their bytes (kernel-relay.ts); JavaScript relays the rest.
+  const spliced = kernelRelay(downstream, upstream);
+  if (spliced) return spliced;
   return new Promise((resolve) => {
     let error: RelayResult['error'];
     let open = 2;

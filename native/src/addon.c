@@ -5,7 +5,7 @@ static napi_value init(napi_env env, napi_value exports)
 {
 	log_capture_install();
 	if (!register_objects(env, exports) || !register_attach(env, exports) || !register_maps(env, exports) ||
-	    !register_sockets(env, exports) || !register_testrun(env, exports))
+	    !register_sockets(env, exports) || !register_testrun(env, exports) || !register_splice(env, exports))
 		return NULL;
 	return exports;
 }

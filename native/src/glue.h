@@ -55,6 +55,7 @@ bool register_attach(napi_env env, napi_value exports);
 bool register_maps(napi_env env, napi_value exports);
 bool register_sockets(napi_env env, napi_value exports);
 bool register_testrun(napi_env env, napi_value exports);
+bool register_splice(napi_env env, napi_value exports);
 bool define_methods(napi_env env, napi_value exports, const napi_property_descriptor *props, size_t n);
 
 /* napi_default_method alone is writable and configurable but not enumerable: Object.keys() would be empty. */

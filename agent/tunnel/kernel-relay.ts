@@ -1,0 +1,74 @@
+// Plain TCP relays (same node, passthrough to a destination outside the mesh, plaintext inbound) done
+// by the kernel: the addon splices bytes between the two sockets in its own thread (native/src/splice.c),
+// so they never become Buffers, chunks and events in this process. The sockets stay Node's: they are
+// only stopped from reading, and destroyed once the relay reports its end. Anything else (TLS, HTTP/2
+// streams, a socket that already holds unread bytes, no addon) is relayed by relay.ts in JavaScript.
+
+import { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { type SpliceOutcome, shutdownSocket, socketFd, spliceRelay } from '../redirect/bpf-binding.js';
+import type { RelayResult } from './relay.js';
+
+interface StreamHandle {
+  reading?: boolean;
+  readStop?: () => number;
+}
+
+/** The fd of a plain, connected TCP socket that JavaScript has not read ahead of the relay; else undefined. */
+function spliceableFd(side: unknown): number | undefined {
+  if (!(side instanceof Socket) || side instanceof TLSSocket || side.destroyed || side.connecting) return undefined;
+  // Bytes Node already read would have to go first, and in order: leave such a relay to JavaScript.
+  if (side.readableLength > 0) return undefined;
+  return socketFd(side);
+}
+
+/**
+ * Relays `downstream` ⇄ `upstream` in the kernel, or returns undefined (nothing changed) when this
+ * relay is not for the kernel. The result has relay()'s shape and meaning.
+ */
+export function kernelRelay(downstream: unknown, upstream: unknown): Promise<RelayResult> | undefined {
+  const fds = [spliceableFd(downstream), spliceableFd(upstream)];
+  if (fds[0] === undefined || fds[1] === undefined) return undefined;
+  const sockets = [downstream as Socket, upstream as Socket];
+  // libuv must not read these any more: from here the addon's thread takes every byte.
+  for (const socket of sockets) {
+    const handle = (socket as unknown as { _handle: StreamHandle })._handle;
+    if (handle.reading) {
+      handle.readStop?.();
+      handle.reading = false;
+    }
+  }
+  return new Promise((resolve) => {
+    // While true, both fds are Node's and open; after it, a number may already belong to a new socket.
+    let spliced = true;
+    // A destroy with a reason (a policy close) emits it here; it is the relay's error, as in relay.ts.
+    let error: RelayResult['error'];
+    sockets.forEach((socket, i) => socket.on('error', (err: Error) => (error ??= { side: i === 0 ? 'downstream' : 'upstream', message: err.message })));
+    const destroyBoth = (): void => {
+      spliced = false;
+      for (const socket of sockets) socket.destroy();
+    };
+    const started = spliceRelay(fds[0]!, fds[1]!, (outcome: SpliceOutcome) => {
+      destroyBoth();
+      error ??= outcome.error;
+      resolve({ bytesSent: outcome.bytesSent, bytesReceived: outcome.bytesReceived, ...(error ? { error } : {}) });
+    });
+    if (!started.ok) {
+      // Nothing was handed over (the addon undid its part): tear down, as relay() does on errors.
+      destroyBoth();
+      resolve({ bytesSent: 0, bytesReceived: 0, error: { side: 'downstream', message: started.error.message } });
+      return;
+    }
+    // The addon holds its own references to both sockets: destroying Node's (a policy change, a drain)
+    // must also shut the connections down, or the relay would carry on without them. Its report then
+    // follows as usual.
+    for (const socket of sockets) {
+      const destroy = socket.destroy.bind(socket);
+      socket.destroy = (error?: Error): Socket => {
+        if (spliced) for (const fd of fds) shutdownSocket(fd!);
+        spliced = false;
+        return destroy(error);
+      };
+    }
+  });
+}

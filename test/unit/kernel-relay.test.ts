@@ -1,0 +1,139 @@
+// Plain TCP relays spliced by the addon's thread (agent/tunnel/kernel-relay.ts over native/src/splice.c),
+// on loopback: order (bytes queued before the relay started included), counts, half-close both ways,
+// TCP's backpressure with a reader that stops, a destroy (policy close) ending the relay, and the
+// cases left to JavaScript.
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
+import { after, test } from 'node:test';
+import { kernelRelay } from '../../agent/tunnel/kernel-relay.js';
+import type { RelayResult } from '../../agent/tunnel/relay.js';
+
+const servers: Server[] = [];
+after(() => servers.forEach((s) => s.close()));
+
+async function listener(): Promise<Server> {
+  const server = createServer({ pauseOnConnect: true, allowHalfOpen: true });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return server;
+}
+
+const port = (s: Server): number => (s.address() as AddressInfo).port;
+const accepted = (s: Server): Promise<Socket> => new Promise((r) => s.once('connection', r));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * client → [proxy: downstream | upstream] → server, the proxy's sockets as the agent holds them: the
+ * accepted one never read (pauseOnConnect), the dialled one reading once connected unless `pausedUpstream`.
+ */
+async function pair(pausedUpstream = false): Promise<{ client: Socket; server: Socket; downstream: Socket; upstream: Socket }> {
+  const front = await listener();
+  const back = await listener();
+  const client = connect({ port: port(front), host: '127.0.0.1', allowHalfOpen: true });
+  const downstream = await accepted(front);
+  const serverSide = accepted(back);
+  const upstream = connect({ port: port(back), host: '127.0.0.1', allowHalfOpen: true });
+  if (pausedUpstream) upstream.pause();
+  await new Promise((r) => upstream.once('connect', r));
+  const server = await serverSide;
+  server.resume();
+  return { client, server, downstream, upstream };
+}
+
+function collect(socket: Socket): { text: () => string; ended: Promise<void> } {
+  let text = '';
+  socket.on('data', (d: Buffer) => (text += d.toString()));
+  return { text: () => text, ended: new Promise((r) => socket.once('end', () => r())) };
+}
+
+test('bytes go both ways in order, those sent before the relay started first; FINs cross; counts are exact', async () => {
+  // A server that speaks first is spliced only if its bytes are still in the kernel: paused here.
+  const { client, server, downstream, upstream } = await pair(true);
+  const atServer = collect(server);
+  const atClient = collect(client);
+  client.write('early-request;');
+  server.write('early-response;');
+  await sleep(50);
+  const relayed = kernelRelay(downstream, upstream);
+  assert.ok(relayed, 'two plain sockets are spliced');
+  client.write('late-request;');
+  server.write('late-response;');
+  client.end();
+  await atServer.ended;
+  // The server answers after the client's FIN (half-close), then closes its side.
+  server.end('after-fin;');
+  await atClient.ended;
+  const result: RelayResult = await relayed;
+  assert.equal(atServer.text(), 'early-request;late-request;');
+  assert.equal(atClient.text(), 'early-response;late-response;after-fin;');
+  assert.deepEqual(result, { bytesSent: 27, bytesReceived: 39 });
+  assert.ok(downstream.destroyed && upstream.destroyed, 'the proxy sockets are closed once the relay reports');
+});
+
+test('a reader that stops reading stops its writer: the relay holds no growing buffer, and nothing is lost', async () => {
+  const { client, server, downstream, upstream } = await pair();
+  const relayed = kernelRelay(downstream, upstream)!;
+  server.pause();
+  const chunk = Buffer.alloc(1 << 20, 7);
+  const hash = createHash('sha256');
+  let written = 0;
+  // 64 MiB into a reader that reads nothing: what leaves the client sits in socket buffers and the
+  // relay's pipe, which TCP and the pipe bound (a relay without backpressure would take it all).
+  for (let i = 0; i < 64; i++) {
+    client.write(chunk);
+    hash.update(chunk);
+    written += chunk.length;
+  }
+  await sleep(500);
+  const inFlight = written - client.writableLength;
+  assert.ok(inFlight < 40 << 20, `at most socket buffers' worth left the client (${inFlight >> 20} MiB of ${written >> 20})`);
+  const received = createHash('sha256');
+  let bytes = 0;
+  server.on('data', (d: Buffer) => {
+    received.update(d);
+    bytes += d.length;
+  });
+  server.resume();
+  client.end();
+  await new Promise((r) => server.once('end', r));
+  server.end();
+  const result = await relayed;
+  assert.equal(bytes, written);
+  assert.equal(received.digest('hex'), hash.digest('hex'));
+  assert.equal(result.bytesSent, written);
+});
+
+test("destroying one of the proxy's sockets (a policy close) ends the relay and both connections", async () => {
+  const { client, server, downstream, upstream } = await pair();
+  const relayed = kernelRelay(downstream, upstream)!;
+  const clientClosed = new Promise((r) => client.once('close', r));
+  const serverEnded = new Promise((r) => {
+    server.once('end', r);
+    server.once('error', r);
+  });
+  client.on('error', () => undefined);
+  client.write('hello');
+  await sleep(20);
+  downstream.destroy(new Error('closed by policy'));
+  const result = await relayed;
+  await serverEnded;
+  client.destroy();
+  await clientClosed;
+  assert.equal(result.bytesSent, 5);
+  assert.deepEqual(result.error, { side: 'downstream', message: 'closed by policy' });
+  assert.ok(upstream.destroyed);
+});
+
+test('left to JavaScript: a socket holding bytes Node already read, and anything that is not a plain socket', async () => {
+  const { client, server, downstream, upstream } = await pair();
+  upstream.resume();
+  upstream.pause();
+  server.write('read ahead');
+  await new Promise((r) => upstream.once('readable', r));
+  assert.ok(upstream.readableLength > 0);
+  assert.equal(kernelRelay(downstream, upstream), undefined);
+  assert.equal(kernelRelay(downstream, { not: 'a socket' }), undefined);
+  for (const s of [client, server, downstream, upstream]) s.destroy();
+});
