@@ -36,6 +36,8 @@ struct relay {
 	size_t in_pipe[2];
 	uint64_t bytes[2]; /* written to the other end */
 	bool eof[2], shut[2];
+	/* Readiness as epoll last reported it, cleared by EAGAIN: no splice is tried that would only fail. */
+	bool readable[2], writable[2];
 	bool done;
 	bool queued; /* stopped by its budget with bytes still moving: pumped again without an event */
 	int err;     /* errno of the first failure */
@@ -83,7 +85,7 @@ static bool step(struct relay *r, int d)
 	bool moved = false;
 	ssize_t n;
 
-	if (!r->eof[d] && r->in_pipe[d] < CHUNK) {
+	if (!r->eof[d] && r->readable[d] && r->in_pipe[d] < CHUNK) {
 		n = splice(src, NULL, r->pipe_w[d], NULL, CHUNK - r->in_pipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
 			r->in_pipe[d] += (size_t)n;
@@ -91,17 +93,22 @@ static bool step(struct relay *r, int d)
 		} else if (n == 0) {
 			r->eof[d] = true;
 			moved = true;
-		} else if (errno != EAGAIN && errno != EINTR) {
+		} else if (errno == EAGAIN) {
+			/* Nothing to read, or the pipe is full: writing it out below sets this again. */
+			r->readable[d] = r->in_pipe[d] == 0 ? false : r->readable[d];
+		} else if (errno != EINTR) {
 			fail(r, errno, d, "read");
 		}
 	}
-	if (r->in_pipe[d] > 0) {
+	if (r->in_pipe[d] > 0 && r->writable[1 - d]) {
 		n = splice(r->pipe_r[d], NULL, dst, NULL, r->in_pipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
 			r->in_pipe[d] -= (size_t)n;
 			r->bytes[d] += (uint64_t)n;
 			moved = true;
-		} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		} else if (n < 0 && errno == EAGAIN) {
+			r->writable[1 - d] = false;
+		} else if (n < 0 && errno != EINTR) {
 			fail(r, errno, 1 - d, "write");
 		}
 	}
@@ -189,6 +196,10 @@ static void *relay_thread(void *unused)
 
 			if (r->done)
 				continue; /* both ends in one batch: released below, once */
+			if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+				r->readable[e - r->ends] = true;
+			if (events[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+				r->writable[e - r->ends] = true;
 			if (events[i].events & EPOLLERR) {
 				int err = 0;
 				socklen_t len = sizeof(err);
@@ -304,8 +315,10 @@ static napi_value splice_relay(napi_env env, napi_callback_info info)
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return throw_errno(env, ENOMEM, NULL, "splice relay");
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < 2; i++) {
 		r->ends[i].fd = r->pipe_r[i] = r->pipe_w[i] = -1;
+		r->readable[i] = r->writable[i] = true;
+	}
 	for (i = 0; i < 2; i++) {
 		int p[2];
 
