@@ -23,14 +23,17 @@ function spliceableFd(side: unknown): number | undefined {
 }
 
 /**
- * Relays `downstream` ⇄ `upstream` in the kernel, or returns undefined (nothing changed) when this
- * relay is not for the kernel. The result has relay()'s shape and meaning.
+ * Relays `downstream` ⇄ `upstream` in the kernel, or returns undefined when this relay is not for the
+ * kernel (or the addon could not take it): relay.ts then relays it in JavaScript. The result has
+ * relay()'s shape and meaning.
  */
 export function kernelRelay(downstream: unknown, upstream: unknown): Promise<RelayResult> | undefined {
-  const fds = [spliceableFd(downstream), spliceableFd(upstream)];
-  if (fds[0] === undefined || fds[1] === undefined) return undefined;
+  const down = spliceableFd(downstream);
+  const up = spliceableFd(upstream);
+  if (down === undefined || up === undefined) return undefined;
   const sockets = [downstream as Socket, upstream as Socket];
-  // libuv must not read these any more: from here the addon's thread takes every byte.
+  // libuv must not read these any more: from here the addon's thread takes every byte. (Should the
+  // addon refuse, the JavaScript relay's first read starts them again.)
   for (const socket of sockets) {
     const handle = (socket as unknown as { _handle: StreamHandle })._handle;
     if (handle.reading) {
@@ -38,36 +41,32 @@ export function kernelRelay(downstream: unknown, upstream: unknown): Promise<Rel
       handle.reading = false;
     }
   }
+  // The report arrives through the event loop, never before this function has returned.
+  let report: (outcome: SpliceOutcome) => void = () => undefined;
+  const started = spliceRelay(down, up, (outcome) => report(outcome));
+  if (!started.ok) return undefined;
+
   return new Promise((resolve) => {
     // While true, both fds are Node's and open; after it, a number may already belong to a new socket.
     let spliced = true;
     // A destroy with a reason (a policy close) emits it here; it is the relay's error, as in relay.ts.
     let error: RelayResult['error'];
     sockets.forEach((socket, i) => socket.on('error', (err: Error) => (error ??= { side: i === 0 ? 'downstream' : 'upstream', message: err.message })));
-    const destroyBoth = (): void => {
+    report = (outcome) => {
       spliced = false;
       for (const socket of sockets) socket.destroy();
-    };
-    const started = spliceRelay(fds[0]!, fds[1]!, (outcome: SpliceOutcome) => {
-      destroyBoth();
       error ??= outcome.error;
       resolve({ bytesSent: outcome.bytesSent, bytesReceived: outcome.bytesReceived, ...(error ? { error } : {}) });
-    });
-    if (!started.ok) {
-      // Nothing was handed over (the addon undid its part): tear down, as relay() does on errors.
-      destroyBoth();
-      resolve({ bytesSent: 0, bytesReceived: 0, error: { side: 'downstream', message: started.error.message } });
-      return;
-    }
+    };
     // The addon holds its own references to both sockets: destroying Node's (a policy change, a drain)
     // must also shut the connections down, or the relay would carry on without them. Its report then
     // follows as usual.
     for (const socket of sockets) {
       const destroy = socket.destroy.bind(socket);
-      socket.destroy = (error?: Error): Socket => {
-        if (spliced) for (const fd of fds) shutdownSocket(fd!);
+      socket.destroy = (err?: Error): Socket => {
+        if (spliced) for (const fd of [down, up]) shutdownSocket(fd);
         spliced = false;
-        return destroy(error);
+        return destroy(err);
       };
     }
   });
