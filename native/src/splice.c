@@ -40,6 +40,9 @@ struct relay {
 	bool readable[2], writable[2];
 	bool done;
 	bool queued; /* stopped by its budget with bytes still moving: pumped again without an event */
+	struct relay *next_ready;
+	bool finishing; /* on the list of relays released at the end of this round */
+	struct relay *next_finishing;
 	int err;     /* errno of the first failure */
 	int err_end; /* the end it happened on */
 	const char *err_op;
@@ -56,7 +59,6 @@ struct outcome {
 
 /* Rounds of both directions one relay may run before others get their turn. */
 #define BUDGET 16
-#define MAX_READY 1024
 
 static int epoll_fd = -1;
 static napi_threadsafe_function report;
@@ -66,8 +68,13 @@ static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
  * that a relay is never pumped (and perhaps released) before both its ends are registered.
  */
 static pthread_mutex_t relays_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct relay *ready[MAX_READY];
-static int nready;
+/* Relays queued by pump(), in order; the thread owns the list. */
+static struct relay *ready_head, **ready_tail = &ready_head;
+/*
+ * Relays that ended this round. They are released (freed) only once the round's events are all
+ * handled: both ends of one relay can be in one batch of events.
+ */
+static struct relay *finishing;
 
 static void fail(struct relay *r, int err, int end, const char *op)
 {
@@ -137,9 +144,11 @@ static void pump(struct relay *r)
 	}
 	if (r->err || (r->shut[0] && r->shut[1]))
 		r->done = true;
-	else if (moved && !r->queued && nready < MAX_READY) {
+	else if (moved && !r->queued) {
 		r->queued = true;
-		ready[nready++] = r;
+		r->next_ready = NULL;
+		*ready_tail = r;
+		ready_tail = &r->next_ready;
 	}
 }
 
@@ -166,62 +175,79 @@ static void release(struct relay *r)
 	free(r);
 }
 
+/* Pumps `r` for an event or its turn in the ready list; a relay that is over is released at the round's end. */
+static void serve(struct relay *r)
+{
+	if (!r->done)
+		pump(r);
+	if (r->done && !r->finishing) {
+		r->finishing = true;
+		r->next_finishing = finishing;
+		finishing = r;
+	}
+}
+
+/* Releases the relays that ended this round, after taking them out of the ready list. */
+static void release_finished(void)
+{
+	struct relay **link = &ready_head;
+
+	ready_tail = &ready_head;
+	while (*link) {
+		if ((*link)->finishing) {
+			*link = (*link)->next_ready;
+		} else {
+			ready_tail = &(*link)->next_ready;
+			link = &(*link)->next_ready;
+		}
+	}
+	while (finishing) {
+		struct relay *r = finishing;
+
+		finishing = r->next_finishing;
+		release(r);
+	}
+}
+
 static void *relay_thread(void *unused)
 {
 	struct epoll_event events[64];
-	struct relay *finished[64 + MAX_READY], *again[MAX_READY];
 
 	(void)unused;
 	for (;;) {
-		int n = epoll_wait(epoll_fd, events, 64, nready ? 0 : -1), nfinished = 0, nagain;
+		int n = epoll_wait(epoll_fd, events, 64, ready_head ? 0 : -1);
+		struct relay *again;
 
 		pthread_mutex_lock(&relays_lock);
-		/* Relays that spent their budget last time go first, then the new events. */
-		nagain = nready;
-		memcpy(again, ready, sizeof(again[0]) * (size_t)nready);
-		nready = 0;
-		for (int i = 0; i < nagain; i++) {
-			struct relay *r = again[i];
+		/* Relays that spent their budget last time go first; pump() may queue them again. */
+		again = ready_head;
+		ready_head = NULL;
+		ready_tail = &ready_head;
+		while (again) {
+			struct relay *r = again;
 
+			again = r->next_ready;
 			r->queued = false;
-			if (r->done)
-				continue;
-			pump(r);
-			if (r->done)
-				finished[nfinished++] = r;
+			serve(r);
 		}
 		for (int i = 0; i < n; i++) {
 			struct end *e = events[i].data.ptr;
 			struct relay *r = e->relay;
 
-			if (r->done)
-				continue; /* both ends in one batch: released below, once */
 			if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 				r->readable[e - r->ends] = true;
 			if (events[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 				r->writable[e - r->ends] = true;
-			if (events[i].events & EPOLLERR) {
+			if (!r->done && (events[i].events & EPOLLERR)) {
 				int err = 0;
 				socklen_t len = sizeof(err);
 
 				if (!getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) && err)
 					fail(r, err, (int)(e - r->ends), "socket");
 			}
-			pump(r);
-			if (r->done)
-				finished[nfinished++] = r;
+			serve(r);
 		}
-		/* A released relay may still sit in the ready list: drop it from there first. */
-		for (int i = 0, kept = 0; i <= nready; i++) {
-			if (i == nready) {
-				nready = kept;
-				break;
-			}
-			if (!ready[i]->done)
-				ready[kept++] = ready[i];
-		}
-		for (int i = 0; i < nfinished; i++)
-			release(finished[i]);
+		release_finished();
 		pthread_mutex_unlock(&relays_lock);
 	}
 	return NULL;

@@ -137,3 +137,31 @@ test('left to JavaScript: a socket holding bytes Node already read, and anything
   assert.equal(kernelRelay(downstream, { not: 'a socket' }), undefined);
   for (const s of [client, server, downstream, upstream]) s.destroy();
 });
+
+test('forty relays at once, each moving 2 MiB both ways, share the thread fairly and lose nothing', async () => {
+  const pairs = await Promise.all(Array.from({ length: 40 }, () => pair(true)));
+  const size = 2 << 20;
+  const results = await Promise.all(
+    pairs.map(async ({ client, server, downstream, upstream }, i) => {
+      const relayed = kernelRelay(downstream, upstream)!;
+      const payload = Buffer.alloc(size, i);
+      let atServer = 0;
+      let atClient = 0;
+      server.on('data', (d: Buffer) => (atServer += d.length));
+      client.on('data', (d: Buffer) => (atClient += d.length));
+      client.end(payload);
+      server.write(payload);
+      await new Promise((r) => server.once('end', r));
+      server.end();
+      await new Promise((r) => client.once('end', r));
+      client.destroy();
+      server.destroy();
+      return { result: await relayed, atServer, atClient };
+    }),
+  );
+  for (const { result, atServer, atClient } of results) {
+    assert.equal(atServer, size);
+    assert.equal(atClient, size);
+    assert.deepEqual(result, { bytesSent: size, bytesReceived: size });
+  }
+});
