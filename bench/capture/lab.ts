@@ -5,7 +5,7 @@ import { type SpawnOptions, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LAB, NODES, type NodeName } from './plan.js';
+import { LAB, NODES, type NodeName, PATHS } from './plan.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const AMBIT = join(ROOT, 'dist/agent/cli/main.js');
@@ -116,9 +116,11 @@ export function agentPids(): Record<NodeName, number> {
 }
 
 export interface CaptureCheck {
+  /** node-a's outbound records of the mesh client to the mesh server: each must name a dst.hbone_addr. */
   readonly meshRecords: number;
-  /** Of meshRecords, those that crossed to node-b inside an HBONE tunnel (they name a dst.hbone_addr). */
   readonly hboneRecords: number;
+  /** node-a's outbound records of the mesh client to the pod outside the mesh: plain relays, no HBONE. */
+  readonly plainRecords: number;
   readonly directRecords: number;
 }
 
@@ -128,13 +130,17 @@ export interface CaptureCheck {
  */
 export async function verifyCapture(): Promise<CaptureCheck> {
   const log = (await ambit(['lab', 'logs', '--lab', lab, 'node/node-a'], 30_000)).stdout;
-  const meshRecords = log.match(/"src\.namespace":"mesh".*"direction":"outbound"/g)?.length ?? 0;
-  const hboneRecords = log.match(/"src\.namespace":"mesh".*"dst\.hbone_addr":"[^"]+".*"direction":"outbound"/g)?.length ?? 0;
+  const outbound = (host: string): string[] => log.split('\n').filter((l) => l.includes('"src.namespace":"mesh"') && l.includes(`"dst.addr":"${host}:`) && l.includes('"direction":"outbound"'));
+  const mesh = outbound(PATHS.ambit.host);
+  const plain = outbound(PATHS['ambit-plain'].host);
+  const meshRecords = mesh.length;
+  const hboneRecords = mesh.filter((l) => /"dst\.hbone_addr":"[^"]+"/.test(l)).length;
+  const plainRecords = plain.filter((l) => !l.includes('"dst.hbone_addr"')).length;
   const directRecords = log.match(/"src\.namespace":"direct"/g)?.length ?? 0;
-  if (meshRecords === 0 || hboneRecords !== meshRecords || directRecords > 0) {
+  if (meshRecords === 0 || hboneRecords !== meshRecords || plainRecords === 0 || plainRecords !== plain.length || directRecords > 0) {
     throw new Error(
-      `capture is not what the bench assumes: node-a's agent logged ${meshRecords} outbound mesh connections (${hboneRecords} over HBONE) and ${directRecords} direct ones`,
+      `capture is not what the bench assumes: node-a's agent logged ${meshRecords} outbound mesh-to-mesh connections (${hboneRecords} over HBONE), ${plain.length} to the pod outside the mesh (${plainRecords} plain) and ${directRecords} of the direct client`,
     );
   }
-  return { meshRecords, hboneRecords, directRecords };
+  return { meshRecords, hboneRecords, plainRecords, directRecords };
 }

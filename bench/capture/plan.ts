@@ -1,4 +1,4 @@
-// What the capture bench compares and how hard it pushes: the three paths, where each one's client
+// What the capture bench compares and how hard it pushes: the four paths, where each one's client
 // and servers are, the rounds and rates, and the issues' targets the report judges against.
 
 export const LAB = 'tbench';
@@ -16,8 +16,11 @@ export const PER_CONNECTION = { rate: 200, seconds: 5 } as const;
 export const WARMUP_SECONDS = 1;
 export const SERVER_WAIT_MS = 30_000;
 
-export type Mode = 'direct' | 'ambit' | 'haproxy';
-export const MODES: readonly Mode[] = ['direct', 'ambit', 'haproxy'];
+/** `ambit`: mesh to mesh over HBONE (issue 4); `ambit-plain`: mesh to a pod outside the mesh, one agent's plain relay (issue 3). */
+export type Mode = 'direct' | 'ambit' | 'ambit-plain' | 'haproxy';
+export const MODES: readonly Mode[] = ['direct', 'ambit', 'ambit-plain', 'haproxy'];
+/** The modes a proxy carries, whose cost the bench measures. */
+export type ProxiedMode = Exclude<Mode, 'direct'>;
 export type Variant = 'persistent' | 'per-connection';
 export const VARIANTS: readonly Variant[] = ['persistent', 'per-connection'];
 export const rateOf = (variant: Variant): { readonly rate: number; readonly seconds: number } => (variant === 'persistent' ? PERSISTENT : PER_CONNECTION);
@@ -47,13 +50,16 @@ export interface Path {
 export const PATHS: Record<Mode, Path> = {
   direct: { client: 'direct/client', host: '10.247.2.20', echoPort: ECHO_PORT, iperfPort: IPERF_PORT },
   ambit: { client: 'mesh/client', host: '10.247.2.10', echoPort: ECHO_PORT, iperfPort: IPERF_PORT },
+  // The enrolled client to the unenrolled server: node-a's agent captures it and relays it as plain TCP
+  // (passthrough), node-b's does not see it: the plain relay issue 3's targets are for.
+  'ambit-plain': { client: 'mesh/client', host: '10.247.2.20', echoPort: ECHO_PORT, iperfPort: IPERF_PORT },
   haproxy: { client: 'direct/client', host: NODE_IP['node-a'], echoPort: HAPROXY_PORTS.echo.plain, iperfPort: HAPROXY_PORTS.iperf.plain },
 };
 export const HAPROXY_UPSTREAM = { host: PATHS.direct.host, echoPort: ECHO_PORT, iperfPort: IPERF_PORT } as const;
 
 /**
- * A Latin square: each mode runs first, second and third once over three rounds, so slow drift
- * (thermal, page cache, a noisy neighbour) is spread over all of them instead of charged to one.
+ * The order rotates each round, so slow drift (thermal, page cache, a noisy neighbour) is spread over
+ * all the modes instead of charged to one.
  */
 export const orderOf = (round: number): Mode[] => MODES.map((_, i) => MODES[(i + round - 1) % MODES.length]!);
 
@@ -67,4 +73,10 @@ export const TARGETS = {
   vcpuPer1000RpsPerAgent: 0.06,
   /** Per agent, during a 1000 rps run. */
   rssGrowthMB: 12,
+} as const;
+
+/** Issue 3's bench targets for the plain relay, at the same load. */
+export const PLAIN_TARGETS = {
+  throughputPercentOfDirect: 60,
+  addedP90Ms: 0.2,
 } as const;

@@ -3,14 +3,14 @@
 
 import { cpus } from 'node:os';
 import type { IperfRun, LatencyRun } from './load-runs.js';
-import { IPERF_SECONDS, MODES, type Mode, NODES, processesOf, proxyOf, ROUNDS, rateOf, TARGETS, VARIANTS } from './plan.js';
+import { IPERF_SECONDS, MODES, type Mode, type NodeName, NODES, PLAIN_TARGETS, type ProcessKey, type ProxiedMode, processesOf, proxyOf, ROUNDS, rateOf, TARGETS, VARIANTS } from './plan.js';
 import type { Summary } from './summary.js';
 
 const out = (line = ''): void => void process.stdout.write(`${line}\n`);
 const fmt = (n: number, digits = 2): string => n.toFixed(digits);
 const mib = (kib: number): string => fmt(kib / 1024, 1);
 const mb = (kib: number): string => fmt((kib * 1024) / 1e6, 1);
-const LABEL: Record<Mode, string> = { direct: 'direct', ambit: 'Ambit', haproxy: 'HAProxy' };
+const LABEL: Record<Mode, string> = { direct: 'direct', ambit: 'Ambit', 'ambit-plain': 'Ambit plain', haproxy: 'HAProxy' };
 
 function table(rows: readonly (readonly string[])[]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -69,21 +69,22 @@ function printHeadline(s: Summary): void {
   const c = s.cost.persistent;
   const row = (what: string, cell: (m: Mode) => string, target = ''): string[] => [what, ...MODES.map(cell), target];
   const added = (k: 'p50' | 'p90' | 'p99') => (m: Mode): string => (m === 'direct' ? `(${fmt(p.direct.ms[k], 3)})` : fmt(p[m].addedMs[k], 3));
-  const proxyOnly = (cell: (m: 'ambit' | 'haproxy') => string) => (m: Mode): string => (m === 'direct' ? '-' : cell(m));
+  const proxyOnly = (cell: (m: ProxiedMode) => string) => (m: Mode): string => (m === 'direct' ? '-' : cell(m));
+  const process = (m: ProxiedMode, node: NodeName): ProcessKey => `${proxyOf(m)}/${node}`;
   const rows: string[][] = [
-    ['', ...MODES.map((m) => LABEL[m]), 'target for Ambit (issue 4)'],
+    ['', ...MODES.map((m) => LABEL[m]), 'target for Ambit (issue 4; plain relay: issue 3)'],
     row('throughput Gbit/s', (m) => fmt(s.throughput[m].gbps)),
-    row('throughput % of direct', (m) => fmt(s.throughput[m].percentOfDirect, 1), `>= ${TARGETS.throughputPercentOfDirect}% and >= HAProxy's`),
+    row('throughput % of direct', (m) => fmt(s.throughput[m].percentOfDirect, 1), `>= ${TARGETS.throughputPercentOfDirect}% and >= HAProxy's; plain >= ${PLAIN_TARGETS.throughputPercentOfDirect}%`),
     row('added p50 ms (direct: p50)', added('p50')),
-    row('added p90 ms (direct: p90)', added('p90'), `<= ${TARGETS.addedP90Ms} ms and <= HAProxy's`),
+    row('added p90 ms (direct: p90)', added('p90'), `<= ${TARGETS.addedP90Ms} ms and <= HAProxy's; plain <= ${PLAIN_TARGETS.addedP90Ms} ms`),
     row('added p99 ms (direct: p99)', added('p99'), 'report only (scheduler noise)'),
   ];
   for (const node of NODES) {
-    rows.push(row(`CPU s/1000 req, ${node}`, proxyOnly((m) => fmt(c[m].cpuSecondsPer1000[`${m}/${node}`]!, 3)), `<= ${TARGETS.vcpuPer1000RpsPerAgent} per agent`));
+    rows.push(row(`CPU s/1000 req, ${node}`, proxyOnly((m) => fmt(c[m].cpuSecondsPer1000[process(m, node)]!, 3)), `<= ${TARGETS.vcpuPer1000RpsPerAgent} per agent`));
   }
-  for (const node of NODES) rows.push(row(`RSS peak MiB, ${node}`, proxyOnly((m) => mib(c[m].rssPeakKiB[`${m}/${node}`]!))));
+  for (const node of NODES) rows.push(row(`RSS peak MiB, ${node}`, proxyOnly((m) => mib(c[m].rssPeakKiB[process(m, node)]!))));
   for (const node of NODES) {
-    rows.push(row(`RSS growth MB, ${node}`, proxyOnly((m) => `${mb(c[m].rssGrowthKiB[`${m}/${node}`]!)} (kept ${mb(c[m].rssRetainedKiB[`${m}/${node}`]!)})`), `<= ${TARGETS.rssGrowthMB} MB per agent`));
+    rows.push(row(`RSS growth MB, ${node}`, proxyOnly((m) => `${mb(c[m].rssGrowthKiB[process(m, node)]!)} (kept ${mb(c[m].rssRetainedKiB[process(m, node)]!)})`), `<= ${TARGETS.rssGrowthMB} MB per agent`));
   }
   const { rate, seconds } = rateOf('persistent');
   out(`Summary: throughput is the median of ${ROUNDS} rounds; latency, CPU and RSS are of the ${rate} rps runs (${ROUNDS} x ${seconds} s, one connection), pooled`);
@@ -100,7 +101,7 @@ function printPerConnection(s: Summary): void {
   out(
     table([
       ['', 'added p50', 'added p90', 'added p99', ...NODES.map((n) => `CPU ${n}`)],
-      ...(['ambit', 'haproxy'] as const).map((m) => [LABEL[m], fmt(p[m].addedMs.p50, 3), fmt(p[m].addedMs.p90, 3), fmt(p[m].addedMs.p99, 3), ...NODES.map((n) => fmt(c[m].cpuSecondsPer1000[`${m}/${n}`]!, 3))]),
+      ...(['ambit', 'ambit-plain', 'haproxy'] as const).map((m) => [LABEL[m], fmt(p[m].addedMs.p50, 3), fmt(p[m].addedMs.p90, 3), fmt(p[m].addedMs.p99, 3), ...NODES.map((n) => fmt(c[m].cpuSecondsPer1000[`${proxyOf(m)}/${n}`]!, 3))]),
     ]),
   );
   out();
@@ -110,7 +111,7 @@ function printPerConnection(s: Summary): void {
 const BUSY_WARNING_PERCENT = 20;
 
 export function printReport(iperfRuns: readonly IperfRun[], latencyRuns: readonly LatencyRun[], s: Summary, backgroundBusyPercent: number): void {
-  out(`\nCross-node data path, ${ROUNDS} interleaved rounds: direct (not enrolled), Ambit (captured, through both agents), HAProxy (mTLS TCP tunnel between the nodes)`);
+  out(`\nCross-node data path, ${ROUNDS} interleaved rounds: direct (not enrolled), Ambit (captured, HBONE through both agents), Ambit plain (captured, to a pod outside the mesh: node-a's plain relay), HAProxy (mTLS TCP tunnel between the nodes)`);
   out(`Machine busy before the rounds, with nothing of the bench's running: ${fmt(backgroundBusyPercent, 0)}% of ${cpus().length} cpus`);
   if (backgroundBusyPercent > BUSY_WARNING_PERCENT) out(`WARNING: the machine was busy with other work; latencies and throughput below are dominated by it, compare ratios only and rerun when quiet`);
   out();
@@ -118,6 +119,6 @@ export function printReport(iperfRuns: readonly IperfRun[], latencyRuns: readonl
   printLatencyRounds(latencyRuns);
   printHeadline(s);
   printPerConnection(s);
-  out('Issue 4 targets for Ambit');
+  out('Issue 4 targets for Ambit, issue 3 targets for the plain relay');
   out(table([['target', 'wanted', 'measured', 'verdict'], ...s.checks.map((k) => [k.what, k.target, k.value, k.ok ? 'met' : 'NOT MET'])]));
 }

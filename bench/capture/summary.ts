@@ -2,7 +2,7 @@
 // CPU per 1000 requests and RSS, and issue 4's targets judged on them.
 
 import type { IperfRun, LatencyRun } from './load-runs.js';
-import { type Mode, MODES, type NodeName, NODES, type ProcessKey, type Proxy, processesOf, proxyOf, TARGETS, type Variant, VARIANTS } from './plan.js';
+import { type Mode, MODES, type NodeName, NODES, PLAIN_TARGETS, type ProcessKey, type ProxiedMode, processesOf, proxyOf, TARGETS, type Variant, VARIANTS } from './plan.js';
 import type { ProcessUsage } from './process-usage.js';
 import { type Added, added, median, type Percentiles, percentilesMs } from './stats.js';
 
@@ -46,7 +46,7 @@ export interface Check {
 export interface Summary {
   readonly throughput: Record<Mode, ThroughputSummary>;
   readonly latency: Record<Variant, Record<Mode, LatencySummary>>;
-  readonly cost: Record<Variant, Record<Proxy, ProxyCost>>;
+  readonly cost: Record<Variant, Record<ProxiedMode, ProxyCost>>;
   readonly checks: readonly Check[];
 }
 
@@ -84,10 +84,10 @@ function latencyOf(samples: ReadonlyMap<string, readonly number[]>, variant: Var
   return Object.fromEntries(MODES.map((m) => [m, { ms: ms(m), addedMs: added(ms(m), direct) }])) as Record<Mode, LatencySummary>;
 }
 
-function costOf(latencyRuns: readonly LatencyRun[], variant: Variant, proxy: Proxy): ProxyCost {
-  const runs = latencyRuns.filter((r) => r.mode === proxy && r.variant === variant);
+function costOf(latencyRuns: readonly LatencyRun[], variant: Variant, mode: ProxiedMode): ProxyCost {
+  const runs = latencyRuns.filter((r) => r.mode === mode && r.variant === variant);
   const requests = runs.reduce((n, r) => n + r.completed, 0);
-  const keys = processesOf(proxy);
+  const keys = processesOf(proxyOf(mode));
   const usages = (k: ProcessKey): ProcessUsage[] => runs.map((r) => usageOf(r.usage, k));
   return {
     requests,
@@ -100,8 +100,11 @@ function costOf(latencyRuns: readonly LatencyRun[], variant: Variant, proxy: Pro
 
 const ms3 = (n: number): string => `${n.toFixed(3)} ms`;
 
-/** Issue 4's targets for the Ambit path, each next to HAProxy's figure where the target is relative to it. */
-function checksOf(t: Record<Mode, ThroughputSummary>, l: Record<Mode, LatencySummary>, c: Record<Proxy, ProxyCost>): Check[] {
+/**
+ * Issue 4's targets for the Ambit (HBONE) path, each next to HAProxy's figure where the target is
+ * relative to it, then issue 3's for the plain relay.
+ */
+function checksOf(t: Record<Mode, ThroughputSummary>, l: Record<Mode, LatencySummary>, c: Record<ProxiedMode, ProxyCost>): Check[] {
   const ambitP90 = l.ambit.addedMs.p90;
   const haproxyP90 = l.haproxy.addedMs.p90;
   const perAgent = (node: NodeName): Check[] => {
@@ -119,12 +122,15 @@ function checksOf(t: Record<Mode, ThroughputSummary>, l: Record<Mode, LatencySum
     { what: 'added p90 at 1000 rps', target: `<= ${TARGETS.addedP90Ms} ms`, value: ms3(ambitP90), ok: ambitP90 <= TARGETS.addedP90Ms },
     { what: 'added p90 vs HAProxy', target: `<= ${ms3(haproxyP90)} (HAProxy)`, value: ms3(ambitP90), ok: ambitP90 <= haproxyP90 },
     ...NODES.flatMap(perAgent),
+    { what: 'plain relay (issue 3): throughput, % of direct', target: `>= ${PLAIN_TARGETS.throughputPercentOfDirect}%`, value: `${t['ambit-plain'].percentOfDirect.toFixed(1)}%`, ok: t['ambit-plain'].percentOfDirect >= PLAIN_TARGETS.throughputPercentOfDirect },
+    { what: 'plain relay (issue 3): added p90 at 1000 rps', target: `<= ${PLAIN_TARGETS.addedP90Ms} ms`, value: ms3(l['ambit-plain'].addedMs.p90), ok: l['ambit-plain'].addedMs.p90 <= PLAIN_TARGETS.addedP90Ms },
   ];
 }
 
 export function summarize(iperfRuns: readonly IperfRun[], latencyRuns: readonly LatencyRun[], samples: ReadonlyMap<string, readonly number[]>): Summary {
   const throughput = throughputOf(iperfRuns);
   const latency = Object.fromEntries(VARIANTS.map((v) => [v, latencyOf(samples, v)])) as Summary['latency'];
-  const cost = Object.fromEntries(VARIANTS.map((v) => [v, { ambit: costOf(latencyRuns, v, 'ambit'), haproxy: costOf(latencyRuns, v, 'haproxy') }])) as Summary['cost'];
+  const modes: ProxiedMode[] = ['ambit', 'ambit-plain', 'haproxy'];
+  const cost = Object.fromEntries(VARIANTS.map((v) => [v, Object.fromEntries(modes.map((m) => [m, costOf(latencyRuns, v, m)]))])) as Summary['cost'];
   return { throughput, latency, cost, checks: checksOf(throughput, latency.persistent, cost.persistent) };
 }
