@@ -32,6 +32,8 @@ export function kernelRelay(downstream: unknown, upstream: unknown): Promise<Rel
   const up = spliceableFd(upstream);
   if (down === undefined || up === undefined) return undefined;
   const sockets = [downstream as Socket, upstream as Socket];
+  // As relay.ts: a relay must not add Nagle's delay to small writes the endpoints already decided to send.
+  for (const socket of sockets) socket.setNoDelay(true);
   // libuv must not read these any more: from here the addon's thread takes every byte. (Should the
   // addon refuse, the JavaScript relay's first read starts them again.)
   for (const socket of sockets) {
