@@ -8,12 +8,12 @@
 // pods of its own node too: directly, from the node.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
-import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
+import { eventually } from './helpers/lab-cli.js';
+import { LabSession, tally, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `thc${process.pid % 1000}`;
 const dir = mkdtempSync(join(tmpdir(), 'ambit-health-test-'));
@@ -138,26 +138,14 @@ async function inPod(pod: string, path: string): Promise<string> {
   return r.stdout.trim();
 }
 
-function tally(hits: readonly Hit[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const h of hits) out[`${h.pod} ${h.status}`] = (out[`${h.pod} ${h.status}`] ?? 0) + 1;
-  return out;
-}
-
 async function metrics(node: string): Promise<string> {
   return (await session.exec(`node/${node}`, ['curl', '-s', 'http://127.0.0.1:15020/metrics'])).stdout;
 }
 
-before(async () => {
-  requireRoot();
-  requireBuiltAmbit();
-  writeFileSync(yamlPath, meshYaml());
-  const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '120', yamlPath], 180_000);
-  assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
-});
+before(() => session.up(meshYaml(), 120));
 
 after(async () => {
-  await ambit(['lab', 'down', '--lab', LAB], 120_000);
+  await session.down();
   rmSync(dir, { recursive: true, force: true });
 });
 

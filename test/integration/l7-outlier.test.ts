@@ -5,12 +5,11 @@
 // clock the test reads is the client's, to send the "while ejected" burst well inside the ejection.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ambit, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
-import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
+import { LabSession, tally, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tod${process.pid % 1000}`;
 const dir = mkdtempSync(join(tmpdir(), 'ambit-outlier-test-'));
@@ -123,22 +122,10 @@ async function client<T>(script: string, args: readonly string[]): Promise<T> {
   return JSON.parse(r.stdout) as T;
 }
 
-function tally(hits: readonly Hit[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const h of hits) out[`${h.pod} ${h.status}`] = (out[`${h.pod} ${h.status}`] ?? 0) + 1;
-  return out;
-}
-
-before(async () => {
-  requireRoot();
-  requireBuiltAmbit();
-  writeFileSync(yamlPath, meshYaml());
-  const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', yamlPath], 150_000);
-  assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
-});
+before(() => session.up(meshYaml(), 90));
 
 after(async () => {
-  await ambit(['lab', 'down', '--lab', LAB], 120_000);
+  await session.down();
   rmSync(dir, { recursive: true, force: true });
 });
 

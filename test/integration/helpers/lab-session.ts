@@ -1,8 +1,9 @@
 // What the lab tests do to a running lab, in one place: two-node YAML, commands in pods and nodes, an
 // agent's log, and a YAML edit that waits until an agent has applied it.
 
+import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { type CommandResult, ambit, eventually } from './lab-cli.js';
+import { type CommandResult, ambit, eventually, requireBuiltAmbit, requireRoot } from './lab-cli.js';
 
 /** Nodes `alpha` and `beta`: InternalIP 172.31.<net>.11/.12 and pod CIDRs 10.<podNet>.1.0/24 and .2.0/24. */
 export function twoNodesYaml(net: number, podNet: number): string {
@@ -21,6 +22,19 @@ export class LabSession {
     private readonly yamlPath: string,
   ) {}
 
+  /** Writes the mesh YAML and brings the lab up, waiting at most `timeoutSeconds` for it to be ready. */
+  async up(yaml: string, timeoutSeconds: number): Promise<void> {
+    requireRoot();
+    requireBuiltAmbit();
+    writeFileSync(this.yamlPath, yaml);
+    const up = await ambit(['lab', 'up', '--lab', this.lab, '--timeout', String(timeoutSeconds), this.yamlPath], (timeoutSeconds + 60) * 1000);
+    assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
+  }
+
+  async down(): Promise<void> {
+    await ambit(['lab', 'down', '--lab', this.lab], 120_000);
+  }
+
   /** `ambit lab exec` in a pod (`namespace/name`) or a node (`node/<name>`). */
   exec(target: string, argv: readonly string[], timeoutMs = 20_000): Promise<CommandResult> {
     return ambit(['lab', 'exec', '--lab', this.lab, target, '--', ...argv], timeoutMs);
@@ -37,4 +51,11 @@ export class LabSession {
     writeFileSync(this.yamlPath, yaml);
     await eventually(`${node} to apply the change`, async () => ((await reloads()) > before ? true : undefined));
   }
+}
+
+/** Requests by the pod that answered and their status, e.g. { "a 200": 28, "b 503": 2 }: what an assertion prints. */
+export function tally(hits: readonly { readonly pod: string; readonly status: number | string }[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const h of hits) out[`${h.pod} ${h.status}`] = (out[`${h.pod} ${h.status}`] ?? 0) + 1;
+  return out;
 }
