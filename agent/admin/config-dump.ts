@@ -166,7 +166,7 @@ function serviceDump(snapshot: MeshSnapshot, s: MeshService): ServiceDump {
     vips: s.vips.map((v) => `/${v}`),
     ports: Object.fromEntries(s.ports.map((p) => [String(p.port), typeof p.targetPort === 'number' ? p.targetPort : 0])),
     endpoints,
-    subjectAltNames: [],
+    subjectAltNames: [...(s.subjectAltNames ?? [])],
     ipFamilies: s.vips.some((v) => v.includes(':')) ? (s.vips.some((v) => !v.includes(':')) ? 'Dual' : 'IPv6') : 'IPv4',
   };
 }

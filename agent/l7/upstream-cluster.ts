@@ -4,7 +4,7 @@
 // snapshots, so that a config reload keeps counts and ejections of endpoints that are still there.
 
 import type { ConsistentHashKey } from '../config/istio-networking.js';
-import type { MeshSnapshot, ServiceEndpoint, Workload } from '../state/model.js';
+import type { MeshService, MeshSnapshot, ServiceEndpoint, Workload } from '../state/model.js';
 import type { Clock } from './clock.js';
 import { CircuitBreaker, connectionPoolLimits } from './connection-pool.js';
 import { type IssuedCookie, requestHash } from './consistent-hash.js';
@@ -67,6 +67,8 @@ export class UpstreamCluster {
    * (its identity and address), so the destination's policy judges probes as it judges that traffic.
    */
   probeSource?: Workload;
+  /** The Service whose endpoints it balances, as of the last snapshot that resolved it. */
+  service?: MeshService;
   readonly active = new ActiveRequests();
   readonly breaker: CircuitBreaker;
   private endpoints: readonly LbEndpoint[] = [];
@@ -217,6 +219,7 @@ export class UpstreamClusters {
     const key = `${name}#${ruleKey}`;
     const entry = this.clusters.get(key);
     if (entry && entry.version === snapshot.version) return this.used(entry.cluster, client);
+    if (entry) entry.cluster.service = service;
     const policy = resolveTrafficPolicy(rule, destination.subset, destination.port);
     const endpoints = lbEndpoints(members.endpoints, destination.port);
     if (entry) {
@@ -225,6 +228,7 @@ export class UpstreamClusters {
       return this.used(entry.cluster, client);
     }
     const cluster = new UpstreamCluster(name, policy, endpoints, this.deps);
+    cluster.service = service;
     this.clusters.set(key, { cluster, version: snapshot.version, ruleKey });
     this.deps.onChange?.();
     return this.used(cluster, client);

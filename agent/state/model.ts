@@ -87,6 +87,11 @@ export interface MeshService {
   readonly ports: readonly MeshServicePort[];
   readonly selector?: Labels;
   readonly endpoints: readonly ServiceEndpoint[];
+  /**
+   * Identities a server may present for this Service besides its workload's own (istiod's
+   * `subject_alt_names`, from a ServiceEntry's subjectAltNames); absent for Kubernetes Services.
+   */
+  readonly subjectAltNames?: readonly SpiffeId[];
   readonly labels: Labels;
   readonly source: SourceLocation;
 }

@@ -1,7 +1,7 @@
 // Where an outbound connection goes: a Service VIP becomes one of its endpoints, a pod IP is that
 // workload, anything else leaves the mesh as plain TCP (ztunnel's passthrough).
 
-import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
+import type { MeshService, MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
 
 export interface Address {
   readonly ip: string;
@@ -33,4 +33,12 @@ export function resolveOutbound(snapshot: MeshSnapshot, dst: Address, pick: (n: 
     return { kind: 'workload', workload, address: dst };
   }
   return { kind: 'passthrough', address: dst };
+}
+
+/**
+ * The identities the HBONE server of an upstream may present: the workload's own, or one the Service it
+ * was reached through names in its subject_alt_names (ztunnel's workload_and_services_san).
+ */
+export function serverIdentities(workload: Workload, service: MeshService | undefined): SpiffeId[] {
+  return [workload.identity, ...(service?.subjectAltNames ?? [])];
 }

@@ -11,9 +11,10 @@ import type { MeshSnapshot, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionTelemetry, ResponseFlag } from '../telemetry/connections.js';
 import type { Logger } from '../telemetry/log.js';
-import { type Address, type OutboundTarget, resolveOutbound } from './destination.js';
+import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from './destination.js';
 import type { HbonePool } from './h2/client-pool.js';
 import type { OutboundHttpProxy } from '../l7/proxy/outbound-http.js';
+import type { OpenUpstream } from '../l7/proxy/upstream-connections.js';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import { formatAuthority, formatBaggage } from './h2/connect-headers.js';
@@ -115,20 +116,20 @@ export class OutboundProxy {
       sourcePort: c.socket.remotePort ?? 0,
       originalDst: dst,
       destination,
-      openUpstream: (workload, address) => this.#openUpstream(c, workload, address),
+      openUpstream: (target) => this.#openUpstream(c, target),
     });
     untrack();
   }
 
   /** One upstream connection for the L7 proxy, carried the way #handle would carry a connection to that pod. */
-  async #openUpstream(c: Captured, workload: Workload | undefined, address: Address): Promise<Duplex | string> {
+  async #openUpstream(c: Captured, { workload, address, service }: Parameters<OpenUpstream>[0]): Promise<Duplex | string> {
     if (!workload?.enrollment.enrolled) return connectPlain(address);
     if (workload.node !== this.options.node) {
       const tunnel = await this.options.hbone.open({
         source: { identity: c.source.identity, ip: c.sourceIp },
         bindSource: true,
         destination: { ip: address.ip },
-        expectedIdentities: [workload.identity],
+        expectedIdentities: serverIdentities(workload, service),
         authority: address,
         baggage: baggageOf(c.source, this.options.clusterId),
       });
@@ -159,7 +160,7 @@ export class OutboundProxy {
       source: { identity: c.source.identity, ip: c.sourceIp },
       bindSource: true,
       destination: { ip: address.ip },
-      expectedIdentities: [workload.identity],
+      expectedIdentities: serverIdentities(workload, service),
       authority: address,
       ...(service ? { serviceHostname: service.hostname } : {}),
       baggage: baggageOf(c.source, this.options.clusterId),

@@ -72,7 +72,8 @@ before(async () => {
       sourcePort: socket.remotePort ?? 0,
       originalDst,
       destination: httpDestinationOf(snapshot, originalDst)!,
-      openUpstream: async (_workload, address) => {
+      openUpstream: async ({ address, service }) => {
+        upstreamServices.push(service?.hostname);
         const b = backends.get(address.ip);
         if (!b) return `no pod at ${address.ip}`;
         return new Promise((resolve) => {
@@ -98,6 +99,8 @@ after(() => {
 });
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+/** The Service each upstream connection was opened for (its subject_alt_names verify the server). */
+const upstreamServices: (string | undefined)[] = [];
 
 function get(path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
@@ -146,6 +149,7 @@ test('HTTP/1.1 keep-alive requests reach the Service with Host kept and forwardi
   const record = records.at(-1)!;
   assert.equal(record.status, 200);
   assert.equal(record.destinationService?.hostname, 'reviews.bookinfo.svc.cluster.local');
+  assert.equal(upstreamServices.at(-1), 'reviews.bookinfo.svc.cluster.local', 'the upstream is opened knowing its Service');
 });
 
 test('header canary, weighted split and redirect follow the VirtualService', async () => {

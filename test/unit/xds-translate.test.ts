@@ -1,6 +1,6 @@
 // The xDS translation's corner cases, each against ztunnel's semantics (src/rbac.rs, state/workload.rs):
 // empty matches and clauses, string-match kinds, destination IPs, groups the policy engine cannot
-// express, IPv6 bytes, per-workload trust domains and ServiceEntry hostnames.
+// express, IPv6 bytes, per-workload trust domains, ServiceEntry hostnames and subject_alt_names.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -13,6 +13,7 @@ import { type XdsAddress, ipFromBytes, translateAddress } from '../../agent/sour
 import { type XdsAuthorization, translateAuthorization } from '../../agent/sources/xds/translate-authorization.js';
 import { buildXdsSnapshot } from '../../agent/sources/xds/xds-snapshot.js';
 import { type MeshSnapshot, spiffeId } from '../../agent/state/model.js';
+import { resolveOutbound, serverIdentities } from '../../agent/tunnel/destination.js';
 
 const ip4 = (text: string): Uint8Array => new Uint8Array(text.split('.').map(Number));
 
@@ -122,6 +123,24 @@ describe('xDS Address translation', () => {
     const api = snapshot.servicesByHostname.get('api.example.com');
     assert.ok(api);
     assert.deepEqual(api.endpoints.map((e) => [e.ip, [...e.ports]]), [['10.1.0.3', [[443, 8443]]]]);
+  });
+
+  it('keeps a service\'s subject_alt_names that are SPIFFE ids, and the outbound side accepts them from its servers', () => {
+    const w = addr({ uid: 'u1', name: 'w', namespace: 'ns1', addresses: [ip4('10.1.0.3')], tunnelProtocol: TunnelProtocol.HBONE, serviceAccount: 'sa', services: { 'ns1/db.example.com': { ports: [{ servicePort: 5432, targetPort: 5432 }] } } });
+    const s = translateAddress(create(AddressSchema, { type: { case: 'service', value: {
+      name: 'db', namespace: 'ns1', hostname: 'db.example.com', addresses: [{ address: ip4('240.0.0.2') }], ports: [{ servicePort: 5432, targetPort: 5432 }],
+      subjectAltNames: ['spiffe://cluster.local/ns/db/sa/postgres', 'db.example.com'],
+    } } }));
+    assert.ok(s.ok && s.value.kind === 'service');
+    assert.deepEqual(s.value.subjectAltNames, ['spiffe://cluster.local/ns/db/sa/postgres']);
+    assert.match(s.value.unsupported.join('\n'), /subject_alt_names\[1\] is ignored: "db.example.com" is not a SPIFFE id/);
+    const { snapshot } = buildXdsSnapshot(new Map<string, XdsAddress>([['u1', w], ['ns1/db.example.com', s.value]]), new Map(), { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
+    const target = resolveOutbound(snapshot, { ip: '240.0.0.2', port: 5432 });
+    assert.ok(target.kind === 'workload' && target.service);
+    assert.deepEqual(serverIdentities(target.workload, target.service), ['spiffe://cluster.local/ns/ns1/sa/sa', 'spiffe://cluster.local/ns/db/sa/postgres']);
+    const direct = resolveOutbound(snapshot, { ip: '10.1.0.3', port: 5432 });
+    assert.ok(direct.kind === 'workload');
+    assert.deepEqual(serverIdentities(direct.workload, direct.service), ['spiffe://cluster.local/ns/ns1/sa/sa'], 'a pod dialled by IP answers only for itself');
   });
 
   it('refuses a workload without a name and a service port out of range', () => {

@@ -327,6 +327,7 @@ function pickTarget(snapshot: MeshSnapshot, upstream: Upstream, attrs: HttpReque
     key: endpoint.key,
     address: { ip: endpoint.ip, port: endpoint.port },
     ...(workload ? { workload } : {}),
+    ...(cluster.service ? { service: cluster.service } : {}),
     breaker: cluster.breaker,
     connectTimeoutMs: cluster.breaker.currentLimits.connectTimeoutMs,
   };

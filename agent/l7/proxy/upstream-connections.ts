@@ -9,7 +9,7 @@ import http, { type ClientRequest, type IncomingHttpHeaders, type IncomingMessag
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
-import type { Workload } from '../../state/model.js';
+import type { MeshService, Workload } from '../../state/model.js';
 import type { CircuitBreaker, PoolLease } from '../connection-pool.js';
 import type { ConnectionSlots } from './connection-slots.js';
 import { type HeaderMap, outgoingHeaders } from './headers.js';
@@ -17,13 +17,15 @@ import type { CapturedAddress } from './http-destination.js';
 import type { RequestBody } from './request-body.js';
 
 /** Opens the byte stream to one endpoint (the caller knows how: HBONE, same node, plain TCP), or says why not. */
-export type OpenUpstream = (workload: Workload | undefined, address: CapturedAddress) => Promise<Duplex | string>;
+export type OpenUpstream = (target: Pick<UpstreamTarget, 'workload' | 'address' | 'service'>) => Promise<Duplex | string>;
 
 export interface UpstreamTarget {
   /** `ip:port`, the balancing key. */
   readonly key: string;
   readonly address: CapturedAddress;
   readonly workload?: Workload;
+  /** The Service it was picked from: its subject_alt_names may answer for the workload's identity. */
+  readonly service?: MeshService;
   /** The cluster's breaker: connections hold its slots; undefined for a pod dialled directly. */
   readonly breaker?: CircuitBreaker;
   readonly connectTimeoutMs: number;
@@ -114,7 +116,7 @@ export class UpstreamConnections {
     const timedOut = new Promise<string>((resolve) => {
       timer = setTimeout(() => resolve(`connect to ${target.key} timed out after ${target.connectTimeoutMs} ms`), target.connectTimeoutMs);
     });
-    const opening = this.open(target.workload, target.address);
+    const opening = this.open(target);
     const opened = await Promise.race([opening, timedOut]);
     clearTimeout(timer);
     if (typeof opened === 'string') {

@@ -11,6 +11,8 @@ import {
   TunnelProtocol,
   WorkloadStatus,
 } from '../../proto/istio/workload/workload_pb.js';
+import { parseSpiffeId } from '../../identity/spiffe.js';
+import type { SpiffeId } from '../../state/model.js';
 import { type Translated, ok, reject, DEFAULT_TRUST_DOMAIN, DEFAULT_SERVICE_ACCOUNT } from './translated.js';
 
 export interface XdsWorkload {
@@ -49,6 +51,8 @@ export interface XdsService {
   readonly hostname: string;
   readonly vips: readonly string[];
   readonly ports: readonly XdsServicePort[];
+  /** What its servers may present besides their workloads' identities (a ServiceEntry's subjectAltNames). */
+  readonly subjectAltNames: readonly SpiffeId[];
   readonly unsupported: readonly string[];
 }
 
@@ -150,10 +154,17 @@ function translateService(s: Service): Translated<XdsService> {
     const appProtocol = APP_PROTOCOLS.get(p.appProtocol);
     ports.push({ servicePort: p.servicePort, targetPort: p.targetPort, ...(appProtocol ? { appProtocol } : {}) });
   }
+  // As ztunnel: a name that is not a SPIFFE id can never match a peer's URI SAN, so it is dropped, and said.
+  const subjectAltNames: SpiffeId[] = [];
+  for (const [i, san] of s.subjectAltNames.entries()) {
+    const parsed = parseSpiffeId(san);
+    if (parsed.ok) subjectAltNames.push(parsed.value.id);
+    else unsupported.push(`subject_alt_names[${i}] is ignored: ${parsed.error.message}`);
+  }
   if (s.waypoint || s.weightedWaypoints.length > 0) {
     unsupported.push(`it uses waypoint ${s.waypoint ? gatewayName(s.waypoint) : 'weighted waypoints'}, which Ambit does not route through yet; its traffic goes direct`);
   }
-  return ok({ kind: 'service', name: s.name, namespace: s.namespace, hostname: s.hostname, vips, ports, unsupported });
+  return ok({ kind: 'service', name: s.name, namespace: s.namespace, hostname: s.hostname, vips, ports, subjectAltNames, unsupported });
 }
 
 function portProblem(port: number, zeroAllowed: boolean): string | undefined {

@@ -184,7 +184,8 @@ function targetPortName(s: XdsService, servicePort: number): string {
 
 /**
  * What istiod states and YAML derives: each workload's uid and trust domain, each service's hostname
- * (ServiceEntry hosts are not `<name>.<namespace>.svc`). The rest of the snapshot is kept as built.
+ * (ServiceEntry hosts are not `<name>.<namespace>.svc`) and subject_alt_names. The rest of the
+ * snapshot is kept as built.
  */
 function withXdsIdentities(
   snapshot: MeshSnapshot,
@@ -201,13 +202,13 @@ function withXdsIdentities(
   }
   for (const [ip, w] of snapshot.workloadsByIp) workloadsByIp.set(ip, fixedWorkloads.get(w.key) ?? w);
 
-  const hostnames = new Map(services.map((s) => [`${s.namespace}/${s.name}`, s.hostname]));
+  const xdsServices = new Map(services.map((s) => [`${s.namespace}/${s.name}`, s]));
   const fixedServices = new Map<ObjectKey, MeshService>();
   const servicesByVip = new Map<string, MeshService>();
   const servicesByHostname = new Map<string, MeshService>();
   for (const [key, s] of snapshot.services) {
-    const hostname = hostnames.get(key) ?? s.hostname;
-    const fixed: MeshService = hostname === s.hostname ? s : { ...s, hostname };
+    const x = xdsServices.get(key);
+    const fixed: MeshService = x ? { ...s, hostname: x.hostname, ...(x.subjectAltNames.length > 0 ? { subjectAltNames: x.subjectAltNames } : {}) } : s;
     fixedServices.set(key, fixed);
     servicesByHostname.set(fixed.hostname, fixed);
     for (const vip of fixed.vips) servicesByVip.set(vip, fixed);
