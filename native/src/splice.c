@@ -19,8 +19,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* What one splice call may move; a pipe holds 64 KiB by default. */
-#define CHUNK (64 * 1024)
+/*
+ * Each direction's pipe is grown to this (it holds 64 KiB by default): a splice moves at most a pipe's
+ * worth, so a larger pipe halves the splices per byte; on loopback a bulk relay ran 25-40 % faster on
+ * 30-40 % less CPU with 256 KiB (bench/README.md). Bytes in a pipe have left the source socket's
+ * receive buffer, so this is also how much more than TCP's own buffers a relay may hold per direction.
+ */
+#define PIPE_BYTES (256 * 1024)
+/* A pipe that cannot be grown (a user over /proc/sys/fs/pipe-user-pages-soft) keeps the default. */
+#define PIPE_DEFAULT_BYTES (64 * 1024)
 
 struct relay;
 
@@ -34,6 +41,7 @@ struct relay {
 	struct end ends[2];	  /* 0: downstream (the client), 1: upstream */
 	int pipe_r[2], pipe_w[2]; /* pipe d carries bytes read from end d */
 	size_t in_pipe[2];
+	size_t capacity[2]; /* of each pipe */
 	uint64_t bytes[2]; /* written to the other end */
 	bool eof[2], shut[2];
 	/* Readiness as epoll last reported it, cleared by EAGAIN: no splice is tried that would only fail. */
@@ -76,6 +84,16 @@ static struct relay *ready_head, **ready_tail = &ready_head;
  */
 static struct relay *finishing;
 
+/* Grows a new pipe to PIPE_BYTES if allowed; returns what it holds. */
+static size_t pipe_capacity(int pipe_fd)
+{
+	int size = fcntl(pipe_fd, F_SETPIPE_SZ, PIPE_BYTES);
+
+	if (size < 0)
+		size = fcntl(pipe_fd, F_GETPIPE_SZ);
+	return size > 0 ? (size_t)size : PIPE_DEFAULT_BYTES;
+}
+
 static void fail(struct relay *r, int err, int end, const char *op)
 {
 	if (!r->err) {
@@ -92,8 +110,8 @@ static bool step(struct relay *r, int d)
 	bool moved = false;
 	ssize_t n;
 
-	if (!r->eof[d] && r->readable[d] && r->in_pipe[d] < CHUNK) {
-		n = splice(src, NULL, r->pipe_w[d], NULL, CHUNK - r->in_pipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	if (!r->eof[d] && r->readable[d] && r->in_pipe[d] < r->capacity[d]) {
+		n = splice(src, NULL, r->pipe_w[d], NULL, r->capacity[d] - r->in_pipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
 			r->in_pipe[d] += (size_t)n;
 			moved = true;
@@ -354,6 +372,7 @@ static napi_value splice_relay(napi_env env, napi_callback_info info)
 			goto fail;
 		r->pipe_r[i] = p[0];
 		r->pipe_w[i] = p[1];
+		r->capacity[i] = pipe_capacity(p[1]);
 		/* The dup shares the caller's file description, and with it O_NONBLOCK: set, as libuv left it. */
 	}
 	if (napi_create_reference(env, argv[2], 1, &r->callback) != napi_ok)
