@@ -34,8 +34,14 @@ export function kernelRelay(downstream: unknown, upstream: unknown): Promise<Rel
   const sockets = [downstream as Socket, upstream as Socket];
   // As relay.ts: a relay must not add Nagle's delay to small writes the endpoints already decided to send.
   for (const socket of sockets) socket.setNoDelay(true);
-  // libuv must not read these any more: from here the addon's thread takes every byte. (Should the
-  // addon refuse, the JavaScript relay's first read starts them again.)
+  // The report arrives through the event loop, never before this function has returned.
+  let report: (outcome: SpliceOutcome) => void = () => undefined;
+  const started = spliceRelay(down, up, (outcome) => report(outcome));
+  // Refused: the sockets are untouched, still reading if they were, and the JavaScript relay takes
+  // them. (Stopped first, a socket Node counts as reading would stay stopped: resume() never restarts it.)
+  if (!started.ok) return undefined;
+  // libuv must not read these any more: from here the addon's thread takes every byte. libuv reads only
+  // once this turn of the event loop is over, so no byte can reach JavaScript in between.
   for (const socket of sockets) {
     const handle = (socket as unknown as { _handle: StreamHandle })._handle;
     if (handle.reading) {
@@ -43,10 +49,6 @@ export function kernelRelay(downstream: unknown, upstream: unknown): Promise<Rel
       handle.reading = false;
     }
   }
-  // The report arrives through the event loop, never before this function has returned.
-  let report: (outcome: SpliceOutcome) => void = () => undefined;
-  const started = spliceRelay(down, up, (outcome) => report(outcome));
-  if (!started.ok) return undefined;
 
   return new Promise((resolve) => {
     // While true, both fds are Node's and open; after it, a number may already belong to a new socket.

@@ -1,9 +1,10 @@
 // Plain TCP relays spliced by the addon's thread (agent/tunnel/kernel-relay.ts over native/src/splice.c),
 // on loopback: order (bytes queued before the relay started included), counts, half-close both ways,
 // TCP's backpressure with a reader that stops, a destroy (policy close) ending the relay, and the
-// cases left to JavaScript.
+// cases left to JavaScript, and a relay the addon refuses.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
 import { after, test } from 'node:test';
@@ -164,4 +165,34 @@ test('forty relays at once, each moving 2 MiB both ways, share the thread fairly
     assert.equal(atClient, size);
     assert.deepEqual(result, { bytesSent: size, bytesReceived: size });
   }
+});
+
+test('a relay the addon refuses goes to JavaScript with its sockets still reading: a server that speaks first is heard', async () => {
+  // In a process whose addon path is empty, spliceRelay fails as it would for any refusal (no fds left,
+  // no thread); before 2026-12-05 the dialled socket stayed stopped, and a server-first protocol (iperf3)
+  // hung. The upstream is dialled as the agent dials (connectPlain: reading once connected).
+  const script = `
+    import { createServer, connect } from 'node:net';
+    import { connectPlain } from './agent/tunnel/outbound.ts';
+    import { relay } from './agent/tunnel/relay.ts';
+    const back = createServer((s) => { s.write('hello-first;'); s.pipe(s); }).listen(0, '127.0.0.1');
+    await new Promise((r) => back.once('listening', r));
+    const front = createServer({ pauseOnConnect: true, allowHalfOpen: true }, async (down) => {
+      const up = await connectPlain({ ip: '127.0.0.1', port: back.address().port });
+      await relay(down, up);
+    }).listen(0, '127.0.0.1');
+    await new Promise((r) => front.once('listening', r));
+    const client = connect(front.address().port, '127.0.0.1');
+    let got = '';
+    client.on('data', (d) => { got += d; if (got === 'hello-first;ping') { console.log(got); process.exit(0); } });
+    client.write('ping');
+    setTimeout(() => { console.log('stalled with ' + JSON.stringify(got)); process.exit(1); }, 3000);
+  `;
+  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: new URL('../..', import.meta.url).pathname,
+    env: { ...process.env, AMBIT_NATIVE_ADDON: '' },
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  assert.equal(child.stdout.trim(), 'hello-first;ping', `the fallback relay ${child.stdout}${child.stderr}`);
 });
