@@ -47,6 +47,12 @@ function cpuOf(statFile: string): { user: number; sys: number } {
   return { user: Number(fields[11]) / CLK_TCK, sys: Number(fields[12]) / CLK_TCK };
 }
 
+/** utime+stime of a whole process (all its threads), in seconds. */
+export function processCpuSeconds(pid: number): number {
+  const { user, sys } = cpuOf(`/proc/${pid}/stat`);
+  return user + sys;
+}
+
 const rssOf = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
 
 function sample(pid: number): ProcessSample {
