@@ -8,17 +8,12 @@
 // pods of its own node too: directly, from the node.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { eventually } from './helpers/lab-cli.js';
 import { LabSession, tally, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `thc${process.pid % 1000}`;
-const dir = mkdtempSync(join(tmpdir(), 'ambit-health-test-'));
-const yamlPath = join(dir, 'mesh.yaml');
-const session = new LabSession(LAB, yamlPath);
+const session = LabSession.inTempDir(LAB, 'ambit-health-test-');
 const CLIENT_IP = '10.239.1.20';
 const CLIENT_BETA_IP = '10.239.2.30';
 /** The node's side of every pod's veth in the lab (agent/lab/layout.ts POD_GATEWAY): where a node's own connections to its pods come from. */
@@ -146,7 +141,6 @@ before(() => session.up(meshYaml(), 120));
 
 after(async () => {
   await session.down();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /** Requests that got 200 from `good` or `bad`: all of them, or the tally says which did not. */

@@ -5,16 +5,11 @@
 // clock the test reads is the client's, to send the "while ejected" burst well inside the ejection.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { LabSession, tally, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tod${process.pid % 1000}`;
-const dir = mkdtempSync(join(tmpdir(), 'ambit-outlier-test-'));
-const yamlPath = join(dir, 'mesh.yaml');
-const session = new LabSession(LAB, yamlPath);
+const session = LabSession.inTempDir(LAB, 'ambit-outlier-test-');
 
 const GOOD = 'od-good';
 const BAD = 'od-bad';
@@ -126,7 +121,6 @@ before(() => session.up(meshYaml(), 90));
 
 after(async () => {
   await session.down();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 test('outlier detection ejects an endpoint after 2 consecutive 503s and returns it after baseEjectionTime once it is healthy', { timeout: 300_000 }, async () => {

@@ -8,18 +8,13 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
-import { AMBIT_MAIN, ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
+import { AMBIT_MAIN, eventually } from './helpers/lab-cli.js';
 import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tlp${process.pid % 1000}`;
-const dir = mkdtempSync(join(tmpdir(), 'ambit-l7-policy-test-'));
-const yamlPath = join(dir, 'mesh.yaml');
-const session = new LabSession(LAB, yamlPath);
+const session = LabSession.inTempDir(LAB, 'ambit-l7-policy-test-');
 const OTLP_PORT = 14000 + (process.pid % 1000);
 const SINK = fileURLToPath(new URL('./helpers/otlp-sink.ts', import.meta.url));
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -185,23 +180,21 @@ const collectors: NodeCollector[] = [];
 const previousEndpoint = process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'];
 
 before(async () => {
-  requireRoot();
-  requireBuiltAmbit();
-  writeFileSync(yamlPath, meshYaml());
   // The agents inherit the environment of `lab up`: each exports to the collector in its own node.
   process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] = `http://127.0.0.1:${OTLP_PORT}/v1/traces`;
-  const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', yamlPath], 120_000);
-  if (previousEndpoint === undefined) delete process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'];
-  else process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] = previousEndpoint;
-  assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
+  try {
+    await session.up(meshYaml(), 90);
+  } finally {
+    if (previousEndpoint === undefined) delete process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'];
+    else process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] = previousEndpoint;
+  }
   for (const node of ['alpha', 'beta']) collectors.push(new NodeCollector(node));
   await Promise.all(collectors.map((c) => c.ready()));
 });
 
 after(async () => {
   for (const c of collectors) c.stop();
-  await ambit(['lab', 'down', '--lab', LAB]);
-  rmSync(dir, { recursive: true, force: true });
+  await session.down();
 });
 
 test('allowed requests reach the pod with the normalized path, the client pod\'s own address and its proven identity', async () => {

@@ -5,17 +5,13 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ambit, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
 import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tl7${process.pid % 1000}`;
-const dir = mkdtempSync(join(tmpdir(), 'ambit-l7-test-'));
-const yamlPath = join(dir, 'mesh.yaml');
-const session = new LabSession(LAB, yamlPath);
+const session = LabSession.inTempDir(LAB, 'ambit-l7-test-');
 
 // Every app pod runs this: it names itself in x-pod, counts hits per ?k= key (failing the first
 // ?fail=N of them with 503), waits ?ms=, counts copies whose Host ends in -shadow, answers /echo with
@@ -108,18 +104,9 @@ ${extra}`;
 const REVIEWS = 'http://reviews.shop:9080';
 const FLAKY = 'http://flaky.shop:9080';
 
-before(async () => {
-  requireRoot();
-  requireBuiltAmbit();
-  writeFileSync(yamlPath, meshYaml());
-  const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', yamlPath], 120_000);
-  assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
-});
+before(() => session.up(meshYaml(), 90));
 
-after(async () => {
-  await ambit(['lab', 'down', '--lab', LAB]);
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => session.down());
 
 test('requests to an HTTP Service port go through the source agent: Host kept, x-forwarded-proto added, balanced over all pods', async () => {
   const r = await run(`${REVIEWS}/hello`, 60, {}, 2);
@@ -337,7 +324,7 @@ for (let i = 0; i < 3; i++) { const r = s.request({ ':path': '/greet/' + i, 'con
 test('request bodies cross nodes intact: curl -d of a small body and of 1 MiB to pods on the other node', async () => {
   // A regression test: bodies on the L7 path into HBONE streams once hung (fixed in 1e918ea).
   await session.apply(meshYaml(), 'alpha');
-  const bigPath = join(dir, 'body.bin');
+  const bigPath = join(session.dir!, 'body.bin');
   const big = randomBytes(1024 * 1024);
   writeFileSync(bigPath, big);
   const cases: { what: string; args: string[]; body: Buffer }[] = [

@@ -2,7 +2,9 @@
 // agent's log, and a YAML edit that waits until an agent has applied it.
 
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type CommandResult, ambit, eventually, requireBuiltAmbit, requireRoot } from './lab-cli.js';
 
 /** Nodes `alpha` and `beta`: InternalIP 172.31.<net>.11/.12 and pod CIDRs 10.<podNet>.1.0/24 and .2.0/24. */
@@ -17,9 +19,16 @@ status: { addresses: [{ type: InternalIP, address: 172.31.${net}.${10 + index} }
 }
 
 export class LabSession {
+  /** A session whose mesh YAML, and any file a test keeps beside it, live in a new temporary `dir` that down() removes. */
+  static inTempDir(lab: string, prefix: string): LabSession {
+    const dir = mkdtempSync(join(tmpdir(), prefix));
+    return new LabSession(lab, join(dir, 'mesh.yaml'), dir);
+  }
+
   constructor(
     readonly lab: string,
     private readonly yamlPath: string,
+    readonly dir?: string,
   ) {}
 
   /** Writes the mesh YAML and brings the lab up, waiting at most `timeoutSeconds` for it to be ready. */
@@ -31,8 +40,10 @@ export class LabSession {
     assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
   }
 
+  /** Takes the lab down, and removes the session's temporary directory if it made one. */
   async down(): Promise<void> {
     await ambit(['lab', 'down', '--lab', this.lab], 120_000);
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
   }
 
   /** `ambit lab exec` in a pod (`namespace/name`) or a node (`node/<name>`). */
