@@ -32,6 +32,7 @@ import {
   setEnrolled,
   writeConfig,
 } from './bpf-binding.js';
+import { DnatCapture, removeDnatCapture } from './dnat-capture.js';
 import { kernelProblems } from './kernel-checks.js';
 
 export const OUTBOUND_PORT = 15001;
@@ -85,6 +86,7 @@ export class EbpfCapture {
     private readonly outbound: BpfObject<OutboundProgram>,
     private readonly inbound: BpfObject<InboundProgram>,
     private readonly maps: AmbitMaps,
+    private readonly dnat: DnatCapture,
   ) {}
 
   get pinDir(): string {
@@ -116,7 +118,13 @@ export class EbpfCapture {
     const sockopt = outbound.value.attachCgroup('ambit_getsockopt', agentCgroup, join(linkDir(pinDir, 'agent'), 'ambit_getsockopt'));
     if (!sockopt.ok) return sockopt;
 
-    const capture = new EbpfCapture(options, outbound.value, inbound.value, maps.value);
+    let dnat: DnatCapture;
+    try {
+      dnat = new DnatCapture(INBOUND_PORT, options.log);
+    } catch (err) {
+      return { ok: false, error: { code: 'ENOTOOL', message: `this node cannot capture Service VIP traffic of its pods outside the mesh: ${(err as Error).message}` } };
+    }
+    const capture = new EbpfCapture(options, outbound.value, inbound.value, maps.value, dnat);
     const routed = await capture.#steeringRoute();
     if (!routed.ok) return routed;
     for (const uplink of options.uplinks) {
@@ -147,6 +155,7 @@ export class EbpfCapture {
   /** Releases every pod and removes the pins: used when capture is turned off, not on restart. */
   async release(): Promise<void> {
     for (const key of [...this.#enrolled.keys()]) this.#release(key);
+    await removeDnatCapture();
     this.outbound.close();
     this.inbound.close();
     await rm(this.pinDir, { recursive: true, force: true });
@@ -173,6 +182,10 @@ export class EbpfCapture {
       if (enrolled.ok) log.info({ pod: key, ip: workload.ips[0] }, `captured ${key} (${workload.enrollment.reason})`);
       else log.error({ pod: key, err: enrolled.error }, `cannot capture ${key}: ${enrolled.error.message}; its traffic bypasses the mesh until this is fixed`);
     }
+    // Written only here, once enrollment is known: a restarted agent keeps its predecessor's table
+    // (which drops what it cannot deliver) until then, rather than opening a gap.
+    const dnat = await this.dnat.sync([...this.#enrolled.values()].map((e) => e.ip));
+    if (!dnat.ok) log.error({ err: dnat.error }, dnat.error.message);
     // Every local pod's veth carries the pod program: it steers inbound connections to enrolled pods
     // from neighbours, and returns replies to the agent's source-preserving sockets.
     for (const workload of local) {

@@ -139,6 +139,22 @@ test('inbound from a pod outside the mesh is steered through the destination age
   assert.match(await agentLog('alpha'), /"src\.addr":"10\.245\.1\.30:\d+","src\.workload":"outsider","src\.namespace":"other","dst\.addr":"10\.245\.1\.10:8080".*"direction":"inbound"/);
 });
 
+test('inbound from a pod outside the mesh through a Service VIP, DNATed to an enrolled pod of its own node, still goes through that agent', async () => {
+  // kube-proxy's DNAT happens after tc on the client's veth: the nft table of dnat-capture.ts catches it.
+  const inboundFromOutsider = async (): Promise<number> =>
+    (await agentLog('alpha')).split('\n').filter((l) => /"src\.addr":"10\.245\.1\.30:\d+","src\.workload":"outsider".*"dst\.addr":"10\.245\.1\.10:8080".*"direction":"inbound"/.test(l)).length;
+  const before = await inboundFromOutsider();
+  // The lab's kube-proxy picks web-a (alpha) or web-b (beta) at random: ask until web-a has answered twice.
+  let viaAlpha = 0;
+  for (let i = 0; i < 30 && viaAlpha < 2; i++) {
+    const answer = await curlFrom('other/outsider', 'http://10.97.0.10/');
+    assert.equal(answer.peer, '10.245.1.30', 'the pod sees the client\'s own address');
+    if (answer.pod === 'web-a') viaAlpha++;
+  }
+  assert.equal(viaAlpha, 2, 'web-a never answered through the VIP');
+  await eventually('alpha to log both connections as inbound', async () => ((await inboundFromOutsider()) >= before + 2 ? true : undefined));
+});
+
 const applyOnBeta = (yaml: string): Promise<void> => session.apply(yaml);
 
 test('the inbound agent enforces PeerAuthentication STRICT and AuthorizationPolicy on plaintext, live', async () => {
@@ -282,10 +298,12 @@ test('down after kill -9 of every lab process leaves the machine as it was', asy
   // ambit uninstall removes a node's capture: its pins, and the steering rule in its namespace.
   const uninstall = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', process.execPath, AMBIT_MAIN, 'uninstall', '--bpf-scope', `${LAB}-alpha`]);
   assert.equal(uninstall.code, 0, uninstall.stderr);
-  assert.match(uninstall.stdout, new RegExp(`pins, links and maps under /sys/fs/bpf/ambit/${LAB}-alpha\n  ip rule fwmark 0x200 lookup 100\n  routes of table 100`));
+  assert.match(uninstall.stdout, new RegExp(`pins, links and maps under /sys/fs/bpf/ambit/${LAB}-alpha\n  ip rule fwmark 0x200 lookup 100\n  nft table ip ambit_dnat_capture\n  routes of table 100`));
   assert.equal(existsSync(`/sys/fs/bpf/ambit/${LAB}-alpha`), false);
   const rules = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', 'ip', 'rule']);
   assert.doesNotMatch(rules.stdout, /fwmark/);
+  const tables = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', 'nft', 'list', 'tables']);
+  assert.doesNotMatch(tables.stdout, /ambit_dnat_capture/);
   const down = await ambit(['lab', 'down', '--lab', LAB]);
   assert.equal(down.code, 0, down.stderr);
   assert.match(down.stdout, new RegExp(`lab "${LAB}" is down: removed 9 network namespaces`));

@@ -1,0 +1,81 @@
+// Inbound connections that tc cannot see: a pod of this node that is outside the mesh reaches an
+// enrolled pod of this node through a Service VIP. tc on the client's veth sees the VIP (not an
+// enrolled address), kube-proxy's DNAT turns it into the pod IP only afterwards, in PREROUTING, and
+// the pod's own veth has no ingress on that path: without this, the connection would reach the pod
+// in plaintext around the agent, and around PeerAuthentication STRICT and AuthorizationPolicy.
+//
+// So one nftables table in the node's namespace, hooked in PREROUTING just after DNAT, does what tc
+// does for everything else (findings §3), by TPROXY: a new connection to an enrolled pod of this node
+// goes to the agent's inbound listener (15006) with its DNAT'd destination, so the agent answers as
+// the pod, and conntrack rewrites the replies back to the VIP the client dialled; later packets of a
+// connection the agent holds are delivered to it; anything else (a connection that predates
+// enrollment) is left alone. A new connection with no listener to take it (the agent is down) is
+// dropped: fail closed, as tc does. Packets tc already steered carry its mark and are skipped.
+// Node-local clients (kubelet probes, hostNetwork pods) are DNAT'd in OUTPUT, not here, and go direct.
+
+import type { Logger } from '../telemetry/log.js';
+import { requireTool, runCommand, which } from '../system/commands.js';
+import { type Result, STEER_ROUTING } from './bpf-binding.js';
+
+export const DNAT_CAPTURE_TABLE = 'ambit_dnat_capture';
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/** The whole table for these enrolled pod IPs of this node, as one nft transaction that replaces it. */
+export function renderDnatCaptureRules(enrolledIps: readonly string[], inboundPort: number): string {
+  const { mark, mask } = STEER_ROUTING;
+  const elements = enrolledIps.length > 0 ? ` elements = { ${[...enrolledIps].sort().join(', ')} };` : '';
+  // Marked as tc marks what it steers, so the steering rule routes the packet to this host.
+  const steer = `meta mark set meta mark & ${hex(~mask >>> 0)} | ${hex(mark)}`;
+  const toEnrolled = `meta l4proto tcp ip daddr @enrolled_local meta mark & ${hex(mask)} != ${hex(mark)}`;
+  return `table ip ${DNAT_CAPTURE_TABLE} {}
+delete table ip ${DNAT_CAPTURE_TABLE}
+table ip ${DNAT_CAPTURE_TABLE} {
+  set enrolled_local { type ipv4_addr;${elements} }
+  chain prerouting {
+    type filter hook prerouting priority dstnat + 10; policy accept;
+    ${toEnrolled} tcp flags & (fin | syn | rst | ack) == syn tproxy to :${inboundPort} ${steer} counter accept
+    ${toEnrolled} tcp flags & (fin | syn | rst | ack) == syn counter drop
+    ${toEnrolled} socket transparent 1 ${steer} counter accept
+  }
+}
+`;
+}
+
+/** Keeps the table in step with the enrolled pods of this node. */
+export class DnatCapture {
+  readonly #nft = requireTool('nft', 'nftables');
+  #applied: string | undefined;
+
+  constructor(
+    private readonly inboundPort: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** Writes the table when the set of enrolled pod IPs changed; the first call always writes it. */
+  async sync(enrolledIps: readonly string[]): Promise<Result<void>> {
+    const rules = renderDnatCaptureRules(enrolledIps, this.inboundPort);
+    if (rules === this.#applied) return { ok: true, value: undefined };
+    try {
+      await runCommand(this.#nft, ['-f', '-'], rules);
+      this.#applied = rules;
+      this.log.debug({ pods: enrolledIps.length }, `nft table ${DNAT_CAPTURE_TABLE} updated`);
+      return { ok: true, value: undefined };
+    } catch (err) {
+      return {
+        ok: false,
+        error: { code: 'ENFT', message: `cannot write nft table ${DNAT_CAPTURE_TABLE} (Service VIP traffic from this node's pods outside the mesh would bypass the agent; is nf_tables with tproxy and socket support loaded?): ${(err as Error).message}` },
+      };
+    }
+  }
+}
+
+/** `ambit uninstall`: removes the table from this network namespace; true if there was one. */
+export async function removeDnatCapture(): Promise<boolean> {
+  const nft = which('nft');
+  if (!nft) return false; // without nft, no agent could have written it
+  return runCommand(nft, ['delete', 'table', 'ip', DNAT_CAPTURE_TABLE]).then(
+    () => true,
+    () => false,
+  );
+}
