@@ -7,7 +7,7 @@
 //   node --import tsx bench/splice-relay.bench.ts [--rounds 4] [--seconds 4] [--addon PATH]
 //
 // --addon PATH adds a path through another build of native/ (say, the previous commit's), for an A/B
-// of a change to native/src/splice.c under the same load from others.
+// of a change to native/src/splice_engine.c under the same load from others.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';

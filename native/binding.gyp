@@ -11,6 +11,7 @@
         "src/objects.c",
         "src/sockets.c",
         "src/splice.c",
+        "src/splice_engine.c",
         "src/testrun.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"],

@@ -1,8 +1,9 @@
 // Plain TCP relays (same node, passthrough to a destination outside the mesh, plaintext inbound) done
-// by the kernel: the addon splices bytes between the two sockets in its own thread (native/src/splice.c),
-// so they never become Buffers, chunks and events in this process. The sockets stay Node's: they are
-// only stopped from reading, and destroyed once the relay reports its end. Anything else (TLS, HTTP/2
-// streams, a socket that already holds unread bytes, no addon) is relayed by relay.ts in JavaScript.
+// by the kernel: the addon splices bytes between the two sockets in its own thread
+// (native/src/splice_engine.c), so they never become Buffers, chunks and events in this process. The
+// sockets stay Node's: they are only stopped from reading, and destroyed once the relay reports its
+// end. Anything else (TLS, HTTP/2 streams, a socket that already holds unread bytes, no addon) is
+// relayed by relay.ts in JavaScript.
 
 import { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';

@@ -1,7 +1,7 @@
-// Plain TCP relays spliced by the addon's thread (agent/tunnel/kernel-relay.ts over native/src/splice.c),
-// on loopback: order (bytes queued before the relay started included), counts, half-close both ways,
-// TCP's backpressure with a reader that stops, a destroy (policy close) ending the relay, and the
-// cases left to JavaScript, and a relay the addon refuses.
+// Plain TCP relays spliced by the addon's thread (agent/tunnel/kernel-relay.ts over
+// native/src/splice_engine.c), on loopback: order (bytes queued before the relay started included),
+// counts, half-close both ways, TCP's backpressure with a reader that stops, a destroy (policy close)
+// ending the relay, the cases left to JavaScript, and a relay the addon refuses.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';

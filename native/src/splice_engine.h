@@ -1,0 +1,28 @@
+/* The splice relay engine (splice_engine.c): POSIX only, no N-API; splice.c is its face to JavaScript. */
+#ifndef AMBIT_SPLICE_ENGINE_H
+#define AMBIT_SPLICE_ENGINE_H
+
+#include <stdint.h>
+
+/* How one relay ended. */
+struct splice_outcome {
+	void *owner;	   /* what splice_engine_add() was given */
+	uint64_t bytes[2]; /* [0]: downstream to upstream, [1]: upstream to downstream */
+	int err;	   /* errno of the first failure, 0 if none */
+	int err_end;	   /* the end it happened on: 0 downstream, 1 upstream */
+	const char *err_op; /* "read", "write" or "socket" */
+};
+
+/* Called on the relay thread once per relay; it owns the outcome (free() it) and must not drop it. */
+typedef void (*splice_done_fn)(struct splice_outcome *outcome);
+
+/* Starts the relay thread and its epoll, once per process: 0 or an errno. Later calls return 0. */
+int splice_engine_start(splice_done_fn done);
+
+/*
+ * Relays dups of two connected, non-blocking TCP sockets until both directions have ended or one
+ * fails, then reports with `owner`: 0 or an errno. shutdown(2) on either socket ends it early.
+ */
+int splice_engine_add(int downstream_fd, int upstream_fd, void *owner);
+
+#endif
