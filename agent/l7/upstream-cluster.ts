@@ -219,10 +219,10 @@ export class UpstreamClusters {
     const key = `${name}#${ruleKey}`;
     const entry = this.clusters.get(key);
     if (entry && entry.version === snapshot.version) return this.used(entry.cluster, client);
-    if (entry) entry.cluster.service = service;
     const policy = resolveTrafficPolicy(rule, destination.subset, destination.port);
     const endpoints = lbEndpoints(members.endpoints, destination.port);
     if (entry) {
+      entry.cluster.service = service;
       entry.cluster.update(policy, endpoints);
       entry.version = snapshot.version;
       return this.used(entry.cluster, client);
