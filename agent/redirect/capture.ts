@@ -32,7 +32,7 @@ import {
   setEnrolled,
   writeConfig,
 } from './bpf-binding.js';
-import { DnatCapture, removeDnatCapture } from './dnat-capture.js';
+import { DnatCapture, type DnatReason, readDnatCounters, removeDnatCapture } from './dnat-capture.js';
 import { kernelProblems } from './kernel-checks.js';
 
 export const OUTBOUND_PORT = 15001;
@@ -147,9 +147,11 @@ export class EbpfCapture {
     return dst.ok ? dst.value : undefined;
   }
 
-  counters(): Counters | undefined {
+  /** Every capture decision by reason: the eBPF programs' map, and the counters of the nft table. */
+  async counters(): Promise<Partial<Record<keyof Counters | DnatReason, number>> | undefined> {
     const counters = readCounters(this.maps);
-    return counters.ok ? counters.value : undefined;
+    if (!counters.ok) return undefined;
+    return { ...counters.value, ...(await readDnatCounters()) };
   }
 
   /** Releases every pod and removes the pins: used when capture is turned off, not on restart. */

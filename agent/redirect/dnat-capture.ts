@@ -19,6 +19,13 @@ import { type Result, STEER_ROUTING } from './bpf-binding.js';
 
 export const DNAT_CAPTURE_TABLE = 'ambit_dnat_capture';
 
+/**
+ * Each rule's decision, named as the tc programs name theirs in ambit_redirect_decisions_total and
+ * written as the rule's comment, by which its counter is read back. Counted in packets, as tc counts.
+ */
+export const DNAT_REASONS = ['vip-assigned-listener', 'vip-drop-no-listener', 'vip-assigned-established'] as const;
+export type DnatReason = (typeof DNAT_REASONS)[number];
+
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
 /** The whole table for these enrolled pod IPs of this node, as one nft transaction that replaces it. */
@@ -34,9 +41,9 @@ table ip ${DNAT_CAPTURE_TABLE} {
   set enrolled_local { type ipv4_addr;${elements} }
   chain prerouting {
     type filter hook prerouting priority dstnat + 10; policy accept;
-    ${toEnrolled} tcp flags & (fin | syn | rst | ack) == syn tproxy to :${inboundPort} ${steer} counter accept
-    ${toEnrolled} tcp flags & (fin | syn | rst | ack) == syn counter drop
-    ${toEnrolled} socket transparent 1 ${steer} counter accept
+    ${toEnrolled} tcp flags & (fin | syn | rst | ack) == syn tproxy to :${inboundPort} ${steer} counter accept comment "vip-assigned-listener"
+    ${toEnrolled} tcp flags & (fin | syn | rst | ack) == syn counter drop comment "vip-drop-no-listener"
+    ${toEnrolled} socket transparent 1 ${steer} counter accept comment "vip-assigned-established"
   }
 }
 `;
@@ -68,6 +75,22 @@ export class DnatCapture {
       };
     }
   }
+}
+
+/** The packets each rule has decided on, from `nft -j`; undefined if the table cannot be read. */
+export async function readDnatCounters(): Promise<Record<DnatReason, number> | undefined> {
+  const nft = which('nft');
+  if (!nft) return undefined;
+  const out = await runCommand(nft, ['-j', 'list', 'chain', 'ip', DNAT_CAPTURE_TABLE, 'prerouting']).catch(() => undefined);
+  if (out === undefined) return undefined;
+  const counts = Object.fromEntries(DNAT_REASONS.map((r) => [r, 0])) as Record<DnatReason, number>;
+  const listing = JSON.parse(out) as { nftables?: { rule?: { comment?: string; expr?: { counter?: { packets?: number } }[] } }[] };
+  for (const { rule } of listing.nftables ?? []) {
+    const reason = DNAT_REASONS.find((r) => r === rule?.comment);
+    const packets = rule?.expr?.find((e) => e.counter)?.counter?.packets;
+    if (reason && packets !== undefined) counts[reason] = packets;
+  }
+  return counts;
 }
 
 /** `ambit uninstall`: removes the table from this network namespace; true if there was one. */

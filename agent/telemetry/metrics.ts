@@ -63,15 +63,15 @@ export class MeshMetrics {
     for (const counter of [this.tcpOpened, this.tcpClosed, this.tcpFailed, this.tcpSentBytes, this.tcpReceivedBytes]) counter.remove(labels);
   }
 
-  /** Exports the eBPF programs' per-reason decision counters, read from the kernel at each scrape. */
-  registerRedirectDecisions(read: () => Readonly<Record<string, number>> | undefined): void {
+  /** Exports the capture's per-reason decision counters, read from the kernel at each scrape. */
+  registerRedirectDecisions(read: () => Promise<Readonly<Record<string, number>> | undefined>): void {
     new Counter({
       name: 'ambit_redirect_decisions_total',
-      help: 'Decisions of the eBPF capture programs (redirected, passed, dropped), by reason',
+      help: 'Decisions of the capture (eBPF programs, and the nft table for Service VIPs DNATed to pods of this node): redirected, passed, dropped, by reason',
       labelNames: ['reason'],
       registers: [this.registry],
-      collect() {
-        const counters = read();
+      async collect() {
+        const counters = await read();
         if (!counters) return;
         this.reset();
         for (const [reason, count] of Object.entries(counters)) this.inc({ reason }, count);

@@ -153,6 +153,9 @@ test('inbound from a pod outside the mesh through a Service VIP, DNATed to an en
   }
   assert.equal(viaAlpha, 2, 'web-a never answered through the VIP');
   await eventually('alpha to log both connections as inbound', async () => ((await inboundFromOutsider()) >= before + 2 ? true : undefined));
+  const metrics = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', 'curl', '-s', 'http://127.0.0.1:15020/metrics']);
+  assert.match(metrics.stdout, /^ambit_redirect_decisions_total\{reason="vip-assigned-listener"\} [2-9]/m);
+  assert.match(metrics.stdout, /^ambit_redirect_decisions_total\{reason="vip-assigned-established"\} [1-9]/m);
 });
 
 const applyOnBeta = (yaml: string): Promise<void> => session.apply(yaml);
