@@ -64,7 +64,7 @@ export interface NativeBinding {
 /** How a splice relay failed (native/src/splice.c): which socket, what it was doing, strerror. */
 export interface NativeSpliceError {
   readonly side: 'downstream' | 'upstream';
-  readonly operation: 'read' | 'write' | 'socket';
+  readonly operation: 'read' | 'write' | 'socket' | 'register';
   readonly message: string;
 }
 

@@ -321,11 +321,22 @@ int splice_engine_add(int downstream_fd, int upstream_fd, void *owner)
 
 		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, r->ends[i].fd, &ev)) {
 			err = errno;
-			if (i == 1)
-				epoll_ctl(epoll_fd, EPOLL_CTL_DEL, r->ends[0].fd, NULL);
-			pthread_mutex_unlock(&relays_lock);
-			errno = err;
-			goto fail;
+			if (i == 0) {
+				pthread_mutex_unlock(&relays_lock);
+				errno = err;
+				goto fail;
+			}
+			/*
+			 * The downstream end is registered, and the thread may already hold an event that points
+			 * at this relay: only the thread may free it. Ended with the error, it is released (and
+			 * reported) on the thread's next round, which that same event starts.
+			 */
+			fail(r, err, 1, "register");
+			r->done = true;
+			r->queued = true;
+			*ready_tail = r;
+			ready_tail = &r->next_ready;
+			break;
 		}
 	}
 	pthread_mutex_unlock(&relays_lock);

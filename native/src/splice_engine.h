@@ -10,7 +10,7 @@ struct splice_outcome {
 	uint64_t bytes[2]; /* [0]: downstream to upstream, [1]: upstream to downstream */
 	int err;	   /* errno of the first failure, 0 if none */
 	int err_end;	   /* the end it happened on: 0 downstream, 1 upstream */
-	const char *err_op; /* "read", "write" or "socket" */
+	const char *err_op; /* "read", "write", "socket" or "register" (epoll would not take it) */
 };
 
 /* Called on the relay thread once per relay; it owns the outcome (free() it) and must not drop it. */

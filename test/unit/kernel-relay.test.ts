@@ -1,13 +1,17 @@
 // Plain TCP relays spliced by the addon's thread (agent/tunnel/kernel-relay.ts over
 // native/src/splice_engine.c), on loopback: order (bytes queued before the relay started included),
 // counts, half-close both ways, TCP's backpressure with a reader that stops, a destroy (policy close)
-// ending the relay, the cases left to JavaScript, and a relay the addon refuses.
+// ending the relay, the cases left to JavaScript, a relay the addon refuses, and one epoll refuses.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { type SpliceOutcome, socketFd, spliceRelay } from '../../agent/redirect/bpf-binding.js';
 import { kernelRelay } from '../../agent/tunnel/kernel-relay.js';
 import type { RelayResult } from '../../agent/tunnel/relay.js';
 
@@ -195,4 +199,24 @@ test('a relay the addon refuses goes to JavaScript with its sockets still readin
     timeout: 20_000,
   });
   assert.equal(child.stdout.trim(), 'hello-first;ping', `the fallback relay ${child.stdout}${child.stderr}`);
+});
+
+test('a relay whose second socket epoll will not take ends with that error, reported by the relay thread', async () => {
+  // A regular file cannot be polled (EPERM), so only the downstream end gets registered: the thread,
+  // which may already hold an event for it, must be the one to release the relay and report.
+  const sockets = await pair();
+  const { downstream } = sockets;
+  const file = join(mkdtempSync(join(tmpdir(), 'ambit-splice-')), 'not-a-socket');
+  writeFileSync(file, 'x');
+  const fd = openSync(file, 'r');
+  try {
+    const outcome = await new Promise<SpliceOutcome>((resolve, reject) => {
+      const started = spliceRelay(socketFd(downstream)!, fd, resolve);
+      if (!started.ok) reject(new Error(started.error.message));
+    });
+    assert.deepEqual(outcome, { bytesSent: 0, bytesReceived: 0, error: { side: 'upstream', message: 'register: Operation not permitted' } });
+  } finally {
+    closeSync(fd);
+    for (const socket of Object.values(sockets)) socket.destroy();
+  }
 });
