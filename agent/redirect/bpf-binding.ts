@@ -23,6 +23,8 @@ export const pinRoot = (scope: string): string => join(PIN_PARENT, scope);
 export const BYPASS_MARK = 0x539;
 /** The policy routing that tc steering needs in the agent's netns (bpf/lib/config.h). */
 export const STEER_ROUTING = { mark: 0x200, mask: 0xf00, table: 100 } as const;
+/** A mark or mask as ip and nft write it: 0x200. */
+export const formatMark = (n: number): string => `0x${n.toString(16)}`;
 
 export type OutboundProgram =
   | 'ambit_connect4'

@@ -22,6 +22,7 @@ import {
   type Result,
   STEER_ROUTING,
   type SocketAddress4,
+  formatMark,
   bpfObjectPath,
   detachLink,
   ensureBpffs,
@@ -267,16 +268,15 @@ export class EbpfCapture {
   /** tc marks steered packets; this rule and route make the kernel deliver them locally (findings §3). */
   async #steeringRoute(): Promise<Result<void>> {
     const { mark, mask, table } = STEER_ROUTING;
-    const hex = (n: number): string => `0x${n.toString(16)}`;
     try {
       const rules = JSON.parse(await runCommand(this.#ip, ['-j', 'rule', 'show'])) as { fwmark?: string; table?: string }[];
-      if (!rules.some((r) => r.fwmark === hex(mark) && r.table === String(table))) {
-        await runCommand(this.#ip, ['rule', 'add', 'fwmark', `${hex(mark)}/${hex(mask)}`, 'lookup', String(table)]);
+      if (!rules.some((r) => r.fwmark === formatMark(mark) && r.table === String(table))) {
+        await runCommand(this.#ip, ['rule', 'add', 'fwmark', `${formatMark(mark)}/${formatMark(mask)}`, 'lookup', String(table)]);
       }
       await runCommand(this.#ip, ['route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(table)]);
       return { ok: true, value: undefined };
     } catch (err) {
-      return { ok: false, error: { code: 'EROUTE', message: `cannot install the steering route (ip rule fwmark ${hex(mark)} lookup ${table}): ${(err as Error).message}` } };
+      return { ok: false, error: { code: 'EROUTE', message: `cannot install the steering route (ip rule fwmark ${formatMark(mark)} lookup ${table}): ${(err as Error).message}` } };
     }
   }
 }

@@ -15,7 +15,7 @@
 
 import type { Logger } from '../telemetry/log.js';
 import { requireTool, runCommand, which } from '../system/commands.js';
-import { type Result, STEER_ROUTING } from './bpf-binding.js';
+import { type Result, STEER_ROUTING, formatMark } from './bpf-binding.js';
 
 export const DNAT_CAPTURE_TABLE = 'ambit_dnat_capture';
 
@@ -26,15 +26,13 @@ export const DNAT_CAPTURE_TABLE = 'ambit_dnat_capture';
 export const DNAT_REASONS = ['vip-assigned-listener', 'vip-drop-no-listener', 'vip-assigned-established'] as const;
 export type DnatReason = (typeof DNAT_REASONS)[number];
 
-const hex = (n: number): string => `0x${n.toString(16)}`;
-
 /** The whole table for these enrolled pod IPs of this node, as one nft transaction that replaces it. */
 export function renderDnatCaptureRules(enrolledIps: readonly string[], inboundPort: number): string {
   const { mark, mask } = STEER_ROUTING;
   const elements = enrolledIps.length > 0 ? ` elements = { ${[...enrolledIps].sort().join(', ')} };` : '';
   // Marked as tc marks what it steers, so the steering rule routes the packet to this host.
-  const steer = `meta mark set meta mark & ${hex(~mask >>> 0)} | ${hex(mark)}`;
-  const toEnrolled = `meta l4proto tcp ip daddr @enrolled_local meta mark & ${hex(mask)} != ${hex(mark)}`;
+  const steer = `meta mark set meta mark & ${formatMark(~mask >>> 0)} | ${formatMark(mark)}`;
+  const toEnrolled = `meta l4proto tcp ip daddr @enrolled_local meta mark & ${formatMark(mask)} != ${formatMark(mark)}`;
   return `table ip ${DNAT_CAPTURE_TABLE} {}
 delete table ip ${DNAT_CAPTURE_TABLE}
 table ip ${DNAT_CAPTURE_TABLE} {

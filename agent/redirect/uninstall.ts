@@ -6,7 +6,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireTool, runCommand } from '../system/commands.js';
-import { PIN_PARENT, STEER_ROUTING } from './bpf-binding.js';
+import { PIN_PARENT, STEER_ROUTING, formatMark } from './bpf-binding.js';
 import { DNAT_CAPTURE_TABLE, removeDnatCapture } from './dnat-capture.js';
 
 /** Removes one agent's capture (`scope`) or every agent's; returns what it removed, for the operator. */
@@ -25,10 +25,10 @@ export async function uninstallCapture(scope: string | undefined): Promise<strin
   // The steering rule and its table live in the agent's network namespace (this one).
   const ip = requireTool('ip', 'iproute2');
   const { mark, mask, table } = STEER_ROUTING;
-  const rule = ['rule', 'del', 'fwmark', `0x${mark.toString(16)}/0x${mask.toString(16)}`, 'lookup', String(table)];
+  const rule = ['rule', 'del', 'fwmark', `${formatMark(mark)}/${formatMark(mask)}`, 'lookup', String(table)];
   // One rule per agent start at most, but an interrupted start could have added it twice.
   for (let i = 0; i < 8 && (await runCommand(ip, rule).then(() => true, () => false)); i++) {
-    if (i === 0) removed.push(`ip rule fwmark 0x${mark.toString(16)} lookup ${table}`);
+    if (i === 0) removed.push(`ip rule fwmark ${formatMark(mark)} lookup ${table}`);
   }
   if (await removeDnatCapture()) removed.push(`nft table ip ${DNAT_CAPTURE_TABLE}`);
   const routes = await runCommand(ip, ['route', 'show', 'table', String(table)]).catch(() => '');
