@@ -87,6 +87,8 @@ async function curlFrom(pod: string, url: string): Promise<{ pod: string; peer: 
 
 const session = new LabSession(LAB, yamlPath);
 const agentLog = (node: string): Promise<string> => session.agentLog(node);
+/** How many lines of a node agent's log match `pattern`: to tell the records a step added. */
+const loggedLines = async (node: string, pattern: RegExp): Promise<number> => (await agentLog(node)).split('\n').filter((l) => pattern.test(l)).length;
 
 test('pods reach pods on the same node and across nodes by IP', async () => {
   assert.equal((await curlFrom('shop/client', 'http://10.245.1.10:8080/')).pod, 'web-a');
@@ -141,8 +143,8 @@ test('inbound from a pod outside the mesh is steered through the destination age
 
 test('inbound from a pod outside the mesh through a Service VIP, DNATed to an enrolled pod of its own node, still goes through that agent', async () => {
   // kube-proxy's DNAT happens after tc on the client's veth: the nft table of dnat-capture.ts catches it.
-  const inboundFromOutsider = async (): Promise<number> =>
-    (await agentLog('alpha')).split('\n').filter((l) => /"src\.addr":"10\.245\.1\.30:\d+","src\.workload":"outsider".*"dst\.addr":"10\.245\.1\.10:8080".*"direction":"inbound"/.test(l)).length;
+  const inboundFromOutsider = (): Promise<number> =>
+    loggedLines('alpha', /"src\.addr":"10\.245\.1\.30:\d+","src\.workload":"outsider".*"dst\.addr":"10\.245\.1\.10:8080".*"direction":"inbound"/);
   const before = await inboundFromOutsider();
   // The lab's kube-proxy picks web-a (alpha) or web-b (beta) at random: ask until web-a has answered twice.
   let viaAlpha = 0;
@@ -206,8 +208,7 @@ test('kill -9 of an agent: its pods\' new connections fail closed, and the resta
   const pid = status.processes.find((p) => p.id === 'node/alpha')?.pid;
   assert.ok(pid, 'no pid for the alpha agent');
   const pinsBefore = readdirSync(`/sys/fs/bpf/ambit/${LAB}-alpha/links/pods`).sort();
-  const tunnelled = async (): Promise<number> =>
-    (await agentLog('alpha')).split('\n').filter((l) => /"src\.workload":"client".*"dst\.hbone_addr":"10\.245\.2\.10:8080".*"msg":"connection complete"/.test(l)).length;
+  const tunnelled = (): Promise<number> => loggedLines('alpha', /"src\.workload":"client".*"dst\.hbone_addr":"10\.245\.2\.10:8080".*"msg":"connection complete"/);
   const tunnelledBefore = await tunnelled();
   process.kill(pid, 'SIGKILL');
   // Nothing listens on 15001 now: the connection is refused, never sent around the mesh. The
