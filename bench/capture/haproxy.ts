@@ -1,46 +1,18 @@
 // The baseline a user would pick instead of a mesh: two HAProxies as an mTLS TCP tunnel over the same
 // two hops. node-a's accepts plain TCP from the client pod and connects with TLS 1.3 and a client
-// certificate to node-b's, which verifies it and forwards to the server pod. Certificates (P-256) are
-// made with openssl for each run in a temporary directory; both processes run in the foreground in
-// their node's network namespace and are killed at the end, also on failure.
+// certificate to node-b's, which verifies it and forwards to the server pod. Certificates:
+// tunnel-certificates.ts; processes: netns-processes.ts (killed at the end, also on failure).
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nodeNetns, run } from './lab.js';
-import { HAPROXY_PORTS, HAPROXY_UPSTREAM, NODE_IP, type NodeName } from './plan.js';
-
-const SERVER_NAME = 'haproxy.node-b.tbench';
-
-interface Running {
-  readonly node: NodeName;
-  readonly child: ChildProcess;
-  stderr: string;
-  exited?: string;
-}
+import { NetnsProcesses } from './netns-processes.js';
+import { HAPROXY_PORTS, BASELINE_UPSTREAM, NODE_IP, type NodeName } from './plan.js';
+import { makeTunnelCertificates, removeTunnelCertificates, TUNNEL_SERVER_NAME } from './tunnel-certificates.js';
 
 let dir: string | undefined;
-const running: Running[] = [];
-
-function openssl(args: readonly string[]): void {
-  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8', timeout: 30_000 });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed: ${r.stderr}`);
-}
-
-const P256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-
-/** A CA and one leaf per side, each leaf written as the cert+key PEM HAProxy's `crt` wants. */
-function makeCertificates(): void {
-  openssl(['req', '-x509', '-new', ...P256, '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=ambit bench haproxy CA', '-days', '1']);
-  const leaf = (name: string, cn: string, usage: string): void => {
-    openssl(['req', '-x509', '-new', ...P256, '-keyout', `${name}.key`, '-out', `${name}.crt`, '-subj', `/CN=${cn}`, '-days', '1', '-CA', 'ca.pem', '-CAkey', 'ca.key',
-      '-addext', `subjectAltName=DNS:${cn}`, '-addext', `extendedKeyUsage=${usage}`, '-addext', 'basicConstraints=critical,CA:FALSE']);
-    writeFileSync(join(dir!, `${name}.pem`), readFileSync(join(dir!, `${name}.crt`), 'utf8') + readFileSync(join(dir!, `${name}.key`), 'utf8'));
-  };
-  leaf('client', 'haproxy.node-a.tbench', 'clientAuth');
-  leaf('server', SERVER_NAME, 'serverAuth');
-}
+const haproxies = new NetnsProcesses('haproxy', 'haproxy');
 
 /** One tunnel: plain in on node-a's `plain` port, mTLS from node-a to node-b's `tls` port, plain to the upstream. */
 export interface Tunnel {
@@ -53,8 +25,8 @@ export interface Tunnel {
 
 /** The capture bench's tunnels: the echo server and iperf3 of the direct server pod. */
 const TCP_TUNNELS: readonly Tunnel[] = [
-  { name: 'echo', ...HAPROXY_PORTS.echo, upstreamHost: HAPROXY_UPSTREAM.host, upstreamPort: HAPROXY_UPSTREAM.echoPort },
-  { name: 'iperf', ...HAPROXY_PORTS.iperf, upstreamHost: HAPROXY_UPSTREAM.host, upstreamPort: HAPROXY_UPSTREAM.iperfPort },
+  { name: 'echo', ...HAPROXY_PORTS.echo, upstreamHost: BASELINE_UPSTREAM.host, upstreamPort: BASELINE_UPSTREAM.echoPort },
+  { name: 'iperf', ...HAPROXY_PORTS.iperf, upstreamHost: BASELINE_UPSTREAM.host, upstreamPort: BASELINE_UPSTREAM.iperfPort },
 ];
 
 /** `tcp` relays bytes; `http` parses every request on both HAProxies (keep-alive on both sides, haproxy's default). */
@@ -77,7 +49,7 @@ frontend ${t.name}
   bind ${nodeA}:${t.plain}
   default_backend ${t.name}
 backend ${t.name}
-  server node-b ${nodeB}:${t.tls} ssl crt ${d}/client.pem ca-file ${d}/ca.pem verify required verifyhost ${SERVER_NAME} ssl-min-ver TLSv1.3
+  server node-b ${nodeB}:${t.tls} ssl crt ${d}/client.pem ca-file ${d}/ca.pem verify required verifyhost ${TUNNEL_SERVER_NAME} ssl-min-ver TLSv1.3
 `;
   return `${defaults(mode)}${tunnels.map(tunnel).join('')}`;
 }
@@ -99,12 +71,7 @@ function start(node: NodeName, config: string): void {
   writeFileSync(file, config);
   const check = spawnSync('haproxy', ['-c', '-q', '-f', file], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`haproxy rejected the ${node} configuration:\n${check.stderr}${check.stdout}`);
-  // `ip netns exec` execs haproxy in place, so the pid is haproxy's own (checked in haproxyPids).
-  const child = spawn('ip', ['netns', 'exec', nodeNetns(node), 'haproxy', '-db', '-f', file], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const entry: Running = { node, child, stderr: '' };
-  child.stderr!.on('data', (d: Buffer) => (entry.stderr = (entry.stderr + d.toString()).slice(-4000)));
-  child.once('exit', (code, signal) => (entry.exited = `exited ${code ?? signal}`));
-  running.push(entry);
+  haproxies.start(node, ['haproxy', '-db', '-f', file]);
 }
 
 /**
@@ -114,28 +81,13 @@ function start(node: NodeName, config: string): void {
 export function startHaproxyTunnel(mode: HaproxyMode = 'tcp', tunnels: readonly Tunnel[] = TCP_TUNNELS, nodeIp: Record<NodeName, string> = NODE_IP): void {
   nodeA = nodeIp['node-a'];
   nodeB = nodeIp['node-b'];
-  dir = mkdtempSync(join(tmpdir(), 'ambit-bench-haproxy-'));
-  makeCertificates();
+  dir = makeTunnelCertificates('ambit-bench-haproxy-');
   start('node-b', serverSideConfig(dir, mode, tunnels));
   start('node-a', clientSideConfig(dir, mode, tunnels));
 }
 
 /** Both HAProxies' pids, once each is haproxy itself and still running; else why not. */
-export function haproxyPids(): Record<NodeName, number> {
-  const pids = {} as Record<NodeName, number>;
-  for (const r of running) {
-    const pid = r.child.pid;
-    let comm = '';
-    try {
-      comm = pid ? readFileSync(`/proc/${pid}/comm`, 'utf8').trim() : '';
-    } catch {
-      // gone: reported below with its stderr
-    }
-    if (r.exited || !pid || comm !== 'haproxy') throw new Error(`haproxy on ${r.node} is not running (${r.exited ?? `pid ${pid ?? 'missing'} is "${comm}"`}):\n${r.stderr}`);
-    pids[r.node] = pid;
-  }
-  return pids;
-}
+export const haproxyPids = (): Record<NodeName, number> => haproxies.pids();
 
 export interface TunnelCheck {
   readonly protocol: string;
@@ -176,12 +128,11 @@ export async function verifyHaproxyMtls(probe: { tlsPort: number; request: strin
 }
 
 /** What the HAProxies printed, for a failure message. */
-export const haproxyStderr = (): string => running.map((r) => `haproxy ${r.node} ${r.exited ?? 'running'}: ${r.stderr.trim() || '(no output)'}`).join('\n');
+export const haproxyStderr = (): string => haproxies.stderr();
 
-/** Synchronous, so it also runs from a signal handler just before exit. Nothing to drain: a hard stop. */
+/** Synchronous, so it also runs from a signal handler just before exit. */
 export function stopHaproxyTunnel(): void {
-  for (const r of running) if (!r.exited) r.child.kill('SIGKILL');
-  running.length = 0;
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  haproxies.stop();
+  if (dir) removeTunnelCertificates(dir);
   dir = undefined;
 }

@@ -1,0 +1,76 @@
+// The baseline tunnels' processes: one per node, run in the foreground in that node's network
+// namespace, watched so that a run never measures a dead process, and killed at the end (also from a
+// signal handler, so stopping is synchronous).
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { nodeNetns } from './lab.js';
+import type { NodeName } from './plan.js';
+
+interface Running {
+  readonly node: NodeName;
+  readonly child: ChildProcess;
+  stderr: string;
+  exited?: string;
+}
+
+export class NetnsProcesses {
+  readonly #running: Running[] = [];
+
+  /**
+   * @param what names the processes in errors ("haproxy")
+   * @param comm the pid's /proc comm once it runs: `ip netns exec` execs in place, so the pid
+   *   becomes the program's own, and a pid whose comm is not this one is not the process measured
+   */
+  constructor(
+    private readonly what: string,
+    private readonly comm: string,
+  ) {}
+
+  start(node: NodeName, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): void {
+    const child = spawn('ip', ['netns', 'exec', nodeNetns(node), ...argv], { stdio: ['ignore', 'ignore', 'pipe'], env });
+    const entry: Running = { node, child, stderr: '' };
+    child.stderr!.on('data', (d: Buffer) => (entry.stderr = (entry.stderr + d.toString()).slice(-4000)));
+    child.once('exit', (code, signal) => (entry.exited = `exited ${code ?? signal}`));
+    this.#running.push(entry);
+  }
+
+  /** Each node's pid, once each is the program itself and still running; else throws why not. */
+  pids(): Record<NodeName, number> {
+    const pids = {} as Record<NodeName, number>;
+    for (const r of this.#running) {
+      const pid = r.child.pid;
+      let comm = '';
+      try {
+        comm = pid ? readFileSync(`/proc/${pid}/comm`, 'utf8').trim() : '';
+      } catch {
+        // gone: reported below with its stderr
+      }
+      if (r.exited || !pid || comm !== this.comm) {
+        throw new Error(`${this.what} on ${r.node} is not running (${r.exited ?? `pid ${pid ?? 'missing'} is "${comm}"`}):\n${r.stderr}`);
+      }
+      pids[r.node] = pid;
+    }
+    return pids;
+  }
+
+  /** Waits until every process has printed a line matching `line` on stderr; throws what they printed if not within `timeoutMs`. */
+  async ready(line: RegExp, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.#running.every((r) => line.test(r.stderr))) {
+      if (Date.now() > deadline || this.#running.some((r) => r.exited)) throw new Error(`${this.what} did not start:\n${this.stderr()}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** What the processes printed, for a failure message. */
+  stderr(): string {
+    return this.#running.map((r) => `${this.what} ${r.node} ${r.exited ?? 'running'}: ${r.stderr.trim() || '(no output)'}`).join('\n');
+  }
+
+  /** A hard stop: nothing to drain. */
+  stop(): void {
+    for (const r of this.#running) if (!r.exited) r.child.kill('SIGKILL');
+    this.#running.length = 0;
+  }
+}
