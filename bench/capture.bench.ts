@@ -1,12 +1,14 @@
-// `make bench` for the cross-node data path: brings up its own two-node lab and an HAProxy mTLS
-// tunnel, measures throughput and latency direct, through Ambit and through HAProxy, interleaved,
+// `make bench` for the cross-node data path: brings up its own two-node lab, a bare Node HTTP/2 mTLS
+// tunnel (the Node floor) and an HAProxy mTLS tunnel, measures throughput and latency direct, through
+// Ambit, through the Node floor and through HAProxy, interleaved,
 // with the proxies' CPU and memory, prints the ratios against issue 4's targets and writes the raw
 // results to bench/results/latest.json (and a timestamped copy). See bench/README.md.
 
 import { agentPids, bringUpLab, labDown, preflight, verifyCapture } from './capture/lab.js';
 import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, verifyHaproxyMtls } from './capture/haproxy.js';
 import { type IperfRun, iperf, latency, type LatencyRun, serverReady } from './capture/load-runs.js';
-import { IPERF_SECONDS, MODES, NODES, orderOf, PER_CONNECTION, PERSISTENT, ROUNDS, TARGETS, VARIANTS } from './capture/plan.js';
+import { nodeH2Pids, nodeH2Stderr, startNodeH2Tunnel, stopNodeH2Tunnel } from './capture/node-h2.js';
+import { BASELINE_UPSTREAM, IPERF_SECONDS, MODES, NODE_H2_PORTS, NODES, orderOf, PER_CONNECTION, PERSISTENT, ROUNDS, TARGETS, VARIANTS } from './capture/plan.js';
 import { backgroundBusyPercent, type Pids } from './capture/process-usage.js';
 import { printReport } from './capture/report.js';
 import { saveResults } from './lib/results.js';
@@ -17,18 +19,21 @@ const BACKGROUND_SAMPLE_MS = 2_000;
 /** ip and haproxy live in sbin, which a non-login root shell may not have on its PATH. */
 process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
 
-/** Synchronous, so it also runs from a signal handler: HAProxy first, as it holds the nodes' netns. */
+/** Synchronous, so it also runs from a signal handler: the tunnels first, as they hold the nodes' netns. */
 function tearDown(): void {
   stopHaproxyTunnel();
+  stopNodeH2Tunnel();
   labDown();
 }
 
 function allPids(): Pids {
   const agents = agentPids();
   const haproxies = haproxyPids();
+  const floors = nodeH2Pids();
   const pids: Pids = {};
   for (const node of NODES) {
     pids[`ambit/${node}`] = agents[node];
+    pids[`node-h2/${node}`] = floors[node];
     pids[`haproxy/${node}`] = haproxies[node];
   }
   return pids;
@@ -46,12 +51,18 @@ async function main(): Promise<void> {
   try {
     await bringUpLab();
     startHaproxyTunnel();
+    const upstream = (port: number): string => `${BASELINE_UPSTREAM.host}:${port}`;
+    await startNodeH2Tunnel([
+      { plain: NODE_H2_PORTS.echo, upstream: upstream(BASELINE_UPSTREAM.echoPort) },
+      { plain: NODE_H2_PORTS.iperf, upstream: upstream(BASELINE_UPSTREAM.iperfPort) },
+    ]);
     const startedAt = new Date();
 
     // Waits for the servers and the HAProxies (the YAML has no probe), and warms every path.
     for (const mode of MODES) {
       await serverReady(mode).catch((err: unknown) => {
-        throw mode === 'haproxy' ? new Error(`${(err as Error).message}\n${haproxyStderr()}`) : err;
+        const tunnel = mode === 'haproxy' ? haproxyStderr() : mode === 'node-h2' ? nodeH2Stderr() : '';
+        throw tunnel ? new Error(`${(err as Error).message}\n${tunnel}`) : err;
       });
     }
     const pids = allPids();
@@ -73,8 +84,9 @@ async function main(): Promise<void> {
         }
       }
     }
-    // Still running at the end: else a HAProxy row would measure a dead process.
+    // Still running at the end: else a HAProxy or Node floor row would measure a dead process.
     haproxyPids();
+    nodeH2Pids();
     const capture = { ...(await verifyCapture()), haproxyTunnel };
 
     const summary = summarize(iperfRuns, latencyRuns, samples);

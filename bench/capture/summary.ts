@@ -2,7 +2,7 @@
 // CPU per 1000 requests and RSS, and issue 4's targets judged on them.
 
 import type { IperfRun, LatencyRun } from './load-runs.js';
-import { type Mode, MODES, type NodeName, NODES, PLAIN_TARGETS, type ProcessKey, type ProxiedMode, processesOf, proxyOf, TARGETS, type Variant, VARIANTS } from './plan.js';
+import { type Mode, MODES, type NodeName, NODES, PLAIN_TARGETS, type ProcessKey, type ProxiedMode, PROXIED_MODES, processesOf, proxyOf, TARGETS, type Variant, VARIANTS } from './plan.js';
 import type { ProcessUsage } from './process-usage.js';
 import { type Added, added, median, type Percentiles, percentilesMs } from './stats.js';
 
@@ -100,28 +100,38 @@ function costOf(latencyRuns: readonly LatencyRun[], variant: Variant, mode: Prox
 
 const ms3 = (n: number): string => `${n.toFixed(3)} ms`;
 
-/**
- * Issue 4's targets for the Ambit (HBONE) path, each next to HAProxy's figure where the target is
- * relative to it, then issue 3's for the plain relay.
- */
-function checksOf(t: Record<Mode, ThroughputSummary>, l: Record<Mode, LatencySummary>, c: Record<ProxiedMode, ProxyCost>): Check[] {
-  const ambitP90 = l.ambit.addedMs.p90;
+/** Issue 4's targets, judged on one HBONE-shaped path: Ambit's, or the Node floor's (`who` prefixes each line). */
+function hboneChecks(mode: 'ambit' | 'node-h2', who: string, t: Record<Mode, ThroughputSummary>, l: Record<Mode, LatencySummary>, c: Record<ProxiedMode, ProxyCost>): Check[] {
+  const p90 = l[mode].addedMs.p90;
   const haproxyP90 = l.haproxy.addedMs.p90;
-  const perAgent = (node: NodeName): Check[] => {
-    const key = `ambit/${node}` as const;
-    const vcpu = c.ambit.cpuSecondsPer1000[key]!;
-    const growthMB = c.ambit.rssGrowthKiB[key]! / KIB_PER_MB;
+  const percent = t[mode].percentOfDirect;
+  const perProcess = (node: NodeName): Check[] => {
+    const key = `${proxyOf(mode)}/${node}` as const;
+    const vcpu = c[mode].cpuSecondsPer1000[key]!;
+    const growthMB = c[mode].rssGrowthKiB[key]! / KIB_PER_MB;
     return [
-      { what: `agent ${node}: vCPU per 1000 rps`, target: `<= ${TARGETS.vcpuPer1000RpsPerAgent}`, value: vcpu.toFixed(3), ok: vcpu <= TARGETS.vcpuPer1000RpsPerAgent },
-      { what: `agent ${node}: RSS growth at 1000 rps`, target: `<= ${TARGETS.rssGrowthMB} MB`, value: `${growthMB.toFixed(1)} MB`, ok: growthMB <= TARGETS.rssGrowthMB },
+      { what: `${who}${node}: vCPU per 1000 rps`, target: `<= ${TARGETS.vcpuPer1000RpsPerAgent}`, value: vcpu.toFixed(3), ok: vcpu <= TARGETS.vcpuPer1000RpsPerAgent },
+      { what: `${who}${node}: RSS growth at 1000 rps`, target: `<= ${TARGETS.rssGrowthMB} MB`, value: `${growthMB.toFixed(1)} MB`, ok: growthMB <= TARGETS.rssGrowthMB },
     ];
   };
   return [
-    { what: 'throughput, % of direct', target: `>= ${TARGETS.throughputPercentOfDirect}%`, value: `${t.ambit.percentOfDirect.toFixed(1)}%`, ok: t.ambit.percentOfDirect >= TARGETS.throughputPercentOfDirect },
-    { what: 'throughput vs HAProxy', target: `>= ${t.haproxy.percentOfDirect.toFixed(1)}% (HAProxy)`, value: `${t.ambit.percentOfDirect.toFixed(1)}%`, ok: t.ambit.percentOfDirect >= t.haproxy.percentOfDirect },
-    { what: 'added p90 at 1000 rps', target: `<= ${TARGETS.addedP90Ms} ms`, value: ms3(ambitP90), ok: ambitP90 <= TARGETS.addedP90Ms },
-    { what: 'added p90 vs HAProxy', target: `<= ${ms3(haproxyP90)} (HAProxy)`, value: ms3(ambitP90), ok: ambitP90 <= haproxyP90 },
-    ...NODES.flatMap(perAgent),
+    { what: `${who}throughput, % of direct`, target: `>= ${TARGETS.throughputPercentOfDirect}%`, value: `${percent.toFixed(1)}%`, ok: percent >= TARGETS.throughputPercentOfDirect },
+    { what: `${who}throughput vs HAProxy`, target: `>= ${t.haproxy.percentOfDirect.toFixed(1)}% (HAProxy)`, value: `${percent.toFixed(1)}%`, ok: percent >= t.haproxy.percentOfDirect },
+    { what: `${who}added p90 at 1000 rps`, target: `<= ${TARGETS.addedP90Ms} ms`, value: ms3(p90), ok: p90 <= TARGETS.addedP90Ms },
+    { what: `${who}added p90 vs HAProxy`, target: `<= ${ms3(haproxyP90)} (HAProxy)`, value: ms3(p90), ok: p90 <= haproxyP90 },
+    ...NODES.flatMap(perProcess),
+  ];
+}
+
+/**
+ * Issue 4's targets for the Ambit (HBONE) path, each next to HAProxy's figure where the target is
+ * relative to it; the same targets for the Node floor, to show which of them Node itself allows; then
+ * issue 3's for the plain relay.
+ */
+function checksOf(t: Record<Mode, ThroughputSummary>, l: Record<Mode, LatencySummary>, c: Record<ProxiedMode, ProxyCost>): Check[] {
+  return [
+    ...hboneChecks('ambit', 'Ambit ', t, l, c),
+    ...hboneChecks('node-h2', 'Node floor ', t, l, c),
     { what: 'plain relay (issue 3): throughput, % of direct', target: `>= ${PLAIN_TARGETS.throughputPercentOfDirect}%`, value: `${t['ambit-plain'].percentOfDirect.toFixed(1)}%`, ok: t['ambit-plain'].percentOfDirect >= PLAIN_TARGETS.throughputPercentOfDirect },
     { what: 'plain relay (issue 3): added p90 at 1000 rps', target: `<= ${PLAIN_TARGETS.addedP90Ms} ms`, value: ms3(l['ambit-plain'].addedMs.p90), ok: l['ambit-plain'].addedMs.p90 <= PLAIN_TARGETS.addedP90Ms },
   ];
@@ -130,7 +140,6 @@ function checksOf(t: Record<Mode, ThroughputSummary>, l: Record<Mode, LatencySum
 export function summarize(iperfRuns: readonly IperfRun[], latencyRuns: readonly LatencyRun[], samples: ReadonlyMap<string, readonly number[]>): Summary {
   const throughput = throughputOf(iperfRuns);
   const latency = Object.fromEntries(VARIANTS.map((v) => [v, latencyOf(samples, v)])) as Summary['latency'];
-  const modes: ProxiedMode[] = ['ambit', 'ambit-plain', 'haproxy'];
-  const cost = Object.fromEntries(VARIANTS.map((v) => [v, Object.fromEntries(modes.map((m) => [m, costOf(latencyRuns, v, m)]))])) as Summary['cost'];
+  const cost = Object.fromEntries(VARIANTS.map((v) => [v, Object.fromEntries(PROXIED_MODES.map((m) => [m, costOf(latencyRuns, v, m)]))])) as Summary['cost'];
   return { throughput, latency, cost, checks: checksOf(throughput, latency.persistent, cost.persistent) };
 }
