@@ -1,23 +1,28 @@
 // `make bench` for HTTP (issue 5): POSTs with a 1 KB body (1 KB answered) at fixed rates from a pod on
 // node-a to a pod on node-b, direct, through Ambit as an L4 relay (Service port tcp-*), through Ambit
-// routing each request (port http), and through two HAProxies in HTTP mode with mTLS between them;
+// routing each request (port http), through the Node floor (two bare node:http proxies with mTLS
+// between them: l7/node-http-proxy.ts) and through two HAProxies in HTTP mode with mTLS between them;
 // interleaved rounds, with the proxies' CPU and RSS. Prints added latency vs direct and the issue's targets, and
 // writes bench/results/l7-latest.json (and a timestamped copy). See bench/README.md.
 //
 // Reuses the capture bench's lab handling (capture/lab.ts, on its own lab `tbench-l7`), its HAProxy
-// tunnel (capture/haproxy.ts in `mode http`), /proc accounting and statistics.
+// tunnel (capture/haproxy.ts in `mode http`), its tunnels' certificates and processes, /proc
+// accounting and statistics.
 
 import { join } from 'node:path';
 import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, type TunnelCheck, verifyHaproxyMtls } from './capture/haproxy.js';
 import { agentPids, ambit, bringUpLab, execIn, lab, labDown, preflight, ROOT, useLab } from './capture/lab.js';
-import { NODES, type NodeName } from './capture/plan.js';
+import { NetnsProcesses } from './capture/netns-processes.js';
+import { NODES, type NodeName, type ProcessKey } from './capture/plan.js';
 import { backgroundBusyPercent, measured, type Pids, type Usage } from './capture/process-usage.js';
 import { type Added, added, type Percentiles, percentilesMs } from './capture/stats.js';
+import { makeTunnelCertificates, removeTunnelCertificates } from './capture/tunnel-certificates.js';
 import { saveResults } from './lib/results.js';
 
 const LAB = 'tbench-l7';
 const YAML = join(ROOT, 'bench/l7-mesh.yaml');
 const HTTP_LOAD = join(ROOT, 'bench/lib/http-load.ts');
+const NODE_HTTP_PROXY = join(ROOT, 'bench/l7/node-http-proxy.ts');
 const NODE_IP: Record<NodeName, string> = { 'node-a': '172.31.91.11', 'node-b': '172.31.91.12' };
 
 const RATES = [500, 1000, 2000] as const;
@@ -27,19 +32,33 @@ const WARMUP_SECONDS = 1;
 const SERVER_WAIT_MS = 30_000;
 const BACKGROUND_SAMPLE_MS = 2_000;
 
-type Mode = 'direct' | 'ambit-l4' | 'ambit-l7' | 'haproxy-http';
-const MODES: readonly Mode[] = ['direct', 'ambit-l4', 'ambit-l7', 'haproxy-http'];
+type Mode = 'direct' | 'ambit-l4' | 'ambit-l7' | 'node-http' | 'haproxy-http';
+const MODES: readonly Mode[] = ['direct', 'ambit-l4', 'ambit-l7', 'node-http', 'haproxy-http'];
 const HAPROXY = { plain: 18080, tls: 18443 } as const;
+const NODE_HTTP = { plain: 18180, tls: 18543 } as const;
 const DIRECT_SERVER = { host: '10.248.2.20', port: 8080 } as const;
 const PATHS: Record<Mode, { client: string; host: string; port: number }> = {
   direct: { client: 'direct/client', ...DIRECT_SERVER },
   // The Services' cluster IPs: the client's agent resolves them, as for any meshed client.
   'ambit-l4': { client: 'mesh/client', host: '10.106.0.10', port: 8080 },
   'ambit-l7': { client: 'mesh/client', host: '10.106.0.11', port: 8080 },
+  'node-http': { client: 'direct/client', host: NODE_IP['node-a'], port: NODE_HTTP.plain },
   'haproxy-http': { client: 'direct/client', host: NODE_IP['node-a'], port: HAPROXY.plain },
 };
 /** Whose CPU a run is charged to: a direct run shows the agents' background work. */
-const proxiesOf = (mode: Mode): string[] => NODES.map((n) => `${mode === 'haproxy-http' ? 'haproxy' : 'ambit'}/${n}`);
+const proxiesOf = (mode: Mode): ProcessKey[] => NODES.map((n) => `${mode === 'haproxy-http' ? 'haproxy' : mode === 'node-http' ? 'node-http' : 'ambit'}/${n}` as const);
+
+const nodeHttpProxies = new NetnsProcesses('node-http proxy', 'node');
+let nodeHttpCertificates: string | undefined;
+
+/** The Node floor: node-b's side in front of the direct server, node-a's side for the direct client. */
+async function startNodeHttpProxies(): Promise<void> {
+  const dir = (nodeHttpCertificates = makeTunnelCertificates('ambit-bench-node-http-'));
+  const node = (args: readonly string[]): string[] => [process.execPath, '--import', 'tsx', NODE_HTTP_PROXY, ...args];
+  nodeHttpProxies.start('node-b', node(['server', NODE_IP['node-b'], String(NODE_HTTP.tls), `${DIRECT_SERVER.host}:${DIRECT_SERVER.port}`, dir]));
+  nodeHttpProxies.start('node-a', node(['client', NODE_IP['node-a'], String(NODE_HTTP.plain), `${NODE_IP['node-b']}:${NODE_HTTP.tls}`, dir]));
+  await nodeHttpProxies.ready(/^ready$/m, 30_000);
+}
 
 /** Issue 5's targets, judged at 1000 rps for the L7 path. */
 const TARGETS = { addedP90Ms: 0.5, vcpuPer1000RpsPerAgent: 0.15 } as const;
@@ -48,6 +67,9 @@ process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/s
 
 function tearDown(): void {
   stopHaproxyTunnel();
+  nodeHttpProxies.stop();
+  if (nodeHttpCertificates) removeTunnelCertificates(nodeHttpCertificates);
+  nodeHttpCertificates = undefined;
   labDown();
 }
 
@@ -134,9 +156,9 @@ function summarize(runs: readonly Run[], samples: Map<string, number[]>): Row[] 
       const cpuPer1000: Record<string, number> = {};
       const rssPeakMiB: Record<string, number> = {};
       for (const key of proxiesOf(mode)) {
-        const cpu = these.reduce((a, r) => a + (r.usage.processes[key as keyof Usage['processes']]?.cpuSeconds ?? 0), 0);
+        const cpu = these.reduce((a, r) => a + (r.usage.processes[key]?.cpuSeconds ?? 0), 0);
         cpuPer1000[key] = cpu / (completed / 1000);
-        rssPeakMiB[key] = Math.max(...these.map((r) => r.usage.processes[key as keyof Usage['processes']]?.rssPeakKiB ?? 0)) / 1024;
+        rssPeakMiB[key] = Math.max(...these.map((r) => r.usage.processes[key]?.rssPeakKiB ?? 0)) / 1024;
       }
       rows.push({
         mode,
@@ -177,13 +199,16 @@ function printReport(rows: readonly Row[], background: number): string[] {
     );
   }
   line('(direct rows: CPU is the agents\' background work while the direct pods talk)');
-  const l7 = rows.find((r) => r.mode === 'ambit-l7' && r.rate === 1000)!;
-  const p90 = l7.addedMs!.p90;
-  const cpu = Math.max(...proxiesOf('ambit-l7').map((k) => l7.cpuPer1000[k]!));
-  line('');
-  line(`issue 5 targets, Ambit with L7 at 1000 rps:`);
-  line(`  added p90 ≤ ${TARGETS.addedP90Ms} ms: ${f(p90)} ms, ${p90 <= TARGETS.addedP90Ms ? 'met' : 'not met'}`);
-  line(`  ≤ ${TARGETS.vcpuPer1000RpsPerAgent} vCPU per 1000 rps per agent: ${f(cpu)} (worse agent), ${cpu <= TARGETS.vcpuPer1000RpsPerAgent ? 'met' : 'not met'}`);
+  // The targets judged on Ambit's L7 path, and on the Node floor to show what Node itself allows.
+  for (const [mode, who] of [['ambit-l7', 'Ambit with L7'], ['node-http', 'the Node floor (bare node:http proxies)']] as const) {
+    const row = rows.find((r) => r.mode === mode && r.rate === 1000)!;
+    const p90 = row.addedMs!.p90;
+    const cpu = Math.max(...proxiesOf(mode).map((k) => row.cpuPer1000[k]!));
+    line('');
+    line(`issue 5 targets, ${who} at 1000 rps:`);
+    line(`  added p90 ≤ ${TARGETS.addedP90Ms} ms: ${f(p90)} ms, ${p90 <= TARGETS.addedP90Ms ? 'met' : 'not met'}`);
+    line(`  ≤ ${TARGETS.vcpuPer1000RpsPerAgent} vCPU per 1000 rps per process: ${f(cpu)} (worse node), ${cpu <= TARGETS.vcpuPer1000RpsPerAgent ? 'met' : 'not met'}`);
+  }
   return out;
 }
 
@@ -200,17 +225,21 @@ async function main(): Promise<void> {
   try {
     await bringUpLab();
     startHaproxyTunnel('http', [{ name: 'web', ...HAPROXY, upstreamHost: DIRECT_SERVER.host, upstreamPort: DIRECT_SERVER.port }], NODE_IP);
+    await startNodeHttpProxies();
     const startedAt = new Date();
     for (const mode of MODES) {
       await serverReady(mode).catch((err: unknown) => {
-        throw mode === 'haproxy-http' ? new Error(`${(err as Error).message}\n${haproxyStderr()}`) : err;
+        const baseline = mode === 'haproxy-http' ? haproxyStderr() : mode === 'node-http' ? nodeHttpProxies.stderr() : '';
+        throw baseline ? new Error(`${(err as Error).message}\n${baseline}`) : err;
       });
     }
     const agents = agentPids();
     const haproxies = haproxyPids();
+    const floors = nodeHttpProxies.pids();
     const pids: Pids = {};
     for (const n of NODES) {
       pids[`ambit/${n}`] = agents[n];
+      pids[`node-http/${n}`] = floors[n];
       pids[`haproxy/${n}`] = haproxies[n];
     }
     const haproxyTunnel: TunnelCheck = await verifyHaproxyMtls({
@@ -249,6 +278,7 @@ async function main(): Promise<void> {
       }
     }
     haproxyPids();
+    nodeHttpProxies.pids();
     // That each Ambit path was what it claims: node-a's agent reported every L7 request as an HTTP
     // request (istio_requests_total), and none of the L4 path's.
     const reportedAfter = await requestsReported(['server-l4', 'server-l7']);
