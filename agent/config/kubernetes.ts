@@ -55,12 +55,21 @@ export type EnvVar =
   | { readonly name: string; readonly value: string }
   | { readonly name: string; readonly fieldRef: string };
 
+export interface ProbeHeader {
+  readonly name: string;
+  readonly value: string;
+}
+
 /** An HTTP GET or TCP socket probe; Ambit's active health checks reuse the readinessProbe. */
 export type Probe =
   | {
       readonly kind: 'httpGet';
       readonly path: string;
       readonly port: number | string;
+      /** HTTPS as a kubelet probes it: the pod's certificate is not verified. */
+      readonly scheme: 'HTTP' | 'HTTPS';
+      /** Sent as given, in order; a Host, User-Agent or Accept here replaces the probe's own. */
+      readonly httpHeaders: readonly ProbeHeader[];
       readonly periodSeconds: number;
       readonly timeoutSeconds: number;
       readonly failureThreshold: number;

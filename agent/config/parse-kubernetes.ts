@@ -14,6 +14,7 @@ import type {
   PodObject,
   PortProtocol,
   Probe,
+  ProbeHeader,
   ServiceAccountObject,
   ServiceObject,
   ServicePort,
@@ -135,6 +136,8 @@ function parseContainerPort(p: MapReader): ContainerPort | undefined {
   return { ...(name !== undefined ? { name } : {}), containerPort, protocol };
 }
 
+const PROBE_SCHEMES = ['HTTP', 'HTTPS'] as const;
+
 /** A readinessProbe with Kubernetes' defaults: period 10s, timeout 1s, failure threshold 3, success 1. */
 function parseProbe(field: Field): Probe | undefined {
   const probe = field.map();
@@ -157,7 +160,13 @@ function parseProbe(field: Field): Probe | undefined {
   if (portValue === undefined) return undefined;
   if (handler === 'tcpSocket') return { kind: 'tcpSocket', port: portValue, ...timing };
   const path = action?.string('path') ?? '/';
-  return { kind: 'httpGet', path, port: portValue, ...timing };
+  const scheme = action?.enum('scheme', PROBE_SCHEMES) ?? 'HTTP';
+  const httpHeaders = (action?.maps('httpHeaders') ?? []).flatMap((h): ProbeHeader[] => {
+    const name = h.require('name')?.nonEmptyString();
+    return name === undefined ? [] : [{ name, value: h.string('value') ?? '' }];
+  });
+  action?.get('host')?.warn("httpGet.host is not used: the agent probes the endpoint's pod IP (set a Host header in httpHeaders to send another name)");
+  return { kind: 'httpGet', path, port: portValue, scheme, httpHeaders, ...timing };
 }
 
 export function parseService(root: MapReader, base: ObjectBase<'Service'>): ServiceObject | undefined {

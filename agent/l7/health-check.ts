@@ -6,7 +6,7 @@
 // real TCP/HTTP probes (proxy/health-probe.ts) for the targets cluster-health.ts picks, tests supply
 // scripted ones.
 
-import type { Probe } from '../config/kubernetes.js';
+import type { Probe, ProbeHeader } from '../config/kubernetes.js';
 import type { Workload } from '../state/model.js';
 import type { Clock, TimerHandle } from './clock.js';
 
@@ -15,6 +15,10 @@ export interface HealthCheckSpec {
   readonly port: number;
   /** HTTP only: the GET path; 200-399 is healthy, as for a kubelet. */
   readonly path?: string;
+  /** HTTP only: over TLS, the certificate not verified (a kubelet's HTTPS probe). */
+  readonly https?: boolean;
+  /** HTTP only: the readinessProbe's httpHeaders. */
+  readonly headers?: readonly ProbeHeader[];
   readonly intervalMs: number;
   readonly timeoutMs: number;
   readonly unhealthyThreshold: number;
@@ -33,7 +37,9 @@ export function healthCheckFromProbe(workload: Workload, probe: Probe | undefine
     spec: {
       kind: probe.kind === 'httpGet' ? 'http' : 'tcp',
       port,
-      ...(probe.kind === 'httpGet' ? { path: probe.path } : {}),
+      ...(probe.kind === 'httpGet'
+        ? { path: probe.path, ...(probe.scheme === 'HTTPS' ? { https: true } : {}), ...(probe.httpHeaders.length > 0 ? { headers: probe.httpHeaders } : {}) }
+        : {}),
       intervalMs: probe.periodSeconds * 1000,
       timeoutMs: probe.timeoutSeconds * 1000,
       unhealthyThreshold: Math.max(1, probe.failureThreshold),

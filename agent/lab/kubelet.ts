@@ -59,15 +59,24 @@ export function enterNodeNetns(netns: string): string[] {
   return [requireTool('nsenter', 'util-linux'), `--net=/run/netns/${netns}`, '--'];
 }
 
+/**
+ * curl's arguments for an httpGet probe, printing only the status: as a kubelet, an HTTPS probe does
+ * not verify the certificate, and httpHeaders are sent as given.
+ */
+export function curlProbeArgs(ip: string, probe: LabProbe & { readonly kind: 'httpGet' }): string[] {
+  const url = `${probe.scheme.toLowerCase()}://${ip}:${probe.resolvedPort}${probe.path.startsWith('/') ? '' : '/'}${probe.path}`;
+  const headers = probe.httpHeaders.flatMap((h) => ['-H', `${h.name}: ${h.value}`]);
+  return ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', String(probe.timeoutSeconds), ...(probe.scheme === 'HTTPS' ? ['--insecure'] : []), ...headers, url];
+}
+
 /** A probe as a kubelet runs it: from the node's network namespace, bounded by its timeout. */
 export function probeFromNode(nodeNetns: string, ip: string, probe: LabProbe): () => Promise<boolean> {
   const enter = enterNodeNetns(nodeNetns);
   const timeout = String(probe.timeoutSeconds);
   if (probe.kind === 'httpGet') {
-    const curl = requireTool('curl', 'curl');
-    const url = `http://${ip}:${probe.resolvedPort}${probe.path.startsWith('/') ? '' : '/'}${probe.path}`;
+    const curl = [requireTool('curl', 'curl'), ...curlProbeArgs(ip, probe)];
     return async () => {
-      const code = await runCommand(enter[0]!, [...enter.slice(1), curl, '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', timeout, url]).catch(() => '000');
+      const code = await runCommand(enter[0]!, [...enter.slice(1), ...curl]).catch(() => '000');
       return Number(code) >= 200 && Number(code) < 400;
     };
   }

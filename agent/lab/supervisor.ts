@@ -102,6 +102,8 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         kind: 'httpGet',
         path: '/healthz/ready',
         port: 15021,
+        scheme: 'HTTP',
+        httpHeaders: [],
         resolvedPort: 15021,
         periodSeconds: 5,
         timeoutSeconds: 1,

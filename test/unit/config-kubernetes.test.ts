@@ -46,9 +46,46 @@ status:
   assert.deepEqual(container?.env, [{ name: 'POD_NAME', fieldRef: 'metadata.name' }, { name: 'MODE', value: 'fast' }]);
   assert.deepEqual(container?.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]);
   assert.deepEqual(container?.readinessProbe, {
-    kind: 'httpGet', path: '/', port: 'http', periodSeconds: 10, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1,
+    kind: 'httpGet', path: '/', port: 'http', scheme: 'HTTP', httpHeaders: [], periodSeconds: 10, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1,
   });
   assert.equal(pod.status.podIP, '10.244.1.5');
+});
+
+test('an httpGet probe keeps its scheme and httpHeaders in order; host is reported as unused; a bad scheme is an error', () => {
+  const pod = (probe: string) => `apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+    - name: web
+      readinessProbe:
+${probe}
+status: {podIP: 10.244.1.5}
+`;
+  const result = parseConfigFile(
+    pod(`        httpGet:
+          path: /ready
+          port: 8443
+          scheme: HTTPS
+          host: web.example
+          httpHeaders:
+            - {name: X-Probe, value: a}
+            - {name: X-Probe, value: b}
+            - {name: Host, value: web.internal}`),
+    'k.yaml',
+  );
+  const parsed = result.objects[0];
+  assert.equal(parsed?.kind, 'Pod');
+  if (parsed?.kind !== 'Pod') return;
+  assert.deepEqual(parsed.spec.containers[0]?.readinessProbe, {
+    kind: 'httpGet', path: '/ready', port: 8443, scheme: 'HTTPS',
+    httpHeaders: [{ name: 'X-Probe', value: 'a' }, { name: 'X-Probe', value: 'b' }, { name: 'Host', value: 'web.internal' }],
+    periodSeconds: 10, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1,
+  });
+  assert.deepEqual(result.diagnostics.map(formatDiagnostic), [
+    "k.yaml:12: Pod default/web: spec.containers[0].readinessProbe.httpGet.host: warning: httpGet.host is not used: the agent probes the endpoint's pod IP (set a Host header in httpHeaders to send another name)",
+  ]);
+  assert.match(messages(pod('        httpGet: {port: 80, scheme: FTP}')).join('\n'), /scheme.*HTTP.*HTTPS/);
 });
 
 test('a Service defaults targetPort to port and protocol to TCP, and keeps clusterIP', () => {

@@ -1,28 +1,35 @@
 // The real health probes (agent/l7/proxy/health-probe.ts) against loopback servers: HTTP GET judged as
 // a kubelet judges it (200-399 healthy), over a TCP socket and over a duplex that is not a socket (as an
-// HBONE stream is); TCP connect; timeouts, aborts and refused connections fail with a reason.
+// HBONE stream is), in plain HTTP and in HTTPS with an unverified certificate, with the probe's
+// httpHeaders; TCP connect; timeouts, aborts and refused connections fail with a reason.
 
 import assert from 'node:assert/strict';
-import http, { type IncomingHttpHeaders } from 'node:http';
+import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, before, test } from 'node:test';
 import type { HealthCheckSpec, ProbeAnswer } from '../../agent/l7/health-check.js';
-import { PROBE_USER_AGENT, endpointProbe, httpGetProbe, runProbe, tcpProbe } from '../../agent/l7/proxy/health-probe.js';
+import { type HttpGet, PROBE_USER_AGENT, endpointProbe, httpGetProbe, runProbe, tcpProbe } from '../../agent/l7/proxy/health-probe.js';
 import { streamPair } from '../../agent/l7/proxy/stream-pair.js';
 import type { Workload } from '../../agent/state/model.js';
 import { mesh } from './helpers/l7-mesh.js';
+import { selfSignedTls } from './helpers/self-signed.js';
 
 const seen: { path: string; headers: IncomingHttpHeaders }[] = [];
 let hangingSockets: net.Socket[] = [];
 // /status/<code> answers <code>; /hang never answers.
-const server = http.createServer((req, res) => {
+const answer = (req: IncomingMessage, res: ServerResponse): void => {
   seen.push({ path: req.url ?? '', headers: req.headers });
   if (req.url === '/hang') return;
   const code = Number(/^\/status\/(\d+)$/.exec(req.url ?? '')?.[1] ?? 200);
   res.writeHead(code, code >= 300 && code < 400 ? { location: 'http://elsewhere.invalid/' } : {});
   res.end(`status ${code}`);
-});
+};
+const server = http.createServer(answer);
+// The same answers over TLS, with a self-signed certificate no probe could verify.
+let tlsServer: https.Server | undefined;
+let tlsPort = 0;
 // Accepts TCP connections and never says anything.
 const silent = net.createServer((socket) => hangingSockets.push(socket));
 let port = 0;
@@ -48,10 +55,14 @@ const pairedOpen = (p: number) => async (): Promise<Duplex | string> => {
 };
 
 const address = () => ({ ip: '127.0.0.1', port });
+const get = (path: string, more: Partial<HttpGet> = {}): HttpGet => ({ path, https: false, headers: [], ...more });
 const never = new AbortController().signal;
 const reasonOf = (a: ProbeAnswer): string => (typeof a === 'object' ? a.reason : String(a));
 
 before(async () => {
+  tlsServer = https.createServer(await selfSignedTls('probe-test.invalid'), answer);
+  await new Promise<void>((r) => tlsServer!.listen(0, '127.0.0.1', r));
+  tlsPort = (tlsServer.address() as AddressInfo).port;
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
   port = (server.address() as AddressInfo).port;
@@ -68,18 +79,20 @@ after(async () => {
   hangingSockets = [];
   server.closeAllConnections();
   await new Promise<void>((r) => server.close(() => r()));
+  tlsServer?.closeAllConnections();
+  await new Promise<void>((r) => (tlsServer ? tlsServer.close(() => r()) : r()));
   await new Promise<void>((r) => silent.close(() => r()));
 });
 
 test('HTTP GET: 200 and 3xx are healthy, 4xx and 5xx fail with the status; path, host and user-agent as sent', async () => {
   for (const open of [tcpOpen, pairedOpen]) {
     seen.length = 0;
-    assert.equal(await httpGetProbe(open(port), address(), '/status/200', 2000, never), true);
-    assert.equal(await httpGetProbe(open(port), address(), '/status/302', 2000, never), true, 'a redirect is success, as for a kubelet');
-    assert.equal(await httpGetProbe(open(port), address(), '/status/399', 2000, never), true);
-    const notFound = await httpGetProbe(open(port), address(), '/status/404', 2000, never);
+    assert.equal(await httpGetProbe(open(port), address(), get('/status/200'), 2000, never), true);
+    assert.equal(await httpGetProbe(open(port), address(), get('/status/302'), 2000, never), true, 'a redirect is success, as for a kubelet');
+    assert.equal(await httpGetProbe(open(port), address(), get('/status/399'), 2000, never), true);
+    const notFound = await httpGetProbe(open(port), address(), get('/status/404'), 2000, never);
     assert.deepEqual(notFound, { ok: false, reason: `GET http://127.0.0.1:${port}/status/404 answered 404` });
-    const unavailable = await httpGetProbe(open(port), address(), '/status/503', 2000, never);
+    const unavailable = await httpGetProbe(open(port), address(), get('/status/503'), 2000, never);
     assert.match(reasonOf(unavailable), /answered 503$/);
     assert.deepEqual(seen.map((s) => s.path), ['/status/200', '/status/302', '/status/399', '/status/404', '/status/503']);
     for (const s of seen) {
@@ -90,9 +103,38 @@ test('HTTP GET: 200 and 3xx are healthy, 4xx and 5xx fail with the status; path,
   }
 });
 
+test('HTTPS GET: the certificate is not verified, as by a kubelet; statuses judged as for HTTP; TLS against a plain server fails', async () => {
+  const tlsAddress = { ip: '127.0.0.1', port: tlsPort };
+  for (const open of [tcpOpen, pairedOpen]) {
+    seen.length = 0;
+    assert.equal(await httpGetProbe(open(tlsPort), tlsAddress, get('/status/200', { https: true }), 2000, never), true);
+    const unavailable = await httpGetProbe(open(tlsPort), tlsAddress, get('/status/503', { https: true }), 2000, never);
+    assert.deepEqual(unavailable, { ok: false, reason: `GET https://127.0.0.1:${tlsPort}/status/503 answered 503` });
+    assert.deepEqual(seen.map((s) => s.path), ['/status/200', '/status/503']);
+  }
+  const plain = await httpGetProbe(tcpOpen(port), address(), get('/status/200', { https: true }), 2000, never);
+  assert.match(reasonOf(plain), new RegExp(`^GET https://127\\.0\\.0\\.1:${port}/status/200: `));
+});
+
+test("httpHeaders: Host, User-Agent and Accept replace the probe's own; other headers are added, repeats kept", async () => {
+  seen.length = 0;
+  const headers = [
+    { name: 'X-Probe', value: 'a' },
+    { name: 'Host', value: 'web.internal' },
+    { name: 'x-probe', value: 'b' },
+    { name: 'User-Agent', value: 'kube-probe/1.30' },
+  ];
+  assert.equal(await httpGetProbe(tcpOpen(port), address(), get('/status/200', { headers }), 2000, never), true);
+  const sent = seen[0]!.headers;
+  assert.equal(sent['host'], 'web.internal');
+  assert.equal(sent['user-agent'], 'kube-probe/1.30');
+  assert.equal(sent['accept'], '*/*');
+  assert.equal(sent['x-probe'], 'a, b');
+});
+
 test('HTTP GET: no answer within the timeout fails; an abort ends the probe at once', async () => {
   const started = performance.now();
-  const slow = await httpGetProbe(tcpOpen(port), address(), '/hang', 300, never);
+  const slow = await httpGetProbe(tcpOpen(port), address(), get('/hang'), 300, never);
   const took = performance.now() - started;
   assert.match(reasonOf(slow), /no answer within 300 ms/);
   assert.ok(took >= 250 && took < 3000, `the timeout took ${took} ms`);
@@ -100,17 +142,17 @@ test('HTTP GET: no answer within the timeout fails; an abort ends the probe at o
   const controller = new AbortController();
   setTimeout(() => controller.abort(), 100);
   const t0 = performance.now();
-  const aborted = await httpGetProbe(pairedOpen(port), address(), '/hang', 10_000, controller.signal);
+  const aborted = await httpGetProbe(pairedOpen(port), address(), get('/hang'), 10_000, controller.signal);
   assert.match(reasonOf(aborted), /aborted/);
   assert.ok(performance.now() - t0 < 3000, 'the abort did not end the probe');
 
   // A server that accepts and never answers: the same timeout.
-  const mute = await httpGetProbe(tcpOpen(silentPort), { ip: '127.0.0.1', port: silentPort }, '/', 300, never);
+  const mute = await httpGetProbe(tcpOpen(silentPort), { ip: '127.0.0.1', port: silentPort }, get('/'), 300, never);
   assert.match(reasonOf(mute), /no answer within 300 ms/);
 });
 
 test('HTTP GET and TCP: a refused connection fails with the reason; an already aborted signal never connects', async () => {
-  const refused = await httpGetProbe(tcpOpen(closedPort), { ip: '127.0.0.1', port: closedPort }, '/', 2000, never);
+  const refused = await httpGetProbe(tcpOpen(closedPort), { ip: '127.0.0.1', port: closedPort }, get('/'), 2000, never);
   assert.match(reasonOf(refused), /ECONNREFUSED/);
   const tcpRefused = await tcpProbe(tcpOpen(closedPort), 2000, never);
   assert.match(reasonOf(tcpRefused), /ECONNREFUSED/);
@@ -122,7 +164,7 @@ test('HTTP GET and TCP: a refused connection fails with the reason; an already a
   };
   const done = AbortSignal.abort();
   assert.equal(typeof (await tcpProbe(counting, 2000, done)), 'object');
-  assert.equal(typeof (await httpGetProbe(counting, address(), '/', 2000, done)), 'object');
+  assert.equal(typeof (await httpGetProbe(counting, address(), get('/'), 2000, done)), 'object');
   assert.equal(opened, 0);
 });
 

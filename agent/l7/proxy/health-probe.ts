@@ -1,5 +1,6 @@
-// The real probes behind active health checks: a TCP connect, or an HTTP/1.1 GET whose status 200-399
-// is healthy (as a kubelet judges a readinessProbe), each over a connection the caller opens.
+// The real probes behind active health checks: a TCP connect, or an HTTP/1.1 GET (over TLS for an
+// HTTPS probe, the certificate not verified) whose status 200-399 is healthy, as a kubelet judges a
+// readinessProbe, each over a connection the caller opens.
 //
 // Which connection: a probe travels the way the traffic it stands for travels. An enrolled endpoint on
 // another node is probed over HBONE on behalf of the local workload whose request first used the
@@ -11,9 +12,11 @@
 // endpoint on this node, or one outside the mesh, is probed directly from the agent, as a kubelet would:
 // the agent's own sockets are never captured. Nothing here parses HTTP: Node's client does.
 
-import http, { type IncomingMessage } from 'node:http';
+import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+import type { ProbeHeader } from '../../config/kubernetes.js';
 import type { Workload } from '../../state/model.js';
 import type { HealthCheckSpec, HealthTarget, ProbeAnswer } from '../health-check.js';
 import type { CapturedAddress } from './http-destination.js';
@@ -43,7 +46,34 @@ export function endpointProbe(dial: ProbeDialer): EndpointProbe {
 
 /** Runs one probe of `spec` over what `open` returns; never rejects. */
 export function runProbe(spec: HealthCheckSpec, address: CapturedAddress, open: () => Promise<Duplex | string>, signal: AbortSignal): Promise<ProbeAnswer> {
-  return spec.kind === 'http' ? httpGetProbe(open, address, spec.path ?? '/', spec.timeoutMs, signal) : tcpProbe(open, spec.timeoutMs, signal);
+  if (spec.kind === 'tcp') return tcpProbe(open, spec.timeoutMs, signal);
+  return httpGetProbe(open, address, { path: spec.path ?? '/', https: spec.https ?? false, headers: spec.headers ?? [] }, spec.timeoutMs, signal);
+}
+
+/** What an HTTP probe asks for. */
+export interface HttpGet {
+  readonly path: string;
+  readonly https: boolean;
+  readonly headers: readonly ProbeHeader[];
+}
+
+const DEFAULT_HEADERS = { host: true, 'user-agent': true, accept: true } as const;
+
+/**
+ * The probe's request headers, as a kubelet builds them: Host (the endpoint), User-Agent and Accept,
+ * each replaced by an httpHeaders entry of the same name; the other entries are added, repeats kept.
+ */
+function probeRequestHeaders(authority: string, headers: readonly ProbeHeader[]): OutgoingHttpHeaders {
+  const out: Record<string, string | string[]> = { host: authority, 'user-agent': PROBE_USER_AGENT, accept: '*/*' };
+  const replaced = new Set<string>();
+  for (const { name, value } of headers) {
+    const key = name.toLowerCase();
+    const existing = out[key];
+    if (existing === undefined || (key in DEFAULT_HEADERS && !replaced.has(key))) out[key] = value;
+    else out[key] = [...(Array.isArray(existing) ? existing : [existing]), value];
+    replaced.add(key);
+  }
+  return out;
 }
 
 /** Healthy when the connection opens (over HBONE: when the destination's agent has connected to the pod). */
@@ -54,15 +84,17 @@ export async function tcpProbe(open: () => Promise<Duplex | string>, timeoutMs: 
   return true;
 }
 
-/** GET `path` with Node's client over one connection; 200-399 is healthy, anything else fails with its status. */
-export async function httpGetProbe(open: () => Promise<Duplex | string>, address: CapturedAddress, path: string, timeoutMs: number, signal: AbortSignal): Promise<ProbeAnswer> {
+/** GET with Node's client over one connection (TLS over it for HTTPS); 200-399 is healthy, anything else fails with its status. */
+export async function httpGetProbe(open: () => Promise<Duplex | string>, address: CapturedAddress, get: HttpGet, timeoutMs: number, signal: AbortSignal): Promise<ProbeAnswer> {
   const deadline = Date.now() + timeoutMs;
   const opened = await openWithin(open, timeoutMs, signal);
   if (typeof opened === 'string') return { ok: false, reason: opened };
-  const stream = opened;
-  // As in upstream-connections.ts: an HBONE stream mangles the writev that ClientRequest corks its head into.
-  if (!(stream instanceof Socket)) (stream as { _writev?: unknown })._writev = undefined;
   const authority = `${address.ip}:${address.port}`;
+  const url = `${get.https ? 'https' : 'http'}://${authority}${get.path}`;
+  // As in upstream-connections.ts: an HBONE stream mangles the writev that ClientRequest corks its head into.
+  if (!(opened instanceof Socket)) (opened as { _writev?: unknown })._writev = undefined;
+  // A kubelet's HTTPS probe checks nothing of the certificate; no SNI, as the host is an IP.
+  const stream = get.https ? tlsConnect({ socket: opened, host: address.ip, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }) : opened;
   return new Promise<ProbeAnswer>((resolve) => {
     let settled = false;
     const finish = (answer: ProbeAnswer): void => {
@@ -72,27 +104,28 @@ export async function httpGetProbe(open: () => Promise<Duplex | string>, address
       signal.removeEventListener('abort', onAbort);
       request.destroy();
       stream.destroy();
+      opened.destroy();
       resolve(answer);
     };
-    const onAbort = (): void => finish({ ok: false, reason: `GET http://${authority}${path} aborted` });
-    const timer = setTimeout(() => finish({ ok: false, reason: `GET http://${authority}${path}: no answer within ${timeoutMs} ms` }), Math.max(0, deadline - Date.now()));
+    const onAbort = (): void => finish({ ok: false, reason: `GET ${url} aborted` });
+    const timer = setTimeout(() => finish({ ok: false, reason: `GET ${url}: no answer within ${timeoutMs} ms` }), Math.max(0, deadline - Date.now()));
     signal.addEventListener('abort', onAbort, { once: true });
     // No agent (agent: false would make a new Agent that ignores createConnection): Node then sends
     // Connection: close, and the probe's connection serves this one request only.
     const request = http.request({
       createConnection: () => stream as Socket,
       method: 'GET',
-      path,
+      path: get.path,
       setHost: false,
-      headers: { host: authority, 'user-agent': PROBE_USER_AGENT, accept: '*/*' },
+      headers: probeRequestHeaders(authority, get.headers),
     });
     request.once('response', (res: IncomingMessage) => {
       const status = res.statusCode ?? 0;
       res.resume();
-      finish(status >= 200 && status < 400 ? true : { ok: false, reason: `GET http://${authority}${path} answered ${status}` });
+      finish(status >= 200 && status < 400 ? true : { ok: false, reason: `GET ${url} answered ${status}` });
     });
-    request.once('error', (err: Error) => finish({ ok: false, reason: `GET http://${authority}${path}: ${err.message}` }));
-    stream.once('error', (err: Error) => finish({ ok: false, reason: `GET http://${authority}${path}: ${err.message}` }));
+    request.once('error', (err: Error) => finish({ ok: false, reason: `GET ${url}: ${err.message}` }));
+    stream.once('error', (err: Error) => finish({ ok: false, reason: `GET ${url}: ${err.message}` }));
     request.end();
     if (signal.aborted) onAbort();
   });
