@@ -142,7 +142,7 @@ export class NodeAgent {
       this.#closers.push(pusher);
     }
 
-    const source = createMeshSource(config.source, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
+    const source = await createMeshSource(config.source, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
     this.#closers.push(source);
     const first = await source.load();
     if (config.capture.mode === 'ebpf') await this.#startCapture(config.capture, first.snapshot);

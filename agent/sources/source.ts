@@ -33,11 +33,11 @@ export interface SourceSettings {
   readonly clusterDomain: string;
 }
 
-/** Builds the chosen source; throws with an actionable message when it cannot (no Kubernetes credentials). */
-export function createMeshSource(choice: SourceChoice, settings: SourceSettings, store: WorkloadStore, log: Logger): MeshSource {
+/** Builds the chosen source; rejects with an actionable message when it cannot (no Kubernetes credentials). */
+export async function createMeshSource(choice: SourceChoice, settings: SourceSettings, store: WorkloadStore, log: Logger): Promise<MeshSource> {
   if (choice.kind === 'local') return new LocalFileSource({ paths: choice.paths, ...settings }, store, log);
   if (choice.kind === 'xds') return new XdsSource({ connection: choice.istiod, node: choice.node, ...settings }, store, log);
-  const config = loadKubeConfig(choice.kubeconfig !== undefined ? { kubeconfig: choice.kubeconfig } : {});
+  const config = await loadKubeConfig(choice.kubeconfig !== undefined ? { kubeconfig: choice.kubeconfig } : {});
   if (!config.ok) throw new Error(config.error.message);
   return new KubernetesSource({ client: new KubeApiClient(config.value), ...settings }, store, log);
 }

@@ -104,7 +104,7 @@ async function harness(serverOptions: FakeApiServerOptions = {}, sourceOptions: 
   populate(server);
   const store = new WorkloadStore();
   const logs: { level: number; msg: string }[] = [];
-  const kubeconfig = loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url) });
+  const kubeconfig = await loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url) });
   assert.ok(kubeconfig.ok, kubeconfig.ok ? '' : kubeconfig.error.message);
   const source = new KubernetesSource(
     {
@@ -424,13 +424,13 @@ test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-
   await server.start();
   seed(server);
   try {
-    const fromFile = loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url, { token: 'secret-token', ca: tls.cert }) });
+    const fromFile = await loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url, { token: 'secret-token', ca: tls.cert }) });
     assert.ok(fromFile.ok);
     const listed = await new KubeApiClient(fromFile.value).list('/api/v1/pods', { limit: 10 });
     assert.ok(listed.ok, listed.ok ? '' : listed.error.message);
     assert.equal(listed.value.items.length, 2);
 
-    const wrongToken = loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url, { token: 'nope', ca: tls.cert }) });
+    const wrongToken = await loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url, { token: 'nope', ca: tls.cert }) });
     assert.ok(wrongToken.ok);
     const refused = await new KubeApiClient(wrongToken.value).list('/api/v1/pods', { limit: 10 });
     assert.ok(!refused.ok && refused.error.status === 401 && /token or client certificate was not accepted/.test(refused.error.message));
@@ -446,7 +446,7 @@ test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-
     process.env['KUBERNETES_SERVICE_HOST'] = '127.0.0.1';
     process.env['KUBERNETES_SERVICE_PORT'] = new URL(server.url).port;
     try {
-      const inCluster = loadKubeConfig({ serviceAccountRoot: root });
+      const inCluster = await loadKubeConfig({ serviceAccountRoot: root });
       assert.ok(inCluster.ok, inCluster.ok ? '' : inCluster.error.message);
       const store = new WorkloadStore();
       const source = new KubernetesSource({ client: new KubeApiClient(inCluster.value), trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, store, pino({ level: 'silent' }));
@@ -460,7 +460,7 @@ test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-
     }
     assert.ok(server.requests.every((r) => r.authorization === 'Bearer secret-token' || r.authorization === 'Bearer nope'));
 
-    const missing = loadKubeConfig({ kubeconfig: join(scratch, 'no-such-kubeconfig') });
+    const missing = await loadKubeConfig({ kubeconfig: join(scratch, 'no-such-kubeconfig') });
     assert.ok(!missing.ok && /no-such-kubeconfig/.test(missing.error.message));
   } finally {
     await server.stop();

@@ -7,7 +7,9 @@ import { existsSync } from 'node:fs';
 import { type ClientRequest, type IncomingMessage, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Agent } from 'node:http';
-import { KubeConfig } from '@kubernetes/client-node';
+// Types only: the library loads about 28 MB of generated API code (and takes most of a second), which
+// an agent reading local files or istiod never needs; loadKubeConfig imports it when it is asked for.
+import type { KubeConfig } from '@kubernetes/client-node';
 
 /** A Kubernetes object as the API server sends it: only metadata is read here. */
 export interface RawObject {
@@ -56,7 +58,8 @@ const LIST_TIMEOUT_MS = 60_000;
 const MAX_EVENT_BYTES = 16 * 1024 * 1024;
 
 /** Loads the connection settings, or says why they cannot be found. */
-export function loadKubeConfig(choice: ConnectionChoice): ApiResult<KubeConfig> {
+export async function loadKubeConfig(choice: ConnectionChoice): Promise<ApiResult<KubeConfig>> {
+  const { KubeConfig } = await import('@kubernetes/client-node');
   const kc = new KubeConfig();
   try {
     if (choice.kubeconfig !== undefined) kc.loadFromFile(choice.kubeconfig);
