@@ -7,7 +7,8 @@
 import { DEFAULT_ISTIOD_ADDRESS, type IstiodConnectionOptions } from '../identity/istiod-channel.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from '../telemetry/log.js';
-import { KubeApiClient, loadKubeConfig } from './kubernetes/api-client.js';
+import { KubeApiClient } from './kubernetes/api-client.js';
+import { loadApiConnection } from './kubernetes/connection.js';
 import { KubernetesSource } from './kubernetes/source.js';
 import { type LoadOutcome, LocalFileSource } from './local-files.js';
 import type { XdsNodeInfo } from './xds/node.js';
@@ -37,9 +38,9 @@ export interface SourceSettings {
 export async function createMeshSource(choice: SourceChoice, settings: SourceSettings, store: WorkloadStore, log: Logger): Promise<MeshSource> {
   if (choice.kind === 'local') return new LocalFileSource({ paths: choice.paths, ...settings }, store, log);
   if (choice.kind === 'xds') return new XdsSource({ connection: choice.istiod, node: choice.node, ...settings }, store, log);
-  const config = await loadKubeConfig(choice.kubeconfig !== undefined ? { kubeconfig: choice.kubeconfig } : {});
-  if (!config.ok) throw new Error(config.error.message);
-  return new KubernetesSource({ client: new KubeApiClient(config.value), ...settings }, store, log);
+  const connection = await loadApiConnection(choice.kubeconfig !== undefined ? { kubeconfig: choice.kubeconfig } : {});
+  if (typeof connection === 'string') throw new Error(connection);
+  return new KubernetesSource({ client: new KubeApiClient(connection), ...settings }, store, log);
 }
 
 /** Where the mesh comes from, for logs. */

@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { parseAllDocuments } from 'yaml';
 import { Backoff } from '../../agent/sources/backoff.js';
-import { KubeApiClient, loadKubeConfig } from '../../agent/sources/kubernetes/api-client.js';
+import { KubeApiClient } from '../../agent/sources/kubernetes/api-client.js';
+import { type ApiConnection, type ConnectionChoice, loadApiConnection } from '../../agent/sources/kubernetes/connection.js';
 import { WATCHED_RESOURCES } from '../../agent/sources/kubernetes/resources.js';
 import { KubernetesSource, type KubernetesSourceOptions } from '../../agent/sources/kubernetes/source.js';
 import { LocalFileSource } from '../../agent/sources/local-files.js';
@@ -104,11 +105,10 @@ async function harness(serverOptions: FakeApiServerOptions = {}, sourceOptions: 
   populate(server);
   const store = new WorkloadStore();
   const logs: { level: number; msg: string }[] = [];
-  const kubeconfig = await loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url) });
-  assert.ok(kubeconfig.ok, kubeconfig.ok ? '' : kubeconfig.error.message);
+  const kubeconfig = await connect({ kubeconfig: await writeKubeconfig(server.url) });
   const source = new KubernetesSource(
     {
-      client: new KubeApiClient(kubeconfig.value),
+      client: new KubeApiClient(kubeconfig),
       trustDomain: 'cluster.local',
       clusterDomain: 'cluster.local',
       debounceMs: 10,
@@ -415,6 +415,13 @@ test('backoff: doubling from the initial delay, jittered within [d/2, d], capped
   assert.ok(backoff.next() <= 100);
 });
 
+/** The connection `choice` names; fails the test with the reason when there is none. */
+async function connect(choice: ConnectionChoice): Promise<ApiConnection> {
+  const connection = await loadApiConnection(choice);
+  if (typeof connection === 'string') assert.fail(connection);
+  return connection;
+}
+
 test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-cluster service-account files', async () => {
   const dir = join(scratch, 'tls');
   await mkdir(dir, { recursive: true });
@@ -424,15 +431,13 @@ test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-
   await server.start();
   seed(server);
   try {
-    const fromFile = await loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url, { token: 'secret-token', ca: tls.cert }) });
-    assert.ok(fromFile.ok);
-    const listed = await new KubeApiClient(fromFile.value).list('/api/v1/pods', { limit: 10 });
+    const fromFile = await connect({ kubeconfig: await writeKubeconfig(server.url, { token: 'secret-token', ca: tls.cert }) });
+    const listed = await new KubeApiClient(fromFile).list('/api/v1/pods', { limit: 10 });
     assert.ok(listed.ok, listed.ok ? '' : listed.error.message);
     assert.equal(listed.value.items.length, 2);
 
-    const wrongToken = await loadKubeConfig({ kubeconfig: await writeKubeconfig(server.url, { token: 'nope', ca: tls.cert }) });
-    assert.ok(wrongToken.ok);
-    const refused = await new KubeApiClient(wrongToken.value).list('/api/v1/pods', { limit: 10 });
+    const wrongToken = await connect({ kubeconfig: await writeKubeconfig(server.url, { token: 'nope', ca: tls.cert }) });
+    const refused = await new KubeApiClient(wrongToken).list('/api/v1/pods', { limit: 10 });
     assert.ok(!refused.ok && refused.error.status === 401 && /token or client certificate was not accepted/.test(refused.error.message));
 
     // In a pod: KUBERNETES_SERVICE_HOST/PORT and the service-account token and CA files.
@@ -446,12 +451,21 @@ test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-
     process.env['KUBERNETES_SERVICE_HOST'] = '127.0.0.1';
     process.env['KUBERNETES_SERVICE_PORT'] = new URL(server.url).port;
     try {
-      const inCluster = await loadKubeConfig({ serviceAccountRoot: root });
-      assert.ok(inCluster.ok, inCluster.ok ? '' : inCluster.error.message);
+      const inCluster = await connect({ serviceAccountRoot: root });
+      assert.equal(inCluster.server, `https://127.0.0.1:${new URL(server.url).port}`);
       const store = new WorkloadStore();
-      const source = new KubernetesSource({ client: new KubeApiClient(inCluster.value), trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, store, pino({ level: 'silent' }));
+      const source = new KubernetesSource({ client: new KubeApiClient(inCluster), trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, store, pino({ level: 'silent' }));
       assert.equal((await source.load()).snapshot.workloads.size, 2);
       await source.close();
+      // The token is read for every request, as a projected token rotates under the pod.
+      await writeFile(join(saDir, 'token'), 'nope\n');
+      const afterRotation = await new KubeApiClient(inCluster).list('/api/v1/pods', { limit: 10 });
+      assert.ok(!afterRotation.ok && afterRotation.error.status === 401);
+      await writeFile(join(saDir, 'token'), 'secret-token');
+      // Without the service account's files, or without the port, it says what is missing.
+      assert.match(String(await loadApiConnection({ serviceAccountRoot: join(scratch, 'no-pod-root') })), /cannot read the service account's files in .*no-pod-root/);
+      delete process.env['KUBERNETES_SERVICE_PORT'];
+      assert.match(String(await loadApiConnection({ serviceAccountRoot: root })), /needs both KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT/);
     } finally {
       for (const [k, v] of [['KUBERNETES_SERVICE_HOST', saved.host], ['KUBERNETES_SERVICE_PORT', saved.port]] as const) {
         if (v === undefined) delete process.env[k];
@@ -460,8 +474,8 @@ test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-
     }
     assert.ok(server.requests.every((r) => r.authorization === 'Bearer secret-token' || r.authorization === 'Bearer nope'));
 
-    const missing = await loadKubeConfig({ kubeconfig: join(scratch, 'no-such-kubeconfig') });
-    assert.ok(!missing.ok && /no-such-kubeconfig/.test(missing.error.message));
+    const missing = await loadApiConnection({ kubeconfig: join(scratch, 'no-such-kubeconfig') });
+    assert.match(String(missing), /^cannot load .*no-such-kubeconfig/);
   } finally {
     await server.stop();
   }

@@ -1,15 +1,11 @@
 // The few calls the Kubernetes source makes to the API server: list a collection (page by page) and
-// watch it from a resourceVersion, over the connection and credentials @kubernetes/client-node's
-// KubeConfig works out (in-cluster service-account token, or a kubeconfig file). Objects stay plain
-// JSON: agent/config validates them the same way it validates local YAML.
+// watch it from a resourceVersion, over the connection and credentials connection.ts works out
+// (in-cluster service-account token, or a kubeconfig file). Objects stay plain JSON: agent/config
+// validates them the same way it validates local YAML.
 
-import { existsSync } from 'node:fs';
 import { type ClientRequest, type IncomingMessage, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { Agent } from 'node:http';
-// Types only: the library loads about 28 MB of generated API code (and takes most of a second), which
-// an agent reading local files or istiod never needs; loadKubeConfig imports it when it is asked for.
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { ApiConnection, RequestCredentials } from './connection.js';
 
 /** A Kubernetes object as the API server sends it: only metadata is read here. */
 export interface RawObject {
@@ -46,40 +42,17 @@ export interface WatchHandle {
   close(): void;
 }
 
-export interface ConnectionChoice {
-  /** A kubeconfig file; without it, in-cluster config when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG. */
-  readonly kubeconfig?: string;
-  /** Prefix for the service-account files (/var/run/secrets/kubernetes.io/serviceaccount), for tests. */
-  readonly serviceAccountRoot?: string;
-}
-
 const LIST_TIMEOUT_MS = 60_000;
 /** One watch event larger than this is not an object we want: the stream is dropped and retried. */
 const MAX_EVENT_BYTES = 16 * 1024 * 1024;
 
-/** Loads the connection settings, or says why they cannot be found. */
-export async function loadKubeConfig(choice: ConnectionChoice): Promise<ApiResult<KubeConfig>> {
-  const { KubeConfig } = await import('@kubernetes/client-node');
-  const kc = new KubeConfig();
-  try {
-    if (choice.kubeconfig !== undefined) kc.loadFromFile(choice.kubeconfig);
-    else if (process.env['KUBERNETES_SERVICE_HOST']) kc.loadFromCluster(choice.serviceAccountRoot);
-    else if (process.env['KUBECONFIG'] && existsSync(process.env['KUBECONFIG'])) kc.loadFromFile(process.env['KUBECONFIG']);
-    else return { ok: false, error: { message: 'no Kubernetes connection: not in a cluster (KUBERNETES_SERVICE_HOST is unset); pass --kubeconfig <file>' } };
-  } catch (err) {
-    return { ok: false, error: { message: `cannot load ${choice.kubeconfig ?? 'the Kubernetes configuration'}: ${(err as Error).message}` } };
-  }
-  if (!kc.getCurrentCluster()) return { ok: false, error: { message: `${choice.kubeconfig ?? 'the kubeconfig'} has no current cluster (set current-context)` } };
-  return { ok: true, value: kc };
-}
-
 export class KubeApiClient {
-  readonly #config: KubeConfig;
+  readonly #connection: ApiConnection;
   readonly server: string;
 
-  constructor(config: KubeConfig) {
-    this.#config = config;
-    this.server = config.getCurrentCluster()?.server ?? '';
+  constructor(connection: ApiConnection) {
+    this.#connection = connection;
+    this.server = connection.server;
   }
 
   /** One page of a collection; `limit` bounds its size, `continueToken` asks for the next page. */
@@ -143,9 +116,9 @@ export class KubeApiClient {
     const url = new URL(this.server.replace(/\/$/, '') + path);
     for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
     // Asked per request: a projected service-account token is re-read as it rotates.
-    const options: { agent?: Agent; headers?: Record<string, string | string[] | number>; auth?: string } = { headers: {} };
+    let options: RequestCredentials;
     try {
-      await this.#config.applyToHTTPSOptions(options as Parameters<KubeConfig['applyToHTTPSOptions']>[0]);
+      options = await this.#connection.credentials();
     } catch (err) {
       return { ok: false, error: { message: `cannot prepare credentials for ${this.server}: ${(err as Error).message}` } };
     }
