@@ -6,6 +6,7 @@ import type { MeshService, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from './log.js';
 import type { MeshMetrics, TcpLabels } from './metrics.js';
+import { SeriesCache } from './series-cache.js';
 import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 
 /** Why a connection ended badly, as ztunnel's `response_flags`. */
@@ -95,6 +96,19 @@ export function trafficLabels(c: ConnectionDescription, clusterId = DEFAULT_CLUS
   };
 }
 
+/** The workloads a connection's (or request's) series names, as they look now. */
+export function seriesOwners(c: ConnectionDescription, clusterId: string): SeriesOwner[] {
+  return [c.src.workload, c.dst.workload]
+    .filter((w): w is Workload => w !== undefined)
+    .map((w) => ({ key: w.key, signature: workloadSignature(w, clusterId) }));
+}
+
+/** A TCP series as recorded: built once per distinct peer pair and flag, then reused. */
+interface CachedSeries {
+  readonly labels: TcpLabels;
+  readonly owners: readonly SeriesOwner[];
+}
+
 /** The access-log fields ztunnel writes, in its order. */
 function logFields(c: ConnectionDescription): Record<string, string | undefined> {
   return {
@@ -122,6 +136,7 @@ export interface ConnectionTelemetryOptions {
 export class ConnectionTelemetry {
   readonly #clusterId: string;
   readonly #series: WorkloadSeries;
+  readonly #cache = new SeriesCache<CachedSeries>();
   readonly #unsubscribe: () => void;
 
   constructor(
@@ -131,18 +146,23 @@ export class ConnectionTelemetry {
   ) {
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#series = new WorkloadSeries((labels) => metrics.removeTcpSeries(labels));
-    this.#unsubscribe = options.store?.subscribe((next) => void this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId))) ?? (() => {});
+    this.#unsubscribe =
+      options.store?.subscribe((next) => {
+        this.#cache.clear();
+        this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId));
+      }) ?? (() => {});
   }
 
   /** Counts a connection as opened; call `closed` on the result when its relay ends. */
   opened(c: ConnectionDescription): { closed: (result: ConnectionOutcome) => void } {
     const started = Date.now();
-    const labels = tcpLabels(c, '-', this.#clusterId);
+    const { labels, owners } = this.#seriesOf(c, '-');
     const reporter = labels.reporter;
     this.metrics.tcpOpened.inc(labels);
     this.metrics.socketsOpen.inc({ reporter });
-    const release = this.#series.record(labels, this.#owners(c), true);
-    this.accessLog.debug(logFields(c), 'connection opened');
+    const release = this.#series.record(labels, owners, true);
+    // Built only when asked for: most agents log at info, and this runs for every connection.
+    if (this.accessLog.isLevelEnabled('debug')) this.accessLog.debug(logFields(c), 'connection opened');
     return {
       closed: (result) => {
         this.metrics.socketsOpen.dec({ reporter });
@@ -159,9 +179,9 @@ export class ConnectionTelemetry {
 
   /** A connection that never got as far as a relay: counted, and logged with why. */
   failed(c: ConnectionDescription, flag: ResponseFlag, error: string): void {
-    const labels = tcpLabels(c, flag, this.#clusterId);
+    const { labels, owners } = this.#seriesOf(c, flag);
     this.metrics.tcpFailed.inc(labels);
-    this.#series.record(labels, this.#owners(c), false);
+    this.#series.record(labels, owners, false);
     this.accessLog.warn({ ...logFields(c), error, response_flags: flag }, 'connection failed');
   }
 
@@ -170,9 +190,8 @@ export class ConnectionTelemetry {
     this.#unsubscribe();
   }
 
-  #owners(c: ConnectionDescription): SeriesOwner[] {
-    return [c.src.workload, c.dst.workload]
-      .filter((w): w is Workload => w !== undefined)
-      .map((w) => ({ key: w.key, signature: workloadSignature(w, this.#clusterId) }));
+  /** Frozen, so WorkloadSeries computes each label set's id once too. */
+  #seriesOf(c: ConnectionDescription, flag: ResponseFlag): CachedSeries {
+    return this.#cache.get(`${this.#cache.peersKey(c)} ${flag}`, () => ({ labels: Object.freeze(tcpLabels(c, flag, this.#clusterId)), owners: seriesOwners(c, this.#clusterId) }));
   }
 }

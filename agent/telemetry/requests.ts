@@ -4,11 +4,11 @@
 // reporter="source", the destination agent reporter="destination", as a sidecar pair would.
 
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
-import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, trafficLabels, workloadSignature } from './connections.js';
+import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, seriesOwners, trafficLabels, workloadSignature } from './connections.js';
 import type { Logger } from './log.js';
 import { type MeshMetrics, PEER_LABELS } from './metrics.js';
+import { SeriesCache } from './series-cache.js';
 import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 
 /**
@@ -103,19 +103,9 @@ interface CachedSeries {
   readonly owners: readonly SeriesOwner[];
 }
 
-/**
- * How many distinct series the label cache holds before it starts over. Real meshes have far fewer
- * live (source, destination, code, flags) combinations; the bound only stops a pathological spread.
- */
-const SERIES_CACHE_LIMIT = 4096;
-
 export class RequestTelemetry {
   readonly #metrics: RequestMetrics;
-  // Building Istio's 25 labels and their series id costs more than the four metric updates together
-  // (bench/README.md, "L7 proxy in-process"); requests repeat a handful of label sets, so build each once.
-  readonly #cache = new Map<string, CachedSeries>();
-  readonly #objectIds = new WeakMap<object, number>();
-  #nextObjectId = 1;
+  readonly #cache = new SeriesCache<CachedSeries>();
   readonly #clusterId: string;
   readonly #now: () => number;
   readonly #series: WorkloadSeries<RequestLabels>;
@@ -173,38 +163,12 @@ export class RequestTelemetry {
     this.#unsubscribe();
   }
 
-  /**
-   * The labels and owners of a request's series. The key holds everything the labels are made of; the
-   * workloads and Service by object identity, since a changed workload is a new object in a new
-   * snapshot (and a new snapshot empties the cache anyway).
-   */
+  /** The labels and owners of a request's series: the key holds everything the labels are made of. */
   #seriesOf(d: RequestDescription, o: RequestOutcome): CachedSeries {
     const c = d.connection;
     const grpcStatus = d.protocol === 'grpc' ? (o.grpcStatus ?? '') : '';
-    const key = `${c.direction} ${this.#idOf(c.src.workload)} ${c.src.identity ?? ''} ${this.#idOf(c.dst.service)} ${this.#idOf(c.dst.workload)} ${c.dst.identity ?? ''} ${c.securityPolicy} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''}`;
-    let cached = this.#cache.get(key);
-    if (!cached) {
-      if (this.#cache.size >= SERIES_CACHE_LIMIT) this.#cache.clear();
-      cached = { labels: Object.freeze(requestLabels(d, o, this.#clusterId)), owners: this.#owners(c) };
-      this.#cache.set(key, cached);
-    }
-    return cached;
-  }
-
-  #idOf(o: object | undefined): number {
-    if (!o) return 0;
-    let id = this.#objectIds.get(o);
-    if (id === undefined) {
-      id = this.#nextObjectId++;
-      this.#objectIds.set(o, id);
-    }
-    return id;
-  }
-
-  #owners(c: ConnectionDescription): SeriesOwner[] {
-    return [c.src.workload, c.dst.workload]
-      .filter((w): w is Workload => w !== undefined)
-      .map((w) => ({ key: w.key, signature: workloadSignature(w, this.#clusterId) }));
+    const key = `${this.#cache.peersKey(c)} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''}`;
+    return this.#cache.get(key, () => ({ labels: Object.freeze(requestLabels(d, o, this.#clusterId)), owners: seriesOwners(c, this.#clusterId) }));
   }
 }
 
