@@ -6,17 +6,16 @@
 // writes bench/results/l7-latest.json (and a timestamped copy). See bench/README.md.
 //
 // Reuses the capture bench's lab handling (capture/lab.ts, on its own lab `tbench-l7`), its HAProxy
-// tunnel (capture/haproxy.ts in `mode http`), its tunnels' certificates and processes, /proc
-// accounting and statistics.
+// tunnel (capture/haproxy.ts in `mode http`), its baseline tunnels' certificates and processes
+// (capture/baseline-tunnel.ts), /proc accounting and statistics.
 
 import { join } from 'node:path';
 import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, type TunnelCheck, verifyHaproxyMtls } from './capture/haproxy.js';
 import { agentPids, ambit, bringUpLab, execIn, lab, labDown, preflight, ROOT, useLab } from './capture/lab.js';
-import { NetnsProcesses } from './capture/netns-processes.js';
+import { BaselineTunnel } from './capture/baseline-tunnel.js';
 import { NODES, type NodeName, type ProcessKey } from './capture/plan.js';
 import { backgroundBusyPercent, measured, type Pids, type Usage } from './capture/process-usage.js';
 import { type Added, added, type Percentiles, percentilesMs } from './capture/stats.js';
-import { makeTunnelCertificates, removeTunnelCertificates } from './capture/tunnel-certificates.js';
 import { saveResults } from './lib/results.js';
 
 const LAB = 'tbench-l7';
@@ -48,12 +47,11 @@ const PATHS: Record<Mode, { client: string; host: string; port: number }> = {
 /** Whose CPU a run is charged to: a direct run shows the agents' background work. */
 const proxiesOf = (mode: Mode): ProcessKey[] => NODES.map((n) => `${mode === 'haproxy-http' ? 'haproxy' : mode === 'node-http' ? 'node-http' : 'ambit'}/${n}` as const);
 
-const nodeHttpProxies = new NetnsProcesses('node-http proxy', 'node');
-let nodeHttpCertificates: string | undefined;
+const nodeHttpProxies = new BaselineTunnel('node-http proxy', 'node');
 
 /** The Node floor: node-b's side in front of the direct server, node-a's side for the direct client. */
 async function startNodeHttpProxies(): Promise<void> {
-  const dir = (nodeHttpCertificates = makeTunnelCertificates('ambit-bench-node-http-'));
+  const dir = nodeHttpProxies.makeCertificates();
   const node = (args: readonly string[]): string[] => [process.execPath, '--import', 'tsx', NODE_HTTP_PROXY, ...args];
   nodeHttpProxies.start('node-b', node(['server', NODE_IP['node-b'], String(NODE_HTTP.tls), `${DIRECT_SERVER.host}:${DIRECT_SERVER.port}`, dir]));
   nodeHttpProxies.start('node-a', node(['client', NODE_IP['node-a'], String(NODE_HTTP.plain), `${NODE_IP['node-b']}:${NODE_HTTP.tls}`, dir]));
@@ -68,8 +66,6 @@ process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/s
 function tearDown(): void {
   stopHaproxyTunnel();
   nodeHttpProxies.stop();
-  if (nodeHttpCertificates) removeTunnelCertificates(nodeHttpCertificates);
-  nodeHttpCertificates = undefined;
   labDown();
 }
 

@@ -1,18 +1,17 @@
 // The baseline a user would pick instead of a mesh: two HAProxies as an mTLS TCP tunnel over the same
 // two hops. node-a's accepts plain TCP from the client pod and connects with TLS 1.3 and a client
-// certificate to node-b's, which verifies it and forwards to the server pod. Certificates:
-// tunnel-certificates.ts; processes: netns-processes.ts (killed at the end, also on failure).
+// certificate to node-b's, which verifies it and forwards to the server pod. Certificates and
+// processes: baseline-tunnel.ts (killed and removed at the end, also on failure).
 
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nodeNetns, run } from './lab.js';
-import { NetnsProcesses } from './netns-processes.js';
+import { BaselineTunnel } from './baseline-tunnel.js';
 import { HAPROXY_PORTS, BASELINE_UPSTREAM, NODE_IP, type NodeName } from './plan.js';
-import { makeTunnelCertificates, removeTunnelCertificates, TUNNEL_SERVER_NAME } from './tunnel-certificates.js';
+import { TUNNEL_SERVER_NAME } from './tunnel-certificates.js';
 
-let dir: string | undefined;
-const haproxies = new NetnsProcesses('haproxy', 'haproxy');
+const haproxies = new BaselineTunnel('haproxy', 'haproxy');
 
 /** One tunnel: plain in on node-a's `plain` port, mTLS from node-a to node-b's `tls` port, plain to the upstream. */
 export interface Tunnel {
@@ -67,7 +66,7 @@ backend ${t.name}
 }
 
 function start(node: NodeName, config: string): void {
-  const file = join(dir!, `${node}.cfg`);
+  const file = join(haproxies.certificates, `${node}.cfg`);
   writeFileSync(file, config);
   const check = spawnSync('haproxy', ['-c', '-q', '-f', file], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`haproxy rejected the ${node} configuration:\n${check.stderr}${check.stdout}`);
@@ -81,7 +80,7 @@ function start(node: NodeName, config: string): void {
 export function startHaproxyTunnel(mode: HaproxyMode = 'tcp', tunnels: readonly Tunnel[] = TCP_TUNNELS, nodeIp: Record<NodeName, string> = NODE_IP): void {
   nodeA = nodeIp['node-a'];
   nodeB = nodeIp['node-b'];
-  dir = makeTunnelCertificates('ambit-bench-haproxy-');
+  const dir = haproxies.makeCertificates();
   start('node-b', serverSideConfig(dir, mode, tunnels));
   start('node-a', clientSideConfig(dir, mode, tunnels));
 }
@@ -109,10 +108,11 @@ const PROBE_SECONDS = 5;
  */
 export async function verifyHaproxyMtls(probe: { tlsPort: number; request: string; answered: (stdout: string) => boolean } = echoProbe): Promise<TunnelCheck> {
   const attempt = async (withCert: boolean): Promise<{ text: string; echoed: boolean }> => {
-    const cert = withCert ? `-cert ${dir!}/client.pem` : '';
+    const dir = haproxies.certificates;
+    const cert = withCert ? `-cert ${dir}/client.pem` : '';
     const cmd =
       `printf '%s' '${probe.request}' | timeout ${PROBE_SECONDS} ip netns exec ${nodeNetns('node-a')} openssl s_client -brief -ign_eof ` +
-      `-connect ${nodeB}:${probe.tlsPort} -CAfile ${dir!}/ca.pem -verify_return_error ${cert}`;
+      `-connect ${nodeB}:${probe.tlsPort} -CAfile ${dir}/ca.pem -verify_return_error ${cert}`;
     const r = await run('sh', ['-c', cmd], (PROBE_SECONDS + 5) * 1000);
     return { text: r.stdout + r.stderr, echoed: probe.answered(r.stdout) };
   };
@@ -131,8 +131,4 @@ export async function verifyHaproxyMtls(probe: { tlsPort: number; request: strin
 export const haproxyStderr = (): string => haproxies.stderr();
 
 /** Synchronous, so it also runs from a signal handler just before exit. */
-export function stopHaproxyTunnel(): void {
-  haproxies.stop();
-  if (dir) removeTunnelCertificates(dir);
-  dir = undefined;
-}
+export const stopHaproxyTunnel = (): void => haproxies.stop();

@@ -5,13 +5,11 @@
 
 import { join } from 'node:path';
 import { ROOT } from './lab.js';
-import { NetnsProcesses } from './netns-processes.js';
+import { BaselineTunnel } from './baseline-tunnel.js';
 import { NODE_H2_PORTS, NODE_IP, type NodeName } from './plan.js';
-import { makeTunnelCertificates, removeTunnelCertificates } from './tunnel-certificates.js';
 
 const PROCESS = join(ROOT, 'bench/capture/node-h2/tunnel-process.ts');
-const tunnels = new NetnsProcesses('node-h2 tunnel', 'node');
-let dir: string | undefined;
+const tunnels = new BaselineTunnel('node-h2 tunnel', 'node');
 
 /** A plain port on node-a and the upstream its connections are tunnelled to. */
 export interface NodeH2Route {
@@ -24,7 +22,7 @@ export interface NodeH2Route {
  * `ready`, or rejects with what they printed.
  */
 export async function startNodeH2Tunnel(routes: readonly NodeH2Route[], tls: number = NODE_H2_PORTS.tls, nodeIp: Record<NodeName, string> = NODE_IP): Promise<void> {
-  dir = makeTunnelCertificates('ambit-bench-node-h2-');
+  const dir = tunnels.makeCertificates();
   const node = (args: readonly string[]): string[] => [process.execPath, '--import', 'tsx', PROCESS, ...args];
   tunnels.start('node-b', node(['server', nodeIp['node-b'], String(tls), dir]));
   tunnels.start('node-a', node(['client', nodeIp['node-a'], nodeIp['node-b'], String(tls), dir, ...routes.map((r) => `${r.plain}=${r.upstream}`)]));
@@ -35,8 +33,4 @@ export const nodeH2Pids = (): Record<NodeName, number> => tunnels.pids();
 export const nodeH2Stderr = (): string => tunnels.stderr();
 
 /** Synchronous, so it also runs from a signal handler just before exit. */
-export function stopNodeH2Tunnel(): void {
-  tunnels.stop();
-  if (dir) removeTunnelCertificates(dir);
-  dir = undefined;
-}
+export const stopNodeH2Tunnel = (): void => tunnels.stop();

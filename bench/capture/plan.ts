@@ -65,13 +65,13 @@ export const PATHS: Record<Mode, Path> = {
 /** Where the baseline tunnels (HAProxy, the Node floor) lead: the unenrolled server. */
 export const BASELINE_UPSTREAM = { host: PATHS.direct.host, echoPort: ECHO_PORT, iperfPort: IPERF_PORT } as const;
 
+/** The paths that go through a proxy, whose cost the bench measures. */
+export const PROXIED_MODES = MODES.filter((m): m is ProxiedMode => m !== 'direct');
+
 /**
  * The order rotates each round, so slow drift (thermal, page cache, a noisy neighbour) is spread over
  * all the modes instead of charged to one.
  */
-/** The paths that go through a proxy, whose cost the bench measures. */
-export const PROXIED_MODES = MODES.filter((m): m is ProxiedMode => m !== 'direct');
-
 export const orderOf = (round: number): Mode[] => MODES.map((_, i) => MODES[(i + round - 1) % MODES.length]!);
 
 /** Issue 4's bench targets for the Ambit path (HBONE), judged at the 1000 rps persistent load. */

@@ -7,7 +7,7 @@
 //   server.crt, server.key, .pem   node-b's side (serverAuth), named TUNNEL_SERVER_NAME
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -16,7 +16,7 @@ export const TUNNEL_SERVER_NAME = 'tunnel.node-b.tbench';
 
 const P256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
 
-/** Makes a fresh directory with the files above and returns its path; `removeTunnelCertificates` removes it. */
+/** Makes a fresh directory with the files above and returns its path (baseline-tunnel.ts removes it). */
 export function makeTunnelCertificates(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   const openssl = (args: readonly string[]): void => {
@@ -34,6 +34,7 @@ export function makeTunnelCertificates(prefix: string): string {
   return dir;
 }
 
-export function removeTunnelCertificates(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
+/** One side's certificate, key and the CA, as node:tls takes them. */
+export function readTunnelCertificate(dir: string, side: 'client' | 'server'): { key: Buffer; cert: Buffer; ca: Buffer } {
+  return { key: readFileSync(join(dir, `${side}.key`)), cert: readFileSync(join(dir, `${side}.crt`)), ca: readFileSync(join(dir, 'ca.pem')) };
 }

@@ -12,18 +12,11 @@
 
 import { Agent as HttpAgent, createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, createServer as createTlsServer, request as httpsRequest } from 'node:https';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { TUNNEL_SERVER_NAME } from '../capture/tunnel-certificates.js';
+import { readTunnelCertificate, TUNNEL_SERVER_NAME } from '../capture/tunnel-certificates.js';
 
 const [mode, ...args] = process.argv.slice(2);
 const MAX_SOCKETS = 64;
-const files = (dir: string, side: 'client' | 'server') => ({
-  key: readFileSync(join(dir, `${side}.key`)),
-  cert: readFileSync(join(dir, `${side}.crt`)),
-  ca: readFileSync(join(dir, 'ca.pem')),
-  minVersion: 'TLSv1.3' as const,
-});
+const TLS_1_3 = { minVersion: 'TLSv1.3' } as const;
 const hostPort = (s: string): { host: string; port: number } => {
   const i = s.lastIndexOf(':');
   return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
@@ -48,10 +41,10 @@ if (mode === 'server' && args.length === 4) {
   const [ip, port, upstream, dir] = args as [string, string, string, string];
   const agent = new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS });
   const options = { ...hostPort(upstream), agent };
-  createTlsServer({ ...files(dir, 'server'), requestCert: true, rejectUnauthorized: true, noDelay: true }, (req, res) => forward(req, res, httpRequest, options)).listen(Number(port), ip, ready);
+  createTlsServer({ ...readTunnelCertificate(dir, 'server'), ...TLS_1_3, requestCert: true, rejectUnauthorized: true, noDelay: true }, (req, res) => forward(req, res, httpRequest, options)).listen(Number(port), ip, ready);
 } else if (mode === 'client' && args.length === 4) {
   const [ip, port, server, dir] = args as [string, string, string, string];
-  const agent = new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...files(dir, 'client'), servername: TUNNEL_SERVER_NAME });
+  const agent = new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...readTunnelCertificate(dir, 'client'), ...TLS_1_3, servername: TUNNEL_SERVER_NAME });
   const options = { ...hostPort(server), agent };
   createServer({ noDelay: true }, (req, res) => forward(req, res, httpsRequest, options)).listen(Number(port), ip, ready);
 } else {

@@ -12,19 +12,12 @@
 
 import { type ClientHttp2Session, connect, constants, createSecureServer, type ServerHttp2Stream } from 'node:http2';
 import { createServer, connect as dial, type Socket } from 'node:net';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { clientSettings, DEFAULT_TUNING, HBONE_TLS, serverSettings } from '../../../agent/tunnel/h2/settings.js';
-import { TUNNEL_SERVER_NAME } from '../tunnel-certificates.js';
+import { readTunnelCertificate, TUNNEL_SERVER_NAME } from '../tunnel-certificates.js';
 
 const [mode, ...args] = process.argv.slice(2);
 const tls = { minVersion: HBONE_TLS.minVersion, maxVersion: HBONE_TLS.maxVersion, ciphers: HBONE_TLS.ciphers, ALPNProtocols: [...HBONE_TLS.alpn] };
-const files = (dir: string, side: 'client' | 'server') => ({
-  key: readFileSync(join(dir, `${side}.key`)),
-  cert: readFileSync(join(dir, `${side}.crt`)),
-  ca: readFileSync(join(dir, 'ca.pem')),
-});
 
 /** Node's own pipe both ways; either side's end or error ends both. */
 function pipeBoth(a: Duplex, b: Duplex): void {
@@ -38,7 +31,7 @@ function pipeBoth(a: Duplex, b: Duplex): void {
 }
 
 function server(ip: string, port: number, dir: string): void {
-  const s = createSecureServer({ ...files(dir, 'server'), ...tls, requestCert: true, rejectUnauthorized: true, settings: serverSettings(DEFAULT_TUNING) });
+  const s = createSecureServer({ ...readTunnelCertificate(dir, 'server'), ...tls, requestCert: true, rejectUnauthorized: true, settings: serverSettings(DEFAULT_TUNING) });
   s.on('secureConnection', (socket: Socket) => socket.setNoDelay(true));
   s.on('session', (session) => session.setLocalWindowSize(DEFAULT_TUNING.connectionWindowBytes));
   s.on('stream', (stream: ServerHttp2Stream, headers) => {
@@ -60,7 +53,7 @@ function client(ip: string, serverIp: string, tlsPort: number, dir: string, rout
   let session: ClientHttp2Session | undefined;
   const current = (): ClientHttp2Session => {
     if (session && !session.closed && !session.destroyed) return session;
-    const s = connect(`https://${serverIp}:${tlsPort}`, { ...files(dir, 'client'), ...tls, servername: TUNNEL_SERVER_NAME, settings: clientSettings(DEFAULT_TUNING) });
+    const s = connect(`https://${serverIp}:${tlsPort}`, { ...readTunnelCertificate(dir, 'client'), ...tls, servername: TUNNEL_SERVER_NAME, settings: clientSettings(DEFAULT_TUNING) });
     s.once('connect', (_, socket: Socket) => {
       s.setLocalWindowSize(DEFAULT_TUNING.connectionWindowBytes);
       socket.setNoDelay(true);

@@ -1,11 +1,13 @@
-// The baseline tunnels' processes: one per node, run in the foreground in that node's network
-// namespace, watched so that a run never measures a dead process, and killed at the end (also from a
-// signal handler, so stopping is synchronous).
+// A baseline tunnel (HAProxy, a Node floor): its certificates, made for the run and removed after it,
+// and its processes, one per node, run in the foreground in that node's network namespace, watched so
+// that a run never measures a dead process, and killed at the end (also from a signal handler, so
+// stopping is synchronous).
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { nodeNetns } from './lab.js';
 import type { NodeName } from './plan.js';
+import { makeTunnelCertificates } from './tunnel-certificates.js';
 
 interface Running {
   readonly node: NodeName;
@@ -14,11 +16,12 @@ interface Running {
   exited?: string;
 }
 
-export class NetnsProcesses {
+export class BaselineTunnel {
   readonly #running: Running[] = [];
+  #certificates: string | undefined;
 
   /**
-   * @param what names the processes in errors ("haproxy")
+   * @param what names the processes in errors ("haproxy") and their certificates' directory
    * @param comm the pid's /proc comm once it runs: `ip netns exec` execs in place, so the pid
    *   becomes the program's own, and a pid whose comm is not this one is not the process measured
    */
@@ -26,6 +29,18 @@ export class NetnsProcesses {
     private readonly what: string,
     private readonly comm: string,
   ) {}
+
+  /** A fresh certificate directory for this run (tunnel-certificates.ts), removed by `stop`. */
+  makeCertificates(): string {
+    this.#certificates = makeTunnelCertificates(`ambit-bench-${this.what.replace(/\W+/g, '-')}-`);
+    return this.#certificates;
+  }
+
+  /** The directory `makeCertificates` made. */
+  get certificates(): string {
+    if (!this.#certificates) throw new Error(`${this.what} has no certificates: it was not started, or was stopped`);
+    return this.#certificates;
+  }
 
   start(node: NodeName, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): void {
     const child = spawn('ip', ['netns', 'exec', nodeNetns(node), ...argv], { stdio: ['ignore', 'ignore', 'pipe'], env });
@@ -72,5 +87,7 @@ export class NetnsProcesses {
   stop(): void {
     for (const r of this.#running) if (!r.exited) r.child.kill('SIGKILL');
     this.#running.length = 0;
+    if (this.#certificates) rmSync(this.#certificates, { recursive: true, force: true });
+    this.#certificates = undefined;
   }
 }
