@@ -57,21 +57,19 @@ export interface HttpGet {
   readonly headers: readonly ProbeHeader[];
 }
 
-const DEFAULT_HEADERS = { host: true, 'user-agent': true, accept: true } as const;
-
 /**
  * The probe's request headers, as a kubelet builds them: Host (the endpoint), User-Agent and Accept,
  * each replaced by an httpHeaders entry of the same name; the other entries are added, repeats kept.
  */
 function probeRequestHeaders(authority: string, headers: readonly ProbeHeader[]): OutgoingHttpHeaders {
   const out: Record<string, string | string[]> = { host: authority, 'user-agent': PROBE_USER_AGENT, accept: '*/*' };
-  const replaced = new Set<string>();
+  // The defaults an httpHeaders entry has not replaced yet.
+  const defaults = new Set(Object.keys(out));
   for (const { name, value } of headers) {
     const key = name.toLowerCase();
     const existing = out[key];
-    if (existing === undefined || (key in DEFAULT_HEADERS && !replaced.has(key))) out[key] = value;
+    if (defaults.delete(key) || existing === undefined) out[key] = value;
     else out[key] = [...(Array.isArray(existing) ? existing : [existing]), value];
-    replaced.add(key);
   }
   return out;
 }
