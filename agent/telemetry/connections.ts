@@ -6,7 +6,7 @@ import type { MeshService, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from './log.js';
 import type { MeshMetrics, TcpLabels } from './metrics.js';
-import { SeriesCache } from './series-cache.js';
+import { type CachedSeries, SeriesCache } from './series-cache.js';
 import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 
 /** Why a connection ended badly, as ztunnel's `response_flags`. */
@@ -103,12 +103,6 @@ export function seriesOwners(c: ConnectionDescription, clusterId: string): Serie
     .map((w) => ({ key: w.key, signature: workloadSignature(w, clusterId) }));
 }
 
-/** A TCP series as recorded: built once per distinct peer pair and flag, then reused. */
-interface CachedSeries {
-  readonly labels: TcpLabels;
-  readonly owners: readonly SeriesOwner[];
-}
-
 /** The access-log fields ztunnel writes, in its order. */
 function logFields(c: ConnectionDescription): Record<string, string | undefined> {
   return {
@@ -136,7 +130,7 @@ export interface ConnectionTelemetryOptions {
 export class ConnectionTelemetry {
   readonly #clusterId: string;
   readonly #series: WorkloadSeries;
-  readonly #cache = new SeriesCache<CachedSeries>();
+  readonly #cache = new SeriesCache<TcpLabels>();
   readonly #unsubscribe: () => void;
 
   constructor(
@@ -191,7 +185,7 @@ export class ConnectionTelemetry {
   }
 
   /** Frozen, so WorkloadSeries computes each label set's id once too. */
-  #seriesOf(c: ConnectionDescription, flag: ResponseFlag): CachedSeries {
+  #seriesOf(c: ConnectionDescription, flag: ResponseFlag): CachedSeries<TcpLabels> {
     return this.#cache.get(`${this.#cache.peersKey(c)} ${flag}`, () => ({ labels: Object.freeze(tcpLabels(c, flag, this.#clusterId)), owners: seriesOwners(c, this.#clusterId) }));
   }
 }

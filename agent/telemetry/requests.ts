@@ -8,8 +8,8 @@ import type { WorkloadStore } from '../state/store.js';
 import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, seriesOwners, trafficLabels, workloadSignature } from './connections.js';
 import type { Logger } from './log.js';
 import { type MeshMetrics, PEER_LABELS } from './metrics.js';
-import { SeriesCache } from './series-cache.js';
-import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
+import { type CachedSeries, SeriesCache } from './series-cache.js';
+import { WorkloadSeries } from './workload-series.js';
 
 /**
  * Envoy's response flags that Ambit's HTTP path can raise. UO overflow (circuit breaker), UF upstream
@@ -97,15 +97,9 @@ export function formatFlags(flags: readonly HttpResponseFlag[] | undefined): str
   return unique.length === 0 ? '-' : unique.join(',');
 }
 
-/** A request series as recorded: built once per distinct peer pair and outcome, then reused. */
-interface CachedSeries {
-  readonly labels: RequestLabels;
-  readonly owners: readonly SeriesOwner[];
-}
-
 export class RequestTelemetry {
   readonly #metrics: RequestMetrics;
-  readonly #cache = new SeriesCache<CachedSeries>();
+  readonly #cache = new SeriesCache<RequestLabels>();
   readonly #clusterId: string;
   readonly #now: () => number;
   readonly #series: WorkloadSeries<RequestLabels>;
@@ -164,7 +158,7 @@ export class RequestTelemetry {
   }
 
   /** The labels and owners of a request's series: the key holds everything the labels are made of. */
-  #seriesOf(d: RequestDescription, o: RequestOutcome): CachedSeries {
+  #seriesOf(d: RequestDescription, o: RequestOutcome): CachedSeries<RequestLabels> {
     const c = d.connection;
     const grpcStatus = d.protocol === 'grpc' ? (o.grpcStatus ?? '') : '';
     const key = `${this.#cache.peersKey(c)} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''}`;

@@ -5,6 +5,13 @@
 // owners clear their cache on every snapshot anyway.
 
 import type { ConnectionDescription } from './connections.js';
+import type { SeriesOwner } from './workload-series.js';
+
+/** A series as recorded: its frozen labels and the workloads they name. */
+export interface CachedSeries<L> {
+  readonly labels: L;
+  readonly owners: readonly SeriesOwner[];
+}
 
 /**
  * How many distinct entries the cache holds before it starts over. Real meshes have far fewer live
@@ -12,13 +19,13 @@ import type { ConnectionDescription } from './connections.js';
  */
 const LIMIT = 4096;
 
-export class SeriesCache<V> {
-  readonly #entries = new Map<string, V>();
+export class SeriesCache<L> {
+  readonly #entries = new Map<string, CachedSeries<L>>();
   readonly #objectIds = new WeakMap<object, number>();
   #nextObjectId = 1;
 
   /** The entry for `key`, built by `build` the first time. */
-  get(key: string, build: () => V): V {
+  get(key: string, build: () => CachedSeries<L>): CachedSeries<L> {
     let entry = this.#entries.get(key);
     if (entry === undefined) {
       if (this.#entries.size >= LIMIT) this.#entries.clear();
