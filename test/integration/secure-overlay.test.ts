@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -127,6 +127,19 @@ setTimeout(() => { console.log('end ' + JSON.stringify({ closedBy: 'limit', echo
   }
 }
 
+/** Waits until a capture file written with -U has stopped growing for 300 ms (at most 5 s). */
+async function captureSettled(pcap: string): Promise<void> {
+  let last = -1;
+  let stableSince = Date.now();
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline) {
+    const size = (await stat(pcap).catch(() => undefined))?.size ?? 0;
+    if (size !== last) [last, stableSince] = [size, Date.now()];
+    else if (size > 0 && Date.now() - stableSince >= 300) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 describe('the secure overlay in the lab', { timeout: 540_000 }, () => {
   let dir: string;
   let caDir: string;
@@ -168,7 +181,9 @@ describe('the secure overlay in the lab', { timeout: 540_000 }, () => {
     const uplink = links.find((l) => l.addr_info?.some((a) => a.local === '172.31.79.11'))?.ifname;
     assert.ok(uplink, 'node alpha has no device holding its InternalIP');
     const pcap = join(dir, 'between-nodes.pcap');
-    const tcpdump = spawn('ip', ['netns', 'exec', nodeNs, 'tcpdump', '-i', uplink, '-U', '-s', '0', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // --immediate-mode: without it libpcap hands packets over in blocks retired every second, and a
+    // SIGINT before a block is retired loses it (CI once saw '32 packets received by filter, 0 captured').
+    const tcpdump = spawn('ip', ['netns', 'exec', nodeNs, 'tcpdump', '-i', uplink, '--immediate-mode', '-U', '-s', '0', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let tcpdumpErr = '';
     tcpdump.stderr!.on('data', (d: Buffer) => (tcpdumpErr += d.toString()));
     await eventually('tcpdump to listen', async () => (/listening on/.test(tcpdumpErr) ? true : tcpdump.exitCode !== null ? assert.fail(`tcpdump: ${tcpdumpErr}`) : undefined), 10_000);
@@ -178,6 +193,7 @@ describe('the secure overlay in the lab', { timeout: 540_000 }, () => {
       assert.equal(direct.body, `web-b 10.246.1.20 /${marker}-pod`, 'web-b answers and sees the client pod\'s own address');
       const viaService = await curl('shop/client', `http://web.shop/${marker}-svc`);
       assert.equal(viaService.body, `web-b 10.246.1.20 /${marker}-svc`);
+      await captureSettled(pcap);
     } finally {
       tcpdump.kill('SIGINT');
       await new Promise((resolve) => tcpdump.once('exit', resolve));
