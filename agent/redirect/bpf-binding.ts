@@ -206,6 +206,11 @@ export function transparentListen(ip: string, port: number, backlog = 511): Resu
   return call((b) => b.transparentListen(ip, port, backlog));
 }
 
+/** A listening socket inside another network namespace (a pod's); hand the fd to `server.listen({ fd })`. */
+export function netnsListen(netnsPath: string, ip: string, port: number, backlog = 511): Result<number> {
+  return call((b) => b.netnsListen(netnsPath, ip, port, backlog));
+}
+
 /** The kernel fd behind a connected net.Socket (Node keeps it on its internal handle). */
 export function socketFd(socket: Socket): number | undefined {
   const handle = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle;

@@ -74,7 +74,8 @@ async function removeBottomUp(path: string): Promise<void> {
   });
 }
 
-async function treePids(path: string): Promise<number[]> {
+/** The processes of a cgroup and of every cgroup below it (a pod's containers sit in child cgroups). */
+export async function treePids(path: string): Promise<number[]> {
   const pids = await cgroupPids(path);
   const entries = await readdir(path, { withFileTypes: true }).catch(() => []);
   for (const entry of entries) if (entry.isDirectory()) pids.push(...(await treePids(join(path, entry.name))));

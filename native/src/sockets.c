@@ -1,12 +1,18 @@
-/* The socket options Node cannot set: transparent listeners, SO_ORIGINAL_DST, marked upstream sockets. */
+/*
+ * The socket operations Node cannot do: transparent listeners, SO_ORIGINAL_DST, marked upstream
+ * sockets, and listeners inside another network namespace.
+ */
 #define _GNU_SOURCE
 #include "glue.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -156,12 +162,71 @@ static napi_value original_dst(napi_env env, napi_callback_info info)
 	return out;
 }
 
+/*
+ * netnsListen(netnsPath, ip, port, backlog) -> fd of a listening socket created inside the network
+ * namespace at netnsPath (a /proc/<pid>/ns/net or /run/netns file), for net.Server#listen({ fd }). A
+ * socket belongs to the namespace it was created in, so this thread enters that namespace for the
+ * socket() call only and returns to its own before anything else runs on it; the listener then
+ * serves that pod's loopback from the agent's process.
+ */
+static napi_value netns_listen(napi_env env, napi_callback_info info)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	uint32_t port, backlog;
+	napi_value argv[4];
+	char path[4096], ip[64], what[4300];
+	int own, target, fd = -1, err = 0;
+
+	if (!args(env, info, 4, argv) || !arg_string(env, argv[0], path, sizeof(path), "netnsPath") ||
+	    !ipv4_arg(env, argv[1], &sa.sin_addr, ip, sizeof(ip), "ip") || !arg_u32(env, argv[2], &port, "port") ||
+	    !arg_u32(env, argv[3], &backlog, "backlog"))
+		return NULL;
+	if (port > 0xffff)
+		return throw_type(env, "port %u is out of range", port);
+	sa.sin_port = htons((uint16_t)port);
+	snprintf(what, sizeof(what), "listener %s:%u in network namespace %s", ip, port, path);
+	own = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (own < 0)
+		return throw_errno(env, errno, NULL, "%s: open this thread's namespace", what);
+	target = open(path, O_RDONLY | O_CLOEXEC);
+	if (target < 0) {
+		err = errno;
+		close(own);
+		return throw_errno(env, err, err == ENOENT ? "the pod's sandbox is gone" : NULL, "%s: open", what);
+	}
+	if (setns(target, CLONE_NEWNET)) {
+		err = errno;
+		close(target);
+		close(own);
+		return throw_errno(env, err, err == EPERM ? "entering a network namespace needs CAP_SYS_ADMIN" : NULL, "%s: setns", what);
+	}
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		err = errno;
+	/* Back before anything else: Node's main thread must not stay in a pod's namespace. */
+	if (setns(own, CLONE_NEWNET)) {
+		fprintf(stderr, "ambit: %s: cannot return to the agent's own network namespace: %s\n", what, strerror(errno));
+		abort();
+	}
+	close(target);
+	close(own);
+	if (fd < 0)
+		return throw_errno(env, err, NULL, "%s: socket", what);
+	if (set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) == 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    listen(fd, (int)backlog) == 0)
+		return make_u32(env, (uint32_t)fd);
+	err = errno;
+	close(fd);
+	return throw_errno(env, err, err == EADDRINUSE ? "something in the pod already listens there" : NULL, "%s", what);
+}
+
 bool register_sockets(napi_env env, napi_value exports)
 {
 	static const napi_property_descriptor props[] = {
 		METHOD("transparentListen", transparent_listen),
 		METHOD("transparentSocket", transparent_upstream),
 		METHOD("originalDst", original_dst),
+		METHOD("netnsListen", netns_listen),
 	};
 
 	return define_methods(env, exports, props, sizeof(props) / sizeof(props[0]));
