@@ -33,6 +33,7 @@ import { InboundHbone } from './tunnel/inbound-hbone.js';
 import { InboundPlaintextProxy } from './tunnel/inbound-plaintext.js';
 import { LiveConnections } from './tunnel/live-connections.js';
 import { OutboundProxy } from './tunnel/outbound.js';
+import { PodSocksListeners } from './tunnel/socks5/pod-listeners.js';
 import { OutboundHttpProxy } from './l7/proxy/outbound-http.js';
 import { endpointProbe } from './l7/proxy/health-probe.js';
 import { probeDialer } from './tunnel/probe-dialer.js';
@@ -59,6 +60,11 @@ export type CaptureConfig =
       readonly scope: string;
       /** Devices other nodes' traffic arrives on; default: the one holding the node's InternalIP. */
       readonly uplinks: readonly string[];
+      /**
+       * SOCKS5 on 127.0.0.1:15080 inside each enrolled pod (ztunnel's opt-in listener). Each pod's
+       * network namespace is found through its cgroup, hence only with eBPF capture.
+       */
+      readonly socks5?: boolean;
     };
 
 export interface IdentityConfig {
@@ -98,6 +104,8 @@ type Closable = { close(): Promise<void> | void };
 /** What a graceful stop needs to reach: the listeners that accept traffic and what they started. */
 interface DataPath {
   readonly listeners: readonly Server[];
+  /** The pods' SOCKS5 listeners, when enabled: they stop accepting with the others. */
+  readonly socks?: PodSocksListeners;
   readonly hbone: HboneServer;
   readonly live: LiveConnections;
 }
@@ -172,6 +180,7 @@ export class NodeAgent {
     const dataPath = this.#dataPath;
     if (dataPath) {
       const stopped = dataPath.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+      await dataPath.socks?.close();
       const hboneClosed = dataPath.hbone.close(drainMs);
       await dataPath.live.drained(drainMs);
       if (dataPath.live.size > 0) this.log.info({ open: dataPath.live.size }, `drain deadline (${drainMs} ms) passed; closing the connections still open`);
@@ -189,14 +198,8 @@ export class NodeAgent {
     const nodeIp = snapshot.nodes.get(config.node)?.internalIp;
     if (!nodeIp) throw new Error(`node "${config.node}" has no InternalIP in the configuration; eBPF capture redirects pods to that address`);
     const uplinks = capture.uplinks.length > 0 ? capture.uplinks : [await deviceHolding(nodeIp)];
-    const started = await EbpfCapture.start({
-      scope: capture.scope,
-      node: config.node,
-      nodeIp,
-      uplinks,
-      podCgroup: capture.podCgroup.kind === 'template' ? podCgroupFromTemplate(capture.podCgroup.template) : kubepodsResolver(capture.podCgroup.root),
-      log,
-    });
+    const podCgroup = capture.podCgroup.kind === 'template' ? podCgroupFromTemplate(capture.podCgroup.template) : kubepodsResolver(capture.podCgroup.root);
+    const started = await EbpfCapture.start({ scope: capture.scope, node: config.node, nodeIp, uplinks, podCgroup, log });
     if (!started.ok) throw new Error(`eBPF capture: ${started.error.message}`);
     const ebpf = started.value;
     this.metrics.registerRedirectDecisions(() => ebpf.counters());
@@ -241,10 +244,15 @@ export class NodeAgent {
     await this.#listenNet('outbound', outbound.server, { host: nodeIp, port: OUTBOUND_PORT });
     await this.#listenNet('inbound', inbound.server, { fd: this.#transparentFd('inbound', INBOUND_PORT) });
     await this.#listenNet('hbone', hboneListener, { fd: this.#transparentFd('HBONE', HBONE_PORT) });
-    this.#dataPath = { listeners: [outbound.server, inbound.server, hboneListener], hbone, live };
+    const socks = capture.socks5 ? new PodSocksListeners({ node, store, podCgroup, handoff: (socket, source, dst) => outbound.handleFrom(socket, source, dst), log }) : undefined;
+    this.#dataPath = { listeners: [outbound.server, inbound.server, hboneListener], ...(socks ? { socks } : {}), hbone, live };
 
     await ebpf.reconcile(snapshot);
     store.subscribe((next) => void ebpf.reconcile(next));
+    if (socks) {
+      await socks.reconcile(snapshot);
+      store.subscribe((next) => void socks.reconcile(next));
+    }
   }
 
   /**

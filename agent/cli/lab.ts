@@ -23,6 +23,7 @@ Commands:
         [--ca-dir <dir>]         a plugged-in CA (Istio's cacerts files) for every agent; by
                                  default the lab makes its own root, removed by \`down\`
         [--cert-ttl <duration>]  workload certificate lifetime (default 24h)
+        [--socks5]               SOCKS5 on 127.0.0.1:15080 in every enrolled pod (ambit run --socks5)
         [--source local|kubernetes]  what the agents read: the YAML files (default), or a
                                  kube-apiserver the lab runs, serving the YAML over the real
                                  list/watch API and following its edits (agents run with
@@ -54,6 +55,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
       'log-level': { type: 'string', default: 'info' },
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string' },
+      socks5: { type: 'boolean', default: false },
       source: { type: 'string', default: 'local' },
       all: { type: 'boolean', default: false },
       container: { type: 'string', short: 'c' },
@@ -80,6 +82,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
           logLevel: values['log-level'],
           ...(values['ca-dir'] !== undefined ? { caDir: resolve(values['ca-dir']) } : {}),
           ...(values['cert-ttl'] !== undefined ? { certTtl: values['cert-ttl'] } : {}),
+          ...(values.socks5 ? { socks5: true } : {}),
           source,
         };
         const state = await labUp(layout, positionals, settings, timeout * 1000, out);

@@ -53,6 +53,10 @@ Options:
   --cgroup-root <dir>          the host's cgroup2 mount, for kubepods (default: where this process
                                sees cgroup2 mounted)
   --bpf-scope <name>           pins go under /sys/fs/bpf/ambit/<name> (default: the node name)
+  --socks5                     SOCKS5 (no authentication, CONNECT) on 127.0.0.1:15080 inside every
+                               enrolled pod of this node, as ztunnel's opt-in listener: the pod's
+                               processes reach the mesh without capture (needs --capture ebpf: the
+                               pod's network namespace is found through its cgroup)
   --uplink <device>            device other nodes' traffic arrives on (repeatable; default: the
                                one holding the node's InternalIP)
   --state-dir <dir>            the agent's state; its own CA root is kept in <dir>/ca unless
@@ -89,6 +93,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       'cgroup-root': { type: 'string' },
       'bpf-scope': { type: 'string' },
       uplink: { type: 'string', multiple: true },
+      socks5: { type: 'boolean', default: false },
       'state-dir': { type: 'string', default: '/var/lib/ambit' },
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string', default: '24h' },
@@ -130,13 +135,16 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const level = values['log-level'];
   if (!isLogLevel(level)) throw new UsageError(`ambit run: --log-level ${JSON.stringify(level)}: expected one of trace, debug, info, warn, error`);
   let capture: CaptureConfig;
-  if (values.capture === 'none') capture = { mode: 'none' };
+  if (values.capture === 'none') {
+    if (values.socks5) throw new UsageError('ambit run: --socks5 finds each pod\'s network namespace through its cgroup, so it needs --capture ebpf (with --pod-cgroup)');
+    capture = { mode: 'none' };
+  }
   else if (values.capture === 'ebpf') {
     const how = values['pod-cgroup'];
     if (!how) throw new UsageError('ambit run: --capture ebpf needs --pod-cgroup kubepods|<template> to find pods\' cgroups (or pass --capture none)');
     if (how !== KUBEPODS && values['cgroup-root'] !== undefined) throw new UsageError('ambit run: --cgroup-root is for --pod-cgroup kubepods');
     const podCgroup = how === KUBEPODS ? ({ kind: 'kubepods', root: values['cgroup-root'] ?? cgroup2Root() } as const) : ({ kind: 'template', template: how } as const);
-    capture = { mode: 'ebpf', podCgroup, scope: values['bpf-scope'] ?? node, uplinks: values.uplink ?? [] };
+    capture = { mode: 'ebpf', podCgroup, scope: values['bpf-scope'] ?? node, uplinks: values.uplink ?? [], ...(values.socks5 ? { socks5: true } : {}) };
   } else throw new UsageError(`ambit run: --capture ${JSON.stringify(values.capture)}: expected ebpf or none`);
 
   const otlp = parseOtlpMetricsFlags(values, parseDuration, env);

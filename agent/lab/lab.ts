@@ -30,6 +30,8 @@ export interface LabSettings {
   readonly certTtl?: string;
   /** The agents read the YAML (`local`, the default) or the lab's API server serving it (`kubernetes`). */
   readonly source?: LabSource;
+  /** The agents open SOCKS5 on 127.0.0.1:15080 in every enrolled pod (`ambit run --socks5`). */
+  readonly socks5?: boolean;
 }
 
 /** What `lab up` leaves on disk for every later command. */

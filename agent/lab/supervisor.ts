@@ -31,6 +31,7 @@ export interface SupervisorOptions {
   readonly logLevel: string;
   /** Where the agents learn the mesh: the YAML files (default), or the lab's API server serving them. */
   readonly source?: LabSource;
+  readonly socks5?: boolean;
 }
 
 export async function superviseLab(layout: LabLayout, plan: LabPlan, options: SupervisorOptions): Promise<void> {
@@ -92,6 +93,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         join(layout.stateDir, 'agents', node.name),
         ...(options.caDir ? ['--ca-dir', options.caDir] : []),
         ...(options.certTtl ? ['--cert-ttl', options.certTtl] : []),
+        ...(options.socks5 ? ['--socks5'] : []),
         ...sourceArgs,
       ]),
       cwd: '/',

@@ -1,4 +1,5 @@
-// The outbound listener (15001): connections that eBPF redirected from enrolled pods of this node.
+// The outbound listener (15001): connections that eBPF redirected from enrolled pods of this node (and
+// those a pod's SOCKS5 listener hands over, see socks5/pod-listeners.ts).
 // It learns where each was going (SO_ORIGINAL_DST), checks that the source really is an enrolled pod
 // here, resolves the destination, and sends the bytes one of three ways: to an enrolled pod on another
 // node through an HBONE tunnel (mTLS, the source pod's identity); to an enrolled pod on this node
@@ -66,16 +67,26 @@ export class OutboundProxy {
 
   constructor(private readonly options: OutboundOptions) {
     // allowHalfOpen: a client's FIN must reach the destination as a FIN, not close our reply path.
-    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => void this.#handle(socket));
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#handle(socket));
   }
 
-  async #handle(socket: Socket): Promise<void> {
+  /**
+   * A connection that reached the agent other than by capture (SOCKS5 on a pod's loopback): which pod
+   * it comes from and where it goes are already known. It then takes the same path as a captured one.
+   */
+  handleFrom(socket: Socket, source: Workload, dst: Address): void {
+    void this.#dispatch(socket, source.ips[0] ?? '', dst);
+  }
+
+  #handle(socket: Socket): void {
+    void this.#dispatch(socket, socket.remoteAddress ?? '', this.options.originalDestination(socket));
+  }
+
+  async #dispatch(socket: Socket, sourceIp: string, dst: Address | undefined): Promise<void> {
     const { store, telemetry, node } = this.options;
+    const srcAddr = `${sourceIp}:${socket.remotePort}`;
     socket.on('error', () => undefined); // reported through the relay or the failures below
     const snapshot = store.current;
-    const sourceIp = socket.remoteAddress ?? '';
-    const srcAddr = `${sourceIp}:${socket.remotePort}`;
-    const dst = this.options.originalDestination(socket);
     const source = snapshot?.workloadsByIp.get(sourceIp);
     const refuse = (reason: string): void => {
       telemetry.failed(

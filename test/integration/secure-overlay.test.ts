@@ -164,7 +164,7 @@ describe('the secure overlay in the lab', { timeout: 540_000 }, () => {
     yamlPath = join(dir, 'mesh.yaml');
     session = new LabSession(LAB, yamlPath);
     writeFileSync(yamlPath, meshYaml());
-    const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', '--ca-dir', caDir, '--cert-ttl', '30s', yamlPath], 120_000);
+    const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', '--ca-dir', caDir, '--cert-ttl', '30s', '--socks5', yamlPath], 120_000);
     assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
   });
 
@@ -205,6 +205,25 @@ describe('the secure overlay in the lab', { timeout: 540_000 }, () => {
     // supported_versions in the ServerHello selects 0x0304: TLS 1.3.
     assert.notEqual(wire.indexOf(Buffer.from([0x00, 0x2b, 0x00, 0x02, 0x03, 0x04])), -1, 'no TLS 1.3 ServerHello between the nodes');
     assert.notEqual(wire.indexOf(Buffer.from([0x3a, 0xa0])), -1, 'no segment to or from port 15008 (0x3aa0)');
+  });
+
+  it('takes a pod\'s SOCKS5 connections on its own 127.0.0.1:15080 into the tunnel, with the pod\'s identity', async () => {
+    // Opened once the pod's processes run in its namespace (the agents look again every 5 s).
+    const socks = (pod: string, url: string, flag = '--socks5-hostname') => exec(pod, ['curl', '-s', '--max-time', '3', flag, '127.0.0.1:15080', url]);
+    await eventually('the client pod\'s SOCKS5 listener', async () => ((await socks('shop/client', `http://${WEB_B}:8080/ready`, '--socks5')).code === 0 ? true : undefined), 20_000);
+    // By Service name on the pod's search path, and by pod address: web-b on the other node sees the client pod's own address.
+    assert.equal((await socks('shop/client', 'http://web/socks-svc')).stdout.trim(), 'web-b 10.246.1.20 /socks-svc');
+    assert.equal((await socks('shop/client', 'http://web.shop.svc.cluster.local/socks-fqdn')).stdout.trim(), 'web-b 10.246.1.20 /socks-fqdn');
+    assert.equal((await socks('shop/intruder', `http://${WEB_B}:8080/socks-pod`, '--socks5')).stdout.trim(), 'web-b 10.246.1.21 /socks-pod');
+    // A name nobody knows: "host unreachable" (curl exit 97: the proxy refused the connection).
+    assert.equal((await socks('shop/client', 'http://nowhere.shop.svc.cluster.local/')).code, 97);
+    // Nothing of it on the node's own loopback: only the pod's processes reach its listener.
+    assert.equal((await exec('node/alpha', ['curl', '-s', '--max-time', '3', '--socks5', '127.0.0.1:15080', `http://${WEB_B}:8080/`])).code, 7);
+    // Node beta's agent authenticated the tunnel as the client pod's identity.
+    await eventually('beta to log the SOCKS5 request as the client pod\'s', async () => {
+      const records = (await agentLog('beta')).split('\n').filter((l) => l.includes('"path":"/socks-svc"') && l.includes('"direction":"inbound"'));
+      return records.some((l) => l.includes(`"src.identity":"${CLIENT_ID}"`)) ? true : undefined;
+    });
   });
 
   it('presents the pod\'s SPIFFE certificate on 15008 and refuses clients without a certificate, from another CA or trust domain', async () => {

@@ -45,6 +45,17 @@ test('--source defaults to local and needs --config; kubernetes takes --kubeconf
   assert.deepEqual(parseRunArgs([...common, '--config', 'mesh/', '--ca', 'istiod']).config.identity.istiodCa?.address, 'istiod.istio-system.svc:15012');
 });
 
+test('--socks5 is opt-in and needs eBPF capture, which knows the pods\' cgroups', () => {
+  const ebpf = ['--node', 'n1', '--config', 'mesh/', '--pod-cgroup', 'kubepods', '--cgroup-root', '/sys/fs/cgroup'];
+  const socks5 = (args: string[]): boolean | undefined => {
+    const capture = parseRunArgs(args, {}).config.capture;
+    return capture.mode === 'ebpf' ? capture.socks5 : undefined;
+  };
+  assert.equal(socks5(ebpf), undefined);
+  assert.equal(socks5([...ebpf, '--socks5']), true);
+  assert.throws(() => parseRunArgs([...common, '--config', 'mesh/', '--socks5'], {}), (err: Error) => err instanceof UsageError && /--socks5 .* needs --capture ebpf/.test(err.message));
+});
+
 test('ambit run --source kubernetes: ready after the first sync, follows changes, keeps serving while the API server is down', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ambit-run-kube-'));
   const server = new FakeApiServer();

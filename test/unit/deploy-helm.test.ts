@@ -106,7 +106,7 @@ function expand(args: readonly string[], env: Record<string, string>): string[] 
 const configKeys = (): string[] => [...templates['configmap.yaml']!.matchAll(/^ {2}([A-Z_]+):/gm)].map((m) => m[1]!);
 
 test('source kubernetes: the args are deploy/daemonset\'s and `ambit run` accepts them', () => {
-  const conditions = { 'eq .Values.source "kubernetes"': true, 'eq .Values.source "xds"': false, '.Values.otlpMetrics.endpoint': false };
+  const conditions = { 'eq .Values.source "kubernetes"': true, 'eq .Values.source "xds"': false, '.Values.otlpMetrics.endpoint': false, '.Values.socks5': false };
   const args = argsFor(conditions, 'kubernetes');
   const daemonset = parseAllDocuments(readFileSync(join(DAEMONSET_DIR, 'daemonset.yaml'), 'utf8'))[0]!.toJSON() as {
     spec: { template: { spec: { containers: { args: string[] }[] } } };
@@ -119,8 +119,8 @@ test('source kubernetes: the args are deploy/daemonset\'s and `ambit run` accept
   assert.equal(config.node, 'node-7');
 });
 
-test('source xds (and an OTLP endpoint): istiod\'s address and cluster id, istiod\'s CA, and `ambit run` accepts them', () => {
-  const conditions = { 'eq .Values.source "kubernetes"': false, 'eq .Values.source "xds"': true, '.Values.otlpMetrics.endpoint': true };
+test('source xds (and an OTLP endpoint, and SOCKS5): istiod\'s address and cluster id, istiod\'s CA, and `ambit run` accepts them', () => {
+  const conditions = { 'eq .Values.source "kubernetes"': false, 'eq .Values.source "xds"': true, '.Values.otlpMetrics.endpoint': true, '.Values.socks5': true };
   const args = argsFor(conditions, 'xds');
   const env: Record<string, string> = {
     NODE_NAME: 'node-7',
@@ -151,4 +151,7 @@ test('source xds (and an OTLP endpoint): istiod\'s address and cluster id, istio
   assert.match(daemonset, /path: istio-token\n\s+audience: istio-ca/);
   // The pod's own identity for istiod comes from the downward API.
   for (const name of Object.keys(podEnv)) assert.match(daemonset, new RegExp(`- name: ${name}\\n\\s+valueFrom:`));
+  // SOCKS5 reaches pods' namespaces through their processes: the host's PIDs, only when asked for.
+  assert.equal(config.capture.mode === 'ebpf' && config.capture.socks5, true);
+  assert.match(daemonset, /\{\{- if \.Values\.socks5 \}\}\n(\s+#.*\n)*\s+hostPID: true\n\s+\{\{- end \}\}/);
 });
