@@ -13,6 +13,7 @@ import type { Address } from './destination.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnections } from './live-connections.js';
 import { relay } from './relay.js';
+import { KEEPALIVE_OPTIONS } from './socket-options.js';
 
 export interface InboundPlaintextOptions {
   readonly node: string;
@@ -28,7 +29,7 @@ export class InboundPlaintextProxy {
   readonly server: Server;
 
   constructor(private readonly options: InboundPlaintextOptions) {
-    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => void this.#handle(socket));
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, ...KEEPALIVE_OPTIONS }, (socket) => void this.#handle(socket));
   }
 
   async #handle(socket: Socket): Promise<void> {

@@ -9,6 +9,7 @@ import { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { type SpliceOutcome, shutdownSocket, socketFd, spliceRelay } from '../redirect/bpf-binding.js';
 import type { RelayResult } from './relay.js';
+import { tuneRelaySocket } from './socket-options.js';
 
 interface StreamHandle {
   reading?: boolean;
@@ -33,8 +34,7 @@ export function kernelRelay(downstream: unknown, upstream: unknown): Promise<Rel
   const up = spliceableFd(upstream);
   if (down === undefined || up === undefined) return undefined;
   const sockets = [downstream as Socket, upstream as Socket];
-  // As relay.ts: a relay must not add Nagle's delay to small writes the endpoints already decided to send.
-  for (const socket of sockets) socket.setNoDelay(true);
+  for (const socket of sockets) tuneRelaySocket(socket);
   // The report arrives through the event loop, never before this function has returned.
   let report: (outcome: SpliceOutcome) => void = () => undefined;
   const started = spliceRelay(down, up, (outcome) => report(outcome));

@@ -24,6 +24,7 @@ import { HBONE_PORT } from './h2/settings.js';
 import { type InboundAdmission, type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnection, LiveConnections } from './live-connections.js';
 import { relay } from './relay.js';
+import { KEEPALIVE_OPTIONS } from './socket-options.js';
 
 export interface OutboundOptions {
   readonly node: string;
@@ -67,7 +68,7 @@ export class OutboundProxy {
 
   constructor(private readonly options: OutboundOptions) {
     // allowHalfOpen: a client's FIN must reach the destination as a FIN, not close our reply path.
-    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#handle(socket));
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, ...KEEPALIVE_OPTIONS }, (socket) => this.#handle(socket));
   }
 
   /**

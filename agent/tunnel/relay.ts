@@ -6,6 +6,7 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { kernelRelay } from './kernel-relay.js';
+import { tuneRelaySocket } from './socket-options.js';
 
 export interface RelayResult {
   /** Bytes read from `downstream` (the client) and written upstream. */
@@ -32,8 +33,7 @@ export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult
     downstream.on('error', fail('downstream'));
     upstream.on('error', fail('upstream'));
 
-    // A relay must not add Nagle's delay to small writes the endpoints already decided to send.
-    for (const side of [downstream, upstream]) if (side instanceof Socket) side.setNoDelay(true);
+    for (const side of [downstream, upstream]) if (side instanceof Socket) tuneRelaySocket(side);
     const sent = forward(downstream, upstream);
     const received = forward(upstream, downstream);
 

@@ -3,10 +3,18 @@
 // by the sockets) or other streams such as an HTTP/2 stream (counted by chunk).
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
 import { Duplex, PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { type RelayResult, relay } from '../../agent/tunnel/relay.js';
+import { KEEPALIVE_IDLE_MS } from '../../agent/tunnel/socket-options.js';
+
+/** The kernel's timer on the loopback TCP socket matching an `ss` filter, e.g. "keepalive,2min59sec,0". */
+function timerOf(filter: string): string {
+  const line = execFileSync('ss', ['-tnoH', 'state', 'established', filter], { encoding: 'utf8' }).trim();
+  return /timer:\(([^)]*)\)/.exec(line)?.[1] ?? `none (${line || 'no such socket'})`;
+}
 
 /** A server that echoes and ends when its client ends. */
 function echoServer(): Server {
@@ -121,6 +129,35 @@ describe('relay', () => {
     const counts = await result;
     assert.equal(counts.bytesSent, payload.length);
     assert.equal(counts.bytesReceived, back.length);
+  });
+
+  it('keeps TCP keepalive on the relayed sockets, ztunnel\'s 180 s idle, in the kernel splice and in JavaScript', async () => {
+    const idle = new RegExp(`^keepalive,(2min5\\dsec|3min),`);
+    assert.equal(KEEPALIVE_IDLE_MS, 180_000);
+    const upstreams: Socket[] = [];
+    // Socket to socket: the kernel relays (kernel-relay.ts); socket to stream: JavaScript does.
+    for (const toStream of [false, true]) {
+      const front = createServer({ allowHalfOpen: true }, (client) => {
+        if (toStream) return void relay(client, streamPair()[0]);
+        void connected(echoPort).then((upstream) => {
+          upstreams.push(upstream);
+          return relay(client, upstream);
+        });
+      });
+      const port = await listen(front);
+      const client = await connected(port);
+      client.write('x');
+      await new Promise((r) => setTimeout(r, 200));
+      try {
+        assert.match(timerOf(`sport = :${port}`), idle, 'the accepted client socket has no keepalive');
+        if (!toStream) assert.match(timerOf(`dport = :${echoPort} and sport = :${upstreams.at(-1)!.localPort}`), idle, 'the upstream socket has no keepalive');
+        // The test's own client is not the relay's: no timer of ours there.
+        assert.doesNotMatch(timerOf(`dport = :${port}`), /^keepalive/);
+      } finally {
+        client.destroy();
+        front.close();
+      }
+    }
   });
 
   it('reports the first error and tears down both sides', async () => {

@@ -13,6 +13,7 @@ import type { WorkloadStore } from '../../state/store.js';
 import { type NetnsRef, ownNetnsId, podNetns } from '../../system/netns.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { Address } from '../destination.js';
+import { KEEPALIVE_OPTIONS } from '../socket-options.js';
 import { SOCKS5_REPLY, type Socks5Request, readSocks5Request, sendSocks5Reply } from './handshake.js';
 
 export const SOCKS5_PORT = 15080;
@@ -99,7 +100,7 @@ export class PodSocksListeners {
       return;
     }
     this.#refused.delete(pod.key);
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => void this.#accept(pod.key, socket));
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, ...KEEPALIVE_OPTIONS }, (socket) => void this.#accept(pod.key, socket));
     // Accept failures (EMFILE and the like) are reported, never thrown: one pod's listener must not stop the agent.
     server.on('error', (err) => log.error({ pod: pod.key, err: err.message }, `SOCKS5 listener of pod ${pod.key}: ${err.message}`));
     await new Promise<void>((resolve) => {
