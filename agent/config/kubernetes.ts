@@ -104,6 +104,8 @@ export interface PodObject extends ObjectBase<'Pod'> {
   readonly spec: {
     readonly nodeName?: string;
     readonly serviceAccountName?: string;
+    /** Runs in the node's network namespace, with the node's IP: never captured, never an IP's owner. */
+    readonly hostNetwork?: true;
     readonly containers: readonly Container[];
   };
   readonly status: {

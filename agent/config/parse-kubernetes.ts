@@ -56,6 +56,7 @@ export function parsePod(root: MapReader, base: ObjectBase<'Pod'>): PodObject | 
   if (!spec) return undefined;
   const nodeName = spec.string('nodeName');
   const serviceAccountName = spec.string('serviceAccountName');
+  const hostNetwork = spec.bool('hostNetwork') === true;
   const containerFields = spec.require('containers')?.list();
   if (containerFields !== undefined && containerFields.length === 0) {
     root.ctx.error(spec.line, `${spec.path}.containers`, 'expected at least one container, got an empty list');
@@ -79,7 +80,7 @@ export function parsePod(root: MapReader, base: ObjectBase<'Pod'>): PodObject | 
   const phase = status?.enum('phase', POD_PHASES);
   return {
     ...base,
-    spec: { ...(nodeName ? { nodeName } : {}), ...(serviceAccountName ? { serviceAccountName } : {}), containers },
+    spec: { ...(nodeName ? { nodeName } : {}), ...(serviceAccountName ? { serviceAccountName } : {}), ...(hostNetwork ? { hostNetwork } : {}), containers },
     status: { ...(phase ? { phase } : {}), ...(podIP ? { podIP } : {}), podIPs, conditions },
   };
 }

@@ -110,6 +110,10 @@ export function planLab(
     const node = nodes.find((n) => n.name === pod.spec.nodeName);
     if (!pod.spec.nodeName) problems.push(`${ref}: spec.nodeName: the lab needs to know which node runs the pod`);
     else if (!node) problems.push(`${ref}: spec.nodeName: node "${pod.spec.nodeName}" is not defined (define a Node object with that name)`);
+    if (pod.spec.hostNetwork) {
+      problems.push(`${ref}: spec.hostNetwork: the lab gives every pod a network namespace of its own and cannot run it on its node's; remove hostNetwork (agents never capture hostNetwork pods anyway)`);
+      continue;
+    }
     if (!ip) problems.push(`${ref}: status.podIP: the lab needs the pod's IP (in a cluster the kubelet sets it; here you do)`);
     else if (!isIPv4(ip)) problems.push(`${ref}: status.podIP: the lab supports IPv4 pod addresses only, got ${ip}`);
     else if (node && node.podCidrs.length > 0 && !node.podCidrs.some((c) => prefixContains(parseIpv4Prefix(c)!, ip))) {

@@ -166,7 +166,8 @@ export class EbpfCapture {
 
   async #reconcile(snapshot: MeshSnapshot): Promise<void> {
     const { node, log } = this.options;
-    const local = [...snapshot.workloads.values()].filter((w) => w.node === node && w.ips[0] !== undefined);
+    // A hostNetwork pod has no veth of its own: its IP is the node's.
+    const local = [...snapshot.workloads.values()].filter((w) => w.node === node && !w.hostNetwork && w.ips[0] !== undefined);
     const wanted = new Map(local.filter((w) => w.enrollment.enrolled).map((w) => [w.key, w]));
 
     for (const key of [...this.#enrolled.keys()]) {

@@ -24,6 +24,8 @@ import { portProtocol } from './protocol.js';
 
 /** The label that puts a namespace (or a single pod) in the mesh, and takes a pod out with `none`. */
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
+/** Set by Istio's sidecar injector on every pod that has a sidecar. */
+const SIDECAR_STATUS_ANNOTATION = 'sidecar.istio.io/status';
 
 export interface SnapshotOptions {
   readonly version: number;
@@ -117,7 +119,9 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       warn(pod.source, 'Pod', namespace, name, 'spec.nodeName', `node "${pod.spec.nodeName}" is not defined; no agent will enroll this pod`);
     }
     const ips = podIps(pod);
-    const conflicting = ips.map((ip) => workloadsByIp.get(ip)).find((w) => w !== undefined);
+    // A hostNetwork pod's IP is its node's: many pods share it, and none owns it.
+    const ownsIps = !pod.spec.hostNetwork;
+    const conflicting = ownsIps ? ips.map((ip) => workloadsByIp.get(ip)).find((w) => w !== undefined) : undefined;
     if (conflicting) {
       diagnostics.push({
         severity: 'error',
@@ -141,13 +145,14 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       identity: spiffeId(options.trustDomain, namespace, serviceAccount),
       ready: isReady(pod, ips),
       enrollment: enrollment(pod, ns, ips),
+      ...(pod.spec.hostNetwork ? { hostNetwork: true } : {}),
       namedPorts: namedPorts(pod),
       ...(pod.spec.containers[0]?.readinessProbe ? { readinessProbe: pod.spec.containers[0].readinessProbe } : {}),
       annotations: pod.metadata.annotations,
       source: pod.source,
     };
     workloads.set(workload.key, workload);
-    for (const ip of ips) workloadsByIp.set(ip, workload);
+    if (ownsIps) for (const ip of ips) workloadsByIp.set(ip, workload);
   }
 
   const services = new Map<ObjectKey, MeshService>();
@@ -282,9 +287,16 @@ function isReady(pod: PodObject, ips: readonly string[]): boolean {
  * Istio's ambient enrollment rules: a namespace labeled `ambient` enrolls its pods, a pod labeled
  * `ambient` enrolls itself, and a pod labeled `none` stays out whatever its namespace says.
  */
+/**
+ * Istio's rule for ambient: the pod's label, else its namespace's; never a pod on the host's network
+ * (Istio's CNI skips those: capturing one would capture its node) nor one with a sidecar (the sidecar
+ * wins, as in Istio).
+ */
 function enrollment(pod: PodObject, ns: MeshNamespace, ips: readonly string[]): Enrollment {
   const podMode = pod.metadata.labels[DATAPLANE_MODE_LABEL];
   if (podMode === 'none') return { enrolled: false, reason: 'pod-opt-out' };
+  if (pod.spec.hostNetwork) return { enrolled: false, reason: 'host-network' };
+  if (pod.metadata.annotations[SIDECAR_STATUS_ANNOTATION] !== undefined) return { enrolled: false, reason: 'sidecar' };
   if (ips.length === 0) return { enrolled: false, reason: 'no-pod-ip' };
   if (podMode === 'ambient') return { enrolled: true, reason: 'pod-label' };
   if (ns.labels[DATAPLANE_MODE_LABEL] === 'ambient') return { enrolled: true, reason: 'namespace-label' };

@@ -37,7 +37,7 @@ export interface MeshNamespace {
 /** Why a workload is or is not in the mesh; shown by `ambit zc workloads` and in logs. */
 export type Enrollment =
   | { readonly enrolled: true; readonly reason: 'namespace-label' | 'pod-label' }
-  | { readonly enrolled: false; readonly reason: 'pod-opt-out' | 'namespace-not-ambient' | 'no-pod-ip' };
+  | { readonly enrolled: false; readonly reason: 'pod-opt-out' | 'namespace-not-ambient' | 'no-pod-ip' | 'host-network' | 'sidecar' };
 
 /** A pod as the mesh sees it. */
 export interface Workload {
@@ -54,6 +54,8 @@ export interface Workload {
   /** Running, with an IP, and not reported unready: only ready workloads are Service endpoints. */
   readonly ready: boolean;
   readonly enrollment: Enrollment;
+  /** A hostNetwork pod: its IP is its node's, shared with the node and every other such pod there. */
+  readonly hostNetwork?: true;
   /** Named container ports, for Services whose targetPort is a name. */
   readonly namedPorts: ReadonlyMap<string, number>;
   /** The first container's readinessProbe, which active health checks reuse. */

@@ -46,6 +46,7 @@ test('pods the lab cannot run, and addresses that touch the machine, are refused
     pod('shop', 'elsewhere', { ip: '10.9.3.1', node: 'a' }),
     pod('shop', 'ghost-node', { ip: '10.9.1.7', node: 'zz' }),
     pod('shop', 'no-command', { ip: '10.9.1.8', node: 'a', containers: [container('c', [])] }),
+    { ...pod('shop', 'host', { ip: '192.0.2.7', node: 'a' }), spec: { nodeName: 'a', hostNetwork: true as const, containers: [container('c', ['x'])] } },
   ];
   const host = { prefixes: [parseIpv4Prefix('192.0.2.0/24')!], nameservers: ['10.9.1.53'] };
   const result = planLab(layout, [], objects, buildSnapshot(objects, options), host);
@@ -57,6 +58,7 @@ test('pods the lab cannot run, and addresses that touch the machine, are refused
     'Pod shop/elsewhere: status.podIP: 10.9.3.1 is outside node a\'s podCIDR 10.9.1.0/24',
     'Pod shop/ghost-node: spec.nodeName: node "zz" is not defined (define a Node object with that name)',
     'Pod shop/no-command: container c: command: the lab runs no images, so each container needs a command (and args)',
+    'Pod shop/host: spec.hostNetwork: the lab gives every pod a network namespace of its own and cannot run it on its node\'s; remove hostNetwork (agents never capture hostNetwork pods anyway)',
     'Node a InternalIP 192.0.2.7/32 overlaps this machine\'s network 192.0.2.0/24; choose lab addresses the machine does not use',
     'Node a podCIDR 10.9.1.0/24 contains this machine\'s DNS resolver 10.9.1.53; choose a narrower range',
   ]);

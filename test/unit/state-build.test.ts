@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatDiagnostic } from '../../agent/config/diagnostics.js';
+import { parseConfigFile } from '../../agent/config/parse-file.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import { portProtocol } from '../../agent/state/protocol.js';
 import { container, namespace, node, pod, service } from './helpers/mesh-objects.js';
@@ -36,6 +37,46 @@ test('enrollment: namespace label, pod opt-in, pod opt-out, and pods without an 
   assert.deepEqual(e('plain/alone'), { enrolled: true, reason: 'pod-label' });
   assert.deepEqual(e('plain/not'), { enrolled: false, reason: 'namespace-not-ambient' });
   assert.deepEqual(e('mesh/pending'), { enrolled: false, reason: 'no-pod-ip' });
+});
+
+test('hostNetwork pods and pods with a sidecar are never enrolled; hostNetwork pods share the node\'s IP without owning it', () => {
+  const hostPod = (name: string, labels = '') => `---
+apiVersion: v1
+kind: Pod
+metadata: {name: ${name}, namespace: mesh${labels}}
+spec: {nodeName: n1, hostNetwork: true, containers: [{name: c, ports: [{containerPort: 9100}]}]}
+status: {podIP: 172.31.0.1}
+`;
+  const parsed = parseConfigFile(
+    `apiVersion: v1
+kind: Namespace
+metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
+${hostPod('exporter')}${hostPod('agent', ', labels: {istio.io/dataplane-mode: ambient, app: agent}')}---
+apiVersion: v1
+kind: Pod
+metadata: {name: injected, namespace: mesh, annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}}
+spec: {nodeName: n1, containers: [{name: c}]}
+status: {podIP: 10.1.0.9}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: agent, namespace: mesh}
+spec: {clusterIP: 10.96.0.50, selector: {app: agent}, ports: [{port: 80}]}
+`,
+    'host.yaml',
+  );
+  assert.deepEqual(parsed.diagnostics, []);
+  const s = buildSnapshot(parsed.objects, options);
+  // Two pods on one node's IP is no conflict for hostNetwork pods, and neither one speaks for the node's address.
+  assert.deepEqual(s.diagnostics.filter((d) => d.severity === 'error'), []);
+  assert.deepEqual(s.workloads.get('mesh/exporter')?.enrollment, { enrolled: false, reason: 'host-network' });
+  assert.deepEqual(s.workloads.get('mesh/agent')?.enrollment, { enrolled: false, reason: 'host-network' });
+  assert.equal(s.workloads.get('mesh/agent')?.hostNetwork, true);
+  assert.equal(s.workloadsByIp.get('172.31.0.1'), undefined);
+  assert.deepEqual(s.workloads.get('mesh/injected')?.enrollment, { enrolled: false, reason: 'sidecar' });
+  assert.equal(s.workloadsByIp.get('10.1.0.9')?.key, 'mesh/injected');
+  // Still a Service endpoint (reached as plain TCP, outside the mesh).
+  assert.deepEqual(s.services.get('mesh/agent')?.endpoints.map((e) => e.ip), ['172.31.0.1']);
 });
 
 test('service endpoints are the ready pods its selector matches, with named target ports resolved', () => {

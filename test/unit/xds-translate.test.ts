@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { type MessageInitShape, create } from '@bufbuild/protobuf';
 import { authorizeConnection } from '../../agent/policy/authorization.js';
 import { Action, AuthorizationSchema, Scope } from '../../agent/proto/istio/security/authorization_pb.js';
-import { AddressSchema, TunnelProtocol, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
+import { AddressSchema, NetworkMode, TunnelProtocol, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
 import { xdsNode, xdsNodeInfoFromEnv } from '../../agent/sources/xds/node.js';
 import { type XdsAddress, ipFromBytes, translateAddress } from '../../agent/sources/xds/translate-address.js';
 import { type XdsAuthorization, translateAuthorization } from '../../agent/sources/xds/translate-authorization.js';
@@ -123,6 +123,15 @@ describe('xDS Address translation', () => {
     const api = snapshot.servicesByHostname.get('api.example.com');
     assert.ok(api);
     assert.deepEqual(api.endpoints.map((e) => [e.ip, [...e.ports]]), [['10.1.0.3', [[443, 8443]]]]);
+  });
+
+  it('takes HOST_NETWORK workloads as hostNetwork pods: on their node\'s shared address, owning none of it, never captured', () => {
+    const host = (name: string) => addr({ uid: `c//Pod/ns1/${name}`, name, namespace: 'ns1', addresses: [ip4('172.31.0.1')], node: 'n1', networkMode: NetworkMode.HOST_NETWORK, tunnelProtocol: TunnelProtocol.HBONE });
+    const { snapshot } = buildXdsSnapshot(new Map([['a', host('exporter')], ['b', host('agent')]]), new Map(), { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
+    assert.deepEqual(snapshot.diagnostics.filter((d) => d.severity === 'error'), []);
+    assert.deepEqual([...snapshot.workloads.keys()].sort(), ['ns1/agent', 'ns1/exporter']);
+    assert.deepEqual(snapshot.workloads.get('ns1/agent')!.enrollment, { enrolled: false, reason: 'host-network' });
+    assert.equal(snapshot.workloadsByIp.get('172.31.0.1'), undefined);
   });
 
   it('keeps a service\'s subject_alt_names that are SPIFFE ids, and the outbound side accepts them from its servers', () => {

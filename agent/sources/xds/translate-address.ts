@@ -8,6 +8,7 @@ import {
   type Service,
   type Workload as XdsWorkloadMessage,
   AppProtocol,
+  NetworkMode,
   TunnelProtocol,
   WorkloadStatus,
 } from '../../proto/istio/workload/workload_pb.js';
@@ -26,6 +27,8 @@ export interface XdsWorkload {
   readonly node?: string;
   /** Captured by a node agent (tunnel_protocol HBONE): in the mesh. */
   readonly hbone: boolean;
+  /** network_mode HOST_NETWORK: its addresses are its node's, shared with other such pods. */
+  readonly hostNetwork: boolean;
   readonly healthy: boolean;
   readonly canonicalName?: string;
   readonly canonicalRevision?: string;
@@ -110,6 +113,7 @@ function translateWorkload(w: XdsWorkloadMessage): Translated<XdsWorkload> {
     serviceAccount: w.serviceAccount || DEFAULT_SERVICE_ACCOUNT,
     ...(w.node ? { node: w.node } : {}),
     hbone: w.tunnelProtocol === TunnelProtocol.HBONE,
+    hostNetwork: w.networkMode === NetworkMode.HOST_NETWORK,
     healthy: w.status === WorkloadStatus.HEALTHY,
     ...(w.canonicalName ? { canonicalName: w.canonicalName } : {}),
     ...(w.canonicalRevision ? { canonicalRevision: w.canonicalRevision } : {}),

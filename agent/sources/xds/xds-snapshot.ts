@@ -116,6 +116,7 @@ export function buildXdsSnapshot(
       spec: {
         ...(w.node ? { nodeName: w.node } : {}),
         serviceAccountName: w.serviceAccount,
+        ...(w.hostNetwork ? { hostNetwork: true } : {}),
         containers: [{ name: 'workload', command: [], args: [], env: [], ports: containerPorts }],
       },
       status: {
