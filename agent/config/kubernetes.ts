@@ -133,8 +133,15 @@ export interface ServiceObject extends ObjectBase<'Service'> {
     readonly clusterIP?: string; // "None" for headless Services
     readonly clusterIPs: readonly string[];
     readonly ports: readonly ServicePort[];
+    /** `Local`: clients use only endpoints on their own node (Kubernetes' internalTrafficPolicy). */
+    readonly internalTrafficPolicy?: 'Cluster' | 'Local';
+    /** Kubernetes' trafficDistribution (or Istio's networking.istio.io/traffic-distribution annotation). */
+    readonly trafficDistribution?: TrafficDistribution;
   };
 }
+
+export const TRAFFIC_DISTRIBUTIONS = ['PreferClose', 'PreferSameZone', 'PreferSameNode'] as const;
+export type TrafficDistribution = (typeof TRAFFIC_DISTRIBUTIONS)[number];
 
 export type KubernetesObject =
   | NodeObject

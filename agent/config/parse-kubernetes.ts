@@ -18,7 +18,9 @@ import type {
   ServiceAccountObject,
   ServiceObject,
   ServicePort,
+  TrafficDistribution,
 } from './kubernetes.js';
+import { TRAFFIC_DISTRIBUTIONS } from './kubernetes.js';
 import { type Field, type MapReader, PORT_RANGE, describe } from './yaml-reader.js';
 
 const PROTOCOLS: readonly PortProtocol[] = ['TCP', 'UDP', 'SCTP'];
@@ -178,6 +180,8 @@ export function parseService(root: MapReader, base: ObjectBase<'Service'>): Serv
   const clusterIP = spec.get('clusterIP');
   const clusterIPValue = clusterIP ? clusterIpOf(clusterIP) : undefined;
   const clusterIPs = spec.strings('clusterIPs', clusterIpOf);
+  const internalTrafficPolicy = spec.enum('internalTrafficPolicy', ['Cluster', 'Local'] as const);
+  const trafficDistribution = spec.enum('trafficDistribution', TRAFFIC_DISTRIBUTIONS) ?? annotatedTrafficDistribution(root, base);
 
   const portFields = spec.maps('ports');
   const ports: ServicePort[] = [];
@@ -198,9 +202,22 @@ export function parseService(root: MapReader, base: ObjectBase<'Service'>): Serv
       ...(clusterIPValue ? { clusterIP: clusterIPValue } : {}),
       clusterIPs,
       ports,
+      ...(internalTrafficPolicy ? { internalTrafficPolicy } : {}),
+      ...(trafficDistribution ? { trafficDistribution } : {}),
     },
   };
 }
+
+/** Istio's annotation for what spec.trafficDistribution says on clusters too old to have the field. */
+function annotatedTrafficDistribution(root: MapReader, base: ObjectBase<'Service'>): TrafficDistribution | undefined {
+  const value = base.metadata.annotations[TRAFFIC_DISTRIBUTION_ANNOTATION];
+  if (value === undefined) return undefined;
+  if ((TRAFFIC_DISTRIBUTIONS as readonly string[]).includes(value)) return value as TrafficDistribution;
+  root.ctx.warn(root.line, `metadata.annotations.${TRAFFIC_DISTRIBUTION_ANNOTATION}`, `unknown traffic distribution ${JSON.stringify(value)} (expected ${TRAFFIC_DISTRIBUTIONS.join(', ')}); endpoints are used alike`);
+  return undefined;
+}
+
+const TRAFFIC_DISTRIBUTION_ANNOTATION = 'networking.istio.io/traffic-distribution';
 
 function parseServicePort(p: MapReader): ServicePort | undefined {
   const name = p.string('name');

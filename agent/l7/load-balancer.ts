@@ -15,6 +15,8 @@ export interface LbEndpoint {
   readonly ip: string;
   readonly port: number;
   readonly workload: ObjectKey;
+  /** 0 for the endpoints the Service's locality policy prefers; higher levels serve only when those cannot. */
+  readonly priority: number;
 }
 
 export interface PickContext {

@@ -4,6 +4,7 @@
 // snapshots, so that a config reload keeps counts and ejections of endpoints that are still there.
 
 import type { ConsistentHashKey } from '../config/istio-networking.js';
+import { rankEndpoints } from '../state/locality.js';
 import type { MeshService, MeshSnapshot, ServiceEndpoint, Workload } from '../state/model.js';
 import type { Clock } from './clock.js';
 import { CircuitBreaker, connectionPoolLimits } from './connection-pool.js';
@@ -43,11 +44,14 @@ export function clusterName(destination: Pick<DestinationTarget, 'host' | 'subse
   return `outbound|${destination.port}|${destination.subset ?? ''}|${destination.host}`;
 }
 
-/** A Service's endpoints that serve `port`, keyed by pod IP and target port. */
-export function lbEndpoints(endpoints: readonly ServiceEndpoint[], servicePort: number): LbEndpoint[] {
-  return endpoints.flatMap((e) => {
+/**
+ * A Service's endpoints that serve `port`, keyed by pod IP and target port, each at the priority the
+ * Service's locality policy gives it for clients on `clientNode` (all 0 without one).
+ */
+export function lbEndpoints(snapshot: MeshSnapshot, service: MeshService, endpoints: readonly ServiceEndpoint[], servicePort: number, clientNode?: string): LbEndpoint[] {
+  return rankEndpoints(snapshot, service.loadBalancing, endpoints, clientNode).flatMap(({ endpoint: e, priority }) => {
     const port = e.ports.get(servicePort);
-    return port === undefined ? [] : [{ key: `${e.ip}:${port}`, ip: e.ip, port, workload: e.workload }];
+    return port === undefined ? [] : [{ key: `${e.ip}:${port}`, ip: e.ip, port, workload: e.workload, priority }];
   });
 }
 
@@ -90,7 +94,7 @@ export class UpstreamCluster {
 
   /** A new snapshot: endpoints and policy may change; counts and ejections of staying endpoints remain. */
   update(policy: ResolvedTrafficPolicy, endpoints: readonly LbEndpoint[]): void {
-    const changed = this.endpoints.length !== endpoints.length || this.endpoints.some((e, i) => e.key !== endpoints[i]!.key || e.workload !== endpoints[i]!.workload);
+    const changed = this.endpoints.length !== endpoints.length || this.endpoints.some((e, i) => e.key !== endpoints[i]!.key || e.workload !== endpoints[i]!.workload || e.priority !== endpoints[i]!.priority);
     this.endpoints = endpoints;
     if (changed) this.deps.onChange?.();
     this.breaker.updateLimits(connectionPoolLimits(policy.connectionPool));
@@ -113,12 +117,21 @@ export class UpstreamCluster {
     return this.endpoints;
   }
 
-  /** Endpoints neither ejected nor failing active checks, or all of them in panic mode. */
+  /**
+   * Endpoints neither ejected nor failing active checks, of the best priority that has any (locality
+   * failover, as Envoy's priority levels); all of that level in panic mode, when too few of it are
+   * healthy; the best level whole when no level has a healthy endpoint.
+   */
   balancingSet(): { readonly endpoints: readonly LbEndpoint[]; readonly panic: boolean } {
-    const healthy = this.endpoints.filter((e) => this.deps.isHealthy(e.key) && !this.outlier?.isEjected(e.key));
-    const total = this.endpoints.length;
-    const panic = total > 0 && this.panicPercent > 0 && (100 * healthy.length) / total < this.panicPercent;
-    return { endpoints: panic ? this.endpoints : healthy, panic };
+    const levels = [...new Set(this.endpoints.map((e) => e.priority))].sort((a, b) => a - b).map((p) => this.endpoints.filter((e) => e.priority === p));
+    for (const level of levels) {
+      const healthy = level.filter((e) => this.deps.isHealthy(e.key) && !this.outlier?.isEjected(e.key));
+      if (healthy.length === 0) continue;
+      const panic = this.panicPercent > 0 && (100 * healthy.length) / level.length < this.panicPercent;
+      return { endpoints: panic ? level : healthy, panic };
+    }
+    const best = levels[0] ?? [];
+    return this.panicPercent > 0 && best.length > 0 ? { endpoints: best, panic: true } : { endpoints: [], panic: false };
   }
 
   /** Picks the endpoint for one try; `avoid` lists endpoints earlier tries of the same request used. */
@@ -175,6 +188,8 @@ export interface UpstreamClustersOptions {
   readonly onOutlierEvent?: (cluster: string, event: OutlierEvent) => void;
   /** See ClusterDependencies.onChange; also called when clusters are dropped. */
   readonly onChange?: () => void;
+  /** This agent's node, where every client it routes for runs: Services' locality policies rank endpoints from it. */
+  readonly node?: string;
 }
 
 /**
@@ -184,8 +199,10 @@ export interface UpstreamClustersOptions {
 export class UpstreamClusters {
   private readonly clusters = new Map<string, { cluster: UpstreamCluster; version: number; ruleKey: string }>();
   private readonly deps: ClusterDependencies;
+  private readonly node: string | undefined;
 
   constructor(options: UpstreamClustersOptions) {
+    this.node = options.node;
     this.deps = {
       clock: options.clock,
       random: options.random ?? mathRandom,
@@ -220,7 +237,7 @@ export class UpstreamClusters {
     const entry = this.clusters.get(key);
     if (entry && entry.version === snapshot.version) return this.used(entry.cluster, client);
     const policy = resolveTrafficPolicy(rule, destination.subset, destination.port);
-    const endpoints = lbEndpoints(members.endpoints, destination.port);
+    const endpoints = lbEndpoints(snapshot, service, members.endpoints, destination.port, this.node);
     if (entry) {
       entry.cluster.service = service;
       entry.cluster.update(policy, endpoints);

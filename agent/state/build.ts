@@ -21,6 +21,7 @@ import {
   spiffeId,
 } from './model.js';
 import { portProtocol } from './protocol.js';
+import { serviceLoadBalancing } from './locality.js';
 
 /** The label that puts a namespace (or a single pod) in the mesh, and takes a pod out with `none`. */
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
@@ -203,6 +204,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
         warn(svc.source, 'Service', namespace, name, 'spec.selector', `selector ${formatSelector(selector)} matches no pod in namespace ${namespace}; the service has no endpoints`);
       }
     }
+    const loadBalancing = serviceLoadBalancing(svc.spec.internalTrafficPolicy, svc.spec.trafficDistribution);
     const service: MeshService = {
       key: objectKey(namespace, name),
       name,
@@ -212,6 +214,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       ports,
       ...(selector ? { selector } : {}),
       endpoints,
+      ...(loadBalancing ? { loadBalancing } : {}),
       labels: svc.metadata.labels,
       source: svc.source,
     };

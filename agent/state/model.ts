@@ -5,6 +5,7 @@ import type { ConfigDiagnostic } from '../config/diagnostics.js';
 import type { Labels, Probe, SourceLocation } from '../config/kubernetes.js';
 import type { MeshObject } from '../config/objects.js';
 import type { AppProtocol } from './protocol.js';
+import type { ServiceLoadBalancing } from './locality.js';
 
 /** `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`: who a workload is on the wire. */
 export type SpiffeId = string & { readonly __brand: 'SpiffeId' };
@@ -94,6 +95,8 @@ export interface MeshService {
    * `subject_alt_names`, from a ServiceEntry's subjectAltNames); absent for Kubernetes Services.
    */
   readonly subjectAltNames?: readonly SpiffeId[];
+  /** Which endpoints a client prefers by locality (internalTrafficPolicy, trafficDistribution); none: all alike. */
+  readonly loadBalancing?: ServiceLoadBalancing;
   readonly labels: Labels;
   readonly source: SourceLocation;
 }

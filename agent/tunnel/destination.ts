@@ -1,6 +1,7 @@
 // Where an outbound connection goes: a Service VIP becomes one of its endpoints, a pod IP is that
 // workload, anything else leaves the mesh as plain TCP (ztunnel's passthrough).
 
+import { bestRanked, rankEndpoints } from '../state/locality.js';
 import type { MeshService, MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
 
 export interface Address {
@@ -16,12 +17,18 @@ export type OutboundTarget =
 /** Ports a mesh destination may never be asked for: the agent's own (ztunnel's "illegal ports"). */
 export const AGENT_PORTS: ReadonlySet<number> = new Set([15001, 15006, 15008, 15080]);
 
-export function resolveOutbound(snapshot: MeshSnapshot, dst: Address, pick: (n: number) => number = (n) => Math.floor(Math.random() * n)): OutboundTarget {
+/**
+ * Where a connection to `dst` goes. A Service VIP picks one of its ready endpoints, among those its
+ * locality policy prefers for a client on `clientNode` (this agent's node).
+ */
+export function resolveOutbound(snapshot: MeshSnapshot, dst: Address, clientNode?: string, pick: (n: number) => number = (n) => Math.floor(Math.random() * n)): OutboundTarget {
   const service = snapshot.servicesByVip.get(dst.ip);
   if (service) {
     if (!service.ports.some((p) => p.port === dst.port)) return { kind: 'refused', reason: `service ${service.hostname} has no port ${dst.port}`, service };
-    const ready = service.endpoints.filter((e) => e.ports.has(dst.port));
-    if (ready.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint for port ${dst.port}`, service };
+    const serving = service.endpoints.filter((e) => e.ports.has(dst.port));
+    if (serving.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint for port ${dst.port}`, service };
+    const ready = bestRanked(rankEndpoints(snapshot, service.loadBalancing, serving, clientNode));
+    if (ready.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint on node ${clientNode} for port ${dst.port} (internalTrafficPolicy: Local)`, service };
     const endpoint = ready[pick(ready.length)]!;
     const workload = snapshot.workloads.get(endpoint.workload);
     if (!workload) return { kind: 'refused', reason: `endpoint ${endpoint.workload} of ${service.hostname} is gone`, service };

@@ -106,7 +106,7 @@ export class OutboundProxy {
     const httpDestination = http?.destinationOf(snapshot, dst);
     if (http && httpDestination) return this.#viaHttpProxy(captured, http, dst, httpDestination);
 
-    const target = http?.tcpTarget(snapshot, source, dst) ?? resolveOutbound(snapshot, dst);
+    const target = http?.tcpTarget(snapshot, source, dst) ?? resolveOutbound(snapshot, dst, node);
     if (target.kind === 'refused') return refuse(target.reason);
     if (target.kind === 'workload' && target.workload.enrollment.enrolled) {
       return target.workload.node === node ? this.#sameNode(captured, target) : this.#viaHbone(captured, target);

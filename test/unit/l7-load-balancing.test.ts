@@ -19,7 +19,7 @@ import { UpstreamClusters } from '../../agent/l7/upstream-cluster.js';
 import { mesh, request } from './helpers/l7-mesh.js';
 
 const endpoints = (n: number): LbEndpoint[] =>
-  Array.from({ length: n }, (_, i) => ({ key: `10.244.1.${i + 1}:9080`, ip: `10.244.1.${i + 1}`, port: 9080, workload: `ns/pod-${i + 1}` }));
+  Array.from({ length: n }, (_, i) => ({ key: `10.244.1.${i + 1}:9080`, ip: `10.244.1.${i + 1}`, port: 9080, workload: `ns/pod-${i + 1}`, priority: 0 }));
 
 function tally(pick: () => string, n: number): Map<string, number> {
   const counts = new Map<string, number>();

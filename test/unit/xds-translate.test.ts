@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { type MessageInitShape, create } from '@bufbuild/protobuf';
 import { authorizeConnection } from '../../agent/policy/authorization.js';
 import { Action, AuthorizationSchema, Scope } from '../../agent/proto/istio/security/authorization_pb.js';
-import { AddressSchema, NetworkMode, TunnelProtocol, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
+import { AddressSchema, LoadBalancing_Mode, LoadBalancing_Scope, NetworkMode, TunnelProtocol, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
 import { xdsNode, xdsNodeInfoFromEnv } from '../../agent/sources/xds/node.js';
 import { type XdsAddress, ipFromBytes, translateAddress } from '../../agent/sources/xds/translate-address.js';
 import { type XdsAuthorization, translateAuthorization } from '../../agent/sources/xds/translate-authorization.js';
@@ -132,6 +132,31 @@ describe('xDS Address translation', () => {
     assert.deepEqual([...snapshot.workloads.keys()].sort(), ['ns1/agent', 'ns1/exporter']);
     assert.deepEqual(snapshot.workloads.get('ns1/agent')!.enrollment, { enrolled: false, reason: 'host-network' });
     assert.equal(snapshot.workloadsByIp.get('172.31.0.1'), undefined);
+  });
+
+  it('ranks a service\'s endpoints by istiod\'s load_balancing and the workloads\' localities, as ztunnel does', () => {
+    const at = (name: string, ip: string, node: string, zone: string) =>
+      addr({ uid: `c//Pod/ns1/${name}`, name, namespace: 'ns1', addresses: [ip4(ip)], node, locality: { region: 'r1', zone }, tunnelProtocol: TunnelProtocol.HBONE, services: { 'ns1/db.ns1.svc.cluster.local': { ports: [{ servicePort: 5432, targetPort: 5432 }] } } });
+    const service = (mode: LoadBalancing_Mode) => {
+      const t = translateAddress(create(AddressSchema, { type: { case: 'service', value: { name: 'db', namespace: 'ns1', hostname: 'db.ns1.svc.cluster.local', addresses: [{ address: ip4('10.96.1.1') }], ports: [{ servicePort: 5432, targetPort: 5432 }], loadBalancing: { mode, routingPreference: [LoadBalancing_Scope.NETWORK, LoadBalancing_Scope.REGION, LoadBalancing_Scope.ZONE] } } } }));
+      assert.ok(t.ok);
+      return t.value;
+    };
+    const addresses = (mode: LoadBalancing_Mode) => new Map<string, XdsAddress>([['a', at('db-a', '10.1.1.5', 'n1', 'z1')], ['b', at('db-b', '10.1.2.5', 'n2', 'z2')], ['s', service(mode)]]);
+    const options = { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local', node: { name: 'n3', ip: '172.31.0.3' } };
+    const failover = buildXdsSnapshot(addresses(LoadBalancing_Mode.FAILOVER), new Map(), options).snapshot;
+    assert.deepEqual(failover.diagnostics, []);
+    assert.equal(failover.nodes.get('n2')?.labels['topology.kubernetes.io/zone'], 'z2');
+    const picked = (snapshot: MeshSnapshot, node: string) => [0, 1].map((i) => {
+      const t = resolveOutbound(snapshot, { ip: '10.96.1.1', port: 5432 }, node, (n) => i % n);
+      return t.kind === 'workload' ? t.workload.name : t.kind;
+    });
+    assert.deepEqual(picked(failover, 'n2'), ['db-b', 'db-b']);
+    // Node n3 has no workload, so no known zone: it shares none, and fails over to all.
+    assert.deepEqual(picked(failover, 'n3'), ['db-a', 'db-b']);
+    const strict = buildXdsSnapshot(addresses(LoadBalancing_Mode.STRICT), new Map(), options).snapshot;
+    assert.deepEqual(picked(strict, 'n1'), ['db-a', 'db-a']);
+    assert.deepEqual(picked(strict, 'n3'), ['refused', 'refused']);
   });
 
   it('keeps a service\'s subject_alt_names that are SPIFFE ids, and the outbound side accepts them from its servers', () => {

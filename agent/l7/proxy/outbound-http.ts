@@ -85,6 +85,7 @@ export class OutboundHttpProxy {
       : undefined;
     this.health = health;
     this.clusters = new UpstreamClusters({
+      node: options.node,
       clock,
       random: this.#random,
       onOutlierEvent: (cluster, event) => options.log.info({ cluster, ...event }, `outlier detection: ${event.endpoint} ${event.kind}`),

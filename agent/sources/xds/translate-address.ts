@@ -5,6 +5,9 @@ import { isIPv4 } from 'node:net';
 import {
   type Address,
   type GatewayAddress,
+  type LoadBalancing,
+  LoadBalancing_Mode,
+  LoadBalancing_Scope,
   type Service,
   type Workload as XdsWorkloadMessage,
   AppProtocol,
@@ -13,6 +16,7 @@ import {
   WorkloadStatus,
 } from '../../proto/istio/workload/workload_pb.js';
 import { parseSpiffeId } from '../../identity/spiffe.js';
+import { type LocalityScope, REGION_LABEL, SUBZONE_LABEL, type ServiceLoadBalancing, ZONE_LABEL } from '../../state/locality.js';
 import type { SpiffeId } from '../../state/model.js';
 import { type Translated, ok, reject, DEFAULT_TRUST_DOMAIN, DEFAULT_SERVICE_ACCOUNT } from './translated.js';
 
@@ -29,6 +33,8 @@ export interface XdsWorkload {
   readonly hbone: boolean;
   /** network_mode HOST_NETWORK: its addresses are its node's, shared with other such pods. */
   readonly hostNetwork: boolean;
+  /** Its node's region, zone and subzone, as Kubernetes' and Istio's topology labels (none set: absent). */
+  readonly locality?: Readonly<Record<string, string>>;
   readonly healthy: boolean;
   readonly canonicalName?: string;
   readonly canonicalRevision?: string;
@@ -56,6 +62,8 @@ export interface XdsService {
   readonly ports: readonly XdsServicePort[];
   /** What its servers may present besides their workloads' identities (a ServiceEntry's subjectAltNames). */
   readonly subjectAltNames: readonly SpiffeId[];
+  /** Which endpoints clients prefer by locality (load_balancing STRICT or FAILOVER). */
+  readonly loadBalancing?: ServiceLoadBalancing;
   readonly unsupported: readonly string[];
 }
 
@@ -114,6 +122,7 @@ function translateWorkload(w: XdsWorkloadMessage): Translated<XdsWorkload> {
     ...(w.node ? { node: w.node } : {}),
     hbone: w.tunnelProtocol === TunnelProtocol.HBONE,
     hostNetwork: w.networkMode === NetworkMode.HOST_NETWORK,
+    ...(localityLabels(w) ? { locality: localityLabels(w) } : {}),
     healthy: w.status === WorkloadStatus.HEALTHY,
     ...(w.canonicalName ? { canonicalName: w.canonicalName } : {}),
     ...(w.canonicalRevision ? { canonicalRevision: w.canonicalRevision } : {}),
@@ -168,7 +177,41 @@ function translateService(s: Service): Translated<XdsService> {
   if (s.waypoint || s.weightedWaypoints.length > 0) {
     unsupported.push(`it uses waypoint ${s.waypoint ? gatewayName(s.waypoint) : 'weighted waypoints'}, which Ambit does not route through yet; its traffic goes direct`);
   }
-  return ok({ kind: 'service', name: s.name, namespace: s.namespace, hostname: s.hostname, vips, ports, subjectAltNames, unsupported });
+  const loadBalancing = translateLoadBalancing(s.loadBalancing, unsupported);
+  return ok({ kind: 'service', name: s.name, namespace: s.namespace, hostname: s.hostname, vips, ports, subjectAltNames, ...(loadBalancing ? { loadBalancing } : {}), unsupported });
+}
+
+const SCOPES: ReadonlyMap<LoadBalancing_Scope, LocalityScope> = new Map([
+  [LoadBalancing_Scope.NETWORK, 'network'],
+  [LoadBalancing_Scope.REGION, 'region'],
+  [LoadBalancing_Scope.ZONE, 'zone'],
+  [LoadBalancing_Scope.SUBZONE, 'subzone'],
+  [LoadBalancing_Scope.NODE, 'node'],
+  [LoadBalancing_Scope.CLUSTER, 'cluster'],
+]);
+
+/** ztunnel's reading of load_balancing: STRICT and FAILOVER rank endpoints by locality; no mode, none. */
+function translateLoadBalancing(lb: LoadBalancing | undefined, unsupported: string[]): ServiceLoadBalancing | undefined {
+  if (!lb) return undefined;
+  if (lb.mode === LoadBalancing_Mode.PASSTHROUGH) {
+    unsupported.push('load_balancing mode PASSTHROUGH is not supported; its endpoints are balanced as usual');
+    return undefined;
+  }
+  if (lb.mode !== LoadBalancing_Mode.STRICT && lb.mode !== LoadBalancing_Mode.FAILOVER) return undefined;
+  const routingPreference: LocalityScope[] = [];
+  for (const scope of lb.routingPreference) {
+    const known = SCOPES.get(scope);
+    if (known) routingPreference.push(known);
+    else unsupported.push(`load_balancing routing_preference ${scope} is unknown and ignored`);
+  }
+  return { mode: lb.mode === LoadBalancing_Mode.STRICT ? 'strict' : 'failover', routingPreference };
+}
+
+/** A workload's locality as the node labels it comes from in Kubernetes; undefined when istiod sent none. */
+function localityLabels(w: XdsWorkloadMessage): Record<string, string> | undefined {
+  const l = w.locality;
+  if (!l || (!l.region && !l.zone && !l.subzone)) return undefined;
+  return { ...(l.region ? { [REGION_LABEL]: l.region } : {}), ...(l.zone ? { [ZONE_LABEL]: l.zone } : {}), ...(l.subzone ? { [SUBZONE_LABEL]: l.subzone } : {}) };
 }
 
 function portProblem(port: number, zeroAllowed: boolean): string | undefined {

@@ -68,14 +68,20 @@ export function buildXdsSnapshot(
   }
 
   const objects: MeshObject[] = [];
-  if (options.node) {
+  // The workload API sends no nodes: this agent's own, and each workload's node with the locality
+  // istiod gives its workloads (as topology labels, where locality-aware balancing reads them).
+  const nodeLabels = new Map<string, Record<string, string>>();
+  if (options.node) nodeLabels.set(options.node.name, {});
+  for (const [, w] of workloads) if (w.node && (w.locality || !nodeLabels.has(w.node))) nodeLabels.set(w.node, { ...nodeLabels.get(w.node), ...w.locality });
+  for (const [name, labels] of nodeLabels) {
+    const own = name === options.node?.name;
     const node: NodeObject = {
       kind: 'Node',
       apiVersion: 'v1',
-      metadata: { name: options.node.name, namespace: '', labels: {}, annotations: {} },
+      metadata: { name, namespace: '', labels, annotations: {} },
       spec: { podCIDRs: [] },
-      status: { addresses: options.node.ip ? [{ type: 'InternalIP', address: options.node.ip }] : [] },
-      source: { file: 'agent options', line: 0 },
+      status: { addresses: own && options.node?.ip ? [{ type: 'InternalIP', address: options.node.ip }] : [] },
+      source: own ? { file: 'agent options', line: 0 } : xdsLocation('Address', `node ${name}`),
     };
     objects.push(node);
   }
@@ -209,7 +215,9 @@ function withXdsIdentities(
   const servicesByHostname = new Map<string, MeshService>();
   for (const [key, s] of snapshot.services) {
     const x = xdsServices.get(key);
-    const fixed: MeshService = x ? { ...s, hostname: x.hostname, ...(x.subjectAltNames.length > 0 ? { subjectAltNames: x.subjectAltNames } : {}) } : s;
+    const fixed: MeshService = x
+      ? { ...s, hostname: x.hostname, ...(x.subjectAltNames.length > 0 ? { subjectAltNames: x.subjectAltNames } : {}), ...(x.loadBalancing ? { loadBalancing: x.loadBalancing } : {}) }
+      : s;
     fixedServices.set(key, fixed);
     servicesByHostname.set(fixed.hostname, fixed);
     for (const vip of fixed.vips) servicesByVip.set(vip, fixed);

@@ -1,0 +1,67 @@
+// Which of a Service's endpoints a client uses, by locality, as ztunnel applies a Service's
+// load_balancing: in `strict` mode only endpoints that share every listed scope with the client (how
+// istiod expresses Kubernetes' internalTrafficPolicy: Local), in `failover` mode those sharing the
+// longest prefix of the list (trafficDistribution: PreferClose), the rest only when none do.
+// Localities come from the nodes' well-known topology labels.
+
+import type { TrafficDistribution } from '../config/kubernetes.js';
+import type { MeshSnapshot, ObjectKey } from './model.js';
+
+export type LocalityScope = 'network' | 'region' | 'zone' | 'subzone' | 'node' | 'cluster';
+
+export interface ServiceLoadBalancing {
+  readonly mode: 'strict' | 'failover';
+  readonly routingPreference: readonly LocalityScope[];
+}
+
+export const REGION_LABEL = 'topology.kubernetes.io/region';
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+export const SUBZONE_LABEL = 'topology.istio.io/subzone';
+
+const CLOSE: readonly LocalityScope[] = ['network', 'region', 'zone', 'subzone'];
+
+/** What istiod makes of a Kubernetes Service's internalTrafficPolicy and trafficDistribution. */
+export function serviceLoadBalancing(internalTrafficPolicy: 'Cluster' | 'Local' | undefined, distribution: TrafficDistribution | undefined): ServiceLoadBalancing | undefined {
+  if (internalTrafficPolicy === 'Local') return { mode: 'strict', routingPreference: ['node'] };
+  if (distribution === 'PreferClose' || distribution === 'PreferSameZone') return { mode: 'failover', routingPreference: CLOSE };
+  if (distribution === 'PreferSameNode') return { mode: 'failover', routingPreference: ['node', ...CLOSE] };
+  return undefined;
+}
+
+/**
+ * The endpoints a client on `clientNode` prefers, each with its priority (0 is the first choice; the
+ * next level serves only when no endpoint of a better one can). Strict mode leaves out endpoints that
+ * do not match every scope. Without a policy, or without a known client node, all endpoints rank 0.
+ */
+export function rankEndpoints<E extends { readonly workload: ObjectKey }>(
+  snapshot: MeshSnapshot,
+  loadBalancing: ServiceLoadBalancing | undefined,
+  endpoints: readonly E[],
+  clientNode: string | undefined,
+): { readonly endpoint: E; readonly priority: number }[] {
+  if (!loadBalancing || clientNode === undefined) return endpoints.map((endpoint) => ({ endpoint, priority: 0 }));
+  const scopes = loadBalancing.routingPreference;
+  const ranked = endpoints.map((endpoint) => {
+    const node = snapshot.workloads.get(endpoint.workload)?.node;
+    let matched = 0;
+    while (matched < scopes.length && sameScope(snapshot, scopes[matched]!, clientNode, node)) matched++;
+    return { endpoint, priority: scopes.length - matched };
+  });
+  return loadBalancing.mode === 'strict' ? ranked.filter((r) => r.priority === 0) : ranked;
+}
+
+/** Whether two nodes share a scope. One network and one cluster here: those always match. */
+function sameScope(snapshot: MeshSnapshot, scope: LocalityScope, a: string, b: string | undefined): boolean {
+  if (scope === 'network' || scope === 'cluster') return true;
+  if (b === undefined) return false;
+  if (scope === 'node') return a === b;
+  const label = scope === 'region' ? REGION_LABEL : scope === 'zone' ? ZONE_LABEL : SUBZONE_LABEL;
+  // As ztunnel compares localities: a label neither node has is equal on both.
+  return (snapshot.nodes.get(a)?.labels[label] ?? '') === (snapshot.nodes.get(b)?.labels[label] ?? '');
+}
+
+/** The best-ranked of `ranked`: the endpoints a client should pick from. */
+export function bestRanked<E>(ranked: readonly { readonly endpoint: E; readonly priority: number }[]): E[] {
+  const best = Math.min(...ranked.map((r) => r.priority));
+  return ranked.filter((r) => r.priority === best).map((r) => r.endpoint);
+}
