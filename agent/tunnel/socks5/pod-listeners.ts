@@ -40,9 +40,11 @@ export class PodSocksListeners {
   /** Pods whose listener could not be opened, with the namespace it was tried in. */
   readonly #refused = new Map<string, string>();
   readonly #timer: NodeJS.Timeout;
-  readonly #ownNetns: Promise<string> = ownNetnsId();
+  /** The agent's own network namespace, never to be taken for a pod's. */
+  #ownNetns: string | undefined;
   /** Reconciliations run one at a time: each opens and closes listeners by what the last one left. */
   #queue: Promise<void> = Promise.resolve();
+  #queued = 0;
   #closed = false;
 
   constructor(private readonly options: PodSocksOptions) {
@@ -50,13 +52,18 @@ export class PodSocksListeners {
     // namespace with the same pod: neither changes the snapshot, so look again from time to time.
     this.#timer = setInterval(() => {
       const snapshot = options.store.current;
-      if (snapshot) void this.reconcile(snapshot);
+      // A scan still under way (many pods, a slow /proc) is not joined by another.
+      if (snapshot && this.#queued === 0) void this.reconcile(snapshot);
     }, RESCAN_MS).unref();
   }
 
   /** Brings the listeners in line with this node's enrolled pods. */
   reconcile(snapshot: MeshSnapshot): Promise<void> {
-    this.#queue = this.#queue.then(() => this.#reconcile(snapshot)).catch((err: Error) => this.options.log.error({ err: err.message }, `SOCKS5 listeners: ${err.message}`));
+    this.#queued++;
+    this.#queue = this.#queue
+      .then(() => this.#reconcile(snapshot))
+      .catch((err: Error) => this.options.log.error({ err: err.message }, `SOCKS5 listeners: ${err.message}`))
+      .finally(() => this.#queued--);
     return this.#queue;
   }
 
@@ -74,7 +81,7 @@ export class PodSocksListeners {
     const keys = new Set(wanted.map((w) => w.key));
     for (const key of [...this.#pods.keys()]) if (!keys.has(key)) this.#stop(key);
     for (const key of [...this.#refused.keys()]) if (!keys.has(key)) this.#refused.delete(key);
-    const own = await this.#ownNetns;
+    const own = (this.#ownNetns ??= await ownNetnsId());
     for (const pod of wanted) {
       const cgroup = podCgroup(pod);
       const netns = cgroup ? await podNetns(cgroup, pod.ips[0]!, own) : undefined;
