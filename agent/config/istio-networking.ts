@@ -207,7 +207,10 @@ export type LoadBalancerAlgorithm =
   /** Neither simple nor consistentHash was given: the mesh default (LEAST_REQUEST in Istio) applies. */
   | { readonly kind: 'default' };
 
-/** Locality-aware routing, kept as written: Ambit's first versions run in one locality. */
+/**
+ * Locality-aware routing. Applied: `enabled` (Istio's default failover by region, zone and subzone
+ * whenever outlierDetection is set); kept as written, with a warning: distribute, failover, failoverPriority.
+ */
 export interface LocalityLbSetting {
   readonly enabled?: boolean;
   readonly distribute: readonly { readonly from: string; readonly to: Readonly<Record<string, number>> }[];

@@ -170,6 +170,9 @@ function parseConsistentHash(field: Field): LoadBalancerAlgorithm | undefined {
 
 function parseLocality(m: MapReader): LocalityLbSetting {
   const enabled = m.bool('enabled');
+  for (const key of ['distribute', 'failover', 'failoverPriority']) {
+    m.get(key)?.warn(`${key} is not applied yet: with outlierDetection, endpoints fail over from the client's zone to its region, then anywhere (Istio's default)`);
+  }
   return {
     ...(enabled !== undefined ? { enabled } : {}),
     distribute: m.maps('distribute').flatMap((d) => {

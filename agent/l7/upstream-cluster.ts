@@ -4,7 +4,7 @@
 // snapshots, so that a config reload keeps counts and ejections of endpoints that are still there.
 
 import type { ConsistentHashKey } from '../config/istio-networking.js';
-import { rankEndpoints } from '../state/locality.js';
+import { type ServiceLoadBalancing, rankEndpoints } from '../state/locality.js';
 import type { MeshService, MeshSnapshot, ServiceEndpoint, Workload } from '../state/model.js';
 import type { Clock } from './clock.js';
 import { CircuitBreaker, connectionPoolLimits } from './connection-pool.js';
@@ -46,13 +46,23 @@ export function clusterName(destination: Pick<DestinationTarget, 'host' | 'subse
 
 /**
  * A Service's endpoints that serve `port`, keyed by pod IP and target port, each at the priority the
- * Service's locality policy gives it for clients on `clientNode` (all 0 without one).
+ * locality policy gives it for clients on `clientNode` (all 0 without one).
  */
-export function lbEndpoints(snapshot: MeshSnapshot, service: MeshService, endpoints: readonly ServiceEndpoint[], servicePort: number, clientNode?: string): LbEndpoint[] {
-  return rankEndpoints(snapshot, service.loadBalancing, endpoints, clientNode).flatMap(({ endpoint: e, priority }) => {
+export function lbEndpoints(snapshot: MeshSnapshot, locality: ServiceLoadBalancing | undefined, endpoints: readonly ServiceEndpoint[], servicePort: number, clientNode?: string): LbEndpoint[] {
+  return rankEndpoints(snapshot, locality, endpoints, clientNode).flatMap(({ endpoint: e, priority }) => {
     const port = e.ports.get(servicePort);
     return port === undefined ? [] : [{ key: `${e.ip}:${port}`, ip: e.ip, port, workload: e.workload, priority }];
   });
+}
+
+/**
+ * Istio's locality load balancing for a DestinationRule: on whenever outlierDetection is set (it is
+ * how unhealthy localities are found) unless localityLbSetting.enabled is false; endpoints in the
+ * client's region, zone and subzone first, then the next closest.
+ */
+function destinationRuleLocality(policy: ResolvedTrafficPolicy): ServiceLoadBalancing | undefined {
+  if (!policy.outlierDetection || policy.loadBalancer?.localityLbSetting?.enabled === false) return undefined;
+  return { mode: 'failover', routingPreference: ['region', 'zone', 'subzone'] };
 }
 
 export interface ClusterDependencies {
@@ -237,7 +247,7 @@ export class UpstreamClusters {
     const entry = this.clusters.get(key);
     if (entry && entry.version === snapshot.version) return this.used(entry.cluster, client);
     const policy = resolveTrafficPolicy(rule, destination.subset, destination.port);
-    const endpoints = lbEndpoints(snapshot, service, members.endpoints, destination.port, this.node);
+    const endpoints = lbEndpoints(snapshot, service.loadBalancing ?? destinationRuleLocality(policy), members.endpoints, destination.port, this.node);
     if (entry) {
       entry.cluster.service = service;
       entry.cluster.update(policy, endpoints);

@@ -53,11 +53,11 @@ export function rankEndpoints<E extends { readonly workload: ObjectKey }>(
 /** Whether two nodes share a scope. One network and one cluster here: those always match. */
 function sameScope(snapshot: MeshSnapshot, scope: LocalityScope, a: string, b: string | undefined): boolean {
   if (scope === 'network' || scope === 'cluster') return true;
-  if (b === undefined) return false;
   if (scope === 'node') return a === b;
   const label = scope === 'region' ? REGION_LABEL : scope === 'zone' ? ZONE_LABEL : SUBZONE_LABEL;
-  // As ztunnel compares localities: a label neither node has is equal on both.
-  return (snapshot.nodes.get(a)?.labels[label] ?? '') === (snapshot.nodes.get(b)?.labels[label] ?? '');
+  // As ztunnel compares localities: one nobody states (no node, no label) is the empty string on both sides.
+  const of = (node: string | undefined): string => (node === undefined ? undefined : snapshot.nodes.get(node)?.labels[label]) ?? '';
+  return of(a) === of(b);
 }
 
 /** The best-ranked of `ranked`: the endpoints a client should pick from. */

@@ -14,7 +14,7 @@ import type { MeshSnapshot } from '../../agent/state/model.js';
 import { resolveOutbound } from '../../agent/tunnel/destination.js';
 
 /** Three nodes: a and b in zone z1, c in zone z2; one pod of `app: web` on each. */
-function meshWith(serviceSpec: string, annotations = ''): MeshSnapshot {
+function meshWith(serviceSpec: string, annotations = '', extraYaml = ''): MeshSnapshot {
   const node = (name: string, ip: string, zone: string) => `---
 apiVersion: v1
 kind: Node
@@ -34,10 +34,10 @@ apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop${annotations}}
 spec: {clusterIP: 10.96.0.80, selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]${serviceSpec}}
-`,
+${extraYaml}`,
     'locality.yaml',
   );
-  assert.deepEqual(parsed.diagnostics.map(formatDiagnostic), []);
+  assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error').map(formatDiagnostic), []);
   return buildSnapshot(parsed.objects, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
 }
 
@@ -97,5 +97,29 @@ describe('locality-aware endpoints', () => {
     down.add('10.1.2.10:8080');
     assert.deepEqual(set(), ['10.1.3.10']);
     clusters.close();
+  });
+
+  it('a DestinationRule with outlierDetection turns on Istio\'s locality failover for its L7 clusters, unless localityLbSetting says not', () => {
+    const rule = (locality: string) => `---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}
+${locality}`;
+    const zoneOf = (snapshot: MeshSnapshot): string[] => {
+      const clusters = new UpstreamClusters({ clock: systemClock, node: 'a' });
+      const resolved = clusters.resolve(snapshot, { host: 'web.shop.svc.cluster.local', port: 80 }, { namespace: 'shop', labels: {} });
+      assert.ok(resolved.ok);
+      const ips = resolved.cluster.balancingSet().endpoints.map((e) => e.ip).sort();
+      clusters.close();
+      return ips;
+    };
+    assert.deepEqual(zoneOf(meshWith('', '', rule(''))), ['10.1.1.10', '10.1.2.10']);
+    assert.deepEqual(zoneOf(meshWith('', '', rule('    loadBalancer: {localityLbSetting: {enabled: false}}\n'))), ['10.1.1.10', '10.1.2.10', '10.1.3.10']);
+    // No outlierDetection, no Service policy: every endpoint alike.
+    assert.deepEqual(zoneOf(meshWith('')), ['10.1.1.10', '10.1.2.10', '10.1.3.10']);
   });
 });
