@@ -287,7 +287,7 @@ test('bringing the same lab up twice is refused with a clear message', async () 
   assert.match(again.stderr, new RegExp(`lab "${LAB}" is already up .*; run \`ambit lab down --lab ${LAB}\` first`));
 });
 
-test('editing the YAML changes Services live: a new Service resolves and routes', async () => {
+test('editing the YAML changes Services live: a new Service resolves and routes, one with internalTrafficPolicy: Local only to its node', async () => {
   writeFileSync(
     yamlPath,
     meshYaml(`---
@@ -298,11 +298,26 @@ spec:
   clusterIP: 10.97.0.11
   selector: { app: web }
   ports: [{ name: http, port: 8081, targetPort: 8080 }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web-local, namespace: shop }
+spec:
+  clusterIP: 10.97.0.12
+  selector: { app: web }
+  internalTrafficPolicy: Local
+  ports: [{ name: http, port: 8082, targetPort: 8080 }, { name: tcp, port: 8083, targetPort: 8080 }]
 `),
   );
   const hosts = `/etc/netns/ambit-${LAB}-p-shop.client/hosts`;
-  await eventually('the new Service in the pod hosts file', async () => (readFileSync(hosts, 'utf8').includes('web-b-only') ? true : undefined));
+  await eventually('the new Services in the pod hosts file', async () => (readFileSync(hosts, 'utf8').includes('web-local') ? true : undefined));
   assert.match((await curlFrom('shop/client', 'http://web-b-only:8081/')).pod, /^web-[ab]$/);
+  // The client runs on alpha: through the L7 proxy (http) and the L4 relay (tcp) alike, only web-a answers.
+  for (const port of [8082, 8083]) {
+    const answered = new Set<string>();
+    for (let i = 0; i < 8; i++) answered.add((await curlFrom('shop/client', `http://web-local:${port}/`)).pod);
+    assert.deepEqual([...answered], ['web-a'], `port ${port} of an internalTrafficPolicy: Local Service left the client's node`);
+  }
 });
 
 test('down after kill -9 of every lab process leaves the machine as it was', async () => {
