@@ -86,12 +86,13 @@ export class PodSocksListeners {
       const cgroup = podCgroup(pod);
       const netns = cgroup ? await podNetns(cgroup, pod.ips[0]!, own) : undefined;
       const current = this.#pods.get(pod.key);
-      if (current && current.netns === netns?.id) continue;
+      // No process found (a container restarting): the listener stays; it closes when the pod leaves.
+      if (!netns || current?.netns === netns.id) continue;
       if (current) {
         this.#stop(pod.key);
-        log.info({ pod: pod.key }, `SOCKS5 listener of ${pod.key} closed: its network namespace is gone`);
+        log.info({ pod: pod.key }, `SOCKS5 listener of ${pod.key} moves to its new network namespace (its sandbox was recreated)`);
       }
-      if (netns) await this.#start(pod, netns);
+      await this.#start(pod, netns);
     }
   }
 
