@@ -67,12 +67,14 @@ export class BpfObject<P extends string> {
   private constructor(
     private readonly handle: NativeHandle,
     readonly path: string,
+    /** Maps whose pins had another definition (an agent version with a different map): created anew, empty. */
+    readonly replacedPins: readonly string[],
   ) {}
 
   /** Loads an object; its maps are pinned in (or reused from) `pinDir`. */
   static load<P extends string>(path: string, pinDir: string): Result<BpfObject<P>> {
     const loaded = call((b) => b.loadObject(path, pinDir));
-    return loaded.ok ? { ok: true, value: new BpfObject<P>(loaded.value, path) } : loaded;
+    return loaded.ok ? { ok: true, value: new BpfObject<P>(loaded.value.handle, path, loaded.value.replacedPins) } : loaded;
   }
 
   programNames(): Result<string[]> {

@@ -38,7 +38,7 @@ export interface NativeMap {
 }
 
 export interface NativeBinding {
-  loadObject(path: string, pinRoot: string): NativeHandle;
+  loadObject(path: string, pinRoot: string): { handle: NativeHandle; replacedPins: string[] };
   closeObject(obj: NativeHandle): void;
   programNames(obj: NativeHandle): string[];
   objectMap(obj: NativeHandle, name: string): NativeMap;

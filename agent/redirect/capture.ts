@@ -109,6 +109,12 @@ export class EbpfCapture {
     if (!outbound.ok) return outbound;
     const inbound = BpfObject.load<InboundProgram>(inboundPath.value, pinDir);
     if (!inbound.ok) return inbound;
+    for (const name of [...outbound.value.replacedPins, ...inbound.value.replacedPins]) {
+      options.log.warn(
+        { map: name, pinDir },
+        `eBPF map ${name} in ${pinDir} was pinned with another definition (left by another Ambit version); it was created anew and starts empty: connections being set up during the upgrade may be refused once`,
+      );
+    }
     const maps = openAmbitMaps(pinDir);
     if (!maps.ok) return maps;
     const configured = writeConfig(maps.value, { proxyIp: options.nodeIp, outboundPort: OUTBOUND_PORT, inboundPort: INBOUND_PORT, hbonePort: HBONE_PORT });

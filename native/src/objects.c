@@ -77,18 +77,62 @@ static int make_dirs(const char *path)
 }
 
 /*
- * loadObject(path, pinRoot): opens and loads a BPF ELF object. Every map declared with
- * LIBBPF_PIN_BY_NAME is pinned as <pinRoot>/<map name>, or, if already pinned with the same
- * definition, reused: that is how map contents survive an agent restart or upgrade, and how two
- * objects loaded with the same pin root share their maps.
+ * A pin whose map has another definition than this object declares (left by an agent version whose
+ * map differed) cannot be reused, and libbpf would then refuse the whole object: every node's agent
+ * would fail to start after such an upgrade. The pin is removed instead, so that loading creates the
+ * map anew (its contents start over), and the map's name is appended to `replaced`. Programs still
+ * attached with the old map keep it until the agent updates their links, which it does for every
+ * link whose program differs in code or maps (attach.c). Returns 0 or a negative errno.
+ */
+static int drop_incompatible_pins(napi_env env, struct bpf_object *obj, napi_value replaced, char *failed, size_t len)
+{
+	struct bpf_map *map;
+	uint32_t n = 0;
+
+	bpf_object__for_each_map(map, obj) {
+		const char *pin = bpf_map__pin_path(map);
+		struct bpf_map_info info = {};
+		__u32 info_len = sizeof(info);
+		int fd, err;
+
+		if (!pin)
+			continue;
+		snprintf(failed, len, "%s", pin);
+		fd = bpf_obj_get(pin);
+		if (fd < 0) {
+			if (errno == ENOENT)
+				continue;
+			return -errno;
+		}
+		err = bpf_obj_get_info_by_fd(fd, &info, &info_len) ? -errno : 0;
+		close(fd);
+		if (err)
+			return err;
+		if (info.type == bpf_map__type(map) && info.key_size == bpf_map__key_size(map) &&
+		    info.value_size == bpf_map__value_size(map) && info.max_entries == bpf_map__max_entries(map) &&
+		    info.map_flags == bpf_map__map_flags(map))
+			continue;
+		if (unlink(pin))
+			return -errno;
+		napi_set_element(env, replaced, n++, make_string(env, bpf_map__name(map)));
+	}
+	return 0;
+}
+
+/*
+ * loadObject(path, pinRoot) -> { handle, replacedPins }: opens and loads a BPF ELF object. Every map
+ * declared with LIBBPF_PIN_BY_NAME is pinned as <pinRoot>/<map name>, or, if already pinned with the
+ * same definition, reused: that is how map contents survive an agent restart or upgrade, and how two
+ * objects loaded with the same pin root share their maps. replacedPins names the maps whose pins had
+ * another definition and were replaced (drop_incompatible_pins).
  */
 static napi_value load_object(napi_env env, napi_callback_info info)
 {
-	char path[512], pin_root[256];
+	char path[512], pin_root[256], pin[512] = "";
 	struct ambit_object *o;
 	struct bpf_object *obj;
 	struct statfs fs;
-	napi_value argv[2], handle;
+	napi_value argv[2], handle, replaced, out;
 	int err;
 
 	if (!args(env, info, 2, argv) || !arg_string(env, argv[0], path, sizeof(path), "path") ||
@@ -107,6 +151,16 @@ static napi_value load_object(napi_env env, napi_callback_info info)
 	if (!obj)
 		return throw_errno(env, errno, errno == ENOENT ? "build it first (make bpf)" : NULL,
 				   "open BPF object %s%s%s", path, *log_tail() ? ": " : "", log_tail());
+	if (napi_create_array(env, &replaced) != napi_ok || napi_create_object(env, &out) != napi_ok) {
+		bpf_object__close(obj);
+		return NULL;
+	}
+	err = drop_incompatible_pins(env, obj, replaced, pin, sizeof(pin));
+	if (err) {
+		throw_errno(env, -err, NULL, "check the pinned map %s against %s", pin, path);
+		bpf_object__close(obj);
+		return NULL;
+	}
 	err = bpf_object__load(obj);
 	if (err) {
 		throw_errno(env, -err, NULL, "load BPF object %s (pins in %s)\n%s", path, pin_root, log_tail());
@@ -123,8 +177,11 @@ static napi_value load_object(napi_env env, napi_callback_info info)
 	if (!handle) {
 		bpf_object__close(obj);
 		free(o);
+		return NULL;
 	}
-	return handle;
+	set_prop(env, out, "handle", handle);
+	set_prop(env, out, "replacedPins", replaced);
+	return out;
 }
 
 /* closeObject(obj): closes the object's fds now. Pinned maps and pinned links stay. */
