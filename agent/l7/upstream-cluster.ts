@@ -86,6 +86,8 @@ export class UpstreamCluster {
   readonly active = new ActiveRequests();
   readonly breaker: CircuitBreaker;
   private endpoints: readonly LbEndpoint[] = [];
+  /** The endpoints by priority, best first: derived once per update, read by every pick. */
+  private levels: readonly (readonly LbEndpoint[])[] = [];
   private balancer!: LoadBalancer;
   private balancerSignature = '';
   private hashKey?: ConsistentHashKey;
@@ -106,6 +108,7 @@ export class UpstreamCluster {
   update(policy: ResolvedTrafficPolicy, endpoints: readonly LbEndpoint[]): void {
     const changed = this.endpoints.length !== endpoints.length || this.endpoints.some((e, i) => e.key !== endpoints[i]!.key || e.workload !== endpoints[i]!.workload || e.priority !== endpoints[i]!.priority);
     this.endpoints = endpoints;
+    this.levels = [...new Set(endpoints.map((e) => e.priority))].sort((a, b) => a - b).map((p) => endpoints.filter((e) => e.priority === p));
     if (changed) this.deps.onChange?.();
     this.breaker.updateLimits(connectionPoolLimits(policy.connectionPool));
     const signature = JSON.stringify(policy.loadBalancer?.algorithm ?? null);
@@ -133,14 +136,13 @@ export class UpstreamCluster {
    * healthy; the best level whole when no level has a healthy endpoint.
    */
   balancingSet(): { readonly endpoints: readonly LbEndpoint[]; readonly panic: boolean } {
-    const levels = [...new Set(this.endpoints.map((e) => e.priority))].sort((a, b) => a - b).map((p) => this.endpoints.filter((e) => e.priority === p));
-    for (const level of levels) {
+    for (const level of this.levels) {
       const healthy = level.filter((e) => this.deps.isHealthy(e.key) && !this.outlier?.isEjected(e.key));
       if (healthy.length === 0) continue;
       const panic = this.panicPercent > 0 && (100 * healthy.length) / level.length < this.panicPercent;
       return { endpoints: panic ? level : healthy, panic };
     }
-    const best = levels[0] ?? [];
+    const best = this.levels[0] ?? [];
     return this.panicPercent > 0 && best.length > 0 ? { endpoints: best, panic: true } : { endpoints: [], panic: false };
   }
 

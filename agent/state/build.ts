@@ -288,12 +288,9 @@ function isReady(pod: PodObject, ips: readonly string[]): boolean {
 
 /**
  * Istio's ambient enrollment rules: a namespace labeled `ambient` enrolls its pods, a pod labeled
- * `ambient` enrolls itself, and a pod labeled `none` stays out whatever its namespace says.
- */
-/**
- * Istio's rule for ambient: the pod's label, else its namespace's; never a pod on the host's network
- * (Istio's CNI skips those: capturing one would capture its node) nor one with a sidecar (the sidecar
- * wins, as in Istio).
+ * `ambient` enrolls itself, and a pod labeled `none` stays out whatever its namespace says. Never a pod
+ * on the host's network (Istio's CNI skips those: capturing one would capture its node) nor one with a
+ * sidecar (the sidecar wins, as in Istio).
  */
 function enrollment(pod: PodObject, ns: MeshNamespace, ips: readonly string[]): Enrollment {
   const podMode = pod.metadata.labels[DATAPLANE_MODE_LABEL];

@@ -106,6 +106,7 @@ function translateWorkload(w: XdsWorkloadMessage): Translated<XdsWorkload> {
   for (const key of w.authorizationPolicies) {
     if (!/^[^/]+\/[^/]+$/.test(key)) return reject(`workload ${w.uid}: authorization_policies entry ${JSON.stringify(key)} is not "<namespace>/<name>"`);
   }
+  const locality = localityLabels(w);
   const unsupported: string[] = [];
   if (w.waypoint) unsupported.push(`it uses waypoint ${gatewayName(w.waypoint)}, which Ambit does not route through yet; its traffic goes direct`);
   if (w.networkGateway) unsupported.push(`it is reached through network gateway ${gatewayName(w.networkGateway)}, which Ambit does not support yet`);
@@ -122,7 +123,7 @@ function translateWorkload(w: XdsWorkloadMessage): Translated<XdsWorkload> {
     ...(w.node ? { node: w.node } : {}),
     hbone: w.tunnelProtocol === TunnelProtocol.HBONE,
     hostNetwork: w.networkMode === NetworkMode.HOST_NETWORK,
-    ...(localityLabels(w) ? { locality: localityLabels(w) } : {}),
+    ...(locality ? { locality } : {}),
     healthy: w.status === WorkloadStatus.HEALTHY,
     ...(w.canonicalName ? { canonicalName: w.canonicalName } : {}),
     ...(w.canonicalRevision ? { canonicalRevision: w.canonicalRevision } : {}),
