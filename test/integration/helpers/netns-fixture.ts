@@ -4,7 +4,7 @@
 // the node netns. Everything is named ambit-tbpf-<id>-* and removed by teardown(), even half-built.
 
 import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { cgroup2Root, removeCgroupTree } from '../../../agent/system/cgroups.js';
@@ -191,7 +191,8 @@ export class Topology {
 
   /** Deletes and recreates a cgroup directory, as a restarted pod would get. */
   recreateCgroup(name: 'misc'): void {
-    rmSync(this.cgroup(name), { recursive: true });
+    // rmdir, as the kernel wants for a cgroup: Node 24's recursive rm unlinks the interface files first (EPERM).
+    rmdirSync(this.cgroup(name));
     mkdirSync(this.cgroup(name));
   }
 }
