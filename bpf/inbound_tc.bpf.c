@@ -89,7 +89,7 @@ static __always_inline int steer(struct __sk_buff *skb, bool replies)
 	void *data = (void *)(long)skb->data;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
-	struct tcphdr *tcp = (void *)(ip + 1);
+	struct tcphdr *tcp;
 	const struct ambit_config *cfg;
 	struct bpf_sock_tuple tuple = {};
 	struct bpf_sock *sk;
@@ -104,9 +104,26 @@ static __always_inline int steer(struct __sk_buff *skb, bool replies)
 		return pass(AMBIT_TC_PASS_MALFORMED);
 	if (ip->protocol != IPPROTO_TCP)
 		return pass(AMBIT_TC_PASS_NOT_TCP);
-	/* Options and fragments move or hide the TCP ports; both are rare enough for TCP to pass. */
-	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+	/*
+	 * A fragment hides the TCP ports (all but the first carry none), and the stack reassembles only
+	 * after tc, so neither the listener lookup nor the established one can judge it. TCP sets DF and
+	 * never needs fragments; anyone can still send them (a raw socket on another host), so one for an
+	 * enrolled pod is dropped rather than let through uncaptured: passing it would deliver a
+	 * reassembled SYN straight to the pod, around the agent.
+	 */
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+		if (bpf_map_lookup_elem(&ambit_enrolled, &ip->daddr))
+			return drop(AMBIT_TC_DROP_FRAGMENT);
 		return pass(AMBIT_TC_PASS_MALFORMED);
+	}
+	/*
+	 * IP options (any process may set IP_OPTIONS on its socket) move the TCP header; find it from the
+	 * header length. ihl is four bits, so the offset is at most 60 bytes and the verifier can bound
+	 * the pointer; the check below keeps every read of the TCP header inside the packet.
+	 */
+	if (ip->ihl < 5)
+		return pass(AMBIT_TC_PASS_MALFORMED);
+	tcp = (void *)ip + (ip->ihl & 0xf) * 4;
 	if ((void *)(tcp + 1) > data_end)
 		return pass(AMBIT_TC_PASS_MALFORMED);
 

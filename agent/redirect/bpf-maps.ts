@@ -34,6 +34,7 @@ export const REASONS = [
   'tc-assigned-listener',
   'tc-drop-no-listener',
   'tc-drop-assign-failed',
+  'tc-drop-fragment',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 export type Counters = Readonly<Record<Reason, number>>;

@@ -207,19 +207,29 @@ describe('BPF_PROG_RUN itself', () => {
 
 describe('tc programs: packets they leave alone', () => {
   for (const program of PROGRAMS) {
-    test(`${program}: non-IPv4, non-TCP, options, fragments and short headers pass with their reason`, async () => {
+    test(`${program}: non-IPv4, non-TCP and short headers pass with their reason`, async () => {
       await expectDecision(program, otherFrame(ETH_P_ARP, 28), TC_ACT.unspec, 'tc-pass-not-ipv4', 'ARP');
       await expectDecision(program, otherFrame(ETH_P_IPV6, 60), TC_ACT.unspec, 'tc-pass-not-ipv4', 'IPv6');
       await expectDecision(program, tcp({ protocol: IPPROTO.udp }), TC_ACT.unspec, 'tc-pass-not-tcp', 'UDP to an enrolled pod');
       await expectDecision(program, tcp({ protocol: IPPROTO.icmp }), TC_ACT.unspec, 'tc-pass-not-tcp', 'ICMP to an enrolled pod');
-      const nops = Buffer.from([1, 1, 1, 0]); // NOP, NOP, NOP, end of options
-      await expectDecision(program, tcp({ ipOptions: nops }), TC_ACT.unspec, 'tc-pass-malformed', 'IPv4 options');
-      await expectDecision(program, tcp({ fragOff: IP_MF }), TC_ACT.unspec, 'tc-pass-malformed', 'first fragment (MF)');
-      await expectDecision(program, tcp({ fragOff: 3 }), TC_ACT.unspec, 'tc-pass-malformed', 'later fragment (offset)');
       await expectDecision(program, tcp({ fragOff: 0x4000 }), TC_ACT.shot, 'tc-drop-no-listener', "DF is not a fragment: the SYN is judged");
       await expectDecision(program, truncated(tcp(), OFFSETS.tcp), TC_ACT.unspec, 'tc-pass-malformed', 'IPv4 header, no TCP header');
       await expectDecision(program, truncated(tcp(), OFFSETS.tcp + 4), TC_ACT.unspec, 'tc-pass-malformed', 'TCP ports only');
       await expectDecision(program, truncated(tcp(), OFFSETS.tcpEnd - 1), TC_ACT.unspec, 'tc-pass-malformed', 'TCP header one byte short');
+    });
+
+    test(`${program}: a SYN with IP options is judged like any other; fragments for an enrolled pod are dropped`, async () => {
+      // Any process can set IP_OPTIONS on its socket: options must not carry a SYN past the agent.
+      const nops = Buffer.from([1, 1, 1, 0]); // NOP, NOP, NOP, end of options
+      const recordRoute = Buffer.from([7, 39, 4, ...new Array<number>(36).fill(0), 0]); // the longest: 40 bytes
+      await expectDecision(program, tcp({ ipOptions: nops }), TC_ACT.shot, 'tc-drop-no-listener', 'SYN with 4 bytes of options');
+      await expectDecision(program, tcp({ ipOptions: recordRoute }), TC_ACT.shot, 'tc-drop-no-listener', 'SYN with 40 bytes of options');
+      await expectDecision(program, tcp({ ipOptions: nops, dst: OTHER_POD_IP }), TC_ACT.unspec, 'tc-pass-not-enrolled', 'options to a pod outside the mesh');
+      await expectDecision(program, truncated(tcp({ ipOptions: recordRoute }), OFFSETS.tcpEnd + recordRoute.length - 1), TC_ACT.unspec, 'tc-pass-malformed', 'options, then a TCP header cut short');
+      // The stack reassembles after tc: a fragment's ports cannot be judged, so none reaches an enrolled pod.
+      await expectDecision(program, tcp({ fragOff: IP_MF }), TC_ACT.shot, 'tc-drop-fragment', 'first fragment (MF)');
+      await expectDecision(program, tcp({ fragOff: 3 }), TC_ACT.shot, 'tc-drop-fragment', 'later fragment (offset)');
+      await expectDecision(program, tcp({ fragOff: IP_MF, dst: OTHER_POD_IP }), TC_ACT.unspec, 'tc-pass-malformed', 'a fragment for a pod outside the mesh');
     });
 
     test(`${program}: traffic to the node, to pods outside the mesh, and mid-stream packets pass`, async () => {
