@@ -18,6 +18,6 @@ fi
 
 # The files are listed explicitly, so that a missing folder or a typo shows as a count, not a glob.
 shopt -s nullglob
-files=(test/unit/*.test.ts test/integration/*.test.ts)
+files=(test/unit/*.test.ts test/security/*.test.ts test/integration/*.test.ts)
 # One file at a time: the integration tests share the machine's kernel and would contend for it.
 exec node --import tsx --test --test-reporter=tap --test-concurrency=1 --test-timeout=600000 "${files[@]}"

@@ -227,6 +227,11 @@ export class HboneServer {
     if (!check.ok) return this.#respondError(context, stream, check.status, check.reason);
     const aborted = new AbortController();
     stream.once('close', () => aborted.abort());
+    // Rapid reset: a peer can send HEADERS and RST_STREAM in one write, hundreds at a time. The session
+    // parses the whole read before this callback's turn ends, so waiting one turn lets the resets land:
+    // a stream already gone never reaches the handler, and never costs the pod a connection.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (aborted.signal.aborted || stream.destroyed) return;
     const request: HboneInboundRequest = { ...context, authority: check.authority, headers: check.headers, signal: aborted.signal };
     let decision: HboneInboundDecision;
     try {
