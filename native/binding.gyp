@@ -1,4 +1,8 @@
-# Builds ambit_bpf.node, the agent's Node-API binding over Debian's libbpf (libbpf-dev).
+# Builds ambit_bpf.node, the agent's Node-API binding over Debian's libbpf (libbpf-dev), and
+# ambit_hbone.node, the HBONE engine (TLS and HTTP/2 in data threads). ambit_hbone links no library:
+# OpenSSL and nghttp2 are the node binary's own (compiled against node's OpenSSL headers, found through
+# --nodedir, and Debian's libnghttp2-dev headers), bound at load (-z now) so that a node without them
+# fails to load the addon with the missing symbol's name instead of failing at its first call.
 {
   "targets": [
     {
@@ -7,6 +11,7 @@
         "src/addon.c",
         "src/attach.c",
         "src/glue.c",
+        "src/libbpf_log.c",
         "src/maps.c",
         "src/objects.c",
         "src/sockets.c",
@@ -17,6 +22,25 @@
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"],
       "defines": ["NAPI_VERSION=8"],
       "libraries": ["-lbpf"]
+    },
+    {
+      "target_name": "ambit_hbone",
+      "sources": [
+        "src/glue.c",
+        "src/hbone/binding.c",
+        "src/hbone/calls.c",
+        "src/hbone/conn.c",
+        "src/hbone/context.c",
+        "src/hbone/engine.c",
+        "src/hbone/events.c",
+        "src/hbone/limits.c",
+        "src/hbone/session.c",
+        "src/hbone/streams.c",
+        "src/hbone/worker.c"
+      ],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers", "-pthread", "<!@(echo $AMBIT_HBONE_CFLAGS)"],
+      "ldflags": ["-Wl,-z,now", "-pthread", "<!@(echo $AMBIT_HBONE_LDFLAGS)"],
+      "defines": ["NAPI_VERSION=8", "OPENSSL_API_COMPAT=30000", "OPENSSL_NO_DEPRECATED"]
     }
   ]
 }

@@ -1,0 +1,426 @@
+/*
+ * One HBONE connection's transport: the TLS handshake (and the identity checks that follow it), then
+ * a loop that moves TLS records in and out of the HTTP/2 session without blocking, its timers (PING,
+ * idle, handshake and drain deadlines) and its end, which ends its streams and reports once.
+ */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Rounds of read, frame, write a connection runs before the others get their turn. */
+#define BUDGET 16
+
+struct hb_conn *hb_conn_new(struct hb_worker *w, uint64_t id, enum hb_role role, int fd, SSL_CTX *ssl_ctx)
+{
+	struct hb_conn *c = calloc(1, sizeof(*c));
+	static const unsigned char alpn[] = { 2, 'h', '2' };
+
+	if (!c)
+		return NULL;
+	c->kind = HB_K_CONN;
+	c->w = w;
+	c->id = id;
+	c->role = role;
+	c->fd = fd;
+	c->opened_ms = c->idle_since_ms = c->last_ping_ms = w->now_ms;
+	c->state = ssl_ctx ? HB_C_HANDSHAKE : HB_C_LIVE;
+	c->readable = c->writable = true;
+	if (ssl_ctx) {
+		c->ssl = SSL_new(ssl_ctx);
+		if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || (role == HB_CLIENT && SSL_set_alpn_protos(c->ssl, alpn, sizeof(alpn)))) {
+			SSL_free(c->ssl);
+			free(c);
+			return NULL;
+		}
+		/* No SNI: Istio servers pick the certificate by the address dialled. */
+		if (role == HB_SERVER)
+			SSL_set_accept_state(c->ssl);
+		else
+			SSL_set_connect_state(c->ssl);
+	}
+	if (hb_session_init(c)) {
+		SSL_free(c->ssl);
+		free(c);
+		return NULL;
+	}
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	c->hnext = w->conn_table[id % HB_TABLE];
+	w->conn_table[id % HB_TABLE] = c;
+	w->nconns++;
+	hb_count(w->e, HB_C_CONNS_OPENED, 1);
+	hb_count(w->e, HB_C_CONNS_OPEN, 1);
+	return c;
+}
+
+static void emit_peer(struct hb_conn *c, X509 *leaf)
+{
+	STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c->ssl);
+	int n = chain ? sk_X509_num(chain) : 0;
+	struct hb_event *ev = hb_event_new(HB_E_PEER, c->id, 0);
+
+	ev->tag = c->tag;
+	ev->text = hb_strdup(c->peer_identity);
+	ev->text2 = hb_strdup(c->peer_address);
+	ev->blobs = calloc((size_t)n + 1, sizeof(*ev->blobs));
+	ev->blob_len = calloc((size_t)n + 1, sizeof(*ev->blob_len));
+	if (!ev->blobs || !ev->blob_len)
+		HB_FATAL("out of memory for a peer chain");
+	/* Leaf first; a server's view of the chain leaves the leaf out, a client's includes it. */
+	for (int i = -1; i < n; i++) {
+		X509 *x = i < 0 ? leaf : sk_X509_value(chain, i);
+		unsigned char *der = NULL;
+		int len;
+
+		if (i >= 0 && X509_cmp(x, leaf) == 0)
+			continue;
+		len = i2d_X509(x, &der);
+		if (len <= 0)
+			continue;
+		/* OpenSSL's allocation: copy into ours so that hb_event_free can use free(). */
+		ev->blobs[ev->nblobs] = malloc((size_t)len);
+		if (!ev->blobs[ev->nblobs])
+			HB_FATAL("out of memory for a peer certificate");
+		memcpy(ev->blobs[ev->nblobs], der, (size_t)len);
+		ev->blob_len[ev->nblobs++] = (size_t)len;
+		OPENSSL_free(der);
+	}
+	hb_emit(c->w->e, ev);
+}
+
+static void handshake_failed(struct hb_conn *c)
+{
+	long verify = SSL_get_verify_result(c->ssl);
+	unsigned long e = ERR_peek_error();
+	char detail[256] = "the peer closed the connection";
+
+	if (verify != X509_V_OK)
+		snprintf(detail, sizeof(detail), "certificate verification failed: %s", X509_verify_cert_error_string(verify));
+	else if (e)
+		ERR_error_string_n(e, detail, sizeof(detail));
+	ERR_clear_error();
+	hb_count(c->w->e, HB_C_HANDSHAKE_FAILED, 1);
+	hb_conn_close(c, "handshake", "TLS handshake with %s failed: %s", c->peer_address, detail);
+}
+
+/* After the handshake: ALPN, then the client checks the server's identity, the server asks JavaScript. */
+static void secured(struct hb_conn *c)
+{
+	const unsigned char *proto = NULL;
+	unsigned int plen = 0;
+	X509 *leaf = SSL_get0_peer_certificate(c->ssl);
+	struct hb_engine *e = c->w->e;
+	size_t i;
+
+	SSL_get0_alpn_selected(c->ssl, &proto, &plen);
+	if (plen != 2 || memcmp(proto, "h2", 2) != 0) {
+		hb_count(e, HB_C_HANDSHAKE_FAILED, 1);
+		hb_conn_close(c, "handshake", "%s did not agree to ALPN h2: is it an HBONE port?", c->peer_address);
+		return;
+	}
+	if (!leaf || !hb_cert_spiffe_id(leaf, c->peer_identity, sizeof(c->peer_identity))) {
+		hb_conn_close(c, "identity", "the certificate of %s has no spiffe:// URI SAN", c->peer_address);
+		return;
+	}
+	if (c->role == HB_CLIENT) {
+		for (i = 0; i < c->nexpected && strcmp(c->expected[i], c->peer_identity) != 0; i++)
+			;
+		if (i == c->nexpected) {
+			hb_conn_close(c, "identity", "%s presented %s, not %s%s", c->peer_address, c->peer_identity,
+				      c->nexpected ? c->expected[0] : "(no identity expected)", c->nexpected > 1 ? " or the other identities expected" : "");
+			return;
+		}
+		c->state = HB_C_LIVE;
+		struct hb_event *ev = hb_event_new(HB_E_CONNECTED, c->id, 0);
+
+		ev->text = hb_strdup(c->peer_identity);
+		hb_emit(e, ev);
+		return;
+	}
+	if (!hb_limit_take(e, true, c->peer_identity, e->opt.max_conns_per_identity)) {
+		hb_limit_hit(e, HB_C_LIMIT_IDENTITY, c->id, "maxConnectionsPerIdentity", c->peer_identity, e->opt.max_conns_per_identity);
+		hb_conn_close(c, "limit", "%s already holds %u connections (maxConnectionsPerIdentity)", c->peer_identity, e->opt.max_conns_per_identity);
+		return;
+	}
+	c->counted_identity = true;
+	c->state = HB_C_AWAIT_PEER;
+	emit_peer(c, leaf);
+}
+
+static void handshake(struct hb_conn *c)
+{
+	int r = SSL_do_handshake(c->ssl);
+
+	if (r == 1) {
+		secured(c);
+		return;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		c->readable = false;
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		c->writable = false;
+		break;
+	default:
+		handshake_failed(c);
+	}
+}
+
+void hb_conn_accept_peer(struct hb_conn *c, bool ok)
+{
+	if (c->state != HB_C_AWAIT_PEER)
+		return;
+	if (!ok) {
+		hb_conn_close(c, "peer-refused", "the agent refused the peer %s (%s)", c->peer_identity, c->peer_address);
+		return;
+	}
+	c->state = HB_C_LIVE;
+	/* Not read while JavaScript decided: whatever arrived meanwhile is read now. */
+	c->readable = true;
+	hb_conn_queue(c);
+}
+
+/* A failed SSL_read or SSL_write: the connection ends, with what the peer did if we can tell. */
+static void io_failed(struct hb_conn *c, int r, const char *op)
+{
+	int err = SSL_get_error(c->ssl, r);
+	int sys = errno;
+
+	ERR_clear_error();
+	if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && sys == 0) || err == SSL_ERROR_SSL) {
+		if (c->role == HB_CLIENT && !c->heard)
+			hb_conn_close(c, "refused-by-server", "%s closed the connection before HTTP/2 started: it most likely refused our certificate (another root or trust domain; see its log)", c->peer_address);
+		else
+			hb_conn_close(c, "peer-closed", "%s closed the connection", c->peer_address);
+	} else {
+		hb_conn_close(c, "io-error", "%s on the connection to %s failed: %s", op, c->peer_address, strerror(sys));
+	}
+}
+
+/* Writes what is queued for the peer until the socket is full. */
+static bool write_out(struct hb_conn *c)
+{
+	bool moved = false;
+
+	while (c->out.len > c->out.off && c->writable) {
+		int n = SSL_write(c->ssl, c->out.data + c->out.off, (int)(c->out.len - c->out.off));
+
+		if (n > 0) {
+			c->out.off += (size_t)n;
+			moved = true;
+			continue;
+		}
+		if (SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_WRITE) {
+			c->writable = false;
+		} else if (SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_READ) {
+			c->readable = true;
+			break;
+		} else {
+			io_failed(c, n, "writing");
+			return false;
+		}
+	}
+	if (c->out.off == c->out.len)
+		c->out.off = c->out.len = 0;
+	return moved;
+}
+
+/* One record in, if any: false when nothing came (or the connection ended). */
+static bool read_in(struct hb_conn *c)
+{
+	int n;
+
+	if (!c->readable)
+		return false;
+	n = SSL_read(c->ssl, c->w->rbuf, sizeof(c->w->rbuf));
+	if (n <= 0) {
+		int err = SSL_get_error(c->ssl, n);
+
+		if (err == SSL_ERROR_WANT_READ) {
+			c->readable = false;
+		} else if (err == SSL_ERROR_WANT_WRITE) {
+			c->readable = false;
+			c->read_wants_write = true;
+		} else {
+			io_failed(c, n, "reading");
+		}
+		return false;
+	}
+	c->read_wants_write = false;
+	if (!hb_session_recv(c, c->w->rbuf, (size_t)n))
+		return false;
+	hb_streams_announce(c);
+	return true;
+}
+
+void hb_conn_run(struct hb_conn *c)
+{
+	bool moved = true;
+	int rounds = 0;
+
+	if (c->state == HB_C_HANDSHAKE)
+		handshake(c);
+	if (c->state != HB_C_LIVE)
+		return;
+	while (moved && rounds++ < BUDGET && c->state == HB_C_LIVE) {
+		moved = read_in(c);
+		if (c->state != HB_C_LIVE)
+			return;
+		if (!hb_session_fill(c))
+			break;
+		moved = write_out(c) || moved;
+	}
+	if (c->state != HB_C_LIVE)
+		return;
+	if (c->state == HB_C_LIVE && hb_session_done(c)) {
+		hb_conn_close(c, c->closing_cause ? c->closing_cause : "closed", "the HTTP/2 session with %s ended", c->peer_address);
+		return;
+	}
+	if (moved)
+		hb_conn_queue(c);
+}
+
+/* Sends GOAWAY and lets the session wind down: it closes once no stream is left. */
+static void wind_down(struct hb_conn *c, const char *cause)
+{
+	if (!c->closing_cause)
+		c->closing_cause = cause;
+	if (!c->goaway_sent && c->state == HB_C_LIVE) {
+		int32_t last = c->role == HB_SERVER ? nghttp2_session_get_last_proc_stream_id(c->h2) : 0;
+
+		nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+		c->goaway_sent = true;
+	}
+	hb_conn_queue(c);
+}
+
+void hb_conn_drain(struct hb_conn *c, uint64_t deadline_ms)
+{
+	c->draining = true;
+	c->drain_deadline_ms = deadline_ms;
+	if (c->state != HB_C_LIVE)
+		hb_conn_close(c, "drain", "the agent is draining");
+	else
+		wind_down(c, "drain");
+}
+
+void hb_conn_tick(struct hb_conn *c, uint64_t now)
+{
+	const struct hb_options *o = &c->w->e->opt;
+
+	if (c->state == HB_C_DEAD)
+		return;
+	if (c->state != HB_C_LIVE) {
+		if (now - c->opened_ms >= o->handshake_timeout_ms)
+			hb_conn_close(c, "handshake-timeout", "%s did not complete the handshake within %u ms%s", c->peer_address,
+				      o->handshake_timeout_ms, c->state == HB_C_AWAIT_PEER ? " (the agent did not decide on its identity)" : "");
+		return;
+	}
+	if (c->draining && now >= c->drain_deadline_ms) {
+		hb_conn_close(c, "drain", "the drain deadline passed with %u streams open; they were reset", c->nstreams);
+		return;
+	}
+	if (c->ping_sent_ms && now - c->ping_sent_ms >= o->ping_timeout_ms) {
+		hb_count(c->w->e, HB_C_PING_TIMEOUTS, 1);
+		hb_conn_close(c, "ping-timeout", "%s did not answer a PING within %u ms", c->peer_address, o->ping_timeout_ms);
+		return;
+	}
+	if (!c->ping_sent_ms && now - c->last_ping_ms >= o->ping_interval_ms) {
+		nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL);
+		c->ping_sent_ms = now;
+		hb_conn_queue(c);
+	}
+	if (c->nstreams == 0 && !c->closing_cause && now - c->idle_since_ms >= o->idle_timeout_ms) {
+		hb_count(c->w->e, HB_C_IDLE_CLOSED, 1);
+		wind_down(c, "idle");
+	}
+	for (struct hb_stream *s = c->streams, *next; s; s = next) {
+		next = s->next;
+		if (s->state == HB_S_REQUESTED && now >= s->deadline_ms)
+			hb_stream_reset(s, NGHTTP2_CANCEL, "timeout");
+	}
+}
+
+void hb_conn_close(struct hb_conn *c, const char *cause, const char *fmt, ...)
+{
+	struct hb_worker *w = c->w;
+	struct hb_conn **slot;
+	struct hb_event *ev;
+	va_list ap;
+
+	if (c->state == HB_C_DEAD)
+		return;
+	if (c->state == HB_C_LIVE && c->ssl) {
+		/* Best effort: a GOAWAY and close_notify if the socket takes them now. */
+		hb_session_fill(c);
+		c->writable = true;
+		write_out(c);
+		SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
+	c->state = HB_C_DEAD;
+	c->cause = cause;
+	va_start(ap, fmt);
+	vsnprintf(c->message, sizeof(c->message), fmt, ap);
+	va_end(ap);
+	while (c->streams)
+		hb_stream_end(c->streams, "conn-closed", 0);
+	if (c->fd >= 0) {
+		hb_unwatch(w, c->fd);
+		close(c->fd);
+		c->fd = -1;
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	for (slot = &w->conn_table[c->id % HB_TABLE]; *slot && *slot != c; slot = &(*slot)->hnext)
+		;
+	if (!*slot)
+		HB_FATAL("connection %llu is not in its thread's table", (unsigned long long)c->id);
+	*slot = c->hnext;
+	w->nconns--;
+	if (c->counted_identity)
+		hb_limit_give(w->e, true, c->peer_identity);
+	if (c->counted_address)
+		hb_limit_give(w->e, false, c->peer_address);
+	hb_count(w->e, HB_C_CONNS_OPEN, -1);
+	ev = hb_event_new(HB_E_CONN_END, c->id, 0);
+	ev->cause = cause;
+	ev->text = hb_strdup(c->message);
+	ev->n[0] = c->bytes_in;
+	ev->n[1] = c->bytes_out;
+	hb_emit(w->e, ev);
+	c->next_dead = w->dead_conns;
+	w->dead_conns = c;
+}
+
+void hb_conn_free(struct hb_conn *c)
+{
+	/* The session's allocator charges the connection: delete it first. */
+	nghttp2_session_del(c->h2);
+	if (c->out.data) {
+		hb_mem_give(c, c->out.cap);
+		free(c->out.data);
+	}
+	SSL_free(c->ssl);
+	for (size_t i = 0; i < c->nexpected; i++)
+		free(c->expected[i]);
+	free(c->expected);
+	if (c->mem)
+		HB_FATAL("connection %llu ends holding %zu bytes it never gave back", (unsigned long long)c->id, c->mem);
+	free(c);
+}
