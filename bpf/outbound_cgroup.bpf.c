@@ -126,26 +126,70 @@ int ambit_connect6(struct bpf_sock_addr *ctx)
 
 /*
  * ACTIVE_ESTABLISHED runs in tcp_finish_connect(), before the pod's final ACK of the handshake is
- * sent, so the (pod IP, pod port) entry exists before the agent's accept() can return.
+ * sent, so the (pod IP, pod port) entry exists before the agent's accept() can return. A connection
+ * that gets no entry (its pod is over its cap, or the table is full) reaches the agent without an
+ * original destination, and the agent refuses it: fail closed, and only for that connection.
  */
-static __always_inline void move_to_pair(struct bpf_sock_ops *skops, struct ambit_addr4 *pair)
+static __always_inline void move_to_pair(struct bpf_sock_ops *skops, struct ambit_addr4 *pair,
+					 __be32 remote_ip, __u32 remote_port)
 {
+	const struct ambit_config *cfg = config();
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct ambit_addr4 *orig = bpf_map_lookup_elem(&ambit_cookie, &cookie);
+	__u32 max, one = 1, *held;
+	long err;
 
 	if (!orig) {
-		count(AMBIT_SOCKOPS_NOT_REDIRECTED);
+		/*
+		 * Connected to the agent without a record: connect4 stored one, and the LRU dropped it
+		 * before the handshake finished (a flood of connects that never complete). Say so.
+		 */
+		if (cfg && remote_ip == cfg->proxy_ip4 &&
+		    remote_port == port_or(cfg->outbound_port, AMBIT_OUTBOUND_PORT))
+			count(AMBIT_SOCKOPS_RECORD_LOST);
+		else
+			count(AMBIT_SOCKOPS_NOT_REDIRECTED);
 		return;
 	}
-	if (bpf_map_update_elem(&ambit_origdst, pair, orig, BPF_ANY)) {
-		count(AMBIT_SOCKOPS_STORE_FAILED);
+	max = cfg && cfg->pod_pairs_max ? cfg->pod_pairs_max : AMBIT_POD_PAIRS_MAX;
+	held = bpf_map_lookup_elem(&ambit_pod_pairs, &pair->ip);
+	if (held && *held >= max) {
+		count(AMBIT_SOCKOPS_POD_QUOTA);
 		bpf_map_delete_elem(&ambit_cookie, &cookie);
 		return;
 	}
+	err = bpf_map_update_elem(&ambit_origdst, pair, orig, BPF_NOEXIST);
+	if (err == -17 /* EEXIST: a stale entry under this pair; it is replaced, not counted again */)
+		err = bpf_map_update_elem(&ambit_origdst, pair, orig, BPF_EXIST);
+	else if (!err && held)
+		__sync_fetch_and_add(held, 1);
+	else if (!err && bpf_map_update_elem(&ambit_pod_pairs, &pair->ip, &one, BPF_NOEXIST)) {
+		/* Another CPU created the pod's counter first. */
+		held = bpf_map_lookup_elem(&ambit_pod_pairs, &pair->ip);
+		if (held)
+			__sync_fetch_and_add(held, 1);
+	}
 	bpf_map_delete_elem(&ambit_cookie, &cookie);
+	if (err) {
+		count(AMBIT_SOCKOPS_STORE_FAILED);
+		return;
+	}
 	/* Ask for STATE_CB on this socket only, so the pair entry dies with the connection. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	count(AMBIT_SOCKOPS_PAIR_STORED);
+}
+
+/* The pair entry of a closing socket, and its place in the pod's count. */
+static __always_inline void release_pair(struct ambit_addr4 *pair)
+{
+	__u32 *held;
+
+	if (bpf_map_delete_elem(&ambit_origdst, pair))
+		return;
+	held = bpf_map_lookup_elem(&ambit_pod_pairs, &pair->ip);
+	if (held && *held > 0)
+		__sync_fetch_and_sub(held, 1);
+	count(AMBIT_SOCKOPS_PAIR_DELETED);
 }
 
 SEC("sockops")
@@ -160,15 +204,18 @@ int ambit_sockops(struct bpf_sock_ops *skops)
 		.ip = skops->local_ip4,
 		.port = bpf_htons((__u16)skops->local_port),	/* local_port is host order */
 	};
+	__be32 remote_ip = skops->remote_ip4;
+	/* remote_port is in network order in the low 16 bits (the kernel's own layout since 5.10). */
+	__u32 remote_port = skops->remote_port;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		move_to_pair(skops, &pair);
+		move_to_pair(skops, &pair, remote_ip, remote_port);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* Called from tcp_set_state() before the port is released, so local_port is still set. */
-		if (skops->args[1] == BPF_TCP_CLOSE && !bpf_map_delete_elem(&ambit_origdst, &pair))
-			count(AMBIT_SOCKOPS_PAIR_DELETED);
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			release_pair(&pair);
 		break;
 	}
 	return 1;

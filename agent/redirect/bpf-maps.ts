@@ -35,6 +35,8 @@ export const REASONS = [
   'tc-drop-no-listener',
   'tc-drop-assign-failed',
   'tc-drop-fragment',
+  'sockops-pod-quota',
+  'sockops-record-lost',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 export type Counters = Readonly<Record<Reason, number>>;
@@ -130,19 +132,29 @@ export interface RedirectConfig {
   readonly outboundPort: number;
   readonly inboundPort: number;
   readonly hbonePort: number;
+  /** Redirected connections one pod may have open at once; 0 or absent: the programs' default (16384). */
+  readonly podPairsMax?: number;
 }
 
 export const configCodec: Codec<RedirectConfig> = {
-  size: 12,
+  size: 16,
   encode: (c) => {
-    const b = Buffer.alloc(12);
+    const b = Buffer.alloc(16);
     ipv4Bytes(c.proxyIp).copy(b, 0);
     b.writeUInt16BE(c.outboundPort, 4);
     b.writeUInt16BE(c.inboundPort, 6);
     b.writeUInt16BE(c.hbonePort, 8);
+    // struct ambit_config's pod_pairs_max is host order (x86_64 and arm64: little-endian).
+    b.writeUInt32LE(c.podPairsMax ?? 0, 12);
     return b;
   },
-  decode: (b) => ({ proxyIp: ipv4Text(b, 0), outboundPort: b.readUInt16BE(4), inboundPort: b.readUInt16BE(6), hbonePort: b.readUInt16BE(8) }),
+  decode: (b) => ({
+    proxyIp: ipv4Text(b, 0),
+    outboundPort: b.readUInt16BE(4),
+    inboundPort: b.readUInt16BE(6),
+    hbonePort: b.readUInt16BE(8),
+    ...(b.readUInt32LE(12) ? { podPairsMax: b.readUInt32LE(12) } : {}),
+  }),
 };
 
 /** A host-order __u32 (array indexes, flags). */
@@ -178,6 +190,8 @@ export interface AmbitMaps {
   readonly config: BpfMap<number, RedirectConfig>;
   readonly origDst: BpfMap<SocketAddress4, SocketAddress4>;
   readonly enrolled: BpfMap<string, number>;
+  /** Pod IP → how many redirected connections it has open (the programs' per-pod cap). */
+  readonly podPairs: BpfMap<string, number>;
   readonly stats: BpfMap<number, number>;
 }
 
@@ -188,12 +202,14 @@ export function openAmbitMaps(pinDir: string): Result<AmbitMaps> {
   if (!origDst.ok) return origDst;
   const enrolled = BpfMap.openPinned(join(pinDir, 'ambit_enrolled'), ipv4Codec, u32Codec);
   if (!enrolled.ok) return enrolled;
+  const podPairs = BpfMap.openPinned(join(pinDir, 'ambit_pod_pairs'), ipv4Codec, u32Codec);
+  if (!podPairs.ok) return podPairs;
   // The value size of a per-CPU map depends on the machine, so the codec is built from the map.
   const rawStats = call((b) => b.openPinnedMap(join(pinDir, 'ambit_stats')));
   if (!rawStats.ok) return rawStats;
   const stats = BpfMap.wrap(rawStats.value, u32Codec, perCpuCounterCodec(rawStats.value.possibleCpus));
   if (!stats.ok) return stats;
-  return { ok: true, value: { config: config.value, origDst: origDst.value, enrolled: enrolled.value, stats: stats.value } };
+  return { ok: true, value: { config: config.value, origDst: origDst.value, enrolled: enrolled.value, podPairs: podPairs.value, stats: stats.value } };
 }
 
 export function writeConfig(maps: AmbitMaps, config: RedirectConfig): Result<void> {

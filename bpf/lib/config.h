@@ -29,6 +29,13 @@
 
 #define AMBIT_ORIG_DST_ENTRIES	65536
 #define AMBIT_ENROLLED_ENTRIES	4096
+/*
+ * Established redirected connections tracked at once, node-wide and per pod. A pod holds at most
+ * about 28k anyway (every one goes to the same node address and port, so the ephemeral port range
+ * bounds it); the per-pod cap keeps one pod's connections from taking the whole table from the others.
+ */
+#define AMBIT_PAIR_ENTRIES	262144
+#define AMBIT_POD_PAIRS_MAX	16384
 
 /*
  * Value of the single entry of ambit_config, written by the agent. All fields are in network byte
@@ -41,6 +48,7 @@ struct ambit_config {
 	__be16 inbound_port;
 	__be16 hbone_port;
 	__u16 _pad;
+	__u32 pod_pairs_max;	/* host order; 0 means AMBIT_POD_PAIRS_MAX */
 };
 
 #endif

@@ -39,15 +39,27 @@ struct {
 /*
  * (pod IP, pod port) -> original destination, moved here from ambit_cookie once the connection is
  * established: that pair is what the agent sees as the peer of the accepted socket, so it can find
- * the entry without knowing the pod's socket. Deleted when the pod's socket closes.
+ * the entry without knowing the pod's socket. Deleted when the pod's socket closes, which every
+ * established socket does, so this is a plain hash: an LRU would let one pod's many connections
+ * evict the entries of other pods' live ones. Allocated as used, not up front.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, AMBIT_ORIG_DST_ENTRIES);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AMBIT_PAIR_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct ambit_addr4);
 	__type(value, struct ambit_addr4);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ambit_origdst SEC(".maps");
+
+/* Pod IPv4 address -> how many ambit_origdst entries its connections hold now (the per-pod cap). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AMBIT_ENROLLED_ENTRIES);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ambit_pod_pairs SEC(".maps");
 
 /* Pod IPv4 address (network order) -> 1, for every enrolled pod on this node. */
 struct {

@@ -3,7 +3,9 @@
 // SO_MARK 0x539 sockets are left alone, counters move, attach is idempotent and detach leaves nothing.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
@@ -19,7 +21,7 @@ import {
   type OutboundProgram,
   type Result,
 } from '../../agent/redirect/bpf-binding.js';
-import { EXT_IP, NODE_IP, POD1_IP, run, Topology, type AgentDriver } from './helpers/netns-fixture.js';
+import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, run, Topology, type AgentDriver } from './helpers/netns-fixture.js';
 
 const topo = new Topology('out');
 let outbound: BpfObject<OutboundProgram>;
@@ -116,6 +118,80 @@ test('other cgroups, SO_MARK 0x539 and loopback are not redirected', async () =>
   assert.equal(delta(start, 'out-pass-loopback'), 1);
   assert.equal(delta(start, 'out-pass-proxy'), 1);
   assert.ok(delta(start, 'sockops-not-redirected') >= 1, 'the marked connection was established without an entry');
+});
+
+/**
+ * Opens `count` connections from a process of `cgroup` in `ns`, reads the agent's report on each, prints
+ * them as one JSON line, and keeps every connection open until its stdin closes (at most 30 s).
+ */
+const HOLDER = `
+import json, socket, sys
+ip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held, reports = [], []
+for _ in range(count):
+    s = socket.create_connection((ip, port), timeout=4)
+    data = b''
+    while True:
+        chunk = s.recv(4096)
+        if not chunk: break
+        data += chunk
+    held.append(s)
+    reports.append(json.loads(data.decode()))
+print(json.dumps(reports), flush=True)
+import select
+select.select([sys.stdin], [], [], 30)
+`;
+
+async function holdConnections(ns: string, cgroup: string, count: number): Promise<{ reports: AgentReport[]; release(): Promise<void> }> {
+  const child = spawn('sh', ['-c', `echo $$ > ${join(cgroup, 'cgroup.procs')} && exec "$@"`, 'sh', 'ip', 'netns', 'exec', ns, '/usr/bin/python3', '-c', HOLDER, '10.250.8.8', '80', String(count)]);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const line = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the holding client printed nothing in 10 s')), 10_000);
+    createInterface({ input: child.stdout }).once('line', (l) => {
+      clearTimeout(timer);
+      resolve(l);
+    });
+    child.once('exit', (code) => reject(new Error(`the holding client exited (${code})`)));
+  });
+  return {
+    reports: JSON.parse(line) as AgentReport[],
+    release: async () => {
+      child.stdin.end();
+      await exited;
+    },
+  };
+}
+
+test("a pod at its cap of open connections gets no more records; another pod's are untouched, and closing frees the slots", async () => {
+  const config = { proxyIp: NODE_IP, outboundPort: 15001, inboundPort: 15006, hbonePort: 15008 };
+  ok(writeConfig(maps, { ...config, podPairsMax: 3 }));
+  for (const program of POD_CGROUP_PROGRAMS) {
+    const p = pin(`link_pod2_${program}`);
+    linkIds.push(ok(outbound.attachCgroup(program, topo.cgroup('pod2'), p)).linkId);
+    pins.push(p);
+  }
+  try {
+    const start = counters();
+    const pod1 = await holdConnections(topo.pod1, topo.cgroup('pod1'), 4);
+    try {
+      assert.deepEqual(
+        pod1.reports.map((r) => r.sockopt),
+        ['10.250.8.8:80', '10.250.8.8:80', '10.250.8.8:80', null],
+        'the fourth open connection of pod1 has no record: the agent cannot route it and refuses it',
+      );
+      assert.equal(delta(start, 'sockops-pod-quota'), 1);
+      const pod2 = await topo.client(topo.pod2, topo.cgroup('pod2'), { ip: '10.250.8.8', port: 80 });
+      assert.equal((JSON.parse(pod2.data ?? '') as AgentReport).sockopt, '10.250.8.8:80', 'pod2 still gets its record while pod1 is at its cap');
+      assert.equal(ok(maps.podPairs.lookup(POD1_IP)), 3, 'pod1 is counted at its cap');
+    } finally {
+      await pod1.release();
+    }
+    await eventually("pod1's slots to be freed when its connections close", () => ok(maps.podPairs.lookup(POD1_IP)) === 0);
+    const again = await topo.client(topo.pod1, topo.cgroup('pod1'), { ip: '10.250.8.8', port: 80 });
+    assert.equal((JSON.parse(again.data ?? '') as AgentReport).sockopt, '10.250.8.8:80', 'once closed, pod1 connects again');
+  } finally {
+    ok(writeConfig(maps, config));
+  }
 });
 
 test('attach is idempotent, survives a reload, and re-attaches when the cgroup is recreated', async () => {
