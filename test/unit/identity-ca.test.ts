@@ -81,7 +81,7 @@ describe('embedded CA with its own root', () => {
     const cert = await issue(ca, PRODUCTPAGE, 3600);
     const leaf = new X509Certificate(cert.leafPem);
     const root = new X509Certificate(cert.rootsPem[0]!);
-    assert.equal(leaf.subject, undefined);
+    assert.equal(leaf.subject ?? '', '', 'an empty subject (Node 20 reports it as undefined, 24 as an empty string)');
     assert.equal(leaf.subjectAltName, `URI:${PRODUCTPAGE}`);
     assert.equal(leaf.ca, false);
     assert.ok(leaf.checkIssued(root) && leaf.verify(root.publicKey));
