@@ -213,6 +213,14 @@ export function netnsListen(netnsPath: string, ip: string, port: number, backlog
   return call((b) => b.netnsListen(netnsPath, ip, port, backlog));
 }
 
+/**
+ * A connected pair of non-blocking AF_UNIX stream sockets: one end for a native relay, the other for
+ * `new Socket({ fd, allowHalfOpen: true })`. Both are the caller's to close.
+ */
+export function socketPair(): Result<readonly [number, number]> {
+  return call((b) => b.socketPair());
+}
+
 /** The kernel fd behind a connected net.Socket (Node keeps it on its internal handle). */
 export function socketFd(socket: Socket): number | undefined {
   const handle = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle;

@@ -57,6 +57,7 @@ export interface NativeBinding {
   transparentSocket(sourceIp: string, sourcePort: number, mark: number): number;
   originalDst(fd: number): { address: string; port: number } | null;
   netnsListen(netnsPath: string, ip: string, port: number, backlog: number): number;
+  socketPair(): [number, number];
   progTestRun(obj: NativeHandle, program: string, data: Buffer, options: NativeTestRunOptions): NativeTestRun;
   spliceRelay(downstreamFd: number, upstreamFd: number, done: (bytesDownToUp: number, bytesUpToDown: number, error: NativeSpliceError | null) => void): void;
   shutdownSocket(fd: number): void;

@@ -1,6 +1,6 @@
 /*
  * The socket operations Node cannot do: transparent listeners, SO_ORIGINAL_DST, marked upstream
- * sockets, and listeners inside another network namespace.
+ * sockets, listeners inside another network namespace, and socket pairs for native relays.
  */
 #define _GNU_SOURCE
 #include "glue.h"
@@ -220,6 +220,30 @@ static napi_value netns_listen(napi_env env, napi_callback_info info)
 	return throw_errno(env, err, err == EADDRINUSE ? "something in the pod already listens there" : NULL, "%s", what);
 }
 
+/*
+ * socketPair() -> [fd, fd]: a connected, non-blocking AF_UNIX stream pair. One end goes to a native
+ * relay (an HBONE stream of the engine), the other becomes a net.Socket that Node's HTTP server parses:
+ * the way an L7 proxy sits on a tunnel without JavaScript copying its bytes twice.
+ */
+static napi_value socket_pair(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1], out;
+	int fds[2];
+
+	if (!args(env, info, 0, argv))
+		return NULL;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds))
+		return throw_errno(env, errno, "the agent may be out of file descriptors (ulimit -n)", "socketpair");
+	if (napi_create_array_with_length(env, 2, &out) != napi_ok ||
+	    napi_set_element(env, out, 0, make_u32(env, (uint32_t)fds[0])) != napi_ok ||
+	    napi_set_element(env, out, 1, make_u32(env, (uint32_t)fds[1])) != napi_ok) {
+		close(fds[0]);
+		close(fds[1]);
+		return NULL;
+	}
+	return out;
+}
+
 bool register_sockets(napi_env env, napi_value exports)
 {
 	static const napi_property_descriptor props[] = {
@@ -227,6 +251,7 @@ bool register_sockets(napi_env env, napi_value exports)
 		METHOD("transparentSocket", transparent_upstream),
 		METHOD("originalDst", original_dst),
 		METHOD("netnsListen", netns_listen),
+		METHOD("socketPair", socket_pair),
 	};
 
 	return define_methods(env, exports, props, sizeof(props) / sizeof(props[0]));
