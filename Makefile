@@ -18,7 +18,7 @@ export PATH := $(NODE_DIR)/bin:$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 APT_PACKAGES := clang llvm libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump
 AMBIT := node dist/agent/cli/main.js
 
-.PHONY: setup deps build bpf native test demo demo-down bench clean typecheck node-runtime
+.PHONY: setup deps build bpf native test test-unit demo demo-down bench clean typecheck node-runtime
 
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
 BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o
@@ -80,9 +80,13 @@ dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $
 typecheck: node_modules/.package-lock.json
 	npx tsc -p tsconfig.json --noEmit
 
-## test: type-check, then every test (unit, and integration on the real kernel: needs root)
+## test: type-check, then every test (unit, security, and integration on the real kernel: needs root)
 test: setup
 	@bash test/run.sh
+
+## test-unit: type-check, then the tests that need neither root nor the kernel (unit and security)
+test-unit: deps native
+	@bash test/run.sh unit
 
 ## demo: bring up examples/bookinfo in the lab, send traffic, print what happened (stays up)
 demo: setup
