@@ -159,11 +159,33 @@ static void notify(struct hb_engine *e)
 	napi_call_threadsafe_function(h->tsfn, NULL, napi_tsfn_nonblocking);
 }
 
-static void holder_finalize(napi_env env, void *data, void *hint)
+static void holder_release(struct holder *h)
+{
+	if (--h->refs == 0)
+		free(h);
+}
+
+static void tsfn_finalize(napi_env env, void *data, void *hint)
 {
 	(void)env;
 	(void)hint;
-	free(data);
+	holder_release(data);
+}
+
+/* The handle was collected without destroy(): stop the engine, as destroy() would, dropping its events. */
+static void handle_finalize(napi_env env, void *data, void *hint)
+{
+	struct holder *h = data;
+
+	(void)env;
+	(void)hint;
+	if (h->e) {
+		hb_engine_stop(h->e);
+		hb_engine_free(h->e);
+		h->e = NULL;
+		napi_release_threadsafe_function(h->tsfn, napi_tsfn_abort);
+	}
+	holder_release(h);
 }
 
 static bool opt_u32(napi_env env, napi_value obj, const char *name, uint32_t *out)
@@ -218,6 +240,8 @@ static napi_value create_engine(napi_env env, napi_callback_info info)
 	    !opt_u32(env, argv[0], "maxConnections", &o.max_connections) || !opt_u32(env, argv[0], "maxConnectionMemory", &o.max_conn_memory))
 		return NULL;
 	h = calloc(1, sizeof(*h));
+	if (h)
+		h->refs = 2;
 	if (!h)
 		return throw_errno(env, ENOMEM, NULL, "HBONE engine");
 	h->e = hb_engine_new(&o, err, sizeof(err));
@@ -228,7 +252,7 @@ static napi_value create_engine(napi_env env, napi_callback_info info)
 	h->e->notify = notify;
 	h->e->notify_data = h;
 	napi_create_string_utf8(env, "ambit hbone engine", NAPI_AUTO_LENGTH, &name);
-	if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, h, holder_finalize, h, call_js, &h->tsfn) != napi_ok) {
+	if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, h, tsfn_finalize, h, call_js, &h->tsfn) != napi_ok) {
 		hb_engine_free(h->e);
 		free(h);
 		return throw_code(env, "EHBONE_START", "HBONE engine: cannot create its event channel (is onEvents a function?)");
@@ -239,9 +263,12 @@ static napi_value create_engine(napi_env env, napi_callback_info info)
 		hb_engine_free(h->e);
 		h->e = NULL;
 		napi_release_threadsafe_function(h->tsfn, napi_tsfn_abort);
+		holder_release(h);
 		return throw_errno(env, rc, NULL, "HBONE engine: starting its data threads");
 	}
-	out = wrap_handle(env, h, &ENGINE_TAG, NULL);
+	out = wrap_handle(env, h, &ENGINE_TAG, handle_finalize);
+	if (!out)
+		HB_FATAL("cannot wrap the engine handle");
 	return out;
 }
 

@@ -9,6 +9,7 @@
 struct holder {
 	struct hb_engine *e;
 	napi_threadsafe_function tsfn;
+	int refs; /* the thread-safe function's and the JavaScript handle's: freed when both are gone */
 };
 
 extern const napi_type_tag CONTEXT_TAG;
