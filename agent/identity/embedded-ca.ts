@@ -1,7 +1,8 @@
-// The CA that runs inside the agent in local mode: it signs workload certificates from CSRs with the
-// material from ca-material.ts, for identities the requesting node is entitled to. It answers through
-// the same CaClient interface as a remote CA, so the certificate manager cannot tell them apart.
+// The CA that signs workload certificates from CSRs with the material from ca-material.ts, for
+// identities the requesting node is entitled to: inside the agent in local mode and the lab (through
+// the same CaClient interface as a remote CA), and inside `ambit ca` (agent/ca/) in a cluster.
 
+import { isIP } from 'node:net';
 import type { SpiffeId } from '../state/model.js';
 import type { CaClient } from './ca-client.js';
 import { type CaMaterial, type OpenCaOptions, CLOCK_SKEW_SECONDS, openCaMaterial, randomSerial } from './ca-material.js';
@@ -71,14 +72,38 @@ export class EmbeddedCa {
     const csr = await verifyWorkloadCsr(csrPem, request.identity);
     if (!csr.ok) return csr;
 
+    return this.#issue(request.identity, csr.value.publicKeySpki, request.ttlSeconds, [{ type: 'url', value: request.identity }], [
+      x509.ExtendedKeyUsage.serverAuth,
+      x509.ExtendedKeyUsage.clientAuth,
+    ]);
+  }
+
+  /**
+   * A TLS server certificate for this CA's own endpoint (`ambit ca`), for `names` (DNS names or IP
+   * addresses) and `publicKeySpki`, chained to the same roots the workloads trust, as istiod serves
+   * port 15012 with a certificate from its own CA.
+   */
+  async issueServingCertificate(publicKeySpki: ArrayBuffer, names: readonly string[], ttlSeconds: number): Promise<IdentityResult<readonly string[]>> {
+    if (names.length === 0) return fail('invalid-request', 'a serving certificate needs at least one DNS name or IP address');
+    const sans = names.map((name): x509.JsonGeneralName => (isIP(name) !== 0 ? { type: 'ip', value: name } : { type: 'dns', value: name }));
+    return this.#issue(names.join(', '), publicKeySpki, ttlSeconds, sans, [x509.ExtendedKeyUsage.serverAuth]);
+  }
+
+  /** Signs one leaf with an empty subject (as Istio): the SANs alone name it, so they are critical. */
+  async #issue(
+    what: string,
+    publicKeySpki: ArrayBuffer,
+    ttlSeconds: number,
+    sans: readonly x509.JsonGeneralName[],
+    usages: readonly string[],
+  ): Promise<IdentityResult<readonly string[]>> {
     const material = this.#material;
     const now = Date.now();
     // A leaf that outlives its issuer would fail verification at the end anyway; end it with the CA.
-    const notAfter = Math.min(now + request.ttlSeconds * 1000, material.signingCert.notAfter.getTime());
+    const notAfter = Math.min(now + ttlSeconds * 1000, material.signingCert.notAfter.getTime());
     try {
-      const publicKey = new x509.PublicKey(csr.value.publicKeySpki);
+      const publicKey = new x509.PublicKey(publicKeySpki);
       const leaf = await x509.X509CertificateGenerator.create({
-        // Empty subject, as Istio: the identity is the SAN alone, which therefore must be critical.
         issuer: material.signingCert.subjectName,
         publicKey,
         signingKey: material.signingKey.cryptoKey,
@@ -89,15 +114,15 @@ export class EmbeddedCa {
         extensions: [
           new x509.BasicConstraintsExtension(false, undefined, true),
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+          new x509.ExtendedKeyUsageExtension([...usages]),
           await x509.SubjectKeyIdentifierExtension.create(publicKey),
           new x509.AuthorityKeyIdentifierExtension(material.authorityKeyId),
-          new x509.SubjectAlternativeNameExtension([{ type: 'url', value: request.identity }], true),
+          new x509.SubjectAlternativeNameExtension([...sans], true),
         ],
       });
       return ok([`${leaf.toString('pem')}\n`, ...material.chainPem, ...material.rootsPem]);
     } catch (err) {
-      return fail('ca-unavailable', `signing the certificate for ${request.identity} failed: ${messageOf(err)}`);
+      return fail('ca-unavailable', `signing the certificate for ${what} failed: ${messageOf(err)}`);
     }
   }
 

@@ -2,18 +2,16 @@
 // manager hands it a P-256 CSR for one SPIFFE id, and it asks istiod on the pod's behalf the way
 // ztunnel does (ImpersonatedIdentity in the request's metadata Struct, the node's bearer token).
 
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import { IstioCertificateRequestSchema, IstioCertificateResponseSchema, IstioCertificateService } from '../proto/istio/v1/auth/ca_pb.js';
+import { IstioCertificateRequestSchema } from '../proto/istio/v1/auth/ca_pb.js';
 import type { SpiffeId } from '../state/model.js';
 import type { CaClient } from './ca-client.js';
 import { type IdentityErrorReason, type IdentityResult, fail, ok } from './errors.js';
-import { type IstiodConnectionOptions, DEFAULT_TOKEN_FILE, IstiodChannel, describeGrpcError, grpcMethodPath } from './istiod-channel.js';
+import { CREATE_CERTIFICATE_PATH, IMPERSONATED_IDENTITY, decodeCertificateResponse, encodeCertificateRequest } from './istio-ca-api.js';
+import { type IstiodConnectionOptions, DEFAULT_TOKEN_FILE, IstiodChannel, describeGrpcError } from './istiod-channel.js';
 
-export const CREATE_CERTIFICATE_PATH = grpcMethodPath(IstioCertificateService.method.createCertificate);
-
-/** The request metadata key istiod reads to issue a certificate for a pod on the caller's node. */
-export const IMPERSONATED_IDENTITY = 'ImpersonatedIdentity';
+export { CREATE_CERTIFICATE_PATH, IMPERSONATED_IDENTITY };
 
 export interface IstioCaClientOptions extends IstiodConnectionOptions {
   /**
@@ -53,8 +51,8 @@ export class IstioCaClient implements CaClient {
       chain = await new Promise<string[]>((resolve, reject) => {
         client.value.makeUnaryRequest(
           CREATE_CERTIFICATE_PATH,
-          (message: typeof request) => Buffer.from(toBinary(IstioCertificateRequestSchema, message)),
-          (bytes: Buffer) => fromBinary(IstioCertificateResponseSchema, bytes),
+          encodeCertificateRequest,
+          decodeCertificateResponse,
           request,
           metadata.value,
           { deadline: Date.now() + this.#timeoutMs },
