@@ -81,6 +81,24 @@ export class KubeApiClient {
   }
 
   /**
+   * POSTs `body` to `path` and returns the answer's JSON: how the CA creates TokenReviews. Any status
+   * but 200 and 201 is an error carrying the API server's Status message.
+   */
+  async create(path: string, body: unknown): Promise<ApiResult<unknown>> {
+    const opened = await this.#open(path, {}, LIST_TIMEOUT_MS, JSON.stringify(body));
+    if (!opened.ok) return opened;
+    const { res, req } = opened.value;
+    const text = await readBody(res, req).catch((err: Error) => err);
+    if (text instanceof Error) return { ok: false, error: { message: `reading the answer to create ${path}: ${text.message}` } };
+    if (res.statusCode !== 200 && res.statusCode !== 201) return { ok: false, error: statusError(res.statusCode ?? 0, text, `create ${path}`) };
+    try {
+      return { ok: true, value: JSON.parse(text) as unknown };
+    } catch {
+      return { ok: false, error: { message: `create ${path}: the API server answered with something that is not JSON` } };
+    }
+  }
+
+  /**
    * Watches a collection from `resourceVersion`. Events arrive in order through `onEvent`; `ended`
    * settles once the stream is over. `timeoutSeconds` makes the server end the stream (client-go picks
    * a random 5-10 minutes so that watches of many agents do not reconnect at the same moment).
@@ -112,7 +130,7 @@ export class KubeApiClient {
     };
   }
 
-  async #open(path: string, query: Record<string, string>, timeoutMs: number): Promise<ApiResult<{ res: IncomingMessage; req: ClientRequest }>> {
+  async #open(path: string, query: Record<string, string>, timeoutMs: number, body?: string): Promise<ApiResult<{ res: IncomingMessage; req: ClientRequest }>> {
     const url = new URL(this.server.replace(/\/$/, '') + path);
     for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
     // Asked per request: a projected service-account token is re-read as it rotates.
@@ -125,16 +143,16 @@ export class KubeApiClient {
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve) => {
       const req = request(url, {
-        method: 'GET',
+        method: body === undefined ? 'GET' : 'POST',
         ...(options.agent ? { agent: options.agent } : {}),
         ...(options.auth ? { auth: options.auth } : {}),
-        headers: { ...options.headers, accept: 'application/json' },
+        headers: { ...options.headers, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         timeout: timeoutMs,
       });
       req.once('response', (res) => resolve({ ok: true, value: { res, req } }));
       req.once('timeout', () => req.destroy(new Error(`no answer from ${url.host} in ${Math.round(timeoutMs / 1000)} s`)));
       req.once('error', (err) => resolve({ ok: false, error: { message: `${url.host}: ${describeNetError(err)}` } }));
-      req.end();
+      req.end(body);
     });
   }
 }
