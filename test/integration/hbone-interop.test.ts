@@ -3,7 +3,7 @@
 // A missing tool fails the test with the Debian package to install; nothing is skipped.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
@@ -12,7 +12,7 @@ import { type SpiffeId, spiffeId } from '../../agent/state/model.js';
 import { HbonePool } from '../../agent/tunnel/h2/client-pool.js';
 import type { HboneInboundRequest } from '../../agent/tunnel/h2/server.js';
 import { type TestEcho, type TestHboneServer, type TestTrust, connectToAuthority, openTrust, readAll, startEcho, startHboneServer } from '../fixtures/hbone/mesh.js';
-import { H2_CLIENT, PYTHON, type PemFiles, buildGoPeer, requireTool, run, writePem } from '../fixtures/hbone/peers.js';
+import { H2_CLIENT, PYTHON, type PemFiles, buildGoPeer, requireTool, run, startGoServer, writePem } from '../fixtures/hbone/peers.js';
 import { tempDir } from '../fixtures/identity/test-ca.js';
 
 const TD = 'cluster.local';
@@ -88,18 +88,8 @@ describe('HBONE interop with independent HTTP/2 stacks', () => {
   it('our pool → Go server: echo, and 100 concurrent streams on one connection', { timeout: 240_000 }, async () => {
     const binary = await goPeer();
     const server = await writePem(dir, 'go-server', await fetchCert(GO_SERVER));
-    const child = spawn(binary, ['server', `${GO_POD_IP}:0`, server.cert, server.key, server.ca], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const { port, child } = await startGoServer(binary, `${GO_POD_IP}:0`, server);
     children.push(child);
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the Go server did not start within 10 s')), 10_000);
-      child.stdout!.on('data', (chunk: Buffer) => {
-        const match = /listening [\d.]+:(\d+)/.exec(chunk.toString());
-        if (match) {
-          clearTimeout(timer);
-          resolve(Number(match[1]));
-        }
-      });
-    });
     const pool = new HbonePool({ certificates: trust.certificates });
     try {
       const open = () => pool.open({ source: { identity: CLIENT, ip: '127.0.0.1' }, destination: { ip: GO_POD_IP, port }, expectedIdentities: [GO_SERVER], authority: { ip: GO_POD_IP, port: goEcho.port } });

@@ -105,9 +105,6 @@ static void bad_request(struct hb_conn *c, struct hb_stream *s)
 	s->cause = "bad-request";
 	s->code = 400;
 	nghttp2_submit_response(c->h2, s->sid, nv, 1, NULL);
-	/* The client's side is still open (CONNECT has no END_STREAM): end it too. */
-	nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->sid, NGHTTP2_NO_ERROR);
-	s->reset_sent = true;
 }
 
 static void on_request(struct hb_conn *c, struct hb_stream *s)
@@ -191,7 +188,19 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 {
 	struct hb_conn *c = user;
 
-	(void)session;
+	/*
+	 * A refusal's HEADERS carried END_STREAM, but the client's side is still open (a CONNECT has no
+	 * END_STREAM): RST_STREAM NO_ERROR ends it, only now, since a reset queued with the HEADERS would
+	 * go out first and the refusal would never be seen.
+	 */
+	if (frame->hd.type == NGHTTP2_HEADERS && c->role == HB_SERVER) {
+		struct hb_stream *s = stream_of(session, frame->hd.stream_id);
+
+		if (s && s->state == HB_S_REFUSED && !s->reset_sent) {
+			nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->sid, NGHTTP2_NO_ERROR);
+			s->reset_sent = true;
+		}
+	}
 	/* nghttp2 ends a session that broke the protocol (or flooded us) with a GOAWAY carrying the error. */
 	if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
 		hb_count(c->w->e, HB_C_PROTOCOL_ERRORS, 1);

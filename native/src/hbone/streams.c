@@ -356,9 +356,8 @@ void hb_stream_answer(struct hb_stream *s, int status, int fd)
 		s->status = status;
 		s->cause = "refused";
 		s->code = (uint32_t)status;
+		/* session.c's on_frame_send follows it with RST_STREAM NO_ERROR. */
 		nghttp2_submit_response(c->h2, s->sid, nv, 1, NULL);
-		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->sid, NGHTTP2_NO_ERROR);
-		s->reset_sent = true;
 		drop_buffer(s);
 	}
 	hb_conn_queue(c);
