@@ -69,7 +69,7 @@ bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/lib/*.h) | deps
 	clang $(BPF_CFLAGS) -c $< -o $@
 
 native: $(ADDON)
-$(ADDON): native/binding.gyp $(wildcard native/src/*.c native/src/*.h) $(NODE_STAMP) | deps
+$(ADDON): native/binding.gyp $(wildcard native/src/*.c native/src/*.h native/src/hbone/*.c native/src/hbone/*.h) $(NODE_STAMP) | deps
 	cd native && $(NODE_GYP) rebuild --nodedir=$(NODE_DIR) --loglevel=warn
 
 dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $(shell find agent -name '*.ts')

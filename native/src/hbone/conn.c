@@ -364,6 +364,8 @@ void hb_conn_close(struct hb_conn *c, const char *cause, const char *fmt, ...)
 	if (c->state == HB_C_LIVE && c->ssl) {
 		/* Best effort: a GOAWAY and close_notify if the socket takes them now. */
 		hb_session_fill(c);
+		/* Dead before the flush: a write that fails in it must not close the connection again. */
+		c->state = HB_C_DEAD;
 		c->writable = true;
 		write_out(c);
 		SSL_shutdown(c->ssl);
