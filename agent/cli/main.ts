@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `ambit` command: dispatches to the node agent (`run`), the local lab (`lab`) and friends.
 
+import { CA_USAGE, caCommand } from './ca.js';
 import { labCommand, LAB_USAGE } from './lab.js';
 import { runCommand, RUN_USAGE } from './run.js';
 import { UsageError } from './usage.js';
@@ -12,6 +13,7 @@ const USAGE = `Usage: ambit <command> [options]
 Commands:
   run     run the node agent (from Kubernetes/Istio YAML files, the Kubernetes API, or istiod's xDS)
   lab     a local mesh on network namespaces: up, down, status, exec, logs
+  ca      the mesh's certificate authority (Istio's CA API, node-authorized), run centrally
   zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies,
           certificates, connections
   uninstall  remove every eBPF program, pin and rule Ambit left on this node
@@ -19,10 +21,11 @@ Commands:
 
 ${RUN_USAGE}
 ${LAB_USAGE}
+${CA_USAGE}
 ${ZC_USAGE}
 ${UNINSTALL_USAGE}`;
 
-const COMMAND_USAGE: Readonly<Record<string, string>> = { run: RUN_USAGE, lab: LAB_USAGE, zc: ZC_USAGE, uninstall: UNINSTALL_USAGE };
+const COMMAND_USAGE: Readonly<Record<string, string>> = { run: RUN_USAGE, lab: LAB_USAGE, ca: CA_USAGE, zc: ZC_USAGE, uninstall: UNINSTALL_USAGE };
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -37,6 +40,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return runCommand(rest);
     case 'lab':
       return labCommand(rest);
+    case 'ca':
+      return caCommand(rest);
     case 'uninstall':
       return uninstallCommand(rest);
     case 'zc':

@@ -40,7 +40,11 @@ Options:
   --cluster-id <id>            this cluster's id: metrics' *_cluster labels, istiod's clusterid
                                (default: $ISTIO_META_CLUSTER_ID or Kubernetes)
   --ca embedded|istiod         who signs workload certificates (default: istiod with --source xds,
-                               else embedded: the agent's own CA, see --ca-dir)
+                               else embedded: the agent's own CA, see --ca-dir); istiod is Istio's
+                               CA API, served by istiod or by \`ambit ca\` (what the DaemonSet uses)
+  --ca-address <host:port>     the CA for --ca istiod, e.g. ambit-ca.ambit-system.svc:15012
+                               (default: $CA_ADDRESS or --istiod-address); it is reached with
+                               --istiod-root-cert and --istiod-token
   --node <name>                this node's name (default: $NODE_NAME)
   --trust-domain <domain>      SPIFFE trust domain (default: cluster.local)
   --cluster-domain <domain>    Kubernetes cluster domain (default: cluster.local)
@@ -85,6 +89,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       'istiod-token': { type: 'string', default: DEFAULT_TOKEN_FILE },
       'cluster-id': { type: 'string' },
       ca: { type: 'string' },
+      'ca-address': { type: 'string' },
       node: { type: 'string' },
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'cluster-domain': { type: 'string', default: 'cluster.local' },
@@ -132,6 +137,8 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
   }
   const ca = parseChoice('--ca', values.ca ?? (sourceKind === 'xds' ? 'istiod' : 'embedded'), ['embedded', 'istiod']);
   if (ca === 'istiod' && values['ca-dir'] !== undefined) throw new UsageError('ambit run: --ca-dir is the embedded CA\'s; with --ca istiod, istiod signs');
+  const caAddress = values['ca-address'] ?? env['CA_ADDRESS'];
+  if (ca === 'embedded' && values['ca-address'] !== undefined) throw new UsageError('ambit run: --ca-address is for --ca istiod; the embedded CA runs inside the agent');
   const level = values['log-level'];
   if (!isLogLevel(level)) throw new UsageError(`ambit run: --log-level ${JSON.stringify(level)}: expected one of trace, debug, info, warn, error`);
   let capture: CaptureConfig;
@@ -169,7 +176,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
         stateDir: values['state-dir'],
         ...(values['ca-dir'] !== undefined ? { caDir: values['ca-dir'] } : {}),
         certTtlSeconds: Math.ceil(parseDuration('--cert-ttl', values['cert-ttl']) / 1000),
-        ...(ca === 'istiod' ? { istiodCa: istiod } : {}),
+        ...(ca === 'istiod' ? { istiodCa: { ...istiod, ...(caAddress !== undefined ? { address: caAddress } : {}) } } : {}),
       },
       drainMs: parseDuration('--drain-timeout', values['drain-timeout']),
       ...(tracing.tracing ? { tracing: tracing.tracing } : {}),

@@ -1,6 +1,7 @@
 // deploy/daemonset: the DaemonSet's command line is one `ambit run` accepts (checked with the agent's
-// own parser), the ClusterRole grants exactly what the Kubernetes source lists and watches, and every
-// manifest holds together (structure, references between objects, the kustomization).
+// own parser), the ClusterRole grants exactly what the Kubernetes source lists and watches, the CA
+// (`ambit ca`, ca.yaml) alone mounts the signing key and the agents reach it with a token for its
+// audience, and every manifest holds together (structure, references between objects, the kustomization).
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -9,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
+import { parseCaArgs } from '../../agent/cli/ca.js';
 import { parseRunArgs } from '../../agent/cli/run.js';
 import { WATCHED_RESOURCES } from '../../agent/sources/kubernetes/resources.js';
 
@@ -49,7 +51,13 @@ interface PodSpec {
   hostNetwork: boolean;
   priorityClassName: string;
   containers: Container[];
-  volumes: { name: string; hostPath?: { path: string }; secret?: { secretName: string } }[];
+  volumes: {
+    name: string;
+    hostPath?: { path: string };
+    secret?: { secretName: string };
+    configMap?: { name: string };
+    projected?: { sources: { serviceAccountToken?: { path: string; audience: string } }[] };
+  }[];
 }
 const daemonSet = find('DaemonSet', 'ambit') as Manifest & {
   spec: { selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: PodSpec } };
@@ -107,8 +115,7 @@ test('the DaemonSet: host network, capabilities rather than privileged, the moun
   assert.ok(agent.resources.requests['cpu'] && agent.resources.requests['memory']);
   assert.deepEqual(daemonSet.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'ambit' });
   for (const [k, v] of Object.entries(daemonSet.spec.selector.matchLabels)) assert.equal(daemonSet.spec.template.metadata.labels[k], v);
-  assert.equal(pod.serviceAccountName, find('ServiceAccount').metadata.name);
-  assert.equal(pod.volumes.find((v) => v.secret)?.secret?.secretName, 'cacerts');
+  assert.equal(pod.serviceAccountName, find('ServiceAccount', 'ambit').metadata.name);
 });
 
 test('the ClusterRole grants list and watch on exactly what the Kubernetes source reads, and nothing else', () => {
@@ -118,10 +125,70 @@ test('the ClusterRole grants list and watch on exactly what the Kubernetes sourc
     return r.apiGroups.flatMap((g) => r.resources.map((res) => `${g}/${res}`));
   });
   assert.deepEqual(granted.sort(), WATCHED_RESOURCES.map((r) => `${r.group}/${r.plural}`).sort());
-  const binding = find('ClusterRoleBinding') as Manifest & { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] };
+  const binding = find('ClusterRoleBinding', 'ambit-node-agent') as Manifest & { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] };
   assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
-  const sa = find('ServiceAccount');
+  const sa = find('ServiceAccount', 'ambit');
   assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+});
+
+const caDeployment = find('Deployment', 'ambit-ca') as Manifest & {
+  spec: { replicas: number; template: { metadata: { labels: Record<string, string> }; spec: PodSpec & { securityContext: { runAsNonRoot: boolean } } } };
+};
+const caPod = caDeployment.spec.template.spec;
+const caContainer = caPod.containers[0]!;
+
+test('the signing key is mounted by the CA Deployment alone: 2 replicas of `ambit ca`, as non-root', () => {
+  const secretsOf = (spec: PodSpec): string[] => spec.volumes.flatMap((v) => (v.secret ? [v.secret.secretName] : []));
+  assert.deepEqual(secretsOf(pod), [], 'the DaemonSet names no Secret: its node\'s kubelet could read all of it');
+  assert.deepEqual(secretsOf(caPod), ['cacerts']);
+  assert.equal(caDeployment.spec.replicas, 2);
+  assert.equal(caPod.securityContext.runAsNonRoot, true);
+  assert.notEqual(caPod.serviceAccountName, pod.serviceAccountName, 'the CA has its own ServiceAccount');
+  assert.equal(caPod.serviceAccountName, find('ServiceAccount', 'ambit-ca').metadata.name);
+  const env: Record<string, string> = { ...config.data, POD_NAMESPACE: daemonSet.metadata.namespace! };
+  assert.equal(caContainer.env?.find((e) => e.name === 'POD_NAMESPACE')?.valueFrom?.fieldRef?.fieldPath, 'metadata.namespace');
+  const args = caContainer.args.map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_m, name: string) => {
+    assert.ok(name in env, `$(${name}) in the CA's args is defined by its env or ConfigMap`);
+    return env[name]!;
+  }));
+  assert.equal(args[0], 'ca');
+  const parsed = parseCaArgs(args.slice(1), {});
+  assert.equal(caContainer.volumeMounts.find((m) => m.name === caPod.volumes.find((v) => v.secret)!.name)?.mountPath, parsed.caDir);
+  // Only the DaemonSet's ServiceAccount may ask on behalf of pods.
+  assert.deepEqual(parsed.trustedNodeAccounts, [{ namespace: daemonSet.metadata.namespace, name: pod.serviceAccountName }]);
+  assert.equal(parsed.trustDomain, config.data['TRUST_DOMAIN']);
+});
+
+test('the agents reach the CA: its Service, a name its certificate carries, its root, a token for its audience', () => {
+  const { config: parsed } = parseRunArgs(expandedArgs('node-7').slice(1), {});
+  const ca = parsed.identity.istiodCa;
+  assert.ok(ca, 'the agents get certificates from a CA server, not from a key of their own');
+  assert.equal(parsed.identity.caDir, undefined);
+  const [host, port] = ca.address!.split(':');
+  const service = find('Service', 'ambit-ca') as Manifest & { spec: { selector: Record<string, string>; ports: { port: number; targetPort: number }[] } };
+  assert.equal(`${service.metadata.name}.${service.metadata.namespace}.svc`, host);
+  assert.equal(service.spec.ports[0]!.port, Number(port));
+  for (const [k, v] of Object.entries(service.spec.selector)) assert.equal(caDeployment.spec.template.metadata.labels[k], v);
+  const caArgs = parseCaArgs(caContainer.args.slice(1).map((a) => a.replace('$(POD_NAMESPACE)', service.metadata.namespace!).replace(/\$\(([A-Z_]+)\)/g, (_m, n: string) => config.data[n]!)), {});
+  assert.ok(caArgs.servingNames.includes(host!), `the CA's certificate names ${host}`);
+  assert.equal(caArgs.port, service.spec.ports[0]!.targetPort);
+  // The files the agent's client reads are the ones the DaemonSet mounts.
+  const mountOf = (file: string): Container['volumeMounts'][number] | undefined => agent.volumeMounts.find((m) => file.startsWith(`${m.mountPath}/`));
+  const rootVolume = pod.volumes.find((v) => v.name === mountOf(ca.rootCertFile!)?.name);
+  assert.equal(rootVolume?.configMap?.name, 'ambit-ca-root-cert');
+  const tokenVolume = pod.volumes.find((v) => v.name === mountOf(ca.tokenFile!)?.name);
+  const projected = tokenVolume?.projected?.sources[0]?.serviceAccountToken;
+  assert.equal(projected?.audience, 'istio-ca');
+  assert.equal(`${mountOf(ca.tokenFile!)!.mountPath}/${projected?.path}`, ca.tokenFile);
+});
+
+test('the CA\'s ClusterRole: create TokenReviews, list and watch pods, nothing else', () => {
+  const role = find('ClusterRole', 'ambit-ca') as Manifest & { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] };
+  const granted = role.rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`))));
+  assert.deepEqual(granted.sort(), ['/pods:list', '/pods:watch', 'authentication.k8s.io/tokenreviews:create']);
+  const binding = find('ClusterRoleBinding', 'ambit-ca') as Manifest & { roleRef: { name: string }; subjects: { name: string; namespace: string }[] };
+  assert.equal(binding.roleRef.name, 'ambit-ca');
+  assert.deepEqual(binding.subjects.map((s) => `${s.namespace}/${s.name}`), [`${caDeployment.metadata.namespace}/${caPod.serviceAccountName}`]);
 });
 
 test('every manifest has a known apiVersion/kind, a name and the right scope; the kustomization lists every file', () => {
@@ -132,6 +199,8 @@ test('every manifest has a known apiVersion/kind, a name and the right scope; th
     ClusterRole: { apiVersion: 'rbac.authorization.k8s.io/v1', namespaced: false },
     ClusterRoleBinding: { apiVersion: 'rbac.authorization.k8s.io/v1', namespaced: false },
     DaemonSet: { apiVersion: 'apps/v1', namespaced: true },
+    Deployment: { apiVersion: 'apps/v1', namespaced: true },
+    Service: { apiVersion: 'v1', namespaced: true },
     CustomResourceDefinition: { apiVersion: 'apiextensions.k8s.io/v1', namespaced: false },
   };
   const namespace = find('Namespace').metadata.name;

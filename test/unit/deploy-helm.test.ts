@@ -113,10 +113,28 @@ test('source kubernetes: the args are deploy/daemonset\'s and `ambit run` accept
   };
   assert.deepEqual(args, daemonset.spec.template.spec.containers[0]!.args);
   const env = Object.fromEntries(configKeys().map((k) => [k, 'x']));
-  Object.assign(env, { NODE_NAME: 'node-7', AMBIT_LOG_LEVEL: String(values['logLevel']), CERT_TTL: '24h', DRAIN_TIMEOUT: '5s', POD_CGROUP: 'kubepods', CGROUP_ROOT: '/host/sys/fs/cgroup', TRUST_DOMAIN: 'cluster.local', CLUSTER_DOMAIN: 'cluster.local' });
+  Object.assign(env, { NODE_NAME: 'node-7', AMBIT_LOG_LEVEL: String(values['logLevel']), CERT_TTL: '24h', DRAIN_TIMEOUT: '5s', POD_CGROUP: 'kubepods', CGROUP_ROOT: '/host/sys/fs/cgroup', TRUST_DOMAIN: 'cluster.local', CLUSTER_DOMAIN: 'cluster.local', CA_ADDRESS: 'ambit-ca.ambit-system.svc:15012' });
   const { config } = parseRunArgs(expand(args, env).slice(1), {});
   assert.deepEqual(config.source, { kind: 'kubernetes' });
   assert.equal(config.node, 'node-7');
+  assert.equal(config.identity.istiodCa?.address, 'ambit-ca.ambit-system.svc:15012', 'certificates come from ambit ca');
+  assert.match(templates['configmap.yaml']!, /CA_ADDRESS: \{\{ printf "ambit-ca\.%s\.svc:15012" \.Release\.Namespace \| quote \}\}/);
+});
+
+test('source kubernetes: `ambit ca` is deploy/daemonset\'s, and only it mounts the CA Secret', () => {
+  const daemonset = templates['daemonset.yaml']!;
+  const ca = templates['ca.yaml']!;
+  assert.doesNotMatch(daemonset, /secret:|secretName|caSecret/, 'the DaemonSet names no Secret: its nodes\' kubelets could read it');
+  assert.match(ca, /secret:\n\s+secretName: \{\{ \.Values\.caSecret \}\}/);
+  assert.match(ca, /^\{\{- if eq \.Values\.source "kubernetes" \}\}$/m, 'made only with source kubernetes');
+  const argsOf = (text: string): string[] => {
+    const block = text.slice(text.indexOf('          args:\n') + '          args:\n'.length, text.indexOf('          env:\n'));
+    return block.split('\n').filter((l) => l.trim().startsWith('- ')).map((l) => l.trim().slice(2));
+  };
+  const kustomized = readFileSync(join(DAEMONSET_DIR, 'ca.yaml'), 'utf8');
+  assert.deepEqual(argsOf(ca), argsOf(kustomized));
+  assert.equal(argsOf(ca)[0], 'ca');
+  assert.ok((values['ca'] as Record<string, unknown>)['replicas'] === 2);
 });
 
 test('source xds (and an OTLP endpoint, and SOCKS5): istiod\'s address and cluster id, istiod\'s CA, and `ambit run` accepts them', () => {
@@ -135,6 +153,7 @@ test('source xds (and an OTLP endpoint, and SOCKS5): istiod\'s address and clust
     ISTIO_META_CLUSTER_ID: 'east',
     OTLP_METRICS_ENDPOINT: 'http://collector:4318/v1/metrics',
     OTLP_METRICS_INTERVAL: '30s',
+    CA_ADDRESS: 'not used with source xds',
   };
   for (const key of configKeys()) assert.ok(key in env, `the test fills in ConfigMap key ${key}`);
   const podEnv = { INSTANCE_IP: '10.0.0.7', POD_NAME: 'ambit-abcde', POD_NAMESPACE: 'ambit-system' };
