@@ -301,9 +301,17 @@ void hb_stream_free(struct hb_stream *s)
 void hb_streams_announce(struct hb_conn *c)
 {
 	struct hb_engine *e = c->w->e;
-	struct hb_stream *s = c->announce;
+	struct hb_stream *s = NULL, *rev = c->announce;
 
 	c->announce = NULL;
+	/* The list was built newest first: first come, first admitted. */
+	while (rev) {
+		struct hb_stream *next = rev->next_announce;
+
+		rev->next_announce = s;
+		s = rev;
+		rev = next;
+	}
 	for (struct hb_stream *next; s; s = next) {
 		struct hb_event *ev;
 
