@@ -14,6 +14,7 @@ import { IstioCaClient, type IstioCaClientOptions } from './identity/istio-ca-cl
 import { DEFAULT_ISTIOD_ADDRESS } from './identity/istiod-channel.js';
 import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
+import { installReplySteering } from './redirect/reply-steering.js';
 import { kubepodsResolver, podCgroupFromTemplate } from './redirect/pod-cgroups.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
 import { type SourceChoice, createMeshSource, describeSource } from './sources/source.js';
@@ -202,6 +203,9 @@ export class NodeAgent {
     const started = await EbpfCapture.start({ scope: capture.scope, node: config.node, nodeIp, uplinks, podCgroup, log });
     if (!started.ok) throw new Error(`eBPF capture: ${started.error.message}`);
     const ebpf = started.value;
+    // Upstreams leave from pods' addresses; replies tc cannot see come back through conntrack.
+    const replies = await installReplySteering(log);
+    if (!replies.ok) throw new Error(replies.error.message);
     this.metrics.registerRedirectDecisions(() => ebpf.counters());
 
     const certificates = await this.#startIdentity(snapshot);

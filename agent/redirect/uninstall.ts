@@ -1,13 +1,14 @@
 // `ambit uninstall`: removes what eBPF capture left on a node — pinned links (removing a pin detaches
-// its program from the cgroup or device), pinned maps, the steering rule and route, and the nft table
-// of dnat-capture.ts — so that the node is as it was before Ambit. Pods are released at once: their
-// connections no longer redirect.
+// its program from the cgroup or device), pinned maps, the steering rule and route, and the nft tables
+// of dnat-capture.ts and reply-steering.ts — so that the node is as it was before Ambit. Pods are
+// released at once: their connections no longer redirect.
 
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireTool, runCommand } from '../system/commands.js';
 import { PIN_PARENT, STEER_ROUTING, formatMark } from './bpf-binding.js';
 import { DNAT_CAPTURE_TABLE, removeDnatCapture } from './dnat-capture.js';
+import { REPLY_STEERING_TABLE, removeReplySteering } from './reply-steering.js';
 
 /** Removes one agent's capture (`scope`) or every agent's; returns what it removed, for the operator. */
 export async function uninstallCapture(scope: string | undefined): Promise<string[]> {
@@ -31,6 +32,7 @@ export async function uninstallCapture(scope: string | undefined): Promise<strin
     if (i === 0) removed.push(`ip rule fwmark ${formatMark(mark)} lookup ${table}`);
   }
   if (await removeDnatCapture()) removed.push(`nft table ip ${DNAT_CAPTURE_TABLE}`);
+  if (await removeReplySteering()) removed.push(`nft table ip ${REPLY_STEERING_TABLE}`);
   const routes = await runCommand(ip, ['route', 'show', 'table', String(table)]).catch(() => '');
   if (routes.trim() !== '') {
     await runCommand(ip, ['route', 'flush', 'table', String(table)]);

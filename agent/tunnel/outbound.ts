@@ -4,7 +4,9 @@
 // here, resolves the destination, and sends the bytes one of three ways: to an enrolled pod on another
 // node through an HBONE tunnel (mTLS, the source pod's identity); to an enrolled pod on this node
 // directly, with the destination side's admission and telemetry applied here (no tunnel to ourselves);
-// anywhere else as plain TCP (ztunnel's passthrough, connection_security_policy "unknown").
+// anywhere else as plain TCP (ztunnel's passthrough, connection_security_policy "unknown"). Every
+// upstream leaves from the source pod's own address, never the node's, so a pod gains no network
+// identity of the node's (cloud metadata, node-IP allowlists, egress NetworkPolicy) through the agent.
 
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -38,8 +40,10 @@ export interface OutboundOptions {
   /** Where a captured connection was going; undefined when the kernel does not know. */
   readonly originalDestination: (socket: Socket) => Address | undefined;
   /**
-   * Connects to a pod of this node as the client itself (a transparent socket), since traffic the
-   * agent sends to a local pod never passes the inbound steering that a remote agent would apply.
+   * Connects from the client pod's own address (a transparent socket): to a pod of this node, since
+   * traffic the agent sends to a local pod never passes the inbound steering that a remote agent would
+   * apply; and to anything outside the mesh, so the far end sees the pod, not the node. Replies come
+   * back to the agent through tc's exact-tuple lookup (bpf/inbound_tc.bpf.c).
    */
   readonly connectAsClient: (sourceIp: string, destination: Address) => Promise<Socket | string>;
   /** L7: takes connections to ports that speak HTTP, and picks tcp[] routes for TCP ports. */
@@ -135,7 +139,7 @@ export class OutboundProxy {
 
   /** One upstream connection for the L7 proxy, carried the way #handle would carry a connection to that pod. */
   async #openUpstream(c: Captured, { workload, address, service }: Parameters<OpenUpstream>[0]): Promise<Duplex | string> {
-    if (!workload?.enrollment.enrolled) return connectPlain(address);
+    if (!workload?.enrollment.enrolled) return this.options.connectAsClient(c.sourceIp, address);
     if (workload.node !== this.options.node) {
       const tunnel = await this.options.hbone.open({
         source: { identity: c.source.identity, ip: c.sourceIp },
@@ -213,7 +217,7 @@ export class OutboundProxy {
     return Promise.resolve(http.open(tunnel));
   }
 
-  /** Out of the mesh (or to a pod that is not enrolled): plain TCP. */
+  /** Out of the mesh (or to a pod that is not enrolled): plain TCP, from the pod's own address. */
   async #passthrough(c: Captured, target: Exclude<OutboundTarget, { kind: 'refused' }>): Promise<void> {
     const description: ConnectionDescription = {
       direction: 'outbound',
@@ -224,7 +228,7 @@ export class OutboundProxy {
       },
       securityPolicy: 'unknown',
     };
-    const upstream = await connectPlain(target.address);
+    const upstream = await this.options.connectAsClient(c.sourceIp, target.address);
     if (typeof upstream === 'string') return this.#failed(c.socket, [description], 'CONNECT', upstream);
     await this.#relay(c, upstream, [description], 'passthrough');
   }
