@@ -3,9 +3,12 @@
 // listeners, and the admin, readiness and metrics servers. `ambit run` builds one from its flags;
 // tests build one in-process.
 
+import { mkdir } from 'node:fs/promises';
 import { type Server, Socket, createServer } from 'node:net';
+import { join } from 'node:path';
 import { AdminServer } from './admin/admin-server.js';
 import { MetricsServer } from './admin/metrics-server.js';
+import { POD_READINESS_SOCKET, PodReadinessServer } from './admin/pod-readiness.js';
 import { ReadinessServer } from './admin/readiness.js';
 import { WorkloadCertificateManager } from './identity/certificate-manager.js';
 import type { CaClient } from './identity/ca-client.js';
@@ -15,7 +18,7 @@ import { DEFAULT_ISTIOD_ADDRESS } from './identity/istiod-channel.js';
 import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
 import { installReplySteering } from './redirect/reply-steering.js';
-import { kubepodsResolver, podCgroupFromTemplate } from './redirect/pod-cgroups.js';
+import { type PodCgroupResolver, kubepodsResolver, podCgroupFromTemplate } from './redirect/pod-cgroups.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
 import { type SourceChoice, createMeshSource, describeSource } from './sources/source.js';
 import type { MeshSnapshot, Workload } from './state/model.js';
@@ -34,7 +37,8 @@ import { InboundHbone } from './tunnel/inbound-hbone.js';
 import { InboundPlaintextProxy } from './tunnel/inbound-plaintext.js';
 import { LiveConnections } from './tunnel/live-connections.js';
 import { OutboundProxy } from './tunnel/outbound.js';
-import { PodSocksListeners } from './tunnel/socks5/pod-listeners.js';
+import { PodSocksListeners, SOCKS5_PORT } from './tunnel/socks5/pod-listeners.js';
+import { NodeAddresses } from './system/node-addresses.js';
 import { OutboundHttpProxy } from './l7/proxy/outbound-http.js';
 import { endpointProbe } from './l7/proxy/health-probe.js';
 import { probeDialer } from './tunnel/probe-dialer.js';
@@ -248,7 +252,7 @@ export class NodeAgent {
     await this.#listenNet('outbound', outbound.server, { host: nodeIp, port: OUTBOUND_PORT });
     await this.#listenNet('inbound', inbound.server, { fd: this.#transparentFd('inbound', INBOUND_PORT) });
     await this.#listenNet('hbone', hboneListener, { fd: this.#transparentFd('HBONE', HBONE_PORT) });
-    const socks = capture.socks5 ? new PodSocksListeners({ node, store, podCgroup, handoff: (socket, source, dst) => outbound.handleFrom(socket, source, dst), log }) : undefined;
+    const socks = capture.socks5 ? await this.#startSocks(podCgroup, outbound) : undefined;
     this.#dataPath = { listeners: [outbound.server, inbound.server, hboneListener], ...(socks ? { socks } : {}), hbone, live };
 
     await ebpf.reconcile(snapshot);
@@ -257,6 +261,34 @@ export class NodeAgent {
       await socks.reconcile(snapshot);
       store.subscribe((next) => void socks.reconcile(next));
     }
+  }
+
+  /**
+   * The pods' SOCKS5 listeners, refusing what only the node may reach (its addresses, followed as they
+   * change, and the agent's ports), and the per-pod readiness socket the lab's kubelet asks before it
+   * starts a pod's containers.
+   */
+  async #startSocks(podCgroup: PodCgroupResolver, outbound: OutboundProxy): Promise<PodSocksListeners> {
+    const { config, log, store } = this;
+    const addresses = new NodeAddresses(log);
+    this.#closers.push(addresses);
+    const agentPorts = new Set([OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT, SOCKS5_PORT, config.admin.port, config.readiness.port, config.metrics.port]);
+    const socks = new PodSocksListeners({
+      node: config.node,
+      store,
+      podCgroup,
+      handoff: (socket, source, dst) => outbound.handleFrom(socket, source, dst),
+      destinations: { nodeAddresses: () => addresses.block, agentPorts },
+      log,
+    });
+    const readiness = new PodReadinessServer((key) => socks.state(key));
+    await mkdir(config.identity.stateDir, { recursive: true });
+    const path = join(config.identity.stateDir, POD_READINESS_SOCKET);
+    await readiness.listen(path).catch((err: Error) => {
+      throw new Error(`cannot open the per-pod readiness socket ${path}: ${err.message}; is --state-dir writable?`);
+    });
+    this.#closers.push(readiness);
+    return socks;
   }
 
   /**

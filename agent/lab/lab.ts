@@ -166,7 +166,9 @@ function startSupervisor(layout: LabLayout): number {
 async function waitUntilReady(layout: LabLayout, plan: LabPlan, settings: LabSettings, supervisorPid: number, timeoutMs: number, out: (line: string) => void): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const apiServers = settings.source === 'kubernetes' ? 1 : 0;
-  const total = apiServers + plan.nodes.length + plan.pods.reduce((n, p) => n + p.containers.length, 0);
+  // With SOCKS5 each pod also has its sandbox process (supervisor.ts), which its containers wait behind.
+  const sandboxes = settings.socks5 ? plan.pods.length : 0;
+  const total = apiServers + plan.nodes.length + sandboxes + plan.pods.reduce((n, p) => n + p.containers.length, 0);
   for (;;) {
     const status = readStatus(layout);
     const processes = status?.processes ?? [];

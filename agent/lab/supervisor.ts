@@ -5,6 +5,7 @@
 
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { POD_READINESS_SOCKET } from '../admin/pod-readiness.js';
 import { LocalFileSource } from '../sources/local-files.js';
 import { WorkloadStore } from '../state/store.js';
 import { createLogger } from '../telemetry/log.js';
@@ -12,6 +13,7 @@ import { Kubelet, enterNodeNetns, enterPodNetns, inCgroupAndNetns, probeFromNode
 import { API_SERVER_ID } from './control-plane.js';
 import { LAB_API_SERVER, type LabLayout } from './layout.js';
 import { LabNetwork } from './network.js';
+import { podSandboxReady } from './pod-sandbox.js';
 import type { LabPlan } from './plan.js';
 
 export type LabSource = 'local' | 'kubernetes';
@@ -118,7 +120,22 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
 
   // As Istio's CNI plugin holds a pod's sandbox until the node's ztunnel is ready, a node's containers
   // start only once its agent is: else their first connections would leave before capture is in place.
-  const startPod = (pod: LabPlan['pods'][number], node: LabPlan['nodes'][number]): void => {
+  // With SOCKS5, each pod's sandbox process starts first (a kubelet's pause container), and its
+  // containers wait until the agent has opened the listener in it (podSandboxReady).
+  const startPod = async (pod: LabPlan['pods'][number], node: LabPlan['nodes'][number]): Promise<void> => {
+    if (options.socks5) {
+      kubelet.run({
+        id: `sandbox/${pod.key}`,
+        command: 'sandbox (sleep infinity)',
+        argv: inCgroupAndNetns(pod.cgroup, enterPodNetns(pod.netns), ['sleep', 'infinity']),
+        cwd: '/',
+        env: {},
+        cgroup: pod.cgroup,
+        log: layout.containerLog(pod.namespace, pod.name, '.sandbox'),
+        probePeriodMs: 10_000,
+      });
+      await podSandboxReady(join(layout.stateDir, 'agents', node.name, POD_READINESS_SOCKET), pod.key, log, stopping);
+    }
     for (const container of pod.containers) {
       const probe = container.readinessProbe;
       kubelet.run({
@@ -134,10 +151,11 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
       });
     }
   };
+  const stopping = new AbortController();
   for (const node of plan.nodes) {
     void kubelet.firstReady(`node/${node.name}`).then(() => {
       log.info({ node: node.name }, `agent of node ${node.name} is ready; starting its pods' containers`);
-      for (const pod of plan.pods) if (pod.node === node.name) startPod(pod, node);
+      for (const pod of plan.pods) if (pod.node === node.name) void startPod(pod, node);
     });
   }
 
@@ -145,6 +163,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, 'stopping every container and agent');
+      stopping.abort();
       source.close();
       void kubelet.stopAll(5_000).then(() => resolve());
     };

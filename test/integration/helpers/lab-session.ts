@@ -31,12 +31,12 @@ export class LabSession {
     readonly dir?: string,
   ) {}
 
-  /** Writes the mesh YAML and brings the lab up, waiting at most `timeoutSeconds` for it to be ready. */
-  async up(yaml: string, timeoutSeconds: number): Promise<void> {
+  /** Writes the mesh YAML and brings the lab up (with `flags` of `lab up`), waiting at most `timeoutSeconds` for it to be ready. */
+  async up(yaml: string, timeoutSeconds: number, flags: readonly string[] = []): Promise<void> {
     requireRoot();
     requireBuiltAmbit();
     writeFileSync(this.yamlPath, yaml);
-    const up = await ambit(['lab', 'up', '--lab', this.lab, '--timeout', String(timeoutSeconds), this.yamlPath], (timeoutSeconds + 60) * 1000);
+    const up = await ambit(['lab', 'up', '--lab', this.lab, '--timeout', String(timeoutSeconds), ...flags, this.yamlPath], (timeoutSeconds + 60) * 1000);
     assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
   }
 
