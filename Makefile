@@ -15,10 +15,10 @@ NODE_STAMP := .stamp-node-$(NODE_VERSION)
 # ip, nft and bpftool live in sbin, which a non-login root shell may not have on its PATH.
 export PATH := $(NODE_DIR)/bin:$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-APT_PACKAGES := clang llvm libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump
+APT_PACKAGES := clang llvm libclang-rt-14-dev libssl-dev libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump
 AMBIT := node dist/agent/cli/main.js
 
-.PHONY: setup deps build bpf native test test-unit demo demo-down bench clean typecheck node-runtime
+.PHONY: setup deps build bpf native native-asan fuzz test test-unit demo demo-down bench clean typecheck node-runtime
 
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
 BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o
@@ -71,6 +71,28 @@ bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/lib/*.h) | deps
 native: $(ADDON)
 $(ADDON): native/binding.gyp $(wildcard native/src/*.c native/src/*.h native/src/hbone/*.c native/src/hbone/*.h) $(NODE_STAMP) | deps
 	cd native && $(NODE_GYP) rebuild --nodedir=$(NODE_DIR) --loglevel=warn
+
+## native-asan: the HBONE engine with AddressSanitizer and UBSan (native/build/Debug), and its tests under it
+# node is not instrumented: gcc's ASan runtime must be preloaded, and leak checking stays off (node's own
+# allocations at exit are not ours). A sanitizer report aborts the process, which fails the test file.
+native-asan: deps
+	cd native && $(NODE_GYP) configure --debug --nodedir=$(NODE_DIR) --loglevel=warn && $(NODE_GYP) build --debug --loglevel=warn
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  AMBIT_HBONE_ADDON=$(CURDIR)/native/build/Debug/ambit_hbone.node \
+	  node --import tsx --test --test-reporter=spec --test-concurrency=1 test/integration/hbone-engine-*.test.ts
+
+## fuzz: libFuzzer over the HBONE engine's HTTP/2 glue (TLS bypassed) for FUZZ_SECONDS, from test/fuzz/hbone
+# A standalone program: no node in it, so it links Debian's libssl and libnghttp2 (clang, libclang-rt).
+FUZZ_SECONDS ?= 60
+HBONE_FUZZER := native/build/fuzz/hbone-fuzz
+HBONE_FUZZ_SOURCES := $(filter-out %/binding.c %/calls.c,$(wildcard native/src/hbone/*.c))
+$(HBONE_FUZZER): $(HBONE_FUZZ_SOURCES) $(wildcard native/src/hbone/*.h) | deps
+	@mkdir -p $(dir $@)
+	clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Wall -Wextra -Werror \
+	  -Wno-missing-field-initializers $(HBONE_FUZZ_SOURCES) -lnghttp2 -lssl -lcrypto -o $@
+fuzz: $(HBONE_FUZZER)
+	@mkdir -p native/build/fuzz/corpus && cp -n test/fuzz/hbone/* native/build/fuzz/corpus/
+	$(HBONE_FUZZER) -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=native/build/fuzz/ native/build/fuzz/corpus
 
 dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $(shell find agent -name '*.ts')
 	npx tsc -p tsconfig.build.json

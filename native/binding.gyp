@@ -2,7 +2,8 @@
 # ambit_hbone.node, the HBONE engine (TLS and HTTP/2 in data threads). ambit_hbone links no library:
 # OpenSSL and nghttp2 are the node binary's own (compiled against node's OpenSSL headers, found through
 # --nodedir, and Debian's libnghttp2-dev headers), bound at load (-z now) so that a node without them
-# fails to load the addon with the missing symbol's name instead of failing at its first call.
+# fails to load the addon with the missing symbol's name instead of failing at its first call. Its Debug
+# build (make native-asan) carries AddressSanitizer and UBSan.
 {
   "targets": [
     {
@@ -38,9 +39,15 @@
         "src/hbone/streams.c",
         "src/hbone/worker.c"
       ],
-      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers", "-pthread", "<!@(echo $AMBIT_HBONE_CFLAGS)"],
-      "ldflags": ["-Wl,-z,now", "-pthread", "<!@(echo $AMBIT_HBONE_LDFLAGS)"],
-      "defines": ["NAPI_VERSION=8", "OPENSSL_API_COMPAT=30000", "OPENSSL_NO_DEPRECATED"]
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers", "-pthread"],
+      "ldflags": ["-Wl,-z,now", "-pthread"],
+      "defines": ["NAPI_VERSION=8", "OPENSSL_API_COMPAT=30000", "OPENSSL_NO_DEPRECATED"],
+      "configurations": {
+        "Debug": {
+          "cflags": ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }
+      }
     }
   ]
 }
