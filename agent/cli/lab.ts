@@ -27,12 +27,13 @@ Commands:
         [--source local|kubernetes]  what the agents read: the YAML files (default), or a
                                  kube-apiserver the lab runs, serving the YAML over the real
                                  list/watch API and following its edits (agents run with
-                                 --source kubernetes --kubeconfig)
+                                 --source kubernetes --kubeconfig) and \`ambit ca\` beside it,
+                                 from which the agents get their certificates (as in a cluster)
   down [--all]                   remove everything the lab made (idempotent; --all: every lab)
   status                         nodes, pods, containers, readiness and restarts
   exec <namespace>/<pod> -- <command…>   run a command in a pod (as kubectl exec)
   exec node/<name> -- <command…>         run a command in a node's network namespace
-  logs [<namespace>/<pod> [-c <container>] | node/<name> | kube-apiserver] [-f]
+  logs [<namespace>/<pod> [-c <container>] | node/<name> | kube-apiserver | ambit-ca] [-f]
                                  container or agent logs (no target: the supervisor and agents)
 
 --lab <name> (or $AMBIT_LAB) picks one of several labs; the default is "${DEFAULT_LAB}".
@@ -133,7 +134,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         // Internal: run by the supervisor in the fabric namespace of a `lab up --source kubernetes`.
         const state = readLabState(layout);
         if (!state) throw new LabError(`lab "${layout.name}" has no state file; start labs with \`ambit lab up\``);
-        await serveLabApiServer(layout, state.plan.configPaths, createLogger('info', { lab: layout.name, component: 'kube-apiserver' }));
+        await serveLabApiServer(layout, state.plan.configPaths, state.plan.nodes, createLogger('info', { lab: layout.name, component: 'kube-apiserver' }));
         return 0;
       }
       default:

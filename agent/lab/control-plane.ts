@@ -14,7 +14,9 @@ import { watchPaths } from '../sources/watch-paths.js';
 import { requireTool, runCommand } from '../system/commands.js';
 import type { Logger } from '../telemetry/log.js';
 import { FakeApiServer, type KubeObject, servesKind } from './kube-apiserver.js';
+import { agentObjects, tokenKey } from './lab-ca.js';
 import { LAB_API_SERVER, type LabLayout } from './layout.js';
+import type { LabNodePlan } from './plan.js';
 
 const CERT = 'apiserver.crt';
 const KEY = 'apiserver.key';
@@ -64,10 +66,12 @@ current-context: ambit-lab-${layout.name}
 /** The supervisor's name for the API server process, in status.json, `lab status` and `lab logs`. */
 export const API_SERVER_ID = 'control-plane/kube-apiserver';
 
-export async function serveLabApiServer(layout: LabLayout, paths: readonly string[], log: Logger): Promise<void> {
+export async function serveLabApiServer(layout: LabLayout, paths: readonly string[], nodes: readonly LabNodePlan[], log: Logger): Promise<void> {
   const dir = layout.apiServerDir;
   const [key, cert, token] = await Promise.all([KEY, CERT, TOKEN].map((f) => readFile(join(dir, f), 'utf8')));
-  const server = new FakeApiServer({ host: LAB_API_SERVER.ip, port: LAB_API_SERVER.port, token: token!, tls: { key: key!, cert: cert! } });
+  // It reviews the agents' tokens for `ambit ca` (lab-ca.ts), whose pods it holds beside the YAML's objects.
+  const server = new FakeApiServer({ host: LAB_API_SERVER.ip, port: LAB_API_SERVER.port, token: token!, tls: { key: key!, cert: cert! }, tokenReviewKey: await tokenKey(layout) });
+  for (const object of agentObjects(layout, nodes)) server.apply(object);
   const sync = new YamlSync(server, paths, log);
   await sync.reload();
   await server.start();

@@ -18,6 +18,7 @@ import { DEFAULT_LAB, LAB_API_SERVER, LAB_RUN_DIR, LabLayout, labCgroupParent } 
 import { LabNetwork, readHostAddresses } from './network.js';
 import { type LabPlan, planLab } from './plan.js';
 import { API_SERVER_ID, prepareApiServer } from './control-plane.js';
+import { CA_ID, LAB_CA, writeAgentTokens } from './lab-ca.js';
 import { type LabSource, ambitCommand } from './supervisor.js';
 
 export interface LabSettings {
@@ -131,7 +132,9 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
     if (settings.source === 'kubernetes') {
       await network.wireApiServer(plan);
       await prepareApiServer(layout);
+      await writeAgentTokens(layout, plan.nodes);
       await createCgroup(layout.apiServerCgroup);
+      await createCgroup(layout.caCgroup);
     }
     await createCgroup(layout.supervisorCgroup);
     for (const node of plan.nodes) await createCgroup(node.cgroup);
@@ -165,7 +168,8 @@ function startSupervisor(layout: LabLayout): number {
  */
 async function waitUntilReady(layout: LabLayout, plan: LabPlan, settings: LabSettings, supervisorPid: number, timeoutMs: number, out: (line: string) => void): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const apiServers = settings.source === 'kubernetes' ? 1 : 0;
+  // With --source kubernetes: the kube-apiserver and `ambit ca`.
+  const apiServers = settings.source === 'kubernetes' ? 2 : 0;
   // With SOCKS5 each pod also has its sandbox process (supervisor.ts), which its containers wait behind.
   const sandboxes = settings.socks5 ? plan.pods.length : 0;
   const total = apiServers + plan.nodes.length + sandboxes + plan.pods.reduce((n, p) => n + p.containers.length, 0);
@@ -248,6 +252,8 @@ export function labStatus(layout: LabLayout, out: (line: string) => void): void 
   if (kubernetes) {
     const p = byId.get(API_SERVER_ID);
     rows.push([API_SERVER_ID, '-', LAB_API_SERVER.ip, p?.state ?? 'unknown', p?.ready ? 'yes' : 'no', String(p?.restarts ?? 0)]);
+    const ca = byId.get(CA_ID);
+    rows.push([CA_ID, '-', `${LAB_CA.ip}:${LAB_CA.port}`, ca?.state ?? 'unknown', ca?.ready ? 'yes' : 'no', String(ca?.restarts ?? 0)]);
   }
   for (const node of state.plan.nodes) {
     const p = byId.get(`node/${node.name}`);
@@ -285,7 +291,12 @@ export async function labExec(layout: LabLayout, target: string, argv: readonly 
 export function labLogFiles(layout: LabLayout, target: string | undefined, container: string | undefined): string[] {
   const state = requireState(layout);
   const apiServer = state.settings.source === 'kubernetes' ? [layout.apiServerLog] : [];
-  if (target === undefined) return [layout.supervisorLog, ...apiServer, ...state.plan.nodes.map((n) => n.log)];
+  const ca = state.settings.source === 'kubernetes' ? [layout.caLog] : [];
+  if (target === undefined) return [layout.supervisorLog, ...apiServer, ...ca, ...state.plan.nodes.map((n) => n.log)];
+  if (target === CA_ID || target === 'ambit-ca') {
+    if (ca.length === 0) throw new LabError(`lab "${layout.name}" runs no ambit ca (its agents sign with the lab's CA themselves): start it with \`ambit lab up --source kubernetes\``);
+    return ca;
+  }
   if (target === API_SERVER_ID || target === 'kube-apiserver') {
     if (apiServer.length === 0) throw new LabError(`lab "${layout.name}" has no kube-apiserver: start it with \`ambit lab up --source kubernetes\``);
     return apiServer;

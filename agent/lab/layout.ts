@@ -48,6 +48,13 @@ export class LabLayout {
   get apiServerLog(): string {
     return join(this.logDir, 'kube-apiserver.log');
   }
+  /** `lab up --source kubernetes`: the lab's `ambit ca` (agent/lab/lab-ca.ts). */
+  get caLog(): string {
+    return join(this.logDir, 'ambit-ca.log');
+  }
+  get caCgroup(): string {
+    return join(this.cgroupDir, 'ambit-ca');
+  }
   get apiServerDir(): string {
     return join(this.stateDir, 'kube-apiserver');
   }

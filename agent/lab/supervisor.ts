@@ -11,6 +11,7 @@ import { WorkloadStore } from '../state/store.js';
 import { createLogger } from '../telemetry/log.js';
 import { Kubelet, enterNodeNetns, enterPodNetns, inCgroupAndNetns, probeFromNode } from './kubelet.js';
 import { API_SERVER_ID } from './control-plane.js';
+import { CA_ID, LAB_CA, TOKEN_RENEW_MS, agentCaArgs, caArgs, writeAgentTokens } from './lab-ca.js';
 import { LAB_API_SERVER, type LabLayout } from './layout.js';
 import { LabNetwork } from './network.js';
 import { podSandboxReady } from './pod-sandbox.js';
@@ -70,7 +71,28 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
   }
   // The agents' source: the YAML itself, or (as in a cluster) the API server, once it answers.
   const sourceArgs = kubernetes ? ['--source', 'kubernetes', '--kubeconfig', layout.kubeconfig] : plan.configPaths.flatMap((p) => ['--config', p]);
-  if (kubernetes) await kubelet.firstReady(API_SERVER_ID);
+  let renewTokens: NodeJS.Timeout | undefined;
+  if (kubernetes) {
+    await kubelet.firstReady(API_SERVER_ID);
+    // As in a cluster, the CA runs apart from the agents and alone reads the signing key; they ask it
+    // with tokens bound to their pods, which the kubelet (here: the supervisor) renews.
+    kubelet.run({
+      id: CA_ID,
+      command: 'ambit ca',
+      argv: inCgroupAndNetns(layout.caCgroup, enterNodeNetns(layout.fabricNetns), [...ambitCommand(), ...caArgs(layout, options.caDir!, options.trustDomain, options.logLevel)]),
+      cwd: '/',
+      env: process.env,
+      cgroup: layout.caCgroup,
+      log: layout.caLog,
+      probe: probeFromNode(layout.fabricNetns, LAB_CA.ip, { kind: 'tcpSocket', port: LAB_CA.port, resolvedPort: LAB_CA.port, periodSeconds: 1, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1 }),
+      probePeriodMs: 1_000,
+    });
+    renewTokens = setInterval(() => {
+      writeAgentTokens(layout, plan.nodes).catch((err: Error) => log.error({ err }, `renewing the agents' ServiceAccount tokens failed: ${err.message}`));
+    }, TOKEN_RENEW_MS);
+    renewTokens.unref();
+    await kubelet.firstReady(CA_ID);
+  }
 
   for (const node of plan.nodes) {
     kubelet.run({
@@ -93,7 +115,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         layout.bpfScope(node.name),
         '--state-dir',
         join(layout.stateDir, 'agents', node.name),
-        ...(options.caDir ? ['--ca-dir', options.caDir] : []),
+        ...(kubernetes ? agentCaArgs(layout, node.name, options.caDir!) : options.caDir ? ['--ca-dir', options.caDir] : []),
         ...(options.certTtl ? ['--cert-ttl', options.certTtl] : []),
         ...(options.socks5 ? ['--socks5'] : []),
         ...sourceArgs,
@@ -165,6 +187,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
       log.info({ signal }, 'stopping every container and agent');
       stopping.abort();
       source.close();
+      clearInterval(renewTokens);
       void kubelet.stopAll(5_000).then(() => resolve());
     };
     process.once('SIGTERM', () => stop('SIGTERM'));

@@ -1,7 +1,8 @@
 // The bookinfo lab in Kubernetes mode (`ambit lab up --source kubernetes`): the agents learn the mesh
 // only from the lab's kube-apiserver (list/watch over HTTPS with a token), and behave as in local mode:
 // the same workloads and Services, pod-to-Service traffic through HBONE with both agents' records, and
-// an AuthorizationPolicy added to the YAML reaches the agents through the API server's watch.
+// an AuthorizationPolicy added to the YAML reaches the agents through the API server's watch. Their
+// certificates come from the lab's `ambit ca`, as in a cluster: never from a CA key of their own.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -60,7 +61,10 @@ test('the agents read the lab\'s kube-apiserver, not the files, and know what lo
   const expectedWorkloads = [...local.workloads.values()].map((w) => `${w.namespace} ${w.name} ${w.ips.join(',')} ${w.node}`).sort();
   const zcWorkloads = await session.exec('node/node-a', [process.execPath, AMBIT_MAIN, 'zc', 'workloads']);
   assert.equal(zcWorkloads.code, 0, zcWorkloads.stderr);
-  const seenWorkloads = zcWorkloads.stdout.trim().split('\n').slice(1).map((row) => row.split(/\s+/).slice(0, 4).join(' ')).sort();
+  const rows = zcWorkloads.stdout.trim().split('\n').slice(1).map((row) => row.split(/\s+/).slice(0, 4).join(' '));
+  // The agents' own pods (ambit-system, hostNetwork, never enrolled) are in the API server, as in a cluster.
+  assert.deepEqual(rows.filter((row) => row.startsWith('ambit-system ')).map((row) => row.split(' ')[1]).sort(), ['ambit-node-a', 'ambit-node-b']);
+  const seenWorkloads = rows.filter((row) => !row.startsWith('ambit-system ')).sort();
   assert.deepEqual(seenWorkloads, expectedWorkloads);
   const zcServices = await session.exec('node/node-b', [process.execPath, AMBIT_MAIN, 'zc', 'services']);
   const expectedServices = [...local.services.values()].map((s) => `${s.namespace} ${s.name} ${s.vips.join(',')}`).sort();
@@ -87,6 +91,24 @@ test('pod to Service across nodes crosses the HBONE tunnel, recorded by both age
   assert.match(metrics.stdout, /^istio_(requests|tcp_connections_opened)_total\{reporter="source",source_workload="client",.*destination_principal="spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/bookinfo-details",.*connection_security_policy="mutual_tls"\} [1-9]/m);
   // The whole application too: productpage (node-a) calls details and reviews (node-b).
   assert.equal((await curlFrom('bookinfo/client', 'http://productpage:9080/productpage')).stdout, '200');
+});
+
+test('the agents get their pods\' certificates from the lab\'s ambit ca, only for their own node\'s pods', async () => {
+  const status = await ambit(['lab', 'status', '--lab', LAB]);
+  assert.match(status.stdout, /^control-plane\/ambit-ca\s+-\s+169\.254\.100\.1:15012\s+running\s+yes/m);
+  const ca = (await ambit(['lab', 'logs', '--lab', LAB, 'ambit-ca'])).stdout;
+  // node-a runs client and productpage; details runs on node-b (bookinfo.yaml).
+  assert.match(ca, new RegExp(`"msg":"issued a certificate for ${CLIENT_ID} to node node-a"`));
+  assert.match(ca, /"msg":"issued a certificate for spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/bookinfo-details to node node-b"/);
+  assert.doesNotMatch(ca, /"msg":"refused a certificate request/, 'no agent asked for an identity it may not have');
+  assert.doesNotMatch(ca, new RegExp(`issued a certificate for ${CLIENT_ID} to node node-b`));
+  // The agents run without the CA's files: the key stays with ambit ca.
+  const agents = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((line) => line.includes(' run --node ') && line.includes(`/run/ambit/lab/${LAB}/`));
+  assert.ok(agents.length >= 2, `both agents found in ps: ${agents.length}`);
+  for (const line of agents) {
+    assert.doesNotMatch(line, /--ca-dir/);
+    assert.match(line, /--ca istiod --ca-address 169\.254\.100\.1:15012/);
+  }
 });
 
 test('an AuthorizationPolicy applied through the API server takes effect live, and so does its removal', async () => {
