@@ -3,6 +3,15 @@
  * CONNECT checks a server makes before JavaScript hears of a request. It sees only bytes: TLS lives in
  * conn.c, so the fuzzer drives this file with raw frames. nghttp2's own defences stay on and are set
  * explicitly (flood of control frames, rapid reset, CONTINUATION floods, SETTINGS floods).
+ *
+ * Which nghttp2: the node process's own, compiled against Debian's libnghttp2-dev 1.52 headers (the ABI
+ * is stable under soname 14). Measured 2026-12-07 with a probe loaded into node 20.20.2 and 24.22.3:
+ * both export every nghttp2 function the engine calls (nghttp2 1.61 and 1.70, newer than Debian's
+ * 1.52; the addon links with -z now, so a node without them refuses to load it, naming the symbol).
+ * Debian's libnghttp2.so.14 through dlmopen(LM_ID_NEWLM) loads (0.3 ms) but brings a second libc into
+ * the process (+1 MiB RSS, its own malloc and TLS state); through RTLD_DEEPBIND it loads (+128 KiB)
+ * but AddressSanitizer refuses RTLD_DEEPBIND outright, which would leave `make native-asan` without
+ * the engine. Both would also ship nghttp2 fixes on Debian's schedule instead of node's.
  */
 #define _GNU_SOURCE
 #include "engine.h"
