@@ -17,13 +17,20 @@ export interface IndexedPod {
   /** spec.nodeName; empty while the pod is not scheduled. */
   readonly node: string;
   readonly serviceAccount: string;
-  /** The SPIFFE id of its ServiceAccount; undefined when the names cannot form one. */
+  /**
+   * The SPIFFE id of its ServiceAccount; undefined when the names cannot form one, or when the pod
+   * names no ServiceAccount: the API server gives every pod one except mirror pods (static pods a
+   * kubelet creates, which NodeRestriction forbids to name one), and a node must never mint
+   * `<namespace>/default` by writing a static pod.
+   */
   readonly identity: SpiffeId | undefined;
   /** Succeeded or Failed: its containers are gone, so its node has no business with its identity. */
   readonly finished: boolean;
 }
 
 const POD_RESOURCE = WATCHED_RESOURCES.find((r) => r.kind === 'Pod')!;
+/** What the kubelet marks its mirror pods (the API server's view of a static pod) with. */
+const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror';
 
 export class PodIndex {
   readonly #pods = new Map<string, IndexedPod>();
@@ -86,8 +93,9 @@ export class PodIndex {
     const spec = record(object['spec']);
     const status = record(object['status']);
     const namespace = object.metadata?.namespace ?? '';
-    const serviceAccount = str(spec['serviceAccountName']) || 'default';
-    const identity = formatSpiffeId({ trustDomain: this.#trustDomain, namespace, serviceAccount });
+    const serviceAccount = str(spec['serviceAccountName']);
+    const mirror = str(record(object.metadata?.['annotations'])[MIRROR_ANNOTATION]) !== '';
+    const identity = serviceAccount === '' || mirror ? undefined : formatSpiffeId({ trustDomain: this.#trustDomain, namespace, serviceAccount });
     const phase = str(status['phase']);
     const pod: IndexedPod = {
       namespace,
@@ -95,7 +103,7 @@ export class PodIndex {
       uid: str(object.metadata?.['uid']),
       node: str(spec['nodeName']),
       serviceAccount,
-      identity: identity.ok ? identity.value : undefined,
+      identity: identity?.ok ? identity.value : undefined,
       finished: phase === 'Succeeded' || phase === 'Failed',
     };
     this.#pods.set(key, pod);

@@ -31,14 +31,16 @@ const CA_NAME = 'ambit-ca.ambit-system.svc';
 const PRODUCTPAGE = spiffeId(TD, 'bookinfo', 'productpage');
 const REVIEWS = spiffeId(TD, 'bookinfo', 'reviews');
 const RATINGS = spiffeId(TD, 'bookinfo', 'ratings');
+const BOOKINFO_DEFAULT = spiffeId(TD, 'bookinfo', 'default');
+const PAYMENTS = spiffeId(TD, 'payments', 'payments');
 const AGENT_A_UID = '0a0a0a0a-0000-4000-8000-00000000000a';
 
-function pod(namespace: string, name: string, node: string, serviceAccount: string, extra: { uid?: string; phase?: string } = {}): KubeObject {
+function pod(namespace: string, name: string, node: string, serviceAccount: string | undefined, extra: { uid?: string; phase?: string; mirror?: boolean } = {}): KubeObject {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name, namespace, ...(extra.uid ? { uid: extra.uid } : {}) },
-    spec: { nodeName: node, serviceAccountName: serviceAccount, containers: [{ name: 'app', image: 'app' }] },
+    metadata: { name, namespace, ...(extra.uid ? { uid: extra.uid } : {}), ...(extra.mirror ? { annotations: { 'kubernetes.io/config.mirror': 'static-pod-hash' } } : {}) },
+    spec: { nodeName: node, ...(serviceAccount ? { serviceAccountName: serviceAccount } : {}), containers: [{ name: 'app', image: 'app' }] },
     status: { phase: extra.phase ?? 'Running' },
   };
 }
@@ -91,6 +93,9 @@ describe('ambit ca: IstioCertificateService with TokenReview and node authorizat
       pod('bookinfo', 'reviews-1', 'node-b', 'reviews'),
       // A finished Job's pod: its node has no business with its identity any more.
       pod('bookinfo', 'ratings-migrate', 'node-a', 'ratings', { phase: 'Succeeded' }),
+      // Static pods a compromised node-a writes: mirror pods name no ServiceAccount (NodeRestriction).
+      pod('bookinfo', 'static-node-a', 'node-a', undefined, { mirror: true }),
+      pod('payments', 'static-node-a', 'node-a', 'payments', { mirror: true }),
     ]) {
       uids.set(object.metadata.name, api.apply(object).metadata.uid!);
     }
@@ -127,8 +132,9 @@ describe('ambit ca: IstioCertificateService with TokenReview and node authorizat
   });
 
   it('refuses with PERMISSION_DENIED an identity no running pod of the caller\'s node has', async () => {
-    // reviews runs on node-b only; ratings' only pod on node-a has finished.
-    for (const identity of [REVIEWS, RATINGS]) {
+    // reviews runs on node-b only; ratings' only pod on node-a has finished; node-a's static pods
+    // (mirror pods) give it no identity, not even the namespace's default.
+    for (const identity of [REVIEWS, RATINGS, BOOKINFO_DEFAULT, PAYMENTS]) {
       const answer = await ask(await clientWith(agentA, 'a'), identity);
       assert.ok(!answer.ok, `${identity} must be refused to node-a`);
       assert.match(answer.message, new RegExp(`PERMISSION_DENIED: node node-a asked for ${identity} but no .*pod with that identity runs on node-a`));
