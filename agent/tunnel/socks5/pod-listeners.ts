@@ -97,7 +97,9 @@ export class PodSocksListeners {
       const pod = this.options.store.current?.workloads.get(key);
       if (!pod || !this.#wanted(pod)) return undefined;
       if (!this.#pods.has(key)) await this.#reconcilePod(pod, (this.#ownNetns ??= await ownNetnsId()));
-      return this.#pods.has(key) ? { ready: true } : { ready: false, reason: this.#refused.has(key) ? `the SOCKS5 listener of ${key} could not be opened (see the agent's log)` : `no process of ${key} runs in a namespace holding ${pod.ips[0]} yet` };
+      if (this.#pods.has(key)) return { ready: true };
+      if (this.#refused.has(key)) return { ready: false, reason: `the SOCKS5 listener of ${key} could not be opened (see the agent's log)` };
+      return { ready: false, reason: `no process of ${key} runs in a network namespace holding ${pod.ips[0]} yet` };
     };
     // In the reconciliation queue: a listener is opened by one reconciliation at a time.
     const result = this.#queue.then(check, check);
