@@ -13,14 +13,15 @@
 // - A file that was deleted from a directory takes its objects with it: that is an edit, not an accident.
 // This is what lets `ambit run` apply a half-broken edit: what is valid applies, the rest stays as it was.
 
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { type ConfigDiagnostic, type ObjectRef, formatObjectRef } from './diagnostics.js';
+import { MAX_CONFIG_BYTES, tooLarge } from './input-limits.js';
 import type { SourceLocation } from './kubernetes.js';
 import { type MeshObject, objectRef } from './objects.js';
-import { type FileParseResult, parseConfigFile } from './parse-file.js';
+import { type FileParseResult, parseConfigFile, unreadableFile } from './parse-file.js';
 
-export { type FileParseResult, type RejectedObject, parseConfigFile } from './parse-file.js';
+export { type FileParseResult, type RejectedObject, parseConfigFile, unreadableFile } from './parse-file.js';
 
 export interface ResolvedConfig {
   readonly objects: readonly MeshObject[];
@@ -58,15 +59,29 @@ export async function listConfigFiles(paths: readonly string[]): Promise<ConfigF
 
 export async function loadConfig(paths: readonly string[], lastGood?: ResolvedConfig): Promise<ResolvedConfig> {
   const listed = await listConfigFiles(paths);
-  const results: FileParseResult[] = listed.diagnostics.map((d) => unreadable(d.location.file, d));
+  const results: FileParseResult[] = listed.diagnostics.map((d) => unreadableFile(d.location.file, d));
   for (const file of listed.files) {
-    try {
-      results.push(parseConfigFile(await readFile(file, 'utf8'), file));
-    } catch (err) {
-      results.push(unreadable(file, { severity: 'error', location: { file, line: 1 }, message: `cannot read configuration: ${describeFsError(err)}` }));
-    }
+    const read = await readConfigText(file);
+    results.push(read.ok ? parseConfigFile(read.text, file) : unreadableFile(file, read.problem));
   }
   return resolveConfig(results, lastGood);
+}
+
+/** A configuration file's text, refused unread when it is larger than MAX_CONFIG_BYTES. */
+export async function readConfigText(file: string): Promise<{ readonly ok: true; readonly text: string } | { readonly ok: false; readonly problem: ConfigDiagnostic }> {
+  try {
+    const handle = await open(file, 'r');
+    try {
+      // Asked of the open file, so that the size checked is the size of what is read.
+      const { size } = await handle.stat();
+      if (size > MAX_CONFIG_BYTES) return { ok: false, problem: tooLarge(file, size) };
+      return { ok: true, text: await handle.readFile('utf8') };
+    } finally {
+      await handle.close();
+    }
+  } catch (err) {
+    return { ok: false, problem: { severity: 'error', location: { file, line: 1 }, message: `cannot read configuration: ${describeFsError(err)}` } };
+  }
 }
 
 export function resolveConfig(files: readonly FileParseResult[], lastGood?: ResolvedConfig): ResolvedConfig {
@@ -109,10 +124,6 @@ export function resolveConfig(files: readonly FileParseResult[], lastGood?: Reso
     }
   }
   return { objects, diagnostics };
-}
-
-function unreadable(file: string, diagnostic: ConfigDiagnostic): FileParseResult {
-  return { file, readable: false, objects: [], rejected: [], diagnostics: [diagnostic] };
 }
 
 function warning(location: SourceLocation, object: ObjectRef | undefined, message: string): ConfigDiagnostic {

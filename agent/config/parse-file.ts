@@ -2,8 +2,9 @@
 // document is checked for kind, apiVersion and metadata, then handed to its kind's parser. An invalid
 // object is rejected on its own; a file whose YAML does not parse yields nothing that can be trusted.
 
-import { LineCounter, type Node, isScalar, parseAllDocuments } from 'yaml';
+import { LineCounter, type Node, isScalar } from 'yaml';
 import type { ConfigDiagnostic, ObjectRef } from './diagnostics.js';
+import { parseYamlBounded } from './input-limits.js';
 import { DNS1123_LABEL_EXPECTED, DNS1123_SUBDOMAIN_EXPECTED, isDns1123Label, isDns1123Subdomain } from './formats.js';
 import { NETWORKING_VERSIONS, SECURITY_VERSIONS } from './istio-common.js';
 import { parseAuthorizationPolicy, parsePeerAuthentication } from './istio-security.js';
@@ -61,9 +62,16 @@ function isMeshKind(kind: string): kind is MeshKind {
   return Object.hasOwn(KINDS, kind);
 }
 
+/** A file (or API object) that yields nothing that can be trusted: its last good objects stay. */
+export function unreadableFile(file: string, diagnostic: ConfigDiagnostic): FileParseResult {
+  return { file, readable: false, objects: [], rejected: [], diagnostics: [diagnostic] };
+}
+
 export function parseConfigFile(text: string, file: string): FileParseResult {
   const lines = new LineCounter();
-  const documents = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false });
+  const parsed = parseYamlBounded(text, file, lines);
+  if (!parsed.ok) return unreadableFile(file, parsed.problem);
+  const documents = parsed.documents;
   const diagnostics: ConfigDiagnostic[] = [];
   const at = (pos: readonly [number, number]): SourceLocation => ({ file, line: lines.linePos(pos[0]).line });
   // The first error of a document explains it; the ones after it are mostly the parser losing its way.

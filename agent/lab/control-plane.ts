@@ -8,8 +8,9 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
-import { listConfigFiles } from '../config/load.js';
+import { formatDiagnostic } from '../config/diagnostics.js';
+import { parseYamlBounded } from '../config/input-limits.js';
+import { listConfigFiles, readConfigText } from '../config/load.js';
 import { watchPaths } from '../sources/watch-paths.js';
 import { requireTool, runCommand } from '../system/commands.js';
 import type { Logger } from '../telemetry/log.js';
@@ -153,14 +154,13 @@ class YamlSync {
 
   /** The objects of one file by key, or undefined (logged) when its YAML does not parse. */
   async #read(file: string): Promise<Map<string, Held> | undefined> {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      this.log.error({ file }, `${file}: cannot read it (${(err as Error).message}); its objects stay as they were`);
+    const read = await readConfigText(file);
+    const parsed = read.ok ? parseYamlBounded(read.text, file) : read;
+    if (!parsed.ok) {
+      this.log.error({ file }, formatDiagnostic(parsed.problem));
       return undefined;
     }
-    const docs = parseAllDocuments(text);
+    const docs = parsed.documents;
     const broken = docs.flatMap((d) => d.errors);
     if (broken.length > 0) {
       this.log.error({ file }, `${file}: the YAML does not parse (${broken[0]!.message}); its objects stay as they were`);

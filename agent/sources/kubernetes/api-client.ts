@@ -45,6 +45,12 @@ export interface WatchHandle {
 const LIST_TIMEOUT_MS = 60_000;
 /** One watch event larger than this is not an object we want: the stream is dropped and retried. */
 const MAX_EVENT_BYTES = 16 * 1024 * 1024;
+/**
+ * A whole answer larger than this is refused unread. Far above a real page (500 objects of the 1.5 MiB
+ * etcd allows would not fit, but real ones are KiBs), and far below the longest string V8 can make
+ * (about 512 MiB), past which decoding the body would throw where nothing catches it.
+ */
+const MAX_BODY_BYTES = 128 * 1024 * 1024;
 
 export class KubeApiClient {
   readonly #connection: ApiConnection;
@@ -157,10 +163,20 @@ export class KubeApiClient {
   }
 }
 
+/** A whole answer (a list page, a Status), bounded: a page of 500 objects is a few MiB at most. */
 function readBody(res: IncomingMessage, req: ClientRequest): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    res.on('data', (chunk: Buffer) => chunks.push(chunk));
+    let size = 0;
+    res.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      chunks.push(chunk);
+      if (size > MAX_BODY_BYTES) {
+        chunks.length = 0;
+        reject(new Error(`the answer is larger than ${MAX_BODY_BYTES / 1024 / 1024} MiB; refused before decoding it`));
+        req.destroy();
+      }
+    });
     res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     res.once('error', reject);
     req.once('error', reject);

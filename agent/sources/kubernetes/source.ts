@@ -8,7 +8,8 @@
 // objects conflict (a pod IP or cluster IP claimed twice), the older one wins, as Istio decides.
 
 import { type ConfigDiagnostic, formatDiagnostic } from '../../config/diagnostics.js';
-import { type FileParseResult, type ResolvedConfig, parseConfigFile, resolveConfig } from '../../config/load.js';
+import { MAX_NESTING_DEPTH, jsonNestingDepth, tooDeep } from '../../config/input-limits.js';
+import { type FileParseResult, type ResolvedConfig, parseConfigFile, resolveConfig, unreadableFile } from '../../config/load.js';
 import { buildSnapshot } from '../../state/build.js';
 import type { WorkloadStore } from '../../state/store.js';
 import type { Logger } from '../../telemetry/log.js';
@@ -120,7 +121,10 @@ export class KubernetesSource {
     const key = keyOf(resource, raw);
     if (key === undefined) return undefined;
     const { managedFields: _managed, ...metadata } = raw.metadata ?? {};
-    const parsed = parseConfigFile(JSON.stringify({ ...raw, metadata }), locationOf(resource, raw));
+    const object = { ...raw, metadata };
+    const location = locationOf(resource, raw);
+    // Measured before JSON.stringify and the YAML composer, which recurse and cannot survive a bomb.
+    const parsed = jsonNestingDepth(object) > MAX_NESTING_DEPTH ? unreadableFile(location, tooDeep(location, 1)) : parseConfigFile(JSON.stringify(object), location);
     const fingerprint = JSON.stringify([parsed.objects, parsed.rejected, parsed.diagnostics], jsonable);
     if (this.#entries.get(key)?.fingerprint === fingerprint) return key;
     const created = typeof metadata['creationTimestamp'] === 'string' ? metadata['creationTimestamp'] : '';
