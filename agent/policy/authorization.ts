@@ -6,11 +6,13 @@
 // not seeing HTTP never widens what a policy lets through. The same evaluator decides each HTTP request
 // when it is given that request's matchers (agent/policy/http-authorization.ts).
 
-import { isIP } from 'node:net';
 import type { AuthorizationPolicyObject, AuthorizationRule, Condition, Operation, Source } from '../config/istio-security.js';
 import { matchesLabels } from '../state/build.js';
 import type { MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
-import { parseIpv4Prefix, prefixContains } from '../system/ipv4.js';
+import { ipInBlock } from '../system/ip-block.js';
+
+// ipBlocks, remoteIpBlocks and the ip conditions of both evaluators match through this one function.
+export { ipInBlock };
 
 /** Istio's default root namespace: its policies apply mesh-wide. */
 export const ROOT_NAMESPACE = 'istio-system';
@@ -178,8 +180,3 @@ function serviceAccountMatches(account: string, peer: PeerIdentity, policyNamesp
   return name === peer.serviceAccount && ns === peer.namespace;
 }
 
-export function ipInBlock(ip: string, block: string): boolean {
-  if (isIP(ip) !== 4) return block === ip || block === `${ip}/128`;
-  const prefix = parseIpv4Prefix(block);
-  return prefix !== undefined && prefixContains(prefix, ip);
-}
