@@ -40,6 +40,8 @@ import { OutboundProxy } from './tunnel/outbound.js';
 import { PodSocksListeners, SOCKS5_PORT } from './tunnel/socks5/pod-listeners.js';
 import { NodeAddresses } from './system/node-addresses.js';
 import { OutboundHttpProxy } from './l7/proxy/outbound-http.js';
+import type { HttpServerLimits } from './l7/proxy/http-servers.js';
+import type { PathNormalization } from './l7/request-target.js';
 import { endpointProbe } from './l7/proxy/health-probe.js';
 import { probeDialer } from './tunnel/probe-dialer.js';
 import { healthCheckTransitions } from './telemetry/health-checks.js';
@@ -102,6 +104,8 @@ export interface NodeAgentConfig {
   readonly tracing?: TracingConfig;
   /** Also push the metrics registry over OTLP/HTTP (`--otlp-metrics-endpoint`); undefined: scrape only. */
   readonly otlpMetrics?: OtlpMetricsConfig;
+  /** The L7 proxies' HTTP timeouts and path normalization (`--http-*-timeout`, `--path-normalization`); default: theirs. */
+  readonly http?: { readonly limits: HttpServerLimits; readonly pathNormalization: PathNormalization };
 }
 
 type Closable = { close(): Promise<void> | void };
@@ -227,12 +231,13 @@ export class NodeAgent {
     const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
     // Active health checks of the clusters requests use, probing as the traffic travels (l7/proxy/health-probe.ts).
     const healthChecks = { probe: endpointProbe(probeDialer({ node, hbone: hbonePool, clusterId: config.clusterId })), onTransition: healthCheckTransitions(this.metrics.registry) };
-    const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests), tracer: this.tracer, healthChecks });
+    const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests), tracer: this.tracer, healthChecks, ...config.http });
     this.#closers.push(requests);
     this.#closers.push(http);
     // The destination side of HTTP ports: per-request authorization, local rate limits, SERVER spans.
     const rateLimiter = new LocalRateLimiter({ registry: this.metrics.registry });
-    const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer });
+    const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer, ...config.http });
+    this.#closers.push(inboundHttp);
     const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });
     const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
     const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient, http: inboundHttp });

@@ -12,6 +12,7 @@ import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
 import { TRACING_FLAGS, TRACING_USAGE, parseTracingFlags } from '../telemetry/tracing.js';
 import { OTLP_METRICS_FLAGS, OTLP_METRICS_USAGE, parseOtlpMetricsFlags } from '../telemetry/otlp-metrics.js';
 import { UsageError, parseChoice, parseDuration, parseListenAddress } from './usage.js';
+import { L7_FLAGS, L7_USAGE, parseL7Flags } from './l7-flags.js';
 
 export const RUN_USAGE = `Usage: ambit run --config <file|dir>... --node <name> [options]
        ambit run --source kubernetes [--kubeconfig <file>] --node <name> [options]
@@ -69,7 +70,7 @@ Options:
                                root-cert.pem, cert-chain.pem (every node must share one CA)
   --cert-ttl <duration>        workload certificate lifetime, renewed at half life (default: 24h)
   --drain-timeout <duration>   on SIGTERM, how long open connections may finish (default: 5s)
-  --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
+${L7_USAGE}  --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
   --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
   --metrics-address <ip:port>  Prometheus metrics (default: 0.0.0.0:15020)
 ${TRACING_USAGE}  --log-level <level>          trace|debug|info|warn|error (default: $AMBIT_LOG_LEVEL or info)
@@ -109,6 +110,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       'log-level': { type: 'string', default: env['AMBIT_LOG_LEVEL'] ?? 'info' },
       ...TRACING_FLAGS,
       ...OTLP_METRICS_FLAGS,
+      ...L7_FLAGS,
     },
   });
   const paths = [...(values.config ?? []), ...positionals];
@@ -160,6 +162,9 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const tracing = parseTracingFlags(values, env);
   if (!tracing.ok) throw new UsageError(`ambit run: ${tracing.message}`);
 
+  const l7 = parseL7Flags(values);
+  if (!l7.ok) throw new UsageError(`ambit run: ${l7.message}`);
+
   return {
     logLevel: level,
     config: {
@@ -181,6 +186,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       drainMs: parseDuration('--drain-timeout', values['drain-timeout']),
       ...(tracing.tracing ? { tracing: tracing.tracing } : {}),
       ...(otlp.otlpMetrics ? { otlpMetrics: otlp.otlpMetrics } : {}),
+      http: { limits: l7.limits, pathNormalization: l7.pathNormalization },
     },
   };
 }

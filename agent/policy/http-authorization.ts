@@ -1,12 +1,11 @@
 // L7 AuthorizationPolicy: may this HTTP request reach this workload? The destination agent asks once per
 // request, with the peer identity its HBONE connection proved. The rule structure, the source and L4
 // matching and the DENY-then-ALLOW order are agent/policy/authorization.ts's; this module adds what
-// only a request has (hosts, methods, paths, request.headers) and Istio's request normalization.
+// only a request has (hosts, methods, paths, request.headers).
 //
 // Choices, where Istio leaves one or where Ambit differs (docs/http-authorization.md says the same):
-// - Paths are normalized before matching and forwarding, as Istio's meshConfig.pathNormalization does
-//   (default BASE); matching ignores the query string and fragment. A `%00` or a method that is not
-//   upper case is refused with 400 before any policy runs.
+// - The path it is given is already the normalized target the pod receives (agent/l7/request-target.ts,
+//   applied where the proxy reads the request); matching ignores the query string.
 // - Hosts match the Host / :authority as sent, port included, case-insensitively ("reviews" does not
 //   match "reviews:9080"; write "reviews:*" for that), as Istio does since CVE-2021-39155.
 // - A repeated header is never joined into one string (Istio's sidecars join with ","): each value is
@@ -38,72 +37,14 @@ import {
 export const RBAC_DENIED_BODY = 'RBAC: access denied';
 export const RBAC_DENIED_STATUS = 403;
 
-/** Istio's meshConfig.pathNormalization options, weakest first. */
-export type PathNormalization = 'NONE' | 'BASE' | 'MERGE_SLASHES' | 'DECODE_AND_MERGE_SLASHES';
-export const DEFAULT_PATH_NORMALIZATION: PathNormalization = 'BASE';
-
 /** One request as policy sees it: the connection's attributes plus what HTTP says. */
 export interface HttpAuthorizationAttributes extends ConnectionAttributes {
   readonly method: string;
-  /** Host / :authority as the client sent it (may carry a port). */
+  /** Host / :authority as the client sent it, or an absolute-form target's authority (may carry a port). */
   readonly authority: string;
-  /** The path after normalizeRequest, query string allowed (it is ignored). */
+  /** The normalized path (l7/request-target.ts), query string allowed (it is ignored). */
   readonly path: string;
   readonly headers: RequestHeaders;
-}
-
-export type NormalizedRequest =
-  | { readonly ok: true; readonly path: string }
-  | { readonly ok: false; readonly status: 400; readonly reason: string };
-
-/**
- * What Istio does to a request before authorizing it: refuse a method that is not upper case and a path
- * holding `%00`, and normalize the path. The result is the path to match AND to forward, so that the
- * application sees what policy judged.
- */
-export function normalizeRequest(method: string, path: string, mode: PathNormalization = DEFAULT_PATH_NORMALIZATION): NormalizedRequest {
-  if (method !== method.toUpperCase()) return { ok: false, status: 400, reason: `method ${JSON.stringify(method)} is not upper case` };
-  if (/%00/.test(path)) return { ok: false, status: 400, reason: 'path contains %00' };
-  return { ok: true, path: normalizePath(path, mode) };
-}
-
-/**
- * Istio's path normalization (istio.io "Authorization Policy Normalization"), in its order: decode
- * %2F and %5C (DECODE_AND_MERGE_SLASHES only), then BASE: decode percent-encoded unreserved characters
- * once, backslash to slash, resolve "." and ".." (RFC 3986 §5.2.4); then merge slashes (MERGE_SLASHES
- * and up). The query string and fragment are kept as sent.
- */
-export function normalizePath(path: string, mode: PathNormalization = DEFAULT_PATH_NORMALIZATION): string {
-  if (mode === 'NONE') return path;
-  const end = path.search(/[?#]/);
-  let p = end < 0 ? path : path.slice(0, end);
-  const rest = end < 0 ? '' : path.slice(end);
-  if (mode === 'DECODE_AND_MERGE_SLASHES') p = p.replace(/%2f/gi, '/').replace(/%5c/gi, '\\');
-  p = p.replace(/%([0-9a-fA-F]{2})/g, (whole, hex: string) => {
-    const c = String.fromCharCode(parseInt(hex, 16));
-    return /^[A-Za-z0-9\-._~]$/.test(c) ? c : whole;
-  });
-  p = removeDotSegments(p.replace(/\\/g, '/'));
-  if (mode === 'MERGE_SLASHES' || mode === 'DECODE_AND_MERGE_SLASHES') p = p.replace(/\/{2,}/g, '/');
-  return (p === '' ? '/' : p) + rest;
-}
-
-/** RFC 3986 §5.2.4. */
-function removeDotSegments(input: string): string {
-  const out: string[] = [];
-  const segments = input.split('/');
-  // The first item is what precedes the leading "/" ("" for an absolute path).
-  for (let i = 0; i < segments.length; i++) {
-    const s = segments[i]!;
-    const last = i === segments.length - 1;
-    if (s === '.' || s === '..') {
-      if (s === '..' && out.length > 1) out.pop();
-      if (last) out.push('');
-      continue;
-    }
-    out.push(s);
-  }
-  return out.join('/');
 }
 
 /** The decision for one request. DENY policies first (any match denies), then ALLOW (one must match). */

@@ -1,19 +1,28 @@
 // The client side of one request, whichever protocol the client spoke: Node's HTTP/1.1 server objects
-// or its HTTP/2 compatibility objects, seen through one shape, and the answers the proxy gives itself
-// (local replies) in Envoy's wording, as gRPC trailers-only responses when the client speaks gRPC.
+// or its HTTP/2 compatibility objects, seen through one shape whose path and authority are already the
+// normalized target (l7/request-target.ts), and the answers the proxy gives itself (local replies) in
+// Envoy's wording, as gRPC trailers-only responses when the client speaks gRPC.
 
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Readable, Writable } from 'node:stream';
 import { type HeaderMutation, applyHeaderMutations } from '../header-mutation.js';
 import { type RequestHeaders, requestHeaders } from '../request.js';
+import { type PathNormalization, type RequestTarget, type TargetRefusal, requestTarget } from '../request-target.js';
 import { grpcCode, outgoingHeaders } from './headers.js';
 
 export interface DownstreamRequest {
   readonly version: 'HTTP/1.1' | 'HTTP/2';
   readonly method: string;
+  /**
+   * The normalized origin-form path (query kept, fragment gone): what every decision reads and the
+   * upstream receives. When the target was refused, the target as received, for the log only.
+   */
   readonly path: string;
+  /** The normalized target's authority (an absolute-form target's own); as received when refused. */
   readonly authority: string;
+  /** Set when the target cannot be proxied: answer it with this and stop. */
+  readonly refused?: TargetRefusal;
   readonly headers: RequestHeaders;
   readonly body: Readable;
   /** The request declared no body (HTTP/2 END_STREAM with its headers; HTTP/1 without length or chunks). */
@@ -28,16 +37,21 @@ export interface DownstreamRequest {
   readonly gone: AbortSignal;
 }
 
-export function http1Downstream(req: IncomingMessage, res: ServerResponse): DownstreamRequest {
+export function http1Downstream(req: IncomingMessage, res: ServerResponse, normalization: PathNormalization): DownstreamRequest {
   const gone = new AbortController();
   res.once('close', () => res.writableFinished || gone.abort());
   const h = req.headers;
+  const headers = requestHeaders(req.rawHeaders);
+  const method = req.method ?? 'GET';
   return {
     version: 'HTTP/1.1',
-    method: req.method ?? 'GET',
-    path: req.url ?? '/',
-    authority: h.host ?? '',
-    headers: requestHeaders(req.rawHeaders),
+    method,
+    ...targetFields(
+      requestTarget({ version: 'HTTP/1.1', method, target: req.url, authority: h.host ?? '', hostHeaders: headers.get('host') ?? [] }, normalization),
+      req.url,
+      h.host,
+    ),
+    headers,
     body: req,
     bodyEmpty: (h['content-length'] === undefined || h['content-length'] === '0') && h['transfer-encoding'] === undefined,
     response: res,
@@ -50,15 +64,22 @@ export function http1Downstream(req: IncomingMessage, res: ServerResponse): Down
   };
 }
 
-export function http2Downstream(req: Http2ServerRequest, res: Http2ServerResponse): DownstreamRequest {
+export function http2Downstream(req: Http2ServerRequest, res: Http2ServerResponse, normalization: PathNormalization): DownstreamRequest {
   const gone = new AbortController();
   res.once('close', () => res.writableFinished || gone.abort());
+  const headers = requestHeaders(req.rawHeaders);
+  // A CONNECT stream has no :path; Node's compatibility layer then leaves url undefined whatever its type says.
+  const url = req.url as string | undefined;
+  const authority = req.authority ?? req.headers.host ?? '';
   return {
     version: 'HTTP/2',
     method: req.method,
-    path: req.url,
-    authority: req.authority ?? req.headers.host ?? '',
-    headers: requestHeaders(req.rawHeaders),
+    ...targetFields(
+      requestTarget({ version: 'HTTP/2', method: req.method, target: url, authority, hostHeaders: headers.get('host') ?? [] }, normalization),
+      url,
+      authority,
+    ),
+    headers,
     body: req,
     bodyEmpty: req.stream.endAfterHeaders,
     response: res,
@@ -71,8 +92,14 @@ export function http2Downstream(req: Http2ServerRequest, res: Http2ServerRespons
   };
 }
 
+/** The request's path and authority: the normalized target's, or as received beside the refusal. */
+function targetFields(t: RequestTarget, path: string | undefined, authority: string | undefined): Pick<DownstreamRequest, 'path' | 'authority' | 'refused'> {
+  if (t.ok) return { path: t.path, authority: t.authority };
+  return { path: path ?? '', authority: authority ?? '', refused: { status: t.status, reason: t.reason, details: t.details } };
+}
+
 /** Envoy's mapping of an HTTP status to a gRPC status for local replies to gRPC clients. */
-function grpcStatusForHttp(status: number): number {
+export function grpcStatusForHttp(status: number): number {
   if (status === 400) return 13;
   if (status === 401) return 16;
   if (status === 403) return 7;
@@ -88,6 +115,11 @@ export interface LocalReply {
   readonly responseHeaders?: readonly HeaderMutation[];
   /** A fault abort's grpcStatus: answered to any client as a gRPC trailers-only response. */
   readonly grpcStatus?: string;
+}
+
+/** The answer to a refused target: Envoy's status, with the reason for whoever reads the body. */
+export function refusalReply(refused: TargetRefusal): LocalReply {
+  return { status: refused.status, body: `${refused.status === 400 ? 'Bad Request' : 'Not Found'}: ${refused.reason}` };
 }
 
 /** Answers the request from the proxy itself; returns the bytes of body sent. */

@@ -8,22 +8,23 @@
 // Mirrors get a copy and their answers are dropped. A CLIENT span covers the whole exchange, and its
 // context goes upstream, so the destination's SERVER span is its child.
 
-import { Readable } from 'node:stream';
 import { canonicalName, canonicalRevision } from '../../state/canonical.js';
 import type { MeshSnapshot, Workload } from '../../state/model.js';
 import type { RequestTracer } from '../../telemetry/tracing.js';
-import { formatSetCookie } from '../consistent-hash.js';
 import { applyHeaderMutations } from '../header-mutation.js';
 import { routeHttpRequest } from '../http-router.js';
 import type { Random } from '../random.js';
 import type { HttpRequestAttributes } from '../request.js';
+import { type PathNormalization, normalizeOriginForm } from '../request-target.js';
 import { type AttemptOutcome, ISTIO_DEFAULT_RETRY_POLICY, isRetriable, retryBackoffMs } from '../retry-policy.js';
-import type { DestinationTarget, HttpRouteDecision, RouteRef } from '../route-decision.js';
-import type { UpstreamCluster, UpstreamClusters } from '../upstream-cluster.js';
-import { type DownstreamRequest, type LocalReply, sendLocalReply } from './downstream.js';
+import type { HttpRouteDecision, RouteRef } from '../route-decision.js';
+import type { UpstreamClusters } from '../upstream-cluster.js';
+import { type DownstreamRequest, type LocalReply, refusalReply, sendLocalReply } from './downstream.js';
+import { type Upstream, pickTarget } from './endpoint-pick.js';
 import { type HeaderMap, addForwardingHeaders, grpcStatusOf, headerMapOf, isGrpc, setSpanContext, withoutHopByHop } from './headers.js';
 import { type HttpDestination, upstreamSpeaksH2 } from './http-destination.js';
 import { type CompletedRequest, type RequestCompleteHook, type RequestFlag, formatFlags } from './request-record.js';
+import { startMirrors } from './mirrors.js';
 import { RequestBody } from './request-body.js';
 import { type RelayedResponse, relayResponse } from './response-relay.js';
 import { deadline, routeDeadline } from './timeouts.js';
@@ -42,15 +43,11 @@ export interface ForwardContext {
   readonly random: Random;
   readonly onComplete: RequestCompleteHook;
   readonly tracer: RequestTracer;
+  /** The mode the request's path was normalized with, applied again to a rewritten path. */
+  readonly pathNormalization: PathNormalization;
 }
 
 type Forward = Extract<HttpRouteDecision, { kind: 'forward' }>;
-
-/** Where tries go: a cluster's balanced endpoints, or the one pod the client dialled. */
-interface Upstream {
-  readonly cluster?: UpstreamCluster;
-  readonly pod?: UpstreamTarget;
-}
 
 const UPSTREAM_RESET = 'upstream connect error or disconnect/reset before headers. reset reason: ';
 
@@ -138,6 +135,12 @@ export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest):
     finish(r.grpcStatus !== undefined || grpc ? 200 : r.status, bytes, { ...(detail ? { detail } : {}) });
   };
 
+  // The target as downstream.ts normalized it; what it refused is answered here (404s match no route).
+  if (d.refused) {
+    if (d.refused.status === 404) flags.push('NR');
+    return reply(refusalReply(d.refused), d.refused.reason);
+  }
+
   // Route.
   let decision: Forward;
   if (service) {
@@ -152,6 +155,15 @@ export async function forwardRequest(ctx: ForwardContext, d: DownstreamRequest):
     decision = routed;
   } else {
     decision = { kind: 'forward', route: {}, destination: { host: attrs.host, port: attrs.port }, path: d.path, authority: d.authority, requestHeaders: [], responseHeaders: [], retry: ISTIO_DEFAULT_RETRY_POLICY, mirrors: [] };
+  }
+
+  // A rewrite may make a path the destination would read differently (dots, "//"): send what it will read.
+  if (decision.path !== d.path) {
+    const rewritten = normalizeOriginForm(decision.path, ctx.pathNormalization);
+    if (!rewritten.ok) {
+      return reply({ status: 500, body: `the route's rewrite made a path the destination would refuse: ${rewritten.reason}` }, rewritten.reason);
+    }
+    decision = { ...decision, path: rewritten.path };
   }
 
   // Fault injection: the delay first, then the abort, as Envoy's fault filter.
@@ -310,30 +322,6 @@ function outcomeOf(result: ExchangeResult | 'per-try' | 'overall'): AttemptOutco
   }
 }
 
-type Picked =
-  | { readonly kind: 'target'; readonly target: UpstreamTarget; readonly setCookie?: string }
-  | { readonly kind: 'fail'; readonly flag: RequestFlag; readonly message: string };
-
-function pickTarget(snapshot: MeshSnapshot, upstream: Upstream, attrs: HttpRequestAttributes, tried: ReadonlySet<string>): Picked {
-  if (upstream.pod) return { kind: 'target', target: upstream.pod };
-  const cluster = upstream.cluster!;
-  const choice = cluster.choose(attrs, tried);
-  if (choice.kind === 'noHealthyUpstream') return { kind: 'fail', flag: 'UH', message: choice.message };
-  // PASSTHROUGH keeps the client's choice of address; a Service VIP has none, so any endpoint will do.
-  const endpoint = choice.kind === 'endpoint' ? choice.endpoint : cluster.allEndpoints()[Math.floor(Math.random() * cluster.allEndpoints().length)];
-  if (!endpoint) return { kind: 'fail', flag: 'UH', message: `no healthy upstream: ${cluster.name} has no endpoints` };
-  const workload = snapshot.workloads.get(endpoint.workload);
-  const target: UpstreamTarget = {
-    key: endpoint.key,
-    address: { ip: endpoint.ip, port: endpoint.port },
-    ...(workload ? { workload } : {}),
-    ...(cluster.service ? { service: cluster.service } : {}),
-    breaker: cluster.breaker,
-    connectTimeoutMs: cluster.breaker.currentLimits.connectTimeoutMs,
-  };
-  return { kind: 'target', target, ...(choice.kind === 'endpoint' && choice.setCookie ? { setCookie: formatSetCookie(choice.setCookie) } : {}) };
-}
-
 function streamResponse(
   d: DownstreamRequest,
   result: Extract<ExchangeResult, { kind: 'response' }>,
@@ -345,36 +333,6 @@ function streamResponse(
   const headers = applyHeaderMutations(withoutHopByHop(headerMapOf(result.headers)), decision.responseHeaders);
   if (setCookie) headers.set('set-cookie', [...(headers.get('set-cookie') ?? []), setCookie]);
   relayResponse(d, result, headers, done, { deadline: timeout });
-}
-
-/** Shadow copies: same request, authority suffixed "-shadow" (as Envoy marks them), answers dropped. */
-function startMirrors(ctx: ForwardContext, mirrors: readonly DestinationTarget[], d: DownstreamRequest, headers: HeaderMap, body: RequestBody, protocol: 'h1' | 'h2', snapshot: MeshSnapshot): void {
-  if (mirrors.length === 0) return;
-  void body.complete().then((whole) => {
-    if (!whole) return;
-    for (const mirror of mirrors) {
-      const resolved = ctx.clusters.resolve(snapshot, mirror, { namespace: ctx.source.namespace, labels: ctx.source.labels });
-      if (!resolved.ok) continue;
-      const picked = pickTarget(snapshot, { cluster: resolved.cluster }, { host: mirror.host, authority: d.authority, port: mirror.port, method: d.method, path: d.path, headers: d.headers, source: { namespace: ctx.source.namespace, labels: ctx.source.labels } }, new Set());
-      if (picked.kind === 'fail') continue;
-      const copy = new RequestBody(Readable.from(body.held()), body.held().length === 0);
-      const exchange = ctx.upstream.send(picked.target, { method: d.method, path: d.path, authority: `${hostOf(d.authority)}-shadow${portSuffix(d.authority)}`, headers }, copy, protocol);
-      const timer = setTimeout(() => exchange.abort(), 10_000);
-      void exchange.result.then((r) => {
-        clearTimeout(timer);
-        if (r.kind === 'response') r.body.resume();
-      });
-    }
-  });
-}
-
-function hostOf(authority: string): string {
-  const m = /^(\[[^\]]*\]|[^:]*)(:\d+)?$/.exec(authority);
-  return m ? m[1]! : authority;
-}
-
-function portSuffix(authority: string): string {
-  return /:(\d+)$/.exec(authority)?.[0] ?? '';
 }
 
 function aborted(signal: AbortSignal): Promise<'gone'> {

@@ -1,14 +1,15 @@
 // The destination-side agent's HTTP proxy: a tunnel admitted to a pod's port that speaks HTTP (HBONE on
 // 15008, plaintext on 15006, or same-node traffic the outbound listener keeps) is parsed by Node's own
-// servers, and each request is, in Envoy's inbound filter order: normalized (400), authorized with the
+// servers, and each request is, in Envoy's inbound filter order: its target normalized (400/404; the
+// path every later step reads and the pod receives, l7/request-target.ts), authorized with the
 // peer's proven identity (403 "RBAC: access denied"), rate-limited (429), traced (a SERVER span), sent
 // to the pod over a connection made as the client (keep-alive per tunnel), and counted with
 // reporter="destination". The tunnel code relays to this proxy as it would relay to the pod's socket.
 
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, type PathNormalization, authorizeRequest, denialDetails, normalizeRequest } from '../../policy/http-authorization.js';
+import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest, denialDetails } from '../../policy/http-authorization.js';
 import type { LocalRateLimiter } from '../../policy/rate-limit.js';
 import { canonicalName, canonicalRevision } from '../../state/canonical.js';
 import type { MeshService, MeshSnapshot, SpiffeId, Workload } from '../../state/model.js';
@@ -19,9 +20,11 @@ import type { Logger } from '../../telemetry/log.js';
 import type { HttpResponseFlag, RequestTelemetry } from '../../telemetry/requests.js';
 import type { RequestSpan, RequestTracer } from '../../telemetry/tracing.js';
 import { authorityHost } from '../request.js';
+import { DEFAULT_PATH_NORMALIZATION, type PathNormalization } from '../request-target.js';
 import { ConnectionSlots } from './connection-slots.js';
-import { type DownstreamRequest, type LocalReply, http1Downstream, http2Downstream, sendLocalReply } from './downstream.js';
+import { type DownstreamRequest, type LocalReply, grpcStatusForHttp, http1Downstream, http2Downstream, refusalReply, sendLocalReply } from './downstream.js';
 import { addForwardingHeaders, headerMapOf, isGrpc, setSpanContext, withoutHopByHop } from './headers.js';
+import { DEFAULT_HTTP_SERVER_LIMITS, type HttpServerLimits, firstBytesDeadline, h2cServer, http1Server } from './http-servers.js';
 import { relayResponse } from './response-relay.js';
 import { upstreamSpeaksH2 } from './http-destination.js';
 import { RequestBody } from './request-body.js';
@@ -35,7 +38,10 @@ export interface InboundHttpOptions {
   /** Istio's request metrics and the per-request access log; this side reports "destination". */
   readonly telemetry: RequestTelemetry;
   readonly tracer: RequestTracer;
+  /** How request paths are normalized before policy and forwarding; default: DEFAULT_PATH_NORMALIZATION. */
   readonly pathNormalization?: PathNormalization;
+  /** Header, request and idle timeouts for the tunnels' connections; default: DEFAULT_HTTP_SERVER_LIMITS. */
+  readonly limits?: HttpServerLimits;
   /** Connect timeout to the pod, per upstream connection. Default 10 s. */
   readonly connectTimeoutMs?: number;
 }
@@ -66,17 +72,20 @@ interface TunnelContext {
 const UPSTREAM_RESET = 'upstream connect error or disconnect/reset before headers. reset reason: ';
 
 export class InboundHttpProxy {
-  readonly #h1: http.Server;
-  readonly #h2: http2.Http2Server;
+  readonly #h1: Server;
+  readonly #h2: Http2Server;
+  readonly #limits: HttpServerLimits;
+  readonly #normalization: PathNormalization;
   readonly #contexts = new WeakMap<object, TunnelContext>();
   readonly #slots = new ConnectionSlots();
   #pendingH2: TunnelContext | undefined;
 
   constructor(private readonly options: InboundHttpOptions) {
-    // Servers fed tunnels, never listening. Requests may stream for as long as they like.
-    this.#h1 = http.createServer({ keepAliveTimeout: 300_000, requestTimeout: 0 }, (req, res) => this.#onHttp1(req, res));
-    this.#h1.on('clientError', (_err, socket: Duplex) => socket.destroy());
-    this.#h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 }, maxSessionMemory: 64 }, (req, res) => this.#onHttp2(req, res));
+    // Servers fed tunnels, never listening.
+    this.#limits = options.limits ?? DEFAULT_HTTP_SERVER_LIMITS;
+    this.#normalization = options.pathNormalization ?? DEFAULT_PATH_NORMALIZATION;
+    this.#h1 = http1Server(this.#limits, (req, res) => this.#onHttp1(req, res));
+    this.#h2 = h2cServer(this.#limits, (req, res) => this.#onHttp2(req, res));
     this.#h2.on('session', (session: ServerHttp2Session) => {
       if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);
       session.on('error', () => undefined);
@@ -92,7 +101,9 @@ export class InboundHttpProxy {
     const context: TunnelContext = { tunnel, upstream: new UpstreamConnections(() => tunnel.connect(), this.#slots) };
     inner.once('close', () => context.upstream.close());
     inner.on('error', () => undefined);
+    const sniffing = firstBytesDeadline(inner, this.#limits.headersTimeoutMs);
     void sniffStream(inner).then((version) => {
+      sniffing();
       if (version === undefined) return void inner.destroy();
       if (version === 'HTTP/2') {
         this.#pendingH2 = context;
@@ -106,12 +117,18 @@ export class InboundHttpProxy {
     return outer;
   }
 
+  /** Stops the servers' deadline checks; tunnels still open keep being served. */
+  close(): void {
+    this.#h1.close();
+    this.#h2.close();
+  }
+
   #onHttp1(req: IncomingMessage, res: ServerResponse): void {
-    this.#serve(this.#contexts.get(req.socket), http1Downstream(req, res));
+    this.#serve(this.#contexts.get(req.socket), http1Downstream(req, res, this.#normalization));
   }
 
   #onHttp2(req: Http2ServerRequest, res: Http2ServerResponse): void {
-    this.#serve(this.#contexts.get(req.stream.session as object), http2Downstream(req, res));
+    this.#serve(this.#contexts.get(req.stream.session as object), http2Downstream(req, res, this.#normalization));
   }
 
   #serve(context: TunnelContext | undefined, d: DownstreamRequest): void {
@@ -189,9 +206,11 @@ export class InboundHttpProxy {
 
     if (!snapshot) return reply({ status: 503, body: 'no configuration loaded yet' }, 14, { details: 'no_configuration' });
 
-    // 1. Normalize (Istio's pathNormalization), refusing what cannot be normalized.
-    const normalized = normalizeRequest(d.method, d.path, this.options.pathNormalization);
-    if (!normalized.ok) return reply({ status: 400, body: `Bad Request: ${normalized.reason}` }, 13, { details: 'path_normalization_failed' });
+    // 1. The target, normalized at the edge (downstream.ts): what it refused is answered here.
+    const refused = d.refused;
+    if (refused) {
+      return reply(refusalReply(refused), grpcStatusForHttp(refused.status), { details: refused.details, ...(refused.status === 404 ? { flags: ['NR'] } : {}) });
+    }
 
     // 2. Authorize with the peer identity the tunnel proved.
     const decision = authorizeRequest(snapshot, {
@@ -202,7 +221,7 @@ export class InboundHttpProxy {
       destinationPort: tunnel.destination.port,
       method: d.method,
       authority: d.authority,
-      path: normalized.path,
+      path: d.path,
       headers: d.headers,
     });
     if (!decision.allowed) return reply({ status: RBAC_DENIED_STATUS, body: RBAC_DENIED_BODY }, 7, { details: denialDetails(decision) });
@@ -213,7 +232,7 @@ export class InboundHttpProxy {
       port: tunnel.destination.port,
       ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
       method: d.method,
-      path: normalized.path,
+      path: d.path,
       headers: d.headers,
     });
     if (limit.limited) {
@@ -231,7 +250,7 @@ export class InboundHttpProxy {
     if (tunnel.sourceIdentity !== undefined) headers.set('x-forwarded-client-cert', [`By=${workload.identity};URI=${tunnel.sourceIdentity}`]);
     const target: UpstreamTarget = { key: upstreamHost, address: tunnel.destination, workload, connectTimeoutMs: this.options.connectTimeoutMs ?? 10_000 };
     const protocol = upstreamSpeaksH2(tunnel.protocol) || grpc ? 'h2' : 'h1';
-    const exchange = context.upstream.send(target, { method: d.method, path: normalized.path, authority: d.authority, headers }, body, protocol);
+    const exchange = context.upstream.send(target, { method: d.method, path: d.path, authority: d.authority, headers }, body, protocol);
     const result = await Promise.race([exchange.result, gone(d.gone)]);
     if (result === 'gone') {
       exchange.abort();

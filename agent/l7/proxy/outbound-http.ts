@@ -3,8 +3,9 @@
 // and each request is routed, balanced and retried (forward.ts) over upstream connections the caller
 // opens for the source pod (upstream-connections.ts). No HTTP parsing of our own.
 
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
+import type http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { MeshSnapshot, Workload } from '../../state/model.js';
 import type { WorkloadStore } from '../../state/store.js';
@@ -15,10 +16,12 @@ import { ClusterHealthChecks } from '../cluster-health.js';
 import type { HealthEvent } from '../health-check.js';
 import { type Random, mathRandom } from '../random.js';
 import { UpstreamClusters } from '../upstream-cluster.js';
+import { DEFAULT_PATH_NORMALIZATION, type PathNormalization } from '../request-target.js';
 import { ConnectionSlots } from './connection-slots.js';
 import { type DownstreamRequest, http1Downstream, http2Downstream, sendLocalReply } from './downstream.js';
 import { type ForwardContext, forwardRequest } from './forward.js';
 import { isGrpc } from './headers.js';
+import { DEFAULT_HTTP_SERVER_LIMITS, type HttpServerLimits, firstBytesDeadline, h2cServer, http1Server } from './http-servers.js';
 import { type CapturedAddress, type HttpDestination, httpDestinationOf } from './http-destination.js';
 import { type CompletedRequest, type RequestCompleteHook, formatFlags } from './request-record.js';
 import { ReplayedSocket, sniffHttpVersion } from './protocol-sniff.js';
@@ -43,6 +46,10 @@ export interface OutboundHttpOptions {
   readonly tracer?: RequestTracer;
   /** Active health checks of the clusters in use (from readinessProbes); default: none. */
   readonly healthChecks?: { readonly probe: EndpointProbe; readonly onTransition?: (cluster: string, event: HealthEvent) => void };
+  /** Header, request and idle timeouts for the pods' connections; default: DEFAULT_HTTP_SERVER_LIMITS. */
+  readonly limits?: HttpServerLimits;
+  /** How request paths are normalized before routing and forwarding; default: DEFAULT_PATH_NORMALIZATION. */
+  readonly pathNormalization?: PathNormalization;
 }
 
 /** A captured connection, once the outbound listener knows its source pod and that it speaks HTTP. */
@@ -70,7 +77,9 @@ export class OutboundHttpProxy {
   readonly #random: Random;
   readonly #tracer: RequestTracer;
   readonly #h1: http.Server;
-  readonly #h2: http2.Http2Server;
+  readonly #h2: Http2Server;
+  readonly #limits: HttpServerLimits;
+  readonly #normalization: PathNormalization;
   readonly #contexts = new WeakMap<object, ConnectionContext>();
   #pendingH2: ConnectionContext | undefined;
   readonly #unsubscribe: () => void;
@@ -96,9 +105,10 @@ export class OutboundHttpProxy {
       health?.changed();
     });
     // One server of each kind for every connection: servers are fed sockets, they never listen.
-    // Idle keep-alive clients are kept for minutes (Envoy keeps them for an hour); requests may stream.
-    this.#h1 = http.createServer({ keepAliveTimeout: 300_000, requestTimeout: 0 }, (req, res) => this.#onHttp1(req, res));
-    this.#h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 }, maxSessionMemory: 64 }, (req, res) => this.#onHttp2(req, res));
+    this.#limits = options.limits ?? DEFAULT_HTTP_SERVER_LIMITS;
+    this.#normalization = options.pathNormalization ?? DEFAULT_PATH_NORMALIZATION;
+    this.#h1 = http1Server(this.#limits, (req, res) => this.#onHttp1(req, res));
+    this.#h2 = h2cServer(this.#limits, (req, res) => this.#onHttp2(req, res));
     this.#h2.on('session', (session: ServerHttp2Session) => {
       if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);
       session.on('error', () => undefined);
@@ -121,7 +131,9 @@ export class OutboundHttpProxy {
     const context: ConnectionContext = { captured, upstream: new UpstreamConnections(captured.openUpstream, this.#slots) };
     const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     socket.setNoDelay(true);
+    const sniffing = firstBytesDeadline(socket, this.#limits.headersTimeoutMs);
     const sniffed = await sniffHttpVersion(socket);
+    sniffing();
     if (sniffed?.version === 'HTTP/2') {
       this.#pendingH2 = context;
       this.#h2.emit('connection', new ReplayedSocket(sniffed.first, socket));
@@ -140,14 +152,16 @@ export class OutboundHttpProxy {
     this.#unsubscribe();
     this.health?.stop();
     this.clusters.close();
+    this.#h1.close();
+    this.#h2.close();
   }
 
   #onHttp1(req: IncomingMessage, res: ServerResponse): void {
-    this.#serve(this.#contexts.get(req.socket), http1Downstream(req, res));
+    this.#serve(this.#contexts.get(req.socket), http1Downstream(req, res, this.#normalization));
   }
 
   #onHttp2(req: Http2ServerRequest, res: Http2ServerResponse): void {
-    this.#serve(this.#contexts.get(req.stream.session as object), http2Downstream(req, res));
+    this.#serve(this.#contexts.get(req.stream.session as object), http2Downstream(req, res, this.#normalization));
   }
 
   #serve(context: ConnectionContext | undefined, d: DownstreamRequest): void {
@@ -171,6 +185,7 @@ export class OutboundHttpProxy {
       random: this.#random,
       onComplete: (record) => this.#completed(record),
       tracer: this.#tracer,
+      pathNormalization: this.#normalization,
     };
     forwardRequest(ctx, d).catch((err: Error) => {
       this.options.log.error({ err: err.message, path: d.path }, 'HTTP request failed in the proxy');

@@ -17,6 +17,8 @@ export class PairEnd extends Duplex {
   #pending: Callback | undefined;
   #idleMs = 0;
   #idleTimer: NodeJS.Timeout | undefined;
+  /** Whether this end's end-of-stream has reached the peer's reader (a FIN sent). */
+  #finSent = false;
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
 
@@ -35,6 +37,7 @@ export class PairEnd extends Duplex {
   }
 
   override _final(callback: Callback): void {
+    this.#finSent = true;
     this.peer.push(null);
     callback();
   }
@@ -51,8 +54,17 @@ export class PairEnd extends Duplex {
     const pending = this.peer.#pending;
     this.peer.#pending = undefined;
     pending?.(new Error('the other end of the stream pair is closed'));
-    // A reset on one end is a reset on the other, as with a TCP connection.
-    if (!this.peer.destroyed) this.peer.destroy();
+    // Closed as a TCP socket closes: with an error, or with bytes the peer sent left unread, the peer is
+    // reset (destroyed with an error); otherwise it reads end-of-stream, as after a FIN, and its writes
+    // fail from now on. Either way the relay behind it closes the client's side too, instead of
+    // holding it open after the server here gave up on it (a timeout, a parse error).
+    if (!this.peer.destroyed) {
+      if (error || this.readableLength > 0) this.peer.destroy(error ?? new Error('the other end of the stream pair was reset'));
+      else if (!this.#finSent) {
+        this.#finSent = true;
+        this.peer.push(null);
+      }
+    }
     callback(error);
   }
 
