@@ -1,8 +1,11 @@
 // The admin server (port 15000, loopback only, as ztunnel): `/config_dump` for `ambit zc` and
 // `istioctl ztunnel-config`, `/logging` to change the log level live, `/quitquitquit` to stop.
+// Loopback keeps other hosts out, not the browser on this one: browser-guard.ts refuses what a web
+// page could make it send (DNS rebinding, cross-site POSTs) with 403.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { browserRefusal } from './browser-guard.js';
 import { closeHttp, listenHttp } from './listen.js';
 import type { CertificateStatus } from '../identity/certificate-manager.js';
 import type { WorkloadStore } from '../state/store.js';
@@ -29,12 +32,14 @@ const INDEX = 'ambit admin: GET /config_dump, GET|POST /logging[?level=debug], P
 
 export class AdminServer {
   readonly #server: Server;
+  #boundHost = '127.0.0.1';
 
   constructor(private readonly options: AdminServerOptions) {
     this.#server = createServer((req, res) => this.#handle(req, res));
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
+    this.#boundHost = host;
     return listenHttp(this.#server, host, port);
   }
 
@@ -45,6 +50,11 @@ export class AdminServer {
   #handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://admin');
     const text = (status: number, body: string): void => void res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+    const refusal = browserRefusal(req, this.#boundHost);
+    if (refusal) {
+      this.options.log.warn({ method: req.method, path: url.pathname, host: req.headers.host, origin: req.headers.origin }, `admin server refused a request: ${refusal}`);
+      return text(403, `refused: ${refusal}\n`);
+    }
     switch (url.pathname) {
       case '/': {
         text(200, INDEX);
