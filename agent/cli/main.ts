@@ -58,6 +58,21 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+/**
+ * A reader that goes away (`ambit lab status | head -3`, a pager quit early) is not an error: the rest
+ * of the output is dropped and the command finishes its work (a `lab down` must not stop halfway),
+ * with its own exit status. Without a listener, Node throws the EPIPE as an unhandled 'error' event.
+ */
+function dropOutputOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') return;
+    throw err;
+  });
+}
+
+dropOutputOnClosedPipe(process.stdout);
+dropOutputOnClosedPipe(process.stderr);
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
