@@ -12,6 +12,7 @@ import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
 import { TRACING_FLAGS, TRACING_USAGE, parseTracingFlags } from '../telemetry/tracing.js';
 import { OTLP_METRICS_FLAGS, OTLP_METRICS_USAGE, parseOtlpMetricsFlags } from '../telemetry/otlp-metrics.js';
 import { UsageError, parseChoice, parseDuration, parseListenAddress } from './usage.js';
+import { DEFAULT_RELAY_IDLE_TIMEOUT_MS, MAX_RELAY_IDLE_TIMEOUT_MS, setRelayIdleTimeout } from '../tunnel/relay-idle.js';
 import { L7_FLAGS, L7_USAGE, parseL7Flags } from './l7-flags.js';
 
 export const RUN_USAGE = `Usage: ambit run --config <file|dir>... --node <name> [options]
@@ -70,6 +71,10 @@ Options:
                                root-cert.pem, cert-chain.pem (every node must share one CA)
   --cert-ttl <duration>        workload certificate lifetime, renewed at half life (default: 24h)
   --drain-timeout <duration>   on SIGTERM, how long open connections may finish (default: 5s)
+  --tcp-idle-timeout <duration>
+                               a relayed TCP connection (L4, or a tunnel's stream) in which no byte
+                               moved either way for this long is closed on both sides; 0: never, as
+                               ztunnel (default: ${DEFAULT_RELAY_IDLE_TIMEOUT_MS / 3_600_000}h, Envoy's tcp_proxy; docs/security.md)
 ${L7_USAGE}  --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
   --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
   --metrics-address <ip:port>  Prometheus metrics (default: 0.0.0.0:15020)
@@ -77,7 +82,10 @@ ${TRACING_USAGE}  --log-level <level>          trace|debug|info|warn|error (defa
 ${OTLP_METRICS_USAGE}`;
 
 /** The agent's configuration and log level from `ambit run`'s arguments; throws UsageError on a mistake. */
-export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): { readonly config: NodeAgentConfig; readonly logLevel: LogLevel } {
+export function parseRunArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { readonly config: NodeAgentConfig; readonly logLevel: LogLevel; readonly relayIdleTimeoutMs: number } {
   const { values, positionals } = parseArgs({
     args: [...argv],
     allowPositionals: true,
@@ -104,6 +112,7 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string', default: '24h' },
       'drain-timeout': { type: 'string', default: '5s' },
+      'tcp-idle-timeout': { type: 'string' },
       'readiness-address': { type: 'string', default: '0.0.0.0:15021' },
       'admin-address': { type: 'string', default: '127.0.0.1:15000' },
       'metrics-address': { type: 'string', default: '0.0.0.0:15020' },
@@ -165,8 +174,13 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const l7 = parseL7Flags(values);
   if (!l7.ok) throw new UsageError(`ambit run: ${l7.message}`);
 
+  const idle = values['tcp-idle-timeout'];
+  const relayIdleTimeoutMs = idle === undefined ? DEFAULT_RELAY_IDLE_TIMEOUT_MS : idle.trim() === '0' ? 0 : parseDuration('--tcp-idle-timeout', idle);
+  if (relayIdleTimeoutMs > MAX_RELAY_IDLE_TIMEOUT_MS) throw new UsageError(`ambit run: --tcp-idle-timeout ${idle}: at most ${MAX_RELAY_IDLE_TIMEOUT_MS} ms (about 49 days); 0 turns it off`);
+
   return {
     logLevel: level,
+    relayIdleTimeoutMs,
     config: {
       node,
       source,
@@ -192,7 +206,9 @@ export function parseRunArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
 }
 
 export async function runCommand(argv: readonly string[]): Promise<number> {
-  const { config, logLevel } = parseRunArgs(argv);
+  const { config, logLevel, relayIdleTimeoutMs } = parseRunArgs(argv);
+  // Process-wide: relays start deep in the data path, and a process runs one agent (relay-idle.ts).
+  setRelayIdleTimeout(relayIdleTimeoutMs);
   const log = createLogger(logLevel, { node: config.node });
   let quit!: (reason: string) => void;
   const stopped = new Promise<string>((resolve) => (quit = resolve));

@@ -231,19 +231,29 @@ export function socketFd(socket: Socket): number | undefined {
 export interface SpliceOutcome {
   readonly bytesSent: number;
   readonly bytesReceived: number;
-  readonly error?: { readonly side: 'downstream' | 'upstream'; readonly message: string };
+  /** `reason` 'idle-timeout': ended by `idleTimeoutMs`, not by a failure of either socket. */
+  readonly error?: { readonly side: 'downstream' | 'upstream'; readonly message: string; readonly reason?: 'idle-timeout' };
 }
+
+/** The longest idle timeout the splice thread takes (its milliseconds are 32 bits): about 49 days. */
+export const MAX_SPLICE_IDLE_MS = 0xffff_ffff;
 
 /**
  * Relays two connected TCP sockets in the addon's splice thread until both directions end or one
- * fails; `done` runs once, on this thread. The caller must have stopped reading both and destroys them
- * on `done` (the addon holds duplicates until then).
+ * fails, or (`idleTimeoutMs` > 0) no byte has moved either way for that long; `done` runs once, on
+ * this thread. The caller must have stopped reading both and destroys them on `done` (the addon holds
+ * duplicates until then).
  */
-export function spliceRelay(downstreamFd: number, upstreamFd: number, done: (outcome: SpliceOutcome) => void): Result<void> {
+export function spliceRelay(downstreamFd: number, upstreamFd: number, done: (outcome: SpliceOutcome) => void, idleTimeoutMs = 0): Result<void> {
+  if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 0 || idleTimeoutMs > MAX_SPLICE_IDLE_MS) {
+    return fail('EINVAL', `splice relay: idle timeout ${idleTimeoutMs} ms is not a whole number of milliseconds from 0 to ${MAX_SPLICE_IDLE_MS}`);
+  }
   return call((b) =>
-    b.spliceRelay(downstreamFd, upstreamFd, (bytesSent, bytesReceived, error) =>
-      done({ bytesSent, bytesReceived, ...(error ? { error: { side: error.side, message: `${error.operation}: ${error.message}` } } : {}) }),
-    ),
+    b.spliceRelay(downstreamFd, upstreamFd, idleTimeoutMs, (bytesSent, bytesReceived, error) => {
+      if (!error) return done({ bytesSent, bytesReceived });
+      const message = `${error.operation}: ${error.message}`;
+      done({ bytesSent, bytesReceived, error: error.operation === 'idle' ? { side: error.side, message, reason: 'idle-timeout' } : { side: error.side, message } });
+    }),
   );
 }
 

@@ -59,14 +59,15 @@ export interface NativeBinding {
   netnsListen(netnsPath: string, ip: string, port: number, backlog: number): number;
   socketPair(): [number, number];
   progTestRun(obj: NativeHandle, program: string, data: Buffer, options: NativeTestRunOptions): NativeTestRun;
-  spliceRelay(downstreamFd: number, upstreamFd: number, done: (bytesDownToUp: number, bytesUpToDown: number, error: NativeSpliceError | null) => void): void;
+  spliceRelay(downstreamFd: number, upstreamFd: number, idleMs: number, done: (bytesDownToUp: number, bytesUpToDown: number, error: NativeSpliceError | null) => void): void;
   shutdownSocket(fd: number): void;
 }
 
 /** How a splice relay failed (native/src/splice.c): which socket, what it was doing, strerror. */
 export interface NativeSpliceError {
   readonly side: 'downstream' | 'upstream';
-  readonly operation: 'read' | 'write' | 'socket' | 'register';
+  /** 'idle': no byte moved either way for the relay's idle time (message: ETIMEDOUT's). */
+  readonly operation: 'read' | 'write' | 'socket' | 'register' | 'idle';
   readonly message: string;
 }
 

@@ -23,7 +23,8 @@ export interface ConnectionDescription {
 export interface ConnectionOutcome {
   readonly bytesSent: number;
   readonly bytesReceived: number;
-  readonly error?: { readonly side: string; readonly message: string };
+  /** `reason` 'idle-timeout': closed by the relay's idle timeout, not by either side failing. */
+  readonly error?: { readonly side: string; readonly message: string; readonly reason?: 'idle-timeout' };
 }
 
 const UNKNOWN = 'unknown';
@@ -165,7 +166,9 @@ export class ConnectionTelemetry {
         this.metrics.tcpSentBytes.inc(labels, result.bytesReceived);
         release();
         const fields = { ...logFields(c), bytes_sent: result.bytesSent, bytes_recv: result.bytesReceived, duration: `${Date.now() - started}ms` };
-        if (result.error) this.accessLog.error({ ...fields, error: `${result.error.side}: ${result.error.message}` }, 'connection complete');
+        // An idle timeout is the agent's decision, not a fault: flagged for queries, logged at info.
+        if (result.error?.reason === 'idle-timeout') this.accessLog.info({ ...fields, error: result.error.message, reason: 'idle_timeout' }, 'connection complete');
+        else if (result.error) this.accessLog.error({ ...fields, error: `${result.error.side}: ${result.error.message}` }, 'connection complete');
         else this.accessLog.info(fields, 'connection complete');
       },
     };

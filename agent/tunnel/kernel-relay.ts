@@ -2,13 +2,14 @@
 // by the kernel: the addon splices bytes between the two sockets in its own thread
 // (native/src/splice_engine.c), so they never become Buffers, chunks and events in this process. The
 // sockets stay Node's: they are only stopped from reading, and destroyed once the relay reports its
-// end. Anything else (TLS, HTTP/2 streams, a socket that already holds unread bytes, no addon) is
-// relayed by relay.ts in JavaScript.
+// end, or its idle timeout. Anything else (TLS, HTTP/2 streams, a socket that already holds unread
+// bytes, no addon) is relayed by relay.ts in JavaScript.
 
 import { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { type SpliceOutcome, shutdownSocket, socketFd, spliceRelay } from '../redirect/bpf-binding.js';
 import type { RelayResult } from './relay.js';
+import { idleTimeoutError } from './relay-idle.js';
 import { tuneRelaySocket } from './socket-options.js';
 
 interface StreamHandle {
@@ -27,9 +28,9 @@ function spliceableFd(side: unknown): number | undefined {
 /**
  * Relays `downstream` ⇄ `upstream` in the kernel, or returns undefined when this relay is not for the
  * kernel (or the addon could not take it): relay.ts then relays it in JavaScript. The result has
- * relay()'s shape and meaning.
+ * relay()'s shape and meaning; the splice thread enforces `idleTimeoutMs` (0: none).
  */
-export function kernelRelay(downstream: unknown, upstream: unknown): Promise<RelayResult> | undefined {
+export function kernelRelay(downstream: unknown, upstream: unknown, idleTimeoutMs = 0): Promise<RelayResult> | undefined {
   const down = spliceableFd(downstream);
   const up = spliceableFd(upstream);
   if (down === undefined || up === undefined) return undefined;
@@ -37,7 +38,7 @@ export function kernelRelay(downstream: unknown, upstream: unknown): Promise<Rel
   for (const socket of sockets) tuneRelaySocket(socket);
   // The report arrives through the event loop, never before this function has returned.
   let report: (outcome: SpliceOutcome) => void = () => undefined;
-  const started = spliceRelay(down, up, (outcome) => report(outcome));
+  const started = spliceRelay(down, up, (outcome) => report(outcome), idleTimeoutMs);
   // Refused: the sockets are untouched, still reading if they were, and the JavaScript relay takes
   // them. (Stopped first, a socket Node counts as reading would stay stopped: resume() never restarts it.)
   if (!started.ok) return undefined;
@@ -60,7 +61,7 @@ export function kernelRelay(downstream: unknown, upstream: unknown): Promise<Rel
     report = (outcome) => {
       spliced = false;
       for (const socket of sockets) socket.destroy();
-      error ??= outcome.error;
+      error ??= outcome.error?.reason === 'idle-timeout' ? idleTimeoutError(idleTimeoutMs) : outcome.error;
       resolve({ bytesSent: outcome.bytesSent, bytesReceived: outcome.bytesReceived, ...(error ? { error } : {}) });
     };
     // The addon holds its own references to both sockets: destroying Node's (a policy change, a drain)

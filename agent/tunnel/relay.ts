@@ -1,25 +1,39 @@
 // Copies bytes both ways between two connected streams until both directions are done: with
 // backpressure (a slow reader pauses the fast writer once a bounded amount is queued), half-close
 // carried across (a FIN on one side becomes end() on the other), and an error on either side tears
-// down both. Counts bytes for telemetry.
+// down both, as does the idle timeout (relay-idle.ts). Counts bytes for telemetry.
 
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { kernelRelay } from './kernel-relay.js';
+import { idleTimeoutError, relayIdleTimeout, watchIdle } from './relay-idle.js';
 import { tuneRelaySocket } from './socket-options.js';
+
+/** Why a relay ended badly: the first error on either side, or (`reason`) its idle timeout. */
+export interface RelayError {
+  readonly side: 'downstream' | 'upstream';
+  readonly message: string;
+  readonly reason?: 'idle-timeout';
+}
 
 export interface RelayResult {
   /** Bytes read from `downstream` (the client) and written upstream. */
   readonly bytesSent: number;
   /** Bytes read from `upstream` and written to the client. */
   readonly bytesReceived: number;
-  /** The first error on either side, if the relay ended in one (a reset, a write after destroy). */
-  readonly error?: { readonly side: 'downstream' | 'upstream'; readonly message: string };
+  /** The first error on either side, if the relay ended in one (a reset, a write after destroy, idle). */
+  readonly error?: RelayError;
 }
 
-export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult> {
+export interface RelayOptions {
+  /** Both sides are closed after this long without a byte moving either way; 0: never. Default: the process's (relay-idle.ts). */
+  readonly idleTimeoutMs?: number;
+}
+
+export function relay(downstream: Duplex, upstream: Duplex, options: RelayOptions = {}): Promise<RelayResult> {
+  const idleTimeoutMs = options.idleTimeoutMs ?? relayIdleTimeout();
   // Two plain TCP sockets: the kernel moves their bytes (kernel-relay.ts); JavaScript relays the rest.
-  const spliced = kernelRelay(downstream, upstream);
+  const spliced = kernelRelay(downstream, upstream, idleTimeoutMs);
   if (spliced) return spliced;
   return new Promise((resolve) => {
     let error: RelayResult['error'];
@@ -32,13 +46,23 @@ export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult
     };
     downstream.on('error', fail('downstream'));
     upstream.on('error', fail('upstream'));
+    const idle =
+      idleTimeoutMs > 0
+        ? watchIdle(idleTimeoutMs, () => {
+            error ??= idleTimeoutError(idleTimeoutMs);
+            downstream.destroy();
+            upstream.destroy();
+          })
+        : undefined;
 
     for (const side of [downstream, upstream]) if (side instanceof Socket) tuneRelaySocket(side);
-    const sent = forward(downstream, upstream);
-    const received = forward(upstream, downstream);
+    const sent = forward(downstream, upstream, idle);
+    const received = forward(upstream, downstream, idle);
 
     const closed = (): void => {
-      if (--open === 0) resolve({ bytesSent: sent(), bytesReceived: received(), ...(error ? { error } : {}) });
+      if (--open > 0) return;
+      idle?.stop();
+      resolve({ bytesSent: sent(), bytesReceived: received(), ...(error ? { error } : {}) });
     };
     downstream.once('close', closed);
     upstream.once('close', closed);
@@ -61,8 +85,8 @@ const MAX_QUEUED_BYTES = 256 * 1024;
  */
 const COALESCE_FROM_BYTES = 16 * 1024;
 
-/** Moves `from`'s bytes into `to` until `from` ends; returns the count of bytes moved so far. */
-function forward(from: Duplex, to: Duplex): () => number {
+/** Moves `from`'s bytes into `to` until `from` ends, telling `idle` of each; returns the count of bytes moved so far. */
+function forward(from: Duplex, to: Duplex, idle: { touch(): void } | undefined): () => number {
   let bytes = 0;
   let paused = false;
   let corked = false;
@@ -78,6 +102,7 @@ function forward(from: Duplex, to: Duplex): () => number {
   };
   const onData = (chunk: Buffer): void => {
     bytes += chunk.length;
+    idle?.touch();
     if (coalesce && !corked && chunk.length >= COALESCE_FROM_BYTES) {
       corked = true;
       to.cork();

@@ -77,29 +77,31 @@ out:
 }
 
 /*
- * spliceRelay(downstreamFd, upstreamFd, callback): relays between the two sockets until both
- * directions have ended or one fails, then calls callback(bytesDownToUp, bytesUpToDown, error|null).
+ * spliceRelay(downstreamFd, upstreamFd, idleMs, callback): relays between the two sockets until both
+ * directions have ended or one fails, or no byte has moved either way for idleMs (0: no limit; the
+ * error's operation is then "idle"), then calls callback(bytesDownToUp, bytesUpToDown, error|null).
  * The fds are duplicated: the caller keeps its own, must not read from them meanwhile, and closes
  * them after the callback. shutdown(2) on either (JavaScript's socket.destroy does not reach a dup)
  * ends the relay early.
  */
 static napi_value splice_relay(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3], out;
+	napi_value argv[4], out;
 	napi_valuetype type;
-	uint32_t fds[2];
+	uint32_t fds[2], idle_ms;
 	napi_ref callback;
 	int err;
 
-	if (!args(env, info, 3, argv) || !arg_u32(env, argv[0], &fds[0], "downstream fd") || !arg_u32(env, argv[1], &fds[1], "upstream fd"))
+	if (!args(env, info, 4, argv) || !arg_u32(env, argv[0], &fds[0], "downstream fd") || !arg_u32(env, argv[1], &fds[1], "upstream fd") ||
+	    !arg_u32(env, argv[2], &idle_ms, "idle timeout (ms)"))
 		return NULL;
-	if (napi_typeof(env, argv[2], &type) != napi_ok || type != napi_function)
+	if (napi_typeof(env, argv[3], &type) != napi_ok || type != napi_function)
 		return throw_type(env, "callback: expected a function");
 	if (!start(env))
 		return NULL;
-	if (napi_create_reference(env, argv[2], 1, &callback) != napi_ok)
+	if (napi_create_reference(env, argv[3], 1, &callback) != napi_ok)
 		return throw_errno(env, ENOMEM, NULL, "splice relay: keeping the callback");
-	err = splice_engine_add((int)fds[0], (int)fds[1], callback);
+	err = splice_engine_add((int)fds[0], (int)fds[1], idle_ms, callback);
 	if (err) {
 		napi_delete_reference(env, callback);
 		return throw_errno(env, err, NULL, "splice relay: setting up fds %u and %u", fds[0], fds[1]);

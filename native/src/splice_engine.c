@@ -2,7 +2,9 @@
  * Plain TCP relays in the kernel: bytes move between two connected sockets by splice(2) through a
  * pipe per direction, in one thread, and never enter JavaScript. TCP's own flow control is the
  * backpressure (a full destination stops its source being read: EAGAIN, then EPOLLOUT), a FIN becomes
- * shutdown(SHUT_WR) on the other side, an error ends both. The caller hands over two sockets it has
+ * shutdown(SHUT_WR) on the other side, an error ends both, and so does an idle timeout: a sweep, at
+ * most about eight times per shortest idle time, ends the relays no byte crossed for theirs (Envoy's
+ * tcp_proxy idle_timeout). The caller hands over two sockets it has
  * stopped reading and hears once, with the byte counts, when the relay is over. POSIX only: splice.c
  * is its face to JavaScript.
  *
@@ -16,6 +18,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <limits.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -52,6 +56,9 @@ struct relay {
 	struct relay *next_ready;
 	bool finishing; /* on the list of relays released at the end of this round */
 	struct relay *next_finishing;
+	uint64_t idle_ns;   /* 0: no idle timeout */
+	uint64_t active_ns; /* when a byte last moved (CLOCK_MONOTONIC), or when it was added */
+	struct relay *prev_live, *next_live; /* every relay not yet released, for the idle sweep */
 	int err;     /* errno of the first failure */
 	int err_end; /* the end it happened on */
 	const char *err_op;
@@ -76,6 +83,20 @@ static struct relay *ready_head, **ready_tail = &ready_head;
  * handled: both ends of one relay can be in one batch of events.
  */
 static struct relay *finishing;
+/* Every relay added and not yet released (added under relays_lock, released by the thread). */
+static struct relay *live;
+/* When the idle sweep next runs: UINT64_MAX while no relay has an idle timeout. Under relays_lock. */
+static uint64_t next_sweep_ns = UINT64_MAX;
+/* CLOCK_MONOTONIC as the thread's current round began: the activity stamp of what it pumps. */
+static uint64_t round_ns;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* Grows a new pipe to PIPE_BYTES if allowed; returns what it holds. */
 static size_t pipe_capacity(int pipe_fd)
@@ -152,6 +173,8 @@ static void pump(struct relay *r)
 	while (moved && !r->err && rounds++ < BUDGET) {
 		moved = step(r, 0);
 		moved = step(r, 1) || moved;
+		if (moved)
+			r->active_ns = round_ns;
 	}
 	if (r->err || (r->shut[0] && r->shut[1]))
 		r->done = true;
@@ -167,6 +190,12 @@ static void release(struct relay *r)
 {
 	struct splice_outcome *o = calloc(1, sizeof(*o));
 
+	if (r->prev_live)
+		r->prev_live->next_live = r->next_live;
+	else
+		live = r->next_live;
+	if (r->next_live)
+		r->next_live->prev_live = r->prev_live;
 	for (int i = 0; i < 2; i++) {
 		epoll_ctl(epoll_fd, EPOLL_CTL_DEL, r->ends[i].fd, NULL);
 		close(r->ends[i].fd);
@@ -220,16 +249,60 @@ static void release_finished(void)
 	}
 }
 
+/*
+ * Ends the relays whose idle time has passed and sets the next sweep: at their earliest deadline, but
+ * no sooner than an eighth of the shortest idle time from now, so that a sweep over every relay runs
+ * a bounded number of times per idle period however the deadlines fall (a relay may so outlive its
+ * idle time by an eighth of the shortest one).
+ */
+static void sweep(void)
+{
+	uint64_t next = UINT64_MAX, gap = UINT64_MAX;
+
+	for (struct relay *r = live; r; r = r->next_live) {
+		if (!r->idle_ns || r->done)
+			continue;
+		if (r->active_ns + r->idle_ns <= round_ns) {
+			fail(r, ETIMEDOUT, 0, "idle");
+			r->done = true;
+			serve(r);
+			continue;
+		}
+		next = next < r->active_ns + r->idle_ns ? next : r->active_ns + r->idle_ns;
+		gap = gap < r->idle_ns / 8 ? gap : r->idle_ns / 8;
+	}
+	next_sweep_ns = next == UINT64_MAX || next > round_ns + gap ? next : round_ns + gap;
+}
+
+/* epoll_wait's timeout: 0 with relays queued, else until the next sweep (rounded up), or forever. */
+static int wait_ms(void)
+{
+	uint64_t now, ms;
+
+	if (ready_head)
+		return 0;
+	if (next_sweep_ns == UINT64_MAX)
+		return -1;
+	now = now_ns();
+	if (next_sweep_ns <= now)
+		return 0;
+	ms = (next_sweep_ns - now + 999999) / 1000000;
+	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
 static void *relay_thread(void *unused)
 {
 	struct epoll_event events[64];
+	int timeout = -1;
 
 	(void)unused;
 	for (;;) {
-		int n = epoll_wait(epoll_fd, events, 64, ready_head ? 0 : -1);
+		/* A relay added meanwhile wakes this at once: its sockets' first events come with it. */
+		int n = epoll_wait(epoll_fd, events, 64, timeout);
 		struct relay *again;
 
 		pthread_mutex_lock(&relays_lock);
+		round_ns = now_ns();
 		/* Relays that spent their budget last time go first; pump() may queue them again. */
 		again = ready_head;
 		ready_head = NULL;
@@ -258,7 +331,10 @@ static void *relay_thread(void *unused)
 			}
 			serve(r);
 		}
+		if (round_ns >= next_sweep_ns)
+			sweep();
 		release_finished();
+		timeout = wait_ms();
 		pthread_mutex_unlock(&relays_lock);
 	}
 	return NULL;
@@ -290,7 +366,7 @@ out:
 	return err;
 }
 
-int splice_engine_add(int downstream_fd, int upstream_fd, void *owner)
+int splice_engine_add(int downstream_fd, int upstream_fd, uint32_t idle_ms, void *owner)
 {
 	int fds[2] = { downstream_fd, upstream_fd };
 	struct relay *r = calloc(1, sizeof(*r));
@@ -299,6 +375,7 @@ int splice_engine_add(int downstream_fd, int upstream_fd, void *owner)
 	if (!r)
 		return ENOMEM;
 	r->owner = owner;
+	r->idle_ns = (uint64_t)idle_ms * 1000000u;
 	for (i = 0; i < 2; i++) {
 		r->ends[i].fd = r->pipe_r[i] = r->pipe_w[i] = -1;
 		r->readable[i] = r->writable[i] = true;
@@ -339,6 +416,14 @@ int splice_engine_add(int downstream_fd, int upstream_fd, void *owner)
 			break;
 		}
 	}
+	/* From here only the thread frees it (release() unlinks it); the thread is not in a round now. */
+	r->active_ns = now_ns();
+	r->next_live = live;
+	if (live)
+		live->prev_live = r;
+	live = r;
+	if (r->idle_ns && r->active_ns + r->idle_ns < next_sweep_ns)
+		next_sweep_ns = r->active_ns + r->idle_ns;
 	pthread_mutex_unlock(&relays_lock);
 	/* Edge-triggered: the first events come at once (EPOLLOUT is ready), so bytes already queued move too. */
 	return 0;

@@ -10,7 +10,7 @@ struct splice_outcome {
 	uint64_t bytes[2]; /* [0]: downstream to upstream, [1]: upstream to downstream */
 	int err;	   /* errno of the first failure, 0 if none */
 	int err_end;	   /* the end it happened on: 0 downstream, 1 upstream */
-	const char *err_op; /* "read", "write", "socket" or "register" (epoll would not take it) */
+	const char *err_op; /* "read", "write", "socket", "register" (epoll would not take it) or "idle" */
 };
 
 /* Called on the relay thread once per relay; it owns the outcome (free() it) and must not drop it. */
@@ -21,8 +21,9 @@ int splice_engine_start(splice_done_fn done);
 
 /*
  * Relays dups of two connected, non-blocking TCP sockets until both directions have ended or one
- * fails, then reports with `owner`: 0 or an errno. shutdown(2) on either socket ends it early.
+ * fails, then reports with `owner`: 0 or an errno. shutdown(2) on either socket ends it early, and so
+ * does `idle_ms` (when not 0) without a byte moving either way: ETIMEDOUT, op "idle".
  */
-int splice_engine_add(int downstream_fd, int upstream_fd, void *owner);
+int splice_engine_add(int downstream_fd, int upstream_fd, uint32_t idle_ms, void *owner);
 
 #endif

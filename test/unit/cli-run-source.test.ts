@@ -56,6 +56,17 @@ test('--socks5 is opt-in and needs eBPF capture, which knows the pods\' cgroups'
   assert.throws(() => parseRunArgs([...common, '--config', 'mesh/', '--socks5'], {}), (err: Error) => err instanceof UsageError && /--socks5 .* needs --capture ebpf/.test(err.message));
 });
 
+test('--tcp-idle-timeout: Envoy\'s 1 h unless given, 0 turns it off, and what the splice thread cannot count is refused', () => {
+  const idle = (...flag: string[]): number => parseRunArgs([...common, '--config', 'mesh/', ...flag], {}).relayIdleTimeoutMs;
+  assert.equal(idle(), 3_600_000);
+  assert.equal(idle('--tcp-idle-timeout', '90s'), 90_000);
+  assert.equal(idle('--tcp-idle-timeout', '0'), 0);
+  const refused = (value: string, message: RegExp) =>
+    assert.throws(() => idle('--tcp-idle-timeout', value), (err: Error) => err instanceof UsageError && message.test(err.message));
+  refused('soon', /--tcp-idle-timeout "soon": expected a positive duration/);
+  refused('1200h', /--tcp-idle-timeout 1200h: at most 4294967295 ms/);
+});
+
 test('ambit run --source kubernetes: ready after the first sync, follows changes, keeps serving while the API server is down', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ambit-run-kube-'));
   const server = new FakeApiServer();

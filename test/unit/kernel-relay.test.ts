@@ -1,7 +1,8 @@
 // Plain TCP relays spliced by the addon's thread (agent/tunnel/kernel-relay.ts over
 // native/src/splice_engine.c), on loopback: order (bytes queued before the relay started included),
 // counts, half-close both ways, TCP's backpressure with a reader that stops, a destroy (policy close)
-// ending the relay, the cases left to JavaScript, a relay the addon refuses, and one epoll refuses.
+// ending the relay, the idle timeout, the cases left to JavaScript, a relay the addon refuses, and one
+// epoll refuses.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -14,6 +15,7 @@ import { after, test } from 'node:test';
 import { type SpliceOutcome, socketFd, spliceRelay } from '../../agent/redirect/bpf-binding.js';
 import { kernelRelay } from '../../agent/tunnel/kernel-relay.js';
 import type { RelayResult } from '../../agent/tunnel/relay.js';
+import { quietUntilClosed } from './helpers/idle-close.js';
 
 const servers: Server[] = [];
 after(() => servers.forEach((s) => s.close()));
@@ -129,6 +131,28 @@ test("destroying one of the proxy's sockets (a policy close) ends the relay and 
   assert.equal(result.bytesSent, 5);
   assert.deepEqual(result.error, { side: 'downstream', message: 'closed by policy' });
   assert.ok(upstream.destroyed);
+});
+
+test('the splice thread closes both connections once no byte moved either way for the idle time, never while bytes flow', async () => {
+  const idleMs = 300;
+  const { client, server, downstream, upstream } = await pair();
+  const relayed = kernelRelay(downstream, upstream, idleMs)!;
+  assert.ok(relayed, 'two plain sockets are spliced');
+  let atServer = 0;
+  server.on('data', (d: Buffer) => (atServer += d.length));
+  server.on('error', () => undefined);
+  const serverClosed = new Promise((r) => server.once('close', r));
+  const quiet = await quietUntilClosed(client, idleMs);
+  // The sweep runs at most an eighth of the idle time late, plus this busy machine's scheduling.
+  assert.ok(quiet >= idleMs - 1 && quiet < idleMs * 1.125 + 400, `closed ${Math.round(quiet)} ms after the last byte; the idle time is ${idleMs} ms`);
+  const result = await relayed;
+  server.end();
+  await serverClosed;
+  assert.equal(atServer, 12, 'every byte crossed before the relay went idle');
+  assert.equal(result.bytesSent, 12);
+  assert.equal(result.error?.reason, 'idle-timeout', `the relay reports its idle timeout: ${JSON.stringify(result.error)}`);
+  assert.match(result.error?.message ?? '', /^idle timeout: no byte moved either way for 300 ms/);
+  assert.ok(downstream.destroyed && upstream.destroyed);
 });
 
 test('left to JavaScript: a socket holding bytes Node already read, and anything that is not a plain socket', async () => {

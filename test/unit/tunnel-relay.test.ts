@@ -1,6 +1,6 @@
 // The relay between a client and an upstream: every byte arrives in order both ways, half-close is
-// carried, and the byte counts telemetry reports are right whether the sides are TCP sockets (counted
-// by the sockets) or other streams such as an HTTP/2 stream (counted by chunk).
+// carried, the byte counts telemetry reports are right whether the sides are TCP sockets (counted by
+// the sockets) or other streams such as an HTTP/2 stream (counted by chunk), and the idle timeout.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -9,6 +9,7 @@ import { Duplex, PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { type RelayResult, relay } from '../../agent/tunnel/relay.js';
 import { KEEPALIVE_IDLE_MS } from '../../agent/tunnel/socket-options.js';
+import { quietUntilClosed } from './helpers/idle-close.js';
 
 /** The kernel's timer on the loopback TCP socket matching an `ss` filter, e.g. "keepalive,2min59sec,0". */
 function timerOf(filter: string): string {
@@ -157,6 +158,36 @@ describe('relay', () => {
         client.destroy();
         front.close();
       }
+    }
+  });
+
+  it('closes both sides once no byte moved either way for the idle time, never while bytes flow (in JavaScript)', async () => {
+    const idleMs = 300;
+    let result: Promise<RelayResult> | undefined;
+    let proxied: Duplex | undefined;
+    // Upstream a stream, as an HBONE stream is: JavaScript relays it, never the splice thread.
+    const front = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+      const [upstream, app] = streamPair();
+      proxied = upstream;
+      app.resume();
+      app.on('error', () => undefined); // the pair shares its buffers: the destroy reaches both ends
+      result = relay(client, upstream, { idleTimeoutMs: idleMs });
+    });
+    const port = await listen(front);
+    try {
+      const client = await connected(port);
+      const quiet = await quietUntilClosed(client, idleMs);
+      assert.ok(quiet >= idleMs - 1 && quiet < idleMs + 400, `closed ${Math.round(quiet)} ms after the last byte; the idle time is ${idleMs} ms`);
+      const counts = await result!;
+      assert.equal(counts.bytesSent, 12);
+      assert.deepEqual(counts.error, {
+        side: 'downstream',
+        message: 'idle timeout: no byte moved either way for 300 ms, so both sides were closed (ambit run --tcp-idle-timeout)',
+        reason: 'idle-timeout',
+      });
+      assert.ok(proxied!.destroyed, 'the upstream side is closed too');
+    } finally {
+      front.close();
     }
   });
 
