@@ -140,7 +140,7 @@ export class NodeAgent {
   /** Starts everything; resolves once the agent is ready, rejects with an actionable message. */
   async start(): Promise<void> {
     const { config, log, store } = this;
-    const readiness = new ReadinessServer(() => (this.#ready ? undefined : store.current ? 'capture not set up yet' : 'configuration not loaded yet'));
+    const readiness = new ReadinessServer(() => (this.#ready ? EbpfCapture.problemOf(config.capture) : store.current ? 'capture not set up yet' : 'configuration not loaded yet'));
     await this.#serve('readiness', readiness, config.readiness);
     const admin = new AdminServer({
       store,

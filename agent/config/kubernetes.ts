@@ -18,6 +18,16 @@ export interface ObjectMeta {
   readonly uid?: string;
   readonly labels: Labels;
   readonly annotations: Labels;
+  /** Pods only: the prefix the API server named the pod from, set when a controller created it. */
+  readonly generateName?: string;
+  /** Pods only: the ownerReference marked `controller: true` (the ReplicaSet, Job, ... that made the pod). */
+  readonly controller?: ControllerReference;
+}
+
+/** The part of an ownerReference that names a workload: istiod derives a pod's workload name from it. */
+export interface ControllerReference {
+  readonly kind: string;
+  readonly name: string;
 }
 
 /** What every object has: its kind, the apiVersion it was written with, its metadata and its origin. */

@@ -10,6 +10,7 @@ import type {
   NodeAddress,
   NodeObject,
   ObjectBase,
+  ObjectMeta,
   PodCondition,
   PodObject,
   PortProtocol,
@@ -82,9 +83,26 @@ export function parsePod(root: MapReader, base: ObjectBase<'Pod'>): PodObject | 
   const phase = status?.enum('phase', POD_PHASES);
   return {
     ...base,
+    metadata: { ...base.metadata, ...podOwnership(root) },
     spec: { ...(nodeName ? { nodeName } : {}), ...(serviceAccountName ? { serviceAccountName } : {}), ...(hostNetwork ? { hostNetwork } : {}), containers },
     status: { ...(phase ? { phase } : {}), ...(podIP ? { podIP } : {}), podIPs, conditions },
   };
+}
+
+/**
+ * generateName and the controlling ownerReference, from which istiod names a pod's workload (its
+ * Deployment, CronJob, ...). The first reference with `controller: true` counts, as in Kubernetes.
+ */
+function podOwnership(root: MapReader): Pick<ObjectMeta, 'generateName' | 'controller'> {
+  const metadata = root.map('metadata');
+  const generateName = metadata?.string('generateName');
+  const references = metadata?.maps('ownerReferences') ?? [];
+  // apiVersion, uid and blockOwnerDeletion mean nothing to the mesh.
+  for (const ref of references) ref.ignoreRest();
+  const controller = references.find((ref) => ref.bool('controller') === true);
+  const kind = controller?.require('kind')?.nonEmptyString();
+  const name = controller?.require('name')?.nonEmptyString();
+  return { ...(generateName ? { generateName } : {}), ...(kind !== undefined && name !== undefined ? { controller: { kind, name } } : {}) };
 }
 
 function parseContainer(field: Field): Container | undefined {

@@ -68,6 +68,12 @@ export interface CaptureOptions {
   readonly log: Logger;
 }
 
+/** Something that keeps capture from doing its whole job now; readiness reports it until it clears. */
+export interface CaptureProblem {
+  readonly kind: 'nft-sync';
+  readonly message: string;
+}
+
 /** A pod the kernel currently captures, with what is needed to release it. */
 interface Enrolled {
   readonly ip: string;
@@ -75,6 +81,8 @@ interface Enrolled {
 }
 
 export class EbpfCapture {
+  /** The capture of each scope in this process (one per agent), where readiness finds it. */
+  static readonly #byScope = new Map<string, EbpfCapture>();
   readonly #enrolled = new Map<string, Enrolled>();
   readonly #podLinks = new Set<string>();
   readonly #ip = requireTool('ip', 'iproute2');
@@ -138,8 +146,25 @@ export class EbpfCapture {
       const attached = inbound.value.attachTcxIngress('ambit_tc_uplink', uplink, join(linkDir(pinDir, 'tc'), uplink));
       if (!attached.ok) return attached;
     }
+    EbpfCapture.#byScope.set(options.scope, capture);
     options.log.info({ pinDir, agentCgroup, uplinks: options.uplinks }, `eBPF capture loaded: outbound to ${options.nodeIp}:${OUTBOUND_PORT}, inbound steered on ${options.uplinks.join(', ')}`);
     return { ok: true, value: capture };
+  }
+
+  /**
+   * Readiness's question, asked with the agent's capture configuration: the first problem of the
+   * capture running for its scope, or undefined (also without eBPF capture, or before it started).
+   */
+  static problemOf(capture: { readonly mode: string; readonly scope?: string }): string | undefined {
+    if (capture.mode !== 'ebpf' || capture.scope === undefined) return undefined;
+    const problem = EbpfCapture.#byScope.get(capture.scope)?.problems()[0];
+    return problem && `capture is incomplete: ${problem.message}`;
+  }
+
+  /** What keeps capture from doing its whole job right now; empty when nothing does. */
+  problems(): readonly CaptureProblem[] {
+    const nft = this.dnat.failure;
+    return nft === undefined ? [] : [{ kind: 'nft-sync', message: nft }];
   }
 
   /** Brings enrollment in line with the snapshot; runs one at a time, in snapshot order. */
@@ -164,6 +189,8 @@ export class EbpfCapture {
   /** Releases every pod and removes the pins: used when capture is turned off, not on restart. */
   async release(): Promise<void> {
     for (const key of [...this.#enrolled.keys()]) this.#release(key);
+    this.dnat.stop();
+    if (EbpfCapture.#byScope.get(this.options.scope) === this) EbpfCapture.#byScope.delete(this.options.scope);
     await removeDnatCapture();
     this.outbound.close();
     this.inbound.close();
@@ -193,9 +220,10 @@ export class EbpfCapture {
       else log.error({ pod: key, err: enrolled.error }, `cannot capture ${key}: ${enrolled.error.message}; its traffic bypasses the mesh until this is fixed`);
     }
     // Written only here, once enrollment is known: a restarted agent keeps its predecessor's table
-    // (which drops what it cannot deliver) until then, rather than opening a gap.
+    // (which drops what it cannot deliver) until then, rather than opening a gap. A failure is also
+    // retried on its own and fails readiness until a write succeeds (problems()).
     const dnat = await this.dnat.sync([...this.#enrolled.values()].map((e) => e.ip));
-    if (!dnat.ok) log.error({ err: dnat.error }, dnat.error.message);
+    if (!dnat.ok) log.error({ err: dnat.error }, `${dnat.error.message}; readiness fails until it can be written (retried with backoff)`);
     // Every local pod's veth carries the pod program: it steers inbound connections to enrolled pods
     // from neighbours, and returns replies to the agent's source-preserving sockets.
     for (const workload of local) {

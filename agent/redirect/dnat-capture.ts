@@ -12,6 +12,8 @@
 // enrollment) is left alone. A new connection with no listener to take it (the agent is down) is
 // dropped: fail closed, as tc does. Packets tc already steered carry its mark and are skipped.
 // Node-local clients (kubelet probes, hostNetwork pods) are DNAT'd in OUTPUT, not here, and go direct.
+// A table that cannot be written leaves that path open, so the failure is kept (readiness reports it
+// until a write succeeds) and the write is retried with backoff, not only at the next snapshot.
 
 import type { Logger } from '../telemetry/log.js';
 import { requireTool, runCommand, which } from '../system/commands.js';
@@ -47,31 +49,78 @@ table ip ${DNAT_CAPTURE_TABLE} {
 `;
 }
 
+/** A failed write is tried again after 1 s, then 2, 4… up to 30 s, until one succeeds. */
+const RETRY_FIRST_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+
 /** Keeps the table in step with the enrolled pods of this node. */
 export class DnatCapture {
   readonly #nft = requireTool('nft', 'nftables');
   #applied: string | undefined;
+  /** The enrolled pod IPs the table should hold: what a retry writes. */
+  #wanted: readonly string[] = [];
+  /** Writes run one at a time, in call order, so an older set never lands after a newer one. */
+  #writing: Promise<Result<void>> = Promise.resolve({ ok: true, value: undefined });
+  /** Why the last write failed, until one succeeds. */
+  #failure: string | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  #retryMs = RETRY_FIRST_MS;
 
   constructor(
     private readonly inboundPort: number,
     private readonly log: Logger,
   ) {}
 
+  /** Why the table is not what the agent wants (its last write failed); undefined when it is. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
   /** Writes the table when the set of enrolled pod IPs changed; the first call always writes it. */
-  async sync(enrolledIps: readonly string[]): Promise<Result<void>> {
+  sync(enrolledIps: readonly string[]): Promise<Result<void>> {
+    this.#wanted = enrolledIps;
+    this.#writing = this.#writing.then(() => this.#write());
+    return this.#writing;
+  }
+
+  /** Stops retrying (capture released). */
+  stop(): void {
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+  }
+
+  async #write(): Promise<Result<void>> {
+    const enrolledIps = this.#wanted;
     const rules = renderDnatCaptureRules(enrolledIps, this.inboundPort);
-    if (rules === this.#applied) return { ok: true, value: undefined };
-    try {
-      await runCommand(this.#nft, ['-f', '-'], rules);
+    if (rules !== this.#applied) {
+      try {
+        await runCommand(this.#nft, ['-f', '-'], rules);
+      } catch (err) {
+        const message = `cannot write nft table ${DNAT_CAPTURE_TABLE} (Service VIP traffic from this node's pods outside the mesh would bypass the agent; is nf_tables with tproxy and socket support loaded?): ${(err as Error).message}`;
+        if (this.#failure !== undefined) this.log.debug({ retryInMs: this.#retryMs }, `still ${message}`);
+        this.#failure = message;
+        this.#scheduleRetry();
+        return { ok: false, error: { code: 'ENFT', message } };
+      }
       this.#applied = rules;
       this.log.debug({ pods: enrolledIps.length }, `nft table ${DNAT_CAPTURE_TABLE} updated`);
-      return { ok: true, value: undefined };
-    } catch (err) {
-      return {
-        ok: false,
-        error: { code: 'ENFT', message: `cannot write nft table ${DNAT_CAPTURE_TABLE} (Service VIP traffic from this node's pods outside the mesh would bypass the agent; is nf_tables with tproxy and socket support loaded?): ${(err as Error).message}` },
-      };
     }
+    if (this.#failure !== undefined) this.log.info({ pods: enrolledIps.length }, `nft table ${DNAT_CAPTURE_TABLE} written after an earlier failure; Service VIP traffic is captured again`);
+    this.#failure = undefined;
+    this.#retryMs = RETRY_FIRST_MS;
+    this.stop();
+    return { ok: true, value: undefined };
+  }
+
+  #scheduleRetry(): void {
+    if (this.#retry) return;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      void this.sync(this.#wanted);
+    }, this.#retryMs);
+    // The agent's servers keep the process alive; a pending retry must not on its own.
+    this.#retry.unref();
+    this.#retryMs = Math.min(this.#retryMs * 2, RETRY_MAX_MS);
   }
 }
 

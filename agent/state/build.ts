@@ -22,6 +22,7 @@ import {
 } from './model.js';
 import { portProtocol } from './protocol.js';
 import { serviceLoadBalancing } from './locality.js';
+import { workloadName } from './workload-name.js';
 
 /** The label that puts a namespace (or a single pod) in the mesh, and takes a pod out with `none`. */
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
@@ -139,6 +140,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       namespace,
       // The API server's uid when the pod came from it (kubepods cgroups are named by it), else a stable stand-in.
       uid: pod.metadata.uid ?? `${namespace}/${name}`,
+      workloadName: workloadName(pod.metadata),
       ...(pod.spec.nodeName ? { node: pod.spec.nodeName } : {}),
       ips,
       labels: pod.metadata.labels,

@@ -1,10 +1,10 @@
-// A workload's canonical service and revision, as Istio derives them from pod labels; metrics,
-// access logs and /config_dump all name workloads this way.
+// A workload's canonical service and revision, as Istio derives them from pod labels (falling back to
+// the workload name); metrics, access logs and /config_dump all name workloads this way.
 
 import type { Workload } from './model.js';
 
 export function canonicalName(w: Workload): string {
-  return w.labels['service.istio.io/canonical-name'] ?? w.labels['app.kubernetes.io/name'] ?? w.labels['app'] ?? w.name;
+  return w.labels['service.istio.io/canonical-name'] ?? w.labels['app.kubernetes.io/name'] ?? w.labels['app'] ?? w.workloadName;
 }
 
 export function canonicalRevision(w: Workload): string {

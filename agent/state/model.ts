@@ -46,6 +46,8 @@ export interface Workload {
   readonly name: string;
   readonly namespace: string;
   readonly uid: string;
+  /** Its Deployment's (CronJob's, ...) name as istiod derives it (workload-name.ts); the pod's own name when none. */
+  readonly workloadName: string;
   readonly node?: string;
   /** Primary pod IP first; empty until the pod has one. */
   readonly ips: readonly string[];

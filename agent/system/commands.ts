@@ -44,6 +44,9 @@ export function runCommand(file: string, args: readonly string[], input?: string
       if (err) reject(new CommandError([file, ...args].join(' '), typeof err.code === 'number' ? err.code : null, stderr || err.message));
       else resolve(stdout);
     });
+    // A command that exits without reading all of its input (nft refusing before it parses) closes
+    // the pipe: EPIPE here, which its exit status already reports. Unhandled, it would end the agent.
+    child.stdin?.on('error', () => undefined);
     if (input !== undefined) child.stdin?.end(input);
   });
 }
