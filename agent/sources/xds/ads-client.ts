@@ -3,7 +3,7 @@
 // resources, and on any break a new stream after a backoff (10 ms doubling to 15 s, jittered) that
 // tells istiod, per type, which resource versions the agent already holds.
 
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import type * as grpc from '@grpc/grpc-js';
 import { type IstiodConnectionOptions, IstiodChannel, describeGrpcError, grpcMethodPath } from '../../identity/istiod-channel.js';
 import type { Node } from '../../proto/envoy/config/core/v3/base_pb.js';
@@ -13,11 +13,11 @@ import {
   type Resource,
   AggregatedDiscoveryService,
   DeltaDiscoveryRequestSchema,
-  DeltaDiscoveryResponseSchema,
 } from '../../proto/envoy/service/discovery/v3/discovery_pb.js';
 import { StatusSchema } from '../../proto/google/rpc/status_pb.js';
 import type { Logger } from '../../telemetry/log.js';
 import { Backoff, type BackoffOptions } from '../backoff.js';
+import { type DecodedResponse, MAX_RESPONSE_BYTES, decodeResponse } from './bounded-response.js';
 
 export const DELTA_ADS_PATH = grpcMethodPath(AggregatedDiscoveryService.method.deltaAggregatedResources);
 
@@ -40,6 +40,8 @@ export interface DeltaAdsClientOptions {
   readonly handlers: ReadonlyMap<string, ResponseHandler>;
   /** Reconnect delays; default 10 ms doubling to 15 s, as ztunnel, with the sources' shared jitter. */
   readonly backoff?: Partial<BackoffOptions>;
+  /** Responses larger than this are NACKed undecoded; default MAX_RESPONSE_BYTES. */
+  readonly maxResponseBytes?: number;
   readonly log: Logger;
 }
 
@@ -54,6 +56,8 @@ export type AdsListener = (event: AdsEvent) => void;
 
 const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 10, maxMs: 15_000 };
 
+type AdsCall = grpc.ClientDuplexStream<DeltaDiscoveryRequest, DecodedResponse>;
+
 export class DeltaAdsClient {
   readonly #options: DeltaAdsClientOptions;
   readonly #channel: IstiodChannel;
@@ -62,7 +66,7 @@ export class DeltaAdsClient {
   readonly #known = new Map<string, Map<string, string>>();
   readonly #synced = new Set<string>();
   readonly #listeners = new Set<AdsListener>();
-  #call: grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse> | undefined;
+  #call: AdsCall | undefined;
   #stream = 0;
   #failures = 0;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -115,10 +119,12 @@ export class DeltaAdsClient {
     if (!metadata.ok) return this.#retry(stream, metadata.error.message);
     if (this.#closed) return;
 
+    const maxBytes = this.#options.maxResponseBytes ?? MAX_RESPONSE_BYTES;
     const call = client.value.makeBidiStreamRequest(
       DELTA_ADS_PATH,
       (request: DeltaDiscoveryRequest) => Buffer.from(toBinary(DeltaDiscoveryRequestSchema, request)),
-      (bytes: Buffer) => fromBinary(DeltaDiscoveryResponseSchema, bytes),
+      // Decoded here rather than by grpc-js, which would end the stream on the first bad message.
+      (bytes: Buffer): DecodedResponse => decodeResponse(bytes, maxBytes),
       metadata.value,
     );
     this.#call = call;
@@ -135,9 +141,18 @@ export class DeltaAdsClient {
       }
       this.#retry(stream, error);
     };
-    call.on('data', (response: DeltaDiscoveryResponse) => {
-      responded = true;
-      this.#respond(call, response);
+    call.on('data', (decoded: DecodedResponse) => {
+      if (decoded.ok) {
+        responded = true;
+        this.#respond(call, decoded.response);
+      } else if (decoded.typeUrl !== undefined && decoded.nonce !== undefined) {
+        this.#refuse(call, decoded.typeUrl, decoded.nonce, decoded.reason);
+      } else {
+        // Without a nonce there is nothing to NACK: a new stream makes istiod send its state again.
+        this.#options.log.error({ address: this.address, stream }, `istiod sent a response the agent cannot use: ${decoded.reason}; the last good state stays in force`);
+        end(`unusable response: ${decoded.reason}`);
+        call.cancel();
+      }
     });
     call.on('error', (err: Error) => end(describeGrpcError(err, this.address)));
     call.on('status', (status: grpc.StatusObject) => end(status.code === 0 ? 'istiod ended the stream' : `${status.code}: ${status.details}`));
@@ -164,7 +179,7 @@ export class DeltaAdsClient {
   }
 
   /** Applies a response and answers it: ACK when every resource was taken, else NACK with the reasons. */
-  #respond(call: grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>, response: DeltaDiscoveryResponse): void {
+  #respond(call: AdsCall, response: DeltaDiscoveryResponse): void {
     const { typeUrl, nonce } = response;
     const handler = this.#options.handlers.get(typeUrl);
     let rejected: readonly RejectedResource[];
@@ -184,6 +199,24 @@ export class DeltaAdsClient {
         for (const resource of response.resources) if (!refused.has(resource.name)) known.set(resource.name, resource.version);
       }
     }
+    this.#answer(call, typeUrl, nonce, rejected);
+    const accepted = response.resources.length - rejected.filter((r) => r.name !== '*').length;
+    this.#emit({ type: 'response', typeUrl, nonce, accepted, removed: response.removedResources.length, rejected });
+    if (handler && !this.#synced.has(typeUrl)) {
+      this.#synced.add(typeUrl);
+      if (this.synced) this.#emit({ type: 'synced' });
+    }
+  }
+
+  /** NACKs a response that was never decoded; nothing of it is applied or remembered. */
+  #refuse(call: AdsCall, typeUrl: string, nonce: string, reason: string): void {
+    const rejected = [{ name: '*', reason }];
+    this.#answer(call, typeUrl, nonce, rejected);
+    this.#emit({ type: 'response', typeUrl, nonce, accepted: 0, removed: 0, rejected });
+  }
+
+  /** ACK when nothing was rejected, else NACK with the reasons. */
+  #answer(call: AdsCall, typeUrl: string, nonce: string, rejected: readonly RejectedResource[]): void {
     const answer = create(DeltaDiscoveryRequestSchema, { typeUrl, responseNonce: nonce });
     if (rejected.length > 0) {
       const message = rejected.map((r) => (r.name === '*' ? r.reason : `${r.name}: ${r.reason}`)).join('; ');
@@ -191,12 +224,6 @@ export class DeltaAdsClient {
       this.#options.log.warn({ typeUrl, nonce, rejected: rejected.length }, `NACK ${shortType(typeUrl)} (nonce ${nonce}): ${message}`);
     }
     if (!call.writableEnded) call.write(answer);
-    const accepted = response.resources.length - rejected.filter((r) => r.name !== '*').length;
-    this.#emit({ type: 'response', typeUrl, nonce, accepted, removed: response.removedResources.length, rejected });
-    if (handler && !this.#synced.has(typeUrl)) {
-      this.#synced.add(typeUrl);
-      if (this.synced) this.#emit({ type: 'synced' });
-    }
   }
 
   #emit(event: AdsEvent): void {

@@ -32,6 +32,8 @@ export interface XdsSourceOptions {
   readonly trustDomain: string;
   readonly clusterDomain: string;
   readonly backoff?: Partial<BackoffOptions>;
+  /** Responses larger than this are NACKed undecoded (default: bounded-response.ts's MAX_RESPONSE_BYTES). */
+  readonly maxResponseBytes?: number;
 }
 
 export class XdsSource implements MeshSource {
@@ -62,6 +64,7 @@ export class XdsSource implements MeshSource {
       node: xdsNode(options.node),
       handlers,
       ...(options.backoff ? { backoff: options.backoff } : {}),
+      ...(options.maxResponseBytes !== undefined ? { maxResponseBytes: options.maxResponseBytes } : {}),
       log: this.#log,
     });
     this.#client.subscribe((event) => this.#onEvent(event));
