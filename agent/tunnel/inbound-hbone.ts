@@ -93,6 +93,7 @@ export class InboundHbone {
           dst: description.dst.addr,
           transport: 'hbone',
           startedAt: new Date(),
+          ...(description.dst.service ? { originalDst: description.dst.service.hostname } : {}),
           ...(description.src.identity ? { srcIdentity: description.src.identity } : {}),
           ...(description.dst.identity ? { dstIdentity: description.dst.identity } : {}),
         },

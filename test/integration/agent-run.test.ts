@@ -79,7 +79,7 @@ test('config_dump and `ambit zc` show workloads and services in istioctl ztunnel
   assert.deepEqual(d.services[0]?.vips, ['/10.98.0.1']);
   const zc = await ambit(['zc', 'services', '--admin-address', `127.0.0.1:${ports['admin']}`]);
   assert.equal(zc.code, 0, zc.stderr);
-  assert.equal(zc.stdout, 'NAMESPACE  SERVICE NAME  SERVICE VIP  WAYPOINT  ENDPOINTS\nshop       web           10.98.0.1    None      1/1\n');
+  assert.equal(zc.stdout, 'NAMESPACE SERVICE NAME SERVICE VIP WAYPOINT ENDPOINTS\nshop      web          10.98.0.1   None     1/1\n');
 });
 
 test('a good edit applies live', async () => {
@@ -93,12 +93,12 @@ test('a good edit applies live', async () => {
 });
 
 test('a bad edit is logged precisely and the last good version of the object stays in force', async () => {
-  const before = (await dump()).version;
+  const before = (await dump()).snapshotVersion;
   // Pod b's container port becomes a string: invalid; pod c is new and valid.
   writeFileSync(file, base + pod('a', '10.246.0.1') + pod('b', '10.246.0.3', '"http"') + pod('c', '10.246.0.4'));
   const d = await eventually('the edit to be applied', async () => {
     const d = await dump();
-    return d.version > before ? d : undefined;
+    return d.snapshotVersion > before ? d : undefined;
   });
   assert.deepEqual(d.workloads.map((w) => [w.name, w.workloadIps[0]]).sort(), [
     ['a', '10.246.0.1'],

@@ -18,7 +18,13 @@ import { parseConfigFile } from '../../agent/config/load.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import { type SpiffeId, spiffeId } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
-import type { LiveConnection } from '../../agent/tunnel/live-connections.js';
+import { zcOutput } from '../../agent/cli/zc.js';
+import { MeshMetrics } from '../../agent/telemetry/metrics.js';
+import { ConnectionTelemetry } from '../../agent/telemetry/connections.js';
+import { InboundHbone } from '../../agent/tunnel/inbound-hbone.js';
+import { type LiveConnection, LiveConnections } from '../../agent/tunnel/live-connections.js';
+import { closeServer, listen } from '../fixtures/hbone/mesh.js';
+import { createServer, connect as tcpConnect } from 'node:net';
 import { makePluggedInCa, tempDir } from '../fixtures/identity/test-ca.js';
 
 const silent = pino({ level: 'silent' });
@@ -49,6 +55,13 @@ kind: Pod
 metadata: { name: far, namespace: shop, labels: { app: far } }
 spec: { nodeName: node-b, containers: [{ name: c, command: [x] }] }
 status: { phase: Running, podIP: 10.2.0.1 }
+`;
+
+const DB_SERVICE = `---
+apiVersion: v1
+kind: Service
+metadata: { name: db, namespace: shop }
+spec: { clusterIP: 10.96.0.20, selector: { app: db }, ports: [{ port: 5432 }] }
 `;
 
 function storeWithMesh(): WorkloadStore {
@@ -146,9 +159,10 @@ describe('/config_dump', () => {
     const dump = await dumpFrom(new AdminServer({ store, node: 'node-a', log: silent, quit: () => {}, connections: () => live }));
 
     // Every enrolled pod of this node, each Up, even without connections; not the other node's pod.
-    assert.deepEqual(Object.keys(dump.workloadState).sort(), ['Kubernetes//Pod/shop/db', 'Kubernetes//Pod/shop/web']);
-    const web = dump.workloadState['Kubernetes//Pod/shop/web']!;
-    const db = dump.workloadState['Kubernetes//Pod/shop/db']!;
+    // Keyed by the pod's own uid, as ztunnel's in-pod handler (hand-written YAML: namespace/name stands in).
+    assert.deepEqual(Object.keys(dump.workloadState).sort(), ['shop/db', 'shop/web']);
+    const web = dump.workloadState['shop/web']!;
+    const db = dump.workloadState['shop/db']!;
     assert.equal(web.state, 'Up');
     assert.deepEqual(web.info, { name: 'web', namespace: 'shop', trustDomain: TD, serviceAccount: 'web' });
     assert.deepEqual(web.connections, {
@@ -170,6 +184,63 @@ describe('/config_dump', () => {
       inbound: [{ src: '10.2.0.1:50000', originalDst: null, actualDst: '10.1.0.2:5432', protocol: 'TCP', transport: 'plaintext', startedAt: '2030-01-01T00:00:00.000Z' }],
       outbound: [],
     });
+  });
+
+  it("an inbound HBONE tunnel carries the Service the peer asked for (REMOTE TARGET), and a connection outlives its pod's place in the snapshot", async () => {
+    const store = storeWithMesh();
+    store.replace(buildSnapshot(parseConfigFile(`${MESH}${DB_SERVICE}`, 'mesh.yaml').objects, { version: 2, trustDomain: TD, clusterDomain: 'cluster.local' }));
+    const live = new LiveConnections(store, silent);
+    const pod = createServer((socket) => socket.pipe(socket));
+    const port = await listen(pod, '127.0.0.1');
+    const inbound = new InboundHbone({
+      node: 'node-a',
+      store,
+      telemetry: new ConnectionTelemetry(new MeshMetrics('test'), silent),
+      live,
+      connectAsClient: () => new Promise((resolve) => { const s = tcpConnect(port, '127.0.0.1', () => resolve(s)); }),
+    });
+    const request = {
+      peerIdentity: WEB,
+      peerAddress: { ip: '10.2.0.1', port: 50000 },
+      localAddress: { ip: '10.1.0.2', port: 15008 },
+      localIdentity: spiffeId(TD, 'shop', 'db'),
+      authority: { ip: '10.1.0.2', port: 5432 },
+      headers: { forwarded: 'for="10.2.0.1";host=db.shop.svc.cluster.local' },
+      signal: new AbortController().signal,
+    } as Parameters<InboundHbone['handler']>[0];
+    const decision = await inbound.handler(request);
+    assert.ok(decision.kind === 'connected', JSON.stringify(decision));
+    inbound.onEvent({ type: 'tunnel-opened', request });
+    // An outbound connection of web, tracked as outbound.ts does, before web leaves the snapshot.
+    const untrack = live.add({ direction: 'outbound', src: '10.1.0.1:40000', dst: '10.2.0.1:8080', transport: 'passthrough', startedAt: new Date() }, () => {});
+    try {
+      const served = async (): Promise<string> => {
+        const admin = new AdminServer({ store, node: 'node-a', log: silent, quit: () => {}, connections: () => live.list() });
+        const { port: adminPort } = await admin.listen('127.0.0.1', 0);
+        try {
+          return await (await fetch(`http://127.0.0.1:${adminPort}/config_dump`)).text();
+        } finally {
+          await admin.close();
+        }
+      };
+      const body = await served();
+      const db = (JSON.parse(body) as ConfigDump).workloadState['shop/db']!;
+      assert.deepEqual(db.connections.inbound.map((c) => [c.src, c.originalDst, c.actualDst, c.protocol]), [['10.2.0.1:50000', 'db.shop.svc.cluster.local', '10.1.0.2:5432', 'HBONE']]);
+      assert.match(zcOutput('connections', 'short', body), /^db\.shop +Inbound +db\.shop:5432 +far\.shop:50000 +db\.shop\.svc\.cluster\.local +HBONE$/m);
+
+      // web's pod leaves; its connection drains on, still under web, in namespace shop.
+      store.replace(buildSnapshot(parseConfigFile(`${MESH}${DB_SERVICE}`.replace(/---\napiVersion: v1\nkind: Pod\nmetadata: \{ name: web,[^]*?podIP: 10\.1\.0\.1 \}\n/, ''), 'mesh.yaml').objects, { version: 3, trustDomain: TD, clusterDomain: 'cluster.local' }));
+      assert.equal(store.current?.workloads.has('shop/web'), false);
+      const drained = (JSON.parse(await served()) as ConfigDump).workloadState['shop/web'];
+      assert.deepEqual(drained?.info, { name: 'web', namespace: 'shop', trustDomain: TD, serviceAccount: 'web' });
+      assert.deepEqual(drained?.connections.outbound.map((c) => c.src), ['10.1.0.1:40000']);
+    } finally {
+      untrack();
+      inbound.onEvent({ type: 'tunnel-closed', request, bytesIn: 0, bytesOut: 0, durationMs: 0 });
+      decision.upstream.destroy();
+      live.close();
+      await closeServer(pod);
+    }
   });
 
   it('without a data path (--capture none): empty certificates, workloads with no connections', async () => {

@@ -1,5 +1,6 @@
-// `ambit zc certificates` and `ambit zc connections`: istioctl's tables from a config dump, checked
-// cell by cell, and once end to end (the real `ambit` command against a real AdminServer).
+// `ambit zc`: istioctl's tables and documents from a config dump, checked cell by cell and byte by byte
+// against what istioctl's writers (istioctl/pkg/writer/ztunnel/configdump) print for the same dump,
+// written by hand from their source, and once end to end (the real `ambit` command, a real AdminServer).
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -8,8 +9,10 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { AdminServer } from '../../agent/admin/admin-server.js';
-import type { ConfigDump, ConnectionDump } from '../../agent/admin/config-dump.js';
-import { certificates, connections, renderTable } from '../../agent/cli/zc.js';
+import type { ConfigDump, ConnectionDump, ServiceDump, WorkloadDump } from '../../agent/admin/config-dump.js';
+import { buildInfo } from '../../agent/admin/build-info.js';
+import { zcOutput } from '../../agent/cli/zc.js';
+import { certificates, connections, workloads } from '../../agent/cli/zc-tables.js';
 import { parseConfigFile } from '../../agent/config/load.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import type { SpiffeId } from '../../agent/state/model.js';
@@ -20,13 +23,14 @@ const cert = (serialNumber: string, validFrom: string, expirationTime: string) =
 
 function dump(parts: Partial<ConfigDump>): ConfigDump {
   return {
-    version: 1,
     workloads: [],
     services: [],
     policies: [],
+    version: buildInfo(),
+    config: { node: 'node-a', trustDomain: 'cluster.local', clusterDomain: 'cluster.local' },
     certificates: [],
     workloadState: {},
-    config: { node: 'node-a', trustDomain: 'cluster.local', clusterDomain: 'cluster.local' },
+    snapshotVersion: 1,
     ...parts,
   };
 }
@@ -66,12 +70,34 @@ describe('ambit zc certificates', () => {
     assert.equal(leaf?.[3], 'false');
   });
 
-  it('renders aligned columns', () => {
-    const text = renderTable(certificates(certs, { now: NOW }));
-    const lines = text.trimEnd().split('\n');
-    assert.equal(lines.length, 5);
-    const typeColumn = lines[0]!.indexOf('TYPE');
-    for (const line of lines.slice(1)) assert.match(line.slice(typeColumn), /^(NA|Leaf|Intermediate|Root)\s/);
+  it("calls the chain's last certificate Root when there are no separate roots, padded as istioctl's tabwriter (5)", () => {
+    const legacy = dump({
+      certificates: [{ identity: WEB, state: 'Available', certChain: [cert('255', '2030-01-01T00:00:00Z', '2031-01-01T00:00:00Z'), cert('1', '2020-01-01T00:00:00Z', '2040-01-01T00:00:00Z')], rootCerts: [] }],
+    });
+    const sp = (n: number): string => ' '.repeat(n);
+    assert.equal(
+      zcOutput('certificates', 'short', JSON.stringify(legacy), { now: NOW }),
+      `CERTIFICATE NAME${sp(26)}TYPE${sp(5)}STATUS${sp(8)}VALID CERT${sp(5)}SERIAL NUMBER${sp(5)}NOT AFTER${sp(16)}NOT BEFORE\n` +
+        `${WEB}${sp(5)}Leaf${sp(5)}Available${sp(5)}true${sp(11)}ff${sp(16)}2031-01-01T00:00:00Z${sp(5)}2030-01-01T00:00:00Z\n` +
+        `${WEB}${sp(5)}Root${sp(5)}Available${sp(5)}true${sp(11)}1${sp(17)}2040-01-01T00:00:00Z${sp(5)}2020-01-01T00:00:00Z\n`,
+    );
+  });
+});
+
+describe('ambit zc workloads', () => {
+  const wl = (namespace: string, name: string, node: string, ip: string): WorkloadDump => ({ namespace, name, node, workloadIps: [ip], protocol: 'HBONE' }) as unknown as WorkloadDump;
+  it('sorts by namespace.name as one string, byte-wise, then node', () => {
+    const d = dump({ workloads: [wl('app', 'z', 'node-a', '10.0.0.1'), wl('app', 'm', 'node-b', '10.0.0.2'), wl('app-2', 'a', 'node-a', '10.0.0.3'), wl('app', 'm', 'node-a', '10.0.0.4')] });
+    // '-' (0x2d) sorts before '.' (0x2e): app-2.a comes before app.m, which a (namespace, name) order would not do.
+    assert.deepEqual(workloads(d).slice(1).map((row) => `${row[0]}/${row[1]}@${row[3]}`), ['app-2/a@node-a', 'app/m@node-a', 'app/m@node-b', 'app/z@node-a']);
+    assert.equal(
+      zcOutput('workloads', 'short', JSON.stringify(d)),
+      'NAMESPACE POD NAME ADDRESS  NODE   WAYPOINT PROTOCOL\n' +
+        'app-2     a        10.0.0.3 node-a None     HBONE\n' +
+        'app       m        10.0.0.4 node-a None     HBONE\n' +
+        'app       m        10.0.0.2 node-b None     HBONE\n' +
+        'app       z        10.0.0.1 node-a None     HBONE\n',
+    );
   });
 });
 
@@ -96,7 +122,7 @@ describe('ambit zc connections', () => {
         info: { name: 'db', namespace: 'shop', trustDomain: 'cluster.local', serviceAccount: 'db' },
         connections: {
           inbound: [
-            hbone('10.1.0.1:40000', null, '10.1.0.2:5432', { srcIdentity: WEB }),
+            hbone('10.1.0.1:40000', 'db.shop.svc.cluster.local', '10.1.0.2:5432', { srcIdentity: WEB }),
             { src: '192.0.2.7:1234', originalDst: null, actualDst: '10.1.0.2:5432', protocol: 'TCP', transport: 'plaintext', startedAt: '2030-05-29T20:00:00.000Z' },
           ],
           outbound: [],
@@ -108,7 +134,8 @@ describe('ambit zc connections', () => {
   it("prints istioctl's columns, workloads sorted, addresses named after their service or workload", () => {
     assert.deepEqual(connections(conns, { now: NOW }), [
       ['WORKLOAD', 'DIRECTION', 'LOCAL', 'REMOTE', 'REMOTE TARGET', 'PROTOCOL'],
-      ['db.shop', 'Inbound', 'db.shop:5432', 'web.shop:40000', '', 'HBONE'],
+      // REMOTE TARGET inbound: the Service the peer asked for, printed as the dump has it.
+      ['db.shop', 'Inbound', 'db.shop:5432', 'web.shop:40000', 'db.shop.svc.cluster.local', 'HBONE'],
       ['db.shop', 'Inbound', 'db.shop:5432', '192.0.2.7:1234', '', 'TCP'],
       ['web.shop', 'Outbound', 'web.shop:40000', 'db.shop:15008', 'db.shop.svc.cluster.local:5432', 'HBONE'],
     ]);
@@ -163,19 +190,125 @@ status: { phase: Running, podIP: 10.1.0.1 }
       const main = fileURLToPath(new URL('../../agent/cli/main.ts', import.meta.url));
       const run = (...args: string[]) => promisify(execFile)(process.execPath, ['--import', 'tsx', main, 'zc', ...args, '--admin-address', `127.0.0.1:${port}`]);
       const certs = await run('certs');
-      assert.deepEqual(certs.stdout.trimEnd().split('\n').map((l) => l.split(/\s{2,}/)), [
-        ['CERTIFICATE NAME', 'TYPE', 'STATUS', 'VALID CERT', 'SERIAL NUMBER', 'NOT AFTER', 'NOT BEFORE'],
-        [WEB, 'NA', 'Initializing', 'false', 'NA', 'NA', 'NA'],
-      ]);
+      assert.equal(
+        certs.stdout,
+        `CERTIFICATE NAME${' '.repeat(26)}TYPE     STATUS           VALID CERT     SERIAL NUMBER     NOT AFTER     NOT BEFORE\n` + `${WEB}     NA       Initializing     false          NA                NA            NA\n`,
+      );
       const cons = await run('connections');
-      assert.deepEqual(cons.stdout.trimEnd().split('\n').map((l) => l.split(/\s{2,}/)), [
-        ['WORKLOAD', 'DIRECTION', 'LOCAL', 'REMOTE', 'REMOTE TARGET', 'PROTOCOL'],
-        ['web.shop', 'Outbound', 'web.shop:40000', '10.2.0.9:80', '10.2.0.9:80', 'TCP'],
-      ]);
-      const json = JSON.parse((await run('connections', '-o', 'json')).stdout) as Pick<ConfigDump, 'workloadState'>;
-      assert.deepEqual(Object.keys(json), ['workloadState']);
+      assert.equal(
+        cons.stdout,
+        'WORKLOAD DIRECTION LOCAL          REMOTE      REMOTE TARGET PROTOCOL\n' + 'web.shop Outbound  web.shop:40000 10.2.0.9:80 10.2.0.9:80   TCP\n',
+      );
+      // -o json: istioctl's bare array of WorkloadState, its four connection fields only, four-space indent.
+      const json = (await run('connections', '-o', 'json')).stdout;
+      assert.equal(
+        json,
+        `[
+    {
+        "state": "Up",
+        "connections": {
+            "inbound": [],
+            "outbound": [
+                {
+                    "src": "10.1.0.1:40000",
+                    "originalDst": "10.2.0.9:80",
+                    "actualDst": "10.2.0.9:80",
+                    "protocol": "TCP"
+                }
+            ]
+        },
+        "info": {
+            "name": "web",
+            "namespace": "shop",
+            "trustDomain": "cluster.local",
+            "serviceAccount": "web"
+        }
+    }
+]
+`,
+      );
     } finally {
       await admin.close();
     }
+  });
+});
+
+describe('ambit zc -o json and -o yaml', () => {
+  const service = {
+    name: 'db',
+    namespace: 'shop',
+    hostname: 'db.shop.svc.cluster.local',
+    vips: ['/10.96.0.20'],
+    ports: { 99: 8099, 100: 8100 },
+    endpoints: { 'Kubernetes//Pod/shop/db-0': { workloadUid: 'Kubernetes//Pod/shop/db-0', port: { 99: 8099, 100: 8100 }, status: 'Healthy' } },
+    subjectAltNames: [],
+    ipFamilies: 'IPv4',
+    canonical: true,
+    visibility: 'Public',
+  } satisfies ServiceDump;
+  const body = JSON.stringify(dump({ services: [service] }));
+
+  it("-o json is istioctl's ZtunnelService: its fields in its order, Go map keys sorted as strings, no endpoint status", () => {
+    assert.equal(
+      zcOutput('services', 'json', body),
+      `[
+    {
+        "name": "db",
+        "namespace": "shop",
+        "hostname": "db.shop.svc.cluster.local",
+        "vips": [
+            "/10.96.0.20"
+        ],
+        "ports": {
+            "100": 8100,
+            "99": 8099
+        },
+        "endpoints": {
+            "Kubernetes//Pod/shop/db-0": {
+                "workloadUid": "Kubernetes//Pod/shop/db-0",
+                "service": "",
+                "port": {
+                    "100": 8100,
+                    "99": 8099
+                }
+            }
+        },
+        "ipFamilies": "IPv4",
+        "canonical": true,
+        "visibility": "Public"
+    }
+]
+`,
+    );
+  });
+
+  it("-o yaml is go-yaml v2's: keys in its order (digit runs by value), sequences not indented, typed-looking strings quoted", () => {
+    assert.equal(
+      zcOutput('services', 'yaml', body),
+      `- canonical: true
+  endpoints:
+    Kubernetes//Pod/shop/db-0:
+      port:
+        "99": 8099
+        "100": 8100
+      service: ""
+      workloadUid: Kubernetes//Pod/shop/db-0
+  hostname: db.shop.svc.cluster.local
+  ipFamilies: IPv4
+  name: db
+  namespace: shop
+  ports:
+    "99": 8099
+    "100": 8100
+  vips:
+  - /10.96.0.20
+  visibility: Public
+
+`,
+    );
+  });
+
+  it('all -o json is the dump as the agent served it', () => {
+    assert.equal(zcOutput('all', 'json', body), `${body}\n`);
   });
 });
