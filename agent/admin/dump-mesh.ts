@@ -32,6 +32,8 @@ export interface WorkloadDump {
   readonly clusterId: string;
   /** `namespace/hostname` of the Services that select it. */
   readonly services?: readonly string[];
+  /** A workload istiod knows by name only (no address). */
+  readonly hostname?: string;
   readonly capacity: number;
 }
 
@@ -56,17 +58,19 @@ export interface ServiceDump {
   readonly ipFamilies: 'IPv4' | 'IPv6' | 'Dual';
   /** istiod marks every Kubernetes Service canonical (the one owner of its hostname). */
   readonly canonical: boolean;
-  readonly visibility: 'Public';
+  /** ztunnel's LoadBalancer: present when the service prefers localities or keeps unhealthy endpoints. */
+  readonly loadBalancer?: { readonly routingPreferences: readonly string[]; readonly mode: 'Standard' | 'Strict' | 'Failover'; readonly healthPolicy: 'OnlyHealthy' | 'AllowAll' };
+  readonly visibility: 'Public' | 'Namespace';
 }
 
-/** Istio's uid for a pod: cluster, group, kind, namespace and name. */
-export function workloadUid(w: Pick<Workload, 'namespace' | 'name'>): string {
-  return `${DEFAULT_CLUSTER_ID}//Pod/${w.namespace}/${w.name}`;
+/** istiod's uid for a workload it sent, else Istio's uid for a pod: cluster, group, kind, namespace and name. */
+export function workloadUid(w: Pick<Workload, 'namespace' | 'name' | 'istioUid'>): string {
+  return w.istioUid ?? `${DEFAULT_CLUSTER_ID}//Pod/${w.namespace}/${w.name}`;
 }
 
-/** istiod sends no workload for a pod without an address. */
+/** istiod sends no workload for a pod without an address, but does for one it knows by hostname. */
 export function dumpedWorkloads(snapshot: MeshSnapshot): Workload[] {
-  return [...snapshot.workloads.values()].filter((w) => w.ips.length > 0);
+  return [...snapshot.workloads.values()].filter((w) => w.ips.length > 0 || w.hostname !== undefined);
 }
 
 /** Sorted by uid, as ztunnel's workload store. */
@@ -93,7 +97,8 @@ export function workloadsDump(snapshot: MeshSnapshot, members: ServiceMembers): 
         status: w.ready ? 'Healthy' : 'Unhealthy',
         clusterId: DEFAULT_CLUSTER_ID,
         ...(services.length > 0 ? { services } : {}),
-        capacity: 1,
+        ...(w.hostname !== undefined ? { hostname: w.hostname } : {}),
+        capacity: w.capacity ?? 1,
       };
     })
     .sort((a, b) => compareBytes(a.uid, b.uid));
@@ -119,9 +124,20 @@ export function servicesDump(snapshot: MeshSnapshot, members: ServiceMembers): S
         subjectAltNames: [...(s.subjectAltNames ?? [])],
         ipFamilies: s.vips.some((v) => v.includes(':')) ? (s.vips.some((v) => !v.includes(':')) ? 'Dual' : 'IPv6') : 'IPv4',
         canonical: true,
-        visibility: 'Public',
+        ...(s.loadBalancing || s.allowUnready ? { loadBalancer: loadBalancerDump(s) } : {}),
+        visibility: s.visibility === 'namespace' ? 'Namespace' : 'Public',
       };
     });
+}
+
+/** ztunnel's LoadBalancer, in its dump's spelling (enum variant names). */
+function loadBalancerDump(s: MeshService): NonNullable<ServiceDump['loadBalancer']> {
+  const lb = s.loadBalancing;
+  return {
+    routingPreferences: (lb?.routingPreference ?? []).map((scope) => scope[0]!.toUpperCase() + scope.slice(1)),
+    mode: lb?.mode === 'strict' ? 'Strict' : lb?.mode === 'failover' ? 'Failover' : 'Standard',
+    healthPolicy: s.allowUnready ? 'AllowAll' : 'OnlyHealthy',
+  };
 }
 
 /** Which dumped workloads each Service selects, whatever their readiness, and the reverse. */

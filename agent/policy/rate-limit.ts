@@ -11,7 +11,7 @@ import { type Clock, systemClock } from '../l7/clock.js';
 import { stringMatches } from '../l7/match.js';
 import { type RequestHeaders, pathOnly } from '../l7/request.js';
 import { matchesLabels } from '../state/build.js';
-import type { MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
+import { type MeshSnapshot, type SpiffeId, type Workload, kubernetesServiceHostname, serviceKey } from '../state/model.js';
 
 /** Envoy's local reply body for a locally rate-limited request. */
 export const RATE_LIMITED_BODY = 'local_rate_limited';
@@ -195,7 +195,7 @@ export function rateLimitsFor(snapshot: MeshSnapshot, workload: Workload, port: 
     if (limit.metadata.namespace !== workload.namespace) return false;
     const target = limit.spec.target;
     if (target.kind === 'selector') return matchesLabels(target.selector.matchLabels, workload.labels);
-    const service = snapshot.services.get(`${workload.namespace}/${target.name}`);
+    const service = snapshot.services.get(serviceKey(workload.namespace, kubernetesServiceHostname(target.name, workload.namespace, snapshot.clusterDomain)));
     if (!service?.selector || !matchesLabels(service.selector, workload.labels)) return false;
     return service.ports.some((p) => {
       if (target.port !== undefined && p.port !== target.port) return false;

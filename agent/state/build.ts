@@ -17,7 +17,9 @@ import {
   type ObjectKey,
   type ServiceEndpoint,
   type Workload,
+  kubernetesServiceHostname,
   objectKey,
+  serviceKey,
   spiffeId,
 } from './model.js';
 import { portProtocol } from './protocol.js';
@@ -33,6 +35,18 @@ export interface SnapshotOptions {
   readonly version: number;
   readonly trustDomain: string;
   readonly clusterDomain: string;
+  /** What the source states where YAML and Kubernetes leave it to be derived (istiod); absent: derived. */
+  readonly stated?: StatedFacts;
+}
+
+/** What istiod states about the objects its translation hands in, which buildSnapshot would otherwise derive. */
+export interface StatedFacts {
+  /** The key a pod is stored under: istiod's uid, since namespace/name need not be unique there. */
+  workloadKey(pod: PodObject): ObjectKey;
+  /** A Service's own hostname: a ServiceEntry host is no `<name>.<namespace>.svc` name. */
+  hostname(svc: ServiceObject): string;
+  /** Whether a Service's unready endpoints still get traffic (health_policy ALLOW_ALL). */
+  allowsUnready(svc: ServiceObject): boolean;
 }
 
 export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotOptions): MeshSnapshot {
@@ -135,7 +149,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       continue;
     }
     const workload: Workload = {
-      key: objectKey(namespace, name),
+      key: options.stated?.workloadKey(pod) ?? objectKey(namespace, name),
       name,
       namespace,
       // The API server's uid when the pod came from it (kubepods cgroups are named by it), else a stable stand-in.
@@ -183,6 +197,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       protocol: portProtocol(p),
     }));
     const selector = svc.spec.selector;
+    const allowUnready = options.stated?.allowsUnready(svc) ?? false;
     const endpoints: ServiceEndpoint[] = [];
     if (selector) {
       let matched = 0;
@@ -190,7 +205,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
         if (workload.namespace !== namespace || !matchesLabels(selector, workload.labels)) continue;
         matched++;
         const ip = workload.ips[0];
-        if (!workload.ready || ip === undefined) continue;
+        if ((!workload.ready && !allowUnready) || ip === undefined) continue;
         const resolved = new Map<number, number>();
         for (const p of ports) {
           const target = typeof p.targetPort === 'number' ? p.targetPort : workload.namedPorts.get(p.targetPort);
@@ -207,16 +222,18 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       }
     }
     const loadBalancing = serviceLoadBalancing(svc.spec.internalTrafficPolicy, svc.spec.trafficDistribution);
+    const hostname = options.stated?.hostname(svc) ?? kubernetesServiceHostname(name, namespace, options.clusterDomain);
     const service: MeshService = {
-      key: objectKey(namespace, name),
+      key: serviceKey(namespace, hostname),
       name,
       namespace,
-      hostname: `${name}.${namespace}.svc.${options.clusterDomain}`,
+      hostname,
       vips,
       ports,
       ...(selector ? { selector } : {}),
       endpoints,
       ...(loadBalancing ? { loadBalancing } : {}),
+      ...(allowUnready ? { allowUnready: true as const } : {}),
       labels: svc.metadata.labels,
       source: svc.source,
     };
@@ -239,7 +256,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     const { namespace, name } = limit.metadata;
     const target = limit.spec.target;
     if (target.kind !== 'service') continue;
-    const svc = services.get(objectKey(namespace, target.name));
+    const svc = services.get(serviceKey(namespace, kubernetesServiceHostname(target.name, namespace, options.clusterDomain)));
     if (!svc) warn(limit.source, 'RateLimit', namespace, name, 'spec.targetRef.name', `Service ${namespace}/${target.name} is not defined; the rate limit applies to nothing yet`);
     else if (target.port !== undefined && !svc.ports.some((p) => p.port === target.port)) {
       warn(limit.source, 'RateLimit', namespace, name, 'spec.targetRef.port', `Service ${svc.key} has no port ${target.port}; the rate limit applies to nothing`);

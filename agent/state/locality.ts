@@ -2,7 +2,8 @@
 // load_balancing: in `strict` mode only endpoints that share every listed scope with the client (how
 // istiod expresses Kubernetes' internalTrafficPolicy: Local), in `failover` mode those sharing the
 // longest prefix of the list (trafficDistribution: PreferClose), the rest only when none do.
-// Localities come from the nodes' well-known topology labels.
+// Localities come from the nodes' well-known topology labels. Among the preferred endpoints, each
+// workload's capacity weighs its share, as ztunnel's weighted choice.
 
 import type { TrafficDistribution } from '../config/kubernetes.js';
 import type { MeshSnapshot, ObjectKey } from './model.js';
@@ -28,6 +29,16 @@ export function serviceLoadBalancing(internalTrafficPolicy: 'Cluster' | 'Local' 
   return undefined;
 }
 
+/** An endpoint with its priority (0 is the first choice) and its weight among its level (its workload's capacity). */
+export interface RankedEndpoint<E> {
+  readonly endpoint: E;
+  readonly priority: number;
+  readonly weight: number;
+}
+
+/** However large the capacities, bestRanked lists about this many entries at most. */
+const MAX_WEIGHTED_ENTRIES = 1000;
+
 /**
  * The endpoints a client on `clientNode` prefers, each with its priority (0 is the first choice; the
  * next level serves only when no endpoint of a better one can). Strict mode leaves out endpoints that
@@ -38,14 +49,15 @@ export function rankEndpoints<E extends { readonly workload: ObjectKey }>(
   loadBalancing: ServiceLoadBalancing | undefined,
   endpoints: readonly E[],
   clientNode: string | undefined,
-): { readonly endpoint: E; readonly priority: number }[] {
-  if (!loadBalancing || clientNode === undefined) return endpoints.map((endpoint) => ({ endpoint, priority: 0 }));
+): RankedEndpoint<E>[] {
+  const weight = (endpoint: E): number => snapshot.workloads.get(endpoint.workload)?.capacity ?? 1;
+  if (!loadBalancing || clientNode === undefined) return endpoints.map((endpoint) => ({ endpoint, priority: 0, weight: weight(endpoint) }));
   const scopes = loadBalancing.routingPreference;
   const ranked = endpoints.map((endpoint) => {
     const node = snapshot.workloads.get(endpoint.workload)?.node;
     let matched = 0;
     while (matched < scopes.length && sameScope(snapshot, scopes[matched]!, clientNode, node)) matched++;
-    return { endpoint, priority: scopes.length - matched };
+    return { endpoint, priority: scopes.length - matched, weight: weight(endpoint) };
   });
   return loadBalancing.mode === 'strict' ? ranked.filter((r) => r.priority === 0) : ranked;
 }
@@ -60,8 +72,26 @@ function sameScope(snapshot: MeshSnapshot, scope: LocalityScope, a: string, b: s
   return of(a) === of(b);
 }
 
-/** The best-ranked of `ranked`: the endpoints a client should pick from. */
-export function bestRanked<E>(ranked: readonly { readonly endpoint: E; readonly priority: number }[]): E[] {
+/**
+ * The best-ranked of `ranked`: the list a client picks one entry from, uniformly. Each endpoint is
+ * listed in proportion to its weight (once each when all weights are equal, as they are unless istiod
+ * sends capacities), so that the uniform pick is ztunnel's choice weighted by capacity; weight 0 is
+ * never picked, and a level whose weights are all 0 has nothing to pick, as in ztunnel.
+ */
+export function bestRanked<E>(ranked: readonly RankedEndpoint<E>[]): E[] {
   const best = Math.min(...ranked.map((r) => r.priority));
-  return ranked.filter((r) => r.priority === best).map((r) => r.endpoint);
+  const level = ranked.filter((r) => r.priority === best);
+  const first = level[0]?.weight ?? 1;
+  if (first > 0 && level.every((r) => r.weight === first)) return level.map((r) => r.endpoint);
+  const positive = level.filter((r) => r.weight > 0).map((r) => r.weight);
+  if (positive.length === 0) return [];
+  const unit = positive.reduce(gcd);
+  const total = positive.reduce((sum, w) => sum + w / unit, 0);
+  // Large, coprime capacities are scaled down, keeping every positive weight at least one entry.
+  const scale = total > MAX_WEIGHTED_ENTRIES ? MAX_WEIGHTED_ENTRIES / total : 1;
+  return level.flatMap((r) => (r.weight === 0 ? [] : Array<E>(Math.max(1, Math.round((r.weight / unit) * scale))).fill(r.endpoint)));
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
 }

@@ -14,11 +14,34 @@ export function spiffeId(trustDomain: string, namespace: string, serviceAccount:
   return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}` as SpiffeId;
 }
 
-/** `namespace/name`, the key workloads and services are stored under. */
+/**
+ * The key a workload or service is stored under, unique in a snapshot. Workloads: `namespace/name` for
+ * YAML and Kubernetes pods (unique there), istiod's uid in xDS mode (one ServiceEntry or selector-less
+ * Service yields several workloads with one namespace/name). Services: `namespace/hostname`, as
+ * ztunnel keys them (a multi-host ServiceEntry yields several services with one namespace/name).
+ */
 export type ObjectKey = string;
 
 export function objectKey(namespace: string, name: string): ObjectKey {
   return `${namespace}/${name}`;
+}
+
+/** A Kubernetes Service's hostname, the name Istio resources use for it. */
+export function kubernetesServiceHostname(name: string, namespace: string, clusterDomain: string): string {
+  return `${name}.${namespace}.svc.${clusterDomain}`;
+}
+
+/** The key a service is stored under: istiod's resource name for it. */
+export function serviceKey(namespace: string, hostname: string): ObjectKey {
+  return `${namespace}/${hostname}`;
+}
+
+/** Who may use a service: every client, or only those in its namespace (istiod's visibility NAMESPACE). */
+export type ServiceVisibility = 'public' | 'namespace';
+
+/** Whether a client in `namespace` may use `service`, as ztunnel's visible_to. */
+export function serviceVisibleTo(service: MeshService, namespace: string): boolean {
+  return service.visibility !== 'namespace' || service.namespace === namespace;
 }
 
 export interface MeshNode {
@@ -48,9 +71,15 @@ export interface Workload {
   readonly uid: string;
   /** Its Deployment's (CronJob's, ...) name as istiod derives it (workload-name.ts); the pod's own name when none. */
   readonly workloadName: string;
+  /** istiod's uid for it, when it came from istiod; /config_dump shows it instead of deriving Istio's pod uid. */
+  readonly istioUid?: string;
   readonly node?: string;
   /** Primary pod IP first; empty until the pod has one. */
   readonly ips: readonly string[];
+  /** A workload istiod knows by hostname only (no address): it is no Service endpoint until resolved. */
+  readonly hostname?: string;
+  /** Its share of its services' connections relative to their other endpoints (istiod's capacity); absent: 1. */
+  readonly capacity?: number;
   readonly labels: Labels;
   readonly serviceAccount: string;
   readonly identity: SpiffeId;
@@ -83,6 +112,7 @@ export interface ServiceEndpoint {
 }
 
 export interface MeshService {
+  /** `namespace/hostname` (serviceKey). */
   readonly key: ObjectKey;
   readonly name: string;
   readonly namespace: string;
@@ -99,6 +129,10 @@ export interface MeshService {
   readonly subjectAltNames?: readonly SpiffeId[];
   /** Which endpoints a client prefers by locality (internalTrafficPolicy, trafficDistribution); none: all alike. */
   readonly loadBalancing?: ServiceLoadBalancing;
+  /** Unready endpoints still get traffic (istiod's health_policy ALLOW_ALL); absent: only ready ones. */
+  readonly allowUnready?: true;
+  /** Absent: public. */
+  readonly visibility?: ServiceVisibility;
   readonly labels: Labels;
   readonly source: SourceLocation;
 }

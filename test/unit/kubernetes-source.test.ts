@@ -193,7 +193,7 @@ test('initial sync: every resource is listed (paged), validated and built into o
     assert.equal(web1.enrollment.enrolled, true);
     assert.equal(web1.node, 'node-a');
     // Endpoints on every node: the agent enrolls only its own node's pods but routes to all of them.
-    assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-1@10.244.91.11:8080', 'shop/web-2@10.244.92.12:8080']);
+    assert.deepEqual(endpointsOf(s, 'shop/web.shop.svc.cluster.local'), ['shop/web-1@10.244.91.11:8080', 'shop/web-2@10.244.92.12:8080']);
     assert.equal(s.istio.virtualServices.length, 1);
     assert.equal(s.istio.authorizationPolicies.length, 1);
     assert.equal(s.ambit.rateLimits.length, 1);
@@ -233,10 +233,10 @@ test('updates and deletes from the watch apply live; a watch starts from the lis
 
     h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' } }));
     let s = await until(h.store, (s) => s.workloads.has('shop/web-3'), 'web-3 added');
-    assert.equal(endpointsOf(s, 'shop/web').length, 3);
+    assert.equal(endpointsOf(s, 'shop/web.shop.svc.cluster.local').length, 3);
 
     h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' }, port: 9090 }));
-    s = await until(h.store, (s) => endpointsOf(s, 'shop/web').includes('shop/web-3@10.244.91.13:9090'), 'web-3 now on 9090');
+    s = await until(h.store, (s) => endpointsOf(s, 'shop/web.shop.svc.cluster.local').includes('shop/web-3@10.244.91.13:9090'), 'web-3 now on 9090');
 
     h.server.apply(rateLimit('shop', 'web', 5));
     s = await until(h.store, (s) => s.ambit.rateLimits[0]?.spec.tokenBucket?.maxTokens === 5, 'the RateLimit changed to 5 tokens');
@@ -245,7 +245,7 @@ test('updates and deletes from the watch apply live; a watch starts from the lis
     h.server.delete('VirtualService', 'shop', 'web');
     h.server.delete('RateLimit', 'shop', 'web');
     s = await until(h.store, (s) => !s.workloads.has('shop/web-1') && s.istio.virtualServices.length === 0 && s.ambit.rateLimits.length === 0, 'web-1, the VirtualService and the RateLimit deleted');
-    assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-2@10.244.92.12:8080', 'shop/web-3@10.244.91.13:9090']);
+    assert.deepEqual(endpointsOf(s, 'shop/web.shop.svc.cluster.local'), ['shop/web-2@10.244.92.12:8080', 'shop/web-3@10.244.91.13:9090']);
 
     // A change nothing in the mesh reads (a node's heartbeat in its status) builds no new snapshot.
     const version = h.store.current!.version;
@@ -293,7 +293,7 @@ for (const expired of ['event', 'http'] as const) {
       h.server.compact();
       await h.server.start();
       const s = await until(h.store, (s) => s.workloads.has('shop/web-3') && !s.workloads.has('shop/web-2'), 'the missed add and delete applied');
-      assert.deepEqual(endpointsOf(s, 'shop/web'), ['shop/web-1@10.244.91.11:8080', 'shop/web-3@10.244.91.13:8080']);
+      assert.deepEqual(endpointsOf(s, 'shop/web.shop.svc.cluster.local'), ['shop/web-1@10.244.91.11:8080', 'shop/web-3@10.244.91.13:8080']);
       assert.ok(lists(h.server, 'pods') > podLists, 'pods were listed again');
       await eventually(() => h.server.openWatches === WATCHED_RESOURCES.length, 'watching again');
     } finally {

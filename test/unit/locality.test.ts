@@ -53,14 +53,14 @@ function l4Reached(snapshot: MeshSnapshot, node: string): string[] {
 
 describe('locality-aware endpoints', () => {
   it('reads internalTrafficPolicy and trafficDistribution (or Istio\'s annotation) into the Service\'s policy', () => {
-    assert.equal(meshWith('').services.get('shop/web')?.loadBalancing, undefined);
-    assert.deepEqual(meshWith(', internalTrafficPolicy: Local').services.get('shop/web')?.loadBalancing, { mode: 'strict', routingPreference: ['node'] });
+    assert.equal(meshWith('').services.get('shop/web.shop.svc.cluster.local')?.loadBalancing, undefined);
+    assert.deepEqual(meshWith(', internalTrafficPolicy: Local').services.get('shop/web.shop.svc.cluster.local')?.loadBalancing, { mode: 'strict', routingPreference: ['node'] });
     const close = { mode: 'failover', routingPreference: ['network', 'region', 'zone', 'subzone'] };
-    assert.deepEqual(meshWith(', trafficDistribution: PreferClose').services.get('shop/web')?.loadBalancing, close);
-    assert.deepEqual(meshWith('', ', annotations: {networking.istio.io/traffic-distribution: PreferClose}').services.get('shop/web')?.loadBalancing, close);
-    assert.deepEqual(meshWith(', trafficDistribution: PreferSameNode').services.get('shop/web')?.loadBalancing?.routingPreference, ['node', 'network', 'region', 'zone', 'subzone']);
+    assert.deepEqual(meshWith(', trafficDistribution: PreferClose').services.get('shop/web.shop.svc.cluster.local')?.loadBalancing, close);
+    assert.deepEqual(meshWith('', ', annotations: {networking.istio.io/traffic-distribution: PreferClose}').services.get('shop/web.shop.svc.cluster.local')?.loadBalancing, close);
+    assert.deepEqual(meshWith(', trafficDistribution: PreferSameNode').services.get('shop/web.shop.svc.cluster.local')?.loadBalancing?.routingPreference, ['node', 'network', 'region', 'zone', 'subzone']);
     // Local wins over a distribution, as in Kubernetes.
-    assert.equal(meshWith(', internalTrafficPolicy: Local, trafficDistribution: PreferClose').services.get('shop/web')?.loadBalancing?.mode, 'strict');
+    assert.equal(meshWith(', internalTrafficPolicy: Local, trafficDistribution: PreferClose').services.get('shop/web.shop.svc.cluster.local')?.loadBalancing?.mode, 'strict');
   });
 
   it('internalTrafficPolicy: Local keeps an L4 client on its own node\'s endpoint, and refuses it where there is none', () => {

@@ -76,7 +76,7 @@ spec: {clusterIP: 10.96.0.50, selector: {app: agent}, ports: [{port: 80}]}
   assert.deepEqual(s.workloads.get('mesh/injected')?.enrollment, { enrolled: false, reason: 'sidecar' });
   assert.equal(s.workloadsByIp.get('10.1.0.9')?.key, 'mesh/injected');
   // Still a Service endpoint (reached as plain TCP, outside the mesh).
-  assert.deepEqual(s.services.get('mesh/agent')?.endpoints.map((e) => e.ip), ['172.31.0.1']);
+  assert.deepEqual(s.services.get('mesh/agent.mesh.svc.cluster.local')?.endpoints.map((e) => e.ip), ['172.31.0.1']);
 });
 
 test('service endpoints are the ready pods its selector matches, with named target ports resolved', () => {
@@ -93,7 +93,7 @@ test('service endpoints are the ready pods its selector matches, with named targ
     ],
     options,
   );
-  const svc = s.services.get('shop/web');
+  const svc = s.services.get('shop/web.shop.svc.cluster.local');
   assert.equal(svc?.hostname, 'web.shop.svc.cluster.local');
   assert.deepEqual(
     svc?.endpoints.map((e) => [e.workload, e.ip, [...e.ports]]),

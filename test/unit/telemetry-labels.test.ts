@@ -58,7 +58,7 @@ function inboundHbone(snapshot: MeshSnapshot): ConnectionDescription {
   return {
     direction: 'inbound',
     src: { addr: '10.1.0.1:40000', workload: snapshot.workloads.get('shop/web-5d9f')!, identity: WEB_ID },
-    dst: { addr: '10.1.0.2:5432', hboneAddr: '10.1.0.2:5432', workload: snapshot.workloads.get('shop/db-0')!, service: snapshot.services.get('shop/db')!, identity: DB_ID },
+    dst: { addr: '10.1.0.2:5432', hboneAddr: '10.1.0.2:5432', workload: snapshot.workloads.get('shop/db-0')!, service: snapshot.services.get('shop/db.shop.svc.cluster.local')!, identity: DB_ID },
     securityPolicy: 'mutual_tls',
   };
 }
@@ -141,7 +141,7 @@ describe('Istio TCP metrics labels', () => {
       {
         direction: 'outbound',
         src: { addr: '10.1.0.1:40001', workload: snapshot.workloads.get('shop/web-5d9f')! },
-        dst: { addr: '10.96.0.20:5432', service: snapshot.services.get('shop/db')! },
+        dst: { addr: '10.96.0.20:5432', service: snapshot.services.get('shop/db.shop.svc.cluster.local')! },
         securityPolicy: 'unknown',
       },
       'CONNECT',

@@ -54,7 +54,7 @@ function connection(s: MeshSnapshot, direction: 'inbound' | 'outbound'): Connect
   return {
     direction,
     src: { addr: '10.1.0.1:40000', workload: s.workloads.get('bookinfo/productpage-v1-abc')!, identity: 'spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage' as SpiffeId },
-    dst: { addr: '10.1.0.2:9080', workload: s.workloads.get('bookinfo/reviews-v2-xyz')!, service: s.services.get('bookinfo/reviews')!, identity: 'spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews' as SpiffeId },
+    dst: { addr: '10.1.0.2:9080', workload: s.workloads.get('bookinfo/reviews-v2-xyz')!, service: s.services.get('bookinfo/reviews.bookinfo.svc.cluster.local')!, identity: 'spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews' as SpiffeId },
     securityPolicy: 'mutual_tls',
   };
 }

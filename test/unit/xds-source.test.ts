@@ -5,44 +5,30 @@
 // backoff, and the same snapshot and policy decisions as the equivalent local YAML.
 
 import assert from 'node:assert/strict';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type MessageInitShape, create, toBinary } from '@bufbuild/protobuf';
+import { type MessageInitShape, create } from '@bufbuild/protobuf';
 import { pino } from 'pino';
 import { type AuthorizationDecision, authorizeConnection } from '../../agent/policy/authorization.js';
 import { ResourceSchema } from '../../agent/proto/envoy/service/discovery/v3/discovery_pb.js';
-import { type AuthorizationSchema as AuthorizationSchemaType, Action, AuthorizationSchema, Scope } from '../../agent/proto/istio/security/authorization_pb.js';
-import { AddressSchema, AppProtocol, type ServiceSchema, TunnelProtocol, WorkloadStatus, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
+import { Action, Scope } from '../../agent/proto/istio/security/authorization_pb.js';
+import { AppProtocol, TunnelProtocol, WorkloadStatus, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
 import { LocalFileSource } from '../../agent/sources/local-files.js';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, XdsSource, type XdsSourceOptions } from '../../agent/sources/xds/xds-source.js';
 import { canonicalName } from '../../agent/state/canonical.js';
 import { type MeshSnapshot, type SpiffeId, spiffeId } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
-import { FakeXdsServer, type ResourceBody } from '../fixtures/istiod/xds-server.js';
-import { ISTIOD_NAME, type IstiodTls, makeIstiodTls } from '../fixtures/istiod/tls.js';
+import { authorization, ip, service, waitForSnapshot, workload } from '../fixtures/istiod/resources.js';
+import type { FakeXdsServer } from '../fixtures/istiod/xds-server.js';
+import { type RunningIstiod, startIstiod } from '../fixtures/istiod/running.js';
+import type { IstiodTls } from '../fixtures/istiod/tls.js';
 
 const silent = pino({ level: 'silent' });
 const TOKEN = 'node-agent-token';
 const NS = 'bookinfo';
 const svcHost = (name: string): string => `${name}.${NS}.svc.cluster.local`;
 const uid = (name: string): string => `Kubernetes//Pod/${NS}/${name}`;
-
-function ip(text: string): Uint8Array {
-  return new Uint8Array(text.split('.').map(Number));
-}
-
-function workload(init: MessageInitShape<typeof WorkloadSchema>): ResourceBody {
-  return { typeUrl: ADDRESS_TYPE_URL, value: toBinary(AddressSchema, create(AddressSchema, { type: { case: 'workload', value: init } })) };
-}
-
-function service(init: MessageInitShape<typeof ServiceSchema>): ResourceBody {
-  return { typeUrl: ADDRESS_TYPE_URL, value: toBinary(AddressSchema, create(AddressSchema, { type: { case: 'service', value: init } })) };
-}
-
-function authorization(init: MessageInitShape<typeof AuthorizationSchemaType>): ResourceBody {
-  return { typeUrl: AUTHORIZATION_TYPE_URL, value: toBinary(AuthorizationSchema, create(AuthorizationSchema, init)) };
-}
 
 const productpageV1 = (address = '10.1.0.5') =>
   workload({
@@ -163,25 +149,9 @@ spec:
   rules: [{from: [{source: {notPrincipals: ["*"]}}]}]
 `;
 
-function waitFor(store: WorkloadStore, test: (s: MeshSnapshot) => boolean, timeoutMs = 5000): Promise<MeshSnapshot> {
-  return new Promise((resolve, reject) => {
-    if (store.current && test(store.current)) return resolve(store.current);
-    const timer = setTimeout(() => {
-      unsubscribe();
-      reject(new Error(`the store did not reach the expected state within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const unsubscribe = store.subscribe((next) => {
-      if (!test(next)) return;
-      clearTimeout(timer);
-      unsubscribe();
-      resolve(next);
-    });
-  });
-}
-
 /** The policy engine's decision for a connection to `workload` from `identity` (undefined: plaintext). */
 function decide(snapshot: MeshSnapshot, workload: string, identity: SpiffeId | undefined, port: number): AuthorizationDecision {
-  const destination = snapshot.workloads.get(`${NS}/${workload}`);
+  const destination = snapshot.workloads.get(uid(workload)) ?? snapshot.workloads.get(`${NS}/${workload}`);
   assert.ok(destination, `workload ${workload} is in the snapshot`);
   return authorizeConnection(snapshot, {
     ...(identity ? { sourceIdentity: identity } : {}),
@@ -193,6 +163,7 @@ function decide(snapshot: MeshSnapshot, workload: string, identity: SpiffeId | u
 }
 
 describe('XdsSource against a delta ADS server', () => {
+  let istiod: RunningIstiod;
   let tls: IstiodTls;
   let server: FakeXdsServer;
   let options: XdsSourceOptions;
@@ -200,12 +171,8 @@ describe('XdsSource against a delta ADS server', () => {
   let source: XdsSource;
 
   before(async () => {
-    tls = await makeIstiodTls();
-    server = new FakeXdsServer(tls);
-    server.requiredToken = TOKEN;
-    const address = await server.start();
-    const tokenFile = join(tls.dir, 'istio-token');
-    await writeFile(tokenFile, TOKEN);
+    istiod = await startIstiod(TOKEN);
+    ({ tls, server } = istiod);
     server.push(ADDRESS_TYPE_URL, [
       { name: uid('productpage-v1'), version: '1', body: productpageV1() },
       { name: uid('reviews-v1'), version: '1', body: reviewsV1 },
@@ -216,20 +183,13 @@ describe('XdsSource against a delta ADS server', () => {
       { name: `${NS}/productpage-viewer`, version: '1', body: productpageViewer },
       { name: 'istio-system/istio-converted-static-strict', version: '1', body: strict },
     ]);
-    options = {
-      connection: { address, rootCertFile: tls.rootCertFile, tokenFile, clusterId: 'Kubernetes', tlsServerName: ISTIOD_NAME },
-      node: { ip: '10.20.0.1', podName: 'ambit-x7k2p', podNamespace: 'istio-system', nodeName: 'node-a', metadata: { CLUSTER_ID: 'Kubernetes' } },
-      trustDomain: 'cluster.local',
-      clusterDomain: 'cluster.local',
-      backoff: { initialMs: 10, maxMs: 200 },
-    };
+    options = istiod.agentOptions;
     source = new XdsSource(options, store, silent);
   });
 
   after(async () => {
     source.close();
-    await server.stop();
-    await rm(tls.dir, { recursive: true, force: true });
+    await istiod.stop();
   });
 
   it('subscribes as ztunnel does and loads the initial state, ACKing both types', async () => {
@@ -251,13 +211,13 @@ describe('XdsSource against a delta ADS server', () => {
     }
 
     const snapshot = outcome.snapshot;
-    const productpage = snapshot.workloads.get(`${NS}/productpage-v1`)!;
+    const productpage = snapshot.workloads.get(uid('productpage-v1'))!;
     assert.equal(productpage.uid, uid('productpage-v1'));
     assert.equal(productpage.identity, spiffeId('cluster.local', NS, 'bookinfo-productpage'));
     assert.deepEqual(productpage.enrollment, { enrolled: true, reason: 'pod-label' });
     assert.equal(productpage.node, 'node-a');
     assert.equal(snapshot.workloadsByIp.get('10.1.0.5'), productpage);
-    assert.equal(snapshot.workloads.get(`${NS}/reviews-v1`)!.identity, spiffeId('cluster.local', NS, 'default'));
+    assert.equal(snapshot.workloads.get(uid('reviews-v1'))!.identity, spiffeId('cluster.local', NS, 'default'));
     assert.equal(snapshot.nodes.get('node-a')?.internalIp, '10.20.0.1', 'the agent\'s own node, for capture');
     const reviews = snapshot.servicesByVip.get('10.96.0.21')!;
     assert.equal(reviews.hostname, svcHost('reviews'));
@@ -275,15 +235,16 @@ describe('XdsSource against a delta ADS server', () => {
     const yaml = loaded.snapshot;
     const xds = store.current!;
 
+    // Workloads are keyed by istiod's uid in one and by namespace/name in the other; compare what they are.
     const workloadView = (s: MeshSnapshot) =>
-      [...s.workloads.values()].map((w) => ({ key: w.key, ips: w.ips, identity: w.identity, node: w.node, ready: w.ready, enrolled: w.enrollment.enrolled, canonical: canonicalName(w) }));
+      [...s.workloads.values()].map((w) => ({ name: `${w.namespace}/${w.name}`, ips: w.ips, identity: w.identity, node: w.node, ready: w.ready, enrolled: w.enrollment.enrolled, canonical: canonicalName(w) }));
     const serviceView = (s: MeshSnapshot) =>
       [...s.services.values()].map((v) => ({
         key: v.key,
         hostname: v.hostname,
         vips: v.vips,
         ports: v.ports.map((p) => [p.port, p.protocol]),
-        endpoints: v.endpoints.map((e) => [e.workload, e.ip, [...e.ports]]),
+        endpoints: v.endpoints.map((e) => [s.workloads.get(e.workload)?.name, e.ip, [...e.ports]]),
       }));
     assert.deepEqual(workloadView(xds), workloadView(yaml));
     assert.deepEqual(serviceView(xds), serviceView(yaml));
@@ -313,23 +274,23 @@ describe('XdsSource against a delta ADS server', () => {
       },
       { name: uid('reviews-v1'), version: '2', body: workload(structuredUnhealthyReviews()) },
     ]);
-    let snapshot = await waitFor(store, (s) => s.workloads.has(`${NS}/ratings-v1`));
+    let snapshot = await waitForSnapshot(store, (s) => s.workloads.has(uid('ratings-v1')));
     assert.equal((await server.answerTo(added)).errorDetail, undefined);
-    assert.equal(snapshot.workloads.get(`${NS}/reviews-v1`)!.ready, false, 'UNHEALTHY makes the workload unready');
+    assert.equal(snapshot.workloads.get(uid('reviews-v1'))!.ready, false, 'UNHEALTHY makes the workload unready');
     assert.deepEqual(snapshot.servicesByVip.get('10.96.0.21')!.endpoints, [], 'and takes it out of its service');
 
     const removed = server.push(ADDRESS_TYPE_URL, [], [uid('ratings-v1')]);
-    snapshot = await waitFor(store, (s) => !s.workloads.has(`${NS}/ratings-v1`));
+    snapshot = await waitForSnapshot(store, (s) => !s.workloads.has(uid('ratings-v1')));
     assert.equal((await server.answerTo(removed)).errorDetail, undefined);
     assert.equal(snapshot.workloadsByIp.has('10.1.0.9'), false);
 
     const policyGone = server.push(AUTHORIZATION_TYPE_URL, [], ['istio-system/istio-converted-static-strict']);
-    snapshot = await waitFor(store, (s) => s.istio.authorizationPolicies.length === 1);
+    snapshot = await waitForSnapshot(store, (s) => s.istio.authorizationPolicies.length === 1);
     assert.equal((await server.answerTo(policyGone)).errorDetail, undefined);
     assert.equal(decide(snapshot, 'reviews-v1', undefined, 9080).allowed, true, 'plaintext is allowed once STRICT is gone');
     // Put it back for the tests that follow.
     server.push(AUTHORIZATION_TYPE_URL, [{ name: 'istio-system/istio-converted-static-strict', version: '2', body: strict }]);
-    await waitFor(store, (s) => s.istio.authorizationPolicies.length === 2);
+    await waitForSnapshot(store, (s) => s.istio.authorizationPolicies.length === 2);
   });
 
   it('NACKs malformed resources with their reasons while the rest of the response applies', async () => {
@@ -351,10 +312,10 @@ describe('XdsSource against a delta ADS server', () => {
     assert.match(message, /Kubernetes\/\/Pod\/bookinfo\/productpage-v1: .*addresses\[0\] has 3 bytes/);
     assert.doesNotMatch(message, /details-v1/);
 
-    const snapshot = await waitFor(store, (s) => s.workloads.has(`${NS}/details-v1`));
+    const snapshot = await waitForSnapshot(store, (s) => s.workloads.has(uid('details-v1')));
     assert.ok(snapshot.version > before.version);
-    assert.equal(snapshot.workloads.has(`${NS}/five-bytes`), false);
-    assert.deepEqual(snapshot.workloads.get(`${NS}/productpage-v1`)!.ips, ['10.1.0.5'], 'the last good version stays');
+    assert.equal(snapshot.workloads.has(uid('five-bytes')), false);
+    assert.deepEqual(snapshot.workloads.get(uid('productpage-v1'))!.ips, ['10.1.0.5'], 'the last good version stays');
 
     const badPolicy = server.push(AUTHORIZATION_TYPE_URL, [
       { name: `${NS}/unknown-action`, version: '1', body: authorization({ name: 'unknown-action', namespace: NS, action: 7 as Action, groups: [] }) },
@@ -362,14 +323,14 @@ describe('XdsSource against a delta ADS server', () => {
     ]);
     const policyAnswer = await server.answerTo(badPolicy);
     assert.equal(policyAnswer.errorDetail?.message, 'bookinfo/unknown-action: authorization bookinfo/unknown-action: unknown action 7');
-    const withPolicy = await waitFor(store, (s) => s.istio.authorizationPolicies.some((p) => p.metadata.name === 'deny-ratings-port'));
+    const withPolicy = await waitForSnapshot(store, (s) => s.istio.authorizationPolicies.some((p) => p.metadata.name === 'deny-ratings-port'));
     assert.deepEqual(decide(withPolicy, 'productpage-v1', spiffeId('cluster.local', NS, 'gateway'), 9999), { allowed: false, reason: 'denied', policy: `${NS}/deny-ratings-port` });
   });
 
   it('reconnects after istiod drops the stream, sending the versions it holds, and catches up', async () => {
     const streamsBefore = server.streams.length;
     const held = store.current!;
-    assert.ok(held.workloads.has(`${NS}/details-v1`));
+    assert.ok(held.workloads.has(uid('details-v1')));
     // Meanwhile istiod's state changes: details leaves, ratings arrives, the bad resources are gone.
     const state = server.state.get(ADDRESS_TYPE_URL)!;
     for (const name of [uid('details-v1'), 'truncated', 'wrong-type', uid('five-bytes')]) state.delete(name);
@@ -396,8 +357,8 @@ describe('XdsSource against a delta ADS server', () => {
       'istio-system/istio-converted-static-strict': '2',
       [`${NS}/deny-ratings-port`]: '1',
     });
-    const snapshot = await waitFor(store, (s) => s.workloads.has(`${NS}/ratings-v1`) && !s.workloads.has(`${NS}/details-v1`));
-    assert.deepEqual(snapshot.workloads.get(`${NS}/productpage-v1`)!.ips, ['10.1.0.5']);
+    const snapshot = await waitForSnapshot(store, (s) => s.workloads.has(uid('ratings-v1')) && !s.workloads.has(uid('details-v1')));
+    assert.deepEqual(snapshot.workloads.get(uid('productpage-v1'))!.ips, ['10.1.0.5']);
     const { request: ack } = await server.request((r, s) => s.id > streamsBefore && r.typeUrl === ADDRESS_TYPE_URL && r.responseNonce !== '');
     assert.equal(ack.errorDetail, undefined);
   });
@@ -423,7 +384,7 @@ describe('XdsSource against a delta ADS server', () => {
       assert.equal(otherStore.current, undefined, 'nothing is published while istiod refuses');
       server.requiredToken = TOKEN;
       const outcome = await loading;
-      assert.ok(outcome.snapshot.workloads.has(`${NS}/productpage-v1`));
+      assert.ok(outcome.snapshot.workloads.has(uid('productpage-v1')));
     } finally {
       unsubscribe();
       refused.close();

@@ -6,6 +6,7 @@ import {
   type Address,
   type GatewayAddress,
   type LoadBalancing,
+  LoadBalancing_HealthPolicy,
   LoadBalancing_Mode,
   LoadBalancing_Scope,
   type Service,
@@ -13,11 +14,12 @@ import {
   AppProtocol,
   NetworkMode,
   TunnelProtocol,
+  Visibility,
   WorkloadStatus,
 } from '../../proto/istio/workload/workload_pb.js';
 import { parseSpiffeId } from '../../identity/spiffe.js';
 import { type LocalityScope, REGION_LABEL, SUBZONE_LABEL, type ServiceLoadBalancing, ZONE_LABEL } from '../../state/locality.js';
-import type { SpiffeId } from '../../state/model.js';
+import type { ServiceVisibility, SpiffeId } from '../../state/model.js';
 import { type Translated, ok, reject, DEFAULT_TRUST_DOMAIN, DEFAULT_SERVICE_ACCOUNT } from './translated.js';
 
 export interface XdsWorkload {
@@ -26,6 +28,10 @@ export interface XdsWorkload {
   readonly name: string;
   readonly namespace: string;
   readonly ips: readonly string[];
+  /** A workload known by name only (a ServiceEntry endpoint with DNS resolution); set only when it has no address. */
+  readonly hostname?: string;
+  /** Its share of its services' connections relative to their other endpoints (istiod's capacity; unset: 1). */
+  readonly capacity: number;
   readonly trustDomain: string;
   readonly serviceAccount: string;
   readonly node?: string;
@@ -64,6 +70,10 @@ export interface XdsService {
   readonly subjectAltNames: readonly SpiffeId[];
   /** Which endpoints clients prefer by locality (load_balancing STRICT or FAILOVER). */
   readonly loadBalancing?: ServiceLoadBalancing;
+  /** load_balancing.health_policy ALLOW_ALL: unhealthy endpoints still get traffic. */
+  readonly allowUnhealthy: boolean;
+  /** Who may use it: everyone, or only clients in its own namespace. */
+  readonly visibility: ServiceVisibility;
   readonly unsupported: readonly string[];
 }
 
@@ -108,6 +118,14 @@ function translateWorkload(w: XdsWorkloadMessage): Translated<XdsWorkload> {
   }
   const locality = localityLabels(w);
   const unsupported: string[] = [];
+  // As ztunnel: an address wins over a hostname; a hostname alone is looked up when the workload is picked.
+  const hostname = ips.length === 0 && w.hostname !== '' ? w.hostname : undefined;
+  if (hostname !== undefined) {
+    unsupported.push(
+      `it has no address, only hostname ${hostname}, which ztunnel resolves by DNS when it picks the workload; Ambit has no such lookup on its connection path yet, ` +
+        'so the workload is no endpoint of its services and connections that only it could serve are refused',
+    );
+  }
   if (w.waypoint) unsupported.push(`it uses waypoint ${gatewayName(w.waypoint)}, which Ambit does not route through yet; its traffic goes direct`);
   if (w.networkGateway) unsupported.push(`it is reached through network gateway ${gatewayName(w.networkGateway)}, which Ambit does not support yet`);
   if (w.applicationTunnel) unsupported.push('it asks for an application tunnel (PROXY protocol), which Ambit does not send yet');
@@ -118,6 +136,8 @@ function translateWorkload(w: XdsWorkloadMessage): Translated<XdsWorkload> {
     name: w.name,
     namespace: w.namespace,
     ips,
+    ...(hostname !== undefined ? { hostname } : {}),
+    capacity: w.capacity ?? 1,
     trustDomain: w.trustDomain || DEFAULT_TRUST_DOMAIN,
     serviceAccount: w.serviceAccount || DEFAULT_SERVICE_ACCOUNT,
     ...(w.node ? { node: w.node } : {}),
@@ -157,17 +177,22 @@ function translateService(s: Service): Translated<XdsService> {
     }
     vips.push(ip);
   }
-  const ports: XdsServicePort[] = [];
-  const seen = new Set<number>();
+  // Istio's Service proto has no protocol per port, so a Kubernetes Service with 53/UDP and 53/TCP
+  // (kube-dns) lists port 53 twice. ztunnel keeps one mapping per service port, the last one listed.
+  const byPort = new Map<number, XdsServicePort>();
   for (const [i, p] of s.ports.entries()) {
     const problem = portProblem(p.servicePort, false) ?? portProblem(p.targetPort, true);
     if (problem) return reject(`service ${id}: ports[${i}]: ${problem}`);
-    if (seen.has(p.servicePort)) return reject(`service ${id}: port ${p.servicePort} is listed twice`);
-    seen.add(p.servicePort);
     if (!(p.appProtocol in AppProtocol)) return reject(`service ${id}: ports[${i}]: unknown app_protocol ${p.appProtocol}`);
     const appProtocol = APP_PROTOCOLS.get(p.appProtocol);
-    ports.push({ servicePort: p.servicePort, targetPort: p.targetPort, ...(appProtocol ? { appProtocol } : {}) });
+    const port: XdsServicePort = { servicePort: p.servicePort, targetPort: p.targetPort, ...(appProtocol ? { appProtocol } : {}) };
+    const earlier = byPort.get(p.servicePort);
+    if (earlier && (earlier.targetPort !== port.targetPort || earlier.appProtocol !== port.appProtocol)) {
+      unsupported.push(`port ${p.servicePort} is listed more than once with different targets (${describePort(earlier)}, then ${describePort(port)}); the last one is used, as ztunnel does`);
+    }
+    byPort.set(p.servicePort, port);
   }
+  const ports = [...byPort.values()];
   // As ztunnel: a name that is not a SPIFFE id can never match a peer's URI SAN, so it is dropped, and said.
   const subjectAltNames: SpiffeId[] = [];
   for (const [i, san] of s.subjectAltNames.entries()) {
@@ -179,7 +204,33 @@ function translateService(s: Service): Translated<XdsService> {
     unsupported.push(`it uses waypoint ${s.waypoint ? gatewayName(s.waypoint) : 'weighted waypoints'}, which Ambit does not route through yet; its traffic goes direct`);
   }
   const loadBalancing = translateLoadBalancing(s.loadBalancing, unsupported);
-  return ok({ kind: 'service', name: s.name, namespace: s.namespace, hostname: s.hostname, vips, ports, subjectAltNames, ...(loadBalancing ? { loadBalancing } : {}), unsupported });
+  const healthPolicy = s.loadBalancing?.healthPolicy ?? LoadBalancing_HealthPolicy.ONLY_HEALTHY;
+  if (!(healthPolicy in LoadBalancing_HealthPolicy)) return reject(`service ${id}: unknown load_balancing.health_policy ${healthPolicy}`);
+  // As ztunnel: an unknown visibility falls back to PUBLIC rather than dropping the service.
+  if (!(s.visibility in Visibility)) unsupported.push(`visibility ${s.visibility} is unknown; the service is visible to every namespace, as ztunnel treats it`);
+  if (s.visibility === Visibility.NAMESPACE) {
+    unsupported.push(
+      `its visibility is NAMESPACE (only clients in ${s.namespace} may use it): kept and shown in /config_dump, ` +
+        'but the outbound resolver does not consult it yet, so clients in other namespaces still reach it',
+    );
+  }
+  return ok({
+    kind: 'service',
+    name: s.name,
+    namespace: s.namespace,
+    hostname: s.hostname,
+    vips,
+    ports,
+    subjectAltNames,
+    ...(loadBalancing ? { loadBalancing } : {}),
+    allowUnhealthy: healthPolicy === LoadBalancing_HealthPolicy.ALLOW_ALL,
+    visibility: s.visibility === Visibility.NAMESPACE ? 'namespace' : 'public',
+    unsupported,
+  });
+}
+
+function describePort(p: XdsServicePort): string {
+  return `target ${p.targetPort === 0 ? "each workload's own" : p.targetPort}${p.appProtocol ? ` ${p.appProtocol}` : ''}`;
 }
 
 const SCOPES: ReadonlyMap<LoadBalancing_Scope, LocalityScope> = new Map([

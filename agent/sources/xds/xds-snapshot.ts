@@ -5,14 +5,14 @@
 // Two things istiod has already resolved and YAML leaves to the agent are carried through labels that
 // only this translation writes: which Service a workload backs (istiod sends the membership, not the
 // selector), and which selector-scoped Authorization applies to it (istiod lists them on the workload).
+// What istiod names itself (workload uids, service hostnames, health policy) reaches buildSnapshot as
+// StatedFacts.
 
 import type { NodeObject, PodObject, ServiceObject } from '../../config/kubernetes.js';
 import type { MeshObject } from '../../config/objects.js';
 import type { ConfigDiagnostic } from '../../config/diagnostics.js';
-import { DATAPLANE_MODE_LABEL, buildSnapshot } from '../../state/build.js';
-import { type MeshService, type MeshSnapshot, type ObjectKey, type Workload, spiffeId } from '../../state/model.js';
-import type { Authorization } from '../../proto/istio/security/authorization_pb.js';
-import type { Address, Service } from '../../proto/istio/workload/workload_pb.js';
+import { DATAPLANE_MODE_LABEL, type StatedFacts, buildSnapshot } from '../../state/build.js';
+import { type MeshService, type MeshSnapshot, type ObjectKey, type Workload, kubernetesServiceHostname, objectKey, serviceKey, spiffeId } from '../../state/model.js';
 import { POLICY_SELECTED_LABEL_PREFIX, SERVICE_MEMBER_LABEL_PREFIX, xdsLocation } from './translated.js';
 import type { XdsAddress, XdsService, XdsWorkload } from './translate-address.js';
 import type { XdsAuthorization } from './translate-authorization.js';
@@ -86,20 +86,10 @@ export function buildXdsSnapshot(
     objects.push(node);
   }
 
-  const byKey = new Map<ObjectKey, XdsWorkload>();
+  // Workloads are keyed by uid and services by namespace/hostname, as ztunnel keys them: one ServiceEntry
+  // (each inline endpoint, each host) or one selector-less Service gives several with one namespace/name.
+  const workloadOf = new Map<PodObject, XdsWorkload>();
   for (const [name, w] of workloads) {
-    const key = `${w.namespace}/${w.name}`;
-    const taken = byKey.get(key);
-    if (taken) {
-      diagnostics.push({
-        severity: 'error',
-        location: xdsLocation('Address', name),
-        object: { kind: 'Pod', namespace: w.namespace, name: w.name },
-        message: `workload ${w.uid} has the same namespace and name as ${taken.uid}; it is ignored`,
-      });
-      continue;
-    }
-    byKey.set(key, w);
     const labels: Record<string, string> = {};
     if (w.hbone) labels[DATAPLANE_MODE_LABEL] = 'ambient';
     if (w.canonicalName) labels['service.istio.io/canonical-name'] = w.canonicalName;
@@ -118,7 +108,7 @@ export function buildXdsSnapshot(
     const pod: PodObject = {
       kind: 'Pod',
       apiVersion: 'v1',
-      metadata: { name: w.name, namespace: w.namespace, labels, annotations: {} },
+      metadata: { name: w.name, namespace: w.namespace, uid: w.uid, labels, annotations: {} },
       spec: {
         ...(w.node ? { nodeName: w.node } : {}),
         serviceAccountName: w.serviceAccount,
@@ -133,30 +123,32 @@ export function buildXdsSnapshot(
       },
       source: xdsLocation('Address', name),
     };
+    workloadOf.set(pod, w);
     objects.push(pod);
   }
 
-  const serviceNames = new Map<ObjectKey, XdsService>();
+  const serviceOf = new Map<ServiceObject, XdsService>();
+  const taken = new Map<ObjectKey, string>();
   for (const [name, s] of services) {
-    const serviceKey = `${s.namespace}/${s.hostname}`;
-    const taken = serviceNames.get(`${s.namespace}/${s.name}`);
-    if (taken) {
+    const key = serviceKey(s.namespace, s.hostname);
+    const first = taken.get(key);
+    if (first !== undefined) {
       diagnostics.push({
         severity: 'error',
         location: xdsLocation('Address', name),
         object: { kind: 'Service', namespace: s.namespace, name: s.name },
-        message: `service ${serviceKey} has the same namespace and name as ${taken.namespace}/${taken.hostname}; it is ignored`,
+        message: `service ${key} was already sent as resource ${first}; this one is ignored`,
       });
       continue;
     }
-    serviceNames.set(`${s.namespace}/${s.name}`, s);
+    taken.set(key, name);
     const service: ServiceObject = {
       kind: 'Service',
       apiVersion: 'v1',
       metadata: { name: s.name, namespace: s.namespace, labels: {}, annotations: {} },
       spec: {
         type: 'ClusterIP',
-        selector: { [`${SERVICE_MEMBER_LABEL_PREFIX}${serviceKey}`]: 'true' },
+        selector: { [`${SERVICE_MEMBER_LABEL_PREFIX}${key}`]: 'true' },
         ...(s.vips[0] ? { clusterIP: s.vips[0] } : { clusterIP: 'None' }),
         clusterIPs: [...s.vips],
         ports: s.ports.map((p) => {
@@ -171,17 +163,29 @@ export function buildXdsSnapshot(
       },
       source: xdsLocation('Address', name),
     };
+    serviceOf.set(service, s);
     objects.push(service);
   }
 
   let dryRun = 0;
-  for (const [, a] of [...authorizations.entries()].sort(([x], [y]) => x.localeCompare(y))) {
+  for (const [name, a] of [...authorizations.entries()].sort(([x], [y]) => x.localeCompare(y))) {
+    for (const why of a.dropped) {
+      const [namespace = '', policyName = ''] = a.key.split('/');
+      diagnostics.push({ severity: 'warning', location: xdsLocation('Authorization', name), object: { kind: 'AuthorizationPolicy', namespace, name: policyName }, message: `authorization ${a.key}: ${why}` });
+    }
     if (a.dryRun) dryRun++;
     else objects.push(a.policy);
   }
 
-  const built = buildSnapshot(objects, { version: options.version, trustDomain: options.trustDomain, clusterDomain: options.clusterDomain });
-  return { snapshot: withXdsIdentities(built, byKey, [...serviceNames.values()], diagnostics), dryRun };
+  const stated: StatedFacts = {
+    workloadKey: (pod) => workloadOf.get(pod)?.uid ?? objectKey(pod.metadata.namespace, pod.metadata.name),
+    hostname: (svc) => serviceOf.get(svc)?.hostname ?? kubernetesServiceHostname(svc.metadata.name, svc.metadata.namespace, options.clusterDomain),
+    allowsUnready: (svc) => serviceOf.get(svc)?.allowUnhealthy ?? false,
+  };
+  const built = buildSnapshot(objects, { version: options.version, trustDomain: options.trustDomain, clusterDomain: options.clusterDomain, stated });
+  const byUid = new Map([...workloadOf.values()].map((w) => [w.uid, w]));
+  const byServiceKey = new Map([...serviceOf.values()].map((s) => [serviceKey(s.namespace, s.hostname), s]));
+  return { snapshot: withXdsIdentities(built, byUid, byServiceKey, diagnostics), dryRun };
 }
 
 /** A service's named target port, for workloads whose target port differs from the service's. */
@@ -190,33 +194,45 @@ function targetPortName(s: XdsService, servicePort: number): string {
 }
 
 /**
- * What istiod states and YAML derives: each workload's uid and trust domain, each service's hostname
- * (ServiceEntry hosts are not `<name>.<namespace>.svc`) and subject_alt_names. The rest of the
- * snapshot is kept as built.
+ * What istiod states and YAML derives, laid over the built snapshot: each workload's uid, trust domain,
+ * capacity and hostname, each service's subject_alt_names, locality preferences and visibility.
  */
 function withXdsIdentities(
   snapshot: MeshSnapshot,
   workloads: ReadonlyMap<ObjectKey, XdsWorkload>,
-  services: readonly XdsService[],
+  services: ReadonlyMap<ObjectKey, XdsService>,
   diagnostics: readonly ConfigDiagnostic[],
 ): MeshSnapshot {
   const fixedWorkloads = new Map<ObjectKey, Workload>();
   const workloadsByIp = new Map<string, Workload>();
   for (const [key, w] of snapshot.workloads) {
     const x = workloads.get(key);
-    const fixed: Workload = x ? { ...w, uid: x.uid, identity: spiffeId(x.trustDomain, w.namespace, w.serviceAccount) } : w;
+    const fixed: Workload = x
+      ? {
+          ...w,
+          uid: x.uid,
+          istioUid: x.uid,
+          identity: spiffeId(x.trustDomain, w.namespace, w.serviceAccount),
+          ...(x.capacity !== 1 ? { capacity: x.capacity } : {}),
+          ...(x.hostname !== undefined ? { hostname: x.hostname } : {}),
+        }
+      : w;
     fixedWorkloads.set(key, fixed);
   }
   for (const [ip, w] of snapshot.workloadsByIp) workloadsByIp.set(ip, fixedWorkloads.get(w.key) ?? w);
 
-  const xdsServices = new Map(services.map((s) => [`${s.namespace}/${s.name}`, s]));
   const fixedServices = new Map<ObjectKey, MeshService>();
   const servicesByVip = new Map<string, MeshService>();
   const servicesByHostname = new Map<string, MeshService>();
   for (const [key, s] of snapshot.services) {
-    const x = xdsServices.get(key);
+    const x = services.get(key);
     const fixed: MeshService = x
-      ? { ...s, hostname: x.hostname, ...(x.subjectAltNames.length > 0 ? { subjectAltNames: x.subjectAltNames } : {}), ...(x.loadBalancing ? { loadBalancing: x.loadBalancing } : {}) }
+      ? {
+          ...s,
+          ...(x.subjectAltNames.length > 0 ? { subjectAltNames: x.subjectAltNames } : {}),
+          ...(x.loadBalancing ? { loadBalancing: x.loadBalancing } : {}),
+          ...(x.visibility !== 'public' ? { visibility: x.visibility } : {}),
+        }
       : s;
     fixedServices.set(key, fixed);
     servicesByHostname.set(fixed.hostname, fixed);
