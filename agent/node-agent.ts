@@ -29,9 +29,10 @@ import type { Logger } from './telemetry/log.js';
 import { MeshMetrics } from './telemetry/metrics.js';
 import { type OtlpMetricsConfig, OtlpMetricsPusher } from './telemetry/otlp-metrics.js';
 import type { Address } from './tunnel/destination.js';
-import { HbonePool } from './tunnel/h2/client-pool.js';
 import type { TcpDialer } from './tunnel/h2/client-connection.js';
-import { HboneServer } from './tunnel/h2/server.js';
+import { EngineHost } from './tunnel/hbone/engine-host.js';
+import { EngineHbonePool } from './tunnel/hbone/pool.js';
+import { EngineHboneServer } from './tunnel/hbone/server.js';
 import { HBONE_PORT } from './tunnel/h2/settings.js';
 import { InboundHbone } from './tunnel/inbound-hbone.js';
 import { InboundPlaintextProxy } from './tunnel/inbound-plaintext.js';
@@ -72,6 +73,8 @@ export type CaptureConfig =
        * network namespace is found through its cgroup, hence only with eBPF capture.
        */
       readonly socks5?: boolean;
+      /** The HBONE engine's data threads (TLS and HTTP/2 in native code; each owns its connections). */
+      readonly dataThreads?: number;
     };
 
 export interface IdentityConfig {
@@ -115,7 +118,7 @@ interface DataPath {
   readonly listeners: readonly Server[];
   /** The pods' SOCKS5 listeners, when enabled: they stop accepting with the others. */
   readonly socks?: PodSocksListeners;
-  readonly hbone: HboneServer;
+  readonly hbone: EngineHboneServer;
   readonly live: LiveConnections;
 }
 
@@ -225,7 +228,10 @@ export class NodeAgent {
       const connected = await connectTransparent(sourceIp, destination);
       return connected.ok ? connected.value : connected.error.message;
     };
-    const hbonePool = new HbonePool({ certificates, dialTcp: transparentDialer, log });
+    // TLS and HTTP/2 of every HBONE connection run in the engine's threads; every decision stays here.
+    const host = EngineHost.start({}, capture.dataThreads === undefined ? {} : { threads: capture.dataThreads });
+    this.#closers.push(host);
+    const hbonePool = new EngineHbonePool({ host, certificates, dialTcp: transparentDialer, log });
     this.#closers.push(hbonePool);
     // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.
     const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
@@ -241,7 +247,8 @@ export class NodeAgent {
     const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });
     const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
     const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
-    const hbone = new HboneServer({
+    const hbone = new EngineHboneServer({
+      host,
       certificates,
       identityForAddress: (ip) => {
         const workload = store.current?.workloadsByIp.get(ip);

@@ -65,6 +65,8 @@ Options:
                                pod's network namespace is found through its cgroup)
   --uplink <device>            device other nodes' traffic arrives on (repeatable; default: the
                                one holding the node's InternalIP)
+  --data-threads <n>           threads of the native HBONE engine (TLS 1.3 and HTTP/2), each
+                               owning its connections (default: 1; see bench/README.md)
   --state-dir <dir>            the agent's state; its own CA root is kept in <dir>/ca unless
                                --ca-dir is given (default: /var/lib/ambit)
   --ca-dir <dir>               a plugged-in CA in Istio's cacerts layout: ca-cert.pem, ca-key.pem,
@@ -108,6 +110,7 @@ export function parseRunArgs(
       'bpf-scope': { type: 'string' },
       uplink: { type: 'string', multiple: true },
       socks5: { type: 'boolean', default: false },
+      'data-threads': { type: 'string' },
       'state-dir': { type: 'string', default: '/var/lib/ambit' },
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string', default: '24h' },
@@ -162,7 +165,19 @@ export function parseRunArgs(
     if (!how) throw new UsageError('ambit run: --capture ebpf needs --pod-cgroup kubepods|<template> to find pods\' cgroups (or pass --capture none)');
     if (how !== KUBEPODS && values['cgroup-root'] !== undefined) throw new UsageError('ambit run: --cgroup-root is for --pod-cgroup kubepods');
     const podCgroup = how === KUBEPODS ? ({ kind: 'kubepods', root: values['cgroup-root'] ?? cgroup2Root() } as const) : ({ kind: 'template', template: how } as const);
-    capture = { mode: 'ebpf', podCgroup, scope: values['bpf-scope'] ?? node, uplinks: values.uplink ?? [], ...(values.socks5 ? { socks5: true } : {}) };
+    const threads = values['data-threads'];
+    const dataThreads = threads === undefined ? undefined : Number(threads);
+    if (dataThreads !== undefined && !(Number.isInteger(dataThreads) && dataThreads >= 1 && dataThreads <= 64)) {
+      throw new UsageError(`ambit run: --data-threads ${threads}: expected a whole number from 1 to 64`);
+    }
+    capture = {
+      mode: 'ebpf',
+      podCgroup,
+      scope: values['bpf-scope'] ?? node,
+      uplinks: values.uplink ?? [],
+      ...(values.socks5 ? { socks5: true } : {}),
+      ...(dataThreads === undefined ? {} : { dataThreads }),
+    };
   } else throw new UsageError(`ambit run: --capture ${JSON.stringify(values.capture)}: expected ebpf or none`);
 
   const otlp = parseOtlpMetricsFlags(values, parseDuration, env);

@@ -15,7 +15,7 @@ import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionTelemetry, ResponseFlag } from '../telemetry/connections.js';
 import type { Logger } from '../telemetry/log.js';
 import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from './destination.js';
-import type { HbonePool } from './h2/client-pool.js';
+import type { EngineHbonePool } from './hbone/pool.js';
 import type { OutboundHttpProxy } from '../l7/proxy/outbound-http.js';
 import type { OpenUpstream } from '../l7/proxy/upstream-connections.js';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
@@ -34,7 +34,7 @@ export interface OutboundOptions {
   readonly telemetry: ConnectionTelemetry;
   readonly live: LiveConnections;
   readonly log: Logger;
-  readonly hbone: HbonePool;
+  readonly hbone: EngineHbonePool;
   /** Sent in the CONNECT's baggage (`k8s.cluster.name`), as ztunnel does. */
   readonly clusterId: string;
   /** Where a captured connection was going; undefined when the kernel does not know. */

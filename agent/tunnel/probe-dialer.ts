@@ -4,12 +4,12 @@
 // outside the mesh, with a plain connection from the agent, whose sockets are never captured.
 
 import type { ProbeDialer } from '../l7/proxy/health-probe.js';
-import type { HbonePool } from './h2/client-pool.js';
+import type { EngineHbonePool } from './hbone/pool.js';
 import { baggageOf, connectPlain } from './outbound.js';
 
 export interface ProbeDialerOptions {
   readonly node: string;
-  readonly hbone: HbonePool;
+  readonly hbone: EngineHbonePool;
   readonly clusterId: string;
 }
 

@@ -28,6 +28,8 @@ export type StreamEndCause =
 /** Why a connection ended; `message` says it for an operator. */
 export type ConnEndCause =
   | 'handshake'
+  /** The peer's chain does not lead to our roots (or is expired, or not yet valid). */
+  | 'untrusted'
   | 'handshake-timeout'
   | 'identity'
   | 'peer-refused'

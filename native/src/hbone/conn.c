@@ -104,13 +104,21 @@ static void handshake_failed(struct hb_conn *c)
 	unsigned long e = ERR_peek_error();
 	char detail[256] = "the peer closed the connection";
 
+	bool no_certificate = ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE;
+
 	if (verify != X509_V_OK)
 		snprintf(detail, sizeof(detail), "certificate verification failed: %s", X509_verify_cert_error_string(verify));
+	else if (no_certificate)
+		snprintf(detail, sizeof(detail), "the client sent no certificate");
 	else if (e)
 		ERR_error_string_n(e, detail, sizeof(detail));
 	ERR_clear_error();
 	hb_count(c->w->e, HB_C_HANDSHAKE_FAILED, 1);
-	hb_conn_close(c, "handshake", "TLS handshake with %s failed: %s", c->peer_address, detail);
+	/* A chain that does not lead to our roots, or none at all, is a peer we cannot trust, not a broken handshake. */
+	if (verify != X509_V_OK || no_certificate)
+		hb_conn_close(c, "untrusted", "%s", detail);
+	else
+		hb_conn_close(c, "handshake", "TLS handshake with %s failed: %s", c->peer_address, detail);
 }
 
 /* After the handshake: ALPN, then the client checks the server's identity, the server asks JavaScript. */
@@ -198,7 +206,9 @@ static void io_failed(struct hb_conn *c, int r, const char *op)
 	int sys = errno;
 
 	ERR_clear_error();
-	if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && sys == 0) || err == SSL_ERROR_SSL) {
+	/* A reset is how a server that refused us usually hangs up (it closed with our bytes unread). */
+	if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && (sys == 0 || (sys == ECONNRESET && c->role == HB_CLIENT && !c->heard))) ||
+	    err == SSL_ERROR_SSL) {
 		if (c->role == HB_CLIENT && !c->heard)
 			hb_conn_close(c, "refused-by-server", "%s closed the connection before HTTP/2 started: it most likely refused our certificate (another root or trust domain; see its log)", c->peer_address);
 		else

@@ -379,7 +379,12 @@ bool hb_stream_open(struct hb_conn *c, uint64_t id, const char *authority, char 
 	int32_t sid;
 	size_t n = 0;
 
-	if (c->nstreams >= c->w->e->opt.client_max_streams || c->role != HB_CLIENT)
+	/*
+	 * Past the server's own MAX_CONCURRENT_STREAMS nghttp2 would queue the request until a stream ends,
+	 * which for a long-lived tunnel may be never: refuse it here, so the pool opens another connection.
+	 */
+	if (c->role != HB_CLIENT || c->nstreams >= c->w->e->opt.client_max_streams ||
+	    c->nstreams >= nghttp2_session_get_remote_settings(c->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
 		return false;
 	nv = calloc(nhdrs / 2 + 2, sizeof(*nv));
 	s = nv ? hb_stream_new(c, id, 0) : NULL;
