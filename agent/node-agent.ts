@@ -29,11 +29,11 @@ import type { Logger } from './telemetry/log.js';
 import { MeshMetrics } from './telemetry/metrics.js';
 import { type OtlpMetricsConfig, OtlpMetricsPusher } from './telemetry/otlp-metrics.js';
 import type { Address } from './tunnel/destination.js';
-import type { TcpDialer } from './tunnel/h2/client-connection.js';
+import type { TcpDialer } from './tunnel/hbone/pool.js';
 import { EngineHost } from './tunnel/hbone/engine-host.js';
-import { EngineHbonePool } from './tunnel/hbone/pool.js';
-import { EngineHboneServer } from './tunnel/hbone/server.js';
-import { HBONE_PORT } from './tunnel/h2/settings.js';
+import { HbonePool } from './tunnel/hbone/pool.js';
+import { HboneServer } from './tunnel/hbone/server.js';
+import { HBONE_PORT } from './tunnel/hbone/settings.js';
 import { InboundHbone } from './tunnel/inbound-hbone.js';
 import { InboundPlaintextProxy } from './tunnel/inbound-plaintext.js';
 import { LiveConnections } from './tunnel/live-connections.js';
@@ -118,7 +118,7 @@ interface DataPath {
   readonly listeners: readonly Server[];
   /** The pods' SOCKS5 listeners, when enabled: they stop accepting with the others. */
   readonly socks?: PodSocksListeners;
-  readonly hbone: EngineHboneServer;
+  readonly hbone: HboneServer;
   readonly live: LiveConnections;
 }
 
@@ -231,7 +231,7 @@ export class NodeAgent {
     // TLS and HTTP/2 of every HBONE connection run in the engine's threads; every decision stays here.
     const host = EngineHost.start({}, capture.dataThreads === undefined ? {} : { threads: capture.dataThreads });
     this.#closers.push(host);
-    const hbonePool = new EngineHbonePool({ host, certificates, dialTcp: transparentDialer, log });
+    const hbonePool = new HbonePool({ host, certificates, dialTcp: transparentDialer, log });
     this.#closers.push(hbonePool);
     // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.
     const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
@@ -247,7 +247,7 @@ export class NodeAgent {
     const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });
     const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
     const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
-    const hbone = new EngineHboneServer({
+    const hbone = new HboneServer({
       host,
       certificates,
       identityForAddress: (ip) => {

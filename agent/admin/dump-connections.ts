@@ -3,8 +3,8 @@
 // ztunnel-config connections` prints.
 
 import type { MeshSnapshot } from '../state/model.js';
-import { formatAuthority } from '../tunnel/h2/connect-headers.js';
-import { HBONE_PORT } from '../tunnel/h2/settings.js';
+import { formatAuthority } from '../tunnel/hbone/connect-headers.js';
+import { HBONE_PORT } from '../tunnel/hbone/settings.js';
 import { type LiveConnection, type LocalWorkload, addressHost } from '../tunnel/live-connections.js';
 
 /** One relayed connection in ztunnel's connection-manager shape, plus what Ambit also knows. */

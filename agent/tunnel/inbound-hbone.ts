@@ -11,9 +11,9 @@ import type { MeshSnapshot } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionOutcome, ConnectionTelemetry } from '../telemetry/connections.js';
 import type { Address } from './destination.js';
-import { formatAuthority } from './h2/connect-headers.js';
-import type { HboneServerEvent } from './h2/events.js';
-import type { HboneConnectHandler, HboneInboundDecision, HboneInboundRequest } from './h2/server.js';
+import { formatAuthority } from './hbone/connect-headers.js';
+import type { HboneServerEvent } from './hbone/events.js';
+import type { HboneConnectHandler, HboneInboundDecision, HboneInboundRequest } from './hbone/server.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnections } from './live-connections.js';
 

@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import type { MeshSnapshot, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from '../telemetry/log.js';
-import { parseAuthority } from './h2/connect-headers.js';
+import { parseAuthority } from './hbone/connect-headers.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
 
 /** The pod a connection is relayed for, as it was when the connection opened. */

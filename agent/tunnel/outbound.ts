@@ -15,14 +15,14 @@ import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionTelemetry, ResponseFlag } from '../telemetry/connections.js';
 import type { Logger } from '../telemetry/log.js';
 import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from './destination.js';
-import type { EngineHbonePool } from './hbone/pool.js';
+import type { HbonePool } from './hbone/pool.js';
 import type { OutboundHttpProxy } from '../l7/proxy/outbound-http.js';
 import type { OpenUpstream } from '../l7/proxy/upstream-connections.js';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
-import { formatAuthority, formatBaggage } from './h2/connect-headers.js';
-import type { HboneError } from './h2/errors.js';
-import { HBONE_PORT } from './h2/settings.js';
+import { formatAuthority, formatBaggage } from './hbone/connect-headers.js';
+import type { HboneError } from './hbone/errors.js';
+import { HBONE_PORT } from './hbone/settings.js';
 import { type InboundAdmission, type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnection, LiveConnections } from './live-connections.js';
 import { relay } from './relay.js';
@@ -34,7 +34,7 @@ export interface OutboundOptions {
   readonly telemetry: ConnectionTelemetry;
   readonly live: LiveConnections;
   readonly log: Logger;
-  readonly hbone: EngineHbonePool;
+  readonly hbone: HbonePool;
   /** Sent in the CONNECT's baggage (`k8s.cluster.name`), as ztunnel does. */
   readonly clusterId: string;
   /** Where a captured connection was going; undefined when the kernel does not know. */

@@ -4,12 +4,12 @@
 // outside the mesh, with a plain connection from the agent, whose sockets are never captured.
 
 import type { ProbeDialer } from '../l7/proxy/health-probe.js';
-import type { EngineHbonePool } from './hbone/pool.js';
+import type { HbonePool } from './hbone/pool.js';
 import { baggageOf, connectPlain } from './outbound.js';
 
 export interface ProbeDialerOptions {
   readonly node: string;
-  readonly hbone: EngineHbonePool;
+  readonly hbone: HbonePool;
   readonly clusterId: string;
 }
 

@@ -17,9 +17,9 @@ import { ConnectionTelemetry } from '../../agent/telemetry/connections.js';
 import { createLogger } from '../../agent/telemetry/log.js';
 import { MeshMetrics } from '../../agent/telemetry/metrics.js';
 import type { Address } from '../../agent/tunnel/destination.js';
-import { EngineHbonePool } from '../../agent/tunnel/hbone/pool.js';
-import { type TcpDialer, defaultTcpDialer } from '../../agent/tunnel/h2/client-connection.js';
-import { EngineHboneServer } from '../../agent/tunnel/hbone/server.js';
+import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
+import { type TcpDialer, defaultTcpDialer } from '../../agent/tunnel/hbone/pool.js';
+import { HboneServer } from '../../agent/tunnel/hbone/server.js';
 import { InboundHbone } from '../../agent/tunnel/inbound-hbone.js';
 import { LiveConnections } from '../../agent/tunnel/live-connections.js';
 import { OutboundProxy } from '../../agent/tunnel/outbound.js';
@@ -133,7 +133,7 @@ export async function startBenchMesh(): Promise<BenchMesh> {
   const liveB = new LiveConnections(store, log);
   const telemetryB = new ConnectionTelemetry(new MeshMetrics('bench'), log, { store, clusterId: 'Kubernetes' });
   const inbound = new InboundHbone({ node: 'node-b', store, telemetry: telemetryB, live: liveB, connectAsClient: connectFrom });
-  const hbone = new EngineHboneServer({
+  const hbone = new HboneServer({
     certificates: certificatesB,
     identityForAddress: (ip) => {
       const workload = store.current?.workloadsByIp.get(ip);
@@ -147,7 +147,7 @@ export async function startBenchMesh(): Promise<BenchMesh> {
 
   // node-a: the outbound proxy; its pool dials 15008, which the dialer maps to the server's port.
   const dialTcp: TcpDialer = (target, localAddress) => defaultTcpDialer({ ...target, port: hbonePort }, localAddress);
-  const pool = new EngineHbonePool({ certificates: certificatesA, dialTcp, log });
+  const pool = new HbonePool({ certificates: certificatesA, dialTcp, log });
   const liveA = new LiveConnections(store, log);
   const telemetryA = new ConnectionTelemetry(new MeshMetrics('bench'), log, { store, clusterId: 'Kubernetes' });
   let nextDestination: Address | undefined;

@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Duplex } from 'node:stream';
 import { spiffeId } from '../../agent/state/model.js';
-import { EngineHbonePool as HbonePool } from '../../agent/tunnel/hbone/pool.js';
-import type { HbonePoolEvent } from '../../agent/tunnel/h2/events.js';
+import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
+import type { HbonePoolEvent } from '../../agent/tunnel/hbone/events.js';
 import { type TestEcho, type TestHboneServer, type TestTrust, openTrust, startEcho, startHboneServer } from '../fixtures/hbone/mesh.js';
 
 const TD = 'cluster.local';

@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { type SpiffeId, spiffeId } from '../../agent/state/model.js';
-import { HbonePool } from '../../agent/tunnel/h2/client-pool.js';
+import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
 import { EngineProbe, type EngineServer, SocketPairs, certificateOf, contextFor, dialEngine, openTunnel, startEngineServer } from '../fixtures/hbone/engine.js';
 import { type TestEcho, type TestHboneServer, type TestTrust, openTrust, readAll, startEcho, startHboneServer } from '../fixtures/hbone/mesh.js';
 import { H2_CLIENT, PYTHON, buildGoPeer, requireTool, run, startGoServer, writePem } from '../fixtures/hbone/peers.js';

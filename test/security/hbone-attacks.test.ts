@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { spiffeId } from '../../agent/state/model.js';
-import type { HboneTuning } from '../../agent/tunnel/h2/settings.js';
+import type { HboneTuning } from '../../agent/tunnel/hbone/settings.js';
 import { type TestHboneServer, type TestTrust, closeServer, connectToAuthority, listen, openTrust, startHboneServer } from '../fixtures/hbone/mesh.js';
 import { type PemFiles, PYTHON, requireTool, run, writePem } from '../fixtures/hbone/peers.js';
 

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { canonicalIp, formatAuthority, formatBaggage, outboundConnectHeaders, parseAuthority, readConnectRequest } from '../../agent/tunnel/h2/connect-headers.js';
+import { canonicalIp, formatAuthority, formatBaggage, outboundConnectHeaders, parseAuthority, readConnectRequest } from '../../agent/tunnel/hbone/connect-headers.js';
 
 describe('HBONE CONNECT headers', () => {
   it('parses ip:port and [ipv6]:port authorities and nothing else', () => {

@@ -10,11 +10,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as connectTls, createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { spiffeId } from '../../agent/state/model.js';
-import type { HboneOpenRequest } from '../../agent/tunnel/h2/client-pool.js';
-import { EngineHbonePool as HbonePool } from '../../agent/tunnel/hbone/pool.js';
-import type { HboneResult } from '../../agent/tunnel/h2/errors.js';
-import type { HbonePoolEvent } from '../../agent/tunnel/h2/events.js';
-import type { HboneInboundRequest } from '../../agent/tunnel/h2/server.js';
+import type { HboneOpenRequest } from '../../agent/tunnel/hbone/pool.js';
+import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
+import type { HboneResult } from '../../agent/tunnel/hbone/errors.js';
+import type { HbonePoolEvent } from '../../agent/tunnel/hbone/events.js';
+import type { HboneInboundRequest } from '../../agent/tunnel/hbone/server.js';
 import {
   type TestHboneServer,
   type TestTrust,
@@ -358,12 +358,13 @@ describe('HBONE server and pool on loopback', () => {
   });
   it('leaves a stream waiting for a slow reader alone (backpressure is not a stall)', async () => {
     const events: HbonePoolEvent[] = [];
-    const patientPool = new HbonePool({ certificates: trust.certificates, tuning: { stallTimeoutMs: 300 }, onEvent: (e) => events.push(e) });
+    const patientPool = new HbonePool({ certificates: trust.certificates, tuning: { pingIntervalMs: 100, pingTimeoutMs: 300 }, onEvent: (e) => events.push(e) });
     const stream = unwrap(await patientPool.open(request()));
     const payload = Buffer.alloc(24 * 1024 * 1024, 1);
     stream.write(payload);
     stream.end();
-    // Nobody reads the echo for several stall timeouts: every window and buffer on the way fills.
+    // Nobody reads the echo for several PING timeouts: every window and buffer on the way fills, and
+    // PINGs are still answered (the engine keeps reading the connection whatever a stream waits for).
     await sleep(1200);
     const echoed = await readAll(stream, 20_000);
     assert.equal(echoed.length, payload.length);

@@ -9,7 +9,7 @@ import type { WorkloadCertificate } from '../../identity/workload-certificate.js
 import { HboneEngine, type TlsContext, createTlsContext } from '../engine/engine.js';
 import type { ConnId, EngineEvent } from '../engine/events.js';
 import type { EngineOptions } from '../engine/native.js';
-import { type HboneTuning, resolveTuning } from '../h2/settings.js';
+import { type HboneTuning, resolveTuning } from './settings.js';
 
 /** What an owner of engine connections hears about them; called on the JavaScript thread, in order. */
 export type ConnectionListener = (event: Exclude<EngineEvent, { type: 'drained' }>) => void;

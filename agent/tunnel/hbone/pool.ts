@@ -3,22 +3,55 @@
 // connection before another is dialled; the engine closes a connection idle for 5 minutes. TCP is
 // dialled here (from the source pod's address), TLS and HTTP/2 run in the engine's data threads.
 
-import type { Socket } from 'node:net';
+import { type Socket, connect as connectTcp } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../../telemetry/log.js';
 import type { TlsContext } from '../engine/engine.js';
 import type { ConnEndCause, ConnId, EngineEvent, StreamId } from '../engine/events.js';
-import { type TcpDialer, defaultTcpDialer } from '../h2/client-connection.js';
-import { formatAuthority, outboundConnectHeaders } from '../h2/connect-headers.js';
-import { HboneError, type HboneErrorReason, type HboneResult, fail, messageOf, ok } from '../h2/errors.js';
-import type { HbonePoolEvent } from '../h2/events.js';
-import { type HboneOpenRequest, type PooledConnectionStatus, poolKey } from '../h2/client-pool.js';
-import type { SocketAddress } from '../h2/server.js';
-import { HBONE_PORT, type HboneTuning } from '../h2/settings.js';
-import { type CertificateSource, IdentityTlsCache } from '../h2/tls-contexts.js';
+import { type HboneAuthority, formatAuthority, outboundConnectHeaders } from './connect-headers.js';
+import { HboneError, type HboneErrorReason, type HboneResult, fail, messageOf, ok } from './errors.js';
+import type { HbonePoolEvent } from './events.js';
+import type { SpiffeId } from '../../state/model.js';
+import type { SocketAddress } from './server.js';
+import { HBONE_PORT, type HboneTuning } from './settings.js';
+import { type CertificateSource, IdentityTlsCache } from './tls-contexts.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 
-export interface EngineHbonePoolOptions {
+/**
+ * Opens the TCP socket. The default binds to `localAddress` when given; the eBPF redirect code replaces
+ * it with one that binds transparently (IP_TRANSPARENT) to a pod IP the node does not own.
+ */
+export type TcpDialer = (target: SocketAddress, localAddress: string | undefined) => Socket;
+
+export const defaultTcpDialer: TcpDialer = (target, localAddress) =>
+  connectTcp({ host: target.ip, port: target.port, noDelay: true, ...(localAddress ? { localAddress } : {}) });
+
+export interface HboneOpenRequest {
+  /** The client workload: its identity signs the connection; its IP is the `forwarded` client and part of the key. */
+  readonly source: { readonly identity: SpiffeId; readonly ip: string };
+  /** Bind the TCP socket to source.ip (the node must own it, or the dialer must bind transparently). */
+  readonly bindSource?: boolean;
+  /** Where the TCP connection goes; the port defaults to 15008. */
+  readonly destination: { readonly ip: string; readonly port?: number };
+  /** The server must present one of these: the workload's identity, or a Service's subject_alt_names. */
+  readonly expectedIdentities: readonly SpiffeId[];
+  /** The tunnel's target, usually the destination pod's IP and the application port. */
+  readonly authority: HboneAuthority;
+  /** The Service hostname the client asked for, sent as `forwarded: …;host=`. */
+  readonly serviceHostname?: string;
+  /** A ready `baggage` header (see formatBaggage). */
+  readonly baggage?: string;
+}
+
+export interface PooledConnectionStatus {
+  readonly key: string;
+  readonly target: string;
+  readonly streams: number;
+  readonly maxStreams: number;
+  readonly ready: boolean;
+}
+
+export interface HbonePoolOptions {
   /** The agent's engine; without one the pool starts its own (with `tuning`) and stops it on close(). */
   readonly host?: EngineHost;
   readonly tuning?: Partial<HboneTuning>;
@@ -65,8 +98,8 @@ const DIAL_FAILURES: Partial<Record<ConnEndCause, HboneErrorReason>> = {
   'peer-closed': 'refused-by-server',
 };
 
-export class EngineHbonePool {
-  readonly #options: EngineHbonePoolOptions;
+export class HbonePool {
+  readonly #options: HbonePoolOptions;
   readonly #host: EngineHost;
   readonly #ownsHost: boolean;
   readonly #contexts: IdentityTlsCache<TlsContext>;
@@ -74,7 +107,7 @@ export class EngineHbonePool {
   readonly #byConn = new Map<ConnId, PooledConnection>();
   #closed = false;
 
-  constructor(options: EngineHbonePoolOptions) {
+  constructor(options: HbonePoolOptions) {
     this.#options = options;
     this.#ownsHost = options.host === undefined;
     this.#host = options.host ?? EngineHost.start(options.tuning, options.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.idleTimeoutMs });
@@ -301,4 +334,11 @@ export class EngineHbonePool {
       this.#options.log?.error({ err }, `an HBONE pool event listener failed: ${messageOf(err)}`);
     }
   }
+}
+
+/** ztunnel's WorkloadKey: the source IP is part of it because tunnels may carry it as their source. */
+export function poolKey(request: HboneOpenRequest): string {
+  const destinations = [...new Set(request.expectedIdentities)].sort().join(',');
+  const target = formatAuthority({ ip: request.destination.ip, port: request.destination.port ?? HBONE_PORT });
+  return `${request.source.identity}|${destinations}|${target}|${request.source.ip}`;
 }

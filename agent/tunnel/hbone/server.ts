@@ -13,16 +13,48 @@ import type { Logger } from '../../telemetry/log.js';
 import type { TlsContext } from '../engine/engine.js';
 import type { EngineResult } from '../engine/native.js';
 import type { ConnId, EngineEvent, StreamEndCause, StreamId } from '../engine/events.js';
-import { canonicalIp, readConnectRequest } from '../h2/connect-headers.js';
-import { messageOf } from '../h2/errors.js';
-import type { HboneServerEvent } from '../h2/events.js';
-import type { HboneConnectHandler, HboneInboundDecision, HboneInboundRequest, SocketAddress } from '../h2/server.js';
-import { HBONE_PORT, type HboneTuning } from '../h2/settings.js';
-import { type CertificateSource, IdentityTlsCache } from '../h2/tls-contexts.js';
+import { type ConnectRequestHeaders, type HboneAuthority, canonicalIp, readConnectRequest } from './connect-headers.js';
+import { messageOf } from './errors.js';
+import type { HboneServerEvent } from './events.js';
+import { HBONE_PORT, type HboneTuning } from './settings.js';
+import { type CertificateSource, IdentityTlsCache } from './tls-contexts.js';
 import { relay } from '../relay.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 
-export interface EngineHboneServerOptions {
+export interface SocketAddress {
+  readonly ip: string;
+  readonly port: number;
+}
+
+/** One CONNECT stream that passed the transport's checks, for the handler to decide on. */
+export interface HboneInboundRequest {
+  /** The client's SPIFFE id, from its verified certificate. */
+  readonly peerIdentity: SpiffeId;
+  /** The TCP peer: the client pod's IP when the sending node keeps it, else that node's. */
+  readonly peerAddress: SocketAddress;
+  /** The address the client dialled: the destination pod's IP and 15008. */
+  readonly localAddress: SocketAddress;
+  /** The identity whose certificate this connection presented. */
+  readonly localIdentity: SpiffeId;
+  /** The target; its IP equals localAddress.ip. */
+  readonly authority: HboneAuthority;
+  readonly headers: ConnectRequestHeaders;
+  /** Aborted when the client gives up on the stream while the handler still works. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * `connected`: the upstream socket must allow half-open (`allowHalfOpen: true`) so that a FIN from the
+ * workload ends only the response direction. `refused`: 401 for a policy denial, 503 for an unknown
+ * workload or a failed connect, as ztunnel.
+ */
+export type HboneInboundDecision =
+  | { readonly kind: 'connected'; readonly upstream: Duplex }
+  | { readonly kind: 'refused'; readonly status: 400 | 401 | 503; readonly reason: string };
+
+export type HboneConnectHandler = (request: HboneInboundRequest) => Promise<HboneInboundDecision>;
+
+export interface HboneServerOptions {
   /** The agent's engine; without one the server starts its own (with `tuning`) and stops it on close(). */
   readonly host?: EngineHost;
   readonly tuning?: Partial<HboneTuning>;
@@ -55,8 +87,8 @@ interface ServerStream {
   open?: boolean;
 }
 
-export class EngineHboneServer {
-  readonly #options: EngineHboneServerOptions;
+export class HboneServer {
+  readonly #options: HboneServerOptions;
   readonly #host: EngineHost;
   readonly #ownsHost: boolean;
   readonly #contexts: IdentityTlsCache<TlsContext>;
@@ -64,7 +96,7 @@ export class EngineHboneServer {
   readonly #listeners: NetServer[] = [];
   #closed = false;
 
-  constructor(options: EngineHboneServerOptions) {
+  constructor(options: HboneServerOptions) {
     this.#options = options;
     this.#ownsHost = options.host === undefined;
     this.#host = options.host ?? EngineHost.start(options.tuning);

@@ -13,8 +13,18 @@
 import { type ClientHttp2Session, connect, constants, createSecureServer, type ServerHttp2Stream } from 'node:http2';
 import { createServer, connect as dial, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { clientSettings, DEFAULT_TUNING, HBONE_TLS, serverSettings } from '../../../agent/tunnel/h2/settings.js';
+import type { Settings } from 'node:http2';
+import { DEFAULT_TUNING, HBONE_TLS, type HboneTuning } from '../../../agent/tunnel/hbone/settings.js';
 import { readTunnelCertificate, TUNNEL_SERVER_NAME } from '../tunnel-certificates.js';
+
+/** The agents' HBONE tuning as node:http2 takes it (the floor speaks node:http2, the agents the engine). */
+function serverSettings(tuning: HboneTuning): Settings {
+  return { initialWindowSize: tuning.streamWindowBytes, maxFrameSize: tuning.maxFrameSize, maxConcurrentStreams: tuning.serverMaxConcurrentStreams, maxHeaderListSize: tuning.serverMaxHeaderListSize };
+}
+
+function clientSettings(tuning: HboneTuning): Settings {
+  return { enablePush: false, initialWindowSize: tuning.streamWindowBytes, maxFrameSize: tuning.maxFrameSize, maxHeaderListSize: tuning.clientMaxHeaderListSize };
+}
 
 const [mode, ...args] = process.argv.slice(2);
 const tls = { minVersion: HBONE_TLS.minVersion, maxVersion: HBONE_TLS.maxVersion, ciphers: HBONE_TLS.ciphers, ALPNProtocols: [...HBONE_TLS.alpn] };

@@ -1,13 +1,11 @@
-// TLS state per workload identity, built once and reused by every connection (building a context costs
-// about 3 ms), rebuilt when the certificate manager hands out a renewed certificate.
+// TLS state per workload identity (the engine's context), built once and reused by every connection,
+// rebuilt when the certificate manager hands out a renewed certificate.
 
-import { type SecureContext, type SecureContextOptions, createSecureContext } from 'node:tls';
 import type { CertificateListener } from '../../identity/certificate-manager.js';
 import type { IdentityResult } from '../../identity/errors.js';
 import type { WorkloadCertificate } from '../../identity/workload-certificate.js';
 import type { SpiffeId } from '../../state/model.js';
 import { type HboneResult, fail, messageOf, ok } from './errors.js';
-import { HBONE_TLS } from './settings.js';
 
 /** What the transport needs of the certificate manager (WorkloadCertificateManager fits). */
 export interface CertificateSource {
@@ -18,16 +16,6 @@ export interface CertificateSource {
 export interface IdentityTls<T> {
   readonly certificate: WorkloadCertificate;
   readonly value: T;
-}
-
-/** Key, chain and trust bundle with ztunnel's TLS versions and suites. */
-export function secureContextOptions(certificate: WorkloadCertificate): SecureContextOptions {
-  const { key, cert, ca } = certificate.tls;
-  return { key, cert, ca, minVersion: HBONE_TLS.minVersion, maxVersion: HBONE_TLS.maxVersion, ciphers: HBONE_TLS.ciphers };
-}
-
-export function clientSecureContext(certificate: WorkloadCertificate): SecureContext {
-  return createSecureContext(secureContextOptions(certificate));
 }
 
 /** Whatever `build` makes from an identity's certificate, cached until that certificate changes. */
