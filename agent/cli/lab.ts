@@ -24,6 +24,7 @@ Commands:
                                  default the lab makes its own root, removed by \`down\`
         [--cert-ttl <duration>]  workload certificate lifetime (default 24h)
         [--socks5]               SOCKS5 on 127.0.0.1:15080 in every enrolled pod (ambit run --socks5)
+        [--data-threads <n>]     the agents' HBONE engine threads (ambit run --data-threads)
         [--source local|kubernetes]  what the agents read: the YAML files (default), or a
                                  kube-apiserver the lab runs, serving the YAML over the real
                                  list/watch API and following its edits (agents run with
@@ -57,6 +58,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string' },
       socks5: { type: 'boolean', default: false },
+      'data-threads': { type: 'string' },
       source: { type: 'string', default: 'local' },
       all: { type: 'boolean', default: false },
       container: { type: 'string', short: 'c' },
@@ -75,6 +77,12 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds`);
         if (!isLogLevel(values['log-level'])) throw new UsageError(`--log-level ${values['log-level']}: expected trace, debug, info, warn or error`);
         if (values['cert-ttl'] !== undefined) parseDuration('--cert-ttl', values['cert-ttl']);
+        const threads = values['data-threads'];
+        const dataThreads = threads === undefined ? undefined : Number(threads);
+        // Checked here, as `ambit run` checks it: else every agent would fail and up would wait out its timeout.
+        if (dataThreads !== undefined && !(Number.isInteger(dataThreads) && dataThreads >= 1 && dataThreads <= 64)) {
+          throw new UsageError(`ambit lab up: --data-threads ${threads}: expected a whole number from 1 to 64`);
+        }
         const source = values.source;
         if (source !== 'local' && source !== 'kubernetes') throw new UsageError(`--source ${source}: expected local or kubernetes`);
         const settings: LabSettings = {
@@ -84,6 +92,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
           ...(values['ca-dir'] !== undefined ? { caDir: resolve(values['ca-dir']) } : {}),
           ...(values['cert-ttl'] !== undefined ? { certTtl: values['cert-ttl'] } : {}),
           ...(values.socks5 ? { socks5: true } : {}),
+          ...(dataThreads !== undefined ? { dataThreads } : {}),
           source,
         };
         const state = await labUp(layout, positionals, settings, timeout * 1000, out);

@@ -33,6 +33,8 @@ export interface LabSettings {
   readonly source?: LabSource;
   /** The agents open SOCKS5 on 127.0.0.1:15080 in every enrolled pod (`ambit run --socks5`). */
   readonly socks5?: boolean;
+  /** The agents' HBONE engine threads (`ambit run --data-threads`), for benches comparing thread counts. */
+  readonly dataThreads?: number;
 }
 
 /** What `lab up` leaves on disk for every later command. */

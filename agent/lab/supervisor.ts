@@ -35,6 +35,7 @@ export interface SupervisorOptions {
   /** Where the agents learn the mesh: the YAML files (default), or the lab's API server serving them. */
   readonly source?: LabSource;
   readonly socks5?: boolean;
+  readonly dataThreads?: number;
 }
 
 export async function superviseLab(layout: LabLayout, plan: LabPlan, options: SupervisorOptions): Promise<void> {
@@ -118,6 +119,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         ...(kubernetes ? agentCaArgs(layout, node.name, options.caDir!) : options.caDir ? ['--ca-dir', options.caDir] : []),
         ...(options.certTtl ? ['--cert-ttl', options.certTtl] : []),
         ...(options.socks5 ? ['--socks5'] : []),
+        ...(options.dataThreads !== undefined ? ['--data-threads', String(options.dataThreads)] : []),
         ...sourceArgs,
       ]),
       cwd: '/',
