@@ -22,6 +22,9 @@ import { authorizeConnection } from '../../agent/policy/authorization.js';
 import { authorizeRequest } from '../../agent/policy/http-authorization.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import type { MeshSnapshot, SpiffeId, Workload } from '../../agent/state/model.js';
+import { fuzzTarget } from '../fuzz/property.js';
+
+const fuzz = fuzzTarget('authorization');
 
 // ---- the world: three workloads, a few peers -------------------------------------------------------
 
@@ -281,8 +284,8 @@ const attributes = (snapshot: MeshSnapshot, w: (typeof WORKLOADS)[number], from:
 });
 
 describe('AuthorizationPolicy against a reference from Istio\'s documentation', () => {
-  it('decides every connection as the reference does (L4: ztunnel\'s rules for what needs HTTP)', () => {
-    fc.assert(
+  it('decides every connection as the reference does (L4: ztunnel\'s rules for what needs HTTP)', async () => {
+    await fuzz.assert('l4-decisions',
       fc.property(policies, fc.constantFrom(...WORKLOADS), fc.array(peer, { minLength: 1, maxLength: 6 }), (specs, w, peers) => {
         const snapshot = mesh(specs);
         for (const from of peers) {
@@ -294,8 +297,8 @@ describe('AuthorizationPolicy against a reference from Istio\'s documentation', 
     );
   });
 
-  it('decides every HTTP request as the reference does', () => {
-    fc.assert(
+  it('decides every HTTP request as the reference does', async () => {
+    await fuzz.assert('http-decisions',
       fc.property(policies, fc.constantFrom(...WORKLOADS), fc.array(fc.tuple(peer, request), { minLength: 1, maxLength: 6 }), (specs, w, requests) => {
         const snapshot = mesh(specs);
         for (const [from, http] of requests) {

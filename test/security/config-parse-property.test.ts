@@ -10,6 +10,9 @@ import fc from 'fast-check';
 import { stringify } from 'yaml';
 import type { FileParseResult } from '../../agent/config/load.js';
 import { parseConfigFile } from '../../agent/config/load.js';
+import { fuzzTarget } from '../fuzz/property.js';
+
+const fuzz = fuzzTarget('config-parse');
 
 const FILE = 'fuzz/mesh.yaml';
 
@@ -75,8 +78,8 @@ const object = fc.record({
 });
 
 describe('parseConfigFile on hostile input', () => {
-  it('never throws on arbitrary text, and every diagnostic names the file and a line in it', () => {
-    fc.assert(
+  it('never throws on arbitrary text, and every diagnostic names the file and a line in it', async () => {
+    await fuzz.assert('arbitrary-text',
       fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 200 }), fc.string({ unit: fc.constantFrom('-', ' ', ':', '\n', '[', ']', '{', '}', '&a', '*a', '!!', '?', '|', '>', '#', '"', "'", 'k', '1', '---\n'), maxLength: 80 })), (text) => {
         checkResult(text, () => parseConfigFile(text, FILE));
       }),
@@ -84,8 +87,8 @@ describe('parseConfigFile on hostile input', () => {
     );
   });
 
-  it('never throws on objects of every kind with arbitrary field values, as YAML and as JSON', () => {
-    fc.assert(
+  it('never throws on objects of every kind with arbitrary field values, as YAML and as JSON', async () => {
+    await fuzz.assert('objects-yaml-json',
       fc.property(fc.array(object, { minLength: 1, maxLength: 3 }), (objects) => {
         const documents = objects.map((o) => ({
           apiVersion: o.kind[0],
@@ -113,8 +116,8 @@ describe('parseConfigFile on hostile input', () => {
     );
   });
 
-  it('refuses values nested past the bound in any field, with a line, and never throws', () => {
-    fc.assert(
+  it('refuses values nested past the bound in any field, with a line, and never throws', async () => {
+    await fuzz.assert('nesting-bound',
       fc.property(fc.constantFrom(...KINDS), fc.integer({ min: 101, max: 3000 }), fc.constantFrom('[', '{"a":', '- '), (kind, depth, opener) => {
         const nested = opener === '- ' ? `\n${'- '.repeat(depth)}x` : `${opener.repeat(depth)}1${(opener === '[' ? ']' : '}').repeat(depth)}`;
         const text = `apiVersion: ${kind[0]}\nkind: ${kind[1]}\nmetadata: {name: deep}\nspec:\n  x: ${nested}\n`;

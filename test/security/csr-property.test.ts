@@ -13,6 +13,9 @@ import fc from 'fast-check';
 import { verifyWorkloadCsr } from '../../agent/identity/csr.js';
 import { type CryptoKeyPair, ECDSA_P256, x509 } from '../../agent/identity/pki.js';
 import { type SpiffeId, spiffeId } from '../../agent/state/model.js';
+import { fuzzTarget } from '../fuzz/property.js';
+
+const fuzz = fuzzTarget('csr');
 
 type SigningAlgorithm = Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[0]['signingAlgorithm'];
 
@@ -70,7 +73,7 @@ async function refused(csr: string, id: SpiffeId, why?: RegExp): Promise<void> {
 }
 
 test('arbitrary DER in a CSR PEM, and arbitrary text, are refused as invalid CSRs and never throw', async () => {
-  await fc.assert(
+  await fuzz.assert('arbitrary-der',
     fc.asyncProperty(fc.oneof(fc.uint8Array({ maxLength: 1500 }).map(pem), fc.string({ maxLength: 400 })), identity, async (csr, id) => refused(csr, id)),
     { numRuns: 2000 },
   );
@@ -91,7 +94,7 @@ test('a valid CSR with bytes changed, cut or extended is refused, or still names
     fc.nat(original.length - 1).map((n) => original.subarray(0, n)),
     fc.uint8Array({ minLength: 1, maxLength: 8 }).map((tail) => Buffer.concat([original, tail])),
   );
-  await fc.assert(
+  await fuzz.assert('mutated-csr',
     fc.asyncProperty(mutation, async (der) => {
       const result = await verifyWorkloadCsr(pem(der), id);
       if (result.ok) assert.deepEqual(Buffer.from(result.value.publicKeySpki), spki, 'a changed CSR accepted for another key');
@@ -102,7 +105,7 @@ test('a valid CSR with bytes changed, cut or extended is refused, or still names
 });
 
 test("a CSR carrying another key than the one that signed it is refused: no one gets a certificate for a key they do not hold", async () => {
-  await fc.assert(
+  await fuzz.assert('foreign-key',
     fc.asyncProperty(identity, fc.integer({ min: 0, max: 2 }), fc.integer({ min: 1, max: 2 }), async (id, signer, offset) => {
       const der = derOf(await csrPem(p256[signer]!, ECDSA_P256, [[{ type: 'url', value: id }]]));
       const own = Buffer.from(await webcrypto.subtle.exportKey('spki', p256[signer]!.publicKey));
@@ -116,7 +119,7 @@ test("a CSR carrying another key than the one that signed it is refused: no one 
 });
 
 test('keys other than ECDSA P-256 are refused however well signed and named', async () => {
-  await fc.assert(
+  await fuzz.assert('other-key-types',
     fc.asyncProperty(identity, fc.integer({ min: 0, max: 2 }), async (id, k) => {
       const kind = others[k]!;
       await refused(await csrPem(kind.keys, kind.signingAlgorithm, [[{ type: 'url', value: id }]]), id, /workload keys must be ECDSA P-256/);
@@ -143,7 +146,7 @@ test('accepted exactly when one subjectAltName extension holds exactly the URI r
         { type: 'upn', value: id },
       ),
     );
-  await fc.assert(
+  await fuzz.assert('san-exact',
     fc.asyncProperty(
       identity.chain((id) => fc.tuple(fc.constant(id), fc.array(fc.array(nameFor(id), { maxLength: 3 }), { maxLength: 2 }))),
       async ([id, extensions]) => {

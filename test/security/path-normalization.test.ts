@@ -9,6 +9,9 @@ import fc from 'fast-check';
 import { pathOnly } from '../../agent/l7/request.js';
 import { requestTarget } from '../../agent/l7/request-target.js';
 import { type L7Proxies, h2Get, rawHttp1, startL7Proxies } from './helpers/l7-proxies.js';
+import { fuzzTarget } from '../fuzz/property.js';
+
+const fuzz = fuzzTarget('path-normalization');
 
 let proxies: L7Proxies;
 let decoding: L7Proxies;
@@ -96,7 +99,7 @@ const target = fc
 
 for (const [side, port] of sides(() => proxies)) {
   test(`${side}: random targets: judged = forwarded, and no path the pod reads as /admin gets past the DENY`, async () => {
-    await fc.assert(
+    await fuzz.assert(`random-targets-${side.replace(/\W+/g, '-').replace(/-$/, '')}`,
       fc.asyncProperty(target, async (t) => {
         const before = proxies.podRequests.length;
         const reply = await get(port(), t);

@@ -10,6 +10,9 @@ import { type AddressInfo, type Server, type Socket, connect, createServer } fro
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import { SOCKS5_REPLY, type Socks5Handshake, parseGreeting, parseRequest, readSocks5Request } from '../../agent/tunnel/socks5/handshake.js';
+import { fuzzTarget } from '../fuzz/property.js';
+
+const fuzz = fuzzTarget('socks5-handshake');
 
 const RUNS = { numRuns: 4000 };
 const RFC_REPLIES = new Set<number>(Object.values(SOCKS5_REPLY));
@@ -77,8 +80,8 @@ const canonicalHost = (r: { readonly host: string; readonly kind: 'ip' | 'name' 
 
 // ---- Parser properties: pure, many runs. ----
 
-test('the parsers never throw on arbitrary bytes, and refuse only with RFC 1928 reply codes (or "no acceptable methods")', () => {
-  fc.assert(
+test('the parsers never throw on arbitrary bytes, and refuse only with RFC 1928 reply codes (or "no acceptable methods")', async () => {
+  await fuzz.assert('never-throws',
     fc.property(bytes(40), (input) => {
       for (const step of [parseGreeting(input), parseRequest(input)]) {
         if ('error' in step && step.reply !== undefined) assert.ok(step.reply === 'no-method' || RFC_REPLIES.has(step.reply), `reply ${step.reply}`);
@@ -89,8 +92,8 @@ test('the parsers never throw on arbitrary bytes, and refuse only with RFC 1928 
   );
 });
 
-test('a parse depends only on the bytes the message declares: what follows never changes it, and a prefix needs more or decides the same', () => {
-  fc.assert(
+test('a parse depends only on the bytes the message declares: what follows never changes it, and a prefix needs more or decides the same', async () => {
+  await fuzz.assert('declared-bytes-only',
     fc.property(bytes(40), bytes(20), (input, extra) => {
       for (const parse of [parseGreeting, parseRequest]) {
         const whole = parse(input);
@@ -105,8 +108,8 @@ test('a parse depends only on the bytes the message declares: what follows never
   );
 });
 
-test('a well-formed CONNECT split at any point needs more bytes until it is whole, then asks for what was encoded', () => {
-  fc.assert(
+test('a well-formed CONNECT split at any point needs more bytes until it is whole, then asks for what was encoded', async () => {
+  await fuzz.assert('split-connect',
     fc.property(target, bytes(16), (t, trailing) => {
       const message = encodeRequest(t);
       for (let cut = 0; cut < message.length; cut++) assert.ok('need' in parseRequest(message.subarray(0, cut)), `a request cut at ${cut} of ${message.length}`);
@@ -124,8 +127,8 @@ test('a well-formed CONNECT split at any point needs more bytes until it is whol
   );
 });
 
-test('commands other than CONNECT get 0x07 and unknown address types 0x08, however long the rest', () => {
-  fc.assert(
+test('commands other than CONNECT get 0x07 and unknown address types 0x08, however long the rest', async () => {
+  await fuzz.assert('command-atyp-codes',
     fc.property(fc.integer({ min: 0, max: 255 }).filter((c) => c !== 1), fc.integer({ min: 0, max: 255 }).filter((a) => ![1, 3, 4].includes(a)), bytes(30), (cmd, atyp, rest) => {
       const notConnect = parseRequest(Buffer.concat([Buffer.from([5, cmd, 0, 1]), rest, Buffer.alloc(6)]));
       assert.ok('error' in notConnect && notConnect.reply === SOCKS5_REPLY.commandNotSupported);
@@ -202,7 +205,7 @@ const conversation = fc
 const cutsOf = (input: Buffer) => fc.uniqueArray(fc.integer({ min: 1, max: Math.max(1, input.length - 1) }), { maxLength: 4 }).map((c) => c.sort((a, b) => a - b));
 
 test('over a socket, arbitrary bytes in arbitrary pieces get what RFC 1928 says, and the bytes after a request stay for the application', async () => {
-  await fc.assert(
+  await fuzz.assert('socket-reference',
     fc.asyncProperty(conversation.chain((input) => fc.tuple(fc.constant(input), cutsOf(input))), async ([input, cuts]) => {
       const expected = reference(input);
       const { wrote, served: outcome } = await converse(input, cuts);

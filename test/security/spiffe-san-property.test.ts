@@ -12,6 +12,9 @@ import { ECDSA_P256, generateP256KeyPair, x509 } from '../../agent/identity/pki.
 import { parseSubjectAltName, spiffeIdOfCertificate } from '../../agent/identity/san.js';
 import { formatSpiffeId, parseSpiffeId } from '../../agent/identity/spiffe.js';
 import { parseIp } from '../../agent/system/ip-block.js';
+import { fuzzTarget } from '../fuzz/property.js';
+
+const fuzz = fuzzTarget('spiffe-san');
 
 // ---- SPIFFE ids ---------------------------------------------------------------------------------------
 
@@ -29,8 +32,8 @@ const tampered = fc.tuple(idText, fc.integer({ min: 0, max: 80 }), fc.constantFr
 );
 
 describe('parseSpiffeId', () => {
-  it('never throws, and accepts only text that is exactly spiffe://<td>/ns/<ns>/sa/<sa> in the SPIFFE character sets', () => {
-    fc.assert(
+  it('never throws, and accepts only text that is exactly spiffe://<td>/ns/<ns>/sa/<sa> in the SPIFFE character sets', async () => {
+    await fuzz.assert('spiffe-grammar',
       fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 60 }), idText, tampered), (text) => {
         const parsed = parseSpiffeId(text);
         if (!parsed.ok) {
@@ -49,8 +52,8 @@ describe('parseSpiffeId', () => {
     );
   });
 
-  it('round-trips every valid id, and refuses every tampered one (NUL, escapes, extra slashes, case)', () => {
-    fc.assert(
+  it('round-trips every valid id, and refuses every tampered one (NUL, escapes, extra slashes, case)', async () => {
+    await fuzz.assert('spiffe-roundtrip',
       fc.property(validId, (parts) => {
         const id = formatSpiffeId(parts);
         assert.ok(id.ok);
@@ -59,7 +62,7 @@ describe('parseSpiffeId', () => {
       }),
       { numRuns: 1000 },
     );
-    fc.assert(
+    await fuzz.assert('spiffe-tampered',
       fc.property(tampered, (text) => {
         // A piece the grammar allows (":" or "." inside a segment, say) can leave a valid id; anything
         // else must be refused. The reference: the grammar, written here as one regular expression.
@@ -119,7 +122,7 @@ describe('SAN parsing against real certificates', () => {
   }
 
   it('reads back exactly the SANs a certificate holds, and grants an identity only for one URI SAN that is a SPIFFE id', async () => {
-    await fc.assert(
+    await fuzz.assert('san-certificates',
       fc.asyncProperty(fc.array(generalName, { minLength: 1, maxLength: 4 }), async (names) => {
         const cert = await certificateWith(names);
         const read = parseSubjectAltName(cert.subjectAltName ?? '');

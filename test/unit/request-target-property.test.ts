@@ -7,6 +7,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { PATH_NORMALIZATIONS, type PathNormalization, normalizeOriginForm, normalizePath, requestTarget } from '../../agent/l7/request-target.js';
+import { fuzzTarget } from '../fuzz/property.js';
+
+const fuzz = fuzzTarget('request-target');
 
 const RUNS = { numRuns: 3000 };
 
@@ -32,8 +35,8 @@ const normalized = (p: string, m: PathNormalization): string => {
 /** The path the WHATWG parser resolves for an http: URL (no base: "//x" must stay a path). */
 const whatwg = (p: string): string => new URL(`http://h${p}`).pathname;
 
-test('normalizing is idempotent in every mode: the path forwarded normalizes to itself at the destination', () => {
-  fc.assert(
+test('normalizing is idempotent in every mode: the path forwarded normalizes to itself at the destination', async () => {
+  await fuzz.assert('idempotent',
     fc.property(path, fc.constantFrom(...PATH_NORMALIZATIONS), (p, m) => {
       const once = normalized(p, m);
       assert.equal(normalized(once, m), once);
@@ -42,8 +45,8 @@ test('normalizing is idempotent in every mode: the path forwarded normalizes to 
   );
 });
 
-test('the result starts with "/", has no "." or ".." segment, no "//" once slashes merge, and holds only pchars and upper-case escapes', () => {
-  fc.assert(
+test('the result starts with "/", has no "." or ".." segment, no "//" once slashes merge, and holds only pchars and upper-case escapes', async () => {
+  await fuzz.assert('canonical-shape',
     fc.property(path, mode, (p, m) => {
       const out = normalized(p, m);
       assert.ok(out.startsWith('/'), out);
@@ -59,9 +62,9 @@ test('the result starts with "/", has no "." or ".." segment, no "//" once slash
   );
 });
 
-test('any string, stray "%" included, is either refused or normalized to a canonical fixed point', () => {
+test('any string, stray "%" included, is either refused or normalized to a canonical fixed point', async () => {
   const anyPath = fc.array(fc.constantFrom('%', '2', 'e', 'E', '5', 'c', 'f', 'F', '3', '0', '.', '/', 'a', '\\', '#', ' '), { maxLength: 24 }).map((cs) => `/${cs.join('')}`);
-  fc.assert(
+  await fuzz.assert('any-string',
     fc.property(anyPath, mode, (p, m) => {
       const n = normalizePath(p, m);
       if (!n.ok) return;
@@ -72,11 +75,11 @@ test('any string, stray "%" included, is either refused or normalized to a canon
   );
 });
 
-test('differential: dot segments resolve as WHATWG URL resolves them, escaped dots of either case included', () => {
+test('differential: dot segments resolve as WHATWG URL resolves them, escaped dots of either case included', async () => {
   const dotty = fc
     .array(fc.constantFrom('a', 'b', '.', '..', '%2e', '%2E', '.%2e', '%2E.', '%2e%2E', ''), { minLength: 1, maxLength: 12 })
     .map((segments) => `/${segments.join('/')}`);
-  fc.assert(
+  await fuzz.assert('whatwg-dot-segments',
     fc.property(dotty, (p) => {
       // BASE resolves dots and keeps runs of "/", as WHATWG does.
       assert.equal(normalized(p, 'BASE'), whatwg(p));
@@ -85,10 +88,10 @@ test('differential: dot segments resolve as WHATWG URL resolves them, escaped do
   );
 });
 
-test('differential: a path means the same before and after WHATWG URL parsing (escape case, dots, backslashes)', () => {
+test('differential: a path means the same before and after WHATWG URL parsing (escape case, dots, backslashes)', async () => {
   // Not with DECODE_AND_MERGE_SLASHES: it makes %2F and %5C separators on purpose, where WHATWG keeps them
   // inside their segment ("/x%5C/.." is "/" to WHATWG, "/x/" to it).
-  fc.assert(
+  await fuzz.assert('whatwg-meaning',
     fc.property(asciiPath, fc.constantFrom<PathNormalization>('BASE', 'MERGE_SLASHES'), (p, m) => {
       assert.equal(normalized(whatwg(p), m), normalized(p, m), `WHATWG read ${p} as ${whatwg(p)}`);
     }),
@@ -96,8 +99,8 @@ test('differential: a path means the same before and after WHATWG URL parsing (e
   );
 });
 
-test('escapes that differ only in case normalize to one path', () => {
-  fc.assert(
+test('escapes that differ only in case normalize to one path', async () => {
+  await fuzz.assert('escape-case',
     fc.property(path, mode, fc.array(fc.boolean(), { maxLength: 64 }), (p, m, flips) => {
       let i = 0;
       const recased = p.replace(/%[0-9A-Fa-f]{2}/g, (e) => (flips[i++ % Math.max(flips.length, 1)] ? e.toLowerCase() : e.toUpperCase()));
@@ -107,10 +110,10 @@ test('escapes that differ only in case normalize to one path', () => {
   );
 });
 
-test('what the proxy judges is what it forwards: the target normalizes to a path that normalizes to itself, query kept', () => {
+test('what the proxy judges is what it forwards: the target normalizes to a path that normalizes to itself, query kept', async () => {
   const query = fc.constantFrom('', '?x=1', '?a=/../admin', '?q=%2F');
   const fragment = fc.constantFrom('', '#', '#/../admin', '#x?y');
-  fc.assert(
+  await fuzz.assert('judged-is-forwarded',
     fc.property(path, query, fragment, fc.boolean(), (p, q, f, absolute) => {
       const target = absolute ? `http://reviews:9080${p}${q}${f}` : `${p}${q}${f}`;
       const t = requestTarget({ version: 'HTTP/1.1', method: 'GET', target, authority: 'reviews:9080', hostHeaders: ['reviews:9080'] });
