@@ -1,9 +1,9 @@
-// `make bench` for HTTP (issue 5): POSTs with a 1 KB body (1 KB answered) at fixed rates from a pod on
+// `make bench` for HTTP: POSTs with a 1 KB body (1 KB answered) at fixed rates from a pod on
 // node-a to a pod on node-b, direct, through Ambit as an L4 relay (Service port tcp-*), through Ambit
 // routing each request (port http), through the Node floor (two bare node:http proxies with mTLS
 // between them: l7/node-http-proxy.ts) and through two HAProxies in HTTP mode with mTLS between them;
-// interleaved rounds, with the proxies' CPU and RSS. Prints added latency vs direct and the issue's targets, and
-// writes bench/results/l7-latest.json (and a timestamped copy). See bench/README.md.
+// interleaved rounds, with the proxies' CPU and RSS. Prints added latency vs direct and each target
+// (Ambit's L7 path against the Node floor, HAProxy beside it; l7/targets.ts) with pass or miss, and writes bench/results/l7-latest.json (and a timestamped copy). See bench/README.md.
 //
 // Reuses the capture bench's lab handling (capture/lab.ts, on its own lab `tbench-l7`), its HAProxy
 // tunnel (capture/haproxy.ts in `mode http`), its baseline tunnels' certificates and processes
@@ -11,12 +11,15 @@
 
 import { join } from 'node:path';
 import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, type TunnelCheck, verifyHaproxyMtls } from './capture/haproxy.js';
-import { agentPids, ambit, bringUpLab, execIn, lab, labDown, preflight, ROOT, useLab } from './capture/lab.js';
+import { agentMetrics, metricSum } from './capture/agent-metrics.js';
+import { agentPids, bringUpLab, execIn, labDown, preflight, ROOT, useLab } from './capture/lab.js';
 import { BaselineTunnel } from './capture/baseline-tunnel.js';
 import { NODES, type NodeName, type ProcessKey } from './capture/plan.js';
 import { backgroundBusyPercent, measured, type Pids, type Usage } from './capture/process-usage.js';
-import { type Added, added, type Percentiles, percentilesMs } from './capture/stats.js';
+import { added, type Percentiles, percentilesMs } from './capture/stats.js';
+import { formatChecks } from './lib/checks.js';
 import { saveResults } from './lib/results.js';
+import { l7Checks, L7_TARGETS, type L7Mode as Mode, type L7Row as Row } from './l7/targets.js';
 
 const LAB = 'tbench-l7';
 const YAML = join(ROOT, 'bench/l7-mesh.yaml');
@@ -31,7 +34,6 @@ const WARMUP_SECONDS = 1;
 const SERVER_WAIT_MS = 30_000;
 const BACKGROUND_SAMPLE_MS = 2_000;
 
-type Mode = 'direct' | 'ambit-l4' | 'ambit-l7' | 'node-http' | 'haproxy-http';
 const MODES: readonly Mode[] = ['direct', 'ambit-l4', 'ambit-l7', 'node-http', 'haproxy-http'];
 const HAPROXY = { plain: 18080, tls: 18443 } as const;
 const NODE_HTTP = { plain: 18180, tls: 18543 } as const;
@@ -57,9 +59,6 @@ async function startNodeHttpProxies(): Promise<void> {
   nodeHttpProxies.start('node-a', node(['client', NODE_IP['node-a'], String(NODE_HTTP.plain), `${NODE_IP['node-b']}:${NODE_HTTP.tls}`, dir]));
   await nodeHttpProxies.ready(/^ready$/m, 30_000);
 }
-
-/** Issue 5's targets, judged at 1000 rps for the L7 path. */
-const TARGETS = { addedP90Ms: 0.5, vcpuPer1000RpsPerAgent: 0.15 } as const;
 
 process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
 
@@ -118,27 +117,8 @@ interface Run {
 
 /** istio_requests_total on node-a's agent, summed per destination Service named in `services`. */
 async function requestsReported(services: readonly string[]): Promise<Record<string, number>> {
-  const text = (await ambit(['lab', 'exec', '--lab', lab, 'node/node-a', '--', 'curl', '-s', 'http://127.0.0.1:15020/metrics'], 15_000)).stdout;
-  const out: Record<string, number> = {};
-  for (const s of services) out[s] = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('istio_requests_total{')) continue;
-    for (const s of services) if (line.includes(`destination_service_name="${s}"`)) out[s]! += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
-  }
-  return out;
-}
-
-interface Row {
-  readonly mode: Mode;
-  readonly rate: number;
-  readonly latencyMs: Percentiles;
-  readonly addedMs?: Added;
-  /** CPU seconds per 1000 requests, per process (pooled over the rounds). */
-  readonly cpuPer1000: Record<string, number>;
-  readonly rssPeakMiB: Record<string, number>;
-  readonly failures: number;
-  readonly achievedRate: number;
-  readonly hostBusyPercent: number;
+  const text = await agentMetrics('node-a');
+  return Object.fromEntries(services.map((s) => [s, metricSum(text, 'istio_requests_total', [`destination_service_name="${s}"`])]));
 }
 
 function summarize(runs: readonly Run[], samples: Map<string, number[]>): Row[] {
@@ -195,16 +175,9 @@ function printReport(rows: readonly Row[], background: number): string[] {
     );
   }
   line('(direct rows: CPU is the agents\' background work while the direct pods talk)');
-  // The targets judged on Ambit's L7 path, and on the Node floor to show what Node itself allows.
-  for (const [mode, who] of [['ambit-l7', 'Ambit with L7'], ['node-http', 'the Node floor (bare node:http proxies)']] as const) {
-    const row = rows.find((r) => r.mode === mode && r.rate === 1000)!;
-    const p90 = row.addedMs!.p90;
-    const cpu = Math.max(...proxiesOf(mode).map((k) => row.cpuPer1000[k]!));
-    line('');
-    line(`issue 5 targets, ${who} at 1000 rps:`);
-    line(`  added p90 ≤ ${TARGETS.addedP90Ms} ms: ${f(p90)} ms, ${p90 <= TARGETS.addedP90Ms ? 'met' : 'not met'}`);
-    line(`  ≤ ${TARGETS.vcpuPer1000RpsPerAgent} vCPU per 1000 rps per process: ${f(cpu)} (worse node), ${cpu <= TARGETS.vcpuPer1000RpsPerAgent ? 'met' : 'not met'}`);
-  }
+  line('');
+  line("Targets: Ambit's L7 path (ambit-l7) against the bare Node HTTP floor (node-http) in this run, HAProxy in HTTP mode beside each");
+  for (const l of formatChecks(l7Checks(rows))) line(l);
   return out;
 }
 
@@ -291,7 +264,7 @@ async function main(): Promise<void> {
     lines.push(checkLine);
     if (pathCheck.l7RequestsReported < l7Sent || pathCheck.l4RequestsReported > 0) process.stdout.write('WARNING: the Ambit paths are not what the bench assumes (see path check)\n');
 
-    const settings = { rounds: ROUNDS, seconds: SECONDS, rates: RATES, targets: TARGETS };
+    const settings = { rounds: ROUNDS, seconds: SECONDS, rates: RATES, targets: L7_TARGETS };
     const slim = runs.map((r) => ({ ...r }));
     saveResults('l7-latest.json', 'l7', startedAt, background, { settings, pathCheck, haproxyTunnel, rows, report: lines, runs: slim });
   } finally {

@@ -82,7 +82,8 @@ async function labDiagnostics(): Promise<string> {
   return parts.map((r) => (r.stdout + r.stderr).split('\n').slice(-25).join('\n')).join('\n');
 }
 
-export async function bringUpLab(): Promise<void> {
+/** `flags`: more of `ambit lab up`'s, e.g. the agents' `--data-threads`. */
+export async function bringUpLab(flags: readonly string[] = []): Promise<void> {
   // One retry keeps a transient lab failure from costing the whole run; the diagnostics of the
   // failed attempt are printed so the cause is not lost.
   for (let attempt = 1; ; attempt++) {
@@ -90,7 +91,7 @@ export async function bringUpLab(): Promise<void> {
     labUp = true;
     labDown();
     labUp = true;
-    const up = await ambit(['lab', 'up', '--lab', lab, '--timeout', '60', meshYaml], 90_000);
+    const up = await ambit(['lab', 'up', '--lab', lab, '--timeout', '60', ...flags, meshYaml], 90_000);
     if (up.code === 0) {
       process.stderr.write(up.stdout);
       return;

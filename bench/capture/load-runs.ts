@@ -1,9 +1,11 @@
-// The load each round puts on a path: single-stream iperf3, and fixed-rate 1 KB request/response
-// (bench/lib/load.ts run inside the client pod), each with the proxies' CPU and RSS around it.
+// The load each round puts on a path: iperf3 with one and two streams, and fixed-rate 1 KB
+// request/response (bench/lib/load.ts run inside the client pod), each with the proxies' CPU and RSS
+// around it, and for Ambit's paths the agents' garbage collection during the bulk runs.
 
 import { join } from 'node:path';
+import { agentGcSeconds } from './agent-metrics.js';
 import { ambit, execIn, lab, ROOT } from './lab.js';
-import { IPERF_SECONDS, type Mode, PATHS, rateOf, SERVER_WAIT_MS, type Variant, WARMUP_SECONDS } from './plan.js';
+import { IPERF_SECONDS, type Mode, type NodeName, NODES, PATHS, proxyOf, rateOf, SERVER_WAIT_MS, type Streams, type Variant, WARMUP_SECONDS } from './plan.js';
 import { measured, type Pids, type Usage } from './process-usage.js';
 import { type Percentiles, percentilesMs } from './stats.js';
 
@@ -12,15 +14,26 @@ const LOAD = join(ROOT, 'bench/lib/load.ts');
 export interface IperfRun {
   readonly mode: Mode;
   readonly round: number;
+  readonly streams: Streams;
   readonly bitsPerSecond: number;
   readonly retransmits: number;
   readonly usage: Usage;
+  /** Ambit's paths: each agent's GC seconds during the run (nodejs_gc_duration_seconds_sum, after minus before). */
+  readonly agentGcSeconds?: Record<NodeName, number>;
 }
 
-export async function iperf(mode: Mode, round: number, pids: Pids): Promise<IperfRun> {
+const gcOfAgents = async (): Promise<Record<NodeName, number>> => {
+  const seconds = await Promise.all(NODES.map((n) => agentGcSeconds(n)));
+  return Object.fromEntries(NODES.map((n, i) => [n, seconds[i]!])) as Record<NodeName, number>;
+};
+
+export async function iperf(mode: Mode, streams: Streams, round: number, pids: Pids): Promise<IperfRun> {
   const { client, host, iperfPort } = PATHS[mode];
-  const argv = ['iperf3', '-c', host, '-p', String(iperfPort), '-t', String(IPERF_SECONDS), '-J', '--connect-timeout', '3000'];
+  const argv = ['iperf3', '-c', host, '-p', String(iperfPort), '-t', String(IPERF_SECONDS), '-P', String(streams), '-J', '--connect-timeout', '3000'];
+  // Read just outside the measured run, so reading them costs the run nothing; between the reads the agents see only the run.
+  const gcBefore = mode !== 'direct' && proxyOf(mode) === 'ambit' ? await gcOfAgents() : undefined;
   const { result, usage } = await measured(pids, () => ambit(['lab', 'exec', '--lab', lab, client, '--', ...argv], (IPERF_SECONDS + 20) * 1000));
+  const gcAfter = gcBefore ? await gcOfAgents() : undefined;
   // iperf3 -J prints JSON with an "error" field on failure too, so parse before judging the exit code.
   let report: { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
   try {
@@ -30,7 +43,9 @@ export async function iperf(mode: Mode, round: number, pids: Pids): Promise<Iper
   }
   const bps = report.end?.sum_received?.bits_per_second;
   if (report.error || bps === undefined) throw new Error(`iperf3 ${mode}: ${report.error ?? 'no end.sum_received in its report'}`);
-  return { mode, round, bitsPerSecond: bps, retransmits: report.end?.sum_sent?.retransmits ?? 0, usage };
+  const retransmits = report.end?.sum_sent?.retransmits ?? 0;
+  const gc = gcBefore && gcAfter ? { agentGcSeconds: Object.fromEntries(NODES.map((n) => [n, gcAfter[n] - gcBefore[n]])) as Record<NodeName, number> } : {};
+  return { mode, round, streams, bitsPerSecond: bps, retransmits, usage, ...gc };
 }
 
 interface LoadReport {

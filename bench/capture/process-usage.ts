@@ -34,6 +34,8 @@ export interface ProcessUsage {
 
 export interface Usage {
   readonly processes: Partial<Record<ProcessKey, ProcessUsage>>;
+  /** How long the work took. */
+  readonly wallSeconds: number;
   /** The whole machine's busy share (all cores) during the work. */
   readonly hostBusyPercent: number;
 }
@@ -110,5 +112,5 @@ export async function measured<T>(pids: Pids, work: () => Promise<T>): Promise<{
     };
   }
   const hostBusyPercent = (100 * (hostAfter.busy - hostBefore.busy)) / (hostAfter.total - hostBefore.total);
-  return { result, usage: { processes, hostBusyPercent } };
+  return { result, usage: { processes, wallSeconds, hostBusyPercent } };
 }
