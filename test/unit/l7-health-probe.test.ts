@@ -7,11 +7,10 @@ import assert from 'node:assert/strict';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { type Duplex, duplexPair } from 'node:stream';
 import { after, before, test } from 'node:test';
 import type { HealthCheckSpec, ProbeAnswer } from '../../agent/l7/health-check.js';
 import { type HttpGet, PROBE_USER_AGENT, endpointProbe, httpGetProbe, runProbe, tcpProbe } from '../../agent/l7/proxy/health-probe.js';
-import { streamPair } from '../../agent/l7/proxy/stream-pair.js';
 import type { Workload } from '../../agent/state/model.js';
 import { mesh } from './helpers/l7-mesh.js';
 import { selfSignedTls } from './helpers/self-signed.js';
@@ -43,11 +42,11 @@ const tcpOpen = (p: number) => (): Promise<Duplex | string> =>
     socket.once('error', (err) => resolve(`connect 127.0.0.1:${p}: ${err.message}`));
   });
 
-/** A duplex that is not a net.Socket, relayed to a TCP connection: the shape of an HBONE stream. */
+/** A duplex that is not a net.Socket, relayed to a TCP connection: any stream a probe may be handed. */
 const pairedOpen = (p: number) => async (): Promise<Duplex | string> => {
   const socket = await tcpOpen(p)();
   if (typeof socket === 'string') return socket;
-  const { outer, inner } = streamPair({ address: '127.0.0.1', port: 1 });
+  const [outer, inner] = duplexPair();
   inner.pipe(socket as net.Socket).pipe(inner);
   inner.on('close', () => (socket as net.Socket).destroy());
   socket.on('close', () => inner.destroy());

@@ -8,7 +8,9 @@
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
-import type { Duplex } from 'node:stream';
+import { Socket } from 'node:net';
+import { type Duplex, PassThrough } from 'node:stream';
+import { socketPair } from '../../redirect/bpf-binding.js';
 import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest, denialDetails } from '../../policy/http-authorization.js';
 import type { LocalRateLimiter } from '../../policy/rate-limit.js';
 import { canonicalName, canonicalRevision } from '../../state/canonical.js';
@@ -28,7 +30,7 @@ import { DEFAULT_HTTP_SERVER_LIMITS, type HttpServerLimits, firstBytesDeadline, 
 import { relayResponse } from './response-relay.js';
 import { upstreamSpeaksH2 } from './http-destination.js';
 import { RequestBody } from './request-body.js';
-import { sniffStream, streamPair } from './stream-pair.js';
+import { ReplayedSocket, sniffHttpVersion } from './protocol-sniff.js';
 import { type ExchangeResult, UpstreamConnections, type UpstreamTarget } from './upstream-connections.js';
 
 export interface InboundHttpOptions {
@@ -93,25 +95,39 @@ export class InboundHttpProxy {
   }
 
   /**
-   * The stream the tunnel relays to, in place of the pod's socket: behind it, Node's servers parse the
-   * requests (HTTP/1.1, or HTTP/2 when the client sends the prior-knowledge preface).
+   * The socket the tunnel relays to, in place of the pod's: one end of a socket pair, whose other end
+   * Node's servers parse (HTTP/1.1, or HTTP/2 when the client sends the prior-knowledge preface). Being a
+   * real socket, the native HBONE engine takes it as a stream's fd, and a plain TCP tunnel is spliced
+   * to it by the kernel: no JavaScript copies a tunnel's bytes on their way to the parser.
    */
   open(tunnel: InboundHttpTunnel): Duplex {
-    const { outer, inner } = streamPair({ address: tunnel.sourceIp, port: tunnel.sourcePort });
+    const pair = socketPair();
+    if (!pair.ok) {
+      // Out of file descriptors, most likely: the tunnel fails like an unreachable pod.
+      const failed = new PassThrough();
+      process.nextTick(() => failed.destroy(new Error(`the HTTP proxy cannot take the tunnel: ${pair.error.message}`)));
+      return failed;
+    }
+    const [outerFd, innerFd] = pair.value;
+    const outer = new Socket({ fd: outerFd, allowHalfOpen: true, readable: true, writable: true });
+    const inner = new Socket({ fd: innerFd, allowHalfOpen: true, readable: true, writable: true });
+    inner.pause();
     const context: TunnelContext = { tunnel, upstream: new UpstreamConnections(() => tunnel.connect(), this.#slots) };
     inner.once('close', () => context.upstream.close());
     inner.on('error', () => undefined);
     const sniffing = firstBytesDeadline(inner, this.#limits.headersTimeoutMs);
-    void sniffStream(inner).then((version) => {
+    void sniffHttpVersion(inner).then((sniffed) => {
       sniffing();
-      if (version === undefined) return void inner.destroy();
-      if (version === 'HTTP/2') {
+      if (sniffed === undefined) return void inner.destroy();
+      if (sniffed.version === 'HTTP/2') {
         this.#pendingH2 = context;
-        this.#h2.emit('connection', inner);
+        this.#h2.emit('connection', new ReplayedSocket(sniffed.first, inner));
         this.#pendingH2 = undefined;
       } else {
         this.#contexts.set(inner, context);
+        inner.unshift(sniffed.first);
         this.#h1.emit('connection', inner);
+        inner.resume();
       }
     });
     return outer;

@@ -19,6 +19,7 @@ import type { HboneServerEvent } from './events.js';
 import { HBONE_PORT, type HboneTuning } from './settings.js';
 import { type CertificateSource, IdentityTlsCache } from './tls-contexts.js';
 import { relay } from '../relay.js';
+import { socketFd } from '../../redirect/bpf-binding.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 
 export interface SocketAddress {
@@ -239,7 +240,8 @@ export class HboneServer {
     const { engine } = this.#host;
     entry.upstream = upstream;
     entry.started = Date.now();
-    const direct = upstream instanceof Socket && !upstream.destroyed && upstream.readableLength === 0 && upstream.remoteAddress !== undefined;
+    // The pod's TCP socket, or the L7 proxy's end of its socket pair: either goes to the engine as it is.
+    const direct = upstream instanceof Socket && !upstream.destroyed && !upstream.connecting && upstream.readableLength === 0 && socketFd(upstream) !== undefined;
     const answered = direct ? handOverSocket(upstream, (fd) => engine.answer(conn, stream, { status: 200, fd })) : this.#answerThroughPair(conn, stream, upstream);
     if (!answered?.ok) {
       upstream.destroy();
