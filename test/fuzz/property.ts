@@ -60,7 +60,7 @@ export function fuzzTarget(target: string): FuzzTarget {
       for (const entry of mine.filter((e) => !e.counterexample)) await replay(entry, property);
       if (mode.kind === 'test') {
         const details = await fc.check(property, { ...params, examples: [...examples, ...(params.examples ?? [])] });
-        if (details.failed) assert.fail(fc.defaultReportMessage(details) ?? `property ${label} failed`);
+        if (details.failed) assert.fail(reportOf(details, label));
         return;
       }
       const started = performance.now();
@@ -77,7 +77,7 @@ export function fuzzTarget(target: string): FuzzTarget {
         appendFileSync(mode.report, JSON.stringify(report) + '\n');
         return;
       }
-      const message = fc.defaultReportMessage(details) ?? `property ${label} failed`;
+      const message = reportOf(details, label);
       const file = saveCorpusEntry(target, { property: label, seed: details.seed, path: details.counterexamplePath ?? '', error: message.split('\n').slice(0, 12).join('\n') }, details.counterexample as unknown[]);
       appendFileSync(mode.report, JSON.stringify({ ...report, found: file }) + '\n');
       assert.fail(`${message}\nsaved to ${file}; make test replays it`);
@@ -85,8 +85,14 @@ export function fuzzTarget(target: string): FuzzTarget {
   };
 }
 
+/** fast-check's report with the failing assertion's own message, which the report leaves out. */
+function reportOf<Ts>(details: fc.RunDetails<Ts>, label: string): string {
+  const error = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+  return `${fc.defaultReportMessage(details) ?? `property ${label} failed`}\nGot error: ${error}`;
+}
+
 /** A finding JSON could not hold: fast-check regenerates it from its seed and shrink path. */
 async function replay<Ts>(entry: CorpusEntry, property: fc.IRawProperty<Ts>): Promise<void> {
   const details = await fc.check(property, { seed: entry.seed, path: entry.path, endOnFailure: true });
-  if (details.failed) assert.fail(`${entry.file}: ${fc.defaultReportMessage(details) ?? 'failed again'}`);
+  if (details.failed) assert.fail(`${entry.file}: ${reportOf(details, entry.property)}`);
 }
