@@ -18,7 +18,7 @@ export PATH := $(NODE_DIR)/bin:$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 APT_PACKAGES := clang llvm libclang-rt-14-dev libssl-dev libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump python3-grpcio python3-protobuf protobuf-compiler
 AMBIT := node dist/agent/cli/main.js
 
-.PHONY: setup deps build bpf native native-asan fuzz test test-unit demo demo-down bench clean typecheck node-runtime
+.PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-down bench clean typecheck node-runtime
 
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
 BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o
@@ -81,7 +81,13 @@ native-asan: deps
 	  AMBIT_HBONE_ADDON=$(CURDIR)/native/build/Debug/ambit_hbone.node \
 	  node --import tsx --test --test-reporter=spec --test-concurrency=1 test/integration/hbone-engine-*.test.ts
 
-## fuzz: libFuzzer over the HBONE engine's HTTP/2 glue (TLS bypassed) for FUZZ_SECONDS, from test/fuzz/hbone
+## fuzz: every fuzzer for FUZZ_SECONDS each (default 60), one at a time: libFuzzer over the HBONE engine's
+## HTTP/2 glue, then each TypeScript parser's property target (FUZZ_TARGETS=<names> picks, FUZZ_SEED repeats)
+fuzz:
+	$(MAKE) --no-print-directory fuzz-native
+	$(MAKE) --no-print-directory fuzz-properties
+
+# fuzz-native: libFuzzer over the HBONE engine's HTTP/2 glue (TLS bypassed), from test/fuzz/hbone.
 # A standalone program: no node in it, so it links Debian's libssl and libnghttp2 (clang, libclang-rt).
 FUZZ_SECONDS ?= 60
 HBONE_FUZZER := native/build/fuzz/hbone-fuzz
@@ -90,9 +96,14 @@ $(HBONE_FUZZER): $(HBONE_FUZZ_SOURCES) $(wildcard native/src/hbone/*.h) | deps
 	@mkdir -p $(dir $@)
 	clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Wall -Wextra -Werror \
 	  -Wno-missing-field-initializers $(HBONE_FUZZ_SOURCES) -lnghttp2 -lssl -lcrypto -o $@
-fuzz: $(HBONE_FUZZER)
+fuzz-native: $(HBONE_FUZZER)
 	@mkdir -p native/build/fuzz/corpus && cp -n test/fuzz/hbone/* native/build/fuzz/corpus/
 	$(HBONE_FUZZER) -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=native/build/fuzz/ native/build/fuzz/corpus
+
+# fuzz-properties: fast-check properties for a time budget each (test/fuzz/run.ts); @jazzer.js/core's only Linux
+# build needs glibc 2.38, newer than Debian 12's. A finding lands in test/fuzz/<target>/, which make test replays.
+fuzz-properties: node_modules/.package-lock.json
+	node --import tsx test/fuzz/run.ts --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) $(FUZZ_TARGETS)
 
 dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $(shell find agent -name '*.ts')
 	npx tsc -p tsconfig.build.json
