@@ -326,7 +326,7 @@ test('down after kill -9 of every lab process leaves the machine as it was', asy
   // ambit uninstall removes a node's capture: its pins, and the steering rule in its namespace.
   const uninstall = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', process.execPath, AMBIT_MAIN, 'uninstall', '--bpf-scope', `${LAB}-alpha`]);
   assert.equal(uninstall.code, 0, uninstall.stderr);
-  assert.match(uninstall.stdout, new RegExp(`pins, links and maps under /sys/fs/bpf/ambit/${LAB}-alpha\n  ip rule fwmark 0x200 lookup 100\n  nft table ip ambit_dnat_capture\n  routes of table 100`));
+  assert.match(uninstall.stdout, new RegExp(`pins, links and maps under /sys/fs/bpf/ambit/${LAB}-alpha\n  ip rule fwmark 0x200 lookup 100\n  nft table ip ambit_dnat_capture\n  nft table ip ambit_replies\n  routes of table 100`));
   assert.equal(existsSync(`/sys/fs/bpf/ambit/${LAB}-alpha`), false);
   const rules = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', 'ip', 'rule']);
   assert.doesNotMatch(rules.stdout, /fwmark/);
