@@ -66,6 +66,25 @@ async function within<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
   }
 }
 
+/**
+ * Subscribes `listener` so that an assertion failing inside it fails the test. The manager logs and
+ * drops a listener's exception (one listener must not break the others), so the test catches it here
+ * and `failed` rejects with it: race it against what the test waits for.
+ */
+function subscribeChecked(manager: WorkloadCertificateManager, listener: (event: CertificateEvent) => void): { failed: Promise<never>; unsubscribe: () => void } {
+  let fail: (err: unknown) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => (fail = reject));
+  failed.catch(() => undefined); // rejected only matters when raced; never an unhandled rejection
+  const unsubscribe = manager.subscribe((event) => {
+    try {
+      listener(event);
+    } catch (err) {
+      fail(err);
+    }
+  });
+  return { failed, unsubscribe };
+}
+
 describe('WorkloadCertificateManager', { concurrency: true }, () => {
   let stateDir: string;
   let ca: EmbeddedCa;
@@ -131,22 +150,22 @@ describe('WorkloadCertificateManager', { concurrency: true }, () => {
       const failures: number[] = [];
       let threeFailures: () => void = () => undefined;
       const failedThrice = new Promise<void>((resolve) => (threeFailures = resolve));
-      const unsubscribe = manager.subscribe((event) => {
+      const checked = subscribeChecked(manager, (event) => {
         if (event.type !== 'failed') return;
         failures.push(event.retryInMs);
         assert.equal(event.stillValid, true);
         assert.equal(manager.current(RATINGS), first.value, 'the old certificate stays in use');
         if (failures.length === 3) threeFailures();
       });
-      await within(failedThrice, 8000); // the renewal at about 3 s, then retries 200 ms and 400 ms later
+      await within(Promise.race([failedThrice, checked.failed]), 8000); // the renewal at about 3 s, then retries 200 ms and 400 ms later
       assert.deepEqual(failures, [200, 400, 800]);
       // Timers may fire late on a busy machine, never early.
       const gaps = backend.calls.slice(1).map((t, i) => t - backend.calls[i]!);
       assert.ok(gaps[1]! >= 195 && gaps[2]! >= 395, `retry gaps ${gaps.join(', ')} ms`);
       assert.equal((await manager.fetch(RATINGS)).ok, true, 'fetch still answers with the valid certificate');
       backend.failing = false;
-      const renewed = await nextEvent(manager, 'issued', 2000);
-      unsubscribe();
+      const renewed = await Promise.race([nextEvent(manager, 'issued', 2000), checked.failed]);
+      checked.unsubscribe();
       assert.equal(renewed.previous, first.value);
       assert.equal(manager.current(RATINGS), renewed.certificate);
     } finally {
