@@ -9,13 +9,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { cgroup2Root } from '../../agent/system/cgroups.js';
-import { hostFootprint } from './helpers/host-footprint.js';
+import { ipv4Key, pinnedState } from './helpers/bpf-state.js';
+import { hostFootprint, labsUp, withoutLabs } from './helpers/host-footprint.js';
 import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
 import { AMBIT_MAIN, ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
 
 const LAB = `t${process.pid % 10000}`;
 const dir = mkdtempSync(join(tmpdir(), 'ambit-lab-test-'));
 const yamlPath = join(dir, 'mesh.yaml');
+/** A Service whose one endpoint is web-a on alpha: kube-proxy's DNAT (the nft VIP path) always picks it. */
+const WEB_ALPHA_VIP = '10.97.0.13';
 
 // A tiny HTTP server that says which pod answered and whom it saw connecting; runs with the host's
 // node, as lab containers do.
@@ -25,7 +28,7 @@ const server = (port: number): string[] => [
   `require('http').createServer((q, s) => s.end(process.env.POD_NAME + ' ' + q.socket.remoteAddress.replace('::ffff:', '') + '\\n')).listen(${port})`,
 ];
 
-function meshYaml(extra = '', namespaceLabels = '{ istio.io/dataplane-mode: ambient }'): string {
+function meshYaml(extra = '', namespaceLabels = '{ istio.io/dataplane-mode: ambient }', webALabels = ', side: alpha'): string {
   const pod = (name: string, node: string, ip: string, app: string, command: string[], ns = 'shop', labels = ''): string => `
 ---
 apiVersion: v1
@@ -43,7 +46,7 @@ ${app === 'web' ? '      readinessProbe: { httpGet: { path: /, port: web }, peri
 apiVersion: v1
 kind: Namespace
 metadata: { name: shop, labels: ${namespaceLabels} }
-${pod('web-a', 'alpha', '10.245.1.10', 'web', server(8080))}
+${pod('web-a', 'alpha', '10.245.1.10', 'web', server(8080), 'shop', webALabels)}
 ${pod('web-b', 'beta', '10.245.2.10', 'web', server(8080))}
 ${pod('client', 'alpha', '10.245.1.20', 'client', ['sleep', 'infinity'])}
 ${pod('crasher', 'beta', '10.245.2.20', 'crasher', ['sh', '-c', 'echo crashing; exit 3'])}
@@ -57,11 +60,19 @@ spec:
   clusterIP: 10.97.0.10
   selector: { app: web }
   ports: [{ name: http, port: 80, targetPort: web }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web-alpha, namespace: shop }
+spec:
+  clusterIP: ${WEB_ALPHA_VIP}
+  selector: { side: alpha }
+  ports: [{ name: tcp, port: 80, targetPort: web }]
 ${extra}`;
 }
 
 const cgroupRoot = cgroup2Root();
-const before_ = { footprint: hostFootprint(cgroupRoot) };
+const before_ = { footprint: hostFootprint(cgroupRoot), labs: labsUp() };
 
 before(async () => {
   requireRoot();
@@ -160,23 +171,24 @@ test('inbound from a pod outside the mesh through a Service VIP, DNATed to an en
   assert.match(metrics.stdout, /^ambit_redirect_decisions_total\{reason="vip-assigned-established"\} [1-9]/m);
 });
 
-const applyOnBeta = (yaml: string): Promise<void> => session.apply(yaml);
+const applyOnBeta = (yaml: string): Promise<number> => session.apply(yaml);
 
 test('the inbound agent enforces PeerAuthentication STRICT and AuthorizationPolicy on plaintext, live', async () => {
-  await applyOnBeta(
-    meshYaml(`---
+  try {
+    await applyOnBeta(
+      meshYaml(`---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: { name: web-strict, namespace: shop }
 spec: { selector: { matchLabels: { app: web } }, portLevelMtls: { "8080": { mode: STRICT } } }
 `),
-  );
-  const refused = await ambit(['lab', 'exec', '--lab', LAB, 'other/outsider', '--', 'curl', '-s', '--max-time', '3', 'http://10.245.2.10:8080/']);
-  assert.notEqual(refused.code, 0, `plaintext reached a STRICT port: ${refused.stdout}`);
-  assert.match(await agentLog('beta'), /"src\.addr":"10\.245\.1\.30:\d+".*"error":"plaintext refused: PeerAuthentication shop\/web-strict requires mTLS \(STRICT\) for shop\/web-b:8080","response_flags":"DENY","msg":"connection failed"/);
+    );
+    const refused = await ambit(['lab', 'exec', '--lab', LAB, 'other/outsider', '--', 'curl', '-s', '--max-time', '3', 'http://10.245.2.10:8080/']);
+    assert.notEqual(refused.code, 0, `plaintext reached a STRICT port: ${refused.stdout}`);
+    assert.match(await agentLog('beta'), /"src\.addr":"10\.245\.1\.30:\d+".*"error":"plaintext refused: PeerAuthentication shop\/web-strict requires mTLS \(STRICT\) for shop\/web-b:8080","response_flags":"DENY","msg":"connection failed"/);
 
-  await applyOnBeta(
-    meshYaml(`---
+    await applyOnBeta(
+      meshYaml(`---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: no-outsiders, namespace: shop }
@@ -184,15 +196,16 @@ spec:
   action: DENY
   rules: [{ from: [{ source: { ipBlocks: [10.245.1.30/32] } }], to: [{ operation: { ports: ["8080"] } }] }]
 `),
-  );
-  const denied = await ambit(['lab', 'exec', '--lab', LAB, 'other/outsider', '--', 'curl', '-s', '--max-time', '3', 'http://10.245.2.10:8080/']);
-  // 8080 speaks HTTP (the web Service's port is named http): each request is authorized, a denied one answered 403.
-  assert.equal(denied.stdout, 'RBAC: access denied', `a denied source got through: ${denied.stdout}`);
-  assert.match(await agentLog('beta'), /"src\.addr":"10\.245\.1\.30:\d+".*"response_code":403,.*"response_code_details":"rbac_access_denied_matched_policy\[shop\/no-outsiders\]"/);
-  // The opted-out pod is plaintext too, but the policy does not name it.
-  assert.deepEqual(await curlFrom('shop/optout', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.21' });
-
-  await applyOnBeta(meshYaml());
+    );
+    const denied = await ambit(['lab', 'exec', '--lab', LAB, 'other/outsider', '--', 'curl', '-s', '--max-time', '3', 'http://10.245.2.10:8080/']);
+    // 8080 speaks HTTP (the web Service's port is named http): each request is authorized, a denied one answered 403.
+    assert.equal(denied.stdout, 'RBAC: access denied', `a denied source got through: ${denied.stdout}`);
+    assert.match(await agentLog('beta'), /"src\.addr":"10\.245\.1\.30:\d+".*"response_code":403,.*"response_code_details":"rbac_access_denied_matched_policy\[shop\/no-outsiders\]"/);
+    // The opted-out pod is plaintext too, but the policy does not name it.
+    assert.deepEqual(await curlFrom('shop/optout', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.21' });
+  } finally {
+    await applyOnBeta(meshYaml());
+  }
   assert.deepEqual(await curlFrom('other/outsider', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.30' });
 });
 
@@ -203,52 +216,104 @@ test('applications in captured pods still see their real peer (getpeername)', as
   assert.equal(r.stdout.trim(), '10.245.2.10:8080');
 });
 
-test('kill -9 of an agent: its pods\' new connections fail closed, and the restarted agent adopts its pins', async () => {
-  const status = JSON.parse(readFileSync(`/run/ambit/lab/${LAB}/status.json`, 'utf8')) as { processes: { id: string; pid?: number }[] };
+/** One attempt from `pod`, without asserting: a refused or timed-out connection is an answer here. */
+async function attempt(pod: string, url: string): Promise<{ code: number | null; body: string }> {
+  const r = await ambit(['lab', 'exec', '--lab', LAB, pod, '--', 'curl', '-s', '--max-time', '2', url], 15_000);
+  return { code: r.code, body: r.stdout.trim() };
+}
+
+test('kill -9 of an agent: every path of its pods fails closed while it is down; the restarted agent adopts its maps and links and sweeps the pins of pods that left', async () => {
+  const status = JSON.parse(readFileSync(`/run/ambit/lab/${LAB}/status.json`, 'utf8')) as { supervisorPid: number; processes: { id: string; pid?: number }[] };
   const pid = status.processes.find((p) => p.id === 'node/alpha')?.pid;
   assert.ok(pid, 'no pid for the alpha agent');
-  const pinsBefore = readdirSync(`/sys/fs/bpf/ambit/${LAB}-alpha/links/pods`).sort();
-  const tunnelled = (): Promise<number> => loggedLines('alpha', /"src\.workload":"client".*"dst\.hbone_addr":"10\.245\.2\.10:8080".*"msg":"connection complete"/);
-  const tunnelledBefore = await tunnelled();
-  process.kill(pid, 'SIGKILL');
-  // Nothing listens on 15001 now: the connection is refused, never sent around the mesh. The
-  // supervisor can restart the agent before curl gets to run: then it must be the new agent that
-  // carried the connection (its record in the log), never the network directly.
-  const attempt = await ambit(['lab', 'exec', '--lab', LAB, 'shop/client', '--', 'curl', '-s', '--max-time', '2', 'http://10.245.2.10:8080/']);
-  if (attempt.code === 0) {
-    await eventually(`a record of the restarted agent for the connection that got "${attempt.stdout.trim()}" (without one, the pod reached web-b directly while its agent was down)`, async () =>
-      (await tunnelled()) > tunnelledBefore ? true : undefined,
-    );
-  }
-  const started = Date.now();
-  await eventually('the agent to be ready again', async () => {
-    const r = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:15021/healthz/ready']);
-    return r.stdout === '200' ? true : undefined;
-  });
-  assert.ok(Date.now() - started < 5_000, `the agent took ${Date.now() - started} ms to come back`);
-  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
-  assert.match(await agentLog('alpha'), /"src\.workload":"client".*"dst\.hbone_addr":"10\.245\.2\.10:8080".*"msg":"connection complete"/, 'the restarted agent tunnels again');
-  assert.deepEqual(readdirSync(`/sys/fs/bpf/ambit/${LAB}-alpha/links/pods`).sort(), pinsBefore);
-  // One link per program on the pod's cgroup: the new agent re-used the pinned links.
-  const cgroup = join(cgroupRoot, 'ambit', LAB, 'pods', 'shop.client');
-  const attached = execFileSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' });
-  for (const program of ['connect4', 'connect6', 'sockops', 'getpeername4', 'getpeername6']) {
-    const links = attached.split('\n').filter((l) => l.trim().endsWith(`ambit_${program}`)).length;
-    assert.equal(links, 1, `ambit_${program} attached ${links} times:\n${attached}`);
+  const pinDir = `/sys/fs/bpf/ambit/${LAB}-alpha`;
+  const webAKey = `${ipv4Key('10.245.1.10')}=`;
+  const pinned = pinnedState(pinDir);
+  assert.ok(pinned.linkIds['pods/shop_web-a/ambit_connect4'] && pinned.linkIds['pods/shop_client/ambit_connect4'], `web-a and client are not both pinned: ${JSON.stringify(pinned.linkIds)}`);
+  assert.ok(pinned.entries['ambit_enrolled']?.some((e) => e.startsWith(webAKey)), 'web-a is not in ambit_enrolled');
+  const swept = /removed capture left by a previous agent for shop\/web-a/;
+  const sweptBefore = await loggedLines('alpha', swept);
+  // The supervisor restarts an agent at once; stopped, it cannot race the checks below.
+  const readyAgain = (): Promise<boolean> =>
+    eventually('the agent to be ready again', async () => {
+      const r = await ambit(['lab', 'exec', '--lab', LAB, 'node/alpha', '--', 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:15021/healthz/ready']);
+      return r.stdout === '200' ? true : undefined;
+    }, 30_000);
+  let edited = false;
+  process.kill(status.supervisorPid, 'SIGSTOP');
+  let resumedAt = 0;
+  let ready: Promise<boolean> = Promise.resolve(false);
+  try {
+    try {
+      process.kill(pid, 'SIGKILL');
+      // Dead (a zombie until the stopped supervisor reaps it): its sockets are closed.
+      await eventually('the agent to die', async () => (/^\d+ \(.*\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) ? true : undefined), 10_000);
+      // The pods and the network work: a pod outside the mesh on this node still reaches web-b (beta's agent is up).
+      assert.deepEqual(await attempt('shop/optout', 'http://10.245.2.10:8080/'), { code: 0, body: 'web-b 10.245.1.21' }, 'the control path failed: the refusals below would prove nothing');
+      const paths: [string, string, string][] = [
+        ['outbound across nodes (connect hook to 15001)', 'shop/client', 'http://10.245.2.10:8080/'],
+        ['outbound on the same node', 'shop/client', 'http://10.245.1.10:8080/'],
+        ['outbound to a Service VIP', 'shop/client', 'http://10.97.0.10/'],
+        ['inbound from outside the mesh (tc to 15006)', 'other/outsider', 'http://10.245.1.10:8080/'],
+        ['inbound from outside the mesh through a VIP DNATed to web-a (nft to 15006)', 'other/outsider', `http://${WEB_ALPHA_VIP}/`],
+      ];
+      for (const [path, pod, url] of paths) {
+        const r = await attempt(pod, url);
+        assert.ok(r.code !== 0 && r.body === '', `${path}: ${pod} reached ${url} while its agent was down (curl exit ${r.code}: ${r.body})`);
+      }
+      // While no agent watches, web-a leaves the mesh: the next agent must remove what was pinned for it.
+      writeFileSync(yamlPath, meshYaml('', undefined, ', side: alpha, istio.io/dataplane-mode: none'));
+      edited = true;
+    } finally {
+      process.kill(status.supervisorPid, 'SIGCONT');
+      resumedAt = Date.now();
+      ready = readyAgain();
+      await ready.catch(() => undefined); // the next tests need the agent back, whatever failed above
+    }
+    await ready;
+    console.log(`# alpha's agent was ready ${Date.now() - resumedAt} ms after the supervisor resumed`);
+    await eventually('the restarted agent to sweep web-a', async () => ((await loggedLines('alpha', swept)) > sweptBefore ? true : undefined));
+    const adopted = pinnedState(pinDir);
+    // tc links on pods' veths follow the devices; the node's own (fab0) and every pod link must be the same link.
+    const stable = (ids: Readonly<Record<string, number>>): Record<string, number> =>
+      Object.fromEntries(Object.entries(ids).filter(([path]) => !path.startsWith('tc/veth') && !path.startsWith('pods/shop_web-a/')));
+    assert.deepEqual(adopted.mapIds, pinned.mapIds, 'the restarted agent made new maps instead of adopting the pinned ones');
+    assert.deepEqual(adopted.entries['ambit_config'], pinned.entries['ambit_config']);
+    assert.deepEqual(adopted.entries['ambit_enrolled'], pinned.entries['ambit_enrolled']!.filter((e) => !e.startsWith(webAKey)), 'ambit_enrolled is not what it held, less web-a');
+    assert.deepEqual(stable(adopted.linkIds), stable(pinned.linkIds), 'the links of pods still enrolled were not adopted as they were (same link ids)');
+    assert.equal(existsSync(`${pinDir}/links/pods/shop_web-a`), false, 'web-a left the mesh but its pins stayed');
+    const webA = execFileSync('bpftool', ['cgroup', 'show', join(cgroupRoot, 'ambit', LAB, 'pods', 'shop.web-a')], { encoding: 'utf8' });
+    assert.doesNotMatch(webA, /ambit_/, `web-a's cgroup still runs the capture programs:\n${webA}`);
+    // One link per program on the client's cgroup: the new agent re-used the pinned links.
+    const attached = execFileSync('bpftool', ['cgroup', 'show', join(cgroupRoot, 'ambit', LAB, 'pods', 'shop.client')], { encoding: 'utf8' });
+    for (const program of ['connect4', 'connect6', 'sockops', 'getpeername4', 'getpeername6']) {
+      const links = attached.split('\n').filter((l) => l.trim().endsWith(`ambit_${program}`)).length;
+      assert.equal(links, 1, `ambit_${program} attached ${links} times:\n${attached}`);
+    }
+    assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
+  } finally {
+    if (edited) {
+      const captured = await loggedLines('alpha', /captured shop\/web-a/);
+      writeFileSync(yamlPath, meshYaml());
+      await eventually('web-a captured again', async () => ((await loggedLines('alpha', /captured shop\/web-a/)) > captured ? true : undefined));
+    }
   }
 });
 
 test('removing the namespace label releases its pods live, and adding it back captures them again', async () => {
   const captures = async (): Promise<number> => (await agentLog('alpha')).match(/captured shop\/client/g)?.length ?? 0;
   const before = await captures();
-  writeFileSync(yamlPath, meshYaml('', '{}'));
-  await eventually('client released', async () => ((await agentLog('alpha')).includes('released shop/client') ? true : undefined));
-  // Not captured: web-b sees the client pod itself, straight through the node, and alpha relays nothing.
   const tunnelled = async (): Promise<number> => (await agentLog('alpha')).match(/"src\.workload":"client".*"dst\.hbone_addr":"10\.245\.2\.10:8080".*"msg":"connection complete"/g)?.length ?? 0;
   const tunnelledBefore = await tunnelled();
-  assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
-  assert.equal(await tunnelled(), tunnelledBefore, 'a released pod\'s connection went through the agent');
-  writeFileSync(yamlPath, meshYaml());
+  try {
+    writeFileSync(yamlPath, meshYaml('', '{}'));
+    await eventually('client released', async () => ((await agentLog('alpha')).includes('released shop/client') ? true : undefined));
+    // Not captured: web-b sees the client pod itself, straight through the node, and alpha relays nothing.
+    assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
+    assert.equal(await tunnelled(), tunnelledBefore, 'a released pod\'s connection went through the agent');
+  } finally {
+    writeFileSync(yamlPath, meshYaml());
+  }
   await eventually('client captured again', async () => ((await captures()) === before + 1 ? true : undefined));
   assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
   await eventually('the connection to be tunnelled again', async () => ((await tunnelled()) > tunnelledBefore ? true : undefined), 5_000);
@@ -335,7 +400,9 @@ test('down after kill -9 of every lab process leaves the machine as it was', asy
   const down = await ambit(['lab', 'down', '--lab', LAB]);
   assert.equal(down.code, 0, down.stderr);
   assert.match(down.stdout, new RegExp(`lab "${LAB}" is down: removed 9 network namespaces`));
-  assert.deepEqual(hostFootprint(cgroupRoot), before_.footprint);
+  // Other labs may come and go meanwhile (other engineers' tests): what they own is left out of both sides.
+  const others = [...new Set([...before_.labs, ...labsUp()])].filter((lab) => lab !== LAB);
+  assert.deepEqual(withoutLabs(hostFootprint(cgroupRoot), others), withoutLabs(before_.footprint, others));
   const again = await ambit(['lab', 'down', '--lab', LAB]);
   assert.equal(again.code, 0);
   assert.match(again.stdout, /was not up; nothing to remove/);

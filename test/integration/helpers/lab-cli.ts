@@ -5,7 +5,8 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-export const AMBIT_MAIN = fileURLToPath(new URL('../../../dist/agent/cli/main.js', import.meta.url));
+/** The built CLI; AMBIT_TEST_MAIN names another build, to check a test fails with a mechanism removed without touching dist/. */
+export const AMBIT_MAIN = process.env['AMBIT_TEST_MAIN'] ?? fileURLToPath(new URL('../../../dist/agent/cli/main.js', import.meta.url));
 
 export interface CommandResult {
   readonly code: number | null;

@@ -55,12 +55,14 @@ export class LabSession {
     return (await ambit(['lab', 'logs', '--lab', this.lab, `node/${node}`])).stdout;
   }
 
-  /** Writes the mesh YAML and waits until `node`'s agent has a new configuration in force. */
-  async apply(yaml: string, node = 'beta'): Promise<void> {
+  /** Writes the mesh YAML and waits until `node`'s agent has a new configuration in force; returns when the file was written. */
+  async apply(yaml: string, node = 'beta'): Promise<number> {
     const reloads = async (): Promise<number> => (await this.agentLog(node)).match(/"msg":"configuration version \d+ in force/g)?.length ?? 0;
     const before = await reloads();
+    const writtenAt = Date.now();
     writeFileSync(this.yamlPath, yaml);
     await eventually(`${node} to apply the change`, async () => ((await reloads()) > before ? true : undefined));
+    return writtenAt;
   }
 }
 
