@@ -1,6 +1,7 @@
 // The native HBONE engine's connections over their life: identities checked both ways, certificate
 // rotation (new connections take the new context, an open one keeps its own), drain, idle close, and
-// the per-peer limits (pending CONNECTs, connections per identity), each counted and reported once.
+// the per-peer limits (pending CONNECTs, connections per identity and per source address), each counted
+// and reported once.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -174,6 +175,20 @@ describe('HBONE engine connection lifecycle', () => {
     }
     assert.equal(s.probe.engine.counters().limitConnectionsPerIdentity, 2);
     assert.equal(s.probe.events.filter((e) => e.type === 'limit').length, 1);
+    assert.equal(await echoOnce(c, (first as { conn: Parameters<typeof openTunnel>[2] }).conn, 'the first still works'), 'the first still works');
+  });
+
+  it('maxConnectionsPerAddress: another identity from the same source address is refused too, counted, reported once', async () => {
+    const s = await server({ maxConnectionsPerAddress: 1, maxConnectionsPerIdentity: 1024 });
+    const c = client();
+    const first = await dialEngine(c, POD, s.port, contextFor(await certificateOf(trust, CLIENT)), [SERVER]);
+    assert.ok('conn' in first);
+    // A node NATing many pods, or one attacker with many stolen identities: the address is what they share.
+    const extra = await dialEngine(c, POD, s.port, contextFor(await certificateOf(trust, OTHER)), [SERVER]);
+    if ('conn' in extra) await c.wait('connEnd', (e) => e.conn === extra.conn);
+    assert.equal(s.probe.engine.counters().limitConnectionsPerAddress, 1);
+    const limits = s.probe.events.filter((e) => e.type === 'limit');
+    assert.deepEqual(limits.map((e) => e.type === 'limit' && e.limit), ['maxConnectionsPerAddress']);
     assert.equal(await echoOnce(c, (first as { conn: Parameters<typeof openTunnel>[2] }).conn, 'the first still works'), 'the first still works');
   });
 });
