@@ -64,7 +64,8 @@ export function fuzzTarget(target: string): FuzzTarget {
         return;
       }
       const started = performance.now();
-      const details = await fc.check(property, {
+      const run = tracked(property);
+      const details = await fc.check(run.property, {
         ...params,
         examples,
         seed: mode.seed,
@@ -72,6 +73,7 @@ export function fuzzTarget(target: string): FuzzTarget {
         interruptAfterTimeLimit: mode.ms,
         markInterruptAsFailure: false,
       });
+      await run.settled();
       const report: PropertyReport = { target, property: label, runs: details.numRuns, ms: Math.round(performance.now() - started), seed: mode.seed };
       if (!details.failed || details.counterexample === null) {
         appendFileSync(mode.report, JSON.stringify(report) + '\n');
@@ -83,6 +85,29 @@ export function fuzzTarget(target: string): FuzzTarget {
       assert.fail(`${message}\nsaved to ${file}; make test replays it`);
     },
   };
+}
+
+/**
+ * The property, remembering its last run. interruptAfterTimeLimit abandons an asynchronous run at the
+ * deadline; its I/O (a request still on its way to a shared test server) must end before the next
+ * property starts, or the next one sees it as its own.
+ */
+function tracked<Ts>(property: fc.IRawProperty<Ts>): { readonly property: fc.IRawProperty<Ts>; settled(): Promise<void> } {
+  let last: Promise<unknown> = Promise.resolve();
+  const wrapper: fc.IRawProperty<Ts> = {
+    isAsync: () => property.isAsync(),
+    generate: (mrng, runId) => property.generate(mrng, runId),
+    shrink: (value) => property.shrink(value),
+    run: (value) => {
+      const out = property.run(value);
+      if (out instanceof Promise) last = out.catch(() => undefined);
+      return out;
+    },
+    runBeforeEach: () => property.runBeforeEach(),
+    runAfterEach: () => property.runAfterEach(),
+  };
+  const limit = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
+  return { property: wrapper, settled: () => Promise.race([last.then(() => undefined), limit(60_000)]) };
 }
 
 /** fast-check's report with the failing assertion's own message, which the report leaves out. */

@@ -1,7 +1,8 @@
 // The fuzz mode of the property tests (test/fuzz/property.ts), as `make fuzz` and `make test` use it:
 // a bug the test run's few cases miss is found by a fuzz run, saved to the corpus, and from then on
 // fails the test run, whether its counterexample is stored as JSON or replayed from seed and path;
-// a corpus entry no property claims fails the run too.
+// a corpus entry no property claims fails the run too; a run the time budget cut short ends before
+// the next property starts.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -10,14 +11,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 
-const FIXTURE = join(import.meta.dirname, '..', 'fuzz', 'fixtures', 'planted-target.ts');
+const FIXTURES = join(import.meta.dirname, '..', 'fuzz', 'fixtures');
+const FIXTURE = join(FIXTURES, 'planted-target.ts');
 const corpus = mkdtempSync(join(tmpdir(), 'ambit-fuzz-corpus-'));
 after(() => rmSync(corpus, { recursive: true, force: true }));
 
-function runFixture(env: Record<string, string>): { status: number | null; output: string } {
+function runFixture(env: Record<string, string>, fixture = FIXTURE): { status: number | null; output: string } {
   // Without NODE_TEST_CONTEXT, which would make the child report to this runner instead of running as its own.
   const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
-  const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', FIXTURE], {
+  const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', fixture], {
     env: { ...inherited, AMBIT_FUZZ_CORPUS: corpus, ...env },
     encoding: 'utf8',
     timeout: 60_000,
@@ -53,4 +55,11 @@ test('a corpus entry whose property no longer exists fails the test run, naming 
   const run = runFixture({});
   assert.notEqual(run.status, 0);
   assert.match(run.output, /corpus entries of target planted name no property of it[\s\S]*renamed-000000000000\.json/);
+});
+
+test('a run the time budget abandons mid-flight ends before the next property starts', () => {
+  const run = runFixture({ AMBIT_FUZZ: 'fuzz', AMBIT_FUZZ_MS: '500', AMBIT_FUZZ_SEED: '1', AMBIT_FUZZ_REPORT: join(corpus, 'abandoned-report') }, join(FIXTURES, 'abandoned-run-target.ts'));
+  assert.equal(run.status, 0, run.output);
+  const runs = readFileSync(join(corpus, 'abandoned-report'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { property: string; runs: number });
+  assert.ok(runs[0]!.property === 'slow' && runs[0]!.runs >= 2, `the slow property ran ${runs[0]?.runs} times in 500 ms`);
 });
