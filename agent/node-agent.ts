@@ -30,6 +30,7 @@ import { MeshMetrics } from './telemetry/metrics.js';
 import { type OtlpMetricsConfig, OtlpMetricsPusher } from './telemetry/otlp-metrics.js';
 import type { Address } from './tunnel/destination.js';
 import type { TcpDialer } from './tunnel/hbone/pool.js';
+import type { EngineOptions } from './tunnel/engine/native.js';
 import { EngineHost } from './tunnel/hbone/engine-host.js';
 import { HbonePool } from './tunnel/hbone/pool.js';
 import { HboneServer } from './tunnel/hbone/server.js';
@@ -73,8 +74,8 @@ export type CaptureConfig =
        * network namespace is found through its cgroup, hence only with eBPF capture.
        */
       readonly socks5?: boolean;
-      /** The HBONE engine's data threads (TLS and HTTP/2 in native code; each owns its connections). */
-      readonly dataThreads?: number;
+      /** The native HBONE engine's threads and limits (`--data-threads`, `--hbone-*`); absent: its defaults. */
+      readonly hboneEngine?: EngineOptions;
     };
 
 export interface IdentityConfig {
@@ -119,6 +120,8 @@ interface DataPath {
   /** The pods' SOCKS5 listeners, when enabled: they stop accepting with the others. */
   readonly socks?: PodSocksListeners;
   readonly hbone: HboneServer;
+  /** The HBONE engine both directions share: draining it sends GOAWAY on every session. */
+  readonly host: EngineHost;
   readonly live: LiveConnections;
 }
 
@@ -193,6 +196,9 @@ export class NodeAgent {
     if (dataPath) {
       const stopped = dataPath.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
       await dataPath.socks?.close();
+      // GOAWAY on every HBONE session, so peers open no new stream here while the open ones finish;
+      // the engine resets what is still open at the deadline (the server's close does too).
+      void dataPath.host.engine.drain(drainMs);
       const hboneClosed = dataPath.hbone.close(drainMs);
       await dataPath.live.drained(drainMs);
       if (dataPath.live.size > 0) this.log.info({ open: dataPath.live.size }, `drain deadline (${drainMs} ms) passed; closing the connections still open`);
@@ -229,8 +235,9 @@ export class NodeAgent {
       return connected.ok ? connected.value : connected.error.message;
     };
     // TLS and HTTP/2 of every HBONE connection run in the engine's threads; every decision stays here.
-    const host = EngineHost.start({}, capture.dataThreads === undefined ? {} : { threads: capture.dataThreads });
+    const host = EngineHost.start({}, capture.hboneEngine ?? {});
     this.#closers.push(host);
+    this.metrics.registerHboneEngine(() => ({ ...host.engine.counters() }));
     const hbonePool = new HbonePool({ host, certificates, dialTcp: transparentDialer, log });
     this.#closers.push(hbonePool);
     // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.
@@ -265,7 +272,7 @@ export class NodeAgent {
     await this.#listenNet('inbound', inbound.server, { fd: this.#transparentFd('inbound', INBOUND_PORT) });
     await this.#listenNet('hbone', hboneListener, { fd: this.#transparentFd('HBONE', HBONE_PORT) });
     const socks = capture.socks5 ? await this.#startSocks(podCgroup, outbound) : undefined;
-    this.#dataPath = { listeners: [outbound.server, inbound.server, hboneListener], ...(socks ? { socks } : {}), hbone, live };
+    this.#dataPath = { listeners: [outbound.server, inbound.server, hboneListener], ...(socks ? { socks } : {}), hbone, host, live };
 
     await ebpf.reconcile(snapshot);
     store.subscribe((next) => void ebpf.reconcile(next));

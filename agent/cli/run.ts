@@ -13,6 +13,7 @@ import { TRACING_FLAGS, TRACING_USAGE, parseTracingFlags } from '../telemetry/tr
 import { OTLP_METRICS_FLAGS, OTLP_METRICS_USAGE, parseOtlpMetricsFlags } from '../telemetry/otlp-metrics.js';
 import { UsageError, parseChoice, parseDuration, parseListenAddress } from './usage.js';
 import { DEFAULT_RELAY_IDLE_TIMEOUT_MS, MAX_RELAY_IDLE_TIMEOUT_MS, setRelayIdleTimeout } from '../tunnel/relay-idle.js';
+import { HBONE_FLAGS, HBONE_USAGE, parseHboneFlags } from './hbone-flags.js';
 import { L7_FLAGS, L7_USAGE, parseL7Flags } from './l7-flags.js';
 
 export const RUN_USAGE = `Usage: ambit run --config <file|dir>... --node <name> [options]
@@ -65,8 +66,6 @@ Options:
                                pod's network namespace is found through its cgroup)
   --uplink <device>            device other nodes' traffic arrives on (repeatable; default: the
                                one holding the node's InternalIP)
-  --data-threads <n>           threads of the native HBONE engine (TLS 1.3 and HTTP/2), each
-                               owning its connections (default: 1; see bench/README.md)
   --state-dir <dir>            the agent's state; its own CA root is kept in <dir>/ca unless
                                --ca-dir is given (default: /var/lib/ambit)
   --ca-dir <dir>               a plugged-in CA in Istio's cacerts layout: ca-cert.pem, ca-key.pem,
@@ -77,7 +76,7 @@ Options:
                                a relayed TCP connection (L4, or a tunnel's stream) in which no byte
                                moved either way for this long is closed on both sides; 0: never, as
                                ztunnel (default: ${DEFAULT_RELAY_IDLE_TIMEOUT_MS / 3_600_000}h, Envoy's tcp_proxy; docs/security.md)
-${L7_USAGE}  --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
+${L7_USAGE}${HBONE_USAGE}  --readiness-address <ip:port> readiness server (default: 0.0.0.0:15021)
   --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
   --metrics-address <ip:port>  Prometheus metrics (default: 0.0.0.0:15020)
 ${TRACING_USAGE}  --log-level <level>          trace|debug|info|warn|error (default: $AMBIT_LOG_LEVEL or info)
@@ -110,7 +109,6 @@ export function parseRunArgs(
       'bpf-scope': { type: 'string' },
       uplink: { type: 'string', multiple: true },
       socks5: { type: 'boolean', default: false },
-      'data-threads': { type: 'string' },
       'state-dir': { type: 'string', default: '/var/lib/ambit' },
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string', default: '24h' },
@@ -123,6 +121,7 @@ export function parseRunArgs(
       ...TRACING_FLAGS,
       ...OTLP_METRICS_FLAGS,
       ...L7_FLAGS,
+      ...HBONE_FLAGS,
     },
   });
   const paths = [...(values.config ?? []), ...positionals];
@@ -165,18 +164,15 @@ export function parseRunArgs(
     if (!how) throw new UsageError('ambit run: --capture ebpf needs --pod-cgroup kubepods|<template> to find pods\' cgroups (or pass --capture none)');
     if (how !== KUBEPODS && values['cgroup-root'] !== undefined) throw new UsageError('ambit run: --cgroup-root is for --pod-cgroup kubepods');
     const podCgroup = how === KUBEPODS ? ({ kind: 'kubepods', root: values['cgroup-root'] ?? cgroup2Root() } as const) : ({ kind: 'template', template: how } as const);
-    const threads = values['data-threads'];
-    const dataThreads = threads === undefined ? undefined : Number(threads);
-    if (dataThreads !== undefined && !(Number.isInteger(dataThreads) && dataThreads >= 1 && dataThreads <= 64)) {
-      throw new UsageError(`ambit run: --data-threads ${threads}: expected a whole number from 1 to 64`);
-    }
+    const engine = parseHboneFlags(values);
+    if (!engine.ok) throw new UsageError(`ambit run: ${engine.message}`);
     capture = {
       mode: 'ebpf',
       podCgroup,
       scope: values['bpf-scope'] ?? node,
       uplinks: values.uplink ?? [],
       ...(values.socks5 ? { socks5: true } : {}),
-      ...(dataThreads === undefined ? {} : { dataThreads }),
+      hboneEngine: engine.options,
     };
   } else throw new UsageError(`ambit run: --capture ${JSON.stringify(values.capture)}: expected ebpf or none`);
 

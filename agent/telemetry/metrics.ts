@@ -63,6 +63,63 @@ export class MeshMetrics {
     for (const counter of [this.tcpOpened, this.tcpClosed, this.tcpFailed, this.tcpSentBytes, this.tcpReceivedBytes]) counter.remove(labels);
   }
 
+  /**
+   * Exports the native HBONE engine's counters, read at each scrape: what each per-peer limit refused
+   * (the log says once per peer what to do), and connections, streams and failures.
+   */
+  registerHboneEngine(read: () => Readonly<Record<string, number>>): void {
+    const registers = [this.registry];
+    const LIMITS = {
+      maxPendingConnects: 'limitPendingConnects',
+      maxConnectionsPerIdentity: 'limitConnectionsPerIdentity',
+      maxConnectionsPerAddress: 'limitConnectionsPerAddress',
+      maxConnections: 'limitConnections',
+      maxConnectionMemory: 'limitConnectionMemory',
+    } as const;
+    new Counter({
+      name: 'ambit_hbone_limited_total',
+      help: 'What the HBONE engine refused or closed for a limit (--hbone-max-*), by limit',
+      labelNames: ['limit'],
+      registers,
+      collect() {
+        const counters = read();
+        this.reset();
+        for (const [limit, field] of Object.entries(LIMITS)) this.inc({ limit }, counters[field] ?? 0);
+      },
+    });
+    const EVENTS = {
+      connections_opened: 'connectionsOpened',
+      streams_opened: 'streamsOpened',
+      handshakes_failed: 'handshakesFailed',
+      protocol_errors: 'protocolErrors',
+      reset_before_answer: 'resetBeforeAnswer',
+      idle_closed: 'idleClosed',
+      ping_timeouts: 'pingTimeouts',
+    } as const;
+    new Counter({
+      name: 'ambit_hbone_events_total',
+      help: 'HBONE engine events: connections and streams opened, failed handshakes, protocol errors, streams reset before the agent answered, idle closes, PING timeouts',
+      labelNames: ['event'],
+      registers,
+      collect() {
+        const counters = read();
+        this.reset();
+        for (const [event, field] of Object.entries(EVENTS)) this.inc({ event }, counters[field] ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'ambit_hbone_open',
+      help: 'HBONE connections and streams the engine holds now',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const counters = read();
+        this.set({ kind: 'connections' }, counters['connectionsOpen'] ?? 0);
+        this.set({ kind: 'streams' }, counters['streamsOpen'] ?? 0);
+      },
+    });
+  }
+
   /** Exports the capture's per-reason decision counters, read from the kernel at each scrape. */
   registerRedirectDecisions(read: () => Promise<Readonly<Record<string, number>> | undefined>): void {
     new Counter({
