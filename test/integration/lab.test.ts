@@ -272,15 +272,17 @@ test('kill -9 of an agent: every path of its pods fails closed while it is down;
     }
     await ready;
     console.log(`# alpha's agent was ready ${Date.now() - resumedAt} ms after the supervisor resumed`);
-    await eventually('the restarted agent to sweep web-a', async () => ((await loggedLines('alpha', swept)) > sweptBefore ? true : undefined));
+    // Adopted: the same maps and the same links (kernel ids), not new ones with equal contents.
     const adopted = pinnedState(pinDir);
     // tc links on pods' veths follow the devices; the node's own (fab0) and every pod link must be the same link.
     const stable = (ids: Readonly<Record<string, number>>): Record<string, number> =>
       Object.fromEntries(Object.entries(ids).filter(([path]) => !path.startsWith('tc/veth') && !path.startsWith('pods/shop_web-a/')));
     assert.deepEqual(adopted.mapIds, pinned.mapIds, 'the restarted agent made new maps instead of adopting the pinned ones');
     assert.deepEqual(adopted.entries['ambit_config'], pinned.entries['ambit_config']);
-    assert.deepEqual(adopted.entries['ambit_enrolled'], pinned.entries['ambit_enrolled']!.filter((e) => !e.startsWith(webAKey)), 'ambit_enrolled is not what it held, less web-a');
     assert.deepEqual(stable(adopted.linkIds), stable(pinned.linkIds), 'the links of pods still enrolled were not adopted as they were (same link ids)');
+    // Swept (before readiness: the first reconcile does it): web-a's entry, pins and programs are gone.
+    await eventually('the restarted agent to say it swept web-a', async () => ((await loggedLines('alpha', swept)) > sweptBefore ? true : undefined), 5_000);
+    assert.deepEqual(pinnedState(pinDir).entries['ambit_enrolled'], pinned.entries['ambit_enrolled']!.filter((e) => !e.startsWith(webAKey)), 'ambit_enrolled is not what it held, less web-a');
     assert.equal(existsSync(`${pinDir}/links/pods/shop_web-a`), false, 'web-a left the mesh but its pins stayed');
     const webA = execFileSync('bpftool', ['cgroup', 'show', join(cgroupRoot, 'ambit', LAB, 'pods', 'shop.web-a')], { encoding: 'utf8' });
     assert.doesNotMatch(webA, /ambit_/, `web-a's cgroup still runs the capture programs:\n${webA}`);
