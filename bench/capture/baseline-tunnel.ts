@@ -4,8 +4,8 @@
 // stopping is synchronous).
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
-import { nodeNetns } from './lab.js';
+import { rmSync } from 'node:fs';
+import { nodeNetns, programOf } from './lab.js';
 import type { NodeName } from './plan.js';
 import { makeTunnelCertificates } from './tunnel-certificates.js';
 
@@ -22,12 +22,12 @@ export class BaselineTunnel {
 
   /**
    * @param what names the processes in errors ("haproxy") and their certificates' directory
-   * @param comm the pid's /proc comm once it runs: `ip netns exec` execs in place, so the pid
-   *   becomes the program's own, and a pid whose comm is not this one is not the process measured
+   * @param program the pid's executable once it runs: `ip netns exec` execs in place, so the pid
+   *   becomes the program's own, and a pid running another is not the process measured
    */
   constructor(
     private readonly what: string,
-    private readonly comm: string,
+    private readonly program: string,
   ) {}
 
   /** A fresh certificate directory for this run (tunnel-certificates.ts), removed by `stop`. */
@@ -55,14 +55,10 @@ export class BaselineTunnel {
     const pids = {} as Record<NodeName, number>;
     for (const r of this.#running) {
       const pid = r.child.pid;
-      let comm = '';
-      try {
-        comm = pid ? readFileSync(`/proc/${pid}/comm`, 'utf8').trim() : '';
-      } catch {
-        // gone: reported below with its stderr
-      }
-      if (r.exited || !pid || comm !== this.comm) {
-        throw new Error(`${this.what} on ${r.node} is not running (${r.exited ?? `pid ${pid ?? 'missing'} is "${comm}"`}):\n${r.stderr}`);
+      // Gone, or not yet the program itself: reported with its stderr.
+      const program = programOf(pid);
+      if (r.exited || !pid || program !== this.program) {
+        throw new Error(`${this.what} on ${r.node} is not running (${r.exited ?? `pid ${pid ?? 'missing'} runs "${program}"`}):\n${r.stderr}`);
       }
       pids[r.node] = pid;
     }

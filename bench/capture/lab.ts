@@ -2,8 +2,8 @@
 // exec` into its pods, the agents' pids, and the check that only the mesh pods were captured.
 
 import { type SpawnOptions, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LAB, NODES, type NodeName, PATHS } from './plan.js';
 
@@ -102,6 +102,18 @@ export async function bringUpLab(flags: readonly string[] = []): Promise<void> {
   }
 }
 
+/**
+ * The program a pid runs (its executable's name), or '' once it is gone. Not /proc's comm: Node 24
+ * names its main thread, and so the process, "MainThread".
+ */
+export function programOf(pid: number | undefined): string {
+  try {
+    return pid ? basename(readlinkSync(`/proc/${pid}/exe`)) : '';
+  } catch {
+    return '';
+  }
+}
+
 export function agentPids(): Record<NodeName, number> {
   const status = JSON.parse(readFileSync(`/run/ambit/lab/${lab}/status.json`, 'utf8')) as { processes: { id: string; pid?: number }[] };
   const pids = {} as Record<NodeName, number>;
@@ -109,8 +121,8 @@ export function agentPids(): Record<NodeName, number> {
     const pid = status.processes.find((p) => p.id === `node/${node}`)?.pid;
     // The lab starts agents through sh and nsenter, which exec; anything but node here would make the
     // CPU numbers someone else's.
-    const comm = pid ? readFileSync(`/proc/${pid}/comm`, 'utf8').trim() : '';
-    if (!pid || comm !== 'node') throw new Error(`agent of ${node}: pid ${pid ?? 'missing'} is "${comm}", not the node agent`);
+    const program = programOf(pid);
+    if (!pid || program !== 'node') throw new Error(`agent of ${node}: pid ${pid ?? 'missing'} runs "${program}", not the node agent`);
     pids[node] = pid;
   }
   return pids;
