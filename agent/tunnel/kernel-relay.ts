@@ -25,6 +25,24 @@ function spliceableFd(side: unknown): number | undefined {
   return socketFd(side);
 }
 
+/** Stops libuv reading a socket whose bytes a native thread takes from now on (Node's own pause() would not). */
+export function stopReading(socket: Socket): void {
+  const handle = (socket as unknown as { _handle: StreamHandle | null })._handle;
+  if (handle?.reading) {
+    handle.readStop?.();
+    handle.reading = false;
+  }
+}
+
+/**
+ * A socket a native thread may take over as it is: plain TCP (or a pair's end), connected, and with no
+ * byte JavaScript has read ahead of it or still has to write; else undefined.
+ */
+export function handOverFd(side: unknown): number | undefined {
+  const fd = spliceableFd(side);
+  return fd !== undefined && (side as Socket).writableLength === 0 ? fd : undefined;
+}
+
 /**
  * Relays `downstream` ⇄ `upstream` in the kernel, or returns undefined when this relay is not for the
  * kernel (or the addon could not take it): relay.ts then relays it in JavaScript. The result has
@@ -44,13 +62,7 @@ export function kernelRelay(downstream: unknown, upstream: unknown, idleTimeoutM
   if (!started.ok) return undefined;
   // libuv must not read these any more: from here the addon's thread takes every byte. libuv reads only
   // once this turn of the event loop is over, so no byte can reach JavaScript in between.
-  for (const socket of sockets) {
-    const handle = (socket as unknown as { _handle: StreamHandle })._handle;
-    if (handle.reading) {
-      handle.readStop?.();
-      handle.reading = false;
-    }
-  }
+  for (const socket of sockets) stopReading(socket);
 
   return new Promise((resolve) => {
     // While true, both fds are Node's and open; after it, a number may already belong to a new socket.

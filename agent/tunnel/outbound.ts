@@ -15,7 +15,7 @@ import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionTelemetry, ResponseFlag } from '../telemetry/connections.js';
 import type { Logger } from '../telemetry/log.js';
 import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from './destination.js';
-import type { HbonePool } from './hbone/pool.js';
+import type { HboneOpenRequest, HbonePool } from './hbone/pool.js';
 import type { OutboundHttpProxy } from '../l7/proxy/outbound-http.js';
 import type { OpenUpstream } from '../l7/proxy/upstream-connections.js';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
@@ -25,8 +25,9 @@ import type { HboneError } from './hbone/errors.js';
 import { HBONE_PORT } from './hbone/settings.js';
 import { type InboundAdmission, type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnection, LiveConnections } from './live-connections.js';
-import { relay } from './relay.js';
-import { KEEPALIVE_OPTIONS } from './socket-options.js';
+import { handOverFd, stopReading } from './kernel-relay.js';
+import { type RelayResult, relay } from './relay.js';
+import { KEEPALIVE_OPTIONS, tuneRelaySocket } from './socket-options.js';
 
 export interface OutboundOptions {
   readonly node: string;
@@ -172,7 +173,7 @@ export class OutboundProxy {
       dst: { addr: `${address.ip}:${HBONE_PORT}`, hboneAddr: formatAuthority(address), workload, identity: workload.identity, ...(service ? { service } : {}) },
       securityPolicy: 'mutual_tls',
     };
-    const tunnel = await this.options.hbone.open({
+    const request: HboneOpenRequest = {
       source: { identity: c.source.identity, ip: c.sourceIp },
       bindSource: true,
       destination: { ip: address.ip },
@@ -180,9 +181,21 @@ export class OutboundProxy {
       authority: address,
       ...(service ? { serviceHostname: service.hostname } : {}),
       baggage: baggageOf(c.source, this.options.clusterId),
-    });
+    };
+    // A captured socket nobody read goes to the engine as it is: its bytes never pass through this
+    // process. One that JavaScript already read from (a SOCKS5 client's, with bytes pipelined behind its
+    // request) rides a socket pair instead. Keepalive and no-delay first: the engine's dup keeps them.
+    if (handOverFd(c.socket) === undefined) {
+      const tunnel = await this.options.hbone.open(request);
+      if (!tunnel.ok) return this.#failed(c.socket, [description], flagOf(tunnel.error), tunnel.error.message);
+      return this.#relay(c, tunnel.value, [description], 'hbone');
+    }
+    tuneRelaySocket(c.socket);
+    stopReading(c.socket);
+    const tunnel = await this.options.hbone.carry(request, c.socket);
     if (!tunnel.ok) return this.#failed(c.socket, [description], flagOf(tunnel.error), tunnel.error.message);
-    await this.#relay(c, tunnel.value, [description], 'hbone');
+    const { ended, close } = tunnel.value;
+    await this.#track(c, [description], 'hbone', () => ended, close);
   }
 
   /** To an enrolled pod of this node: what its own agent's inbound side would decide, decided here. */
@@ -240,6 +253,18 @@ export class OutboundProxy {
 
   async #relay(c: Captured, upstream: Duplex, descriptions: readonly ConnectionDescription[], transport: LiveConnection['transport'], admission?: InboundAttempt): Promise<void> {
     const { socket } = c;
+    await this.#track(c, descriptions, transport, () => relay(socket, upstream), (reason) => socket.destroy(new Error(`closed by policy: ${reason}`)), admission);
+  }
+
+  /** Counts and tracks one relayed connection from its start to `run`'s end; `close` cuts it (a policy change). */
+  async #track(
+    c: Captured,
+    descriptions: readonly ConnectionDescription[],
+    transport: LiveConnection['transport'],
+    run: () => Promise<RelayResult>,
+    close: (reason: string) => void,
+    admission?: InboundAttempt,
+  ): Promise<void> {
     const first = descriptions[0]!;
     const dst = first.dst.hboneAddr ?? first.dst.addr;
     const connections = descriptions.map((d) => this.options.telemetry.opened(d));
@@ -254,11 +279,11 @@ export class OutboundProxy {
         ...(first.src.identity ? { srcIdentity: first.src.identity } : {}),
         ...(first.dst.identity ? { dstIdentity: first.dst.identity } : {}),
       },
-      (reason) => socket.destroy(new Error(`closed by policy: ${reason}`)),
+      close,
       admission,
     );
     this.options.log.debug({ src: first.src.addr, dst: first.dst.addr, transport }, 'outbound connection relayed');
-    const result = await relay(socket, upstream);
+    const result = await run();
     untrack();
     for (const connection of connections) connection.closed(result);
   }

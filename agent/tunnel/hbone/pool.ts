@@ -15,6 +15,9 @@ import type { SpiffeId } from '../../state/model.js';
 import type { SocketAddress } from './server.js';
 import { HBONE_PORT, type HboneTuning } from './settings.js';
 import { type CertificateSource, IdentityTlsCache } from './tls-contexts.js';
+import { socketFd } from '../../redirect/bpf-binding.js';
+import type { EngineResult } from '../engine/native.js';
+import type { RelayResult } from '../relay.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 
 /**
@@ -51,6 +54,22 @@ export interface PooledConnectionStatus {
   readonly ready: boolean;
 }
 
+/** A pod's connection carried by the engine: how it ended, and how to cut it (a policy change, a drain). */
+export interface CarriedTunnel {
+  readonly ended: Promise<RelayResult>;
+  close(reason: string): void;
+}
+
+/** A stream after its 200: on `socket` (a pair's end) or on the caller's own fd. */
+interface OpenedStream {
+  readonly connection: PooledConnection;
+  readonly conn: ConnId;
+  readonly stream: StreamId;
+  readonly socket?: Socket;
+  /** A carried stream's end. */
+  readonly ended?: Promise<RelayResult>;
+}
+
 export interface HbonePoolOptions {
   /** The agent's engine; without one the pool starts its own (with `tuning`) and stops it on close(). */
   readonly host?: EngineHost;
@@ -80,6 +99,8 @@ interface PooledConnection {
   ended?: HboneError;
   /** Waiting for a stream's 200 (or its end), by stream id. */
   readonly responses: Map<StreamId, (result: HboneResult<number>) => void>;
+  /** Carried tunnels waiting for their end, by stream id. */
+  readonly endings: Map<StreamId, (result: RelayResult) => void>;
 }
 
 const STATUS_HINTS: Readonly<Record<number, string>> = {
@@ -116,9 +137,27 @@ export class HbonePool {
 
   /**
    * A tunnel to `request.authority` after its 200, as a socket whose bytes the engine carries (one end of
-   * a socket pair), or why there is none.
+   * a socket pair, for the L7 proxy and health probes), or why there is none.
    */
   async open(request: HboneOpenRequest): Promise<HboneResult<Duplex>> {
+    const opened = await this.#tunnel(request, undefined);
+    return opened.ok ? ok(opened.value.socket!) : opened;
+  }
+
+  /**
+   * A tunnel that carries `downstream` itself (a pod's captured connection): the engine takes its fd,
+   * so no thread of this process copies its bytes. Node's socket is closed once the tunnel is up; until
+   * then a failed stream leaves it open for another try, or for the caller to close.
+   */
+  async carry(request: HboneOpenRequest, downstream: Socket): Promise<HboneResult<CarriedTunnel>> {
+    const opened = await this.#tunnel(request, downstream);
+    if (!opened.ok) return opened;
+    const { conn, stream, ended } = opened.value;
+    downstream.destroy();
+    return ok({ ended: ended!, close: () => this.#host.engine.resetStream(conn, stream) });
+  }
+
+  async #tunnel(request: HboneOpenRequest, downstream: Socket | undefined): Promise<HboneResult<OpenedStream>> {
     const started = performance.now();
     const key = poolKey(request);
     // A connection that ended between being picked and the request is retired; the next try dials anew.
@@ -141,7 +180,7 @@ export class HbonePool {
         if (attempt === 0 && (connection.ended === undefined || connection.ended.reason === 'stream-failed')) continue;
         return this.#streamFailed(key, connection.ended ?? new HboneError('stream-failed', `the connection to ${connection.target} closed before the stream could open`));
       }
-      const opened = this.#openStream(connection, ready.value, request);
+      const opened = this.#openStream(connection, ready.value, request, downstream);
       if (!opened.ok) {
         connection.streams--;
         this.#retire(connection, opened.error.message);
@@ -149,24 +188,26 @@ export class HbonePool {
         return this.#streamFailed(key, opened.error);
       }
       const { socket, stream } = opened.value;
+      // Registered before any event can arrive: a short stream's end may come in the same batch as its 200.
+      const ended = downstream ? new Promise<RelayResult>((resolve) => connection.endings.set(stream, resolve)) : undefined;
       const answered = await new Promise<HboneResult<number>>((resolve) => connection.responses.set(stream, resolve));
       const what = `CONNECT ${formatAuthority(request.authority)} via ${connection.target}`;
       if (!answered.ok && answered.error.reason === 'invalid-request' && attempt < 8) {
         // The connection is at the server's stream limit: it carries no more, another one will.
-        socket.destroy();
+        socket?.destroy();
         continue;
       }
       if (!answered.ok) {
-        socket.destroy();
+        socket?.destroy();
         return this.#streamFailed(key, new HboneError(answered.error.reason, `${what} failed before a response: ${answered.error.message}`));
       }
       if (answered.value !== 200) {
-        socket.destroy();
+        socket?.destroy();
         const hint = STATUS_HINTS[answered.value];
         return this.#streamFailed(key, new HboneError('http-status', `${what} was answered ${answered.value}${hint ? `: ${hint}` : ''}`, answered.value));
       }
       this.#emit({ type: 'stream-opened', key, reused, setupMs: performance.now() - started });
-      return ok(socket);
+      return ok({ connection, conn: ready.value, stream, ...(socket ? { socket } : {}), ...(ended ? { ended } : {}) });
     }
   }
 
@@ -185,17 +226,26 @@ export class HbonePool {
     if (this.#ownsHost) this.#host.close();
   }
 
-  #openStream(connection: PooledConnection, conn: ConnId, request: HboneOpenRequest): HboneResult<{ socket: Socket; stream: StreamId }> {
+  /** The CONNECT, on a socket pair whose other end is returned, or on `downstream`'s own fd (the engine dups it). */
+  #openStream(connection: PooledConnection, conn: ConnId, request: HboneOpenRequest, downstream: Socket | undefined): HboneResult<{ socket?: Socket; stream: StreamId }> {
     const { ':authority': authority, ':method': _method, ...headers } = outboundConnectHeaders({ ...request, clientIp: request.source.ip });
+    const open = (fd: number): EngineResult<StreamId> => this.#host.engine.openStream(conn, String(authority), headers as Record<string, string>, fd);
+    const failed = (message: string): HboneResult<never> => fail('stream-failed', `opening a stream to ${connection.target} failed: ${message}`);
     try {
-      const { socket, result } = pairedSocket((fd) => this.#host.engine.openStream(conn, String(authority), headers as Record<string, string>, fd));
+      if (downstream) {
+        const fd = socketFd(downstream);
+        if (fd === undefined) return failed('the client connection closed first');
+        const result = open(fd);
+        return result.ok ? ok({ stream: result.value }) : failed(result.error.message);
+      }
+      const { socket, result } = pairedSocket(open);
       if (!result.ok) {
         socket.destroy();
-        return fail('stream-failed', `opening a stream to ${connection.target} failed: ${result.error.message}`);
+        return failed(result.error.message);
       }
       return ok({ socket, stream: result.value });
     } catch (err) {
-      return fail('stream-failed', `opening a stream to ${connection.target} failed: ${messageOf(err)}`);
+      return failed(messageOf(err));
     }
   }
 
@@ -209,6 +259,7 @@ export class HbonePool {
       maxStreams: this.#host.tuning.poolMaxStreamsPerConnection,
       retired: false,
       responses: new Map(),
+      endings: new Map(),
       ready: new Promise((resolve) => (settle = resolve)),
     };
     const list = this.#connections.get(key) ?? [];
@@ -282,6 +333,8 @@ export class HbonePool {
         return connection.responses.get(event.stream)?.(ok(event.status));
       case 'streamEnd': {
         connection.streams--;
+        connection.endings.get(event.stream)?.(relayResultOf(event));
+        connection.endings.delete(event.stream);
         const waiting = connection.responses.get(event.stream);
         // Its connection is ending: connEnd says why, for every stream still waiting.
         if (event.cause === 'conn-closed') return;
@@ -322,7 +375,7 @@ export class HbonePool {
     this.#emit({ type: 'connection-closed', key: connection.key, target: connection.target, reason });
   }
 
-  #streamFailed(key: string, error: HboneError): HboneResult<Duplex> {
+  #streamFailed(key: string, error: HboneError): HboneResult<never> {
     this.#emit({ type: 'stream-failed', key, error });
     return { ok: false, error };
   }
@@ -341,4 +394,15 @@ export function poolKey(request: HboneOpenRequest): string {
   const destinations = [...new Set(request.expectedIdentities)].sort().join(',');
   const target = formatAuthority({ ip: request.destination.ip, port: request.destination.port ?? HBONE_PORT });
   return `${request.source.identity}|${destinations}|${target}|${request.source.ip}`;
+}
+
+/** A carried stream's end as relay() reports one: bytes from the client (read from its fd) and back. */
+function relayResultOf(event: Extract<EngineEvent, { type: 'streamEnd' }>): RelayResult {
+  const clean = event.cause === 'done';
+  const side = event.cause === 'fd-error' ? 'downstream' : 'upstream';
+  return {
+    bytesSent: event.bytesOut,
+    bytesReceived: event.bytesIn,
+    ...(clean ? {} : { error: { side, message: `${event.cause}${event.code ? ` (code ${event.code})` : ''}` } }),
+  };
 }
