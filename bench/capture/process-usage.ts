@@ -3,7 +3,7 @@
 // its peak during, and after the work.
 
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { ProcessKey } from './plan.js';
 
 export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -85,7 +85,8 @@ export async function measured<T>(pids: Pids, work: () => Promise<T>): Promise<{
   const before = new Map(entries(pids).map(([key, pid]) => [key, sample(pid)]));
   const peak = new Map(entries(pids).map(([key]) => [key, before.get(key)!.rssKiB]));
   const sampler = setInterval(() => {
-    for (const [key, pid] of entries(pids)) peak.set(key, Math.max(peak.get(key)!, rssOf(pid)));
+    // A process that died mid-run is reported after it (sample() throws there, inside the caller's cleanup), not from a timer.
+    for (const [key, pid] of entries(pids)) if (existsSync(`/proc/${pid}/status`)) peak.set(key, Math.max(peak.get(key)!, rssOf(pid)));
   }, RSS_SAMPLE_MS);
   const hostBefore = hostCpu();
   const t0 = performance.now();

@@ -51,9 +51,13 @@ function server(ip: string, port: number, dir: string): void {
       return;
     }
     const upstream = dial({ host, port: Number(p), noDelay: true }, () => {
+      // The client may have reset the stream while we dialled (a new connection per request ends fast).
+      if (stream.destroyed || stream.closed) return void upstream.destroy();
       stream.respond({ ':status': 200 });
       pipeBoth(stream, upstream);
     });
+    // A reset before the answer is an 'error' on the stream: unhandled, it would end the process.
+    stream.once('error', () => upstream.destroy());
     upstream.once('error', () => stream.close(constants.NGHTTP2_CONNECT_ERROR));
   });
   s.listen(port, ip, () => process.stderr.write('ready\n'));
