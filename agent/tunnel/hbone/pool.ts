@@ -5,20 +5,20 @@
 
 import { type Socket, connect as connectTcp } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { socketFd } from '../../redirect/bpf-binding.js';
+import type { SpiffeId } from '../../state/model.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { TlsContext } from '../engine/engine.js';
 import type { ConnEndCause, ConnId, EngineEvent, StreamId } from '../engine/events.js';
+import type { EngineResult } from '../engine/native.js';
+import type { RelayResult } from '../relay.js';
 import { type HboneAuthority, formatAuthority, outboundConnectHeaders } from './connect-headers.js';
+import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 import { HboneError, type HboneErrorReason, type HboneResult, fail, messageOf, ok } from './errors.js';
 import type { HbonePoolEvent } from './events.js';
-import type { SpiffeId } from '../../state/model.js';
 import type { SocketAddress } from './server.js';
 import { HBONE_PORT, type HboneTuning } from './settings.js';
 import { type CertificateSource, IdentityTlsCache } from './tls-contexts.js';
-import { socketFd } from '../../redirect/bpf-binding.js';
-import type { EngineResult } from '../engine/native.js';
-import type { RelayResult } from '../relay.js';
-import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 
 /**
  * Opens the TCP socket. The default binds to `localAddress` when given; the eBPF redirect code replaces
