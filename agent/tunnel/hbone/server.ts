@@ -8,19 +8,19 @@ import type { Duplex } from 'node:stream';
 import { checkTrustDomain, verifyPeerChain } from '../../identity/peer-verification.js';
 import { trustDomainOf } from '../../identity/spiffe.js';
 import type { WorkloadCertificate } from '../../identity/workload-certificate.js';
+import { socketFd } from '../../redirect/bpf-binding.js';
 import type { SpiffeId } from '../../state/model.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { TlsContext } from '../engine/engine.js';
-import type { EngineResult } from '../engine/native.js';
 import type { ConnId, EngineEvent, StreamEndCause, StreamId } from '../engine/events.js';
+import type { EngineResult } from '../engine/native.js';
+import { relay } from '../relay.js';
 import { type ConnectRequestHeaders, type HboneAuthority, canonicalIp, readConnectRequest } from './connect-headers.js';
+import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 import { messageOf } from './errors.js';
 import type { HboneServerEvent } from './events.js';
 import { HBONE_PORT, type HboneTuning } from './settings.js';
 import { type CertificateSource, IdentityTlsCache } from './tls-contexts.js';
-import { relay } from '../relay.js';
-import { socketFd } from '../../redirect/bpf-binding.js';
-import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 
 export interface SocketAddress {
   readonly ip: string;
