@@ -32,17 +32,14 @@ function checkTranslated<T>(result: Translated<T>, what: string): T | undefined 
 
 /** What is accepted is what the data path can use: addresses, ports and CIDRs within their ranges. */
 function checkWellFormed(value: XdsAddress | XdsAuthorization): void {
-  const cidrs: string[] = [];
-  const walk = (v: unknown): void => {
-    if (typeof v === 'string' && /^[0-9a-f.:]+\/\d+$/i.test(v)) cidrs.push(v);
-    else if (Array.isArray(v)) v.forEach(walk);
-    else if (v instanceof Map) [...v.values()].forEach(walk);
-    else if (typeof v === 'object' && v !== null) Object.values(v).forEach(walk);
-  };
-  walk(value);
+  // Only the fields that hold CIDRs: names and keys may look like one ("0/0" is namespace 0, name 0).
+  const cidrs = 'kind' in value ? [] : value.policy.spec.rules.flatMap((rule) => [
+    ...rule.from.flatMap((f) => [...f.ipBlocks, ...f.notIpBlocks, ...f.remoteIpBlocks, ...f.notRemoteIpBlocks]),
+    ...rule.when.filter((c) => /(^|\.)ip$/.test(c.key)).flatMap((c) => [...c.values, ...c.notValues]),
+  ]);
   for (const c of cidrs) {
-    const [ip, length] = c.split('/') as [string, string];
-    assert.ok(isIP(ip) !== 0 && Number(length) <= (isIP(ip) === 4 ? 32 : 128), `accepted CIDR ${c}`);
+    const [ip = '', length = ''] = c.split('/');
+    assert.ok(isIP(ip) !== 0 && /^\d+$/.test(length) && Number(length) <= (isIP(ip) === 4 ? 32 : 128), `accepted CIDR ${c}`);
   }
   if (!('kind' in value)) return;
   const inRange = (port: number, min: number): boolean => Number.isInteger(port) && port >= min && port <= 65535;
