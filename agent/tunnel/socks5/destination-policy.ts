@@ -49,28 +49,7 @@ export function judgeDestination(ip: string, port: number, rules: DestinationRul
 }
 
 /**
- * `::ffff:a.b.c.d` (however written) as the IPv4 address it carries; other addresses unchanged. The
- * agent dials IPv4 sockets, and a mapped address must be judged and dialled as what it reaches.
+ * `::ffff:a.b.c.d` (however written) as the IPv4 address it carries: the agent dials IPv4 sockets, and a
+ * mapped address must be judged and dialled as what it reaches. The one reading the policy code uses too.
  */
-export function unmapIpv4(ip: string): string {
-  if (isIP(ip) !== 6) return ip;
-  const words = expandIpv6(ip);
-  if (!words || words.slice(0, 5).some((w) => w !== 0) || words[5] !== 0xffff) return ip;
-  return [words[6]! >> 8, words[6]! & 0xff, words[7]! >> 8, words[7]! & 0xff].join('.');
-}
-
-/** The eight 16-bit words of a valid IPv6 address (with `::` and a dotted IPv4 tail expanded). */
-function expandIpv6(ip: string): number[] | undefined {
-  let text = ip.toLowerCase();
-  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (dotted) {
-    const bytes = dotted[1]!.split('.').map(Number);
-    text = `${text.slice(0, dotted.index)}${((bytes[0]! << 8) | bytes[1]!).toString(16)}:${((bytes[2]! << 8) | bytes[3]!).toString(16)}`;
-  }
-  const [head, tail] = text.split('::') as [string, string | undefined];
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const zeros = tail === undefined ? 0 : 8 - left.length - right.length;
-  const words = [...left, ...Array<string>(zeros).fill('0'), ...right].map((w) => parseInt(w, 16));
-  return words.length === 8 && words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffff) ? words : undefined;
-}
+export { unmapIpv4 } from '../../system/ip-block.js';
