@@ -3,17 +3,17 @@
 // Istio clients send no SNI), judges the client's verified chain, and hands every CONNECT to the same
 // handler the agent always used, answering with the pod's socket (whose bytes the engine then moves).
 
-import { type AddressInfo, type Server as NetServer, Socket, createServer as createNetServer } from 'node:net';
+import { type AddressInfo, type Server as NetServer, type Socket, createServer as createNetServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { checkTrustDomain, verifyPeerChain } from '../../identity/peer-verification.js';
 import { trustDomainOf } from '../../identity/spiffe.js';
 import type { WorkloadCertificate } from '../../identity/workload-certificate.js';
-import { socketFd } from '../../redirect/bpf-binding.js';
 import type { SpiffeId } from '../../state/model.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { TlsContext } from '../engine/engine.js';
 import type { ConnId, EngineEvent, StreamEndCause, StreamId } from '../engine/events.js';
 import type { EngineResult } from '../engine/native.js';
+import { handOverFd } from '../kernel-relay.js';
 import { relay } from '../relay.js';
 import { type ConnectRequestHeaders, type HboneAuthority, canonicalIp, readConnectRequest } from './connect-headers.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
@@ -241,8 +241,9 @@ export class HboneServer {
     entry.upstream = upstream;
     entry.started = Date.now();
     // The pod's TCP socket, or the L7 proxy's end of its socket pair: either goes to the engine as it is.
-    const direct = upstream instanceof Socket && !upstream.destroyed && !upstream.connecting && upstream.readableLength === 0 && socketFd(upstream) !== undefined;
-    const answered = direct ? handOverSocket(upstream, (fd) => engine.answer(conn, stream, { status: 200, fd })) : this.#answerThroughPair(conn, stream, upstream);
+    const direct = handOverFd(upstream) !== undefined;
+    // handOverFd found a plain socket with nothing read ahead or left to write.
+    const answered = direct ? handOverSocket(upstream as Socket, (fd) => engine.answer(conn, stream, { status: 200, fd })) : this.#answerThroughPair(conn, stream, upstream);
     if (!answered?.ok) {
       upstream.destroy();
       return void engine.resetStream(conn, stream);
