@@ -6,14 +6,14 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_wrappers } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file envoy/config/core/v3/base.proto.
  */
 export const file_envoy_config_core_v3_base: GenFile = /*@__PURE__*/
-  fileDesc("Ch9lbnZveS9jb25maWcvY29yZS92My9iYXNlLnByb3RvEhRlbnZveS5jb25maWcuY29yZS52MyJOCgROb2RlEgoKAmlkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSKQoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0YgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("Ch9lbnZveS9jb25maWcvY29yZS92My9iYXNlLnByb3RvEhRlbnZveS5jb25maWcuY29yZS52MyJOCgROb2RlEgoKAmlkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSKQoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IjwKC0hlYWRlclZhbHVlEgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCRIRCglyYXdfdmFsdWUYAyABKAwiiQEKEUhlYWRlclZhbHVlT3B0aW9uEjEKBmhlYWRlchgBIAEoCzIhLmVudm95LmNvbmZpZy5jb3JlLnYzLkhlYWRlclZhbHVlEioKBmFwcGVuZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5Cb29sVmFsdWUSFQoNYXBwZW5kX2FjdGlvbhgDIAEoBWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_wrappers]);
 
 /**
  * @generated from message envoy.config.core.v3.Node
@@ -45,4 +45,62 @@ export type Node = Message<"envoy.config.core.v3.Node"> & {
  */
 export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
   messageDesc(file_envoy_config_core_v3_base, 0);
+
+/**
+ * One header, as ext_authz answers carry the headers to set.
+ *
+ * @generated from message envoy.config.core.v3.HeaderValue
+ */
+export type HeaderValue = Message<"envoy.config.core.v3.HeaderValue"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: string value = 2;
+   */
+  value: string;
+
+  /**
+   * @generated from field: bytes raw_value = 3;
+   */
+  rawValue: Uint8Array;
+};
+
+/**
+ * Describes the message envoy.config.core.v3.HeaderValue.
+ * Use `create(HeaderValueSchema)` to create a new message.
+ */
+export const HeaderValueSchema: GenMessage<HeaderValue> = /*@__PURE__*/
+  messageDesc(file_envoy_config_core_v3_base, 1);
+
+/**
+ * @generated from message envoy.config.core.v3.HeaderValueOption
+ */
+export type HeaderValueOption = Message<"envoy.config.core.v3.HeaderValueOption"> & {
+  /**
+   * @generated from field: envoy.config.core.v3.HeaderValue header = 1;
+   */
+  header?: HeaderValue | undefined;
+
+  /**
+   * Absent or false: the header replaces one of the same name; true: it is added beside it.
+   *
+   * @generated from field: google.protobuf.BoolValue append = 2;
+   */
+  append?: boolean | undefined;
+
+  /**
+   * @generated from field: int32 append_action = 3;
+   */
+  appendAction: number;
+};
+
+/**
+ * Describes the message envoy.config.core.v3.HeaderValueOption.
+ * Use `create(HeaderValueOptionSchema)` to create a new message.
+ */
+export const HeaderValueOptionSchema: GenMessage<HeaderValueOption> = /*@__PURE__*/
+  messageDesc(file_envoy_config_core_v3_base, 2);
 
