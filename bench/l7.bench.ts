@@ -5,7 +5,7 @@
 // interleaved rounds, with the proxies' CPU and RSS. Prints added latency vs direct and each target
 // (Ambit's L7 path against the Node floor, HAProxy beside it; l7/targets.ts) with pass or miss, and writes bench/results/l7-latest.json (and a timestamped copy). See bench/README.md.
 //
-// Reuses the capture bench's lab handling (capture/lab.ts, on its own lab `tbench-l7`), its HAProxy
+// Reuses the capture bench's lab handling (capture/lab.ts, on its own lab `l7bench`), its HAProxy
 // tunnel (capture/haproxy.ts in `mode http`), its baseline tunnels' certificates and processes
 // (capture/baseline-tunnel.ts), /proc accounting and statistics.
 
@@ -21,7 +21,8 @@ import { formatChecks } from './lib/checks.js';
 import { saveResults } from './lib/results.js';
 import { l7Checks, L7_TARGETS, type L7Mode as Mode, type L7Row as Row } from './l7/targets.js';
 
-const LAB = 'tbench-l7';
+// Not `tbench-l7`: a lab's namespaces are its name's prefix, and the capture bench's `tbench` swept them.
+const LAB = 'l7bench';
 const YAML = join(ROOT, 'bench/l7-mesh.yaml');
 const HTTP_LOAD = join(ROOT, 'bench/lib/http-load.ts');
 const NODE_HTTP_PROXY = join(ROOT, 'bench/l7/node-http-proxy.ts');
