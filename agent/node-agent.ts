@@ -3,7 +3,7 @@
 // listeners, and the admin, readiness and metrics servers. `ambit run` builds one from its flags;
 // tests build one in-process.
 
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { type Server, Socket, createServer } from 'node:net';
 import { join } from 'node:path';
 import { AdminServer } from './admin/admin-server.js';
@@ -20,6 +20,7 @@ import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js'
 import { installReplySteering } from './redirect/reply-steering.js';
 import { type PodCgroupResolver, kubepodsResolver, podCgroupFromTemplate } from './redirect/pod-cgroups.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
+import { AgentHandover, type HandoverMode } from './lifecycle/handover.js';
 import { type SourceChoice, createMeshSource, describeSource } from './sources/source.js';
 import type { MeshSnapshot, Workload } from './state/model.js';
 import { WorkloadStore } from './state/store.js';
@@ -110,7 +111,12 @@ export interface NodeAgentConfig {
   readonly otlpMetrics?: OtlpMetricsConfig;
   /** The L7 proxies' HTTP timeouts and path normalization (`--http-*-timeout`, `--path-normalization`); default: theirs. */
   readonly http?: { readonly limits: HttpServerLimits; readonly pathNormalization: PathNormalization };
+  /** When a running agent of this node is found: retire it once this one is ready (default), or wait for its orchestrator to. */
+  readonly handover?: HandoverMode;
 }
+
+/** How long a stopping agent keeps accepting for a successor that is starting beside it. */
+const SUCCESSOR_WAIT_MS = 30_000;
 
 type Closable = { close(): Promise<void> | void };
 
@@ -134,6 +140,7 @@ export class NodeAgent {
   #dataPath: DataPath | undefined;
   #certificates: WorkloadCertificateManager | undefined;
   #ready = false;
+  #handover: AgentHandover | undefined;
 
   constructor(
     private readonly config: NodeAgentConfig,
@@ -146,6 +153,10 @@ export class NodeAgent {
   /** Starts everything; resolves once the agent is ready, rejects with an actionable message. */
   async start(): Promise<void> {
     const { config, log, store } = this;
+    // First, before any port: a live agent of this node means an upgrade, which every listener
+    // (SO_REUSEPORT) and the pinned maps and links (adopted) allow; its leftovers after a crash do not.
+    const scope = config.capture.mode === 'ebpf' ? config.capture.scope : config.node;
+    this.#handover = await AgentHandover.begin(config.identity.stateDir, config.node, scope, AMBIT_VERSION, log);
     const readiness = new ReadinessServer(() => (this.#ready ? EbpfCapture.problemOf(config.capture) : store.current ? 'capture not set up yet' : 'configuration not loaded yet'));
     await this.#serve('readiness', readiness, config.readiness);
     const admin = new AdminServer({
@@ -172,6 +183,8 @@ export class NodeAgent {
     await source.watch();
     this.#ready = true;
     log.info({ source: describeSource(config.source), capture: config.capture.mode }, 'agent ready; watching the configuration for changes');
+    await this.#handover.serving();
+    if ((config.handover ?? 'retire') === 'retire') this.#handover.retirePredecessor();
   }
 
   /** The certificates this agent holds, for the admin server. */
@@ -191,8 +204,11 @@ export class NodeAgent {
    * (nothing listens on 15001/15006/15008), never sent around the mesh.
    */
   async stop(drainMs = this.config.drainMs): Promise<void> {
-    this.#ready = false;
     const dataPath = this.#dataPath;
+    // An orchestrator may stop this agent before the one replacing it listens: keep accepting until it does.
+    if (dataPath) await this.#handover?.untilSuccessorServes(SUCCESSOR_WAIT_MS);
+    this.#handover?.close();
+    this.#ready = false;
     if (dataPath) {
       const stopped = dataPath.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
       await dataPath.socks?.close();
@@ -220,6 +236,7 @@ export class NodeAgent {
     const started = await EbpfCapture.start({ scope: capture.scope, node: config.node, nodeIp, uplinks, podCgroup, log });
     if (!started.ok) throw new Error(`eBPF capture: ${started.error.message}`);
     const ebpf = started.value;
+    await migrateAcceptQueues(log);
     // Upstreams leave from pods' addresses; replies tc cannot see come back through conntrack.
     const replies = await installReplySteering(log);
     if (!replies.ok) throw new Error(replies.error.message);
@@ -364,7 +381,9 @@ export class NodeAgent {
   #listenNet(name: string, server: Server, options: { host: string; port: number } | { fd: number }): Promise<void> {
     return new Promise((resolve, reject) => {
       server.once('error', (err) => reject(new Error(`cannot start the ${name} listener: ${err.message}`)));
-      server.listen(options, () => {
+      // SO_REUSEPORT: during an upgrade the old and the new agent listen on the same port (the
+      // transparent fds have it from the native binding).
+      server.listen('fd' in options ? options : { ...options, reusePort: true }, () => {
         this.log.info({ listener: name, address: server.address() }, `${name} listener ready`);
         resolve();
       });
@@ -382,6 +401,18 @@ const transparentDialer: TcpDialer = (target, localAddress) => {
   process.nextTick(() => failed.destroy(new Error(dialed.error.message)));
   return failed;
 };
+
+/**
+ * net.ipv4.tcp_migrate_req (per network namespace): when an agent closes a listener of a SO_REUSEPORT
+ * group, the connections in its accept queue, and those still in the handshake, move to another
+ * listener of the group instead of being reset. That is what makes an upgrade lose nothing.
+ */
+async function migrateAcceptQueues(log: Logger): Promise<void> {
+  const path = '/proc/sys/net/ipv4/tcp_migrate_req';
+  await writeFile(path, '1').catch((err: Error) => {
+    log.warn({ err: err.message }, `cannot turn on ${path} (${err.message}): an upgrade will reset connections still in the old agent's accept queue; set it to 1 in this network namespace`);
+  });
+}
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
 

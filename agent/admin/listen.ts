@@ -7,7 +7,8 @@ import type { AddressInfo } from 'node:net';
 export function listenHttp(server: Server, host: string, port: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    // SO_REUSEPORT: an upgrading agent binds beside the one it replaces (agent/lifecycle/handover.ts).
+    server.listen({ port, host, reusePort: true }, () => {
       server.off('error', reject);
       resolve(server.address() as AddressInfo);
     });

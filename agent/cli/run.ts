@@ -1,6 +1,7 @@
 // `ambit run`: one node agent, configured from flags; see agent/node-agent.ts for what it runs.
 
 import { parseArgs } from 'node:util';
+import { HANDOVER_SIGNAL } from '../lifecycle/handover.js';
 import { type CaptureConfig, NodeAgent, type NodeAgentConfig } from '../node-agent.js';
 import { DEFAULT_ISTIOD_ADDRESS, DEFAULT_ROOT_CERT_FILE, DEFAULT_TOKEN_FILE, type IstiodConnectionOptions } from '../identity/istiod-channel.js';
 import { KUBEPODS } from '../redirect/pod-cgroups.js';
@@ -72,6 +73,11 @@ Options:
                                root-cert.pem, cert-chain.pem (every node must share one CA)
   --cert-ttl <duration>        workload certificate lifetime, renewed at half life (default: 24h)
   --drain-timeout <duration>   on SIGTERM, how long open connections may finish (default: 5s)
+  --handover retire|wait       when another agent of this node and scope runs (an upgrade): both
+                               listen (SO_REUSEPORT) and this one adopts the pinned maps and links;
+                               once ready it asks the old one to stop accepting and drain (retire,
+                               the default), or leaves that to the orchestrator (wait: a DaemonSet
+                               with maxSurge, which stops the old pod once the new one is ready)
   --tcp-idle-timeout <duration>
                                a relayed TCP connection (L4, or a tunnel's stream) in which no byte
                                moved either way for this long is closed on both sides; 0: never, as
@@ -113,6 +119,7 @@ export function parseRunArgs(
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string', default: '24h' },
       'drain-timeout': { type: 'string', default: '5s' },
+      handover: { type: 'string', default: 'retire' },
       'tcp-idle-timeout': { type: 'string' },
       'readiness-address': { type: 'string', default: '0.0.0.0:15021' },
       'admin-address': { type: 'string', default: '127.0.0.1:15000' },
@@ -209,6 +216,7 @@ export function parseRunArgs(
         ...(ca === 'istiod' ? { istiodCa: { ...istiod, ...(caAddress !== undefined ? { address: caAddress } : {}) } } : {}),
       },
       drainMs: parseDuration('--drain-timeout', values['drain-timeout']),
+      handover: parseChoice('--handover', values.handover, ['retire', 'wait']),
       ...(tracing.tracing ? { tracing: tracing.tracing } : {}),
       ...(otlp.otlpMetrics ? { otlpMetrics: otlp.otlpMetrics } : {}),
       http: { limits: l7.limits, pathNormalization: l7.pathNormalization },
@@ -225,6 +233,8 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
   const stopped = new Promise<string>((resolve) => (quit = resolve));
   process.once('SIGTERM', () => quit('SIGTERM'));
   process.once('SIGINT', () => quit('SIGINT'));
+  // A newer agent of this node serves beside us now (agent/lifecycle/handover.ts): stop accepting and drain.
+  process.once(HANDOVER_SIGNAL, () => quit('a newer agent took over'));
   const agent = new NodeAgent(config, log, quit);
   try {
     await agent.start();
