@@ -1,6 +1,6 @@
 // The two clocks of a forwarded request, as Envoy's router keeps them: the per-try timeout, armed with
 // each attempt, and the route timeout, armed once the downstream request is complete and running until
-// the response is (the caller cancels it then).
+// the response is (the caller cancels it then); and the waits that end early when the client goes away.
 
 import type { DownstreamRequest } from './downstream.js';
 
@@ -41,3 +41,25 @@ export function routeDeadline(ms: number | undefined, d: DownstreamRequest): Dea
   };
 }
 
+
+/** Resolves 'gone' once the client has gone away. */
+export function aborted(signal: AbortSignal): Promise<'gone'> {
+  if (signal.aborted) return Promise.resolve('gone');
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve('gone'), { once: true }));
+}
+
+/** Resolves true after `ms`, or false as soon as the client goes away. */
+export function sleep(ms: number, gone: AbortSignal): Promise<boolean> {
+  if (gone.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      gone.removeEventListener('abort', onGone);
+      resolve(true);
+    }, ms);
+    const onGone = (): void => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    gone.addEventListener('abort', onGone, { once: true });
+  });
+}
