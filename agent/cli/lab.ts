@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
 import { LabError, type LabSettings, flagFor, labDown, labExec, labLayout, labLogFiles, labStatus, labUp, listLabs, readLabState } from '../lab/lab.js';
 import { superviseLab } from '../lab/supervisor.js';
+import { upgradeLabAgent } from '../lab/upgrade.js';
 import { createLogger, isLogLevel } from '../telemetry/log.js';
 import { serveLabApiServer } from '../lab/control-plane.js';
 import { resolve } from 'node:path';
@@ -30,6 +31,10 @@ Commands:
                                  list/watch API and following its edits (agents run with
                                  --source kubernetes --kubeconfig) and \`ambit ca\` beside it,
                                  from which the agents get their certificates (as in a cluster)
+  upgrade node/<name> [--timeout <seconds>]
+                                 start a new agent for the node (from the current build) beside
+                                 the running one, which it retires once ready; waits until the
+                                 old one has drained and exited (default 120 s)
   down [--all]                   remove everything the lab made (idempotent; --all: every lab)
   status                         nodes, pods, containers, readiness and restarts
   exec <namespace>/<pod> -- <command…>   run a command in a pod (as kubectl exec)
@@ -110,6 +115,18 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
       case 'status':
         labStatus(layout, out);
         return 0;
+      case 'upgrade': {
+        const node = /^node\/(.+)$/.exec(positionals[0] ?? '')?.[1];
+        if (!node) throw new UsageError('usage: ambit lab upgrade node/<name>');
+        const timeout = Number(values.timeout);
+        if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds`);
+        const supervisor = readLabState(layout)?.supervisorPid;
+        if (supervisor === undefined) throw new LabError(`lab "${layout.name}" is not up; start it with \`ambit lab up\``);
+        const upgraded = await upgradeLabAgent(layout, supervisor, node, timeout * 1000);
+        if (!upgraded.ok) throw new LabError(upgraded.message);
+        out(`node/${node}: agent pid ${upgraded.newPid} took over from pid ${upgraded.oldPid} in ${upgraded.ms} ms`);
+        return 0;
+      }
       case 'exec': {
         const target = positionals[0];
         if (!target || dashdash < 0) throw new UsageError('usage: ambit lab exec <namespace>/<pod> -- <command…>');

@@ -41,6 +41,8 @@ export interface ProcessStatus {
   readonly probed: boolean;
   readonly ready: boolean;
   readonly restarts: number;
+  /** During an upgrade (`ambit lab upgrade`): the previous process, draining beside the new one until it exits. */
+  readonly retiringPid?: number;
   readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly at: string };
 }
 
@@ -91,6 +93,8 @@ export function probeFromNode(nodeNetns: string, ip: string, probe: LabProbe): (
 
 class SupervisedProcess {
   #child: ChildProcess | undefined;
+  /** Processes an upgrade replaced, until they exit: never restarted, stopped with the rest. */
+  readonly #retiring = new Set<ChildProcess>();
   #status: ProcessStatus;
   #backoffMs = BACKOFF_START_MS;
   #restartTimer: NodeJS.Timeout | undefined;
@@ -123,6 +127,11 @@ class SupervisedProcess {
     this.#set({ pid: child.pid, state: 'running', started: true, ready: this.spec.probe === undefined });
     child.once('error', (err) => this.#appendNote(`could not start: ${err.message}`));
     child.once('exit', (code, signal) => {
+      if (this.#retiring.delete(child)) {
+        this.#appendNote(`previous process (pid ${child.pid}) exited after the upgrade (code ${code ?? '-'}, signal ${signal ?? '-'})`);
+        this.#set({ retiringPid: undefined });
+        return;
+      }
       this.#child = undefined;
       clearTimeout(this.#probeTimer);
       const lastExit = { code, signal, at: new Date().toISOString() };
@@ -139,13 +148,35 @@ class SupervisedProcess {
     if (this.spec.probe) this.#scheduleProbe(child, 200);
   }
 
+  /**
+   * Starts a new process beside the running one, which stays until it exits by itself: an `ambit
+   * run` retires the agent it replaces once it is ready (agent/lifecycle/handover.ts).
+   */
+  upgrade(): void {
+    const old = this.#child;
+    if (old && old.exitCode === null && old.signalCode === null) {
+      this.#retiring.add(old);
+      this.#set({ retiringPid: old.pid });
+      this.#appendNote(`upgrading: starting a new process beside pid ${old.pid}`);
+    }
+    clearTimeout(this.#restartTimer);
+    clearTimeout(this.#probeTimer);
+    this.start();
+  }
+
   /** SIGTERM, then SIGKILL after the grace period, as a kubelet stops a container. */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     clearTimeout(this.#restartTimer);
     clearTimeout(this.#probeTimer);
+    await Promise.all([...this.#retiring].map((old) => this.#terminate(old, graceMs)));
     const child = this.#child;
     if (!child) return;
+    await this.#terminate(child, graceMs);
+  }
+
+  async #terminate(child: ChildProcess, graceMs: number): Promise<void> {
+    if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
@@ -187,6 +218,13 @@ export class Kubelet {
   #dirty = false;
 
   constructor(private readonly statusFile: string) {}
+
+  /** Replaces a running process by a new one started beside it (the lab's agent upgrade); false: no such process. */
+  upgrade(id: string): boolean {
+    const supervised = this.#processes.find((p) => p.status.id === id);
+    supervised?.upgrade();
+    return supervised !== undefined;
+  }
 
   run(spec: ProcessSpec): void {
     const supervised = new SupervisedProcess(spec, () => this.#statusChanged());

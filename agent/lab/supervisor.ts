@@ -16,6 +16,7 @@ import { LAB_API_SERVER, type LabLayout } from './layout.js';
 import { LabNetwork } from './network.js';
 import { podSandboxReady } from './pod-sandbox.js';
 import type { LabPlan } from './plan.js';
+import { serveUpgradeRequests } from './upgrade.js';
 
 export type LabSource = 'local' | 'kubernetes';
 
@@ -42,6 +43,8 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
   const log = createLogger('info', { lab: layout.name, component: 'supervisor' });
   const kubelet = new Kubelet(layout.statusFile);
   const network = new LabNetwork(layout);
+  // `ambit lab upgrade node/<name>`: a new agent beside the running one (agent/lab/upgrade.ts).
+  serveUpgradeRequests(layout, kubelet, log);
 
   // `lab up` applied the Services before starting us; from here on they follow the YAML.
   const store = new WorkloadStore();
