@@ -61,10 +61,14 @@ export interface AuthorizationRule {
 
 export type AuthorizationAction = 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM';
 
-/** A Gateway API style reference; policies attached this way apply to waypoints and gateways, not to Ambit. */
+/**
+ * A Gateway API style reference. Where Istio binds such a policy to the waypoint of a Service (or of every
+ * Service that uses a Gateway of class istio-waypoint), Ambit applies it in the destination's agent to
+ * requests for that Service (agent/policy/policy-targets.ts).
+ */
 export interface PolicyTargetReference {
   readonly group: string;
-  readonly kind: string;
+  readonly kind: 'Service' | 'ServiceEntry' | 'Gateway';
   readonly name: string;
 }
 
@@ -98,17 +102,14 @@ export function parseAuthorizationPolicy(root: MapReader, base: ObjectBase<'Auth
   // An empty spec is valid: an ALLOW policy with no rules, denying everything in the namespace.
   const spec = root.map('spec');
   const selector = spec && readWorkloadSelector(spec, 'selector');
-  const targetRef = spec?.map('targetRef');
-  const targetRefs = [...(spec?.maps('targetRefs') ?? []), ...(targetRef ? [targetRef] : [])].flatMap((r) => parseTargetRef(r) ?? []);
+  const targetRefs = spec ? readTargetRefs(spec) : [];
   if (spec && selector && targetRefs.length > 0) root.ctx.error(spec.line, spec.path, 'expected only one of selector and targetRefs, got both');
-  if (spec && targetRefs.length > 0) root.ctx.warn(spec.line, `${spec.path}.targetRefs`, 'policies attached to waypoints or gateways are not enforced by Ambit');
 
   const action = spec?.enum('action', ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM']) ?? 'ALLOW';
   const providerField = spec?.get('provider');
   const provider = providerField?.map()?.require('name')?.nonEmptyString();
   if (action === 'CUSTOM') {
     if (!providerField) root.ctx.error(spec?.line ?? root.line, 'spec.provider', 'required field is missing (a CUSTOM policy names its provider)');
-    else providerField.warn('CUSTOM (external authorization) policies are not enforced by Ambit');
   } else if (providerField) {
     providerField.fail(`provider is only for the CUSTOM action, got action ${action}`);
   }
@@ -123,12 +124,32 @@ export function parseAuthorizationPolicy(root: MapReader, base: ObjectBase<'Auth
   };
 }
 
+/** The kinds a policy attaches to in ambient, by group: Ambit applies each in its agents (no waypoint hop). */
+const TARGET_KINDS: readonly { readonly group: string; readonly kind: PolicyTargetReference['kind'] }[] = [
+  { group: '', kind: 'Service' },
+  { group: 'networking.istio.io', kind: 'ServiceEntry' },
+  { group: 'gateway.networking.k8s.io', kind: 'Gateway' },
+];
+
+/** `targetRefs` and the older single `targetRef`, as AuthorizationPolicy and RequestAuthentication write them. */
+export function readTargetRefs(spec: MapReader): PolicyTargetReference[] {
+  const targetRef = spec.map('targetRef');
+  return [...spec.maps('targetRefs'), ...(targetRef ? [targetRef] : [])].flatMap((r) => parseTargetRef(r) ?? []);
+}
+
 function parseTargetRef(m: MapReader): PolicyTargetReference | undefined {
   const group = m.string('group') ?? '';
-  const kind = m.require('kind')?.nonEmptyString();
+  const kindField = m.require('kind');
+  const kind = kindField?.nonEmptyString();
   const name = m.require('name')?.nonEmptyString();
   if (m.has('namespace')) m.get('namespace')?.fail('cross-namespace targetRefs are not supported (Istio neither)');
-  return kind !== undefined && name !== undefined ? { group, kind, name } : undefined;
+  if (kind === undefined || name === undefined) return undefined;
+  const known = TARGET_KINDS.find((t) => t.kind === kind && t.group === group);
+  if (!known) {
+    const expected = TARGET_KINDS.map((t) => `${t.kind} (group ${JSON.stringify(t.group)})`).join(', ');
+    return kindField?.fail(`expected a target of kind ${expected}, got ${kind} in group ${JSON.stringify(group)}`);
+  }
+  return { group, kind: known.kind, name };
 }
 
 function parseRule(field: Field): AuthorizationRule | undefined {

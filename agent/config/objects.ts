@@ -3,10 +3,19 @@
 import type { ObjectRef } from './diagnostics.js';
 import type { DestinationRuleObject, VirtualServiceObject } from './istio-networking.js';
 import type { AuthorizationPolicyObject, PeerAuthenticationObject } from './istio-security.js';
+import type { ConfigMapObject } from './mesh-config.js';
+import type { RequestAuthenticationObject } from './parse-request-authentication.js';
 import type { KubernetesObject } from './kubernetes.js';
 import type { RateLimitObject } from './rate-limit.js';
 
-export type IstioObject = VirtualServiceObject | DestinationRuleObject | AuthorizationPolicyObject | PeerAuthenticationObject;
+export type IstioObject =
+  | VirtualServiceObject
+  | DestinationRuleObject
+  | AuthorizationPolicyObject
+  | PeerAuthenticationObject
+  | RequestAuthenticationObject
+  // Istio's mesh ConfigMap (istio-system/istio), read for MeshConfig.
+  | ConfigMapObject;
 
 /** Ambit's own resources (ambit.dev), read from the same YAML. */
 export type AmbitObject = RateLimitObject;

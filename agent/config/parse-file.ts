@@ -10,8 +10,10 @@ import { NETWORKING_VERSIONS, SECURITY_VERSIONS } from './istio-common.js';
 import { parseAuthorizationPolicy, parsePeerAuthentication } from './istio-security.js';
 import type { ObjectBase, SourceLocation } from './kubernetes.js';
 import type { MeshKind, MeshObject } from './objects.js';
+import { parseConfigMap } from './mesh-config.js';
 import { parseDestinationRule } from './parse-destination-rule.js';
 import { parseNamespace, parseNode, parsePod, parseService, parseServiceAccount } from './parse-kubernetes.js';
+import { parseRequestAuthentication } from './parse-request-authentication.js';
 import { parseVirtualService } from './parse-virtual-service.js';
 import { RATE_LIMIT_VERSIONS, parseRateLimit } from './rate-limit.js';
 import { type MapReader, ReadContext, readRoot } from './yaml-reader.js';
@@ -53,6 +55,8 @@ const KINDS: { readonly [K in MeshKind]: KindRule<K> } = {
   DestinationRule: { apiVersions: NETWORKING_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseDestinationRule },
   AuthorizationPolicy: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseAuthorizationPolicy },
   PeerAuthentication: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parsePeerAuthentication },
+  RequestAuthentication: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseRequestAuthentication },
+  ConfigMap: { apiVersions: CORE, namespaced: true, name: 'subdomain', strict: false, parse: parseConfigMap },
   RateLimit: { apiVersions: RATE_LIMIT_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseRateLimit },
 };
 
@@ -156,11 +160,22 @@ function readObject<K extends MeshKind>(ctx: ReadContext, root: MapReader, kind:
   const annotations = metadata?.stringMap('annotations') ?? {};
   // The uid names a pod's kubepods cgroup; resourceVersion and the like mean nothing here.
   const uid = metadata?.get('uid')?.nonEmptyString();
+  const created = metadata?.get('creationTimestamp')?.scalar;
+  const creationTimestamp = typeof created === 'string' && !Number.isNaN(Date.parse(created)) ? created : undefined;
+  const generation = metadata?.get('generation')?.scalar;
   metadata?.ignoreRest();
   root.ignore('status');
 
   const source: SourceLocation = { file: ctx.file, line: root.line };
-  const base: ObjectBase<K> = { kind, apiVersion, metadata: { name: name ?? '', namespace, ...(uid !== undefined ? { uid } : {}), labels, annotations }, source };
+  const base: ObjectBase<K> = { kind, apiVersion, metadata: {
+      name: name ?? '',
+      namespace,
+      ...(uid !== undefined ? { uid } : {}),
+      ...(creationTimestamp !== undefined ? { creationTimestamp } : {}),
+      ...(typeof generation === 'number' ? { generation } : {}),
+      labels,
+      annotations,
+    }, source };
   // Parse even when metadata is wrong, so that one pass reports every problem of the object.
   const object = rule.parse(root, base);
   if (ctx.errors > 0) return ctx.object.name === '' ? undefined : { rejected: { ...ctx.object, source } };

@@ -35,7 +35,7 @@ export function policiesFor(snapshot: MeshSnapshot, workload: Workload): Authori
   return snapshot.istio.authorizationPolicies.filter((p) => {
     const ns = p.metadata.namespace;
     if (ns !== ROOT_NAMESPACE && ns !== workload.namespace) return false;
-    // targetRef policies attach to waypoints and gateways, never to a node agent's workloads.
+    // targetRefs policies attach to a Service's requests (agent/policy/policy-targets.ts), not to its pods' connections.
     if (p.spec.targetRefs.length > 0) return false;
     const selector = p.spec.selector?.matchLabels;
     return selector === undefined || matchesLabels(selector, workload.labels);
@@ -66,19 +66,41 @@ export const L4_ONLY: HttpRuleMatchers = {
   condition: (_c, mode) => mode === 'deny',
 };
 
-/** Istio's order: any matching DENY denies; then, if any ALLOW selects the workload, one must match. */
-export function evaluateAuthorization(snapshot: MeshSnapshot, attrs: ConnectionAttributes, http: HttpRuleMatchers): AuthorizationDecision {
-  const policies = policiesFor(snapshot, attrs.destination);
-  const name = (p: AuthorizationPolicyObject): string => `${p.metadata.namespace}/${p.metadata.name}`;
-  for (const policy of policies) {
-    if (policy.spec.action === 'DENY' && policy.spec.rules.some((r) => ruleMatches(r, context(attrs, 'deny', policy, http)))) {
-      return { allowed: false, reason: 'denied', policy: name(policy) };
-    }
-  }
+/**
+ * Istio's order: any matching DENY denies; then, if any ALLOW selects the workload, one must match.
+ * `policies` defaults to those selecting the workload; a request adds the ones targeting its Service.
+ */
+export function evaluateAuthorization(
+  snapshot: MeshSnapshot,
+  attrs: ConnectionAttributes,
+  http: HttpRuleMatchers,
+  policies: readonly AuthorizationPolicyObject[] = policiesFor(snapshot, attrs.destination),
+): AuthorizationDecision {
+  const denied = matchingPolicies(policies, 'DENY', attrs, http)[0];
+  if (denied) return { allowed: false, reason: 'denied', policy: policyName(denied) };
   const allows = policies.filter((p) => p.spec.action === 'ALLOW');
   if (allows.length === 0) return { allowed: true };
-  const match = allows.find((p) => p.spec.rules.some((r) => ruleMatches(r, context(attrs, 'allow', p, http))));
-  return match ? { allowed: true, policy: name(match) } : { allowed: false, reason: 'not-allowed' };
+  const match = matchingPolicies(allows, 'ALLOW', attrs, http)[0];
+  return match ? { allowed: true, policy: policyName(match) } : { allowed: false, reason: 'not-allowed' };
+}
+
+export function policyName(p: AuthorizationPolicyObject): string {
+  return `${p.metadata.namespace}/${p.metadata.name}`;
+}
+
+/**
+ * The policies of one action whose rules match. ALLOW matches strictly (what cannot be seen fails);
+ * DENY, CUSTOM and AUDIT match broadly (what cannot be seen is ignored), as each must not be escaped
+ * by hiding an attribute: a CUSTOM check or an audit record is taken whenever the rule may apply.
+ */
+export function matchingPolicies(
+  policies: readonly AuthorizationPolicyObject[],
+  action: AuthorizationPolicyObject['spec']['action'],
+  attrs: ConnectionAttributes,
+  http: HttpRuleMatchers,
+): AuthorizationPolicyObject[] {
+  const mode: Mode = action === 'ALLOW' ? 'allow' : 'deny';
+  return policies.filter((p) => p.spec.action === action && p.spec.rules.some((r) => ruleMatches(r, context(attrs, mode, p, http))));
 }
 
 /** Which action's rule is being matched: an attribute Ambit cannot see fails an ALLOW and is ignored by a DENY. */

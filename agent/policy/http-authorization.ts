@@ -12,15 +12,23 @@
 //   matched on its own, and the condition takes the strict reading for the action: an ALLOW condition
 //   holds only when every value satisfies it, a DENY condition when any value does. With one value
 //   (or none) this is exactly Istio's result; with several, sending a header twice never helps a client.
-// - request.auth.*, requestPrincipals and connection.sni need JWT or TLS inspection Ambit does not do:
-//   as ztunnel does for what it cannot see, an ALLOW rule with them never matches, a DENY rule is
-//   enforced without them. remote.ip and remoteIpBlocks are the connection's source address (Istio's
-//   default of no trusted proxies; the destination agent sees the client pod's own address).
+// - requestPrincipals, notRequestPrincipals and request.auth.* match what RequestAuthentication proved
+//   (agent/policy/request-authentication.ts): `iss/sub`, the audiences, `azp` and the claims (nested with
+//   `[a][b]`; a list claim matches when any element does). Without a token none of them is present.
+// - connection.sni needs TLS inspection Ambit does not do: as ztunnel does for what it cannot see, an
+//   ALLOW rule with it never matches, a DENY rule is enforced without it. remote.ip and remoteIpBlocks
+//   are the connection's source address (Istio's default of no trusted proxies).
+// - Besides the policies that select the workload, those whose targetRefs name the request's Service
+//   apply (agent/policy/policy-targets.ts). CUSTOM and AUDIT policies are matched here and acted on by
+//   agent/policy/request-guard.ts.
 
 import type { Condition, Operation, Source } from '../config/istio-security.js';
 import type { RequestHeaders } from '../l7/request.js';
 import { type AppProtocol, portProtocol, speaksHttp } from '../state/protocol.js';
-import type { MeshSnapshot, Workload } from '../state/model.js';
+import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
+import type { AuthorizationPolicyObject } from '../config/istio-security.js';
+import type { JwtClaims } from './jwt.js';
+import { policiesTargeting } from './policy-targets.js';
 import {
   type AuthorizationDecision,
   type ConnectionAttributes,
@@ -28,8 +36,10 @@ import {
   type Mode,
   evaluateAuthorization,
   field,
-  httpOnly,
   ipInBlock,
+  matchingPolicies,
+  policiesFor,
+  policyName,
   wildcardMatch,
 } from './authorization.js';
 
@@ -45,11 +55,42 @@ export interface HttpAuthorizationAttributes extends ConnectionAttributes {
   /** The normalized path (l7/request-target.ts), query string allowed (it is ignored). */
   readonly path: string;
   readonly headers: RequestHeaders;
+  /** The Service the request is for (l7/proxy/inbound-http.ts serviceOf), which targetRefs policies name. */
+  readonly service?: MeshService;
+  /** What a valid JWT proved; absent when the request carried none. */
+  readonly auth?: RequestAuth;
+}
+
+/** A request's authenticated JWT, as policies read it (request.auth.*). */
+export interface RequestAuth {
+  /** `iss/sub`. */
+  readonly principal: string;
+  readonly audiences: readonly string[];
+  /** The `azp` claim. */
+  readonly presenter?: string;
+  readonly claims: JwtClaims;
+}
+
+/** The policies in force for a request: those selecting the workload, then those targeting its Service. */
+export function requestPolicies(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes): AuthorizationPolicyObject[] {
+  const targeted = snapshot.istio.authorizationPolicies.filter((p) => p.spec.targetRefs.length > 0);
+  return [...policiesFor(snapshot, attrs.destination), ...policiesTargeting(snapshot, targeted, attrs.service)];
 }
 
 /** The decision for one request. DENY policies first (any match denies), then ALLOW (one must match). */
 export function authorizeRequest(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes): AuthorizationDecision {
-  return evaluateAuthorization(snapshot, attrs, requestMatchers(attrs));
+  return evaluateAuthorization(snapshot, attrs, requestMatchers(attrs), requestPolicies(snapshot, attrs));
+}
+
+/** The first CUSTOM policy whose rules match the request: its provider decides before DENY and ALLOW. */
+export function customPolicyFor(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes): { readonly policy: string; readonly provider: string } | undefined {
+  const match = matchingPolicies(requestPolicies(snapshot, attrs), 'CUSTOM', attrs, requestMatchers(attrs))[0];
+  return match ? { policy: policyName(match), provider: match.spec.provider ?? '' } : undefined;
+}
+
+/** The AUDIT policies whose rules match: the request is logged as audited by them, and decided as if they did not exist. */
+export function auditingPolicies(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes): string[] {
+  return matchingPolicies(requestPolicies(snapshot, attrs), 'AUDIT', attrs, requestMatchers(attrs)).map(policyName);
 }
 
 /** Envoy's response_code_details for a denial, which the request access log carries. */
@@ -63,6 +104,7 @@ export function deniedResponse(): { readonly status: 403; readonly headers: Read
 }
 
 function requestMatchers(attrs: HttpAuthorizationAttributes): HttpRuleMatchers {
+  const auth = attrs.auth;
   const authority = attrs.authority.toLowerCase();
   const path = pathWithoutQuery(attrs.path);
   return {
@@ -70,18 +112,33 @@ function requestMatchers(attrs: HttpAuthorizationAttributes): HttpRuleMatchers {
       field(o.hosts, o.notHosts, (h) => wildcardMatch(h.toLowerCase(), authority)) &&
       field(o.methods, o.notMethods, (m) => wildcardMatch(m, attrs.method)) &&
       field(o.paths, o.notPaths, (p) => pathMatches(p, path)),
-    source: (s: Source, mode: Mode) =>
-      httpOnly(s.requestPrincipals, mode) &&
-      httpOnly(s.notRequestPrincipals, mode) &&
+    source: (s: Source) =>
+      field(s.requestPrincipals, s.notRequestPrincipals, (p) => auth !== undefined && wildcardMatch(p, auth.principal)) &&
       field(s.remoteIpBlocks, s.notRemoteIpBlocks, (b) => ipInBlock(attrs.sourceIp, b)),
     condition: (c: Condition, mode: Mode) => {
       const header = /^request\.headers\[(.+)\]$/.exec(c.key)?.[1];
       if (header !== undefined) return headerCondition(c, attrs.headers.get(header.toLowerCase()) ?? [], mode);
       if (c.key === 'remote.ip') return field(c.values, c.notValues, (v) => ipInBlock(attrs.sourceIp, v));
-      // request.auth.*, connection.sni, experimental.*: not seen by Ambit.
+      const authValues = requestAuthValues(c.key, auth);
+      if (authValues !== undefined) return field(c.values, c.notValues, (v) => authValues.some((a) => wildcardMatch(v, a)));
+      // connection.sni, experimental.*: not seen by Ambit.
       return mode === 'deny';
     },
   };
+}
+
+/** The values a request.auth.* key has for this request ([] without a token); undefined for other keys. */
+function requestAuthValues(key: string, auth: RequestAuth | undefined): readonly string[] | undefined {
+  if (key === 'request.auth.principal') return auth ? [auth.principal] : [];
+  if (key === 'request.auth.audiences') return auth?.audiences ?? [];
+  if (key === 'request.auth.presenter') return auth?.presenter !== undefined ? [auth.presenter] : [];
+  if (!key.startsWith('request.auth.claims[')) return undefined;
+  // request.auth.claims[a][b]: the claim b inside the object claim a.
+  const path = [...key.slice('request.auth.claims'.length).matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]!);
+  let value: unknown = auth?.claims;
+  for (const name of path) value = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>)[name] : undefined;
+  const scalar = (v: unknown): string[] => (typeof v === 'string' ? [v] : typeof v === 'number' || typeof v === 'boolean' ? [String(v)] : []);
+  return Array.isArray(value) ? value.flatMap(scalar) : scalar(value);
 }
 
 /** Each value of the header on its own; the strict reading for the action (see the header comment). */

@@ -5,6 +5,7 @@
 
 import type { ConfigDiagnostic } from '../config/diagnostics.js';
 import type { Labels, NamespaceObject, PodObject, ServiceObject, SourceLocation } from '../config/kubernetes.js';
+import { EMPTY_MESH_CONFIG, type MeshConfig } from '../config/mesh-config.js';
 import type { MeshObject } from '../config/objects.js';
 import {
   type AmbitResources,
@@ -65,6 +66,8 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     destinationRules: [] as IstioResources['destinationRules'][number][],
     authorizationPolicies: [] as IstioResources['authorizationPolicies'][number][],
     peerAuthentications: [] as IstioResources['peerAuthentications'][number][],
+    requestAuthentications: [] as IstioResources['requestAuthentications'][number][],
+    meshConfig: EMPTY_MESH_CONFIG as MeshConfig,
   };
   const ambit = { rateLimits: [] as AmbitResources['rateLimits'][number][] };
 
@@ -104,6 +107,12 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
         break;
       case 'PeerAuthentication':
         istio.peerAuthentications.push(object);
+        break;
+      case 'RequestAuthentication':
+        istio.requestAuthentications.push(object);
+        break;
+      case 'ConfigMap':
+        if (object.meshConfig) istio.meshConfig = object.meshConfig;
         break;
       case 'RateLimit':
         ambit.rateLimits.push(object);
@@ -242,7 +251,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     for (const vip of vips) servicesByVip.set(vip, service);
   }
 
-  for (const policy of [...istio.authorizationPolicies, ...istio.peerAuthentications]) {
+  for (const policy of [...istio.authorizationPolicies, ...istio.peerAuthentications, ...istio.requestAuthentications]) {
     const selector = policy.spec.selector?.matchLabels;
     if (!selector) continue;
     const { namespace, name } = policy.metadata;

@@ -3,6 +3,7 @@
 
 import type { ConfigDiagnostic } from '../config/diagnostics.js';
 import type { Labels, Probe, SourceLocation } from '../config/kubernetes.js';
+import type { MeshConfig } from '../config/mesh-config.js';
 import type { MeshObject } from '../config/objects.js';
 import type { AppProtocol } from './protocol.js';
 import type { ServiceLoadBalancing } from './locality.js';
@@ -145,6 +146,9 @@ export interface IstioResources {
   readonly destinationRules: readonly OfKind<'DestinationRule'>[];
   readonly authorizationPolicies: readonly OfKind<'AuthorizationPolicy'>[];
   readonly peerAuthentications: readonly OfKind<'PeerAuthentication'>[];
+  readonly requestAuthentications: readonly OfKind<'RequestAuthentication'>[];
+  /** From the ConfigMap istio-system/istio (key `mesh`); empty without it. */
+  readonly meshConfig: MeshConfig;
 }
 
 /** Ambit's own resources in force (ambit.dev), in configuration order. */
