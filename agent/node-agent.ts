@@ -43,6 +43,7 @@ import { OutboundProxy } from './tunnel/outbound.js';
 import { PodSocksListeners, SOCKS5_PORT } from './tunnel/socks5/pod-listeners.js';
 import { NodeAddresses } from './system/node-addresses.js';
 import { OutboundHttpProxy } from './l7/proxy/outbound-http.js';
+import { drainHttpServers } from './l7/proxy/http-servers.js';
 import type { HttpServerLimits } from './l7/proxy/http-servers.js';
 import type { PathNormalization } from './l7/request-target.js';
 import { endpointProbe } from './l7/proxy/health-probe.js';
@@ -211,6 +212,8 @@ export class NodeAgent {
     this.#ready = false;
     if (dataPath) {
       const stopped = dataPath.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+      // Kept-alive HTTP clients move to the next agent between requests rather than being cut at the deadline.
+      drainHttpServers();
       await dataPath.socks?.close();
       // GOAWAY on every HBONE session, so peers open no new stream here while the open ones finish;
       // the engine resets what is still open at the deadline (the server's close does too).

@@ -31,12 +31,29 @@ export function limitsProblem(limits: HttpServerLimits): string | undefined {
 }
 
 /**
+ * Every server made here, so that a stopping agent can drain them all (a process runs one agent, as
+ * relay-idle.ts assumes too): kept-alive clients are closed between requests, never under one.
+ */
+const draining = { h1: new Set<() => void>(), h2: new Set<() => void>(), started: false };
+
+/**
+ * Graceful close of every kept-alive HTTP connection: HTTP/1.1 ones idle now are closed, busy ones
+ * after their response (`connection: close`); HTTP/2 sessions get GOAWAY and finish their streams.
+ * A client then opens its next connection, which reaches whatever agent accepts by then.
+ */
+export function drainHttpServers(): void {
+  draining.started = true;
+  for (const drain of [...draining.h1, ...draining.h2]) drain();
+}
+
+/**
  * An HTTP/1.1 server for connections fed with emit('connection'). A timed-out or unparsable request is
  * answered as Node answers it (408, 431, 400) unless a response has started, then the connection is
  * closed; a CONNECT gets Envoy's 404 (no CONNECT route) and the connection is closed.
  */
 export function http1Server(limits: HttpServerLimits, onRequest: (req: IncomingMessage, res: ServerResponse) => void): http.Server {
   const responding = new WeakMap<Duplex, ServerResponse>();
+  const inFlight = new Set<ServerResponse>();
   const server = http.createServer(
     {
       // Explicit, so that the lenient-parser switch in NODE_OPTIONS cannot turn that parser on
@@ -51,10 +68,21 @@ export function http1Server(limits: HttpServerLimits, onRequest: (req: IncomingM
     },
     (req, res) => {
       responding.set(req.socket, res);
+      inFlight.add(res);
+      if (draining.started) res.shouldKeepAlive = false;
       res.once('finish', () => responding.get(req.socket) === res && responding.delete(req.socket));
+      res.once('close', () => {
+        inFlight.delete(res);
+        // A response whose headers promised keep-alive before the drain began: its connection is idle now.
+        if (draining.started) setImmediate(() => server.closeIdleConnections());
+      });
       onRequest(req, res);
     },
   );
+  draining.h1.add(() => {
+    for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
+    server.closeIdleConnections();
+  });
   // Node starts checking those deadlines when a server starts listening; these servers are only fed
   // connections, so start the check as listen() would (Node's own tests do the same).
   server.emit('listening');
@@ -85,7 +113,14 @@ export function h2cServer(limits: HttpServerLimits, onRequest: (req: Http2Server
   const server = http2.createServer({ settings: { maxConcurrentStreams: 1000, enableConnectProtocol: false }, maxSessionMemory: 64 }, onRequest);
   // Without a listener Node answers CONNECT 405 itself, past the proxy's telemetry.
   server.on('connect', onRequest);
+  const sessions = new Set<ServerHttp2Session>();
+  draining.h2.add(() => {
+    for (const session of sessions) session.close();
+  });
   server.on('session', (session: ServerHttp2Session) => {
+    if (draining.started) setImmediate(() => session.close());
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
     openStreams.set(session, 0);
     const firstStream = setTimeout(() => session.destroy(), limits.headersTimeoutMs);
     session.once('close', () => clearTimeout(firstStream));
