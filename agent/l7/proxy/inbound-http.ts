@@ -1,37 +1,30 @@
 // The destination-side agent's HTTP proxy: a tunnel admitted to a pod's port that speaks HTTP (HBONE on
 // 15008, plaintext on 15006, or same-node traffic the outbound listener keeps) is parsed by Node's own
-// servers, and each request is, in Envoy's inbound filter order: its target normalized (400/404; the
-// path every later step reads and the pod receives, l7/request-target.ts), authorized with the
-// peer's proven identity (403 "RBAC: access denied"), rate-limited (429), traced (a SERVER span), sent
-// to the pod over a connection made as the client (keep-alive per tunnel), and counted with
+// servers, and each request goes through inbound-request.ts's phases (target, authorize, rate limit,
+// to the pod over a connection made as the client, kept alive per tunnel) and is counted with
 // reporter="destination". The tunnel code relays to this proxy as it would relay to the pod's socket.
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
 import { Socket } from 'node:net';
 import { type Duplex, PassThrough } from 'node:stream';
-import { socketPair } from '../../redirect/bpf-binding.js';
-import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest, denialDetails } from '../../policy/http-authorization.js';
 import type { LocalRateLimiter } from '../../policy/rate-limit.js';
-import { canonicalName, canonicalRevision } from '../../state/canonical.js';
-import type { MeshService, MeshSnapshot, SpiffeId, Workload } from '../../state/model.js';
+import { socketPair } from '../../redirect/bpf-binding.js';
+import type { SpiffeId, Workload } from '../../state/model.js';
 import type { AppProtocol } from '../../state/protocol.js';
 import type { WorkloadStore } from '../../state/store.js';
 import type { ConnectionDescription } from '../../telemetry/connections.js';
 import type { Logger } from '../../telemetry/log.js';
-import type { HttpResponseFlag, RequestTelemetry } from '../../telemetry/requests.js';
-import type { RequestSpan, RequestTracer } from '../../telemetry/tracing.js';
-import { authorityHost } from '../request.js';
+import type { RequestTelemetry } from '../../telemetry/requests.js';
+import type { RequestTracer } from '../../telemetry/tracing.js';
 import { DEFAULT_PATH_NORMALIZATION, type PathNormalization } from '../request-target.js';
 import { ConnectionSlots } from './connection-slots.js';
-import { type DownstreamRequest, type LocalReply, grpcStatusForHttp, http1Downstream, http2Downstream, refusalReply, sendLocalReply } from './downstream.js';
-import { addForwardingHeaders, headerMapOf, isGrpc, setSpanContext, withoutHopByHop } from './headers.js';
+import { type DownstreamRequest, http1Downstream, http2Downstream, sendLocalReply } from './downstream.js';
+import { isGrpc } from './headers.js';
 import { DEFAULT_HTTP_SERVER_LIMITS, type HttpServerLimits, firstBytesDeadline, h2cServer, http1Server } from './http-servers.js';
-import { relayResponse } from './response-relay.js';
-import { upstreamSpeaksH2 } from './http-destination.js';
-import { RequestBody } from './request-body.js';
+import { type InboundServices, type TunnelContext, serveInbound } from './inbound-request.js';
 import { ReplayedSocket, sniffHttpVersion } from './protocol-sniff.js';
-import { type ExchangeResult, UpstreamConnections, type UpstreamTarget } from './upstream-connections.js';
+import { UpstreamConnections } from './upstream-connections.js';
 
 export interface InboundHttpOptions {
   readonly store: WorkloadStore;
@@ -65,14 +58,6 @@ export interface InboundHttpTunnel {
   readonly connect: () => Promise<Duplex | string>;
 }
 
-interface TunnelContext {
-  readonly tunnel: InboundHttpTunnel;
-  readonly upstream: UpstreamConnections;
-}
-
-/** Envoy's local-reply bodies for an upstream that could not be reached or reset. */
-const UPSTREAM_RESET = 'upstream connect error or disconnect/reset before headers. reset reason: ';
-
 export class InboundHttpProxy {
   readonly #h1: Server;
   readonly #h2: Http2Server;
@@ -81,11 +66,14 @@ export class InboundHttpProxy {
   readonly #contexts = new WeakMap<object, TunnelContext>();
   readonly #slots = new ConnectionSlots();
   #pendingH2: TunnelContext | undefined;
+  readonly #services: InboundServices;
 
   constructor(private readonly options: InboundHttpOptions) {
     // Servers fed tunnels, never listening.
     this.#limits = options.limits ?? DEFAULT_HTTP_SERVER_LIMITS;
     this.#normalization = options.pathNormalization ?? DEFAULT_PATH_NORMALIZATION;
+    const { telemetry, tracer, rateLimiter, log } = options;
+    this.#services = { telemetry, tracer, rateLimiter, log, connectTimeoutMs: options.connectTimeoutMs ?? 10_000 };
     this.#h1 = http1Server(this.#limits, (req, res) => this.#onHttp1(req, res));
     this.#h2 = h2cServer(this.#limits, (req, res) => this.#onHttp2(req, res));
     this.#h2.on('session', (session: ServerHttp2Session) => {
@@ -152,171 +140,10 @@ export class InboundHttpProxy {
       sendLocalReply(d, { status: 503, body: 'no tunnel for this connection' }, isGrpc(d.headers));
       return;
     }
-    this.#handle(context, d).catch((err: Error) => {
+    serveInbound(this.#services, context, this.options.store.current, d).catch((err: Error) => {
       this.options.log.error({ err: err.message, path: d.path }, 'inbound HTTP request failed in the proxy');
       if (!d.headersSent) sendLocalReply(d, { status: 500, body: 'internal proxy error' }, isGrpc(d.headers));
       else d.response.destroy();
     });
   }
-
-  async #handle(context: TunnelContext, d: DownstreamRequest): Promise<void> {
-    const { store, telemetry, tracer, rateLimiter } = this.options;
-    const { tunnel } = context;
-    const snapshot = store.current;
-    // A keep-alive tunnel outlives snapshots: each request is judged on the one in force now.
-    const workload = snapshot?.workloads.get(tunnel.workload.key) ?? tunnel.workload;
-    const grpc = isGrpc(d.headers);
-    const service = (snapshot && serviceOf(snapshot, workload, tunnel.destination.port, d.authority)) ?? tunnel.connection.dst.service;
-    const requestId = d.headers.get('x-request-id')?.[0];
-    const userAgent = d.headers.get('user-agent')?.[0];
-    // Envoy traces every request its connection manager sees, local replies included.
-    const span: RequestSpan = tracer.startSpan('server', {
-      headers: d.headers,
-      method: d.method,
-      path: d.path,
-      authority: d.authority,
-      httpVersion: d.version,
-      workload: { canonicalService: canonicalName(workload), namespace: workload.namespace, canonicalRevision: canonicalRevision(workload) },
-      ...(requestId ? { requestId } : {}),
-      peerAddress: tunnel.sourceIp,
-      upstreamCluster: `inbound|${tunnel.destination.port}||`,
-    });
-    const timing = telemetry.started({
-      connection: { ...tunnel.connection, dst: { ...tunnel.connection.dst, workload, ...(service ? { service } : {}) } },
-      protocol: grpc ? 'grpc' : 'http',
-      method: d.method,
-      path: d.path,
-      authority: d.authority,
-      httpVersion: d.version,
-      ...(requestId ? { requestId } : {}),
-      ...(span.traceId ? { traceId: span.traceId } : {}),
-      ...(userAgent ? { userAgent } : {}),
-    });
-    const body = new RequestBody(d.body, d.bodyEmpty);
-    const upstreamHost = `${tunnel.destination.ip}:${tunnel.destination.port}`;
-    const finish = (status: number, responseBytes: number, extra: { grpcStatus?: number; flags?: HttpResponseFlag[]; details?: string; routeName?: string; reached?: boolean } = {}): void => {
-      timing.completed({
-        responseCode: status,
-        ...(extra.grpcStatus !== undefined ? { grpcStatus: extra.grpcStatus } : {}),
-        ...(extra.flags ? { flags: extra.flags } : {}),
-        requestBytes: body.size,
-        responseBytes,
-        ...(extra.reached ? { upstreamHost } : {}),
-        ...(extra.routeName ? { routeName: extra.routeName } : {}),
-        ...(extra.details ? { responseCodeDetails: extra.details } : {}),
-      });
-      span.end({
-        statusCode: status,
-        ...(extra.grpcStatus !== undefined ? { grpcStatus: extra.grpcStatus } : {}),
-        responseFlags: extra.flags && extra.flags.length > 0 ? extra.flags.join(',') : '-',
-        ...(extra.reached ? { upstreamHost } : {}),
-        requestBytes: body.size,
-        responseBytes,
-      });
-    };
-    const reply = (r: LocalReply, grpcStatus: number, extra: { flags?: HttpResponseFlag[]; details: string; routeName?: string }): void => {
-      const bytes = sendLocalReply(d, r, grpc);
-      // A gRPC client is answered 200 with the status in grpc-status, which Istio's labels report.
-      finish(grpc ? 200 : r.status, bytes, { ...extra, ...(grpc ? { grpcStatus } : {}) });
-    };
-
-    if (!snapshot) return reply({ status: 503, body: 'no configuration loaded yet' }, 14, { details: 'no_configuration' });
-
-    // 1. The target, normalized at the edge (downstream.ts): what it refused is answered here.
-    const refused = d.refused;
-    if (refused) {
-      return reply(refusalReply(refused), grpcStatusForHttp(refused.status), { details: refused.details, ...(refused.status === 404 ? { flags: ['NR'] } : {}) });
-    }
-
-    // 2. Authorize with the peer identity the tunnel proved.
-    const decision = authorizeRequest(snapshot, {
-      ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
-      sourceIp: tunnel.sourceIp,
-      destination: workload,
-      destinationIp: tunnel.destination.ip,
-      destinationPort: tunnel.destination.port,
-      method: d.method,
-      authority: d.authority,
-      path: d.path,
-      headers: d.headers,
-    });
-    if (!decision.allowed) return reply({ status: RBAC_DENIED_STATUS, body: RBAC_DENIED_BODY }, 7, { details: denialDetails(decision) });
-
-    // 3. Local rate limits.
-    const limit = rateLimiter.check(snapshot, {
-      destination: workload,
-      port: tunnel.destination.port,
-      ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
-      method: d.method,
-      path: d.path,
-      headers: d.headers,
-    });
-    if (limit.limited) {
-      const headers = new Map(Object.entries(limit.headers).map(([k, v]) => [k, [v]]));
-      return reply({ status: limit.status, body: limit.body, headers }, limit.grpcStatus, { flags: [limit.flag], details: 'local_rate_limited', routeName: limit.bucket.route });
-    }
-
-    // 4. To the pod: the normalized path, the span's trace context, a request id and the client's certificate identity.
-    const headers = withoutHopByHop(d.headers);
-    headers.delete('host');
-    setSpanContext(headers, span);
-    addForwardingHeaders(headers);
-    // Istio's sidecar default (SANITIZE_SET): what the client claims is dropped, what mTLS proved is set.
-    headers.delete('x-forwarded-client-cert');
-    if (tunnel.sourceIdentity !== undefined) headers.set('x-forwarded-client-cert', [`By=${workload.identity};URI=${tunnel.sourceIdentity}`]);
-    const target: UpstreamTarget = { key: upstreamHost, address: tunnel.destination, workload, connectTimeoutMs: this.options.connectTimeoutMs ?? 10_000 };
-    const protocol = upstreamSpeaksH2(tunnel.protocol) || grpc ? 'h2' : 'h1';
-    const exchange = context.upstream.send(target, { method: d.method, path: d.path, authority: d.authority, headers }, body, protocol);
-    const result = await Promise.race([exchange.result, gone(d.gone)]);
-    if (result === 'gone') {
-      exchange.abort();
-      return finish(0, 0, { flags: ['DC'], details: 'downstream_remote_disconnect' });
-    }
-    if (result.kind !== 'response') {
-      const connectFailed = result.kind === 'connect-failure' || result.kind === 'overflow';
-      this.options.log.debug({ upstream: upstreamHost, reason: result.message }, 'inbound HTTP request: the pod could not be reached');
-      return reply(
-        { status: 503, body: `${UPSTREAM_RESET}${connectFailed ? 'connection failure' : 'connection termination'}` },
-        14,
-        { flags: [connectFailed ? 'UF' : 'UC'], details: connectFailed ? 'upstream_reset_before_response_started{connection_failure}' : 'upstream_reset_before_response_started{connection_termination}' },
-      );
-    }
-    streamResponse(d, result, limit.headers, (status, bytes, grpcStatus, error) =>
-      finish(status, bytes, {
-        ...(grpcStatus !== undefined ? { grpcStatus } : {}),
-        reached: true,
-        ...(error ? { flags: [error.flag], details: error.message } : { details: 'via_upstream' }),
-        ...(limit.headers ? { routeName: limit.bucket.route } : {}),
-      }),
-    );
-  }
-}
-
-/**
- * The Service a request is for, as Istio's destination_service: the one whose host the request's
- * authority names (FQDN or short name in the pod's namespace), else the only Service that routes to
- * this pod port.
- */
-export function serviceOf(snapshot: MeshSnapshot, workload: Workload, port: number, authority: string): MeshService | undefined {
-  const candidates = [...snapshot.services.values()].filter((s) => s.endpoints.some((e) => e.workload === workload.key && [...e.ports.values()].includes(port)));
-  const host = authorityHost(authority);
-  const named = candidates.find((s) => host === s.hostname || host === s.name || host === `${s.name}.${s.namespace}` || host === `${s.name}.${s.namespace}.svc`);
-  return named ?? (candidates.length === 1 ? candidates[0] : undefined);
-}
-
-/** The pod's response to the client, with backpressure both ways and its trailers (gRPC's status). */
-function streamResponse(
-  d: DownstreamRequest,
-  result: Extract<ExchangeResult, { kind: 'response' }>,
-  rateLimitHeaders: Readonly<Record<string, string>> | undefined,
-  done: (status: number, bytes: number, grpcStatus: number | undefined, error?: { readonly flag: 'UC' | 'DC'; readonly message: string }) => void,
-): void {
-  const headers = withoutHopByHop(headerMapOf(result.headers));
-  for (const [name, value] of Object.entries(rateLimitHeaders ?? {})) headers.set(name, [value]);
-  relayResponse(d, result, headers, (relayed) => done(relayed.status, relayed.bytes, relayed.grpcStatus, relayed.error));
-}
-
-function gone(signal: AbortSignal): Promise<'gone'> {
-  if (signal.aborted) return Promise.resolve('gone');
-  return new Promise((resolve) => signal.addEventListener('abort', () => resolve('gone'), { once: true }));
 }

@@ -1,0 +1,268 @@
+// One request on the destination-side agent, as phases over one per-request context in Envoy's inbound
+// filter order: the target (normalized at the edge, downstream.ts: 400/404), authorize (the peer's
+// proven identity: 403 "RBAC: access denied"), the local rate limit (429), then to the pod over a
+// connection made as the client, and the response relayed. Each phase hands the next what it decided or
+// ends the request, and the request ends in one place, `finish`: the answer if the proxy gives it, the
+// SERVER span and the reporter="destination" record, once.
+
+import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest, denialDetails } from '../../policy/http-authorization.js';
+import type { LocalRateLimiter, RateLimitDecision } from '../../policy/rate-limit.js';
+import { canonicalName, canonicalRevision } from '../../state/canonical.js';
+import type { MeshService, MeshSnapshot, Workload } from '../../state/model.js';
+import type { Logger } from '../../telemetry/log.js';
+import type { HttpResponseFlag, RequestOutcome, RequestTelemetry } from '../../telemetry/requests.js';
+import type { RequestSpan, RequestTracer } from '../../telemetry/tracing.js';
+import { authorityHost } from '../request.js';
+import { type DownstreamRequest, type LocalReply, grpcStatusForHttp, refusalReply, sendLocalReply } from './downstream.js';
+import { addForwardingHeaders, headerMapOf, isGrpc, setSpanContext, withoutHopByHop } from './headers.js';
+import { upstreamSpeaksH2 } from './http-destination.js';
+import type { InboundHttpTunnel } from './inbound-http.js';
+import { RequestBody } from './request-body.js';
+import { type RelayedResponse, relayResponse } from './response-relay.js';
+import { aborted } from './timeouts.js';
+import type { ExchangeResult, UpstreamConnections, UpstreamTarget } from './upstream-connections.js';
+
+/** What every request of the inbound proxy shares. */
+export interface InboundServices {
+  readonly telemetry: RequestTelemetry;
+  readonly tracer: RequestTracer;
+  readonly rateLimiter: LocalRateLimiter;
+  readonly connectTimeoutMs: number;
+  readonly log: Logger;
+}
+
+/** The tunnel a request arrived on and its upstream connections to the pod. */
+export interface TunnelContext {
+  readonly tunnel: InboundHttpTunnel;
+  readonly upstream: UpstreamConnections;
+}
+
+/** How a request ended, whichever phase ended it. */
+type InboundEnding =
+  | { readonly kind: 'local'; readonly reply: LocalReply; readonly grpcStatus: number; readonly flags?: HttpResponseFlag[]; readonly details: string; readonly routeName?: string }
+  | { readonly kind: 'relayed'; readonly relayed: RelayedResponse; readonly routeName?: string }
+  | { readonly kind: 'gone' };
+
+interface InboundRequest {
+  readonly services: InboundServices;
+  readonly context: TunnelContext;
+  readonly d: DownstreamRequest;
+  readonly snapshot: MeshSnapshot | undefined;
+  /** The pod's workload as the snapshot in force now has it: a keep-alive tunnel outlives snapshots. */
+  readonly workload: Workload;
+  readonly grpc: boolean;
+  readonly body: RequestBody;
+  readonly span: RequestSpan;
+  readonly timing: { completed: (o: RequestOutcome) => void };
+  readonly upstreamHost: string;
+}
+
+/** Envoy's local-reply bodies for an upstream that could not be reached or reset. */
+const UPSTREAM_RESET = 'upstream connect error or disconnect/reset before headers. reset reason: ';
+
+export async function serveInbound(services: InboundServices, context: TunnelContext, snapshot: MeshSnapshot | undefined, d: DownstreamRequest): Promise<void> {
+  const req = startRequest(services, context, snapshot, d);
+  finish(req, await phases(req));
+}
+
+async function phases(req: InboundRequest): Promise<InboundEnding> {
+  if (!req.snapshot) return local({ status: 503, body: 'no configuration loaded yet' }, 14, { details: 'no_configuration' });
+  const refused = target(req);
+  if (refused) return refused;
+  const denied = authorize(req, req.snapshot);
+  if (denied) return denied;
+  const limit = rateLimit(req, req.snapshot);
+  if ('kind' in limit) return limit;
+  return toPod(req, limit);
+}
+
+function local(reply: LocalReply, grpcStatus: number, extra: { flags?: HttpResponseFlag[]; details: string; routeName?: string }): InboundEnding {
+  return { kind: 'local', reply, grpcStatus, ...extra };
+}
+
+function startRequest(services: InboundServices, context: TunnelContext, snapshot: MeshSnapshot | undefined, d: DownstreamRequest): InboundRequest {
+  const { tunnel } = context;
+  const workload = snapshot?.workloads.get(tunnel.workload.key) ?? tunnel.workload;
+  const grpc = isGrpc(d.headers);
+  const service = (snapshot && serviceOf(snapshot, workload, tunnel.destination.port, d.authority)) ?? tunnel.connection.dst.service;
+  const requestId = d.headers.get('x-request-id')?.[0];
+  const userAgent = d.headers.get('user-agent')?.[0];
+  // Envoy traces every request its connection manager sees, local replies included.
+  const span = services.tracer.startSpan('server', {
+    headers: d.headers,
+    method: d.method,
+    path: d.path,
+    authority: d.authority,
+    httpVersion: d.version,
+    workload: { canonicalService: canonicalName(workload), namespace: workload.namespace, canonicalRevision: canonicalRevision(workload) },
+    ...(requestId ? { requestId } : {}),
+    peerAddress: tunnel.sourceIp,
+    upstreamCluster: `inbound|${tunnel.destination.port}||`,
+  });
+  const timing = services.telemetry.started({
+    connection: { ...tunnel.connection, dst: { ...tunnel.connection.dst, workload, ...(service ? { service } : {}) } },
+    protocol: grpc ? 'grpc' : 'http',
+    method: d.method,
+    path: d.path,
+    authority: d.authority,
+    httpVersion: d.version,
+    ...(requestId ? { requestId } : {}),
+    ...(span.traceId ? { traceId: span.traceId } : {}),
+    ...(userAgent ? { userAgent } : {}),
+  });
+  const upstreamHost = `${tunnel.destination.ip}:${tunnel.destination.port}`;
+  return { services, context, d, snapshot, workload, grpc, body: new RequestBody(d.body, d.bodyEmpty), span, timing, upstreamHost };
+}
+
+/** The target, normalized at the edge (downstream.ts): what it refused is answered here. */
+function target(req: InboundRequest): InboundEnding | undefined {
+  const { refused } = req.d;
+  if (!refused) return undefined;
+  return local(refusalReply(refused), grpcStatusForHttp(refused.status), { details: refused.details, ...(refused.status === 404 ? { flags: ['NR'] } : {}) });
+}
+
+/** Authorize with the peer identity the tunnel proved. */
+function authorize(req: InboundRequest, snapshot: MeshSnapshot): InboundEnding | undefined {
+  const { tunnel } = req.context;
+  const { d } = req;
+  const decision = authorizeRequest(snapshot, {
+    ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
+    sourceIp: tunnel.sourceIp,
+    destination: req.workload,
+    destinationIp: tunnel.destination.ip,
+    destinationPort: tunnel.destination.port,
+    method: d.method,
+    authority: d.authority,
+    path: d.path,
+    headers: d.headers,
+  });
+  if (decision.allowed) return undefined;
+  return local({ status: RBAC_DENIED_STATUS, body: RBAC_DENIED_BODY }, 7, { details: denialDetails(decision) });
+}
+
+/** Local rate limits: a limited request is answered 429; an admitted one may carry x-ratelimit-* headers. */
+function rateLimit(req: InboundRequest, snapshot: MeshSnapshot): Extract<RateLimitDecision, { limited: false }> | InboundEnding {
+  const { tunnel } = req.context;
+  const { d } = req;
+  const limit = req.services.rateLimiter.check(snapshot, {
+    destination: req.workload,
+    port: tunnel.destination.port,
+    ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
+    method: d.method,
+    path: d.path,
+    headers: d.headers,
+  });
+  if (!limit.limited) return limit;
+  const headers = new Map(Object.entries(limit.headers).map(([k, v]) => [k, [v]]));
+  return local({ status: limit.status, body: limit.body, headers }, limit.grpcStatus, { flags: [limit.flag], details: 'local_rate_limited', routeName: limit.bucket.route });
+}
+
+/** To the pod: the normalized path, the span's trace context, a request id and the client's certificate identity. */
+async function toPod(req: InboundRequest, limit: Extract<RateLimitDecision, { limited: false }>): Promise<InboundEnding> {
+  const { context, d, workload, services, upstreamHost } = req;
+  const { tunnel } = context;
+  const headers = withoutHopByHop(d.headers);
+  headers.delete('host');
+  setSpanContext(headers, req.span);
+  addForwardingHeaders(headers);
+  // Istio's sidecar default (SANITIZE_SET): what the client claims is dropped, what mTLS proved is set.
+  headers.delete('x-forwarded-client-cert');
+  if (tunnel.sourceIdentity !== undefined) headers.set('x-forwarded-client-cert', [`By=${workload.identity};URI=${tunnel.sourceIdentity}`]);
+  const upstream: UpstreamTarget = { key: upstreamHost, address: tunnel.destination, workload, connectTimeoutMs: services.connectTimeoutMs };
+  const protocol = upstreamSpeaksH2(tunnel.protocol) || req.grpc ? 'h2' : 'h1';
+  const exchange = context.upstream.send(upstream, { method: d.method, path: d.path, authority: d.authority, headers }, req.body, protocol);
+  const result = await Promise.race([exchange.result, aborted(d.gone)]);
+  if (result === 'gone') {
+    exchange.abort();
+    return { kind: 'gone' };
+  }
+  const routeName = limit.headers ? limit.bucket.route : undefined;
+  if (result.kind !== 'response') {
+    const connectFailed = result.kind === 'connect-failure' || result.kind === 'overflow';
+    services.log.debug({ upstream: upstreamHost, reason: result.message }, 'inbound HTTP request: the pod could not be reached');
+    return local({ status: 503, body: `${UPSTREAM_RESET}${connectFailed ? 'connection failure' : 'connection termination'}` }, 14, {
+      flags: [connectFailed ? 'UF' : 'UC'],
+      details: connectFailed ? 'upstream_reset_before_response_started{connection_failure}' : 'upstream_reset_before_response_started{connection_termination}',
+    });
+  }
+  return { kind: 'relayed', relayed: await streamResponse(d, result, limit.headers), ...(routeName !== undefined ? { routeName } : {}) };
+}
+
+/** The pod's response to the client, with backpressure both ways and its trailers (gRPC's status). */
+function streamResponse(d: DownstreamRequest, result: Extract<ExchangeResult, { kind: 'response' }>, rateLimitHeaders: Readonly<Record<string, string>> | undefined): Promise<RelayedResponse> {
+  const headers = withoutHopByHop(headerMapOf(result.headers));
+  for (const [name, value] of Object.entries(rateLimitHeaders ?? {})) headers.set(name, [value]);
+  return new Promise((resolve) => relayResponse(d, result, headers, resolve));
+}
+
+/** Answers the client when the proxy must, then reports the request and ends its span: once per request. */
+function finish(req: InboundRequest, ending: InboundEnding): void {
+  const { status, bytes, grpcStatus, flags, details, routeName, reached } = conclude(req, ending);
+  const { body, upstreamHost } = req;
+  req.timing.completed({
+    responseCode: status,
+    ...(grpcStatus !== undefined ? { grpcStatus } : {}),
+    ...(flags ? { flags } : {}),
+    requestBytes: body.size,
+    responseBytes: bytes,
+    ...(reached ? { upstreamHost } : {}),
+    ...(routeName ? { routeName } : {}),
+    ...(details ? { responseCodeDetails: details } : {}),
+  });
+  req.span.end({
+    statusCode: status,
+    ...(grpcStatus !== undefined ? { grpcStatus } : {}),
+    responseFlags: flags && flags.length > 0 ? flags.join(',') : '-',
+    ...(reached ? { upstreamHost } : {}),
+    requestBytes: body.size,
+    responseBytes: bytes,
+  });
+}
+
+interface Concluded {
+  readonly status: number;
+  readonly bytes: number;
+  readonly grpcStatus?: number;
+  readonly flags?: HttpResponseFlag[];
+  readonly details?: string;
+  readonly routeName?: string;
+  /** The pod answered: the record names it as the upstream host. */
+  readonly reached?: boolean;
+}
+
+function conclude(req: InboundRequest, ending: InboundEnding): Concluded {
+  switch (ending.kind) {
+    case 'local': {
+      const bytes = sendLocalReply(req.d, ending.reply, req.grpc);
+      const { flags, details, routeName } = ending;
+      // A gRPC client is answered 200 with the status in grpc-status, which Istio's labels report.
+      return { status: req.grpc ? 200 : ending.reply.status, bytes, ...(req.grpc ? { grpcStatus: ending.grpcStatus } : {}), ...(flags ? { flags } : {}), details, ...(routeName ? { routeName } : {}) };
+    }
+    case 'relayed': {
+      const { relayed, routeName } = ending;
+      const { error } = relayed;
+      return {
+        status: relayed.status,
+        bytes: relayed.bytes,
+        ...(relayed.grpcStatus !== undefined ? { grpcStatus: relayed.grpcStatus } : {}),
+        reached: true,
+        ...(error ? { flags: [error.flag], details: error.message } : { details: 'via_upstream' }),
+        ...(routeName ? { routeName } : {}),
+      };
+    }
+    case 'gone':
+      return { status: 0, bytes: 0, flags: ['DC'], details: 'downstream_remote_disconnect' };
+  }
+}
+
+/**
+ * The Service a request is for, as Istio's destination_service: the one whose host the request's
+ * authority names (FQDN or short name in the pod's namespace), else the only Service that routes to
+ * this pod port.
+ */
+export function serviceOf(snapshot: MeshSnapshot, workload: Workload, port: number, authority: string): MeshService | undefined {
+  const candidates = [...snapshot.services.values()].filter((s) => s.endpoints.some((e) => e.workload === workload.key && [...e.ports.values()].includes(port)));
+  const host = authorityHost(authority);
+  const named = candidates.find((s) => host === s.hostname || host === s.name || host === `${s.name}.${s.namespace}` || host === `${s.name}.${s.namespace}.svc`);
+  return named ?? (candidates.length === 1 ? candidates[0] : undefined);
+}
