@@ -1,0 +1,71 @@
+// Client programs the fault and scale tests run inside lab pods (node -e): each prints one JSON object
+// per line on its own clock, so a test waits on what the client saw instead of sleeping.
+
+/**
+ * `stream <ip> <port> <limitMs>`: writes 16 KiB chunks as fast as backpressure allows and counts the echo;
+ * prints {event:'open'}, {event:'progress', echoed} every 100 ms, and {event:'end', error, echoed} on close.
+ */
+export const STREAM_CLIENT = `const [ip, port, limitMs] = process.argv.slice(1);
+const out = (o) => console.log(JSON.stringify({ at: Date.now(), ...o }));
+const chunk = Buffer.alloc(16384, 120); let echoed = 0, error = '';
+const s = require('net').connect(Number(port), ip);
+const pump = () => { while (s.write(chunk)) {} };
+s.on('connect', () => { out({ event: 'open' }); pump(); setInterval(() => out({ event: 'progress', echoed }), 100); });
+s.on('drain', pump); s.on('data', (d) => (echoed += d.length)); s.on('error', (e) => (error = e.code || e.message));
+s.on('close', () => { out({ event: 'end', error, echoed }); process.exit(0); });
+setTimeout(() => { out({ event: 'end', error: 'limit', echoed }); process.exit(0); }, Number(limitMs));`;
+
+/**
+ * \`transfer <ip> <port> <bytes> <limitMs>\`: sends that many random bytes, half-closes, and compares
+ * the SHA-256 of what it sent with that of what came back; prints {event:'done', same, sent, received, ms}.
+ */
+export const TRANSFER_CLIENT = `const [ip, port, total, limitMs] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
+const crypto = require('crypto'); const sent = crypto.createHash('sha256'), got = crypto.createHash('sha256');
+const start = Date.now(); let written = 0, received = 0, error = '';
+const out = (o) => console.log(JSON.stringify({ at: Date.now(), ...o }));
+const s = require('net').connect(port, ip);
+const pump = () => { while (written < total) { const b = crypto.randomBytes(Math.min(65536, total - written)); sent.update(b); written += b.length; if (!s.write(b)) return; } s.end(); };
+s.on('connect', () => { out({ event: 'open' }); pump(); }); s.on('drain', pump);
+s.on('data', (d) => { got.update(d); received += d.length; }); s.on('error', (e) => (error = e.code || e.message));
+s.on('close', () => { out({ event: 'done', same: received === total && sent.digest('hex') === got.digest('hex'), sent: written, received, error, ms: Date.now() - start }); process.exit(0); });
+setTimeout(() => { out({ event: 'done', same: false, sent: written, received, error: 'limit', ms: Date.now() - start }); process.exit(0); }, limitMs);`;
+
+/**
+ * \`hold <ip> <port> <connections> <everyMs> <holdMs> <stallMs>\`: opens that many connections (at most 200
+ * connects in flight), each sending a 32-byte message every \`everyMs\` (random phase) and expecting its
+ * echo within \`stallMs\`; holds them \`holdMs\` after the last opened, then prints {event:'held', opened,
+ * failed, lost, stalled, messages, worstMs}: lost = closed by the other side, stalled = an echo late.
+ */
+export const HOLD_CLIENT = `const [ip, port, n, everyMs, holdMs, stallMs] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
+const out = (o) => console.log(JSON.stringify({ at: Date.now(), ...o }));
+const net = require('net'); let opened = 0, failed = 0, lost = 0, stalled = 0, messages = 0, worstMs = 0, started = 0, inFlight = 0, done = false;
+const errors = {}; const conns = [];
+const msg = Buffer.alloc(32, 109);
+function open() {
+  while (started < n && inFlight < 200) {
+    started++; inFlight++;
+    const s = net.connect(port, ip); const c = { s, pending: 0, sentAt: 0, buf: 0, up: false };
+    s.setNoDelay(true);
+    s.on('connect', () => { inFlight--; opened++; c.up = true; conns.push(c); if (opened === 1 || opened % 500 === 0) out({ event: 'opened', opened }); open(); if (opened + failed === n) holdThen(); });
+    s.on('data', (d) => { c.buf += d.length; while (c.buf >= 32 && c.pending > 0) { c.buf -= 32; c.pending--; messages++; worstMs = Math.max(worstMs, Date.now() - c.sentAt); } });
+    s.on('error', (e) => { errors[e.code || e.message] = (errors[e.code || e.message] || 0) + 1; });
+    s.on('close', () => { if (!c.up) { inFlight--; failed++; open(); if (opened + failed === n) holdThen(); } else if (!done) lost++; });
+  }
+}
+function tick() {
+  const now = Date.now();
+  for (const c of conns) {
+    if (c.pending > 0 && now - c.sentAt > stallMs) { stalled++; c.pending = 0; }
+    if (c.pending === 0 && now >= c.next) { c.pending = 1; c.sentAt = now; c.next = now + everyMs; c.s.write(msg); }
+  }
+}
+let holding = false;
+function holdThen() {
+  if (holding) return; holding = true;
+  const now = Date.now(); for (const c of conns) c.next = now + Math.random() * everyMs;
+  out({ event: 'all-open', opened, failed, errors });
+  const t = setInterval(tick, 50);
+  setTimeout(() => { clearInterval(t); done = true; const worst = worstMs; for (const c of conns) if (c.pending > 0 && Date.now() - c.sentAt > stallMs) stalled++;
+    out({ event: 'held', opened, failed, lost, stalled, messages, worstMs: worst, errors }); for (const c of conns) c.s.destroy(); setTimeout(() => process.exit(0), 200); }, holdMs);
+}
+open();`;
