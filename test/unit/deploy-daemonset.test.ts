@@ -40,7 +40,7 @@ interface Container {
   args: string[];
   env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
   envFrom?: { configMapRef?: { name: string } }[];
-  ports: { containerPort: number }[];
+  ports?: unknown[];
   readinessProbe: { httpGet: { path: string; port: number } };
   resources: { requests: Record<string, string> };
   securityContext: { privileged?: boolean; capabilities: { add: string[]; drop: string[] } };
@@ -60,7 +60,7 @@ interface PodSpec {
   }[];
 }
 const daemonSet = find('DaemonSet', 'ambit') as Manifest & {
-  spec: { selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: PodSpec } };
+  spec: { updateStrategy: { type: string; rollingUpdate: { maxSurge?: number; maxUnavailable?: number } }; selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: PodSpec } };
 };
 const pod = daemonSet.spec.template.spec;
 const agent = pod.containers[0]!;
@@ -224,4 +224,14 @@ test('kubectl kustomize renders the folder', () => {
   const kinds = parseAllDocuments(rendered).map((d) => (d.toJSON() as Manifest).kind).sort();
   assert.deepEqual(kinds, manifests.map((m) => m.kind).sort());
   assert.match(rendered, /image: ambit\/agent:0\.1\.0/);
+});
+
+test('an upgrade starts the new agent beside the old one: maxSurge 1, maxUnavailable 0, no host ports, --handover wait', () => {
+  assert.deepEqual(daemonSet.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  // hostNetwork turns container ports into host ports, which the old pod holds: the surge pod would stay Pending.
+  assert.equal(pod.hostNetwork, true);
+  assert.equal(agent.ports, undefined, 'no container ports on a hostNetwork agent');
+  // Kubernetes stops the old pod; an agent that retired it itself would see its container restarted.
+  const { config: parsed } = parseRunArgs(expandedArgs('node-7').slice(1), {});
+  assert.equal(parsed.handover, 'wait');
 });

@@ -174,3 +174,10 @@ test('source xds (and an OTLP endpoint, and SOCKS5): istiod\'s address and clust
   assert.equal(config.capture.mode === 'ebpf' && config.capture.socks5, true);
   assert.match(daemonset, /\{\{- if \.Values\.socks5 \}\}\n(\s+#.*\n)*\s+hostPID: true\n\s+\{\{- end \}\}/);
 });
+
+test('the chart upgrades as deploy/daemonset does: maxSurge 1, maxUnavailable 0, no host ports', () => {
+  const text = templates['daemonset.yaml']!;
+  assert.match(text, /updateStrategy:\n {4}type: RollingUpdate\n {4}rollingUpdate:\n {6}maxSurge: 1\n {6}maxUnavailable: 0\n/);
+  assert.doesNotMatch(text, /containerPort:/, 'with hostNetwork, container ports are host ports that keep the surge pod off the node');
+  assert.match(templates['servicemonitor.yaml']!, /targetPort: 15020\n/);
+});

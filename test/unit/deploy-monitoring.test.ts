@@ -19,25 +19,25 @@ interface DaemonSet {
   spec: {
     template: {
       metadata: { labels: Record<string, string>; annotations: Record<string, string> };
-      spec: { containers: { args: string[]; ports: { name: string; containerPort: number }[] }[] };
+      spec: { containers: { args: string[]; ports?: unknown[] }[] };
     };
   };
 }
 const daemonSet = read<DaemonSet>(DAEMONSET);
 const podLabels = daemonSet.spec.template.metadata.labels;
 const agent = daemonSet.spec.template.spec.containers[0]!;
-const metricsPort = agent.ports.find((p) => p.name === 'http-monitoring');
 
 const selects = (selector: Record<string, string>): boolean => Object.entries(selector).every(([k, v]) => podLabels[k] === v);
 
-test('the Service selects the agents and exposes their metrics port by name', () => {
-  const service = read<{ metadata: { namespace: string; labels: Record<string, string> }; spec: { clusterIP: string; selector: Record<string, string>; ports: { name: string; port: number; targetPort: string }[] } }>(join(DIR, 'service.yaml'));
+test('the Service selects the agents and exposes the port their metrics listen on', () => {
+  const service = read<{ metadata: { namespace: string; labels: Record<string, string> }; spec: { clusterIP: string; selector: Record<string, string>; ports: { name: string; port: number; targetPort: number }[] } }>(join(DIR, 'service.yaml'));
   assert.equal(service.metadata.namespace, daemonSet.metadata.namespace);
   assert.equal(service.spec.clusterIP, 'None', 'headless: one endpoint per agent');
   assert.ok(selects(service.spec.selector));
-  assert.ok(metricsPort, 'the agent container has a port named http-monitoring');
-  assert.equal(metricsPort.containerPort, 15020);
-  assert.deepEqual(service.spec.ports, [{ name: 'http-monitoring', port: 15020, targetPort: 'http-monitoring' }]);
+  // By number: the agent declares no container ports (with hostNetwork they would be host ports,
+  // which keep an upgrade's surge pod off the node).
+  assert.equal(agent.ports, undefined);
+  assert.deepEqual(service.spec.ports, [{ name: 'http-monitoring', port: 15020, targetPort: 15020 }]);
   // The agent listens there on every address (hostNetwork: the node's).
   assert.equal(agent.args[agent.args.indexOf('--metrics-address') + 1], '0.0.0.0:15020');
 });
@@ -59,7 +59,7 @@ test('the ServiceMonitor selects that Service and scrapes the path the agent ser
 });
 
 test('the plain Prometheus job keeps the agents\' port 15020 and labels targets by node', () => {
-  const config = read<{ scrape_configs: { job_name: string; metrics_path: string; kubernetes_sd_configs: { role: string; namespaces: { names: string[] } }[]; relabel_configs: { source_labels: string[]; regex?: string; action?: string; target_label?: string }[] }[] }>(
+  const config = read<{ scrape_configs: { job_name: string; metrics_path: string; kubernetes_sd_configs: { role: string; namespaces: { names: string[] } }[]; relabel_configs: { source_labels: string[]; regex?: string; action?: string; target_label?: string; replacement?: string }[] }[] }>(
     join(DIR, 'prometheus-scrape-config.yaml'),
   );
   const [job] = config.scrape_configs;
@@ -68,7 +68,8 @@ test('the plain Prometheus job keeps the agents\' port 15020 and labels targets 
   const keeps = Object.fromEntries(job!.relabel_configs.filter((r) => r.action === 'keep').map((r) => [r.source_labels[0], r.regex]));
   // Prometheus turns label name characters other than [a-zA-Z0-9_] into _.
   assert.equal(keeps['__meta_kubernetes_pod_label_app_kubernetes_io_name'], podLabels['app.kubernetes.io/name']);
-  assert.equal(keeps['__meta_kubernetes_pod_container_port_number'], String(metricsPort?.containerPort));
+  const address = job!.relabel_configs.find((r) => r.target_label === '__address__');
+  assert.deepEqual(address && { from: address.source_labels, regex: address.regex, to: address.replacement }, { from: ['__meta_kubernetes_pod_ip'], regex: '(.+)', to: '$1:15020' });
   assert.ok(job!.relabel_configs.some((r) => r.source_labels[0] === '__meta_kubernetes_pod_node_name' && r.target_label === 'node'));
 });
 
