@@ -205,8 +205,8 @@ export function rateLimitsFor(snapshot: MeshSnapshot, workload: Workload, port: 
   });
 }
 
-/** The first route whose match holds, else the resource's default bucket, else nothing. */
-function bucketFor(limit: RateLimitObject, request: RateLimitRequest): { route: string; spec: TokenBucketSpec; perSourceIdentity: boolean } | undefined {
+/** The first route whose match holds, else the resource's default bucket, else nothing (pure: `ambit explain` asks it too). */
+export function bucketFor(limit: RateLimitObject, request: RateLimitRequest): { route: string; spec: TokenBucketSpec; perSourceIdentity: boolean } | undefined {
   const path = pathOnly(request.path);
   for (const route of limit.spec.routes) {
     if (route.match.length === 0 || route.match.some((m) => matchHolds(m, request, path))) {
