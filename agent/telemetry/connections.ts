@@ -1,8 +1,9 @@
 // Per-connection telemetry: Istio's TCP metrics and one access-log record per connection, with
 // ztunnel's field names (`src.addr`, `dst.workload`, `direction`, ...) so existing queries keep working.
 
+import type { DenialRecorder } from '../explain/denials.js';
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
-import type { MeshService, Workload } from '../state/model.js';
+import type { MeshService, SpiffeId, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from './log.js';
 import type { MeshMetrics, TcpLabels } from './metrics.js';
@@ -126,6 +127,8 @@ export interface ConnectionTelemetryOptions {
   readonly store?: WorkloadStore;
   /** The `*_cluster` label of known workloads. Default "Kubernetes", as Istio. */
   readonly clusterId?: string;
+  /** Told of every connection an inbound side denied (flag DENY), for `ambit explain --last-denied`. */
+  readonly denials?: DenialRecorder;
 }
 
 export class ConnectionTelemetry {
@@ -133,6 +136,7 @@ export class ConnectionTelemetry {
   readonly #series: WorkloadSeries;
   readonly #cache = new SeriesCache<TcpLabels>();
   readonly #unsubscribe: () => void;
+  readonly #denials: DenialRecorder | undefined;
 
   constructor(
     private readonly metrics: MeshMetrics,
@@ -140,6 +144,7 @@ export class ConnectionTelemetry {
     options: ConnectionTelemetryOptions = {},
   ) {
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
+    this.#denials = options.denials;
     this.#series = new WorkloadSeries((labels) => metrics.removeTcpSeries(labels));
     this.#unsubscribe =
       options.store?.subscribe((next) => {
@@ -180,6 +185,8 @@ export class ConnectionTelemetry {
     this.metrics.tcpFailed.inc(labels);
     this.#series.record(labels, owners, false);
     this.accessLog.warn({ ...logFields(c), error, response_flags: flag }, 'connection failed');
+    // Every inbound path (HBONE, plaintext, same node) reports its policy refusals here, with flag DENY.
+    if (flag === 'DENY' && c.direction === 'inbound' && this.#denials) recordDenial(this.#denials, c, error);
   }
 
   /** Stops following the store. */
@@ -191,4 +198,24 @@ export class ConnectionTelemetry {
   #seriesOf(c: ConnectionDescription, flag: ResponseFlag): CachedSeries<TcpLabels> {
     return this.#cache.get(`${this.#cache.peersKey(c)} ${flag}`, () => ({ labels: Object.freeze(tcpLabels(c, flag, this.#clusterId)), owners: seriesOwners(c, this.#clusterId) }));
   }
+}
+
+/** The destination side's view of a denied connection: who (address, proven identity) reached which pod port. */
+function recordDenial(denials: DenialRecorder, c: ConnectionDescription, reason: string): void {
+  const source = splitAddress(c.src.addr);
+  const destination = splitAddress(c.dst.addr);
+  if (!source || !destination) return;
+  denials.record({
+    path: 'connection',
+    sourceIp: source.ip,
+    ...(c.src.identity ? { sourceIdentity: c.src.identity as SpiffeId } : {}),
+    destination,
+    reason,
+  });
+}
+
+/** `10.1.0.5:8080` or `[fd00::5]:8080`. */
+function splitAddress(addr: string): { ip: string; port: number } | undefined {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(addr);
+  return m ? { ip: m[1]!, port: Number(m[2]) } : undefined;
 }

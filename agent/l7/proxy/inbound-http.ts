@@ -22,6 +22,7 @@ import { ConnectionSlots } from './connection-slots.js';
 import { type DownstreamRequest, http1Downstream, http2Downstream, sendLocalReply } from './downstream.js';
 import { isGrpc } from './headers.js';
 import { DEFAULT_HTTP_SERVER_LIMITS, type HttpServerLimits, firstBytesDeadline, h2cServer, http1Server } from './http-servers.js';
+import type { DenialRecorder } from '../../explain/denials.js';
 import { type InboundServices, type TunnelContext, serveInbound } from './inbound-request.js';
 import { ReplayedSocket, sniffHttpVersion } from './protocol-sniff.js';
 import { UpstreamConnections } from './upstream-connections.js';
@@ -39,6 +40,8 @@ export interface InboundHttpOptions {
   readonly limits?: HttpServerLimits;
   /** Connect timeout to the pod, per upstream connection. Default 10 s. */
   readonly connectTimeoutMs?: number;
+  /** Told of every request denied by AuthorizationPolicy, for `ambit explain --last-denied`. */
+  readonly denials?: DenialRecorder;
 }
 
 /** One admitted tunnel to an HTTP port of a pod of this node. */
@@ -73,7 +76,7 @@ export class InboundHttpProxy {
     this.#limits = options.limits ?? DEFAULT_HTTP_SERVER_LIMITS;
     this.#normalization = options.pathNormalization ?? DEFAULT_PATH_NORMALIZATION;
     const { telemetry, tracer, rateLimiter, log } = options;
-    this.#services = { telemetry, tracer, rateLimiter, log, connectTimeoutMs: options.connectTimeoutMs ?? 10_000 };
+    this.#services = { telemetry, tracer, rateLimiter, log, connectTimeoutMs: options.connectTimeoutMs ?? 10_000, ...(options.denials ? { denials: options.denials } : {}) };
     this.#h1 = http1Server(this.#limits, (req, res) => this.#onHttp1(req, res));
     this.#h2 = h2cServer(this.#limits, (req, res) => this.#onHttp2(req, res));
     this.#h2.on('session', (session: ServerHttp2Session) => {

@@ -5,6 +5,7 @@
 // ends the request, and the request ends in one place, `finish`: the answer if the proxy gives it, the
 // SERVER span and the reporter="destination" record, once.
 
+import type { DenialRecorder } from '../../explain/denials.js';
 import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest, denialDetails } from '../../policy/http-authorization.js';
 import type { LocalRateLimiter, RateLimitDecision } from '../../policy/rate-limit.js';
 import { canonicalName, canonicalRevision } from '../../state/canonical.js';
@@ -29,6 +30,8 @@ export interface InboundServices {
   readonly rateLimiter: LocalRateLimiter;
   readonly connectTimeoutMs: number;
   readonly log: Logger;
+  /** Told of every request denied by AuthorizationPolicy, for `ambit explain --last-denied`. */
+  readonly denials?: DenialRecorder;
 }
 
 /** The tunnel a request arrived on and its upstream connections to the pod. */
@@ -137,6 +140,14 @@ function authorize(req: InboundRequest, snapshot: MeshSnapshot): InboundEnding |
     headers: d.headers,
   });
   if (decision.allowed) return undefined;
+  req.services.denials?.record({
+    path: 'http',
+    sourceIp: tunnel.sourceIp,
+    ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
+    destination: tunnel.destination,
+    http: { method: d.method, path: d.path, authority: d.authority, headers: [...d.headers].flatMap(([name, values]) => values.map((v) => [name, v] as const)) },
+    reason: denialDetails(decision),
+  });
   return local({ status: RBAC_DENIED_STATUS, body: RBAC_DENIED_BODY }, 7, { details: denialDetails(decision) });
 }
 
