@@ -12,6 +12,7 @@ import type { WorkloadStore } from '../state/store.js';
 import { type Logger, isLogLevel } from '../telemetry/log.js';
 import type { LiveConnection } from '../tunnel/live-connections.js';
 import { buildConfigDump } from './config-dump.js';
+import { EXPLAIN_PATHS, type ExplainEndpointOptions, serveExplain } from './explain-endpoints.js';
 
 export interface AdminServerOptions {
   readonly store: WorkloadStore;
@@ -26,9 +27,11 @@ export interface AdminServerOptions {
    */
   readonly certificates?: () => readonly CertificateStatus[];
   readonly connections?: () => readonly LiveConnection[];
+  /** `ambit explain`: the denial ring and the path normalization the data path uses. */
+  readonly explain?: Pick<ExplainEndpointOptions, 'denials' | 'pathNormalization'>;
 }
 
-const INDEX = 'ambit admin: GET /config_dump, GET|POST /logging[?level=debug], POST /quitquitquit\n';
+const INDEX = 'ambit admin: GET /config_dump, GET|POST /logging[?level=debug], POST /quitquitquit, POST /explain, POST /explain/admission, GET /explain/last-denied\n';
 
 export class AdminServer {
   readonly #server: Server;
@@ -54,6 +57,15 @@ export class AdminServer {
     if (refusal) {
       this.options.log.warn({ method: req.method, path: url.pathname, host: req.headers.host, origin: req.headers.origin }, `admin server refused a request: ${refusal}`);
       return text(403, `refused: ${refusal}\n`);
+    }
+    if (EXPLAIN_PATHS.has(url.pathname)) {
+      const options: ExplainEndpointOptions = { node: this.options.node, snapshot: () => this.options.store.current, ...this.options.explain };
+      serveExplain(req, res, url.pathname, options).catch((err: Error) => {
+        // An explanation that cannot be built is a bug to report, never a reason to take the agent down.
+        this.options.log.error({ err }, `${url.pathname} failed`);
+        if (!res.headersSent) text(500, `explaining failed: ${err.message}\n`);
+      });
+      return;
     }
     switch (url.pathname) {
       case '/': {

@@ -1,0 +1,192 @@
+// The destination side of `ambit explain`: PeerAuthentication for the port, then every AuthorizationPolicy
+// in scope in Istio's evaluation order (CUSTOM, DENY, ALLOW, AUDIT) with the rule that matched or why none
+// did, then the local rate limit. The verdict comes from the functions the data path calls (admitInbound,
+// authorizeRequest); the per-policy and per-rule lines come from the same evaluator, asked about one
+// policy and one rule at a time, so that what is shown cannot drift from what is enforced.
+
+import type { AuthorizationPolicyObject, AuthorizationRule } from '../config/istio-security.js';
+import { requestHeaders } from '../l7/request.js';
+import { DEFAULT_PATH_NORMALIZATION, type PathNormalization, normalizeOriginForm } from '../l7/request-target.js';
+import { type AuthorizationDecision, type ConnectionAttributes, authorizeConnection, policiesFor } from '../policy/authorization.js';
+import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest } from '../policy/http-authorization.js';
+import { acceptsPlaintext, effectiveMtlsMode } from '../policy/peer-authentication.js';
+import { bucketFor, rateLimitsFor } from '../policy/rate-limit.js';
+import type { MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
+import type { Address } from '../tunnel/destination.js';
+import { admitInbound } from '../tunnel/inbound-admission.js';
+import { type ExplainStep, byDefault, byMeshObject, byObject } from './explanation.js';
+
+/** An HTTP request as `--http 'GET /path' -H 'k: v'` gives it. */
+export interface ExplainHttpRequest {
+  readonly method: string;
+  /** As the client sends it; normalized here as the data path normalizes it. */
+  readonly path: string;
+  /** Host / :authority as the client sends it. */
+  readonly authority: string;
+  readonly headers: readonly (readonly [string, string])[];
+}
+
+/** What the destination agent is asked: the connection as it arrives at the pod, and the request on it. */
+export interface AdmissionQuery {
+  readonly sourceIp: string;
+  /** The identity the source's certificate proves over HBONE; absent: plaintext. */
+  readonly sourceIdentity?: SpiffeId;
+  /** The pod's address and port. */
+  readonly destination: Address;
+  readonly http?: ExplainHttpRequest;
+}
+
+/** How a denied policy decision looks to the fix finder. */
+export type AdmissionDenial =
+  | { readonly kind: 'strict'; readonly policy?: string; readonly workload: Workload; readonly port: number }
+  | { readonly kind: 'denied'; readonly policy: AuthorizationPolicyObject; readonly rule: number }
+  | { readonly kind: 'not-allowed'; readonly allows: readonly AuthorizationPolicyObject[]; readonly workload: Workload; readonly http: boolean };
+
+export interface AdmissionResult {
+  readonly steps: readonly ExplainStep[];
+  readonly denial?: AdmissionDenial;
+}
+
+export function explainAdmission(snapshot: MeshSnapshot, query: AdmissionQuery, normalization: PathNormalization = DEFAULT_PATH_NORMALIZATION): AdmissionResult {
+  const dst = query.destination;
+  const workload = snapshot.workloadsByIp.get(dst.ip);
+  if (!workload || !workload.enrollment.enrolled) {
+    const what = workload ? `pod ${workload.key} is not in the mesh (${workload.enrollment.reason})` : `${dst.ip} is no pod of the mesh`;
+    return {
+      steps: [{ step: 'authorization', outcome: 'not-in-mesh', decidedBy: workload ? byMeshObject('Pod', workload.key, workload.source) : byDefault('outside the mesh'), details: [`${what}: no agent admits or refuses traffic to it`] }],
+    };
+  }
+  const node = workload.node ?? '';
+  const admission = admitInbound(snapshot, { node, sourceIp: query.sourceIp, ...(query.sourceIdentity ? { sourceIdentity: query.sourceIdentity } : {}), destination: dst, httpPerRequest: true });
+  const steps: ExplainStep[] = [];
+
+  const mtls = effectiveMtlsMode(snapshot, workload, dst.port);
+  const paObject = mtls.policy ? snapshot.istio.peerAuthentications.find((p) => `${p.metadata.namespace}/${p.metadata.name}` === mtls.policy) : undefined;
+  const plaintext = query.sourceIdentity === undefined;
+  const refused = plaintext && !acceptsPlaintext(mtls);
+  steps.push({
+    step: 'peer-authentication',
+    outcome: mtls.mode,
+    decidedBy: paObject ? byObject(paObject) : byDefault('no PeerAuthentication applies: PERMISSIVE'),
+    node,
+    details: [
+      plaintext
+        ? refused
+          ? `plaintext to ${workload.key}:${dst.port} is refused (STRICT): the inbound listener 15006 closes the connection`
+          : `plaintext to ${workload.key}:${dst.port} is admitted (${mtls.mode})`
+        : `mTLS over HBONE from ${query.sourceIdentity}: admitted whatever the mode`,
+    ],
+    ...(refused ? { ends: 'deny' as const } : {}),
+  });
+  if (refused) return { steps, denial: { kind: 'strict', ...(mtls.policy ? { policy: mtls.policy } : {}), workload, port: dst.port } };
+  if (!admission.ok && admission.status === 503) {
+    steps.push({ step: 'authorization', outcome: 'no-route', decidedBy: byDefault('the agent'), node, details: [admission.reason], ends: 'unreachable' });
+    return { steps };
+  }
+
+  const attrs: ConnectionAttributes = { ...(query.sourceIdentity ? { sourceIdentity: query.sourceIdentity } : {}), sourceIp: query.sourceIp, destination: workload, destinationIp: dst.ip, destinationPort: dst.port };
+  const perRequest = admission.ok && admission.httpProtocol !== undefined;
+  let decide: (s: MeshSnapshot) => AuthorizationDecision = (s) => authorizeConnection(s, attrs);
+  const details: string[] = [];
+  let path = '';
+  if (perRequest) {
+    const request = query.http ?? { method: 'GET', path: '/', authority: `${dst.ip}:${dst.port}`, headers: [] };
+    const normalized = normalizeOriginForm(request.path, normalization);
+    path = normalized.ok ? normalized.path : request.path;
+    const headers = requestHeaders(request.headers.flat());
+    decide = (s) => authorizeRequest(s, { ...attrs, method: request.method, authority: request.authority, path, headers });
+    details.push(`port ${dst.port} speaks ${admission.httpProtocol}: each request is authorized; this one is ${request.method} ${path} (Host ${request.authority})${query.http ? '' : ', as none was given (--http)'}`);
+  } else {
+    details.push(`port ${dst.port} is TCP to the destination agent: the connection is authorized as a whole (L4 attributes only)`);
+  }
+  // The verdict: exactly the data path's. Admission already judged an L4 port; a request port is judged per request.
+  const decision: AuthorizationDecision = perRequest ? decide(snapshot) : admission.ok ? { allowed: true } : decide(snapshot);
+  const inScope = policiesFor(snapshot, workload);
+  details.push(...policyLines(snapshot, inScope, decide));
+  const decidingPolicy = decision.policy ? inScope.find((p) => `${p.metadata.namespace}/${p.metadata.name}` === decision.policy) : undefined;
+  const allows = inScope.filter((p) => p.spec.action === 'ALLOW');
+  if (decision.allowed) {
+    steps.push({ step: 'authorization', outcome: 'allowed', decidedBy: decidingPolicy ? byObject(decidingPolicy) : byDefault(`no ALLOW policy selects ${workload.key}: allowed`), node, details });
+  } else {
+    const seen = perRequest ? `the client gets ${RBAC_DENIED_STATUS} "${RBAC_DENIED_BODY}"` : plaintext ? 'the connection is closed' : 'the CONNECT is answered 401 and the client\'s connection is closed';
+    details.push(seen);
+    const outcome = decision.reason === 'denied' ? 'denied' : 'not-allowed';
+    const decidedBy = decidingPolicy ? byObject(decidingPolicy) : allows[0] ? byObject(allows[0]) : byDefault('AuthorizationPolicy');
+    steps.push({ step: 'authorization', outcome, decidedBy, node, details, ends: 'deny' });
+    const denial: AdmissionDenial =
+      decision.reason === 'denied' && decidingPolicy
+        ? { kind: 'denied', policy: decidingPolicy, rule: firstMatchingRule(snapshot, decidingPolicy, decide) ?? 0 }
+        : { kind: 'not-allowed', allows, workload, http: perRequest };
+    return { steps, denial };
+  }
+  if (perRequest) {
+    const request = query.http ?? { method: 'GET', path: '/', authority: '', headers: [] };
+    steps.push(rateLimitStep(snapshot, workload, dst.port, { ...(query.sourceIdentity ? { sourceIdentity: query.sourceIdentity } : {}), method: request.method, path, headers: requestHeaders(request.headers.flat()) }, node));
+  }
+  return { steps };
+}
+
+const ORDER: readonly AuthorizationPolicyObject['spec']['action'][] = ['CUSTOM', 'DENY', 'ALLOW', 'AUDIT'];
+
+/** One line per policy in scope, in evaluation order, and under it each rule's result. */
+function policyLines(snapshot: MeshSnapshot, policies: readonly AuthorizationPolicyObject[], decide: (s: MeshSnapshot) => AuthorizationDecision): string[] {
+  if (policies.length === 0) return ['no AuthorizationPolicy selects this pod'];
+  const lines: string[] = [];
+  for (const action of ORDER) {
+    for (const policy of policies.filter((p) => p.spec.action === action)) {
+      const { object, from } = byObject(policy);
+      const note = action === 'CUSTOM' ? ' (CUSTOM needs an ext_authz provider: not enforced by Ambit)' : action === 'AUDIT' ? ' (AUDIT only logs: it never decides)' : '';
+      lines.push(`${action} ${object} (${from})${note}`);
+      if (policy.spec.rules.length === 0) lines.push(`  no rules: ${action === 'ALLOW' ? 'matches nothing' : 'matches nothing'}`);
+      policy.spec.rules.forEach((rule, i) => lines.push(`  rule ${i}: ${ruleResult(snapshot, policy, rule, decide)}`));
+    }
+  }
+  return lines;
+}
+
+/** Whether one rule matches, asked of the enforcing evaluator with that rule alone; and if not, which part fails. */
+function ruleResult(snapshot: MeshSnapshot, policy: AuthorizationPolicyObject, rule: AuthorizationRule, decide: (s: MeshSnapshot) => AuthorizationDecision): string {
+  if (ruleMatches(snapshot, policy, rule, decide)) return 'matches';
+  const parts: [string, AuthorizationRule][] = [
+    ['from', { from: rule.from, to: [], when: [] }],
+    ['to', { from: [], to: rule.to, when: [] }],
+    ['when', { from: [], to: [], when: rule.when }],
+  ];
+  const failing = parts.filter(([, part]) => !ruleMatches(snapshot, policy, part, decide)).map(([name]) => name);
+  return `does not match (${failing.length > 0 ? `${failing.join(', ')} ${failing.length === 1 ? 'does' : 'do'} not hold` : 'only together'})`;
+}
+
+function firstMatchingRule(snapshot: MeshSnapshot, policy: AuthorizationPolicyObject, decide: (s: MeshSnapshot) => AuthorizationDecision): number | undefined {
+  const i = policy.spec.rules.findIndex((r) => ruleMatches(snapshot, policy, r, decide));
+  return i < 0 ? undefined : i;
+}
+
+/**
+ * The evaluator on a snapshot whose only policy is `policy` with `rule` alone. DENY keeps its action
+ * (a match denies); the others are asked as ALLOW (a match allows), which is how ALLOW decides and how
+ * AUDIT and CUSTOM would match if they decided.
+ */
+function ruleMatches(snapshot: MeshSnapshot, policy: AuthorizationPolicyObject, rule: AuthorizationRule, decide: (s: MeshSnapshot) => AuthorizationDecision): boolean {
+  const action = policy.spec.action === 'DENY' ? 'DENY' : 'ALLOW';
+  const alone: AuthorizationPolicyObject = { ...policy, spec: { ...policy.spec, action, rules: [rule] } };
+  const decision = decide({ ...snapshot, istio: { ...snapshot.istio, authorizationPolicies: [alone] } });
+  return action === 'DENY' ? !decision.allowed && decision.reason === 'denied' : decision.allowed && decision.policy !== undefined;
+}
+
+function rateLimitStep(snapshot: MeshSnapshot, workload: Workload, port: number, request: { sourceIdentity?: SpiffeId; method: string; path: string; headers: ReturnType<typeof requestHeaders> }, node: string): ExplainStep {
+  for (const limit of rateLimitsFor(snapshot, workload, port)) {
+    const bucket = bucketFor(limit, { destination: workload, port, ...request });
+    if (!bucket) continue;
+    const { maxTokens, tokensPerFill, fillIntervalMs } = bucket.spec;
+    return {
+      step: 'rate-limit',
+      outcome: 'limited-bucket',
+      decidedBy: byObject(limit),
+      node,
+      details: [
+        `route ${bucket.route}: ${maxTokens} tokens, ${tokensPerFill} back every ${fillIntervalMs} ms, per ${workload.key}${bucket.perSourceIdentity ? ' and per client identity' : ''}; over it the client gets 429 (flag RL)`,
+      ],
+    };
+  }
+  return { step: 'rate-limit', outcome: 'none', decidedBy: byDefault('no RateLimit applies'), node, details: [] };
+}

@@ -1,0 +1,208 @@
+// The source side of `ambit explain`: whether the source pod is captured and why (its Enrollment, as
+// buildSnapshot decided it for the eBPF programs), where the connection goes (resolveOutbound, or a
+// VirtualService's tcp[] route, or the L7 route for a port that speaks HTTP: the functions the outbound
+// listener calls), and how it is carried (HBONE to which node and identity, same node, passthrough).
+// It ends with what the destination agent must be asked: the connection as it arrives at the pod.
+
+import { systemClock } from '../l7/clock.js';
+import { httpDestinationOf } from '../l7/proxy/http-destination.js';
+import { tcpRouteTarget } from '../l7/proxy/tcp-route-target.js';
+import type { HttpRequestAttributes } from '../l7/request.js';
+import { requestHeaders } from '../l7/request.js';
+import { DEFAULT_PATH_NORMALIZATION, type PathNormalization, normalizeOriginForm } from '../l7/request-target.js';
+import { UpstreamClusters } from '../l7/upstream-cluster.js';
+import { matchesLabels } from '../state/build.js';
+import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
+import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from '../tunnel/destination.js';
+import { HBONE_PORT } from '../tunnel/hbone/settings.js';
+import type { AdmissionQuery, ExplainHttpRequest } from './admission.js';
+import { type DecidedBy, type ExplainStep, byDefault, byMeshObject } from './explanation.js';
+import { explainHttpRoute } from './l7-route.js';
+import type { ExplainDestination, ExplainSource } from './subjects.js';
+
+export interface SourceSideResult {
+  readonly steps: readonly ExplainStep[];
+  /** What the destination agent judges; absent when nothing reaches a pod of the mesh. */
+  readonly admission?: AdmissionQuery;
+  /** The node whose agent admits it. */
+  readonly destinationNode?: string;
+  /** Why nothing is reached, for the fix line. */
+  readonly unreachable?: string;
+}
+
+export function explainSourceSide(snapshot: MeshSnapshot, source: ExplainSource, destination: ExplainDestination, http: ExplainHttpRequest | undefined, normalization: PathNormalization = DEFAULT_PATH_NORMALIZATION): SourceSideResult {
+  const steps: ExplainStep[] = [captureStep(snapshot, source)];
+  const captured = source.kind === 'pod' && source.workload.enrollment.enrolled ? source.workload : undefined;
+  const node = captured?.node ?? '';
+  const dial = destination.dial;
+  const request = http ?? (destination.kind === 'outside' ? undefined : { method: 'GET', path: '/', authority: authorityOf(destination), headers: [] });
+
+  if (!captured) return uncaptured(snapshot, source, destination, request, steps);
+
+  const httpDestination = httpDestinationOf(snapshot, dial);
+  if (httpDestination && request) {
+    const why = httpDestination.kind === 'service' ? `Service ${httpDestination.service.hostname} port ${dial.port} is ${httpDestination.protocol} (its name or appProtocol)` : `pod ${httpDestination.workload.key} names port ${dial.port} ${httpDestination.protocol}`;
+    steps.push({ step: 'transport', outcome: 'http', decidedBy: decidedByDestination(destination), node, details: [`${why}: the source agent's L7 proxy routes each request`] });
+    const normalized = normalizeOriginForm(request.path, normalization);
+    const attrs: HttpRequestAttributes = {
+      host: httpDestination.kind === 'service' ? httpDestination.service.hostname : dial.ip,
+      authority: request.authority,
+      port: dial.port,
+      method: request.method,
+      path: normalized.ok ? normalized.path : request.path,
+      scheme: 'http',
+      headers: requestHeaders(request.headers.flat()),
+      source: { namespace: captured.namespace, labels: captured.labels, ip: sourceIp(source) },
+    };
+    if (httpDestination.kind === 'workload') return carried(steps, captured, sourceIp(source), { workload: httpDestination.workload, address: dial }, { ...request, path: attrs.path }, node);
+    const routed = explainHttpRoute(snapshot, node, captured, attrs);
+    steps.push(...routed.steps);
+    const o = routed.outcome;
+    if (o.kind === 'unreachable') return { steps, unreachable: o.reason };
+    if (o.kind === 'answered') return { steps };
+    return carried(steps, captured, sourceIp(source), { ...(o.workload ? { workload: o.workload } : {}), address: o.address, ...(o.service ? { service: o.service } : {}) }, { ...request, path: o.path, authority: o.authority }, node);
+  }
+
+  // L4: a VirtualService's tcp[] route when one applies, else the Service's own endpoints.
+  const clusters = new UpstreamClusters({ clock: systemClock, node });
+  let target: OutboundTarget;
+  try {
+    target = tcpRouteTarget(snapshot, clusters, captured, dial) ?? resolveOutbound(snapshot, dial, node, () => 0);
+  } finally {
+    clusters.close();
+  }
+  steps.push(destinationStep(snapshot, destination, target, node));
+  if (target.kind === 'refused') return { steps, unreachable: target.reason };
+  const endpoint = target.kind === 'workload' ? { workload: target.workload, address: target.address, ...(target.service ? { service: target.service } : {}) } : { address: target.address };
+  return carried(steps, captured, sourceIp(source), endpoint, http, node, true);
+}
+
+function sourceIp(source: ExplainSource): string {
+  return source.ip;
+}
+
+function authorityOf(destination: ExplainDestination): string {
+  if (destination.kind === 'service') return `${destination.service.name}.${destination.service.namespace}:${destination.dial.port}`;
+  return `${destination.dial.ip}:${destination.dial.port}`;
+}
+
+function captureStep(snapshot: MeshSnapshot, source: ExplainSource): ExplainStep {
+  if (source.kind === 'outside') {
+    return { step: 'capture', outcome: 'not-a-pod', decidedBy: byDefault('outside the mesh'), details: [`${source.ip} is no pod of the mesh: nothing captures its connections; they arrive at the destination as plain TCP`] };
+  }
+  const w = source.workload;
+  const pod = byMeshObject('Pod', w.key, w.source);
+  // The snapshot keeps a namespace's labels, not its object's origin.
+  const namespace: DecidedBy = { object: `Namespace ${w.namespace}`, from: snapshot.namespaces.get(w.namespace)?.declared ? 'its Namespace object' : 'no Namespace object (no labels)' };
+  const e = w.enrollment;
+  const node = w.node ?? '';
+  if (e.enrolled) {
+    const why = e.reason === 'namespace-label' ? `namespace ${w.namespace} is labelled istio.io/dataplane-mode=ambient` : 'the pod is labelled istio.io/dataplane-mode=ambient';
+    return { step: 'capture', outcome: 'captured', decidedBy: e.reason === 'namespace-label' ? namespace : pod, node, details: [`${why}: node ${node}'s agent captures ${w.key}'s connections (cgroup connect hooks to 15001) as ${w.identity}`] };
+  }
+  const why: Record<typeof e.reason, [string, DecidedBy]> = {
+    'pod-opt-out': ['the pod is labelled istio.io/dataplane-mode=none (opted out)', pod],
+    'namespace-not-ambient': [`namespace ${w.namespace} is not labelled istio.io/dataplane-mode=ambient, nor is the pod`, namespace],
+    'no-pod-ip': ['the pod has no IP yet', pod],
+    'host-network': ["the pod runs on its node's network (hostNetwork: true)", pod],
+    sidecar: ['the pod has an Istio sidecar (sidecar.istio.io/status): the sidecar wins', pod],
+  };
+  const [text, decidedBy] = why[e.reason];
+  return { step: 'capture', outcome: 'not-captured', decidedBy, node, details: [`${text}: its connections leave as plain TCP, with no identity`] };
+}
+
+function decidedByDestination(destination: ExplainDestination): DecidedBy {
+  if (destination.kind === 'service') return byMeshObject('Service', `${destination.service.namespace}/${destination.service.name}`, destination.service.source);
+  if (destination.kind === 'pod') return byMeshObject('Pod', destination.workload.key, destination.workload.source);
+  return byDefault('outside the mesh');
+}
+
+/** A Service's endpoints as the resolver sees them, and the pods its selector matches that are not ready. */
+function endpointLines(snapshot: MeshSnapshot, service: MeshService, port: number): string[] {
+  const lines = service.endpoints.map((e) => `endpoint ${e.workload} ${e.ip}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`} on node ${snapshot.workloads.get(e.workload)?.node ?? '?'}`);
+  const listed = new Set(service.endpoints.map((e) => e.workload));
+  if (service.selector) {
+    const selector = service.selector;
+    for (const w of snapshot.workloads.values()) {
+      if (w.namespace === service.namespace && !listed.has(w.key) && matchesLabels(selector, w.labels)) lines.push(`not an endpoint: ${w.key} (${w.ips.length === 0 ? 'no IP' : 'not ready'})`);
+    }
+  }
+  if (service.loadBalancing) lines.push(`locality: ${service.loadBalancing.mode} by ${service.loadBalancing.routingPreference.join(', ')}${service.loadBalancing.mode === 'strict' ? ' (internalTrafficPolicy: Local)' : ''}`);
+  return lines.length > 0 ? lines : ['no endpoint'];
+}
+
+function destinationStep(snapshot: MeshSnapshot, destination: ExplainDestination, target: OutboundTarget, node: string): ExplainStep {
+  const decidedBy = decidedByDestination(destination);
+  const lines = destination.kind === 'service' ? [`VIP ${destination.dial.ip}:${destination.dial.port} of ${destination.service.hostname}`, ...endpointLines(snapshot, destination.service, destination.dial.port)] : [];
+  switch (target.kind) {
+    case 'refused':
+      return { step: 'destination', outcome: 'none', decidedBy, node, details: [...lines, target.reason, 'the client\'s connection is closed'], ends: 'unreachable' };
+    case 'passthrough':
+      return { step: 'destination', outcome: 'outside', decidedBy, node, details: [`${target.address.ip}:${target.address.port} is no Service or pod of the mesh`] };
+    case 'workload': {
+      const several = destination.kind === 'service' && destination.service.endpoints.length > 1;
+      return { step: 'destination', outcome: 'endpoint', decidedBy, node, details: [...lines, `picked ${target.workload.key} ${target.address.ip}:${target.address.port}${several ? ' (one of the best-ranked endpoints, at random)' : ''}`] };
+    }
+  }
+}
+
+interface Endpoint {
+  readonly workload?: Workload;
+  readonly address: Address;
+  readonly service?: MeshService;
+}
+
+/** How a captured connection (or one L7 upstream) reaches its endpoint, and what the destination agent then sees. */
+function carried(steps: ExplainStep[], source: Workload, ip: string, endpoint: Endpoint, http: ExplainHttpRequest | undefined, node: string, l4 = false): SourceSideResult {
+  const { workload, address, service } = endpoint;
+  const hop = l4 ? '' : 'the L7 proxy\'s upstream: ';
+  if (!workload || !workload.enrollment.enrolled) {
+    const what = workload ? `pod ${workload.key} is not in the mesh (${workload.enrollment.reason})` : `${address.ip}:${address.port} is outside the mesh`;
+    steps.push({ step: 'transport', outcome: 'passthrough', decidedBy: workload ? byMeshObject('Pod', workload.key, workload.source) : byDefault('passthrough'), node, details: [`${hop}${what}: plain TCP from ${ip}`] });
+    return { steps };
+  }
+  const admission: AdmissionQuery = { sourceIp: ip, sourceIdentity: source.identity, destination: address, ...(http ? { http } : {}) };
+  if (workload.node === node) {
+    steps.push({ step: 'transport', outcome: 'same-node', decidedBy: byMeshObject('Pod', workload.key, workload.source), node, details: [`${hop}${workload.key} is on this node too: no tunnel; this agent admits it as the destination's agent would, with ${source.identity}`] });
+  } else {
+    const expected = serverIdentities(workload, service);
+    steps.push({
+      step: 'transport',
+      outcome: 'hbone',
+      decidedBy: byMeshObject('Pod', workload.key, workload.source),
+      node,
+      details: [`${hop}HBONE to ${address.ip}:${HBONE_PORT} on node ${workload.node ?? '?'}, CONNECT ${address.ip}:${address.port}, as ${source.identity}`, `expected server identity: ${expected.join(' or ')}`],
+    });
+  }
+  return { steps, admission, ...(workload.node ? { destinationNode: workload.node } : {}) };
+}
+
+/** A source nothing captures: its connection goes where the kernel (kube-proxy) sends it, in plaintext. */
+function uncaptured(snapshot: MeshSnapshot, source: ExplainSource, destination: ExplainDestination, http: ExplainHttpRequest | undefined, steps: ExplainStep[]): SourceSideResult {
+  const decidedBy = decidedByDestination(destination);
+  let endpoint: Endpoint;
+  if (destination.kind === 'service') {
+    const port = destination.dial.port;
+    const lines = [`VIP ${destination.dial.ip}:${port} of ${destination.service.hostname}, translated by kube-proxy (not by Ambit)`, ...endpointLines(snapshot, destination.service, port)];
+    const serving = destination.service.endpoints.filter((e) => e.ports.has(port));
+    const first = serving[0];
+    const workload = first ? snapshot.workloads.get(first.workload) : undefined;
+    if (!first || !workload) {
+      const reason = `service ${destination.service.hostname} has no ready endpoint for port ${port}`;
+      steps.push({ step: 'destination', outcome: 'none', decidedBy, details: [...lines, reason, 'the connection is refused'], ends: 'unreachable' });
+      return { steps, unreachable: reason };
+    }
+    endpoint = { workload, address: { ip: first.ip, port: first.ports.get(port)! }, service: destination.service };
+    steps.push({ step: 'destination', outcome: 'endpoint', decidedBy, details: [...lines, `kube-proxy picks ${serving.length > 1 ? `one of ${serving.length}, e.g. ` : ''}${workload.key} ${endpoint.address.ip}:${endpoint.address.port}`] });
+  } else {
+    endpoint = destination.kind === 'pod' ? { workload: destination.workload, address: destination.dial } : { address: destination.dial };
+    steps.push({ step: 'destination', outcome: destination.kind === 'pod' ? 'pod' : 'outside', decidedBy, details: [`directly to ${destination.dial.ip}:${destination.dial.port}`] });
+  }
+  const w = endpoint.workload;
+  if (!w?.enrollment.enrolled) {
+    steps.push({ step: 'transport', outcome: 'plain', decidedBy: byDefault('outside the mesh on both ends'), details: ['plain TCP; no agent is involved'] });
+    return { steps };
+  }
+  steps.push({ step: 'transport', outcome: 'plaintext-inbound', decidedBy: byMeshObject('Pod', w.key, w.source), node: w.node ?? '', details: [`plain TCP to ${endpoint.address.ip}:${endpoint.address.port}: tc on node ${w.node ?? '?'} steers it to its agent's inbound listener 15006`] });
+  return { steps, admission: { sourceIp: source.ip, destination: endpoint.address, ...(http ? { http } : {}) }, ...(w.node ? { destinationNode: w.node } : {}) };
+}
