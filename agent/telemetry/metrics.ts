@@ -94,11 +94,12 @@ export class MeshMetrics {
       protocol_errors: 'protocolErrors',
       reset_before_answer: 'resetBeforeAnswer',
       idle_closed: 'idleClosed',
+      streams_idle_closed: 'streamsIdleClosed',
       ping_timeouts: 'pingTimeouts',
     } as const;
     new Counter({
       name: 'ambit_hbone_events_total',
-      help: 'HBONE engine events: connections and streams opened, failed handshakes, protocol errors, streams reset before the agent answered, idle closes, PING timeouts',
+      help: 'HBONE engine events: connections and streams opened, failed handshakes, protocol errors, streams reset before the agent answered, idle closes (of connections, and of streams by --tcp-idle-timeout), PING timeouts',
       labelNames: ['event'],
       registers,
       collect() {

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { parseRunArgs } from '../../agent/cli/run.js';
 import { MeshMetrics } from '../../agent/telemetry/metrics.js';
 import { EngineHost } from '../../agent/tunnel/hbone/engine-host.js';
+import { DEFAULT_RELAY_IDLE_TIMEOUT_MS, setRelayIdleTimeout } from '../../agent/tunnel/relay-idle.js';
 
 const capture = ['--node', 'n1', '--config', 'mesh/', '--capture', 'ebpf', '--pod-cgroup', '/sys/fs/cgroup/pods/{namespace}/{name}'];
 
@@ -41,6 +42,19 @@ test('the engine flags become the engine options of the capture, and the engine 
     );
   } finally {
     host.close();
+  }
+});
+
+test('--tcp-idle-timeout reaches the streams the engine carries, as it reaches the relays', () => {
+  const { relayIdleTimeoutMs } = parseRunArgs([...capture, '--tcp-idle-timeout', '45s']);
+  // What `ambit run` does with it before the agent (and its engine) starts.
+  setRelayIdleTimeout(relayIdleTimeoutMs);
+  const host = EngineHost.start();
+  try {
+    assert.equal(host.engine.options().streamIdleTimeoutMs, 45_000);
+  } finally {
+    host.close();
+    setRelayIdleTimeout(DEFAULT_RELAY_IDLE_TIMEOUT_MS);
   }
 });
 

@@ -11,7 +11,8 @@ export type StreamId = number & { readonly __brand: 'HboneStream' };
  * (`code` is the errno; the peer got CONNECT_ERROR). `timeout`: no response in responseTimeoutMs.
  * `conn-closed`: its connection ended under it. `refused`: a non-200 answer (`code` is the status).
  * `limit`: maxPendingConnects. `draining`: the connection was draining. `refused-locally`: the engine
- * could not open it (no such connection, clientMaxStreams, out of stream ids).
+ * could not open it (no such connection, clientMaxStreams, out of stream ids). `idle-timeout`: no byte
+ * moved either way for streamIdleTimeoutMs (the peer got CANCEL, the fd was closed).
  */
 export type StreamEndCause =
   | 'done'
@@ -23,7 +24,8 @@ export type StreamEndCause =
   | 'refused'
   | 'limit'
   | 'draining'
-  | 'refused-locally';
+  | 'refused-locally'
+  | 'idle-timeout';
 
 /** Why a connection ended; `message` says it for an operator. */
 export type ConnEndCause =
@@ -102,6 +104,8 @@ export interface EngineCounters {
   /** Bytes written to plain fds, and read from them. */
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /** Streams closed by streamIdleTimeoutMs. */
+  readonly streamsIdleClosed: number;
 }
 
 /** One connection, as its data thread sees it now. */

@@ -31,6 +31,8 @@ export interface EngineOptions {
   readonly maxConnections?: number;
   /** Bytes one connection may hold: nghttp2's state and the bytes waiting for slow fds. */
   readonly maxConnectionMemory?: number;
+  /** An open stream in which no byte moved either way for this long is closed; 0: never. */
+  readonly streamIdleTimeoutMs?: number;
 }
 
 export type EffectiveOptions = { readonly [K in keyof EngineOptions]-?: number };

@@ -9,6 +9,7 @@ import type { WorkloadCertificate } from '../../identity/workload-certificate.js
 import { HboneEngine, type TlsContext, createTlsContext } from '../engine/engine.js';
 import type { ConnId, EngineEvent } from '../engine/events.js';
 import type { EngineOptions } from '../engine/native.js';
+import { relayIdleTimeout } from '../relay-idle.js';
 import { type HboneTuning, resolveTuning } from './settings.js';
 
 /** What an owner of engine connections hears about them; called on the JavaScript thread, in order. */
@@ -41,6 +42,8 @@ export class EngineHost {
           pingTimeoutMs: resolved.pingTimeoutMs,
           handshakeTimeoutMs: resolved.connectTimeoutMs,
           responseTimeoutMs: resolved.connectTimeoutMs,
+          // The streams the engine carries idle out as the relays do (ambit run --tcp-idle-timeout).
+          streamIdleTimeoutMs: relayIdleTimeout(),
           ...options,
         },
         onEvent,

@@ -237,7 +237,8 @@ static napi_value create_engine(napi_env env, napi_callback_info info)
 	    !opt_u32(env, argv[0], "maxPendingConnects", &o.max_pending_connects) ||
 	    !opt_u32(env, argv[0], "maxConnectionsPerIdentity", &o.max_conns_per_identity) ||
 	    !opt_u32(env, argv[0], "maxConnectionsPerAddress", &o.max_conns_per_address) ||
-	    !opt_u32(env, argv[0], "maxConnections", &o.max_connections) || !opt_u32(env, argv[0], "maxConnectionMemory", &o.max_conn_memory))
+	    !opt_u32(env, argv[0], "maxConnections", &o.max_connections) || !opt_u32(env, argv[0], "maxConnectionMemory", &o.max_conn_memory) ||
+	    !opt_u32(env, argv[0], "streamIdleTimeoutMs", &o.stream_idle_timeout_ms))
 		return NULL;
 	h = calloc(1, sizeof(*h));
 	if (h)

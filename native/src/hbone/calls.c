@@ -282,6 +282,7 @@ static napi_value options(napi_env env, napi_callback_info info)
 	OPT("maxConnectionsPerAddress", max_conns_per_address);
 	OPT("maxConnections", max_connections);
 	OPT("maxConnectionMemory", max_conn_memory);
+	OPT("streamIdleTimeoutMs", stream_idle_timeout_ms);
 #undef OPT
 	return out;
 }

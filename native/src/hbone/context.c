@@ -123,6 +123,8 @@ struct hb_ctx *hb_ctx_new(const char *chain_pem, const char *key_pem, const char
 	SSL_CTX_set_num_tickets(s, 0);
 	SSL_CTX_set_options(s, SSL_OP_NO_TICKET);
 	SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	/* With read-ahead (conn.c), one read takes several records of a bulk transfer, not one. */
+	SSL_CTX_set_default_read_buffer_len(s, 64 * 1024);
 	ctx->ssl_ctx = s;
 	s = NULL;
 	goto done;

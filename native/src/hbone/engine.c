@@ -20,6 +20,7 @@ const char *const hb_counter_names[HB_C_COUNT] = {
 	"handshakesFailed", "protocolErrors", "resetBeforeAnswer", "lateAnswers",
 	"limitPendingConnects", "limitConnectionsPerIdentity", "limitConnectionsPerAddress", "limitConnections",
 	"limitConnectionMemory", "idleClosed", "pingTimeouts", "bytesIn", "bytesOut",
+	"streamsIdleClosed",
 };
 
 void hb_fatal(const char *file, int line, const char *fmt, ...)
@@ -63,6 +64,8 @@ void hb_options_default(struct hb_options *o)
 	o->max_connections = 16384;
 	/* The connection window can be all buffered (a pod reading slowly), plus nghttp2's own state. */
 	o->max_conn_memory = 24 * MiB;
+	/* ztunnel has no stream idle timeout (TCP keepalive only): the agent passes its --tcp-idle-timeout. */
+	o->stream_idle_timeout_ms = 0;
 }
 
 uint64_t hb_now_ms(void)

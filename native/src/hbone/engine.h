@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /*
  * An impossible state ends the process: a data thread that cannot trust its own bookkeeping must not
@@ -26,6 +27,7 @@ struct hb_options {
 	uint32_t ping_interval_ms, ping_timeout_ms, handshake_timeout_ms, idle_timeout_ms, response_timeout_ms;
 	uint32_t max_pending_connects, max_conns_per_identity, max_conns_per_address, max_connections;
 	uint32_t max_conn_memory;
+	uint32_t stream_idle_timeout_ms; /* 0: none */
 };
 void hb_options_default(struct hb_options *o);
 
@@ -34,7 +36,7 @@ enum hb_counter {
 	HB_C_CONNS_OPENED, HB_C_CONNS_OPEN, HB_C_STREAMS_OPENED, HB_C_STREAMS_OPEN,
 	HB_C_HANDSHAKE_FAILED, HB_C_PROTOCOL_ERRORS, HB_C_RESET_BEFORE_ANSWER, HB_C_LATE_ANSWERS,
 	HB_C_LIMIT_PENDING, HB_C_LIMIT_IDENTITY, HB_C_LIMIT_ADDRESS, HB_C_LIMIT_CONNECTIONS, HB_C_LIMIT_MEMORY,
-	HB_C_IDLE_CLOSED, HB_C_PING_TIMEOUTS, HB_C_BYTES_IN, HB_C_BYTES_OUT,
+	HB_C_IDLE_CLOSED, HB_C_PING_TIMEOUTS, HB_C_BYTES_IN, HB_C_BYTES_OUT, HB_C_STREAMS_IDLE_CLOSED,
 	HB_C_COUNT
 };
 extern const char *const hb_counter_names[HB_C_COUNT];
@@ -75,6 +77,13 @@ enum hb_stream_state {
 
 struct hb_conn;
 
+/*
+ * DATA of one read batch for a stream, not yet written: pointers into the bytes being parsed (the
+ * worker's read buffer), gathered into one writev when the batch is parsed, instead of a write per
+ * DATA chunk. Full before then, it is written early.
+ */
+#define HB_PENDING_IOV 32
+
 struct hb_stream {
 	uint8_t kind; /* HB_K_STREAM: first, for epoll */
 	struct hb_conn *c;
@@ -86,7 +95,12 @@ struct hb_stream {
 	bool fd_eof, fd_shut, peer_ended, h2_closed, deferred, released, announced, fd_error, reset_sent;
 	uint32_t header_bytes;
 	struct hb_chunk *in_head, *in_tail;
-	size_t buffered;
+	size_t buffered; /* in chunks and pending, all holding the peer's window */
+	struct iovec pending[HB_PENDING_IOV];
+	int npending_iov;
+	size_t pending_bytes;
+	bool dirty; /* on its connection's list of streams with pending DATA */
+	uint64_t active_ms; /* when bytes last moved either way: the stream idle timeout counts from it */
 	uint64_t bytes_in, bytes_out; /* peer to fd, fd to peer */
 	const char *cause;	      /* why it ended; NULL while it runs */
 	uint32_t code;		      /* an HTTP/2 error code or an errno, with the cause */
@@ -100,6 +114,7 @@ struct hb_stream {
 	struct hb_stream *hnext;	   /* the worker's id table */
 	struct hb_stream *next_announce; /* the connection's new CONNECTs of this read */
 	struct hb_stream *next_dead;
+	struct hb_stream *next_dirty;
 };
 
 enum hb_role { HB_SERVER, HB_CLIENT };
@@ -123,6 +138,8 @@ struct hb_conn {
 	struct hb_stream *streams;
 	uint32_t nstreams, npending;
 	struct hb_stream *announce; /* NEW streams of the current read */
+	struct hb_stream *dirty;    /* streams with pending DATA of the current read */
+	bool over_memory;	    /* a stream could not keep what its fd did not take */
 	uint64_t opened_ms, idle_since_ms, last_ping_ms, ping_sent_ms;
 	uint64_t drain_deadline_ms;
 	bool draining;
@@ -204,7 +221,8 @@ struct hb_worker {
 	struct hb_conn *dead_conns;
 	struct hb_stream *dead_streams;
 	uint64_t now_ms, next_tick_ms;
-	uint8_t rbuf[65536];
+	/* Plaintext of several TLS records, parsed in one go: the pod's writes gather a batch (streams.c). */
+	uint8_t rbuf[256 * 1024];
 };
 
 /* One peer's count of live connections, for the per-identity and per-address caps. */
@@ -289,6 +307,8 @@ struct hb_stream *hb_stream_new(struct hb_conn *c, uint64_t id, int32_t sid);
 void hb_stream_fd_event(struct hb_stream *s, uint32_t events);
 bool hb_stream_deliver(struct hb_stream *s, const uint8_t *data, size_t len);
 void hb_stream_flush(struct hb_stream *s);
+/* Writes every stream's pending DATA of this batch (one writev each); false when the memory cap is hit. */
+bool hb_streams_write_pending(struct hb_conn *c);
 void hb_stream_try_release(struct hb_stream *s);
 void hb_stream_end(struct hb_stream *s, const char *cause, uint32_t code);
 void hb_stream_answer(struct hb_stream *s, int status, int fd);

@@ -220,6 +220,15 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 	return 0;
 }
 
+/* The connection went over maxConnectionMemory: counted, reported once per peer, and closed. */
+static void over_memory(struct hb_conn *c)
+{
+	hb_limit_hit(c->w->e, HB_C_LIMIT_MEMORY, c->id, "maxConnectionMemory", c->peer_identity, c->w->e->opt.max_conn_memory);
+	c->closing_cause = "memory-limit";
+	snprintf(c->message, sizeof(c->message), "the connection from %s went over %u bytes of memory (maxConnectionMemory)",
+		 c->peer_address, c->w->e->opt.max_conn_memory);
+}
+
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t sid, const uint8_t *data, size_t len, void *user)
 {
 	struct hb_conn *c = user;
@@ -232,13 +241,30 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t sid, c
 		return 0;
 	}
 	if (!hb_stream_deliver(s, data, len)) {
-		hb_limit_hit(c->w->e, HB_C_LIMIT_MEMORY, c->id, "maxConnectionMemory", c->peer_identity, c->w->e->opt.max_conn_memory);
-		c->closing_cause = "memory-limit";
-		snprintf(c->message, sizeof(c->message), "the connection from %s went over %u bytes of memory (maxConnectionMemory)",
-			 c->peer_address, c->w->e->opt.max_conn_memory);
+		over_memory(c);
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	}
 	return 0;
+}
+
+/*
+ * DATA frames up to the peer's SETTINGS_MAX_FRAME_SIZE (nghttp2 would send 16 KiB): fewer frames, and
+ * a receiver that writes larger pieces to its pod. Bounded by the window and by DATA_FRAME_MAX.
+ */
+#define DATA_FRAME_MAX (64 * 1024)
+
+static ssize_t data_length(nghttp2_session *session, uint8_t type, int32_t sid, int32_t session_window,
+			   int32_t stream_window, uint32_t remote_max_frame, void *user)
+{
+	int32_t n = session_window < stream_window ? session_window : stream_window;
+
+	(void)type;
+	(void)sid;
+	(void)user;
+	(void)session;
+	if (n > (int32_t)remote_max_frame)
+		n = (int32_t)remote_max_frame;
+	return n > DATA_FRAME_MAX ? DATA_FRAME_MAX : n;
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t sid, uint32_t error_code, void *user)
@@ -268,6 +294,7 @@ static void make_callbacks(void)
 	nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+	nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, data_length);
 }
 
 int hb_session_init(struct hb_conn *c)
@@ -321,6 +348,12 @@ bool hb_session_recv(struct hb_conn *c, const uint8_t *data, size_t len)
 {
 	ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
 
+	/* The DATA of this batch points into `data`: it reaches the pods' fds before `data` is reused. */
+	if (!hb_streams_write_pending(c) && rv >= 0) {
+		over_memory(c);
+		hb_conn_close(c, c->closing_cause, "%s", c->message);
+		return false;
+	}
 	if (rv >= 0)
 		return true;
 	if (!c->closing_cause || strcmp(c->closing_cause, "memory-limit") != 0) {

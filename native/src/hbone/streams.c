@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 struct hb_stream *hb_stream_new(struct hb_conn *c, uint64_t id, int32_t sid)
@@ -33,6 +34,7 @@ struct hb_stream *hb_stream_new(struct hb_conn *c, uint64_t id, int32_t sid)
 	s->id = id;
 	s->sid = sid;
 	s->fd = -1;
+	s->active_ms = c->w->now_ms;
 	s->next = c->streams;
 	if (c->streams)
 		c->streams->prev = s;
@@ -59,6 +61,13 @@ static void fd_failed(struct hb_stream *s, int err)
 		s->code = (uint32_t)err;
 	}
 	s->fd_error = true;
+	if (s->npending_iov) {
+		/* Pending bytes point into the read buffer: they cannot outlive this batch. */
+		s->buffered -= s->pending_bytes;
+		consume(s, s->pending_bytes);
+		s->npending_iov = 0;
+		s->pending_bytes = 0;
+	}
 	s->c->resets_pending = true;
 	hb_conn_queue(s->c);
 }
@@ -75,59 +84,142 @@ static void drop_buffer(struct hb_stream *s)
 		free(ch);
 	}
 	s->in_tail = NULL;
+	s->npending_iov = 0;
+	s->pending_bytes = 0;
 	s->buffered = 0;
 	consume(s, dropped);
 }
 
-bool hb_stream_deliver(struct hb_stream *s, const uint8_t *data, size_t len)
+/* Keeps bytes the fd did not take, in one chunk: the peer's window (not given back yet) bounds them. */
+static bool keep(struct hb_stream *s, const uint8_t *data, size_t len)
 {
 	struct hb_chunk *ch;
-	ssize_t n = 0;
 
-	if (s->state == HB_S_REFUSED || s->fd_error || s->cause) {
-		consume(s, len);
-		return true;
-	}
-	if (s->state == HB_S_OPEN && s->fd >= 0 && !s->in_head) {
-		n = write(s->fd, data, len);
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			fd_failed(s, errno);
-			consume(s, len);
-			return true;
-		}
-		if (n < 0)
-			n = 0;
-		s->bytes_in += (uint64_t)n;
-		hb_count(s->c->w->e, HB_C_BYTES_IN, n);
-		consume(s, (size_t)n);
-		if ((size_t)n == len)
-			return true;
-	}
-	/* The rest waits for EPOLLOUT; the peer's window (not yet given back) bounds it. */
-	if (!hb_mem_take(s->c, sizeof(*ch) + len - (size_t)n))
+	if (!hb_mem_take(s->c, sizeof(*ch) + len))
 		return false;
-	ch = malloc(sizeof(*ch) + len - (size_t)n);
+	ch = malloc(sizeof(*ch) + len);
 	if (!ch) {
-		hb_mem_give(s->c, sizeof(*ch) + len - (size_t)n);
+		hb_mem_give(s->c, sizeof(*ch) + len);
 		return false;
 	}
 	ch->next = NULL;
 	ch->off = 0;
-	ch->len = len - (size_t)n;
-	memcpy(ch->data, data + n, ch->len);
+	ch->len = len;
+	memcpy(ch->data, data, len);
 	if (s->in_tail)
 		s->in_tail->next = ch;
 	else
 		s->in_head = ch;
 	s->in_tail = ch;
-	s->buffered += ch->len;
 	return true;
+}
+
+/* Bytes the fd took: the peer gets their window back, and the stream is not idle. */
+static void wrote(struct hb_stream *s, size_t n)
+{
+	s->buffered -= n;
+	s->bytes_in += (uint64_t)n;
+	s->active_ms = s->c->w->now_ms;
+	hb_count(s->c->w->e, HB_C_BYTES_IN, (int64_t)n);
+	consume(s, n);
+}
+
+/*
+ * One writev for the DATA of this batch; what the fd does not take is copied into a chunk (the only
+ * copy on this path) before the read buffer is reused. False when the memory cap forbids keeping it.
+ */
+static bool write_pending(struct hb_stream *s)
+{
+	size_t total = s->pending_bytes, done, rest;
+	ssize_t n;
+	int i;
+
+	if (!s->npending_iov)
+		return true;
+	n = writev(s->fd, s->pending, s->npending_iov);
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		s->npending_iov = 0;
+		s->pending_bytes = 0;
+		s->buffered -= total;
+		fd_failed(s, errno);
+		consume(s, total);
+		return true;
+	}
+	done = n < 0 ? 0 : (size_t)n;
+	if (done)
+		wrote(s, done);
+	rest = total - done;
+	for (i = 0; i < s->npending_iov && rest; i++) {
+		struct iovec *v = &s->pending[i];
+		size_t skip = done < v->iov_len ? done : v->iov_len;
+
+		done -= skip;
+		if (skip == v->iov_len)
+			continue;
+		if (!keep(s, (const uint8_t *)v->iov_base + skip, v->iov_len - skip)) {
+			s->npending_iov = 0;
+			s->pending_bytes = 0;
+			return false;
+		}
+		rest -= v->iov_len - skip;
+	}
+	s->npending_iov = 0;
+	s->pending_bytes = 0;
+	return true;
+}
+
+bool hb_stream_deliver(struct hb_stream *s, const uint8_t *data, size_t len)
+{
+	if (s->state == HB_S_REFUSED || s->fd_error || s->cause) {
+		consume(s, len);
+		return true;
+	}
+	if (s->state == HB_S_OPEN && s->fd >= 0 && !s->in_head) {
+		/* Written with the rest of the batch (hb_streams_write_pending), or now if the list is full. */
+		if (s->npending_iov == HB_PENDING_IOV && !write_pending(s))
+			return false;
+		if (!s->in_head) {
+			s->pending[s->npending_iov++] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
+			s->pending_bytes += len;
+			s->buffered += len;
+			if (!s->dirty) {
+				s->dirty = true;
+				s->next_dirty = s->c->dirty;
+				s->c->dirty = s;
+			}
+			return true;
+		}
+	}
+	if (!keep(s, data, len))
+		return false;
+	s->buffered += len;
+	return true;
+}
+
+bool hb_streams_write_pending(struct hb_conn *c)
+{
+	while (c->dirty) {
+		struct hb_stream *s = c->dirty;
+
+		c->dirty = s->next_dirty;
+		s->dirty = false;
+		s->next_dirty = NULL;
+		/* A stream released or reset in this batch dropped its pending bytes already. */
+		if (!s->released)
+			hb_stream_flush(s);
+	}
+	return !c->over_memory;
 }
 
 void hb_stream_flush(struct hb_stream *s)
 {
 	if (s->fd < 0 || s->state != HB_S_OPEN || s->fd_error)
 		return;
+	/* The peer's END_STREAM can arrive in the batch that carried its last DATA: those bytes go first. */
+	if (!write_pending(s)) {
+		s->c->over_memory = true;
+		return;
+	}
 	while (s->in_head) {
 		struct hb_chunk *ch = s->in_head;
 		ssize_t n = write(s->fd, ch->data + ch->off, ch->len - ch->off);
@@ -138,10 +230,7 @@ void hb_stream_flush(struct hb_stream *s)
 			return;
 		}
 		ch->off += (size_t)n;
-		s->buffered -= (size_t)n;
-		s->bytes_in += (uint64_t)n;
-		hb_count(s->c->w->e, HB_C_BYTES_IN, n);
-		consume(s, (size_t)n);
+		wrote(s, (size_t)n);
 		if (ch->off < ch->len)
 			return;
 		s->in_head = ch->next;
@@ -195,6 +284,7 @@ ssize_t hb_data_read(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t
 	n = read(s->fd, buf, length);
 	if (n > 0) {
 		s->bytes_out += (uint64_t)n;
+		s->active_ms = s->c->w->now_ms;
 		hb_count(s->c->w->e, HB_C_BYTES_OUT, n);
 		return n;
 	}
