@@ -2,6 +2,7 @@
 // The `ambit` command: dispatches to the node agent (`run`), the local lab (`lab`) and friends.
 
 import { CA_USAGE, caCommand } from './ca.js';
+import { EXPLAIN_USAGE, explainCommand } from './explain.js';
 import { labCommand, LAB_USAGE } from './lab.js';
 import { runCommand, RUN_USAGE } from './run.js';
 import { UsageError } from './usage.js';
@@ -16,6 +17,7 @@ Commands:
   ca      the mesh's certificate authority (Istio's CA API, node-authorized), run centrally
   zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies,
           certificates, connections
+  explain why a pod can or cannot reach a destination, step by step, from the agents' own decisions
   uninstall  remove every eBPF program, pin and rule Ambit left on this node
   help    show this help, or a command's: ambit help <command>
 
@@ -23,9 +25,10 @@ ${RUN_USAGE}
 ${LAB_USAGE}
 ${CA_USAGE}
 ${ZC_USAGE}
+${EXPLAIN_USAGE}
 ${UNINSTALL_USAGE}`;
 
-const COMMAND_USAGE: Readonly<Record<string, string>> = { run: RUN_USAGE, lab: LAB_USAGE, ca: CA_USAGE, zc: ZC_USAGE, uninstall: UNINSTALL_USAGE };
+const COMMAND_USAGE: Readonly<Record<string, string>> = { run: RUN_USAGE, lab: LAB_USAGE, ca: CA_USAGE, zc: ZC_USAGE, explain: EXPLAIN_USAGE, uninstall: UNINSTALL_USAGE };
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -47,6 +50,8 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'zc':
     case 'ztunnel-config':
       return zcCommand(rest);
+    case 'explain':
+      return explainCommand(rest);
     case 'help':
     case '--help':
     case '-h':
