@@ -99,8 +99,8 @@ export function explainAdmission(snapshot: MeshSnapshot, query: AdmissionQuery, 
   } else {
     details.push(`port ${dst.port} is TCP to the destination agent: the connection is authorized as a whole (L4 attributes only)`);
   }
-  // The verdict: exactly the data path's. Admission already judged an L4 port; a request port is judged per request.
-  const decision: AuthorizationDecision = perRequest ? decide(snapshot) : admission.ok ? { allowed: true } : decide(snapshot);
+  // The verdict: exactly the data path's call (admitInbound made the same authorizeConnection call for an L4 port).
+  const decision = decide(snapshot);
   const inScope = policiesFor(snapshot, workload);
   details.push(...policyLines(snapshot, inScope, decide));
   const decidingPolicy = decision.policy ? inScope.find((p) => `${p.metadata.namespace}/${p.metadata.name}` === decision.policy) : undefined;

@@ -1,0 +1,428 @@
+// `ambit explain` step by step, on a mesh written as a user writes it: each step's outcome and the
+// object (with its file:line) that decided it, the verdict, the fix for a deny, the rendering and the
+// JSON shape, the admin request bodies, the join of two agents' answers, and the denial ring's bound.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseConfigFile } from '../../agent/config/load.js';
+import { DenialRing } from '../../agent/explain/denials.js';
+import { type ExplainQuery, explainAdmissionOnly, explainPath, joinExplanations, readAdmissionQuery, readExplainQuery } from '../../agent/explain/explain.js';
+import type { Explanation, ExplainStep, StepName } from '../../agent/explain/explanation.js';
+import { explanationJson, renderExplanation } from '../../agent/explain/render.js';
+import { parseHttp } from '../../agent/cli/explain.js';
+import { buildSnapshot } from '../../agent/state/build.js';
+import type { MeshSnapshot, SpiffeId } from '../../agent/state/model.js';
+
+const FILE = 'mesh.yaml';
+
+const BASE = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { istio.io/dataplane-mode: ambient } }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: legacy }
+---
+apiVersion: v1
+kind: Node
+metadata: { name: node-a }
+status: { addresses: [{ type: InternalIP, address: 10.10.0.1 }] }
+---
+apiVersion: v1
+kind: Node
+metadata: { name: node-b }
+status: { addresses: [{ type: InternalIP, address: 10.10.0.2 }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: shop, labels: { app: client } }
+spec: { nodeName: node-a, serviceAccountName: client, containers: [{ name: c, command: [x] }] }
+status: { podIP: 10.20.1.5 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: quiet, namespace: shop, labels: { app: quiet, istio.io/dataplane-mode: none } }
+spec: { nodeName: node-a, containers: [{ name: c, command: [x] }] }
+status: { podIP: 10.20.1.6 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: old, namespace: legacy, labels: { app: old } }
+spec: { nodeName: node-a, containers: [{ name: c, command: [x] }] }
+status: { podIP: 10.20.1.7 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: web-1, namespace: shop, labels: { app: web, version: v1 } }
+spec: { nodeName: node-b, serviceAccountName: web, containers: [{ name: c, command: [x], ports: [{ name: http, containerPort: 8080 }] }] }
+status: { podIP: 10.20.2.5 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: db-1, namespace: shop, labels: { app: db } }
+spec: { nodeName: node-b, serviceAccountName: db, containers: [{ name: c, command: [x] }] }
+status: { podIP: 10.20.2.6 }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: gone-1, namespace: shop, labels: { app: gone } }
+spec: { nodeName: node-b, containers: [{ name: c, command: [x] }] }
+status: { podIP: 10.20.2.7, conditions: [{ type: Ready, status: "False" }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec: { clusterIP: 10.96.0.10, selector: { app: web }, ports: [{ name: http, port: 80, targetPort: 8080 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: db, namespace: shop }
+spec: { clusterIP: 10.96.0.11, selector: { app: db }, ports: [{ name: tcp, port: 5432, targetPort: 5432 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: gone, namespace: shop }
+spec: { clusterIP: 10.96.0.12, selector: { app: gone }, ports: [{ name: tcp, port: 7000, targetPort: 7000 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: local, namespace: shop }
+spec: { clusterIP: 10.96.0.13, selector: { app: db }, internalTrafficPolicy: Local, ports: [{ name: tcp, port: 5432, targetPort: 5432 }] }
+`;
+
+function mesh(extra = ''): MeshSnapshot {
+  const parsed = parseConfigFile(`${BASE}---\n${extra}`, FILE);
+  assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error'), []);
+  return buildSnapshot(parsed.objects, { version: 7, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
+}
+
+/** The line in the combined YAML where a document with `name: <name>` starts its metadata. */
+function lineOf(extra: string, name: string): number {
+  const lines = `${BASE}---\n${extra}`.split('\n');
+  const i = lines.findIndex((l) => l.includes(`name: ${name},`) || l.includes(`name: ${name} }`) || l.trim() === `name: ${name}`);
+  assert.ok(i >= 0, `no ${name} in the YAML`);
+  // parse-file reports an object at its document's first line (apiVersion), two lines above metadata.
+  return i - 1;
+}
+
+function explain(snapshot: MeshSnapshot, query: ExplainQuery): Explanation {
+  const answer = explainPath(snapshot, 'node-a', query);
+  assert.ok(answer.ok, answer.ok ? '' : answer.error);
+  return answer.value.explanation;
+}
+
+function step(e: Explanation, name: StepName): ExplainStep {
+  const found = e.steps.find((s) => s.step === name);
+  assert.ok(found, `no ${name} step in ${e.steps.map((s) => s.step).join(', ')}`);
+  return found;
+}
+
+const HTTP_GET = (path: string, authority = 'web.shop'): ExplainQuery['http'] => ({ method: 'GET', path, authority, headers: [] });
+
+describe('capture', () => {
+  it('an enrolled pod is captured because its namespace is labelled ambient', () => {
+    const e = explain(mesh(), { source: 'shop/client', destination: 'db.shop:5432' });
+    const capture = step(e, 'capture');
+    assert.equal(capture.outcome, 'captured');
+    assert.equal(capture.decidedBy.object, 'Namespace shop');
+    assert.match(capture.details[0]!, /istio\.io\/dataplane-mode=ambient.*spiffe:\/\/cluster\.local\/ns\/shop\/sa\/client/);
+  });
+
+  it('an opted-out pod is not captured, and the pod (with its file:line) decided it', () => {
+    const e = explain(mesh(), { source: 'shop/quiet', destination: 'db.shop:5432' });
+    const capture = step(e, 'capture');
+    assert.equal(capture.outcome, 'not-captured');
+    assert.equal(capture.decidedBy.object, 'Pod shop/quiet');
+    assert.match(capture.decidedBy.from ?? '', /^mesh\.yaml:\d+$/);
+    assert.match(capture.details[0]!, /opted out/);
+    // Not captured: plaintext straight to the pod, into its agent's 15006.
+    assert.equal(step(e, 'transport').outcome, 'plaintext-inbound');
+  });
+
+  it('a pod in a namespace that is not ambient is not captured', () => {
+    const capture = step(explain(mesh(), { source: 'legacy/old', destination: 'db.shop:5432' }), 'capture');
+    assert.equal(capture.outcome, 'not-captured');
+    assert.equal(capture.decidedBy.object, 'Namespace legacy');
+  });
+});
+
+describe('destination and transport', () => {
+  it('a VIP resolves to its ready endpoint on another node, carried by HBONE with the expected identity', () => {
+    const e = explain(mesh(), { source: 'shop/client', destination: 'db.shop:5432' });
+    const destination = step(e, 'destination');
+    assert.equal(destination.outcome, 'endpoint');
+    assert.ok(destination.details.some((d) => d.includes('picked shop/db-1 10.20.2.6:5432')), destination.details.join('\n'));
+    const transport = step(e, 'transport');
+    assert.equal(transport.outcome, 'hbone');
+    assert.match(transport.details[0]!, /HBONE to 10\.20\.2\.6:15008 on node node-b/);
+    assert.match(transport.details[1]!, /spiffe:\/\/cluster\.local\/ns\/shop\/sa\/db/);
+    assert.equal(e.verdict, 'allow');
+  });
+
+  it('a Service whose only pod is not ready is unreachable, and the unready pod is named', () => {
+    const e = explain(mesh(), { source: 'shop/client', destination: 'gone.shop:7000' });
+    const destination = step(e, 'destination');
+    assert.equal(destination.ends, 'unreachable');
+    assert.ok(destination.details.some((d) => d.includes('not an endpoint: shop/gone-1 (not ready)')), destination.details.join('\n'));
+    assert.equal(e.verdict, 'unreachable');
+    assert.match(e.fix ?? '', /no ready endpoint/);
+  });
+
+  it('internalTrafficPolicy Local with no endpoint on the client\'s node is unreachable', () => {
+    const e = explain(mesh(), { source: 'shop/client', destination: 'local.shop:5432' });
+    assert.equal(e.verdict, 'unreachable');
+    assert.match(step(e, 'destination').details.join('\n'), /internalTrafficPolicy: Local/);
+  });
+
+  it('an address outside the mesh is passed through as plain TCP', () => {
+    const e = explain(mesh(), { source: 'shop/client', destination: '192.0.2.1:443' });
+    assert.equal(step(e, 'transport').outcome, 'passthrough');
+    assert.equal(e.verdict, 'allow');
+  });
+
+  it('names the problem when a name resolves to nothing', () => {
+    const answer = explainPath(mesh(), 'node-a', { source: 'shop/client', destination: 'nope.shop:80' });
+    assert.ok(!answer.ok);
+    assert.match(answer.error, /no Service or ServiceEntry host of that name/);
+  });
+});
+
+const VS = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web-routes, namespace: shop }
+spec:
+  hosts: [web]
+  http:
+  - name: api
+    match: [{ uri: { prefix: /api } }]
+    route: [{ destination: { host: web, subset: v1 } }]
+    timeout: 3s
+    retries: { attempts: 4, perTryTimeout: 1s, retryOn: 5xx }
+    fault: { abort: { httpStatus: 418, percentage: { value: 10 } } }
+  - route: [{ destination: { host: web } }]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: web-subsets, namespace: shop }
+spec:
+  host: web
+  subsets: [{ name: v1, labels: { version: v1 } }]
+`;
+
+describe('L7 route', () => {
+  it('an HTTP port goes to the L7 proxy; the matching VirtualService rule, its retries, timeout and fault are shown', () => {
+    const e = explain(mesh(VS), { source: 'shop/client', destination: 'web.shop:80', http: HTTP_GET('/api/items') });
+    assert.equal(step(e, 'transport').outcome, 'http');
+    const route = e.steps.find((s) => s.step === 'l7-route')!;
+    assert.equal(route.outcome, 'forward');
+    assert.equal(route.decidedBy.object, 'VirtualService shop/web-routes');
+    assert.equal(route.decidedBy.from, `${FILE}:${lineOf(VS, 'web-routes')}`);
+    const text = route.details.join('\n');
+    assert.match(text, /http\[0\] "api": its match\[0\] holds/);
+    assert.match(text, /timeout: 3000 ms/);
+    assert.match(text, /retries: 4, 1000 ms per try, on 5xx/);
+    assert.match(text, /fault: abort HTTP 418 for 10% of requests/);
+    assert.match(text, /outbound\|80\|v1\|web\.shop\.svc\.cluster\.local/);
+    const destination = e.steps.filter((s) => s.step === 'destination').at(-1)!;
+    assert.equal(destination.decidedBy.object, 'DestinationRule shop/web-subsets');
+    assert.match(destination.details.join('\n'), /picked 10\.20\.2\.5:8080 \(shop\/web-1\)/);
+    // The upstream is a pod of another node: HBONE.
+    assert.equal(e.steps.filter((s) => s.step === 'transport').at(-1)!.outcome, 'hbone');
+  });
+
+  it('another path takes the next rule', () => {
+    const e = explain(mesh(VS), { source: 'shop/client', destination: 'web.shop:80', http: HTTP_GET('/home') });
+    assert.match(step(e, 'l7-route').details[0]!, /http\[1\]: it matches every request/);
+  });
+
+  it('a subset no DestinationRule defines is unreachable (503 NC)', () => {
+    const noRule = VS.split('---')[0]!;
+    const e = explain(mesh(noRule), { source: 'shop/client', destination: 'web.shop:80', http: HTTP_GET('/api/x') });
+    assert.equal(e.verdict, 'unreachable');
+    assert.match(e.steps.find((s) => s.ends)!.details.join('\n'), /subset "v1".*not defined/);
+  });
+});
+
+const POLICIES = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: web-allow, namespace: shop }
+spec:
+  selector: { matchLabels: { app: web } }
+  rules:
+  - from: [{ source: { principals: [cluster.local/ns/shop/sa/client] } }]
+    to: [{ operation: { methods: [GET], paths: [/api/*] } }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: web-deny-admin, namespace: shop }
+spec:
+  selector: { matchLabels: { app: web } }
+  action: DENY
+  rules:
+  - to: [{ operation: { paths: [/api/admin] } }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: web-audit, namespace: shop }
+spec:
+  selector: { matchLabels: { app: web } }
+  action: AUDIT
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: db-allow, namespace: shop }
+spec:
+  selector: { matchLabels: { app: db } }
+  rules:
+  - from: [{ source: { principals: [cluster.local/ns/shop/sa/web] } }]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: strict, namespace: shop }
+spec: { mtls: { mode: STRICT } }
+---
+apiVersion: ambit.dev/v1alpha1
+kind: RateLimit
+metadata: { name: web-limit, namespace: shop }
+spec:
+  targetRef: { kind: Service, name: web }
+  tokenBucket: { maxTokens: 10, tokensPerFill: 10, fillInterval: 1s }
+`;
+
+describe('destination admission', () => {
+  it('a request an ALLOW rule matches is allowed by that policy; the policies are listed DENY, ALLOW, AUDIT with each rule', () => {
+    const e = explain(mesh(POLICIES), { source: 'shop/client', destination: 'web.shop:80', http: HTTP_GET('/api/items') });
+    const authz = step(e, 'authorization');
+    assert.equal(authz.outcome, 'allowed');
+    assert.equal(authz.decidedBy.object, 'AuthorizationPolicy shop/web-allow');
+    assert.equal(authz.decidedBy.from, `${FILE}:${lineOf(POLICIES, 'web-allow')}`);
+    const lines = authz.details.filter((d) => /^(CUSTOM|DENY|ALLOW|AUDIT) /.test(d)).map((d) => d.split(' (')[0]);
+    assert.deepEqual(lines, ['DENY AuthorizationPolicy shop/web-deny-admin', 'ALLOW AuthorizationPolicy shop/web-allow', 'AUDIT AuthorizationPolicy shop/web-audit']);
+    assert.match(authz.details.join('\n'), /DENY .*\n {2}rule 0: does not match \(to does not hold\)\nALLOW .*\n {2}rule 0: matches/);
+    assert.equal(step(e, 'peer-authentication').outcome, 'STRICT');
+    const limit = step(e, 'rate-limit');
+    assert.equal(limit.decidedBy.object, 'RateLimit shop/web-limit');
+    assert.match(limit.details[0]!, /10 tokens, 10 back every 1000 ms/);
+    assert.equal(e.verdict, 'allow');
+  });
+
+  it('a DENY rule that matches denies with 403, and the fix names that rule', () => {
+    const e = explain(mesh(POLICIES), { source: 'shop/client', destination: 'web.shop:80', http: HTTP_GET('/api/admin') });
+    const authz = step(e, 'authorization');
+    assert.equal(authz.outcome, 'denied');
+    assert.equal(authz.ends, 'deny');
+    assert.equal(authz.decidedBy.object, 'AuthorizationPolicy shop/web-deny-admin');
+    assert.match(authz.details.join('\n'), /403 "RBAC: access denied"/);
+    assert.equal(e.verdict, 'deny');
+    assert.match(e.fix ?? '', new RegExp(`rule 0 of AuthorizationPolicy shop/web-deny-admin \\(${FILE}:${lineOf(POLICIES, 'web-deny-admin')}\\)`));
+  });
+
+  it('a request no ALLOW rule matches is denied, and the fix is the rule to add, with the source principal', () => {
+    const e = explain(mesh(POLICIES), { source: 'shop/client', destination: 'web.shop:80', http: { method: 'POST', path: '/api/items', authority: 'web.shop', headers: [] } });
+    const authz = step(e, 'authorization');
+    assert.equal(authz.outcome, 'not-allowed');
+    assert.match(authz.details.join('\n'), /ALLOW .*\n {2}rule 0: does not match \(to does not hold\)/);
+    assert.match(e.fix ?? '', /add to spec\.rules of AuthorizationPolicy shop\/web-allow .*principals: \["cluster\.local\/ns\/shop\/sa\/client"\].*methods: \["POST"\], paths: \["\/api\/items"\]/);
+  });
+
+  it('an L4 port: the connection is judged as a whole, and the rule\'s from is what fails', () => {
+    const e = explain(mesh(POLICIES), { source: 'shop/client', destination: 'db.shop:5432' });
+    const authz = step(e, 'authorization');
+    assert.equal(authz.outcome, 'not-allowed');
+    assert.match(authz.details.join('\n'), /authorized as a whole/);
+    assert.match(authz.details.join('\n'), /rule 0: does not match \(from does not hold\)/);
+    assert.match(authz.details.join('\n'), /answered 401/);
+    assert.equal(e.verdict, 'deny');
+  });
+
+  it('plaintext from a pod outside the mesh is refused by STRICT, decided by the PeerAuthentication', () => {
+    const e = explain(mesh(POLICIES), { source: 'legacy/old', destination: 'web.shop:80' });
+    const pa = step(e, 'peer-authentication');
+    assert.equal(pa.outcome, 'STRICT');
+    assert.equal(pa.ends, 'deny');
+    assert.equal(pa.decidedBy.object, 'PeerAuthentication shop/strict');
+    assert.equal(e.verdict, 'deny');
+    assert.match(e.fix ?? '', /portLevelMtls: \{8080: \{mode: PERMISSIVE\}\} to PeerAuthentication shop\/strict/);
+    assert.equal(e.steps.some((s) => s.step === 'authorization'), false);
+  });
+
+  it('without STRICT, plaintext is admitted and judged with no identity', () => {
+    const permissive = POLICIES.replace('mode: STRICT', 'mode: PERMISSIVE');
+    const e = explain(mesh(permissive), { source: 'legacy/old', destination: 'web.shop:80', http: HTTP_GET('/api/items') });
+    assert.equal(step(e, 'peer-authentication').outcome, 'PERMISSIVE');
+    assert.equal(step(e, 'authorization').outcome, 'not-allowed');
+    assert.match(e.fix ?? '', /ipBlocks: \["10\.20\.1\.7"\]/);
+  });
+
+  it('the destination side alone, as the destination agent is asked', () => {
+    const e = explainAdmissionOnly(mesh(POLICIES), 'node-b', { sourceIp: '10.20.1.5', sourceIdentity: 'spiffe://cluster.local/ns/shop/sa/web' as SpiffeId, destination: { ip: '10.20.2.6', port: 5432 } });
+    assert.equal(e.verdict, 'allow');
+    assert.equal(step(e, 'authorization').decidedBy.object, 'AuthorizationPolicy shop/db-allow');
+    assert.deepEqual(e.snapshots, { 'node-b': 7 });
+  });
+});
+
+describe('joining two agents and rendering', () => {
+  it('the destination agent\'s steps replace the source agent\'s judgement of admission', () => {
+    const snapshot = mesh(POLICIES);
+    const path = explain(snapshot, { source: 'shop/client', destination: 'db.shop:5432' });
+    const allowed = explainAdmissionOnly(mesh(POLICIES.replace('sa/web] } }]', 'sa/client] } }]')), 'node-b', { sourceIp: '10.20.1.5', sourceIdentity: 'spiffe://cluster.local/ns/shop/sa/client' as SpiffeId, destination: { ip: '10.20.2.6', port: 5432 } });
+    const joined = joinExplanations(path, allowed);
+    assert.equal(path.verdict, 'deny');
+    assert.equal(joined.verdict, 'allow');
+    assert.deepEqual(joined.steps.map((s) => s.step), ['capture', 'destination', 'transport', 'peer-authentication', 'authorization']);
+    assert.deepEqual(joined.snapshots, { 'node-a': 7, 'node-b': 7 });
+    assert.equal(joined.fix, undefined);
+  });
+
+  it('text: numbered steps, who decided and where, the verdict and the fix', () => {
+    const e = explain(mesh(POLICIES), { source: 'shop/client', destination: 'web.shop:80', http: HTTP_GET('/api/admin') });
+    const text = renderExplanation(e, 'shop/client -> web.shop:80 GET /api/admin');
+    assert.match(text, /^shop\/client -> web\.shop:80 GET \/api\/admin\n1\. capture: captured \[node node-a\]\n {3}decided by Namespace shop/);
+    assert.match(text, new RegExp(`\\d\\. authorization: denied -> DENY \\[node node-b\\]\\n {3}decided by AuthorizationPolicy shop/web-deny-admin \\(${FILE}:\\d+\\)`));
+    assert.match(text, /\nverdict: DENY\nto allow it: rule 0 of /);
+  });
+
+  it('json: one object with verdict and steps, each with step, outcome and decidedBy', () => {
+    const e = explain(mesh(POLICIES), { source: 'shop/client', destination: 'db.shop:5432' });
+    const parsed = JSON.parse(explanationJson(e)) as { verdict: string; steps: { step: string; outcome: string; decidedBy: { object: string } }[] };
+    assert.equal(parsed.verdict, 'deny');
+    assert.ok(parsed.steps.length >= 4);
+    for (const s of parsed.steps) {
+      assert.equal(typeof s.step, 'string');
+      assert.equal(typeof s.outcome, 'string');
+      assert.equal(typeof s.decidedBy.object, 'string');
+    }
+  });
+});
+
+describe('inputs', () => {
+  it('admin request bodies are checked field by field', () => {
+    assert.match((readExplainQuery({ source: 'a/b' }) as { error: string }).error, /"destination"/);
+    assert.match((readExplainQuery({ source: 'a/b', destination: 'c', http: { method: 'get', path: '/', authority: '', headers: [] } }) as { error: string }).error, /http\.method/);
+    assert.match((readAdmissionQuery({ sourceIp: '1.2.3.4', sourceIdentity: 'x', destination: { ip: '1.2.3.5', port: 80 } }) as { error: string }).error, /spiffe/);
+    assert.deepEqual(readExplainQuery({ source: 'a/b', destination: 'c:80', http: { method: 'GET', path: '/x', authority: 'c', headers: [['k', 'v']] } }), {
+      ok: true,
+      value: { source: 'a/b', destination: 'c:80', http: { method: 'GET', path: '/x', authority: 'c', headers: [['k', 'v']] } },
+    });
+  });
+
+  it("--http 'GET /path' and -H lines; Host sets the authority", () => {
+    assert.deepEqual(parseHttp('get /a?b=1', ['X-User: jason', 'Host: web:80'], 'web.shop:80'), { method: 'GET', path: '/a?b=1', authority: 'web:80', headers: [['x-user', 'jason']] });
+    assert.equal(parseHttp('GET /', [], 'web.shop:80').authority, 'web.shop:80');
+    assert.throws(() => parseHttp('/only-a-path', [], 'x'), /expected a method and a path/);
+  });
+
+  it('the denial ring keeps the newest entries, newest first, and bounds what a client sent', () => {
+    let t = 0;
+    const ring = new DenialRing(3, () => new Date(Date.UTC(2026, 0, 1, 0, 0, t++)));
+    for (let i = 0; i < 5; i++) ring.record({ path: 'connection', sourceIp: `10.0.0.${i}`, destination: { ip: '10.1.0.1', port: 80 }, reason: 'x' });
+    assert.deepEqual(ring.list().map((d) => d.sourceIp), ['10.0.0.4', '10.0.0.3', '10.0.0.2']);
+    ring.record({ path: 'http', sourceIp: '10.0.0.9', destination: { ip: '10.1.0.1', port: 80 }, http: { method: 'GET', path: `/${'a'.repeat(1000)}`, authority: 'h', headers: Array.from({ length: 100 }, (_, i) => [`h${i}`, 'v'] as const) }, reason: 'x' });
+    const newest = ring.list()[0]!;
+    assert.equal(newest.http!.path.length, 256);
+    assert.equal(newest.http!.headers.length, 32);
+  });
+});
