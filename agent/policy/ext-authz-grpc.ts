@@ -1,0 +1,124 @@
+// The envoyExtAuthzGrpc check: envoy.service.auth.v3.Authorization/Check over gRPC (plaintext h2c, as
+// a waypoint calls an authorizer outside the mesh) with the request's attributes; status OK allows with
+// the ok_response's header changes, any other status denies with the denied_response (403 when it has
+// none), and a gRPC failure (unreachable, deadline) is an error for failOpen and statusOnError to settle.
+
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import type { ExtAuthzGrpcProvider } from '../config/mesh-config.js';
+import type { HeaderValueOption } from '../proto/envoy/config/core/v3/base_pb.js';
+import { grpcMethodPath } from '../identity/istiod-channel.js';
+import {
+  Authorization,
+  type CheckRequest,
+  CheckRequestSchema,
+  type CheckResponse,
+  CheckResponseSchema,
+} from '../proto/envoy/service/auth/v3/external_auth_pb.js';
+import { type AuthorizerAddress, type AuthorizerAnswer, type ExtAuthzRequest, type HeaderToSet, joinedHeaders } from './ext-authz.js';
+
+export const CHECK_PATH = grpcMethodPath(Authorization.method.check);
+export const encodeCheckRequest = (m: CheckRequest): Buffer => Buffer.from(toBinary(CheckRequestSchema, m));
+export const decodeCheckRequest = (b: Buffer): CheckRequest => fromBinary(CheckRequestSchema, b);
+export const encodeCheckResponse = (m: CheckResponse): Buffer => Buffer.from(toBinary(CheckResponseSchema, m));
+export const decodeCheckResponse = (b: Buffer): CheckResponse => fromBinary(CheckResponseSchema, b);
+
+/** envoy.service.auth.v3.Authorization for grpc-js (a server's addService, or the client below). */
+export const AUTHORIZATION_SERVICE: grpc.ServiceDefinition = {
+  Check: {
+    path: CHECK_PATH,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: encodeCheckRequest,
+    requestDeserialize: decodeCheckRequest,
+    responseSerialize: encodeCheckResponse,
+    responseDeserialize: decodeCheckResponse,
+  },
+};
+
+// One channel per authorizer address, kept: a check must not pay a new HTTP/2 connection each time.
+const clients = new Map<string, grpc.Client>();
+const MAX_CLIENTS = 64;
+
+function clientFor(address: AuthorizerAddress): grpc.Client {
+  const key = `${address.host}:${address.port}`;
+  let client = clients.get(key);
+  if (!client) {
+    if (clients.size >= MAX_CLIENTS) {
+      const [oldest, old] = clients.entries().next().value as [string, grpc.Client];
+      old.close();
+      clients.delete(oldest);
+    }
+    const target = address.host.includes(':') ? `[${address.host}]:${address.port}` : key;
+    client = new grpc.Client(target, grpc.credentials.createInsecure());
+    clients.set(key, client);
+  }
+  return client;
+}
+
+export function checkOverGrpc(provider: ExtAuthzGrpcProvider, address: AuthorizerAddress, request: ExtAuthzRequest): Promise<AuthorizerAnswer> {
+  const message = create(CheckRequestSchema, {
+    attributes: {
+      source: {
+        address: { address: { case: 'socketAddress', value: { address: request.source.ip, portValue: request.source.port ?? 0 } } },
+        principal: request.source.identity ?? '',
+      },
+      destination: {
+        address: { address: { case: 'socketAddress', value: { address: request.destination.ip, portValue: request.destination.port } } },
+        principal: request.destination.identity,
+      },
+      request: {
+        http: {
+          id: request.requestId ?? '',
+          method: request.method,
+          headers: { ...joinedHeaders(request.headers), ':authority': request.authority, ':method': request.method, ':path': request.path },
+          path: request.path,
+          host: request.authority,
+          scheme: 'http',
+          size: -1n,
+          protocol: request.protocol,
+        },
+      },
+    },
+  });
+  return new Promise((resolve) => {
+    clientFor(address).makeUnaryRequest(
+      CHECK_PATH,
+      encodeCheckRequest,
+      decodeCheckResponse,
+      message,
+      new grpc.Metadata(),
+      { deadline: Date.now() + provider.timeoutMs },
+      (error, response) => {
+        if (error || !response) return resolve({ kind: 'error', message: error ? `${grpc.status[error.code] ?? error.code}: ${error.details}` : 'no response' });
+        resolve(answerOf(response));
+      },
+    );
+  });
+}
+
+function answerOf(response: CheckResponse): AuthorizerAnswer {
+  const http = response.httpResponse;
+  if ((response.status?.code ?? 0) === 0) {
+    const ok = http.case === 'okResponse' ? http.value : undefined;
+    return {
+      kind: 'ok',
+      upstreamHeaders: headersOf(ok?.headers ?? []),
+      removeHeaders: (ok?.headersToRemove ?? []).map((n) => n.toLowerCase()).filter((n) => !n.startsWith(':') && n !== 'host'),
+      responseHeaders: headersOf(ok?.responseHeadersToAdd ?? []),
+    };
+  }
+  const denied = http.case === 'deniedResponse' ? http.value : undefined;
+  const code = denied?.status?.code ?? 0;
+  return { kind: 'denied', status: code >= 200 && code <= 599 ? code : 403, headers: headersOf(denied?.headers ?? []), body: denied?.body ?? '' };
+}
+
+function headersOf(options: readonly HeaderValueOption[]): HeaderToSet[] {
+  return options.flatMap((o) => {
+    const name = o.header?.key.toLowerCase() ?? '';
+    const value = o.header?.value ?? '';
+    // A header Node would refuse to send (a bad name, a line break) is dropped rather than failing the request.
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name) || /[\r\n\0]/.test(value)) return [];
+    return [{ name, value, append: o.append ?? false }];
+  });
+}

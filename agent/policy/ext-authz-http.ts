@@ -1,0 +1,67 @@
+// The envoyExtAuthzHttp check: the request's method and path (behind pathPrefix) sent to the authorizer
+// with the headers the provider lets through and no body; a 200 allows, any other answer below 500 is
+// the denial the client gets, and a 5xx, a timeout or a refused connection is an error (Envoy's rules).
+
+import { request as httpRequest } from 'node:http';
+import type { ExtAuthzHttpProvider } from '../config/mesh-config.js';
+import { wildcardMatch } from './authorization.js';
+import type { AuthorizerAddress, AuthorizerAnswer, ExtAuthzRequest, HeaderToSet } from './ext-authz.js';
+
+/** Envoy sends these whatever includeRequestHeadersInCheck says. */
+const ALWAYS_SENT = ['authorization'];
+/** An authorizer's denial body larger than this is cut: it goes to the client as it is. */
+const MAX_DENIAL_BODY = 64 * 1024;
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'content-length', 'host']);
+
+export function checkOverHttp(provider: ExtAuthzHttpProvider, address: AuthorizerAddress, request: ExtAuthzRequest): Promise<AuthorizerAnswer> {
+  const headers: Record<string, string> = { host: request.authority, 'content-length': '0' };
+  for (const name of [...ALWAYS_SENT, ...provider.includeRequestHeadersInCheck]) {
+    const values = request.headers.get(name);
+    if (values && values.length > 0) headers[name] = values.join(',');
+  }
+  for (const [name, value] of Object.entries(provider.includeAdditionalHeadersInCheck)) headers[name] = value;
+  return new Promise((resolve) => {
+    const outgoing = httpRequest(
+      { host: address.host, port: address.port, method: request.method, path: `${provider.pathPrefix}${request.path}`, headers, timeout: provider.timeoutMs, agent: false },
+      (response) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        response.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size <= MAX_DENIAL_BODY) chunks.push(chunk);
+        });
+        response.on('error', (error) => resolve({ kind: 'error', message: error.message }));
+        response.on('end', () => {
+          const status = response.statusCode ?? 500;
+          const received = headerList(response.rawHeaders);
+          if (status >= 500) return resolve({ kind: 'error', message: `the authorizer answered ${status}` });
+          if (status === 200) {
+            const removed = received.filter((h) => h.name === 'x-envoy-auth-headers-to-remove').flatMap((h) => h.value.split(',').map((n) => n.trim().toLowerCase()));
+            return resolve({
+              kind: 'ok',
+              upstreamHeaders: pick(received, provider.headersToUpstreamOnAllow),
+              removeHeaders: removed.filter((n) => n !== '' && n !== 'host'),
+              responseHeaders: pick(received, provider.headersToDownstreamOnAllow),
+            });
+          }
+          const denialHeaders = provider.headersToDownstreamOnDeny.length > 0 ? pick(received, provider.headersToDownstreamOnDeny) : received.filter((h) => !HOP_BY_HOP.has(h.name));
+          resolve({ kind: 'denied', status, headers: denialHeaders, body: Buffer.concat(chunks).toString('utf8') });
+        });
+      },
+    );
+    outgoing.on('timeout', () => outgoing.destroy(new Error(`the authorizer did not answer within ${provider.timeoutMs} ms`)));
+    outgoing.on('error', (error) => resolve({ kind: 'error', message: `${address.host}:${address.port}: ${error.message}` }));
+    outgoing.end();
+  });
+}
+
+function headerList(raw: readonly string[]): HeaderToSet[] {
+  const out: HeaderToSet[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) out.push({ name: raw[i]!.toLowerCase(), value: raw[i + 1]!, append: false });
+  return out;
+}
+
+/** The received headers whose names the provider lists (exact, `prefix*` or `*suffix`). */
+function pick(received: readonly HeaderToSet[], names: readonly string[]): HeaderToSet[] {
+  return received.filter((h) => !HOP_BY_HOP.has(h.name) && names.some((n) => wildcardMatch(n, h.name)));
+}
