@@ -9,6 +9,7 @@ import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2S
 import { Socket } from 'node:net';
 import { type Duplex, PassThrough } from 'node:stream';
 import type { LocalRateLimiter } from '../../policy/rate-limit.js';
+import { RequestGuard } from '../../policy/request-guard.js';
 import { socketPair } from '../../redirect/bpf-binding.js';
 import type { SpiffeId, Workload } from '../../state/model.js';
 import type { AppProtocol } from '../../state/protocol.js';
@@ -76,7 +77,7 @@ export class InboundHttpProxy {
     this.#limits = options.limits ?? DEFAULT_HTTP_SERVER_LIMITS;
     this.#normalization = options.pathNormalization ?? DEFAULT_PATH_NORMALIZATION;
     const { telemetry, tracer, rateLimiter, log } = options;
-    this.#services = { telemetry, tracer, rateLimiter, log, connectTimeoutMs: options.connectTimeoutMs ?? 10_000, ...(options.denials ? { denials: options.denials } : {}) };
+    this.#services = { telemetry, tracer, rateLimiter, log, guard: new RequestGuard({ log }), connectTimeoutMs: options.connectTimeoutMs ?? 10_000, ...(options.denials ? { denials: options.denials } : {}) };
     this.#h1 = http1Server(this.#limits, (req, res) => this.#onHttp1(req, res));
     this.#h2 = h2cServer(this.#limits, (req, res) => this.#onHttp2(req, res));
     this.#h2.on('session', (session: ServerHttp2Session) => {

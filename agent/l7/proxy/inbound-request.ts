@@ -1,12 +1,13 @@
 // One request on the destination-side agent, as phases over one per-request context in Envoy's inbound
-// filter order: the target (normalized at the edge, downstream.ts: 400/404), authorize (the peer's
-// proven identity: 403 "RBAC: access denied"), the local rate limit (429), then to the pod over a
+// filter order: the target (normalized at the edge, downstream.ts: 400/404), authenticate and authorize
+// (policy/request-guard.ts: JWT 401, the external authorizer's answer, 403 "RBAC: access denied"), the local rate limit (429), then to the pod over a
 // connection made as the client, and the response relayed. Each phase hands the next what it decided or
 // ends the request, and the request ends in one place, `finish`: the answer if the proxy gives it, the
 // SERVER span and the reporter="destination" record, once.
 
 import type { DenialRecorder } from '../../explain/denials.js';
-import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest, denialDetails } from '../../policy/http-authorization.js';
+import type { RequestGuard, RequestGuardOutcome } from '../../policy/request-guard.js';
+import { applyRequestEdits } from '../../policy/request-guard.js';
 import type { LocalRateLimiter, RateLimitDecision } from '../../policy/rate-limit.js';
 import { canonicalName, canonicalRevision } from '../../state/canonical.js';
 import type { MeshService, MeshSnapshot, Workload } from '../../state/model.js';
@@ -30,6 +31,8 @@ export interface InboundServices {
   readonly rateLimiter: LocalRateLimiter;
   readonly connectTimeoutMs: number;
   readonly log: Logger;
+  /** RequestAuthentication, CUSTOM, DENY, ALLOW and AUDIT for each request. */
+  readonly guard: RequestGuard;
   /** Told of every request denied by AuthorizationPolicy, for `ambit explain --last-denied`. */
   readonly denials?: DenialRecorder;
 }
@@ -72,11 +75,11 @@ async function phases(req: InboundRequest): Promise<InboundEnding> {
   if (!req.snapshot) return local({ status: 503, body: 'no configuration loaded yet' }, 14, { details: 'no_configuration' });
   const refused = target(req);
   if (refused) return refused;
-  const denied = authorize(req, req.snapshot);
-  if (denied) return denied;
+  const allowed = await authorize(req, req.snapshot);
+  if (allowed.kind !== 'allow') return allowed;
   const limit = rateLimit(req, req.snapshot);
   if ('kind' in limit) return limit;
-  return toPod(req, limit);
+  return toPod(req, limit, allowed);
 }
 
 function local(reply: LocalReply, grpcStatus: number, extra: { flags?: HttpResponseFlag[]; details: string; routeName?: string }): InboundEnding {
@@ -124,13 +127,18 @@ function target(req: InboundRequest): InboundEnding | undefined {
   return local(refusalReply(refused), grpcStatusForHttp(refused.status), { details: refused.details, ...(refused.status === 404 ? { flags: ['NR'] } : {}) });
 }
 
-/** Authorize with the peer identity the tunnel proved. */
-function authorize(req: InboundRequest, snapshot: MeshSnapshot): InboundEnding | undefined {
+type Allowed = Extract<RequestGuardOutcome, { kind: 'allow' }>;
+
+/** Authenticate (JWT) and authorize (CUSTOM, DENY, ALLOW) with the peer identity the tunnel proved. */
+async function authorize(req: InboundRequest, snapshot: MeshSnapshot): Promise<InboundEnding | Allowed> {
   const { tunnel } = req.context;
   const { d } = req;
-  const decision = authorizeRequest(snapshot, {
+  const service = serviceOf(snapshot, req.workload, tunnel.destination.port, d.authority);
+  const requestId = d.headers.get('x-request-id')?.[0];
+  const outcome = await req.services.guard.check(snapshot, {
     ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
     sourceIp: tunnel.sourceIp,
+    sourcePort: tunnel.sourcePort,
     destination: req.workload,
     destinationIp: tunnel.destination.ip,
     destinationPort: tunnel.destination.port,
@@ -138,17 +146,22 @@ function authorize(req: InboundRequest, snapshot: MeshSnapshot): InboundEnding |
     authority: d.authority,
     path: d.path,
     headers: d.headers,
+    protocol: d.version,
+    ...(service ? { service } : {}),
+    ...(requestId !== undefined ? { requestId } : {}),
   });
-  if (decision.allowed) return undefined;
+  if (outcome.kind === 'allow') return outcome;
   req.services.denials?.record({
     path: 'http',
     sourceIp: tunnel.sourceIp,
     ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
     destination: tunnel.destination,
     http: { method: d.method, path: d.path, authority: d.authority, headers: [...d.headers].flatMap(([name, values]) => values.map((v) => [name, v] as const)) },
-    reason: denialDetails(decision),
+    reason: outcome.details,
   });
-  return local({ status: RBAC_DENIED_STATUS, body: RBAC_DENIED_BODY }, 7, { details: denialDetails(decision) });
+  const headers = new Map<string, string[]>();
+  for (const h of outcome.headers) headers.set(h.name, [...(h.append ? (headers.get(h.name) ?? []) : []), h.value]);
+  return local({ status: outcome.status, body: outcome.body, headers }, outcome.grpcStatus, { details: outcome.details });
 }
 
 /** Local rate limits: a limited request is answered 429; an admitted one may carry x-ratelimit-* headers. */
@@ -169,11 +182,12 @@ function rateLimit(req: InboundRequest, snapshot: MeshSnapshot): Extract<RateLim
 }
 
 /** To the pod: the normalized path, the span's trace context, a request id and the client's certificate identity. */
-async function toPod(req: InboundRequest, limit: Extract<RateLimitDecision, { limited: false }>): Promise<InboundEnding> {
+async function toPod(req: InboundRequest, limit: Extract<RateLimitDecision, { limited: false }>, allowed: Allowed): Promise<InboundEnding> {
   const { context, d, workload, services, upstreamHost } = req;
   const { tunnel } = context;
   const headers = withoutHopByHop(d.headers);
   headers.delete('host');
+  applyRequestEdits(headers, allowed);
   setSpanContext(headers, req.span);
   addForwardingHeaders(headers);
   // Istio's sidecar default (SANITIZE_SET): what the client claims is dropped, what mTLS proved is set.
@@ -196,13 +210,19 @@ async function toPod(req: InboundRequest, limit: Extract<RateLimitDecision, { li
       details: connectFailed ? 'upstream_reset_before_response_started{connection_failure}' : 'upstream_reset_before_response_started{connection_termination}',
     });
   }
-  return { kind: 'relayed', relayed: await streamResponse(d, result, limit.headers), ...(routeName !== undefined ? { routeName } : {}) };
+  return { kind: 'relayed', relayed: await streamResponse(d, result, limit.headers, allowed), ...(routeName !== undefined ? { routeName } : {}) };
 }
 
 /** The pod's response to the client, with backpressure both ways and its trailers (gRPC's status). */
-function streamResponse(d: DownstreamRequest, result: Extract<ExchangeResult, { kind: 'response' }>, rateLimitHeaders: Readonly<Record<string, string>> | undefined): Promise<RelayedResponse> {
+function streamResponse(
+  d: DownstreamRequest,
+  result: Extract<ExchangeResult, { kind: 'response' }>,
+  rateLimitHeaders: Readonly<Record<string, string>> | undefined,
+  allowed: Allowed,
+): Promise<RelayedResponse> {
   const headers = withoutHopByHop(headerMapOf(result.headers));
   for (const [name, value] of Object.entries(rateLimitHeaders ?? {})) headers.set(name, [value]);
+  for (const h of allowed.responseHeaders) headers.set(h.name, [...(h.append ? (headers.get(h.name) ?? []) : []), h.value]);
   return new Promise((resolve) => relayResponse(d, result, headers, resolve));
 }
 
