@@ -3,12 +3,13 @@
 // record per request with Envoy's fields next to ztunnel's src./dst. ones. The source agent reports
 // reporter="source", the destination agent reporter="destination", as a sidecar pair would.
 
-import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { WorkloadStore } from '../state/store.js';
 import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, seriesOwners, trafficLabels, workloadSignature } from './connections.js';
 import type { Logger } from './log.js';
 import { type MeshMetrics, PEER_LABELS } from './metrics.js';
 import { type CachedSeries, SeriesCache } from './series-cache.js';
+import { type CounterHandle, type HistogramHandle, SeriesCounter, SeriesHistogram } from './series-metrics.js';
 import { WorkloadSeries } from './workload-series.js';
 
 /**
@@ -71,11 +72,21 @@ export interface RequestTelemetryOptions {
 
 /** The four request metrics, registered once per registry. */
 interface RequestMetrics {
-  readonly total: Counter<RequestLabelName>;
-  readonly duration: Histogram<RequestLabelName>;
-  readonly requestBytes: Histogram<RequestLabelName>;
-  readonly responseBytes: Histogram<RequestLabelName>;
+  readonly total: SeriesCounter;
+  readonly duration: SeriesHistogram;
+  readonly requestBytes: SeriesHistogram;
+  readonly responseBytes: SeriesHistogram;
 }
+
+/** One label set's handles in the four metrics, resolved when the set is first built. */
+interface RequestSeriesHandles {
+  readonly total: CounterHandle;
+  readonly duration: HistogramHandle;
+  readonly requestBytes: HistogramHandle;
+  readonly responseBytes: HistogramHandle;
+}
+
+type RequestSeries = CachedSeries<RequestLabels> & { readonly handles: RequestSeriesHandles };
 
 export function requestLabels(d: RequestDescription, o: RequestOutcome, clusterId = DEFAULT_CLUSTER_ID): RequestLabels {
   // prom-client prints labels in the object's order: Istio's, connection_security_policy last.
@@ -99,7 +110,7 @@ export function formatFlags(flags: readonly HttpResponseFlag[] | undefined): str
 
 export class RequestTelemetry {
   readonly #metrics: RequestMetrics;
-  readonly #cache = new SeriesCache<RequestLabels>();
+  readonly #cache = new SeriesCache<RequestLabels, RequestSeries>();
   readonly #clusterId: string;
   readonly #now: () => number;
   readonly #series: WorkloadSeries<RequestLabels>;
@@ -139,12 +150,11 @@ export class RequestTelemetry {
 
   /** Counts one finished request and writes its access-log record. */
   record(d: RequestDescription, o: RequestOutcome, durationMs: number): void {
-    const { labels, owners } = this.#seriesOf(d, o);
-    const m = this.#metrics;
-    m.total.inc(labels);
-    m.duration.observe(labels, durationMs);
-    m.requestBytes.observe(labels, o.requestBytes);
-    m.responseBytes.observe(labels, o.responseBytes);
+    const { labels, owners, handles } = this.#seriesOf(d, o);
+    handles.total.inc();
+    handles.duration.observe(durationMs);
+    handles.requestBytes.observe(o.requestBytes);
+    handles.responseBytes.observe(o.responseBytes);
     this.#series.record(labels, owners, false);
     const fields = accessLogFields(d, o, durationMs);
     // As Envoy and ztunnel: failures the proxy caused stand out; an application's 5xx is still info.
@@ -158,11 +168,16 @@ export class RequestTelemetry {
   }
 
   /** The labels and owners of a request's series: the key holds everything the labels are made of. */
-  #seriesOf(d: RequestDescription, o: RequestOutcome): CachedSeries<RequestLabels> {
+  #seriesOf(d: RequestDescription, o: RequestOutcome): RequestSeries {
     const c = d.connection;
     const grpcStatus = d.protocol === 'grpc' ? (o.grpcStatus ?? '') : '';
     const key = `${this.#cache.peersKey(c)} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''}`;
-    return this.#cache.get(key, () => ({ labels: Object.freeze(requestLabels(d, o, this.#clusterId)), owners: seriesOwners(c, this.#clusterId) }));
+    return this.#cache.get(key, () => {
+      const labels = Object.freeze(requestLabels(d, o, this.#clusterId));
+      const m = this.#metrics;
+      const handles = { total: m.total.labels(labels), duration: m.duration.labels(labels), requestBytes: m.requestBytes.labels(labels), responseBytes: m.responseBytes.labels(labels) };
+      return { labels, owners: seriesOwners(c, this.#clusterId), handles };
+    });
   }
 }
 
@@ -203,15 +218,11 @@ export function accessLogFields(d: RequestDescription, o: RequestOutcome, durati
 }
 
 function requestMetrics(registry: Registry): RequestMetrics {
-  const registers = [registry];
   // One set per registry: a second RequestTelemetry on the same agent (or test) shares them.
   const existing = <T>(name: string): T | undefined => registry.getSingleMetric(name) as T | undefined;
-  const histogram = (name: string, help: string): Histogram<RequestLabelName> =>
-    existing<Histogram<RequestLabelName>>(name) ?? new Histogram({ name, help, labelNames: REQUEST_LABELS, buckets: [...ISTIO_HISTOGRAM_BUCKETS], registers });
+  const histogram = (name: string, help: string): SeriesHistogram => existing<SeriesHistogram>(name) ?? new SeriesHistogram(name, help, registry, ISTIO_HISTOGRAM_BUCKETS);
   return {
-    total:
-      existing<Counter<RequestLabelName>>('istio_requests_total') ??
-      new Counter({ name: 'istio_requests_total', help: 'The total number of requests', labelNames: REQUEST_LABELS, registers }),
+    total: existing<SeriesCounter>('istio_requests_total') ?? new SeriesCounter('istio_requests_total', 'The total number of requests', registry),
     duration: histogram('istio_request_duration_milliseconds', 'The duration of requests, in milliseconds'),
     requestBytes: histogram('istio_request_bytes', 'The size of HTTP request bodies, in bytes'),
     responseBytes: histogram('istio_response_bytes', 'The size of HTTP response bodies, in bytes'),

@@ -19,13 +19,13 @@ export interface CachedSeries<L> {
  */
 const LIMIT = 4096;
 
-export class SeriesCache<L> {
-  readonly #entries = new Map<string, CachedSeries<L>>();
+export class SeriesCache<L, S extends CachedSeries<L> = CachedSeries<L>> {
+  readonly #entries = new Map<string, S>();
   readonly #objectIds = new WeakMap<object, number>();
   #nextObjectId = 1;
 
   /** The entry for `key`, built by `build` the first time. */
-  get(key: string, build: () => CachedSeries<L>): CachedSeries<L> {
+  get(key: string, build: () => S): S {
     let entry = this.#entries.get(key);
     if (entry === undefined) {
       if (this.#entries.size >= LIMIT) this.#entries.clear();

@@ -90,7 +90,8 @@ export class WorkloadSeries<L extends Readonly<Record<string, string>> = TcpLabe
   }
 }
 
-function seriesId(labels: Readonly<Record<string, string>>): string {
+/** One string per label set: equal label sets give equal ids, whatever their key order. */
+export function seriesId(labels: Readonly<Record<string, string>>): string {
   // Label values never hold NUL; a fixed key order makes equal label sets equal ids.
   return Object.keys(labels)
     .sort()
