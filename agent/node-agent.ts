@@ -263,7 +263,7 @@ export class NodeAgent {
     // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.
     const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
     // Active health checks of the clusters requests use, probing as the traffic travels (l7/proxy/health-probe.ts).
-    const healthChecks = { probe: endpointProbe(probeDialer({ node, hbone: hbonePool, clusterId: config.clusterId })), onTransition: healthCheckTransitions(this.metrics.registry) };
+    const healthChecks = { probe: endpointProbe(probeDialer({ node, store, hbone: hbonePool, clusterId: config.clusterId, connectAsClient })), onTransition: healthCheckTransitions(this.metrics.registry) };
     const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests), tracer: this.tracer, healthChecks, ...config.http });
     this.#closers.push(requests);
     this.#closers.push(http);
@@ -282,7 +282,6 @@ export class NodeAgent {
         return workload && workload.node === node && workload.enrollment.enrolled ? workload.identity : undefined;
       },
       handler: inboundHbone.handler,
-      onEvent: inboundHbone.onEvent,
       log,
     });
     // Paused until TLS takes the socket over: its first bytes must wait for the certificate lookup.

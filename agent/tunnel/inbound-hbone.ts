@@ -5,15 +5,14 @@
 // authorizes each request, and connects to the pod itself.
 
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
 import type { MeshSnapshot } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
-import type { ConnectionDescription, ConnectionOutcome, ConnectionTelemetry } from '../telemetry/connections.js';
+import type { ConnectionDescription, ConnectionTelemetry } from '../telemetry/connections.js';
+import { ConnectionFlows } from './connection-flow.js';
 import type { Address } from './destination.js';
 import { formatAuthority } from './hbone/connect-headers.js';
-import type { HboneServerEvent } from './hbone/events.js';
-import type { HboneConnectHandler, HboneInboundDecision, HboneInboundRequest } from './hbone/server.js';
+import type { HboneConnectHandler, HboneInboundRequest } from './hbone/server.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnections } from './live-connections.js';
 
@@ -27,33 +26,28 @@ export interface InboundHboneOptions {
   readonly http?: InboundHttpProxy;
 }
 
-/** A tunnel between the handler's decision and its end. */
-interface Tunnel {
-  readonly description: ConnectionDescription;
-  readonly attempt: InboundAttempt;
-  readonly upstream: Duplex;
-  closed?: (outcome: ConnectionOutcome) => void;
-  untrack?: () => void;
-}
-
 export class InboundHbone {
   readonly #options: InboundHboneOptions;
-  readonly #tunnels = new WeakMap<HboneInboundRequest, Tunnel>();
+  readonly #flows: ConnectionFlows;
 
   constructor(options: InboundHboneOptions) {
     this.#options = options;
+    this.#flows = new ConnectionFlows(options.telemetry, options.live);
   }
 
-  /** For HboneServerOptions.handler. */
+  /**
+   * For HboneServerOptions.handler: admission, then the connect to the pod; a connected decision
+   * carries the tunnel's flow, which the server opens at the 200 and finishes at the stream's end.
+   */
   readonly handler: HboneConnectHandler = async (request) => {
-    const { node, store, telemetry } = this.#options;
+    const { node, store } = this.#options;
     const snapshot = store.current;
     const http = this.#options.http;
     const attempt: InboundAttempt = { node, sourceIp: request.peerAddress.ip, sourceIdentity: request.peerIdentity, destination: request.authority, ...(http ? { httpPerRequest: true } : {}) };
     const admission = admitInbound(snapshot, attempt);
     const description = describe(snapshot, request, admission.workload);
     if (!admission.ok) {
-      telemetry.failed(description, admission.flag, admission.reason);
+      this.#flows.refused([description], admission.flag, admission.reason);
       return { kind: 'refused', status: admission.status, reason: admission.reason };
     }
     const connect = (): Promise<Socket | string> => this.#options.connectAsClient(request.peerAddress.ip, request.authority);
@@ -71,40 +65,12 @@ export class InboundHbone {
           })
         : await connect();
     if (typeof upstream === 'string') {
-      telemetry.failed(description, 'CONNECT', upstream);
+      this.#flows.refused([description], 'CONNECT', upstream);
       return { kind: 'refused', status: 503, reason: upstream };
     }
-    this.#tunnels.set(request, { description, attempt, upstream });
-    return { kind: 'connected', upstream } satisfies HboneInboundDecision;
-  };
-
-  /** For HboneServerOptions.onEvent: the tunnel's 200 and its end. */
-  readonly onEvent = (event: HboneServerEvent): void => {
-    if (event.type !== 'tunnel-opened' && event.type !== 'tunnel-closed') return;
-    const tunnel = this.#tunnels.get(event.request);
-    if (!tunnel) return;
-    if (event.type === 'tunnel-opened') {
-      const { description, upstream } = tunnel;
-      tunnel.closed = this.#options.telemetry.opened(description).closed;
-      tunnel.untrack = this.#options.live.add(
-        {
-          direction: 'inbound',
-          src: description.src.addr,
-          dst: description.dst.addr,
-          transport: 'hbone',
-          startedAt: new Date(),
-          ...(description.dst.service ? { originalDst: description.dst.service.hostname } : {}),
-          ...(description.src.identity ? { srcIdentity: description.src.identity } : {}),
-          ...(description.dst.identity ? { dstIdentity: description.dst.identity } : {}),
-        },
-        (reason) => upstream.destroy(new Error(`closed by policy: ${reason}`)),
-        tunnel.attempt,
-      );
-      return;
-    }
-    this.#tunnels.delete(event.request);
-    tunnel.untrack?.();
-    tunnel.closed?.({ bytesSent: event.bytesIn, bytesReceived: event.bytesOut, ...(event.error ? { error: splitError(event.error) } : {}) });
+    const originalDst = description.dst.service?.hostname;
+    const flow = this.#flows.flow([description], { transport: 'hbone', ...(originalDst ? { originalDst } : {}) }, attempt);
+    return { kind: 'connected', upstream, flow };
   };
 }
 
@@ -125,10 +91,4 @@ function describe(snapshot: MeshSnapshot | undefined, request: HboneInboundReque
 export function forwardedHost(forwarded: string | undefined): string | undefined {
   const match = forwarded ? /(?:^|[;,]\s*)host=(?:"([^"]*)"|([^;,\s]+))/i.exec(forwarded) : null;
   return match ? (match[1] ?? match[2]) : undefined;
-}
-
-/** The server reports "<side>: <message>"; telemetry wants the two apart. */
-function splitError(text: string): { side: string; message: string } {
-  const at = text.indexOf(': ');
-  return at < 0 ? { side: 'tunnel', message: text } : { side: text.slice(0, at), message: text.slice(at + 2) };
 }

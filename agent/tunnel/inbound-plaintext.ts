@@ -9,10 +9,10 @@ import { type Server, type Socket, createServer } from 'node:net';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionTelemetry } from '../telemetry/connections.js';
+import { ConnectionFlows, relayUnder } from './connection-flow.js';
 import type { Address } from './destination.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnections } from './live-connections.js';
-import { relay } from './relay.js';
 import { KEEPALIVE_OPTIONS } from './socket-options.js';
 
 export interface InboundPlaintextOptions {
@@ -27,13 +27,15 @@ export interface InboundPlaintextOptions {
 
 export class InboundPlaintextProxy {
   readonly server: Server;
+  readonly #flows: ConnectionFlows;
 
   constructor(private readonly options: InboundPlaintextOptions) {
+    this.#flows = new ConnectionFlows(options.telemetry, options.live);
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, ...KEEPALIVE_OPTIONS }, (socket) => void this.#handle(socket));
   }
 
   async #handle(socket: Socket): Promise<void> {
-    const { store, telemetry, node, live } = this.options;
+    const { store, node } = this.options;
     socket.on('error', () => undefined); // reported through the relay or the failure below
     const snapshot = store.current;
     const client = socket.remoteAddress ?? '';
@@ -48,7 +50,7 @@ export class InboundPlaintextProxy {
       securityPolicy: 'unknown',
     };
     if (!admission.ok) {
-      telemetry.failed(description, admission.flag, admission.reason);
+      this.#flows.refused([description], admission.flag, admission.reason);
       return void socket.destroy();
     }
 
@@ -58,17 +60,9 @@ export class InboundPlaintextProxy {
         ? http.open({ connection: description, sourceIp: client, sourcePort: socket.remotePort ?? 0, destination: attempt.destination, workload: admission.workload, protocol: admission.httpProtocol, connect })
         : await connect();
     if (typeof upstream === 'string') {
-      telemetry.failed(description, 'CONNECT', upstream);
+      this.#flows.refused([description], 'CONNECT', upstream);
       return void socket.destroy();
     }
-    const connection = telemetry.opened(description);
-    const untrack = live.add(
-      { direction: 'inbound', src: description.src.addr, dst: description.dst.addr, transport: 'plaintext', startedAt: new Date() },
-      (reason) => socket.destroy(new Error(`closed by policy: ${reason}`)),
-      attempt,
-    );
-    const result = await relay(socket, upstream);
-    untrack();
-    connection.closed(result);
+    await relayUnder(this.#flows.flow([description], { transport: 'plaintext' }, attempt), socket, upstream);
   }
 }

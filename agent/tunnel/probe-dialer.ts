@@ -1,31 +1,36 @@
-// How the agent reaches an endpoint to health-check it (l7/proxy/health-probe.ts explains why): an
-// enrolled pod on another node through an HBONE tunnel opened as the source workload (its identity,
-// its address, its baggage), exactly as that workload's requests travel; a pod of this node, or one
-// outside the mesh, with a plain connection from the agent, whose sockets are never captured.
+// How the agent reaches an endpoint to health-check it (l7/proxy/health-probe.ts explains why): the
+// endpoint's outbound plan with the probe purpose (outbound-plan.ts), so an enrolled pod on another node
+// is reached through an HBONE tunnel opened as the source workload (its identity, its address, its
+// baggage), exactly as that workload's requests travel; a pod of this node, or one outside the mesh,
+// with a plain connection from the agent, whose sockets are never captured.
 
+import type { Socket } from 'node:net';
 import type { ProbeDialer } from '../l7/proxy/health-probe.js';
+import type { WorkloadStore } from '../state/store.js';
+import type { Address } from './destination.js';
+import { formatAuthority } from './hbone/connect-headers.js';
 import type { HbonePool } from './hbone/pool.js';
-import { baggageOf, connectPlain } from './outbound.js';
+import { OutboundOpener } from './outbound-open.js';
+import { planEndpoint } from './outbound-plan.js';
 
 export interface ProbeDialerOptions {
   readonly node: string;
+  readonly store: WorkloadStore;
   readonly hbone: HbonePool;
   readonly clusterId: string;
+  /** Never used by a probe's plan (probes leave from the agent's address or through HBONE); the opener needs one. */
+  readonly connectAsClient: (sourceIp: string, destination: Address) => Promise<Socket | string>;
 }
 
 export function probeDialer(options: ProbeDialerOptions): ProbeDialer {
+  const opener = new OutboundOpener({ hbone: options.hbone, connectAsClient: options.connectAsClient });
   return async (source, endpoint, address) => {
-    if (!endpoint.enrollment.enrolled || endpoint.node === options.node) return connectPlain(address);
-    const sourceIp = source.ips[0];
-    if (sourceIp === undefined) return `probe source ${source.key} has no IP to send the probe from`;
-    const tunnel = await options.hbone.open({
-      source: { identity: source.identity, ip: sourceIp },
-      bindSource: true,
-      destination: { ip: address.ip },
-      expectedIdentities: [endpoint.identity],
-      authority: address,
-      baggage: baggageOf(source, options.clusterId),
-    });
-    return tunnel.ok ? tunnel.value : `HBONE to ${address.ip}:${address.port} as ${source.identity}: ${tunnel.error.message}`;
+    const snapshot = options.store.current;
+    if (!snapshot) return 'no configuration loaded';
+    const plan = planEndpoint(snapshot, { workload: source, ip: source.ips[0] ?? '', port: 0 }, { workload: endpoint, address }, { node: options.node, clusterId: options.clusterId, purpose: 'probe' });
+    if (plan.transport === 'refused') return `probe of ${formatAuthority(address)}: ${plan.reason}`;
+    const opened = await opener.open(plan);
+    if (opened.ok) return opened.stream;
+    return plan.transport === 'hbone' ? `HBONE to ${formatAuthority(address)} as ${source.identity}: ${opened.reason}` : opened.reason;
   };
 }

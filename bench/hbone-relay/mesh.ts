@@ -140,7 +140,6 @@ export async function startBenchMesh(): Promise<BenchMesh> {
       return workload && workload.node === 'node-b' && workload.enrollment.enrolled ? workload.identity : undefined;
     },
     handler: inbound.handler,
-    onEvent: inbound.onEvent,
     log,
   });
   const hbonePort = (await hbone.listen(0, SERVER_IP)).port;

@@ -209,8 +209,9 @@ describe('/config_dump', () => {
       signal: new AbortController().signal,
     } as Parameters<InboundHbone['handler']>[0];
     const decision = await inbound.handler(request);
-    assert.ok(decision.kind === 'connected', JSON.stringify(decision));
-    inbound.onEvent({ type: 'tunnel-opened', request });
+    assert.ok(decision.kind === 'connected', decision.kind === 'refused' ? decision.reason : '');
+    // What the HBONE server does at the tunnel's 200.
+    decision.flow?.open(() => undefined);
     // An outbound connection of web, tracked as outbound.ts does, before web leaves the snapshot.
     const untrack = live.add({ direction: 'outbound', src: '10.1.0.1:40000', dst: '10.2.0.1:8080', transport: 'passthrough', startedAt: new Date() }, () => {});
     try {
@@ -236,7 +237,7 @@ describe('/config_dump', () => {
       assert.deepEqual(drained?.connections.outbound.map((c) => c.src), ['10.1.0.1:40000']);
     } finally {
       untrack();
-      inbound.onEvent({ type: 'tunnel-closed', request, bytesIn: 0, bytesOut: 0, durationMs: 0 });
+      decision.flow?.finish({ bytesSent: 0, bytesReceived: 0 });
       decision.upstream.destroy();
       live.close();
       await closeServer(pod);

@@ -9,6 +9,7 @@ import { checkTrustDomain, verifyPeerChain } from '../../identity/peer-verificat
 import { trustDomainOf } from '../../identity/spiffe.js';
 import type { WorkloadCertificate } from '../../identity/workload-certificate.js';
 import type { SpiffeId } from '../../state/model.js';
+import type { ConnectionOutcome, ResponseFlag } from '../../telemetry/connections.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { TlsContext } from '../engine/engine.js';
 import type { ConnId, EngineEvent, StreamEndCause, StreamId } from '../engine/events.js';
@@ -45,12 +46,22 @@ export interface HboneInboundRequest {
 }
 
 /**
+ * What a handler's decision reports to (agent/tunnel/connection-flow.ts): `open` at the 200 with how to
+ * cut the tunnel, `finish` at its end with the bytes the engine moved, `fail` when it was never answered.
+ */
+export interface TunnelFlow {
+  open(close: (reason: string) => void): void;
+  finish(outcome: ConnectionOutcome): void;
+  fail(flag: ResponseFlag, reason: string): void;
+}
+
+/**
  * `connected`: the upstream socket must allow half-open (`allowHalfOpen: true`) so that a FIN from the
- * workload ends only the response direction. `refused`: 401 for a policy denial, 503 for an unknown
- * workload or a failed connect, as ztunnel.
+ * workload ends only the response direction; `flow`, when given, is told of the tunnel's 200 and its
+ * end. `refused`: 401 for a policy denial, 503 for an unknown workload or a failed connect, as ztunnel.
  */
 export type HboneInboundDecision =
-  | { readonly kind: 'connected'; readonly upstream: Duplex }
+  | { readonly kind: 'connected'; readonly upstream: Duplex; readonly flow?: TunnelFlow }
   | { readonly kind: 'refused'; readonly status: 400 | 401 | 503; readonly reason: string };
 
 export type HboneConnectHandler = (request: HboneInboundRequest) => Promise<HboneInboundDecision>;
@@ -83,6 +94,7 @@ interface ServerStream {
   readonly aborted: AbortController;
   request?: HboneInboundRequest;
   upstream?: Duplex;
+  flow?: TunnelFlow;
   started?: number;
   /** Answered 200 and not ended yet. */
   open?: boolean;
@@ -228,7 +240,11 @@ export class HboneServer {
       return this.#refuseStream(conn, stream, peerIdentity, decision.status, decision.reason);
     }
     // The client reset the stream while the handler worked: the engine already ended it.
-    if (entry.aborted.signal.aborted) return void decision.upstream.destroy();
+    if (entry.aborted.signal.aborted) {
+      decision.flow?.fail('CONNECT', 'the client reset the stream before it was answered');
+      return void decision.upstream.destroy();
+    }
+    entry.flow = decision.flow;
     this.#answerConnected(conn, stream, entry, decision.upstream);
   }
 
@@ -246,19 +262,17 @@ export class HboneServer {
     const answered = direct ? handOverSocket(upstream as Socket, (fd) => engine.answer(conn, stream, { status: 200, fd })) : this.#answerThroughPair(conn, stream, upstream);
     if (!answered?.ok) {
       upstream.destroy();
+      entry.flow?.fail('CONNECT', `the engine could not answer the CONNECT: ${answered ? answered.error.message : 'the workload connection closed first'}`);
       return void engine.resetStream(conn, stream);
     }
-    if (direct) {
-      // Node's socket is closed already; a policy change that closes the tunnel by destroying it must
-      // end the engine's stream instead. (Through a pair, destroying the upstream ends the pair, and the
-      // engine sees its fd close.)
-      const destroy = upstream.destroy.bind(upstream);
-      upstream.destroy = (err?: Error) => {
-        if (entry.open) engine.resetStream(conn, stream);
-        return destroy(err);
-      };
-    }
     entry.open = true;
+    // A cut (a policy change, the end of a drain): Node's socket of a direct upstream is closed
+    // already, so the engine's stream is reset; through a pair, destroying the upstream ends the pair,
+    // and the engine sees its fd close.
+    entry.flow?.open((reason) => {
+      if (direct && entry.open) engine.resetStream(conn, stream);
+      upstream.destroy(new Error(`closed by policy: ${reason}`));
+    });
     this.#emit({ type: 'tunnel-opened', request: entry.request! });
   }
 
@@ -279,13 +293,14 @@ export class HboneServer {
     // The engine's copy of the upstream is closed; Node's own handle (if any) goes now.
     entry.upstream.destroy();
     const error = streamError(cause, code);
+    entry.flow?.finish({ bytesSent: bytesIn, bytesReceived: bytesOut, ...(error ? { error } : {}) });
     this.#emit({
       type: 'tunnel-closed',
       request: entry.request,
       bytesIn,
       bytesOut,
       durationMs: Date.now() - (entry.started ?? Date.now()),
-      ...(error ? { error } : {}),
+      ...(error ? { error: `${error.side}: ${error.message}` } : {}),
     });
   }
 
@@ -314,18 +329,18 @@ function formatPeer(connection: ServerConnection): string {
   return `${connection.peerAddress.ip}:${connection.peerAddress.port}`;
 }
 
-/** "<side>: <message>" as the relay reports it, for telemetry; undefined for a clean end. */
-function streamError(cause: StreamEndCause, code: number): string | undefined {
+/** Which side failed and how, as the relay reports it, for telemetry; undefined for a clean end. */
+function streamError(cause: StreamEndCause, code: number): { side: string; message: string } | undefined {
   switch (cause) {
     case 'done':
       return undefined;
     case 'peer-reset':
-      return `downstream: the client reset the stream (HTTP/2 error ${code})`;
+      return { side: 'downstream', message: `the client reset the stream (HTTP/2 error ${code})` };
     case 'fd-error':
-      return `upstream: the workload's connection failed (errno ${code})`;
+      return { side: 'upstream', message: `the workload's connection failed (errno ${code})` };
     case 'conn-closed':
-      return 'downstream: the HBONE connection ended';
+      return { side: 'downstream', message: 'the HBONE connection ended' };
     default:
-      return `tunnel: ${cause}`;
+      return { side: 'tunnel', message: cause };
   }
 }
