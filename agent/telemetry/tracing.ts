@@ -280,11 +280,9 @@ export class RequestTracer {
     if (!this.#processor) return passThrough(incoming);
 
     const parent = incoming ? remoteParent(incoming.context) : ROOT_CONTEXT;
-    const span = this.#tracer(request.workload).startSpan(
-      request.operation ?? `${request.authority}/*`,
-      { kind: kind === 'client' ? SpanKind.CLIENT : SpanKind.SERVER, attributes: startAttributes(request, this.#node) },
-      parent,
-    );
+    const span = this.#tracer(request.workload).startSpan(request.operation ?? `${request.authority}/*`, { kind: kind === 'client' ? SpanKind.CLIENT : SpanKind.SERVER }, parent);
+    // Tags only for a span that is exported: an unsampled one still carries its context upstream, nothing else.
+    if (span.isRecording()) span.setAttributes(startAttributes(request, this.#node));
     const sc = span.spanContext();
     const ctx: TraceContext = { traceId: sc.traceId, spanId: sc.spanId, sampled: (sc.traceFlags & 1) === 1, ...(incoming?.context.traceState ? { traceState: incoming.context.traceState } : {}) };
     let ended = false;
@@ -295,7 +293,7 @@ export class RequestTracer {
       end: (outcome) => {
         if (ended) return;
         ended = true;
-        endSpan(span, outcome);
+        if (span.isRecording()) endSpan(span, outcome);
       },
     };
   }

@@ -182,6 +182,30 @@ test('sampling: a new trace follows the ratio, an unsampled parent is never expo
   await Promise.all([never.shutdown(), always.shutdown()]);
 });
 
+test('an unsampled span builds no tags: its context goes upstream, its request is not read for tags', async () => {
+  /** Headers that note which names a span reads: tags read user-agent, the context only trace headers. */
+  const watched = (): { headers: ReturnType<typeof requestHeaders>; read: string[] } => {
+    const read: string[] = [];
+    const inner = requestHeaders(['user-agent', 'curl/8.5']);
+    const headers = new Proxy(inner, {
+      get: (target, key) => (key === 'get' ? (name: string) => (read.push(name), target.get(name)) : Reflect.get(target, key, target)),
+    });
+    return { headers, read };
+  };
+  const never = RequestTracer.create({ endpoint: collector.url, samplingPercent: 0 }, 'node-a');
+  const always = RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-a');
+  const unsampled = watched();
+  const span = never.startSpan('client', { headers: unsampled.headers, method: 'GET', path: '/', authority: 'a:80', httpVersion: 'HTTP/1.1' });
+  span.end({ statusCode: 200 });
+  assert.equal(span.sampled, false);
+  assert.match(span.upstreamHeaders['traceparent']!, /-00$/, 'its context still goes upstream');
+  assert.deepEqual(unsampled.read.filter((name) => name === 'user-agent'), [], 'no tag was built');
+  const sampled = watched();
+  always.startSpan('client', { headers: sampled.headers, method: 'GET', path: '/', authority: 'a:80', httpVersion: 'HTTP/1.1' }).end({ statusCode: 200 });
+  assert.ok(sampled.read.includes('user-agent'), 'a sampled span is tagged with the user agent');
+  await Promise.all([never.shutdown(), always.shutdown()]);
+});
+
 test('tracing off: no spans, the incoming context passes through untouched', () => {
   const off = RequestTracer.disabled();
   assert.equal(off.enabled, false);
