@@ -126,6 +126,10 @@ export class UpstreamConnections {
       return new ConnectFailure(opened, false);
     }
     if (lease) opened.once('close', () => lease.release());
+    // A TCP connection to the pod (inbound, same node, plain) without Nagle: a request's head and body
+    // or a pipelined next request must not wait for the previous segment's ACK. A socket-pair end to
+    // the HBONE engine is a Unix socket, which has no Nagle, and the engine's TCP has TCP_NODELAY.
+    if (opened instanceof Socket) opened.setNoDelay(true);
     return { stream: opened, ...(lease ? { lease } : {}) };
   }
 
