@@ -2,13 +2,19 @@
 // load-balancing code consumes them: oneofs are discriminated unions, durations are milliseconds, regular
 // expressions are compiled, percentages are numbers from 0 to 100, and defaults are applied where Istio has one.
 
+import type { PathModifier } from './gateway-api/types.js';
 import type { Labels, ObjectBase } from './kubernetes.js';
 
 /** Istio's StringMatch. A regex must match the whole value (Envoy's safe_regex semantics). */
 export type StringMatch =
   | { readonly kind: 'exact'; readonly value: string }
   | { readonly kind: 'prefix'; readonly value: string }
-  | { readonly kind: 'regex'; readonly value: string; readonly regex: RegExp };
+  | { readonly kind: 'regex'; readonly value: string; readonly regex: RegExp }
+  /**
+   * Gateway API's PathPrefix, for routes translated from HTTPRoute: element by element, so "/abc" holds
+   * for "/abc" and "/abc/d" but not "/abcd". The value has no trailing slash (except "/" itself).
+   */
+  | { readonly kind: 'pathPrefix'; readonly value: string };
 
 /** Where traffic goes: a service host name (short, or fully qualified), optionally a subset and port. */
 export interface Destination {
@@ -70,6 +76,11 @@ export interface HTTPRouteDestination {
    */
   readonly weight: number;
   readonly headers: HeaderManipulation;
+  /**
+   * A Gateway API backendRef that cannot be used (no such Service, a kind Ambit cannot route to): the
+   * requests that pick it are answered with this status instead (500; 503 for gRPC, which clients read as UNAVAILABLE).
+   */
+  readonly unresolved?: { readonly status: number; readonly reason: string };
 }
 
 export interface HTTPRedirect {
@@ -80,6 +91,8 @@ export interface HTTPRedirect {
   readonly scheme?: 'http' | 'https';
   /** 3xx; Istio's default is 301. */
   readonly redirectCode: number;
+  /** Gateway API's path modifier (from an HTTPRoute), used instead of `uri`. */
+  readonly path?: PathModifier;
 }
 
 export interface HTTPDirectResponse {
@@ -103,6 +116,8 @@ export interface HTTPRewrite {
    * `rewrite` is kept as written, in RE2 substitution syntax (`\1` for the first group).
    */
   readonly uriRegexRewrite?: { readonly match: string; readonly regex: RegExp; readonly rewrite: string };
+  /** Gateway API's URLRewrite path (from an HTTPRoute), used instead of `uri`. */
+  readonly path?: PathModifier;
 }
 
 export interface HTTPRetry {

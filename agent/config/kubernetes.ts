@@ -16,6 +16,10 @@ export interface ObjectMeta {
   readonly namespace: string;
   /** The API server's id for this incarnation of the object; absent in hand-written YAML. */
   readonly uid?: string;
+  /** When the API server created it (RFC 3339); absent in hand-written YAML. Gateway API routes are ordered by it. */
+  readonly creationTimestamp?: string;
+  /** The spec's generation, which Gateway API route status echoes as observedGeneration. */
+  readonly generation?: number;
   readonly labels: Labels;
   readonly annotations: Labels;
   /** Pods only: the prefix the API server named the pod from, set when a controller created it. */

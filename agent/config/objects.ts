@@ -1,6 +1,7 @@
 // Every kind of object Ambit reads from configuration, as one discriminated union on `kind`.
 
 import type { ObjectRef } from './diagnostics.js';
+import type { GatewayApiObject } from './gateway-api/types.js';
 import type { DestinationRuleObject, VirtualServiceObject } from './istio-networking.js';
 import type { AuthorizationPolicyObject, PeerAuthenticationObject } from './istio-security.js';
 import type { ConfigMapObject } from './mesh-config.js';
@@ -20,7 +21,7 @@ export type IstioObject =
 /** Ambit's own resources (ambit.dev), read from the same YAML. */
 export type AmbitObject = RateLimitObject;
 
-export type MeshObject = KubernetesObject | IstioObject | AmbitObject;
+export type MeshObject = KubernetesObject | IstioObject | GatewayApiObject | AmbitObject;
 
 export type MeshKind = MeshObject['kind'];
 

@@ -6,6 +6,10 @@ import { LineCounter, type Node, isScalar } from 'yaml';
 import type { ConfigDiagnostic, ObjectRef } from './diagnostics.js';
 import { parseYamlBounded } from './input-limits.js';
 import { DNS1123_LABEL_EXPECTED, DNS1123_SUBDOMAIN_EXPECTED, isDns1123Label, isDns1123Subdomain } from './formats.js';
+import { parseGrpcRoute } from './gateway-api/parse-grpc-route.js';
+import { parseHttpRoute } from './gateway-api/parse-http-route.js';
+import { parseGateway, parseTcpRoute } from './gateway-api/parse-tcp-route.js';
+import { GATEWAY_VERSIONS, GRPC_ROUTE_VERSIONS, HTTP_ROUTE_VERSIONS, TCP_ROUTE_VERSIONS } from './gateway-api/types.js';
 import { NETWORKING_VERSIONS, SECURITY_VERSIONS } from './istio-common.js';
 import { parseAuthorizationPolicy, parsePeerAuthentication } from './istio-security.js';
 import type { ObjectBase, SourceLocation } from './kubernetes.js';
@@ -42,6 +46,8 @@ interface KindRule<K extends MeshKind> {
   /** Istio objects are read in full, so a field nobody read is reported (a typo, or unsupported). */
   readonly strict: boolean;
   readonly parse: (root: MapReader, base: ObjectBase<K>) => Extract<MeshObject, { kind: K }> | undefined;
+  /** Gateway API routes keep creationTimestamp (their precedence) and generation (their status); others drop them, so that a source's bookkeeping never changes them. */
+  readonly keepsCreation?: true;
 }
 
 const CORE = ['v1'];
@@ -57,6 +63,10 @@ const KINDS: { readonly [K in MeshKind]: KindRule<K> } = {
   PeerAuthentication: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parsePeerAuthentication },
   RequestAuthentication: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseRequestAuthentication },
   ConfigMap: { apiVersions: CORE, namespaced: true, name: 'subdomain', strict: false, parse: parseConfigMap },
+  HTTPRoute: { apiVersions: HTTP_ROUTE_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseHttpRoute, keepsCreation: true },
+  GRPCRoute: { apiVersions: GRPC_ROUTE_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseGrpcRoute, keepsCreation: true },
+  TCPRoute: { apiVersions: TCP_ROUTE_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseTcpRoute, keepsCreation: true },
+  Gateway: { apiVersions: GATEWAY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseGateway },
   RateLimit: { apiVersions: RATE_LIMIT_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseRateLimit },
 };
 
@@ -160,9 +170,9 @@ function readObject<K extends MeshKind>(ctx: ReadContext, root: MapReader, kind:
   const annotations = metadata?.stringMap('annotations') ?? {};
   // The uid names a pod's kubepods cgroup; resourceVersion and the like mean nothing here.
   const uid = metadata?.get('uid')?.nonEmptyString();
-  const created = metadata?.get('creationTimestamp')?.scalar;
+  const created = rule.keepsCreation ? metadata?.get('creationTimestamp')?.scalar : undefined;
   const creationTimestamp = typeof created === 'string' && !Number.isNaN(Date.parse(created)) ? created : undefined;
-  const generation = metadata?.get('generation')?.scalar;
+  const generation = rule.keepsCreation ? metadata?.get('generation')?.scalar : undefined;
   metadata?.ignoreRest();
   root.ignore('status');
 

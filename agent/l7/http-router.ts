@@ -62,7 +62,7 @@ function decide(
   const ns = vs.metadata.namespace;
   const action = route.action;
   if (action.kind === 'redirect') {
-    const location = redirectLocation(action.redirect, request);
+    const location = redirectLocation(action.redirect, request, match);
     return { kind: 'redirect', route: ref, status: action.redirect.redirectCode, location, responseHeaders: mutationsFor(undefined, route.headers).response };
   }
   if (action.kind === 'directResponse') {
@@ -71,6 +71,8 @@ function decide(
   }
   const chosen = action.destinations[pickWeighted(action.destinations.map((d) => d.weight), random)]!;
   const headers = cachedMutations(chosen, route);
+  // A Gateway API backendRef that could not be resolved takes its share of requests and answers them.
+  if (chosen.unresolved) return { kind: 'directResponse', route: ref, status: chosen.unresolved.status, body: `${chosen.unresolved.reason}\n`, responseHeaders: headers.response };
   const target = applyRewrite(route.rewrite, match, request.path, request.authority);
   const fault = route.fault ? sampleFault(route.fault, random) : undefined;
   const mirrors = route.mirrors

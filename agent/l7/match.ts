@@ -19,7 +19,15 @@ export function stringMatches(match: StringMatch, value: string, ignoreCase = fa
       return ignoreCase ? value.toLowerCase().startsWith(match.value.toLowerCase()) : value.startsWith(match.value);
     case 'regex':
       return match.regex.test(value);
+    case 'pathPrefix':
+      return pathPrefixMatches(match.value, value);
   }
+}
+
+/** Gateway API's PathPrefix: "/abc" covers "/abc", "/abc/" and "/abc/d", never "/abcd"; "/" covers all. */
+export function pathPrefixMatches(prefix: string, path: string): boolean {
+  if (prefix === '/') return path.startsWith('/');
+  return path === prefix || path.startsWith(`${prefix}/`);
 }
 
 /** A request parsed once for matching: its path without query, and its query parameters. */

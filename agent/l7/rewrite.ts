@@ -1,8 +1,10 @@
 // Path and authority rewrites and redirect locations, with Envoy's semantics for what istiod generates:
 // `rewrite.uri` replaces the part of the path the route matched (the prefix of a prefix match, the
 // whole path of an exact or regex match, and "/" when the route had no uri match), the query string
-// is kept, and `uriRegexRewrite` substitutes every match in the path.
+// is kept, and `uriRegexRewrite` substitutes every match in the path. Routes translated from Gateway API
+// HTTPRoutes carry the API's own path modifiers instead (ReplaceFullPath, ReplacePrefixMatch).
 
+import type { PathModifier } from '../config/gateway-api/types.js';
 import type { HTTPMatchRequest, HTTPRedirect, HTTPRewrite } from '../config/istio-networking.js';
 import { authorityHost, authorityPort, pathOnly, queryPart } from './request.js';
 
@@ -17,6 +19,7 @@ export function applyRewrite(rewrite: HTTPRewrite | undefined, match: HTTPMatchR
   const newAuthority = rewrite.authority ?? authority;
   const base = pathOnly(path);
   const query = queryPart(path);
+  if (rewrite.path) return { path: modifyPath(rewrite.path, match, base) + query, authority: newAuthority };
   if (rewrite.uriRegexRewrite) {
     const { regex, rewrite: replacement } = rewrite.uriRegexRewrite;
     regex.lastIndex = 0;
@@ -73,7 +76,7 @@ export interface RedirectRequest {
  * fixed, the request's (FROM_REQUEST_PORT), the scheme's default (FROM_PROTOCOL_DEFAULT, so omitted),
  * or else whatever the authority carried.
  */
-export function redirectLocation(redirect: HTTPRedirect, req: RedirectRequest): string {
+export function redirectLocation(redirect: HTTPRedirect, req: RedirectRequest, match?: HTTPMatchRequest): string {
   const scheme = redirect.scheme ?? req.scheme ?? 'http';
   const source = redirect.authority ?? req.authority;
   const host = authorityHost(source);
@@ -85,6 +88,22 @@ export function redirectLocation(redirect: HTTPRedirect, req: RedirectRequest): 
   const defaultPort = scheme === 'https' ? 443 : 80;
   const portPart = port !== undefined && port !== defaultPort ? `:${port}` : '';
   let path = req.path;
-  if (redirect.uri !== undefined) path = redirect.uri.includes('?') ? redirect.uri : redirect.uri + queryPart(req.path);
+  if (redirect.path) path = modifyPath(redirect.path, match, pathOnly(req.path)) + queryPart(req.path);
+  else if (redirect.uri !== undefined) path = redirect.uri.includes('?') ? redirect.uri : redirect.uri + queryPart(req.path);
   return `${scheme}://${hostPart}${portPart}${path}`;
+}
+
+/**
+ * Gateway API's path modifiers on a path without its query. ReplacePrefixMatch swaps the matched
+ * PathPrefix element by element, so that neither a doubled nor a missing "/" appears at the seam
+ * ("/foo" → "/xyz/": "/foo/bar" becomes "/xyz/bar"; "/foo" → "": "/foo" becomes "/").
+ */
+export function modifyPath(modifier: PathModifier, match: HTTPMatchRequest | undefined, path: string): string {
+  if (modifier.type === 'ReplaceFullPath') return modifier.value === '' ? '/' : modifier.value;
+  const prefix = match?.uri?.kind === 'pathPrefix' ? match.uri.value : '/';
+  const rest = prefix === '/' ? path : path.slice(prefix.length);
+  const replacement = modifier.value.endsWith('/') ? modifier.value.slice(0, -1) : modifier.value;
+  const joined = replacement + rest;
+  if (joined === '') return '/';
+  return joined.startsWith('/') ? joined : `/${joined}`;
 }

@@ -54,7 +54,9 @@ const meshIndex = new WeakMap<MeshSnapshot, readonly { vs: VirtualServiceObject;
 function meshVirtualServices(snapshot: MeshSnapshot): readonly { vs: VirtualServiceObject; hosts: readonly string[] }[] {
   let index = meshIndex.get(snapshot);
   if (!index) {
-    index = snapshot.istio.virtualServices.map((vs) => ({
+    // Routes translated from the Gateway API come after the user's own VirtualServices, so that on a host
+    // both claim (which Istio advises against) the VirtualService keeps deciding, as it did before.
+    index = [...snapshot.istio.virtualServices, ...snapshot.gatewayApi.virtualServices].map((vs) => ({
       vs,
       hosts: appliesToMesh(vs) ? vs.spec.hosts.map((h) => resolveHost(h, vs.metadata.namespace, snapshot.clusterDomain)) : [],
     }));

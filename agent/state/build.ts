@@ -23,6 +23,7 @@ import {
   serviceKey,
   spiffeId,
 } from './model.js';
+import { gatewayApiResources } from './gateway-api.js';
 import { portProtocol } from './protocol.js';
 import { serviceLoadBalancing } from './locality.js';
 import { workloadName } from './workload-name.js';
@@ -272,6 +273,8 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     }
   }
 
+  const gatewayApi = gatewayApiResources(objects, services, options.clusterDomain, warn);
+
   return {
     version: options.version,
     trustDomain: options.trustDomain,
@@ -284,6 +287,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     servicesByVip,
     servicesByHostname,
     istio,
+    gatewayApi,
     ambit,
     diagnostics,
   };

@@ -4,6 +4,7 @@
 import type { ConfigDiagnostic } from '../config/diagnostics.js';
 import type { Labels, Probe, SourceLocation } from '../config/kubernetes.js';
 import type { MeshConfig } from '../config/mesh-config.js';
+import type { RouteStatus } from '../config/gateway-api/to-virtual-service.js';
 import type { MeshObject } from '../config/objects.js';
 import type { AppProtocol } from './protocol.js';
 import type { ServiceLoadBalancing } from './locality.js';
@@ -151,6 +152,22 @@ export interface IstioResources {
   readonly meshConfig: MeshConfig;
 }
 
+/**
+ * Gateway API resources in force (gateway.networking.k8s.io), and the routes' translation into the
+ * VirtualService model the L7 path runs (agent/config/gateway-api/to-virtual-service.ts).
+ */
+export interface GatewayApiResources {
+  readonly httpRoutes: readonly OfKind<'HTTPRoute'>[];
+  readonly grpcRoutes: readonly OfKind<'GRPCRoute'>[];
+  readonly tcpRoutes: readonly OfKind<'TCPRoute'>[];
+  /** Gateways of class istio-waypoint: they mark L7 processing, which Ambit's agents give without a hop. */
+  readonly waypoints: readonly OfKind<'Gateway'>[];
+  /** Synthesized from the routes; consulted after the user's own VirtualServices. */
+  readonly virtualServices: readonly OfKind<'VirtualService'>[];
+  /** Each route's Accepted and ResolvedRefs per parentRef, for the Kubernetes source to write back. */
+  readonly statuses: readonly RouteStatus[];
+}
+
 /** Ambit's own resources in force (ambit.dev), in configuration order. */
 export interface AmbitResources {
   readonly rateLimits: readonly OfKind<'RateLimit'>[];
@@ -169,6 +186,7 @@ export interface MeshSnapshot {
   readonly servicesByVip: ReadonlyMap<string, MeshService>;
   readonly servicesByHostname: ReadonlyMap<string, MeshService>;
   readonly istio: IstioResources;
+  readonly gatewayApi: GatewayApiResources;
   readonly ambit: AmbitResources;
   /** Cross-object problems found while building (a selector that matches nothing, a duplicate IP). */
   readonly diagnostics: readonly ConfigDiagnostic[];

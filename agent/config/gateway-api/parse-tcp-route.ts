@@ -1,0 +1,36 @@
+// Reads a TCPRoute (gateway.networking.k8s.io v1, standard since v1.6, and v1alpha2 of the experimental
+// channel) and a Gateway, of which Ambit only uses the class (istio-waypoint) and the name.
+
+import type { ObjectBase } from '../kubernetes.js';
+import type { MapReader } from '../yaml-reader.js';
+import { readBackendRef, readParentRefs, readSectionName } from './parse-common.js';
+import { type GatewayObject, type TcpRouteObject, WAYPOINT_GATEWAY_CLASS } from './types.js';
+
+export function parseTcpRoute(root: MapReader, base: ObjectBase<'TCPRoute'>): TcpRouteObject | undefined {
+  const spec = root.require('spec')?.map();
+  if (!spec) return undefined;
+  const ns = base.metadata.namespace;
+  const parentRefs = readParentRefs(spec, ns);
+  const rulesField = spec.require('rules');
+  const rules = spec.maps('rules').map((rule) => {
+    const name = readSectionName(rule, 'name');
+    const backendRefs = rule.maps('backendRefs').flatMap((b) => readBackendRef(b, ns, { weighted: true }) ?? []);
+    return { ...(name !== undefined ? { name } : {}), backendRefs };
+  });
+  // A TCP connection has nothing to match on but its port, so only one rule can ever apply.
+  if (rules.length > 1) rulesField?.warn(`only the first of ${rules.length} rules applies: a TCPRoute rule has no matches to choose between them`);
+  return { ...base, spec: { parentRefs, rules } };
+}
+
+export function parseGateway(root: MapReader, base: ObjectBase<'Gateway'>): GatewayObject | undefined {
+  const spec = root.require('spec')?.map();
+  if (!spec) return undefined;
+  const gatewayClassName = spec.require('gatewayClassName')?.nonEmptyString();
+  if (gatewayClassName === undefined) return undefined;
+  // Listeners, addresses and infrastructure describe a proxy deployment; Ambit runs none (no waypoint hop).
+  spec.ignore('listeners', 'addresses', 'infrastructure', 'allowedListeners', 'backendTLS', 'defaultScope', 'tls');
+  if (gatewayClassName !== WAYPOINT_GATEWAY_CLASS) {
+    root.ctx.warn(spec.line, spec.childPath('gatewayClassName'), `class ${gatewayClassName} is not a waypoint; Ambit serves no ingress Gateways and ignores this one (only class ${WAYPOINT_GATEWAY_CLASS} means something in the mesh)`);
+  }
+  return { ...base, spec: { gatewayClassName } };
+}
