@@ -84,7 +84,7 @@ function parseMeshConfigText(text: string, outer: MapReader, keyLine: number): M
     if (provider && providers.has(provider.name)) item.fail(`extension provider ${JSON.stringify(provider.name)} is defined twice`);
     else if (provider) providers.set(provider.name, provider);
   }
-  for (const d of inner.diagnostics) (d.severity === 'error' ? outer.ctx.error : outer.ctx.warn).call(outer.ctx, at(d.location.line), '', d.message);
+  for (const d of inner.diagnostics) (d.severity === 'error' ? outer.ctx.error : outer.ctx.warn).call(outer.ctx, at(d.location.line), d.field ?? '', d.message);
   return { extAuthzProviders: providers };
 }
 
