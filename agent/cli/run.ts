@@ -246,5 +246,7 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
   const reason = await stopped;
   log.info({ reason }, `${reason}: shutting down`);
   await agent.stop();
+  // Everything is closed; a handle something left open must not keep a retired agent beside its successor.
+  setTimeout(() => process.exit(0), 2_000).unref();
   return 0;
 }

@@ -10,9 +10,13 @@ import type { Logger } from '../telemetry/log.js';
 /** The signal a successor sends its predecessor: stop accepting, drain, exit (SIGTERM stays the orchestrator's). */
 export const HANDOVER_SIGNAL = 'SIGUSR2';
 
-/** How often a record's heartbeat is refreshed, and after how long without one it is dead. */
+/**
+ * How often a record's heartbeat is refreshed, and after how long without one an agent in another pid
+ * namespace counts as dead (generous: a busy event loop or disk delays a refresh, and taking a live
+ * agent for dead only costs a restart beside it, never a node without listeners).
+ */
 const HEARTBEAT_MS = 1_000;
-const HEARTBEAT_DEAD_MS = 5_000;
+const HEARTBEAT_DEAD_MS = 15_000;
 
 /** `retire`: the new agent retires the old one once ready; `wait`: something else stops the old one (a DaemonSet). */
 export type HandoverMode = 'retire' | 'wait';
@@ -48,9 +52,8 @@ function pidNamespace(): string {
 
 /** Whether the process a record names still runs: the same pid and start time, or, out of sight, a fresh heartbeat. */
 export function isLive(record: AgentRecord, now = Date.now()): boolean {
-  if (now - record.heartbeatAt > HEARTBEAT_DEAD_MS) return false;
-  if (record.pidNamespace !== pidNamespace()) return true;
-  return procStartTime(record.pid) === record.startTime;
+  if (record.pidNamespace === pidNamespace()) return procStartTime(record.pid) === record.startTime;
+  return now - record.heartbeatAt <= HEARTBEAT_DEAD_MS;
 }
 
 function readRecord(path: string): AgentRecord | undefined {
@@ -72,6 +75,8 @@ export class AgentHandover {
   readonly #servingPath: string;
   readonly #successorPath: string;
   #heartbeat: NodeJS.Timeout | undefined;
+  /** One write at a time: a refresh that falls behind a slow disk is skipped, not raced. */
+  #writing: Promise<void> | undefined;
   #role: 'successor' | 'serving' | undefined;
 
   private constructor(
@@ -113,7 +118,11 @@ export class AgentHandover {
   /** Asks the predecessor to stop accepting and drain; false when it is gone already. */
   retirePredecessor(): boolean {
     const old = this.predecessor;
-    if (!old || !isLive(old) || old.pidNamespace !== this.#self.pidNamespace) return false;
+    if (!old) return false;
+    if (old.pidNamespace !== this.#self.pidNamespace || !isLive(old)) {
+      this.log.info({ pid: old.pid }, `the previous agent (pid ${old.pid}) is gone or out of reach (another pid namespace); not signalling it`);
+      return false;
+    }
     try {
       process.kill(old.pid, HANDOVER_SIGNAL);
       this.log.info({ pid: old.pid }, `asked the previous agent (pid ${old.pid}) to stop accepting and drain its connections`);
@@ -156,10 +165,14 @@ export class AgentHandover {
 
   async #enter(role: 'successor' | 'serving'): Promise<void> {
     this.#role = role;
+    await this.#writing;
     await this.#write(true);
     if (!this.#heartbeat) {
       this.#heartbeat = setInterval(() => {
-        this.#write(false).catch((err: Error) => this.log.warn({ err: err.message }, `refreshing the agent record in ${this.stateDir} failed: ${err.message}`));
+        if (this.#writing) return;
+        this.#writing = this.#write(false)
+          .catch((err: Error) => this.log.warn({ err: err.message }, `refreshing the agent record in ${this.stateDir} failed: ${err.message}`))
+          .finally(() => (this.#writing = undefined));
       }, HEARTBEAT_MS);
       this.#heartbeat.unref();
     }
