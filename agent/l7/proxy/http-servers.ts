@@ -37,9 +37,12 @@ export function limitsProblem(limits: HttpServerLimits): string | undefined {
 const draining = { h1: new Set<() => void>(), h2: new Set<() => void>(), started: false };
 
 /**
- * Graceful close of every kept-alive HTTP connection: HTTP/1.1 ones idle now are closed, busy ones
- * after their response (`connection: close`); HTTP/2 sessions get GOAWAY and finish their streams.
- * A client then opens its next connection, which reaches whatever agent accepts by then.
+ * Graceful close of every kept-alive HTTP connection: an HTTP/1.1 one closes after its next response
+ * (`connection: close`, also on a response under way whose headers are not out yet); HTTP/2 sessions
+ * get GOAWAY and finish their streams. A client then opens its next connection, which reaches
+ * whatever agent accepts by then. An idle HTTP/1.1 connection is not closed here: its client may be
+ * sending a request at that very moment (and would see a reset); the drain deadline ends it if no
+ * request comes.
  */
 export function drainHttpServers(): void {
   draining.started = true;
@@ -71,17 +74,12 @@ export function http1Server(limits: HttpServerLimits, onRequest: (req: IncomingM
       inFlight.add(res);
       if (draining.started) res.shouldKeepAlive = false;
       res.once('finish', () => responding.get(req.socket) === res && responding.delete(req.socket));
-      res.once('close', () => {
-        inFlight.delete(res);
-        // A response whose headers promised keep-alive before the drain began: its connection is idle now.
-        if (draining.started) setImmediate(() => server.closeIdleConnections());
-      });
+      res.once('close', () => inFlight.delete(res));
       onRequest(req, res);
     },
   );
   draining.h1.add(() => {
     for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
-    server.closeIdleConnections();
   });
   // Node starts checking those deadlines when a server starts listening; these servers are only fed
   // connections, so start the check as listen() would (Node's own tests do the same).
