@@ -16,7 +16,7 @@ s.on('close', () => { out({ event: 'end', error, echoed }); process.exit(0); });
 setTimeout(() => { out({ event: 'end', error: 'limit', echoed }); process.exit(0); }, Number(limitMs));`;
 
 /**
- * \`transfer <ip> <port> <bytes> <limitMs>\`: sends that many random bytes, half-closes, and compares
+ * `transfer <ip> <port> <bytes> <limitMs>`: sends that many random bytes, half-closes, and compares
  * the SHA-256 of what it sent with that of what came back; prints {event:'done', same, sent, received, ms}.
  */
 export const TRANSFER_CLIENT = `const [ip, port, total, limitMs] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
@@ -31,15 +31,16 @@ s.on('close', () => { out({ event: 'done', same: received === total && sent.dige
 setTimeout(() => { out({ event: 'done', same: false, sent: written, received, error: 'limit', ms: Date.now() - start }); process.exit(0); }, limitMs);`;
 
 /**
- * \`hold <ip> <port> <connections> <everyMs> <holdMs> <stallMs>\`: opens that many connections (at most 200
- * connects in flight), each sending a 32-byte message every \`everyMs\` (random phase) and expecting its
- * echo within \`stallMs\`; holds them \`holdMs\` after the last opened, then prints {event:'held', opened,
- * failed, lost, stalled, messages, worstMs}: lost = closed by the other side, stalled = an echo late.
+ * `hold <ip> <port> <connections> <everyMs> <holdMs> <stallMs>`: opens that many connections (at most 200
+ * connects in flight), each sending a 32-byte message every `everyMs` (random phase) and expecting its
+ * echo within `stallMs`; holds them `holdMs` after the last opened, then prints {event:'held', opened,
+ * failed, lost, stalled, messages, worstMs, p99Ms}: lost = closed by the other side, stalled = an echo
+ * later than `stallMs` (or still missing at the end).
  */
 export const HOLD_CLIENT = `const [ip, port, n, everyMs, holdMs, stallMs] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
 const out = (o) => console.log(JSON.stringify({ at: Date.now(), ...o }));
 const net = require('net'); let opened = 0, failed = 0, lost = 0, stalled = 0, messages = 0, worstMs = 0, started = 0, inFlight = 0, done = false;
-const errors = {}; const conns = [];
+const errors = {}; const conns = []; const latencies = [];
 const msg = Buffer.alloc(32, 109);
 function open() {
   while (started < n && inFlight < 200) {
@@ -47,17 +48,14 @@ function open() {
     const s = net.connect(port, ip); const c = { s, pending: 0, sentAt: 0, buf: 0, up: false };
     s.setNoDelay(true);
     s.on('connect', () => { inFlight--; opened++; c.up = true; conns.push(c); if (opened === 1 || opened % 500 === 0) out({ event: 'opened', opened }); open(); if (opened + failed === n) holdThen(); });
-    s.on('data', (d) => { c.buf += d.length; while (c.buf >= 32 && c.pending > 0) { c.buf -= 32; c.pending--; messages++; worstMs = Math.max(worstMs, Date.now() - c.sentAt); } });
+    s.on('data', (d) => { c.buf += d.length; while (c.buf >= 32 && c.pending > 0) { c.buf -= 32; c.pending--; messages++; const ms = Date.now() - c.sentAt; worstMs = Math.max(worstMs, ms); latencies.push(ms); if (ms > stallMs) stalled++; } });
     s.on('error', (e) => { errors[e.code || e.message] = (errors[e.code || e.message] || 0) + 1; });
     s.on('close', () => { if (!c.up) { inFlight--; failed++; open(); if (opened + failed === n) holdThen(); } else if (!done) lost++; });
   }
 }
 function tick() {
   const now = Date.now();
-  for (const c of conns) {
-    if (c.pending > 0 && now - c.sentAt > stallMs) { stalled++; c.pending = 0; }
-    if (c.pending === 0 && now >= c.next) { c.pending = 1; c.sentAt = now; c.next = now + everyMs; c.s.write(msg); }
-  }
+  for (const c of conns) if (c.pending === 0 && now >= c.next) { c.pending = 1; c.sentAt = now; c.next = now + everyMs; c.s.write(msg); }
 }
 let holding = false;
 function holdThen() {
@@ -65,7 +63,8 @@ function holdThen() {
   const now = Date.now(); for (const c of conns) c.next = now + Math.random() * everyMs;
   out({ event: 'all-open', opened, failed, errors });
   const t = setInterval(tick, 50);
-  setTimeout(() => { clearInterval(t); done = true; const worst = worstMs; for (const c of conns) if (c.pending > 0 && Date.now() - c.sentAt > stallMs) stalled++;
-    out({ event: 'held', opened, failed, lost, stalled, messages, worstMs: worst, errors }); for (const c of conns) c.s.destroy(); setTimeout(() => process.exit(0), 200); }, holdMs);
+  setTimeout(() => { clearInterval(t); done = true; for (const c of conns) if (c.pending > 0 && Date.now() - c.sentAt > stallMs) stalled++;
+    latencies.sort((a, b) => a - b); const p99Ms = latencies[Math.floor(latencies.length * 0.99)] ?? 0;
+    out({ event: 'held', opened, failed, lost, stalled, messages, worstMs, p99Ms, errors }); for (const c of conns) c.s.destroy(); setTimeout(() => process.exit(0), 200); }, holdMs);
 }
 open();`;

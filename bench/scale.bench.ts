@@ -1,0 +1,47 @@
+// `make scale` (and `make bench`): 10,000 concurrent tunnelled connections from five client pods on one
+// lab node to an echo pod on another, each exchanging a 32-byte message every 5 s, held 60 s (issue 14
+// §2). Prints what the clients saw (none may fail, be lost or stall) and each agent's RSS and CPU per
+// 1,000 held connections and per 1,000 new connections, and writes them to bench/results/scale.json.
+//
+//   node --import tsx bench/scale.bench.ts [--connections <n>] [--pods <n>] [--hold <seconds>]
+
+import { parseArgs } from 'node:util';
+import { type FaultMesh, faultMeshYaml } from '../test/integration/helpers/fault-lab.js';
+import { LabSession } from '../test/integration/helpers/lab-session.js';
+import { holdTunnels } from '../test/integration/helpers/tunnel-scale.js';
+import { backgroundBusyPercent } from './capture/process-usage.js';
+import { saveResults } from './lib/results.js';
+
+const { values: args } = parseArgs({ options: { connections: { type: 'string', default: '10000' }, pods: { type: 'string', default: '5' }, hold: { type: 'string', default: '60' } } });
+const CONNECTIONS = Number(args.connections);
+const PODS = Number(args.pods);
+const HOLD_SECONDS = Number(args.hold);
+if (![CONNECTIONS, PODS, HOLD_SECONDS].every((n) => Number.isInteger(n) && n > 0) || PODS > 50) {
+  process.stderr.write('usage: scale.bench.ts [--connections <n>] [--pods <1-50>] [--hold <seconds>]\n');
+  process.exit(2);
+}
+process.env['PATH'] = `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
+
+const LAB = `scb${process.pid % 1000}`;
+const MESH: FaultMesh = { netOctet: 84, podOctet: 251, clients: PODS };
+const session = LabSession.inTempDir(LAB, 'ambit-scale-bench-');
+const startedAt = new Date();
+const busy = await backgroundBusyPercent(2_000);
+let failed = false;
+try {
+  await session.up(faultMeshYaml(MESH), 120);
+  const run = { connections: CONNECTIONS, pods: PODS, everyMs: 5_000, holdMs: HOLD_SECONDS * 1000, stallMs: 10_000 };
+  const r = await holdTunnels(LAB, MESH, run);
+  const ok = r.opened === CONNECTIONS && r.failed === 0 && r.lost === 0 && r.stalled === 0;
+  failed = !ok;
+  const f = (n: number): string => n.toFixed(3);
+  process.stdout.write(`\n${CONNECTIONS} tunnelled connections from ${PODS} pods, a message every ${run.everyMs / 1000} s, held ${HOLD_SECONDS} s (machine ${busy.toFixed(0)} % busy before)\n`);
+  process.stdout.write(`  clients: opened ${r.opened} in ${r.openSeconds.toFixed(1)} s, failed ${r.failed}, lost ${r.lost}, stalled ${r.stalled}, ${r.messages} echoes, p99 ${r.p99Ms} ms, worst ${r.worstMs} ms ${JSON.stringify(r.errors)}  ${ok ? 'pass' : 'MISS'}\n`);
+  for (const [node, c] of Object.entries(r.agents)) {
+    process.stdout.write(`  ${node}: RSS ${c.rssMiB.toFixed(0)} MiB, +${f(c.rssMiBPer1k)} MiB per 1,000 held; ${f(c.holdVcpuPer1k)} vCPU per 1,000 held; ${f(c.openCpuSecondsPer1k)} CPU-s per 1,000 opened (vCPU at 1,000 new/s)\n`);
+  }
+  saveResults('scale.json', 'scale', startedAt, busy, { run, result: r });
+} finally {
+  await session.down();
+}
+process.exit(failed ? 1 : 0);
