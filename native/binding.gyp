@@ -36,6 +36,7 @@
         "src/hbone/events.c",
         "src/hbone/limits.c",
         "src/hbone/session.c",
+        "src/hbone/socket_bio.c",
         "src/hbone/streams.c",
         "src/hbone/worker.c"
       ],

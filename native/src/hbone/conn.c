@@ -34,12 +34,18 @@ struct hb_conn *hb_conn_new(struct hb_worker *w, uint64_t id, enum hb_role role,
 	c->state = ssl_ctx ? HB_C_HANDSHAKE : HB_C_LIVE;
 	c->readable = c->writable = true;
 	if (ssl_ctx) {
+		BIO *bio;
+
 		c->ssl = SSL_new(ssl_ctx);
-		if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 || (role == HB_CLIENT && SSL_set_alpn_protos(c->ssl, alpn, sizeof(alpn)))) {
+		bio = c->ssl ? hb_socket_bio(c) : NULL;
+		if (!bio || (role == HB_CLIENT && SSL_set_alpn_protos(c->ssl, alpn, sizeof(alpn)))) {
+			BIO_free(bio);
 			SSL_free(c->ssl);
 			free(c);
 			return NULL;
 		}
+		/* One BIO both ways: the SSL takes its one reference. */
+		SSL_set_bio(c->ssl, bio, bio);
 		/*
 		 * Read ahead: OpenSSL reads what the socket holds into its buffer instead of a record's
 		 * header and then its body, two reads per record (context.c sizes the buffer).

@@ -93,6 +93,7 @@ struct hb_stream {
 	enum hb_stream_state state;
 	int status;
 	bool fd_eof, fd_shut, peer_ended, h2_closed, deferred, released, announced, fd_error, reset_sent;
+	bool fd_drained, fd_hup; /* the last read emptied the fd; the fd reported its peer's end */
 	uint32_t header_bytes;
 	struct hb_chunk *in_head, *in_tail;
 	size_t buffered; /* in chunks and pending, all holding the peer's window */
@@ -134,6 +135,7 @@ struct hb_conn {
 	nghttp2_session *h2;
 	struct hb_buf out;	/* HTTP/2 frames waiting for SSL_write */
 	bool readable, writable, read_wants_write, queued, goaway_sent, heard, resets_pending;
+	bool rx_drained, rx_hup, rx_eof; /* socket_bio.c: the last read emptied the socket; its peer ended */
 	const char *closing_cause; /* set when the session is being wound down: the cause once it is done */
 	struct hb_stream *streams;
 	uint32_t nstreams, npending;
@@ -283,6 +285,9 @@ void hb_stream_index(struct hb_worker *w, struct hb_stream *s);
 void hb_watch(struct hb_worker *w, int fd, void *obj);
 void hb_unwatch(struct hb_worker *w, int fd);
 void hb_conn_queue(struct hb_conn *c);
+
+/* socket_bio.c: the connection's socket as OpenSSL's BIO, skipping reads that could only say EAGAIN. */
+BIO *hb_socket_bio(struct hb_conn *c);
 
 /* conn.c: a connection's TLS transport, timers and end. */
 struct hb_conn *hb_conn_new(struct hb_worker *w, uint64_t id, enum hb_role role, int fd, SSL_CTX *ssl_ctx);

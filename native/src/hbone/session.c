@@ -247,26 +247,6 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t sid, c
 	return 0;
 }
 
-/*
- * DATA frames up to the peer's SETTINGS_MAX_FRAME_SIZE (nghttp2 would send 16 KiB): fewer frames, and
- * a receiver that writes larger pieces to its pod. Bounded by the window and by DATA_FRAME_MAX.
- */
-#define DATA_FRAME_MAX (64 * 1024)
-
-static ssize_t data_length(nghttp2_session *session, uint8_t type, int32_t sid, int32_t session_window,
-			   int32_t stream_window, uint32_t remote_max_frame, void *user)
-{
-	int32_t n = session_window < stream_window ? session_window : stream_window;
-
-	(void)type;
-	(void)sid;
-	(void)user;
-	(void)session;
-	if (n > (int32_t)remote_max_frame)
-		n = (int32_t)remote_max_frame;
-	return n > DATA_FRAME_MAX ? DATA_FRAME_MAX : n;
-}
-
 static int on_stream_close(nghttp2_session *session, int32_t sid, uint32_t error_code, void *user)
 {
 	struct hb_stream *s = stream_of(session, sid);
@@ -294,7 +274,6 @@ static void make_callbacks(void)
 	nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
-	nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, data_length);
 }
 
 int hb_session_init(struct hb_conn *c)

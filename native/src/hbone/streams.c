@@ -260,6 +260,10 @@ void hb_stream_fd_event(struct hb_stream *s, uint32_t events)
 	}
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		hb_stream_flush(s);
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->fd_drained = false;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->fd_hup = true;
 	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && s->deferred && s->state == HB_S_OPEN && !s->released) {
 		s->deferred = false;
 		nghttp2_session_resume_data(s->c->h2, s->sid);
@@ -281,8 +285,17 @@ ssize_t hb_data_read(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t
 		s->deferred = true;
 		return NGHTTP2_ERR_DEFERRED;
 	}
+	/*
+	 * A read shorter than asked emptied the socket: the next would only say EAGAIN. Edge-triggered
+	 * epoll reports the next bytes (or the FIN) as a new event, which clears fd_drained.
+	 */
+	if (s->fd_drained && !s->fd_hup) {
+		s->deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
 	n = read(s->fd, buf, length);
 	if (n > 0) {
+		s->fd_drained = (size_t)n < length;
 		s->bytes_out += (uint64_t)n;
 		s->active_ms = s->c->w->now_ms;
 		hb_count(s->c->w->e, HB_C_BYTES_OUT, n);

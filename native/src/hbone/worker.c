@@ -342,8 +342,12 @@ void *hb_worker_main(void *arg)
 			} else if (kind == HB_K_CONN) {
 				struct hb_conn *c = events[i].data.ptr;
 
-				if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+				if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 					c->readable = true;
+					c->rx_drained = false;
+				}
+				if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+					c->rx_hup = true;
 				if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
 					c->writable = true;
 					if (c->read_wants_write)
