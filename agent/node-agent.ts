@@ -10,6 +10,7 @@ import { AdminServer } from './admin/admin-server.js';
 import { MetricsServer } from './admin/metrics-server.js';
 import { POD_READINESS_SOCKET, PodReadinessServer } from './admin/pod-readiness.js';
 import { ReadinessServer } from './admin/readiness.js';
+import { DenialRing } from './explain/denials.js';
 import { WorkloadCertificateManager } from './identity/certificate-manager.js';
 import type { CaClient } from './identity/ca-client.js';
 import { EmbeddedCa } from './identity/embedded-ca.js';
@@ -135,6 +136,8 @@ interface DataPath {
 export class NodeAgent {
   readonly store = new WorkloadStore();
   readonly metrics = new MeshMetrics(AMBIT_VERSION);
+  /** The recent denials of this node's inbound side, for `ambit explain --last-denied`. */
+  readonly denials = new DenialRing();
   /** One span per request on each side (the outbound HTTP proxy's CLIENT spans, the inbound one's SERVER spans). */
   readonly tracer: RequestTracer;
   readonly #closers: Closable[] = [];
@@ -167,6 +170,7 @@ export class NodeAgent {
       quit: () => this.quit('POST /quitquitquit'),
       certificates: () => this.certificates?.status() ?? [],
       connections: () => this.connections?.list() ?? [],
+      explain: { denials: this.denials, ...(config.http ? { pathNormalization: config.http.pathNormalization } : {}) },
     });
     await this.#serve('admin', admin, config.admin);
     await this.#serve('metrics', new MetricsServer(this.metrics.registry), config.metrics);
@@ -247,7 +251,7 @@ export class NodeAgent {
 
     const certificates = await this.#startIdentity(snapshot);
     const { node } = config;
-    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
+    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId, denials: this.denials });
     const live = new LiveConnections(store, log);
     this.#closers.push(live);
     const connectAsClient = async (sourceIp: string, destination: Address): Promise<Socket | string> => {
@@ -269,7 +273,7 @@ export class NodeAgent {
     this.#closers.push(http);
     // The destination side of HTTP ports: per-request authorization, local rate limits, SERVER spans.
     const rateLimiter = new LocalRateLimiter({ registry: this.metrics.registry });
-    const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer, ...config.http });
+    const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer, denials: this.denials, ...config.http });
     this.#closers.push(inboundHttp);
     const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });
     const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
