@@ -124,7 +124,7 @@ function stepOf(e: Explained, name: string): Step {
 async function curl(pod: string, url: string): Promise<{ status: number; body: string; exit: number }> {
   const r = await session.exec(pod, ['curl', '-s', '--max-time', '5', '-w', '\n%{http_code}', url]);
   const cut = r.stdout.lastIndexOf('\n');
-  return { status: Number(r.stdout.slice(cut + 1)) || 0, body: r.stdout.slice(0, cut), exit: r.code };
+  return { status: Number(r.stdout.slice(cut + 1)) || 0, body: r.stdout.slice(0, cut), exit: r.code ?? -1 };
 }
 
 async function tcp(pod: string, ip: string, port: number): Promise<{ got: string; error?: string }> {
