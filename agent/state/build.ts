@@ -24,6 +24,7 @@ import {
   spiffeId,
 } from './model.js';
 import { gatewayApiResources } from './gateway-api.js';
+import { WorkloadLabelIndex } from './label-index.js';
 import { portProtocol } from './protocol.js';
 import { serviceLoadBalancing } from './locality.js';
 import { workloadName } from './workload-name.js';
@@ -182,6 +183,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     if (ownsIps) for (const ip of ips) workloadsByIp.set(ip, workload);
   }
 
+  const byLabel = new WorkloadLabelIndex(workloads.values());
   const services = new Map<ObjectKey, MeshService>();
   const servicesByVip = new Map<string, MeshService>();
   const servicesByHostname = new Map<string, MeshService>();
@@ -211,8 +213,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     const endpoints: ServiceEndpoint[] = [];
     if (selector) {
       let matched = 0;
-      for (const workload of workloads.values()) {
-        if (workload.namespace !== namespace || !matchesLabels(selector, workload.labels)) continue;
+      for (const workload of byLabel.select(namespace, selector)) {
         matched++;
         const ip = workload.ips[0];
         if ((!workload.ready && !allowUnready) || ip === undefined) continue;
@@ -256,7 +257,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     const selector = policy.spec.selector?.matchLabels;
     if (!selector) continue;
     const { namespace, name } = policy.metadata;
-    const matches = [...workloads.values()].some((w) => w.namespace === namespace && matchesLabels(selector, w.labels));
+    const matches = byLabel.select(namespace, selector).length > 0;
     if (!matches) {
       warn(policy.source, policy.kind, namespace, name, 'spec.selector.matchLabels', `selector ${formatSelector(selector)} matches no pod in namespace ${namespace}; the policy applies to nothing yet`);
     }
