@@ -118,7 +118,7 @@ export interface NodeAgentConfig {
 }
 
 /** How long a stopping agent keeps accepting for a successor that is starting beside it. */
-const SUCCESSOR_WAIT_MS = 30_000;
+const SUCCESSOR_WAIT_MS = 20_000;
 
 type Closable = { close(): Promise<void> | void };
 
@@ -212,7 +212,7 @@ export class NodeAgent {
     const dataPath = this.#dataPath;
     // An orchestrator may stop this agent before the one replacing it listens: keep accepting until it does.
     if (dataPath) await this.#handover?.untilSuccessorServes(SUCCESSOR_WAIT_MS);
-    this.#handover?.close();
+    await this.#handover?.close();
     this.#ready = false;
     if (dataPath) {
       const stopped = dataPath.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));

@@ -3,7 +3,7 @@
 // ready either retires it or waits for its orchestrator to; a crashed agent's record is not live.
 
 import { readFileSync, statSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../telemetry/log.js';
 
@@ -11,9 +11,9 @@ import type { Logger } from '../telemetry/log.js';
 export const HANDOVER_SIGNAL = 'SIGUSR2';
 
 /**
- * How often a record's heartbeat is refreshed, and after how long without one an agent in another pid
- * namespace counts as dead (generous: a busy event loop or disk delays a refresh, and taking a live
- * agent for dead only costs a restart beside it, never a node without listeners).
+ * How often an agent touches its heartbeat file, and after how long without one an agent in another
+ * pid namespace counts as dead (generous: a busy event loop or disk delays a touch, and taking a live
+ * agent for dead costs a second agent beside it, never a node without listeners).
  */
 const HEARTBEAT_MS = 1_000;
 const HEARTBEAT_DEAD_MS = 15_000;
@@ -30,7 +30,6 @@ export interface AgentRecord {
   readonly node: string;
   readonly scope: string;
   readonly version: string;
-  readonly heartbeatAt: number;
 }
 
 function procStartTime(pid: number): string | undefined {
@@ -50,76 +49,81 @@ function pidNamespace(): string {
   }
 }
 
-/** Whether the process a record names still runs: the same pid and start time, or, out of sight, a fresh heartbeat. */
-export function isLive(record: AgentRecord, now = Date.now()): boolean {
-  if (record.pidNamespace === pidNamespace()) return procStartTime(record.pid) === record.startTime;
-  return now - record.heartbeatAt <= HEARTBEAT_DEAD_MS;
-}
-
 function readRecord(path: string): AgentRecord | undefined {
   try {
     const value = JSON.parse(readFileSync(path, 'utf8')) as Partial<AgentRecord>;
-    if (typeof value.pid !== 'number' || typeof value.startTime !== 'string' || typeof value.heartbeatAt !== 'number') return undefined;
+    if (typeof value.pid !== 'number' || typeof value.startTime !== 'string' || typeof value.pidNamespace !== 'string') return undefined;
     return value as AgentRecord;
   } catch {
     return undefined;
   }
 }
 
+const sameAgent = (a: AgentRecord, b: AgentRecord): boolean => a.pid === b.pid && a.startTime === b.startTime && a.pidNamespace === b.pidNamespace;
+
 /**
- * This agent's place in a handover: the record of the agent serving the node (`agent-<scope>.json`)
- * and of one starting beside it (`agent-<scope>.successor.json`), both kept fresh by a heartbeat.
+ * This agent's place in a handover. Two pointers, each written whole (rename) and only when an agent
+ * takes that role, never refreshed, so that two agents never race on one file: who serves the node
+ * (`agent-<scope>.json`) and who is starting beside it (`agent-<scope>.successor.json`). Liveness is
+ * the pid with its start time, or, for an agent in another pid namespace, its own heartbeat file.
  */
 export class AgentHandover {
-  readonly #self: Omit<AgentRecord, 'heartbeatAt'>;
-  readonly #servingPath: string;
-  readonly #successorPath: string;
+  readonly #self: AgentRecord;
+  readonly #name: string;
   #heartbeat: NodeJS.Timeout | undefined;
-  /** One write at a time: a refresh that falls behind a slow disk is skipped, not raced. */
-  #writing: Promise<void> | undefined;
-  #role: 'successor' | 'serving' | undefined;
 
   private constructor(
     readonly stateDir: string,
-    node: string,
-    scope: string,
-    version: string,
+    self: Omit<AgentRecord, 'pid' | 'startTime' | 'pidNamespace'>,
     /** The live agent this one takes over from, found at start. */
     readonly predecessor: AgentRecord | undefined,
     private readonly log: Logger,
   ) {
-    const name = `agent-${scope.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
-    this.#servingPath = join(stateDir, `${name}.json`);
-    this.#successorPath = join(stateDir, `${name}.successor.json`);
-    this.#self = { pid: process.pid, startTime: procStartTime(process.pid) ?? '', pidNamespace: pidNamespace(), node, scope, version };
+    this.#name = `agent-${self.scope.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
+    this.#self = { pid: process.pid, startTime: procStartTime(process.pid) ?? '', pidNamespace: pidNamespace(), ...self };
   }
 
   /** Finds the live agent of this node and scope, if any, and says this one is starting beside it. */
   static async begin(stateDir: string, node: string, scope: string, version: string, log: Logger): Promise<AgentHandover> {
     await mkdir(stateDir, { recursive: true });
-    const probe = new AgentHandover(stateDir, node, scope, version, undefined, log);
+    const self = { node, scope, version };
+    const probe = new AgentHandover(stateDir, self, undefined, log);
     const found = readRecord(probe.#servingPath);
-    const predecessor = found && found.pid !== process.pid && found.node === node && found.scope === scope && isLive(found) ? found : undefined;
-    const handover = new AgentHandover(stateDir, node, scope, version, predecessor, log);
+    const predecessor = found && !sameAgent(found, probe.#self) && found.node === node && found.scope === scope && probe.isLive(found) ? found : undefined;
+    const handover = new AgentHandover(stateDir, self, predecessor, log);
+    await handover.#beat();
+    handover.#heartbeat = setInterval(() => void handover.#beat(), HEARTBEAT_MS);
+    handover.#heartbeat.unref();
     if (found && !predecessor) log.info({ record: found }, `the agent recorded in ${probe.#servingPath} (pid ${found.pid}) no longer runs; starting afresh`);
     if (predecessor) {
       log.info({ predecessor }, `agent ${predecessor.version} (pid ${predecessor.pid}) serves node ${node}; starting beside it to take over`);
-      await handover.#enter('successor');
+      await handover.#writePointer(handover.#successorPath);
     }
     return handover;
   }
 
-  /** This agent now serves the node: its record replaces the predecessor's. */
-  async serving(): Promise<void> {
-    await this.#enter('serving');
-    await rm(this.#successorPath, { force: true });
+  /** Whether the agent a record names still runs. */
+  isLive(record: AgentRecord): boolean {
+    if (record.pidNamespace === this.#self.pidNamespace) return procStartTime(record.pid) === record.startTime;
+    try {
+      return Date.now() - statSync(this.#beatPath(record)).mtimeMs <= HEARTBEAT_DEAD_MS;
+    } catch {
+      return false;
+    }
   }
 
-  /** Asks the predecessor to stop accepting and drain; false when it is gone already. */
+  /** This agent now serves the node: its record replaces the predecessor's. */
+  async serving(): Promise<void> {
+    await this.#writePointer(this.#servingPath);
+    const successor = readRecord(this.#successorPath);
+    if (successor && sameAgent(successor, this.#self)) await rm(this.#successorPath, { force: true });
+  }
+
+  /** Asks the predecessor to stop accepting and drain; false when it is gone or out of reach. */
   retirePredecessor(): boolean {
     const old = this.predecessor;
     if (!old) return false;
-    if (old.pidNamespace !== this.#self.pidNamespace || !isLive(old)) {
+    if (old.pidNamespace !== this.#self.pidNamespace || !this.isLive(old)) {
       this.log.info({ pid: old.pid }, `the previous agent (pid ${old.pid}) is gone or out of reach (another pid namespace); not signalling it`);
       return false;
     }
@@ -136,7 +140,7 @@ export class AgentHandover {
   /** A live agent other than this one starting beside it, if any: until it serves, this one keeps accepting. */
   successor(): AgentRecord | undefined {
     const next = readRecord(this.#successorPath);
-    return next && next.pid !== process.pid && isLive(next) ? next : undefined;
+    return next && !sameAgent(next, this.#self) && this.isLive(next) ? next : undefined;
   }
 
   /**
@@ -145,55 +149,47 @@ export class AgentHandover {
    * come before the new agent is ready, because readiness probes of either reach either agent).
    */
   async untilSuccessorServes(timeoutMs: number): Promise<'none' | 'serving' | 'gone' | 'timeout'> {
-    const first = this.successor();
-    if (!first) return 'none';
-    this.log.info({ successor: first.pid }, `a new agent (pid ${first.pid}) is starting; accepting until it serves`);
+    const next = this.successor();
+    if (!next) return 'none';
+    this.log.info({ successor: next.pid }, `a new agent (pid ${next.pid}) is starting; accepting until it serves`);
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const serving = readRecord(this.#servingPath);
-      if (serving && serving.pid === first.pid && serving.startTime === first.startTime) return 'serving';
-      if (!isLive(first)) return 'gone';
+      if (serving && sameAgent(serving, next)) return 'serving';
+      if (!this.isLive(next)) return 'gone';
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     return 'timeout';
   }
 
-  /** Stops refreshing the heartbeat (the record stays: a dead heartbeat is what tells the next agent). */
-  close(): void {
+  /** Stops the heartbeat (the pointers stay: a dead pid or heartbeat is what tells the next agent). */
+  async close(): Promise<void> {
     clearInterval(this.#heartbeat);
+    await rm(this.#beatPath(this.#self), { force: true });
   }
 
-  async #enter(role: 'successor' | 'serving'): Promise<void> {
-    this.#role = role;
-    await this.#writing;
-    await this.#write(true);
-    if (!this.#heartbeat) {
-      this.#heartbeat = setInterval(() => {
-        if (this.#writing) return;
-        this.#writing = this.#write(false)
-          .catch((err: Error) => this.log.warn({ err: err.message }, `refreshing the agent record in ${this.stateDir} failed: ${err.message}`))
-          .finally(() => (this.#writing = undefined));
-      }, HEARTBEAT_MS);
-      this.#heartbeat.unref();
-    }
+  get #servingPath(): string {
+    return join(this.stateDir, `${this.#name}.json`);
   }
 
-  /** `claim`: this agent takes the record over; a heartbeat only refreshes a record that is still its own. */
-  async #write(claim: boolean): Promise<void> {
-    if (this.#role === undefined) return;
-    const path = this.#role === 'serving' ? this.#servingPath : this.#successorPath;
-    // A server replaced in turn by a newer agent must not write its record back over the new one's.
-    if (this.#role === 'serving' && !claim) {
-      const current = readRecord(path);
-      if (current && current.pid !== process.pid && isLive(current)) {
-        this.#role = undefined;
-        clearInterval(this.#heartbeat);
-        this.log.info({ pid: current.pid }, `agent pid ${current.pid} now serves this node`);
-        return;
-      }
-    }
+  get #successorPath(): string {
+    return join(this.stateDir, `${this.#name}.successor.json`);
+  }
+
+  #beatPath(record: AgentRecord): string {
+    return join(this.stateDir, `${this.#name}.${record.pidNamespace}-${record.pid}-${record.startTime}.beat`);
+  }
+
+  async #beat(): Promise<void> {
+    const path = this.#beatPath(this.#self);
+    const now = new Date();
+    await utimes(path, now, now).catch(() => writeFile(path, ''))
+      .catch((err: Error) => this.log.warn({ err: err.message }, `touching the agent heartbeat ${path} failed: ${err.message}`));
+  }
+
+  async #writePointer(path: string): Promise<void> {
     const tmp = `${path}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify({ ...this.#self, heartbeatAt: Date.now() }));
+    await writeFile(tmp, JSON.stringify(this.#self));
     await rename(tmp, path);
   }
 }
