@@ -11,7 +11,7 @@ import { httpDestinationOf } from '../l7/proxy/http-destination.js';
 import type { TcpRouteTarget } from '../l7/proxy/tcp-route-target.js';
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from './destination.js';
-import { formatAuthority, formatBaggage } from './hbone/connect-headers.js';
+import { formatAuthority, formatBaggage, forwardedHeader } from './hbone/connect-headers.js';
 import type { HboneOpenRequest } from './hbone/pool.js';
 import { HBONE_PORT } from './hbone/settings.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
@@ -190,7 +190,7 @@ function hbonePlan(source: OutboundSource, workload: Workload, address: Address,
     dst: { addr: `${address.ip}:${HBONE_PORT}`, hboneAddr: authority, workload, identity: workload.identity, ...(service ? { service } : {}) },
     securityPolicy: 'mutual_tls',
   };
-  const forwarded = `for="${source.ip}"${service ? `;host=${service.hostname}` : ''}`;
+  const forwarded = forwardedHeader(source.ip, service?.hostname);
   return { transport: 'hbone', workload, ...(service ? { service } : {}), target: address, authority, request, headers: { forwarded, baggage: request.baggage! }, telemetry: [description] };
 }
 

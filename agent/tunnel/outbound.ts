@@ -87,7 +87,7 @@ export class OutboundProxy {
   }
 
   /** What planOutbound is told about this agent. */
-  planContext(): PlanContext {
+  #planContext(): PlanContext {
     const { node, clusterId, http, inboundHttp } = this.options;
     return {
       node,
@@ -113,7 +113,7 @@ export class OutboundProxy {
       return void socket.destroy();
     }
     const captured: Captured = { socket, source: { workload, ip: sourceIp, port: socket.remotePort ?? 0 }, originalDst: formatAuthority(dst) };
-    const plan = planOutbound(snapshot, captured.source, dst, this.planContext());
+    const plan = planOutbound(snapshot, captured.source, dst, this.#planContext());
     switch (plan.transport) {
       case 'http':
         return this.#viaHttpProxy(captured, dst, plan.destination);
@@ -142,7 +142,7 @@ export class OutboundProxy {
   async #openUpstream(c: Captured, target: Parameters<OpenUpstream>[0]): Promise<Duplex | string> {
     const snapshot = this.options.store.current;
     if (!snapshot) return 'no configuration loaded';
-    const plan = planEndpoint(snapshot, c.source, target, this.planContext());
+    const plan = planEndpoint(snapshot, c.source, target, this.#planContext());
     if (plan.transport === 'refused') return plan.reason;
     const opened = await this.#opener.open(plan);
     return opened.ok ? opened.stream : opened.reason;

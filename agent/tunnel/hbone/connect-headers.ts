@@ -83,9 +83,14 @@ export interface OutboundConnectOptions {
   readonly baggage?: string;
 }
 
+/** ztunnel's `forwarded`: the original client, and the Service it meant when known. */
+export function forwardedHeader(clientIp: string, serviceHostname: string | undefined): string {
+  return `for="${clientIp}"${serviceHostname ? `;host=${serviceHostname}` : ''}`;
+}
+
 /** Classic CONNECT: `:method` and `:authority` only (no `:scheme`, no `:path`), then ztunnel's headers. */
 export function outboundConnectHeaders(options: OutboundConnectOptions): OutgoingHttpHeaders {
-  const forwarded = `for="${options.clientIp}"${options.serviceHostname ? `;host=${options.serviceHostname}` : ''}`;
+  const forwarded = forwardedHeader(options.clientIp, options.serviceHostname);
   return {
     ':method': 'CONNECT',
     ':authority': formatAuthority(options.authority),
