@@ -1,6 +1,7 @@
 // What the HBONE server (15008) does with a CONNECT that passed its transport checks: admit it to the
-// pod (AuthorizationPolicy on the peer's proven identity), connect to the pod as the client, and
-// account for the tunnel (metrics, access log, live-connection tracking) from its 200 to its end.
+// pod (AuthorizationPolicy on the peer's proven identity), connect to the pod as the client, and hand
+// the server the tunnel's ConnectionFlow, which accounts for it (metrics, access log, live-connection
+// tracking) from its 200 to its end.
 // A tunnel to a port that speaks HTTP goes to the inbound HTTP proxy instead of the pod's socket: it
 // authorizes each request, and connects to the pod itself.
 
