@@ -127,6 +127,7 @@ export function parseAuthorizationPolicy(root: MapReader, base: ObjectBase<'Auth
 /** The kinds a policy attaches to in ambient, by group: Ambit applies each in its agents (no waypoint hop). */
 const TARGET_KINDS: readonly { readonly group: string; readonly kind: PolicyTargetReference['kind'] }[] = [
   { group: '', kind: 'Service' },
+  { group: 'core', kind: 'Service' },
   { group: 'networking.istio.io', kind: 'ServiceEntry' },
   { group: 'gateway.networking.k8s.io', kind: 'Gateway' },
 ];
@@ -146,7 +147,8 @@ function parseTargetRef(m: MapReader): PolicyTargetReference | undefined {
   if (kind === undefined || name === undefined) return undefined;
   const known = TARGET_KINDS.find((t) => t.kind === kind && t.group === group);
   if (!known) {
-    const expected = TARGET_KINDS.map((t) => `${t.kind} (group ${JSON.stringify(t.group)})`).join(', ');
+    const kinds = [...new Set(TARGET_KINDS.map((t) => t.kind))];
+    const expected = kinds.map((k) => `${k} (group ${TARGET_KINDS.filter((t) => t.kind === k).map((t) => JSON.stringify(t.group)).join(' or ')})`).join(', ');
     return kindField?.fail(`expected a target of kind ${expected}, got ${kind} in group ${JSON.stringify(group)}`);
   }
   return { group, kind: known.kind, name };

@@ -124,6 +124,9 @@ function common(name: string, m: MapReader): Omit<ExtAuthzProviderBase, never> {
   const status = statusText === undefined ? 403 : Number(statusText);
   if (statusField && !(Number.isInteger(status) && status >= 100 && status <= 599)) statusField.fail(`expected an HTTP status code such as "403", got ${JSON.stringify(statusText)}`);
   const body = m.map('includeRequestBodyInCheck');
+  if (body) m.get('includeRequestBodyInCheck')?.warn('the request body is not sent to the authorizer by Ambit yet; the check is made without it');
+  // clearRouteCache: Ambit routes on the client's side, before the destination's check; there is no route to clear.
+  m.ignore('clearRouteCache');
   const includeRequestBodyInCheck = body && {
     maxRequestBytes: body.int('maxRequestBytes', { min: 1 }) ?? 4096,
     allowPartialMessage: body.bool('allowPartialMessage') ?? false,

@@ -30,6 +30,8 @@ export interface JwtRule {
   readonly outputClaimToHeaders: readonly { readonly header: string; readonly claim: string }[];
   /** How long a jwksUri fetch may take, in ms (Istio's default 5 s). */
   readonly timeoutMs: number;
+  /** Claims whose string value policies match word by word (`scope` and `permission` always; `a.b` for nested ones). */
+  readonly spaceDelimitedClaims: readonly string[];
 }
 
 export interface RequestAuthenticationObject extends ObjectBase<'RequestAuthentication'> {
@@ -40,6 +42,8 @@ export interface RequestAuthenticationObject extends ObjectBase<'RequestAuthenti
   };
 }
 
+/** Istio splits these claims on whitespace whatever the rule says. */
+export const DEFAULT_SPACE_DELIMITED_CLAIMS = ['scope', 'permission'];
 /** Istio's default for jwtRules[].timeout. */
 export const DEFAULT_JWKS_TIMEOUT_MS = 5000;
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -69,7 +73,8 @@ function parseJwtRule(field: Field): JwtRule | undefined {
   if (jwksUri !== undefined && !isHttpUrl(jwksUri)) uriField?.fail(`expected an http or https URL, got ${JSON.stringify(jwksUri)}`);
   const jwksField = m.get('jwks');
   const jwks = jwksField?.nonEmptyString();
-  if (jwks !== undefined && jwksUri !== undefined) jwksField?.warn('both jwks and jwksUri are set: the inline jwks is used, as Istio does');
+  // Istio's CRD: "only one of jwks or jwksUri can be set".
+  if (jwks !== undefined && jwksUri !== undefined) jwksField?.fail('only one of jwks and jwksUri can be set, got both');
   const fromHeaders = m.maps('fromHeaders').flatMap((h) => {
     const nameField = h.require('name');
     const name = nameField?.nonEmptyString();
@@ -90,6 +95,7 @@ function parseJwtRule(field: Field): JwtRule | undefined {
   });
   const forwardOriginalToken = m.bool('forwardOriginalToken') ?? false;
   const timeoutMs = m.duration('timeout', { min: 1 }) ?? DEFAULT_JWKS_TIMEOUT_MS;
+  const spaceDelimitedClaims = m.strings('spaceDelimitedClaims', (item) => item.nonEmptyString());
   if (issuer === undefined) return undefined;
   return {
     issuer,
@@ -103,6 +109,7 @@ function parseJwtRule(field: Field): JwtRule | undefined {
     forwardOriginalToken,
     outputClaimToHeaders,
     timeoutMs,
+    spaceDelimitedClaims: [...DEFAULT_SPACE_DELIMITED_CLAIMS, ...spaceDelimitedClaims],
   };
 }
 

@@ -7,17 +7,15 @@ import type { ExtAuthzHttpProvider } from '../config/mesh-config.js';
 import { wildcardMatch } from './authorization.js';
 import type { AuthorizerAddress, AuthorizerAnswer, ExtAuthzRequest, HeaderToSet } from './ext-authz.js';
 
-/** Envoy sends these whatever includeRequestHeadersInCheck says. */
-const ALWAYS_SENT = ['authorization'];
 /** An authorizer's denial body larger than this is cut: it goes to the client as it is. */
 const MAX_DENIAL_BODY = 64 * 1024;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'content-length', 'host']);
 
 export function checkOverHttp(provider: ExtAuthzHttpProvider, address: AuthorizerAddress, request: ExtAuthzRequest): Promise<AuthorizerAnswer> {
   const headers: Record<string, string> = { host: request.authority, 'content-length': '0' };
-  for (const name of [...ALWAYS_SENT, ...provider.includeRequestHeadersInCheck]) {
-    const values = request.headers.get(name);
-    if (values && values.length > 0) headers[name] = values.join(',');
+  // Istio sends Host, Method, Path and Content-Length (0, no body), then the headers the provider lists.
+  for (const [name, values] of request.headers) {
+    if (values.length > 0 && !HOP_BY_HOP.has(name) && provider.includeRequestHeadersInCheck.some((n) => wildcardMatch(n, name))) headers[name] = values.join(',');
   }
   for (const [name, value] of Object.entries(provider.includeAdditionalHeadersInCheck)) headers[name] = value;
   return new Promise((resolve) => {
@@ -44,7 +42,9 @@ export function checkOverHttp(provider: ExtAuthzHttpProvider, address: Authorize
               responseHeaders: pick(received, provider.headersToDownstreamOnAllow),
             });
           }
-          const denialHeaders = provider.headersToDownstreamOnDeny.length > 0 ? pick(received, provider.headersToDownstreamOnDeny) : received.filter((h) => !HOP_BY_HOP.has(h.name));
+          // A list also lets WWW-Authenticate and Location through (Istio's rule); no list lets every header through.
+          const onDeny = [...provider.headersToDownstreamOnDeny, 'www-authenticate', 'location'];
+          const denialHeaders = provider.headersToDownstreamOnDeny.length > 0 ? pick(received, onDeny) : received.filter((h) => !HOP_BY_HOP.has(h.name));
           resolve({ kind: 'denied', status, headers: denialHeaders, body: Buffer.concat(chunks).toString('utf8') });
         });
       },

@@ -69,6 +69,8 @@ export interface RequestAuth {
   /** The `azp` claim. */
   readonly presenter?: string;
   readonly claims: JwtClaims;
+  /** Claims matched word by word (the rule's spaceDelimitedClaims, `scope` and `permission`). */
+  readonly spaceDelimitedClaims?: readonly string[];
 }
 
 /** The policies in force for a request: those selecting the workload, then those targeting its Service. */
@@ -137,7 +139,9 @@ function requestAuthValues(key: string, auth: RequestAuth | undefined): readonly
   const path = [...key.slice('request.auth.claims'.length).matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]!);
   let value: unknown = auth?.claims;
   for (const name of path) value = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>)[name] : undefined;
-  const scalar = (v: unknown): string[] => (typeof v === 'string' ? [v] : typeof v === 'number' || typeof v === 'boolean' ? [String(v)] : []);
+  const words = auth?.spaceDelimitedClaims?.includes(path.join('.')) ?? false;
+  const scalar = (v: unknown): string[] =>
+    typeof v === 'string' ? (words ? v.split(/\s+/).filter((w) => w !== '') : [v]) : typeof v === 'number' || typeof v === 'boolean' ? [String(v)] : [];
   return Array.isArray(value) ? value.flatMap(scalar) : scalar(value);
 }
 

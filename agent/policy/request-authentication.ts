@@ -94,6 +94,7 @@ export async function authenticateRequest(snapshot: MeshSnapshot, request: Authe
         audiences: audiencesOf(verified.claims),
         ...(typeof verified.claims['azp'] === 'string' ? { presenter: verified.claims['azp'] } : {}),
         claims: verified.claims,
+        spaceDelimitedClaims: owner.spaceDelimitedClaims,
       };
     }
   }

@@ -129,13 +129,17 @@ spec:
   - issuer: a
     jwksUri: ftp://keys.example
   - jwks: '{}'
+  - issuer: b
+    jwks: '{}'
+    jwksUri: https://keys.example/jwks.json
 `,
     'mesh.yaml',
   );
   assert.deepEqual(parsed.diagnostics.map(formatDiagnostic), [
     'mesh.yaml:10: ConfigMap istio-system/istio: data.mesh.extensionProviders[0].envoyExtAuthzHttp.port: expected an integer from 1 to 65535, got 99999',
-    'mesh.yaml:16: AuthorizationPolicy foo/p: spec.targetRefs[0].kind: expected a target of kind Service (group ""), ServiceEntry (group "networking.istio.io"), Gateway (group "gateway.networking.k8s.io"), got Deployment in group "apps"',
+    'mesh.yaml:16: AuthorizationPolicy foo/p: spec.targetRefs[0].kind: expected a target of kind Service (group "" or "core"), ServiceEntry (group "networking.istio.io"), Gateway (group "gateway.networking.k8s.io"), got Deployment in group "apps"',
     'mesh.yaml:25: RequestAuthentication foo/r: spec.jwtRules[0].jwksUri: expected an http or https URL, got "ftp://keys.example"',
     'mesh.yaml:26: RequestAuthentication foo/r: spec.jwtRules[1].issuer: required field is missing',
+    'mesh.yaml:28: RequestAuthentication foo/r: spec.jwtRules[2].jwks: only one of jwks and jwksUri can be set, got both',
   ]);
 });

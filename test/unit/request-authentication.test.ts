@@ -59,6 +59,8 @@ spec:
   - to: [{operation: {paths: ["/public"]}}]
   - to: [{operation: {paths: ["/admin"]}}]
     when: [{key: "request.auth.claims[groups]", values: ["admins"]}]
+  - to: [{operation: {paths: ["/write"]}}]
+    when: [{key: "request.auth.claims[scope]", values: ["write"]}]
 `),
   );
 });
@@ -124,4 +126,10 @@ test('request.auth.claims: a list claim matches when one element does', async ()
   assert.equal((await harness.request('/admin', { authorization: `Bearer ${admin}` })).status, 200);
   assert.equal((await harness.request('/admin', { authorization: `Bearer ${dev}` })).status, 403);
   assert.equal((await harness.request('/admin')).status, 403);
+});
+
+test('request.auth.claims[scope] is matched word by word, as Istio splits scope and permission on spaces', async () => {
+  const token = (scope: string) => signToken(rsa, claims('testing@secure.istio.io', { scope }));
+  assert.equal((await harness.request('/write', { authorization: `Bearer ${token('read write')}` })).status, 200);
+  assert.equal((await harness.request('/write', { authorization: `Bearer ${token('read rewrite')}` })).status, 403);
 });
