@@ -1,20 +1,20 @@
 // The source side of `ambit explain`: whether the source pod is captured and why (its Enrollment, as
-// buildSnapshot decided it for the eBPF programs), where the connection goes (resolveOutbound, or a
-// VirtualService's tcp[] route, or the L7 route for a port that speaks HTTP: the functions the outbound
-// listener calls), and how it is carried (HBONE to which node and identity, same node, passthrough).
-// It ends with what the destination agent must be asked: the connection as it arrives at the pod.
+// buildSnapshot decided it for the eBPF programs), where the connection goes and how it is carried, as
+// the outbound listener's planOutbound decides it (HBONE to which node and identity, same node,
+// passthrough, or the L7 proxy, where routeHttpRequest picks the route and planEndpoint carries the
+// upstream). It ends with what the destination agent must be asked: the connection as it arrives.
 
 import { systemClock } from '../l7/clock.js';
-import { httpDestinationOf } from '../l7/proxy/http-destination.js';
-import { tcpRouteTarget } from '../l7/proxy/tcp-route-target.js';
+import { type TcpRouteTarget, tcpRouteTarget } from '../l7/proxy/tcp-route-target.js';
 import type { HttpRequestAttributes } from '../l7/request.js';
 import { requestHeaders } from '../l7/request.js';
 import { DEFAULT_PATH_NORMALIZATION, type PathNormalization, normalizeOriginForm } from '../l7/request-target.js';
 import { UpstreamClusters } from '../l7/upstream-cluster.js';
 import { matchesLabels } from '../state/build.js';
 import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
-import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from '../tunnel/destination.js';
+import { type OutboundTarget, resolveOutbound } from '../tunnel/destination.js';
 import { HBONE_PORT } from '../tunnel/hbone/settings.js';
+import { type EndpointChoice, type OutboundPlan, type OutboundSource, type PlanContext, planEndpoint, planOutbound } from '../tunnel/outbound-plan.js';
 import type { AdmissionQuery, ExplainHttpRequest } from './admission.js';
 import { type DecidedBy, type ExplainStep, byDefault, byMeshObject } from './explanation.js';
 import { explainHttpRoute } from './l7-route.js';
@@ -33,52 +33,55 @@ export interface SourceSideResult {
 export function explainSourceSide(snapshot: MeshSnapshot, source: ExplainSource, destination: ExplainDestination, http: ExplainHttpRequest | undefined, normalization: PathNormalization = DEFAULT_PATH_NORMALIZATION): SourceSideResult {
   const steps: ExplainStep[] = [captureStep(snapshot, source)];
   const captured = source.kind === 'pod' && source.workload.enrollment.enrolled ? source.workload : undefined;
-  const node = captured?.node ?? '';
   const dial = destination.dial;
   const request = http ?? (destination.kind === 'outside' ? undefined : { method: 'GET', path: '/', authority: authorityOf(destination), headers: [] });
 
   if (!captured) return uncaptured(snapshot, source, destination, request, steps);
+  const node = captured.node ?? '';
+  const from: OutboundSource = { workload: captured, ip: source.ip, port: 0 };
 
-  const httpDestination = httpDestinationOf(snapshot, dial);
-  if (httpDestination && request) {
-    const why = httpDestination.kind === 'service' ? `Service ${httpDestination.service.hostname} port ${dial.port} is ${httpDestination.protocol} (its name or appProtocol)` : `pod ${httpDestination.workload.key} names port ${dial.port} ${httpDestination.protocol}`;
-    steps.push({ step: 'transport', outcome: 'http', decidedBy: decidedByDestination(destination), node, details: [`${why}: the source agent's L7 proxy routes each request`] });
-    const normalized = normalizeOriginForm(request.path, normalization);
-    const attrs: HttpRequestAttributes = {
-      host: httpDestination.kind === 'service' ? httpDestination.service.hostname : dial.ip,
-      authority: request.authority,
-      port: dial.port,
-      method: request.method,
-      path: normalized.ok ? normalized.path : request.path,
-      scheme: 'http',
-      headers: requestHeaders(request.headers.flat()),
-      source: { namespace: captured.namespace, labels: captured.labels, ip: sourceIp(source) },
-    };
-    if (httpDestination.kind === 'workload') return carried(steps, captured, sourceIp(source), { workload: httpDestination.workload, address: dial }, { ...request, path: attrs.path }, node);
-    const routed = explainHttpRoute(snapshot, node, captured, attrs);
-    steps.push(...routed.steps);
-    const o = routed.outcome;
-    if (o.kind === 'unreachable') return { steps, unreachable: o.reason };
-    if (o.kind === 'answered') return { steps };
-    return carried(steps, captured, sourceIp(source), { ...(o.workload ? { workload: o.workload } : {}), address: o.address, ...(o.service ? { service: o.service } : {}) }, { ...request, path: o.path, authority: o.authority }, node);
-  }
-
-  // L4: a VirtualService's tcp[] route when one applies, else the Service's own endpoints.
+  // The outbound listener's own decision. A tcp[] route's pick (a balancer's) and a VIP's pick are
+  // made once here and kept, so the destination step shows the endpoint the plan was made for.
   const clusters = new UpstreamClusters({ clock: systemClock, node });
-  let target: OutboundTarget;
+  let routed: TcpRouteTarget | undefined;
+  const context: PlanContext = { node, clusterId: '', l7: true, inboundHttp: true, pick: () => 0, routeTcp: (s, src, dst) => (routed = tcpRouteTarget(s, clusters, src, dst)) };
+  let plan: OutboundPlan;
   try {
-    target = tcpRouteTarget(snapshot, clusters, captured, dial) ?? resolveOutbound(snapshot, dial, node, () => 0);
+    plan = planOutbound(snapshot, from, dial, context);
   } finally {
     clusters.close();
   }
+
+  if (plan.transport === 'http') {
+    const target = plan.destination;
+    const req = request ?? { method: 'GET', path: '/', authority: authorityOf(destination), headers: [] };
+    const why = target.kind === 'service' ? `Service ${target.service.hostname} port ${dial.port} is ${target.protocol} (its name or appProtocol)` : `pod ${target.workload.key} names port ${dial.port} ${target.protocol}`;
+    steps.push({ step: 'transport', outcome: 'http', decidedBy: decidedByDestination(destination), node, details: [`${why}: the source agent's L7 proxy routes each request`] });
+    const normalized = normalizeOriginForm(req.path, normalization);
+    const attrs: HttpRequestAttributes = {
+      host: target.kind === 'service' ? target.service.hostname : dial.ip,
+      authority: req.authority,
+      port: dial.port,
+      method: req.method,
+      path: normalized.ok ? normalized.path : req.path,
+      scheme: 'http',
+      headers: requestHeaders(req.headers.flat()),
+      source: { namespace: captured.namespace, labels: captured.labels, ip: source.ip },
+    };
+    if (target.kind === 'workload') return carried(snapshot, steps, from, context, { workload: target.workload, address: dial }, { ...req, path: attrs.path });
+    const routedHttp = explainHttpRoute(snapshot, node, captured, attrs);
+    steps.push(...routedHttp.steps);
+    const o = routedHttp.outcome;
+    if (o.kind === 'unreachable') return { steps, unreachable: o.reason };
+    if (o.kind === 'answered') return { steps };
+    return carried(snapshot, steps, from, context, { ...(o.workload ? { workload: o.workload } : {}), address: o.address, ...(o.service ? { service: o.service } : {}) }, { ...req, path: o.path, authority: o.authority });
+  }
+
+  const target: OutboundTarget = routed ?? resolveOutbound(snapshot, dial, node, context.pick);
   steps.push(destinationStep(snapshot, destination, target, node));
   if (target.kind === 'refused') return { steps, unreachable: target.reason };
-  const endpoint = target.kind === 'workload' ? { workload: target.workload, address: target.address, ...(target.service ? { service: target.service } : {}) } : { address: target.address };
-  return carried(steps, captured, sourceIp(source), endpoint, http, node, true);
-}
-
-function sourceIp(source: ExplainSource): string {
-  return source.ip;
+  const endpoint: EndpointChoice = target.kind === 'workload' ? { workload: target.workload, address: target.address, ...(target.service ? { service: target.service } : {}) } : { address: target.address };
+  return transportOf(steps, plan, from, endpoint, http, node, '');
 }
 
 function authorityOf(destination: ExplainDestination): string {
@@ -146,35 +149,46 @@ function destinationStep(snapshot: MeshSnapshot, destination: ExplainDestination
   }
 }
 
-interface Endpoint {
-  readonly workload?: Workload;
-  readonly address: Address;
-  readonly service?: MeshService;
+type Endpoint = EndpointChoice;
+
+/** One L7 upstream: carried as planEndpoint plans it for the L7 proxy's connection to that endpoint. */
+function carried(snapshot: MeshSnapshot, steps: ExplainStep[], from: OutboundSource, context: PlanContext, endpoint: EndpointChoice, http: ExplainHttpRequest): SourceSideResult {
+  return transportOf(steps, planEndpoint(snapshot, from, endpoint, context), from, endpoint, http, context.node, "the L7 proxy's upstream: ");
 }
 
-/** How a captured connection (or one L7 upstream) reaches its endpoint, and what the destination agent then sees. */
-function carried(steps: ExplainStep[], source: Workload, ip: string, endpoint: Endpoint, http: ExplainHttpRequest | undefined, node: string, l4 = false): SourceSideResult {
-  const { workload, address, service } = endpoint;
-  const hop = l4 ? '' : 'the L7 proxy\'s upstream: ';
-  if (!workload || !workload.enrollment.enrolled) {
-    const what = workload ? `pod ${workload.key} is not in the mesh (${workload.enrollment.reason})` : `${address.ip}:${address.port} is outside the mesh`;
-    steps.push({ step: 'transport', outcome: 'passthrough', decidedBy: workload ? byMeshObject('Pod', workload.key, workload.source) : byDefault('passthrough'), node, details: [`${hop}${what}: plain TCP from ${ip}`] });
-    return { steps };
+/** The transport step for a plan, and what the destination agent then sees. */
+function transportOf(steps: ExplainStep[], plan: OutboundPlan, from: OutboundSource, endpoint: EndpointChoice, http: ExplainHttpRequest | undefined, node: string, hop: string): SourceSideResult {
+  const { workload, address } = endpoint;
+  const source = from.workload;
+  const pod = workload ? byMeshObject('Pod', workload.key, workload.source) : byDefault('passthrough');
+  const admission: AdmissionQuery = { sourceIp: from.ip, sourceIdentity: source.identity, destination: address, ...(http ? { http } : {}) };
+  const judged = { admission, ...(workload?.node ? { destinationNode: workload.node } : {}) };
+  switch (plan.transport) {
+    case 'plain': {
+      const what = workload ? `pod ${workload.key} is not in the mesh (${workload.enrollment.reason})` : `${address.ip}:${address.port} is outside the mesh`;
+      steps.push({ step: 'transport', outcome: 'passthrough', decidedBy: pod, node, details: [`${hop}${what}: plain TCP from ${from.ip}`] });
+      return { steps };
+    }
+    case 'hbone':
+      steps.push({
+        step: 'transport',
+        outcome: 'hbone',
+        decidedBy: byMeshObject('Pod', plan.workload.key, plan.workload.source),
+        node,
+        details: [`${hop}HBONE to ${plan.target.ip}:${HBONE_PORT} on node ${plan.workload.node ?? '?'}, CONNECT ${plan.authority}, as ${source.identity}`, `expected server identity: ${plan.request.expectedIdentities.join(' or ')}`],
+      });
+      return { steps, ...judged };
+    case 'local':
+      steps.push({ step: 'transport', outcome: 'same-node', decidedBy: pod, node, details: [`${hop}${plan.workload.key} is on this node too: no tunnel; this agent admits it as the destination's agent would, with ${source.identity}${plan.httpProtocol ? `, and its inbound HTTP proxy authorizes each request (${plan.httpProtocol})` : ''}`] });
+      return { steps, ...judged };
+    case 'refused':
+      // A pod of this node that its admission refused: the same-node path; the admission steps say why.
+      steps.push({ step: 'transport', outcome: 'same-node', decidedBy: pod, node, details: [`${hop}${workload?.key ?? address.ip} is on this node too: no tunnel; this agent refused it (${plan.reason})`] });
+      return { steps, ...judged };
+    case 'http':
+      // planEndpoint never hands an endpoint to the L7 proxy again; planOutbound's HTTP case is handled above.
+      return { steps };
   }
-  const admission: AdmissionQuery = { sourceIp: ip, sourceIdentity: source.identity, destination: address, ...(http ? { http } : {}) };
-  if (workload.node === node) {
-    steps.push({ step: 'transport', outcome: 'same-node', decidedBy: byMeshObject('Pod', workload.key, workload.source), node, details: [`${hop}${workload.key} is on this node too: no tunnel; this agent admits it as the destination's agent would, with ${source.identity}`] });
-  } else {
-    const expected = serverIdentities(workload, service);
-    steps.push({
-      step: 'transport',
-      outcome: 'hbone',
-      decidedBy: byMeshObject('Pod', workload.key, workload.source),
-      node,
-      details: [`${hop}HBONE to ${address.ip}:${HBONE_PORT} on node ${workload.node ?? '?'}, CONNECT ${address.ip}:${address.port}, as ${source.identity}`, `expected server identity: ${expected.join(' or ')}`],
-    });
-  }
-  return { steps, admission, ...(workload.node ? { destinationNode: workload.node } : {}) };
 }
 
 /** A source nothing captures: its connection goes where the kernel (kube-proxy) sends it, in plaintext. */

@@ -175,6 +175,35 @@ describe('destination and transport', () => {
     assert.match(step(e, 'destination').details.join('\n'), /internalTrafficPolicy: Local/);
   });
 
+  it('a pod of the same node: no tunnel, admitted (or refused) by this agent as planOutbound plans it', () => {
+    const cache = `apiVersion: v1
+kind: Pod
+metadata: { name: cache-1, namespace: shop, labels: { app: cache } }
+spec: { nodeName: node-a, serviceAccountName: cache, containers: [{ name: c, command: [x] }] }
+status: { podIP: 10.20.1.9 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: cache, namespace: shop }
+spec: { clusterIP: 10.96.0.14, selector: { app: cache }, ports: [{ name: tcp, port: 6379, targetPort: 6379 }] }
+`;
+    const allowed = explain(mesh(cache), { source: 'shop/client', destination: 'cache.shop:6379' });
+    assert.equal(step(allowed, 'transport').outcome, 'same-node');
+    assert.equal(allowed.verdict, 'allow');
+    const deny = `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: cache-closed, namespace: shop }
+spec: { selector: { matchLabels: { app: cache } }, action: DENY, rules: [{}] }
+`;
+    const denied = explain(mesh(cache + deny), { source: 'shop/client', destination: 'cache.shop:6379' });
+    const transport = step(denied, 'transport');
+    assert.equal(transport.outcome, 'same-node');
+    assert.match(transport.details[0]!, /refused it \(denied by AuthorizationPolicy shop\/cache-closed\)/);
+    assert.equal(step(denied, 'authorization').decidedBy.object, 'AuthorizationPolicy shop/cache-closed');
+    assert.equal(denied.verdict, 'deny');
+  });
+
   it('an address outside the mesh is passed through as plain TCP', () => {
     const e = explain(mesh(), { source: 'shop/client', destination: '192.0.2.1:443' });
     assert.equal(step(e, 'transport').outcome, 'passthrough');
