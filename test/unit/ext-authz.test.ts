@@ -13,7 +13,6 @@ import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { AUTHORIZATION_SERVICE } from '../../agent/policy/ext-authz-grpc.js';
 import { type CheckRequest, type CheckResponse, CheckResponseSchema } from '../../agent/proto/envoy/service/auth/v3/external_auth_pb.js';
-import { mesh } from './helpers/l7-mesh.js';
 import { type InboundHarness, PRODUCTPAGE, inboundHarness } from './helpers/inbound-harness.js';
 
 const DENIED_BODY = 'denied by ext_authz for not found header `x-ext-authz: allow` in the request';
@@ -54,7 +53,7 @@ before(async () => {
   grpcPort = await new Promise<number>((resolve, reject) => grpcAuthz.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, port) => (e ? reject(e) : resolve(port))));
   const port = (s: http.Server) => (s.address() as AddressInfo).port;
   harness = await inboundHarness(
-    mesh(`
+    `
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: istio, namespace: istio-system}
@@ -143,7 +142,7 @@ spec:
   action: CUSTOM
   provider: {name: no-such-provider}
   rules: [{to: [{operation: {paths: ["/typo"]}}]}]
-`),
+`,
   );
 });
 

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { mesh } from './helpers/l7-mesh.js';
 import { type InboundHarness, inboundHarness } from './helpers/inbound-harness.js';
 import { nowSeconds, signToken, testIssuer } from './helpers/jwt-tokens.js';
 
@@ -29,7 +28,7 @@ before(async () => {
   await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
   const jwksUri = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks.json`;
   harness = await inboundHarness(
-    mesh(`
+    `
 apiVersion: security.istio.io/v1
 kind: RequestAuthentication
 metadata: {name: jwt, namespace: bookinfo}
@@ -61,7 +60,7 @@ spec:
     when: [{key: "request.auth.claims[groups]", values: ["admins"]}]
   - to: [{operation: {paths: ["/write"]}}]
     when: [{key: "request.auth.claims[scope]", values: ["write"]}]
-`),
+`,
   );
 });
 

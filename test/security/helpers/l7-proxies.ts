@@ -10,7 +10,7 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import type { HttpServerLimits } from '../../../agent/l7/proxy/http-servers.js';
 import { httpDestinationOf } from '../../../agent/l7/proxy/http-destination.js';
 import { InboundHttpProxy } from '../../../agent/l7/proxy/inbound-http.js';
@@ -80,12 +80,14 @@ export interface L7ProxiesOptions {
   readonly policies?: string;
   readonly limits?: HttpServerLimits;
   readonly pathNormalization?: PathNormalization;
+  /** The agents' logger; default silent. */
+  readonly log?: Logger;
 }
 
 export async function startL7Proxies(options: L7ProxiesOptions = {}): Promise<L7Proxies> {
   const store = new WorkloadStore();
   store.replace(mesh(options.policies ?? NO_ADMIN));
-  const log = pino({ level: 'silent' });
+  const log = options.log ?? pino({ level: 'silent' });
   const metrics = new MeshMetrics('test');
   const tuning = { ...(options.limits ? { limits: options.limits } : {}), ...(options.pathNormalization ? { pathNormalization: options.pathNormalization } : {}) };
   const inbound = new InboundHttpProxy({
