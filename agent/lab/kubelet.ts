@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import { procsFile } from '../system/cgroups.js';
 import { requireTool, runCommand } from '../system/commands.js';
 import type { LabProbe } from './plan.js';
+import { STARTING_NICENESS } from '../lifecycle/handover.js';
 
 /** The first restart is immediate (a node agent must come back fast); later ones back off. */
 const BACKOFF_START_MS = 0;
@@ -112,12 +113,14 @@ class SupervisedProcess {
     return this.#status;
   }
 
-  start(): void {
+  /** `prefix`: a command the process runs under this once (`nice` for an upgrade's new agent). */
+  start(prefix: readonly string[] = []): void {
     mkdirSync(dirname(this.spec.log), { recursive: true });
     const log = openSync(this.spec.log, 'a');
     const startedAt = Date.now();
     this.#note(log, `starting: ${this.spec.command}`);
-    const child = spawn(this.spec.argv[0]!, this.spec.argv.slice(1), {
+    const argv = [...prefix, ...this.spec.argv];
+    const child = spawn(argv[0]!, argv.slice(1), {
       cwd: this.spec.cwd,
       env: this.spec.env,
       stdio: ['ignore', log, log],
@@ -161,7 +164,9 @@ class SupervisedProcess {
     }
     clearTimeout(this.#restartTimer);
     clearTimeout(this.#probeTimer);
-    this.start();
+    // Niced from its first instruction (loading its modules takes seconds of CPU), so that it does not
+    // starve the agent still serving; the agent restores its priority once it serves (lifecycle/handover.ts).
+    this.start(['nice', '-n', String(STARTING_NICENESS)]);
   }
 
   /** SIGTERM, then SIGKILL after the grace period, as a kubelet stops a container. */

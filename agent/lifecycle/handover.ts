@@ -2,7 +2,8 @@
 // dir, a new one finds the live one there, serves beside it on SO_REUSEPORT listeners, and once
 // ready either retires it or waits for its orchestrator to; a crashed agent's record is not live.
 
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { mkdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../telemetry/log.js';
@@ -17,6 +18,13 @@ export const HANDOVER_SIGNAL = 'SIGUSR2';
  */
 const HEARTBEAT_MS = 1_000;
 const HEARTBEAT_DEAD_MS = 15_000;
+
+/**
+ * The niceness a successor runs at until it serves: starting (loading programs, building TLS contexts,
+ * fetching certificates) costs seconds of CPU, and on a busy node it would take them from the agent
+ * still serving every connection. `ambit lab upgrade` starts it so niced from its first instruction.
+ */
+export const STARTING_NICENESS = 10;
 
 /** `retire`: the new agent retires the old one once ready; `wait`: something else stops the old one (a DaemonSet). */
 export type HandoverMode = 'retire' | 'wait';
@@ -59,6 +67,17 @@ function readRecord(path: string): AgentRecord | undefined {
   }
 }
 
+/** Linux's niceness is per thread: set it on each of this process's threads. */
+function setThreadsNiceness(niceness: number): void {
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      setPriority(Number(tid), niceness);
+    } catch {
+      // A thread that ended meanwhile, or no CAP_SYS_NICE to lower it again: nothing to do.
+    }
+  }
+}
+
 const sameAgent = (a: AgentRecord, b: AgentRecord): boolean => a.pid === b.pid && a.startTime === b.startTime && a.pidNamespace === b.pidNamespace;
 
 /**
@@ -97,6 +116,7 @@ export class AgentHandover {
     if (found && !predecessor) log.info({ record: found }, `the agent recorded in ${probe.#servingPath} (pid ${found.pid}) no longer runs; starting afresh`);
     if (predecessor) {
       log.info({ predecessor }, `agent ${predecessor.version} (pid ${predecessor.pid}) serves node ${node}; starting beside it to take over`);
+      setThreadsNiceness(STARTING_NICENESS);
       await handover.#writePointer(handover.#successorPath);
     }
     return handover;
@@ -114,6 +134,8 @@ export class AgentHandover {
 
   /** This agent now serves the node: its record replaces the predecessor's. */
   async serving(): Promise<void> {
+    // Every thread, the ones made while starting included (they inherited the starting niceness).
+    if (this.predecessor) setThreadsNiceness(0);
     await this.#writePointer(this.#servingPath);
     const successor = readRecord(this.#successorPath);
     if (successor && sameAgent(successor, this.#self)) await rm(this.#successorPath, { force: true });
