@@ -118,9 +118,14 @@ test('the DaemonSet: host network, capabilities rather than privileged, the moun
   assert.equal(pod.serviceAccountName, find('ServiceAccount', 'ambit').metadata.name);
 });
 
-test('the ClusterRole grants list and watch on exactly what the Kubernetes source reads, and nothing else', () => {
+test('the ClusterRole grants list and watch on exactly what the Kubernetes source reads, patch on route status only, and nothing else', () => {
   const role = find('ClusterRole', 'ambit-node-agent') as Manifest & { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] };
-  const granted = role.rules.flatMap((r) => {
+  const patched = role.rules.filter((r) => r.verbs.includes('patch'));
+  assert.deepEqual(
+    patched.flatMap((r) => [r.verbs, r.apiGroups, r.resources]),
+    [['patch'], ['gateway.networking.k8s.io'], ['httproutes/status', 'grpcroutes/status', 'tcproutes/status']],
+  );
+  const granted = role.rules.filter((r) => !patched.includes(r)).flatMap((r) => {
     assert.deepEqual(r.verbs, ['list', 'watch']);
     return r.apiGroups.flatMap((g) => r.resources.map((res) => `${g}/${res}`));
   });

@@ -222,6 +222,8 @@ test('URLRewrite ReplacePrefixMatch: the API\'s own table of request path, prefi
     ['/foo', '/foo', '', '/'],
     ['/foo/', '/foo', '/', '/'],
     ['/foo', '/foo', '/', '/'],
+    // And a PathPrefix of "/" (every path), which keeps the whole path after the replacement.
+    ['/foo/bar', '/', '/xyz', '/xyz/foo/bar'],
   ];
   for (const [path, prefix, replacement, want] of table) {
     const s = gammaMesh(

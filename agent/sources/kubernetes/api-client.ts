@@ -105,6 +105,25 @@ export class KubeApiClient {
   }
 
   /**
+   * Sends a JSON merge patch (RFC 7386) to `path`, e.g. an object's `/status` subresource: how the
+   * agent writes Gateway API route status. 409 (the object changed since it was read) is an error like
+   * any other; the caller writes again from the newer object.
+   */
+  async mergePatch(path: string, body: unknown): Promise<ApiResult<unknown>> {
+    const opened = await this.#open(path, {}, LIST_TIMEOUT_MS, JSON.stringify(body), 'PATCH');
+    if (!opened.ok) return opened;
+    const { res, req } = opened.value;
+    const text = await readBody(res, req).catch((err: Error) => err);
+    if (text instanceof Error) return { ok: false, error: { message: `reading the answer to patch ${path}: ${text.message}` } };
+    if (res.statusCode !== 200) return { ok: false, error: statusError(res.statusCode ?? 0, text, `patch ${path}`) };
+    try {
+      return { ok: true, value: JSON.parse(text) as unknown };
+    } catch {
+      return { ok: false, error: { message: `patch ${path}: the API server answered with something that is not JSON` } };
+    }
+  }
+
+  /**
    * Watches a collection from `resourceVersion`. Events arrive in order through `onEvent`; `ended`
    * settles once the stream is over. `timeoutSeconds` makes the server end the stream (client-go picks
    * a random 5-10 minutes so that watches of many agents do not reconnect at the same moment).
@@ -136,7 +155,7 @@ export class KubeApiClient {
     };
   }
 
-  async #open(path: string, query: Record<string, string>, timeoutMs: number, body?: string): Promise<ApiResult<{ res: IncomingMessage; req: ClientRequest }>> {
+  async #open(path: string, query: Record<string, string>, timeoutMs: number, body?: string, method?: 'PATCH'): Promise<ApiResult<{ res: IncomingMessage; req: ClientRequest }>> {
     const url = new URL(this.server.replace(/\/$/, '') + path);
     for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
     // Asked per request: a projected service-account token is re-read as it rotates.
@@ -149,10 +168,10 @@ export class KubeApiClient {
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve) => {
       const req = request(url, {
-        method: body === undefined ? 'GET' : 'POST',
+        method: method ?? (body === undefined ? 'GET' : 'POST'),
         ...(options.agent ? { agent: options.agent } : {}),
         ...(options.auth ? { auth: options.auth } : {}),
-        headers: { ...options.headers, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        headers: { ...options.headers, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json' }) },
         timeout: timeoutMs,
       });
       req.once('response', (res) => resolve({ ok: true, value: { res, req } }));

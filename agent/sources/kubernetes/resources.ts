@@ -10,6 +10,7 @@
 // endpoints, and says so (`ambit zc services`). Watching slices cluster-wide would cost every agent a
 // second copy of every pod IP for nothing the snapshot reads.
 
+import { GATEWAY_VERSIONS, GRPC_ROUTE_VERSIONS, HTTP_ROUTE_VERSIONS, TCP_ROUTE_VERSIONS } from '../../config/gateway-api/types.js';
 import { NETWORKING_VERSIONS, SECURITY_VERSIONS } from '../../config/istio-common.js';
 import type { MeshKind } from '../../config/objects.js';
 import { RATE_LIMIT_VERSIONS } from '../../config/rate-limit.js';
@@ -26,6 +27,7 @@ export interface WatchedResource {
 }
 
 const ISTIO = "Istio's CRD";
+const GATEWAY_API = "the Gateway API's CRDs (standard channel; TCPRoute before v1.6 is in the experimental channel)";
 
 const versionsOf = (apiVersions: readonly string[]): string[] => apiVersions.map((v) => v.split('/')[1]!);
 
@@ -39,6 +41,10 @@ export const WATCHED_RESOURCES: readonly WatchedResource[] = [
   { kind: 'DestinationRule', group: 'networking.istio.io', versions: versionsOf(NETWORKING_VERSIONS), plural: 'destinationrules', crd: ISTIO },
   { kind: 'AuthorizationPolicy', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'authorizationpolicies', crd: ISTIO },
   { kind: 'PeerAuthentication', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'peerauthentications', crd: ISTIO },
+  { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', versions: versionsOf(HTTP_ROUTE_VERSIONS), plural: 'httproutes', crd: GATEWAY_API },
+  { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', versions: versionsOf(GRPC_ROUTE_VERSIONS), plural: 'grpcroutes', crd: GATEWAY_API },
+  { kind: 'TCPRoute', group: 'gateway.networking.k8s.io', versions: versionsOf(TCP_ROUTE_VERSIONS), plural: 'tcproutes', crd: GATEWAY_API },
+  { kind: 'Gateway', group: 'gateway.networking.k8s.io', versions: versionsOf(GATEWAY_VERSIONS), plural: 'gateways', crd: GATEWAY_API },
   {
     kind: 'RateLimit',
     group: 'ambit.dev',

@@ -18,6 +18,7 @@ import type { LoadOutcome } from '../local-files.js';
 import type { ApiError, KubeApiClient, RawObject } from './api-client.js';
 import { Reflector, type ReflectorHandler, type ReflectorOptions } from './reflector.js';
 import { WATCHED_RESOURCES, type WatchedResource, collectionPath } from './resources.js';
+import { RouteStatusWriter } from './route-status.js';
 
 export interface KubernetesSourceOptions {
   readonly client: KubeApiClient;
@@ -29,6 +30,8 @@ export interface KubernetesSourceOptions {
   readonly pageSize?: number;
   readonly watchTimeoutSeconds?: { readonly min: number; readonly max: number };
   readonly notServedRetryMs?: number;
+  /** Write Gateway API routes' status.parents (default true); needs patch on <routes>/status. */
+  readonly writeRouteStatus?: boolean;
 }
 
 interface Entry {
@@ -55,6 +58,7 @@ export class KubernetesSource {
   #live = false;
   #dirty = false;
   #timer: NodeJS.Timeout | undefined;
+  readonly #routeStatus: RouteStatusWriter | undefined;
 
   constructor(options: KubernetesSourceOptions, store: WorkloadStore, log: Logger) {
     this.#options = options;
@@ -66,6 +70,7 @@ export class KubernetesSource {
       watchTimeoutSeconds: options.watchTimeoutSeconds ?? { min: 300, max: 600 },
       notServedRetryMs: options.notServedRetryMs ?? 60_000,
     };
+    this.#routeStatus = options.writeRouteStatus === false ? undefined : new RouteStatusWriter(options.client, log);
     this.#reflectors = WATCHED_RESOURCES.map((r) => new Reflector(r, options.client, this.#handler, reflectorOptions));
   }
 
@@ -90,6 +95,12 @@ export class KubernetesSource {
     this.#live = false;
     clearTimeout(this.#timer);
     await Promise.all(this.#reflectors.map((r) => r.stop()));
+    await this.#routeStatus?.settled();
+  }
+
+  /** Resolves once every route status write started so far has finished (for tests). */
+  async statusWritten(): Promise<void> {
+    await this.#routeStatus?.settled();
   }
 
   readonly #handler: ReflectorHandler = {
@@ -126,6 +137,9 @@ export class KubernetesSource {
     // Measured before JSON.stringify and the YAML composer, which recurse and cannot survive a bomb.
     const parsed = jsonNestingDepth(object) > MAX_NESTING_DEPTH ? unreadableFile(location, tooDeep(location, 1)) : parseConfigFile(JSON.stringify(object), location);
     const fingerprint = JSON.stringify([parsed.objects, parsed.rejected, parsed.diagnostics], jsonable);
+    // Route status is compared with every version the server sends, status-only changes included.
+    const refusal = parsed.diagnostics.find((d) => d.severity === 'error');
+    this.#routeStatus?.observe(resource, object, refusal ? formatDiagnostic(refusal) : undefined);
     if (this.#entries.get(key)?.fingerprint === fingerprint) return key;
     const created = typeof metadata['creationTimestamp'] === 'string' ? metadata['creationTimestamp'] : '';
     this.#entries.set(key, { resource, created, parsed, fingerprint });
@@ -134,6 +148,7 @@ export class KubernetesSource {
   }
 
   #delete(key: string | undefined): void {
+    if (key !== undefined) this.#routeStatus?.forget(key);
     if (key !== undefined && this.#entries.delete(key)) this.#changed();
   }
 
@@ -173,6 +188,7 @@ export class KubernetesSource {
     const errors = diagnostics.filter((d) => d.severity === 'error').length;
     this.#report(diagnostics);
     this.#store.replace(snapshot);
+    this.#routeStatus?.reconcile(snapshot);
     this.#log.info(
       { version: snapshot.version, workloads: snapshot.workloads.size, services: snapshot.services.size, errors },
       `configuration version ${snapshot.version} in force: ${snapshot.workloads.size} workloads, ${snapshot.services.size} services` +
