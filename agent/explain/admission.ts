@@ -8,7 +8,9 @@ import type { AuthorizationPolicyObject, AuthorizationRule } from '../config/ist
 import { requestHeaders } from '../l7/request.js';
 import { DEFAULT_PATH_NORMALIZATION, type PathNormalization, normalizeOriginForm } from '../l7/request-target.js';
 import { type AuthorizationDecision, type ConnectionAttributes, authorizeConnection, policiesFor } from '../policy/authorization.js';
-import { RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest } from '../policy/http-authorization.js';
+import { type HttpAuthorizationAttributes, RBAC_DENIED_BODY, RBAC_DENIED_STATUS, authorizeRequest, customPolicyFor, requestPolicies } from '../policy/http-authorization.js';
+import { jwtRulesFor } from '../policy/request-authentication.js';
+import { serviceOf } from '../l7/proxy/inbound-request.js';
 import { acceptsPlaintext, effectiveMtlsMode } from '../policy/peer-authentication.js';
 import { bucketFor, rateLimitsFor } from '../policy/rate-limit.js';
 import type { MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
@@ -40,7 +42,8 @@ export interface AdmissionQuery {
 export type AdmissionDenial =
   | { readonly kind: 'strict'; readonly policy?: string; readonly workload: Workload; readonly port: number }
   | { readonly kind: 'denied'; readonly policy: AuthorizationPolicyObject; readonly rule: number }
-  | { readonly kind: 'not-allowed'; readonly allows: readonly AuthorizationPolicyObject[]; readonly workload: Workload; readonly http: boolean };
+  | { readonly kind: 'not-allowed'; readonly allows: readonly AuthorizationPolicyObject[]; readonly workload: Workload; readonly http: boolean }
+  | { readonly kind: 'unknown-provider'; readonly policy: string; readonly provider: string };
 
 export interface AdmissionResult {
   readonly steps: readonly ExplainStep[];
@@ -87,21 +90,40 @@ export function explainAdmission(snapshot: MeshSnapshot, query: AdmissionQuery, 
   const attrs: ConnectionAttributes = { ...(query.sourceIdentity ? { sourceIdentity: query.sourceIdentity } : {}), sourceIp: query.sourceIp, destination: workload, destinationIp: dst.ip, destinationPort: dst.port };
   const perRequest = admission.ok && admission.httpProtocol !== undefined;
   let decide: (s: MeshSnapshot) => AuthorizationDecision = (s) => authorizeConnection(s, attrs);
+  let inScope = policiesFor(snapshot, workload);
   const details: string[] = [];
   let path = '';
+  let unknownProvider: { policy: string; provider: string } | undefined;
   if (perRequest) {
     const request = query.http ?? { method: 'GET', path: '/', authority: `${dst.ip}:${dst.port}`, headers: [] };
     const normalized = normalizeOriginForm(request.path, normalization);
     path = normalized.ok ? normalized.path : request.path;
     const headers = requestHeaders(request.headers.flat());
-    decide = (s) => authorizeRequest(s, { ...attrs, method: request.method, authority: request.authority, path, headers });
+    // As the inbound request path builds them (inbound-request.ts): the Service the request is for, which targetRefs policies name.
+    const service = serviceOf(snapshot, workload, dst.port, request.authority);
+    const http: HttpAuthorizationAttributes = { ...attrs, method: request.method, authority: request.authority, path, headers, ...(service ? { service } : {}) };
+    decide = (s) => authorizeRequest(s, http);
+    inScope = requestPolicies(snapshot, http);
     details.push(`port ${dst.port} speaks ${admission.httpProtocol}: each request is authorized; this one is ${request.method} ${path} (Host ${request.authority})${query.http ? '' : ', as none was given (--http)'}`);
+    if (jwtRulesFor(snapshot, { destination: workload, ...(service ? { service } : {}) }).length > 0) {
+      details.push('a RequestAuthentication applies: the agent verifies a JWT first (an invalid one is 401); explain does not verify tokens, so request.auth and requestPrincipals are judged as without one');
+    }
+    const custom = customPolicyFor(snapshot, http);
+    if (custom) {
+      const known = snapshot.istio.meshConfig.extAuthzProviders.has(custom.provider);
+      if (!known) unknownProvider = custom;
+      details.push(
+        known
+          ? `CUSTOM ${custom.policy} matches: the agent asks ext_authz provider ${custom.provider} before DENY and ALLOW; its answer is not asked here`
+          : `CUSTOM ${custom.policy} matches and names provider ${JSON.stringify(custom.provider)}, which MeshConfig does not define: the agent denies the request (403)`,
+      );
+    }
   } else {
     details.push(`port ${dst.port} is TCP to the destination agent: the connection is authorized as a whole (L4 attributes only)`);
   }
   // The verdict: exactly the data path's call (admitInbound made the same authorizeConnection call for an L4 port).
-  const decision = decide(snapshot);
-  const inScope = policiesFor(snapshot, workload);
+  // request-guard.ts denies what a CUSTOM policy with an unknown provider matches, before DENY and ALLOW.
+  const decision: AuthorizationDecision = unknownProvider ? { allowed: false, reason: 'denied', policy: unknownProvider.policy } : decide(snapshot);
   details.push(...policyLines(snapshot, inScope, decide));
   const decidingPolicy = decision.policy ? inScope.find((p) => `${p.metadata.namespace}/${p.metadata.name}` === decision.policy) : undefined;
   const allows = inScope.filter((p) => p.spec.action === 'ALLOW');
@@ -113,8 +135,9 @@ export function explainAdmission(snapshot: MeshSnapshot, query: AdmissionQuery, 
     const outcome = decision.reason === 'denied' ? 'denied' : 'not-allowed';
     const decidedBy = decidingPolicy ? byObject(decidingPolicy) : allows[0] ? byObject(allows[0]) : byDefault('AuthorizationPolicy');
     steps.push({ step: 'authorization', outcome, decidedBy, node, details, ends: 'deny' });
-    const denial: AdmissionDenial =
-      decision.reason === 'denied' && decidingPolicy
+    const denial: AdmissionDenial = unknownProvider
+      ? { kind: 'unknown-provider', ...unknownProvider }
+      : decision.reason === 'denied' && decidingPolicy
         ? { kind: 'denied', policy: decidingPolicy, rule: firstMatchingRule(snapshot, decidingPolicy, decide) ?? 0 }
         : { kind: 'not-allowed', allows, workload, http: perRequest };
     return { steps, denial };
@@ -135,7 +158,7 @@ function policyLines(snapshot: MeshSnapshot, policies: readonly AuthorizationPol
   for (const action of ORDER) {
     for (const policy of policies.filter((p) => p.spec.action === action)) {
       const { object, from } = byObject(policy);
-      const note = action === 'CUSTOM' ? ' (CUSTOM needs an ext_authz provider: not enforced by Ambit)' : action === 'AUDIT' ? ' (AUDIT only logs: it never decides)' : '';
+      const note = action === 'CUSTOM' ? ` (CUSTOM: a match sends the request to ext_authz provider ${policy.spec.provider ?? '?'}; requests only)` : action === 'AUDIT' ? ' (AUDIT marks a matching request as audited; it never decides)' : '';
       lines.push(`${action} ${object} (${from})${note}`);
       if (policy.spec.rules.length === 0) lines.push(`  no rules: ${action === 'ALLOW' ? 'matches nothing' : 'matches nothing'}`);
       policy.spec.rules.forEach((rule, i) => lines.push(`  rule ${i}: ${ruleResult(snapshot, policy, rule, decide)}`));

@@ -15,6 +15,8 @@ export function fixFor(denial: AdmissionDenial, query: AdmissionQuery): string {
       const { object, from } = byObject(denial.policy);
       return `rule ${denial.rule} of ${object} (${from}) denies it: remove that rule, or narrow it (e.g. spec.rules[${denial.rule}].from[].source.notPrincipals: ["${principalOf(query.sourceIdentity) ?? '…'}"])`;
     }
+    case 'unknown-provider':
+      return `AuthorizationPolicy ${denial.policy} (CUSTOM) names provider ${JSON.stringify(denial.provider)}: define it under extensionProviders (envoyExtAuthzHttp or envoyExtAuthzGrpc) in the mesh config (ConfigMap istio-system/istio, key mesh), or correct spec.provider.name`;
     case 'not-allowed': {
       const who = query.sourceIdentity
         ? `from: [{source: {principals: ["${principalOf(query.sourceIdentity)}"]}}]`

@@ -385,6 +385,37 @@ describe('destination admission', () => {
     assert.match(e.fix ?? '', /ipBlocks: \["10\.20\.1\.7"\]/);
   });
 
+  it("a policy that targetRefs the request's Service is in scope for the request, and a CUSTOM one with an unknown provider denies", () => {
+    const targeted = `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: web-service-deny, namespace: shop }
+spec:
+  targetRefs: [{ kind: Service, group: "", name: web }]
+  action: DENY
+  rules: [{ to: [{ operation: { paths: [/api/old] } }] }]
+`;
+    const e = explain(mesh(POLICIES + targeted), { source: 'shop/client', destination: 'web.shop:80', http: HTTP_GET('/api/old') });
+    assert.equal(step(e, 'authorization').decidedBy.object, 'AuthorizationPolicy shop/web-service-deny');
+    assert.equal(e.verdict, 'deny');
+    const custom = `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: web-ext, namespace: shop }
+spec:
+  selector: { matchLabels: { app: web } }
+  action: CUSTOM
+  provider: { name: no-such-authz }
+  rules: [{ to: [{ operation: { paths: [/api/*] } }] }]
+`;
+    const c = explain(mesh(POLICIES + custom), { source: 'shop/client', destination: 'web.shop:80', http: HTTP_GET('/api/items') });
+    const authz = step(c, 'authorization');
+    assert.equal(authz.outcome, 'denied');
+    assert.match(authz.details.join('\n'), /^CUSTOM AuthorizationPolicy shop\/web-ext .*provider no-such-authz/m);
+    assert.match(authz.details.join('\n'), /MeshConfig does not define/);
+    assert.match(c.fix ?? '', /extensionProviders/);
+  });
+
   it('the destination side alone, as the destination agent is asked', () => {
     const e = explainAdmissionOnly(mesh(POLICIES), 'node-b', { sourceIp: '10.20.1.5', sourceIdentity: 'spiffe://cluster.local/ns/shop/sa/web' as SpiffeId, destination: { ip: '10.20.2.6', port: 5432 } });
     assert.equal(e.verdict, 'allow');
