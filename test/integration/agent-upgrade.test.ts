@@ -20,7 +20,7 @@ import { UPGRADE_LOAD, UPGRADE_SERVER } from './helpers/upgrade-load.js';
 const LAB = `tup${process.pid % 1000}`;
 const session = LabSession.inTempDir(LAB, 'ambit-upgrade-test-');
 /** Requests per second of each kind per client stream; the 2-core machine also runs the lab (see the summary). */
-const RATE = Number(process.env['AMBIT_UPGRADE_RATE'] ?? 12);
+const RATE = Number(process.env['AMBIT_UPGRADE_RATE'] ?? 6);
 const LOAD_MS = 75_000;
 
 const pod = (name: string, node: string, ip: string, app: string, command: string[]): string => `---

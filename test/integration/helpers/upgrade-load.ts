@@ -16,16 +16,17 @@ require('net').createServer({ allowHalfOpen: true }, (s) => { s.on('error', () =
  * Every request, echo and message carries a canary the test looks for on the wire. A failure is any
  * error, timeout (5 s), status other than 200 or missing echo; socketErrors counts errors on the kept-alive
  * sockets, also while idle in the pool (a reset idle connection). Prints {event:'progress', stats} every
- * second and {event:'done', stats, errors, socketErrors} once everything in flight has ended.
+ * second and {event:'done', stats, errors, failedAt (the first 50 failures: time, kind, why), socketErrors}
+ * once everything in flight has ended.
  */
 export const UPGRADE_LOAD = `const [httpHost, echoHost, tag, durationMs, perSecond] = process.argv.slice(1);
 const http = require('http'), net = require('net');
 const stopAt = Date.now() + Number(durationMs), rate = Number(perSecond);
 const MARK = 'UPGRADE-CANARY-' + tag;
-const stats = {}, errors = {}; let inflight = 0, socketErrors = 0;
+const stats = {}, errors = {}, failedAt = []; let inflight = 0, socketErrors = 0;
 const stat = (k) => (stats[k] ??= { ok: 0, fail: 0 });
 const out = (o) => console.log(JSON.stringify({ at: Date.now(), tag, ...o }));
-function outcome(kind) { inflight++; let done = false; return (why) => { if (done) return; done = true; inflight--; if (why) { stat(kind).fail++; errors[kind + ' ' + why] = (errors[kind + ' ' + why] || 0) + 1; } else stat(kind).ok++; }; }
+function outcome(kind) { inflight++; let done = false; return (why) => { if (done) return; done = true; inflight--; if (why) { stat(kind).fail++; errors[kind + ' ' + why] = (errors[kind + ' ' + why] || 0) + 1; if (failedAt.length < 50) failedAt.push([Date.now(), kind, why]); } else stat(kind).ok++; }; }
 const watched = new WeakSet();
 function watch(s) { if (watched.has(s)) return; watched.add(s); s.on('error', () => socketErrors++); }
 function httpGet(kind, agent) {
@@ -78,7 +79,7 @@ setTimeout(() => {
   const finish = setInterval(() => {
     if (inflight > 0 && Date.now() < deadline) return;
     clearInterval(finish);
-    out({ event: 'done', stats, errors, socketErrors, inflight });
+    out({ event: 'done', stats, errors, failedAt, socketErrors, inflight });
     process.exit(0);
   }, 50);
 }, Number(durationMs));`;
