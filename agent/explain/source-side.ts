@@ -11,7 +11,8 @@ import { requestHeaders } from '../l7/request.js';
 import { DEFAULT_PATH_NORMALIZATION, type PathNormalization, normalizeOriginForm } from '../l7/request-target.js';
 import { UpstreamClusters } from '../l7/upstream-cluster.js';
 import { matchesLabels } from '../state/build.js';
-import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
+import { rankEndpoints } from '../state/locality.js';
+import type { MeshService, MeshSnapshot, ServiceEndpoint } from '../state/model.js';
 import { type OutboundTarget, resolveOutbound } from '../tunnel/destination.js';
 import { HBONE_PORT } from '../tunnel/hbone/settings.js';
 import { type EndpointChoice, type OutboundPlan, type OutboundSource, type PlanContext, planEndpoint, planOutbound } from '../tunnel/outbound-plan.js';
@@ -120,9 +121,15 @@ function decidedByDestination(destination: ExplainDestination): DecidedBy {
   return byDefault('outside the mesh');
 }
 
-/** A Service's endpoints as the resolver sees them, and the pods its selector matches that are not ready. */
-function endpointLines(snapshot: MeshSnapshot, service: MeshService, port: number): string[] {
-  const lines = service.endpoints.map((e) => `endpoint ${e.workload} ${e.ip}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`} on node ${snapshot.workloads.get(e.workload)?.node ?? '?'}`);
+/**
+ * A Service's endpoints as the resolver sees them, each with the locality rank rankEndpoints gives it for
+ * a client on `clientNode` (0 is preferred; absent: left out by internalTrafficPolicy Local), and the
+ * pods its selector matches that are not ready.
+ */
+function endpointLines(snapshot: MeshSnapshot, service: MeshService, port: number, clientNode?: string): string[] {
+  const ranks = new Map(rankEndpoints(snapshot, service.loadBalancing, service.endpoints, clientNode).map((r) => [r.endpoint, r.priority]));
+  const rank = (e: ServiceEndpoint): string => (!service.loadBalancing || clientNode === undefined ? '' : ranks.has(e) ? `, locality rank ${ranks.get(e)}` : ', not eligible from this node');
+  const lines = service.endpoints.map((e) => `endpoint ${e.workload} ${e.ip}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`} on node ${snapshot.workloads.get(e.workload)?.node ?? '?'}${rank(e)}`);
   const listed = new Set(service.endpoints.map((e) => e.workload));
   if (service.selector) {
     const selector = service.selector;
@@ -136,7 +143,7 @@ function endpointLines(snapshot: MeshSnapshot, service: MeshService, port: numbe
 
 function destinationStep(snapshot: MeshSnapshot, destination: ExplainDestination, target: OutboundTarget, node: string): ExplainStep {
   const decidedBy = decidedByDestination(destination);
-  const lines = destination.kind === 'service' ? [`VIP ${destination.dial.ip}:${destination.dial.port} of ${destination.service.hostname}`, ...endpointLines(snapshot, destination.service, destination.dial.port)] : [];
+  const lines = destination.kind === 'service' ? [`VIP ${destination.dial.ip}:${destination.dial.port} of ${destination.service.hostname}`, ...endpointLines(snapshot, destination.service, destination.dial.port, node)] : [];
   switch (target.kind) {
     case 'refused':
       return { step: 'destination', outcome: 'none', decidedBy, node, details: [...lines, target.reason, 'the client\'s connection is closed'], ends: 'unreachable' };

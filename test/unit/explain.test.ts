@@ -173,6 +173,7 @@ describe('destination and transport', () => {
     const e = explain(mesh(), { source: 'shop/client', destination: 'local.shop:5432' });
     assert.equal(e.verdict, 'unreachable');
     assert.match(step(e, 'destination').details.join('\n'), /internalTrafficPolicy: Local/);
+    assert.match(step(e, 'destination').details.join('\n'), /endpoint shop\/db-1 10\.20\.2\.6:5432 on node node-b, not eligible from this node/);
   });
 
   it('a pod of the same node: no tunnel, admitted (or refused) by this agent as planOutbound plans it', () => {
