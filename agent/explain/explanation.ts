@@ -42,9 +42,13 @@ export function verdictOf(steps: readonly ExplainStep[]): Verdict {
   return steps.find((s) => s.ends !== undefined)?.ends ?? 'allow';
 }
 
-/** Where an object came from, as operators look it up: `file:line`, or the source's own name for it. */
+/**
+ * Where an object came from, as operators look it up: `file:line` for YAML; the API path for the
+ * Kubernetes source and `xds:…` for istiod's, whose line (of a one-line JSON document) says nothing.
+ */
 export function formatSource(source: SourceLocation): string {
-  return source.line > 0 ? `${source.file}:${source.line}` : source.file;
+  const api = source.file.startsWith('kube-apiserver:') || source.file.startsWith('xds:');
+  return source.line > 0 && !api ? `${source.file}:${source.line}` : source.file;
 }
 
 /** `decidedBy` for a configuration object. */

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { parseConfigFile } from '../../agent/config/load.js';
 import { DenialRing } from '../../agent/explain/denials.js';
 import { type ExplainQuery, explainAdmissionOnly, explainPath, joinExplanations, readAdmissionQuery, readExplainQuery } from '../../agent/explain/explain.js';
-import type { Explanation, ExplainStep, StepName } from '../../agent/explain/explanation.js';
+import { type Explanation, type ExplainStep, type StepName, formatSource } from '../../agent/explain/explanation.js';
 import { explanationJson, renderExplanation } from '../../agent/explain/render.js';
 import { parseHttp } from '../../agent/cli/explain.js';
 import { buildSnapshot } from '../../agent/state/build.js';
@@ -474,6 +474,12 @@ describe('inputs', () => {
     assert.deepEqual(parseHttp('get /a?b=1', ['X-User: jason', 'Host: web:80'], 'web.shop:80'), { method: 'GET', path: '/a?b=1', authority: 'web:80', headers: [['x-user', 'jason']] });
     assert.equal(parseHttp('GET /', [], 'web.shop:80').authority, 'web.shop:80');
     assert.throws(() => parseHttp('/only-a-path', [], 'x'), /expected a method and a path/);
+  });
+
+  it('where an object came from: file:line for YAML, the API path for the Kubernetes source', () => {
+    assert.equal(formatSource({ file: 'mesh/policy.yaml', line: 12 }), 'mesh/policy.yaml:12');
+    assert.equal(formatSource({ file: 'kube-apiserver:/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/web', line: 1 }), 'kube-apiserver:/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/web');
+    assert.equal(formatSource({ file: 'xds:Authorization/shop/web', line: 0 }), 'xds:Authorization/shop/web');
   });
 
   it('the denial ring keeps the newest entries, newest first, and bounds what a client sent', () => {
