@@ -3,8 +3,8 @@
 // most query parameter matches; GRPCRoute: the longest service, the longest method, then the most header
 // matches. Ties across routes go to the oldest route (creationTimestamp), then the first by
 // "{namespace}/{name}"; ties within a route to the first rule, then its first match.
-// RegularExpression paths are "implementation-specific": Ambit tries them after Exact and before any
-// PathPrefix, as istiod does, and longer patterns first.
+// RegularExpression paths are "implementation-specific": Ambit's choice is to try them after Exact and
+// before any PathPrefix (a pattern is usually written to be more specific than a prefix), longer first.
 
 import type { GatewayRouteObject, GrpcRouteMatch, HttpRouteMatch } from './types.js';
 
