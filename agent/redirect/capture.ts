@@ -33,12 +33,15 @@ import {
   setEnrolled,
   writeConfig,
 } from './bpf-binding.js';
+import { type KeptLink, missingMapPins, restoreLinks } from './capture-watchdog.js';
 import { DnatCapture, type DnatReason, readDnatCounters, removeDnatCapture } from './dnat-capture.js';
 import { kernelProblems } from './kernel-checks.js';
 
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15006;
 export const HBONE_PORT = 15008;
+/** How often the watchdog re-attaches what may have been removed under the agent (capture-watchdog.ts). */
+export const WATCHDOG_PERIOD_MS = 1_000;
 
 /**
  * The directory for a group of link pins, <pinDir>/links/<group>/, created if missing (bpffs needs
@@ -70,7 +73,7 @@ export interface CaptureOptions {
 
 /** Something that keeps capture from doing its whole job now; readiness reports it until it clears. */
 export interface CaptureProblem {
-  readonly kind: 'nft-sync';
+  readonly kind: 'nft-sync' | 'pins';
   readonly message: string;
 }
 
@@ -78,6 +81,7 @@ export interface CaptureProblem {
 interface Enrolled {
   readonly ip: string;
   readonly linkDir: string;
+  readonly cgroup: string;
 }
 
 export class EbpfCapture {
@@ -89,6 +93,11 @@ export class EbpfCapture {
   #reconciling: Promise<void> = Promise.resolve();
   /** False until the first reconcile has swept what a previous agent left for pods now gone. */
   #adopted = false;
+  #watchdog: NodeJS.Timeout | undefined;
+  /** Map pins found missing by the last watchdog tick: readiness fails while there are any. */
+  #missingMaps: readonly string[] = [];
+  /** Links the watchdog could not attach again, each said once (a pod on its way out fails until released). */
+  readonly #unrestorable = new Set<string>();
 
   private constructor(
     private readonly options: CaptureOptions,
@@ -147,6 +156,8 @@ export class EbpfCapture {
       if (!attached.ok) return attached;
     }
     EbpfCapture.#byScope.set(options.scope, capture);
+    capture.#watchdog = setInterval(() => void capture.#reconciling.then(() => capture.#watch()), WATCHDOG_PERIOD_MS);
+    capture.#watchdog.unref();
     options.log.info({ pinDir, agentCgroup, uplinks: options.uplinks }, `eBPF capture loaded: outbound to ${options.nodeIp}:${OUTBOUND_PORT}, inbound steered on ${options.uplinks.join(', ')}`);
     return { ok: true, value: capture };
   }
@@ -163,8 +174,13 @@ export class EbpfCapture {
 
   /** What keeps capture from doing its whole job right now; empty when nothing does. */
   problems(): readonly CaptureProblem[] {
+    const problems: CaptureProblem[] = [];
     const nft = this.dnat.failure;
-    return nft === undefined ? [] : [{ kind: 'nft-sync', message: nft }];
+    if (nft !== undefined) problems.push({ kind: 'nft-sync', message: nft });
+    if (this.#missingMaps.length > 0) {
+      problems.push({ kind: 'pins', message: `the eBPF map pins ${this.#missingMaps.join(', ')} were deleted from ${this.pinDir}; capture goes on with the maps the programs hold, but a restarted agent would start empty ones: restart the agent now to pin them again` });
+    }
+    return problems;
   }
 
   /** Brings enrollment in line with the snapshot; runs one at a time, in snapshot order. */
@@ -188,6 +204,7 @@ export class EbpfCapture {
 
   /** Releases every pod and removes the pins: used when capture is turned off, not on restart. */
   async release(): Promise<void> {
+    clearInterval(this.#watchdog);
     for (const key of [...this.#enrolled.keys()]) this.#release(key);
     this.dnat.stop();
     if (EbpfCapture.#byScope.get(this.options.scope) === this) EbpfCapture.#byScope.delete(this.options.scope);
@@ -236,6 +253,45 @@ export class EbpfCapture {
     }
   }
 
+  /**
+   * One watchdog tick, between reconciles: every link capture relies on is attached again (a no-op when
+   * intact), so a deleted pin or a detached link is restored within a period and logged as an error;
+   * deleted map pins fail readiness (problems()).
+   */
+  #watch(): void {
+    const { log } = this.options;
+    const failing = new Set<string>();
+    for (const check of restoreLinks(this.#keptLinks())) {
+      if (check.kind === 'failed') failing.add(check.pin);
+      if (check.kind === 'restored') log.error({ pin: check.pin, linkId: check.linkId, outcome: check.outcome }, `capture watchdog: ${check.what} had been removed under the agent (its pin ${check.pin} deleted or the link detached); attached again as link ${check.linkId}`);
+      else if (check.kind === 'failed' && !this.#unrestorable.has(check.pin)) log.error({ pin: check.pin }, `capture watchdog: ${check.what} is missing and cannot be attached again: ${check.message}`);
+    }
+    this.#unrestorable.clear();
+    for (const pin of failing) this.#unrestorable.add(pin);
+    const missing = missingMapPins(this.pinDir);
+    if (missing.length > 0 && missing.join() !== this.#missingMaps.join()) log.error({ pinDir: this.pinDir, missing }, `capture watchdog: the eBPF map pins ${missing.join(', ')} were deleted from ${this.pinDir}; readiness fails until the agent is restarted`);
+    this.#missingMaps = missing;
+  }
+
+  /** Every link capture holds now: the agent's getsockopt, the uplinks', each pod veth's and each enrolled pod's programs. */
+  #keptLinks(): KeptLink[] {
+    const tc = linkDir(this.pinDir, 'tc');
+    const agent = join(linkDir(this.pinDir, 'agent'), 'ambit_getsockopt');
+    const links: KeptLink[] = [{ what: "the agent's ambit_getsockopt", pin: agent, attach: () => this.outbound.attachCgroup('ambit_getsockopt', cgroupOf(), agent) }];
+    for (const device of [...this.options.uplinks, ...this.#podLinks]) {
+      const program = this.options.uplinks.includes(device) ? 'ambit_tc_uplink' : 'ambit_tc_pod';
+      links.push({ what: `${program} on ${device}`, pin: join(tc, device), attach: () => this.inbound.attachTcxIngress(program, device, join(tc, device)) });
+    }
+    for (const [key, pod] of this.#enrolled) {
+      mkdirSync(pod.linkDir, { recursive: true });
+      for (const program of POD_CGROUP_PROGRAMS) {
+        const pin = join(pod.linkDir, program);
+        links.push({ what: `${program} of pod ${key}`, pin, attach: () => this.outbound.attachCgroup(program, pod.cgroup, pin) });
+      }
+    }
+    return links;
+  }
+
   #enroll(workload: Workload): Result<void> {
     const cgroup = this.options.podCgroup(workload);
     if (!cgroup) return { ok: false, error: { code: 'ENOCGROUP', message: `the cgroup of pod ${workload.key} is unknown (see --pod-cgroup)` } };
@@ -258,7 +314,7 @@ export class EbpfCapture {
       this.#detachPod(pins);
       return marked;
     }
-    this.#enrolled.set(workload.key, { ip, linkDir: pins });
+    this.#enrolled.set(workload.key, { ip, linkDir: pins, cgroup });
     return { ok: true, value: undefined };
   }
 
