@@ -13,6 +13,7 @@
 import { GATEWAY_VERSIONS, GRPC_ROUTE_VERSIONS, HTTP_ROUTE_VERSIONS, TCP_ROUTE_VERSIONS } from '../../config/gateway-api/types.js';
 import { NETWORKING_VERSIONS, SECURITY_VERSIONS } from '../../config/istio-common.js';
 import type { MeshKind } from '../../config/objects.js';
+import { MESH_CONFIG_MAP } from '../../config/mesh-config.js';
 import { RATE_LIMIT_VERSIONS } from '../../config/rate-limit.js';
 
 export interface WatchedResource {
@@ -24,6 +25,8 @@ export interface WatchedResource {
   readonly plural: string;
   /** For custom resources: whose CRD defines it, for the message when the server serves none. */
   readonly crd?: string;
+  /** Listed and watched in this namespace only (granted by a Role there), not cluster-wide. */
+  readonly namespace?: string;
 }
 
 const ISTIO = "Istio's CRD";
@@ -41,6 +44,9 @@ export const WATCHED_RESOURCES: readonly WatchedResource[] = [
   { kind: 'DestinationRule', group: 'networking.istio.io', versions: versionsOf(NETWORKING_VERSIONS), plural: 'destinationrules', crd: ISTIO },
   { kind: 'AuthorizationPolicy', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'authorizationpolicies', crd: ISTIO },
   { kind: 'PeerAuthentication', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'peerauthentications', crd: ISTIO },
+  { kind: 'RequestAuthentication', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'requestauthentications', crd: ISTIO },
+  // MeshConfig (its extension providers): Istio's ConfigMap istio-system/istio; no other ConfigMap is read.
+  { kind: 'ConfigMap', group: '', versions: ['v1'], plural: 'configmaps', namespace: MESH_CONFIG_MAP.namespace },
   { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', versions: versionsOf(HTTP_ROUTE_VERSIONS), plural: 'httproutes', crd: GATEWAY_API },
   { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', versions: versionsOf(GRPC_ROUTE_VERSIONS), plural: 'grpcroutes', crd: GATEWAY_API },
   { kind: 'TCPRoute', group: 'gateway.networking.k8s.io', versions: versionsOf(TCP_ROUTE_VERSIONS), plural: 'tcproutes', crd: GATEWAY_API },
@@ -54,9 +60,10 @@ export const WATCHED_RESOURCES: readonly WatchedResource[] = [
   },
 ];
 
-/** The cluster-wide collection path of a resource in one version. */
+/** The collection path of a resource in one version: cluster-wide, or in its one namespace. */
 export function collectionPath(resource: WatchedResource, version: string): string {
-  return resource.group === '' ? `/api/${version}/${resource.plural}` : `/apis/${resource.group}/${version}/${resource.plural}`;
+  const scope = resource.namespace !== undefined ? `namespaces/${resource.namespace}/` : '';
+  return resource.group === '' ? `/api/${version}/${scope}${resource.plural}` : `/apis/${resource.group}/${version}/${scope}${resource.plural}`;
 }
 
 export function apiVersionOf(resource: WatchedResource, version: string): string {

@@ -238,7 +238,7 @@ function keyOf(resource: WatchedResource, object: RawObject): string | undefined
 function locationOf(resource: WatchedResource, object: RawObject): string {
   const ns = object.metadata?.namespace;
   const base = collectionPath(resource, object.apiVersion?.split('/').pop() ?? resource.versions[0]!);
-  const path = ns ? base.replace(new RegExp(`/${resource.plural}$`), `/namespaces/${ns}/${resource.plural}`) : base;
+  const path = ns && resource.namespace === undefined ? base.replace(new RegExp(`/${resource.plural}$`), `/namespaces/${ns}/${resource.plural}`) : base;
   return `kube-apiserver:${path}/${object.metadata?.name ?? ''}`;
 }
 
