@@ -18,7 +18,7 @@ export PATH := $(NODE_DIR)/bin:$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 APT_PACKAGES := clang llvm libclang-rt-14-dev libssl-dev libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump python3-grpcio python3-protobuf protobuf-compiler
 AMBIT := node dist/agent/cli/main.js
 
-.PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-down bench clean typecheck node-runtime
+.PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-down bench scale clean typecheck node-runtime
 
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
 BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o
@@ -133,6 +133,12 @@ demo-down:
 bench: setup
 	@shopt -s nullglob; benches=(bench/*.bench.ts); [ $${#benches[@]} -gt 0 ] || { echo "no benchmarks in bench/"; exit 1; }; \
 	for b in "$${benches[@]}"; do node --import tsx "$$b" || exit 1; done
+
+## scale: the long scale benches alone (issue 14 §2): 10,000 tunnelled connections held 60 s, and mesh state with
+## 10,000 pods and 2,000 Services through each source (make bench runs them too)
+scale: setup
+	node --import tsx bench/scale.bench.ts
+	node --import tsx bench/scale-mesh.bench.ts
 
 clean:
 	rm -rf dist native/build bpf/*.o
