@@ -30,6 +30,11 @@ export class LabProcess {
     }
   }
 
+  /** Every line reported so far. */
+  reports(): Report[] {
+    return this.#reports();
+  }
+
   #reports(): Report[] {
     return this.#out.split('\n').flatMap((l) => {
       try {
