@@ -3,7 +3,12 @@
 // JSON shape, the admin request bodies, the join of two agents' answers, and the denial ring's bound.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { AdminServer } from '../../agent/admin/admin-server.js';
+import { WorkloadStore } from '../../agent/state/store.js';
 import { parseConfigFile } from '../../agent/config/load.js';
 import { DenialRing } from '../../agent/explain/denials.js';
 import { type ExplainQuery, explainAdmissionOnly, explainPath, joinExplanations, readAdmissionQuery, readExplainQuery } from '../../agent/explain/explain.js';
@@ -493,3 +498,57 @@ describe('inputs', () => {
     assert.equal(newest.http!.headers.length, 32);
   });
 });
+
+describe('the admin endpoints and the command', () => {
+  const MAIN = fileURLToPath(new URL('../../agent/cli/main.ts', import.meta.url));
+
+  /** An agent's admin server on loopback with the POLICIES mesh in force and one denial seen. */
+  async function agent(): Promise<{ port: number; close: () => Promise<void> }> {
+    const store = new WorkloadStore();
+    store.replace(mesh(POLICIES));
+    const denials = new DenialRing();
+    denials.record({ path: 'http', sourceIp: '10.20.1.5', sourceIdentity: 'spiffe://cluster.local/ns/shop/sa/client' as SpiffeId, destination: { ip: '10.20.2.5', port: 8080 }, http: { method: 'GET', path: '/api/admin', authority: 'web.shop', headers: [] }, reason: 'rbac_access_denied_matched_policy[shop/web-deny-admin]' });
+    const admin = new AdminServer({ store, node: 'node-b', log: pino({ level: 'silent' }), quit: () => {}, explain: { denials } });
+    const { port } = await admin.listen('127.0.0.1', 0);
+    return { port, close: () => admin.close() };
+  }
+
+  it('POST /explain answers the path, GET /explain/last-denied the denials explained, bad bodies 400', async () => {
+    const { port, close } = await agent();
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      const path = await fetch(`${base}/explain`, { method: 'POST', body: JSON.stringify({ source: 'shop/client', destination: 'db.shop:5432' }) });
+      assert.equal(path.status, 200);
+      const answer = (await path.json()) as { explanation: Explanation; destinationNode: string; admission: { sourceIdentity: string } };
+      assert.equal(answer.explanation.verdict, 'deny');
+      assert.equal(answer.destinationNode, 'node-b');
+      assert.equal(answer.admission.sourceIdentity, 'spiffe://cluster.local/ns/shop/sa/client');
+      const denied = (await (await fetch(`${base}/explain/last-denied`)).json()) as { node: string; denials: { explanation: Explanation }[] };
+      assert.equal(denied.node, 'node-b');
+      assert.equal(denied.denials.length, 1);
+      assert.equal(step(denied.denials[0]!.explanation, 'authorization').decidedBy.object, 'AuthorizationPolicy shop/web-deny-admin');
+      assert.equal((await fetch(`${base}/explain`, { method: 'POST', body: '{"source":' })).status, 400);
+      assert.equal((await fetch(`${base}/explain`)).status, 405);
+      assert.equal((await fetch(`${base}/explain`, { method: 'POST', body: JSON.stringify({ source: 'shop/nobody', destination: 'db.shop:5432' }) })).status, 404);
+    } finally {
+      await close();
+    }
+  });
+
+  it('ambit explain --admin-address prints the steps, and --json the one object', async () => {
+    const { port, close } = await agent();
+    const run = (args: string[]): Promise<string> =>
+      new Promise((resolve, reject) => execFile(process.execPath, ['--import', 'tsx', MAIN, 'explain', '--admin-address', `127.0.0.1:${port}`, ...args], { timeout: 30_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))));
+    try {
+      const text = await run(['shop/client', 'web.shop:80', '--http', 'GET /api/admin']);
+      assert.match(text, /^shop\/client -> web\.shop:80 GET \/api\/admin\n1\. capture: captured/);
+      assert.match(text, /\nverdict: DENY\n/);
+      const json = JSON.parse(await run(['shop/client', 'web.shop:80', '--http', 'GET /api/items', '--json'])) as Explanation;
+      assert.equal(json.verdict, 'allow');
+      assert.deepEqual(json.snapshots, { 'node-b': 7 });
+    } finally {
+      await close();
+    }
+  });
+});
+
