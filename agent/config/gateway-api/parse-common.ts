@@ -159,3 +159,27 @@ export function readRequestMirror(field: Field, routeNamespace: string): Request
   if (!backend) return undefined;
   return { backend, ...(percentage !== undefined ? { percentage } : {}) };
 }
+
+/**
+ * A route's backendRef with its own filters, which Ambit applies only when they modify headers
+ * (RequestHeaderModifier, ResponseHeaderModifier); any other filter type there is refused.
+ */
+export function readFilteredBackendRef(m: MapReader, routeNamespace: string, filterTypes: readonly string[]): BackendRef | undefined {
+  const ref = readBackendRef(m, routeNamespace, { weighted: true });
+  let requestHeaders: HeaderOperations | undefined;
+  let responseHeaders: HeaderOperations | undefined;
+  for (const f of m.list('filters')) {
+    const fm = f.map();
+    const type = fm?.require('type')?.enum(filterTypes);
+    const body = (key: string): Field | undefined => fm?.require(key);
+    if (type === 'RequestHeaderModifier') requestHeaders = readHeaderModifierAt(body('requestHeaderModifier'));
+    else if (type === 'ResponseHeaderModifier') responseHeaders = readHeaderModifierAt(body('responseHeaderModifier'));
+    else if (type !== undefined) f.fail(`a backendRef's filters may only modify headers in Ambit (RequestHeaderModifier, ResponseHeaderModifier); got ${type}`);
+  }
+  if (!ref) return undefined;
+  return { ...ref, ...(requestHeaders ? { requestHeaders } : {}), ...(responseHeaders ? { responseHeaders } : {}) };
+}
+
+function readHeaderModifierAt(field: Field | undefined): HeaderOperations | undefined {
+  return field ? readHeaderModifier(field) : undefined;
+}

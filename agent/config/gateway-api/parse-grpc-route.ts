@@ -3,9 +3,9 @@
 
 import type { ObjectBase } from '../kubernetes.js';
 import type { Field, MapReader } from '../yaml-reader.js';
-import { readBackendRef, readHeaderModifier, readNamedMatches, readParentRefs, readRequestMirror, readSectionName } from './parse-common.js';
+import { readFilteredBackendRef, readHeaderModifier, readNamedMatches, readParentRefs, readRequestMirror, readSectionName } from './parse-common.js';
 import { ignoreHostnames } from './parse-http-route.js';
-import type { BackendRef, GrpcMethodMatch, GrpcRouteFilter, GrpcRouteMatch, GrpcRouteObject, GrpcRouteRule } from './types.js';
+import type { GrpcMethodMatch, GrpcRouteFilter, GrpcRouteMatch, GrpcRouteObject, GrpcRouteRule } from './types.js';
 
 // The CRD's patterns for Exact matches: a dotted protobuf service name and a method name.
 const SERVICE = /^\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$/i;
@@ -31,7 +31,7 @@ function readRule(field: Field, ns: string): GrpcRouteRule | undefined {
   for (const type of ['RequestHeaderModifier', 'ResponseHeaderModifier'] as const) {
     if (filters.filter((f) => f.type === type).length > 1) m.get('filters')?.fail(`${type} may appear only once in a rule`);
   }
-  const backendRefs = m.maps('backendRefs').flatMap((b) => readGrpcBackendRef(b, ns) ?? []);
+  const backendRefs = m.maps('backendRefs').flatMap((b) => readFilteredBackendRef(b, ns, FILTER_TYPES) ?? []);
   if (m.has('sessionPersistence')) m.get('sessionPersistence')?.warn('session persistence is not applied by Ambit yet; requests are balanced as without it');
   return { ...(name !== undefined ? { name } : {}), matches, filters, backendRefs };
 }
@@ -86,17 +86,3 @@ function readFilter(field: Field, ns: string): GrpcRouteFilter | undefined {
   }
 }
 
-function readGrpcBackendRef(m: MapReader, ns: string): BackendRef | undefined {
-  const ref = readBackendRef(m, ns, { weighted: true });
-  let requestHeaders;
-  let responseHeaders;
-  for (const f of m.list('filters')) {
-    const fm = f.map();
-    const type = fm?.require('type')?.enum(FILTER_TYPES);
-    if (type === 'RequestHeaderModifier') requestHeaders = readHeaderModifier(fm!.require('requestHeaderModifier')!);
-    else if (type === 'ResponseHeaderModifier') responseHeaders = readHeaderModifier(fm!.require('responseHeaderModifier')!);
-    else if (type !== undefined) f.fail(`a backendRef's filters may only modify headers in Ambit; got ${type}`);
-  }
-  if (!ref) return undefined;
-  return { ...ref, ...(requestHeaders ? { requestHeaders } : {}), ...(responseHeaders ? { responseHeaders } : {}) };
-}

@@ -5,7 +5,7 @@ import type { ObjectBase } from '../kubernetes.js';
 import type { Field, MapReader } from '../yaml-reader.js';
 import { PORT_RANGE } from '../yaml-reader.js';
 import {
-  readBackendRef,
+  readFilteredBackendRef,
   readGatewayDuration,
   readHeaderModifier,
   readNamedMatches,
@@ -13,7 +13,7 @@ import {
   readRequestMirror,
   readSectionName,
 } from './parse-common.js';
-import type { BackendRef, HttpRouteFilter, HttpRouteMatch, HttpRouteObject, HttpRouteRetry, HttpRouteRule, PathMatch, PathModifier } from './types.js';
+import type { HttpRouteFilter, HttpRouteMatch, HttpRouteObject, HttpRouteRetry, HttpRouteRule, PathMatch, PathModifier } from './types.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'] as const;
 const FILTER_TYPES = ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestRedirect', 'URLRewrite', 'RequestMirror', 'CORS', 'ExtensionRef', 'ExternalAuth'] as const;
@@ -58,7 +58,7 @@ function readRule(field: Field, ns: string): HttpRouteRule | undefined {
   const matches = matchFields.length === 0 ? defaultRule().matches : matchFields.flatMap((f) => readMatch(f) ?? []);
   const filters = m.list('filters').flatMap((f) => readFilter(f, ns) ?? []);
   checkFilterCombination(m, filters, matches);
-  const backendRefs = m.maps('backendRefs').flatMap((b) => readHttpBackendRef(b, ns) ?? []);
+  const backendRefs = m.maps('backendRefs').flatMap((b) => readFilteredBackendRef(b, ns, FILTER_TYPES) ?? []);
   const timeouts = m.map('timeouts');
   const requestTimeoutMs = timeouts?.get('request') ? readGatewayDuration(timeouts.get('request')!) : undefined;
   const backendRequestTimeoutMs = timeouts?.get('backendRequest') ? readGatewayDuration(timeouts.get('backendRequest')!) : undefined;
@@ -185,20 +185,6 @@ function checkFilterCombination(rule: MapReader, filters: readonly HttpRouteFilt
   }
 }
 
-function readHttpBackendRef(m: MapReader, ns: string): BackendRef | undefined {
-  const ref = readBackendRef(m, ns, { weighted: true });
-  let requestHeaders;
-  let responseHeaders;
-  for (const f of m.list('filters')) {
-    const fm = f.map();
-    const type = fm?.require('type')?.enum(FILTER_TYPES);
-    if (type === 'RequestHeaderModifier') requestHeaders = readHeaderModifier(fm!.require('requestHeaderModifier')!);
-    else if (type === 'ResponseHeaderModifier') responseHeaders = readHeaderModifier(fm!.require('responseHeaderModifier')!);
-    else if (type !== undefined) f.fail(`a backendRef's filters may only modify headers in Ambit (RequestHeaderModifier, ResponseHeaderModifier); got ${type}`);
-  }
-  if (!ref) return undefined;
-  return { ...ref, ...(requestHeaders ? { requestHeaders } : {}), ...(responseHeaders ? { responseHeaders } : {}) };
-}
 
 function readRetry(field: Field): HttpRouteRetry | undefined {
   const m = field.map();
