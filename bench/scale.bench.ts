@@ -40,7 +40,14 @@ try {
   for (const [node, c] of Object.entries(r.agents)) {
     process.stdout.write(`  ${node}: RSS ${c.rssMiB.toFixed(0)} MiB, +${f(c.rssMiBPer1k)} MiB per 1,000 held; ${f(c.holdVcpuPer1k)} vCPU per 1,000 held; ${f(c.openCpuSecondsPer1k)} CPU-s per 1,000 opened (vCPU at 1,000 new/s)\n`);
   }
-  saveResults('scale.json', 'scale', startedAt, busy, { run, result: r });
+  // A miss is explained by what the agents logged above info (each line once, with its count).
+  const logged: Record<string, string[]> = {};
+  for (const node of ['alpha', 'beta']) {
+    const lines = (await session.agentLog(node)).split('\n').filter((l) => /"level":(40|50|60)/.test(l)).map((l) => String((JSON.parse(l) as { msg?: string }).msg).replace(/\d+(\.\d+)*/g, 'N'));
+    logged[node] = [...new Set(lines)].map((m) => `${lines.filter((l) => l === m).length}x ${m}`);
+    if (!ok) process.stdout.write(`  ${node} logged:\n${logged[node]!.slice(0, 15).map((l) => `    ${l}`).join('\n')}\n`);
+  }
+  saveResults('scale.json', 'scale', startedAt, busy, { run, result: r, logged });
 } finally {
   await session.down();
 }
