@@ -19,37 +19,45 @@ export function checkOverHttp(provider: ExtAuthzHttpProvider, address: Authorize
   }
   for (const [name, value] of Object.entries(provider.includeAdditionalHeadersInCheck)) headers[name] = value;
   return new Promise((resolve) => {
-    const outgoing = httpRequest(
-      { host: address.host, port: address.port, method: request.method, path: `${provider.pathPrefix}${request.path}`, headers, timeout: provider.timeoutMs, agent: false },
-      (response) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        response.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size <= MAX_DENIAL_BODY) chunks.push(chunk);
-        });
-        response.on('error', (error) => resolve({ kind: 'error', message: error.message }));
-        response.on('end', () => {
-          const status = response.statusCode ?? 500;
-          const received = headerList(response.rawHeaders);
-          if (status >= 500) return resolve({ kind: 'error', message: `the authorizer answered ${status}` });
-          if (status === 200) {
-            const removed = received.filter((h) => h.name === 'x-envoy-auth-headers-to-remove').flatMap((h) => h.value.split(',').map((n) => n.trim().toLowerCase()));
-            return resolve({
-              kind: 'ok',
-              upstreamHeaders: pick(received, provider.headersToUpstreamOnAllow),
-              removeHeaders: removed.filter((n) => n !== '' && n !== 'host'),
-              responseHeaders: pick(received, provider.headersToDownstreamOnAllow),
-            });
-          }
-          // A list also lets WWW-Authenticate and Location through (Istio's rule); no list lets every header through.
-          const onDeny = [...provider.headersToDownstreamOnDeny, 'www-authenticate', 'location'];
-          const denialHeaders = provider.headersToDownstreamOnDeny.length > 0 ? pick(received, onDeny) : received.filter((h) => !HOP_BY_HOP.has(h.name));
-          resolve({ kind: 'denied', status, headers: denialHeaders, body: Buffer.concat(chunks).toString('utf8') });
-        });
-      },
-    );
-    outgoing.on('timeout', () => outgoing.destroy(new Error(`the authorizer did not answer within ${provider.timeoutMs} ms`)));
+    let outgoing: ReturnType<typeof httpRequest>;
+    try {
+      outgoing = httpRequest(
+        { host: address.host, port: address.port, method: request.method, path: `${provider.pathPrefix}${request.path}`, headers, agent: false },
+        (response) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          response.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size <= MAX_DENIAL_BODY) chunks.push(chunk);
+          });
+          response.on('error', (error) => resolve({ kind: 'error', message: error.message }));
+          response.on('end', () => {
+            const status = response.statusCode ?? 500;
+            const received = headerList(response.rawHeaders);
+            if (status >= 500) return resolve({ kind: 'error', message: `the authorizer answered ${status}` });
+            if (status === 200) {
+              const removed = received.filter((h) => h.name === 'x-envoy-auth-headers-to-remove').flatMap((h) => h.value.split(',').map((n) => n.trim().toLowerCase()));
+              return resolve({
+                kind: 'ok',
+                upstreamHeaders: pick(received, provider.headersToUpstreamOnAllow),
+                removeHeaders: removed.filter((n) => n !== '' && n !== 'host'),
+                responseHeaders: pick(received, provider.headersToDownstreamOnAllow),
+              });
+            }
+            // A list also lets WWW-Authenticate and Location through (Istio's rule); no list lets every header through.
+            const onDeny = [...provider.headersToDownstreamOnDeny, 'www-authenticate', 'location'];
+            const denialHeaders = provider.headersToDownstreamOnDeny.length > 0 ? pick(received, onDeny) : received.filter((h) => !HOP_BY_HOP.has(h.name));
+            resolve({ kind: 'denied', status, headers: denialHeaders, body: Buffer.concat(chunks).toString('utf8') });
+          });
+        },
+      );
+    } catch (error) {
+      // Node refuses to send a header value or path it considers invalid: an error, for failOpen and statusOnError.
+      return resolve({ kind: 'error', message: `the check could not be sent: ${(error as Error).message}` });
+    }
+    // The provider's timeout bounds the whole check, not only silence on the socket.
+    const timer = setTimeout(() => outgoing.destroy(new Error(`the authorizer did not answer within ${provider.timeoutMs} ms`)), provider.timeoutMs);
+    outgoing.once('close', () => clearTimeout(timer));
     outgoing.on('error', (error) => resolve({ kind: 'error', message: `${address.host}:${address.port}: ${error.message}` }));
     outgoing.end();
   });

@@ -66,7 +66,17 @@ export class RequestGuard {
     this.#now = options.now ?? (() => Date.now() / 1000);
   }
 
+  /** Never rejects: an unexpected failure denies the request (fail closed) and is logged. */
   async check(snapshot: MeshSnapshot, request: GuardedRequest): Promise<RequestGuardOutcome> {
+    try {
+      return await this.#check(snapshot, request);
+    } catch (error) {
+      this.#log.error({ err: (error as Error).message, path: request.path }, 'authenticating or authorizing a request failed; the request is denied');
+      return rbacDenial('request_guard_error');
+    }
+  }
+
+  async #check(snapshot: MeshSnapshot, request: GuardedRequest): Promise<RequestGuardOutcome> {
     // 1. RequestAuthentication.
     const authn = await authenticateRequest(snapshot, { destination: request.destination, ...(request.service ? { service: request.service } : {}), path: request.path, headers: request.headers }, this.#jwks, this.#now());
     if (authn.kind === 'rejected') {
