@@ -381,3 +381,12 @@ test('refused at parse time, as the API server would refuse them: redirect with 
     assert.ok(parsed.diagnostics.some((d) => d.severity === 'error' && message.test(formatDiagnostic(d))), parsed.diagnostics.map(formatDiagnostic).join('\n'));
   }
 });
+
+test('a route bound only to an ingress Gateway is another controller\'s: read without validation, applied to nothing, no status', () => {
+  const ingress = route('ingress', `  - filters: [{type: CORS, cors: {allowOrigins: ["*"]}}]\n    ${to('reviews-v1')}`, { parent: '{name: public-gateway}' });
+  const parsed = parseConfigFile(ingress, 'ingress.yaml');
+  assert.deepEqual(parsed.diagnostics.map(formatDiagnostic), []);
+  const s = gammaMesh(ingress);
+  assert.equal(hostOf(s, '/'), 'reviews');
+  assert.deepEqual(s.gatewayApi.statuses.map((st) => st.parents.length), [0]);
+});

@@ -63,6 +63,15 @@ export function readParentRefs(spec: MapReader, routeNamespace: string): ParentR
 }
 
 /**
+ * Whether any parentRef names a Service, i.e. the route is the mesh's (GAMMA). A route bound only to
+ * Gateways belongs to an ingress controller: Ambit reads no further, so that what it would refuse (a
+ * CORS filter, say) is never reported against a route that was not meant for it.
+ */
+export function bindsToService(parentRefs: readonly ParentRef[]): boolean {
+  return parentRefs.some((p) => p.group === '' && p.kind === 'Service');
+}
+
+/**
  * A backendRef (or a mirror's backendRef). The group defaults to core and the kind to Service; a Service
  * needs a port, as the CRD's validation requires.
  */

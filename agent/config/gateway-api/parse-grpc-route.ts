@@ -3,7 +3,7 @@
 
 import type { ObjectBase } from '../kubernetes.js';
 import type { Field, MapReader } from '../yaml-reader.js';
-import { readFilteredBackendRef, readHeaderModifier, readNamedMatches, readParentRefs, readRequestMirror, readSectionName } from './parse-common.js';
+import { bindsToService, readFilteredBackendRef, readHeaderModifier, readNamedMatches, readParentRefs, readRequestMirror, readSectionName } from './parse-common.js';
 import { ignoreHostnames } from './parse-http-route.js';
 import type { GrpcMethodMatch, GrpcRouteFilter, GrpcRouteMatch, GrpcRouteObject, GrpcRouteRule } from './types.js';
 
@@ -17,6 +17,10 @@ export function parseGrpcRoute(root: MapReader, base: ObjectBase<'GRPCRoute'>): 
   if (!spec) return undefined;
   const ns = base.metadata.namespace;
   const parentRefs = readParentRefs(spec, ns);
+  if (!bindsToService(parentRefs)) {
+    spec.ignoreRest();
+    return { ...base, spec: { parentRefs, rules: [] } };
+  }
   ignoreHostnames(spec);
   const rules = spec.has('rules') ? spec.list('rules').flatMap((f) => readRule(f, ns) ?? []) : [{ matches: [], filters: [], backendRefs: [] }];
   return { ...base, spec: { parentRefs, rules } };

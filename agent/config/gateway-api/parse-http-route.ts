@@ -5,6 +5,7 @@ import type { ObjectBase } from '../kubernetes.js';
 import type { Field, MapReader } from '../yaml-reader.js';
 import { PORT_RANGE } from '../yaml-reader.js';
 import {
+  bindsToService,
   readFilteredBackendRef,
   readGatewayDuration,
   readHeaderModifier,
@@ -33,6 +34,10 @@ export function parseHttpRoute(root: MapReader, base: ObjectBase<'HTTPRoute'>): 
   if (!spec) return undefined;
   const ns = base.metadata.namespace;
   const parentRefs = readParentRefs(spec, ns);
+  if (!bindsToService(parentRefs)) {
+    spec.ignoreRest();
+    return { ...base, spec: { parentRefs, rules: [] } };
+  }
   ignoreHostnames(spec);
   const rulesField = spec.get('rules');
   const rules = rulesField ? spec.list('rules').flatMap((f) => readRule(f, ns) ?? []) : [defaultRule()];

@@ -3,14 +3,18 @@
 
 import type { ObjectBase } from '../kubernetes.js';
 import type { MapReader } from '../yaml-reader.js';
-import { readBackendRef, readParentRefs, readSectionName } from './parse-common.js';
-import { type GatewayObject, type TcpRouteObject, WAYPOINT_GATEWAY_CLASS } from './types.js';
+import { bindsToService, readBackendRef, readParentRefs, readSectionName } from './parse-common.js';
+import type { GatewayObject, TcpRouteObject } from './types.js';
 
 export function parseTcpRoute(root: MapReader, base: ObjectBase<'TCPRoute'>): TcpRouteObject | undefined {
   const spec = root.require('spec')?.map();
   if (!spec) return undefined;
   const ns = base.metadata.namespace;
   const parentRefs = readParentRefs(spec, ns);
+  if (!bindsToService(parentRefs)) {
+    spec.ignoreRest();
+    return { ...base, spec: { parentRefs, rules: [] } };
+  }
   const rulesField = spec.require('rules');
   const rules = spec.maps('rules').map((rule) => {
     const name = readSectionName(rule, 'name');
@@ -29,8 +33,6 @@ export function parseGateway(root: MapReader, base: ObjectBase<'Gateway'>): Gate
   if (gatewayClassName === undefined) return undefined;
   // Listeners, addresses and infrastructure describe a proxy deployment; Ambit runs none (no waypoint hop).
   spec.ignore('listeners', 'addresses', 'infrastructure', 'allowedListeners', 'backendTLS', 'defaultScope', 'tls');
-  if (gatewayClassName !== WAYPOINT_GATEWAY_CLASS) {
-    root.ctx.warn(spec.line, spec.childPath('gatewayClassName'), `class ${gatewayClassName} is not a waypoint; Ambit serves no ingress Gateways and ignores this one (only class ${WAYPOINT_GATEWAY_CLASS} means something in the mesh)`);
-  }
+  // Any other class is an ingress or egress gateway, another controller's: kept without a word, unused.
   return { ...base, spec: { gatewayClassName } };
 }
