@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { ambit } from './helpers/lab-cli.js';
-import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
+import { LabSession, labPodYaml, serviceAccountYaml, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tex${process.pid % 1000}`;
 const session = LabSession.inTempDir(LAB, 'ambit-explain-test-');
@@ -51,20 +51,9 @@ spec: { mtls: { mode: STRICT } }
 `;
 
 function meshYaml(): string {
-  const pod = (name: string, ns: string, app: string, ip: string, node: string, sa: string, command: readonly string[]): string => `---
-apiVersion: v1
-kind: Pod
-metadata: { name: ${name}, namespace: ${ns}, labels: { app: ${app} } }
-spec:
-  nodeName: ${node}
-  serviceAccountName: ${sa}
-  containers:
-    - name: main
-      command: ${JSON.stringify(command)}
-      env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
-status: { podIP: ${ip} }
-`;
-  const sa = (name: string, ns = 'shop'): string => `---\napiVersion: v1\nkind: ServiceAccount\nmetadata: { name: ${name}, namespace: ${ns} }\n`;
+  const pod = (name: string, ns: string, app: string, ip: string, node: string, sa: string, command: readonly string[]): string =>
+    labPodYaml({ name, namespace: ns, labels: { app }, node, ip, serviceAccount: sa, command });
+  const sa = (name: string, ns = 'shop'): string => serviceAccountYaml(name, ns);
   const idle = ['sleep', 'infinity'];
   return `${twoNodesYaml(93, 253)}
 ---

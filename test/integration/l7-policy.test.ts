@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { AMBIT_MAIN, eventually } from './helpers/lab-cli.js';
-import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
+import { LabSession, labPodYaml, serviceAccountYaml, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tlp${process.pid % 1000}`;
 const session = LabSession.inTempDir(LAB, 'ambit-l7-policy-test-');
@@ -56,20 +56,9 @@ spec:
 `;
 
 function meshYaml(): string {
-  const pod = (name: string, ns: string, app: string, ip: string, node: string, sa: string, command: string[]): string => `---
-apiVersion: v1
-kind: Pod
-metadata: { name: ${name}, namespace: ${ns}, labels: { app: ${app}, version: v1 } }
-spec:
-  nodeName: ${node}
-  serviceAccountName: ${sa}
-  containers:
-    - name: main
-      command: ${JSON.stringify(command)}
-      env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
-status: { podIP: ${ip} }
-`;
-  const sa = (name: string, ns = 'shop'): string => `---\napiVersion: v1\nkind: ServiceAccount\nmetadata: { name: ${name}, namespace: ${ns} }\n`;
+  const pod = (name: string, ns: string, app: string, ip: string, node: string, sa: string, command: readonly string[]): string =>
+    labPodYaml({ name, namespace: ns, labels: { app, version: 'v1' }, node, ip, serviceAccount: sa, command });
+  const sa = (name: string, ns = 'shop'): string => serviceAccountYaml(name, ns);
   const idle = ['sleep', 'infinity'];
   return `${twoNodesYaml(84, 244)}
 ---

@@ -18,6 +18,37 @@ status: { addresses: [{ type: InternalIP, address: 172.31.${net}.${10 + index} }
   return `${node('alpha', 1)}---\n${node('beta', 2)}`;
 }
 
+/** A Pod of the lab YAML whose container gets its own name in POD_NAME (what test servers answer with). */
+export function labPodYaml(pod: {
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly node: string;
+  readonly ip: string;
+  readonly serviceAccount: string;
+  readonly command: readonly string[];
+}): string {
+  const labels = Object.entries(pod.labels).map(([k, v]) => `${k}: ${v}`).join(', ');
+  return `---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${pod.name}, namespace: ${pod.namespace}, labels: { ${labels} } }
+spec:
+  nodeName: ${pod.node}
+  serviceAccountName: ${pod.serviceAccount}
+  containers:
+    - name: main
+      command: ${JSON.stringify(pod.command)}
+      env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
+status: { podIP: ${pod.ip} }
+`;
+}
+
+/** A ServiceAccount of the lab YAML. */
+export function serviceAccountYaml(name: string, namespace: string): string {
+  return `---\napiVersion: v1\nkind: ServiceAccount\nmetadata: { name: ${name}, namespace: ${namespace} }\n`;
+}
+
 export class LabSession {
   /** A session whose mesh YAML, and any file a test keeps beside it, live in a new temporary `dir` that down() removes. */
   static inTempDir(lab: string, prefix: string): LabSession {
