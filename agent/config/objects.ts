@@ -6,6 +6,7 @@ import type { DestinationRuleObject, VirtualServiceObject } from './istio-networ
 import type { AuthorizationPolicyObject, PeerAuthenticationObject } from './istio-security.js';
 import type { ConfigMapObject } from './mesh-config.js';
 import type { RequestAuthenticationObject } from './parse-request-authentication.js';
+import type { ServiceEntryObject, WorkloadEntryObject } from './parse-service-entry.js';
 import type { KubernetesObject } from './kubernetes.js';
 import type { RateLimitObject } from './rate-limit.js';
 
@@ -15,6 +16,8 @@ export type IstioObject =
   | AuthorizationPolicyObject
   | PeerAuthenticationObject
   | RequestAuthenticationObject
+  | ServiceEntryObject
+  | WorkloadEntryObject
   // Istio's mesh ConfigMap (istio-system/istio), read for MeshConfig.
   | ConfigMapObject;
 

@@ -18,6 +18,7 @@ import { parseConfigMap } from './mesh-config.js';
 import { parseDestinationRule } from './parse-destination-rule.js';
 import { parseNamespace, parseNode, parsePod, parseService, parseServiceAccount } from './parse-kubernetes.js';
 import { parseRequestAuthentication } from './parse-request-authentication.js';
+import { parseServiceEntry, parseWorkloadEntry } from './parse-service-entry.js';
 import { parseVirtualService } from './parse-virtual-service.js';
 import { RATE_LIMIT_VERSIONS, parseRateLimit } from './rate-limit.js';
 import { type MapReader, ReadContext, readRoot } from './yaml-reader.js';
@@ -62,6 +63,8 @@ const KINDS: { readonly [K in MeshKind]: KindRule<K> } = {
   AuthorizationPolicy: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseAuthorizationPolicy },
   PeerAuthentication: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parsePeerAuthentication },
   RequestAuthentication: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseRequestAuthentication },
+  ServiceEntry: { apiVersions: NETWORKING_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseServiceEntry },
+  WorkloadEntry: { apiVersions: NETWORKING_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseWorkloadEntry },
   ConfigMap: { apiVersions: CORE, namespaced: true, name: 'subdomain', strict: false, parse: parseConfigMap },
   HTTPRoute: { apiVersions: HTTP_ROUTE_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseHttpRoute, keepsCreation: true },
   GRPCRoute: { apiVersions: GRPC_ROUTE_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseGrpcRoute, keepsCreation: true },

@@ -101,7 +101,7 @@ function captureStep(snapshot: MeshSnapshot, source: ExplainSource): ExplainStep
   const e = w.enrollment;
   const node = w.node ?? '';
   if (e.enrolled) {
-    const why = e.reason === 'namespace-label' ? `namespace ${w.namespace} is labelled istio.io/dataplane-mode=ambient` : 'the pod is labelled istio.io/dataplane-mode=ambient';
+    const why = e.reason === 'namespace-label' ? `namespace ${w.namespace} is labelled istio.io/dataplane-mode=ambient` : e.reason === 'workload-entry' ? `${w.key} names serviceAccount ${w.serviceAccount}` : 'the pod is labelled istio.io/dataplane-mode=ambient';
     return { step: 'capture', outcome: 'captured', decidedBy: e.reason === 'namespace-label' ? namespace : pod, node, details: [`${why}: node ${node}'s agent captures ${w.key}'s connections (cgroup connect hooks to 15001) as ${w.identity}`] };
   }
   const why: Record<typeof e.reason, [string, DecidedBy]> = {
@@ -110,6 +110,7 @@ function captureStep(snapshot: MeshSnapshot, source: ExplainSource): ExplainStep
     'no-pod-ip': ['the pod has no IP yet', pod],
     'host-network': ["the pod runs on its node's network (hostNetwork: true)", pod],
     sidecar: ['the pod has an Istio sidecar (sidecar.istio.io/status): the sidecar wins', pod],
+    'no-identity': ['it is a ServiceEntry endpoint or WorkloadEntry with no serviceAccount (or MESH_EXTERNAL): no mesh identity', pod],
   };
   const [text, decidedBy] = why[e.reason];
   return { step: 'capture', outcome: 'not-captured', decidedBy, node, details: [`${text}: its connections leave as plain TCP, with no identity`] };

@@ -27,6 +27,7 @@ import { gatewayApiResources } from './gateway-api.js';
 import { WorkloadLabelIndex } from './label-index.js';
 import { portProtocol } from './protocol.js';
 import { serviceLoadBalancing } from './locality.js';
+import { entryWorkloads, serviceEntryServices } from './service-entries.js';
 import { workloadName } from './workload-name.js';
 
 /** The label that puts a namespace (or a single pod) in the mesh, and takes a pod out with `none`. */
@@ -69,6 +70,8 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     authorizationPolicies: [] as IstioResources['authorizationPolicies'][number][],
     peerAuthentications: [] as IstioResources['peerAuthentications'][number][],
     requestAuthentications: [] as IstioResources['requestAuthentications'][number][],
+    serviceEntries: [] as IstioResources['serviceEntries'][number][],
+    workloadEntries: [] as IstioResources['workloadEntries'][number][],
     meshConfig: EMPTY_MESH_CONFIG as MeshConfig,
   };
   const ambit = { rateLimits: [] as AmbitResources['rateLimits'][number][] };
@@ -112,6 +115,12 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
         break;
       case 'RequestAuthentication':
         istio.requestAuthentications.push(object);
+        break;
+      case 'ServiceEntry':
+        istio.serviceEntries.push(object);
+        break;
+      case 'WorkloadEntry':
+        istio.workloadEntries.push(object);
         break;
       case 'ConfigMap':
         if (object.meshConfig) istio.meshConfig = object.meshConfig;
@@ -183,7 +192,28 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     if (ownsIps) for (const ip of ips) workloadsByIp.set(ip, workload);
   }
 
-  const byLabel = new WorkloadLabelIndex(workloads.values());
+  // WorkloadEntries and inline ServiceEntry endpoints are workloads too; selectors (a Service's, a
+  // ServiceEntry's workloadSelector) pick WorkloadEntries as they pick pods, as in Istio.
+  const entries = entryWorkloads([...istio.workloadEntries, ...istio.serviceEntries], options.trustDomain);
+  for (const workload of entries.workloads) {
+    ensureNamespace(workload.namespace);
+    const conflicting = workload.ips.map((ip) => workloadsByIp.get(ip)).find((w) => w !== undefined);
+    if (conflicting && workload.enrollment.enrolled) {
+      diagnostics.push({
+        severity: 'error',
+        location: workload.source,
+        object: { kind: workload.entry ?? 'WorkloadEntry', namespace: workload.namespace, name: workload.name },
+        field: 'spec.address',
+        message: `IP ${workload.ips.join(', ')} is already used by ${conflicting.key} (${conflicting.source.file}:${conflicting.source.line}); this endpoint is ignored`,
+      });
+      continue;
+    }
+    workloads.set(workload.key, workload);
+    // An endpoint outside the mesh is no workload a pod reaches by its IP: dialled directly, it is passthrough.
+    if (workload.enrollment.enrolled) for (const ip of workload.ips) workloadsByIp.set(ip, workload);
+  }
+
+  const byLabel = new WorkloadLabelIndex([...workloads.values()].filter((w) => w.entry !== 'ServiceEntry'));
   const services = new Map<ObjectKey, MeshService>();
   const servicesByVip = new Map<string, MeshService>();
   const servicesByHostname = new Map<string, MeshService>();
@@ -251,6 +281,15 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     services.set(service.key, service);
     servicesByHostname.set(service.hostname, service);
     for (const vip of vips) servicesByVip.set(vip, service);
+  }
+
+  const entryServices = serviceEntryServices(istio.serviceEntries, entries.portsByName, workloads, byLabel, { vips: servicesByVip, keys: services }, diagnostics, warn);
+  for (const service of entryServices) {
+    ensureNamespace(service.namespace);
+    services.set(service.key, service);
+    // A Kubernetes Service of the same hostname keeps the name (istiod merges them; Ambit does not yet).
+    if (!servicesByHostname.has(service.hostname)) servicesByHostname.set(service.hostname, service);
+    for (const vip of service.vips) servicesByVip.set(vip, service);
   }
 
   for (const policy of [...istio.authorizationPolicies, ...istio.peerAuthentications, ...istio.requestAuthentications]) {

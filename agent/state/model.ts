@@ -62,8 +62,8 @@ export interface MeshNamespace {
 
 /** Why a workload is or is not in the mesh; shown by `ambit zc workloads` and in logs. */
 export type Enrollment =
-  | { readonly enrolled: true; readonly reason: 'namespace-label' | 'pod-label' }
-  | { readonly enrolled: false; readonly reason: 'pod-opt-out' | 'namespace-not-ambient' | 'no-pod-ip' | 'host-network' | 'sidecar' };
+  | { readonly enrolled: true; readonly reason: 'namespace-label' | 'pod-label' | 'workload-entry' }
+  | { readonly enrolled: false; readonly reason: 'pod-opt-out' | 'namespace-not-ambient' | 'no-pod-ip' | 'host-network' | 'sidecar' | 'no-identity' };
 
 /** A pod as the mesh sees it. */
 export interface Workload {
@@ -88,6 +88,8 @@ export interface Workload {
   /** Running, with an IP, and not reported unready: only ready workloads are Service endpoints. */
   readonly ready: boolean;
   readonly enrollment: Enrollment;
+  /** Present when it is no pod: a WorkloadEntry, or an endpoint written inline in a ServiceEntry. */
+  readonly entry?: 'WorkloadEntry' | 'ServiceEntry';
   /** A hostNetwork pod: its IP is its node's, shared with the node and every other such pod there. */
   readonly hostNetwork?: true;
   /** Named container ports, for Services whose targetPort is a name. */
@@ -135,8 +137,16 @@ export interface MeshService {
   readonly allowUnready?: true;
   /** Absent: public. */
   readonly visibility?: ServiceVisibility;
+  /** Present for a ServiceEntry host: how its endpoints are found, and whether it is part of the mesh. */
+  readonly entry?: ServiceEntryFacts;
   readonly labels: Labels;
   readonly source: SourceLocation;
+}
+
+/** A ServiceEntry's resolution (DNS_ROUND_ROBIN counts as DNS) and location, as its services carry them. */
+export interface ServiceEntryFacts {
+  readonly resolution: 'NONE' | 'STATIC' | 'DNS';
+  readonly location: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
 }
 
 type OfKind<K extends MeshObject['kind']> = Extract<MeshObject, { kind: K }>;
@@ -148,6 +158,8 @@ export interface IstioResources {
   readonly authorizationPolicies: readonly OfKind<'AuthorizationPolicy'>[];
   readonly peerAuthentications: readonly OfKind<'PeerAuthentication'>[];
   readonly requestAuthentications: readonly OfKind<'RequestAuthentication'>[];
+  readonly serviceEntries: readonly OfKind<'ServiceEntry'>[];
+  readonly workloadEntries: readonly OfKind<'WorkloadEntry'>[];
   /** From the ConfigMap istio-system/istio (key `mesh`); empty without it. */
   readonly meshConfig: MeshConfig;
 }
