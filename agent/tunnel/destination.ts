@@ -25,7 +25,12 @@ export function resolveOutbound(snapshot: MeshSnapshot, dst: Address, clientNode
   const service = snapshot.servicesByVip.get(dst.ip);
   if (service) {
     if (!service.ports.some((p) => p.port === dst.port)) return { kind: 'refused', reason: `service ${service.hostname} has no port ${dst.port}`, service };
+    // A ServiceEntry with resolution NONE names addresses, not endpoints: the connection goes where it was dialled.
+    if (service.entry?.resolution === 'NONE') return { kind: 'passthrough', address: dst };
     const serving = service.endpoints.filter((e) => e.ports.has(dst.port));
+    if (serving.length === 0 && service.entry?.resolution === 'DNS') {
+      return { kind: 'refused', reason: `ServiceEntry host ${service.hostname} has resolution DNS, which Ambit does not resolve on the data path yet: list its endpoints' IPs with resolution STATIC`, service };
+    }
     if (serving.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint for port ${dst.port}`, service };
     const ready = bestRanked(rankEndpoints(snapshot, service.loadBalancing, serving, clientNode));
     if (ready.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint on node ${clientNode} for port ${dst.port} (internalTrafficPolicy: Local)`, service };
