@@ -4,7 +4,7 @@
 // pod's sandbox until ztunnel has taken it over; the lab's kubelet does. A Unix socket owned by root
 // (mode 0600), not a port: only the node's root may make the agent look into a pod.
 
-import { chmod, rm } from 'node:fs/promises';
+import { chmod, rename, rm } from 'node:fs/promises';
 import { type Server, createServer } from 'node:http';
 import type { PodSocksState } from '../tunnel/socks5/pod-listeners.js';
 import { closeHttp } from './listen.js';
@@ -32,17 +32,23 @@ export class PodReadinessServer {
     });
   }
 
-  /** Listens on `path`, replacing a socket file a previous agent left. */
+  /**
+   * Listens on `path`, replacing a socket file a previous agent left. Bound under a name of its own and
+   * renamed into place: Node unlinks a Unix socket's bound path when it closes, and during an upgrade
+   * the old agent closes after the new one has taken `path` over.
+   */
   async listen(path: string): Promise<void> {
-    await rm(path, { force: true });
+    const own = `${path}.${process.pid}`;
+    await rm(own, { force: true });
     await new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
-      this.#server.listen(path, () => {
+      this.#server.listen(own, () => {
         this.#server.off('error', reject);
         resolve();
       });
     });
-    await chmod(path, 0o600);
+    await chmod(own, 0o600);
+    await rename(own, path);
   }
 
   close(): Promise<void> {
