@@ -80,19 +80,23 @@ export function requestPolicies(snapshot: MeshSnapshot, attrs: HttpAuthorization
 }
 
 /** The decision for one request. DENY policies first (any match denies), then ALLOW (one must match). */
-export function authorizeRequest(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes): AuthorizationDecision {
-  return evaluateAuthorization(snapshot, attrs, requestMatchers(attrs), requestPolicies(snapshot, attrs));
+export function authorizeRequest(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes, policies = requestPolicies(snapshot, attrs)): AuthorizationDecision {
+  return evaluateAuthorization(snapshot, attrs, requestMatchers(attrs), policies);
 }
 
 /** The first CUSTOM policy whose rules match the request: its provider decides before DENY and ALLOW. */
-export function customPolicyFor(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes): { readonly policy: string; readonly provider: string } | undefined {
-  const match = matchingPolicies(requestPolicies(snapshot, attrs), 'CUSTOM', attrs, requestMatchers(attrs))[0];
+export function customPolicyFor(
+  snapshot: MeshSnapshot,
+  attrs: HttpAuthorizationAttributes,
+  policies = requestPolicies(snapshot, attrs),
+): { readonly policy: string; readonly provider: string } | undefined {
+  const match = matchingPolicies(policies, 'CUSTOM', attrs, requestMatchers(attrs))[0];
   return match ? { policy: policyName(match), provider: match.spec.provider ?? '' } : undefined;
 }
 
 /** The AUDIT policies whose rules match: the request is logged as audited by them, and decided as if they did not exist. */
-export function auditingPolicies(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes): string[] {
-  return matchingPolicies(requestPolicies(snapshot, attrs), 'AUDIT', attrs, requestMatchers(attrs)).map(policyName);
+export function auditingPolicies(snapshot: MeshSnapshot, attrs: HttpAuthorizationAttributes, policies = requestPolicies(snapshot, attrs)): string[] {
+  return matchingPolicies(policies, 'AUDIT', attrs, requestMatchers(attrs)).map(policyName);
 }
 
 /** Envoy's response_code_details for a denial, which the request access log carries. */

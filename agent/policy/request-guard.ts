@@ -15,6 +15,7 @@ import {
   authorizeRequest,
   customPolicyFor,
   denialDetails,
+  requestPolicies,
 } from './http-authorization.js';
 import { JwksCache } from './jwks.js';
 import { authenticateRequest } from './request-authentication.js';
@@ -89,7 +90,9 @@ export class RequestGuard {
     const responseHeaders: HeaderToSet[] = [];
 
     // 2. CUSTOM: the external authorizer.
-    const custom = customPolicyFor(snapshot, attrs);
+    // The policies in force for this request, gathered once for every action below.
+    const policies = requestPolicies(snapshot, attrs);
+    const custom = customPolicyFor(snapshot, attrs, policies);
     if (custom) {
       const provider = snapshot.istio.meshConfig.extAuthzProviders.get(custom.provider);
       if (!provider) {
@@ -105,11 +108,11 @@ export class RequestGuard {
     }
 
     // 3. DENY, then ALLOW.
-    const decision = authorizeRequest(snapshot, attrs);
+    const decision = authorizeRequest(snapshot, attrs, policies);
     if (!decision.allowed) return rbacDenial(denialDetails(decision));
 
     // 4. AUDIT: allowed and marked.
-    const audited = auditingPolicies(snapshot, attrs);
+    const audited = auditingPolicies(snapshot, attrs, policies);
     if (audited.length > 0) {
       this.#log.info({ audit: audited, method: request.method, authority: request.authority, path: request.path, source: request.sourceIdentity ?? request.sourceIp, principal: attrs.auth?.principal }, 'request audited by AuthorizationPolicy');
     }
