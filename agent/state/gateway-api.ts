@@ -2,7 +2,8 @@
 // the L7 route model against this snapshot's Services, and warnings for what does not bind (a parent
 // that does not exist, a backend that cannot be used, a use-waypoint label naming no waypoint).
 
-import { type ServiceLookup, translateGatewayRoutes } from '../config/gateway-api/to-virtual-service.js';
+import type { ServiceLookup } from '../config/gateway-api/parent-status.js';
+import { translateGatewayRoutes } from '../config/gateway-api/to-virtual-service.js';
 import { USE_WAYPOINT_LABEL, USE_WAYPOINT_NAMESPACE_LABEL, WAYPOINT_GATEWAY_CLASS } from '../config/gateway-api/types.js';
 import type { SourceLocation } from '../config/kubernetes.js';
 import type { MeshObject } from '../config/objects.js';

@@ -4,7 +4,7 @@
 import type { ConfigDiagnostic } from '../config/diagnostics.js';
 import type { Labels, Probe, SourceLocation } from '../config/kubernetes.js';
 import type { MeshConfig } from '../config/mesh-config.js';
-import type { RouteStatus } from '../config/gateway-api/to-virtual-service.js';
+import type { RouteStatus } from '../config/gateway-api/parent-status.js';
 import type { MeshObject } from '../config/objects.js';
 import type { AppProtocol } from './protocol.js';
 import type { ServiceLoadBalancing } from './locality.js';

@@ -1,13 +1,13 @@
 // Gateway API routes bound to Services (GAMMA), translated into the route model the L7 path already
 // runs (a VirtualService per Service and per binding namespace), as istiod translates them for its
-// proxies, so that one router serves both APIs. Also decides each route's status per parentRef
-// (Accepted, ResolvedRefs, with the API's reasons), which the Kubernetes source writes back.
+// proxies, so that one router serves both APIs. Each route's status per parentRef is decided on the way
+// (parent-status.ts), for the Kubernetes source to write back.
 //
 // Producer routes (in the Service's namespace) apply to every client; consumer routes (elsewhere)
 // only to clients in their own namespace, and for those clients they replace the producer's (GEP-1294).
 // On one Service port, GRPCRoute wins over HTTPRoute and both over TCPRoute; the losers are Conflicted.
 
-import type { AppProtocol } from '../../state/protocol.js';
+import { compileRe2 } from '../formats.js';
 import type {
   Destination,
   HTTPMatchRequest,
@@ -20,34 +20,19 @@ import type {
   TCPRoute,
   VirtualServiceObject,
 } from '../istio-networking.js';
+import {
+  type RouteParentStatus,
+  type RouteStatus,
+  type ServiceFacts,
+  type ServiceLookup,
+  accepted,
+  backendProblem,
+  parentStatus,
+  portProblem,
+  resolvedRefs,
+} from './parent-status.js';
 import { type RankedMatch, compareRoutes, sortGrpcMatches, sortHttpMatches } from './precedence.js';
 import type { BackendRef, GatewayRouteObject, GrpcRouteMatch, GrpcRouteObject, HttpRouteMatch, HttpRouteObject, NamedMatch, ParentRef, TcpRouteObject } from './types.js';
-
-/** What the translation needs to know of a Service. */
-export interface ServiceFacts {
-  readonly hostname: string;
-  readonly ports: readonly { readonly port: number; readonly name?: string; readonly protocol: AppProtocol }[];
-}
-
-export type ServiceLookup = (namespace: string, name: string) => ServiceFacts | undefined;
-
-/** One condition of a route's status for one parent, as the API spells it. */
-export interface RouteCondition {
-  readonly type: 'Accepted' | 'ResolvedRefs';
-  readonly status: 'True' | 'False';
-  readonly reason: string;
-  readonly message: string;
-}
-
-export interface RouteParentStatus {
-  readonly parentRef: ParentRef;
-  readonly conditions: readonly [RouteCondition, RouteCondition];
-}
-
-export interface RouteStatus {
-  readonly route: GatewayRouteObject;
-  readonly parents: readonly RouteParentStatus[];
-}
 
 export interface GatewayRouteTranslation {
   /** Synthesized, never written by a user; named `gateway-api:<service>` so that logs tell them apart. */
@@ -79,18 +64,18 @@ export function translateGatewayRoutes(routes: readonly GatewayRouteObject[], se
       if (parent.group !== '' || parent.kind !== 'Service') {
         // A Gateway parent is north-south (some other controller's), or a waypoint, which Ambit does not deploy.
         if (parent.kind === 'Gateway') continue;
-        parents.push(status(parent, accepted(false, 'NotAllowedByListeners', `Ambit binds mesh routes to a core Service; ${parent.kind} ${parent.group}/${parent.name} is not one`), refs));
+        parents.push(parentStatus(parent, accepted(false, 'NotAllowedByListeners', `Ambit binds mesh routes to a core Service; ${parent.kind} ${parent.group}/${parent.name} is not one`), refs));
         continue;
       }
       const service = services(parent.namespace, parent.name);
       const problem = service ? portProblem(parent, service) : `Service ${parent.namespace}/${parent.name} does not exist`;
       if (problem || !service) {
-        parents.push(status(parent, accepted(false, 'NoMatchingParent', problem ?? ''), refs));
+        parents.push(parentStatus(parent, accepted(false, 'NoMatchingParent', problem ?? ''), refs));
         continue;
       }
       const port = parent.port ?? (parent.sectionName !== undefined ? service.ports.find((p) => p.name === parent.sectionName)?.port : undefined);
       bindings.push({ route, parent, service, consumer: parent.namespace === route.metadata.namespace ? '' : route.metadata.namespace, ports: port !== undefined ? [port] : undefined });
-      parents.push(status(parent, accepted(true, 'Accepted', 'bound to the Service; applied by every Ambit agent on its clients\' side'), refs));
+      parents.push(parentStatus(parent, accepted(true, 'Accepted', 'bound to the Service; applied by every Ambit agent on its clients\' side'), refs));
     }
     statuses.push({ route, parents });
   }
@@ -103,44 +88,6 @@ export function translateGatewayRoutes(routes: readonly GatewayRouteObject[], se
     (entry.parents as RouteParentStatus[])[i] = { parentRef: b.parent, conditions: [accepted(false, 'Conflicted', `a route of a more specific type (GRPCRoute, then HTTPRoute, then TCPRoute) binds the same Service port`), refs] };
   }
   return { virtualServices: buildVirtualServices(applied, services, clusterDomain), statuses };
-}
-
-function accepted(ok: boolean, reason: string, message: string): RouteCondition {
-  return { type: 'Accepted', status: ok ? 'True' : 'False', reason, message };
-}
-
-function status(parentRef: ParentRef, acceptedCondition: RouteCondition, refs: RouteCondition): RouteParentStatus {
-  return { parentRef, conditions: [acceptedCondition, refs] };
-}
-
-function portProblem(parent: ParentRef, service: ServiceFacts): string | undefined {
-  if (parent.port !== undefined && !service.ports.some((p) => p.port === parent.port)) return `Service ${parent.namespace}/${parent.name} has no port ${parent.port}`;
-  if (parent.sectionName !== undefined && !service.ports.some((p) => p.name === parent.sectionName)) return `Service ${parent.namespace}/${parent.name} has no port named ${parent.sectionName}`;
-  return undefined;
-}
-
-/** Every backendRef of the route (mirrors included) must be a Service that exists. */
-function resolvedRefs(route: GatewayRouteObject, services: ServiceLookup): RouteCondition {
-  const problems: { reason: string; message: string }[] = [];
-  for (const ref of allBackendRefs(route)) {
-    const problem = backendProblem(ref, services);
-    if (problem) problems.push(problem);
-  }
-  if (problems.length === 0) return { type: 'ResolvedRefs', status: 'True', reason: 'ResolvedRefs', message: 'every backendRef names a Service that exists' };
-  return { type: 'ResolvedRefs', status: 'False', reason: problems[0]!.reason, message: problems.map((p) => p.message).join('; ') };
-}
-
-function allBackendRefs(route: GatewayRouteObject): BackendRef[] {
-  if (route.kind === 'TCPRoute') return route.spec.rules.flatMap((r) => r.backendRefs);
-  return route.spec.rules.flatMap((r) => [...r.backendRefs, ...r.filters.flatMap((f) => (f.type === 'RequestMirror' ? [f.mirror.backend] : []))]);
-}
-
-function backendProblem(ref: BackendRef, services: ServiceLookup): { reason: string; message: string } | undefined {
-  if (ref.group !== '' || ref.kind !== 'Service') return { reason: 'InvalidKind', message: `backendRef ${ref.kind} ${ref.group}/${ref.name}: Ambit routes to core Services only` };
-  const service = services(ref.namespace, ref.name);
-  if (!service) return { reason: 'BackendNotFound', message: `backendRef Service ${ref.namespace}/${ref.name} does not exist` };
-  if (ref.port !== undefined && !service.ports.some((p) => p.port === ref.port)) return { reason: 'BackendNotFound', message: `backendRef Service ${ref.namespace}/${ref.name} has no port ${ref.port}` };
-  return undefined;
 }
 
 /**
@@ -329,7 +276,10 @@ function grpcPath(m: GrpcRouteMatch | undefined): StringMatch | undefined {
 }
 
 function regexMatch(source: string): StringMatch {
-  return { kind: 'regex', value: source, regex: new RegExp(`^(?:${source})$`) };
+  // The parts were compiled once at parse time (RE2 syntax such as (?P<name>...) included), so this holds;
+  // should it not, the match matches nothing rather than everything.
+  const compiled = compileRe2(source, { fullMatch: true });
+  return { kind: 'regex', value: source, regex: compiled.ok ? compiled.regex : /(?!)/ };
 }
 
 function escapeRegex(text: string): string {

@@ -5,7 +5,7 @@
 // object already holds, so that every agent of a cluster, agreeing, writes it once between them.
 
 import { formatObjectRef } from '../../config/diagnostics.js';
-import type { RouteCondition } from '../../config/gateway-api/to-virtual-service.js';
+import type { RouteCondition } from '../../config/gateway-api/parent-status.js';
 import type { MeshSnapshot } from '../../state/model.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { KubeApiClient, RawObject } from './api-client.js';
