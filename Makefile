@@ -18,7 +18,7 @@ export PATH := $(NODE_DIR)/bin:$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 APT_PACKAGES := clang llvm libclang-rt-14-dev libssl-dev libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump python3-grpcio python3-protobuf protobuf-compiler
 AMBIT := node dist/agent/cli/main.js
 
-.PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-down bench scale clean typecheck node-runtime
+.PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-down bench scale soak clean typecheck node-runtime
 
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
 BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o
@@ -107,6 +107,7 @@ fuzz-properties: node_modules/.package-lock.json
 
 dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $(shell find agent -name '*.ts')
 	npx tsc -p tsconfig.build.json
+	npx tsc -p agent/console/page/tsconfig.json
 	chmod +x dist/agent/cli/main.js
 	@touch $@
 
@@ -139,6 +140,12 @@ bench: setup
 scale: setup
 	node --import tsx bench/scale.bench.ts
 	node --import tsx bench/scale-mesh.bench.ts
+
+## soak: 30 minutes of mixed load with policy edits and certificate renewals (issue 14 §4; SOAK_MINUTES picks);
+## make test runs the 2-minute form (test/integration/soak.test.ts)
+SOAK_MINUTES ?= 30
+soak: setup
+	node --import tsx bench/soak.ts --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf dist native/build bpf/*.o

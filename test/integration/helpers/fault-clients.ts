@@ -68,3 +68,33 @@ function holdThen() {
     out({ event: 'held', opened, failed, lost, stalled, messages, worstMs, p99Ms, errors }); for (const c of conns) c.s.destroy(); setTimeout(() => process.exit(0), 200); }, holdMs);
 }
 open();`;
+
+/**
+ * `soak <echoIp> <webVip> <durationMs>`: mixed load for the soak. Every 50 ms an HTTP request on a
+ * kept-alive connection, every 100 ms one on a new connection and one L4 echo on a new connection, and
+ * 20 L4 connections held, each echoing a message every second. Prints {event:'tick', ...} every 5 s and
+ * {event:'done', ...} at the end: requests and echoes made, failed (with reasons), held connections lost.
+ */
+export const SOAK_CLIENT = `const [echoIp, webVip, durationMs] = process.argv.slice(1).map((v, i) => (i < 2 ? v : Number(v)));
+const http = require('http'), net = require('net');
+const out = (o) => console.log(JSON.stringify({ at: Date.now(), ...o }));
+const c = { httpKept: 0, httpNew: 0, l4New: 0, heldEchoes: 0, failed: 0, lost: 0, inFlight: 0 }; const reasons = {};
+const fail = (why) => { c.failed++; reasons[why] = (reasons[why] || 0) + 1; };
+const kept = new http.Agent({ keepAlive: true, maxSockets: 4 });
+function get(agent, key) {
+  c.inFlight++;
+  const q = http.get({ host: webVip, port: 80, path: '/', agent, timeout: 10000 }, (r) => { r.resume(); r.on('end', () => { c.inFlight--; if (r.statusCode === 200) c[key]++; else fail('http ' + r.statusCode); }); });
+  q.on('timeout', () => q.destroy(new Error('timeout'))); q.on('error', (e) => { c.inFlight--; fail(key + ' ' + (e.code || e.message)); });
+}
+function echo() {
+  c.inFlight++; let got = '', done = false;
+  const s = net.connect(9000, echoIp, () => s.end('x'));
+  const end = (ok, why) => { if (done) return; done = true; c.inFlight--; if (ok) c.l4New++; else fail('l4 ' + why); };
+  s.setTimeout(10000, () => s.destroy(new Error('timeout')));
+  s.on('data', (d) => (got += d)); s.on('error', (e) => end(false, e.code || e.message)); s.on('close', () => end(got === 'x', 'short echo'));
+}
+const held = Array.from({ length: 20 }, () => { const s = net.connect(9000, echoIp); s.on('data', (d) => (c.heldEchoes += d.length)); s.on('error', () => {}); s.on('close', () => { if (!stopping) c.lost++; }); return s; });
+let stopping = false;
+const timers = [setInterval(() => get(kept, 'httpKept'), 50), setInterval(() => { get(false, 'httpNew'); echo(); }, 100), setInterval(() => held.forEach((s) => s.write('h')), 1000), setInterval(() => out({ event: 'tick', ...c, reasons }), 5000)];
+setTimeout(() => { timers.forEach(clearInterval); stopping = true; held.forEach((s) => s.end());
+  const wait = setInterval(() => { if (c.inFlight === 0) { clearInterval(wait); kept.destroy(); out({ event: 'done', ...c, reasons }); setTimeout(() => process.exit(0), 200); } }, 100); }, durationMs);`;

@@ -15,9 +15,13 @@ export interface FaultMesh {
   readonly podOctet: number;
   /** Client pods on alpha (`faults/client-0` …). */
   readonly clients: number;
+  /** Also an HTTP pod `web` on beta behind Service `web` (port 80 named http, so the L7 path handles it). */
+  readonly web?: boolean;
 }
 
 export const echoIp = (m: FaultMesh): string => `10.${m.podOctet}.2.30`;
+export const webVip = (m: FaultMesh): string => `10.96.${m.podOctet}.10`;
+const WEB_SERVER = `require('http').createServer((q, s) => { q.resume(); q.on('end', () => s.end('ok')); }).listen(8080)`;
 export const clientPod = (i: number): string => `faults/client-${i}`;
 export const nodeNetns = (lab: string, node: string): string => `ambit-${lab}-n-${node}`;
 
@@ -45,7 +49,16 @@ metadata: { name: client, namespace: faults }
 apiVersion: v1
 kind: ServiceAccount
 metadata: { name: echo, namespace: faults }
-${pod('echo', 'beta', echoIp(m), ['node', '-e', ECHO_SERVER])}${clients}`;
+${pod('echo', 'beta', echoIp(m), ['node', '-e', ECHO_SERVER])}${clients}${m.web ? `---
+apiVersion: v1
+kind: ServiceAccount
+metadata: { name: web, namespace: faults }
+${pod('web', 'beta', `10.${m.podOctet}.2.40`, ['node', '-e', WEB_SERVER])}---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: faults }
+spec: { clusterIP: ${webVip(m)}, selector: { app: web }, ports: [{ name: http, port: 80, targetPort: 8080 }] }
+` : ''}`;
 }
 
 interface LabStatus {
