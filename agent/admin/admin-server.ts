@@ -13,6 +13,7 @@ import { type Logger, isLogLevel } from '../telemetry/log.js';
 import type { LiveConnection } from '../tunnel/live-connections.js';
 import { buildConfigDump } from './config-dump.js';
 import { EXPLAIN_PATHS, type ExplainEndpointOptions, serveExplain } from './explain-endpoints.js';
+import { type ConsoleOptions, isConsolePath, serveConsole } from '../console/console-endpoints.js';
 
 export interface AdminServerOptions {
   readonly store: WorkloadStore;
@@ -29,9 +30,11 @@ export interface AdminServerOptions {
   readonly connections?: () => readonly LiveConnection[];
   /** `ambit explain`: the denial ring and the path normalization the data path uses. */
   readonly explain?: Pick<ExplainEndpointOptions, 'denials' | 'pathNormalization'>;
+  /** The node console (GET /console): the registry its graph and capture counters are read from. */
+  readonly console?: Pick<ConsoleOptions, 'registry'>;
 }
 
-const INDEX = 'ambit admin: GET /config_dump, GET|POST /logging[?level=debug], POST /quitquitquit, POST /explain, POST /explain/admission, GET /explain/last-denied\n';
+const INDEX = 'ambit admin: GET /config_dump, GET|POST /logging[?level=debug], POST /quitquitquit, POST /explain, POST /explain/admission, GET /explain/last-denied, GET /console (the node console)\n';
 
 export class AdminServer {
   readonly #server: Server;
@@ -64,6 +67,14 @@ export class AdminServer {
         // An explanation that cannot be built is a bug to report, never a reason to take the agent down.
         this.options.log.error({ err }, `${url.pathname} failed`);
         if (!res.headersSent) text(500, `explaining failed: ${err.message}\n`);
+      });
+      return;
+    }
+    if (isConsolePath(url.pathname)) {
+      const options: ConsoleOptions = { node: this.options.node, certificates: () => this.options.certificates?.() ?? [], connections: () => this.options.connections?.() ?? [], ...this.options.console };
+      serveConsole(req, res, url.pathname, options).catch((err: Error) => {
+        this.options.log.error({ err }, `${url.pathname} failed`);
+        if (!res.headersSent) text(500, `the console failed: ${err.message}\n`);
       });
       return;
     }

@@ -2,6 +2,7 @@
 // The `ambit` command: dispatches to the node agent (`run`), the local lab (`lab`) and friends.
 
 import { CA_USAGE, caCommand } from './ca.js';
+import { CONSOLE_USAGE, consoleCommand } from './console.js';
 import { EXPLAIN_USAGE, explainCommand } from './explain.js';
 import { labCommand, LAB_USAGE } from './lab.js';
 import { runCommand, RUN_USAGE } from './run.js';
@@ -18,6 +19,7 @@ Commands:
   zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies,
           certificates, connections
   explain why a pod can or cannot reach a destination, step by step, from the agents' own decisions
+  console open a node's console in the browser (live traffic graph, flows, denials, explain)
   uninstall  remove every eBPF program, pin and rule Ambit left on this node
   help    show this help, or a command's: ambit help <command>
 
@@ -26,9 +28,10 @@ ${LAB_USAGE}
 ${CA_USAGE}
 ${ZC_USAGE}
 ${EXPLAIN_USAGE}
+${CONSOLE_USAGE}
 ${UNINSTALL_USAGE}`;
 
-const COMMAND_USAGE: Readonly<Record<string, string>> = { run: RUN_USAGE, lab: LAB_USAGE, ca: CA_USAGE, zc: ZC_USAGE, explain: EXPLAIN_USAGE, uninstall: UNINSTALL_USAGE };
+const COMMAND_USAGE: Readonly<Record<string, string>> = { run: RUN_USAGE, lab: LAB_USAGE, ca: CA_USAGE, zc: ZC_USAGE, explain: EXPLAIN_USAGE, console: CONSOLE_USAGE, uninstall: UNINSTALL_USAGE };
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -52,6 +55,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return zcCommand(rest);
     case 'explain':
       return explainCommand(rest);
+    case 'console':
+      return consoleCommand(rest);
     case 'help':
     case '--help':
     case '-h':
