@@ -7,7 +7,8 @@ export const UPGRADE_SERVER = `require('http').createServer((q, s) => s.end(q.ur
 require('net').createServer({ allowHalfOpen: true }, (s) => { s.on('error', () => {}); s.pipe(s); }).listen(9000);`;
 
 /**
- * \`load <httpHost> <echoHost> <tag> <durationMs> <perSecond>\`, against port 80 (HTTP) and 9000 (TCP echo):
+ * \`load <httpHost> <echoHost> <tag> <maxMs> <perSecond> <stopFile>\`, against port 80 (HTTP) and 9000 (TCP echo),
+ * until \`stopFile\` exists (pods share the host's filesystem) or \`maxMs\` has passed:
  * - http-new: a new connection per request (\`connection: close\`), perSecond;
  * - http-keep: 4 kept-alive connections, 2 × perSecond;
  * - http-idle: 2 kept-alive connections used in a burst every 3 s and idle between (idle at any switch);
@@ -19,9 +20,9 @@ require('net').createServer({ allowHalfOpen: true }, (s) => { s.on('error', () =
  * second and {event:'done', stats, errors, failedAt (the first 50 failures: time, kind, why), socketErrors}
  * once everything in flight has ended.
  */
-export const UPGRADE_LOAD = `const [httpHost, echoHost, tag, durationMs, perSecond] = process.argv.slice(1);
-const http = require('http'), net = require('net');
-const stopAt = Date.now() + Number(durationMs), rate = Number(perSecond);
+export const UPGRADE_LOAD = `const [httpHost, echoHost, tag, maxMs, perSecond, stopFile] = process.argv.slice(1);
+const http = require('http'), net = require('net'), fs = require('fs');
+let stopAt = Date.now() + Number(maxMs); const rate = Number(perSecond);
 const MARK = 'UPGRADE-CANARY-' + tag;
 const stats = {}, errors = {}, failedAt = []; let inflight = 0, socketErrors = 0;
 const stat = (k) => (stats[k] ??= { ok: 0, fail: 0 });
@@ -73,7 +74,8 @@ const timers = [
   setInterval(() => out({ event: 'progress', stats }), 1000),
 ];
 for (let i = 0; i < 4; i++) keptEcho();
-setTimeout(() => {
+const stopWatch = setInterval(() => { if (fs.existsSync(stopFile)) stopAt = Math.min(stopAt, Date.now()); if (Date.now() >= stopAt) { clearInterval(stopWatch); stop(); } }, 100);
+function stop() {
   timers.forEach(clearInterval);
   const deadline = Date.now() + 8000;
   const finish = setInterval(() => {
@@ -82,4 +84,4 @@ setTimeout(() => {
     out({ event: 'done', stats, errors, failedAt, socketErrors, inflight });
     process.exit(0);
   }, 50);
-}, Number(durationMs));`;
+}`;
