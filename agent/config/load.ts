@@ -57,15 +57,32 @@ export async function listConfigFiles(paths: readonly string[]): Promise<ConfigF
   return { files: [...new Set(files)], diagnostics };
 }
 
-export async function loadConfig(paths: readonly string[], lastGood?: ResolvedConfig): Promise<ResolvedConfig> {
+export async function loadConfig(paths: readonly string[], lastGood?: ResolvedConfig, parsed?: ParsedFiles): Promise<ResolvedConfig> {
   const listed = await listConfigFiles(paths);
   const results: FileParseResult[] = listed.diagnostics.map((d) => unreadableFile(d.location.file, d));
+  const seen = new Set<string>();
   for (const file of listed.files) {
     const read = await readConfigText(file);
-    results.push(read.ok ? parseConfigFile(read.text, file) : unreadableFile(file, read.problem));
+    if (!read.ok) {
+      results.push(unreadableFile(file, read.problem));
+      continue;
+    }
+    seen.add(file);
+    const cached = parsed?.get(file);
+    const result = cached?.text === read.text ? cached.result : parseConfigFile(read.text, file);
+    parsed?.set(file, { text: read.text, result });
+    results.push(result);
   }
+  for (const file of parsed?.keys() ?? []) if (!seen.has(file)) parsed!.delete(file);
   return resolveConfig(results, lastGood);
 }
+
+/**
+ * What each file parsed to, by the text it had: a reload parses again only the files whose text changed.
+ * At 10,000 pods the YAML took tens of seconds to parse (about 1 MiB/s), so an edit of one small file cost
+ * a parse of them all (bench/scale-mesh.bench.ts).
+ */
+export type ParsedFiles = Map<string, { readonly text: string; readonly result: FileParseResult }>;
 
 /** A configuration file's text, refused unread when it is larger than MAX_CONFIG_BYTES. */
 export async function readConfigText(file: string): Promise<{ readonly ok: true; readonly text: string } | { readonly ok: false; readonly problem: ConfigDiagnostic }> {

@@ -4,7 +4,7 @@
 
 import { resolve } from 'node:path';
 import { formatDiagnostic } from '../config/diagnostics.js';
-import { type ResolvedConfig, loadConfig } from '../config/load.js';
+import { type ParsedFiles, type ResolvedConfig, loadConfig } from '../config/load.js';
 import { buildSnapshot } from '../state/build.js';
 import type { MeshSnapshot } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
@@ -32,6 +32,8 @@ export class LocalFileSource {
   readonly #log: Logger;
   readonly #paths: readonly string[];
   #lastGood: ResolvedConfig | undefined;
+  /** Each file's last parse by its text: only the files an edit changed are parsed again. */
+  readonly #parsed: ParsedFiles = new Map();
   #watch: PathWatch | undefined;
   #timer: NodeJS.Timeout | undefined;
   #loading: Promise<unknown> = Promise.resolve();
@@ -45,7 +47,7 @@ export class LocalFileSource {
 
   /** Loads every path once and swaps the result into the store. Never throws for bad YAML. */
   async load(): Promise<LoadOutcome> {
-    const resolved = await loadConfig(this.#paths, this.#lastGood);
+    const resolved = await loadConfig(this.#paths, this.#lastGood, this.#parsed);
     this.#lastGood = resolved;
     const snapshot = buildSnapshot(resolved.objects, {
       version: (this.#store.current?.version ?? 0) + 1,
