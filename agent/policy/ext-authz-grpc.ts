@@ -36,11 +36,12 @@ export const AUTHORIZATION_SERVICE: grpc.ServiceDefinition = {
   },
 };
 
-// One channel per authorizer address, kept: a check must not pay a new HTTP/2 connection each time.
+// One channel per authorizer (or rate limit service) address, kept: a check must not pay a new HTTP/2
+// connection each time.
 const clients = new Map<string, grpc.Client>();
 const MAX_CLIENTS = 64;
 
-function clientFor(address: AuthorizerAddress): grpc.Client {
+export function clientFor(address: AuthorizerAddress): grpc.Client {
   const key = `${address.host}:${address.port}`;
   let client = clients.get(key);
   if (!client) {

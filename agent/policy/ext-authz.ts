@@ -70,7 +70,7 @@ export async function checkExternally(snapshot: MeshSnapshot, provider: ExtAuthz
  * Service port targets), else the service text itself as a host (an IP or a name the node resolves).
  * The agent calls it directly, not through a tunnel, as a waypoint would call an authorizer outside the mesh.
  */
-export function authorizerAddress(snapshot: MeshSnapshot, provider: ExtAuthzProvider): AuthorizerAddress | undefined {
+export function authorizerAddress(snapshot: MeshSnapshot, provider: Pick<ExtAuthzProvider, 'service' | 'port'>): AuthorizerAddress | undefined {
   const host = provider.service.includes('/') ? provider.service.slice(provider.service.indexOf('/') + 1) : provider.service;
   const service = snapshot.servicesByHostname.get(host);
   if (!service) return { host, port: provider.port };

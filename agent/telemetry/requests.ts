@@ -15,11 +15,11 @@ import { WorkloadSeries } from './workload-series.js';
 /**
  * Envoy's response flags that Ambit's HTTP path can raise. UO overflow (circuit breaker), UF upstream
  * connect failure, URX retries or connect attempts exhausted, DI delayed by fault, FI aborted by fault,
- * RL local rate limit, NR no route, UH no healthy upstream, NC no cluster, UT upstream timeout, UC
+ * RL rate limited (local or global), NR no route, UH no healthy upstream, NC no cluster, UT upstream timeout, UC
  * upstream connection terminated, DC downstream connection terminated, UAEX external authorization
- * denied. Several flags join with "," as Envoy prints them; none is "-".
+ * denied, RLSE rate limit service error (failureMode deny). Several flags join with "," as Envoy prints them; none is "-".
  */
-export type HttpResponseFlag = 'UO' | 'UF' | 'URX' | 'DI' | 'FI' | 'RL' | 'NR' | 'UH' | 'NC' | 'UT' | 'UC' | 'DC' | 'UAEX';
+export type HttpResponseFlag = 'UO' | 'UF' | 'URX' | 'DI' | 'FI' | 'RL' | 'NR' | 'UH' | 'NC' | 'UT' | 'UC' | 'DC' | 'UAEX' | 'RLSE';
 
 /** Istio's HTTP label set, in Istio's order. */
 export const REQUEST_LABELS = [...PEER_LABELS, 'request_protocol', 'response_code', 'grpc_response_status', 'response_flags', 'connection_security_policy'] as const;
