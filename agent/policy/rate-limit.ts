@@ -3,15 +3,18 @@
 // a bucket starts full, each request takes one token, and every fillInterval tokensPerFill come back.
 // Buckets are per destination pod (as a sidecar's local limit is per replica), per route, and with
 // perSourceIdentity per client identity too. A request over the limit is answered 429 with the
-// x-ratelimit-* headers, response flag RL, and counted.
+// x-ratelimit-* headers, response flag RL, and counted. A request the local buckets admit is then
+// checked against the global limits (global-rate-limit.ts), as Envoy runs local_ratelimit before ratelimit.
 
 import { Counter, type Registry } from 'prom-client';
-import type { RateLimitMatch, RateLimitObject, TokenBucketSpec } from '../config/rate-limit.js';
+import type { RateLimitObject, TokenBucketSpec } from '../config/rate-limit.js';
 import { type Clock, systemClock } from '../l7/clock.js';
-import { stringMatches } from '../l7/match.js';
-import { type RequestHeaders, pathOnly } from '../l7/request.js';
-import { matchesLabels } from '../state/build.js';
-import { type MeshSnapshot, type SpiffeId, type Workload, kubernetesServiceHostname, serviceKey } from '../state/model.js';
+import type { RequestHeaders } from '../l7/request.js';
+import type { MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
+import { GlobalRateLimiter } from './global-rate-limit.js';
+import { rateLimitsFor, routeFor } from './rate-limit-routes.js';
+
+export { rateLimitsFor } from './rate-limit-routes.js';
 
 /** Envoy's local reply body for a locally rate-limited request. */
 export const RATE_LIMITED_BODY = 'local_rate_limited';
@@ -28,10 +31,17 @@ export interface RateLimitRequest {
   /** The (normalized) path; the query string is ignored. */
   readonly path: string;
   readonly headers: RequestHeaders;
+  /** The client's IP as the tunnel saw it (global descriptors' remoteAddress). */
+  readonly sourceIp?: string;
+  /** The hostname of the Service the request is for (global descriptors' destinationService). */
+  readonly service?: string;
 }
 
-/** x-ratelimit-limit / -remaining / -reset of the tightest bucket that applied. */
-export type RateLimitHeaders = Readonly<Record<'x-ratelimit-limit' | 'x-ratelimit-remaining' | 'x-ratelimit-reset', string>>;
+/**
+ * x-ratelimit-limit / -remaining / -reset of the tightest bucket (or global descriptor) that applied; a
+ * global answer adds the headers its service asked for.
+ */
+export type RateLimitHeaders = Readonly<Record<string, string>>;
 
 /** Which bucket decided: `namespace/name` of the RateLimit and the route name ("default" for spec.tokenBucket). */
 export interface RateLimitBucketRef {
@@ -45,10 +55,13 @@ export type RateLimitDecision =
   | { readonly limited: false; readonly headers: RateLimitHeaders; readonly bucket: RateLimitBucketRef }
   | {
       readonly limited: true;
-      readonly status: 429;
-      readonly grpcStatus: typeof RATE_LIMITED_GRPC_STATUS;
-      readonly flag: 'RL';
-      readonly body: typeof RATE_LIMITED_BODY;
+      /** 429 over a limit; 500 when a global service could not answer and its failureMode is deny. */
+      readonly status: 429 | 500;
+      readonly grpcStatus: number;
+      readonly flag: 'RL' | 'RLSE';
+      readonly body: string;
+      /** Envoy's response code details: local_rate_limited, request_rate_limited or rate_limiter_error. */
+      readonly details: string;
       readonly headers: RateLimitHeaders;
       readonly bucket: RateLimitBucketRef;
     };
@@ -60,6 +73,8 @@ export interface LocalRateLimiterOptions {
   readonly registry?: Registry;
   /** Above this many buckets, full ones (identical to new ones) are dropped. Default 10000. */
   readonly sweepAbove?: number;
+  /** Asks the rate limit services of RateLimits with a global block; by default one on the same registry. */
+  readonly global?: GlobalRateLimiter;
 }
 
 interface Bucket {
@@ -77,6 +92,7 @@ export class LocalRateLimiter {
   readonly #buckets = new Map<string, Bucket>();
   readonly #counter: Counter<DecisionLabel> | undefined;
   readonly #sweepAbove: number;
+  readonly #global: GlobalRateLimiter;
   #highWater: number;
 
   constructor(options: LocalRateLimiterOptions = {}) {
@@ -84,6 +100,7 @@ export class LocalRateLimiter {
     this.#sweepAbove = options.sweepAbove ?? 10_000;
     this.#highWater = this.#sweepAbove;
     const registry = options.registry;
+    this.#global = options.global ?? new GlobalRateLimiter(registry ? { registry } : {});
     if (registry) {
       this.#counter =
         (registry.getSingleMetric(DECISIONS) as Counter<DecisionLabel> | undefined) ??
@@ -99,6 +116,17 @@ export class LocalRateLimiter {
   /** How many buckets are held (for tests of the sweep). */
   get bucketCount(): number {
     return this.#buckets.size;
+  }
+
+  /** The local buckets, then (if they admit the request) the global limits: the rate-limit phase of a request. */
+  async decide(snapshot: MeshSnapshot, request: RateLimitRequest): Promise<RateLimitDecision> {
+    const local = this.check(snapshot, request);
+    if (local.limited) return local;
+    const global = await this.#global.check(snapshot, request);
+    if (global.limited || !local.headers) return global;
+    if (!global.headers) return local;
+    // Both admitted with headers: those of the one closer to its limit, as for two local buckets.
+    return Number(global.headers['x-ratelimit-remaining'] ?? Infinity) < Number(local.headers['x-ratelimit-remaining'] ?? Infinity) ? global : local;
   }
 
   /**
@@ -129,6 +157,7 @@ export class LocalRateLimiter {
         grpcStatus: RATE_LIMITED_GRPC_STATUS,
         flag: 'RL',
         body: RATE_LIMITED_BODY,
+        details: 'local_rate_limited',
         headers: headersOf(empty.bucket, now),
         bucket: empty.ref,
       };
@@ -189,40 +218,10 @@ function specKey(spec: TokenBucketSpec): string {
   return `${spec.maxTokens}/${spec.tokensPerFill}/${spec.fillIntervalMs}`;
 }
 
-/** The RateLimits of the workload's namespace that select it on this port: by Service (and port) or by labels. */
-export function rateLimitsFor(snapshot: MeshSnapshot, workload: Workload, port: number): RateLimitObject[] {
-  return snapshot.ambit.rateLimits.filter((limit) => {
-    if (limit.metadata.namespace !== workload.namespace) return false;
-    const target = limit.spec.target;
-    if (target.kind === 'selector') return matchesLabels(target.selector.matchLabels, workload.labels);
-    const service = snapshot.services.get(serviceKey(workload.namespace, kubernetesServiceHostname(target.name, workload.namespace, snapshot.clusterDomain)));
-    if (!service?.selector || !matchesLabels(service.selector, workload.labels)) return false;
-    return service.ports.some((p) => {
-      if (target.port !== undefined && p.port !== target.port) return false;
-      const targetPort = typeof p.targetPort === 'number' ? p.targetPort : workload.namedPorts.get(p.targetPort);
-      return targetPort === port;
-    });
-  });
-}
-
-/** The first route whose match holds, else the resource's default bucket, else nothing (pure: `ambit explain` asks it too). */
+/** The local bucket of the first route whose match holds, else the resource's default bucket, else nothing (pure: `ambit explain` asks it too). */
 export function bucketFor(limit: RateLimitObject, request: RateLimitRequest): { route: string; spec: TokenBucketSpec; perSourceIdentity: boolean } | undefined {
-  const path = pathOnly(request.path);
-  for (const route of limit.spec.routes) {
-    if (route.match.length === 0 || route.match.some((m) => matchHolds(m, request, path))) {
-      return { route: route.name, spec: route.tokenBucket, perSourceIdentity: route.perSourceIdentity };
-    }
-  }
+  const route = routeFor(limit, request);
+  if (route !== 'default') return route.tokenBucket ? { route: route.name, spec: route.tokenBucket, perSourceIdentity: route.perSourceIdentity } : undefined;
   const spec = limit.spec.tokenBucket;
   return spec ? { route: 'default', spec, perSourceIdentity: limit.spec.perSourceIdentity } : undefined;
-}
-
-function matchHolds(m: RateLimitMatch, request: RateLimitRequest, path: string): boolean {
-  if (m.path && !stringMatches(m.path, path)) return false;
-  if (m.method && !stringMatches(m.method, request.method)) return false;
-  for (const [name, match] of Object.entries(m.headers)) {
-    // Value by value: sending a header twice never moves a request out of a route's bucket.
-    if (!(request.headers.get(name) ?? []).some((v) => stringMatches(match, v))) return false;
-  }
-  return true;
 }

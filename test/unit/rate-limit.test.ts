@@ -221,7 +221,7 @@ spec: { selector: { matchLabels: { app: x } } }
     'limits.yaml:12: RateLimit bookinfo/bad: spec.routes[1].match[0].path: expected one of exact, prefix or regex, got none',
     'limits.yaml:14: RateLimit bookinfo/bad: spec.routes[2]: route name "a" is used twice; names label metrics and must be unique',
     'limits.yaml:17: RateLimit bookinfo/empty: apiVersion: expected ambit.dev/v1alpha1 for a RateLimit, got "ambit.dev/v1"',
-    'limits.yaml:20: RateLimit bookinfo/empty: spec: expected tokenBucket, routes or both, got neither (a RateLimit with no bucket limits nothing)',
+    'limits.yaml:20: RateLimit bookinfo/empty: spec: expected tokenBucket, routes or global.descriptors, got none (a RateLimit with no bucket or descriptor limits nothing)',
   ]);
 
   const dangling = parseConfigFile(SIMPLE.replace('name: reviews }', 'name: ratings }'), 'limits.yaml');
