@@ -1,6 +1,6 @@
 // One request on the destination-side agent, as phases over one per-request context in Envoy's inbound
 // filter order: the target (normalized at the edge, downstream.ts: 400/404), authenticate and authorize
-// (policy/request-guard.ts: JWT 401, the external authorizer's answer, 403 "RBAC: access denied"), the local rate limit (429), then to the pod over a
+// (policy/request-guard.ts: JWT 401, the external authorizer's answer, 403 "RBAC: access denied"), the local then global rate limits (429), then to the pod over a
 // connection made as the client, and the response relayed. Each phase hands the next what it decided or
 // ends the request, and the request ends in one place, `finish`: the answer if the proxy gives it, the
 // SERVER span and the reporter="destination" record, once.
@@ -77,7 +77,7 @@ async function phases(req: InboundRequest): Promise<InboundEnding> {
   if (refused) return refused;
   const allowed = await authorize(req, req.snapshot);
   if (allowed.kind !== 'allow') return allowed;
-  const limit = rateLimit(req, req.snapshot);
+  const limit = await rateLimit(req, req.snapshot);
   if ('kind' in limit) return limit;
   return toPod(req, limit, allowed);
 }
@@ -164,21 +164,24 @@ async function authorize(req: InboundRequest, snapshot: MeshSnapshot): Promise<I
   return local({ status: outcome.status, body: outcome.body, headers }, outcome.grpcStatus, { details: outcome.details });
 }
 
-/** Local rate limits: a limited request is answered 429; an admitted one may carry x-ratelimit-* headers. */
-function rateLimit(req: InboundRequest, snapshot: MeshSnapshot): Extract<RateLimitDecision, { limited: false }> | InboundEnding {
+/** Local then global rate limits: a limited request is answered 429 (500 when a deny-mode service fails); an admitted one may carry x-ratelimit-* headers. */
+async function rateLimit(req: InboundRequest, snapshot: MeshSnapshot): Promise<Extract<RateLimitDecision, { limited: false }> | InboundEnding> {
   const { tunnel } = req.context;
   const { d } = req;
-  const limit = req.services.rateLimiter.check(snapshot, {
+  const service = serviceOf(snapshot, req.workload, tunnel.destination.port, d.authority);
+  const limit = await req.services.rateLimiter.decide(snapshot, {
     destination: req.workload,
     port: tunnel.destination.port,
     ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
     method: d.method,
     path: d.path,
     headers: d.headers,
+    sourceIp: tunnel.sourceIp,
+    ...(service ? { service: service.hostname } : {}),
   });
   if (!limit.limited) return limit;
   const headers = new Map(Object.entries(limit.headers).map(([k, v]) => [k, [v]]));
-  return local({ status: limit.status, body: limit.body, headers }, limit.grpcStatus, { flags: [limit.flag], details: 'local_rate_limited', routeName: limit.bucket.route });
+  return local({ status: limit.status, body: limit.body, headers }, limit.grpcStatus, { flags: [limit.flag], details: limit.details, routeName: limit.bucket.route });
 }
 
 /** To the pod: the normalized path, the span's trace context, a request id and the client's certificate identity. */
