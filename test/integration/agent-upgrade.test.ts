@@ -79,6 +79,8 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
   const clients = STREAMS.map((s) => ({ ...s, process: new LabProcess(LAB, s.pod, ['node', '-e', UPGRADE_LOAD, s.vip, s.vip, s.name, String(LOAD_MAX_MS), String(RATE), stopFile]) }));
   const loadStarted = Date.now();
   let done: Report[] = [];
+  /** Each upgrade's start and end, to place failures on the clock. */
+  const windows: [number, number][] = [];
   try {
     // Every stream carries every kind of traffic before the first switch.
     for (const c of clients) {
@@ -86,8 +88,10 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
     }
     const upgrades: string[] = [];
     for (let i = 1; i <= 3; i++) {
+      windows.push([Date.now(), 0]);
       const upgrade = await ambit(['lab', 'upgrade', '--lab', LAB, 'node/alpha', '--timeout', '120'], 150_000);
       assert.equal(upgrade.code, 0, `upgrade ${i} failed:\n${upgrade.stdout}\n${upgrade.stderr}`);
+      windows.at(-1)![1] = Date.now();
       upgrades.push(upgrade.stdout.trim());
       t.diagnostic(`upgrade ${i}: ${upgrade.stdout.trim()}`);
       // Load keeps flowing through the new agent before the next switch.
@@ -109,6 +113,14 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
   for (const summary of done) {
     const stats = summary['stats'] as Stats;
     t.diagnostic(`${String(summary['tag'])}: ${JSON.stringify(stats)} errors ${JSON.stringify(summary['errors'])} socketErrors ${String(summary['socketErrors'])}`);
+    const failures = summary['failedAt'] as [number, string, string][];
+    if (failures.length > 0) {
+      const where = (at: number): string => {
+        const i = windows.findIndex(([from, to]) => at >= from && at <= to + 6_000);
+        return i >= 0 ? `upgrade ${i + 1} +${at - windows[i]![0]} ms` : 'outside every upgrade';
+      };
+      t.diagnostic(`${String(summary['tag'])} failures: ${failures.slice(0, 12).map(([at, kind, why]) => `${kind} ${why} (${where(at)})`).join(', ')}`);
+    }
     for (const kind of ['http-new', 'http-keep', 'http-idle', 'l4-new', 'l4-keep']) assert.ok((stats[kind]?.ok ?? 0) > 0, `${String(summary['tag'])}: no ${kind} traffic at all`);
     const failed = Object.values(stats).reduce((n, s) => n + s.fail, 0);
     total += Object.values(stats).reduce((n, s) => n + s.ok + s.fail, 0);
