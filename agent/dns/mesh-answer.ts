@@ -8,6 +8,14 @@ import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
 import { serviceVisibleTo } from '../state/model.js';
 import { type AddressRecord, CLASS_IN, type DnsQuestion, TYPE_A, TYPE_AAAA } from './wire.js';
 
+/** Istio's per-pod opt-out of ambient DNS capture (since 1.25, when capture became the default). */
+export const DNS_CAPTURE_ANNOTATION = 'ambient.istio.io/dns-capture';
+
+/** Whether a pod's DNS (UDP and TCP port 53) is to be captured: every enrolled pod, unless it says "false". */
+export function capturesDns(workload: Workload): boolean {
+  return workload.enrollment.enrolled && workload.entry === undefined && workload.annotations[DNS_CAPTURE_ANNOTATION]?.toLowerCase() !== 'false';
+}
+
 /** The TTL of the proxy's answers (ztunnel's 30 s): short, since a snapshot may change them. */
 export const MESH_ANSWER_TTL = 30;
 

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { parseConfigFile } from '../../agent/config/parse-file.js';
 import { DnsProxy } from '../../agent/dns/dns-proxy.js';
+import { capturesDns } from '../../agent/dns/mesh-answer.js';
 import { RCODE_FORMERR, TYPE_A, encodeResponse, parseQuery } from '../../agent/dns/wire.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import { WorkloadStore } from '../../agent/state/store.js';
@@ -115,6 +116,14 @@ describe('DNS proxy', () => {
     assert.equal(reply.readUInt16BE(0), 0x1234);
     assert.equal(reply.readUInt16BE(6), 1, 'one answer');
     assert.deepEqual([...reply.subarray(reply.length - 4)], vip.split('.').map(Number));
+  });
+
+  it('an enrolled pod is captured unless annotated ambient.istio.io/dns-capture: "false"', () => {
+    const client = store.current?.workloadsByIp.get('127.0.0.1');
+    assert.ok(client);
+    assert.equal(capturesDns(client), true);
+    assert.equal(capturesDns({ ...client, annotations: { 'ambient.istio.io/dns-capture': 'false' } }), false);
+    assert.equal(capturesDns({ ...client, enrollment: { enrolled: false, reason: 'pod-opt-out' } }), false);
   });
 
   it('a malformed question gets FORMERR with its id, and is never forwarded', async () => {
