@@ -111,7 +111,7 @@ export function parseRateLimit(root: MapReader, base: ObjectBase<'RateLimit'>): 
     if (route) names.add(route.name);
     return route ?? [];
   });
-  if (!bucketField && !routesField && !global?.descriptors.length) {
+  if (!bucketField && !routesField && !spec.map('global')?.has('descriptors')) {
     spec.ctx.error(spec.line, spec.path, 'expected tokenBucket, routes or global.descriptors, got none (a RateLimit with no bucket or descriptor limits nothing)');
   }
   if (!target) return undefined;
@@ -172,8 +172,9 @@ function readDescriptors(m: MapReader): GlobalDescriptorSpec[] {
     if (names.has(name)) return d.get('name')?.fail(`descriptor name ${JSON.stringify(name)} is used twice; names label metrics and must be unique`) ?? [];
     names.add(name);
     const entries = d.require('entries');
-    const actions = (entries?.list() ?? []).flatMap((e) => readAction(e) ?? []);
-    if (entries && actions.length === 0) entries.fail('expected at least one entry (a descriptor without entries matches no limit in the service)');
+    const list = entries?.list();
+    const actions = (list ?? []).flatMap((e) => readAction(e) ?? []);
+    if (entries && list?.length === 0) entries.fail('expected at least one entry (a descriptor without entries matches no limit in the service)');
     return actions.length > 0 ? [{ name, actions }] : [];
   });
 }
