@@ -42,6 +42,8 @@ export const WATCHED_RESOURCES: readonly WatchedResource[] = [
   { kind: 'Service', group: '', versions: ['v1'], plural: 'services' },
   { kind: 'VirtualService', group: 'networking.istio.io', versions: versionsOf(NETWORKING_VERSIONS), plural: 'virtualservices', crd: ISTIO },
   { kind: 'DestinationRule', group: 'networking.istio.io', versions: versionsOf(NETWORKING_VERSIONS), plural: 'destinationrules', crd: ISTIO },
+  { kind: 'ServiceEntry', group: 'networking.istio.io', versions: versionsOf(NETWORKING_VERSIONS), plural: 'serviceentries', crd: ISTIO },
+  { kind: 'WorkloadEntry', group: 'networking.istio.io', versions: versionsOf(NETWORKING_VERSIONS), plural: 'workloadentries', crd: ISTIO },
   { kind: 'AuthorizationPolicy', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'authorizationpolicies', crd: ISTIO },
   { kind: 'PeerAuthentication', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'peerauthentications', crd: ISTIO },
   { kind: 'RequestAuthentication', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'requestauthentications', crd: ISTIO },
