@@ -99,7 +99,7 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
   if (existing) {
     throw new LabError(`lab "${layout.name}" is already up (since ${existing.createdAt}, from ${existing.plan.configPaths.join(', ')}); run \`ambit lab down${flagFor(layout)}\` first`);
   }
-  const leftovers = await network.listNetns();
+  const leftovers = await network.listNetns(await listLabs());
   if (leftovers.length > 0) {
     throw new LabError(`lab "${layout.name}" left namespaces behind (${leftovers.join(', ')}); run \`ambit lab down${flagFor(layout)}\` to remove them first`);
   }
@@ -213,14 +213,15 @@ export async function labDown(layout: LabLayout, out: (line: string) => void): P
   await removeCgroupTree(layout.cgroupDir);
   // The agents' eBPF pins: removing a link's pin detaches it; the maps go with their last pin.
   const pins = await readdir(PIN_PARENT).catch(() => [] as string[]);
-  for (const scope of pins.filter((p) => p.startsWith(layout.bpfScopePrefix))) await rm(join(PIN_PARENT, scope), { recursive: true, force: true });
+  const labs = await listLabs();
+  for (const scope of pins.filter((p) => layout.ownsBpfScope(p, labs))) await rm(join(PIN_PARENT, scope), { recursive: true, force: true });
   await rmdir(PIN_PARENT).catch(() => undefined);
   // A fresh bpffs holds only the kernel's own maps.debug and progs.debug; anything else is someone's.
   const bpffsInUse = (await readdir(BPFFS).catch(() => ['?'])).some((name) => !name.endsWith('.debug'));
   if (state?.mountedBpffs && !bpffsInUse) await runCommand(requireTool('umount', 'mount'), [BPFFS]).catch(() => undefined);
   const network = new LabNetwork(layout);
-  const netns = await network.listNetns();
-  await network.teardown();
+  const netns = await network.listNetns(labs);
+  await network.teardown(labs);
   await rm(layout.stateDir, { recursive: true, force: true });
   // The shared parents are ours too; remove them once no lab uses them.
   await rmdir(dirname(layout.cgroupDir)).catch(() => undefined);

@@ -1,5 +1,5 @@
 // Where everything a lab makes lives, derived from the lab's name alone, so that `down` can find and
-// remove all of it even when the state file is gone: every name starts with `ambit-<lab>-`.
+// remove all of it even when the state file is gone: every name starts with `ambit-<lab>-` (see ownsNetns).
 
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -85,8 +85,24 @@ export class LabLayout {
   bpfScope(node: string): string {
     return `${this.name}-${node}`;
   }
-  get bpfScopePrefix(): string {
-    return `${this.name}-`;
+  /**
+   * Whether a network namespace is this lab's, given every lab on the machine. Lab names may hold '-', so
+   * `ambit-web-` also begins lab web-2's names: a name is ours only in the shape we make (fabric, n-<node>,
+   * p-<namespace>.<pod>) and when no longer lab name that starts with ours claims it.
+   */
+  ownsNetns(netns: string, labs: readonly string[]): boolean {
+    if (!netns.startsWith(this.prefix)) return false;
+    const rest = netns.slice(this.prefix.length);
+    return (rest === 'fabric' || rest.startsWith('n-') || rest.startsWith('p-')) && !this.#longerLabClaims(netns, labs, (lab) => `ambit-${lab}-`);
+  }
+
+  /** Whether a bpffs pin directory (bpfScope) is this lab's, by the same rule as ownsNetns. */
+  ownsBpfScope(scope: string, labs: readonly string[]): boolean {
+    return scope.startsWith(`${this.name}-`) && !this.#longerLabClaims(scope, labs, (lab) => `${lab}-`);
+  }
+
+  #longerLabClaims(name: string, labs: readonly string[], prefixOf: (lab: string) => string): boolean {
+    return labs.some((lab) => lab.startsWith(`${this.name}-`) && name.startsWith(prefixOf(lab)));
   }
 
   get cgroupDir(): string {

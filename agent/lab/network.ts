@@ -94,18 +94,21 @@ export class LabNetwork {
     }
   }
 
-  /** Every namespace whose name says it belongs to this lab, whether or not the state file knows it. */
-  async listNetns(): Promise<string[]> {
+  /**
+   * Every namespace whose name says it belongs to this lab, whether or not the state file knows it;
+   * `labs` are all the labs on the machine (listLabs), so that a longer lab name's namespaces are left alone.
+   */
+  async listNetns(labs: readonly string[]): Promise<string[]> {
     const out = await runCommand(this.#ip, ['netns', 'list']);
     return out
       .split('\n')
       .map((line) => line.split(' ')[0] ?? '')
-      .filter((name) => name.startsWith(this.layout.prefix));
+      .filter((name) => this.layout.ownsNetns(name, labs));
   }
 
   /** Deletes the lab's namespaces (their links, routes and nft tables go with them) and /etc/netns files. */
-  async teardown(): Promise<void> {
-    for (const netns of await this.listNetns()) {
+  async teardown(labs: readonly string[]): Promise<void> {
+    for (const netns of await this.listNetns(labs)) {
       await runCommand(this.#ip, ['netns', 'delete', netns]);
       await rm(this.layout.etcDir(netns), { recursive: true, force: true });
     }
