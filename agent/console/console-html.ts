@@ -36,7 +36,7 @@ export const CONSOLE_HTML = `<!doctype html>
 <header><h1>ambit node console</h1><span id="node"></span><span id="status">loading…</span></header>
 <main>
   <section id="graph-panel"><h2>Traffic (this node's view; rates over the last poll)</h2><svg id="graph" role="img" aria-label="workload traffic graph"></svg>
-    <table id="edges"><thead><tr><th>source</th><th>destination</th><th>req/s</th><th>errors</th><th>bytes</th><th>mTLS</th></tr></thead><tbody></tbody></table></section>
+    <table id="edges"><thead><tr><th>source</th><th>destination</th><th>rate</th><th>errors</th><th>bytes</th><th>mTLS</th></tr></thead><tbody></tbody></table></section>
   <section id="denials-panel"><h2>Recent denials</h2><table id="denials"><thead><tr><th>when</th><th>from</th><th>to</th><th>why</th><th>explained</th></tr></thead><tbody></tbody></table></section>
   <section id="explain-panel"><h2>Explain</h2>
     <form id="explain-form">

@@ -18,7 +18,7 @@ export interface GraphEdge {
   /** Requests answered 4xx or 5xx (policy denials among them). */
   readonly errors: number;
   readonly tcpConnections: number;
-  /** Bytes sent towards the destination and received from it, as Istio's TCP metrics count them. */
+  /** Bytes sent towards the destination and received from it: TCP bytes, plus HTTP request and response bodies. */
   readonly bytesSent: number;
   readonly bytesReceived: number;
   /** Every series of the edge was mutual TLS; false when any of it went in the clear. */
@@ -38,6 +38,8 @@ type Field = 'requests' | 'errors' | 'tcpConnections' | 'bytesSent' | 'bytesRece
 interface Sample {
   readonly labels: Readonly<Record<string, string | number | undefined>>;
   readonly value: number;
+  /** A histogram's samples name their part (`_bucket`, `_sum`, `_count`); a counter's do not. */
+  readonly metricName?: string;
 }
 
 /** The metrics read, and which total each adds to. */
@@ -46,6 +48,9 @@ const SOURCES: readonly { readonly metric: string; readonly field: Field }[] = [
   { metric: 'istio_tcp_connections_opened_total', field: 'tcpConnections' },
   { metric: 'istio_tcp_sent_bytes_total', field: 'bytesSent' },
   { metric: 'istio_tcp_received_bytes_total', field: 'bytesReceived' },
+  // HTTP bodies (the L7 path counts no TCP bytes): each histogram's _sum.
+  { metric: 'istio_request_bytes', field: 'bytesSent' },
+  { metric: 'istio_response_bytes', field: 'bytesReceived' },
 ];
 
 /**
@@ -62,6 +67,7 @@ export async function readTrafficGraph(registry: Registry, now: () => number = D
     if (!found) continue;
     const { values } = (await found.get()) as { values: readonly Sample[] };
     for (const sample of values) {
+      if (sample.metricName !== undefined && !sample.metricName.endsWith('_sum')) continue;
       const source = workloadOf(sample.labels, 'source', workloads);
       const destination = workloadOf(sample.labels, 'destination', workloads);
       const key = `${source}\u0000${destination}`;

@@ -43,6 +43,12 @@ interface Explanation {
   readonly steps: readonly Step[];
   readonly fix?: string;
 }
+/** POST /explain's answer: this agent's judgment of the whole path, and which node admits. */
+interface PathAnswer {
+  readonly explanation: Explanation;
+  readonly sourceNode?: string;
+  readonly destinationNode?: string;
+}
 interface Denials {
   readonly denials: readonly {
     readonly denial: { readonly at: string; readonly sourceIp: string; readonly sourceIdentity?: string; readonly destination: { readonly ip: string; readonly port: number }; readonly http?: { readonly method: string; readonly path: string }; readonly reason: string };
@@ -53,6 +59,7 @@ interface Denials {
 const POLL_MS = 3000;
 const SVG = 'http://www.w3.org/2000/svg';
 let previous: Graph | undefined;
+let thisNode = '';
 
 function byId<T extends HTMLElement | SVGElement>(id: string): T {
   const found = document.getElementById(id);
@@ -113,9 +120,9 @@ function bytes(n: number): string {
 /** Requests per second over the last poll (the totals themselves on the first one). */
 function rateOf(edge: Edge, graph: Graph): string {
   const before = previous?.edges.find((e) => e.source === edge.source && e.destination === edge.destination);
-  if (!previous || !before) return `${edge.requests} total`;
+  if (!previous || !before) return `${edge.requests} req`;
   const seconds = Math.max((graph.at - previous.at) / 1000, 0.001);
-  return ((edge.requests - before.requests) / seconds).toFixed(1);
+  return `${((edge.requests - before.requests) / seconds).toFixed(1)} req/s`;
 }
 
 function drawGraph(graph: Graph): void {
@@ -144,7 +151,7 @@ function drawGraph(graph: Graph): void {
     const cut = 28 / length;
     group.append(svg('line', { x1: from.x + dx * cut, y1: from.y + dy * cut, x2: to.x - dx * cut, y2: to.y - dy * cut, 'marker-end': 'url(#arrow)' }));
     const errorRate = edge.requests > 0 ? `${Math.round((100 * edge.errors) / edge.requests)}% err` : `${edge.tcpConnections} conn`;
-    const label = `${rateOf(edge, graph)} req/s · ${errorRate} · ${bytes(edge.bytesSent + edge.bytesReceived)}${edge.mtls ? ' · mTLS' : ' · plaintext'}`;
+    const label = `${rateOf(edge, graph)} · ${errorRate} · ${bytes(edge.bytesSent + edge.bytesReceived)}${edge.mtls ? ' · mTLS' : ' · plaintext'}`;
     group.append(svg('text', { x: (from.x + to.x) / 2, y: (from.y + to.y) / 2 - 4, 'text-anchor': 'middle' }, label));
     area.append(group);
   }
@@ -180,6 +187,7 @@ function drawFlows(flows: readonly Flow[]): void {
 }
 
 function drawNode(state: NodeState): void {
+  thisNode = state.node;
   byId('node').textContent = `node ${state.node}`;
   fillTable(
     'certificates',
@@ -229,8 +237,11 @@ async function explainFromForm(form: HTMLFormElement): Promise<void> {
   const request = /^([A-Z]+)\s+(\/\S*)$/.exec(String(data.get('http') ?? '').trim());
   const http = request ? { method: request[1], path: request[2], authority: destination, headers: [] } : undefined;
   try {
-    const answer = await getJson<Explanation>('/explain', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ source, destination, ...(http ? { http } : {}) }) });
-    showExplanation(answer, `${source} → ${destination}`);
+    const answer = await getJson<PathAnswer>('/explain', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ source, destination, ...(http ? { http } : {}) }) });
+    showExplanation(answer.explanation, `${source} → ${destination}`);
+    // The page reaches this node's agent only; `ambit explain` also asks the other nodes' agents.
+    const others = [answer.sourceNode, answer.destinationNode].filter((n): n is string => n !== undefined && n !== thisNode);
+    if (others.length > 0) byId('explain-result').append(el('div', `judged with node ${thisNode}'s configuration; node ${others.join(' and ')} decides its own side: open its console or run ambit explain`, 'empty'));
   } catch (err) {
     byId('explain-result').replaceChildren(el('div', `explain failed: ${(err as Error).message}`, 'deny'));
   }
