@@ -4,17 +4,15 @@
 // edit of the mesh text applies live; a ConfigMap of that name elsewhere is never read.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { pino } from 'pino';
 import { FakeApiServer, type KubeObject } from '../../agent/lab/kube-apiserver.js';
-import { KubeApiClient } from '../../agent/sources/kubernetes/api-client.js';
-import { loadApiConnection } from '../../agent/sources/kubernetes/connection.js';
-import { KubernetesSource } from '../../agent/sources/kubernetes/source.js';
+import type { KubernetesSource } from '../../agent/sources/kubernetes/source.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
+import { kubeSourceFor } from './helpers/kube-source.js';
 
 const meshConfigMap = (namespace: string, port: number): KubeObject => ({
   apiVersion: 'v1',
@@ -48,18 +46,7 @@ test('the istio ConfigMap in istio-system and RequestAuthentication come from th
       metadata: { name: 'jwt', namespace: 'foo' },
       spec: { targetRefs: [{ kind: 'Service', group: '', name: 'httpbin' }], jwtRules: [{ issuer: 'testing@secure.istio.io', jwksUri: 'http://127.0.0.1:1/jwks.json' }] },
     });
-    const kubeconfig = join(dir, 'kubeconfig');
-    await writeFile(
-      kubeconfig,
-      `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: ${server.url}\n    insecure-skip-tls-verify: true\nusers:\n- name: agent\n  user: {}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: agent}\ncurrent-context: fake\n`,
-    );
-    const connection = await loadApiConnection({ kubeconfig });
-    if (typeof connection === 'string') assert.fail(connection);
-    source = new KubernetesSource(
-      { client: new KubeApiClient(connection), trustDomain: 'cluster.local', clusterDomain: 'cluster.local', debounceMs: 10, backoff: { initialMs: 20, maxMs: 200 } },
-      store,
-      pino({ level: 'silent' }),
-    );
+    source = await kubeSourceFor(server, store, dir);
     await source.load();
     await source.watch();
     const first = await until(store, (s) => s.istio.meshConfig.extAuthzProviders.size > 0 && s.istio.requestAuthentications.length > 0, 'MeshConfig and RequestAuthentication');

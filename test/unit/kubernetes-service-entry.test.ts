@@ -3,17 +3,15 @@
 // at load and through the watch.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { pino } from 'pino';
 import { FakeApiServer } from '../../agent/lab/kube-apiserver.js';
-import { KubeApiClient } from '../../agent/sources/kubernetes/api-client.js';
-import { loadApiConnection } from '../../agent/sources/kubernetes/connection.js';
-import { KubernetesSource } from '../../agent/sources/kubernetes/source.js';
+import type { KubernetesSource } from '../../agent/sources/kubernetes/source.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
+import { kubeSourceFor } from './helpers/kube-source.js';
 
 const serviceEntry = (host: string, address: string) => ({
   apiVersion: 'networking.istio.io/v1',
@@ -32,18 +30,7 @@ test('a ServiceEntry and a WorkloadEntry from the API server become services and
     server.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
     server.apply(serviceEntry('api.payments.example', '192.0.2.10'));
     server.apply({ apiVersion: 'networking.istio.io/v1beta1', kind: 'WorkloadEntry', metadata: { name: 'vm-1', namespace: 'shop' }, spec: { address: '10.9.0.5', serviceAccount: 'vm' } });
-    const kubeconfig = join(dir, 'kubeconfig');
-    await writeFile(
-      kubeconfig,
-      `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: ${server.url}\n    insecure-skip-tls-verify: true\nusers:\n- name: agent\n  user: {}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: agent}\ncurrent-context: fake\n`,
-    );
-    const connection = await loadApiConnection({ kubeconfig });
-    if (typeof connection === 'string') assert.fail(connection);
-    source = new KubernetesSource(
-      { client: new KubeApiClient(connection), trustDomain: 'cluster.local', clusterDomain: 'cluster.local', debounceMs: 10, backoff: { initialMs: 20, maxMs: 200 }, watchTimeoutSeconds: { min: 60, max: 60 }, notServedRetryMs: 200 },
-      store,
-      pino({ level: 'silent' }),
-    );
+    source = await kubeSourceFor(server, store, dir);
     const loaded = await source.load();
     assert.equal(loaded.errors, 0);
     const service = loaded.snapshot.servicesByHostname.get('api.payments.example');
