@@ -9,6 +9,7 @@ import type { RequestAuthenticationObject } from './parse-request-authentication
 import type { ServiceEntryObject, WorkloadEntryObject } from './parse-service-entry.js';
 import type { KubernetesObject } from './kubernetes.js';
 import type { RateLimitObject } from './rate-limit.js';
+import type { TelemetryObject } from './parse-telemetry.js';
 
 export type IstioObject =
   | VirtualServiceObject
@@ -18,6 +19,7 @@ export type IstioObject =
   | RequestAuthenticationObject
   | ServiceEntryObject
   | WorkloadEntryObject
+  | TelemetryObject
   // Istio's mesh ConfigMap (istio-system/istio), read for MeshConfig.
   | ConfigMapObject;
 

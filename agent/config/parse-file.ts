@@ -19,6 +19,7 @@ import { parseDestinationRule } from './parse-destination-rule.js';
 import { parseNamespace, parseNode, parsePod, parseService, parseServiceAccount } from './parse-kubernetes.js';
 import { parseRequestAuthentication } from './parse-request-authentication.js';
 import { parseServiceEntry, parseWorkloadEntry } from './parse-service-entry.js';
+import { TELEMETRY_VERSIONS, parseTelemetry } from './parse-telemetry.js';
 import { parseVirtualService } from './parse-virtual-service.js';
 import { RATE_LIMIT_VERSIONS, parseRateLimit } from './rate-limit.js';
 import { type MapReader, ReadContext, readRoot } from './yaml-reader.js';
@@ -65,6 +66,7 @@ const KINDS: { readonly [K in MeshKind]: KindRule<K> } = {
   RequestAuthentication: { apiVersions: SECURITY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseRequestAuthentication },
   ServiceEntry: { apiVersions: NETWORKING_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseServiceEntry },
   WorkloadEntry: { apiVersions: NETWORKING_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseWorkloadEntry },
+  Telemetry: { apiVersions: TELEMETRY_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseTelemetry },
   ConfigMap: { apiVersions: CORE, namespaced: true, name: 'subdomain', strict: false, parse: parseConfigMap },
   HTTPRoute: { apiVersions: HTTP_ROUTE_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseHttpRoute, keepsCreation: true },
   GRPCRoute: { apiVersions: GRPC_ROUTE_VERSIONS, namespaced: true, name: 'subdomain', strict: true, parse: parseGrpcRoute, keepsCreation: true },

@@ -72,6 +72,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     requestAuthentications: [] as IstioResources['requestAuthentications'][number][],
     serviceEntries: [] as IstioResources['serviceEntries'][number][],
     workloadEntries: [] as IstioResources['workloadEntries'][number][],
+    telemetries: [] as IstioResources['telemetries'][number][],
     meshConfig: EMPTY_MESH_CONFIG as MeshConfig,
   };
   const ambit = { rateLimits: [] as AmbitResources['rateLimits'][number][] };
@@ -121,6 +122,9 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
         break;
       case 'WorkloadEntry':
         istio.workloadEntries.push(object);
+        break;
+      case 'Telemetry':
+        istio.telemetries.push(object);
         break;
       case 'ConfigMap':
         if (object.meshConfig) istio.meshConfig = object.meshConfig;

@@ -160,6 +160,7 @@ export interface IstioResources {
   readonly requestAuthentications: readonly OfKind<'RequestAuthentication'>[];
   readonly serviceEntries: readonly OfKind<'ServiceEntry'>[];
   readonly workloadEntries: readonly OfKind<'WorkloadEntry'>[];
+  readonly telemetries: readonly OfKind<'Telemetry'>[];
   /** From the ConfigMap istio-system/istio (key `mesh`); empty without it. */
   readonly meshConfig: MeshConfig;
 }
