@@ -10,6 +10,7 @@ import type { Logger } from './log.js';
 import { type MeshMetrics, PEER_LABELS } from './metrics.js';
 import { type CachedSeries, SeriesCache } from './series-cache.js';
 import { type CounterHandle, type HistogramHandle, SeriesCounter, SeriesHistogram } from './series-metrics.js';
+import { type EffectiveTelemetry, TelemetryPolicies, applyTagOverrides, requestAttributes, shouldLog } from './telemetry-policy.js';
 import { WorkloadSeries } from './workload-series.js';
 
 /**
@@ -86,7 +87,10 @@ interface RequestSeriesHandles {
   readonly responseBytes: HistogramHandle;
 }
 
-type RequestSeries = CachedSeries<RequestLabels> & { readonly handles: RequestSeriesHandles };
+type RequestSeries = CachedSeries<RequestLabels> & { readonly handles: RequestSeriesHandles; readonly labelSets: readonly RequestLabels[] };
+
+/** A series under Telemetry metric overrides: a disabled metric has no handle, each metric its own labels. */
+type OverriddenSeries = CachedSeries<RequestLabels> & { readonly handles: Partial<RequestSeriesHandles>; readonly labelSets: readonly Readonly<Record<string, string>>[] };
 
 export function requestLabels(d: RequestDescription, o: RequestOutcome, clusterId = DEFAULT_CLUSTER_ID): RequestLabels {
   // prom-client prints labels in the object's order: Istio's, connection_security_policy last.
@@ -113,7 +117,9 @@ export class RequestTelemetry {
   readonly #cache = new SeriesCache<RequestLabels, RequestSeries>();
   readonly #clusterId: string;
   readonly #now: () => number;
-  readonly #series: WorkloadSeries<RequestLabels>;
+  readonly #series: WorkloadSeries<Readonly<Record<string, string>>>;
+  readonly #policies: TelemetryPolicies;
+  readonly #overridden = new SeriesCache<RequestLabels, OverriddenSeries>();
   readonly #unsubscribe: () => void;
 
   constructor(
@@ -125,12 +131,14 @@ export class RequestTelemetry {
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#now = options.now ?? (() => performance.now());
     const m = this.#metrics;
-    this.#series = new WorkloadSeries<RequestLabels>((labels) => {
+    this.#policies = new TelemetryPolicies(options.store);
+    this.#series = new WorkloadSeries<Readonly<Record<string, string>>>((labels) => {
       for (const metric of [m.total, m.duration, m.requestBytes, m.responseBytes]) metric.remove(labels);
     });
     this.#unsubscribe =
       options.store?.subscribe((next) => {
         this.#cache.clear();
+        this.#overridden.clear();
         this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId));
       }) ?? (() => {});
   }
@@ -150,12 +158,15 @@ export class RequestTelemetry {
 
   /** Counts one finished request and writes its access-log record. */
   record(d: RequestDescription, o: RequestOutcome, durationMs: number): void {
-    const { labels, owners, handles } = this.#seriesOf(d, o);
-    handles.total.inc();
-    handles.duration.observe(durationMs);
-    handles.requestBytes.observe(o.requestBytes);
-    handles.responseBytes.observe(o.responseBytes);
-    this.#series.record(labels, owners, false);
+    // The Telemetry in force, merged once per workload and snapshot; none keeps the cached path.
+    const policy = this.#policies.of(d.connection);
+    const { labelSets, owners, handles } = policy.isDefault ? this.#seriesOf(d, o) : this.#overriddenSeriesOf(d, o, policy);
+    handles.total?.inc();
+    handles.duration?.observe(durationMs);
+    handles.requestBytes?.observe(o.requestBytes);
+    handles.responseBytes?.observe(o.responseBytes);
+    for (const labels of labelSets) this.#series.record(labels, owners, false);
+    if (!policy.isDefault && !shouldLog(policy, requestAttributes(d, o))) return;
     const fields = accessLogFields(d, o, durationMs);
     // As Envoy and ztunnel: failures the proxy caused stand out; an application's 5xx is still info.
     if (o.flags && o.flags.length > 0) this.accessLog.warn(fields, 'request complete');
@@ -176,7 +187,31 @@ export class RequestTelemetry {
       const labels = Object.freeze(requestLabels(d, o, this.#clusterId));
       const m = this.#metrics;
       const handles = { total: m.total.labels(labels), duration: m.duration.labels(labels), requestBytes: m.requestBytes.labels(labels), responseBytes: m.responseBytes.labels(labels) };
-      return { labels, owners: seriesOwners(c, this.#clusterId), handles };
+      return { labels, labelSets: [labels], owners: seriesOwners(c, this.#clusterId), handles };
+    });
+  }
+
+  /** As #seriesOf, with each metric's plan applied; upserted values that read the request are part of the key. */
+  #overriddenSeriesOf(d: RequestDescription, o: RequestOutcome, policy: EffectiveTelemetry): OverriddenSeries {
+    const c = d.connection;
+    const plans = { total: policy.metrics.REQUEST_COUNT, duration: policy.metrics.REQUEST_DURATION, requestBytes: policy.metrics.REQUEST_SIZE, responseBytes: policy.metrics.RESPONSE_SIZE };
+    const attributes = requestAttributes(d, o);
+    const perMetric = Object.entries(plans).map(([name, plan]) => [name, plan.enabled ? applyTagOverrides({}, plan, attributes) : undefined] as const);
+    const grpcStatus = d.protocol === 'grpc' ? (o.grpcStatus ?? '') : '';
+    const key = `${this.#cache.peersKey(c)} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''} ${policy.id} ${JSON.stringify(perMetric)}`;
+    return this.#overridden.get(key, () => {
+      const labels = Object.freeze(requestLabels(d, o, this.#clusterId));
+      const m = this.#metrics;
+      const handles: { -readonly [K in keyof RequestSeriesHandles]?: RequestSeriesHandles[K] } = {};
+      const labelSets: Readonly<Record<string, string>>[] = [];
+      for (const [name, plan] of Object.entries(plans) as [keyof RequestSeriesHandles, EffectiveTelemetry['metrics']['REQUEST_COUNT']][]) {
+        if (!plan.enabled) continue;
+        const own = Object.freeze(applyTagOverrides(labels, plan, attributes));
+        labelSets.push(own);
+        if (name === 'total') handles.total = m.total.labels(own);
+        else handles[name] = m[name].labels(own);
+      }
+      return { labels, labelSets, owners: seriesOwners(c, this.#clusterId), handles };
     });
   }
 }
