@@ -8,6 +8,7 @@ import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from './log.js';
 import type { MeshMetrics, TcpLabels } from './metrics.js';
 import { type CachedSeries, SeriesCache } from './series-cache.js';
+import { TelemetryPolicies, connectionAttributes, shouldLog } from './telemetry-policy.js';
 import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 
 /** Why a connection ended badly, as ztunnel's `response_flags`. */
@@ -137,6 +138,7 @@ export class ConnectionTelemetry {
   readonly #cache = new SeriesCache<TcpLabels>();
   readonly #unsubscribe: () => void;
   readonly #denials: DenialRecorder | undefined;
+  readonly #policies: TelemetryPolicies;
 
   constructor(
     private readonly metrics: MeshMetrics,
@@ -145,6 +147,7 @@ export class ConnectionTelemetry {
   ) {
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#denials = options.denials;
+    this.#policies = new TelemetryPolicies(options.store);
     this.#series = new WorkloadSeries((labels) => metrics.removeTcpSeries(labels));
     this.#unsubscribe =
       options.store?.subscribe((next) => {
@@ -158,18 +161,23 @@ export class ConnectionTelemetry {
     const started = Date.now();
     const { labels, owners } = this.#seriesOf(c, '-');
     const reporter = labels.reporter;
-    this.metrics.tcpOpened.inc(labels);
+    // The Telemetry in force for the reporting workload (merged once per workload and snapshot).
+    const policy = this.#policies.of(c);
+    const enabled = policy.metrics;
+    const logged = policy.isDefault || shouldLog(policy, connectionAttributes(c));
+    if (enabled.TCP_OPENED_CONNECTIONS.enabled) this.metrics.tcpOpened.inc(labels);
     this.metrics.socketsOpen.inc({ reporter });
     const release = this.#series.record(labels, owners, true);
     // Built only when asked for: most agents log at info, and this runs for every connection.
-    if (this.accessLog.isLevelEnabled('debug')) this.accessLog.debug(logFields(c), 'connection opened');
+    if (logged && this.accessLog.isLevelEnabled('debug')) this.accessLog.debug(logFields(c), 'connection opened');
     return {
       closed: (result) => {
         this.metrics.socketsOpen.dec({ reporter });
-        this.metrics.tcpClosed.inc(labels);
-        this.metrics.tcpReceivedBytes.inc(labels, result.bytesSent);
-        this.metrics.tcpSentBytes.inc(labels, result.bytesReceived);
+        if (enabled.TCP_CLOSED_CONNECTIONS.enabled) this.metrics.tcpClosed.inc(labels);
+        if (enabled.TCP_RECEIVED_BYTES.enabled) this.metrics.tcpReceivedBytes.inc(labels, result.bytesSent);
+        if (enabled.TCP_SENT_BYTES.enabled) this.metrics.tcpSentBytes.inc(labels, result.bytesReceived);
         release();
+        if (!logged) return;
         const fields = { ...logFields(c), bytes_sent: result.bytesSent, bytes_recv: result.bytesReceived, duration: `${Date.now() - started}ms` };
         // An idle timeout is the agent's decision, not a fault: flagged for queries, logged at info.
         if (result.error?.reason === 'idle-timeout') this.accessLog.info({ ...fields, error: result.error.message, reason: 'idle_timeout' }, 'connection complete');
@@ -184,7 +192,8 @@ export class ConnectionTelemetry {
     const { labels, owners } = this.#seriesOf(c, flag);
     this.metrics.tcpFailed.inc(labels);
     this.#series.record(labels, owners, false);
-    this.accessLog.warn({ ...logFields(c), error, response_flags: flag }, 'connection failed');
+    const policy = this.#policies.of(c);
+    if (policy.isDefault || shouldLog(policy, connectionAttributes(c))) this.accessLog.warn({ ...logFields(c), error, response_flags: flag }, 'connection failed');
     // Every inbound path (HBONE, plaintext, same node) reports its policy refusals here, with flag DENY.
     if (flag === 'DENY' && c.direction === 'inbound' && this.#denials) recordDenial(this.#denials, c, error);
   }
