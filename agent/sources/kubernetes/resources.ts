@@ -14,6 +14,7 @@ import { GATEWAY_VERSIONS, GRPC_ROUTE_VERSIONS, HTTP_ROUTE_VERSIONS, TCP_ROUTE_V
 import { NETWORKING_VERSIONS, SECURITY_VERSIONS } from '../../config/istio-common.js';
 import type { MeshKind } from '../../config/objects.js';
 import { MESH_CONFIG_MAP } from '../../config/mesh-config.js';
+import { TELEMETRY_VERSIONS } from '../../config/parse-telemetry.js';
 import { RATE_LIMIT_VERSIONS } from '../../config/rate-limit.js';
 
 export interface WatchedResource {
@@ -47,6 +48,7 @@ export const WATCHED_RESOURCES: readonly WatchedResource[] = [
   { kind: 'AuthorizationPolicy', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'authorizationpolicies', crd: ISTIO },
   { kind: 'PeerAuthentication', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'peerauthentications', crd: ISTIO },
   { kind: 'RequestAuthentication', group: 'security.istio.io', versions: versionsOf(SECURITY_VERSIONS), plural: 'requestauthentications', crd: ISTIO },
+  { kind: 'Telemetry', group: 'telemetry.istio.io', versions: versionsOf(TELEMETRY_VERSIONS), plural: 'telemetries', crd: ISTIO },
   // MeshConfig (its extension providers): Istio's ConfigMap istio-system/istio; no other ConfigMap is read.
   { kind: 'ConfigMap', group: '', versions: ['v1'], plural: 'configmaps', namespace: MESH_CONFIG_MAP.namespace },
   { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', versions: versionsOf(HTTP_ROUTE_VERSIONS), plural: 'httproutes', crd: GATEWAY_API },
