@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -152,13 +152,24 @@ describe('embedded CA with its own root', () => {
     assert.equal(tooLong.error.reason, 'invalid-request');
   });
 
-  it('measures issuance (key + CSR + sign + checks)', async () => {
-    const n = 50;
-    const started = performance.now();
+  it('issues a certificate for about what its public-key operations cost (key + CSR + sign + checks)', async () => {
+    // Relative to the bare WebCrypto work of the same run (a P-256 key, a signature and its check), so a busy
+    // machine slows both: issuing costs a few of those (on a quiet machine about 5x), and an issuance that
+    // did much more than that (a slow path, a repeated chain build) shows up as the ratio, not as the clock.
+    const n = 30;
+    let started = performance.now();
+    for (let i = 0; i < n; i++) {
+      const key = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+      const signature = await webcrypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key.privateKey, new Uint8Array(1024));
+      await webcrypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key.publicKey, signature, new Uint8Array(1024));
+    }
+    const perBaseline = (performance.now() - started) / n;
+    started = performance.now();
     for (let i = 0; i < n; i++) await issue(ca, PRODUCTPAGE);
     const perCert = (performance.now() - started) / n;
-    console.log(`# identity: ${perCert.toFixed(2)} ms per issued workload certificate (mean of ${n})`);
-    assert.ok(perCert < 100);
+    const ratio = perCert / perBaseline;
+    console.log(`# identity: ${perCert.toFixed(2)} ms per issued workload certificate, ${ratio.toFixed(1)}x a bare key+sign+verify (mean of ${n})`);
+    assert.ok(ratio < 20, `issuing took ${ratio.toFixed(1)}x a bare P-256 key, signature and check; expected under 20x`);
   });
 });
 
