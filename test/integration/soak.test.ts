@@ -28,7 +28,7 @@ test('2 minutes of mixed load with policy edits and certificate renewals: nothin
   console.log(`# ${JSON.stringify({ client: c, rssSlope: r.rssSlope, heapSlope: r.heapSlope, fds: r.fds, liveConnections: r.liveConnections, counted: r.counted, policyEdits: r.policyEdits, renewals: r.renewals })}`);
   assert.equal(c['failed'], 0, `requests or connections failed: ${JSON.stringify(c['reasons'])}`);
   assert.equal(c['lost'], 0, 'held connections were closed under the soak');
-  assert.ok(r.policyEdits >= 3 && r.renewals >= 4, `the soak must cover policy edits (${r.policyEdits}) and renewals (${r.renewals})`);
+  assert.ok(r.policyEdits >= 2 && r.renewals >= 4, `the soak must cover policy edits (${r.policyEdits}) and renewals (${r.renewals})`);
   const made = Number(c['httpKept']) + Number(c['httpNew']);
   assert.equal(r.counted.requestsSource, made, 'alpha did not count every request it carried');
   assert.equal(r.counted.requestsDestination, made, 'beta did not count every request it received');

@@ -2,7 +2,9 @@
 // through HBONE, and the levers those tests pull (an agent's pid, the supervisor paused, readiness).
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { eventually } from './lab-cli.js';
 import { type LabSession, twoNodesYaml } from './lab-session.js';
 
@@ -18,6 +20,8 @@ export interface FaultMesh {
   /** Also an HTTP pod `web` on beta behind Service `web` (port 80 named http, so the L7 path handles it). */
   readonly web?: boolean;
 }
+
+const execFileAsync = promisify(execFile);
 
 export const echoIp = (m: FaultMesh): string => `10.${m.podOctet}.2.30`;
 export const webVip = (m: FaultMesh): string => `10.96.${m.podOctet}.10`;
@@ -105,9 +109,15 @@ export function agentReady(session: LabSession, node: string, timeoutMs = 60_000
   }, timeoutMs);
 }
 
+/** GET `url` from inside a lab node's namespace with curl (no Node process to start: cheap on a busy machine). */
+export async function nodeGet(lab: string, node: string, url: string): Promise<string> {
+  const { stdout } = await execFileAsync('ip', ['netns', 'exec', nodeNetns(lab, node), 'curl', '-sf', '--max-time', '20', url], { maxBuffer: 256 * 2 ** 20 });
+  return stdout;
+}
+
 /** One metric line's value from an agent's Prometheus text (summed over the series that match `labels`). */
 export async function metricSum(session: LabSession, node: string, name: string, labels: RegExp = /.*/): Promise<number> {
-  const text = (await session.exec(`node/${node}`, ['curl', '-s', '--max-time', '5', 'http://127.0.0.1:15020/metrics'], 30_000)).stdout;
+  const text = await nodeGet(session.lab, node, 'http://127.0.0.1:15020/metrics');
   let sum = 0;
   for (const line of text.split('\n')) {
     const m = new RegExp(`^${name}(\\{[^}]*\\})? ([0-9.e+-]+)$`).exec(line);

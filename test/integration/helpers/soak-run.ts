@@ -4,8 +4,8 @@
 
 import { readdirSync } from 'node:fs';
 import { SOAK_CLIENT } from './fault-clients.js';
-import { type FaultMesh, agentPid, clientPod, echoIp, faultMeshYaml, metricSum, rssBytes, webVip } from './fault-lab.js';
-import { ambit, eventually } from './lab-cli.js';
+import { type FaultMesh, agentPid, clientPod, echoIp, faultMeshYaml, metricSum, nodeGet, rssBytes, webVip } from './fault-lab.js';
+import { eventually } from './lab-cli.js';
 import { LabProcess, type Report } from './lab-process.js';
 import type { LabSession } from './lab-session.js';
 
@@ -50,14 +50,10 @@ spec:
 
 const fdCount = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
-/** Connections the agent's live-connection table holds: every entry of `ambit zc connections -o json`, whatever its nesting. */
+/** Connections the agent's live-connection table holds: the entries of its config dump's workloadState (what `ambit zc connections` prints). */
 async function liveConnections(lab: string, node: Node): Promise<number> {
-  const r = await ambit(['zc', 'connections', '--node', node, '--lab', lab, '-o', 'json'], 30_000);
-  const count = (v: unknown): number =>
-    Array.isArray(v) ? v.reduce((n: number, e) => n + count(e), 0)
-    : typeof v === 'object' && v !== null ? ('src' in v && 'actualDst' in v ? 1 : Object.values(v).reduce((n: number, e) => n + count(e), 0))
-    : 0;
-  return count(JSON.parse(r.stdout || '[]') as unknown);
+  const dump = JSON.parse(await nodeGet(lab, node, 'http://127.0.0.1:15000/config_dump')) as { workloadState?: Record<string, { connections: { inbound: unknown[]; outbound: unknown[] } }> };
+  return Object.values(dump.workloadState ?? {}).reduce((n, w) => n + w.connections.inbound.length + w.connections.outbound.length, 0);
 }
 
 async function sample(session: LabSession, lab: string, node: Node): Promise<AgentSample> {
@@ -96,16 +92,19 @@ export async function soak(session: LabSession, lab: string, mesh: FaultMesh, du
   const client = new LabProcess(lab, clientPod(0), ['node', '-e', SOAK_CLIENT, echoIp(mesh), webVip(mesh), String(durationMs)]);
   const started = Date.now();
   let edits = 0;
-  let during: Record<Node, number> = { alpha: 0, beta: 0 };
+  /** The most live connections each table held at a sample during the load. */
+  const during: Record<Node, number> = { alpha: 0, beta: 0 };
   try {
     let nextPolicy = started + policyEveryMs;
     while (Date.now() - started < durationMs) {
-      for (const n of NODES) samples[n].push(await sample(session, lab, n));
+      for (const n of NODES) {
+        samples[n].push(await sample(session, lab, n));
+        during[n] = Math.max(during[n], await liveConnections(lab, n));
+      }
       if (Date.now() >= nextPolicy) {
         await session.apply(base + policyYaml(++edits));
         nextPolicy += policyEveryMs;
       }
-      if (edits === 1 && during.alpha === 0) during = Object.fromEntries(await Promise.all(NODES.map(async (n) => [n, await liveConnections(lab, n)]))) as Record<Node, number>;
       await new Promise((r) => setTimeout(r, Math.max(0, Math.min(sampleEveryMs, durationMs - (Date.now() - started)))));
     }
     const done = await client.line('the soak client to finish', (r) => r['event'] === 'done', 60_000);
