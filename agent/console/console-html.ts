@@ -22,13 +22,15 @@ export const CONSOLE_HTML = `<!doctype html>
   .edge.errors line { stroke: #c62828; }
   .edge text { font-size: 10px; fill: #444; }
   table { border-collapse: collapse; width: 100%; }
-  th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eef0f4; white-space: nowrap; }
+  th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eef0f4; }
+  #edges td, #flows td { white-space: nowrap; }
+  td { word-break: break-word; }
   th { font-weight: 600; color: #555; }
   .deny { color: #c62828; font-weight: 600; }
   .allow { color: #2e7d32; font-weight: 600; }
   form { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
   input { font: inherit; padding: 2px 4px; }
-  #explain-result pre { white-space: pre-wrap; margin: 4px 0; }
+  #explain-result pre { white-space: pre-wrap; margin: 4px 0; max-height: 360px; overflow: auto; }
   .empty { color: #888; }
 </style>
 </head>

@@ -73,16 +73,16 @@ after(async () => {
   await session.down();
 });
 
-/** The client's requests: `count` GETs of `url`, each bounded; the statuses seen. */
-async function curl(url: string, count: number): Promise<string[]> {
+/** The client's requests: `count` GETs of `url`, each bounded; the statuses seen (and what exec said, for a failure's message). */
+async function curl(url: string, count: number): Promise<{ statuses: string[]; said: string }> {
   const loop = `for i in $(seq 1 ${count}); do curl -s -o /dev/null --max-time 5 -w '%{http_code}\\n' ${url}; done`;
   const r = await session.exec('bookinfo/client', ['sh', '-c', loop], 90_000);
-  return r.stdout.trim().split('\n');
+  return { statuses: r.stdout.trim().split('\n'), said: `exit ${r.code}: ${r.stdout}${r.stderr}` };
 }
 
 test('the graph shows the bookinfo edges after traffic, with rates and mTLS', async () => {
-  const statuses = await curl('http://productpage:9080/productpage', 10);
-  assert.deepEqual(new Set(statuses), new Set(['200']), `productpage answered ${statuses.join(',')}`);
+  const { statuses, said } = await curl('http://productpage:9080/productpage', 10);
+  assert.deepEqual(new Set(statuses), new Set(['200']), `productpage answered ${said}`);
   // The page polls every 3 s: each edge node-a saw must appear as an SVG edge within a few polls.
   const edge = (source: string, destination: string): string => `svg#graph g.edge[data-source="bookinfo/${source}"][data-destination="bookinfo/${destination}"]`;
   // Workloads are named as istiod names them (the pods carry no controller here: their app label).
@@ -100,8 +100,8 @@ test('the graph shows the bookinfo edges after traffic, with rates and mTLS', as
 });
 
 test('a denial appears within seconds, explained', async () => {
-  const statuses = await curl('http://ratings:9080/ratings/0', 1);
-  assert.deepEqual(statuses, ['403'], 'the client is denied by ratings-from-reviews');
+  const { statuses, said } = await curl('http://ratings:9080/ratings/0', 1);
+  assert.deepEqual(statuses, ['403'], `the client is denied by ratings-from-reviews; ${said}`);
   const row = page.locator('#denials tbody tr', { hasText: 'ratings' }).or(page.locator('#denials tbody tr', { hasText: 'client' }));
   await row.first().waitFor({ timeout: 10_000 });
   const text = (await row.first().textContent()) ?? '';

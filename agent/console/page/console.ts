@@ -152,7 +152,8 @@ function drawGraph(graph: Graph): void {
     group.append(svg('line', { x1: from.x + dx * cut, y1: from.y + dy * cut, x2: to.x - dx * cut, y2: to.y - dy * cut, 'marker-end': 'url(#arrow)' }));
     const errorRate = edge.requests > 0 ? `${Math.round((100 * edge.errors) / edge.requests)}% err` : `${edge.tcpConnections} conn`;
     const label = `${rateOf(edge, graph)} · ${errorRate} · ${bytes(edge.bytesSent + edge.bytesReceived)}${edge.mtls ? ' · mTLS' : ' · plaintext'}`;
-    group.append(svg('text', { x: (from.x + to.x) / 2, y: (from.y + to.y) / 2 - 4, 'text-anchor': 'middle' }, label));
+    // A third of the way from the source, so that edges crossing the middle do not stack their labels.
+    group.append(svg('text', { x: from.x + dx * 0.35, y: from.y + dy * 0.35 - 4, 'text-anchor': 'middle' }, label));
     area.append(group);
   }
   for (const w of graph.workloads) {
@@ -194,7 +195,9 @@ function drawNode(state: NodeState): void {
     state.certificates.map((c) => [c.identity, c.error ? `${c.state}: ${c.error}` : c.state, c.expiresInSeconds === undefined ? '-' : duration(c.expiresInSeconds)]),
     'no certificates (no enrolled pod on this node)',
   );
-  fillTable('capture', Object.entries(state.capture.decisions).map(([reason, count]) => [reason, String(count)]), 'no capture counters (capture off, or not eBPF)');
+  // Only the reasons that happened, most frequent first: dozens of counters stay at zero on a healthy node.
+  const decisions = Object.entries(state.capture.decisions).filter(([, count]) => count > 0).sort((a, b) => b[1] - a[1]);
+  fillTable('capture', decisions.map(([reason, count]) => [reason, String(count)]), 'no capture decision counted (capture off, or not eBPF)');
 }
 
 function duration(seconds: number): string {
