@@ -21,7 +21,7 @@ AMBIT := node dist/agent/cli/main.js
 .PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-down bench scale soak clean typecheck node-runtime
 
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
-BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o
+BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o bpf/dns_cgroup.bpf.o
 # The node-gyp bundled with npm; --nodedir, because ~/.npmrc is only read when npm runs it, and
 # without headers node-gyp would try to download them (nothing but the registries is reachable).
 # The node binary's own headers: Node-API, and the OpenSSL it exports that native/ calls into.

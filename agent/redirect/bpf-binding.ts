@@ -34,6 +34,12 @@ export type OutboundProgram =
   | 'ambit_getpeername6'
   | 'ambit_getsockopt';
 export type InboundProgram = 'ambit_tc_uplink' | 'ambit_tc_pod';
+export type DnsProgram = 'ambit_dns_connect4' | 'ambit_dns_sendmsg4' | 'ambit_dns_recvmsg4';
+/**
+ * Attached, from bpf/dns_cgroup.bpf.o, to each pod whose DNS is captured (capturesDns), before
+ * POD_CGROUP_PROGRAMS so its connect4 runs first (it also copes with running second).
+ */
+export const DNS_CGROUP_PROGRAMS: readonly DnsProgram[] = ['ambit_dns_connect4', 'ambit_dns_sendmsg4', 'ambit_dns_recvmsg4'];
 /** Attached to each enrolled pod's cgroup; ambit_getsockopt goes on the agent's own cgroup. */
 export const POD_CGROUP_PROGRAMS: readonly OutboundProgram[] = [
   'ambit_connect4',
@@ -44,7 +50,7 @@ export const POD_CGROUP_PROGRAMS: readonly OutboundProgram[] = [
 ];
 
 /** Path of a built object, bpf/<name>.bpf.o, found from this module. */
-export function bpfObjectPath(name: 'outbound_cgroup' | 'inbound_tc'): Result<string> {
+export function bpfObjectPath(name: 'outbound_cgroup' | 'inbound_tc' | 'dns_cgroup'): Result<string> {
   const path = findUp(`bpf/${name}.bpf.o`);
   return path ? { ok: true, value: path } : fail('ENOENT', `bpf/${name}.bpf.o not found: build it with \`make bpf\``);
 }

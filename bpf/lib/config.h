@@ -8,6 +8,8 @@
 #define AMBIT_OUTBOUND_PORT	15001
 #define AMBIT_INBOUND_PORT	15006
 #define AMBIT_HBONE_PORT	15008
+/* ztunnel's DNS proxy port: pods' captured DNS goes to the agent there. */
+#define AMBIT_DNS_PORT		15053
 
 /*
  * SO_MARK the agent puts on its own upstream sockets (ztunnel uses the same value). connect4/6 leave

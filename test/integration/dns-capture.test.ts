@@ -1,0 +1,212 @@
+// DNS capture on the real kernel: a captured pod's own resolver (glibc's getent, over UDP and over TCP,
+// and a Python socket with sendto) reaches the agent's DNS proxy at the node's address although the
+// pod's resolv.conf names another server; a ServiceEntry host answers its automatic VIP, an unknown
+// name the upstream's address, and replies appear to come from the server the pod asked. A pod
+// without the DNS programs (opted out) never reaches the proxy.
+
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface, type Interface } from 'node:readline';
+import { after, before, test } from 'node:test';
+import {
+  BpfObject,
+  bpfObjectPath,
+  detachLink,
+  DNS_CGROUP_PROGRAMS,
+  openAmbitMaps,
+  POD_CGROUP_PROGRAMS,
+  writeConfig,
+  type DnsProgram,
+  type OutboundProgram,
+  type Result,
+} from '../../agent/redirect/bpf-binding.js';
+import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, run, Topology } from './helpers/netns-fixture.js';
+
+const topo = new Topology('dns');
+/** The pods' resolv.conf names a server that does not exist: only capture can answer them. */
+const POD_NAMESERVER = '10.96.0.10';
+const UPSTREAM_ANSWER = '10.250.9.77';
+const SE_HOST = 'api.payments.example';
+let outbound: BpfObject<OutboundProgram>;
+let dns: BpfObject<DnsProgram>;
+const children: ChildProcessWithoutNullStreams[] = [];
+let proxyLines: Interface;
+let proxyIn: ChildProcessWithoutNullStreams['stdin'];
+const workDir = join(tmpdir(), `${topo.prefix}`);
+
+const YAML = `---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop}
+spec: {nodeName: a, containers: [{name: c}]}
+status: {podIP: ${POD1_IP}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: quiet, namespace: shop, annotations: {ambient.istio.io/dns-capture: "false"}}
+spec: {nodeName: a, containers: [{name: c}]}
+status: {podIP: ${POD2_IP}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: shop}
+spec:
+  hosts: [${SE_HOST}]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 192.0.2.10}]
+`;
+
+/** An upstream DNS server on the other node: every A question gets UPSTREAM_ANSWER. */
+const UPSTREAM = `
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print('ready', flush=True)
+while True:
+    q, peer = s.recvfrom(512)
+    end = 12
+    while q[end] != 0: end += 1 + q[end]
+    question = q[12:end + 5]
+    answer = b'\\xc0\\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + socket.inet_aton(sys.argv[2])
+    s.sendto(q[:2] + b'\\x81\\x80' + struct.pack('>HHHH', 1, 1, 0, 0) + question + answer, peer)
+`;
+
+/** A resolver that uses sendto() on an unconnected socket and reports who answered. */
+const SENDTO = `
+import json, socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+name = b''.join(bytes([len(p)]) + p.encode() for p in sys.argv[1].split('.')) + b'\\0'
+s.sendto(struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + name + struct.pack('>HH', 1, 1), (sys.argv[2], 53))
+try:
+    reply, peer = s.recvfrom(512)
+except OSError as e:
+    print(json.dumps({'error': type(e).__name__})); sys.exit(0)
+print(json.dumps({'from': [peer[0], peer[1]], 'ip': socket.inet_ntoa(reply[-4:])}))
+`;
+
+function ok<T>(r: Result<T>): T {
+  if (!r.ok) assert.fail(r.error.message);
+  return r.value;
+}
+
+function firstLine(child: ChildProcessWithoutNullStreams, what: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start in 20 s`)), 20_000);
+    createInterface({ input: child.stdout }).once('line', (line) => {
+      clearTimeout(timer);
+      resolve(line);
+    });
+    child.once('exit', (code) => reject(new Error(`${what} exited (${code})`)));
+  });
+}
+
+/** Runs a command as a process of `cgroup` inside `ns` (joining the cgroup before netns exec hides /sys). */
+function inPod(ns: string, cgroup: string, command: readonly string[], env: Record<string, string> = {}): ReturnType<typeof run> {
+  const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return run('sh', ['-c', `echo $$ > ${join(cgroup, 'cgroup.procs')} && exec env ${vars.join(' ')} ip netns exec ${ns} "$@"`, 'sh', ...command], 10_000);
+}
+
+const getent = (ns: string, cgroup: string, name: string, env: Record<string, string> = {}): ReturnType<typeof run> =>
+  inPod(ns, cgroup, ['getent', 'ahostsv4', name], env);
+
+async function proxyCounts(): Promise<Record<string, number>> {
+  const line = new Promise<string>((resolve) => proxyLines.once('line', resolve));
+  proxyIn.write('counts\n');
+  return JSON.parse(await line) as Record<string, number>;
+}
+
+const dnsPin = (pod: string, program: string): string => join(topo.pinDir, `link_${pod}_${program}`);
+
+before(async () => {
+  await topo.build();
+  outbound = ok(BpfObject.load<OutboundProgram>(ok(bpfObjectPath('outbound_cgroup')), topo.pinDir));
+  dns = ok(BpfObject.load<DnsProgram>(ok(bpfObjectPath('dns_cgroup')), topo.pinDir));
+  ok(writeConfig(ok(openAmbitMaps(topo.pinDir)), { proxyIp: NODE_IP, outboundPort: 15001, inboundPort: 15006, hbonePort: 15008 }));
+  // pod1 is captured as the agent captures it (DNS programs first); pod2 is enrolled but opted out.
+  for (const program of DNS_CGROUP_PROGRAMS) ok(dns.attachCgroup(program, topo.cgroup('pod1'), dnsPin('pod1', program)));
+  for (const pod of ['pod1', 'pod2'] as const) {
+    for (const program of POD_CGROUP_PROGRAMS) ok(outbound.attachCgroup(program, topo.cgroup(pod), join(topo.pinDir, `link_${pod}_${program}`)));
+  }
+  for (const ns of [topo.pod1, topo.pod2]) {
+    mkdirSync(`/etc/netns/${ns}`, { recursive: true });
+    writeFileSync(`/etc/netns/${ns}/resolv.conf`, `nameserver ${POD_NAMESERVER}\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions timeout:1 attempts:1\n`);
+  }
+  mkdirSync(workDir, { recursive: true });
+  writeFileSync(join(workDir, 'mesh.yaml'), YAML);
+  const upstream = spawn('ip', ['netns', 'exec', topo.ext, '/usr/bin/python3', '-c', UPSTREAM, EXT_IP, UPSTREAM_ANSWER]);
+  children.push(upstream);
+  await firstLine(upstream, 'the upstream DNS server');
+  const script = new URL('./helpers/dns-agent.ts', import.meta.url).pathname;
+  const proxy = spawn('sh', ['-c', `echo $$ > ${join(topo.cgroup('agent'), 'cgroup.procs')} && exec nsenter --net=/run/netns/${topo.node} node --import tsx ${script} ${join(workDir, 'mesh.yaml')} ${NODE_IP} ${EXT_IP}`]);
+  children.push(proxy);
+  proxyIn = proxy.stdin;
+  assert.match(await firstLine(proxy, 'the DNS proxy'), /"ready":true/);
+  proxyLines = createInterface({ input: proxy.stdout });
+});
+
+after(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  outbound?.close();
+  dns?.close();
+  for (const ns of [topo.pod1, topo.pod2]) rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
+  await run('rmdir', ['/etc/netns']);
+  rmSync(workDir, { recursive: true, force: true });
+  await topo.teardown();
+});
+
+test("a captured pod's resolver gets the ServiceEntry host's automatic VIP from the proxy, over UDP and TCP", async () => {
+  const start = await proxyCounts();
+  const udp = await getent(topo.pod1, topo.cgroup('pod1'), SE_HOST);
+  assert.equal(udp.code, 0, `getent over UDP failed: ${udp.stderr}`);
+  assert.match(udp.stdout, /^240\.240\.\d+\.\d+\s/, 'the automatic VIP (240.240.0.0/16)');
+  // RES_OPTIONS=use-vc makes glibc ask over TCP.
+  const tcp = await getent(topo.pod1, topo.cgroup('pod1'), SE_HOST, { RES_OPTIONS: 'use-vc' });
+  assert.equal(tcp.code, 0, `getent over TCP failed: ${tcp.stderr}`);
+  assert.equal(tcp.stdout.split(/\s/)[0], udp.stdout.split(/\s/)[0]);
+  assert.ok((await proxyCounts()).answered! >= start.answered! + 2, 'the proxy answered both');
+});
+
+test('a name the mesh does not know is forwarded to the upstream and its answer returned', async () => {
+  const start = await proxyCounts();
+  const r = await getent(topo.pod1, topo.cgroup('pod1'), 'www.not-in-mesh.example');
+  assert.equal(r.code, 0, `getent failed: ${r.stderr}`);
+  assert.match(r.stdout, new RegExp(`^${UPSTREAM_ANSWER.replaceAll('.', '\\.')}\\s`));
+  assert.ok((await proxyCounts()).forwarded! > start.forwarded!);
+});
+
+test('an unconnected sendto() is captured too, and the reply comes from the server the pod asked', async () => {
+  const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['/usr/bin/python3', '-c', SENDTO, SE_HOST, POD_NAMESERVER]);
+  const out = JSON.parse(r.stdout) as { from?: [string, number]; ip?: string; error?: string };
+  assert.equal(out.error, undefined);
+  assert.deepEqual(out.from, [POD_NAMESERVER, 53], 'recvmsg4 restores the source address');
+  assert.match(out.ip ?? '', /^240\.240\./);
+});
+
+test("without recvmsg4 a reply's source is the proxy's, not the server the pod asked", async () => {
+  const pin = dnsPin('pod1', 'ambit_dns_recvmsg4');
+  assert.equal(ok(detachLink(pin)), true);
+  try {
+    const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['/usr/bin/python3', '-c', SENDTO, SE_HOST, POD_NAMESERVER]);
+    const out = JSON.parse(r.stdout) as { from?: [string, number] };
+    assert.deepEqual(out.from, [NODE_IP, 15053], 'a resolver that checks the source (dig, musl) would drop this reply');
+  } finally {
+    ok(dns.attachCgroup('ambit_dns_recvmsg4', topo.cgroup('pod1'), pin));
+  }
+});
+
+test("an opted-out pod's query does not reach the proxy", async () => {
+  const start = await proxyCounts();
+  const r = await getent(topo.pod2, topo.cgroup('pod2'), SE_HOST);
+  assert.notEqual(r.code, 0, 'the opted-out pod resolved a name only the proxy knows');
+  const end = await proxyCounts();
+  assert.deepEqual(end, start, 'the proxy saw nothing from the opted-out pod');
+});
