@@ -113,6 +113,7 @@ dist/.built: node_modules/.package-lock.json tsconfig.json tsconfig.build.json $
 
 typecheck: node_modules/.package-lock.json
 	npx tsc -p tsconfig.json --noEmit
+	npx tsc -p agent/console/page/tsconfig.json --noEmit
 
 ## test: type-check, then every test (unit, security, and integration on the real kernel: needs root)
 test: setup
