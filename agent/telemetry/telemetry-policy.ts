@@ -10,6 +10,7 @@ import { policiesTargeting } from '../policy/policy-targets.js';
 import { matchesLabels } from '../state/build.js';
 import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
+import type { RequestHeaders } from '../l7/request.js';
 import type { ConnectionDescription } from './connections.js';
 import type { RequestDescription, RequestOutcome } from './requests.js';
 
@@ -57,7 +58,7 @@ export const DEFAULT_TELEMETRY: EffectiveTelemetry = {
   metrics: Object.fromEntries(STANDARD_METRICS.map((m) => [m, KEEP])) as Record<StandardMetric, MetricPlan>,
 };
 
-type Role = 'CLIENT' | 'SERVER';
+export type Role = 'CLIENT' | 'SERVER';
 
 const hasScope = (t: TelemetryObject): boolean => t.spec.selector !== undefined || t.spec.targetRefs.length > 0;
 
@@ -153,15 +154,17 @@ export class TelemetryPolicies {
 
   /** The reporter's settings: the source workload for outbound, the destination for inbound. */
   of(c: ConnectionDescription): EffectiveTelemetry {
+    return c.direction === 'outbound' ? this.forWorkload(c.src.workload, 'CLIENT') : this.forWorkload(c.dst.workload, 'SERVER', c.dst.service);
+  }
+
+  /** The settings of `workload` in `role`; `service` is the Service it serves (SERVER only), for targetRefs. */
+  forWorkload(workload: Workload | undefined, role: Role, service?: MeshService): EffectiveTelemetry {
     const snapshot = this.store?.current;
     if (!snapshot || snapshot.istio.telemetries.length === 0) return DEFAULT_TELEMETRY;
     if (snapshot !== this.#snapshot) {
       this.#snapshot = snapshot;
       this.#byWorkload = new WeakMap();
     }
-    const role: Role = c.direction === 'outbound' ? 'CLIENT' : 'SERVER';
-    const workload = role === 'CLIENT' ? c.src.workload : c.dst.workload;
-    const service = role === 'SERVER' ? c.dst.service : undefined;
     let perService = this.#byWorkload.get(workload ?? this.#noWorkload);
     if (!perService) {
       perService = new Map();
@@ -193,4 +196,15 @@ export function requestAttributes(d: RequestDescription, o: RequestOutcome): Att
     'request.path': d.path,
     'request.host': d.authority,
   };
+}
+
+/** Telemetry customTags: a literal, an environment variable of the agent, or a request header, each with its default. */
+export function customTagValues(tags: EffectiveTelemetry['tracing']['customTags'], headers: RequestHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, tag] of tags) {
+    if (tag.kind === 'literal') out[name] = tag.value;
+    else if (tag.kind === 'environment') out[name] = process.env[tag.name] ?? tag.defaultValue;
+    else out[name] = headers.get(tag.name)?.[0] ?? tag.defaultValue;
+  }
+  return out;
 }

@@ -27,6 +27,11 @@ import {
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import type { RequestHeaders } from '../l7/request.js';
+import type { MeshService, Workload } from '../state/model.js';
+import type { WorkloadStore } from '../state/store.js';
+import { type EffectiveTelemetry, TelemetryPolicies, customTagValues } from './telemetry-policy.js';
+
+type TracingSettings = EffectiveTelemetry['tracing'];
 
 // ------------------------------------------------------------------------------------ trace context
 
@@ -217,6 +222,8 @@ export interface SpanRequest {
   readonly peerAddress?: string;
   /** The Service host the request is for (Envoy's upstream_cluster). */
   readonly upstreamCluster?: string;
+  /** The proxied workload and the Service it serves, whose Telemetry tracing settings apply. */
+  readonly proxied?: { readonly workload: Workload; readonly service?: MeshService };
 }
 
 /** How the request ended, for the span's attributes and status. */
@@ -245,6 +252,7 @@ export class RequestTracer {
   readonly #sampler: ParentBasedSampler | undefined;
   readonly #tracers = new Map<string, Tracer>();
   readonly #node: string;
+  #policies: TelemetryPolicies | undefined;
 
   private constructor(node: string, processor?: SpanProcessor, sampler?: ParentBasedSampler) {
     this.#node = node;
@@ -266,6 +274,11 @@ export class RequestTracer {
     return new RequestTracer(node, processor, sampler);
   }
 
+  /** Applies Telemetry tracing settings (sampling, span reporting, custom tags) from the store's snapshots. */
+  followTelemetry(store: WorkloadStore): void {
+    this.#policies = new TelemetryPolicies(store);
+  }
+
   get enabled(): boolean {
     return this.#processor !== undefined;
   }
@@ -280,9 +293,14 @@ export class RequestTracer {
     if (!this.#processor) return passThrough(incoming);
 
     const parent = incoming ? remoteParent(incoming.context) : ROOT_CONTEXT;
-    const span = this.#tracer(request.workload).startSpan(request.operation ?? `${request.authority}/*`, { kind: kind === 'client' ? SpanKind.CLIENT : SpanKind.SERVER }, parent);
+    // Merged once per workload and snapshot (agent/telemetry/telemetry-policy.ts).
+    const policy = request.proxied && this.#policies?.forWorkload(request.proxied.workload, kind === 'client' ? 'CLIENT' : 'SERVER', request.proxied.service).tracing;
+    const span = this.#tracer(request.workload, policy || undefined).startSpan(request.operation ?? `${request.authority}/*`, { kind: kind === 'client' ? SpanKind.CLIENT : SpanKind.SERVER }, parent);
     // Tags only for a span that is exported: an unsampled one still carries its context upstream, nothing else.
-    if (span.isRecording()) span.setAttributes(startAttributes(request, this.#node));
+    if (span.isRecording()) {
+      span.setAttributes(startAttributes(request, this.#node));
+      if (policy && policy.customTags.length > 0) span.setAttributes(customTagValues(policy.customTags, request.headers));
+    }
     const sc = span.spanContext();
     const ctx: TraceContext = { traceId: sc.traceId, spanId: sc.spanId, sampled: (sc.traceFlags & 1) === 1, ...(incoming?.context.traceState ? { traceState: incoming.context.traceState } : {}) };
     let ended = false;
@@ -307,20 +325,27 @@ export class RequestTracer {
     await this.#processor?.shutdown();
   }
 
-  /** One provider per proxied workload, so spans carry its service.name as Istio's do (`<service>.<namespace>`). */
-  #tracer(workload: SpanRequest['workload']): Tracer {
+  /**
+   * One provider per proxied workload, so spans carry its service.name as Istio's do (`<service>.<namespace>`),
+   * and per Telemetry tracing settings: its own root sampling percentage, and no processor when span
+   * reporting is disabled (the span still gives the request its context, as Istio documents).
+   */
+  #tracer(workload: SpanRequest['workload'], policy?: TracingSettings): Tracer {
     const serviceName = workload ? `${workload.canonicalService}.${workload.namespace}` : 'ambit';
-    let tracer = this.#tracers.get(serviceName);
+    const sampling = policy?.randomSamplingPercentage;
+    const reporting = !policy?.disableSpanReporting;
+    const key = policy ? `${serviceName}|${sampling ?? ''}|${reporting}` : serviceName;
+    let tracer = this.#tracers.get(key);
     if (!tracer) {
       // A bounded cache: past it, the oldest workload's tracer is rebuilt on its next request.
       if (this.#tracers.size >= 1024) this.#tracers.delete(this.#tracers.keys().next().value!);
       const provider = new BasicTracerProvider({
         resource: resourceFromAttributes({ 'service.name': serviceName, 'service.namespace': workload?.namespace ?? 'unknown', 'host.name': this.#node }),
-        sampler: this.#sampler!,
-        spanProcessors: [this.#processor!],
+        sampler: sampling === undefined ? this.#sampler! : new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(sampling / 100) }),
+        spanProcessors: reporting ? [this.#processor!] : [],
       });
       tracer = provider.getTracer('ambit');
-      this.#tracers.set(serviceName, tracer);
+      this.#tracers.set(key, tracer);
     }
     return tracer;
   }
