@@ -152,6 +152,8 @@ export class NodeAgent {
     private readonly quit: (reason: string) => void,
   ) {
     this.tracer = config.tracing ? RequestTracer.create(config.tracing, config.node) : RequestTracer.disabled(config.node);
+    // Telemetry resources set sampling, span reporting and custom tags per workload.
+    this.tracer.followTelemetry(this.store);
   }
 
   /** Starts everything; resolves once the agent is ready, rejects with an actionable message. */

@@ -104,6 +104,7 @@ function startRequest(services: InboundServices, context: TunnelContext, snapsho
     ...(requestId ? { requestId } : {}),
     peerAddress: tunnel.sourceIp,
     upstreamCluster: `inbound|${tunnel.destination.port}||`,
+    proxied: { workload, ...(service ? { service } : {}) },
   });
   const timing = services.telemetry.started({
     connection: { ...tunnel.connection, dst: { ...tunnel.connection.dst, workload, ...(service ? { service } : {}) } },

@@ -83,6 +83,7 @@ export function startRequest(ctx: ForwardContext, d: DownstreamRequest): Outboun
     requestId,
     peerAddress: ctx.sourceIp,
     ...(service ? { upstreamCluster: service.hostname } : {}),
+    proxied: { workload: source },
   });
   // The upstream carries this span's context in place of the client's: the destination parents to it.
   setSpanContext(headers, span);
