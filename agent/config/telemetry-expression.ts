@@ -8,6 +8,7 @@ export const TELEMETRY_ATTRIBUTES = {
   'response.code': 'int',
   'request.method': 'string',
   'request.path': 'string',
+  'request.url_path': 'string',
   'request.host': 'string',
   'destination.port': 'int',
   'connection.mtls': 'bool',

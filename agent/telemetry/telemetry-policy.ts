@@ -194,6 +194,7 @@ export function requestAttributes(d: RequestDescription, o: RequestOutcome): Att
     'request.method': d.method,
     // Envoy's request.path keeps the query string, as the request line has it.
     'request.path': d.path,
+    'request.url_path': d.path.split('?', 1)[0]!,
     'request.host': d.authority,
   };
 }
