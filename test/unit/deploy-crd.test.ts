@@ -77,7 +77,7 @@ function verdict(object: { spec: unknown }): { pruned: string[]; invalid: string
   return out;
 }
 
-/** The YAML examples of docs/rate-limit.md, with the commented-out `selector` alternative as a second one. */
+/** The YAML examples of docs/rate-limit.md, with the first one's commented-out `selector` alternative as another. */
 function documentedExamples(): { spec: Record<string, unknown> }[] {
   const doc = readFileSync(DOC, 'utf8');
   const yaml = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
@@ -86,7 +86,9 @@ function documentedExamples(): { spec: Record<string, unknown> }[] {
   const selector = /^\s*# (selector: .*)$/m.exec(yaml)?.[1];
   assert.ok(selector, 'the example shows the selector alternative in a comment');
   const { targetRef: _target, ...rest } = example.spec;
-  return [example, { ...example, spec: { ...rest, ...(parse(selector) as Record<string, unknown>) } }];
+  // Every further example (the global limits') goes through the schema too.
+  const more = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].slice(1).map((m) => parse(m[1]!) as { spec: Record<string, unknown> });
+  return [example, { ...example, spec: { ...rest, ...(parse(selector) as Record<string, unknown>) } }, ...more];
 }
 
 test('the CRD defines what the Kubernetes source watches, in the versions the agent reads', () => {
