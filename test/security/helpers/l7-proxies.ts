@@ -73,6 +73,8 @@ export interface L7Proxies {
   readonly outboundDirectPort: number;
   /** Every request the pod received, in order. */
   readonly podRequests: PodRequest[];
+  /** The agents' store: replace its snapshot to apply other configuration, as a watch does. */
+  readonly store: WorkloadStore;
   close(): Promise<void>;
 }
 
@@ -82,23 +84,28 @@ export interface L7ProxiesOptions {
   readonly pathNormalization?: PathNormalization;
   /** The agents' logger; default silent. */
   readonly log?: Logger;
+  /** The destination agent's request metrics and access log; default a private registry and `log`. */
+  readonly metrics?: MeshMetrics;
+  readonly accessLog?: Logger;
+  /** Both agents' tracer; default tracing off. */
+  readonly tracer?: RequestTracer;
 }
 
 export async function startL7Proxies(options: L7ProxiesOptions = {}): Promise<L7Proxies> {
   const store = new WorkloadStore();
   store.replace(mesh(options.policies ?? NO_ADMIN));
   const log = options.log ?? pino({ level: 'silent' });
-  const metrics = new MeshMetrics('test');
+  const metrics = options.metrics ?? new MeshMetrics('test');
   const tuning = { ...(options.limits ? { limits: options.limits } : {}), ...(options.pathNormalization ? { pathNormalization: options.pathNormalization } : {}) };
   const inbound = new InboundHttpProxy({
     store,
     log,
     rateLimiter: new LocalRateLimiter({ registry: metrics.registry }),
-    telemetry: new RequestTelemetry(metrics, log, { store }),
-    tracer: RequestTracer.disabled('node-b'),
+    telemetry: new RequestTelemetry(metrics, options.accessLog ?? log, { store }),
+    tracer: options.tracer ?? RequestTracer.disabled('node-b'),
     ...tuning,
   });
-  const outbound = new OutboundHttpProxy({ node: 'node-a', store, log, ...tuning });
+  const outbound = new OutboundHttpProxy({ node: 'node-a', store, log, ...tuning, ...(options.tracer ? { tracer: options.tracer } : {}) });
   const podRequests: PodRequest[] = [];
   const pod = http.createServer((req, res) => {
     podRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
@@ -172,6 +179,7 @@ export async function startL7Proxies(options: L7ProxiesOptions = {}): Promise<L7
     outboundPort: (fronts[1]!.address() as AddressInfo).port,
     outboundDirectPort: (fronts[2]!.address() as AddressInfo).port,
     podRequests,
+    store,
     close: async () => {
       for (const s of sockets) s.destroy();
       for (const f of fronts) f.close();
