@@ -6,28 +6,16 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { type InboundHarness, inboundHarness } from '../unit/helpers/inbound-harness.js';
-import { type TestRateLimitService, startRateLimitService } from '../unit/helpers/rate-limit-service.js';
+import { type TestRateLimitService, globalRateLimitYaml, startRateLimitService } from '../unit/helpers/rate-limit-service.js';
 import { RedisCounters, type RedisServer, startRedis } from './helpers/redis.js';
 
 const PER_MINUTE = 10;
 
-const limitYaml = (port: number) => `
-apiVersion: ambit.dev/v1alpha1
-kind: RateLimit
-metadata: {name: reviews-quota, namespace: bookinfo}
-spec:
-  targetRef: {kind: Service, name: reviews}
-  global:
-    service: 127.0.0.1
-    port: ${port}
-    domain: quota-test
-    failureMode: deny
-    timeout: 2s
-    descriptors:
-    - name: reviews
+const limitYaml = (port: number) =>
+  globalRateLimitYaml('reviews-quota', port, 'quota-test', ['failureMode: deny', 'timeout: 2s'], `    - name: reviews
       entries:
       - destinationService: {}
-`;
+`);
 
 let redis: RedisServer;
 let rls: TestRateLimitService;

@@ -14,21 +14,15 @@ import { GlobalRateLimiter } from '../../agent/policy/global-rate-limit.js';
 import { PRODUCTPAGE, inboundHarness } from './helpers/inbound-harness.js';
 import { mesh } from './helpers/l7-mesh.js';
 import { parsePrometheusText, samplesOf } from './helpers/prometheus-text.js';
-import { MapCounters, startRateLimitService } from './helpers/rate-limit-service.js';
+import { MapCounters, globalRateLimitYaml, startRateLimitService } from './helpers/rate-limit-service.js';
 
-const limitYaml = (port: number, extra = '') => `
-apiVersion: ambit.dev/v1alpha1
-kind: RateLimit
-metadata: {name: reviews-global, namespace: bookinfo}
-spec:
-  targetRef: {kind: Service, name: reviews}
-  global:
-    service: 127.0.0.1
-    port: ${port}
-    domain: mesh
-    ${extra}
-    descriptors:
-    - name: per-service
+const limitYaml = (port: number, ...settings: string[]) =>
+  globalRateLimitYaml(
+    'reviews-global',
+    port,
+    'mesh',
+    settings,
+    `    - name: per-service
       entries:
       - genericKey: {descriptorValue: reviews}
     - name: per-client
@@ -37,7 +31,8 @@ spec:
       - sourceIdentity: {}
       - destinationService: {}
       - requestHeaders: {headerName: x-tenant, descriptorKey: tenant, skipIfAbsent: true}
-`;
+`,
+  );
 
 /** A port nothing listens on: a service that is down refuses it. */
 async function closedPort(): Promise<number> {
@@ -87,13 +82,13 @@ test('over the quota the service counts, requests are answered 429; below it 200
 
 test('the service down: failureMode allow lets requests through, deny answers 500 (RLSE)', async () => {
   const port = await closedPort();
-  const allow = await inboundHarness(limitYaml(port, 'failureMode: allow\n    timeout: 2s'));
+  const allow = await inboundHarness(limitYaml(port, 'failureMode: allow', 'timeout: 2s'));
   try {
     assert.equal((await allow.request('/reviews/1')).status, 200);
   } finally {
     await allow.close();
   }
-  const deny = await inboundHarness(limitYaml(port, 'failureMode: deny\n    timeout: 2s'));
+  const deny = await inboundHarness(limitYaml(port, 'failureMode: deny', 'timeout: 2s'));
   try {
     const answer = await deny.request('/reviews/1');
     assert.equal(answer.status, 500);
@@ -105,7 +100,7 @@ test('the service down: failureMode allow lets requests through, deny answers 50
 
 test('a service slower than timeout counts as down: deny answers 500 within the timeout, allow lets the request through', async () => {
   const rls = await startRateLimitService({ counters: new MapCounters(), perMinute: { generic_key: 100 }, delayMs: 3000 });
-  const deny = await inboundHarness(limitYaml(rls.port, 'failureMode: deny\n    timeout: 200ms'));
+  const deny = await inboundHarness(limitYaml(rls.port, 'failureMode: deny', 'timeout: 200ms'));
   const allow = await inboundHarness(limitYaml(rls.port, 'timeout: 200ms'));
   try {
     const started = performance.now();

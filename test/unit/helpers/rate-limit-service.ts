@@ -30,6 +30,22 @@ export class MapCounters implements CounterStore {
   }
 }
 
+/** A RateLimit on bookinfo's reviews whose global block asks the service on 127.0.0.1:`port`; `settings` and `descriptors` are YAML lines as written under global. */
+export function globalRateLimitYaml(name: string, port: number, domain: string, settings: readonly string[], descriptors: string): string {
+  return `
+apiVersion: ambit.dev/v1alpha1
+kind: RateLimit
+metadata: {name: ${name}, namespace: bookinfo}
+spec:
+  targetRef: {kind: Service, name: reviews}
+  global:
+    service: 127.0.0.1
+    port: ${port}
+    domain: ${domain}
+${settings.map((l) => `    ${l}\n`).join('')}    descriptors:
+${descriptors}`;
+}
+
 export interface TestRateLimitServiceOptions {
   readonly counters: CounterStore;
   /** Requests per minute for every descriptor whose first entry's key is listed; others are unlimited. */
