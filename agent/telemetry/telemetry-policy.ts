@@ -3,7 +3,7 @@
 // then the workload's own (selector, or targetRefs naming the Service it serves); computed once per
 // workload, role and snapshot, so the request path only looks the answer up.
 
-import type { CustomTag, MetricsOverride, StandardMetric, TelemetryObject, WorkloadMode } from '../config/parse-telemetry.js';
+import { type CustomTag, ISTIO_METRICS, type MetricsOverride, type StandardMetric, type TelemetryObject, type WorkloadMode } from '../config/parse-telemetry.js';
 import { type Attributes, type Expression, evaluate } from '../config/telemetry-expression.js';
 import { ROOT_NAMESPACE } from '../policy/authorization.js';
 import { policiesTargeting } from '../policy/policy-targets.js';
@@ -35,16 +35,7 @@ export interface EffectiveTelemetry {
   readonly metrics: Readonly<Record<StandardMetric, MetricPlan>>;
 }
 
-const STANDARD_METRICS: readonly StandardMetric[] = [
-  'REQUEST_COUNT',
-  'REQUEST_DURATION',
-  'REQUEST_SIZE',
-  'RESPONSE_SIZE',
-  'TCP_OPENED_CONNECTIONS',
-  'TCP_CLOSED_CONNECTIONS',
-  'TCP_SENT_BYTES',
-  'TCP_RECEIVED_BYTES',
-];
+const STANDARD_METRICS = ISTIO_METRICS.filter((m): m is StandardMetric => m !== 'ALL_METRICS');
 
 const KEEP: MetricPlan = { enabled: true, remove: new Set(), upsert: [] };
 let nextId = 1;

@@ -5,13 +5,12 @@
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { pino } from 'pino';
 import { MeshMetrics } from '../../agent/telemetry/metrics.js';
 import { RequestTracer } from '../../agent/telemetry/tracing.js';
 import { OtlpCollector } from '../fixtures/otlp/collector.js';
 import { type L7Proxies, startL7Proxies } from '../security/helpers/l7-proxies.js';
+import { captureLog } from './helpers/log-capture.js';
 import { parsePrometheusText, samplesOf } from './helpers/prometheus-text.js';
 import { mesh } from './helpers/l7-mesh.js';
 
@@ -29,16 +28,7 @@ spec:
 ${spec}`;
 
 const metrics = new MeshMetrics('test');
-const records: Record<string, unknown>[] = [];
-const accessLog = pino(
-  { level: 'info' },
-  new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n')) if (line) records.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  }),
-);
+const { logger: accessLog, records } = captureLog();
 let collector: OtlpCollector;
 let tracer: RequestTracer;
 let proxies: L7Proxies;

@@ -3,7 +3,6 @@
 // or a removed label, with an upserted one, and access-log records kept or dropped by disabled and filter.
 
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { parseConfigFile } from '../../agent/config/load.js';
@@ -14,29 +13,12 @@ import { type ConnectionDescription, ConnectionTelemetry } from '../../agent/tel
 import { MeshMetrics } from '../../agent/telemetry/metrics.js';
 import { type RequestDescription, RequestTelemetry } from '../../agent/telemetry/requests.js';
 import { DEFAULT_TELEMETRY, TelemetryPolicies } from '../../agent/telemetry/telemetry-policy.js';
+import { captureLog } from './helpers/log-capture.js';
+import { BOOKINFO } from './helpers/l7-mesh.js';
 import { parsePrometheusText, samplesOf } from './helpers/prometheus-text.js';
 
-const MESH = `
-apiVersion: v1
-kind: Pod
-metadata: { name: productpage-v1-abc, namespace: bookinfo, labels: { app: productpage, version: v1 } }
-spec: { serviceAccountName: bookinfo-productpage, containers: [{ name: c, command: [x] }] }
-status: { podIP: 10.1.0.1 }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: reviews-v2-xyz, namespace: bookinfo, labels: { app: reviews, version: v2 } }
-spec: { serviceAccountName: bookinfo-reviews, containers: [{ name: c, command: [x] }] }
-status: { podIP: 10.1.0.2 }
----
-apiVersion: v1
-kind: Service
-metadata: { name: reviews, namespace: bookinfo }
-spec: { clusterIP: 10.96.0.21, selector: { app: reviews }, ports: [{ name: http, port: 9080, targetPort: 9080 }] }
-`;
-
 function snapshot(telemetry: string, version = 1): MeshSnapshot {
-  const parsed = parseConfigFile(`${MESH}---\n${telemetry}`, 'mesh.yaml');
+  const parsed = parseConfigFile(`${BOOKINFO}\n---\n${telemetry}`, 'mesh.yaml');
   assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error'), []);
   return buildSnapshot(parsed.objects, { version, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
 }
@@ -51,25 +33,14 @@ function storeWith(telemetry: string): { store: WorkloadStore; s: MeshSnapshot }
 function connection(s: MeshSnapshot, direction: 'inbound' | 'outbound'): ConnectionDescription {
   return {
     direction,
-    src: { addr: '10.1.0.1:40000', workload: s.workloads.get('bookinfo/productpage-v1-abc')!, identity: 'spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage' as SpiffeId },
-    dst: { addr: '10.1.0.2:9080', workload: s.workloads.get('bookinfo/reviews-v2-xyz')!, service: s.services.get('bookinfo/reviews.bookinfo.svc.cluster.local')!, identity: 'spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews' as SpiffeId },
+    src: { addr: '10.244.1.10:40000', workload: s.workloads.get('bookinfo/productpage-v1')!, identity: 'spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage' as SpiffeId },
+    dst: { addr: '10.244.1.21:9080', workload: s.workloads.get('bookinfo/reviews-v1')!, service: s.services.get('bookinfo/reviews.bookinfo.svc.cluster.local')!, identity: 'spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews' as SpiffeId },
     securityPolicy: 'mutual_tls',
   };
 }
 
 function request(s: MeshSnapshot, direction: 'inbound' | 'outbound', method = 'GET'): RequestDescription {
   return { connection: connection(s, direction), protocol: 'http', method, path: '/reviews/0', authority: 'reviews:9080', httpVersion: 'HTTP/1.1' };
-}
-
-function capture(): { logger: pino.Logger; records: Record<string, unknown>[] } {
-  const records: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n')) if (line) records.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { logger: pino({ level: 'info' }, stream), records };
 }
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
@@ -170,7 +141,7 @@ test('access log: disabled drops every record, a filter keeps only matching requ
     telemetry('bookinfo', 'quiet', '  selector: { matchLabels: { app: productpage } }\n  accessLogging: [{ disabled: true }]'),
   ].join('\n---\n');
   const { store, s } = storeWith(yaml);
-  const { logger, records } = capture();
+  const { logger, records } = captureLog();
   const metrics = new MeshMetrics('test');
   const t = new RequestTelemetry(metrics, logger, { store });
   t.record(request(s, 'inbound'), { responseCode: 200, requestBytes: 0, responseBytes: 1 }, 1);
