@@ -55,6 +55,7 @@ import { RequestTelemetry } from './telemetry/requests.js';
 import { InboundHttpProxy } from './l7/proxy/inbound-http.js';
 import { LocalRateLimiter } from './policy/rate-limit.js';
 import { RequestTracer, type TracingConfig } from './telemetry/tracing.js';
+import { FlowLog, type FlowLogTarget, type FlowLogging } from './telemetry/flow-log.js';
 
 export const AMBIT_VERSION = '0.1.0';
 
@@ -111,6 +112,8 @@ export interface NodeAgentConfig {
   readonly tracing?: TracingConfig;
   /** Also push the metrics registry over OTLP/HTTP (`--otlp-metrics-endpoint`); undefined: scrape only. */
   readonly otlpMetrics?: OtlpMetricsConfig;
+  /** The flow log (`--flow-log`): one JSON record per connection and per request; undefined: none. */
+  readonly flowLog?: FlowLogTarget;
   /** The L7 proxies' HTTP timeouts and path normalization (`--http-*-timeout`, `--path-normalization`); default: theirs. */
   readonly http?: { readonly limits: HttpServerLimits; readonly pathNormalization: PathNormalization };
   /** When a running agent of this node is found: retire it once this one is ready (default), or wait for its orchestrator to. */
@@ -195,6 +198,15 @@ export class NodeAgent {
     if ((config.handover ?? 'retire') === 'retire') this.#handover.retirePredecessor();
   }
 
+  /** The flow log's writer, opened once and closed with the agent; nothing when --flow-log is not given. */
+  #flowLogging(): { flows?: FlowLogging } {
+    const target = this.config.flowLog;
+    if (!target) return {};
+    const writer = new FlowLog(target);
+    this.#closers.push(writer);
+    return { flows: { node: this.config.node, sink: writer } };
+  }
+
   /** The certificates this agent holds, for the admin server. */
   get certificates(): WorkloadCertificateManager | undefined {
     return this.#certificates;
@@ -254,7 +266,8 @@ export class NodeAgent {
 
     const certificates = await this.#startIdentity(snapshot);
     const { node } = config;
-    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId, denials: this.denials });
+    const flows = this.#flowLogging();
+    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId, denials: this.denials, ...flows });
     const live = new LiveConnections(store, log);
     this.#closers.push(live);
     const connectAsClient = async (sourceIp: string, destination: Address): Promise<Socket | string> => {
@@ -268,7 +281,7 @@ export class NodeAgent {
     const hbonePool = new HbonePool({ host, certificates, dialTcp: transparentDialer, log });
     this.#closers.push(hbonePool);
     // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.
-    const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
+    const requests = new RequestTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId, ...flows });
     // Active health checks of the clusters requests use, probing as the traffic travels (l7/proxy/health-probe.ts).
     const healthChecks = { probe: endpointProbe(probeDialer({ node, store, hbone: hbonePool, clusterId: config.clusterId, connectAsClient })), onTransition: healthCheckTransitions(this.metrics.registry) };
     const http = new OutboundHttpProxy({ node, store, log, onRequestComplete: requestTelemetryHook(requests), tracer: this.tracer, healthChecks, ...config.http });

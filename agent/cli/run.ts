@@ -12,6 +12,7 @@ import { xdsNodeInfoFromEnv } from '../sources/xds/node.js';
 import { type LogLevel, createLogger, isLogLevel } from '../telemetry/log.js';
 import { TRACING_FLAGS, TRACING_USAGE, parseTracingFlags } from '../telemetry/tracing.js';
 import { OTLP_METRICS_FLAGS, OTLP_METRICS_USAGE, parseOtlpMetricsFlags } from '../telemetry/otlp-metrics.js';
+import { FLOW_LOG_FLAGS, FLOW_LOG_USAGE, parseFlowLogFlags } from '../telemetry/flow-log-flags.js';
 import { UsageError, parseChoice, parseDuration, parseListenAddress } from './usage.js';
 import { DEFAULT_RELAY_IDLE_TIMEOUT_MS, MAX_RELAY_IDLE_TIMEOUT_MS, setRelayIdleTimeout } from '../tunnel/relay-idle.js';
 import { HBONE_FLAGS, HBONE_USAGE, parseHboneFlags } from './hbone-flags.js';
@@ -86,7 +87,7 @@ ${L7_USAGE}${HBONE_USAGE}  --readiness-address <ip:port> readiness server (defau
   --admin-address <ip:port>    admin server, keep it on loopback (default: 127.0.0.1:15000)
   --metrics-address <ip:port>  Prometheus metrics (default: 0.0.0.0:15020)
 ${TRACING_USAGE}  --log-level <level>          trace|debug|info|warn|error (default: $AMBIT_LOG_LEVEL or info)
-${OTLP_METRICS_USAGE}`;
+${OTLP_METRICS_USAGE}${FLOW_LOG_USAGE}`;
 
 /** The agent's configuration and log level from `ambit run`'s arguments; throws UsageError on a mistake. */
 export function parseRunArgs(
@@ -127,6 +128,7 @@ export function parseRunArgs(
       'log-level': { type: 'string', default: env['AMBIT_LOG_LEVEL'] ?? 'info' },
       ...TRACING_FLAGS,
       ...OTLP_METRICS_FLAGS,
+      ...FLOW_LOG_FLAGS,
       ...L7_FLAGS,
       ...HBONE_FLAGS,
     },
@@ -186,6 +188,9 @@ export function parseRunArgs(
   const otlp = parseOtlpMetricsFlags(values, parseDuration, env);
   if (!otlp.ok) throw new UsageError(`ambit run: ${otlp.message}`);
 
+  const flows = parseFlowLogFlags(values);
+  if (!flows.ok) throw new UsageError(`ambit run: ${flows.message}`);
+
   const tracing = parseTracingFlags(values, env);
   if (!tracing.ok) throw new UsageError(`ambit run: ${tracing.message}`);
 
@@ -219,6 +224,7 @@ export function parseRunArgs(
       handover: parseChoice('--handover', values.handover, ['retire', 'wait']),
       ...(tracing.tracing ? { tracing: tracing.tracing } : {}),
       ...(otlp.otlpMetrics ? { otlpMetrics: otlp.otlpMetrics } : {}),
+      ...(flows.flowLog ? { flowLog: flows.flowLog } : {}),
       http: { limits: l7.limits, pathNormalization: l7.pathNormalization },
     },
   };

@@ -10,6 +10,7 @@ import type { MeshMetrics, TcpLabels } from './metrics.js';
 import { type CachedSeries, SeriesCache } from './series-cache.js';
 import { TelemetryPolicies, connectionAttributes, shouldLog } from './telemetry-policy.js';
 import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
+import { type FlowLogging, connectionFlowRecord } from './flow-log.js';
 
 /** Why a connection ended badly, as ztunnel's `response_flags`. */
 export type ResponseFlag = '-' | 'DENY' | 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | 'IDENTITY_ERROR' | 'NO_ROUTE';
@@ -130,6 +131,8 @@ export interface ConnectionTelemetryOptions {
   readonly clusterId?: string;
   /** Told of every connection an inbound side denied (flag DENY), for `ambit explain --last-denied`. */
   readonly denials?: DenialRecorder;
+  /** The flow log (`--flow-log`): one record per connection, relayed or refused. */
+  readonly flows?: FlowLogging;
 }
 
 export class ConnectionTelemetry {
@@ -139,6 +142,7 @@ export class ConnectionTelemetry {
   readonly #unsubscribe: () => void;
   readonly #denials: DenialRecorder | undefined;
   readonly #policies: TelemetryPolicies;
+  readonly #flows: FlowLogging | undefined;
 
   constructor(
     private readonly metrics: MeshMetrics,
@@ -147,6 +151,7 @@ export class ConnectionTelemetry {
   ) {
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#denials = options.denials;
+    this.#flows = options.flows;
     this.#policies = new TelemetryPolicies(options.store);
     this.#series = new WorkloadSeries((labels) => metrics.removeTcpSeries(labels));
     this.#unsubscribe =
@@ -177,6 +182,7 @@ export class ConnectionTelemetry {
         if (enabled.TCP_RECEIVED_BYTES.enabled) this.metrics.tcpReceivedBytes.inc(labels, result.bytesSent);
         if (enabled.TCP_SENT_BYTES.enabled) this.metrics.tcpSentBytes.inc(labels, result.bytesReceived);
         release();
+        if (this.#flows) this.#flows.sink.write(connectionFlowRecord(this.#flows.node, c, { kind: 'closed', outcome: result }));
         if (!logged) return;
         const fields = { ...logFields(c), bytes_sent: result.bytesSent, bytes_recv: result.bytesReceived, duration: `${Date.now() - started}ms` };
         // An idle timeout is the agent's decision, not a fault: flagged for queries, logged at info.
@@ -192,6 +198,7 @@ export class ConnectionTelemetry {
     const { labels, owners } = this.#seriesOf(c, flag);
     this.metrics.tcpFailed.inc(labels);
     this.#series.record(labels, owners, false);
+    if (this.#flows) this.#flows.sink.write(connectionFlowRecord(this.#flows.node, c, { kind: 'failed', flag, error }));
     const policy = this.#policies.of(c);
     if (policy.isDefault || shouldLog(policy, connectionAttributes(c))) this.accessLog.warn({ ...logFields(c), error, response_flags: flag }, 'connection failed');
     // Every inbound path (HBONE, plaintext, same node) reports its policy refusals here, with flag DENY.

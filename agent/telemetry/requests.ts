@@ -12,6 +12,7 @@ import { type CachedSeries, SeriesCache } from './series-cache.js';
 import { type CounterHandle, type HistogramHandle, SeriesCounter, SeriesHistogram } from './series-metrics.js';
 import { type EffectiveTelemetry, TelemetryPolicies, applyTagOverrides, requestAttributes, shouldLog } from './telemetry-policy.js';
 import { WorkloadSeries } from './workload-series.js';
+import { type FlowLogging, requestFlowRecord } from './flow-log.js';
 
 /**
  * Envoy's response flags that Ambit's HTTP path can raise. UO overflow (circuit breaker), UF upstream
@@ -69,6 +70,8 @@ export interface RequestTelemetryOptions {
   readonly clusterId?: string;
   /** Milliseconds for durations; tests pass a fake. */
   readonly now?: () => number;
+  /** The flow log (`--flow-log`): one record per request. */
+  readonly flows?: FlowLogging;
 }
 
 /** The four request metrics, registered once per registry. */
@@ -121,6 +124,7 @@ export class RequestTelemetry {
   readonly #policies: TelemetryPolicies;
   readonly #overridden = new SeriesCache<RequestLabels, OverriddenSeries>();
   readonly #unsubscribe: () => void;
+  readonly #flows: FlowLogging | undefined;
 
   constructor(
     metrics: MeshMetrics,
@@ -130,6 +134,7 @@ export class RequestTelemetry {
     this.#metrics = requestMetrics(metrics.registry);
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#now = options.now ?? (() => performance.now());
+    this.#flows = options.flows;
     const m = this.#metrics;
     this.#policies = new TelemetryPolicies(options.store);
     this.#series = new WorkloadSeries<Readonly<Record<string, string>>>((labels) => {
@@ -166,6 +171,10 @@ export class RequestTelemetry {
     handles.requestBytes?.observe(o.requestBytes);
     handles.responseBytes?.observe(o.responseBytes);
     for (const labels of labelSets) this.#series.record(labels, owners, false);
+    if (this.#flows) {
+      const flow = { method: d.method, authority: d.authority, path: d.path, protocol: d.httpVersion, code: o.responseCode, durationMs };
+      this.#flows.sink.write(requestFlowRecord(this.#flows.node, d.connection, flow));
+    }
     if (!policy.isDefault && !shouldLog(policy, requestAttributes(d, o))) return;
     const fields = accessLogFields(d, o, durationMs);
     // As Envoy and ztunnel: failures the proxy caused stand out; an application's 5xx is still info.

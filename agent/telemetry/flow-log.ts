@@ -1,0 +1,183 @@
+// The flow log: one JSON line per connection and per request, in the shape of Hubble's exported flows
+// (`{"flow": {...}, "node_name", "time"}`), to stdout or to a file rotated by size, never blocking
+// the data path: lines wait in a bounded queue and are dropped (and counted) when the disk falls behind.
+
+import { type WriteStream, createWriteStream } from 'node:fs';
+import { rename } from 'node:fs/promises';
+import type { ConnectionDescription, ConnectionOutcome } from './connections.js';
+
+export type FlowLogTarget = { readonly kind: 'stdout' } | { readonly kind: 'file'; readonly path: string; readonly maxBytes: number; readonly keep: number };
+
+/** Where telemetry hands its finished flows; the data path holds this, not the writer. */
+export interface FlowSink {
+  write(record: FlowRecord): void;
+}
+
+/** What ConnectionTelemetry and RequestTelemetry are given to log flows: the sink and this node's name. */
+export interface FlowLogging {
+  readonly node: string;
+  readonly sink: FlowSink;
+}
+
+interface Endpoint {
+  readonly namespace?: string;
+  readonly pod_name?: string;
+  readonly workloads?: readonly { readonly name: string; readonly kind: string }[];
+  readonly spiffe_id?: string;
+}
+
+export interface FlowRecord {
+  readonly time: string;
+  readonly node_name: string;
+  readonly flow: {
+    readonly time: string;
+    readonly verdict: 'FORWARDED' | 'DROPPED' | 'ERROR';
+    readonly drop_reason_desc?: string;
+    readonly Type: 'L3_L4' | 'L7';
+    readonly node_name: string;
+    readonly traffic_direction: 'EGRESS' | 'INGRESS';
+    readonly IP: { readonly source: string; readonly destination: string; readonly ipVersion: 'IPv4' | 'IPv6' };
+    readonly l4: { readonly TCP: { readonly source_port: number; readonly destination_port: number } };
+    readonly source: Endpoint;
+    readonly destination: Endpoint;
+    readonly destination_service?: { readonly name: string; readonly namespace: string };
+    readonly is_mtls: boolean;
+    readonly l7?: { readonly type: 'RESPONSE'; readonly latency_ns: number; readonly http: { readonly code: number; readonly method: string; readonly url: string; readonly protocol: string } };
+    readonly bytes?: { readonly sent: number; readonly received: number };
+    readonly Summary: string;
+  };
+}
+
+/** How a connection ended, for its flow: relayed (with its bytes) or refused before any relay. */
+export type ConnectionEnd = { readonly kind: 'closed'; readonly outcome: ConnectionOutcome } | { readonly kind: 'failed'; readonly flag: string; readonly error: string };
+
+/** The record of one connection, as Hubble would show an L3/L4 flow. */
+export function connectionFlowRecord(node: string, c: ConnectionDescription, end: ConnectionEnd, at = new Date()): FlowRecord {
+  const denied = end.kind === 'failed' && end.flag === 'DENY';
+  const verdict = end.kind === 'closed' ? (end.outcome.error && end.outcome.error.reason !== 'idle-timeout' ? 'ERROR' : 'FORWARDED') : denied ? 'DROPPED' : 'ERROR';
+  const summary = end.kind === 'closed' ? `TCP ${end.outcome.bytesSent}/${end.outcome.bytesReceived} bytes${end.outcome.error ? `, ${end.outcome.error.message}` : ''}` : `${end.flag}: ${end.error}`;
+  return record(node, c, at, {
+    verdict,
+    ...(denied ? { drop_reason_desc: 'POLICY_DENIED' } : {}),
+    Type: 'L3_L4',
+    ...(end.kind === 'closed' ? { bytes: { sent: end.outcome.bytesSent, received: end.outcome.bytesReceived } } : {}),
+    Summary: summary,
+  });
+}
+
+/** What a finished request contributes to its flow (the request telemetry's own description, narrowed). */
+export interface RequestFlow {
+  readonly method: string;
+  readonly authority: string;
+  readonly path: string;
+  readonly protocol: string;
+  readonly code: number;
+  readonly durationMs: number;
+}
+
+/** The record of one request, as Hubble shows an L7 HTTP response. */
+export function requestFlowRecord(node: string, c: ConnectionDescription, r: RequestFlow, at = new Date()): FlowRecord {
+  const denied = r.code === 403 || r.code === 401;
+  return record(node, c, at, {
+    verdict: denied ? 'DROPPED' : 'FORWARDED',
+    ...(denied ? { drop_reason_desc: 'POLICY_DENIED' } : {}),
+    Type: 'L7',
+    l7: { type: 'RESPONSE', latency_ns: Math.round(r.durationMs * 1e6), http: { code: r.code, method: r.method, url: `http://${r.authority}${r.path}`, protocol: r.protocol } },
+    Summary: `HTTP/${r.protocol} ${r.code} ${Math.round(r.durationMs)}ms (${r.method} http://${r.authority}${r.path})`,
+  });
+}
+
+type Varying = Pick<FlowRecord['flow'], 'verdict' | 'Type' | 'Summary'> & Partial<Pick<FlowRecord['flow'], 'drop_reason_desc' | 'l7' | 'bytes'>>;
+
+function record(node: string, c: ConnectionDescription, at: Date, varying: Varying): FlowRecord {
+  const time = at.toISOString();
+  const [srcIp, srcPort] = split(c.src.addr);
+  const [dstIp, dstPort] = split(c.dst.addr);
+  const endpoint = (side: ConnectionDescription['src'] | ConnectionDescription['dst']): Endpoint => ({
+    ...(side.workload ? { namespace: side.workload.namespace, pod_name: side.workload.name, workloads: [{ name: side.workload.name, kind: 'Pod' }] } : {}),
+    ...(side.identity ? { spiffe_id: side.identity } : {}),
+  });
+  const service = c.dst.service;
+  return {
+    time,
+    node_name: node,
+    flow: {
+      time,
+      node_name: node,
+      traffic_direction: c.direction === 'outbound' ? 'EGRESS' : 'INGRESS',
+      IP: { source: srcIp, destination: dstIp, ipVersion: srcIp.includes(':') ? 'IPv6' : 'IPv4' },
+      l4: { TCP: { source_port: srcPort, destination_port: dstPort } },
+      source: endpoint(c.src),
+      destination: endpoint(c.dst),
+      ...(service ? { destination_service: { name: service.name, namespace: service.namespace } } : {}),
+      is_mtls: c.securityPolicy === 'mutual_tls',
+      ...varying,
+    },
+  };
+}
+
+/** `ip:port` or `[ip]:port` into its parts (port 0 when absent). */
+function split(addr: string): [string, number] {
+  const cut = addr.lastIndexOf(':');
+  if (cut < 0 || addr.endsWith(']')) return [addr.replace(/^\[|\]$/g, ''), 0];
+  return [addr.slice(0, cut).replace(/^\[|\]$/g, ''), Number(addr.slice(cut + 1)) || 0];
+}
+
+/** Lines held while the file rotates or the disk is slow; beyond this they are dropped and counted. */
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+
+export class FlowLog implements FlowSink {
+  #stream: WriteStream | NodeJS.WriteStream;
+  #size = 0;
+  #rotating = false;
+  #queued: string[] = [];
+  #queuedBytes = 0;
+  /** Records dropped because the writer fell behind by more than MAX_QUEUED_BYTES. */
+  dropped = 0;
+
+  constructor(private readonly target: FlowLogTarget) {
+    this.#stream = target.kind === 'stdout' ? process.stdout : createWriteStream(target.path, { flags: 'a' });
+  }
+
+  write(flow: FlowRecord): void {
+    const line = `${JSON.stringify(flow)}\n`;
+    if (this.#rotating || this.#stream.writableLength > MAX_QUEUED_BYTES) {
+      if (this.#queuedBytes + line.length > MAX_QUEUED_BYTES) {
+        this.dropped++;
+        return;
+      }
+      this.#queued.push(line);
+      this.#queuedBytes += line.length;
+      return;
+    }
+    this.#stream.write(line);
+    this.#size += Buffer.byteLength(line);
+    if (this.target.kind === 'file' && this.#size >= this.target.maxBytes) void this.#rotate(this.target);
+  }
+
+  /** path → path.1 → … → path.<keep> (the oldest goes), then a new file; lines written meanwhile wait. */
+  async #rotate(target: Extract<FlowLogTarget, { kind: 'file' }>): Promise<void> {
+    this.#rotating = true;
+    const old = this.#stream as WriteStream;
+    await new Promise<void>((resolve) => old.end(resolve));
+    for (let i = target.keep - 1; i >= 1; i--) await rename(`${target.path}.${i}`, `${target.path}.${i + 1}`).catch(() => undefined);
+    await rename(target.path, `${target.path}.1`).catch(() => undefined);
+    this.#stream = createWriteStream(target.path, { flags: 'a' });
+    this.#size = 0;
+    this.#rotating = false;
+    const queued = this.#queued;
+    this.#queued = [];
+    this.#queuedBytes = 0;
+    for (const line of queued) {
+      this.#stream.write(line);
+      this.#size += Buffer.byteLength(line);
+    }
+  }
+
+  /** Flushes and closes the file (stdout stays open). */
+  close(): Promise<void> {
+    const stream = this.#stream;
+    if (this.target.kind === 'stdout') return Promise.resolve();
+    return new Promise((resolve) => (stream as WriteStream).end(resolve));
+  }
+}
