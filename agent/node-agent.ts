@@ -18,6 +18,8 @@ import { IstioCaClient, type IstioCaClientOptions } from './identity/istio-ca-cl
 import { DEFAULT_ISTIOD_ADDRESS } from './identity/istiod-channel.js';
 import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
+import { DnsProxy, type DnsUpstream } from './dns/dns-proxy.js';
+import { nodeDnsUpstream } from './dns/node-upstream.js';
 import { installReplySteering } from './redirect/reply-steering.js';
 import { type PodCgroupResolver, kubepodsResolver, podCgroupFromTemplate } from './redirect/pod-cgroups.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
@@ -80,6 +82,11 @@ export type CaptureConfig =
       readonly socks5?: boolean;
       /** The native HBONE engine's threads and limits (`--data-threads`, `--hbone-*`); absent: its defaults. */
       readonly hboneEngine?: EngineOptions;
+      /**
+       * `--dns-capture`: pods' DNS (port 53) goes to the proxy on <node IP>:15053, which answers mesh
+       * names and forwards the rest to `upstream` (absent: the agent's resolv.conf). Absent: not captured.
+       */
+      readonly dns?: { readonly upstream?: DnsUpstream };
     };
 
 export interface IdentityConfig {
@@ -255,7 +262,9 @@ export class NodeAgent {
     if (!nodeIp) throw new Error(`node "${config.node}" has no InternalIP in the configuration; eBPF capture redirects pods to that address`);
     const uplinks = capture.uplinks.length > 0 ? capture.uplinks : [await deviceHolding(nodeIp)];
     const podCgroup = capture.podCgroup.kind === 'template' ? podCgroupFromTemplate(capture.podCgroup.template) : kubepodsResolver(capture.podCgroup.root);
-    const started = await EbpfCapture.start({ scope: capture.scope, node: config.node, nodeIp, uplinks, podCgroup, log });
+    // The proxy listens before any pod's DNS is sent to it.
+    if (capture.dns) await this.#startDnsProxy(nodeIp, capture.dns.upstream);
+    const started = await EbpfCapture.start({ scope: capture.scope, node: config.node, nodeIp, uplinks, podCgroup, dns: capture.dns !== undefined, log });
     if (!started.ok) throw new Error(`eBPF capture: ${started.error.message}`);
     const ebpf = started.value;
     await migrateAcceptQueues(log);
@@ -319,6 +328,18 @@ export class NodeAgent {
       await socks.reconcile(snapshot);
       store.subscribe((next) => void socks.reconcile(next));
     }
+  }
+
+  /** The DNS proxy on <node IP>:15053 (UDP and TCP), forwarding what the mesh does not know upstream. */
+  async #startDnsProxy(nodeIp: string, configured: DnsUpstream | undefined): Promise<void> {
+    const upstream = nodeDnsUpstream(configured);
+    if (typeof upstream === 'string') throw new Error(`--dns-capture: ${upstream}`);
+    const proxy = new DnsProxy({ store: this.store, log: this.log.child({ target: 'dns' }), upstreamOf: () => upstream });
+    await proxy.listen(nodeIp).catch((err: Error) => {
+      throw new Error(`--dns-capture: the DNS proxy cannot listen on ${nodeIp}:15053 (UDP and TCP): ${err.message}; is another agent or resolver using the port?`);
+    });
+    this.#closers.push(proxy);
+    this.log.info({ upstream: `${upstream.ip}:${upstream.port}` }, `DNS proxy on ${nodeIp}:15053: mesh names answered, the rest forwarded to ${upstream.ip}:${upstream.port}`);
   }
 
   /**

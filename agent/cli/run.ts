@@ -1,5 +1,6 @@
 // `ambit run`: one node agent, configured from flags; see agent/node-agent.ts for what it runs.
 
+import { parseDnsUpstream } from '../dns/node-upstream.js';
 import { parseArgs } from 'node:util';
 import { HANDOVER_SIGNAL } from '../lifecycle/handover.js';
 import { type CaptureConfig, NodeAgent, type NodeAgentConfig } from '../node-agent.js';
@@ -66,6 +67,12 @@ Options:
                                enrolled pod of this node, as ztunnel's opt-in listener: the pod's
                                processes reach the mesh without capture (needs --capture ebpf: the
                                pod's network namespace is found through its cgroup)
+  --dns-capture                each enrolled pod's DNS (UDP and TCP port 53) goes to the agent's proxy
+                               on <node IP>:15053: Services and ServiceEntry hosts (automatic VIPs
+                               too) answered from the mesh, the rest forwarded; a pod opts out with
+                               ambient.istio.io/dns-capture: "false" (needs --capture ebpf; default off)
+  --dns-upstream <ip[:port]>   where --dns-capture forwards what the mesh does not know (default: the
+                               first IPv4 nameserver of the agent's /etc/resolv.conf)
   --uplink <device>            device other nodes' traffic arrives on (repeatable; default: the
                                one holding the node's InternalIP)
   --state-dir <dir>            the agent's state; its own CA root is kept in <dir>/ca unless
@@ -116,6 +123,8 @@ export function parseRunArgs(
       'bpf-scope': { type: 'string' },
       uplink: { type: 'string', multiple: true },
       socks5: { type: 'boolean', default: false },
+      'dns-capture': { type: 'boolean', default: false },
+      'dns-upstream': { type: 'string' },
       'state-dir': { type: 'string', default: '/var/lib/ambit' },
       'ca-dir': { type: 'string' },
       'cert-ttl': { type: 'string', default: '24h' },
@@ -165,6 +174,7 @@ export function parseRunArgs(
   if (!isLogLevel(level)) throw new UsageError(`ambit run: --log-level ${JSON.stringify(level)}: expected one of trace, debug, info, warn, error`);
   let capture: CaptureConfig;
   if (values.capture === 'none') {
+    if (values['dns-capture']) throw new UsageError('ambit run: --dns-capture attaches eBPF programs to pods\' cgroups, so it needs --capture ebpf (with --pod-cgroup)');
     if (values.socks5) throw new UsageError('ambit run: --socks5 finds each pod\'s network namespace through its cgroup, so it needs --capture ebpf (with --pod-cgroup)');
     capture = { mode: 'none' };
   }
@@ -175,12 +185,17 @@ export function parseRunArgs(
     const podCgroup = how === KUBEPODS ? ({ kind: 'kubepods', root: values['cgroup-root'] ?? cgroup2Root() } as const) : ({ kind: 'template', template: how } as const);
     const engine = parseHboneFlags(values);
     if (!engine.ok) throw new UsageError(`ambit run: ${engine.message}`);
+    const upstreamText = values['dns-upstream'];
+    const upstream = upstreamText === undefined ? undefined : parseDnsUpstream(upstreamText);
+    if (upstreamText !== undefined && !upstream) throw new UsageError(`ambit run: --dns-upstream ${JSON.stringify(upstreamText)}: expected an IPv4 address, optionally with :port`);
+    if (upstream && !values['dns-capture']) throw new UsageError('ambit run: --dns-upstream is where --dns-capture forwards; pass --dns-capture too');
     capture = {
       mode: 'ebpf',
       podCgroup,
       scope: values['bpf-scope'] ?? node,
       uplinks: values.uplink ?? [],
       ...(values.socks5 ? { socks5: true } : {}),
+      ...(values['dns-capture'] ? { dns: upstream ? { upstream } : {} } : {}),
       hboneEngine: engine.options,
     };
   } else throw new UsageError(`ambit run: --capture ${JSON.stringify(values.capture)}: expected ebpf or none`);

@@ -47,7 +47,8 @@ export class DnsProxy {
 
   /** Binds UDP and TCP on `host:port` (the same port for both; port 0 picks one for UDP, and TCP takes it too). */
   async listen(host: string, port = DNS_PROXY_PORT): Promise<{ readonly port: number }> {
-    const udp = createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false });
+    // SO_REUSEPORT, as the agent's other listeners: during an upgrade the new agent binds beside the old one.
+    const udp = createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false, reusePort: port !== 0 });
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
       udp.bind(port, host, () => {
@@ -62,7 +63,7 @@ export class DnsProxy {
     const tcp = createServer((socket) => this.#serveTcp(socket));
     await new Promise<void>((resolve, reject) => {
       tcp.once('error', reject);
-      tcp.listen(bound, host, () => {
+      tcp.listen({ port: bound, host, reusePort: port !== 0 }, () => {
         tcp.off('error', reject);
         resolve();
       });

@@ -8,6 +8,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { readdir, rm, rmdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
+import { capturesDns } from '../dns/mesh-answer.js';
 import type { MeshSnapshot, Workload } from '../state/model.js';
 import { cgroupOf } from '../system/cgroups.js';
 import { requireTool, runCommand } from '../system/commands.js';
@@ -16,6 +17,8 @@ import {
   type AmbitMaps,
   BpfObject,
   type Counters,
+  DNS_CGROUP_PROGRAMS,
+  type DnsProgram,
   type InboundProgram,
   type OutboundProgram,
   POD_CGROUP_PROGRAMS,
@@ -68,6 +71,8 @@ export interface CaptureOptions {
   readonly uplinks: readonly string[];
   /** The cgroup v2 directory of a pod of this node, or undefined when it cannot be known. */
   readonly podCgroup: (workload: Workload) => string | undefined;
+  /** Send each pod's DNS (port 53) to the agent's proxy on <nodeIp>:15053, unless the pod opts out (capturesDns). */
+  readonly dns: boolean;
   readonly log: Logger;
 }
 
@@ -82,6 +87,8 @@ interface Enrolled {
   readonly ip: string;
   readonly linkDir: string;
   readonly cgroup: string;
+  /** Whether the DNS programs are attached too. */
+  readonly dns: boolean;
 }
 
 export class EbpfCapture {
@@ -103,6 +110,7 @@ export class EbpfCapture {
     private readonly options: CaptureOptions,
     private readonly outbound: BpfObject<OutboundProgram>,
     private readonly inbound: BpfObject<InboundProgram>,
+    private readonly dnsPrograms: BpfObject<DnsProgram> | undefined,
     private readonly maps: AmbitMaps,
     private readonly dnat: DnatCapture,
   ) {}
@@ -126,6 +134,10 @@ export class EbpfCapture {
     if (!outbound.ok) return outbound;
     const inbound = BpfObject.load<InboundProgram>(inboundPath.value, pinDir);
     if (!inbound.ok) return inbound;
+    const dnsPath = options.dns ? bpfObjectPath('dns_cgroup') : undefined;
+    if (dnsPath && !dnsPath.ok) return dnsPath;
+    const dnsPrograms = dnsPath ? BpfObject.load<DnsProgram>(dnsPath.value, pinDir) : undefined;
+    if (dnsPrograms && !dnsPrograms.ok) return dnsPrograms;
     for (const name of [...outbound.value.replacedPins, ...inbound.value.replacedPins]) {
       options.log.warn(
         { map: name, pinDir },
@@ -148,7 +160,7 @@ export class EbpfCapture {
     } catch (err) {
       return { ok: false, error: { code: 'ENOTOOL', message: `this node cannot capture Service VIP traffic of its pods outside the mesh: ${(err as Error).message}` } };
     }
-    const capture = new EbpfCapture(options, outbound.value, inbound.value, maps.value, dnat);
+    const capture = new EbpfCapture(options, outbound.value, inbound.value, dnsPrograms?.value, maps.value, dnat);
     const routed = await capture.#steeringRoute();
     if (!routed.ok) return routed;
     for (const uplink of options.uplinks) {
@@ -211,6 +223,7 @@ export class EbpfCapture {
     await removeDnatCapture();
     this.outbound.close();
     this.inbound.close();
+    this.dnsPrograms?.close();
     await rm(this.pinDir, { recursive: true, force: true });
   }
 
@@ -220,8 +233,10 @@ export class EbpfCapture {
     const local = [...snapshot.workloads.values()].filter((w) => w.node === node && !w.hostNetwork && w.ips[0] !== undefined);
     const wanted = new Map(local.filter((w) => w.enrollment.enrolled).map((w) => [w.key, w]));
 
-    for (const key of [...this.#enrolled.keys()]) {
-      if (!wanted.has(key)) {
+    for (const [key, entry] of [...this.#enrolled]) {
+      // A pod that opted in or out of DNS capture since: enrolled again below, with or without the DNS programs.
+      if (wanted.has(key) && entry.dns !== this.#capturesDns(wanted.get(key)!)) this.#release(key);
+      else if (!wanted.has(key)) {
         this.#release(key);
         log.info({ pod: key }, `released ${key} from capture`);
       }
@@ -288,6 +303,11 @@ export class EbpfCapture {
         const pin = join(pod.linkDir, program);
         links.push({ what: `${program} of pod ${key}`, pin, attach: () => this.outbound.attachCgroup(program, pod.cgroup, pin) });
       }
+      const dns = pod.dns ? this.dnsPrograms : undefined;
+      for (const program of dns ? DNS_CGROUP_PROGRAMS : []) {
+        const pin = join(pod.linkDir, program);
+        links.push({ what: `${program} of pod ${key}`, pin, attach: () => dns!.attachCgroup(program, pod.cgroup, pin) });
+      }
     }
     return links;
   }
@@ -301,8 +321,16 @@ export class EbpfCapture {
     } catch (err) {
       return { ok: false, error: { code: 'EPIN', message: `cannot create the pin directory for ${workload.key} under ${this.pinDir}: ${(err as Error).message}` } };
     }
-    for (const program of POD_CGROUP_PROGRAMS) {
-      const attached = this.outbound.attachCgroup(program, cgroup, join(pins, program));
+    // The DNS programs go first, so their connect4 runs before ambit_connect4 (which then leaves the proxy's address alone).
+    const dns = this.#capturesDns(workload) ? this.dnsPrograms : undefined;
+    // A predecessor may have captured this pod's DNS before it opted out.
+    if (!dns) for (const program of DNS_CGROUP_PROGRAMS) detachLink(join(pins, program));
+    const attachments = [
+      ...(dns ? DNS_CGROUP_PROGRAMS.map((program) => () => dns.attachCgroup(program, cgroup, join(pins, program))) : []),
+      ...POD_CGROUP_PROGRAMS.map((program) => () => this.outbound.attachCgroup(program, cgroup, join(pins, program))),
+    ];
+    for (const attach of attachments) {
+      const attached = attach();
       if (!attached.ok) {
         this.#detachPod(pins);
         return attached;
@@ -314,7 +342,7 @@ export class EbpfCapture {
       this.#detachPod(pins);
       return marked;
     }
-    this.#enrolled.set(workload.key, { ip, linkDir: pins, cgroup });
+    this.#enrolled.set(workload.key, { ip, linkDir: pins, cgroup, dns: dns !== undefined });
     return { ok: true, value: undefined };
   }
 
@@ -346,7 +374,12 @@ export class EbpfCapture {
   }
 
   #detachPod(linkDir: string): void {
-    for (const program of POD_CGROUP_PROGRAMS) detachLink(join(linkDir, program));
+    for (const program of [...POD_CGROUP_PROGRAMS, ...DNS_CGROUP_PROGRAMS]) detachLink(join(linkDir, program));
+  }
+
+  /** With --dns-capture, every enrolled pod's DNS unless it opts out (Istio's annotation). */
+  #capturesDns(workload: Workload): boolean {
+    return this.dnsPrograms !== undefined && capturesDns(workload);
   }
 
   /** The device the node routes a pod IP to: the pod's host-side veth. */

@@ -1,0 +1,126 @@
+// `ambit run --dns-capture` on the real kernel, in a node netns with two pods: the agent attaches the DNS
+// programs to the pod that keeps Istio's default and not to the one annotated
+// ambient.istio.io/dns-capture: "false". The captured pod's own resolver (getent) gets a ServiceEntry
+// host's automatic VIP although its resolv.conf names a server that does not exist, curl to that host
+// reaches the entry's endpoint on another node, and an unknown name comes from --dns-upstream.
+
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, run, Topology } from './helpers/netns-fixture.js';
+
+const topo = new Topology('dnsa');
+const POD_NAMESERVER = '10.96.0.10';
+const UPSTREAM_ANSWER = '10.250.9.77';
+const SE_HOST = 'api.payments.example';
+const workDir = join(tmpdir(), topo.prefix);
+const children: ChildProcessWithoutNullStreams[] = [];
+let logs = '';
+
+const pod = (name: string, ip: string, annotations = '{}'): string => `---
+apiVersion: v1
+kind: Pod
+metadata: {name: ${name}, namespace: shop, annotations: ${annotations}}
+spec: {nodeName: n1, containers: [{name: c}]}
+status: {podIP: ${ip}}
+`;
+const YAML = `apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: ${NODE_IP}}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+${pod('pod1', POD1_IP)}${pod('pod2', POD2_IP, '{ambient.istio.io/dns-capture: "false"}')}---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: shop}
+spec:
+  hosts: [${SE_HOST}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: tcp, protocol: TCP}]
+  endpoints: [{address: ${EXT_IP}}]
+`;
+
+/** An upstream DNS server on the other node: every A question gets UPSTREAM_ANSWER. */
+const UPSTREAM = `
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print('ready', flush=True)
+while True:
+    q, peer = s.recvfrom(512)
+    end = 12
+    while q[end] != 0: end += 1 + q[end]
+    answer = b'\\xc0\\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + socket.inet_aton(sys.argv[2])
+    s.sendto(q[:2] + b'\\x81\\x80' + struct.pack('>HHHH', 1, 1, 0, 0) + q[12:end + 5] + answer, peer)
+`;
+
+function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + timeoutMs;
+    const tick = (): void => {
+      if (check()) return resolve();
+      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}; agent log:\n${logs.slice(-3000)}`));
+      setTimeout(tick, 100);
+    };
+    tick();
+  });
+}
+
+function inPod(ns: string, cgroup: string, command: readonly string[]): ReturnType<typeof run> {
+  return run('sh', ['-c', `echo $$ > ${join(cgroup, 'cgroup.procs')} && exec ip netns exec ${ns} "$@"`, 'sh', ...command], 10_000);
+}
+
+before(async () => {
+  await topo.build();
+  for (const ns of [topo.pod1, topo.pod2]) {
+    mkdirSync(`/etc/netns/${ns}`, { recursive: true });
+    writeFileSync(`/etc/netns/${ns}/resolv.conf`, `nameserver ${POD_NAMESERVER}\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions timeout:1 attempts:1\n`);
+  }
+  mkdirSync(join(workDir, 'config'), { recursive: true });
+  writeFileSync(join(workDir, 'config', 'mesh.yaml'), YAML);
+  const upstream = spawn('ip', ['netns', 'exec', topo.ext, '/usr/bin/python3', '-c', UPSTREAM, EXT_IP, UPSTREAM_ANSWER]);
+  children.push(upstream);
+  await topo.startServer(topo.ext, 'ext', EXT_IP, 8080);
+  const main = new URL('../../agent/cli/main.ts', import.meta.url).pathname;
+  const args = ['run', '--node', 'n1', '--config', join(workDir, 'config'), '--pod-cgroup', join(topo.cgroupDir, '{name}'), '--bpf-scope', basename(topo.pinDir), '--uplink', 'fab0', '--state-dir', join(workDir, 'state'), '--dns-capture', '--dns-upstream', EXT_IP];
+  const agent = spawn('sh', ['-c', `echo $$ > ${join(topo.cgroup('agent'), 'cgroup.procs')} && exec nsenter --net=/run/netns/${topo.node} node --import tsx "$@"`, 'sh', main, ...args]);
+  children.push(agent);
+  agent.stdout.on('data', (d: Buffer) => (logs += d.toString()));
+  agent.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+  await waitFor('the agent to be ready', () => logs.includes('agent ready'), 60_000);
+});
+
+after(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  for (const ns of [topo.pod1, topo.pod2]) rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
+  await run('rmdir', ['/etc/netns']);
+  await topo.teardown();
+  rmSync(workDir, { recursive: true, force: true });
+});
+
+test("a captured pod's getent answers the ServiceEntry host's automatic VIP, and curl to the host reaches its endpoint", async () => {
+  const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['getent', 'ahostsv4', SE_HOST]);
+  assert.equal(r.code, 0, `getent failed: ${r.stderr}\n${logs.slice(-2000)}`);
+  assert.match(r.stdout, /^240\.240\.\d+\.\d+\s/);
+  const curl = await inPod(topo.pod1, topo.cgroup('pod1'), ['curl', '-sS', '--http0.9', '--max-time', '5', `http://${SE_HOST}:8080/`]);
+  assert.equal(curl.code, 0, `curl failed: ${curl.stderr}`);
+  assert.match(curl.stdout, /^ext peer=/, 'the entry\'s endpoint on the other node answered');
+});
+
+test('a name the mesh does not know comes from the upstream', async () => {
+  const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['getent', 'ahostsv4', 'www.not-in-mesh.example']);
+  assert.equal(r.code, 0, `getent failed: ${r.stderr}`);
+  assert.match(r.stdout, new RegExp(`^${UPSTREAM_ANSWER.replaceAll('.', '\\.')}\\s`));
+});
+
+test('the pod annotated ambient.istio.io/dns-capture: "false" is not captured: its resolver asks its own (absent) server', async () => {
+  const r = await inPod(topo.pod2, topo.cgroup('pod2'), ['getent', 'ahostsv4', SE_HOST]);
+  assert.notEqual(r.code, 0, 'the opted-out pod resolved a name only the proxy knows');
+});
