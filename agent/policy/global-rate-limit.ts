@@ -10,6 +10,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { DescriptorAction, GlobalDescriptorSpec, GlobalRateLimitSpec, RateLimitObject } from '../config/rate-limit.js';
 import { grpcMethodPath } from '../identity/istiod-channel.js';
 import type { MeshSnapshot } from '../state/model.js';
+import type { Logger } from '../telemetry/log.js';
 import { type RateLimitDescriptor_Entry, RateLimitDescriptor_EntrySchema } from '../proto/envoy/extensions/common/ratelimit/v3/ratelimit_pb.js';
 import {
   type RateLimitRequest as RlsRequest,
@@ -67,16 +68,20 @@ type DecisionLabel = 'namespace' | 'rate_limit' | 'route' | 'descriptor' | 'deci
 export interface GlobalRateLimiterOptions {
   /** Where `ambit_global_rate_limit_decisions_total` is registered (the agent's MeshMetrics.registry). */
   readonly registry?: Registry;
-  /** Told why a service could not answer (the agent's log). */
-  readonly onServiceError?: (rateLimit: string, message: string) => void;
+  /** Where a service that could not answer is reported (at most every 10 s per RateLimit). */
+  readonly log?: Logger;
 }
+
+/** A failing service fails every request: one warning per RateLimit this often is enough to act on. */
+const WARN_EVERY_MS = 10_000;
 
 export class GlobalRateLimiter {
   readonly #counter: Counter<DecisionLabel> | undefined;
-  readonly #onServiceError: ((rateLimit: string, message: string) => void) | undefined;
+  readonly #log: Logger | undefined;
+  readonly #warned = new Map<string, number>();
 
   constructor(options: GlobalRateLimiterOptions = {}) {
-    this.#onServiceError = options.onServiceError;
+    this.#log = options.log;
     const registry = options.registry;
     if (registry) {
       this.#counter =
@@ -101,7 +106,7 @@ export class GlobalRateLimiter {
       const ref = { rateLimit: `${q.limit.metadata.namespace}/${q.limit.metadata.name}`, route: q.route };
       if (answer.kind === 'error') {
         this.#countAll(q, 'error');
-        this.#onServiceError?.(ref.rateLimit, answer.message);
+        this.#warn(q, ref.rateLimit, answer.message);
         if (q.global.failureMode === 'deny') {
           return { limited: true, status: 500, grpcStatus: GRPC_UNKNOWN, flag: 'RLSE', body: '', details: SERVICE_ERROR_DETAILS, headers: {}, bucket: ref };
         }
@@ -151,6 +156,17 @@ export class GlobalRateLimiter {
         },
       );
     });
+  }
+
+  #warn(q: Question, rateLimit: string, message: string): void {
+    const now = Date.now();
+    if (now - (this.#warned.get(rateLimit) ?? -Infinity) < WARN_EVERY_MS) return;
+    this.#warned.set(rateLimit, now);
+    const outcome = q.global.failureMode === 'deny' ? 'requests are answered 500 (failureMode deny)' : 'requests are let through unlimited (failureMode allow)';
+    this.#log?.warn(
+      { rateLimit, service: `${q.global.service}:${q.global.port}`, reason: message },
+      `RateLimit ${rateLimit}: the rate limit service did not answer (${message}), so ${outcome}; check that spec.global names a reachable RateLimitService and that its timeout (${q.global.timeoutMs} ms) leaves it time`,
+    );
   }
 
   #countAll(q: Question, decision: 'error'): void {

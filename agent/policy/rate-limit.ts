@@ -11,6 +11,7 @@ import type { RateLimitObject, TokenBucketSpec } from '../config/rate-limit.js';
 import { type Clock, systemClock } from '../l7/clock.js';
 import type { RequestHeaders } from '../l7/request.js';
 import type { MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
+import type { Logger } from '../telemetry/log.js';
 import { GlobalRateLimiter } from './global-rate-limit.js';
 import { rateLimitsFor, routeFor } from './rate-limit-routes.js';
 
@@ -73,8 +74,10 @@ export interface LocalRateLimiterOptions {
   readonly registry?: Registry;
   /** Above this many buckets, full ones (identical to new ones) are dropped. Default 10000. */
   readonly sweepAbove?: number;
-  /** Asks the rate limit services of RateLimits with a global block; by default one on the same registry. */
+  /** Asks the rate limit services of RateLimits with a global block; by default one on the same registry and log. */
   readonly global?: GlobalRateLimiter;
+  /** Where a rate limit service that cannot answer is reported. */
+  readonly log?: Logger;
 }
 
 interface Bucket {
@@ -100,7 +103,7 @@ export class LocalRateLimiter {
     this.#sweepAbove = options.sweepAbove ?? 10_000;
     this.#highWater = this.#sweepAbove;
     const registry = options.registry;
-    this.#global = options.global ?? new GlobalRateLimiter(registry ? { registry } : {});
+    this.#global = options.global ?? new GlobalRateLimiter({ ...(registry ? { registry } : {}), ...(options.log ? { log: options.log } : {}) });
     if (registry) {
       this.#counter =
         (registry.getSingleMetric(DECISIONS) as Counter<DecisionLabel> | undefined) ??

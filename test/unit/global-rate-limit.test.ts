@@ -80,7 +80,7 @@ test('over the quota the service counts, requests are answered 429; below it 200
   }
 });
 
-test('the service down: failureMode allow lets requests through, deny answers 500 (RLSE)', async () => {
+test('the service down: failureMode allow lets requests through, deny answers 500 (RLSE), and the agent says why', async () => {
   const port = await closedPort();
   const allow = await inboundHarness(limitYaml(port, 'failureMode: allow', 'timeout: 2s'));
   try {
@@ -93,6 +93,11 @@ test('the service down: failureMode allow lets requests through, deny answers 50
     const answer = await deny.request('/reviews/1');
     assert.equal(answer.status, 500);
     assert.equal(deny.podRequests.length, 0);
+    await deny.request('/reviews/2');
+    // The operator is told which RateLimit, which service and why, once (not once a request).
+    const warnings = deny.logLines.filter((l) => l['rateLimit'] === 'bookinfo/reviews-global');
+    assert.equal(warnings.length, 1, JSON.stringify(deny.logLines));
+    assert.match(String(warnings[0]!['msg']), /did not answer \(UNAVAILABLE from 127\.0\.0\.1:\d+: .*\), so requests are answered 500 \(failureMode deny\)/);
   } finally {
     await deny.close();
   }

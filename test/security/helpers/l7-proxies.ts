@@ -100,7 +100,7 @@ export async function startL7Proxies(options: L7ProxiesOptions = {}): Promise<L7
   const inbound = new InboundHttpProxy({
     store,
     log,
-    rateLimiter: new LocalRateLimiter({ registry: metrics.registry }),
+    rateLimiter: new LocalRateLimiter({ registry: metrics.registry, log }),
     telemetry: new RequestTelemetry(metrics, options.accessLog ?? log, { store }),
     tracer: options.tracer ?? RequestTracer.disabled('node-b'),
     ...tuning,
