@@ -241,7 +241,7 @@ metadata: {name: shop}
 `,
     'k.yaml',
   );
-  const reads = 'Node, Namespace, ServiceAccount, Pod, Service, VirtualService, DestinationRule, AuthorizationPolicy, PeerAuthentication, RequestAuthentication, ConfigMap, HTTPRoute, GRPCRoute, TCPRoute, Gateway, RateLimit and List';
+  const reads = 'Node, Namespace, ServiceAccount, Pod, Service, VirtualService, DestinationRule, AuthorizationPolicy, PeerAuthentication, RequestAuthentication, ServiceEntry, WorkloadEntry, Telemetry, ConfigMap, HTTPRoute, GRPCRoute, TCPRoute, Gateway, RateLimit and List';
   assert.deepEqual(result.diagnostics.map(formatDiagnostic), [
     `k.yaml:4: warning: skipped: Ambit does not read kind Deployment; it reads ${reads}`,
     `k.yaml:8: warning: skipped: not a Kubernetes object (no kind or apiVersion); Ambit reads ${reads}`,
