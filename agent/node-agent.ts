@@ -297,7 +297,7 @@ export class NodeAgent {
     this.#closers.push(requests);
     this.#closers.push(http);
     // The destination side of HTTP ports: per-request authorization, local rate limits, SERVER spans.
-    const rateLimiter = new LocalRateLimiter({ registry: this.metrics.registry });
+    const rateLimiter = new LocalRateLimiter({ registry: this.metrics.registry, log: log.child({ target: 'rate-limit' }) });
     const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer, denials: this.denials, ...config.http });
     this.#closers.push(inboundHttp);
     const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });
