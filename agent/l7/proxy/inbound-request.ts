@@ -61,6 +61,8 @@ interface InboundRequest {
   readonly span: RequestSpan;
   readonly timing: { completed: (o: RequestOutcome) => void };
   readonly upstreamHost: string;
+  /** The Service the request is for (destination_service), found once per request. */
+  readonly service: MeshService | undefined;
 }
 
 /** Envoy's local-reply bodies for an upstream that could not be reached or reset. */
@@ -118,7 +120,7 @@ function startRequest(services: InboundServices, context: TunnelContext, snapsho
     ...(userAgent ? { userAgent } : {}),
   });
   const upstreamHost = `${tunnel.destination.ip}:${tunnel.destination.port}`;
-  return { services, context, d, snapshot, workload, grpc, body: new RequestBody(d.body, d.bodyEmpty), span, timing, upstreamHost };
+  return { services, context, d, snapshot, workload, grpc, body: new RequestBody(d.body, d.bodyEmpty), span, timing, upstreamHost, service };
 }
 
 /** The target, normalized at the edge (downstream.ts): what it refused is answered here. */
@@ -169,7 +171,7 @@ async function authorize(req: InboundRequest, snapshot: MeshSnapshot): Promise<I
 async function rateLimit(req: InboundRequest, snapshot: MeshSnapshot): Promise<Extract<RateLimitDecision, { limited: false }> | InboundEnding> {
   const { tunnel } = req.context;
   const { d } = req;
-  const service = serviceOf(snapshot, req.workload, tunnel.destination.port, d.authority);
+  const { service } = req;
   const limit = await req.services.rateLimiter.decide(snapshot, {
     destination: req.workload,
     port: tunnel.destination.port,
