@@ -10,11 +10,10 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, run, Topology } from './helpers/netns-fixture.js';
+import { inPod, removePodResolvConf, startUpstreamDns, UPSTREAM_ANSWER, writePodResolvConf } from './helpers/dns-fixture.js';
+import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, Topology } from './helpers/netns-fixture.js';
 
 const topo = new Topology('dnsa');
-const POD_NAMESERVER = '10.96.0.10';
-const UPSTREAM_ANSWER = '10.250.9.77';
 const SE_HOST = 'api.payments.example';
 const workDir = join(tmpdir(), topo.prefix);
 const children: ChildProcessWithoutNullStreams[] = [];
@@ -47,20 +46,6 @@ spec:
   endpoints: [{address: ${EXT_IP}}]
 `;
 
-/** An upstream DNS server on the other node: every A question gets UPSTREAM_ANSWER. */
-const UPSTREAM = `
-import socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 53))
-print('ready', flush=True)
-while True:
-    q, peer = s.recvfrom(512)
-    end = 12
-    while q[end] != 0: end += 1 + q[end]
-    answer = b'\\xc0\\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + socket.inet_aton(sys.argv[2])
-    s.sendto(q[:2] + b'\\x81\\x80' + struct.pack('>HHHH', 1, 1, 0, 0) + q[12:end + 5] + answer, peer)
-`;
-
 function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const deadline = Date.now() + timeoutMs;
@@ -73,20 +58,12 @@ function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise
   });
 }
 
-function inPod(ns: string, cgroup: string, command: readonly string[]): ReturnType<typeof run> {
-  return run('sh', ['-c', `echo $$ > ${join(cgroup, 'cgroup.procs')} && exec ip netns exec ${ns} "$@"`, 'sh', ...command], 10_000);
-}
-
 before(async () => {
   await topo.build();
-  for (const ns of [topo.pod1, topo.pod2]) {
-    mkdirSync(`/etc/netns/${ns}`, { recursive: true });
-    writeFileSync(`/etc/netns/${ns}/resolv.conf`, `nameserver ${POD_NAMESERVER}\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions timeout:1 attempts:1\n`);
-  }
+  writePodResolvConf([topo.pod1, topo.pod2]);
   mkdirSync(join(workDir, 'config'), { recursive: true });
   writeFileSync(join(workDir, 'config', 'mesh.yaml'), YAML);
-  const upstream = spawn('ip', ['netns', 'exec', topo.ext, '/usr/bin/python3', '-c', UPSTREAM, EXT_IP, UPSTREAM_ANSWER]);
-  children.push(upstream);
+  children.push(await startUpstreamDns(topo.ext, EXT_IP));
   await topo.startServer(topo.ext, 'ext', EXT_IP, 8080);
   const main = new URL('../../agent/cli/main.ts', import.meta.url).pathname;
   const args = ['run', '--node', 'n1', '--config', join(workDir, 'config'), '--pod-cgroup', join(topo.cgroupDir, '{name}'), '--bpf-scope', basename(topo.pinDir), '--uplink', 'fab0', '--state-dir', join(workDir, 'state'), '--dns-capture', '--dns-upstream', EXT_IP];
@@ -99,8 +76,7 @@ before(async () => {
 
 after(async () => {
   for (const child of children) child.kill('SIGKILL');
-  for (const ns of [topo.pod1, topo.pod2]) rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
-  await run('rmdir', ['/etc/netns']);
+  await removePodResolvConf([topo.pod1, topo.pod2]);
   await topo.teardown();
   rmSync(workDir, { recursive: true, force: true });
 });

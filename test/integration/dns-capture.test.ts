@@ -23,12 +23,10 @@ import {
   type OutboundProgram,
   type Result,
 } from '../../agent/redirect/bpf-binding.js';
-import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, run, Topology } from './helpers/netns-fixture.js';
+import { firstLine, inPod, POD_NAMESERVER, removePodResolvConf, startUpstreamDns, UPSTREAM_ANSWER, writePodResolvConf } from './helpers/dns-fixture.js';
+import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, type run, Topology } from './helpers/netns-fixture.js';
 
 const topo = new Topology('dns');
-/** The pods' resolv.conf names a server that does not exist: only capture can answer them. */
-const POD_NAMESERVER = '10.96.0.10';
-const UPSTREAM_ANSWER = '10.250.9.77';
 const SE_HOST = 'api.payments.example';
 let outbound: BpfObject<OutboundProgram>;
 let dns: BpfObject<DnsProgram>;
@@ -64,21 +62,6 @@ spec:
   endpoints: [{address: 192.0.2.10}]
 `;
 
-/** An upstream DNS server on the other node: every A question gets UPSTREAM_ANSWER. */
-const UPSTREAM = `
-import socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 53))
-print('ready', flush=True)
-while True:
-    q, peer = s.recvfrom(512)
-    end = 12
-    while q[end] != 0: end += 1 + q[end]
-    question = q[12:end + 5]
-    answer = b'\\xc0\\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + socket.inet_aton(sys.argv[2])
-    s.sendto(q[:2] + b'\\x81\\x80' + struct.pack('>HHHH', 1, 1, 0, 0) + question + answer, peer)
-`;
-
 /** A resolver that uses sendto() on an unconnected socket and reports who answered. */
 const SENDTO = `
 import json, socket, struct, sys
@@ -96,23 +79,6 @@ print(json.dumps({'from': [peer[0], peer[1]], 'ip': socket.inet_ntoa(reply[-4:])
 function ok<T>(r: Result<T>): T {
   if (!r.ok) assert.fail(r.error.message);
   return r.value;
-}
-
-function firstLine(child: ChildProcessWithoutNullStreams, what: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not start in 20 s`)), 20_000);
-    createInterface({ input: child.stdout }).once('line', (line) => {
-      clearTimeout(timer);
-      resolve(line);
-    });
-    child.once('exit', (code) => reject(new Error(`${what} exited (${code})`)));
-  });
-}
-
-/** Runs a command as a process of `cgroup` inside `ns` (joining the cgroup before netns exec hides /sys). */
-function inPod(ns: string, cgroup: string, command: readonly string[], env: Record<string, string> = {}): ReturnType<typeof run> {
-  const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  return run('sh', ['-c', `echo $$ > ${join(cgroup, 'cgroup.procs')} && exec env ${vars.join(' ')} ip netns exec ${ns} "$@"`, 'sh', ...command], 10_000);
 }
 
 const getent = (ns: string, cgroup: string, name: string, env: Record<string, string> = {}): ReturnType<typeof run> =>
@@ -136,15 +102,10 @@ before(async () => {
   for (const pod of ['pod1', 'pod2'] as const) {
     for (const program of POD_CGROUP_PROGRAMS) ok(outbound.attachCgroup(program, topo.cgroup(pod), join(topo.pinDir, `link_${pod}_${program}`)));
   }
-  for (const ns of [topo.pod1, topo.pod2]) {
-    mkdirSync(`/etc/netns/${ns}`, { recursive: true });
-    writeFileSync(`/etc/netns/${ns}/resolv.conf`, `nameserver ${POD_NAMESERVER}\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions timeout:1 attempts:1\n`);
-  }
+  writePodResolvConf([topo.pod1, topo.pod2]);
   mkdirSync(workDir, { recursive: true });
   writeFileSync(join(workDir, 'mesh.yaml'), YAML);
-  const upstream = spawn('ip', ['netns', 'exec', topo.ext, '/usr/bin/python3', '-c', UPSTREAM, EXT_IP, UPSTREAM_ANSWER]);
-  children.push(upstream);
-  await firstLine(upstream, 'the upstream DNS server');
+  children.push(await startUpstreamDns(topo.ext, EXT_IP));
   const script = new URL('./helpers/dns-agent.ts', import.meta.url).pathname;
   const proxy = spawn('sh', ['-c', `echo $$ > ${join(topo.cgroup('agent'), 'cgroup.procs')} && exec nsenter --net=/run/netns/${topo.node} node --import tsx ${script} ${join(workDir, 'mesh.yaml')} ${NODE_IP} ${EXT_IP}`]);
   children.push(proxy);
@@ -157,8 +118,7 @@ after(async () => {
   for (const child of children) child.kill('SIGKILL');
   outbound?.close();
   dns?.close();
-  for (const ns of [topo.pod1, topo.pod2]) rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
-  await run('rmdir', ['/etc/netns']);
+  await removePodResolvConf([topo.pod1, topo.pod2]);
   rmSync(workDir, { recursive: true, force: true });
   await topo.teardown();
 });
