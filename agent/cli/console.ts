@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { enterNodeNetns } from '../lab/kubelet.js';
-import { LabError, labLayout, readLabState } from '../lab/lab.js';
+import { LabError, labLayout, readLabState } from '../lab/lab-state.js';
 import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
 import { UsageError } from './usage.js';
 

@@ -8,7 +8,7 @@ import type { Denial } from '../explain/denials.js';
 import { type ExplainQuery, type PathAnswer, joinExplanations } from '../explain/explain.js';
 import type { Explanation } from '../explain/explanation.js';
 import { explanationJson, renderExplanation } from '../explain/render.js';
-import { LabError, labLayout, readLabState } from '../lab/lab.js';
+import { LabError, labLayout, readLabState } from '../lab/lab-state.js';
 import { enterNodeNetns } from '../lab/kubelet.js';
 import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
 import { CommandError, requireTool, runCommand } from '../system/commands.js';

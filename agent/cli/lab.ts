@@ -1,14 +1,12 @@
-// `ambit lab …`: the command-line face of agent/lab.
+// `ambit lab …`: the command-line face of agent/lab. Building a lab loads much of the agent; `exec`,
+// `logs` and the agents' own look-ups load only lab-state.ts, so each command imports what it needs.
 
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
-import { LabError, type LabSettings, flagFor, labDown, labExec, labLayout, labLogFiles, labStatus, labUp, listLabs, readLabState } from '../lab/lab.js';
-import { superviseLab } from '../lab/supervisor.js';
-import { upgradeLabAgent } from '../lab/upgrade.js';
+import { LabError, type LabSettings, flagFor, labExec, labLayout, labLogFiles, readLabState } from '../lab/lab-state.js';
 import { createLogger, isLogLevel } from '../telemetry/log.js';
-import { serveLabApiServer } from '../lab/control-plane.js';
 import { resolve } from 'node:path';
 import { UsageError, parseDuration } from './usage.js';
 
@@ -100,21 +98,26 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
           ...(dataThreads !== undefined ? { dataThreads } : {}),
           source,
         };
+        const { labUp } = await import('../lab/lab.js');
         const state = await labUp(layout, positionals, settings, timeout * 1000, out);
         out(`lab "${layout.name}" is up: ${state.plan.nodes.length} nodes, ${state.plan.pods.length} pods, every container and agent ready`);
         out(`  ambit lab status${flagFor(layout)}    ambit lab exec${flagFor(layout)} <namespace>/<pod> -- <cmd>    ambit lab down${flagFor(layout)}`);
         return 0;
       }
-      case 'down':
+      case 'down': {
+        const { labDown, listLabs } = await import('../lab/lab.js');
         if (values.all) {
           for (const name of await listLabs()) await labDown(labLayout(name), out);
         } else {
           await labDown(layout, out);
         }
         return 0;
-      case 'status':
+      }
+      case 'status': {
+        const { labStatus } = await import('../lab/lab.js');
         labStatus(layout, out);
         return 0;
+      }
       case 'upgrade': {
         const node = /^node\/(.+)$/.exec(positionals[0] ?? '')?.[1];
         if (!node) throw new UsageError('usage: ambit lab upgrade node/<name>');
@@ -122,6 +125,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds`);
         const supervisor = readLabState(layout)?.supervisorPid;
         if (supervisor === undefined) throw new LabError(`lab "${layout.name}" is not up; start it with \`ambit lab up\``);
+        const { upgradeLabAgent } = await import('../lab/upgrade.js');
         const upgraded = await upgradeLabAgent(layout, supervisor, node, timeout * 1000);
         if (!upgraded.ok) throw new LabError(upgraded.message);
         out(`node/${node}: agent pid ${upgraded.newPid} took over from pid ${upgraded.oldPid} in ${upgraded.ms} ms`);
@@ -153,6 +157,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         // Internal: started by `lab up`, not by users.
         const state = readLabState(layout);
         if (!state) throw new LabError(`lab "${layout.name}" has no state file; start labs with \`ambit lab up\``);
+        const { superviseLab } = await import('../lab/supervisor.js');
         await superviseLab(layout, state.plan, state.settings);
         return 0;
       }
@@ -160,6 +165,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         // Internal: run by the supervisor in the fabric namespace of a `lab up --source kubernetes`.
         const state = readLabState(layout);
         if (!state) throw new LabError(`lab "${layout.name}" has no state file; start labs with \`ambit lab up\``);
+        const { serveLabApiServer } = await import('../lab/control-plane.js');
         await serveLabApiServer(layout, state.plan.configPaths, state.plan.nodes, createLogger('info', { lab: layout.name, component: 'kube-apiserver' }));
         return 0;
       }

@@ -1,16 +1,27 @@
 #!/usr/bin/env node
 // The `ambit` command: dispatches to the node agent (`run`), the local lab (`lab`) and friends.
 
-import { CA_USAGE, caCommand } from './ca.js';
-import { CONSOLE_USAGE, consoleCommand } from './console.js';
-import { EXPLAIN_USAGE, explainCommand } from './explain.js';
-import { labCommand, LAB_USAGE } from './lab.js';
-import { runCommand, RUN_USAGE } from './run.js';
 import { UsageError } from './usage.js';
-import { UNINSTALL_USAGE, uninstallCommand } from './uninstall.js';
-import { ZC_USAGE, zcCommand } from './zc.js';
 
-const USAGE = `Usage: ambit <command> [options]
+/** A command's module, loaded only when it runs: `ambit lab exec` need not load the agent. */
+interface Command {
+  readonly usage: string;
+  readonly run: (argv: readonly string[]) => Promise<number>;
+}
+
+const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  run: async () => import('./run.js').then((m) => ({ usage: m.RUN_USAGE, run: m.runCommand })),
+  lab: async () => import('./lab.js').then((m) => ({ usage: m.LAB_USAGE, run: m.labCommand })),
+  ca: async () => import('./ca.js').then((m) => ({ usage: m.CA_USAGE, run: m.caCommand })),
+  zc: async () => import('./zc.js').then((m) => ({ usage: m.ZC_USAGE, run: m.zcCommand })),
+  explain: async () => import('./explain.js').then((m) => ({ usage: m.EXPLAIN_USAGE, run: m.explainCommand })),
+  console: async () => import('./console.js').then((m) => ({ usage: m.CONSOLE_USAGE, run: m.consoleCommand })),
+  uninstall: async () => import('./uninstall.js').then((m) => ({ usage: m.UNINSTALL_USAGE, run: m.uninstallCommand })),
+};
+/** istioctl's name for zc. */
+const ALIASES: Readonly<Record<string, string>> = { 'ztunnel-config': 'zc' };
+
+const SUMMARY = `Usage: ambit <command> [options]
 
 Commands:
   run     run the node agent (from Kubernetes/Istio YAML files, the Kubernetes API, or istiod's xDS)
@@ -22,50 +33,33 @@ Commands:
   console open a node's console in the browser (live traffic graph, flows, denials, explain)
   uninstall  remove every eBPF program, pin and rule Ambit left on this node
   help    show this help, or a command's: ambit help <command>
+`;
 
-${RUN_USAGE}
-${LAB_USAGE}
-${CA_USAGE}
-${ZC_USAGE}
-${EXPLAIN_USAGE}
-${CONSOLE_USAGE}
-${UNINSTALL_USAGE}`;
-
-const COMMAND_USAGE: Readonly<Record<string, string>> = { run: RUN_USAGE, lab: LAB_USAGE, ca: CA_USAGE, zc: ZC_USAGE, explain: EXPLAIN_USAGE, console: CONSOLE_USAGE, uninstall: UNINSTALL_USAGE };
+async function fullUsage(): Promise<string> {
+  const commands = await Promise.all(Object.values(COMMANDS).map((load) => load()));
+  return [SUMMARY, ...commands.map((c) => c.usage)].join('\n');
+}
 
 async function main(argv: readonly string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  // `ambit <command> --help`, as users try first; arguments after `--` belong to someone else.
-  const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
-  if (command && COMMAND_USAGE[command] && (own.includes('--help') || own.includes('-h'))) {
-    process.stdout.write(COMMAND_USAGE[command]);
-    return 0;
+  const [given, ...rest] = argv;
+  const name = given === undefined ? undefined : (ALIASES[given] ?? given);
+  const load = name === undefined ? undefined : COMMANDS[name];
+  if (load) {
+    const command = await load();
+    // `ambit <command> --help`, as users try first; arguments after `--` belong to someone else.
+    const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+    if (own.includes('--help') || own.includes('-h')) {
+      process.stdout.write(command.usage);
+      return 0;
+    }
+    return command.run(rest);
   }
-  switch (command) {
-    case 'run':
-      return runCommand(rest);
-    case 'lab':
-      return labCommand(rest);
-    case 'ca':
-      return caCommand(rest);
-    case 'uninstall':
-      return uninstallCommand(rest);
-    case 'zc':
-    case 'ztunnel-config':
-      return zcCommand(rest);
-    case 'explain':
-      return explainCommand(rest);
-    case 'console':
-      return consoleCommand(rest);
-    case 'help':
-    case '--help':
-    case '-h':
-    case undefined:
-      process.stdout.write(COMMAND_USAGE[rest[0] ?? ''] ?? USAGE);
-      return command === undefined ? 2 : 0;
-    default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    const topic = rest[0] === undefined ? undefined : COMMANDS[ALIASES[rest[0]] ?? rest[0]];
+    process.stdout.write(topic ? (await topic()).usage : await fullUsage());
+    return name === undefined ? 2 : 0;
   }
+  throw new UsageError(`unknown command ${JSON.stringify(given)}`);
 }
 
 /**

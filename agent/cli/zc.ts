@@ -2,7 +2,7 @@
 
 import { parseArgs } from 'node:util';
 import type { ConfigDump } from '../admin/config-dump.js';
-import { LabError, labExec, labLayout } from '../lab/lab.js';
+import { LabError, labExec, labLayout } from '../lab/lab-state.js';
 import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
 import { ambitCommand } from '../lab/supervisor.js';
 import { goJson, goYaml, tabwriter } from './go-format.js';

@@ -64,9 +64,6 @@ current-context: ambit-lab-${layout.name}
  * Serves the YAML under `paths` until SIGTERM or SIGINT (`ambit lab kube-apiserver`, run by the
  * supervisor inside the fabric namespace).
  */
-/** The supervisor's name for the API server process, in status.json, `lab status` and `lab logs`. */
-export const API_SERVER_ID = 'control-plane/kube-apiserver';
-
 export async function serveLabApiServer(layout: LabLayout, paths: readonly string[], nodes: readonly LabNodePlan[], log: Logger): Promise<void> {
   const dir = layout.apiServerDir;
   const [key, cert, token] = await Promise.all([KEY, CERT, TOKEN].map((f) => readFile(join(dir, f), 'utf8')));

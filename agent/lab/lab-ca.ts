@@ -12,8 +12,6 @@ import { LAB_API_SERVER, type LabLayout } from './layout.js';
 import type { LabNodePlan } from './plan.js';
 import { issueServiceAccountToken } from './service-account-tokens.js';
 
-/** The supervisor's name for the CA process, in status.json, `lab status` and `lab logs`. */
-export const CA_ID = 'control-plane/ambit-ca';
 /** Where `ambit ca` listens: the API server's fabric address (routed from every node), Istio's CA port. */
 export const LAB_CA = { ip: LAB_API_SERVER.ip, port: 15012 } as const;
 /** The namespace and ServiceAccount of the agents, as deploy/daemonset names them. */

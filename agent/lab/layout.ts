@@ -9,6 +9,10 @@ export const DEFAULT_LAB = 'lab';
 /** `ip netns exec` bind-mounts /etc/netns/<netns>/* over /etc (hosts, resolv.conf). */
 export const ETC_NETNS_DIR = '/etc/netns';
 
+/** The supervisor's names for the lab's control-plane processes, in status.json, `lab status` and `lab logs`. */
+export const API_SERVER_ID = 'control-plane/kube-apiserver';
+export const CA_ID = 'control-plane/ambit-ca';
+
 const LAB_NAME = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
 
 export function checkLabName(name: string): string | undefined {
