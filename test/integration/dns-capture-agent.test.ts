@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -26,7 +26,9 @@ metadata: {name: ${name}, namespace: shop, annotations: ${annotations}}
 spec: {nodeName: n1, containers: [{name: c}]}
 status: {podIP: ${ip}}
 `;
-const YAML = `apiVersion: v1
+const OPT_OUT = '{ambient.istio.io/dns-capture: "false"}';
+const POD1 = pod('pod1', POD1_IP);
+const yaml = (pod1: string): string => `apiVersion: v1
 kind: Node
 metadata: {name: n1}
 status: {addresses: [{type: InternalIP, address: ${NODE_IP}}]}
@@ -34,7 +36,7 @@ status: {addresses: [{type: InternalIP, address: ${NODE_IP}}]}
 apiVersion: v1
 kind: Namespace
 metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
-${pod('pod1', POD1_IP)}${pod('pod2', POD2_IP, '{ambient.istio.io/dns-capture: "false"}')}---
+${pod1}${pod('pod2', POD2_IP, OPT_OUT)}---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: payments, namespace: shop}
@@ -62,7 +64,7 @@ before(async () => {
   await topo.build();
   writePodResolvConf([topo.pod1, topo.pod2]);
   mkdirSync(join(workDir, 'config'), { recursive: true });
-  writeFileSync(join(workDir, 'config', 'mesh.yaml'), YAML);
+  writeFileSync(join(workDir, 'config', 'mesh.yaml'), yaml(POD1));
   children.push(await startUpstreamDns(topo.ext, EXT_IP));
   await topo.startServer(topo.ext, 'ext', EXT_IP, 8080);
   const main = new URL('../../agent/cli/main.ts', import.meta.url).pathname;
@@ -99,4 +101,36 @@ test('a name the mesh does not know comes from the upstream', async () => {
 test('the pod annotated ambient.istio.io/dns-capture: "false" is not captured: its resolver asks its own (absent) server', async () => {
   const r = await inPod(topo.pod2, topo.cgroup('pod2'), ['getent', 'ahostsv4', SE_HOST]);
   assert.notEqual(r.code, 0, 'the opted-out pod resolved a name only the proxy knows');
+});
+
+/** Polls a pod's getent until it succeeds (true) or fails (false) as wanted, for at most 15 s. */
+async function resolvesEventually(ns: string, cgroup: string, want: boolean): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const r = await inPod(ns, cgroup, ['getent', 'ahostsv4', SE_HOST]);
+    if ((r.code === 0) === want) return;
+    if (Date.now() > deadline) assert.fail(`pod1 ${want ? 'still does not resolve' : 'still resolves'} ${SE_HOST}; agent log:\n${logs.slice(-2000)}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+test('the annotation followed live: opting out releases the pod\'s DNS, removing it captures it again', async () => {
+  const file = join(workDir, 'config', 'mesh.yaml');
+  writeFileSync(file, yaml(pod('pod1', POD1_IP, OPT_OUT)));
+  await resolvesEventually(topo.pod1, topo.cgroup('pod1'), false);
+  writeFileSync(file, yaml(POD1));
+  await resolvesEventually(topo.pod1, topo.cgroup('pod1'), true);
+});
+
+test("the watchdog attaches a captured pod's DNS programs again when their pins are deleted", async () => {
+  const pins = ['ambit_dns_connect4', 'ambit_dns_sendmsg4', 'ambit_dns_recvmsg4'].map((p) => join(topo.pinDir, 'links', 'pods', 'shop_pod1', p));
+  for (const pin of pins) assert.ok(existsSync(pin), `${pin} is pinned`);
+  for (const pin of pins) unlinkSync(pin);
+  const deadline = Date.now() + 5_000;
+  while (!pins.every((pin) => existsSync(pin))) {
+    if (Date.now() > deadline) assert.fail(`the DNS links were not attached again; agent log:\n${logs.slice(-2000)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['getent', 'ahostsv4', SE_HOST]);
+  assert.equal(r.code, 0, 'the pod resolves through the proxy again');
 });
