@@ -4,13 +4,16 @@
 // and reported once.
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
 import { WorkloadCertificateManager } from '../../agent/identity/certificate-manager.js';
 import { spiffeId } from '../../agent/state/model.js';
+import type { EngineEvent } from '../../agent/tunnel/engine/events.js';
 import { EngineProbe, type EngineServer, SocketPairs, certificateOf, contextFor, dialEngine, handOver, openTunnel, startEngineServer } from '../fixtures/hbone/engine.js';
-import { type TestEcho, type TestTrust, openTrust, readAll, startEcho } from '../fixtures/hbone/mesh.js';
+import { type TestEcho, type TestTrust, closeServer, listen, openTrust, readAll, startEcho } from '../fixtures/hbone/mesh.js';
 
 const TD = 'cluster.local';
 const CLIENT = spiffeId(TD, 'default', 'life-client');
@@ -99,7 +102,11 @@ describe('HBONE engine connection lifecycle', () => {
     gc();
     const second = await dialEngine(c, POD, s.port, contextFor(renewed.value), [SERVER]);
     if (!('conn' in second)) assert.fail(second.failed.message);
-    const peers = s.probe.events.filter((e) => e.type === 'peer').slice(-2);
+    // In TLS 1.3 the client is connected once it has sent its certificate, before the server has judged it:
+    // wait for the server's second peer event rather than read its events at once.
+    const peerEvents = (): EngineEvent[] => s.probe.events.filter((e) => e.type === 'peer');
+    await s.probe.wait('peer', () => peerEvents().length >= 2);
+    const peers = peerEvents().slice(-2);
     assert.equal(peers.length, 2);
     assert.ok(peers[0]?.type === 'peer' && peers[1]?.type === 'peer' && !peers[0].chainDer[0]!.equals(peers[1].chainDer[0]!), 'both connections presented the same leaf');
     assert.equal(await echoOnce(c, first.conn, 'old context'), 'old context');
@@ -113,6 +120,10 @@ describe('HBONE engine connection lifecycle', () => {
     if (!('conn' in dialed)) assert.fail(dialed.failed.message);
     const finishing = await openTunnel(c, pairs, dialed.conn, `${POD}:${echo.port}`);
     const lingering = await openTunnel(c, pairs, dialed.conn, `${POD}:${echo.port}`);
+    const lingeringCut = new Promise<string>((resolve) => {
+      lingering.app.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+      lingering.app.on('end', () => resolve('a clean end (FIN)'));
+    });
     const drained = s.probe.engine.drain(1500);
     await c.wait('goaway', (e) => e.conn === dialed.conn);
     const refusedAfter = await openTunnel(c, pairs, dialed.conn, `${POD}:${echo.port}`);
@@ -125,6 +136,7 @@ describe('HBONE engine connection lifecycle', () => {
     const end = await s.probe.wait('connEnd', (e) => e.cause === 'drain');
     assert.match(end.message, /deadline/);
     assert.notEqual((await c.wait('streamEnd', (e) => e.stream === lingering.stream)).cause, 'done');
+    assert.equal(await lingeringCut, 'ECONNRESET', 'a stream cut at the drain deadline must reach its pod as a reset');
     const late = await dialEngine(c, POD, s.port, contextFor(await certificateOf(trust, CLIENT)), [SERVER]);
     assert.ok('failed' in late, 'a drained engine took a new connection');
   });
@@ -190,5 +202,36 @@ describe('HBONE engine connection lifecycle', () => {
     const limits = s.probe.events.filter((e) => e.type === 'limit');
     assert.deepEqual(limits.map((e) => e.type === 'limit' && e.limit), ['maxConnectionsPerAddress']);
     assert.equal(await echoOnce(c, (first as { conn: Parameters<typeof openTunnel>[2] }).conn, 'the first still works'), 'the first still works');
+  });
+  it("a stream cut by its connection's end resets the pod's socket: a download's reader sees the cut, not a clean end", async () => {
+    // A pod serving an endless download, reached through a tunnel whose server side then dies.
+    const chunk = Buffer.alloc(64 * 1024, 'd');
+    const source = createServer((socket) => {
+      socket.on('error', () => undefined);
+      const pump = (): void => {
+        while (socket.writable && socket.write(chunk));
+      };
+      socket.on('drain', pump);
+      pump();
+    });
+    const sourcePort = await listen(source, POD);
+    try {
+      const s = await startEngineServer({ trust, pods: new Map([[POD, SERVER]]) });
+      const c = client();
+      const dialed = await dialEngine(c, POD, s.port, contextFor(await certificateOf(trust, CLIENT)), [SERVER]);
+      if (!('conn' in dialed)) assert.fail(dialed.failed.message);
+      const tunnel = await openTunnel(c, pairs, dialed.conn, `${POD}:${sourcePort}`);
+      assert.equal(tunnel.status, 200);
+      await once(tunnel.app, 'data');
+      const ended = new Promise<string>((resolve) => {
+        tunnel.app.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+        tunnel.app.on('end', () => resolve('a clean end (FIN)'));
+      });
+      await s.close();
+      assert.equal(await ended, 'ECONNRESET', 'the reader of a cut download must see a reset');
+      assert.equal((await c.wait('streamEnd', (e) => e.stream === tunnel.stream)).cause, 'conn-closed');
+    } finally {
+      await closeServer(source);
+    }
   });
 });

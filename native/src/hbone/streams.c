@@ -338,6 +338,19 @@ void hb_stream_end(struct hb_stream *s, const char *cause, uint32_t code)
 	hb_stream_try_release(s);
 }
 
+/*
+ * A stream that did not end cleanly (the peer reset it, its connection died, a deadline or a limit cut it)
+ * closes the pod's socket with a TCP reset, not a FIN: a client reading a download must see that it was
+ * cut short, as it would had it talked to the server directly, instead of a clean end of a truncated
+ * transfer. A socket-pair end (the L7 proxy's) has no reset; setting the option there is harmless.
+ */
+static void abort_on_close(int fd)
+{
+	struct linger abort_linger = { .l_onoff = 1, .l_linger = 0 };
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_linger, sizeof(abort_linger));
+}
+
 void hb_stream_try_release(struct hb_stream *s)
 {
 	struct hb_conn *c = s->c;
@@ -354,6 +367,8 @@ void hb_stream_try_release(struct hb_stream *s)
 	drop_buffer(s);
 	if (s->fd >= 0) {
 		hb_unwatch(w, s->fd);
+		if (s->cause)
+			abort_on_close(s->fd);
 		close(s->fd);
 		s->fd = -1;
 	}
