@@ -75,6 +75,21 @@ export function bindsToService(parentRefs: readonly ParentRef[]): boolean {
  * A backendRef (or a mirror's backendRef). The group defaults to core and the kind to Service; a Service
  * needs a port, as the CRD's validation requires.
  */
+/**
+ * The opening every route kind shares: its spec and parentRefs, and its rules (`readRules`) only when it
+ * binds to a Service. A route bound only to Gateways belongs to an ingress controller and is read no further.
+ */
+export function readRouteSpec<R>(root: MapReader, routeNamespace: string, readRules: (spec: MapReader) => R[]): { parentRefs: ParentRef[]; rules: R[] } | undefined {
+  const spec = root.require('spec')?.map();
+  if (!spec) return undefined;
+  const parentRefs = readParentRefs(spec, routeNamespace);
+  if (!bindsToService(parentRefs)) {
+    spec.ignoreRest();
+    return { parentRefs, rules: [] };
+  }
+  return { parentRefs, rules: readRules(spec) };
+}
+
 export function readBackendRef(m: MapReader, routeNamespace: string, options: { weighted: boolean }): BackendRef | undefined {
   const group = m.string('group') ?? '';
   const kind = m.string('kind') ?? 'Service';

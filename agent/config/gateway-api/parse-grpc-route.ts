@@ -3,7 +3,7 @@
 
 import type { ObjectBase } from '../kubernetes.js';
 import type { Field, MapReader } from '../yaml-reader.js';
-import { bindsToService, readFilteredBackendRef, readHeaderModifier, readNamedMatches, readParentRefs, readRequestMirror, readSectionName } from './parse-common.js';
+import { readFilteredBackendRef, readHeaderModifier, readNamedMatches, readRequestMirror, readRouteSpec, readSectionName } from './parse-common.js';
 import { ignoreHostnames } from './parse-http-route.js';
 import type { GrpcMethodMatch, GrpcRouteFilter, GrpcRouteMatch, GrpcRouteObject, GrpcRouteRule } from './types.js';
 
@@ -13,17 +13,12 @@ const METHOD = /^[A-Za-z_][A-Za-z_0-9]*$/;
 const FILTER_TYPES = ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestMirror', 'ExtensionRef'] as const;
 
 export function parseGrpcRoute(root: MapReader, base: ObjectBase<'GRPCRoute'>): GrpcRouteObject | undefined {
-  const spec = root.require('spec')?.map();
-  if (!spec) return undefined;
   const ns = base.metadata.namespace;
-  const parentRefs = readParentRefs(spec, ns);
-  if (!bindsToService(parentRefs)) {
-    spec.ignoreRest();
-    return { ...base, spec: { parentRefs, rules: [] } };
-  }
-  ignoreHostnames(spec);
-  const rules = spec.has('rules') ? spec.list('rules').flatMap((f) => readRule(f, ns) ?? []) : [{ matches: [], filters: [], backendRefs: [] }];
-  return { ...base, spec: { parentRefs, rules } };
+  const spec = readRouteSpec(root, ns, (s): GrpcRouteRule[] => {
+    ignoreHostnames(s);
+    return s.has('rules') ? s.list('rules').flatMap((f) => readRule(f, ns) ?? []) : [{ matches: [], filters: [], backendRefs: [] }];
+  });
+  return spec && { ...base, spec };
 }
 
 function readRule(field: Field, ns: string): GrpcRouteRule | undefined {

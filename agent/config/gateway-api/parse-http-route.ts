@@ -4,16 +4,7 @@
 import type { ObjectBase } from '../kubernetes.js';
 import type { Field, MapReader } from '../yaml-reader.js';
 import { PORT_RANGE } from '../yaml-reader.js';
-import {
-  bindsToService,
-  readFilteredBackendRef,
-  readGatewayDuration,
-  readHeaderModifier,
-  readNamedMatches,
-  readParentRefs,
-  readRequestMirror,
-  readSectionName,
-} from './parse-common.js';
+import { readFilteredBackendRef, readGatewayDuration, readHeaderModifier, readNamedMatches, readRequestMirror, readRouteSpec, readSectionName } from './parse-common.js';
 import type { HttpRouteFilter, HttpRouteMatch, HttpRouteObject, HttpRouteRetry, HttpRouteRule, PathMatch, PathModifier } from './types.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'] as const;
@@ -30,18 +21,12 @@ const FILTER_FIELD: Readonly<Record<(typeof FILTER_TYPES)[number], string>> = {
 };
 
 export function parseHttpRoute(root: MapReader, base: ObjectBase<'HTTPRoute'>): HttpRouteObject | undefined {
-  const spec = root.require('spec')?.map();
-  if (!spec) return undefined;
   const ns = base.metadata.namespace;
-  const parentRefs = readParentRefs(spec, ns);
-  if (!bindsToService(parentRefs)) {
-    spec.ignoreRest();
-    return { ...base, spec: { parentRefs, rules: [] } };
-  }
-  ignoreHostnames(spec);
-  const rulesField = spec.get('rules');
-  const rules = rulesField ? spec.list('rules').flatMap((f) => readRule(f, ns) ?? []) : [defaultRule()];
-  return { ...base, spec: { parentRefs, rules } };
+  const spec = readRouteSpec(root, ns, (s): HttpRouteRule[] => {
+    ignoreHostnames(s);
+    return s.has('rules') ? s.list('rules').flatMap((f) => readRule(f, ns) ?? []) : [defaultRule()];
+  });
+  return spec && { ...base, spec };
 }
 
 /** GAMMA: meshes SHOULD NOT infer anything from hostnames (GEP-1294), so they are read and ignored. */

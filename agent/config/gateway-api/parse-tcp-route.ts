@@ -3,27 +3,23 @@
 
 import type { ObjectBase } from '../kubernetes.js';
 import type { MapReader } from '../yaml-reader.js';
-import { bindsToService, readBackendRef, readParentRefs, readSectionName } from './parse-common.js';
+import { readBackendRef, readRouteSpec, readSectionName } from './parse-common.js';
 import type { GatewayObject, TcpRouteObject } from './types.js';
 
 export function parseTcpRoute(root: MapReader, base: ObjectBase<'TCPRoute'>): TcpRouteObject | undefined {
-  const spec = root.require('spec')?.map();
-  if (!spec) return undefined;
   const ns = base.metadata.namespace;
-  const parentRefs = readParentRefs(spec, ns);
-  if (!bindsToService(parentRefs)) {
-    spec.ignoreRest();
-    return { ...base, spec: { parentRefs, rules: [] } };
-  }
-  const rulesField = spec.require('rules');
-  const rules = spec.maps('rules').map((rule) => {
-    const name = readSectionName(rule, 'name');
-    const backendRefs = rule.maps('backendRefs').flatMap((b) => readBackendRef(b, ns, { weighted: true }) ?? []);
-    return { ...(name !== undefined ? { name } : {}), backendRefs };
+  const spec = readRouteSpec(root, ns, (s) => {
+    const rulesField = s.require('rules');
+    const rules = s.maps('rules').map((rule) => {
+      const name = readSectionName(rule, 'name');
+      const backendRefs = rule.maps('backendRefs').flatMap((b) => readBackendRef(b, ns, { weighted: true }) ?? []);
+      return { ...(name !== undefined ? { name } : {}), backendRefs };
+    });
+    // A TCP connection has nothing to match on but its port, so only one rule can ever apply.
+    if (rules.length > 1) rulesField?.warn(`only the first of ${rules.length} rules applies: a TCPRoute rule has no matches to choose between them`);
+    return rules;
   });
-  // A TCP connection has nothing to match on but its port, so only one rule can ever apply.
-  if (rules.length > 1) rulesField?.warn(`only the first of ${rules.length} rules applies: a TCPRoute rule has no matches to choose between them`);
-  return { ...base, spec: { parentRefs, rules } };
+  return spec && { ...base, spec };
 }
 
 export function parseGateway(root: MapReader, base: ObjectBase<'Gateway'>): GatewayObject | undefined {
