@@ -6,6 +6,11 @@
 export interface SourceLocation {
   readonly file: string;
   readonly line: number;
+  /**
+   * From the Kubernetes API server: the object's resourceVersion when it last changed in a way the agent
+   * reads (a status-only update keeps the version that is in force).
+   */
+  readonly resourceVersion?: string;
 }
 
 export type Labels = Readonly<Record<string, string>>;

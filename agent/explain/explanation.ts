@@ -43,12 +43,14 @@ export function verdictOf(steps: readonly ExplainStep[]): Verdict {
 }
 
 /**
- * Where an object came from, as operators look it up: `file:line` for YAML; the API path for the
- * Kubernetes source and `xds:…` for istiod's, whose line (of a one-line JSON document) says nothing.
+ * Where an object came from, as operators look it up: `file:line` for YAML; the API path and the
+ * resourceVersion in force for the Kubernetes source, and `xds:…` for istiod's, whose line (of a one-line
+ * JSON document) says nothing.
  */
 export function formatSource(source: SourceLocation): string {
   const api = source.file.startsWith('kube-apiserver:') || source.file.startsWith('xds:');
-  return source.line > 0 && !api ? `${source.file}:${source.line}` : source.file;
+  const where = source.line > 0 && !api ? `${source.file}:${source.line}` : source.file;
+  return source.resourceVersion === undefined ? where : `${where} (resourceVersion ${source.resourceVersion})`;
 }
 
 /** `decidedBy` for a configuration object. */

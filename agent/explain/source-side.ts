@@ -97,7 +97,8 @@ function captureStep(snapshot: MeshSnapshot, source: ExplainSource): ExplainStep
   const w = source.workload;
   const pod = byMeshObject('Pod', w.key, w.source);
   // The snapshot keeps a namespace's labels, not its object's origin.
-  const namespace: DecidedBy = { object: `Namespace ${w.namespace}`, from: snapshot.namespaces.get(w.namespace)?.declared ? 'its Namespace object' : 'no Namespace object (no labels)' };
+  const declared = snapshot.namespaces.get(w.namespace)?.source;
+  const namespace: DecidedBy = declared ? byMeshObject('Namespace', w.namespace, declared) : { object: `Namespace ${w.namespace}`, from: 'no Namespace object (no labels)' };
   const e = w.enrollment;
   const node = w.node ?? '';
   if (e.enrolled) {

@@ -136,11 +136,11 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
   }
 
   const namespaces = new Map<string, MeshNamespace>();
-  for (const [name, ns] of declaredNamespaces) namespaces.set(name, { name, labels: ns.metadata.labels, declared: true });
+  for (const [name, ns] of declaredNamespaces) namespaces.set(name, { name, labels: ns.metadata.labels, source: ns.source });
   const ensureNamespace = (name: string): MeshNamespace => {
     let ns = namespaces.get(name);
     if (!ns) {
-      ns = { name, labels: {}, declared: false };
+      ns = { name, labels: {} };
       namespaces.set(name, ns);
     }
     return ns;

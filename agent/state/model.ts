@@ -56,8 +56,8 @@ export interface MeshNode {
 export interface MeshNamespace {
   readonly name: string;
   readonly labels: Labels;
-  /** False when no Namespace object was given and the namespace exists only because objects name it. */
-  readonly declared: boolean;
+  /** Where its Namespace object came from; absent when none was given and the namespace exists only because objects name it. */
+  readonly source?: SourceLocation;
 }
 
 /** Why a workload is or is not in the mesh; shown by `ambit zc workloads` and in logs. */

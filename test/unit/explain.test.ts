@@ -131,6 +131,8 @@ describe('capture', () => {
     const capture = step(e, 'capture');
     assert.equal(capture.outcome, 'captured');
     assert.equal(capture.decidedBy.object, 'Namespace shop');
+    // The Namespace object whose label enrolled it, where a user would edit it.
+    assert.match(capture.decidedBy.from ?? '', /^mesh\.yaml:\d+$/);
     assert.match(capture.details[0]!, /istio\.io\/dataplane-mode=ambient.*spiffe:\/\/cluster\.local\/ns\/shop\/sa\/client/);
   });
 
@@ -485,6 +487,8 @@ describe('inputs', () => {
     assert.equal(formatSource({ file: 'mesh/policy.yaml', line: 12 }), 'mesh/policy.yaml:12');
     assert.equal(formatSource({ file: 'kube-apiserver:/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/web', line: 1 }), 'kube-apiserver:/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/web');
     assert.equal(formatSource({ file: 'xds:Authorization/shop/web', line: 0 }), 'xds:Authorization/shop/web');
+    // From the API server: the version in force, as `kubectl get -o yaml` shows it.
+    assert.equal(formatSource({ file: 'kube-apiserver:/api/v1/namespaces/shop/pods/web-1', line: 1, resourceVersion: '4711' }), 'kube-apiserver:/api/v1/namespaces/shop/pods/web-1 (resourceVersion 4711)');
   });
 
   it('the denial ring keeps the newest entries, newest first, and bounds what a client sent', () => {

@@ -237,6 +237,9 @@ test('updates and deletes from the watch apply live; a watch starts from the lis
 
     h.server.apply(pod('shop', 'web-3', { node: 'node-a', ip: '10.244.91.13', labels: { app: 'web' }, port: 9090 }));
     s = await until(h.store, (s) => endpointsOf(s, 'shop/web.shop.svc.cluster.local').includes('shop/web-3@10.244.91.13:9090'), 'web-3 now on 9090');
+    // Each object cites the version it was read at (ambit explain shows it), the one the server just wrote.
+    const web3Version = h.server.resourceVersion;
+    assert.deepEqual(s.workloads.get('shop/web-3')?.source, { file: 'kube-apiserver:/api/v1/namespaces/shop/pods/web-3', line: 1, resourceVersion: web3Version });
 
     h.server.apply(rateLimit('shop', 'web', 5));
     s = await until(h.store, (s) => s.ambit.rateLimits[0]?.spec.tokenBucket?.maxTokens === 5, 'the RateLimit changed to 5 tokens');

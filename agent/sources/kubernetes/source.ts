@@ -10,6 +10,7 @@
 import { type ConfigDiagnostic, formatDiagnostic } from '../../config/diagnostics.js';
 import { MAX_NESTING_DEPTH, jsonNestingDepth, tooDeep } from '../../config/input-limits.js';
 import { type FileParseResult, type ResolvedConfig, parseConfigFile, resolveConfig, unreadableFile } from '../../config/load.js';
+import type { MeshObject } from '../../config/objects.js';
 import { buildSnapshot } from '../../state/build.js';
 import type { WorkloadStore } from '../../state/store.js';
 import type { Logger } from '../../telemetry/log.js';
@@ -142,7 +143,7 @@ export class KubernetesSource {
     this.#routeStatus?.observe(resource, object, refusal ? formatDiagnostic(refusal) : undefined);
     if (this.#entries.get(key)?.fingerprint === fingerprint) return key;
     const created = typeof metadata['creationTimestamp'] === 'string' ? metadata['creationTimestamp'] : '';
-    this.#entries.set(key, { resource, created, parsed, fingerprint });
+    this.#entries.set(key, { resource, created, parsed: withResourceVersion(parsed, metadata['resourceVersion']), fingerprint });
     this.#changed();
     return key;
   }
@@ -240,6 +241,16 @@ function locationOf(resource: WatchedResource, object: RawObject): string {
   const base = collectionPath(resource, object.apiVersion?.split('/').pop() ?? resource.versions[0]!);
   const path = ns && resource.namespace === undefined ? base.replace(new RegExp(`/${resource.plural}$`), `/namespaces/${ns}/${resource.plural}`) : base;
   return `kube-apiserver:${path}/${object.metadata?.name ?? ''}`;
+}
+
+/**
+ * The objects cite the resourceVersion they were read at (ambit explain shows it). Added after the
+ * fingerprint, so that a new version that changes nothing the agent reads (a status heartbeat) does not
+ * rebuild the snapshot: the version cited is the one whose content is in force.
+ */
+function withResourceVersion(parsed: FileParseResult, resourceVersion: unknown): FileParseResult {
+  if (typeof resourceVersion !== 'string' || resourceVersion === '') return parsed;
+  return { ...parsed, objects: parsed.objects.map((o) => ({ ...o, source: { ...o.source, resourceVersion } }) as MeshObject) };
 }
 
 /** JSON.stringify replacer for what parsed objects hold besides plain data. */
