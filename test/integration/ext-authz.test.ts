@@ -27,6 +27,10 @@ const stranger = testIssuer('RS256', 'lab');
 // httpbin's /headers, as far as this test needs it: the request headers the pod received, as JSON.
 const HTTPBIN = `require('http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(JSON.stringify({ url: q.url, headers: q.headers }))); }).listen(8000);`;
 
+// lab up waits for readiness: without a probe a container is ready once started, and the first check could
+// reach the authorizer before it listens (ECONNREFUSED, answered 403 as Envoy's status_on_error).
+const READY_ON_8000 = '{ tcpSocket: { port: 8000 }, periodSeconds: 1 }';
+
 function meshYaml(): string {
   const pod = (name: string, ns: string, ip: string, node: string, command: string[], extra = ''): string => `---
 apiVersion: v1
@@ -46,7 +50,7 @@ metadata: { name: foo, labels: { istio.io/dataplane-mode: ambient } }
 apiVersion: v1
 kind: Namespace
 metadata: { name: authz }
-${pod('sleep', 'foo', '10.228.1.20', 'alpha', ['sleep', 'infinity'])}${pod('httpbin', 'foo', '10.228.2.11', 'beta', ['node', '-e', HTTPBIN])}${pod('ext-authz', 'authz', AUTHZ_POD, 'beta', [process.execPath, '--import', 'tsx', AUTHZ, '8000', '9000', '8080', join(session.dir!, 'jwks.json')], `, workingDir: ${REPO}`)}---
+${pod('sleep', 'foo', '10.228.1.20', 'alpha', ['sleep', 'infinity'])}${pod('httpbin', 'foo', '10.228.2.11', 'beta', ['node', '-e', HTTPBIN], `, readinessProbe: ${READY_ON_8000}`)}${pod('ext-authz', 'authz', AUTHZ_POD, 'beta', [process.execPath, '--import', 'tsx', AUTHZ, '8000', '9000', '8080', join(session.dir!, 'jwks.json')], `, workingDir: ${REPO}, readinessProbe: ${READY_ON_8000}`)}---
 apiVersion: v1
 kind: Service
 metadata: { name: httpbin, namespace: foo }
