@@ -168,8 +168,6 @@ describe('HBONE engine byte path', () => {
       const tunnels = await Promise.all(
         Array.from({ length: count }, async () => {
           const { app, plain } = await pairs.pair();
-          // Each is reset below, which reaches its app end as a TCP reset.
-          app.on('error', () => undefined);
           const opened = handOver(plain, (fd) => client.engine.openStream(conn, `${POD}:${podPort}`, {}, fd));
           if (!opened.ok) assert.fail(opened.error.message);
           return { app, stream: opened.value };
