@@ -24,6 +24,14 @@ export function labCgroupParent(cgroupRoot: string): string {
   return join(cgroupRoot, 'ambit');
 }
 
+/** Whether `netns` has the shape of a name lab `lab` makes (see LabLayout's fabricNetns, nodeNetns, podNetns). */
+function makesNetns(lab: string, netns: string): boolean {
+  const prefix = `ambit-${lab}-`;
+  if (!netns.startsWith(prefix)) return false;
+  const rest = netns.slice(prefix.length);
+  return rest === 'fabric' || rest.startsWith('n-') || rest.startsWith('p-');
+}
+
 export class LabLayout {
   constructor(
     readonly name: string,
@@ -91,23 +99,18 @@ export class LabLayout {
   }
   /**
    * Whether a network namespace is this lab's, given every lab on the machine. Lab names may hold '-', so
-   * `ambit-web-` also begins lab web-2's names: a name is ours only in the shape we make (fabric, n-<node>,
-   * p-<namespace>.<pod>) and when no longer lab name that starts with ours claims it.
+   * `ambit-web-` also begins lab web-2's names: a name is ours when it has the shape we make (fabric,
+   * n-<node>, p-<namespace>.<pod>) and no longer lab name that begins with ours makes it too.
    */
   ownsNetns(netns: string, labs: readonly string[]): boolean {
-    if (!netns.startsWith(this.prefix)) return false;
-    const rest = netns.slice(this.prefix.length);
-    return (rest === 'fabric' || rest.startsWith('n-') || rest.startsWith('p-')) && !this.#longerLabClaims(netns, labs, (lab) => `ambit-${lab}-`);
+    return makesNetns(this.name, netns) && !labs.some((lab) => lab.startsWith(`${this.name}-`) && makesNetns(lab, netns));
   }
 
   /** Whether a bpffs pin directory (bpfScope) is this lab's, by the same rule as ownsNetns. */
   ownsBpfScope(scope: string, labs: readonly string[]): boolean {
-    return scope.startsWith(`${this.name}-`) && !this.#longerLabClaims(scope, labs, (lab) => `${lab}-`);
+    return scope.startsWith(`${this.name}-`) && !labs.some((lab) => lab.startsWith(`${this.name}-`) && scope.startsWith(`${lab}-`));
   }
 
-  #longerLabClaims(name: string, labs: readonly string[], prefixOf: (lab: string) => string): boolean {
-    return labs.some((lab) => lab.startsWith(`${this.name}-`) && name.startsWith(prefixOf(lab)));
-  }
 
   get cgroupDir(): string {
     return join(labCgroupParent(this.cgroupRoot), this.name);
