@@ -61,9 +61,14 @@ async function sample(session: LabSession, lab: string, node: Node): Promise<Age
   return { at: Date.now(), rssMiB: rssBytes(pid) / 2 ** 20, heapMiB: (await metricSum(session, node, 'nodejs_heap_size_used_bytes')) / 2 ** 20, fds: fdCount(pid) };
 }
 
-/** MiB per minute, least squares over the samples after the first quarter of the run. */
+/**
+ * MiB per minute, least squares over the samples after the first quarter of the run. The heap is a
+ * sawtooth (it climbs between collections whatever is kept), so its slope is fitted to the lowest sample
+ * of each run of three: a leak lifts those troughs, garbage waiting for the next collection does not.
+ */
 function slope(samples: readonly AgentSample[], key: 'rssMiB' | 'heapMiB'): number {
-  const s = samples.slice(Math.floor(samples.length / 4));
+  const settled = samples.slice(Math.floor(samples.length / 4));
+  const s = key === 'heapMiB' ? troughs(settled, 3) : settled;
   if (s.length < 2) return 0;
   const xs = s.map((p) => (p.at - s[0]!.at) / 60_000);
   const ys = s.map((p) => p[key]);
@@ -72,6 +77,16 @@ function slope(samples: readonly AgentSample[], key: 'rssMiB' | 'heapMiB'): numb
   const num = xs.reduce((a, x, i) => a + (x - mx) * (ys[i]! - my), 0);
   const den = xs.reduce((a, x) => a + (x - mx) ** 2, 0);
   return den === 0 ? 0 : num / den;
+}
+
+/** The lowest-heap sample of each consecutive group of `size` (a last, shorter group included). */
+function troughs(samples: readonly AgentSample[], size: number): AgentSample[] {
+  const lows: AgentSample[] = [];
+  for (let i = 0; i < samples.length; i += size) {
+    const group = samples.slice(i, i + size);
+    lows.push(group.reduce((low, p) => (p.heapMiB < low.heapMiB ? p : low)));
+  }
+  return lows;
 }
 
 const requests = (session: LabSession, node: Node, reporter: string): Promise<number> => metricSum(session, node, 'istio_requests_total', new RegExp(`reporter="${reporter}"`));
