@@ -76,6 +76,18 @@ export interface Workload {
   /** istiod's uid for it, when it came from istiod; /config_dump shows it instead of deriving Istio's pod uid. */
   readonly istioUid?: string;
   readonly node?: string;
+  /**
+   * The cluster it runs in (its source's cluster ID: Istio's `clusterID`, `--cluster-id` or a local
+   * YAML set's `cluster`); absent: the agent's own cluster.
+   */
+  readonly cluster?: string;
+  /**
+   * The network it is on (Istio's `topology.istio.io/network`, from the pod, its namespace or its
+   * cluster's default); absent: the agent's own network. Its IPs are reachable only from that network.
+   */
+  readonly network?: string;
+  /** How a client on another network reaches it: an east-west gateway (ztunnel's `network_gateway`). */
+  readonly networkGateway?: NetworkGateway;
   /** Primary pod IP first; empty until the pod has one. */
   readonly ips: readonly string[];
   /** A workload istiod knows by hostname only (no address): it is no Service endpoint until resolved. */
@@ -98,6 +110,17 @@ export interface Workload {
   readonly readinessProbe?: Probe;
   readonly annotations: Labels;
   readonly source: SourceLocation;
+}
+
+/**
+ * An east-west gateway: where an outer HBONE tunnel to a workload on another network goes (ztunnel's
+ * GatewayAddress). The inner tunnel, to the workload itself, keeps end-to-end mTLS through it.
+ */
+export interface NetworkGateway {
+  /** The gateway's own address on the client's side, or a Service (namespace/hostname) that fronts it. */
+  readonly destination: { readonly address: string } | { readonly namespace: string; readonly hostname: string };
+  /** The port its HBONE listener takes the outer tunnel on (15008 unless configured). */
+  readonly hboneMtlsPort: number;
 }
 
 export interface MeshServicePort {
