@@ -27,8 +27,13 @@ export function parseGateway(root: MapReader, base: ObjectBase<'Gateway'>): Gate
   if (!spec) return undefined;
   const gatewayClassName = spec.require('gatewayClassName')?.nonEmptyString();
   if (gatewayClassName === undefined) return undefined;
-  // Listeners, addresses and infrastructure describe a proxy deployment; Ambit runs none (no waypoint hop).
-  spec.ignore('listeners', 'addresses', 'infrastructure', 'allowedListeners', 'backendTLS', 'defaultScope', 'tls');
+  // An east-west gateway is reached at its addresses from other networks; for other classes they are unused.
+  const addresses = spec.maps('addresses').flatMap((address) => {
+    const value = address.require('value')?.nonEmptyString();
+    return value === undefined ? [] : [{ type: address.string('type') ?? 'IPAddress', value }];
+  });
+  // Listeners and infrastructure describe a proxy deployment; Ambit runs none (no waypoint hop).
+  spec.ignore('listeners', 'infrastructure', 'allowedListeners', 'backendTLS', 'defaultScope', 'tls');
   // Any other class is an ingress or egress gateway, another controller's: kept without a word, unused.
-  return { ...base, spec: { gatewayClassName } };
+  return { ...base, spec: { gatewayClassName, addresses } };
 }

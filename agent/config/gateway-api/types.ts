@@ -140,9 +140,18 @@ export interface TcpRouteObject extends ObjectBase<'TCPRoute'> {
   readonly spec: { readonly parentRefs: readonly ParentRef[]; readonly rules: readonly { readonly name?: string; readonly backendRefs: readonly BackendRef[] }[] };
 }
 
-/** A Gateway: only class istio-waypoint means anything to Ambit (see docs/istio-api.md, "Waypoints"). */
+/** One of a Gateway's spec.addresses: `type` is IPAddress unless given (Hostname, or an implementation's own). */
+export interface GatewayAddress {
+  readonly type: string;
+  readonly value: string;
+}
+
+/**
+ * A Gateway: class istio-waypoint marks L7 processing (see docs/istio-api.md, "Waypoints"); class
+ * istio-east-west is a network's east-west gateway, reached at its addresses from other networks.
+ */
 export interface GatewayObject extends ObjectBase<'Gateway'> {
-  readonly spec: { readonly gatewayClassName: string };
+  readonly spec: { readonly gatewayClassName: string; readonly addresses: readonly GatewayAddress[] };
 }
 
 export type GatewayRouteObject = HttpRouteObject | GrpcRouteObject | TcpRouteObject;
