@@ -60,7 +60,11 @@ export class IstioCaClient implements CaClient {
         );
       });
     } catch (err) {
-      return fail(reasonOf(err), `${where} did not issue a certificate for ${identity}: ${describeGrpcError(err, this.#channel.address)}`);
+      const reason = reasonOf(err);
+      // grpc-js would otherwise keep redialling a dead istiod about once a second, whatever our backoff:
+      // a fresh channel at the next retry dials then and only then (and may reach another replica).
+      if (reason === 'ca-unavailable') this.#channel.close();
+      return fail(reason, `${where} did not issue a certificate for ${identity}: ${describeGrpcError(err, this.#channel.address)}`);
     }
     if (chain.length === 0) return fail('invalid-response', `${where} answered with an empty certificate chain for ${identity}`);
     // istiod sends one PEM certificate per entry; the certificate manager checks the chain itself.
