@@ -2,11 +2,11 @@
 // the snapshot (mesh-answer.ts); every other message is sent to the pod's own DNS server unchanged and
 // its reply returned unchanged. Every wait is bounded: queries in flight, bytes per TCP connection, time.
 
-import { type Socket as UdpSocket, createSocket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
-import { type Server, type Socket, connect, createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { connect, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import type { WorkloadStore } from '../state/store.js';
+import { type DnsListener, frameTcp, listenDns } from './dns-listener.js';
 import { MESH_ANSWER_TTL, meshAnswer } from './mesh-answer.js';
 import { MAX_MESSAGE, RCODE_NOERROR, encodeFormatError, encodeResponse, parseQuery } from './wire.js';
 
@@ -16,8 +16,6 @@ export const DNS_PROXY_PORT = 15053;
 const UPSTREAM_TIMEOUT_MS = 5000;
 /** Forwarded queries waiting for their upstream at once; past it a query is dropped and the client retries. */
 const MAX_IN_FLIGHT = 1024;
-/** Queries one TCP connection may have unanswered at once. */
-const MAX_TCP_PIPELINE = 16;
 
 export interface DnsUpstream {
   readonly ip: string;
@@ -36,8 +34,7 @@ export type DnsOutcome = 'answered' | 'forwarded' | 'format-error' | 'dropped';
 
 export class DnsProxy {
   readonly #options: DnsProxyOptions;
-  #udp: UdpSocket | undefined;
-  #tcp: Server | undefined;
+  #listener: DnsListener | undefined;
   #inFlight = 0;
   readonly counts: Record<DnsOutcome, number> = { answered: 0, forwarded: 0, 'format-error': 0, dropped: 0 };
 
@@ -47,34 +44,12 @@ export class DnsProxy {
 
   /** Binds UDP and TCP on `host:port` (the same port for both; port 0 picks one for UDP, and TCP takes it too). */
   async listen(host: string, port = DNS_PROXY_PORT): Promise<{ readonly port: number }> {
-    // SO_REUSEPORT, as the agent's other listeners: during an upgrade the new agent binds beside the old one.
-    const udp = createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', reuseAddr: false, reusePort: port !== 0 });
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(port, host, () => {
-        udp.off('error', reject);
-        resolve();
-      });
-    });
-    udp.on('error', (err) => this.#options.log.warn({ err }, 'DNS proxy UDP socket error'));
-    udp.on('message', (message, rinfo) => void this.#handle(message, { ip: rinfo.address, port: rinfo.port }, 'udp').then((reply) => reply && udp.send(reply, rinfo.port, rinfo.address)));
-    this.#udp = udp;
-    const bound = udp.address().port;
-    const tcp = createServer((socket) => this.#serveTcp(socket));
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen({ port: bound, host, reusePort: port !== 0 }, () => {
-        tcp.off('error', reject);
-        resolve();
-      });
-    });
-    this.#tcp = tcp;
-    return { port: bound };
+    this.#listener = await listenDns(host, port, (message, client, transport) => this.#handle(message, client, transport), this.#options.log);
+    return { port: this.#listener.port };
   }
 
   close(): void {
-    this.#udp?.close();
-    this.#tcp?.close();
+    this.#listener?.close();
   }
 
   /** One message from `client`: the mesh's answer, the upstream's reply, a FORMERR, or nothing (dropped). */
@@ -116,36 +91,6 @@ export class DnsProxy {
     this.#options.log.debug({ client: `${client.ip}:${client.port}`, outcome }, `DNS ${outcome}: ${detail}`);
   }
 
-  /** RFC 7766 framing: each message after its 16-bit length; replies in any order, each framed alike. */
-  #serveTcp(socket: Socket): void {
-    const client = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
-    let buffered = Buffer.alloc(0);
-    let pending = 0;
-    socket.setTimeout(UPSTREAM_TIMEOUT_MS * 2, () => socket.destroy());
-    socket.on('error', () => socket.destroy());
-    socket.on('data', (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      if (buffered.length > 2 + MAX_MESSAGE + MAX_TCP_PIPELINE * 2) return void socket.destroy();
-      while (buffered.length >= 2) {
-        const length = buffered.readUInt16BE(0);
-        if (buffered.length < 2 + length) break;
-        const message = buffered.subarray(2, 2 + length);
-        buffered = buffered.subarray(2 + length);
-        if (++pending > MAX_TCP_PIPELINE) return void socket.destroy();
-        void this.#handle(message, client, 'tcp').then((reply) => {
-          pending--;
-          if (reply && !socket.destroyed) socket.write(frame(reply));
-        });
-      }
-    });
-  }
-}
-
-function frame(message: Uint8Array): Buffer {
-  const out = Buffer.alloc(2 + message.length);
-  out.writeUInt16BE(message.length, 0);
-  out.set(message, 2);
-  return out;
 }
 
 /** Sends `message` from a fresh socket (a random port, as a stub resolver would) and takes its first reply. */
@@ -179,7 +124,7 @@ function forwardTcp(message: Uint8Array, upstream: DnsUpstream): Promise<Uint8Ar
     socket.setTimeout(UPSTREAM_TIMEOUT_MS, () => done(undefined));
     socket.on('error', () => done(undefined));
     socket.on('close', () => done(undefined));
-    socket.on('connect', () => socket.write(frame(message)));
+    socket.on('connect', () => socket.write(frameTcp(message)));
     socket.on('data', (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
       if (buffered.length > 2 + MAX_MESSAGE) return done(undefined);
