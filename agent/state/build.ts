@@ -1,5 +1,6 @@
 // Turns validated configuration objects into a MeshSnapshot: workloads with their SPIFFE identities and
-// enrollment, services with endpoints from selectors over ready pods, and the Istio resources in force.
+// enrollment, services with endpoints from selectors over ready pods, and the Istio resources in force;
+// other clusters' pods and global Services join through agent/state/clusters.ts.
 // Problems that span objects (duplicate pod IPs, selectors that match nothing) become diagnostics here;
 // single-object problems were already caught by agent/config.
 
@@ -9,31 +10,25 @@ import { EMPTY_MESH_CONFIG, type MeshConfig } from '../config/mesh-config.js';
 import type { MeshObject } from '../config/objects.js';
 import {
   type AmbitResources,
-  type Enrollment,
   type IstioResources,
   type MeshNamespace,
   type MeshNode,
   type MeshService,
   type MeshSnapshot,
   type ObjectKey,
-  type ServiceEndpoint,
   type Workload,
   kubernetesServiceHostname,
   objectKey,
   serviceKey,
-  spiffeId,
 } from './model.js';
+import { NETWORK_LABEL, type OwnCluster, type RemoteClusterObjects, clusterNetwork, gatewayFor, mergeRemoteClusters, networkGateways, serviceVips } from './clusters.js';
 import { gatewayApiResources } from './gateway-api.js';
 import { WorkloadLabelIndex } from './label-index.js';
+import { podIps, podWorkload, selectEndpoints } from './pod-workloads.js';
 import { portProtocol } from './protocol.js';
 import { serviceLoadBalancing } from './locality.js';
 import { entryWorkloads, serviceEntryServices } from './service-entries.js';
-import { workloadName } from './workload-name.js';
 
-/** The label that puts a namespace (or a single pod) in the mesh, and takes a pod out with `none`. */
-export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
-/** Set by Istio's sidecar injector on every pod that has a sidecar. */
-const SIDECAR_STATUS_ANNOTATION = 'sidecar.istio.io/status';
 
 export interface SnapshotOptions {
   readonly version: number;
@@ -41,6 +36,10 @@ export interface SnapshotOptions {
   readonly clusterDomain: string;
   /** What the source states where YAML and Kubernetes leave it to be derived (istiod); absent: derived. */
   readonly stated?: StatedFacts;
+  /** The agent's own cluster (its objects are `objects`); absent: one cluster, ID unknown. */
+  readonly cluster?: OwnCluster;
+  /** Other clusters' objects, whose pods and global Services join the mesh (docs/multicluster.md). */
+  readonly remoteClusters?: readonly RemoteClusterObjects[];
 }
 
 /** What istiod states about the objects its translation hands in, which buildSnapshot would otherwise derive. */
@@ -146,6 +145,9 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     return ns;
   };
 
+  const remotes = options.remoteClusters ?? [];
+  const ownNetwork = clusterNetwork(options.cluster?.network, declaredNamespaces.values());
+  const placement = { network: ownNetwork, gateways: networkGateways(objects, remotes) };
   const workloads = new Map<ObjectKey, Workload>();
   const workloadsByIp = new Map<string, Workload>();
   for (const pod of pods) {
@@ -172,26 +174,16 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
       });
       continue;
     }
-    const workload: Workload = {
-      key: options.stated?.workloadKey(pod) ?? objectKey(namespace, name),
-      name,
-      namespace,
-      // The API server's uid when the pod came from it (kubepods cgroups are named by it), else a stable stand-in.
-      uid: pod.metadata.uid ?? `${namespace}/${name}`,
-      workloadName: workloadName(pod.metadata),
+    const network = pod.metadata.labels[NETWORK_LABEL] ?? ownNetwork;
+    const networkGateway = gatewayFor(placement, network);
+    const key = options.stated?.workloadKey(pod) ?? objectKey(namespace, name);
+    const workload = podWorkload(pod, ns, options.trustDomain, {
+      key,
       ...(pod.spec.nodeName ? { node: pod.spec.nodeName } : {}),
-      ips,
-      labels: pod.metadata.labels,
-      serviceAccount,
-      identity: spiffeId(options.trustDomain, namespace, serviceAccount),
-      ready: isReady(pod, ips),
-      enrollment: enrollment(pod, ns, ips),
-      ...(pod.spec.hostNetwork ? { hostNetwork: true } : {}),
-      namedPorts: namedPorts(pod),
-      ...(pod.spec.containers[0]?.readinessProbe ? { readinessProbe: pod.spec.containers[0].readinessProbe } : {}),
-      annotations: pod.metadata.annotations,
-      source: pod.source,
-    };
+      ...(options.cluster ? { cluster: options.cluster.id } : {}),
+      ...(network !== undefined ? { network } : {}),
+      ...(networkGateway ? { networkGateway } : {}),
+    });
     workloads.set(workload.key, workload);
     if (ownsIps) for (const ip of ips) workloadsByIp.set(ip, workload);
   }
@@ -244,28 +236,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     }));
     const selector = svc.spec.selector;
     const allowUnready = options.stated?.allowsUnready(svc) ?? false;
-    const endpoints: ServiceEndpoint[] = [];
-    if (selector) {
-      let matched = 0;
-      for (const workload of byLabel.select(namespace, selector)) {
-        matched++;
-        const ip = workload.ips[0];
-        if ((!workload.ready && !allowUnready) || ip === undefined) continue;
-        const resolved = new Map<number, number>();
-        for (const p of ports) {
-          const target = typeof p.targetPort === 'number' ? p.targetPort : workload.namedPorts.get(p.targetPort);
-          if (target === undefined) {
-            warn(svc.source, 'Service', namespace, name, `spec.ports[${ports.indexOf(p)}].targetPort`, `Pod ${workload.key} has no container port named "${p.targetPort}"; it serves no traffic on port ${p.port}`);
-            continue;
-          }
-          resolved.set(p.port, target);
-        }
-        endpoints.push({ workload: workload.key, ip, ports: resolved });
-      }
-      if (matched === 0) {
-        warn(svc.source, 'Service', namespace, name, 'spec.selector', `selector ${formatSelector(selector)} matches no pod in namespace ${namespace}; the service has no endpoints`);
-      }
-    }
+    const endpoints = selectEndpoints(svc, ports, byLabel, allowUnready, warn, true);
     const loadBalancing = serviceLoadBalancing(svc.spec.internalTrafficPolicy, svc.spec.trafficDistribution);
     const hostname = options.stated?.hostname(svc) ?? kubernetesServiceHostname(name, namespace, options.clusterDomain);
     const service: MeshService = {
@@ -286,6 +257,21 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     servicesByHostname.set(service.hostname, service);
     for (const vip of vips) servicesByVip.set(vip, service);
   }
+
+  mergeRemoteClusters(remotes, {
+    trustDomain: options.trustDomain,
+    clusterDomain: options.clusterDomain,
+    ...placement,
+    nodes,
+    workloads,
+    workloadsByIp,
+    services,
+    servicesByVip,
+    servicesByHostname,
+    ensureNamespace,
+    diagnostics,
+    warn,
+  });
 
   const entryServices = serviceEntryServices(istio.serviceEntries, entries.portsByName, workloads, byLabel, { vips: servicesByVip, keys: services }, diagnostics, warn);
   for (const service of entryServices) {
@@ -323,6 +309,8 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     version: options.version,
     trustDomain: options.trustDomain,
     clusterDomain: options.clusterDomain,
+    ...(options.cluster ? { ownCluster: options.cluster.id } : {}),
+    ...(ownNetwork !== undefined ? { ownNetwork } : {}),
     nodes,
     namespaces,
     workloads,
@@ -346,49 +334,4 @@ export function matchesLabels(selector: Labels, labels: Labels): boolean {
 function formatSelector(selector: Labels): string {
   const pairs = Object.entries(selector).map(([k, v]) => `${k}=${v}`);
   return pairs.length > 0 ? pairs.join(',') : '{}';
-}
-
-function podIps(pod: PodObject): string[] {
-  const ips = [...pod.status.podIPs];
-  if (pod.status.podIP && !ips.includes(pod.status.podIP)) ips.unshift(pod.status.podIP);
-  return ips;
-}
-
-/** Ready unless the pod says otherwise: a lab or local file usually omits status.phase and conditions. */
-function isReady(pod: PodObject, ips: readonly string[]): boolean {
-  if (ips.length === 0) return false;
-  if (pod.status.phase !== undefined && pod.status.phase !== 'Running') return false;
-  const ready = pod.status.conditions.find((c) => c.type === 'Ready');
-  return ready === undefined || ready.status === 'True';
-}
-
-/**
- * Istio's ambient enrollment rules: a namespace labeled `ambient` enrolls its pods, a pod labeled
- * `ambient` enrolls itself, and a pod labeled `none` stays out whatever its namespace says. Never a pod
- * on the host's network (Istio's CNI skips those: capturing one would capture its node) nor one with a
- * sidecar (the sidecar wins, as in Istio).
- */
-function enrollment(pod: PodObject, ns: MeshNamespace, ips: readonly string[]): Enrollment {
-  const podMode = pod.metadata.labels[DATAPLANE_MODE_LABEL];
-  if (podMode === 'none') return { enrolled: false, reason: 'pod-opt-out' };
-  if (pod.spec.hostNetwork) return { enrolled: false, reason: 'host-network' };
-  if (pod.metadata.annotations[SIDECAR_STATUS_ANNOTATION] !== undefined) return { enrolled: false, reason: 'sidecar' };
-  if (ips.length === 0) return { enrolled: false, reason: 'no-pod-ip' };
-  if (podMode === 'ambient') return { enrolled: true, reason: 'pod-label' };
-  if (ns.labels[DATAPLANE_MODE_LABEL] === 'ambient') return { enrolled: true, reason: 'namespace-label' };
-  return { enrolled: false, reason: 'namespace-not-ambient' };
-}
-
-function namedPorts(pod: PodObject): Map<string, number> {
-  const ports = new Map<string, number>();
-  for (const container of pod.spec.containers) {
-    for (const port of container.ports) if (port.name) ports.set(port.name, port.containerPort);
-  }
-  return ports;
-}
-
-function serviceVips(svc: ServiceObject): string[] {
-  const vips = svc.spec.clusterIPs.filter((ip) => ip !== 'None');
-  if (svc.spec.clusterIP && svc.spec.clusterIP !== 'None' && !vips.includes(svc.spec.clusterIP)) vips.unshift(svc.spec.clusterIP);
-  return vips;
 }

@@ -4,9 +4,13 @@
 // longest prefix of the list (trafficDistribution: PreferClose), the rest only when none do.
 // Localities come from the nodes' well-known topology labels. Among the preferred endpoints, each
 // workload's capacity weighs its share, as ztunnel's weighted choice.
+//
+// Before any policy, Ambit prefers the client's own cluster, then its network (docs/multicluster.md):
+// reaching another network costs an east-west gateway hop and a second encryption, so another
+// cluster serves only when none closer can. ztunnel balances across clusters unless told otherwise.
 
 import type { TrafficDistribution } from '../config/kubernetes.js';
-import type { MeshSnapshot, ObjectKey } from './model.js';
+import type { MeshSnapshot, ObjectKey, Workload } from './model.js';
 
 export type LocalityScope = 'network' | 'region' | 'zone' | 'subzone' | 'node' | 'cluster';
 
@@ -40,9 +44,28 @@ export interface RankedEndpoint<E> {
 const MAX_WEIGHTED_ENTRIES = 1000;
 
 /**
+ * How far a workload is from this agent's clients: in their cluster, in another cluster on their
+ * network, on another network through its east-west gateway, or on another network with none (which
+ * nothing can reach; it ranks last so that it is never preferred).
+ */
+export const ClusterTier = { OwnCluster: 0, OwnNetwork: 1, ThroughGateway: 2, Unreachable: 3 } as const;
+export type ClusterTier = (typeof ClusterTier)[keyof typeof ClusterTier];
+
+export function clusterTier(snapshot: MeshSnapshot, workload: Workload | undefined): ClusterTier {
+  if (!workload) return ClusterTier.OwnCluster;
+  // Absent cluster or network: the agent's own (a WorkloadEntry, a single-cluster snapshot).
+  if ((workload.network ?? snapshot.ownNetwork ?? '') !== (snapshot.ownNetwork ?? '')) {
+    return workload.networkGateway ? ClusterTier.ThroughGateway : ClusterTier.Unreachable;
+  }
+  return workload.cluster === undefined || workload.cluster === snapshot.ownCluster ? ClusterTier.OwnCluster : ClusterTier.OwnNetwork;
+}
+
+/**
  * The endpoints a client on `clientNode` prefers, each with its priority (0 is the first choice; the
- * next level serves only when no endpoint of a better one can). Strict mode leaves out endpoints that
- * do not match every scope. Without a policy, or without a known client node, all endpoints rank 0.
+ * next level serves only when no endpoint of a better one can). The client's cluster comes first, then
+ * its network, then other networks (clusterTier); within each, the Service's policy ranks. Strict mode
+ * leaves out endpoints that do not match every scope. Without a policy, or without a known client
+ * node, all endpoints of a tier rank alike.
  */
 export function rankEndpoints<E extends { readonly workload: ObjectKey }>(
   snapshot: MeshSnapshot,
@@ -50,21 +73,24 @@ export function rankEndpoints<E extends { readonly workload: ObjectKey }>(
   endpoints: readonly E[],
   clientNode: string | undefined,
 ): RankedEndpoint<E>[] {
-  const weight = (endpoint: E): number => snapshot.workloads.get(endpoint.workload)?.capacity ?? 1;
-  if (!loadBalancing || clientNode === undefined) return endpoints.map((endpoint) => ({ endpoint, priority: 0, weight: weight(endpoint) }));
-  const scopes = loadBalancing.routingPreference;
+  const scopes = loadBalancing && clientNode !== undefined ? loadBalancing.routingPreference : [];
   const ranked = endpoints.map((endpoint) => {
-    const node = snapshot.workloads.get(endpoint.workload)?.node;
+    const workload = snapshot.workloads.get(endpoint.workload);
+    const tier = clusterTier(snapshot, workload);
     let matched = 0;
-    while (matched < scopes.length && sameScope(snapshot, scopes[matched]!, clientNode, node)) matched++;
-    return { endpoint, priority: scopes.length - matched, weight: weight(endpoint) };
+    while (matched < scopes.length && sameScope(snapshot, scopes[matched]!, clientNode!, workload, tier)) matched++;
+    return { endpoint, priority: tier * (scopes.length + 1) + scopes.length - matched, weight: workload?.capacity ?? 1, strictMatch: matched === scopes.length };
   });
-  return loadBalancing.mode === 'strict' ? ranked.filter((r) => r.priority === 0) : ranked;
+  const kept = loadBalancing?.mode === 'strict' && clientNode !== undefined ? ranked.filter((r) => r.strictMatch) : ranked;
+  return kept.map(({ endpoint, priority, weight }) => ({ endpoint, priority, weight }));
 }
 
-/** Whether two nodes share a scope. One network and one cluster here: those always match. */
-function sameScope(snapshot: MeshSnapshot, scope: LocalityScope, a: string, b: string | undefined): boolean {
-  if (scope === 'network' || scope === 'cluster') return true;
+/** Whether a workload shares a scope with a client on node `clientNode` of the agent's cluster and network. */
+function sameScope(snapshot: MeshSnapshot, scope: LocalityScope, clientNode: string, workload: Workload | undefined, tier: ClusterTier): boolean {
+  if (scope === 'cluster') return tier === ClusterTier.OwnCluster;
+  if (scope === 'network') return tier <= ClusterTier.OwnNetwork;
+  const a = clientNode;
+  const b = workload?.node;
   if (scope === 'node') return a === b;
   const label = scope === 'region' ? REGION_LABEL : scope === 'zone' ? ZONE_LABEL : SUBZONE_LABEL;
   // As ztunnel compares localities: one nobody states (no node, no label) is the empty string on both sides.

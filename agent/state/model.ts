@@ -214,6 +214,11 @@ export interface MeshSnapshot {
   readonly version: number;
   readonly trustDomain: string;
   readonly clusterDomain: string;
+  /** The agent's own cluster ID, which its clients are in; absent: unknown (one cluster). */
+  readonly ownCluster?: string;
+  /** The agent's own network (docs/multicluster.md); absent: the default (empty) network. */
+  readonly ownNetwork?: string;
+  /** By name; a remote cluster's nodes by `<cluster>/<name>`, so that none is mistaken for a local one. */
   readonly nodes: ReadonlyMap<string, MeshNode>;
   readonly namespaces: ReadonlyMap<string, MeshNamespace>;
   readonly workloads: ReadonlyMap<ObjectKey, Workload>;

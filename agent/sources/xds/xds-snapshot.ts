@@ -11,7 +11,8 @@
 import type { NodeObject, PodObject, ServiceObject } from '../../config/kubernetes.js';
 import type { MeshObject } from '../../config/objects.js';
 import type { ConfigDiagnostic } from '../../config/diagnostics.js';
-import { DATAPLANE_MODE_LABEL, type StatedFacts, buildSnapshot } from '../../state/build.js';
+import { type StatedFacts, buildSnapshot } from '../../state/build.js';
+import { DATAPLANE_MODE_LABEL } from '../../state/pod-workloads.js';
 import { type MeshService, type MeshSnapshot, type ObjectKey, type Workload, kubernetesServiceHostname, objectKey, serviceKey, spiffeId } from '../../state/model.js';
 import { POLICY_SELECTED_LABEL_PREFIX, SERVICE_MEMBER_LABEL_PREFIX, xdsLocation } from './translated.js';
 import type { XdsAddress, XdsService, XdsWorkload } from './translate-address.js';
