@@ -182,7 +182,7 @@ export class NodeAgent {
       quit: () => this.quit('POST /quitquitquit'),
       certificates: () => this.certificates?.status() ?? [],
       connections: () => this.connections?.list() ?? [],
-      console: { registry: this.metrics.registry },
+      console: { registry: this.metrics.registry, captureLinks: () => EbpfCapture.linksOf(config.capture) },
       explain: { denials: this.denials, ...(config.http ? { pathNormalization: config.http.pathNormalization } : {}) },
     });
     await this.#serve('admin', admin, config.admin);

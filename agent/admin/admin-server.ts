@@ -30,8 +30,8 @@ export interface AdminServerOptions {
   readonly connections?: () => readonly LiveConnection[];
   /** `ambit explain`: the denial ring and the path normalization the data path uses. */
   readonly explain?: Pick<ExplainEndpointOptions, 'denials' | 'pathNormalization'>;
-  /** The node console (GET /console): the registry its graph and capture counters are read from. */
-  readonly console?: Pick<ConsoleOptions, 'registry'>;
+  /** The node console (GET /console): the registry its graph and capture counters are read from, and the capture's attached programs. */
+  readonly console?: Pick<ConsoleOptions, 'registry' | 'captureLinks'>;
 }
 
 const INDEX = 'ambit admin: GET /config_dump, GET|POST /logging[?level=debug], POST /quitquitquit, POST /explain, POST /explain/admission, GET /explain/last-denied, GET /console (the node console)\n';

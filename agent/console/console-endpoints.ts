@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { CertificateStatus } from '../identity/certificate-manager.js';
+import type { CaptureLink } from '../redirect/capture-links.js';
 import type { LiveConnection } from '../tunnel/live-connections.js';
 import { CONSOLE_HTML } from './console-html.js';
 import { readTrafficGraph } from './traffic-graph.js';
@@ -15,6 +16,8 @@ export interface ConsoleOptions {
   readonly registry?: Registry;
   readonly certificates: () => readonly CertificateStatus[];
   readonly connections: () => readonly LiveConnection[];
+  /** The eBPF programs capture holds attached (absent or empty: no eBPF capture, or not started yet). */
+  readonly captureLinks?: () => readonly CaptureLink[];
 }
 
 export const CONSOLE_PREFIX = '/console';
@@ -43,7 +46,11 @@ export async function serveConsole(req: IncomingMessage, res: ServerResponse, pa
     case `${CONSOLE_PREFIX}/api/flows`:
       return json({ node: options.node, flows: options.connections().map(flowOf) });
     case `${CONSOLE_PREFIX}/api/node`:
-      return json({ node: options.node, certificates: options.certificates().map(certificateOf), capture: { decisions: await decisionCounters(options.registry) } });
+      return json({
+        node: options.node,
+        certificates: options.certificates().map(certificateOf),
+        capture: { decisions: await decisionCounters(options.registry), links: options.captureLinks?.() ?? [] },
+      });
     default:
       return send(404, 'text/plain', `not found; the console is GET ${CONSOLE_PREFIX}, its data GET ${CONSOLE_PREFIX}/api/graph, /api/flows and /api/node\n`);
   }

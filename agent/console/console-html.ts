@@ -14,6 +14,7 @@ export const CONSOLE_HTML = `<!doctype html>
   section { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; padding: 8px 12px; overflow: auto; }
   section h2 { font-size: 14px; margin: 4px 0 8px; }
   #graph-panel { grid-row: span 2; }
+  #programs-panel { grid-column: 1 / -1; max-height: 320px; }
   svg { width: 100%; height: 460px; }
   .node circle { fill: #e8f0fe; stroke: #3b6fd8; stroke-width: 1.5; }
   .node text { font-size: 11px; text-anchor: middle; }
@@ -23,7 +24,7 @@ export const CONSOLE_HTML = `<!doctype html>
   .edge text { font-size: 10px; fill: #444; }
   table { border-collapse: collapse; width: 100%; }
   th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eef0f4; }
-  #edges td, #flows td { white-space: nowrap; }
+  #edges td, #flows td, #capture-links td:nth-child(1), #capture-links td:nth-child(3) { white-space: nowrap; }
   td { word-break: break-word; }
   th { font-weight: 600; color: #555; }
   .deny { color: #c62828; font-weight: 600; }
@@ -52,6 +53,8 @@ export const CONSOLE_HTML = `<!doctype html>
   <section id="node-panel"><h2>Certificates and capture</h2>
     <table id="certificates"><thead><tr><th>identity</th><th>state</th><th>expires in</th></tr></thead><tbody></tbody></table>
     <table id="capture"><thead><tr><th>capture decision</th><th>count</th></tr></thead><tbody></tbody></table></section>
+  <section id="programs-panel"><h2>eBPF programs attached</h2>
+    <table id="capture-links"><thead><tr><th>program</th><th>attached to</th><th>link id</th><th>pin</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script type="module" src="/console/console.js"></script>
 </body>

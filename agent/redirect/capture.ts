@@ -4,14 +4,13 @@
 // tc programs. Pods are never touched: labeling a namespace captures its running pods on their next
 // connection, and removing the label releases them.
 
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { readdir, rm, rmdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { capturesDns } from '../dns/mesh-answer.js';
 import type { MeshSnapshot, Workload } from '../state/model.js';
 import { cgroupOf } from '../system/cgroups.js';
-import { requireTool, runCommand } from '../system/commands.js';
 import type { Logger } from '../telemetry/log.js';
 import {
   type AmbitMaps,
@@ -23,9 +22,7 @@ import {
   type OutboundProgram,
   POD_CGROUP_PROGRAMS,
   type Result,
-  STEER_ROUTING,
   type SocketAddress4,
-  formatMark,
   bpfObjectPath,
   detachLink,
   ensureBpffs,
@@ -36,9 +33,11 @@ import {
   setEnrolled,
   writeConfig,
 } from './bpf-binding.js';
-import { type KeptLink, missingMapPins, restoreLinks } from './capture-watchdog.js';
+import { type CaptureLink, CaptureLinks, type PlannedLink } from './capture-links.js';
+import { missingMapPins, restoreLinks } from './capture-watchdog.js';
 import { DnatCapture, type DnatReason, readDnatCounters, removeDnatCapture } from './dnat-capture.js';
 import { kernelProblems } from './kernel-checks.js';
+import { NodeRouting } from './node-routing.js';
 
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15006;
@@ -47,13 +46,11 @@ export const HBONE_PORT = 15008;
 export const WATCHDOG_PERIOD_MS = 1_000;
 
 /**
- * The directory for a group of link pins, <pinDir>/links/<group>/, created if missing (bpffs needs
- * it). bpffs refuses names with a dot, so groups use `_`, which Kubernetes names never hold.
+ * The directory for a group of link pins, <pinDir>/links/<group>/ (created by each attachment: bpffs
+ * needs it). bpffs refuses names with a dot, so groups use `_`, which Kubernetes names never hold.
  */
 function linkDir(pinDir: string, group: string): string {
-  const dir = join(pinDir, 'links', group);
-  mkdirSync(dir, { recursive: true });
-  return dir;
+  return join(pinDir, 'links', group);
 }
 
 /** A pod's pin directory name: `<namespace>_<name>`. */
@@ -96,7 +93,7 @@ export class EbpfCapture {
   static readonly #byScope = new Map<string, EbpfCapture>();
   readonly #enrolled = new Map<string, Enrolled>();
   readonly #podLinks = new Set<string>();
-  readonly #ip = requireTool('ip', 'iproute2');
+  readonly #routing = new NodeRouting();
   #reconciling: Promise<void> = Promise.resolve();
   /** False until the first reconcile has swept what a previous agent left for pods now gone. */
   #adopted = false;
@@ -105,6 +102,8 @@ export class EbpfCapture {
   #missingMaps: readonly string[] = [];
   /** Links the watchdog could not attach again, each said once (a pod on its way out fails until released). */
   readonly #unrestorable = new Set<string>();
+  /** Every attachment's outcome, for links(). */
+  readonly #links = new CaptureLinks();
 
   private constructor(
     private readonly options: CaptureOptions,
@@ -149,11 +148,6 @@ export class EbpfCapture {
     const configured = writeConfig(maps.value, { proxyIp: options.nodeIp, outboundPort: OUTBOUND_PORT, inboundPort: INBOUND_PORT, hbonePort: HBONE_PORT });
     if (!configured.ok) return configured;
 
-    // SO_ORIGINAL_DST is answered by a program on the agent's own cgroup, never on a pod's.
-    const agentCgroup = cgroupOf();
-    const sockopt = outbound.value.attachCgroup('ambit_getsockopt', agentCgroup, join(linkDir(pinDir, 'agent'), 'ambit_getsockopt'));
-    if (!sockopt.ok) return sockopt;
-
     let dnat: DnatCapture;
     try {
       dnat = new DnatCapture(INBOUND_PORT, options.log);
@@ -161,16 +155,20 @@ export class EbpfCapture {
       return { ok: false, error: { code: 'ENOTOOL', message: `this node cannot capture Service VIP traffic of its pods outside the mesh: ${(err as Error).message}` } };
     }
     const capture = new EbpfCapture(options, outbound.value, inbound.value, dnsPrograms?.value, maps.value, dnat);
-    const routed = await capture.#steeringRoute();
+    // SO_ORIGINAL_DST is answered by a program on the agent's own cgroup, never on a pod's.
+    const sockopt = capture.#agentLink().attach();
+    if (!sockopt.ok) return sockopt;
+    const routed = await capture.#routing.installSteeringRoute();
     if (!routed.ok) return routed;
     for (const uplink of options.uplinks) {
-      const attached = inbound.value.attachTcxIngress('ambit_tc_uplink', uplink, join(linkDir(pinDir, 'tc'), uplink));
+      const attached = capture.#tcLink(uplink).attach();
       if (!attached.ok) return attached;
+      capture.#links.learnIfindex(uplink, await capture.#routing.ifindexOf(uplink));
     }
     EbpfCapture.#byScope.set(options.scope, capture);
     capture.#watchdog = setInterval(() => void capture.#reconciling.then(() => capture.#watch()), WATCHDOG_PERIOD_MS);
     capture.#watchdog.unref();
-    options.log.info({ pinDir, agentCgroup, uplinks: options.uplinks }, `eBPF capture loaded: outbound to ${options.nodeIp}:${OUTBOUND_PORT}, inbound steered on ${options.uplinks.join(', ')}`);
+    options.log.info({ pinDir, agentCgroup: cgroupOf(), uplinks: options.uplinks }, `eBPF capture loaded: outbound to ${options.nodeIp}:${OUTBOUND_PORT}, inbound steered on ${options.uplinks.join(', ')}`);
     return { ok: true, value: capture };
   }
 
@@ -182,6 +180,20 @@ export class EbpfCapture {
     if (capture.mode !== 'ebpf' || capture.scope === undefined) return undefined;
     const problem = EbpfCapture.#byScope.get(capture.scope)?.problems()[0];
     return problem && `capture is incomplete: ${problem.message}`;
+  }
+
+  /** The links of the capture running for the agent's scope (none without eBPF capture, or before it started). */
+  static linksOf(capture: { readonly mode: string; readonly scope?: string }): readonly CaptureLink[] {
+    if (capture.mode !== 'ebpf' || capture.scope === undefined) return [];
+    return EbpfCapture.#byScope.get(capture.scope)?.links() ?? [];
+  }
+
+  /**
+   * Every program attached now: name, attach point (cgroup, or device, ifindex and direction), the
+   * kernel's link id and the pin. The same list the watchdog re-attaches each period, with its outcome.
+   */
+  links(): readonly CaptureLink[] {
+    return this.#links.list(this.#plannedLinks());
   }
 
   /** What keeps capture from doing its whole job right now; empty when nothing does. */
@@ -260,11 +272,13 @@ export class EbpfCapture {
     // from neighbours, and returns replies to the agent's source-preserving sockets.
     for (const workload of local) {
       const ip = workload.ips[0]!;
-      const device = await this.#deviceTo(ip);
+      const device = await this.#routing.deviceTo(ip);
       if (!device || this.#podLinks.has(device)) continue;
-      const attached = this.inbound.attachTcxIngress('ambit_tc_pod', device, join(linkDir(this.pinDir, 'tc'), device));
-      if (attached.ok) this.#podLinks.add(device);
-      else log.error({ pod: workload.key, device, err: attached.error }, `cannot attach tc to ${device} (pod ${workload.key}): ${attached.error.message}`);
+      const attached = this.#tcLink(device).attach();
+      if (attached.ok) {
+        this.#podLinks.add(device);
+        this.#links.learnIfindex(device, await this.#routing.ifindexOf(device));
+      } else log.error({ pod: workload.key, device, err: attached.error }, `cannot attach tc to ${device} (pod ${workload.key}): ${attached.error.message}`);
     }
   }
 
@@ -276,7 +290,7 @@ export class EbpfCapture {
   #watch(): void {
     const { log } = this.options;
     const failing = new Set<string>();
-    for (const check of restoreLinks(this.#keptLinks())) {
+    for (const check of restoreLinks(this.#plannedLinks())) {
       if (check.kind === 'failed') failing.add(check.pin);
       if (check.kind === 'restored') log.error({ pin: check.pin, linkId: check.linkId, outcome: check.outcome }, `capture watchdog: ${check.what} had been removed under the agent (its pin ${check.pin} deleted or the link detached); attached again as link ${check.linkId}`);
       else if (check.kind === 'failed' && !this.#unrestorable.has(check.pin)) log.error({ pin: check.pin }, `capture watchdog: ${check.what} is missing and cannot be attached again: ${check.message}`);
@@ -289,48 +303,48 @@ export class EbpfCapture {
   }
 
   /** Every link capture holds now: the agent's getsockopt, the uplinks', each pod veth's and each enrolled pod's programs. */
-  #keptLinks(): KeptLink[] {
-    const tc = linkDir(this.pinDir, 'tc');
-    const agent = join(linkDir(this.pinDir, 'agent'), 'ambit_getsockopt');
-    const links: KeptLink[] = [{ what: "the agent's ambit_getsockopt", pin: agent, attach: () => this.outbound.attachCgroup('ambit_getsockopt', cgroupOf(), agent) }];
-    for (const device of [...this.options.uplinks, ...this.#podLinks]) {
-      const program = this.options.uplinks.includes(device) ? 'ambit_tc_uplink' : 'ambit_tc_pod';
-      links.push({ what: `${program} on ${device}`, pin: join(tc, device), attach: () => this.inbound.attachTcxIngress(program, device, join(tc, device)) });
-    }
-    for (const [key, pod] of this.#enrolled) {
-      mkdirSync(pod.linkDir, { recursive: true });
-      for (const program of POD_CGROUP_PROGRAMS) {
-        const pin = join(pod.linkDir, program);
-        links.push({ what: `${program} of pod ${key}`, pin, attach: () => this.outbound.attachCgroup(program, pod.cgroup, pin) });
-      }
-      const dns = pod.dns ? this.dnsPrograms : undefined;
-      for (const program of dns ? DNS_CGROUP_PROGRAMS : []) {
-        const pin = join(pod.linkDir, program);
-        links.push({ what: `${program} of pod ${key}`, pin, attach: () => dns!.attachCgroup(program, pod.cgroup, pin) });
-      }
-    }
-    return links;
+  #plannedLinks(): PlannedLink[] {
+    return [
+      this.#agentLink(),
+      ...[...this.options.uplinks, ...this.#podLinks].map((device) => this.#tcLink(device)),
+      ...[...this.#enrolled].flatMap(([key, pod]) => this.#podLinkPlans(key, pod)),
+    ];
+  }
+
+  #agentLink(): PlannedLink {
+    const cgroup = cgroupOf();
+    return this.#links.plan('ambit_getsockopt', { kind: 'cgroup', cgroup }, join(linkDir(this.pinDir, 'agent'), 'ambit_getsockopt'), (pin) =>
+      this.outbound.attachCgroup('ambit_getsockopt', cgroup, pin),
+    );
+  }
+
+  /** An uplink's or a pod veth's tc program: tcx ingress, pinned as links/tc/<device>. */
+  #tcLink(device: string): PlannedLink {
+    const uplink = this.options.uplinks.includes(device);
+    const program = uplink ? 'ambit_tc_uplink' : 'ambit_tc_pod';
+    const at = { kind: 'tcx', direction: 'ingress', device, role: uplink ? 'uplink' : 'pod-veth' } as const;
+    return this.#links.plan(program, at, join(linkDir(this.pinDir, 'tc'), device), (pin) => this.inbound.attachTcxIngress(program, device, pin));
+  }
+
+  /** A pod's programs on its cgroup, the DNS ones first so their connect4 runs before ambit_connect4 (which then leaves the proxy's address alone). */
+  #podLinkPlans(key: string, pod: Pick<Enrolled, 'linkDir' | 'cgroup' | 'dns'>): PlannedLink[] {
+    const at = { kind: 'cgroup', cgroup: pod.cgroup, pod: key } as const;
+    const dns = pod.dns ? this.dnsPrograms : undefined;
+    return [
+      ...(dns ? DNS_CGROUP_PROGRAMS.map((program) => this.#links.plan(program, at, join(pod.linkDir, program), (pin) => dns.attachCgroup(program, pod.cgroup, pin))) : []),
+      ...POD_CGROUP_PROGRAMS.map((program) => this.#links.plan(program, at, join(pod.linkDir, program), (pin) => this.outbound.attachCgroup(program, pod.cgroup, pin))),
+    ];
   }
 
   #enroll(workload: Workload): Result<void> {
     const cgroup = this.options.podCgroup(workload);
     if (!cgroup) return { ok: false, error: { code: 'ENOCGROUP', message: `the cgroup of pod ${workload.key} is unknown (see --pod-cgroup)` } };
-    let pins: string;
-    try {
-      pins = linkDir(this.pinDir, join('pods', podPinName(workload)));
-    } catch (err) {
-      return { ok: false, error: { code: 'EPIN', message: `cannot create the pin directory for ${workload.key} under ${this.pinDir}: ${(err as Error).message}` } };
-    }
-    // The DNS programs go first, so their connect4 runs before ambit_connect4 (which then leaves the proxy's address alone).
-    const dns = this.#capturesDns(workload) ? this.dnsPrograms : undefined;
+    const pins = linkDir(this.pinDir, join('pods', podPinName(workload)));
+    const dns = this.#capturesDns(workload);
     // A predecessor may have captured this pod's DNS before it opted out.
     if (!dns) for (const program of DNS_CGROUP_PROGRAMS) detachLink(join(pins, program));
-    const attachments = [
-      ...(dns ? DNS_CGROUP_PROGRAMS.map((program) => () => dns.attachCgroup(program, cgroup, join(pins, program))) : []),
-      ...POD_CGROUP_PROGRAMS.map((program) => () => this.outbound.attachCgroup(program, cgroup, join(pins, program))),
-    ];
-    for (const attach of attachments) {
-      const attached = attach();
+    for (const link of this.#podLinkPlans(workload.key, { linkDir: pins, cgroup, dns })) {
+      const attached = link.attach();
       if (!attached.ok) {
         this.#detachPod(pins);
         return attached;
@@ -342,7 +356,7 @@ export class EbpfCapture {
       this.#detachPod(pins);
       return marked;
     }
-    this.#enrolled.set(workload.key, { ip, linkDir: pins, cgroup, dns: dns !== undefined });
+    this.#enrolled.set(workload.key, { ip, linkDir: pins, cgroup, dns });
     return { ok: true, value: undefined };
   }
 
@@ -374,33 +388,12 @@ export class EbpfCapture {
   }
 
   #detachPod(linkDir: string): void {
+    this.#links.forget(linkDir);
     for (const program of [...POD_CGROUP_PROGRAMS, ...DNS_CGROUP_PROGRAMS]) detachLink(join(linkDir, program));
   }
 
   /** With --dns-capture, every enrolled pod's DNS unless it opts out (Istio's annotation). */
   #capturesDns(workload: Workload): boolean {
     return this.dnsPrograms !== undefined && capturesDns(workload);
-  }
-
-  /** The device the node routes a pod IP to: the pod's host-side veth. */
-  async #deviceTo(ip: string): Promise<string | undefined> {
-    const out = await runCommand(this.#ip, ['-j', 'route', 'get', ip]).catch(() => '[]');
-    const route = (JSON.parse(out) as { dev?: string; type?: string }[])[0];
-    return route?.dev && route.dev !== 'lo' ? route.dev : undefined;
-  }
-
-  /** tc marks steered packets; this rule and route make the kernel deliver them locally (findings §3). */
-  async #steeringRoute(): Promise<Result<void>> {
-    const { mark, mask, table } = STEER_ROUTING;
-    try {
-      const rules = JSON.parse(await runCommand(this.#ip, ['-j', 'rule', 'show'])) as { fwmark?: string; table?: string }[];
-      if (!rules.some((r) => r.fwmark === formatMark(mark) && r.table === String(table))) {
-        await runCommand(this.#ip, ['rule', 'add', 'fwmark', `${formatMark(mark)}/${formatMark(mask)}`, 'lookup', String(table)]);
-      }
-      await runCommand(this.#ip, ['route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(table)]);
-      return { ok: true, value: undefined };
-    } catch (err) {
-      return { ok: false, error: { code: 'EROUTE', message: `cannot install the steering route (ip rule fwmark ${formatMark(mark)} lookup ${table}): ${(err as Error).message}` } };
-    }
   }
 }

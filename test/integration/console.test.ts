@@ -1,10 +1,11 @@
 // The node console in a real browser (Debian's chromium driven by playwright-core) against the lab's
 // bookinfo: `ambit console --node node-a` forwards a host port into the node, and what a person sees
-// there is checked: the bookinfo edges after traffic, a denial within seconds, the explain form's
-// verdicts. A screenshot is kept in test-results/console.png.
+// there is checked: the bookinfo edges after traffic, a denial within seconds, the eBPF programs
+// attached (with the kernel's own link ids), the explain form's verdicts. A screenshot is kept in
+// test-results/console.png.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -109,6 +110,31 @@ test('a denial appears within seconds, explained', async () => {
   await row.first().locator('a').click();
   await page.waitForSelector('#explain-verdict', { timeout: 5_000 });
   assert.match((await page.textContent('#explain-result')) ?? '', /ratings-from-reviews/);
+});
+
+test('the capture panel lists the eBPF programs attached: the pods\' cgroups, the uplink, the agent, with the kernel\'s link ids', async () => {
+  // node-a holds productpage, reviews-v1 and ratings-v1: each enrolled pod's cgroup carries the outbound programs.
+  const rows = page.locator('#capture-links tbody tr');
+  const row = (program: string, at: string) => rows.filter({ hasText: program }).filter({ hasText: at });
+  await row('ambit_connect4', 'pod bookinfo/productpage-v1').waitFor({ timeout: 10_000 });
+  for (const pod of ['productpage-v1', 'reviews-v1', 'ratings-v1']) {
+    for (const program of ['ambit_connect4', 'ambit_connect6', 'ambit_sockops', 'ambit_getpeername4', 'ambit_getpeername6']) {
+      assert.equal(await row(program, `pod bookinfo/${pod}: cgroup /`).count(), 1, `${program} of ${pod} is not listed`);
+    }
+  }
+  assert.equal(await row('ambit_connect4', 'pod bookinfo/details-v1').count(), 0, "details-v1 is node-b's: not on node-a's list");
+  assert.equal(await row('ambit_getsockopt', 'the agent: cgroup /').count(), 1);
+  assert.match((await row('ambit_tc_uplink', 'uplink').first().textContent()) ?? '', /tcx ingress of \S+ \(ifindex \d+\), uplink/);
+  assert.ok((await row('ambit_tc_pod', "a pod's veth").count()) >= 3, "each local pod's veth carries ambit_tc_pod");
+  // What the page shows is what the kernel holds: each link id is the id of the link pinned there.
+  const cells = await rows.evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent ?? '')));
+  assert.ok(cells.length >= 20, `${cells.length} links listed`);
+  for (const [program, , linkId, pin] of cells) {
+    const kernel = JSON.parse(execFileSync('bpftool', ['link', 'show', 'pinned', pin!, '-j'], { encoding: 'utf8' })) as { id: number; type: string | number };
+    assert.equal(String(kernel.id), linkId, `${program} at ${pin}: the page says link ${linkId}, the kernel ${kernel.id}`);
+    // Debian 12's bpftool predates tcx and prints its link type as the number BPF_LINK_TYPE_TCX (11).
+    assert.ok(program!.startsWith('ambit_tc_') ? kernel.type === 'tcx' || kernel.type === 11 : kernel.type === 'cgroup', `${program} at ${pin} is a ${kernel.type} link`);
+  }
 });
 
 test('the explain form answers: deny for the client to ratings, allow to productpage', async () => {

@@ -26,10 +26,20 @@ interface Flow {
   readonly dstIdentity?: string;
   readonly workload?: string;
 }
+/** An attached eBPF program (agent/redirect/capture-links.ts). */
+interface CaptureLink {
+  readonly program: string;
+  readonly attachPoint:
+    | { readonly kind: 'cgroup'; readonly cgroup: string; readonly pod?: string }
+    | { readonly kind: 'tcx'; readonly direction: string; readonly device: string; readonly ifindex?: number; readonly role: 'uplink' | 'pod-veth' };
+  readonly pin: string;
+  readonly linkId?: number;
+  readonly error?: string;
+}
 interface NodeState {
   readonly node: string;
   readonly certificates: readonly { readonly identity: string; readonly state: string; readonly expiresInSeconds?: number; readonly error?: string }[];
-  readonly capture: { readonly decisions: Readonly<Record<string, number>> };
+  readonly capture: { readonly decisions: Readonly<Record<string, number>>; readonly links: readonly CaptureLink[] };
 }
 interface Step {
   readonly step: string;
@@ -198,6 +208,17 @@ function drawNode(state: NodeState): void {
   // Only the reasons that happened, most frequent first: dozens of counters stay at zero on a healthy node.
   const decisions = Object.entries(state.capture.decisions).filter(([, count]) => count > 0).sort((a, b) => b[1] - a[1]);
   fillTable('capture', decisions.map(([reason, count]) => [reason, String(count)]), 'no capture decision counted (capture off, or not eBPF)');
+  fillTable(
+    'capture-links',
+    state.capture.links.map((link) => [link.program, attachedTo(link), link.linkId === undefined ? el('span', `missing: ${link.error ?? '?'}`, 'deny') : String(link.linkId), link.pin]),
+    'no eBPF program attached (capture off, or not eBPF)',
+  );
+}
+
+function attachedTo(link: CaptureLink): string {
+  const at = link.attachPoint;
+  if (at.kind === 'tcx') return `tcx ${at.direction} of ${at.device}${at.ifindex === undefined ? '' : ` (ifindex ${at.ifindex})`}, ${at.role === 'uplink' ? 'uplink' : "a pod's veth"}`;
+  return `${at.pod !== undefined ? `pod ${at.pod}` : 'the agent'}: cgroup ${at.cgroup}`;
 }
 
 function duration(seconds: number): string {
