@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { type LabClusterInput, checkClusterId } from '../lab/clusters.js';
 import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
 import { LabError, type LabSettings, flagFor, labExec, labLayout, labLogFiles, readLabState } from '../lab/lab-state.js';
 import { createLogger, isLogLevel } from '../telemetry/log.js';
@@ -18,6 +19,13 @@ and one \`ambit run\` runs per node. Needs root.
 
 Commands:
   up <yaml file|dir>...          build the lab and wait until every container and agent is ready
+  up --cluster <id>=<yaml file|dir>[,…] --cluster …
+                                 a lab of several clusters, each on a network of its own (its
+                                 istio-system Namespace's topology.istio.io/network label),
+                                 joined only through their east-west gateways (a Gateway of
+                                 class istio-east-west at its spec.addresses); repeat an ID to
+                                 give its cluster more files. Every agent reads its own
+                                 cluster's YAML and the others' (--remote-config)
         [--timeout <seconds>]    (default 120) [--trust-domain <d>] [--log-level <level>]
         [--ca-dir <dir>]         a plugged-in CA (Istio's cacerts files) for every agent; by
                                  default the lab makes its own root, removed by \`down\`
@@ -43,6 +51,23 @@ Commands:
 --lab <name> (or $AMBIT_LAB) picks one of several labs; the default is "${DEFAULT_LAB}".
 `;
 
+/** `up`'s YAML: positional files for a lab of one cluster, or `--cluster <id>=<path>[,<path>]`, repeatable. */
+function labClusterInputs(positionals: readonly string[], clusterFlags: readonly string[]): LabClusterInput[] {
+  if (clusterFlags.length === 0) {
+    if (positionals.length === 0) throw new UsageError('ambit lab up: which YAML? ambit lab up <file|dir>... (or --cluster <id>=<file|dir> for each cluster)');
+    return [{ paths: positionals }];
+  }
+  if (positionals.length > 0) throw new UsageError(`ambit lab up: with --cluster every file belongs to a cluster; give ${positionals.join(' ')} as --cluster <id>=<file|dir>`);
+  const byCluster = new Map<string, string[]>();
+  for (const flag of clusterFlags) {
+    const [id = '', paths = ''] = flag.split(/=(.*)/s);
+    const problem = checkClusterId(id);
+    if (problem || paths === '') throw new UsageError(`--cluster ${flag}: expected <cluster ID>=<file|dir>[,<file|dir>…]${problem ? ` (${problem})` : ''}`);
+    byCluster.set(id, [...(byCluster.get(id) ?? []), ...paths.split(',').filter((p) => p !== '')]);
+  }
+  return [...byCluster].map(([cluster, paths]) => ({ cluster, paths }));
+}
+
 export async function labCommand(argv: readonly string[]): Promise<number> {
   const [sub, ...rest] = argv;
   // exec passes everything after `--` to the pod untouched.
@@ -63,6 +88,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
       socks5: { type: 'boolean', default: false },
       'data-threads': { type: 'string' },
       source: { type: 'string', default: 'local' },
+      cluster: { type: 'string', multiple: true, default: [] },
       all: { type: 'boolean', default: false },
       container: { type: 'string', short: 'c' },
       follow: { type: 'boolean', short: 'f', default: false },
@@ -75,7 +101,7 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
     const layout = labLayout(values.lab);
     switch (sub) {
       case 'up': {
-        if (positionals.length === 0) throw new UsageError('ambit lab up: which YAML? ambit lab up <file|dir>...');
+        const inputs = labClusterInputs(positionals, values.cluster);
         const timeout = Number(values.timeout);
         if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds`);
         if (!isLogLevel(values['log-level'])) throw new UsageError(`--log-level ${values['log-level']}: expected trace, debug, info, warn or error`);
@@ -99,8 +125,9 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
           source,
         };
         const { labUp } = await import('../lab/lab.js');
-        const state = await labUp(layout, positionals, settings, timeout * 1000, out);
-        out(`lab "${layout.name}" is up: ${state.plan.nodes.length} nodes, ${state.plan.pods.length} pods, every container and agent ready`);
+        const state = await labUp(layout, inputs, settings, timeout * 1000, out);
+        const clusters = state.plan.clusters.length > 1 ? `${state.plan.clusters.length} clusters on their own networks, ` : '';
+        out(`lab "${layout.name}" is up: ${clusters}${state.plan.nodes.length} nodes, ${state.plan.pods.length} pods, every container and agent ready`);
         out(`  ambit lab status${flagFor(layout)}    ambit lab exec${flagFor(layout)} <namespace>/<pod> -- <cmd>    ambit lab down${flagFor(layout)}`);
         return 0;
       }

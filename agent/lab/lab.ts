@@ -16,6 +16,7 @@ import { requireTool, runAttached, runCommand } from '../system/commands.js';
 import { type ProcessStatus, enterNodeNetns, enterPodNetns, inCgroupAndNetns } from './kubelet.js';
 import { API_SERVER_ID, CA_ID, DEFAULT_LAB, LAB_API_SERVER, LAB_RUN_DIR, LabLayout, labCgroupParent } from './layout.js';
 import { LabNetwork, readHostAddresses } from './network.js';
+import { type LabClusterInput, type LabClusterSource, clusterView } from './clusters.js';
 import { type LabPlan, planLab } from './plan.js';
 import { LabError, type LabSettings, type LabState, flagFor, labLayout, readLabState, requireRoot, requireState } from './lab-state.js';
 import { prepareApiServer } from './control-plane.js';
@@ -50,7 +51,7 @@ function writeState(layout: LabLayout, state: LabState): Promise<void> {
   return writeFile(layout.stateFile, JSON.stringify(state, null, 2));
 }
 
-export async function labUp(layout: LabLayout, paths: readonly string[], settings: LabSettings, timeoutMs: number, out: (line: string) => void): Promise<LabState> {
+export async function labUp(layout: LabLayout, inputs: readonly LabClusterInput[], settings: LabSettings, timeoutMs: number, out: (line: string) => void): Promise<LabState> {
   requireRoot();
   const existing = readLabState(layout);
   const network = new LabNetwork(layout);
@@ -62,15 +63,23 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
     throw new LabError(`lab "${layout.name}" left namespaces behind (${leftovers.join(', ')}); run \`ambit lab down${flagFor(layout)}\` to remove them first`);
   }
 
-  const configPaths = paths.map((p) => resolve(p));
-  const config = await loadConfig(configPaths);
-  const snapshot = buildSnapshot(config.objects, { version: 1, trustDomain: settings.trustDomain, clusterDomain: settings.clusterDomain });
-  const diagnostics = [...config.diagnostics, ...snapshot.diagnostics];
-  for (const d of diagnostics) out(formatDiagnostic(d));
-  const errors = diagnostics.filter((d) => d.severity === 'error').length;
-  if (errors > 0) throw new LabError(`the configuration has ${errors} error(s), listed above; fix them and run \`ambit lab up\` again`);
+  const sources: LabClusterSource[] = [];
+  for (const input of inputs) {
+    const configPaths = input.paths.map((p) => resolve(p));
+    const config = await loadConfig(configPaths);
+    const snapshot = buildSnapshot(config.objects, { version: 1, trustDomain: settings.trustDomain, clusterDomain: settings.clusterDomain });
+    const diagnostics = [...config.diagnostics, ...snapshot.diagnostics];
+    for (const d of diagnostics) out(formatDiagnostic(d));
+    const errors = diagnostics.filter((d) => d.severity === 'error').length;
+    const of = input.cluster !== undefined ? ` of cluster ${input.cluster}` : '';
+    if (errors > 0) throw new LabError(`the configuration${of} has ${errors} error(s), listed above; fix them and run \`ambit lab up\` again`);
+    sources.push({ ...(input.cluster !== undefined ? { cluster: input.cluster } : {}), configPaths, objects: config.objects, snapshot });
+  }
+  if (sources.length > 1 && settings.source === 'kubernetes') {
+    throw new LabError('--source kubernetes runs one API server for one cluster; a lab of several clusters has its agents read each cluster\'s YAML (--source local)');
+  }
 
-  const planned = planLab(layout, configPaths, config.objects, snapshot, await readHostAddresses());
+  const planned = planLab(layout, sources, await readHostAddresses());
   if (!planned.ok) throw new LabError(`cannot build the lab:\n  ${planned.problems.join('\n  ')}`);
   const plan = planned.plan;
 
@@ -88,7 +97,7 @@ export async function labUp(layout: LabLayout, paths: readonly string[], setting
     await network.build(plan);
     // Names and VIPs must work before the first container starts: `ip netns exec` binds the pod's
     // hosts file only if it exists when the container is launched.
-    await network.applyServices(plan, snapshot);
+    for (const cluster of plan.clusters) await network.applyServices(clusterView(plan, cluster), sources.find((s) => s.cluster === cluster.id)!.snapshot);
     if (settings.source === 'kubernetes') {
       await network.wireApiServer(plan);
       await prepareApiServer(layout);

@@ -24,12 +24,18 @@ export function labCgroupParent(cgroupRoot: string): string {
   return join(cgroupRoot, 'ambit');
 }
 
-/** Whether `netns` has the shape of a name lab `lab` makes (see LabLayout's fabricNetns, nodeNetns, podNetns). */
+/** The namespace joining the east-west gateways of a lab of several clusters (LabLayout.internetworkNetns). */
+const INTERNETWORK = 'internetwork';
+
+/**
+ * Whether `netns` has the shape of a name lab `lab` makes (see LabLayout's fabricNetns, clusterFabricNetns,
+ * nodeNetns, podNetns, gatewayNetns and internetworkNetns).
+ */
 function makesNetns(lab: string, netns: string): boolean {
   const prefix = `ambit-${lab}-`;
   if (!netns.startsWith(prefix)) return false;
   const rest = netns.slice(prefix.length);
-  return rest === 'fabric' || rest.startsWith('n-') || rest.startsWith('p-');
+  return rest === 'fabric' || rest === INTERNETWORK || ['fabric-', 'n-', 'p-', 'gw-'].some((shape) => rest.startsWith(shape));
 }
 
 export class LabLayout {
@@ -83,6 +89,18 @@ export class LabLayout {
   get fabricNetns(): string {
     return `${this.prefix}fabric`;
   }
+  /** In a lab of several clusters each has its own fabric, with no route to another's. */
+  clusterFabricNetns(cluster: string): string {
+    return `${this.prefix}fabric-${cluster}`;
+  }
+  /** A cluster's edge: its east-west gateway, the only namespace wired both to its fabric and to the internetwork. */
+  gatewayNetns(cluster: string): string {
+    return `${this.prefix}gw-${cluster}`;
+  }
+  /** The segment between networks (the internet between clusters, as it were): only the edges are on it. */
+  get internetworkNetns(): string {
+    return `${this.prefix}${INTERNETWORK}`;
+  }
   nodeNetns(node: string): string {
     return `${this.prefix}n-${node}`;
   }
@@ -100,7 +118,8 @@ export class LabLayout {
   /**
    * Whether a network namespace is this lab's, given every lab on the machine. Lab names may hold '-', so
    * `ambit-web-` also begins lab web-2's names: a name is ours when it has the shape we make (fabric,
-   * n-<node>, p-<namespace>.<pod>) and no longer lab name that begins with ours makes it too.
+   * fabric-<cluster>, n-<node>, p-<namespace>.<pod>, gw-<cluster>, internetwork) and no longer lab name
+   * that begins with ours makes it too.
    */
   ownsNetns(netns: string, labs: readonly string[]): boolean {
     return makesNetns(this.name, netns) && !labs.some((lab) => lab.startsWith(`${this.name}-`) && makesNetns(lab, netns));
@@ -120,6 +139,12 @@ export class LabLayout {
   }
   get apiServerCgroup(): string {
     return join(this.cgroupDir, 'kube-apiserver');
+  }
+  gatewayCgroup(cluster: string): string {
+    return join(this.cgroupDir, 'gateways', cluster);
+  }
+  gatewayLog(cluster: string): string {
+    return join(this.logDir, 'gateways', `${cluster}.log`);
   }
   agentCgroup(node: string): string {
     return join(this.cgroupDir, 'agents', node);

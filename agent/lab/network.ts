@@ -1,5 +1,6 @@
-// Builds the lab's network: a fabric namespace with a bridge joining every node, a namespace per node
-// routing for its pods, and a namespace per pod wired to its node by a veth pair. Nothing is created in
+// Builds the lab's network: a fabric namespace with a bridge joining every node (one per cluster in a lab
+// of several, joined only through their gateways: internetwork.ts), a namespace per node routing for its
+// pods, and a namespace per pod wired to its node by a veth pair. Nothing is created in
 // the machine's own namespace: every link is created inside a lab namespace (`ip -n`), so the host's
 // routes and interfaces stay exactly as they were.
 
@@ -9,6 +10,8 @@ import type { MeshSnapshot } from '../state/model.js';
 import { runCommand, requireTool } from '../system/commands.js';
 import { renderPodHosts, POD_RESOLV_CONF } from './hosts.js';
 import { type Ipv4Prefix, parseIpv4Prefix, prefixContains } from '../system/ipv4.js';
+import { clusterView } from './clusters.js';
+import { LabInternetwork } from './internetwork.js';
 import { renderKubeProxyRules } from './kube-proxy.js';
 import { ETC_NETNS_DIR, LAB_API_SERVER, POD_GATEWAY, type LabLayout } from './layout.js';
 import type { HostAddresses, LabPlan } from './plan.js';
@@ -24,33 +27,39 @@ export class LabNetwork {
 
   /** Creates every namespace and link of the plan, in order; `teardown` undoes a partial build too. */
   async build(plan: LabPlan): Promise<void> {
-    const fabric = this.layout.fabricNetns;
-    await this.#addNetns(fabric);
-    await this.#ipIn(fabric, 'link', 'add', FABRIC_BRIDGE, 'type', 'bridge');
-    await this.#ipIn(fabric, 'link', 'set', FABRIC_BRIDGE, 'up');
+    // Each cluster's nodes have a fabric of their own: no route leads from one cluster's nodes to another's.
+    for (const cluster of plan.clusters) {
+      const { nodes, pods } = clusterView(plan, cluster);
+      const fabric = cluster.fabricNetns;
+      await this.#addNetns(fabric);
+      await this.#ipIn(fabric, 'link', 'add', FABRIC_BRIDGE, 'type', 'bridge');
+      await this.#ipIn(fabric, 'link', 'set', FABRIC_BRIDGE, 'up');
 
-    for (const node of plan.nodes) {
-      await this.#addNetns(node.netns);
-      await this.#ipIn(fabric, 'link', 'add', node.fabricLink, 'type', 'veth', 'peer', 'name', NODE_FABRIC_LINK, 'netns', node.netns);
-      await this.#ipIn(fabric, 'link', 'set', node.fabricLink, 'master', FABRIC_BRIDGE, 'up');
-      await this.#ipIn(node.netns, 'addr', 'add', `${node.ip}/32`, 'dev', NODE_FABRIC_LINK);
-      await this.#ipIn(node.netns, 'link', 'set', NODE_FABRIC_LINK, 'up');
-      await this.#sysctl(node.netns, 'net.ipv4.ip_forward=1');
-    }
+      for (const node of nodes) {
+        await this.#addNetns(node.netns);
+        await this.#ipIn(fabric, 'link', 'add', node.fabricLink, 'type', 'veth', 'peer', 'name', NODE_FABRIC_LINK, 'netns', node.netns);
+        await this.#ipIn(fabric, 'link', 'set', node.fabricLink, 'master', FABRIC_BRIDGE, 'up');
+        await this.#ipIn(node.netns, 'addr', 'add', `${node.ip}/32`, 'dev', NODE_FABRIC_LINK);
+        await this.#ipIn(node.netns, 'link', 'set', NODE_FABRIC_LINK, 'up');
+        await this.#sysctl(node.netns, 'net.ipv4.ip_forward=1');
+      }
 
-    for (const node of plan.nodes) {
-      for (const peer of plan.nodes) {
-        if (peer === node) continue;
-        await this.#ipIn(node.netns, 'route', 'add', `${peer.ip}/32`, 'dev', NODE_FABRIC_LINK);
-        for (const cidr of peer.podCidrs) await this.#ipIn(node.netns, 'route', 'add', cidr, 'via', peer.ip, 'dev', NODE_FABRIC_LINK, 'onlink');
-      }
-      // Pods outside every podCIDR of their node still need a route from the other nodes.
-      for (const pod of plan.pods) {
-        const home = plan.nodes.find((n) => n.name === pod.node)!;
-        if (home === node || home.podCidrs.some((c) => prefixContains(parseIpv4Prefix(c)!, pod.ip))) continue;
-        await this.#ipIn(node.netns, 'route', 'add', `${pod.ip}/32`, 'via', home.ip, 'dev', NODE_FABRIC_LINK, 'onlink');
+      for (const node of nodes) {
+        for (const peer of nodes) {
+          if (peer === node) continue;
+          await this.#ipIn(node.netns, 'route', 'add', `${peer.ip}/32`, 'dev', NODE_FABRIC_LINK);
+          for (const cidr of peer.podCidrs) await this.#ipIn(node.netns, 'route', 'add', cidr, 'via', peer.ip, 'dev', NODE_FABRIC_LINK, 'onlink');
+        }
+        // Pods outside every podCIDR of their node still need a route from the other nodes.
+        for (const pod of pods) {
+          const home = nodes.find((n) => n.name === pod.node)!;
+          if (home === node || home.podCidrs.some((c) => prefixContains(parseIpv4Prefix(c)!, pod.ip))) continue;
+          await this.#ipIn(node.netns, 'route', 'add', `${pod.ip}/32`, 'via', home.ip, 'dev', NODE_FABRIC_LINK, 'onlink');
+        }
       }
     }
+    // Between clusters, only their east-west gateways' edges.
+    await new LabInternetwork(this.layout).build(plan);
 
     for (const pod of plan.pods) {
       const node = plan.nodes.find((n) => n.name === pod.node)!;

@@ -5,13 +5,14 @@
 import { isIPv4 } from 'node:net';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Container, PodObject, Probe } from '../config/kubernetes.js';
-import type { MeshObject } from '../config/objects.js';
-import type { MeshSnapshot } from '../state/model.js';
 import { type Ipv4Prefix, formatPrefix, parseIpv4Prefix, prefixContains, prefixesOverlap } from '../system/ipv4.js';
+import { type LabClusterPlan, type LabClusterSource, planClusters } from './clusters.js';
 import { LabLayout, fabricLink, podHostLink } from './layout.js';
 
 export interface LabNodePlan {
   readonly name: string;
+  /** Its cluster's ID in a lab of several clusters (LabClusterPlan.id); absent in a lab of one. */
+  readonly cluster?: string;
   readonly netns: string;
   readonly ip: string;
   readonly podCidrs: readonly string[];
@@ -47,7 +48,10 @@ export interface LabPodPlan {
 
 export interface LabPlan {
   readonly name: string;
+  /** Every YAML file of the lab, all clusters' (each cluster's own are in its LabClusterPlan). */
   readonly configPaths: readonly string[];
+  /** One cluster without an ID (`lab up <yaml…>`), or several, each on its own network (`lab up --cluster …`). */
+  readonly clusters: readonly LabClusterPlan[];
   readonly nodes: readonly LabNodePlan[];
   readonly pods: readonly LabPodPlan[];
 }
@@ -61,19 +65,35 @@ export interface HostAddresses {
 
 export type PlanResult = { readonly ok: true; readonly plan: LabPlan } | { readonly ok: false; readonly problems: readonly string[] };
 
-export function planLab(
-  layout: LabLayout,
-  configPaths: readonly string[],
-  objects: readonly MeshObject[],
-  snapshot: MeshSnapshot,
-  host: HostAddresses,
-): PlanResult {
+export function planLab(layout: LabLayout, sources: readonly LabClusterSource[], host: HostAddresses): PlanResult {
   const problems: string[] = [];
-  const where = (o: { source: { file: string; line: number } }): string => `${o.source.file}:${o.source.line}`;
-
   const nodes: LabNodePlan[] = [];
-  for (const node of snapshot.nodes.values()) {
-    const object = objects.find((o) => o.kind === 'Node' && o.metadata.name === node.name);
+  const pods: LabPodPlan[] = [];
+  for (const source of sources) {
+    const clusterNodes = planNodes(layout, source, nodes.length, problems);
+    nodes.push(...clusterNodes);
+    pods.push(...planPods(layout, source, clusterNodes, problems));
+  }
+  if (nodes.length === 0) problems.push('no Node objects: the lab needs at least one Node (kind: Node, status.addresses InternalIP, spec.podCIDR)');
+  const nodeIps = new Map<string, string>();
+  for (const node of nodes) {
+    const other = nodeIps.get(node.ip);
+    if (other) problems.push(`Node ${node.name}: InternalIP ${node.ip} is also Node ${other}'s`);
+    nodeIps.set(node.ip, node.name);
+  }
+  const clusters = planClusters(layout, sources, nodes, pods, problems);
+  problems.push(...hostOverlaps(nodes, pods, clusters, sources, host));
+  if (problems.length > 0) return { ok: false, problems };
+  return { ok: true, plan: { name: layout.name, configPaths: sources.flatMap((s) => s.configPaths), clusters, nodes, pods } };
+}
+
+const where = (o: { source: { file: string; line: number } }): string => `${o.source.file}:${o.source.line}`;
+
+/** `firstIndex`: how many nodes earlier clusters have, so that fabric link names stay unique across the lab. */
+function planNodes(layout: LabLayout, source: LabClusterSource, firstIndex: number, problems: string[]): LabNodePlan[] {
+  const nodes: LabNodePlan[] = [];
+  for (const node of source.snapshot.nodes.values()) {
+    const object = source.objects.find((o) => o.kind === 'Node' && o.metadata.name === node.name);
     const at = object ? `${where(object)}: ` : '';
     if (!node.internalIp) {
       problems.push(`${at}Node ${node.name}: status.addresses: the lab needs an InternalIP address for every node`);
@@ -85,31 +105,28 @@ export function planLab(
     }
     nodes.push({
       name: node.name,
+      ...(source.cluster !== undefined ? { cluster: source.cluster } : {}),
       netns: layout.nodeNetns(node.name),
       ip: node.internalIp,
       podCidrs: node.podCidrs.filter((c) => parseIpv4Prefix(c) !== undefined),
-      fabricLink: fabricLink(nodes.length),
+      fabricLink: fabricLink(firstIndex + nodes.length),
       cgroup: layout.agentCgroup(node.name),
       log: layout.agentLog(node.name),
     });
   }
-  if (nodes.length === 0) problems.push('no Node objects: the lab needs at least one Node (kind: Node, status.addresses InternalIP, spec.podCIDR)');
-  const nodeIps = new Map<string, string>();
-  for (const node of nodes) {
-    const other = nodeIps.get(node.ip);
-    if (other) problems.push(`Node ${node.name}: InternalIP ${node.ip} is also Node ${other}'s`);
-    nodeIps.set(node.ip, node.name);
-  }
+  return nodes;
+}
 
+function planPods(layout: LabLayout, source: LabClusterSource, nodes: readonly LabNodePlan[], problems: string[]): LabPodPlan[] {
   const pods: LabPodPlan[] = [];
-  for (const object of objects) {
+  for (const object of source.objects) {
     if (object.kind !== 'Pod') continue;
     const pod = object;
     const ref = `${where(pod)}: Pod ${pod.metadata.namespace}/${pod.metadata.name}`;
     const ip = pod.status.podIP ?? pod.status.podIPs[0];
     const node = nodes.find((n) => n.name === pod.spec.nodeName);
     if (!pod.spec.nodeName) problems.push(`${ref}: spec.nodeName: the lab needs to know which node runs the pod`);
-    else if (!node) problems.push(`${ref}: spec.nodeName: node "${pod.spec.nodeName}" is not defined (define a Node object with that name)`);
+    else if (!node) problems.push(`${ref}: spec.nodeName: node "${pod.spec.nodeName}" is not defined (define a Node object with that name${source.cluster !== undefined ? ` in cluster ${source.cluster}'s YAML` : ''})`);
     if (pod.spec.hostNetwork) {
       problems.push(`${ref}: spec.hostNetwork: the lab gives every pod a network namespace of its own and cannot run it on its node's; remove hostNetwork (agents never capture hostNetwork pods anyway)`);
       continue;
@@ -133,10 +150,7 @@ export function planLab(
       containers,
     });
   }
-
-  problems.push(...hostOverlaps(nodes, pods, snapshot, host));
-  if (problems.length > 0) return { ok: false, problems };
-  return { ok: true, plan: { name: layout.name, configPaths, nodes, pods } };
+  return pods;
 }
 
 function planContainer(layout: LabLayout, pod: PodObject, c: Container, node: string, ip: string, problems: string[]): LabContainerPlan {
@@ -181,7 +195,13 @@ function planContainer(layout: LabLayout, pod: PodObject, c: Container, node: st
 }
 
 /** The lab's addresses live only in its namespaces, but they must still not shadow the machine's own. */
-function hostOverlaps(nodes: readonly LabNodePlan[], pods: readonly LabPodPlan[], snapshot: MeshSnapshot, host: HostAddresses): string[] {
+function hostOverlaps(
+  nodes: readonly LabNodePlan[],
+  pods: readonly LabPodPlan[],
+  clusters: readonly LabClusterPlan[],
+  sources: readonly LabClusterSource[],
+  host: HostAddresses,
+): string[] {
   const problems: string[] = [];
   const labRanges: { what: string; prefix: Ipv4Prefix }[] = [];
   for (const n of nodes) {
@@ -189,12 +209,13 @@ function hostOverlaps(nodes: readonly LabNodePlan[], pods: readonly LabPodPlan[]
     for (const c of n.podCidrs) labRanges.push({ what: `Node ${n.name} podCIDR`, prefix: parseIpv4Prefix(c)! });
   }
   for (const p of pods) labRanges.push({ what: `Pod ${p.key} IP`, prefix: parseIpv4Prefix(p.ip)! });
-  for (const s of snapshot.services.values()) {
+  for (const s of sources.flatMap((source) => [...source.snapshot.services.values()])) {
     for (const vip of s.vips) {
       const prefix = parseIpv4Prefix(vip);
       if (prefix) labRanges.push({ what: `Service ${s.key} cluster IP`, prefix });
     }
   }
+  for (const c of clusters) if (c.eastWest) labRanges.push({ what: `east-west gateway ${c.eastWest.gateway} address`, prefix: parseIpv4Prefix(c.eastWest.address)! });
   for (const { what, prefix } of labRanges) {
     const hostPrefix = host.prefixes.find((h) => prefixesOverlap(h, prefix));
     if (hostPrefix) problems.push(`${what} ${formatPrefix(prefix)} overlaps this machine's network ${formatPrefix(hostPrefix)}; choose lab addresses the machine does not use`);

@@ -13,6 +13,7 @@ import { Kubelet, enterNodeNetns, enterPodNetns, inCgroupAndNetns, probeFromNode
 import { LAB_CA, TOKEN_RENEW_MS, agentCaArgs, caArgs, writeAgentTokens } from './lab-ca.js';
 import { API_SERVER_ID, CA_ID, LAB_API_SERVER, type LabLayout } from './layout.js';
 import { LabNetwork } from './network.js';
+import { agentConfigArgs, clusterView } from './clusters.js';
 import { podSandboxReady } from './pod-sandbox.js';
 import type { LabPlan } from './plan.js';
 import { serveUpgradeRequests } from './upgrade.js';
@@ -45,17 +46,22 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
   // `ambit lab upgrade node/<name>`: a new agent beside the running one (agent/lab/upgrade.ts).
   serveUpgradeRequests(layout, kubelet, log);
 
-  // `lab up` applied the Services before starting us; from here on they follow the YAML.
-  const store = new WorkloadStore();
-  const source = new LocalFileSource({ paths: plan.configPaths, trustDomain: options.trustDomain, clusterDomain: options.clusterDomain }, store, log);
-  store.subscribe((snapshot) => {
-    network.applyServices(plan, snapshot).then(
-      () => log.info({ version: snapshot.version }, `kube-proxy rules and pod hosts files updated to configuration version ${snapshot.version}`),
-      (err: Error) => log.error({ err }, `updating kube-proxy rules failed: ${err.message}`),
-    );
+  // `lab up` applied the Services before starting us; from here on they follow each cluster's YAML.
+  const sources = plan.clusters.map((cluster) => {
+    const view = clusterView(plan, cluster);
+    const store = new WorkloadStore();
+    store.subscribe((snapshot) => {
+      network.applyServices(view, snapshot).then(
+        () => log.info({ version: snapshot.version, cluster: cluster.id }, `kube-proxy rules and pod hosts files updated to configuration version ${snapshot.version}`),
+        (err: Error) => log.error({ err, cluster: cluster.id }, `updating kube-proxy rules failed: ${err.message}`),
+      );
+    });
+    return new LocalFileSource({ paths: cluster.configPaths, trustDomain: options.trustDomain, clusterDomain: options.clusterDomain }, store, log);
   });
-  await source.load();
-  await source.watch();
+  for (const source of sources) {
+    await source.load();
+    await source.watch();
+  }
 
   const kubernetes = options.source === 'kubernetes';
   if (kubernetes) {
@@ -73,7 +79,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
     });
   }
   // The agents' source: the YAML itself, or (as in a cluster) the API server, once it answers.
-  const sourceArgs = kubernetes ? ['--source', 'kubernetes', '--kubeconfig', layout.kubeconfig] : plan.configPaths.flatMap((p) => ['--config', p]);
+  const sourceArgs = (node: LabPlan['nodes'][number]): string[] => (kubernetes ? ['--source', 'kubernetes', '--kubeconfig', layout.kubeconfig] : agentConfigArgs(plan, node.cluster));
   let renewTokens: NodeJS.Timeout | undefined;
   if (kubernetes) {
     await kubelet.firstReady(API_SERVER_ID);
@@ -122,7 +128,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         ...(options.certTtl ? ['--cert-ttl', options.certTtl] : []),
         ...(options.socks5 ? ['--socks5'] : []),
         ...(options.dataThreads !== undefined ? ['--data-threads', String(options.dataThreads)] : []),
-        ...sourceArgs,
+        ...sourceArgs(node),
       ]),
       cwd: '/',
       env: process.env,
@@ -190,7 +196,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
     const stop = (signal: string): void => {
       log.info({ signal }, 'stopping every container and agent');
       stopping.abort();
-      source.close();
+      for (const source of sources) source.close();
       clearInterval(renewTokens);
       void kubelet.stopAll(5_000).then(() => resolve());
     };

@@ -19,7 +19,7 @@ const web = (name: string, nodeName: string, ip: string) =>
 
 test('a valid mesh plans one namespace per node and pod, with cgroups and logs under the lab', () => {
   const objects = [node('a', '172.31.0.1', '10.9.1.0/24'), node('b', '172.31.0.2', '10.9.2.0/24'), web('w1', 'a', '10.9.1.5'), web('w2', 'b', '10.9.2.5')];
-  const result = planLab(layout, ['/m.yaml'], objects, buildSnapshot(objects, options), noHost);
+  const result = planLab(layout, [{ configPaths: ['/m.yaml'], objects, snapshot: buildSnapshot(objects, options) }], noHost);
   assert.ok(result.ok, JSON.stringify(result));
   const { nodes, pods } = result.plan;
   assert.deepEqual(
@@ -49,7 +49,7 @@ test('pods the lab cannot run, and addresses that touch the machine, are refused
     { ...pod('shop', 'host', { ip: '192.0.2.7', node: 'a' }), spec: { nodeName: 'a', hostNetwork: true as const, containers: [container('c', ['x'])] } },
   ];
   const host = { prefixes: [parseIpv4Prefix('192.0.2.0/24')!], nameservers: ['10.9.1.53'] };
-  const result = planLab(layout, [], objects, buildSnapshot(objects, options), host);
+  const result = planLab(layout, [{ configPaths: [], objects, snapshot: buildSnapshot(objects, options) }], host);
   assert.equal(result.ok, false);
   const problems = result.ok ? [] : result.problems.map((p) => p.replace(/^test\.yaml:\d+: /, ''));
   assert.deepEqual(problems, [
