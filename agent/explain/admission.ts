@@ -1,6 +1,6 @@
 // The destination side of `ambit explain`: PeerAuthentication for the port, then every AuthorizationPolicy
 // in scope in Istio's evaluation order (CUSTOM, DENY, ALLOW, AUDIT) with the rule that matched or why none
-// did, then the local rate limit. The verdict comes from the functions the data path calls (admitInbound,
+// did, then the rate limits (explain/rate-limit.ts). The verdict comes from the functions the data path calls (admitInbound,
 // authorizeRequest); the per-policy and per-rule lines come from the same evaluator, asked about one
 // policy and one rule at a time, so that what is shown cannot drift from what is enforced.
 
@@ -12,11 +12,11 @@ import { type HttpAuthorizationAttributes, RBAC_DENIED_BODY, RBAC_DENIED_STATUS,
 import { jwtRulesFor } from '../policy/request-authentication.js';
 import { serviceOf } from '../l7/proxy/inbound-request.js';
 import { acceptsPlaintext, effectiveMtlsMode } from '../policy/peer-authentication.js';
-import { bucketFor, rateLimitsFor } from '../policy/rate-limit.js';
 import type { MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
 import type { Address } from '../tunnel/destination.js';
 import { admitInbound } from '../tunnel/inbound-admission.js';
 import { type ExplainStep, byDefault, byMeshObject, byObject } from './explanation.js';
+import { type RateLimitServiceDenial, explainRateLimits } from './rate-limit.js';
 
 /** An HTTP request as `--http 'GET /path' -H 'k: v'` gives it. */
 export interface ExplainHttpRequest {
@@ -43,7 +43,8 @@ export type AdmissionDenial =
   | { readonly kind: 'strict'; readonly policy?: string; readonly workload: Workload; readonly port: number }
   | { readonly kind: 'denied'; readonly policy: AuthorizationPolicyObject; readonly rule: number }
   | { readonly kind: 'not-allowed'; readonly allows: readonly AuthorizationPolicyObject[]; readonly workload: Workload; readonly http: boolean }
-  | { readonly kind: 'unknown-provider'; readonly policy: string; readonly provider: string };
+  | { readonly kind: 'unknown-provider'; readonly policy: string; readonly provider: string }
+  | RateLimitServiceDenial;
 
 export interface AdmissionResult {
   readonly steps: readonly ExplainStep[];
@@ -93,6 +94,7 @@ export function explainAdmission(snapshot: MeshSnapshot, query: AdmissionQuery, 
   let inScope = policiesFor(snapshot, workload);
   const details: string[] = [];
   let path = '';
+  let service: string | undefined;
   let unknownProvider: { policy: string; provider: string } | undefined;
   if (perRequest) {
     const request = query.http ?? { method: 'GET', path: '/', authority: `${dst.ip}:${dst.port}`, headers: [] };
@@ -100,12 +102,13 @@ export function explainAdmission(snapshot: MeshSnapshot, query: AdmissionQuery, 
     path = normalized.ok ? normalized.path : request.path;
     const headers = requestHeaders(request.headers.flat());
     // As the inbound request path builds them (inbound-request.ts): the Service the request is for, which targetRefs policies name.
-    const service = serviceOf(snapshot, workload, dst.port, request.authority);
-    const http: HttpAuthorizationAttributes = { ...attrs, method: request.method, authority: request.authority, path, headers, ...(service ? { service } : {}) };
+    const requested = serviceOf(snapshot, workload, dst.port, request.authority);
+    service = requested?.hostname;
+    const http: HttpAuthorizationAttributes = { ...attrs, method: request.method, authority: request.authority, path, headers, ...(requested ? { service: requested } : {}) };
     decide = (s) => authorizeRequest(s, http);
     inScope = requestPolicies(snapshot, http);
     details.push(`port ${dst.port} speaks ${admission.httpProtocol}: each request is authorized; this one is ${request.method} ${path} (Host ${request.authority})${query.http ? '' : ', as none was given (--http)'}`);
-    if (jwtRulesFor(snapshot, { destination: workload, ...(service ? { service } : {}) }).length > 0) {
+    if (jwtRulesFor(snapshot, { destination: workload, ...(requested ? { service: requested } : {}) }).length > 0) {
       details.push('a RequestAuthentication applies: the agent verifies a JWT first (an invalid one is 401); explain does not verify tokens, so request.auth and requestPrincipals are judged as without one');
     }
     const custom = customPolicyFor(snapshot, http);
@@ -143,8 +146,24 @@ export function explainAdmission(snapshot: MeshSnapshot, query: AdmissionQuery, 
     return { steps, denial };
   }
   if (perRequest) {
+    // As the inbound request's rate-limit phase asks (inbound-request.ts): the tunnel's source, the request, its Service.
     const request = query.http ?? { method: 'GET', path: '/', authority: '', headers: [] };
-    steps.push(rateLimitStep(snapshot, workload, dst.port, { ...(query.sourceIdentity ? { sourceIdentity: query.sourceIdentity } : {}), method: request.method, path, headers: requestHeaders(request.headers.flat()) }, node));
+    const limits = explainRateLimits(
+      snapshot,
+      {
+        destination: workload,
+        port: dst.port,
+        ...(query.sourceIdentity ? { sourceIdentity: query.sourceIdentity } : {}),
+        method: request.method,
+        path,
+        headers: requestHeaders(request.headers.flat()),
+        sourceIp: query.sourceIp,
+        ...(service ? { service } : {}),
+      },
+      node,
+    );
+    steps.push(...limits.steps);
+    if (limits.denial) return { steps, denial: limits.denial };
   }
   return { steps };
 }
@@ -194,22 +213,4 @@ function ruleMatches(snapshot: MeshSnapshot, policy: AuthorizationPolicyObject, 
   const alone: AuthorizationPolicyObject = { ...policy, spec: { ...policy.spec, action, rules: [rule] } };
   const decision = decide({ ...snapshot, istio: { ...snapshot.istio, authorizationPolicies: [alone] } });
   return action === 'DENY' ? !decision.allowed && decision.reason === 'denied' : decision.allowed && decision.policy !== undefined;
-}
-
-function rateLimitStep(snapshot: MeshSnapshot, workload: Workload, port: number, request: { sourceIdentity?: SpiffeId; method: string; path: string; headers: ReturnType<typeof requestHeaders> }, node: string): ExplainStep {
-  for (const limit of rateLimitsFor(snapshot, workload, port)) {
-    const bucket = bucketFor(limit, { destination: workload, port, ...request });
-    if (!bucket) continue;
-    const { maxTokens, tokensPerFill, fillIntervalMs } = bucket.spec;
-    return {
-      step: 'rate-limit',
-      outcome: 'limited-bucket',
-      decidedBy: byObject(limit),
-      node,
-      details: [
-        `route ${bucket.route}: ${maxTokens} tokens, ${tokensPerFill} back every ${fillIntervalMs} ms, per ${workload.key}${bucket.perSourceIdentity ? ' and per client identity' : ''}; over it the client gets 429 (flag RL)`,
-      ],
-    };
-  }
-  return { step: 'rate-limit', outcome: 'none', decidedBy: byDefault('no RateLimit applies'), node, details: [] };
 }

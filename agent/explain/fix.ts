@@ -17,6 +17,10 @@ export function fixFor(denial: AdmissionDenial, query: AdmissionQuery): string {
     }
     case 'unknown-provider':
       return `AuthorizationPolicy ${denial.policy} (CUSTOM) names provider ${JSON.stringify(denial.provider)}: define it under extensionProviders (envoyExtAuthzHttp or envoyExtAuthzGrpc) in the mesh config (ConfigMap istio-system/istio, key mesh), or correct spec.provider.name`;
+    case 'rate-limit-service': {
+      const { object, from } = byObject(denial.limit);
+      return `the rate limit service ${denial.service} of ${object} (${from}) has no ready endpoint and spec.global.failureMode is deny: make the service's pods ready, correct spec.global.service or port, or set spec.global.failureMode: allow`;
+    }
     case 'not-allowed': {
       const who = query.sourceIdentity
         ? `from: [{source: {principals: ["${principalOf(query.sourceIdentity)}"]}}]`

@@ -52,8 +52,8 @@ export const SERVICE_ERROR_DETAILS = 'rate_limiter_error';
 const GRPC_UNKNOWN = 2;
 const GRPC_UNAVAILABLE = 14;
 
-/** One RateLimit's question to its service: the descriptors this request produced. */
-interface Question {
+/** One RateLimit's question to its service: the descriptors this request produced (`ambit explain` shows it too). */
+export interface GlobalQuestion {
   readonly limit: RateLimitObject;
   readonly global: GlobalRateLimitSpec;
   readonly route: string;
@@ -97,11 +97,11 @@ export class GlobalRateLimiter {
 
   /** Asks every service whose RateLimit applies, at once; never throws. No descriptor, no call. */
   async check(snapshot: MeshSnapshot, request: RateLimitRequest): Promise<RateLimitDecision> {
-    const questions = rateLimitsFor(snapshot, request.destination, request.port).flatMap((limit) => questionOf(limit, request) ?? []);
+    const questions = rateLimitsFor(snapshot, request.destination, request.port).flatMap((limit) => globalQuestionOf(limit, request) ?? []);
     if (questions.length === 0) return { limited: false };
     const answers = await Promise.all(questions.map(async (q) => ({ q, answer: await this.#ask(snapshot, q) })));
 
-    let tightest: { headers: RateLimitHeaders; remaining: number; q: Question } | undefined;
+    let tightest: { headers: RateLimitHeaders; remaining: number; q: GlobalQuestion } | undefined;
     for (const { q, answer } of answers) {
       const ref = { rateLimit: `${q.limit.metadata.namespace}/${q.limit.metadata.name}`, route: q.route };
       if (answer.kind === 'error') {
@@ -135,7 +135,7 @@ export class GlobalRateLimiter {
     return { limited: false, headers: tightest.headers, bucket: { rateLimit: `${tightest.q.limit.metadata.namespace}/${tightest.q.limit.metadata.name}`, route: tightest.q.route } };
   }
 
-  #ask(snapshot: MeshSnapshot, q: Question): Promise<Answer> {
+  #ask(snapshot: MeshSnapshot, q: GlobalQuestion): Promise<Answer> {
     const address = authorizerAddress(snapshot, q.global);
     if (!address) return Promise.resolve({ kind: 'error', message: `the rate limit service ${q.global.service} has no ready endpoint on port ${q.global.port}` });
     const at = `${address.host}:${address.port}`;
@@ -158,7 +158,7 @@ export class GlobalRateLimiter {
     });
   }
 
-  #warn(q: Question, rateLimit: string, message: string): void {
+  #warn(q: GlobalQuestion, rateLimit: string, message: string): void {
     const now = Date.now();
     if (now - (this.#warned.get(rateLimit) ?? -Infinity) < WARN_EVERY_MS) return;
     this.#warned.set(rateLimit, now);
@@ -169,17 +169,17 @@ export class GlobalRateLimiter {
     );
   }
 
-  #countAll(q: Question, decision: 'error'): void {
+  #countAll(q: GlobalQuestion, decision: 'error'): void {
     for (const d of q.named) this.#count(q, d.name, decision);
   }
 
-  #count(q: Question, descriptor: string, decision: 'ok' | 'over_limit' | 'error'): void {
+  #count(q: GlobalQuestion, descriptor: string, decision: 'ok' | 'over_limit' | 'error'): void {
     this.#counter?.inc({ namespace: q.limit.metadata.namespace, rate_limit: q.limit.metadata.name, route: q.route, descriptor, decision });
   }
 }
 
-/** The descriptors of the route the request takes (or the resource's own), those its request can fill. */
-function questionOf(limit: RateLimitObject, request: RateLimitRequest): Question | undefined {
+/** The descriptors of the route the request takes (or the resource's own), those its request can fill; none, no call. */
+export function globalQuestionOf(limit: RateLimitObject, request: RateLimitRequest): GlobalQuestion | undefined {
   const global = limit.spec.global;
   if (!global) return undefined;
   const route = routeFor(limit, request);

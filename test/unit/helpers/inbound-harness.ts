@@ -6,7 +6,7 @@
 import http from 'node:http';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import type { SpiffeId } from '../../../agent/state/model.js';
+import type { MeshSnapshot, SpiffeId } from '../../../agent/state/model.js';
 import { type PodRequest, startL7Proxies } from '../../security/helpers/l7-proxies.js';
 
 export const PRODUCTPAGE = 'spiffe://cluster.local/ns/bookinfo/sa/default' as SpiffeId;
@@ -22,6 +22,8 @@ export interface InboundHarness {
   readonly podRequests: PodRequest[];
   /** The agent's log lines (JSON objects). */
   readonly logLines: Record<string, unknown>[];
+  /** The snapshot the proxy judges requests with (what `ambit explain` is asked about in the agent). */
+  snapshot(): MeshSnapshot;
   request(path: string, headers?: http.OutgoingHttpHeaders): Promise<Answer>;
   close(): Promise<void>;
 }
@@ -40,6 +42,7 @@ export async function inboundHarness(yaml: string): Promise<InboundHarness> {
   return {
     podRequests: proxies.podRequests,
     logLines,
+    snapshot: () => proxies.store.current!,
     request: (path, headers = {}) =>
       new Promise((resolve, reject) => {
         const req = http.request({ host: '127.0.0.1', port: proxies.inboundPort, path, agent, headers: { host: 'reviews:9080', ...headers } }, (res) => {
