@@ -18,7 +18,7 @@ export PATH := $(NODE_DIR)/bin:$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 APT_PACKAGES := clang llvm libclang-rt-14-dev libssl-dev libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump python3-grpcio python3-protobuf protobuf-compiler chromium
 AMBIT := node dist/agent/cli/main.js
 
-.PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-down bench scale soak clean typecheck node-runtime
+.PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-multicluster demo-down bench scale soak clean typecheck node-runtime
 
 BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu
 BPF_OBJECTS := bpf/outbound_cgroup.bpf.o bpf/inbound_tc.bpf.o bpf/dns_cgroup.bpf.o
@@ -126,6 +126,11 @@ test-unit: deps native
 ## demo: bring up examples/bookinfo in the lab, send traffic, print what happened (stays up)
 demo: setup
 	@node examples/bookinfo/demo.mjs
+
+## demo-multicluster: bookinfo over two clusters on two networks (examples/multicluster), reviews only in the
+## second, reached through the east-west gateways (stays up)
+demo-multicluster: setup
+	@node examples/bookinfo/demo.mjs --multicluster
 
 ## demo-down: remove the demo lab and everything it made
 demo-down:
