@@ -1,5 +1,6 @@
 // The L7 step of `ambit explain`: the VirtualService rule the data path's router (routeHttpRequest) picks
-// for the given request, with what that rule carries (destinations and weights, rewrite, retries,
+// for the given request (or the HTTPRoute or GRPCRoute rule, which the router runs as a VirtualService
+// synthesized from it, agent/config/gateway-api/to-virtual-service.ts), with what that rule carries (destinations and weights, rewrite, retries,
 // timeout, fault, mirrors), and the endpoint the DestinationRule's balancer picks for it
 // (UpstreamClusters, as forward.ts resolves and chooses). A fresh set of clusters is used, so explain
 // never moves the live balancer, its outlier ejections or its health checks: those are not shown.
@@ -11,9 +12,9 @@ import { routeHttpRequest } from '../l7/http-router.js';
 import type { HttpRequestAttributes } from '../l7/request.js';
 import type { HttpRouteDecision } from '../l7/route-decision.js';
 import { UpstreamClusters, clusterName } from '../l7/upstream-cluster.js';
-import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
+import type { GatewayApiResources, MeshService, MeshSnapshot, Workload } from '../state/model.js';
 import type { Address } from '../tunnel/destination.js';
-import { type ExplainStep, byDefault, byMeshObject, byObject } from './explanation.js';
+import { type DecidedBy, type ExplainStep, byDefault, byMeshObject, byObject } from './explanation.js';
 
 export type L7Outcome =
   /** The request goes to this endpoint (a workload of the mesh, or an address the cluster passes through). */
@@ -30,14 +31,19 @@ export interface L7Result {
 /** The route and the endpoint for one request from `source` to a Service port that speaks HTTP. */
 export function explainHttpRoute(snapshot: MeshSnapshot, node: string, source: Workload, request: HttpRequestAttributes): L7Result {
   const decision = routeHttpRequest(snapshot, request);
-  const vs = decision.route.virtualService ? snapshot.istio.virtualServices.find((v) => `${v.metadata.namespace}/${v.metadata.name}` === decision.route.virtualService) : undefined;
+  // The user's VirtualServices first, then those synthesized from Gateway API routes, as the router looks.
+  const vs = decision.route.virtualService
+    ? [...snapshot.istio.virtualServices, ...snapshot.gatewayApi.virtualServices].find((v) => `${v.metadata.namespace}/${v.metadata.name}` === decision.route.virtualService)
+    : undefined;
   const route = vs && decision.route.routeIndex !== undefined ? vs.spec.http[decision.route.routeIndex] : undefined;
+  const gatewayRoute = gatewayRouteOf(snapshot, vs, route);
+  const routeDecidedBy: DecidedBy = gatewayRoute ? byObject(gatewayRoute) : vs ? byObject(vs) : byDefault(`no VirtualService or HTTPRoute for ${request.host}: the Service itself`);
   const routeStep = (outcome: string, details: string[], ends?: 'unreachable'): ExplainStep => ({
     step: 'l7-route',
     outcome,
-    decidedBy: vs ? byObject(vs) : byDefault(`no VirtualService for ${request.host}: the Service itself`),
+    decidedBy: routeDecidedBy,
     node,
-    details: [...whichRule(decision, vs, route), ...details],
+    details: [...whichRule(decision, vs, route, gatewayRoute !== undefined), ...details],
     ...(ends ? { ends } : {}),
   });
   switch (decision.kind) {
@@ -58,7 +64,7 @@ export function explainHttpRoute(snapshot: MeshSnapshot, node: string, source: W
   try {
     const resolved = clusters.resolve(snapshot, decision.destination, source);
     if (!resolved.ok) {
-      steps.push({ step: 'destination', outcome: 'no-cluster', decidedBy: vs ? byObject(vs) : byDefault('routing'), node, details: [resolved.message, 'the client gets 503 (flag NC)'], ends: 'unreachable' });
+      steps.push({ step: 'destination', outcome: 'no-cluster', decidedBy: vs ? routeDecidedBy : byDefault('routing'), node, details: [resolved.message, 'the client gets 503 (flag NC)'], ends: 'unreachable' });
       return { steps, outcome: { kind: 'unreachable', reason: resolved.message } };
     }
     const cluster = resolved.cluster;
@@ -91,13 +97,24 @@ export function explainHttpRoute(snapshot: MeshSnapshot, node: string, source: W
   }
 }
 
-function whichRule(decision: HttpRouteDecision, vs: VirtualServiceObject | undefined, route: HTTPRoute | undefined): string[] {
+function whichRule(decision: HttpRouteDecision, vs: VirtualServiceObject | undefined, route: HTTPRoute | undefined, fromGatewayApi: boolean): string[] {
   if (!vs) return [];
   const ref = decision.route;
-  if (ref.routeIndex === undefined) return [`no http[] route of ${ref.virtualService} matches the request`];
+  if (ref.routeIndex === undefined) return [`no ${fromGatewayApi ? 'rule of the routes bound to the Service' : `http[] route of ${ref.virtualService}`} matches the request`];
   const name = route?.name !== undefined ? ` "${route.name}"` : '';
+  if (fromGatewayApi) return [`${route?.name ?? `rule ${ref.routeIndex}`}: ${ref.matchIndex === undefined || ref.matchIndex < 0 ? 'it matches every request' : `its matches[${ref.matchIndex}] holds`}`];
   const match = ref.matchIndex === undefined || ref.matchIndex < 0 ? 'it matches every request' : `its match[${ref.matchIndex}] holds`;
   return [`http[${ref.routeIndex}]${name}: ${match}`];
+}
+
+/**
+ * The HTTPRoute or GRPCRoute a synthesized VirtualService's rule came from: each such rule is named
+ * `<Kind> <namespace>/<name> rule <rule>` (to-virtual-service.ts), and the route object is what a user edits.
+ */
+function gatewayRouteOf(snapshot: MeshSnapshot, vs: VirtualServiceObject | undefined, route: HTTPRoute | undefined): GatewayApiResources['httpRoutes' | 'grpcRoutes'][number] | undefined {
+  if (!vs || !snapshot.gatewayApi.virtualServices.includes(vs) || route?.name === undefined) return undefined;
+  const name = route.name;
+  return [...snapshot.gatewayApi.httpRoutes, ...snapshot.gatewayApi.grpcRoutes].find((r) => name.startsWith(`${r.kind} ${r.metadata.namespace}/${r.metadata.name} rule `));
 }
 
 /** What a rule carries, as a reader checks it against the YAML. */
