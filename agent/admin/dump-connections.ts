@@ -15,7 +15,7 @@ export interface ConnectionDump {
   /** Where bytes go: an HBONE peer's `<pod IP>:15008` outbound, the pod's own address inbound. */
   readonly actualDst: string;
   /** Inbound, as ztunnel: HBONE when the peer proved an identity, TCP otherwise. */
-  readonly protocol: 'HBONE' | 'TCP';
+  readonly protocol: 'HBONE' | 'DOUBLEHBONE' | 'TCP';
   readonly transport: LiveConnection['transport'];
   readonly srcIdentity?: string;
   readonly dstIdentity?: string;
@@ -70,7 +70,9 @@ export function workloadStateDump(snapshot: MeshSnapshot, node: string, connecti
       const hbone = c.transport === 'hbone';
       const peer = hbone ? addressHost(c.dst) : undefined;
       const actualDst = peer !== undefined ? formatAuthority({ ip: peer, port: HBONE_PORT }) : c.dst;
-      entry.connections.outbound.push({ src: c.src, originalDst: c.originalDst ?? c.dst, actualDst, protocol: hbone ? 'HBONE' : 'TCP', ...extra });
+      // Double HBONE's dst is already its east-west gateway's HBONE address (ztunnel's DOUBLEHBONE).
+      const protocol = c.transport === 'double-hbone' ? 'DOUBLEHBONE' : hbone ? 'HBONE' : 'TCP';
+      entry.connections.outbound.push({ src: c.src, originalDst: c.originalDst ?? c.dst, actualDst, protocol, ...extra });
     } else {
       entry.connections.inbound.push({ src: c.src, originalDst: c.originalDst ?? null, actualDst: c.dst, protocol: c.srcIdentity ? 'HBONE' : 'TCP', ...extra });
     }

@@ -14,6 +14,7 @@ import { matchesLabels } from '../state/build.js';
 import { rankEndpoints } from '../state/locality.js';
 import type { MeshService, MeshSnapshot, ServiceEndpoint } from '../state/model.js';
 import { type OutboundTarget, resolveOutbound } from '../tunnel/destination.js';
+import { formatAuthority } from '../tunnel/hbone/connect-headers.js';
 import { HBONE_PORT } from '../tunnel/hbone/settings.js';
 import { type EndpointChoice, type OutboundPlan, type OutboundSource, type PlanContext, planEndpoint, planOutbound } from '../tunnel/outbound-plan.js';
 import type { AdmissionQuery, ExplainHttpRequest } from './admission.js';
@@ -187,10 +188,27 @@ function transportOf(steps: ExplainStep[], plan: OutboundPlan, from: OutboundSou
         details: [`${hop}HBONE to ${plan.target.ip}:${HBONE_PORT} on node ${plan.workload.node ?? '?'}, CONNECT ${plan.authority}, as ${source.identity}`, `expected server identity: ${plan.request.expectedIdentities.join(' or ')}`],
       });
       return { steps, ...judged };
+    case 'double-hbone':
+      steps.push({
+        step: 'transport',
+        outcome: 'double-hbone',
+        decidedBy: byMeshObject('Pod', plan.workload.key, plan.workload.source),
+        node,
+        details: [
+          `${hop}${plan.workload.key} is on network ${plan.workload.network || '(default)'}, this pod on ${source.network || '(default)'}: double HBONE through its east-west gateway`,
+          `outer tunnel: HBONE to the gateway ${formatAuthority(plan.gateway.address)}, CONNECT ${plan.authority}, as ${source.identity}; expected gateway identity: ${plan.gateway.identities.join(' or ')}`,
+          `inner tunnel, inside it: CONNECT ${plan.authority} with mTLS to ${plan.request.inner.expectedIdentities.join(' or ')}; the gateway relays it as TLS and picks the endpoint itself`,
+        ],
+      });
+      return { steps, ...judged };
     case 'local':
       steps.push({ step: 'transport', outcome: 'same-node', decidedBy: pod, node, details: [`${hop}${plan.workload.key} is on this node too: no tunnel; this agent admits it as the destination's agent would, with ${source.identity}${plan.httpProtocol ? `, and its inbound HTTP proxy authorizes each request (${plan.httpProtocol})` : ''}`] });
       return { steps, ...judged };
     case 'refused':
+      if (plan.flag === 'NO_ROUTE') {
+        steps.push({ step: 'transport', outcome: 'none', decidedBy: pod, node, details: [`${hop}${plan.reason}`, "the client's connection is closed"], ends: 'unreachable' });
+        return { steps };
+      }
       // A pod of this node that its admission refused: the same-node path; the admission steps say why.
       steps.push({ step: 'transport', outcome: 'same-node', decidedBy: pod, node, details: [`${hop}${workload?.key ?? address.ip} is on this node too: no tunnel; this agent refused it (${plan.reason})`] });
       return { steps, ...judged };

@@ -12,7 +12,7 @@ import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionDescription, ConnectionTelemetry } from '../telemetry/connections.js';
 import { ConnectionFlows } from './connection-flow.js';
 import type { Address } from './destination.js';
-import { formatAuthority } from './hbone/connect-headers.js';
+import { type HboneAuthority, type ServiceAuthority, formatAuthority } from './hbone/connect-headers.js';
 import type { HboneConnectHandler, HboneInboundRequest } from './hbone/server.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
 import type { LiveConnections } from './live-connections.js';
@@ -35,6 +35,15 @@ export class InboundHbone {
     this.#options = options;
     this.#flows = new ConnectionFlows(options.telemetry, options.live);
   }
+
+  /**
+   * For HboneServerOptions.resolveService: the pod's target port for a CONNECT that names a Service
+   * (the inner tunnel of double HBONE), as ztunnel's find_inbound_upstream.
+   */
+  readonly resolveService = (service: ServiceAuthority, podIp: string): HboneAuthority | string => {
+    const port = resolveServicePort(this.#options.store.current, service, podIp);
+    return typeof port === 'string' ? port : { ip: podIp, port };
+  };
 
   /**
    * For HboneServerOptions.handler: admission, then the connect to the pod; a connected decision
@@ -75,9 +84,24 @@ export class InboundHbone {
   };
 }
 
+/** Service port → the target port on the workload at `podIp`: its endpoint's mapping, else a numeric targetPort. */
+export function resolveServicePort(snapshot: MeshSnapshot | undefined, target: ServiceAuthority, podIp: string): number | string {
+  const service = snapshot?.servicesByHostname.get(target.hostname);
+  if (!service) return `no Service ${target.hostname} is known here`;
+  const workload = snapshot!.workloadsByIp.get(podIp);
+  const endpoint = workload ? service.endpoints.find((e) => e.workload === workload.key) : undefined;
+  const mapped = endpoint?.ports.get(target.port);
+  if (mapped !== undefined) return mapped;
+  const port = service.ports.find((p) => p.port === target.port);
+  if (!port) return `service ${service.hostname} has no port ${target.port}`;
+  return typeof port.targetPort === 'number' ? port.targetPort : `service ${service.hostname} port ${target.port} targets the named port ${port.targetPort}, which the pod at ${podIp} does not declare`;
+}
+
 function describe(snapshot: MeshSnapshot | undefined, request: HboneInboundRequest, workload: ConnectionDescription['dst']['workload']): ConnectionDescription {
-  const source = snapshot?.workloadsByIp.get(request.peerAddress.ip);
-  const serviceHost = forwardedHost(request.headers.forwarded);
+  // Through an east-west gateway the TCP peer is the gateway: the source is known by its identity and baggage only (ztunnel).
+  const viaGateway = request.headers.originNetwork !== undefined && request.headers.originNetwork !== (workload?.network ?? '');
+  const source = viaGateway ? undefined : snapshot?.workloadsByIp.get(request.peerAddress.ip);
+  const serviceHost = request.service?.hostname ?? forwardedHost(request.headers.forwarded);
   const service = serviceHost ? snapshot?.servicesByHostname.get(serviceHost) : undefined;
   const target = formatAuthority(request.authority);
   return {

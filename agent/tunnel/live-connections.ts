@@ -25,7 +25,7 @@ export interface LiveConnection {
   readonly srcIdentity?: string;
   readonly dstIdentity?: string;
   /** `hbone`, `plaintext`, `same-node` or `passthrough`; `http` when the L7 proxy serves it request by request. */
-  readonly transport: 'hbone' | 'plaintext' | 'same-node' | 'passthrough' | 'http';
+  readonly transport: 'hbone' | 'double-hbone' | 'plaintext' | 'same-node' | 'passthrough' | 'http';
   readonly startedAt: Date;
   /**
    * The pod of this node the connection is relayed for (the source outbound, the destination

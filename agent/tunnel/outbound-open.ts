@@ -6,8 +6,9 @@ import type { Duplex } from 'node:stream';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
 import type { ResponseFlag } from '../telemetry/connections.js';
 import type { Address } from './destination.js';
-import type { HboneError } from './hbone/errors.js';
-import type { CarriedTunnel, HbonePool } from './hbone/pool.js';
+import { type DoubleHboneRequest, openDoubleHbone } from './hbone/double-hbone.js';
+import type { HboneError, HboneResult } from './hbone/errors.js';
+import type { CarriedTunnel, HboneOpenRequest, HbonePool } from './hbone/pool.js';
 import { handOverFd, stopReading } from './kernel-relay.js';
 import type { ConnectionPlan, LocalPlan } from './outbound-plan.js';
 import { tuneRelaySocket } from './socket-options.js';
@@ -42,6 +43,8 @@ export class OutboundOpener {
     switch (plan.transport) {
       case 'hbone':
         return this.#hbone(plan.request, downstream);
+      case 'double-hbone':
+        return this.#doubleHbone(plan.request, downstream);
       case 'local':
         return streamOrConnectFailure(await this.#local(plan));
       case 'plain':
@@ -49,18 +52,15 @@ export class OutboundOpener {
     }
   }
 
-  async #hbone(request: Parameters<HbonePool['open']>[0], downstream: Socket | undefined): Promise<Opened> {
+  #hbone(request: HboneOpenRequest, downstream: Socket | undefined): Promise<Opened> {
     const { hbone } = this.options;
-    // A socket JavaScript already read from (a SOCKS5 client's, bytes pipelined behind its request)
-    // rides a socket pair instead. Keepalive and no-delay first: the engine's dup keeps them.
-    if (!downstream || handOverFd(downstream) === undefined) {
-      const tunnel = await hbone.open(request);
-      return tunnel.ok ? { ok: true, via: 'stream', stream: tunnel.value } : { ok: false, flag: flagOf(tunnel.error), reason: tunnel.error.message };
-    }
-    tuneRelaySocket(downstream);
-    stopReading(downstream);
-    const tunnel = await hbone.carry(request, downstream);
-    return tunnel.ok ? { ok: true, via: 'carried', tunnel: tunnel.value } : { ok: false, flag: flagOf(tunnel.error), reason: tunnel.error.message };
+    return tunnelOf({ stream: () => hbone.open(request), carry: (socket) => hbone.carry(request, socket) }, downstream);
+  }
+
+  /** Through the destination network's east-west gateway: the client's socket rides the inner tunnel as it would a single one. */
+  #doubleHbone(request: DoubleHboneRequest, downstream: Socket | undefined): Promise<Opened> {
+    const { hbone } = this.options;
+    return tunnelOf({ stream: () => openDoubleHbone(hbone, request), carry: (socket) => openDoubleHbone(hbone, request, socket) }, downstream);
   }
 
   /** A port the inbound HTTP proxy serves goes through it (it authorizes each request), anything else straight to the pod. */
@@ -86,6 +86,26 @@ export class OutboundOpener {
   #plain(target: Address, bindSource: string | undefined): Promise<Duplex | string> {
     return bindSource === undefined ? connectPlain(target) : this.options.connectAsClient(bindSource, target);
   }
+}
+
+/**
+ * A tunnel that carries `downstream` itself when its fd can go to the engine (nothing read from it yet),
+ * or a stream otherwise: a socket JavaScript already read from (a SOCKS5 client's, bytes pipelined
+ * behind its request) rides a socket pair instead.
+ */
+async function tunnelOf(
+  open: { readonly stream: () => Promise<HboneResult<Duplex>>; readonly carry: (downstream: Socket) => Promise<HboneResult<CarriedTunnel>> },
+  downstream: Socket | undefined,
+): Promise<Opened> {
+  if (!downstream || handOverFd(downstream) === undefined) {
+    const tunnel = await open.stream();
+    return tunnel.ok ? { ok: true, via: 'stream', stream: tunnel.value } : { ok: false, flag: flagOf(tunnel.error), reason: tunnel.error.message };
+  }
+  // Keepalive and no-delay first: the engine's dup keeps them.
+  tuneRelaySocket(downstream);
+  stopReading(downstream);
+  const tunnel = await open.carry(downstream);
+  return tunnel.ok ? { ok: true, via: 'carried', tunnel: tunnel.value } : { ok: false, flag: flagOf(tunnel.error), reason: tunnel.error.message };
 }
 
 function streamOrConnectFailure(opened: Duplex | string): OpenedStream | OpenFailure {

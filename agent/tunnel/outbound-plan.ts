@@ -4,15 +4,17 @@
 // one request value in outbound.rs the same way, and a single proxy_to executes it).
 
 import type { AppProtocol } from '../state/protocol.js';
-import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
+import type { MeshService, MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
 import type { ConnectionDescription, ResponseFlag } from '../telemetry/connections.js';
 import type { HttpDestination } from '../l7/proxy/http-destination.js';
 import { httpDestinationOf } from '../l7/proxy/http-destination.js';
 import type { TcpRouteTarget } from '../l7/proxy/tcp-route-target.js';
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from './destination.js';
-import { formatAuthority, formatBaggage, forwardedHeader } from './hbone/connect-headers.js';
+import { type ServiceAuthority, formatAuthority, formatBaggage, forwardedHeader } from './hbone/connect-headers.js';
+import type { DoubleHboneRequest } from './hbone/double-hbone.js';
 import type { HboneOpenRequest } from './hbone/pool.js';
+import { type NetworkHop, networkHop } from './network-gateway.js';
 import { HBONE_PORT } from './hbone/settings.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';
 
@@ -65,6 +67,24 @@ export interface HbonePlan extends PlanCommon {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/**
+ * To an enrolled pod on another network: an outer HBONE tunnel to that network's east-west gateway and,
+ * inside it, an inner one whose mTLS ends at the workload (ztunnel's DOUBLEHBONE); both CONNECTs name
+ * the Service (`hostname:port`), which the gateway routes on.
+ */
+export interface DoubleHbonePlan extends PlanCommon {
+  readonly transport: 'double-hbone';
+  readonly workload: Workload;
+  readonly service: MeshService;
+  /** The endpoint chosen (its pod IP is not reachable from here; the gateway picks its own endpoint). */
+  readonly target: Address;
+  /** `hostname:port` of the Service, both tunnels' `:authority`. */
+  readonly authority: string;
+  /** The gateway: where the outer tunnel goes and the identity it must prove. */
+  readonly gateway: { readonly address: Address; readonly identities: readonly SpiffeId[] };
+  readonly request: DoubleHboneRequest;
+}
+
 /** To an enrolled pod of this node: admitted here as its own agent's inbound side would, no tunnel. */
 export interface LocalPlan extends PlanCommon {
   readonly transport: 'local';
@@ -101,17 +121,19 @@ export interface RefusedPlan extends PlanCommon {
   readonly reason: string;
 }
 
-export type OutboundPlan = HbonePlan | LocalPlan | PlainPlan | HttpPlan | RefusedPlan;
+export type OutboundPlan = HbonePlan | DoubleHbonePlan | LocalPlan | PlainPlan | HttpPlan | RefusedPlan;
 /** A plan for one endpoint already chosen (the L7 upstream, a probe): everything but the L7 hand-off. */
 export type EndpointPlan = Exclude<OutboundPlan, HttpPlan>;
 /** A plan that opens a connection. */
-export type ConnectionPlan = HbonePlan | LocalPlan | PlainPlan;
+export type ConnectionPlan = HbonePlan | DoubleHbonePlan | LocalPlan | PlainPlan;
 
 /** An endpoint picked by the caller: a workload (or none, outside the mesh) at an address. */
 export interface EndpointChoice {
   readonly workload?: Workload;
   readonly address: Address;
   readonly service?: MeshService;
+  /** The Service port the client dialled (the address has the target port); derived from the endpoint when absent. */
+  readonly servicePort?: number;
 }
 
 /**
@@ -129,7 +151,8 @@ export function planOutbound(snapshot: MeshSnapshot, source: OutboundSource, des
   if (http) return { transport: 'http', destination: http };
   const target: OutboundTarget = context.routeTcp?.(snapshot, src, destination) ?? resolveOutbound(snapshot, destination, node, context.pick);
   if (target.kind === 'refused') return refused(source, destination, 'NO_ROUTE', target.reason);
-  return planEndpoint(snapshot, source, target.kind === 'workload' ? target : { address: target.address }, context);
+  const endpoint: EndpointChoice = target.kind === 'workload' ? { ...target, ...(target.service ? { servicePort: destination.port } : {}) } : { address: target.address };
+  return planEndpoint(snapshot, source, endpoint, context);
 }
 
 /**
@@ -148,6 +171,8 @@ export function planEndpoint(snapshot: MeshSnapshot, source: OutboundSource, end
     return { transport: 'plain', target: address, ...(probe ? {} : { bindSource: source.ip }), telemetry: [description] };
   }
   const mutual = { addr: srcAddr(source), workload: src, identity: src.identity };
+  // As ztunnel, the source pod's network decides (the agent's own): another network is reached through its gateway.
+  if ((workload.network ?? '') !== (src.network ?? '')) return doubleHbonePlan(snapshot, source, endpoint, workload, context, mutual);
   if (workload.node !== context.node) return hbonePlan(source, workload, address, service, context.clusterId, mutual);
   const outbound: ConnectionDescription = {
     direction: 'outbound',
@@ -192,6 +217,43 @@ function hbonePlan(source: OutboundSource, workload: Workload, address: Address,
   };
   const forwarded = forwardedHeader(source.ip, service?.hostname);
   return { transport: 'hbone', workload, ...(service ? { service } : {}), target: address, authority, request, headers: { forwarded, baggage: request.baggage! }, telemetry: [description] };
+}
+
+function doubleHbonePlan(snapshot: MeshSnapshot, source: OutboundSource, endpoint: EndpointChoice, workload: Workload, context: PlanContext, src: ConnectionDescription['src']): EndpointPlan {
+  const { address, service } = endpoint;
+  const where = `${workload.key} on network ${workload.network || '(default)'}`;
+  const network = source.workload.network ?? '';
+  // ztunnel crosses networks only for Services: the gateway routes on the Service, never on a pod IP.
+  if (!service) return refused(source, address, 'NO_ROUTE', `${where} is reachable only through a Service: its pod IP is not routable from network ${network || '(default)'}`);
+  const servicePort = endpoint.servicePort ?? servicePortOf(service, workload, address.port);
+  if (servicePort === undefined) return refused(source, address, 'NO_ROUTE', `service ${service.hostname} has no port that targets port ${address.port} of ${workload.key}`);
+  const hop: NetworkHop | string = networkHop(snapshot, workload, network);
+  if (typeof hop === 'string') return refused(source, address, 'NO_ROUTE', hop);
+  const target: ServiceAuthority = { hostname: service.hostname, port: servicePort };
+  const authority = formatAuthority(target);
+  const common = {
+    source: { identity: source.workload.identity, ip: source.ip },
+    authority: target,
+    serviceHostname: service.hostname,
+    baggage: baggageOf(source.workload, context.clusterId),
+  };
+  // The outer TCP connection leaves from the node: the pod's address means nothing on the gateway's network.
+  const outer: HboneOpenRequest = { ...common, destination: { ip: hop.address.ip, port: hop.address.port }, expectedIdentities: hop.identities };
+  const inner = { ...common, destination: outer.destination, expectedIdentities: serverIdentities(workload, service), originNetwork: network };
+  const description: ConnectionDescription = {
+    direction: 'outbound',
+    src,
+    dst: { addr: formatAuthority(hop.address), hboneAddr: authority, workload, identity: workload.identity, service },
+    securityPolicy: 'mutual_tls',
+  };
+  return { transport: 'double-hbone', workload, service, target: address, authority, gateway: hop, request: { outer, inner }, telemetry: [description] };
+}
+
+/** The Service port whose target on `workload` is `targetPort` (an L7 upstream knows only the endpoint). */
+function servicePortOf(service: MeshService, workload: Workload, targetPort: number): number | undefined {
+  const endpoint = service.endpoints.find((e) => e.workload === workload.key);
+  for (const [port, target] of endpoint?.ports ?? []) if (target === targetPort) return port;
+  return undefined;
 }
 
 function refused(source: OutboundSource, destination: Address, flag: ResponseFlag, reason: string): RefusedPlan {

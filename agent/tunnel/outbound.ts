@@ -64,7 +64,7 @@ interface Captured {
 }
 
 /** How each transport is listed among live connections. */
-const LISTED: Readonly<Record<ConnectionPlan['transport'], LiveConnection['transport']>> = { hbone: 'hbone', local: 'same-node', plain: 'passthrough' };
+const LISTED: Readonly<Record<ConnectionPlan['transport'], LiveConnection['transport']>> = { hbone: 'hbone', 'double-hbone': 'double-hbone', local: 'same-node', plain: 'passthrough' };
 
 export class OutboundProxy {
   readonly server: Server;

@@ -31,6 +31,7 @@ export function probeDialer(options: ProbeDialerOptions): ProbeDialer {
     if (plan.transport === 'refused') return `probe of ${formatAuthority(address)}: ${plan.reason}`;
     const opened = await opener.open(plan);
     if (opened.ok) return opened.stream;
+    if (plan.transport === 'double-hbone') return `double HBONE to ${plan.authority} through ${formatAuthority(plan.gateway.address)} as ${source.identity}: ${opened.reason}`;
     return plan.transport === 'hbone' ? `HBONE to ${formatAuthority(address)} as ${source.identity}: ${opened.reason}` : opened.reason;
   };
 }

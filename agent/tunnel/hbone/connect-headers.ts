@@ -12,15 +12,33 @@ export interface HboneAuthority {
   readonly port: number;
 }
 
+/**
+ * A tunnel named by its Service instead: `hostname:port` with the Service port, as both tunnels of
+ * double HBONE carry it (ztunnel's HboneAddress::SvcHostname); the east-west gateway routes on it and
+ * the destination maps the Service port to the pod's target port.
+ */
+export interface ServiceAuthority {
+  readonly hostname: string;
+  readonly port: number;
+}
+
+/** What a CONNECT's `:authority` names. */
+export type HboneTarget = HboneAuthority | ServiceAuthority;
+
+/** ztunnel's header naming the client's network on the inner CONNECT of double HBONE (X_FORWARDED_NETWORK_HEADER; its comments call it x-istio-origin-network). */
+export const ORIGIN_NETWORK_HEADER = 'x-forwarded-network';
+
 /** The headers an inbound handler may use; absent when the client did not send them. */
 export interface ConnectRequestHeaders {
   readonly traceparent?: string;
   readonly baggage?: string;
   readonly forwarded?: string;
+  /** ORIGIN_NETWORK_HEADER: the tunnel came through an east-west gateway from this network. */
+  readonly originNetwork?: string;
 }
 
-export type InboundConnectCheck =
-  | { readonly ok: true; readonly authority: HboneAuthority; readonly headers: ConnectRequestHeaders }
+export type InboundConnectCheck<Target extends HboneTarget = HboneAuthority> =
+  | { readonly ok: true; readonly authority: Target; readonly headers: ConnectRequestHeaders }
   | { readonly ok: false; readonly status: 400; readonly reason: string };
 
 /** `::ffff:10.0.0.1` (a v4 peer on a dual-stack socket) is 10.0.0.1, as ztunnel's to_canonical. */
@@ -29,7 +47,8 @@ export function canonicalIp(ip: string): string {
   return mapped ? mapped[1]! : ip.toLowerCase();
 }
 
-export function formatAuthority(authority: HboneAuthority): string {
+export function formatAuthority(authority: HboneTarget): string {
+  if ('hostname' in authority) return `${authority.hostname}:${authority.port}`;
   return isIP(authority.ip) === 6 ? `[${authority.ip}]:${authority.port}` : `${authority.ip}:${authority.port}`;
 }
 
@@ -41,6 +60,14 @@ export function parseAuthority(text: string): HboneAuthority | undefined {
   const port = Number(match[3]);
   if (isIP(ip) !== (match[1] === undefined ? 4 : 6) || port < 1 || port > 65535) return undefined;
   return { ip: canonicalIp(ip), port };
+}
+
+/** `<dns name>:<port>`, a Service's hostname; undefined for anything else. */
+export function parseServiceAuthority(text: string): ServiceAuthority | undefined {
+  const match = /^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*):(\d{1,5})$/i.exec(text);
+  if (!match || match[1]!.length > 253 || isIP(match[1]!) !== 0) return undefined;
+  const port = Number(match[5]);
+  return port >= 1 && port <= 65535 ? { hostname: match[1]!.toLowerCase(), port } : undefined;
 }
 
 /** W3C trace context, random per tunnel, sampled flag off: ztunnel's TraceParent::new(). */
@@ -74,13 +101,15 @@ export function formatBaggage(fields: BaggageFields): string {
 }
 
 export interface OutboundConnectOptions {
-  readonly authority: HboneAuthority;
+  readonly authority: HboneTarget;
   /** The original client's IP, sent as `forwarded: for="…"`. */
   readonly clientIp: string;
   /** The Service hostname the client meant, when known: `;host=` lets the server name the service in telemetry. */
   readonly serviceHostname?: string;
   readonly traceparent?: string;
   readonly baggage?: string;
+  /** The client's network, sent on the inner CONNECT of double HBONE only (ORIGIN_NETWORK_HEADER). */
+  readonly originNetwork?: string;
 }
 
 /** ztunnel's `forwarded`: the original client, and the Service it meant when known. */
@@ -97,16 +126,21 @@ export function outboundConnectHeaders(options: OutboundConnectOptions): Outgoin
     forwarded,
     traceparent: options.traceparent ?? newTraceparent(),
     ...(options.baggage ? { baggage: options.baggage } : {}),
+    ...(options.originNetwork !== undefined ? { [ORIGIN_NETWORK_HEADER]: options.originNetwork } : {}),
   };
 }
 
 /**
  * The server's checks before any lookup: CONNECT (ztunnel answers 400 to any other method, not 405),
  * classic CONNECT only, an `ip:port` authority whose IP is the address the client dialled (the pod
- * IP the connection was captured for), so one pod's tunnel cannot be pointed at another pod.
+ * IP the connection was captured for), so one pod's tunnel cannot be pointed at another pod. With
+ * `services`, a `hostname:port` authority is accepted too (the inner tunnel of double HBONE, which
+ * names the Service; the pod is still the address dialled, as ztunnel's validate_destination).
  */
-export function readConnectRequest(headers: IncomingHttpHeaders, localIp: string): InboundConnectCheck {
-  const refuse = (reason: string): InboundConnectCheck => ({ ok: false, status: 400, reason });
+export function readConnectRequest(headers: IncomingHttpHeaders, localIp: string): InboundConnectCheck;
+export function readConnectRequest(headers: IncomingHttpHeaders, localIp: string, services: true): InboundConnectCheck<HboneTarget>;
+export function readConnectRequest(headers: IncomingHttpHeaders, localIp: string, services = false): InboundConnectCheck<HboneTarget> {
+  const refuse = (reason: string): InboundConnectCheck<HboneTarget> => ({ ok: false, status: 400, reason });
   const method = headers[':method'];
   if (method !== 'CONNECT') return refuse(`method ${String(method)} is not supported; HBONE accepts CONNECT only`);
   // nghttp2 already resets these at the frame level; this keeps the rule true for any other front end.
@@ -115,7 +149,11 @@ export function readConnectRequest(headers: IncomingHttpHeaders, localIp: string
   const text = headers[':authority'];
   if (typeof text !== 'string' || text === '') return refuse('the CONNECT request has no :authority');
   const authority = parseAuthority(text);
-  if (!authority) return refuse(`:authority ${JSON.stringify(text)} is not <ip>:<port>`);
+  if (!authority) {
+    const service = services ? parseServiceAuthority(text) : undefined;
+    if (service) return { ok: true, authority: service, headers: pickHeaders(headers) };
+    return refuse(`:authority ${JSON.stringify(text)} is not <ip>:<port>${services ? ' or <service hostname>:<port>' : ''}`);
+  }
   if (authority.ip !== canonicalIp(localIp)) {
     return refuse(`:authority ${text} names ${authority.ip}, but the tunnel was opened to ${canonicalIp(localIp)}`);
   }
@@ -130,5 +168,6 @@ function pickHeaders(headers: IncomingHttpHeaders): ConnectRequestHeaders {
   const traceparent = one('traceparent');
   const baggage = one('baggage');
   const forwarded = one('forwarded');
-  return { ...(traceparent ? { traceparent } : {}), ...(baggage ? { baggage } : {}), ...(forwarded ? { forwarded } : {}) };
+  const originNetwork = one(ORIGIN_NETWORK_HEADER);
+  return { ...(traceparent ? { traceparent } : {}), ...(baggage ? { baggage } : {}), ...(forwarded ? { forwarded } : {}), ...(originNetwork !== undefined ? { originNetwork } : {}) };
 }

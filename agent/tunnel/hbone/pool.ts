@@ -12,7 +12,7 @@ import type { TlsContext } from '../engine/engine.js';
 import type { ConnEndCause, ConnId, EngineEvent, StreamId } from '../engine/events.js';
 import type { EngineResult } from '../engine/native.js';
 import type { RelayResult } from '../relay.js';
-import { type HboneAuthority, formatAuthority, outboundConnectHeaders } from './connect-headers.js';
+import { type HboneTarget, formatAuthority, outboundConnectHeaders } from './connect-headers.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 import { HboneError, type HboneErrorReason, type HboneResult, fail, messageOf, ok } from './errors.js';
 import type { HbonePoolEvent } from './events.js';
@@ -38,12 +38,20 @@ export interface HboneOpenRequest {
   readonly destination: { readonly ip: string; readonly port?: number };
   /** The server must present one of these: the workload's identity, or a Service's subject_alt_names. */
   readonly expectedIdentities: readonly SpiffeId[];
-  /** The tunnel's target, usually the destination pod's IP and the application port. */
-  readonly authority: HboneAuthority;
+  /** The tunnel's target: the destination pod's IP and the application port, or a Service (double HBONE). */
+  readonly authority: HboneTarget;
   /** The Service hostname the client asked for, sent as `forwarded: …;host=`. */
   readonly serviceHostname?: string;
   /** A ready `baggage` header (see formatBaggage). */
   readonly baggage?: string;
+  /** The client's network, for the inner CONNECT of double HBONE (`x-forwarded-network`). */
+  readonly originNetwork?: string;
+  /**
+   * A connection of its own over this socket instead of TCP to `destination` (the inner tunnel of
+   * double HBONE, over the outer one): never shared, as ztunnel does not pool inner tunnels (a pooled
+   * one would reach only one workload behind the gateway), and closed when its stream ends.
+   */
+  readonly over?: Socket;
 }
 
 export interface PooledConnectionStatus {
@@ -95,6 +103,8 @@ interface PooledConnection {
   maxStreams: number;
   /** No new streams: it failed, got GOAWAY, or ended. */
   retired: boolean;
+  /** Over a caller's socket for one stream (HboneOpenRequest.over): closed when that stream ends. */
+  readonly dedicated: boolean;
   /** Why it ended, once the engine said so: what a stream that never opened on it failed with. */
   ended?: HboneError;
   /** Waiting for a stream's 200 (or its end), by stream id. */
@@ -126,6 +136,8 @@ export class HbonePool {
   readonly #contexts: IdentityTlsCache<TlsContext>;
   readonly #connections = new Map<string, PooledConnection[]>();
   readonly #byConn = new Map<ConnId, PooledConnection>();
+  /** Connections over a caller's socket made so far, which keeps their keys apart. */
+  #dedicated = 0;
   #closed = false;
 
   constructor(options: HbonePoolOptions) {
@@ -159,7 +171,7 @@ export class HbonePool {
 
   async #tunnel(request: HboneOpenRequest, downstream: Socket | undefined): Promise<HboneResult<OpenedStream>> {
     const started = performance.now();
-    const key = poolKey(request);
+    const key = request.over ? `${poolKey(request)}|own#${++this.#dedicated}` : poolKey(request);
     // A connection that ended between being picked and the request is retired; the next try dials anew.
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) return fail('closed', 'the HBONE pool is closed');
@@ -258,6 +270,7 @@ export class HbonePool {
       streams: 0,
       maxStreams: this.#host.tuning.poolMaxStreamsPerConnection,
       retired: false,
+      dedicated: request.over !== undefined,
       responses: new Map(),
       endings: new Map(),
       ready: new Promise((resolve) => (settle = resolve)),
@@ -277,7 +290,7 @@ export class HbonePool {
     const started = performance.now();
     const where = connection.target;
     const tls = await this.#contexts.get(request.source.identity);
-    const result = tls.ok ? await this.#tcp(target, request.bindSource ? request.source.ip : undefined) : tls;
+    const result = !tls.ok ? tls : request.over ? ok(request.over) : await this.#tcp(target, request.bindSource ? request.source.ip : undefined);
     const up = result.ok && tls.ok ? await this.#handshake(connection, result.value, tls.value.value, request) : (result as HboneResult<never>);
     if (up.ok) this.#emit({ type: 'connection-opened', key: connection.key, target: where, setupMs: performance.now() - started });
     else {
@@ -335,6 +348,7 @@ export class HbonePool {
         connection.streams--;
         connection.endings.get(event.stream)?.(relayResultOf(event));
         connection.endings.delete(event.stream);
+        if (connection.dedicated && connection.streams === 0) this.#host.engine.closeConn(conn);
         const waiting = connection.responses.get(event.stream);
         // Its connection is ending: connEnd says why, for every stream still waiting.
         if (event.cause === 'conn-closed') return;

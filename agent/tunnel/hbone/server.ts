@@ -16,7 +16,7 @@ import type { ConnId, EngineEvent, StreamEndCause, StreamId } from '../engine/ev
 import type { EngineResult } from '../engine/native.js';
 import { handOverFd } from '../kernel-relay.js';
 import { relay } from '../relay.js';
-import { type ConnectRequestHeaders, type HboneAuthority, canonicalIp, readConnectRequest } from './connect-headers.js';
+import { type ConnectRequestHeaders, type HboneAuthority, type InboundConnectCheck, type ServiceAuthority, canonicalIp, formatAuthority, readConnectRequest } from './connect-headers.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 import { messageOf } from './errors.js';
 import type { HboneServerEvent } from './events.js';
@@ -38,8 +38,10 @@ export interface HboneInboundRequest {
   readonly localAddress: SocketAddress;
   /** The identity whose certificate this connection presented. */
   readonly localIdentity: SpiffeId;
-  /** The target; its IP equals localAddress.ip. */
+  /** The target; its IP equals localAddress.ip, unless resolveService chose it for a Service. */
   readonly authority: HboneAuthority;
+  /** The Service the CONNECT named instead of an address (double HBONE's inner tunnel), resolved into `authority`. */
+  readonly service?: ServiceAuthority;
   readonly headers: ConnectRequestHeaders;
   /** Aborted when the client gives up on the stream while the handler still works. */
   readonly signal: AbortSignal;
@@ -74,6 +76,13 @@ export interface HboneServerOptions {
   /** The identity of the workload at `ip` on this node, whose certificate a connection to it presents. */
   readonly identityForAddress: (ip: string) => SpiffeId | undefined;
   readonly handler: HboneConnectHandler;
+  /**
+   * Where a CONNECT that names `hostname:port` goes, becoming the request's `authority`: on a node, the
+   * pod dialled at its target port for that Service port (the inner tunnel of double HBONE, as ztunnel's
+   * find_inbound_upstream); on an east-west gateway, an endpoint of the Service. A string says why
+   * there is none (answered 503). Without it such a CONNECT is refused with 400.
+   */
+  readonly resolveService?: (service: ServiceAuthority, localIp: string) => HboneAuthority | string;
   readonly log?: Logger;
   readonly onEvent?: (event: HboneServerEvent) => void;
 }
@@ -215,7 +224,7 @@ export class HboneServer {
     const { engine } = this.#host;
     const peerIdentity = connection.peerIdentity;
     if (!peerIdentity) return void engine.answer(conn, stream, { status: 400 });
-    const check = readConnectRequest({ ...headers, ':method': 'CONNECT', ':authority': authority }, connection.localAddress.ip);
+    const check = this.#readConnect({ ...headers, ':method': 'CONNECT', ':authority': authority }, connection.localAddress.ip);
     if (!check.ok) return this.#refuseStream(conn, stream, peerIdentity, check.status, check.reason);
     const entry: ServerStream = { aborted: new AbortController() };
     connection.streams.set(stream, entry);
@@ -225,6 +234,7 @@ export class HboneServer {
       localAddress: connection.localAddress,
       localIdentity: connection.certificate.identity,
       authority: check.authority,
+      ...(check.service ? { service: check.service } : {}),
       headers: check.headers,
       signal: entry.aborted.signal,
     };
@@ -246,6 +256,18 @@ export class HboneServer {
     }
     entry.flow = decision.flow;
     this.#answerConnected(conn, stream, entry, decision.upstream);
+  }
+
+  /** readConnectRequest, with a Service authority resolved to the pod's target port when this server resolves them. */
+  #readConnect(headers: Readonly<Record<string, string>>, localIp: string): (InboundConnectCheck & { readonly ok: true; readonly service?: ServiceAuthority }) | { readonly ok: false; readonly status: 400 | 503; readonly reason: string } {
+    const resolve = this.#options.resolveService;
+    if (!resolve) return readConnectRequest(headers, localIp);
+    const check = readConnectRequest(headers, localIp, true);
+    if (!check.ok || !('hostname' in check.authority)) return check as InboundConnectCheck;
+    const service = check.authority;
+    const resolved = resolve(service, localIp);
+    if (typeof resolved === 'string') return { ok: false, status: 503, reason: `${formatAuthority(service)} on ${localIp}: ${resolved}` };
+    return { ok: true, authority: resolved, service, headers: check.headers };
   }
 
   /**
