@@ -311,6 +311,7 @@ export class NodeAgent {
         return workload && workload.node === node && workload.enrollment.enrolled ? workload.identity : undefined;
       },
       handler: inboundHbone.handler,
+      resolveService: inboundHbone.resolveService,
       log,
     });
     // Paused until TLS takes the socket over: its first bytes must wait for the certificate lookup.
