@@ -116,6 +116,8 @@ async function harness(serverOptions: FakeApiServerOptions = {}, sourceOptions: 
       pageSize: 2,
       watchTimeoutSeconds: { min: 60, max: 60 },
       notServedRetryMs: 200,
+      // These tests count the own cluster's lists and watches; remote secrets have their own test.
+      remoteClusters: false,
       ...sourceOptions,
     },
     store,

@@ -17,7 +17,7 @@ import { resolveOutbound } from '../../agent/tunnel/destination.js';
 
 const REVIEWS = 'shop/reviews.shop.svc.cluster.local';
 
-function parse(yaml: string, file: string): MeshObject[] {
+function parse(yaml: string, file: string): readonly MeshObject[] {
   const parsed = parseConfigFile(yaml, file);
   assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error').map(formatDiagnostic), []);
   return parsed.objects;
@@ -153,7 +153,7 @@ describe('several clusters as one mesh', () => {
   it('takes configuration from the own cluster only, and says so for a remote cluster\'s', () => {
     const s = mesh();
     assert.equal(s.istio.authorizationPolicies.length, 0);
-    assert.ok(s.diagnostics.some((d) => d.severity === 'warning' && d.object.kind === 'AuthorizationPolicy' && /cluster c2 is a remote cluster/.test(d.message)), s.diagnostics.map(formatDiagnostic).join('\n'));
+    assert.ok(s.diagnostics.some((d) => d.severity === 'warning' && d.object?.kind === 'AuthorizationPolicy' && /cluster c2 is a remote cluster/.test(d.message)), s.diagnostics.map(formatDiagnostic).join('\n'));
   });
 
   it('warns when a remote copy\'s ports differ, and when another network has no east-west gateway', () => {

@@ -61,10 +61,14 @@ export class KubeApiClient {
     this.server = connection.server;
   }
 
-  /** One page of a collection; `limit` bounds its size, `continueToken` asks for the next page. */
-  async list(path: string, options: { limit: number; continueToken?: string }): Promise<ApiResult<ListPage>> {
+  /**
+   * One page of a collection; `limit` bounds its size, `continueToken` asks for the next page,
+   * `labelSelector` keeps only the objects it matches (the server filters: nothing else is sent).
+   */
+  async list(path: string, options: { limit: number; continueToken?: string; labelSelector?: string }): Promise<ApiResult<ListPage>> {
     const query: Record<string, string> = { limit: String(options.limit) };
     if (options.continueToken) query['continue'] = options.continueToken;
+    if (options.labelSelector) query['labelSelector'] = options.labelSelector;
     const opened = await this.#open(path, query, LIST_TIMEOUT_MS);
     if (!opened.ok) return opened;
     const { res, req } = opened.value;
@@ -128,11 +132,12 @@ export class KubeApiClient {
    * settles once the stream is over. `timeoutSeconds` makes the server end the stream (client-go picks
    * a random 5-10 minutes so that watches of many agents do not reconnect at the same moment).
    */
-  watch(path: string, options: { resourceVersion: string; timeoutSeconds: number; onOpen?: () => void }, onEvent: (event: WatchEvent) => void): WatchHandle {
+  watch(path: string, options: { resourceVersion: string; timeoutSeconds: number; labelSelector?: string; onOpen?: () => void }, onEvent: (event: WatchEvent) => void): WatchHandle {
     let closed = false;
     let current: ClientRequest | undefined;
     const ended = (async (): Promise<WatchEnd> => {
-      const query = { watch: '1', resourceVersion: options.resourceVersion, allowWatchBookmarks: 'true', timeoutSeconds: String(options.timeoutSeconds) };
+      const query: Record<string, string> = { watch: '1', resourceVersion: options.resourceVersion, allowWatchBookmarks: 'true', timeoutSeconds: String(options.timeoutSeconds) };
+      if (options.labelSelector) query['labelSelector'] = options.labelSelector;
       // Past the server's own timeout, silence means a dead connection that TCP has not noticed yet.
       const opened = await this.#open(path, query, (options.timeoutSeconds + 30) * 1000);
       if (!opened.ok) return opened;

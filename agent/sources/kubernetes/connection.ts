@@ -71,16 +71,25 @@ function inCluster(root: string): ApiConnection | string {
   };
 }
 
-async function fromKubeconfig(file: string): Promise<ApiConnection | string> {
+function fromKubeconfig(file: string): Promise<ApiConnection | string> {
+  return kubeconfigConnection(file, (config) => config.loadFromFile(file));
+}
+
+/** A connection from a kubeconfig's text (a remote secret's); `origin` names it in messages. */
+export function connectionFromKubeconfigText(text: string, origin: string): Promise<ApiConnection | string> {
+  return kubeconfigConnection(origin, (config) => config.loadFromString(text));
+}
+
+async function kubeconfigConnection(origin: string, load: (config: import('@kubernetes/client-node').KubeConfig) => void): Promise<ApiConnection | string> {
   const { KubeConfig } = await import('@kubernetes/client-node');
   const config = new KubeConfig();
   try {
-    config.loadFromFile(file);
+    load(config);
   } catch (err) {
-    return `cannot load ${file}: ${(err as Error).message}`;
+    return `cannot load ${origin}: ${(err as Error).message}`;
   }
   const cluster = config.getCurrentCluster();
-  if (!cluster) return `${file} has no current cluster (set current-context)`;
+  if (!cluster) return `${origin} has no current cluster (set current-context)`;
   return {
     server: cluster.server,
     async credentials() {

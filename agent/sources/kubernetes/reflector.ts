@@ -103,7 +103,7 @@ export class Reflector {
       const watch = this.#client.watch(
         collectionPath(this.resource, version),
         // Reachable again as soon as the watch is accepted; the backoff resets only once it proves healthy.
-        { resourceVersion, timeoutSeconds: Math.round(min + Math.random() * (max - min)), onOpen: () => this.#reachable() },
+        { resourceVersion, timeoutSeconds: Math.round(min + Math.random() * (max - min)), ...this.#selector, onOpen: () => this.#reachable() },
         (event) => {
           if (event.type === 'ERROR') {
             if (event.error.status === 410) expired = true;
@@ -151,7 +151,7 @@ export class Reflector {
       let resourceVersion = '';
       let notServed = false;
       do {
-        const page = await this.#client.list(collectionPath(this.resource, version), { limit: this.#options.pageSize, ...(continueToken ? { continueToken } : {}) });
+        const page = await this.#client.list(collectionPath(this.resource, version), { limit: this.#options.pageSize, ...(continueToken ? { continueToken } : {}), ...this.#selector });
         if (!page.ok) {
           if (page.error.status === 404 && items.length === 0) {
             notServed = true;
@@ -166,6 +166,10 @@ export class Reflector {
       if (!notServed) return { kind: 'listed', version, items, resourceVersion };
     }
     return { kind: 'not-served' };
+  }
+
+  get #selector(): { labelSelector?: string } {
+    return this.resource.labelSelector !== undefined ? { labelSelector: this.resource.labelSelector } : {};
   }
 
   /** List items of built-in kinds come without kind and apiVersion; agent/config needs both. */

@@ -18,7 +18,8 @@ import { TELEMETRY_VERSIONS } from '../../config/parse-telemetry.js';
 import { RATE_LIMIT_VERSIONS } from '../../config/rate-limit.js';
 
 export interface WatchedResource {
-  readonly kind: MeshKind;
+  /** A kind agent/config reads, or Secret (remote clusters' kubeconfigs, agent/sources/kubernetes/remote-clusters.ts). */
+  readonly kind: MeshKind | 'Secret';
   /** "" for the core group. */
   readonly group: string;
   /** The versions agent/config accepts, preferred first; the first one the server serves is used. */
@@ -28,6 +29,8 @@ export interface WatchedResource {
   readonly crd?: string;
   /** Listed and watched in this namespace only (granted by a Role there), not cluster-wide. */
   readonly namespace?: string;
+  /** Only the objects this label selector matches, filtered by the server. */
+  readonly labelSelector?: string;
 }
 
 const ISTIO = "Istio's CRD";

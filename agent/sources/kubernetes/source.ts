@@ -12,12 +12,14 @@ import { MAX_NESTING_DEPTH, jsonNestingDepth, tooDeep } from '../../config/input
 import { type FileParseResult, type ResolvedConfig, parseConfigFile, resolveConfig, unreadableFile } from '../../config/load.js';
 import type { MeshObject } from '../../config/objects.js';
 import { buildSnapshot } from '../../state/build.js';
+import type { OwnCluster } from '../../state/clusters.js';
 import type { WorkloadStore } from '../../state/store.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { BackoffOptions } from '../backoff.js';
 import type { LoadOutcome } from '../local-files.js';
 import type { ApiError, KubeApiClient, RawObject } from './api-client.js';
 import { Reflector, type ReflectorHandler, type ReflectorOptions } from './reflector.js';
+import { RemoteClusters } from './remote-clusters.js';
 import { WATCHED_RESOURCES, type WatchedResource, collectionPath } from './resources.js';
 import { RouteStatusWriter } from './route-status.js';
 
@@ -33,6 +35,12 @@ export interface KubernetesSourceOptions {
   readonly notServedRetryMs?: number;
   /** Write Gateway API routes' status.parents (default true); needs patch on <routes>/status. */
   readonly writeRouteStatus?: boolean;
+  /** The agent's own cluster: its ID (remote secrets naming it are ignored) and configured network. */
+  readonly cluster?: OwnCluster;
+  /** Read the clusters that remote secrets name (default true; docs/multicluster.md). */
+  readonly remoteClusters?: boolean;
+  /** How long the first load waits for a remote cluster's first lists (default 10 s). */
+  readonly remoteSyncTimeoutMs?: number;
 }
 
 interface Entry {
@@ -60,6 +68,7 @@ export class KubernetesSource {
   #dirty = false;
   #timer: NodeJS.Timeout | undefined;
   readonly #routeStatus: RouteStatusWriter | undefined;
+  readonly #remotes: RemoteClusters | undefined;
 
   constructor(options: KubernetesSourceOptions, store: WorkloadStore, log: Logger) {
     this.#options = options;
@@ -73,6 +82,19 @@ export class KubernetesSource {
     };
     this.#routeStatus = options.writeRouteStatus === false ? undefined : new RouteStatusWriter(options.client, log);
     this.#reflectors = WATCHED_RESOURCES.map((r) => new Reflector(r, options.client, this.#handler, reflectorOptions));
+    this.#remotes =
+      options.remoteClusters === false
+        ? undefined
+        : new RemoteClusters(
+            {
+              client: options.client,
+              ownCluster: options.cluster?.id ?? '',
+              reflector: reflectorOptions,
+              onChange: () => this.#changed(),
+              ...(options.remoteSyncTimeoutMs !== undefined ? { syncTimeoutMs: options.remoteSyncTimeoutMs } : {}),
+            },
+            log,
+          );
   }
 
   /**
@@ -82,7 +104,7 @@ export class KubernetesSource {
   async load(): Promise<LoadOutcome> {
     this.#log.info({ server: this.#options.client.server }, `listing ${WATCHED_RESOURCES.map((r) => r.plural).join(', ')} from ${this.#options.client.server}`);
     for (const reflector of this.#reflectors) reflector.start();
-    await Promise.all(this.#reflectors.map((r) => r.synced));
+    await Promise.all([...this.#reflectors.map((r) => r.synced), this.#remotes?.load()]);
     return this.#rebuild();
   }
 
@@ -95,8 +117,13 @@ export class KubernetesSource {
   async close(): Promise<void> {
     this.#live = false;
     clearTimeout(this.#timer);
-    await Promise.all(this.#reflectors.map((r) => r.stop()));
+    await Promise.all([...this.#reflectors.map((r) => r.stop()), this.#remotes?.close()]);
     await this.#routeStatus?.settled();
+  }
+
+  /** Resolves once the clusters the remote secrets name now are being read, or stopped (for tests). */
+  async remoteClustersSettled(): Promise<void> {
+    await this.#remotes?.settled();
   }
 
   /** Resolves once every route status write started so far has finished (for tests). */
@@ -184,6 +211,8 @@ export class KubernetesSource {
       version: (this.#store.current?.version ?? 0) + 1,
       trustDomain: this.#options.trustDomain,
       clusterDomain: this.#options.clusterDomain,
+      ...(this.#options.cluster ? { cluster: this.#options.cluster } : {}),
+      remoteClusters: this.#remotes?.objects() ?? [],
     });
     const diagnostics = [...resolved.diagnostics, ...snapshot.diagnostics];
     const errors = diagnostics.filter((d) => d.severity === 'error').length;
