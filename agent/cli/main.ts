@@ -11,6 +11,7 @@ interface Command {
 
 const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   run: async () => import('./run.js').then((m) => ({ usage: m.RUN_USAGE, run: m.runCommand })),
+  gateway: async () => import('./gateway.js').then((m) => ({ usage: m.GATEWAY_USAGE, run: m.gatewayCommand })),
   lab: async () => import('./lab.js').then((m) => ({ usage: m.LAB_USAGE, run: m.labCommand })),
   ca: async () => import('./ca.js').then((m) => ({ usage: m.CA_USAGE, run: m.caCommand })),
   zc: async () => import('./zc.js').then((m) => ({ usage: m.ZC_USAGE, run: m.zcCommand })),
@@ -25,6 +26,7 @@ const SUMMARY = `Usage: ambit <command> [options]
 
 Commands:
   run     run the node agent (from Kubernetes/Istio YAML files, the Kubernetes API, or istiod's xDS)
+  gateway run an east-west gateway: other networks reach this one's Services through it (double HBONE)
   lab     a local mesh on network namespaces: up, down, status, exec, logs
   ca      the mesh's certificate authority (Istio's CA API, node-authorized), run centrally
   zc      what a running agent knows (as istioctl ztunnel-config): workloads, services, policies,
