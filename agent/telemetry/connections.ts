@@ -138,7 +138,7 @@ export interface ConnectionTelemetryOptions {
 export class ConnectionTelemetry {
   readonly #clusterId: string;
   readonly #series: WorkloadSeries;
-  readonly #cache = new SeriesCache<TcpLabels>();
+  readonly #cache = new SeriesCache<CachedSeries<TcpLabels>>();
   readonly #unsubscribe: () => void;
   readonly #denials: DenialRecorder | undefined;
   readonly #policies: TelemetryPolicies;

@@ -117,12 +117,14 @@ export function formatFlags(flags: readonly HttpResponseFlag[] | undefined): str
 
 export class RequestTelemetry {
   readonly #metrics: RequestMetrics;
-  readonly #cache = new SeriesCache<RequestLabels, RequestSeries>();
+  readonly #cache = new SeriesCache<RequestSeries>();
   readonly #clusterId: string;
   readonly #now: () => number;
   readonly #series: WorkloadSeries<Readonly<Record<string, string>>>;
   readonly #policies: TelemetryPolicies;
-  readonly #overridden = new SeriesCache<RequestLabels, OverriddenSeries>();
+  readonly #overridden = new SeriesCache<OverriddenSeries>();
+  /** The access log with one flow's src./dst. fields bound, per flow: pino serializes bindings once. */
+  readonly #flowLogs = new SeriesCache<Logger>();
   readonly #unsubscribe: () => void;
   readonly #flows: FlowLogging | undefined;
 
@@ -144,6 +146,7 @@ export class RequestTelemetry {
       options.store?.subscribe((next) => {
         this.#cache.clear();
         this.#overridden.clear();
+        this.#flowLogs.clear();
         this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId));
       }) ?? (() => {});
   }
@@ -176,15 +179,24 @@ export class RequestTelemetry {
       this.#flows.sink.write(requestFlowRecord(this.#flows.node, d.connection, flow));
     }
     if (!policy.isDefault && !shouldLog(policy, requestAttributes(d, o))) return;
-    const fields = accessLogFields(d, o, durationMs);
+    const log = this.#accessLogOf(d.connection);
+    const fields = requestLogFields(d, o, durationMs);
     // As Envoy and ztunnel: failures the proxy caused stand out; an application's 5xx is still info.
-    if (o.flags && o.flags.length > 0) this.accessLog.warn(fields, 'request complete');
-    else this.accessLog.info(fields, 'request complete');
+    if (o.flags && o.flags.length > 0) log.warn(fields, 'request complete');
+    else log.info(fields, 'request complete');
   }
 
   /** Stops following the store. */
   close(): void {
     this.#unsubscribe();
+  }
+
+  /**
+   * The access log for one flow (a client connection to one endpoint): its src./dst. fields, which
+   * lead every record, are bound once, so that a request serializes only its own fields.
+   */
+  #accessLogOf(c: ConnectionDescription): Logger {
+    return this.#flowLogs.get(`${c.src.addr} ${c.dst.addr} ${this.#flowLogs.peersKey(c)}`, () => this.accessLog.child(peerLogFields(c)));
   }
 
   /** The labels and owners of a request's series: the key holds everything the labels are made of. */
@@ -226,11 +238,10 @@ export class RequestTelemetry {
 }
 
 /**
- * One record per request: ztunnel's src./dst. fields (so one query finds a pod's connections and
- * requests), then Envoy's access-log fields under their Envoy names.
+ * A request's record opens with ztunnel's src./dst. fields (so one query finds a pod's connections and
+ * requests), the same for every request of a flow; then come Envoy's fields (requestLogFields).
  */
-export function accessLogFields(d: RequestDescription, o: RequestOutcome, durationMs: number): Record<string, string | number | undefined> {
-  const c = d.connection;
+function peerLogFields(c: ConnectionDescription): Record<string, string | undefined> {
   return {
     'src.addr': c.src.addr,
     'src.workload': c.src.workload?.name,
@@ -242,6 +253,12 @@ export function accessLogFields(d: RequestDescription, o: RequestOutcome, durati
     'dst.namespace': c.dst.workload?.namespace,
     'dst.identity': c.dst.identity,
     direction: c.direction,
+  };
+}
+
+/** What a request's record says of the request itself, in Envoy's names. */
+function requestLogFields(d: RequestDescription, o: RequestOutcome, durationMs: number): Record<string, string | number | undefined> {
+  return {
     method: d.method,
     path: d.path,
     protocol: d.httpVersion,

@@ -1,8 +1,8 @@
-// Label sets of Istio's metrics, built once per distinct combination and reused: building the 20-odd
-// labels, their owners and their series id costs more than the metric updates themselves
-// (bench/README.md), while connections and requests repeat a handful of combinations. Keys name
-// workloads and Services by object identity: a changed one is a new object in a new snapshot, and the
-// owners clear their cache on every snapshot anyway.
+// Label sets of Istio's metrics (and the access log's per-flow loggers), built once per distinct
+// combination and reused: building the 20-odd labels, their owners and their series id costs more than
+// the metric updates themselves (bench/README.md), while connections and requests repeat a handful of
+// combinations. Keys name workloads and Services by object identity: a changed one is a new object in a
+// new snapshot, and the owners clear their cache on every snapshot anyway.
 
 import type { ConnectionDescription } from './connections.js';
 import type { SeriesOwner } from './workload-series.js';
@@ -19,7 +19,7 @@ export interface CachedSeries<L> {
  */
 const LIMIT = 4096;
 
-export class SeriesCache<L, S extends CachedSeries<L> = CachedSeries<L>> {
+export class SeriesCache<S> {
   readonly #entries = new Map<string, S>();
   readonly #objectIds = new WeakMap<object, number>();
   #nextObjectId = 1;

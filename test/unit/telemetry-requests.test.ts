@@ -155,6 +155,46 @@ test('one access-log record per request with Envoy\'s fields next to ztunnel\'s'
   assert.equal(records[1]!.response_flags, 'UO');
 });
 
+test('the access-log record has docs/observability.md\'s fields in its order, each request of a flow its own', async () => {
+  const s = snapshot();
+  const { logger, records } = capture();
+  const store = new WorkloadStore();
+  store.replace(s);
+  const telemetry = new RequestTelemetry(new MeshMetrics('test'), logger, { store });
+  const grpc = { protocol: 'grpc' as const, requestId: 'req-1', traceId: 'abc', userAgent: 'grpc-go/1.60' };
+  const outcome = { responseCode: 200, grpcStatus: 0, requestBytes: 5, responseBytes: 7, upstreamHost: '10.1.0.2:9080', routeName: 'r', responseCodeDetails: 'via_upstream' };
+  telemetry.record(describeRequest(s, grpc), outcome, 3);
+  // The same peers from another client port and to another endpoint: a flow of its own.
+  const other = connection(s, 'inbound');
+  const otherFlow = { ...other, src: { ...other.src, addr: '10.1.0.1:40001' }, dst: { ...other.dst, addr: '10.1.0.3:9080' } };
+  telemetry.record(describeRequest(s, { connection: otherFlow, path: '/other' }), { responseCode: 404, requestBytes: 0, responseBytes: 0 }, 1);
+  telemetry.record(describeRequest(s, { path: '/again' }), { responseCode: 200, requestBytes: 0, responseBytes: 0 }, 1);
+  // A changed workload is a new object (in a new snapshot): the record names it as it is now.
+  const next = snapshot(MESH, 2);
+  store.replace(next);
+  const renamed = connection(next, 'inbound');
+  const movedWorkload = { ...renamed.dst.workload!, name: 'reviews-v2-new' };
+  telemetry.record(describeRequest(next, { connection: { ...renamed, dst: { ...renamed.dst, workload: movedWorkload } } }), { responseCode: 200, requestBytes: 0, responseBytes: 0 }, 1);
+  await flush();
+  const documented = [
+    'src.addr', 'src.workload', 'src.namespace', 'src.identity', 'dst.addr', 'dst.service', 'dst.workload', 'dst.namespace', 'dst.identity', 'direction',
+    'method', 'path', 'protocol', 'authority', 'response_code', 'grpc_status', 'response_flags', 'response_code_details', 'duration', 'bytes_received', 'bytes_sent',
+    'upstream_host', 'route_name', 'x_request_id', 'trace_id', 'user_agent',
+  ];
+  const own = (r: Record<string, unknown>) => Object.keys(r).filter((k) => !['level', 'time', 'pid', 'hostname', 'msg'].includes(k));
+  assert.deepEqual(own(records[0]!), documented);
+  assert.deepEqual(records.map((r) => [r['src.addr'], r['dst.addr'], r.path]), [
+    ['10.1.0.1:40000', '10.1.0.2:9080', '/reviews/0'],
+    ['10.1.0.1:40001', '10.1.0.3:9080', '/other'],
+    ['10.1.0.1:40000', '10.1.0.2:9080', '/again'],
+    ['10.1.0.1:40000', '10.1.0.2:9080', '/reviews/0'],
+  ]);
+  assert.equal(records[3]!['dst.workload'], 'reviews-v2-new');
+  // Fields a request does not have are left out, not written empty; the flow's fields come once.
+  assert.deepEqual(own(records[1]!), documented.filter((k) => !['grpc_status', 'response_code_details', 'upstream_host', 'route_name', 'x_request_id', 'trace_id', 'user_agent'].includes(k)));
+  telemetry.close();
+});
+
 test('a workload that leaves the mesh takes its request series with it', async () => {
   const store = new WorkloadStore();
   const s = snapshot();
