@@ -83,8 +83,9 @@ export type CaptureConfig =
       /** The native HBONE engine's threads and limits (`--data-threads`, `--hbone-*`); absent: its defaults. */
       readonly hboneEngine?: EngineOptions;
       /**
-       * `--dns-capture`: pods' DNS (port 53) goes to the proxy on <node IP>:15053, which answers mesh
-       * names and forwards the rest to `upstream` (absent: the agent's resolv.conf). Absent: not captured.
+       * DNS capture (on unless `--no-dns-capture`): pods' DNS (port 53) goes to the proxy on <node IP>:15053,
+       * which answers mesh names and forwards the rest to `upstream` (absent: the agent's resolv.conf).
+       * Absent: not captured.
        */
       readonly dns?: { readonly upstream?: DnsUpstream };
     };
@@ -334,10 +335,10 @@ export class NodeAgent {
   /** The DNS proxy on <node IP>:15053 (UDP and TCP), forwarding what the mesh does not know upstream. */
   async #startDnsProxy(nodeIp: string, configured: DnsUpstream | undefined): Promise<void> {
     const upstream = nodeDnsUpstream(configured);
-    if (typeof upstream === 'string') throw new Error(`--dns-capture: ${upstream}`);
+    if (typeof upstream === 'string') throw new Error(`DNS capture: ${upstream}`);
     const proxy = new DnsProxy({ store: this.store, log: this.log.child({ target: 'dns' }), upstreamOf: () => upstream });
     await proxy.listen(nodeIp).catch((err: Error) => {
-      throw new Error(`--dns-capture: the DNS proxy cannot listen on ${nodeIp}:15053 (UDP and TCP): ${err.message}; is another agent or resolver using the port?`);
+      throw new Error(`DNS capture: the DNS proxy cannot listen on ${nodeIp}:15053 (UDP and TCP): ${err.message}; is another agent or resolver using the port? (--no-dns-capture turns DNS capture off)`);
     });
     this.#closers.push(proxy);
     this.log.info({ upstream: `${upstream.ip}:${upstream.port}` }, `DNS proxy on ${nodeIp}:15053: mesh names answered, the rest forwarded to ${upstream.ip}:${upstream.port}`);

@@ -67,11 +67,12 @@ Options:
                                enrolled pod of this node, as ztunnel's opt-in listener: the pod's
                                processes reach the mesh without capture (needs --capture ebpf: the
                                pod's network namespace is found through its cgroup)
-  --dns-capture                each enrolled pod's DNS (UDP and TCP port 53) goes to the agent's proxy
-                               on <node IP>:15053: Services and ServiceEntry hosts (automatic VIPs
-                               too) answered from the mesh, the rest forwarded; a pod opts out with
-                               ambient.istio.io/dns-capture: "false" (needs --capture ebpf; default off)
-  --dns-upstream <ip[:port]>   where --dns-capture forwards what the mesh does not know (default: the
+  --no-dns-capture             leave pods' DNS alone. By default (with --capture ebpf), as Istio's
+                               ambient mode since 1.25, each enrolled pod's DNS (UDP and TCP port 53)
+                               goes to the agent's proxy on <node IP>:15053: Services and ServiceEntry
+                               hosts (automatic VIPs too) answered from the mesh, the rest forwarded;
+                               a pod opts out with the annotation ambient.istio.io/dns-capture: "false"
+  --dns-upstream <ip[:port]>   where the DNS proxy forwards what the mesh does not know (default: the
                                first IPv4 nameserver of the agent's /etc/resolv.conf)
   --uplink <device>            device other nodes' traffic arrives on (repeatable; default: the
                                one holding the node's InternalIP)
@@ -104,6 +105,8 @@ export function parseRunArgs(
   const { values, positionals } = parseArgs({
     args: [...argv],
     allowPositionals: true,
+    // --no-dns-capture turns off a capture that is on by default.
+    allowNegative: true,
     options: {
       source: { type: 'string', default: 'local' },
       config: { type: 'string', multiple: true },
@@ -123,7 +126,7 @@ export function parseRunArgs(
       'bpf-scope': { type: 'string' },
       uplink: { type: 'string', multiple: true },
       socks5: { type: 'boolean', default: false },
-      'dns-capture': { type: 'boolean', default: false },
+      'dns-capture': { type: 'boolean' },
       'dns-upstream': { type: 'string' },
       'state-dir': { type: 'string', default: '/var/lib/ambit' },
       'ca-dir': { type: 'string' },
@@ -174,7 +177,8 @@ export function parseRunArgs(
   if (!isLogLevel(level)) throw new UsageError(`ambit run: --log-level ${JSON.stringify(level)}: expected one of trace, debug, info, warn, error`);
   let capture: CaptureConfig;
   if (values.capture === 'none') {
-    if (values['dns-capture']) throw new UsageError('ambit run: --dns-capture attaches eBPF programs to pods\' cgroups, so it needs --capture ebpf (with --pod-cgroup)');
+    if (values['dns-capture'] === true) throw new UsageError('ambit run: --dns-capture attaches eBPF programs to pods\' cgroups, so it needs --capture ebpf (with --pod-cgroup)');
+    if (values['dns-upstream'] !== undefined) throw new UsageError('ambit run: --dns-upstream is where captured DNS is forwarded, and --capture none captures nothing; drop it');
     if (values.socks5) throw new UsageError('ambit run: --socks5 finds each pod\'s network namespace through its cgroup, so it needs --capture ebpf (with --pod-cgroup)');
     capture = { mode: 'none' };
   }
@@ -188,14 +192,16 @@ export function parseRunArgs(
     const upstreamText = values['dns-upstream'];
     const upstream = upstreamText === undefined ? undefined : parseDnsUpstream(upstreamText);
     if (upstreamText !== undefined && !upstream) throw new UsageError(`ambit run: --dns-upstream ${JSON.stringify(upstreamText)}: expected an IPv4 address, optionally with :port`);
-    if (upstream && !values['dns-capture']) throw new UsageError('ambit run: --dns-upstream is where --dns-capture forwards; pass --dns-capture too');
+    // On unless turned off, as Istio's ambient mode proxies DNS by default since 1.25.
+    const dnsCapture = values['dns-capture'] ?? true;
+    if (upstream && !dnsCapture) throw new UsageError('ambit run: --dns-upstream is where captured DNS is forwarded; drop it, or drop --no-dns-capture');
     capture = {
       mode: 'ebpf',
       podCgroup,
       scope: values['bpf-scope'] ?? node,
       uplinks: values.uplink ?? [],
       ...(values.socks5 ? { socks5: true } : {}),
-      ...(values['dns-capture'] ? { dns: upstream ? { upstream } : {} } : {}),
+      ...(dnsCapture ? { dns: upstream ? { upstream } : {} } : {}),
       hboneEngine: engine.options,
     };
   } else throw new UsageError(`ambit run: --capture ${JSON.stringify(values.capture)}: expected ebpf or none`);

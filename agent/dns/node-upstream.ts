@@ -31,7 +31,7 @@ export function nodeDnsUpstream(configured: DnsUpstream | undefined, path = RESO
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    return `cannot read ${path} for the DNS proxy's upstream (${(err as Error).message}); pass --dns-upstream <ip[:port]>`;
+    return `cannot read ${path} for the DNS proxy's upstream (${(err as Error).message}); pass --dns-upstream <ip[:port]>, or --no-dns-capture to leave pods' DNS alone`;
   }
-  return firstNameserver(text) ?? `${path} has no IPv4 nameserver for the DNS proxy's upstream; pass --dns-upstream <ip[:port]>`;
+  return firstNameserver(text) ?? `${path} has no IPv4 nameserver for the DNS proxy's upstream; pass --dns-upstream <ip[:port]>, or --no-dns-capture to leave pods' DNS alone`;
 }

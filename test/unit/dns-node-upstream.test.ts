@@ -1,12 +1,35 @@
-// The DNS proxy's upstream as `ambit run --dns-capture` picks it: --dns-upstream parsed strictly, else the
-// first IPv4 nameserver of the agent's resolv.conf, else an error that says which flag to pass.
+// `ambit run`'s DNS capture flags: on by default with eBPF capture and off with --no-dns-capture; the
+// proxy's upstream from --dns-upstream parsed strictly, else the first IPv4 nameserver of the agent's
+// resolv.conf, else an error that says which flag to pass.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { parseRunArgs } from '../../agent/cli/run.js';
+import { UsageError } from '../../agent/cli/usage.js';
 import { firstNameserver, nodeDnsUpstream, parseDnsUpstream } from '../../agent/dns/node-upstream.js';
+
+test('DNS capture is on by default with eBPF capture, as in Istio ambient since 1.25; --no-dns-capture turns it off', () => {
+  const ebpf = ['--node', 'n1', '--config', 'mesh/', '--pod-cgroup', 'kubepods', '--cgroup-root', '/sys/fs/cgroup'];
+  const dns = (args: string[]): unknown => {
+    const capture = parseRunArgs(args, {}).config.capture;
+    return capture.mode === 'ebpf' ? capture.dns : 'no capture';
+  };
+  assert.deepEqual(dns(ebpf), {});
+  assert.deepEqual(dns([...ebpf, '--dns-capture']), {});
+  assert.deepEqual(dns([...ebpf, '--dns-upstream', '10.96.0.10']), { upstream: { ip: '10.96.0.10', port: 53 } });
+  assert.equal(dns([...ebpf, '--no-dns-capture']), undefined);
+  const none = ['--node', 'n1', '--config', 'mesh/', '--capture', 'none'];
+  assert.equal(dns(none), 'no capture', 'no eBPF capture, no DNS capture, and no error');
+  const refused = (args: string[], message: RegExp): void =>
+    assert.throws(() => parseRunArgs(args, {}), (err: Error) => err instanceof UsageError && message.test(err.message), args.join(' '));
+  refused([...ebpf, '--no-dns-capture', '--dns-upstream', '10.96.0.10'], /--dns-upstream is where captured DNS is forwarded; drop it, or drop --no-dns-capture/);
+  refused([...none, '--dns-capture'], /--dns-capture .* needs --capture ebpf/);
+  refused([...none, '--dns-upstream', '10.96.0.10'], /--dns-upstream .* --capture none captures nothing/);
+  refused([...ebpf, '--dns-upstream', 'kube-dns'], /--dns-upstream "kube-dns": expected an IPv4 address/);
+});
 
 test('--dns-upstream takes an IPv4 address with an optional port, and nothing else', () => {
   assert.deepEqual(parseDnsUpstream('10.96.0.10'), { ip: '10.96.0.10', port: 53 });
