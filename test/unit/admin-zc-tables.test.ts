@@ -9,10 +9,10 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { AdminServer } from '../../agent/admin/admin-server.js';
-import type { ConfigDump, ConnectionDump, ServiceDump, WorkloadDump } from '../../agent/admin/config-dump.js';
+import type { ConfigDump, ConnectionDump, PolicyDump, ServiceDump, WorkloadDump } from '../../agent/admin/config-dump.js';
 import { buildInfo } from '../../agent/admin/build-info.js';
 import { zcOutput } from '../../agent/cli/zc.js';
-import { certificates, connections, workloads } from '../../agent/cli/zc-tables.js';
+import { certificates, connections, policies, services, workloads } from '../../agent/cli/zc-tables.js';
 import { parseConfigFile } from '../../agent/config/load.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import type { SpiffeId } from '../../agent/state/model.js';
@@ -98,6 +98,32 @@ describe('ambit zc workloads', () => {
         'app       m        10.0.0.2 node-b None     HBONE\n' +
         'app       z        10.0.0.1 node-a None     HBONE\n',
     );
+  });
+});
+
+describe('ambit zc services and policies', () => {
+  it('sorts services by namespace, name, hostname, and policies by namespace, name, each field byte-wise (PrintServiceSummary, PrintPolicySummary)', () => {
+    const svc = (namespace: string, name: string, hostname: string): ServiceDump => ({ namespace, name, hostname, vips: [], ports: {}, endpoints: {}, subjectAltNames: [], ipFamilies: 'IPv4', canonical: true, visibility: 'Public' }) as unknown as ServiceDump;
+    const pol = (namespace: string, name: string): PolicyDump => ({ namespace, name, action: 'Allow', scope: 'Namespace' }) as unknown as PolicyDump;
+    // In the dump's own orders (hostname; namespace/name as one string), which are not istioctl's.
+    const d = dump({
+      services: [svc('shop-2', 'a', 'a.shop-2.svc.cluster.local'), svc('shop', 'b', 'b.example.com'), svc('shop', 'b', 'b.shop.svc.cluster.local'), svc('shop', 'Z', 'z.shop.svc.cluster.local')],
+      policies: [pol('a-b', 'y'), pol('a', 'x'), pol('a', 'B')],
+    });
+    // 'shop' before 'shop-2' (a field, not "namespace.name": '-' would sort before '.'); 'Z' (0x5a) before 'b' (0x62).
+    assert.deepEqual(services(d).slice(1).map((row) => `${row[0]}/${row[1]}`), ['shop/Z', 'shop/b', 'shop/b', 'shop-2/a']);
+    assert.deepEqual(policies(d).slice(1).map((row) => `${row[0]}/${row[1]}`), ['a/B', 'a/x', 'a-b/y']);
+    assert.equal(
+      zcOutput('policies', 'short', JSON.stringify(d)),
+      'NAMESPACE POLICY NAME ACTION SCOPE\n' + 'a         B           Allow  Namespace\n' + 'a         x           Allow  Namespace\n' + 'a-b       y           Allow  Namespace\n',
+    );
+    // Same namespace and name: by hostname.
+    assert.deepEqual(zcOutput('services', 'json', JSON.stringify(d)).match(/"hostname": "[^"]+"/g), [
+      '"hostname": "z.shop.svc.cluster.local"',
+      '"hostname": "b.example.com"',
+      '"hostname": "b.shop.svc.cluster.local"',
+      '"hostname": "a.shop-2.svc.cluster.local"',
+    ]);
   });
 });
 
