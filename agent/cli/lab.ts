@@ -45,7 +45,7 @@ Commands:
   status                         nodes, pods, containers, readiness and restarts
   exec <namespace>/<pod> -- <command…>   run a command in a pod (as kubectl exec)
   exec node/<name> -- <command…>         run a command in a node's network namespace
-  logs [<namespace>/<pod> [-c <container>] | node/<name> | kube-apiserver | ambit-ca] [-f]
+  logs [<namespace>/<pod> [-c <container>] | node/<name> | cluster-dns | kube-apiserver | ambit-ca] [-f]
                                  container or agent logs (no target: the supervisor and agents)
 
 --lab <name> (or $AMBIT_LAB) picks one of several labs; the default is "${DEFAULT_LAB}".
@@ -194,6 +194,17 @@ export async function labCommand(argv: readonly string[]): Promise<number> {
         if (!state) throw new LabError(`lab "${layout.name}" has no state file; start labs with \`ambit lab up\``);
         const { serveLabApiServer } = await import('../lab/control-plane.js');
         await serveLabApiServer(layout, state.plan.configPaths, state.plan.nodes, createLogger('info', { lab: layout.name, component: 'kube-apiserver' }));
+        return 0;
+      }
+      case 'cluster-dns': {
+        // Internal: run by the supervisor in a cluster's fabric namespace (--cluster <id> in a lab of several), as its kube-dns.
+        const state = readLabState(layout);
+        if (!state) throw new LabError(`lab "${layout.name}" has no state file; start labs with \`ambit lab up\``);
+        const id = values.cluster[0];
+        const cluster = state.plan.clusters.find((c) => c.id === id);
+        if (!cluster) throw new LabError(`lab "${layout.name}" has no cluster ${id ?? '(unnamed)'}`);
+        const { serveClusterDns } = await import('../lab/cluster-dns.js');
+        await serveClusterDns(cluster.configPaths, state.settings, createLogger('info', { lab: layout.name, component: 'cluster-dns', ...(id === undefined ? {} : { cluster: id }) }));
         return 0;
       }
       default:

@@ -52,7 +52,8 @@ function serviceNamed(snapshot: MeshSnapshot, client: Workload, name: string, se
   return undefined;
 }
 
-function addressRecord(ip: string): AddressRecord {
+/** The A or AAAA record of one address. */
+export function addressRecord(ip: string): AddressRecord {
   if (isIPv4(ip)) return { type: TYPE_A, address: Uint8Array.from(ip.split('.').map(Number)) };
   return { type: TYPE_AAAA, address: ipv6Bytes(ip) };
 }

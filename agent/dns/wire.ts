@@ -13,6 +13,7 @@ export const TYPE_AAAA = 28;
 export const CLASS_IN = 1;
 export const RCODE_NOERROR = 0;
 export const RCODE_FORMERR = 1;
+export const RCODE_NXDOMAIN = 3;
 
 export interface DnsQuestion {
   /** Lowercased, dot-separated, no trailing dot; "" for the root. */

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { runAttached } from '../system/commands.js';
 import { cgroup2Root } from '../system/cgroups.js';
 import { enterNodeNetns, enterPodNetns, inCgroupAndNetns } from './kubelet.js';
+import { clusterDnsId, clusterDnsLog } from './cluster-dns.js';
 import { API_SERVER_ID, CA_ID, DEFAULT_LAB, LabLayout } from './layout.js';
 import type { LabPlan } from './plan.js';
 import type { LabSource } from './supervisor.js';
@@ -87,6 +88,9 @@ export function labLogFiles(layout: LabLayout, target: string | undefined, conta
   const apiServer = state.settings.source === 'kubernetes' ? [layout.apiServerLog] : [];
   const ca = state.settings.source === 'kubernetes' ? [layout.caLog] : [];
   if (target === undefined) return [layout.supervisorLog, ...apiServer, ...ca, ...state.plan.nodes.map((n) => n.log)];
+  if (target === 'cluster-dns') return state.plan.clusters.map((c) => clusterDnsLog(layout, c.id));
+  const dnsOf = state.plan.clusters.find((c) => target === clusterDnsId(c.id));
+  if (dnsOf) return [clusterDnsLog(layout, dnsOf.id)];
   if (target === CA_ID || target === 'ambit-ca') {
     if (ca.length === 0) throw new LabError(`lab "${layout.name}" runs no ambit ca (its agents sign with the lab's CA themselves): start it with \`ambit lab up --source kubernetes\``);
     return ca;

@@ -20,6 +20,7 @@ import { type LabClusterInput, type LabClusterSource, clusterView } from './clus
 import { type LabPlan, planLab } from './plan.js';
 import { LabError, type LabSettings, type LabState, flagFor, labLayout, readLabState, requireRoot, requireState } from './lab-state.js';
 import { prepareApiServer } from './control-plane.js';
+import { LAB_CLUSTER_DNS, clusterDnsCgroup, clusterDnsId } from './cluster-dns.js';
 import { LAB_CA, writeAgentTokens } from './lab-ca.js';
 import { type LabSource, ambitCommand } from './supervisor.js';
 
@@ -105,6 +106,8 @@ export async function labUp(layout: LabLayout, inputs: readonly LabClusterInput[
       await createCgroup(layout.apiServerCgroup);
       await createCgroup(layout.caCgroup);
     }
+    await network.wireClusterDns(plan);
+    for (const cluster of plan.clusters) await createCgroup(clusterDnsCgroup(layout, cluster.id));
     await createCgroup(layout.supervisorCgroup);
     for (const node of plan.nodes) await createCgroup(node.cgroup);
     for (const pod of plan.pods) await createCgroup(pod.cgroup);
@@ -137,8 +140,8 @@ function startSupervisor(layout: LabLayout): number {
  */
 async function waitUntilReady(layout: LabLayout, plan: LabPlan, settings: LabSettings, supervisorPid: number, timeoutMs: number, out: (line: string) => void): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  // With --source kubernetes: the kube-apiserver and `ambit ca`.
-  const apiServers = settings.source === 'kubernetes' ? 2 : 0;
+  // Each cluster's DNS; with --source kubernetes also the kube-apiserver and `ambit ca`.
+  const apiServers = plan.clusters.length + (settings.source === 'kubernetes' ? 2 : 0);
   // With SOCKS5 each pod also has its sandbox process (supervisor.ts), which its containers wait behind.
   const sandboxes = settings.socks5 ? plan.pods.length : 0;
   const total = apiServers + plan.nodes.length + sandboxes + plan.pods.reduce((n, p) => n + p.containers.length, 0);
@@ -219,6 +222,10 @@ export function labStatus(layout: LabLayout, out: (line: string) => void): void 
     rows.push([API_SERVER_ID, '-', LAB_API_SERVER.ip, p?.state ?? 'unknown', p?.ready ? 'yes' : 'no', String(p?.restarts ?? 0)]);
     const ca = byId.get(CA_ID);
     rows.push([CA_ID, '-', `${LAB_CA.ip}:${LAB_CA.port}`, ca?.state ?? 'unknown', ca?.ready ? 'yes' : 'no', String(ca?.restarts ?? 0)]);
+  }
+  for (const cluster of state.plan.clusters) {
+    const dns = byId.get(clusterDnsId(cluster.id));
+    rows.push([clusterDnsId(cluster.id), '-', LAB_CLUSTER_DNS.ip, dns?.state ?? 'unknown', dns?.ready ? 'yes' : 'no', String(dns?.restarts ?? 0)]);
   }
   for (const node of state.plan.nodes) {
     const p = byId.get(`node/${node.name}`);

@@ -8,7 +8,8 @@ import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MeshSnapshot } from '../state/model.js';
 import { runCommand, requireTool } from '../system/commands.js';
-import { renderPodHosts, POD_RESOLV_CONF } from './hosts.js';
+import { LAB_CLUSTER_DNS, podResolvConf } from './cluster-dns.js';
+import { renderPodHosts } from './hosts.js';
 import { type Ipv4Prefix, parseIpv4Prefix, prefixContains } from '../system/ipv4.js';
 import { clusterView } from './clusters.js';
 import { LabInternetwork } from './internetwork.js';
@@ -91,15 +92,36 @@ export class LabNetwork {
     }
   }
 
-  /** Applies what follows from the current Services: kube-proxy rules on nodes, hosts files in pods. */
+  /**
+   * Gives each cluster's fabric bridge its cluster DNS's address (cluster-dns.ts), routed from the
+   * cluster's nodes, and routes each of its pods' addresses back through the pod's node: pods ask it
+   * directly, agents forward to it. `replace`, as wireApiServer may have routed the nodes already.
+   */
+  async wireClusterDns(plan: LabPlan): Promise<void> {
+    for (const cluster of plan.clusters) {
+      const { nodes, pods } = clusterView(plan, cluster);
+      const fabric = cluster.fabricNetns;
+      await this.#ipIn(fabric, 'addr', 'add', `${LAB_CLUSTER_DNS.ip}/32`, 'dev', FABRIC_BRIDGE);
+      for (const node of nodes) {
+        await this.#ipIn(fabric, 'route', 'replace', `${node.ip}/32`, 'dev', FABRIC_BRIDGE);
+        await this.#ipIn(node.netns, 'route', 'replace', `${LAB_CLUSTER_DNS.ip}/32`, 'dev', NODE_FABRIC_LINK);
+      }
+      for (const pod of pods) {
+        const node = nodes.find((n) => n.name === pod.node)!;
+        await this.#ipIn(fabric, 'route', 'replace', `${pod.ip}/32`, 'via', node.ip, 'dev', FABRIC_BRIDGE, 'onlink');
+      }
+    }
+  }
+
+  /** Applies what follows from the current Services: kube-proxy rules on nodes; each pod's hosts and resolv.conf. */
   async applyServices(plan: LabPlan, snapshot: MeshSnapshot): Promise<void> {
     const rules = renderKubeProxyRules(snapshot);
     for (const node of plan.nodes) await runCommand(this.#ip, ['netns', 'exec', node.netns, this.#nft, '-f', '-'], rules);
     for (const pod of plan.pods) {
       const dir = this.layout.etcDir(pod.netns);
       await mkdir(dir, { recursive: true });
-      await writeFile(join(dir, 'hosts'), renderPodHosts(snapshot, pod));
-      await writeFile(join(dir, 'resolv.conf'), POD_RESOLV_CONF);
+      await writeFile(join(dir, 'hosts'), renderPodHosts(pod));
+      await writeFile(join(dir, 'resolv.conf'), podResolvConf(pod.namespace, snapshot.clusterDomain));
     }
   }
 

@@ -1,7 +1,7 @@
 // The long-lived process behind a running lab (`ambit lab supervise`, started by `lab up`): it owns the
 // pods' containers and the node agents through the Kubelet (and, with `--source kubernetes`, the lab's
-// API server the agents read), and, like kube-proxy and cluster DNS, keeps Service VIPs and names in
-// step with the YAML as the user edits it.
+// API server the agents read) and the lab's cluster DNS, and, like kube-proxy, keeps Service VIPs and
+// pods' hosts and resolv.conf files in step with the YAML as the user edits it.
 
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,7 @@ import { WorkloadStore } from '../state/store.js';
 import { createLogger } from '../telemetry/log.js';
 import { Kubelet, enterNodeNetns, enterPodNetns, inCgroupAndNetns, probeFromNode } from './kubelet.js';
 import { LAB_CA, TOKEN_RENEW_MS, agentCaArgs, caArgs, writeAgentTokens } from './lab-ca.js';
+import { LAB_CLUSTER_DNS, clusterDnsCgroup, clusterDnsId, clusterDnsLog } from './cluster-dns.js';
 import { API_SERVER_ID, CA_ID, LAB_API_SERVER, type LabLayout } from './layout.js';
 import { LabNetwork } from './network.js';
 import { agentConfigArgs, clusterView } from './clusters.js';
@@ -78,6 +79,22 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
       probePeriodMs: 1_000,
     });
   }
+  // Each cluster's DNS on its fabric, before the agents, whose DNS proxies forward to it what the mesh does not answer.
+  for (const cluster of plan.clusters) {
+    const cgroup = clusterDnsCgroup(layout, cluster.id);
+    kubelet.run({
+      id: clusterDnsId(cluster.id),
+      command: 'ambit lab cluster-dns',
+      argv: inCgroupAndNetns(cgroup, enterNodeNetns(cluster.fabricNetns), [...ambitCommand(), 'lab', 'cluster-dns', '--lab', layout.name, ...(cluster.id === undefined ? [] : ['--cluster', cluster.id])]),
+      cwd: '/',
+      env: process.env,
+      cgroup,
+      log: clusterDnsLog(layout, cluster.id),
+      probe: probeFromNode(cluster.fabricNetns, LAB_CLUSTER_DNS.ip, { kind: 'tcpSocket', port: LAB_CLUSTER_DNS.port, resolvedPort: LAB_CLUSTER_DNS.port, periodSeconds: 1, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1 }),
+      probePeriodMs: 1_000,
+    });
+  }
+  await Promise.all(plan.clusters.map((cluster) => kubelet.firstReady(clusterDnsId(cluster.id))));
   // The agents' source: the YAML itself, or (as in a cluster) the API server, once it answers.
   const sourceArgs = (node: LabPlan['nodes'][number]): string[] => (kubernetes ? ['--source', 'kubernetes', '--kubeconfig', layout.kubeconfig] : agentConfigArgs(plan, node.cluster));
   let renewTokens: NodeJS.Timeout | undefined;
@@ -118,6 +135,9 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         options.clusterDomain,
         '--log-level',
         options.logLevel,
+        // Pods' DNS is captured (ambit run's default): what the mesh does not answer goes to the cluster DNS.
+        '--dns-upstream',
+        LAB_CLUSTER_DNS.ip,
         '--pod-cgroup',
         layout.podCgroup('{namespace}', '{name}'),
         '--bpf-scope',

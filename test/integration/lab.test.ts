@@ -376,8 +376,8 @@ spec:
   ports: [{ name: http, port: 8082, targetPort: 8080 }, { name: tcp, port: 8083, targetPort: 8080 }]
 `),
   );
-  const hosts = `/etc/netns/ambit-${LAB}-p-shop.client/hosts`;
-  await eventually('the new Services in the pod hosts file', async () => (readFileSync(hosts, 'utf8').includes('web-local') ? true : undefined));
+  // The client's DNS goes to its agent's proxy, which answers the new name once the agent has the edit.
+  await eventually('the new Service to resolve in the pod', async () => ((await ambit(['lab', 'exec', '--lab', LAB, 'shop/client', '--', 'getent', 'hosts', 'web-local'])).code === 0 ? true : undefined));
   assert.match((await curlFrom('shop/client', 'http://web-b-only:8081/')).pod, /^web-[ab]$/);
   // The client runs on alpha: through the L7 proxy (http) and the L4 relay (tcp) alike, only web-a answers.
   for (const port of [8082, 8083]) {

@@ -90,10 +90,9 @@ test('kube-proxy rules DNAT each Service port to its ready endpoints and masquer
   assert.match(rules, /^table ip ambit_kube_proxy \{\}\ndelete table ip ambit_kube_proxy\n/);
 });
 
-test('pod hosts files resolve short names only within the pod\'s namespace', () => {
-  const objects = [service('shop', 'web', '10.96.0.10', undefined, [{ port: 80 }]), service('bank', 'vault', '10.96.0.20', undefined, [{ port: 80 }])];
-  const hosts = renderPodHosts(buildSnapshot(objects, options), { namespace: 'shop', name: 'client', ip: '10.9.1.4' });
+test("a pod's hosts file holds localhost and the pod's own name, as the kubelet writes it: Services are the cluster DNS's", () => {
+  const hosts = renderPodHosts({ name: 'client', ip: '10.9.1.4' });
   assert.match(hosts, /^10\.9\.1\.4\tclient$/m);
-  assert.match(hosts, /^10\.96\.0\.10\tweb web\.shop web\.shop\.svc web\.shop\.svc\.cluster\.local$/m);
-  assert.match(hosts, /^10\.96\.0\.20\tvault\.bank vault\.bank\.svc vault\.bank\.svc\.cluster\.local$/m);
+  assert.match(hosts, /^127\.0\.0\.1\tlocalhost$/m);
+  assert.equal(hosts.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length, 3);
 });
