@@ -23,7 +23,7 @@ import { type ForwardContext, forwardRequest } from './forward.js';
 import { isGrpc } from './headers.js';
 import { DEFAULT_HTTP_SERVER_LIMITS, type HttpServerLimits, firstBytesDeadline, h2cServer, http1Server } from './http-servers.js';
 import { type CapturedAddress, type HttpDestination, httpDestinationOf } from './http-destination.js';
-import { type CompletedRequest, type RequestCompleteHook, formatFlags } from './request-record.js';
+import type { CompletedRequest, RequestCompleteHook } from './request-record.js';
 import { ReplayedSocket, sniffHttpVersion } from './protocol-sniff.js';
 import type { EndpointProbe } from './health-probe.js';
 import { type TcpRouteTarget, tcpRouteTarget } from './tcp-route-target.js';
@@ -33,11 +33,9 @@ export interface OutboundHttpOptions {
   readonly node: string;
   readonly store: WorkloadStore;
   readonly log: Logger;
-  /** Where the per-request access-log record goes (ztunnel's "access" target). */
-  readonly accessLog?: Logger;
   /**
    * Called once per finished request with every input of Istio's request metrics. Request telemetry
-   * (istio_requests_total and friends) plugs in here.
+   * (istio_requests_total and friends, and the access-log record) plugs in here.
    */
   readonly onRequestComplete?: RequestCompleteHook;
   readonly clock?: Clock;
@@ -195,39 +193,6 @@ export class OutboundHttpProxy {
   }
 
   #completed(r: CompletedRequest): void {
-    const log = this.options.accessLog;
-    if (log?.isLevelEnabled('info')) {
-      log.info(
-        {
-          'src.addr': r.sourceAddress,
-          'src.workload': r.source.name,
-          'src.namespace': r.source.namespace,
-          'src.identity': r.source.identity,
-          'dst.service': r.destinationService?.hostname,
-          'dst.addr': r.upstreamHost,
-          'dst.workload': r.destinationWorkload?.name,
-          'dst.namespace': r.destinationWorkload?.namespace,
-          direction: 'outbound',
-          'http.method': r.method,
-          'http.path': r.path,
-          'http.host': r.authority,
-          'http.version': r.httpVersion,
-          'http.status': r.status,
-          ...(r.grpcStatus !== undefined ? { 'grpc.status': r.grpcStatus } : {}),
-          request_id: r.requestId,
-          ...(r.traceparent ? { traceparent: r.traceparent } : {}),
-          cluster: r.upstreamCluster,
-          route: r.route.virtualService ? `${r.route.virtualService}#${r.route.routeName ?? r.route.routeIndex ?? ''}` : undefined,
-          response_flags: formatFlags(r.flags),
-          attempts: r.attempts,
-          bytes_sent: r.requestBytes,
-          bytes_recv: r.responseBytes,
-          duration: `${r.durationMs}ms`,
-          ...(r.detail ? { error: r.detail } : {}),
-        },
-        'request complete',
-      );
-    }
     try {
       this.options.onRequestComplete?.(r);
     } catch (err) {
