@@ -147,7 +147,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
 
   const remotes = options.remoteClusters ?? [];
   const ownNetwork = clusterNetwork(options.cluster?.network, declaredNamespaces.values());
-  const placement = { network: ownNetwork, gateways: networkGateways(objects, remotes) };
+  const placement = { network: ownNetwork, gateways: networkGateways(objects, remotes, options.trustDomain) };
   const workloads = new Map<ObjectKey, Workload>();
   const workloadsByIp = new Map<string, Workload>();
   for (const pod of pods) {

@@ -7,7 +7,7 @@ import type { Labels, NamespaceObject, NodeObject, PodObject, ServiceObject } fr
 import type { MeshObject } from '../config/objects.js';
 import type { ConfigDiagnostic } from '../config/diagnostics.js';
 import { WorkloadLabelIndex } from './label-index.js';
-import { type MeshNamespace, type MeshNode, type MeshService, type MeshServicePort, type NetworkGateway, type ObjectKey, type Workload, kubernetesServiceHostname, serviceKey } from './model.js';
+import { type MeshNamespace, type MeshNode, type MeshService, type MeshServicePort, type NetworkGateway, type ObjectKey, type Workload, kubernetesServiceHostname, serviceKey, spiffeId } from './model.js';
 import { type Warn, podIps, podWorkload, selectEndpoints } from './pod-workloads.js';
 import { portProtocol } from './protocol.js';
 
@@ -63,7 +63,7 @@ export function remoteNodeKey(cluster: string, node: string): string {
  * istio-remote (in the agent's own) labelled with its network, at its first IPAddress, else Hostname,
  * in spec.addresses. The first one found for a network wins, the own cluster's before remote ones.
  */
-export function networkGateways(own: readonly MeshObject[], remotes: readonly RemoteClusterObjects[]): Map<string, NetworkGateway> {
+export function networkGateways(own: readonly MeshObject[], remotes: readonly RemoteClusterObjects[], trustDomain: string): Map<string, NetworkGateway> {
   const gateways = new Map<string, NetworkGateway>();
   const consider = (object: MeshObject, classes: readonly string[]): void => {
     if (object.kind !== 'Gateway' || !classes.includes(object.spec.gatewayClassName)) return;
@@ -72,7 +72,9 @@ export function networkGateways(own: readonly MeshObject[], remotes: readonly Re
     const ip = object.spec.addresses.find((a) => a.type === 'IPAddress');
     const host = object.spec.addresses.find((a) => a.type === 'Hostname');
     const destination = ip ? { address: ip.value } : host ? { namespace: object.metadata.namespace, hostname: host.value } : undefined;
-    if (destination) gateways.set(network, { destination, hboneMtlsPort: EAST_WEST_HBONE_PORT });
+    // Its pods run as the ServiceAccount named after the Gateway (Istio's deployment controller, no class suffix for istio-east-west).
+    const identity = spiffeId(trustDomain, object.metadata.namespace, object.metadata.name);
+    if (destination) gateways.set(network, { destination, hboneMtlsPort: EAST_WEST_HBONE_PORT, identity });
   };
   for (const object of own) consider(object, [EAST_WEST_GATEWAY_CLASS, REMOTE_GATEWAY_CLASS]);
   for (const remote of remotes) for (const object of remote.objects) consider(object, [EAST_WEST_GATEWAY_CLASS]);

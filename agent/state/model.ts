@@ -121,6 +121,12 @@ export interface NetworkGateway {
   readonly destination: { readonly address: string } | { readonly namespace: string; readonly hostname: string };
   /** The port its HBONE listener takes the outer tunnel on (15008 unless configured). */
   readonly hboneMtlsPort: number;
+  /**
+   * The identity the gateway proves on the outer tunnel, when its Gateway object names it: the
+   * ServiceAccount Istio's deployment controller gives an `istio-east-west` Gateway's pods (the
+   * Gateway's own name, in its namespace). Absent: the workload or Service at its address decides.
+   */
+  readonly identity?: SpiffeId;
 }
 
 export interface MeshServicePort {

@@ -14,8 +14,9 @@ export interface NetworkHop {
 
 /**
  * The hop to `workload`'s east-west gateway, or why there is none. A gateway named by address is the
- * workload (or the Service VIP's first endpoint) at that address; one named by a Service hostname is
- * that Service's first endpoint, as ztunnel picks one of its workloads.
+ * workload (or the Service VIP's first endpoint) at that address, else the identity its Gateway object
+ * gives (a load balancer's address); one named by a Service hostname is that Service's first endpoint,
+ * as ztunnel picks one of its workloads.
  */
 export function networkHop(snapshot: MeshSnapshot, workload: Workload, clientNetwork: string): NetworkHop | string {
   const gateway = workload.networkGateway;
@@ -29,7 +30,9 @@ export function networkHop(snapshot: MeshSnapshot, workload: Workload, clientNet
     const service = snapshot.servicesByVip.get(ip);
     const behind = service ? firstEndpoint(snapshot, service) : undefined;
     if (behind) return { address: { ip, port }, identities: identitiesOf(behind, service) };
-    return `the east-west gateway ${ip} of ${workload.key} is no workload or Service this agent knows: its identity cannot be checked`;
+    // Usually a load balancer's address on the client's side: the Gateway object names who answers there.
+    if (gateway.identity) return { address: { ip, port }, identities: [gateway.identity] };
+    return `the east-west gateway ${ip} of ${workload.key} is no workload or Service this agent knows, and its Gateway names no identity: the gateway cannot be authenticated`;
   }
   const { namespace, hostname } = gateway.destination;
   const service = snapshot.servicesByHostname.get(hostname);

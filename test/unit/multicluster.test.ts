@@ -118,7 +118,7 @@ describe('several clusters as one mesh', () => {
     assert.deepEqual([v2?.cluster, v2?.network, v2?.networkGateway], ['c3', 'n1', undefined]);
     const v3 = s.workloads.get('c2//Pod/shop/reviews-v3');
     assert.deepEqual([v3?.cluster, v3?.network], ['c2', 'n2']);
-    assert.deepEqual(v3?.networkGateway, { destination: { address: '192.0.2.2' }, hboneMtlsPort: 15008 });
+    assert.deepEqual(v3?.networkGateway, { destination: { address: '192.0.2.2' }, hboneMtlsPort: 15008, identity: 'spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway' });
     // Namespace sameness: the same identity in every cluster.
     assert.equal(v3?.identity, 'spiffe://cluster.local/ns/shop/sa/reviews');
     assert.equal(v3?.enrollment.enrolled, true);
