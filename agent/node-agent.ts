@@ -410,7 +410,7 @@ export class NodeAgent {
   }
 
   #transparentFd(name: string, port: number): number {
-    const fd = transparentListen('0.0.0.0', port);
+    const fd = transparentListen('0.0.0.0', port, LISTENER_BACKLOG);
     if (!fd.ok) throw new Error(`${name} listener on port ${port}: ${fd.error.message}`);
     return fd.value;
   }
@@ -428,13 +428,25 @@ export class NodeAgent {
       server.once('error', (err) => reject(new Error(`cannot start the ${name} listener: ${err.message}`)));
       // SO_REUSEPORT: during an upgrade the old and the new agent listen on the same port (the
       // transparent fds have it from the native binding).
-      server.listen('fd' in options ? options : { ...options, reusePort: true }, () => {
+      server.listen('fd' in options ? { ...options, backlog: LISTENER_BACKLOG } : { ...options, backlog: LISTENER_BACKLOG, reusePort: true }, () => {
         this.log.info({ listener: name, address: server.address() }, `${name} listener ready`);
         resolve();
       });
     });
   }
 }
+
+/**
+ * The accept queue of the outbound, inbound and HBONE listeners: as deep as the kernel allows
+ * (net.core.somaxconn; 4096 by default since Linux 5.4). One listener takes the connections of every
+ * pod on the node and one JavaScript thread accepts them, so a burst of connects fills the queue
+ * whenever that thread is slow to run. The kernel bounds the half-open handshakes by the same number:
+ * past it, it answers with SYN cookies and drops half-open handshakes early, and a client that already
+ * counts itself connected is reset when it first sends (a failed SYN cookie), never having reached
+ * the agent. Node's default of 511 lost 295 and 427 of 5,000 connections so (docs/reliability.md).
+ * ztunnel's listeners ask for the same maximum (Rust's TcpListener::bind passes -1 on Linux).
+ */
+const LISTENER_BACKLOG = 65_535;
 
 /** HBONE's TCP dialer: from the source pod's own address, which the node does not hold (IP_TRANSPARENT). */
 const transparentDialer: TcpDialer = (target, localAddress) => {
