@@ -24,7 +24,7 @@ export const CONSOLE_HTML = `<!doctype html>
   .edge text { font-size: 10px; fill: #444; }
   table { border-collapse: collapse; width: 100%; }
   th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eef0f4; }
-  #edges td, #flows td, #capture-links td:nth-child(1), #capture-links td:nth-child(3) { white-space: nowrap; }
+  #edges td, #flows td, #certificates td:nth-child(n+2), #capture-links td:nth-child(1), #capture-links td:nth-child(3) { white-space: nowrap; }
   td { word-break: break-word; }
   th { font-weight: 600; color: #555; }
   .deny { color: #c62828; font-weight: 600; }

@@ -112,6 +112,28 @@ test('a denial appears within seconds, explained', async () => {
   assert.match((await page.textContent('#explain-result')) ?? '', /ratings-from-reviews/);
 });
 
+test('the flows now open, certificate expiries and capture decision counters are shown', async () => {
+  // A connection the client holds open for 9 s: the flows panel (polled every 3 s) lists it meanwhile.
+  const hold = `const s = require('net').connect(9080, 'productpage'); s.on('error', () => {}); setTimeout(() => s.destroy(), 9000);`;
+  const held = session.exec('bookinfo/client', ['node', '-e', hold], 30_000);
+  try {
+    const flow = page.locator('#flows tbody tr', { hasText: 'bookinfo/client' });
+    await flow.first().waitFor({ timeout: 8_000 });
+    assert.match((await flow.first().textContent()) ?? '', /^outbound/);
+  } finally {
+    await held;
+  }
+  // node-a's pods' identities, each with its certificate's remaining life (the lab's certificates last 24 h).
+  for (const account of ['client', 'bookinfo-productpage', 'bookinfo-reviews', 'bookinfo-ratings']) {
+    const row = page.locator('#certificates tbody tr', { hasText: `spiffe://cluster.local/ns/bookinfo/sa/${account}` });
+    assert.match((await row.textContent()) ?? '', /Available\s*(2[0-3]|1?\d)h \d+m$/, `the certificate of ${account}`);
+  }
+  // Every connection the client made was redirected by ambit_connect4 and counted, as /metrics counts it.
+  const redirected = page.locator('#capture tbody tr', { hasText: 'out-redirected' });
+  const count = Number(((await redirected.textContent()) ?? '').replace('out-redirected', ''));
+  assert.ok(count >= 12, `out-redirected shows ${count}; the client alone opened 12 connections`);
+});
+
 test('the capture panel lists the eBPF programs attached: the pods\' cgroups, the uplink, the agent, with the kernel\'s link ids', async () => {
   // node-a holds productpage, reviews-v1 and ratings-v1: each enrolled pod's cgroup carries the outbound programs.
   const rows = page.locator('#capture-links tbody tr');
