@@ -82,12 +82,6 @@ int ambit_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* ::ffff:a.b.c.d: an AF_INET6 socket talking IPv4, which connect4 never sees. */
-static __always_inline int is_v4_mapped(const __u32 ip6[4])
-{
-	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
-}
-
 SEC("cgroup/connect6")
 int ambit_connect6(struct bpf_sock_addr *ctx)
 {

@@ -34,12 +34,26 @@ export type OutboundProgram =
   | 'ambit_getpeername6'
   | 'ambit_getsockopt';
 export type InboundProgram = 'ambit_tc_uplink' | 'ambit_tc_pod';
-export type DnsProgram = 'ambit_dns_connect4' | 'ambit_dns_sendmsg4' | 'ambit_dns_recvmsg4';
+export type DnsProgram =
+  | 'ambit_dns_connect4'
+  | 'ambit_dns_sendmsg4'
+  | 'ambit_dns_recvmsg4'
+  | 'ambit_dns_connect6'
+  | 'ambit_dns_sendmsg6'
+  | 'ambit_dns_recvmsg6';
 /**
  * Attached, from bpf/dns_cgroup.bpf.o, to each pod whose DNS is captured (capturesDns), before
- * POD_CGROUP_PROGRAMS so its connect4 runs first (it also copes with running second).
+ * POD_CGROUP_PROGRAMS so its connect4/6 run first (they also cope with running second). The v6
+ * programs capture an AF_INET6 socket asking an IPv4 server as ::ffff:a.b.c.d.
  */
-export const DNS_CGROUP_PROGRAMS: readonly DnsProgram[] = ['ambit_dns_connect4', 'ambit_dns_sendmsg4', 'ambit_dns_recvmsg4'];
+export const DNS_CGROUP_PROGRAMS: readonly DnsProgram[] = [
+  'ambit_dns_connect4',
+  'ambit_dns_sendmsg4',
+  'ambit_dns_recvmsg4',
+  'ambit_dns_connect6',
+  'ambit_dns_sendmsg6',
+  'ambit_dns_recvmsg6',
+];
 /** Attached to each enrolled pod's cgroup; ambit_getsockopt goes on the agent's own cgroup. */
 export const POD_CGROUP_PROGRAMS: readonly OutboundProgram[] = [
   'ambit_connect4',

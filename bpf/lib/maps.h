@@ -78,6 +78,12 @@ static __always_inline const struct ambit_config *config(void)
 	return cfg && cfg->proxy_ip4 ? cfg : NULL;
 }
 
+/* ::ffff:a.b.c.d: an AF_INET6 socket talking IPv4, which the IPv4 hooks never see. */
+static __always_inline int is_v4_mapped(const __u32 ip6[4])
+{
+	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
+}
+
 static __always_inline __be16 port_or(__be16 configured, __u16 fallback)
 {
 	return configured ? configured : bpf_htons(fallback);

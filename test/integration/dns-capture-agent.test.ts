@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { DNS_CGROUP_PROGRAMS } from '../../agent/redirect/bpf-binding.js';
 import { inPod, removePodResolvConf, startUpstreamDns, UPSTREAM_ANSWER, writePodResolvConf } from './helpers/dns-fixture.js';
 import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, Topology } from './helpers/netns-fixture.js';
 
@@ -123,7 +124,7 @@ test('the annotation followed live: opting out releases the pod\'s DNS, removing
 });
 
 test("the watchdog attaches a captured pod's DNS programs again when their pins are deleted", async () => {
-  const pins = ['ambit_dns_connect4', 'ambit_dns_sendmsg4', 'ambit_dns_recvmsg4'].map((p) => join(topo.pinDir, 'links', 'pods', 'shop_pod1', p));
+  const pins = DNS_CGROUP_PROGRAMS.map((p) => join(topo.pinDir, 'links', 'pods', 'shop_pod1', p));
   for (const pin of pins) assert.ok(existsSync(pin), `${pin} is pinned`);
   for (const pin of pins) unlinkSync(pin);
   const deadline = Date.now() + 5_000;

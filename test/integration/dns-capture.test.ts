@@ -62,13 +62,23 @@ spec:
   endpoints: [{address: 192.0.2.10}]
 `;
 
-/** A resolver that uses sendto() on an unconnected socket and reports who answered. */
-const SENDTO = `
+/**
+ * A resolver asking for argv[1] from server argv[2], reporting who answered: `sendto4` on an unconnected
+ * AF_INET socket, `sendto6` and `connect6` on an AF_INET6 socket with the server as ::ffff:a.b.c.d (as a
+ * dual-stack runtime asks an IPv4 server).
+ */
+const ASK = `
 import json, socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+name, server, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+v6 = mode != 'sendto4'
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(3)
-name = b''.join(bytes([len(p)]) + p.encode() for p in sys.argv[1].split('.')) + b'\\0'
-s.sendto(struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + name + struct.pack('>HH', 1, 1), (sys.argv[2], 53))
+addr = ('::ffff:' + server if v6 else server, 53)
+query = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\\0' + struct.pack('>HH', 1, 1)
+if mode == 'connect6':
+    s.connect(addr); s.send(query)
+else:
+    s.sendto(query, addr)
 try:
     reply, peer = s.recvfrom(512)
 except OSError as e:
@@ -144,18 +154,28 @@ test('a name the mesh does not know is forwarded to the upstream and its answer 
 });
 
 test('an unconnected sendto() is captured too, and the reply comes from the server the pod asked', async () => {
-  const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['/usr/bin/python3', '-c', SENDTO, SE_HOST, POD_NAMESERVER]);
+  const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['/usr/bin/python3', '-c', ASK, SE_HOST, POD_NAMESERVER, 'sendto4']);
   const out = JSON.parse(r.stdout) as { from?: [string, number]; ip?: string; error?: string };
   assert.equal(out.error, undefined);
   assert.deepEqual(out.from, [POD_NAMESERVER, 53], 'recvmsg4 restores the source address');
   assert.match(out.ip ?? '', /^240\.240\./);
 });
 
+test('an AF_INET6 socket asking the server as ::ffff:a.b.c.d is captured too (sendmsg6, connect6), and sees the server it asked reply (recvmsg6)', async () => {
+  for (const mode of ['sendto6', 'connect6']) {
+    const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['/usr/bin/python3', '-c', ASK, SE_HOST, POD_NAMESERVER, mode]);
+    const out = JSON.parse(r.stdout) as { from?: [string, number]; ip?: string; error?: string };
+    assert.equal(out.error, undefined, `${mode}: no reply (the proxy is the only server there is)`);
+    assert.deepEqual(out.from, [`::ffff:${POD_NAMESERVER}`, 53], mode);
+    assert.match(out.ip ?? '', /^240\.240\./, mode);
+  }
+});
+
 test("without recvmsg4 a reply's source is the proxy's, not the server the pod asked", async () => {
   const pin = dnsPin('pod1', 'ambit_dns_recvmsg4');
   assert.equal(ok(detachLink(pin)), true);
   try {
-    const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['/usr/bin/python3', '-c', SENDTO, SE_HOST, POD_NAMESERVER]);
+    const r = await inPod(topo.pod1, topo.cgroup('pod1'), ['/usr/bin/python3', '-c', ASK, SE_HOST, POD_NAMESERVER, 'sendto4']);
     const out = JSON.parse(r.stdout) as { from?: [string, number] };
     assert.deepEqual(out.from, [NODE_IP, 15053], 'a resolver that checks the source (dig, musl) would drop this reply');
   } finally {

@@ -76,13 +76,18 @@ spec:
 `;
 }
 
-/** An A query sent with sendto() on an unconnected socket; prints who replied (recvfrom) and the first address. */
+/**
+ * An A query for argv[1] sent with sendto() on an unconnected socket to server argv[2]: AF_INET, or with
+ * argv[3] "6" AF_INET6 asking ::ffff:<server>, as a dual-stack runtime does. Prints who replied (recvfrom)
+ * and the first address.
+ */
 const RECVFROM = `
 import json, socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v6 = sys.argv[3] == '6'
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(3)
 name = b''.join(bytes([len(p)]) + p.encode() for p in sys.argv[1].split('.')) + b'\\0'
-s.sendto(struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + name + struct.pack('>HH', 1, 1), (sys.argv[2], 53))
+s.sendto(struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + name + struct.pack('>HH', 1, 1), (('::ffff:' if v6 else '') + sys.argv[2], 53))
 try:
     reply, peer = s.recvfrom(512)
 except OSError as e:
@@ -155,15 +160,18 @@ test('a ServiceEntry host that no DNS server knows resolves to its automatic VIP
   assert.deepEqual(await getent('shop/client', SE_HOST), { code: 0, address: udp.answers[0]!.address });
 });
 
-test("a reply read with recvfrom comes from the server the pod asked, for the mesh's answer and a forwarded one", async () => {
+test("a reply read with recvfrom comes from the server the pod asked, for the mesh's answer and a forwarded one, from AF_INET and AF_INET6 sockets", async () => {
   // glibc and dig connect their UDP socket, so the kernel matches the reply to it whatever its source; a
   // resolver that reads the source with recvfrom (musl, many language runtimes) drops a reply from elsewhere.
-  for (const name of [SE_HOST, 'db.shop.svc.cluster.local']) {
-    const r = await session.exec('shop/client', ['python3', '-c', RECVFROM, name, LAB_CLUSTER_DNS.ip]);
-    const reply = JSON.parse(r.stdout) as { from?: [string, number]; address?: string; error?: string };
-    assert.equal(reply.error, undefined, name);
-    assert.deepEqual(reply.from, [LAB_CLUSTER_DNS.ip, 53], name);
-    assert.match(reply.address ?? '', name === SE_HOST ? /^240\.240\./ : new RegExp(`^${DB_IP.replaceAll('.', '\\.')}$`), name);
+  for (const family of ['4', '6']) {
+    for (const name of [SE_HOST, 'db.shop.svc.cluster.local']) {
+      const r = await session.exec('shop/client', ['python3', '-c', RECVFROM, name, LAB_CLUSTER_DNS.ip, family]);
+      const reply = JSON.parse(r.stdout) as { from?: [string, number]; address?: string; error?: string };
+      const what = `${name} over IPv${family}`;
+      assert.equal(reply.error, undefined, what);
+      assert.deepEqual(reply.from, [`${family === '6' ? '::ffff:' : ''}${LAB_CLUSTER_DNS.ip}`, 53], what);
+      assert.match(reply.address ?? '', name === SE_HOST ? /^240\.240\./ : new RegExp(`^${DB_IP.replaceAll('.', '\\.')}$`), what);
+    }
   }
 });
 
