@@ -6,6 +6,7 @@ import { HANDOVER_SIGNAL } from '../lifecycle/handover.js';
 import { type CaptureConfig, NodeAgent, type NodeAgentConfig } from '../node-agent.js';
 import { DEFAULT_ISTIOD_ADDRESS, DEFAULT_ROOT_CERT_FILE, DEFAULT_TOKEN_FILE, type IstiodConnectionOptions } from '../identity/istiod-channel.js';
 import { KUBEPODS } from '../redirect/pod-cgroups.js';
+import type { RemoteClusterPaths } from '../sources/local-files.js';
 import type { SourceChoice } from '../sources/source.js';
 import { cgroup2Root } from '../system/cgroups.js';
 import { DEFAULT_CLUSTER_ID } from '../telemetry/connections.js';
@@ -45,6 +46,12 @@ Options:
                                (default: ${DEFAULT_TOKEN_FILE})
   --cluster-id <id>            this cluster's id: metrics' *_cluster labels, istiod's clusterid
                                (default: $ISTIO_META_CLUSTER_ID or Kubernetes)
+  --network <name>             this cluster's network: workloads on others are reached through their
+                               east-west gateway (default: the topology.istio.io/network label of the
+                               istio-system Namespace, else none; local and kubernetes modes)
+  --remote-config <id>=<path>  another cluster's YAML, file or directory (repeatable; local mode): its
+                               pods and global Services (istio.io/global: "true") join the mesh
+                               (docs/multicluster.md; in kubernetes mode Istio's remote secrets do)
   --ca embedded|istiod         who signs workload certificates (default: istiod with --source xds,
                                else embedded: the agent's own CA, see --ca-dir); istiod is Istio's
                                CA API, served by istiod or by \`ambit ca\` (what the DaemonSet uses)
@@ -115,6 +122,8 @@ export function parseRunArgs(
       'istiod-root-cert': { type: 'string', default: DEFAULT_ROOT_CERT_FILE },
       'istiod-token': { type: 'string', default: DEFAULT_TOKEN_FILE },
       'cluster-id': { type: 'string' },
+      network: { type: 'string' },
+      'remote-config': { type: 'string', multiple: true },
       ca: { type: 'string' },
       'ca-address': { type: 'string' },
       node: { type: 'string' },
@@ -158,12 +167,18 @@ export function parseRunArgs(
     tokenFile: values['istiod-token'],
     clusterId,
   };
+  if (sourceKind === 'xds' && values.network !== undefined) throw new UsageError('ambit run: --network is for local and kubernetes modes; with --source xds istiod states every workload\'s network');
+  if (values.network === '') throw new UsageError('ambit run: --network needs a name (omit it for the istio-system label or none)');
+  const cluster = { id: clusterId, ...(values.network !== undefined ? { network: values.network } : {}) };
   let source: SourceChoice;
   if (sourceKind === 'local') {
     if (paths.length === 0) throw new UsageError('ambit run: no configuration given; pass --config <file|dir> (local mode), --source kubernetes or --source xds');
-    source = { kind: 'local', paths };
+    const remotes = parseRemoteConfigs(values['remote-config'] ?? [], clusterId);
+    source = { kind: 'local', paths, cluster, ...(remotes.length > 0 ? { remotes } : {}) };
+  } else if (values['remote-config'] !== undefined) {
+    throw new UsageError('ambit run: --remote-config is for local mode; in kubernetes mode remote clusters come from Istio\'s remote secrets (label istio/multiCluster=true in istio-system)');
   } else if (sourceKind === 'kubernetes') {
-    source = { kind: 'kubernetes', ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}) };
+    source = { kind: 'kubernetes', cluster, ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}) };
   } else {
     if (!env['INSTANCE_IP']) throw new UsageError('ambit run: --source xds needs INSTANCE_IP, the agent pod\'s IP (the DaemonSet sets it from status.podIP)');
     const { info } = xdsNodeInfoFromEnv(env);
@@ -249,6 +264,20 @@ export function parseRunArgs(
       http: { limits: l7.limits, pathNormalization: l7.pathNormalization },
     },
   };
+}
+
+/** `--remote-config <id>=<path>` values, several paths of one cluster grouped under its ID. */
+function parseRemoteConfigs(values: readonly string[], ownCluster: string): RemoteClusterPaths[] {
+  const byCluster = new Map<string, string[]>();
+  for (const value of values) {
+    const at = value.indexOf('=');
+    const id = at > 0 ? value.slice(0, at) : '';
+    const path = at > 0 ? value.slice(at + 1) : '';
+    if (id === '' || path === '') throw new UsageError(`ambit run: --remote-config ${JSON.stringify(value)}: expected <cluster id>=<file|dir>, e.g. cluster2=./cluster2/`);
+    if (id === ownCluster) throw new UsageError(`ambit run: --remote-config ${JSON.stringify(value)}: ${id} is this agent's own cluster (--cluster-id); its files go in --config`);
+    byCluster.set(id, [...(byCluster.get(id) ?? []), path]);
+  }
+  return [...byCluster].map(([cluster, paths]) => ({ cluster, paths }));
 }
 
 export async function runCommand(argv: readonly string[]): Promise<number> {

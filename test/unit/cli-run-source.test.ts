@@ -17,9 +17,10 @@ const MAIN = fileURLToPath(new URL('../../agent/cli/main.ts', import.meta.url));
 const common = ['--node', 'n1', '--capture', 'none'];
 
 test('--source defaults to local and needs --config; kubernetes takes --kubeconfig; xds needs the pod\'s env and picks istiod\'s CA', () => {
-  assert.deepEqual(parseRunArgs([...common, '--config', 'mesh/']).config.source, { kind: 'local', paths: ['mesh/'] });
-  assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes']).config.source, { kind: 'kubernetes' });
-  assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes', '--kubeconfig', '/k']).config.source, { kind: 'kubernetes', kubeconfig: '/k' });
+  const cluster = { id: 'Kubernetes' };
+  assert.deepEqual(parseRunArgs([...common, '--config', 'mesh/']).config.source, { kind: 'local', paths: ['mesh/'], cluster });
+  assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes']).config.source, { kind: 'kubernetes', cluster });
+  assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes', '--kubeconfig', '/k']).config.source, { kind: 'kubernetes', cluster, kubeconfig: '/k' });
   const refused = (args: string[], message: RegExp, env: NodeJS.ProcessEnv = {}) =>
     assert.throws(() => parseRunArgs(args, env), (err: Error) => err instanceof UsageError && message.test(err.message));
   refused([...common], /no configuration given; pass --config .*, --source kubernetes or --source xds/);
@@ -43,6 +44,25 @@ test('--source defaults to local and needs --config; kubernetes takes --kubeconf
   assert.equal(parseRunArgs([...common, '--source', 'xds', '--ca', 'embedded'], env).config.identity.istiodCa, undefined);
   assert.equal(parseRunArgs([...common, '--config', 'mesh/']).config.identity.istiodCa, undefined, 'local mode keeps the embedded CA');
   assert.deepEqual(parseRunArgs([...common, '--config', 'mesh/', '--ca', 'istiod']).config.identity.istiodCa?.address, 'istiod.istio-system.svc:15012');
+});
+
+test('--network and --remote-config: the own cluster\'s network, and other clusters\' YAML sets by cluster ID (local mode)', () => {
+  const args = [...common, '--cluster-id', 'c1', '--network', 'n1', '--config', 'c1/', '--remote-config', 'c2=c2/', '--remote-config', 'c3=c3a.yaml', '--remote-config', 'c3=c3b/'];
+  assert.deepEqual(parseRunArgs(args).config.source, {
+    kind: 'local',
+    paths: ['c1/'],
+    cluster: { id: 'c1', network: 'n1' },
+    remotes: [
+      { cluster: 'c2', paths: ['c2/'] },
+      { cluster: 'c3', paths: ['c3a.yaml', 'c3b/'] },
+    ],
+  });
+  assert.deepEqual(parseRunArgs([...common, '--source', 'kubernetes', '--network', 'west']).config.source, { kind: 'kubernetes', cluster: { id: 'Kubernetes', network: 'west' } });
+  const refused = (args: string[], message: RegExp) => assert.throws(() => parseRunArgs(args, {}), (err: Error) => err instanceof UsageError && message.test(err.message));
+  refused([...common, '--config', 'c1/', '--remote-config', 'c2'], /--remote-config "c2": expected <cluster id>=<file\|dir>/);
+  refused([...common, '--cluster-id', 'c1', '--config', 'c1/', '--remote-config', 'c1=x/'], /c1 is this agent's own cluster \(--cluster-id\); its files go in --config/);
+  refused([...common, '--source', 'kubernetes', '--remote-config', 'c2=x/'], /--remote-config is for local mode; in kubernetes mode remote clusters come from Istio's remote secrets/);
+  refused([...common, '--source', 'xds', '--network', 'n1'], /--network is for local and kubernetes modes/);
 });
 
 test('--socks5 is opt-in and needs eBPF capture, which knows the pods\' cgroups', () => {

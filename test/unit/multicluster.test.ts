@@ -4,7 +4,11 @@
 // prefers its own cluster, then its network, failing over only when nothing closer is ready.
 
 import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { pino } from 'pino';
 import { formatDiagnostic } from '../../agent/config/diagnostics.js';
 import type { MeshObject } from '../../agent/config/objects.js';
 import { parseConfigFile } from '../../agent/config/parse-file.js';
@@ -13,6 +17,8 @@ import { UpstreamClusters } from '../../agent/l7/upstream-cluster.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import { ClusterTier, clusterTier, rankEndpoints } from '../../agent/state/locality.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
+import { LocalFileSource } from '../../agent/sources/local-files.js';
+import { WorkloadStore } from '../../agent/state/store.js';
 import { resolveOutbound } from '../../agent/tunnel/destination.js';
 
 const REVIEWS = 'shop/reviews.shop.svc.cluster.local';
@@ -207,5 +213,38 @@ describe('locality across clusters', () => {
     down.add('10.1.0.1:9080');
     assert.deepEqual(set(), ['c3//Pod/shop/reviews-v2']);
     clusters.close();
+  });
+});
+
+describe('local mode with --remote-config', () => {
+  it('reads each cluster\'s YAML set into one snapshot, and reloads a remote set when it changes', { timeout: 10_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ambit-multicluster-'));
+    const c1 = join(dir, 'c1.yaml');
+    const c2 = join(dir, 'c2');
+    await writeFile(c1, `${systemNamespace('n1')}${shop}${pod('reviews-v1', 'n1', '10.1.0.1')}${service('reviews', '10.96.0.1')}`);
+    await mkdir(c2);
+    await writeFile(join(c2, 'mesh.yaml'), `${systemNamespace('n2')}${shop}${pod('reviews-v3', 'a', '10.2.0.3')}${service('reviews', '10.97.0.1')}${eastWestGateway('n2', '192.0.2.2')}`);
+    const store = new WorkloadStore();
+    const source = new LocalFileSource({ paths: [c1], trustDomain: 'cluster.local', clusterDomain: 'cluster.local', cluster: { id: 'c1' }, remotes: [{ cluster: 'c2', paths: [c2] }], debounceMs: 20 }, store, pino({ level: 'silent' }));
+    try {
+      const first = await source.load();
+      assert.equal(first.errors, 0);
+      const endpoints = (s: MeshSnapshot | undefined) => (s?.services.get(REVIEWS)?.endpoints ?? []).map((e) => e.workload).sort();
+      assert.deepEqual(endpoints(first.snapshot), ['c2//Pod/shop/reviews-v3', 'shop/reviews-v1']);
+      assert.deepEqual(first.snapshot.workloads.get('c2//Pod/shop/reviews-v3')?.networkGateway, { destination: { address: '192.0.2.2' }, hboneMtlsPort: 15008, identity: 'spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway' });
+      await source.watch();
+      const reloaded = new Promise<MeshSnapshot>((resolve) => {
+        const stop = store.subscribe((next) => {
+          if (endpoints(next).length !== 3) return;
+          stop();
+          resolve(next);
+        });
+      });
+      await writeFile(join(c2, 'more.yaml'), pod('reviews-v4', 'a', '10.2.0.4'));
+      assert.deepEqual(endpoints(await reloaded), ['c2//Pod/shop/reviews-v3', 'c2//Pod/shop/reviews-v4', 'shop/reviews-v1']);
+    } finally {
+      source.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
