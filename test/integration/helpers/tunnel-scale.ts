@@ -3,8 +3,9 @@
 // test (scale-tunnels.test.ts) and the long bench (bench/scale.bench.ts).
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { HOLD_CLIENT } from './fault-clients.js';
-import { type FaultMesh, agentPid, clientPod, cpuSeconds, echoIp, rssBytes } from './fault-lab.js';
+import { type FaultMesh, agentPid, clientPod, cpuSeconds, echoIp, nodeNetns, rssBytes } from './fault-lab.js';
 import { LabProcess, type Report } from './lab-process.js';
 
 export interface ScaleRun {
@@ -43,6 +44,10 @@ export interface ScaleResult {
   readonly p99Ms: number;
   readonly openSeconds: number;
   readonly errors: Readonly<Record<string, number>>;
+  /** Lost connections by when ('opening': before every connection of its pod was up; 'held': after) and whether one echo came back first. */
+  readonly lostHow: Readonly<Record<string, number>>;
+  /** How each node's kernel handled the connects meanwhile: its listen-queue counters, increase over the run. */
+  readonly kernel: Readonly<Record<'alpha' | 'beta', ListenCounters>>;
   readonly agents: Readonly<Record<'alpha' | 'beta', AgentCost>>;
 }
 
@@ -57,6 +62,7 @@ export async function holdTunnels(lab: string, mesh: FaultMesh, run: ScaleRun): 
   const per = Math.ceil(run.connections / run.pods);
   const nodes = ['alpha', 'beta'] as const;
   const start = Object.fromEntries(nodes.map((n) => [n, sample(lab, n)])) as Record<(typeof nodes)[number], AgentSample>;
+  const kernelAtStart = { alpha: listenCounters(lab, 'alpha'), beta: listenCounters(lab, 'beta') };
   const startedAt = Date.now();
   const clients = Array.from({ length: run.pods }, (_, i) =>
     new LabProcess(lab, clientPod(i), ['node', '-e', HOLD_CLIENT, echoIp(mesh), '9000', String(per), String(run.everyMs), String(run.holdMs), String(run.stallMs)]));
@@ -85,7 +91,9 @@ export async function holdTunnels(lab: string, mesh: FaultMesh, run: ScaleRun): 
       worstMs: Math.max(...held.map((r) => Number(r['worstMs']))),
       p99Ms: Math.max(...held.map((r) => Number(r['p99Ms']))),
       openSeconds,
-      errors: mergeErrors(held),
+      errors: mergeCounts(held, 'errors'),
+      lostHow: mergeCounts(held, 'lostHow'),
+      kernel: { alpha: since(listenCounters(lab, 'alpha'), kernelAtStart.alpha), beta: since(listenCounters(lab, 'beta'), kernelAtStart.beta) },
       agents: { alpha: cost('alpha'), beta: cost('beta') },
     };
   } finally {
@@ -93,8 +101,34 @@ export async function holdTunnels(lab: string, mesh: FaultMesh, run: ScaleRun): 
   }
 }
 
-function mergeErrors(reports: readonly Report[]): Record<string, number> {
+/**
+ * A node's TcpExt counters for connections its listeners' queues turned away: ListenOverflows (a full
+ * accept queue dropped a SYN or a handshake's last ACK), SyncookiesSent (half-open handshakes past the
+ * backlog) and SyncookiesFailed (an ACK that matched no handshake: the kernel resets that client).
+ */
+export type ListenCounters = Readonly<Record<(typeof LISTEN_COUNTERS)[number], number>>;
+const LISTEN_COUNTERS = ['ListenOverflows', 'SyncookiesSent', 'SyncookiesFailed'] as const;
+
+/** The node namespace's /proc/net/netstat (its own per network namespace). */
+export function listenCounters(lab: string, node: string): ListenCounters {
+  const lines = execFileSync('ip', ['netns', 'exec', nodeNetns(lab, node), 'cat', '/proc/net/netstat'], { encoding: 'utf8' }).split('\n');
+  const names = lines.find((l) => l.startsWith('TcpExt:'))?.split(' ') ?? [];
+  const values = lines.filter((l) => l.startsWith('TcpExt:'))[1]?.split(' ') ?? [];
+  const read = (name: string): number => {
+    const at = names.indexOf(name);
+    assert.ok(at > 0, `no TcpExt ${name} in ${node}'s /proc/net/netstat`);
+    return Number(values[at]);
+  };
+  return Object.fromEntries(LISTEN_COUNTERS.map((name) => [name, read(name)])) as ListenCounters;
+}
+
+function since(now: ListenCounters, before: ListenCounters): ListenCounters {
+  return Object.fromEntries(LISTEN_COUNTERS.map((name) => [name, now[name] - before[name]])) as ListenCounters;
+}
+
+/** Sums one count-by-key field of every client pod's report. */
+function mergeCounts(reports: readonly Report[], field: string): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const r of reports) for (const [code, n] of Object.entries((r['errors'] ?? {}) as Record<string, number>)) out[code] = (out[code] ?? 0) + n;
+  for (const r of reports) for (const [key, n] of Object.entries((r[field] ?? {}) as Record<string, number>)) out[key] = (out[key] ?? 0) + n;
   return out;
 }
