@@ -15,6 +15,7 @@ import { parseRunArgs } from '../../agent/cli/run.js';
 
 const CHART = fileURLToPath(new URL('../../deploy/helm/ambit', import.meta.url));
 const DAEMONSET_DIR = fileURLToPath(new URL('../../deploy/daemonset', import.meta.url));
+const EASTWEST_DIR = fileURLToPath(new URL('../../deploy/eastwest-gateway', import.meta.url));
 const templates = Object.fromEntries(readdirSync(join(CHART, 'templates')).map((f) => [f, readFileSync(join(CHART, 'templates', f), 'utf8')]));
 const values = parse(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as Record<string, unknown>;
 
@@ -59,7 +60,7 @@ test('template actions are balanced: {{ }} pairs, and every if/with/range/define
 /** The kinds a template file makes, from its top-level `kind:` lines. */
 const kindsIn = (text: string): string[] => [...text.matchAll(/^kind: (\w+)$/gm)].map((m) => m[1]!);
 
-test('the chart makes the objects of deploy/daemonset (the release namespace aside), plus the ServiceMonitor', () => {
+test('the chart makes the objects of deploy/daemonset (the release namespace aside) and deploy/eastwest-gateway, plus the ServiceMonitor', () => {
   // Helm installs crds/ as they are, before the templates (deploy-crd.test.ts checks them further).
   const crds = readdirSync(join(CHART, 'crds')).map((f) => readFileSync(join(CHART, 'crds', f), 'utf8'));
   const chartKinds = [...Object.values(templates), ...crds].flatMap(kindsIn).sort();
@@ -67,7 +68,8 @@ test('the chart makes the objects of deploy/daemonset (the release namespace asi
     .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
     .flatMap((f) => parseAllDocuments(readFileSync(join(DAEMONSET_DIR, f), 'utf8')).map((d) => (d.toJSON() as { kind: string }).kind))
     .filter((k) => k !== 'Namespace');
-  assert.deepEqual(chartKinds, [...daemonsetKinds, 'Service', 'ServiceMonitor'].sort());
+  const gatewayKinds = parseAllDocuments(readFileSync(join(EASTWEST_DIR, 'eastwest-gateway.yaml'), 'utf8')).map((d) => (d.toJSON() as { kind: string }).kind);
+  assert.deepEqual(chartKinds, [...daemonsetKinds, ...gatewayKinds, 'Service', 'ServiceMonitor'].sort());
   // The ClusterRole is deploy/daemonset's, rule for rule.
   const rules = (text: string): string => text.slice(text.indexOf('rules:'), text.indexOf('---', text.indexOf('rules:'))).trim();
   assert.equal(rules(templates['rbac.yaml']!), rules(readFileSync(join(DAEMONSET_DIR, 'rbac.yaml'), 'utf8')));
@@ -180,4 +182,18 @@ test('the chart upgrades as deploy/daemonset does: maxSurge 1, maxUnavailable 0,
   assert.match(text, /updateStrategy:\n {4}type: RollingUpdate\n {4}rollingUpdate:\n {6}maxSurge: 1\n {6}maxUnavailable: 0\n/);
   assert.doesNotMatch(text, /containerPort:/, 'with hostNetwork, container ports are host ports that keep the surge pod off the node');
   assert.match(templates['servicemonitor.yaml']!, /targetPort: 15020\n/);
+});
+
+test("eastWestGateway: made only when enabled, with source kubernetes, a network and an address; its args are deploy/eastwest-gateway's", () => {
+  const text = templates['eastwest-gateway.yaml']!;
+  assert.match(text, /^\{\{- if \.Values\.eastWestGateway\.enabled \}\}$/m);
+  assert.match(text, /\{\{- if ne \.Values\.source "kubernetes" \}\}\n\{\{- fail /);
+  assert.match(text, /\{\{- if or \(not \.Values\.eastWestGateway\.network\) \(not \.Values\.eastWestGateway\.address\) \}\}\n\{\{- fail /);
+  assert.equal((values['eastWestGateway'] as Record<string, unknown>)['enabled'], false, 'off by default: one network needs no gateway');
+  const argsOf = (yaml: string): string[] => {
+    const block = yaml.slice(yaml.indexOf('          args:\n') + '          args:\n'.length, yaml.indexOf('          env:\n'));
+    return block.split('\n').filter((l) => l.trim().startsWith('- ')).map((l) => l.trim().slice(2));
+  };
+  assert.deepEqual(argsOf(text), argsOf(readFileSync(join(EASTWEST_DIR, 'eastwest-gateway.yaml'), 'utf8')));
+  assert.equal(argsOf(text)[0], 'gateway');
 });
