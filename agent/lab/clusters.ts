@@ -4,6 +4,7 @@
 // the lab wires onto a segment that joins the clusters' gateways and nothing else.
 
 import { isIPv4 } from 'node:net';
+import { join } from 'node:path';
 import type { GatewayObject } from '../config/gateway-api/types.js';
 import type { MeshObject } from '../config/objects.js';
 import type { MeshSnapshot } from '../state/model.js';
@@ -20,6 +21,11 @@ export const EAST_WEST_GATEWAY_CLASS = 'istio-east-west';
 export const EAST_WEST_HBONE_PORT = 15008;
 
 const CLUSTER_ID = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
+
+/** The supervisor's name for a cluster's `ambit gateway`, in status.json, `lab status` and `lab logs`. */
+export function eastWestGatewayId(cluster: string): string {
+  return `gateway/${cluster}`;
+}
 
 export function checkClusterId(id: string): string | undefined {
   return CLUSTER_ID.test(id) ? undefined : `cluster ID ${JSON.stringify(id)}: expected 1-16 lowercase letters, digits or '-', starting and ending with a letter or digit`;
@@ -43,6 +49,14 @@ export interface LabClusterSource {
 export interface LabEastWestPlan {
   /** The Gateway object it comes from, `<namespace>/<name>`. */
   readonly gateway: string;
+  /**
+   * The gateway's pod (`<namespace>/<name>`), which `ambit gateway` takes its identity from: the lab
+   * writes it to `podFile`, one more file of the cluster's YAML, as Istio's deployment controller
+   * makes a Deployment for the Gateway.
+   */
+  readonly pod: string;
+  readonly podFile: string;
+  readonly network: string;
   readonly netns: string;
   /** Its address on the internetwork (the Gateway's spec.addresses), where other networks reach it. */
   readonly address: string;
@@ -54,6 +68,7 @@ export interface LabEastWestPlan {
   /** Its port on the cluster's fabric bridge and on the internetwork bridge (in those namespaces). */
   readonly fabricLink: string;
   readonly internetworkLink: string;
+  readonly stateDir: string;
   readonly cgroup: string;
   readonly log: string;
 }
@@ -63,6 +78,7 @@ export interface LabClusterPlan {
   readonly id?: string;
   /** The cluster's network (its istio-system Namespace's topology.istio.io/network); absent in a lab of one. */
   readonly network?: string;
+  /** The cluster's YAML, and the file holding its east-west gateway's pod when it has one. */
   readonly configPaths: readonly string[];
   readonly fabricNetns: string;
   readonly eastWest?: LabEastWestPlan;
@@ -86,7 +102,8 @@ export function planClusters(layout: LabLayout, sources: readonly LabClusterSour
     if (other) problems.push(`cluster ${id}: network ${network} is also cluster ${other}'s; the lab builds one network per cluster, so give each its own topology.istio.io/network`);
     networks.set(network, id);
     const eastWest = planEastWest(layout, source, id, network, index, problems);
-    clusters.push({ id, network, configPaths: source.configPaths, fabricNetns: layout.clusterFabricNetns(id), ...(eastWest ? { eastWest } : {}) });
+    const configPaths = eastWest ? [...source.configPaths, eastWest.podFile] : source.configPaths;
+    clusters.push({ id, network, configPaths, fabricNetns: layout.clusterFabricNetns(id), ...(eastWest ? { eastWest } : {}) });
   }
   problems.push(...crossClusterProblems(nodes, pods, clusters));
   return clusters;
@@ -119,13 +136,19 @@ function planEastWest(layout: LabLayout, source: LabClusterSource, cluster: stri
     problems.push(`${ref}: spec.addresses: the lab needs the IPv4 address other networks reach the gateway at ({ type: IPAddress, value: <address> })`);
     return undefined;
   }
+  const stateDir = layout.gatewayStateDir(cluster);
   return {
     gateway: `${gateway.metadata.namespace}/${gateway.metadata.name}`,
+    // Its pods run as the ServiceAccount named after the Gateway, as Istio's deployment controller names it.
+    pod: `${gateway.metadata.namespace}/${gateway.metadata.name}`,
+    podFile: join(stateDir, 'east-west-gateway.yaml'),
+    network,
     netns: layout.gatewayNetns(cluster),
     address,
     fabricAddress: `169.254.101.${index + 1}`,
     fabricLink: `ewgw${index}`,
     internetworkLink: `net${index}`,
+    stateDir,
     cgroup: layout.gatewayCgroup(cluster),
     log: layout.gatewayLog(cluster),
   };
@@ -180,4 +203,26 @@ export function agentConfigArgs(plan: LabPlan, cluster: string | undefined): str
   if (own.id === undefined || own.network === undefined) return config;
   const remote = plan.clusters.filter((c) => c !== own).flatMap((c) => c.configPaths.flatMap((p) => ['--remote-config', `${c.id}=${p}`]));
   return ['--cluster-id', own.id, '--network', own.network, ...config, ...remote];
+}
+
+/**
+ * The east-west gateway's pod, as Istio's deployment controller would make it for the Gateway: in the
+ * Gateway's namespace, running as the ServiceAccount of the Gateway's name, at the edge's address on
+ * the cluster's fabric (where the connections it relays to the cluster's nodes come from).
+ */
+export function eastWestGatewayPodYaml(cluster: string, edge: LabEastWestPlan): string {
+  const [namespace, name] = edge.pod.split('/') as [string, string];
+  return `# Written by ambit lab: the pod of cluster ${cluster}'s east-west gateway (Gateway ${edge.gateway}), which
+# \`ambit gateway\` runs as in the namespace ${edge.netns}; the lab removes it with the lab.
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ${name}
+  namespace: ${namespace}
+  labels: { gateway.networking.k8s.io/gateway-name: ${name}, ${NETWORK_LABEL}: ${edge.network} }
+spec:
+  serviceAccountName: ${name}
+  containers: [{ name: istio-proxy, command: [ambit, gateway] }]
+status: { phase: Running, podIP: ${edge.fabricAddress} }
+`;
 }

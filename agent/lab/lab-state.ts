@@ -87,7 +87,7 @@ export function labLogFiles(layout: LabLayout, target: string | undefined, conta
   const state = requireState(layout);
   const apiServer = state.settings.source === 'kubernetes' ? [layout.apiServerLog] : [];
   const ca = state.settings.source === 'kubernetes' ? [layout.caLog] : [];
-  if (target === undefined) return [layout.supervisorLog, ...apiServer, ...ca, ...state.plan.nodes.map((n) => n.log)];
+  if (target === undefined) return [layout.supervisorLog, ...apiServer, ...ca, ...state.plan.clusters.flatMap((c) => (c.eastWest ? [c.eastWest.log] : [])), ...state.plan.nodes.map((n) => n.log)];
   if (target === 'cluster-dns') return state.plan.clusters.map((c) => clusterDnsLog(layout, c.id));
   const dnsOf = state.plan.clusters.find((c) => target === clusterDnsId(c.id));
   if (dnsOf) return [clusterDnsLog(layout, dnsOf.id)];
@@ -103,6 +103,11 @@ export function labLogFiles(layout: LabLayout, target: string | undefined, conta
     const node = state.plan.nodes.find((n) => `node/${n.name}` === target);
     if (!node) throw new LabError(`no node ${target.slice(5)} in lab "${layout.name}"`);
     return [node.log];
+  }
+  if (target.startsWith('gateway/')) {
+    const gateway = state.plan.clusters.find((c) => c.id === target.slice('gateway/'.length))?.eastWest;
+    if (!gateway) throw new LabError(`no east-west gateway of cluster ${target.slice('gateway/'.length)} in lab "${layout.name}"; clusters with one: ${state.plan.clusters.filter((c) => c.eastWest).map((c) => c.id).join(', ') || 'none'}`);
+    return [gateway.log];
   }
   const pod = state.plan.pods.find((p) => p.key === target);
   if (!pod) throw new LabError(`no pod ${target} in lab "${layout.name}"; pods: ${state.plan.pods.map((p) => p.key).join(', ')}`);

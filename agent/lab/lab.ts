@@ -16,7 +16,7 @@ import { requireTool, runAttached, runCommand } from '../system/commands.js';
 import { type ProcessStatus, enterNodeNetns, enterPodNetns, inCgroupAndNetns } from './kubelet.js';
 import { API_SERVER_ID, CA_ID, DEFAULT_LAB, LAB_API_SERVER, LAB_RUN_DIR, LabLayout, labCgroupParent } from './layout.js';
 import { LabNetwork, readHostAddresses } from './network.js';
-import { type LabClusterInput, type LabClusterSource, clusterView } from './clusters.js';
+import { EAST_WEST_HBONE_PORT, type LabClusterInput, type LabClusterSource, clusterView, eastWestGatewayId, eastWestGatewayPodYaml } from './clusters.js';
 import { type LabPlan, planLab } from './plan.js';
 import { LabError, type LabSettings, type LabState, flagFor, labLayout, readLabState, requireRoot, requireState } from './lab-state.js';
 import { prepareApiServer } from './control-plane.js';
@@ -108,6 +108,12 @@ export async function labUp(layout: LabLayout, inputs: readonly LabClusterInput[
     }
     await network.wireClusterDns(plan);
     for (const cluster of plan.clusters) await createCgroup(clusterDnsCgroup(layout, cluster.id));
+    for (const { id, eastWest } of plan.clusters) {
+      if (id === undefined || eastWest === undefined) continue;
+      await mkdir(eastWest.stateDir, { recursive: true });
+      await writeFile(eastWest.podFile, eastWestGatewayPodYaml(id, eastWest));
+      await createCgroup(eastWest.cgroup);
+    }
     await createCgroup(layout.supervisorCgroup);
     for (const node of plan.nodes) await createCgroup(node.cgroup);
     for (const pod of plan.pods) await createCgroup(pod.cgroup);
@@ -144,7 +150,8 @@ async function waitUntilReady(layout: LabLayout, plan: LabPlan, settings: LabSet
   const apiServers = plan.clusters.length + (settings.source === 'kubernetes' ? 2 : 0);
   // With SOCKS5 each pod also has its sandbox process (supervisor.ts), which its containers wait behind.
   const sandboxes = settings.socks5 ? plan.pods.length : 0;
-  const total = apiServers + plan.nodes.length + sandboxes + plan.pods.reduce((n, p) => n + p.containers.length, 0);
+  const gateways = plan.clusters.filter((c) => c.eastWest).length;
+  const total = apiServers + gateways + plan.nodes.length + sandboxes + plan.pods.reduce((n, p) => n + p.containers.length, 0);
   for (;;) {
     const status = readStatus(layout);
     const processes = status?.processes ?? [];
@@ -226,6 +233,11 @@ export function labStatus(layout: LabLayout, out: (line: string) => void): void 
   for (const cluster of state.plan.clusters) {
     const dns = byId.get(clusterDnsId(cluster.id));
     rows.push([clusterDnsId(cluster.id), '-', LAB_CLUSTER_DNS.ip, dns?.state ?? 'unknown', dns?.ready ? 'yes' : 'no', String(dns?.restarts ?? 0)]);
+  }
+  for (const { id, eastWest } of state.plan.clusters) {
+    if (id === undefined || eastWest === undefined) continue;
+    const p = byId.get(eastWestGatewayId(id));
+    rows.push([`${eastWestGatewayId(id)} (${eastWest.gateway})`, '-', `${eastWest.address}:${EAST_WEST_HBONE_PORT}`, p?.state ?? 'unknown', p?.ready ? 'yes' : 'no', String(p?.restarts ?? 0)]);
   }
   for (const node of state.plan.nodes) {
     const p = byId.get(`node/${node.name}`);

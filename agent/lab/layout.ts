@@ -146,6 +146,10 @@ export class LabLayout {
   gatewayLog(cluster: string): string {
     return join(this.logDir, 'gateways', `${cluster}.log`);
   }
+  /** A cluster's east-west gateway: its state (certificates) and the pod the lab writes for it (clusters.ts). */
+  gatewayStateDir(cluster: string): string {
+    return join(this.stateDir, 'gateways', cluster);
+  }
   agentCgroup(node: string): string {
     return join(this.cgroupDir, 'agents', node);
   }

@@ -14,7 +14,7 @@ import { LAB_CA, TOKEN_RENEW_MS, agentCaArgs, caArgs, writeAgentTokens } from '.
 import { LAB_CLUSTER_DNS, clusterDnsCgroup, clusterDnsId, clusterDnsLog } from './cluster-dns.js';
 import { API_SERVER_ID, CA_ID, LAB_API_SERVER, type LabLayout } from './layout.js';
 import { LabNetwork } from './network.js';
-import { agentConfigArgs, clusterView } from './clusters.js';
+import { agentConfigArgs, clusterView, eastWestGatewayId } from './clusters.js';
 import { podSandboxReady } from './pod-sandbox.js';
 import type { LabPlan } from './plan.js';
 import { serveUpgradeRequests } from './upgrade.js';
@@ -118,6 +118,50 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
     }, TOKEN_RENEW_MS);
     renewTokens.unref();
     await kubelet.firstReady(CA_ID);
+  }
+
+  // Each cluster's east-west gateway in its edge namespace, as its own pod (clusters.ts), with the lab's CA.
+  for (const { id, configPaths, eastWest } of plan.clusters) {
+    if (id === undefined || eastWest === undefined) continue;
+    kubelet.run({
+      id: eastWestGatewayId(id),
+      command: `ambit gateway --pod ${eastWest.pod}`,
+      argv: inCgroupAndNetns(eastWest.cgroup, enterNodeNetns(eastWest.netns), [
+        ...ambitCommand(),
+        'gateway',
+        '--pod',
+        eastWest.pod,
+        ...configPaths.flatMap((p) => ['--config', p]),
+        '--ca-dir',
+        options.caDir!,
+        '--state-dir',
+        eastWest.stateDir,
+        '--trust-domain',
+        options.trustDomain,
+        '--cluster-domain',
+        options.clusterDomain,
+        '--log-level',
+        options.logLevel,
+        ...(options.certTtl ? ['--cert-ttl', options.certTtl] : []),
+      ]),
+      cwd: '/',
+      env: process.env,
+      cgroup: eastWest.cgroup,
+      log: eastWest.log,
+      probe: probeFromNode(eastWest.netns, '127.0.0.1', {
+        kind: 'httpGet',
+        path: '/healthz/ready',
+        port: 15021,
+        scheme: 'HTTP',
+        httpHeaders: [],
+        resolvedPort: 15021,
+        periodSeconds: 5,
+        timeoutSeconds: 1,
+        failureThreshold: 3,
+        successThreshold: 1,
+      }),
+      probePeriodMs: 5_000,
+    });
   }
 
   for (const node of plan.nodes) {

@@ -4,11 +4,14 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { GatewayObject } from '../../agent/config/gateway-api/types.js';
 import type { MeshObject } from '../../agent/config/objects.js';
 import { loadConfig } from '../../agent/config/load.js';
-import { type LabClusterSource, agentConfigArgs, clusterView } from '../../agent/lab/clusters.js';
+import { type LabClusterSource, agentConfigArgs, clusterView, eastWestGatewayPodYaml } from '../../agent/lab/clusters.js';
 import { LabLayout } from '../../agent/lab/layout.js';
 import { planLab } from '../../agent/lab/plan.js';
 import { buildSnapshot } from '../../agent/state/build.js';
@@ -54,7 +57,17 @@ test('the multicluster example plans two clusters, each with its own fabric, net
   // Each cluster's view holds only its own nodes and pods: what its kube-proxy rules and DNS serve.
   const second = clusterView(result.plan, clusters[1]!);
   assert.deepEqual(second.pods.map((p) => p.key).sort(), ['bookinfo/ratings-v1', 'bookinfo/reviews-v3']);
-  assert.deepEqual(second.configPaths, [example('cluster2.yaml')]);
+  // Its YAML, and the pod the lab writes for its east-west gateway, as Istio's deployment controller would.
+  assert.deepEqual(second.configPaths, [example('cluster2.yaml'), '/run/ambit/lab/mc/gateways/cluster2/east-west-gateway.yaml']);
+  // That pod, read as the gateway and the agents read it: the gateway's identity, at its edge's fabric address.
+  const podFile = join(mkdtempSync(join(tmpdir(), 'lab-clusters-')), 'east-west-gateway.yaml');
+  writeFileSync(podFile, eastWestGatewayPodYaml('cluster2', clusters[1]!.eastWest!));
+  const withPod = await loadConfig([example('cluster2.yaml'), podFile]);
+  assert.deepEqual(withPod.diagnostics, []);
+  const gateway = buildSnapshot(withPod.objects, options).workloads.get('istio-system/istio-eastwestgateway');
+  assert.equal(gateway?.identity, 'spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway');
+  assert.deepEqual(gateway?.ips, ['169.254.101.2']);
+  rmSync(dirname(podFile), { recursive: true });
   assert.equal(pods.length, 5);
   // Every lab namespace of the plan is one `down` finds as the lab's own.
   for (const netns of [...clusters.flatMap((c) => [c.fabricNetns, c.eastWest!.netns]), layout.internetworkNetns]) assert.ok(layout.ownsNetns(netns, ['mc']), netns);
@@ -101,8 +114,12 @@ test("each agent of a lab of several clusters reads its own cluster's YAML, ID a
     'network2',
     '--config',
     example('cluster2.yaml'),
+    '--config',
+    '/run/ambit/lab/mc/gateways/cluster2/east-west-gateway.yaml',
     '--remote-config',
     `cluster1=${example('cluster1.yaml')}`,
+    '--remote-config',
+    'cluster1=/run/ambit/lab/mc/gateways/cluster1/east-west-gateway.yaml',
   ]);
   // A lab of one cluster: its YAML alone, as before.
   const objects = [node('a', '172.31.0.1', '10.9.1.0/24')];
