@@ -4,7 +4,8 @@
 
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import { matchesLabels } from '../state/build.js';
-import type { MeshService, MeshSnapshot, Workload } from '../state/model.js';
+import { isGlobalService } from '../state/clusters.js';
+import type { MeshService, MeshSnapshot, NetworkGateway, Workload } from '../state/model.js';
 import { DEFAULT_CLUSTER_ID } from '../telemetry/connections.js';
 import { compareBytes } from './byte-order.js';
 import { workloadPolicies } from './dump-policies.js';
@@ -14,6 +15,8 @@ export type HealthStatus = 'Healthy' | 'Unhealthy';
 /** ztunnel's field order; `node`, `authorizationPolicies` and `services` are left out when empty, as there. */
 export interface WorkloadDump {
   readonly workloadIps: readonly string[];
+  /** How a client on another network reaches it: `<network>/<ip>` or `<namespace>/<hostname>`, and the port. */
+  readonly networkGateway?: { readonly destination: string; readonly hboneMtlsPort: number };
   readonly protocol: 'HBONE' | 'TCP';
   readonly networkMode: 'Standard' | 'HostNetwork';
   readonly uid: string;
@@ -21,6 +24,8 @@ export interface WorkloadDump {
   readonly namespace: string;
   readonly trustDomain: string;
   readonly serviceAccount: string;
+  /** Left out for the default (empty) network, as ztunnel. */
+  readonly network?: string;
   readonly workloadName: string;
   readonly workloadType: 'pod';
   readonly canonicalName: string;
@@ -64,8 +69,17 @@ export interface ServiceDump {
 }
 
 /** istiod's uid for a workload it sent, else Istio's uid for a pod: cluster, group, kind, namespace and name. */
-export function workloadUid(w: Pick<Workload, 'namespace' | 'name' | 'istioUid'>): string {
-  return w.istioUid ?? `${DEFAULT_CLUSTER_ID}//Pod/${w.namespace}/${w.name}`;
+export function workloadUid(w: Pick<Workload, 'namespace' | 'name' | 'istioUid' | 'cluster'>): string {
+  return w.istioUid ?? `${w.cluster ?? DEFAULT_CLUSTER_ID}//Pod/${w.namespace}/${w.name}`;
+}
+
+/**
+ * ztunnel's GatewayAddress as it dumps it: the destination as one string, `<network>/<ip>` (the
+ * gateway is on the workload's network, as istiod addresses it) or `<namespace>/<hostname>`.
+ */
+function networkGatewayDump(gateway: NetworkGateway, network: string | undefined): NonNullable<WorkloadDump['networkGateway']> {
+  const d = gateway.destination;
+  return { destination: 'address' in d ? `${network ?? ''}/${d.address}` : `${d.namespace}/${d.hostname}`, hboneMtlsPort: gateway.hboneMtlsPort };
 }
 
 /** istiod sends no workload for a pod without an address, but does for one it knows by hostname. */
@@ -81,6 +95,7 @@ export function workloadsDump(snapshot: MeshSnapshot, members: ServiceMembers): 
       const services = (members.servicesOf.get(w) ?? []).map((s) => `${s.namespace}/${s.hostname}`).sort(compareBytes);
       return {
         workloadIps: w.ips,
+        ...(w.networkGateway ? { networkGateway: networkGatewayDump(w.networkGateway, w.network) } : {}),
         protocol: w.enrollment.enrolled ? 'HBONE' : 'TCP',
         networkMode: w.hostNetwork ? 'HostNetwork' : 'Standard',
         uid: workloadUid(w),
@@ -88,6 +103,7 @@ export function workloadsDump(snapshot: MeshSnapshot, members: ServiceMembers): 
         namespace: w.namespace,
         trustDomain: snapshot.trustDomain,
         serviceAccount: w.serviceAccount,
+        ...(w.network ? { network: w.network } : {}),
         workloadName: w.workloadName,
         workloadType: 'pod',
         canonicalName: canonicalName(w),
@@ -95,7 +111,7 @@ export function workloadsDump(snapshot: MeshSnapshot, members: ServiceMembers): 
         ...(w.node ? { node: w.node } : {}),
         ...(policies.length > 0 ? { authorizationPolicies: policies } : {}),
         status: w.ready ? 'Healthy' : 'Unhealthy',
-        clusterId: DEFAULT_CLUSTER_ID,
+        clusterId: w.cluster ?? snapshot.ownCluster ?? DEFAULT_CLUSTER_ID,
         ...(services.length > 0 ? { services } : {}),
         ...(w.hostname !== undefined ? { hostname: w.hostname } : {}),
         capacity: w.capacity ?? 1,
@@ -148,7 +164,7 @@ export interface ServiceMembers {
 
 /**
  * As istiod builds a Service's endpoints: every pod with an address in its namespace that its selector
- * matches. The snapshot's own `endpoints` hold only the pods traffic may go to, which is not what
+ * matches (another cluster's only for a global Service). The snapshot's own `endpoints` hold only the pods traffic may go to, which is not what
  * ztunnel shows (`0/1` for a Service whose one pod is not ready).
  */
 export function serviceMembers(snapshot: MeshSnapshot): ServiceMembers {
@@ -158,7 +174,9 @@ export function serviceMembers(snapshot: MeshSnapshot): ServiceMembers {
   for (const s of snapshot.services.values()) {
     const selector = s.selector;
     if (!selector) continue;
-    const selected = workloads.filter((w) => w.namespace === s.namespace && matchesLabels(selector, w.labels));
+    // Another cluster's pods belong only to Services shared across clusters (agent/state/clusters.ts).
+    const shared = isGlobalService(s.labels);
+    const selected = workloads.filter((w) => w.namespace === s.namespace && matchesLabels(selector, w.labels) && (shared || (w.cluster ?? snapshot.ownCluster) === snapshot.ownCluster));
     workloadsOf.set(s, selected);
     for (const w of selected) servicesOf.set(w, [...(servicesOf.get(w) ?? []), s]);
   }

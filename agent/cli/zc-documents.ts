@@ -40,6 +40,7 @@ function workload(w: WorkloadDump): GoValue {
   return {
     uid: w.uid,
     workloadIps: [...w.workloadIps],
+    ...(w.networkGateway ? { networkGateway: { destination: w.networkGateway.destination } } : {}),
     protocol: w.protocol,
     name: w.name,
     namespace: w.namespace,
@@ -52,6 +53,7 @@ function workload(w: WorkloadDump): GoValue {
     ...omitEmpty({ trustDomain: w.trustDomain }),
     locality: {},
     node: w.node ?? '',
+    ...omitEmpty({ network: w.network }),
     status: w.status,
     hostname: '',
     capacity: w.capacity,

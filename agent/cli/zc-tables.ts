@@ -17,12 +17,18 @@ export interface TableOptions {
   readonly now?: Date;
 }
 
-/** Byte-wise by `namespace.name` as one string, then node (PrintWorkloadSummary). */
-export function workloads(dump: ConfigDump): Table {
+/**
+ * Byte-wise by `namespace.name` as one string, then node (PrintWorkloadSummary). Wide adds each
+ * workload's cluster and network (none: `-`), which istioctl's table leaves to the JSON.
+ */
+export function workloads(dump: ConfigDump, options: TableOptions = {}): Table {
   const sorted = [...dump.workloads].sort((a, b) => compareBytes(`${a.namespace}.${a.name}`, `${b.namespace}.${b.name}`) || compareBytes(a.node ?? '', b.node ?? ''));
+  const header = ['NAMESPACE', 'POD NAME', 'ADDRESS', 'NODE', 'WAYPOINT', 'PROTOCOL'];
+  const row = (w: ConfigDump['workloads'][number]): string[] => [w.namespace, w.name, w.workloadIps.join(','), w.node ?? '', 'None', w.protocol];
+  if (!options.wide) return [header, ...sorted.map(row)];
   return [
-    ['NAMESPACE', 'POD NAME', 'ADDRESS', 'NODE', 'WAYPOINT', 'PROTOCOL'],
-    ...sorted.map((w) => [w.namespace, w.name, w.workloadIps.join(','), w.node ?? '', 'None', w.protocol]),
+    [...header, 'CLUSTER', 'NETWORK'],
+    ...sorted.map((w) => [...row(w), w.clusterId, w.network ?? '-']),
   ];
 }
 

@@ -9,6 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
+import { buildConfigDump } from '../../agent/admin/config-dump.js';
+import { zcOutput } from '../../agent/cli/zc.js';
+import { workloads } from '../../agent/cli/zc-tables.js';
 import { formatDiagnostic } from '../../agent/config/diagnostics.js';
 import type { MeshObject } from '../../agent/config/objects.js';
 import { parseConfigFile } from '../../agent/config/parse-file.js';
@@ -246,5 +249,29 @@ describe('local mode with --remote-config', () => {
       source.close();
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('config_dump and ambit zc', () => {
+  it('show each workload\'s cluster, network and network gateway as ztunnel and istioctl do', () => {
+    const dump = buildConfigDump(mesh(), 'n1');
+    const byName = new Map(dump.workloads.map((w) => [`${w.clusterId}/${w.name}`, w]));
+    const v3 = byName.get('c2/reviews-v3');
+    assert.equal(v3?.uid, 'c2//Pod/shop/reviews-v3');
+    assert.equal(v3?.network, 'n2');
+    assert.deepEqual(v3?.networkGateway, { destination: 'n2/192.0.2.2', hboneMtlsPort: 15008 });
+    assert.equal(byName.get('c1/reviews-v1')?.uid, 'c1//Pod/shop/reviews-v1');
+    assert.equal(byName.get('c1/reviews-v1')?.networkGateway, undefined);
+    // A local-only Service lists only its own cluster's pods; a global one every cluster's.
+    const endpointsOf = (name: string) => Object.keys(dump.services.find((s) => s.name === name)?.endpoints ?? {}).sort();
+    assert.deepEqual(endpointsOf('productpage'), ['c1//Pod/shop/productpage']);
+    assert.deepEqual(endpointsOf('reviews'), ['c1//Pod/shop/reviews-v1', 'c2//Pod/shop/reviews-v3', 'c3//Pod/shop/reviews-v2']);
+    const json = JSON.parse(zcOutput('workloads', 'json', JSON.stringify(dump))) as { name: string; network?: string; networkGateway?: { destination: string } }[];
+    const v3json = json.find((w) => w.name === 'reviews-v3');
+    assert.deepEqual([v3json?.network, v3json?.networkGateway], ['n2', { destination: 'n2/192.0.2.2' }]);
+    const wide = workloads(dump, { wide: true });
+    assert.deepEqual(wide[0]?.slice(-2), ['CLUSTER', 'NETWORK']);
+    assert.deepEqual(wide.find((r) => r[1] === 'reviews-v3')?.slice(-2), ['c2', 'n2']);
+    assert.equal(workloads(dump)[0]?.length, 6);
   });
 });
