@@ -55,7 +55,7 @@ export function explainAdmission(snapshot: MeshSnapshot, query: AdmissionQuery, 
   const dst = query.destination;
   const workload = snapshot.workloadsByIp.get(dst.ip);
   if (!workload || !workload.enrollment.enrolled) {
-    const what = workload ? `pod ${workload.key} is not in the mesh (${workload.enrollment.reason})` : `${dst.ip} is no pod of the mesh`;
+    const what = workload ? `${workload.key} is not in the mesh (${workload.enrollment.reason})` : `${dst.ip} is no pod of the mesh`;
     return {
       steps: [{ step: 'authorization', outcome: 'not-in-mesh', decidedBy: workload ? byMeshObject('Pod', workload.key, workload.source) : byDefault('outside the mesh'), details: [`${what}: no agent admits or refuses traffic to it`] }],
     };

@@ -12,7 +12,7 @@ import { DEFAULT_PATH_NORMALIZATION, type PathNormalization, normalizeOriginForm
 import { UpstreamClusters } from '../l7/upstream-cluster.js';
 import { matchesLabels } from '../state/build.js';
 import { rankEndpoints } from '../state/locality.js';
-import type { MeshService, MeshSnapshot, ServiceEndpoint } from '../state/model.js';
+import type { MeshService, MeshSnapshot, ServiceEndpoint, Workload } from '../state/model.js';
 import { type OutboundTarget, resolveOutbound } from '../tunnel/destination.js';
 import { formatAuthority } from '../tunnel/hbone/connect-headers.js';
 import { HBONE_PORT } from '../tunnel/hbone/settings.js';
@@ -96,7 +96,7 @@ function captureStep(snapshot: MeshSnapshot, source: ExplainSource): ExplainStep
     return { step: 'capture', outcome: 'not-a-pod', decidedBy: byDefault('outside the mesh'), details: [`${source.ip} is no pod of the mesh: nothing captures its connections; they arrive at the destination as plain TCP`] };
   }
   const w = source.workload;
-  const pod = byMeshObject('Pod', w.key, w.source);
+  const pod = byWorkload(w);
   // The snapshot keeps a namespace's labels, not its object's origin.
   const declared = snapshot.namespaces.get(w.namespace)?.source;
   const namespace: DecidedBy = declared ? byMeshObject('Namespace', w.namespace, declared) : { object: `Namespace ${w.namespace}`, from: 'no Namespace object (no labels)' };
@@ -118,9 +118,26 @@ function captureStep(snapshot: MeshSnapshot, source: ExplainSource): ExplainStep
   return { step: 'capture', outcome: 'not-captured', decidedBy, node, details: [`${text}: its connections leave as plain TCP, with no identity`] };
 }
 
+/**
+ * `decidedBy` for a workload: a pod, or what a ServiceEntry or WorkloadEntry made one of, by the keys
+ * agent/state/service-entries.ts gives them (`WorkloadEntry/<ns>/<name>`, `ServiceEntry/<ns>/<name>/<i>`).
+ */
+function byWorkload(w: Workload): DecidedBy {
+  const [kind, namespace, name, index] = w.key.split('/');
+  if (kind === 'WorkloadEntry') return byMeshObject('WorkloadEntry', `${namespace}/${name}`, w.source);
+  if (kind === 'ServiceEntry') return byMeshObject('ServiceEntry', `${namespace}/${name} endpoint ${index}`, w.source);
+  return byMeshObject('Pod', w.key, w.source);
+}
+
+/** Where an endpoint runs: a ServiceEntry's or WorkloadEntry's may be on no node of the cluster. */
+function onNode(node: string | undefined): string {
+  return node ? `on node ${node}` : '(on no node of the cluster)';
+}
+
 function decidedByDestination(destination: ExplainDestination): DecidedBy {
-  if (destination.kind === 'service') return byMeshObject('Service', `${destination.service.namespace}/${destination.service.name}`, destination.service.source);
-  if (destination.kind === 'pod') return byMeshObject('Pod', destination.workload.key, destination.workload.source);
+  const service = destination.kind === 'service' ? destination.service : undefined;
+  if (service) return byMeshObject(service.entry ? 'ServiceEntry' : 'Service', `${service.namespace}/${service.name}`, service.source);
+  if (destination.kind === 'pod') return byWorkload(destination.workload);
   return byDefault('outside the mesh');
 }
 
@@ -132,7 +149,7 @@ function decidedByDestination(destination: ExplainDestination): DecidedBy {
 function endpointLines(snapshot: MeshSnapshot, service: MeshService, port: number, clientNode?: string): string[] {
   const ranks = new Map(rankEndpoints(snapshot, service.loadBalancing, service.endpoints, clientNode).map((r) => [r.endpoint, r.priority]));
   const rank = (e: ServiceEndpoint): string => (!service.loadBalancing || clientNode === undefined ? '' : ranks.has(e) ? `, locality rank ${ranks.get(e)}` : ', not eligible from this node');
-  const lines = service.endpoints.map((e) => `endpoint ${e.workload} ${e.ip}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`} on node ${snapshot.workloads.get(e.workload)?.node ?? '?'}${rank(e)}`);
+  const lines = service.endpoints.map((e) => `endpoint ${e.workload} ${e.ip}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`} ${onNode(snapshot.workloads.get(e.workload)?.node)}${rank(e)}`);
   const listed = new Set(service.endpoints.map((e) => e.workload));
   if (service.selector) {
     const selector = service.selector;
@@ -170,12 +187,12 @@ function carried(snapshot: MeshSnapshot, steps: ExplainStep[], from: OutboundSou
 function transportOf(steps: ExplainStep[], plan: OutboundPlan, from: OutboundSource, endpoint: EndpointChoice, http: ExplainHttpRequest | undefined, node: string, hop: string): SourceSideResult {
   const { workload, address } = endpoint;
   const source = from.workload;
-  const pod = workload ? byMeshObject('Pod', workload.key, workload.source) : byDefault('passthrough');
+  const pod = workload ? byWorkload(workload) : byDefault('passthrough');
   const admission: AdmissionQuery = { sourceIp: from.ip, sourceIdentity: source.identity, destination: address, ...(http ? { http } : {}) };
   const judged = { admission, ...(workload?.node ? { destinationNode: workload.node } : {}) };
   switch (plan.transport) {
     case 'plain': {
-      const what = workload ? `pod ${workload.key} is not in the mesh (${workload.enrollment.reason})` : `${address.ip}:${address.port} is outside the mesh`;
+      const what = workload ? `${byWorkload(workload).object} is not in the mesh (${workload.enrollment.reason})` : `${address.ip}:${address.port} is outside the mesh`;
       steps.push({ step: 'transport', outcome: 'passthrough', decidedBy: pod, node, details: [`${hop}${what}: plain TCP from ${from.ip}`] });
       return { steps };
     }
@@ -183,7 +200,7 @@ function transportOf(steps: ExplainStep[], plan: OutboundPlan, from: OutboundSou
       steps.push({
         step: 'transport',
         outcome: 'hbone',
-        decidedBy: byMeshObject('Pod', plan.workload.key, plan.workload.source),
+        decidedBy: byWorkload(plan.workload),
         node,
         details: [`${hop}HBONE to ${plan.target.ip}:${HBONE_PORT} on node ${plan.workload.node ?? '?'}, CONNECT ${plan.authority}, as ${source.identity}`, `expected server identity: ${plan.request.expectedIdentities.join(' or ')}`],
       });
@@ -192,7 +209,7 @@ function transportOf(steps: ExplainStep[], plan: OutboundPlan, from: OutboundSou
       steps.push({
         step: 'transport',
         outcome: 'double-hbone',
-        decidedBy: byMeshObject('Pod', plan.workload.key, plan.workload.source),
+        decidedBy: byWorkload(plan.workload),
         node,
         details: [
           `${hop}${plan.workload.key} is on network ${plan.workload.network || '(default)'}, this pod on ${source.network || '(default)'}: double HBONE through its east-west gateway`,
@@ -244,6 +261,6 @@ function uncaptured(snapshot: MeshSnapshot, source: ExplainSource, destination: 
     steps.push({ step: 'transport', outcome: 'plain', decidedBy: byDefault('outside the mesh on both ends'), details: ['plain TCP; no agent is involved'] });
     return { steps };
   }
-  steps.push({ step: 'transport', outcome: 'plaintext-inbound', decidedBy: byMeshObject('Pod', w.key, w.source), node: w.node ?? '', details: [`plain TCP to ${endpoint.address.ip}:${endpoint.address.port}: tc on node ${w.node ?? '?'} steers it to its agent's inbound listener 15006`] });
+  steps.push({ step: 'transport', outcome: 'plaintext-inbound', decidedBy: byWorkload(w), node: w.node ?? '', details: [`plain TCP to ${endpoint.address.ip}:${endpoint.address.port}: tc on node ${w.node ?? '?'} steers it to its agent's inbound listener 15006`] });
   return { steps, admission: { sourceIp: source.ip, destination: endpoint.address, ...(http ? { http } : {}) }, ...(w.node ? { destinationNode: w.node } : {}) };
 }

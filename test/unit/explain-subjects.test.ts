@@ -149,12 +149,16 @@ test('L7 route: an HTTPRoute bound to the Service decides, with its rule, its ba
   assert.equal(e.verdict, 'allow');
 });
 
-test('a ServiceEntry host: its address resolves to the entry\'s endpoint, passed through as plain TCP (MESH_EXTERNAL)', () => {
+test('a ServiceEntry host: its address resolves to the entry\'s endpoint, passed through as plain TCP (MESH_EXTERNAL), each step naming the ServiceEntry', () => {
   const e = explain({ source: 'shop/labelled', destination: 'payments.example.com:443' });
   const destination = step(e, 'destination');
   assert.equal(destination.outcome, 'endpoint');
+  assert.equal(destination.decidedBy.object, 'ServiceEntry shop/payments');
+  assert.equal(destination.decidedBy.from, `${FILE}:${lineOf('payments')}`);
   assert.match(destination.details.join('\n'), /VIP 192\.0\.2\.10:443 of payments\.example\.com/);
   assert.match(destination.details.join('\n'), /picked .*198\.51\.100\.7:443/);
-  assert.equal(step(e, 'transport').outcome, 'passthrough');
+  const transport = e.steps.filter((s) => s.step === 'transport').at(-1)!;
+  assert.equal(transport.outcome, 'passthrough');
+  assert.equal(transport.decidedBy.object, 'ServiceEntry shop/payments endpoint 0');
   assert.equal(e.verdict, 'allow');
 });
