@@ -210,7 +210,8 @@ export class NodeAgent {
   #flowLogging(): { flows?: FlowLogging } {
     const target = this.config.flowLog;
     if (!target) return {};
-    const writer = new FlowLog(target);
+    const writer = new FlowLog(target, this.log.child({ target: 'flow-log' }));
+    this.metrics.countFlowLogDrops(() => writer.dropped);
     this.#closers.push(writer);
     return { flows: { node: this.config.node, sink: writer } };
   }

@@ -1,9 +1,12 @@
 // The flow log: one JSON line per connection and per request, in the shape of Hubble's exported flows
 // (`{"flow": {...}, "node_name", "time"}`), to stdout or to a file rotated by size, never blocking
 // the data path: lines wait in a bounded queue and are dropped (and counted) when the disk falls behind.
+// A file that cannot be written (disk full, path unwritable) costs records, never the agent: they are
+// dropped and counted, the log says so once, and the file is opened again every REOPEN_MS.
 
 import { type WriteStream, createWriteStream } from 'node:fs';
 import { rename } from 'node:fs/promises';
+import type { Logger } from 'pino';
 import type { ConnectionDescription, ConnectionOutcome } from './connections.js';
 
 export type FlowLogTarget = { readonly kind: 'stdout' } | { readonly kind: 'file'; readonly path: string; readonly maxBytes: number; readonly keep: number };
@@ -125,6 +128,15 @@ function split(addr: string): [string, number] {
 
 /** Lines held while the file rotates or the disk is slow; beyond this they are dropped and counted. */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+/** Since when the file cannot be written, why, and the drop count then (to tell what this failure cost). */
+interface WriteFailure {
+  readonly since: Date;
+  readonly error: string;
+  readonly droppedBefore: number;
+}
+
+/** How long records are dropped after the file failed, before it is opened again. */
+const REOPEN_MS = 5_000;
 
 export class FlowLog implements FlowSink {
   #stream: WriteStream | NodeJS.WriteStream;
@@ -132,14 +144,28 @@ export class FlowLog implements FlowSink {
   #rotating = false;
   #queued: string[] = [];
   #queuedBytes = 0;
-  /** Records dropped because the writer fell behind by more than MAX_QUEUED_BYTES. */
+  /** Set while the file cannot be written. */
+  #failure: WriteFailure | undefined;
+  #reopenTimer: NodeJS.Timeout | undefined;
+  /** Opened again after a failure, and no record tried on it yet. */
+  #reopened = false;
+  #closed = false;
+  /** Records dropped: the writer fell behind by more than MAX_QUEUED_BYTES, or the file could not be written. */
   dropped = 0;
 
-  constructor(private readonly target: FlowLogTarget) {
-    this.#stream = target.kind === 'stdout' ? process.stdout : createWriteStream(target.path, { flags: 'a' });
+  constructor(
+    private readonly target: FlowLogTarget,
+    private readonly log?: Logger,
+  ) {
+    this.#stream = target.kind === 'stdout' ? process.stdout : this.#open(target);
   }
 
   write(flow: FlowRecord): void {
+    if (this.#failure) {
+      if (this.#reopened) this.#probe(this.#failure, `${JSON.stringify(flow)}\n`);
+      else this.dropped++;
+      return;
+    }
     const line = `${JSON.stringify(flow)}\n`;
     if (this.#rotating || this.#stream.writableLength > MAX_QUEUED_BYTES) {
       if (this.#queuedBytes + line.length > MAX_QUEUED_BYTES) {
@@ -162,7 +188,7 @@ export class FlowLog implements FlowSink {
     await new Promise<void>((resolve) => old.end(resolve));
     for (let i = target.keep - 1; i >= 1; i--) await rename(`${target.path}.${i}`, `${target.path}.${i + 1}`).catch(() => undefined);
     await rename(target.path, `${target.path}.1`).catch(() => undefined);
-    this.#stream = createWriteStream(target.path, { flags: 'a' });
+    this.#stream = this.#open(target);
     this.#size = 0;
     this.#rotating = false;
     const queued = this.#queued;
@@ -176,8 +202,51 @@ export class FlowLog implements FlowSink {
 
   /** Flushes and closes the file (stdout stays open). */
   close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#reopenTimer);
     const stream = this.#stream;
-    if (this.target.kind === 'stdout') return Promise.resolve();
+    if (this.target.kind === 'stdout' || stream.destroyed) return Promise.resolve();
     return new Promise((resolve) => (stream as WriteStream).end(resolve));
+  }
+
+  /** The file, appended to; a failure to open or write it stops writing until the next try (#failed). */
+  #open(target: Extract<FlowLogTarget, { kind: 'file' }>): WriteStream {
+    const stream = createWriteStream(target.path, { flags: 'a' });
+    stream.once('error', (err: NodeJS.ErrnoException) => this.#failed(target, stream, err));
+    return stream;
+  }
+
+  /** After a failure, one record tries the reopened file; its write reaching the disk ends the failure (an open alone proves nothing on a full disk). */
+  #probe(failure: WriteFailure, line: string): void {
+    this.#reopened = false;
+    this.#stream.write(line, (err) => {
+      if (err || this.#failure !== failure || this.target.kind !== 'file') return;
+      this.#failure = undefined;
+      const dropped = this.dropped - failure.droppedBefore;
+      this.log?.info({ path: this.target.path, dropped }, `the flow log ${this.target.path} can be written again; ${dropped} flow records were dropped since ${failure.since.toISOString()}`);
+    });
+    this.#size += Buffer.byteLength(line);
+  }
+
+  #failed(target: Extract<FlowLogTarget, { kind: 'file' }>, stream: WriteStream, err: NodeJS.ErrnoException): void {
+    // What was buffered for this stream is lost with it.
+    this.dropped += this.#queued.length;
+    this.#queued = [];
+    this.#queuedBytes = 0;
+    stream.destroy();
+    if (!this.#failure) {
+      this.#failure = { since: new Date(), error: err.code ?? err.message, droppedBefore: this.dropped };
+      this.log?.warn(
+        { path: target.path, error: err.code ?? err.message },
+        `cannot write the flow log ${target.path}: ${err.message}; flow records are dropped (counted in ambit_log_lines_dropped_total{log="flow"}) and the file is tried again every ${REOPEN_MS / 1000} s; traffic is not affected`,
+      );
+    }
+    if (this.#closed) return;
+    this.#reopenTimer = setTimeout(() => {
+      if (this.#closed) return;
+      this.#stream = this.#open(target);
+      this.#reopened = true;
+    }, REOPEN_MS);
+    this.#reopenTimer.unref();
   }
 }

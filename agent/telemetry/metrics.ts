@@ -2,6 +2,7 @@
 // already run against ztunnel work unchanged. One registry per agent, served on :15020.
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { logWriterStats } from './log.js';
 
 /** Who talked to whom: the labels Istio's TCP and request metrics share, in Istio's order. */
 export const PEER_LABELS = [
@@ -41,6 +42,7 @@ export class MeshMetrics {
   readonly tcpSentBytes: Counter<TcpLabelName>;
   readonly tcpReceivedBytes: Counter<TcpLabelName>;
   readonly socketsOpen: Gauge<'reporter'>;
+  #flowLogDropped: () => number = () => 0;
 
   constructor(version: string) {
     const registers = [this.registry];
@@ -56,6 +58,24 @@ export class MeshMetrics {
     // prom-client samples event-loop lag every 10 ms by default: 100 wake-ups a second, about 0.015 vCPU
     // of an idle agent (bench/README.md). 100 ms still shows the stalls that matter to a proxy.
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
+    // A full disk or a stuck log reader costs lines, never serving (log-writer.ts, flow-log.ts): this says how many.
+    const flowLogDropped = (): number => this.#flowLogDropped();
+    new Counter({
+      name: 'ambit_log_lines_dropped_total',
+      help: 'Lines the agent could not write, by log (agent: its own log on stdout; flow: --flow-log): the disk was full, the file unwritable or the reader too slow',
+      labelNames: ['log'],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ log: 'agent' }, logWriterStats().droppedLines);
+        this.inc({ log: 'flow' }, flowLogDropped());
+      },
+    });
+  }
+
+  /** Counts the flow log's dropped records in ambit_log_lines_dropped_total{log="flow"}. */
+  countFlowLogDrops(read: () => number): void {
+    this.#flowLogDropped = read;
   }
 
   /** Drops one label set from every TCP counter (the series of a workload that left the mesh). */
