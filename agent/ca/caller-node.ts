@@ -37,6 +37,19 @@ export function nodeOfCaller(caller: Caller, trustedNodeAccounts: readonly Servi
     const trusted = trustedNodeAccounts.map((t) => `${t.namespace}/${t.name}`).join(', ');
     return { kind: 'permission-denied', message: `ServiceAccount ${account} may not ask for certificates on behalf of pods; only the node agents' (${trusted}) may` };
   }
+  const bound = podOfCaller(caller, pods);
+  return bound.kind === 'pod' ? { kind: 'node', node: bound.pod.node } : bound;
+}
+
+export type CallerPod = { readonly kind: 'pod'; readonly pod: IndexedPod } | Exclude<CallerNode, { kind: 'node' }>;
+
+/**
+ * The running pod a token is bound to, scheduled on a node: who asks for its own identity (a workload
+ * that is not captured, such as an east-west gateway, as workloads ask istiod), and where a node
+ * agent's token comes from.
+ */
+export function podOfCaller(caller: Caller, pods: PodLookup): CallerPod {
+  const account = `${caller.namespace}/${caller.serviceAccount}`;
   if (!pods.synced) return { kind: 'unavailable', message: 'the CA has not listed the cluster\'s pods yet; retry shortly' };
   const where = `pod ${caller.namespace}/${caller.pod.name}`;
   const pod = pods.pod(caller.namespace, caller.pod.name);
@@ -49,5 +62,5 @@ export function nodeOfCaller(caller: Caller, trustedNodeAccounts: readonly Servi
   if (caller.node !== undefined && caller.node !== pod.node) {
     return { kind: 'unauthenticated', message: `the token was issued on node ${caller.node}, but ${where} is on ${pod.node}` };
   }
-  return { kind: 'node', node: pod.node };
+  return { kind: 'pod', pod };
 }

@@ -1,6 +1,7 @@
 // `ambit ca`'s CreateCertificate: authenticate the caller's token (TokenReview), find the node it
 // speaks for, then let the CA sign the CSR for the ImpersonatedIdentity only if a pod with that
-// identity runs there. Every refusal is a gRPC status with a message the agent's log can act on.
+// identity runs there; a pod asking without ImpersonatedIdentity gets its own identity. Every refusal
+// is a gRPC status with a message the agent's log can act on.
 
 import * as grpc from '@grpc/grpc-js';
 import type { EmbeddedCa } from '../identity/embedded-ca.js';
@@ -9,7 +10,7 @@ import { IMPERSONATED_IDENTITY } from '../identity/istio-ca-api.js';
 import type { IstioCertificateRequest, IstioCertificateResponse } from '../proto/istio/v1/auth/ca_pb.js';
 import type { SpiffeId } from '../state/model.js';
 import type { Logger } from '../telemetry/log.js';
-import { type PodLookup, type ServiceAccountName, nodeOfCaller } from './caller-node.js';
+import { type PodLookup, type ServiceAccountName, nodeOfCaller, podOfCaller } from './caller-node.js';
 import type { TokenAuthenticator } from './token-review.js';
 
 export interface CertificateServiceOptions {
@@ -31,20 +32,22 @@ export async function createCertificate(options: CertificateServiceOptions, requ
   if (authenticated.kind === 'unavailable') return refuse(grpc.status.UNAVAILABLE, authenticated.message);
   if (authenticated.kind === 'unauthenticated') return refuse(grpc.status.UNAUTHENTICATED, authenticated.message);
 
-  const caller = nodeOfCaller(authenticated.caller, options.trustedNodeAccounts, options.pods);
+  const impersonated = request.metadata?.[IMPERSONATED_IDENTITY];
+  const onBehalf = typeof impersonated === 'string' && impersonated !== '';
+  // Without ImpersonatedIdentity a pod asks for its own identity, as workloads ask istiod (an east-west
+  // gateway, which no node agent captures); on behalf of others only the node agents may ask.
+  const caller = onBehalf ? nodeOfCaller(authenticated.caller, options.trustedNodeAccounts, options.pods) : podOfCaller(authenticated.caller, options.pods);
   if (caller.kind === 'unavailable') return refuse(grpc.status.UNAVAILABLE, caller.message);
   if (caller.kind === 'unauthenticated') return refuse(grpc.status.UNAUTHENTICATED, caller.message);
   if (caller.kind === 'permission-denied') return refuse(grpc.status.PERMISSION_DENIED, caller.message);
-
-  const impersonated = request.metadata?.[IMPERSONATED_IDENTITY];
-  if (typeof impersonated !== 'string' || impersonated === '') {
-    return refuse(grpc.status.INVALID_ARGUMENT, `this CA issues only on behalf of pods: set ${IMPERSONATED_IDENTITY} in the request metadata to the pod's SPIFFE id`);
-  }
-  const identity = impersonated as SpiffeId;
+  const asked = caller.kind === 'node' ? { node: caller.node, identity: impersonated as SpiffeId } : { node: caller.pod.node, identity: caller.pod.identity };
+  if (asked.identity === undefined) return refuse(grpc.status.PERMISSION_DENIED, `pod ${authenticated.caller.namespace}/${authenticated.caller.pod.name} has no identity of its own (no ServiceAccount, or a static pod)`);
+  const identity = asked.identity;
   const ttl = request.validityDuration;
   if (ttl <= 0n || ttl > BigInt(Number.MAX_SAFE_INTEGER)) return refuse(grpc.status.INVALID_ARGUMENT, `validity_duration ${ttl} is not a positive number of seconds`);
-  const signed = await options.ca.sign(request.csr, { requestingNode: caller.node, identity, ttlSeconds: Number(ttl) });
-  if (signed.ok) return { kind: 'issued', chain: signed.value, node: caller.node, identity };
+  // The pod's own identity still passes the CA's node check: its pod runs on that node.
+  const signed = await options.ca.sign(request.csr, { requestingNode: asked.node, identity, ttlSeconds: Number(ttl) });
+  if (signed.ok) return { kind: 'issued', chain: signed.value, node: asked.node, identity };
   return refuse(statusOf(signed.error.reason), signed.error.message);
 }
 

@@ -153,6 +153,26 @@ describe('ambit ca: IstioCertificateService with TokenReview and node authorizat
     assert.match(answer.message, /PERMISSION_DENIED: ServiceAccount bookinfo\/productpage may not ask for certificates on behalf of pods; only the node agents' \(ambit-system\/ambit\) may/);
   });
 
+  it("issues a pod its own identity when it asks without ImpersonatedIdentity (an east-west gateway), and no other", async () => {
+    const productpageUid = uids.get('productpage-1')!;
+    const own: BoundToken = { namespace: 'bookinfo', serviceAccount: 'productpage', pod: { name: 'productpage-1', uid: productpageUid }, node: 'node-a', audiences: [CA_AUDIENCE], expiresAt: agentA.expiresAt };
+    const tokenFile = join(dir, 'token-own');
+    await writeFile(tokenFile, issueServiceAccountToken(key, own));
+    const self = (): IstioCaClient => new IstioCaClient({ address: `127.0.0.1:${server.port}`, rootCertFile: join(ca.dir, 'root-cert.pem'), tokenFile, tlsServerName: CA_NAME, timeoutMs: 5000, impersonate: false });
+    const csr = await createWorkloadCsr(PRODUCTPAGE);
+    const granted = await ask(self(), PRODUCTPAGE, csr.csrPem);
+    assert.ok(granted.ok, granted.ok ? '' : granted.message);
+    assert.ok(acceptCaResponse(PRODUCTPAGE, csr.keyPem, granted.chain).ok, 'the certificate names the pod\'s own identity');
+    // A CSR for another identity is refused: the identity comes from the token, never from the request.
+    const other = await ask(self(), REVIEWS, (await createWorkloadCsr(REVIEWS)).csrPem);
+    assert.ok(!other.ok, 'a pod must not obtain another identity by its CSR');
+    // A token bound to a pod that is gone gets nothing.
+    await writeFile(tokenFile, issueServiceAccountToken(key, { ...own, pod: { name: 'productpage-gone', uid: productpageUid } }));
+    const gone = await ask(self(), PRODUCTPAGE);
+    assert.ok(!gone.ok);
+    assert.match(gone.message, /UNAUTHENTICATED: .*productpage-gone .*no longer exists/);
+  });
+
   it('refuses with UNAUTHENTICATED a bad, expired, wrong-audience or unbound token', async () => {
     const cases: [string, BoundToken | string, RegExp][] = [
       ['garbage', 'not-a-token', /UNAUTHENTICATED: the API server did not authenticate the token: \[invalid bearer token, token is not a JWT\]/],
