@@ -40,6 +40,10 @@ function meshYaml(): string {
 let forward: ChildProcess | undefined;
 let browser: Browser | undefined;
 let page: Page;
+/** The console's origin, every URL the page asked for, and the page's Content-Security-Policy. */
+let origin = '';
+const requested: string[] = [];
+let policy = '';
 
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: \`make deps\` installs Debian's chromium (or set CHROMIUM)`);
@@ -65,7 +69,9 @@ before(async () => {
   });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--headless=new'] });
   page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  await page.goto(url);
+  page.on('request', (request) => requested.push(request.url()));
+  origin = new URL(url).origin;
+  policy = (await page.goto(url))?.headers()['content-security-policy'] ?? '';
 });
 
 after(async () => {
@@ -176,4 +182,10 @@ test('the explain form answers: deny for the client to ratings, allow to product
   assert.match(allowed, /: allow/);
   mkdirSync(RESULTS, { recursive: true });
   await page.screenshot({ path: join(RESULTS, 'console.png'), fullPage: true });
+});
+
+test('the page loads nothing from elsewhere: every request went to the agent, and its policy keeps it so', () => {
+  assert.ok(requested.length > 10, `${requested.length} requests: the page and its polls`);
+  assert.deepEqual(requested.filter((u) => !u.startsWith(`${origin}/`)), []);
+  assert.match(policy, /default-src 'self'/);
 });
