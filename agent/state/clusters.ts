@@ -61,7 +61,8 @@ export function remoteNodeKey(cluster: string, node: string): string {
 /**
  * Each network's east-west gateway: a Gateway of class istio-east-west (in any cluster) or
  * istio-remote (in the agent's own) labelled with its network, at its first IPAddress, else Hostname,
- * in spec.addresses. The first one found for a network wins, the own cluster's before remote ones.
+ * in status.addresses, else spec.addresses. The first one found for a network wins, the own cluster's
+ * before remote ones.
  */
 export function networkGateways(own: readonly MeshObject[], remotes: readonly RemoteClusterObjects[], trustDomain: string): Map<string, NetworkGateway> {
   const gateways = new Map<string, NetworkGateway>();
@@ -69,8 +70,10 @@ export function networkGateways(own: readonly MeshObject[], remotes: readonly Re
     if (object.kind !== 'Gateway' || !classes.includes(object.spec.gatewayClassName)) return;
     const network = object.metadata.labels[NETWORK_LABEL];
     if (network === undefined || gateways.has(network)) return;
-    const ip = object.spec.addresses.find((a) => a.type === 'IPAddress');
-    const host = object.spec.addresses.find((a) => a.type === 'Hostname');
+    // What its controller reports, as istiod reads it; else what it asks for (a YAML set has no status).
+    const addresses = object.status?.addresses.length ? object.status.addresses : object.spec.addresses;
+    const ip = addresses.find((a) => a.type === 'IPAddress');
+    const host = addresses.find((a) => a.type === 'Hostname');
     const destination = ip ? { address: ip.value } : host ? { namespace: object.metadata.namespace, hostname: host.value } : undefined;
     // Its pods run as the ServiceAccount named after the Gateway (Istio's deployment controller, no class suffix for istio-east-west).
     const identity = spiffeId(trustDomain, object.metadata.namespace, object.metadata.name);

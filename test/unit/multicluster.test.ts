@@ -177,6 +177,32 @@ describe('several clusters as one mesh', () => {
     assert.equal(clusterTier(s, far9), ClusterTier.Unreachable);
   });
 
+  it('takes an east-west gateway\'s reported status.addresses before its spec.addresses, and a Hostname as a namespaced hostname', () => {
+    const own = parse(`${systemNamespace('n1')}${shop}`, 'c1.yaml');
+    const gateway = (network: string, spec: string, status: string) => `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ew-${network}, namespace: istio-system, labels: {topology.istio.io/network: ${network}}}
+spec: {gatewayClassName: istio-east-west, addresses: [${spec}], listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+status: {addresses: [${status}], conditions: []}
+`;
+    const far = parse(
+      `${systemNamespace('n2')}${shop}${pod('a', 'x', '10.2.0.1')}${gateway('n2', '{type: IPAddress, value: 192.0.2.9}', '{type: IPAddress, value: 203.0.113.7}')}${gateway('n3', '{type: IPAddress, value: 192.0.2.10}', '{type: Hostname, value: ew.example.com}')}---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: shop, labels: {topology.istio.io/network: n3}}
+spec: {nodeName: x, containers: [{name: c}]}
+status: {podIP: 10.3.0.1}
+`,
+      'c2.yaml',
+    );
+    const s = buildSnapshot(own, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local', cluster: { id: 'c1' }, remoteClusters: [{ id: 'c2', objects: far }] });
+    assert.deepEqual(s.workloads.get('c2//Pod/shop/a')?.networkGateway?.destination, { address: '203.0.113.7' });
+    // A pod's own network label wins over its cluster's.
+    assert.equal(s.workloads.get('c2//Pod/shop/b')?.network, 'n3');
+    assert.deepEqual(s.workloads.get('c2//Pod/shop/b')?.networkGateway?.destination, { namespace: 'istio-system', hostname: 'ew.example.com' });
+  });
+
   it('--network names the own network over the istio-system label', () => {
     const own = parse(`${systemNamespace('n1')}${shop}${pod('reviews-v1', 'n1', '10.1.0.1')}`, 'c1.yaml');
     const s = buildSnapshot(own, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local', cluster: { id: 'c1', network: 'west' } });

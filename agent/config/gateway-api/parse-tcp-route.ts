@@ -4,7 +4,7 @@
 import type { ObjectBase } from '../kubernetes.js';
 import type { MapReader } from '../yaml-reader.js';
 import { readBackendRef, readRouteSpec, readSectionName } from './parse-common.js';
-import type { GatewayObject, TcpRouteObject } from './types.js';
+import type { GatewayAddress, GatewayObject, TcpRouteObject } from './types.js';
 
 export function parseTcpRoute(root: MapReader, base: ObjectBase<'TCPRoute'>): TcpRouteObject | undefined {
   const ns = base.metadata.namespace;
@@ -28,12 +28,20 @@ export function parseGateway(root: MapReader, base: ObjectBase<'Gateway'>): Gate
   const gatewayClassName = spec.require('gatewayClassName')?.nonEmptyString();
   if (gatewayClassName === undefined) return undefined;
   // An east-west gateway is reached at its addresses from other networks; for other classes they are unused.
-  const addresses = spec.maps('addresses').flatMap((address) => {
-    const value = address.require('value')?.nonEmptyString();
-    return value === undefined ? [] : [{ type: address.string('type') ?? 'IPAddress', value }];
-  });
+  const addresses = readAddresses(spec);
+  // What the gateway's controller reports; istiod reads these (docs/multicluster.md).
+  const status = root.map('status');
+  const reported = status ? readAddresses(status) : [];
+  status?.ignoreRest();
   // Listeners and infrastructure describe a proxy deployment; Ambit runs none (no waypoint hop).
   spec.ignore('listeners', 'infrastructure', 'allowedListeners', 'backendTLS', 'defaultScope', 'tls');
   // Any other class is an ingress or egress gateway, another controller's: kept without a word, unused.
-  return { ...base, spec: { gatewayClassName, addresses } };
+  return { ...base, spec: { gatewayClassName, addresses }, ...(reported.length > 0 ? { status: { addresses: reported } } : {}) };
+}
+
+function readAddresses(map: MapReader): GatewayAddress[] {
+  return map.maps('addresses').flatMap((address) => {
+    const value = address.require('value')?.nonEmptyString();
+    return value === undefined ? [] : [{ type: address.string('type') ?? 'IPAddress', value }];
+  });
 }

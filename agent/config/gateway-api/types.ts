@@ -152,6 +152,8 @@ export interface GatewayAddress {
  */
 export interface GatewayObject extends ObjectBase<'Gateway'> {
   readonly spec: { readonly gatewayClassName: string; readonly addresses: readonly GatewayAddress[] };
+  /** The addresses its controller reports (status.addresses), which istiod reads for an east-west gateway; absent: none. */
+  readonly status?: { readonly addresses: readonly GatewayAddress[] };
 }
 
 export type GatewayRouteObject = HttpRouteObject | GrpcRouteObject | TcpRouteObject;
