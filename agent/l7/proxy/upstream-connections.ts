@@ -1,9 +1,10 @@
-// The upstream side of one downstream connection: requests sent to endpoints with Node's own HTTP
-// clients over the connections the caller opens (an HBONE stream, a transparent socket, plain TCP).
-// HTTP/1.1 connections are kept alive per endpoint by an http.Agent whose createConnection opens that
-// duplex; HTTP/2 (h2c prior knowledge) keeps one session per endpoint. Both live as long as the
-// downstream connection: upstream connections carry the source pod's identity and address, so they
-// are never shared between clients.
+// The upstream side of one source pod's client connections to one destination: requests sent to
+// endpoints with Node's own HTTP clients over the connections the caller opens (an HBONE stream, a
+// transparent socket, plain TCP). HTTP/1.1 connections are kept alive per endpoint by an http.Agent
+// whose createConnection opens that duplex; HTTP/2 (h2c prior knowledge) keeps one session per
+// endpoint. Both live until the owner closes them (outbound-http.ts: when the pod's last client
+// connection closes): upstream connections carry the source pod's identity and address, so they are
+// never shared between pods.
 
 import http, { type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
@@ -96,7 +97,7 @@ export class UpstreamConnections {
     return protocol === 'h2' ? this.#sendH2(target, head, body) : this.#sendH1(target, head, body, true);
   }
 
-  /** Closes every upstream connection (the downstream connection is gone). */
+  /** Closes every upstream connection (the downstream connections are gone). */
   close(): void {
     this.#abort.abort();
     this.#agent.destroy();
