@@ -36,14 +36,19 @@ try {
   failed = !ok;
   const f = (n: number): string => n.toFixed(3);
   process.stdout.write(`\n${CONNECTIONS} tunnelled connections from ${PODS} pods, a message every ${run.everyMs / 1000} s, held ${HOLD_SECONDS} s (machine ${busy.toFixed(0)} % busy before)\n`);
-  process.stdout.write(`  clients: opened ${r.opened} in ${r.openSeconds.toFixed(1)} s, failed ${r.failed}, lost ${r.lost}, stalled ${r.stalled}, ${r.messages} echoes, p99 ${r.p99Ms} ms, worst ${r.worstMs} ms ${JSON.stringify(r.errors)}  ${ok ? 'pass' : 'MISS'}\n`);
+  process.stdout.write(`  clients: opened ${r.opened} in ${r.openSeconds.toFixed(1)} s, failed ${r.failed}, lost ${r.lost}, stalled ${r.stalled} (${r.stalledFirst} of them a first exchange, waiting for its tunnel), ${r.messages} echoes, p99 ${r.p99Ms} ms, worst ${r.worstMs} ms ${JSON.stringify(r.errors)}  ${ok ? 'pass' : 'MISS'}\n`);
   for (const [node, c] of Object.entries(r.agents)) {
     process.stdout.write(`  ${node}: RSS ${c.rssMiB.toFixed(0)} MiB, +${f(c.rssMiBPer1k)} MiB per 1,000 held; ${f(c.holdVcpuPer1k)} vCPU per 1,000 held; ${f(c.openCpuSecondsPer1k)} CPU-s per 1,000 opened (vCPU at 1,000 new/s)\n`);
   }
-  // A miss is explained by what the agents logged above info (each line once, with its count).
+  // Connections the kernel turned away before the agent saw them (a full accept queue, SYN cookies) log nothing in the agents.
+  process.stdout.write(`  lost ${JSON.stringify(r.lostHow)}; listen queues: alpha ${JSON.stringify(r.kernel.alpha)}, beta ${JSON.stringify(r.kernel.beta)}\n`);
+  // A miss is explained by what the agents logged above info (each line once, with its count), with the error an access log names.
   const logged: Record<string, string[]> = {};
   for (const node of ['alpha', 'beta']) {
-    const lines = (await session.agentLog(node)).split('\n').filter((l) => /"level":(40|50|60)/.test(l)).map((l) => String((JSON.parse(l) as { msg?: string }).msg).replace(/\d+(\.\d+)*/g, 'N'));
+    const lines = (await session.agentLog(node)).split('\n').filter((l) => /"level":(40|50|60)/.test(l)).map((l) => {
+      const { msg, error } = JSON.parse(l) as { msg?: string; error?: string };
+      return `${String(msg)}${error ? `: ${error}` : ''}`.replace(/\d+(\.\d+)*/g, 'N');
+    });
     logged[node] = [...new Set(lines)].map((m) => `${lines.filter((l) => l === m).length}x ${m}`);
     if (!ok) process.stdout.write(`  ${node} logged:\n${logged[node]!.slice(0, 15).map((l) => `    ${l}`).join('\n')}\n`);
   }

@@ -35,12 +35,13 @@ setTimeout(() => { out({ event: 'done', same: false, sent: written, received, er
  * connects in flight), each sending a 32-byte message every `everyMs` (random phase) and expecting its
  * echo within `stallMs`; holds them `holdMs` after the last opened, then prints {event:'held', opened,
  * failed, lost, stalled, messages, worstMs, p99Ms, errors, lostHow}: lost = closed by the other side,
- * stalled = an echo later than `stallMs` (or still missing at the end); lostHow counts the lost by
+ * stalled = an echo later than `stallMs` (or still missing at the end), stalledFirst = those that were
+ * a connection's first exchange (it waited for its tunnel to open); lostHow counts the lost by
  * when ('opening', 'held') and whether an echo had come back on them first.
  */
 export const HOLD_CLIENT = `const [ip, port, n, everyMs, holdMs, stallMs] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
 const out = (o) => console.log(JSON.stringify({ at: Date.now(), ...o }));
-const net = require('net'); let opened = 0, failed = 0, lost = 0, stalled = 0, messages = 0, worstMs = 0, started = 0, inFlight = 0, done = false;
+const net = require('net'); let opened = 0, failed = 0, lost = 0, stalled = 0, stalledFirst = 0, messages = 0, worstMs = 0, started = 0, inFlight = 0, done = false;
 const errors = {}, lostHow = {}; const conns = []; const latencies = [];
 const msg = Buffer.alloc(32, 109);
 function open() {
@@ -49,7 +50,7 @@ function open() {
     const s = net.connect(port, ip); const c = { s, pending: 0, sentAt: 0, buf: 0, up: false, echoes: 0 };
     s.setNoDelay(true);
     s.on('connect', () => { inFlight--; opened++; c.up = true; conns.push(c); if (opened === 1 || opened % 500 === 0) out({ event: 'opened', opened }); open(); if (opened + failed === n) holdThen(); });
-    s.on('data', (d) => { c.buf += d.length; while (c.buf >= 32 && c.pending > 0) { c.buf -= 32; c.pending--; c.echoes++; messages++; const ms = Date.now() - c.sentAt; worstMs = Math.max(worstMs, ms); latencies.push(ms); if (ms > stallMs) stalled++; } });
+    s.on('data', (d) => { c.buf += d.length; while (c.buf >= 32 && c.pending > 0) { c.buf -= 32; c.pending--; c.echoes++; messages++; const ms = Date.now() - c.sentAt; worstMs = Math.max(worstMs, ms); latencies.push(ms); if (ms > stallMs) { stalled++; if (c.echoes === 1) stalledFirst++; } } });
     s.on('error', (e) => { errors[e.code || e.message] = (errors[e.code || e.message] || 0) + 1; });
     s.on('close', () => { if (!c.up) { inFlight--; failed++; open(); if (opened + failed === n) holdThen(); } else if (!done) { lost++; const how = (holding ? 'held' : 'opening') + (c.echoes > 0 ? '' : ', never echoed'); lostHow[how] = (lostHow[how] || 0) + 1; } });
   }
@@ -64,9 +65,9 @@ function holdThen() {
   const now = Date.now(); for (const c of conns) c.next = now + Math.random() * everyMs;
   out({ event: 'all-open', opened, failed, errors });
   const t = setInterval(tick, 50);
-  setTimeout(() => { clearInterval(t); done = true; for (const c of conns) if (c.pending > 0 && Date.now() - c.sentAt > stallMs) stalled++;
+  setTimeout(() => { clearInterval(t); done = true; for (const c of conns) if (c.pending > 0 && Date.now() - c.sentAt > stallMs) { stalled++; if (c.echoes === 0) stalledFirst++; }
     latencies.sort((a, b) => a - b); const p99Ms = latencies[Math.floor(latencies.length * 0.99)] ?? 0;
-    out({ event: 'held', opened, failed, lost, stalled, messages, worstMs, p99Ms, errors, lostHow }); for (const c of conns) c.s.destroy(); setTimeout(() => process.exit(0), 200); }, holdMs);
+    out({ event: 'held', opened, failed, lost, stalled, stalledFirst, messages, worstMs, p99Ms, errors, lostHow }); for (const c of conns) c.s.destroy(); setTimeout(() => process.exit(0), 200); }, holdMs);
 }
 open();`;
 

@@ -38,6 +38,8 @@ export interface ScaleResult {
   readonly failed: number;
   readonly lost: number;
   readonly stalled: number;
+  /** Stalls of a connection's first exchange: it waited for its tunnel to be opened, not a held tunnel that stopped. */
+  readonly stalledFirst: number;
   readonly messages: number;
   readonly worstMs: number;
   /** The 99th percentile of the echoes' round trips, over every client pod's messages (worst pod's). */
@@ -87,6 +89,7 @@ export async function holdTunnels(lab: string, mesh: FaultMesh, run: ScaleRun): 
       failed: sum('failed'),
       lost: sum('lost'),
       stalled: sum('stalled'),
+      stalledFirst: sum('stalledFirst'),
       messages: sum('messages'),
       worstMs: Math.max(...held.map((r) => Number(r['worstMs']))),
       p99Ms: Math.max(...held.map((r) => Number(r['p99Ms']))),
