@@ -123,6 +123,9 @@ test('bookinfo across the networks: reviews-v3 in cluster2 answers productpage t
   // supported_versions in a ServerHello selecting 0x0304: TLS 1.3.
   assert.notEqual(wire.indexOf(Buffer.from([0x00, 0x2b, 0x00, 0x02, 0x03, 0x04])), -1, 'no TLS 1.3 ServerHello between the networks');
 
+  // cluster2's gateway relayed them: it authorized productpage's outer tunnel, asking for the reviews Service.
+  const gateway = (await ambit(['lab', 'logs', '--lab', LAB, 'gateway/cluster2'])).stdout;
+  assert.match(gateway, /"peer":"spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/bookinfo-productpage","service":\{"hostname":"reviews\.bookinfo\.svc\.cluster\.local","port":9080\}.*"msg":"east-west tunnel opened"/);
   // reviews' node saw the connections come from productpage's own identity (the inner tunnel's mTLS), not the gateway's.
   const west = (await ambit(['lab', 'logs', '--lab', LAB, 'node/west-1'])).stdout;
   assert.match(west, /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/bookinfo-productpage".*"dst\.workload":"reviews-v3".*"direction":"inbound"/);
