@@ -1,6 +1,7 @@
 // The source agent's HTTP proxy in one process, no lab: what Ambit's L7 code costs per request on top
-// of Node's own HTTP machinery. A keep-alive client sends 1 KB POSTs, a server answers 1 KB, in three
-// ways measured in the same run:
+// of Node's own HTTP machinery. A client sends 1 KB POSTs, a server answers 1 KB, in three ways measured
+// in the same run, each over keep-alive connections and again with a new client connection per request
+// (what a client connection's set-up costs):
 //   direct   client → server
 //   node     client → a ten-line Node proxy (http.Server + http.request + pipe) → server: the floor any
 //            Node HTTP proxy pays, one more server and client
@@ -25,9 +26,12 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DIST = join(ROOT, 'dist/agent');
 const VARIANTS = ['direct', 'node', 'ambit'] as const;
 type Variant = (typeof VARIANTS)[number];
+const MODES = ['keep-alive', 'new-connection'] as const;
+type Mode = (typeof MODES)[number];
 const ROUNDS = 3;
-const REQUESTS = 6000;
-const WARMUP = 2000;
+/** Requests measured and sent before measuring, per mode: a new connection per request is slower. */
+const REQUESTS: Record<Mode, number> = { 'keep-alive': 6000, 'new-connection': 3000 };
+const WARMUP: Record<Mode, number> = { 'keep-alive': 2000, 'new-connection': 1000 };
 const CONNECTIONS = 4;
 const BODY = Buffer.alloc(1024, 'x');
 
@@ -55,14 +59,15 @@ spec: {clusterIP: 10.96.250.20, selector: {app: server}, ports: [{name: http, po
 `;
 
 /** One variant in this process: returns CPU µs per request over REQUESTS after WARMUP. */
-async function runVariant(variant: Variant): Promise<number> {
+async function runVariant(variant: Variant, mode: Mode): Promise<number> {
   const backend = http.createServer((req, res) => {
     req.resume();
     req.once('end', () => res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BODY.length }).end(BODY));
   });
   const backendPort = await listen(backend);
   const port = variant === 'direct' ? backendPort : variant === 'node' ? await nodeProxy(backendPort) : await ambitProxy(backendPort);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
+  // Without keep-alive each request has a connection of its own, closed after the response.
+  const agent = new http.Agent({ keepAlive: mode === 'keep-alive', maxSockets: CONNECTIONS });
   const post = (): Promise<void> =>
     new Promise((resolve, reject) => {
       const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/item', agent, headers: { host: 'server.shop.svc.cluster.local', 'content-length': BODY.length } }, (res) => {
@@ -83,11 +88,11 @@ async function runVariant(variant: Variant): Promise<number> {
     };
     await Promise.all(Array.from({ length: CONNECTIONS }, worker));
   };
-  await load(WARMUP);
+  await load(WARMUP[mode]);
   const before = process.cpuUsage();
-  await load(REQUESTS);
+  await load(REQUESTS[mode]);
   const used = process.cpuUsage(before);
-  return (used.user + used.system) / REQUESTS;
+  return (used.user + used.system) / REQUESTS[mode];
 }
 
 function listen(server: http.Server | import('node:net').Server): Promise<number> {
@@ -147,40 +152,47 @@ async function ambitProxy(backendPort: number): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const child = process.argv[2];
+  const [child, childMode] = process.argv.slice(2);
   if (child) {
-    const us = await runVariant(child as Variant);
-    process.stderr.write(`${JSON.stringify({ variant: child, us })}\n`);
+    const us = await runVariant(child as Variant, childMode as Mode);
+    process.stderr.write(`${JSON.stringify({ variant: child, mode: childMode, us })}\n`);
     process.exit(0);
   }
   if (!existsSync(join(DIST, 'l7/proxy/outbound-http.js'))) throw new Error(`bench/l7-proxy: ${DIST} is not built; run \`make build\` first`);
   const startedAt = new Date();
   const busy = await backgroundBusyPercent(2000);
-  process.stdout.write(`l7-proxy (in-process): ${REQUESTS} 1 KB POSTs per run over ${CONNECTIONS} keep-alive connections, ${ROUNDS} rounds; host busy before: ${busy.toFixed(0)} %\n`);
-  const samples = new Map<Variant, number[]>(VARIANTS.map((v) => [v, []]));
+  const perMode = MODES.map((m) => `${REQUESTS[m]} ${m}`).join(', ');
+  process.stdout.write(`l7-proxy (in-process): 1 KB POSTs over ${CONNECTIONS} client connections at a time (${perMode} per run), ${ROUNDS} rounds; host busy before: ${busy.toFixed(0)} %\n`);
+  const samples = new Map<string, number[]>();
   for (let round = 0; round < ROUNDS; round++) {
-    // Rotate the order so that drift on this shared machine lands on every variant alike.
-    const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]!);
-    for (const variant of order) {
-      const run = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), variant], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
-      const last = run.stderr.toString().trim().split('\n').pop() ?? '';
-      if (run.status !== 0 || !last.startsWith('{')) throw new Error(`bench/l7-proxy: the ${variant} run failed (exit ${run.status ?? run.signal}): ${run.stderr.toString().slice(-2000)}`);
-      const { us } = JSON.parse(last) as { us: number };
-      samples.get(variant)!.push(us);
-      process.stdout.write(`  round ${round + 1} ${variant.padEnd(6)} ${us.toFixed(0)} µs CPU per request\n`);
+    for (const mode of MODES) {
+      // Rotate the order so that drift on this shared machine lands on every variant alike.
+      const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]!);
+      for (const variant of order) {
+        const run = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), variant, mode], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
+        const last = run.stderr.toString().trim().split('\n').pop() ?? '';
+        if (run.status !== 0 || !last.startsWith('{')) throw new Error(`bench/l7-proxy: the ${variant} ${mode} run failed (exit ${run.status ?? run.signal}): ${run.stderr.toString().slice(-2000)}`);
+        const { us } = JSON.parse(last) as { us: number };
+        const key = `${variant} ${mode}`;
+        samples.set(key, [...(samples.get(key) ?? []), us]);
+        process.stdout.write(`  round ${round + 1} ${key.padEnd(21)} ${us.toFixed(0)} µs CPU per request\n`);
+      }
     }
   }
-  const med = Object.fromEntries(VARIANTS.map((v) => [v, median(samples.get(v)!)])) as Record<Variant, number>;
-  const proxyCost = { node: med.node - med.direct, ambit: med.ambit - med.direct };
-  process.stdout.write(
-    [
-      '',
-      `median CPU µs per request (client + server + proxy, one process): direct ${med.direct.toFixed(0)}, node ${med.node.toFixed(0)}, ambit ${med.ambit.toFixed(0)}`,
-      `what the proxy adds over direct: node ${proxyCost.node.toFixed(0)} µs, ambit ${proxyCost.ambit.toFixed(0)} µs (${(proxyCost.ambit / proxyCost.node).toFixed(1)}× Node's floor)`,
-      '',
-    ].join('\n'),
-  );
-  saveResults('l7-proxy-latest.json', 'l7-proxy', startedAt, busy, { requests: REQUESTS, rounds: ROUNDS, samples: Object.fromEntries(samples), median: med, proxyCost });
+  const med = (variant: Variant, mode: Mode): number => median(samples.get(`${variant} ${mode}`)!);
+  const lines = [''];
+  const summary: Record<string, { median: Record<Variant, number>; proxyCost: { node: number; ambit: number } }> = {};
+  for (const mode of MODES) {
+    const m = Object.fromEntries(VARIANTS.map((v) => [v, med(v, mode)])) as Record<Variant, number>;
+    const proxyCost = { node: m.node - m.direct, ambit: m.ambit - m.direct };
+    summary[mode] = { median: m, proxyCost };
+    lines.push(
+      `${mode}: median CPU µs per request (client + server + proxy, one process): direct ${m.direct.toFixed(0)}, node ${m.node.toFixed(0)}, ambit ${m.ambit.toFixed(0)}`,
+      `${mode}: what the proxy adds over direct: node ${proxyCost.node.toFixed(0)} µs, ambit ${proxyCost.ambit.toFixed(0)} µs (${(proxyCost.ambit / proxyCost.node).toFixed(2)}× Node's floor)`,
+    );
+  }
+  process.stdout.write(`${lines.join('\n')}\n\n`);
+  saveResults('l7-proxy-latest.json', 'l7-proxy', startedAt, busy, { requests: REQUESTS, rounds: ROUNDS, samples: Object.fromEntries(samples), summary });
 }
 
 await main();
