@@ -175,7 +175,7 @@ export function serviceMembers(snapshot: MeshSnapshot): ServiceMembers {
     const selector = s.selector;
     if (!selector) continue;
     // Another cluster's pods belong only to Services shared across clusters (agent/state/clusters.ts).
-    const shared = isGlobalService(s.labels);
+    const shared = isGlobalService(s.labels, snapshot.namespaces.get(s.namespace)?.labels ?? {}, snapshot.istio.meshConfig.serviceScopeConfigs);
     const selected = workloads.filter((w) => w.namespace === s.namespace && matchesLabels(selector, w.labels) && (shared || (w.cluster ?? snapshot.ownCluster) === snapshot.ownCluster));
     workloadsOf.set(s, selected);
     for (const w of selected) servicesOf.set(w, [...(servicesOf.get(w) ?? []), s]);

@@ -1,9 +1,10 @@
-// MeshConfig, the part Ambit reads: the extension providers a CUSTOM AuthorizationPolicy names. Istio
+// MeshConfig, the part Ambit reads: the extension providers a CUSTOM AuthorizationPolicy names, and the
+// serviceScopeConfigs that say which Services other clusters share (docs/multicluster.md). Istio
 // keeps MeshConfig as YAML text under the key `mesh` of the ConfigMap `istio` in istio-system; Ambit
 // reads that ConfigMap from local YAML and from the API server alike, and parses the text here.
 
 import { LineCounter, parseDocument } from 'yaml';
-import type { ObjectBase } from './kubernetes.js';
+import type { Labels, ObjectBase } from './kubernetes.js';
 import { type Field, type MapReader, PORT_RANGE, ReadContext, readRoot } from './yaml-reader.js';
 
 /** Where MeshConfig lives, as istiod reads it. */
@@ -44,9 +45,30 @@ export interface ExtAuthzGrpcProvider extends ExtAuthzProviderBase {
 
 export type ExtAuthzProvider = ExtAuthzHttpProvider | ExtAuthzGrpcProvider;
 
+/** Kubernetes' LabelSelector: every pair of matchLabels and every expression holds; an empty one matches all. */
+export interface LabelSelector {
+  readonly matchLabels: Labels;
+  readonly matchExpressions: readonly LabelExpression[];
+}
+
+export interface LabelExpression {
+  readonly key: string;
+  readonly operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+  readonly values: readonly string[];
+}
+
+/** One of MeshConfig's serviceScopeConfigs: Services matching both selectors are GLOBAL (shared) or LOCAL. */
+export interface ServiceScopeConfig {
+  readonly namespaceSelector: LabelSelector;
+  readonly servicesSelector: LabelSelector;
+  readonly scope: 'GLOBAL' | 'LOCAL';
+}
+
 export interface MeshConfig {
   /** The ext_authz providers by name; other provider types (tracing, logging) are not Ambit's concern here. */
   readonly extAuthzProviders: ReadonlyMap<string, ExtAuthzProvider>;
+  /** Which Services are shared across clusters; absent: not configured (the ambient profile's rule applies). */
+  readonly serviceScopeConfigs?: readonly ServiceScopeConfig[];
 }
 
 export const EMPTY_MESH_CONFIG: MeshConfig = { extAuthzProviders: new Map() };
@@ -84,8 +106,28 @@ function parseMeshConfigText(text: string, outer: MapReader, keyLine: number): M
     if (provider && providers.has(provider.name)) item.fail(`extension provider ${JSON.stringify(provider.name)} is defined twice`);
     else if (provider) providers.set(provider.name, provider);
   }
+  const scopes = root?.has('serviceScopeConfigs') ? root.list('serviceScopeConfigs').flatMap((item) => parseServiceScope(item) ?? []) : undefined;
   for (const d of inner.diagnostics) (d.severity === 'error' ? outer.ctx.error : outer.ctx.warn).call(outer.ctx, at(d.location.line), d.field ?? '', d.message);
-  return { extAuthzProviders: providers };
+  return { extAuthzProviders: providers, ...(scopes ? { serviceScopeConfigs: scopes } : {}) };
+}
+
+function parseServiceScope(item: Field): ServiceScopeConfig | undefined {
+  const m = item.map();
+  if (!m) return undefined;
+  // Istio's enum: LOCAL is 0, the default.
+  const scope = m.enum('scope', ['GLOBAL', 'LOCAL']) ?? 'LOCAL';
+  return { namespaceSelector: parseLabelSelector(m.map('namespaceSelector')), servicesSelector: parseLabelSelector(m.map('servicesSelector')), scope };
+}
+
+function parseLabelSelector(m: MapReader | undefined): LabelSelector {
+  if (!m) return { matchLabels: {}, matchExpressions: [] };
+  const matchExpressions = m.maps('matchExpressions').flatMap((e): LabelExpression[] => {
+    const key = e.require('key')?.nonEmptyString();
+    const operator = e.require('operator')?.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']);
+    if (key === undefined || operator === undefined) return [];
+    return [{ key, operator, values: e.strings('values') }];
+  });
+  return { matchLabels: m.stringMap('matchLabels'), matchExpressions };
 }
 
 function parseProvider(item: Field): ExtAuthzProvider | undefined {

@@ -262,6 +262,7 @@ export function buildSnapshot(objects: readonly MeshObject[], options: SnapshotO
     trustDomain: options.trustDomain,
     clusterDomain: options.clusterDomain,
     ...placement,
+    serviceScopes: istio.meshConfig.serviceScopeConfigs,
     nodes,
     workloads,
     workloadsByIp,

@@ -6,6 +6,7 @@
 import type { Labels, NamespaceObject, NodeObject, PodObject, ServiceObject } from '../config/kubernetes.js';
 import type { MeshObject } from '../config/objects.js';
 import type { ConfigDiagnostic } from '../config/diagnostics.js';
+import type { LabelSelector, ServiceScopeConfig } from '../config/mesh-config.js';
 import { WorkloadLabelIndex } from './label-index.js';
 import { type MeshNamespace, type MeshNode, type MeshService, type MeshServicePort, type NetworkGateway, type ObjectKey, type Workload, kubernetesServiceHostname, serviceKey, spiffeId } from './model.js';
 import { type Warn, podIps, podWorkload, selectEndpoints } from './pod-workloads.js';
@@ -43,9 +44,44 @@ export function clusterNetwork(configured: string | undefined, namespaces: Itera
   return undefined;
 }
 
-/** Whether a Service is shared across clusters (the ambient profile's rule; serviceScopeConfigs is not read). */
-export function isGlobalService(labels: Labels): boolean {
-  return labels[GLOBAL_SERVICE_LABEL] === 'true';
+/**
+ * The ambient profile's serviceScopeConfigs (manifests/helm-profiles/profile-ambient.yaml): Services
+ * labelled `istio.io/global: "true"` are shared. Ambit applies it when MeshConfig sets none.
+ */
+export const AMBIENT_PROFILE_SCOPES: readonly ServiceScopeConfig[] = [
+  {
+    namespaceSelector: { matchLabels: {}, matchExpressions: [] },
+    servicesSelector: { matchLabels: {}, matchExpressions: [{ key: GLOBAL_SERVICE_LABEL, operator: 'In', values: ['true'] }] },
+    scope: 'GLOBAL',
+  },
+];
+
+/**
+ * Whether a Service is shared across clusters, as istiod's matchServiceScope: some GLOBAL entry's
+ * namespaceSelector matches its Namespace's labels and its servicesSelector the Service's (an empty
+ * selector matches all); anything else is local. `configured`: MeshConfig's, absent when it sets none.
+ */
+export function isGlobalService(serviceLabels: Labels, namespaceLabels: Labels, configured: readonly ServiceScopeConfig[] | undefined): boolean {
+  return (configured ?? AMBIENT_PROFILE_SCOPES).some(
+    (c) => c.scope === 'GLOBAL' && selectorMatches(c.namespaceSelector, namespaceLabels) && selectorMatches(c.servicesSelector, serviceLabels),
+  );
+}
+
+function selectorMatches(selector: LabelSelector, labels: Labels): boolean {
+  for (const [key, value] of Object.entries(selector.matchLabels)) if (labels[key] !== value) return false;
+  return selector.matchExpressions.every((e) => {
+    const value = labels[e.key];
+    switch (e.operator) {
+      case 'In':
+        return value !== undefined && e.values.includes(value);
+      case 'NotIn':
+        return value === undefined || !e.values.includes(value);
+      case 'Exists':
+        return value !== undefined;
+      case 'DoesNotExist':
+        return value === undefined;
+    }
+  });
 }
 
 /** Istio's uid for a pod, which also keys a remote cluster's pods in the snapshot (unique across clusters). */
@@ -94,6 +130,8 @@ export interface MergeTarget {
   /** The agent's network; workloads on any other are reached through their network's gateway. */
   readonly network: string | undefined;
   readonly gateways: ReadonlyMap<string, NetworkGateway>;
+  /** The own MeshConfig's serviceScopeConfigs; absent: none set. */
+  readonly serviceScopes: readonly ServiceScopeConfig[] | undefined;
   readonly nodes: Map<string, MeshNode>;
   readonly workloads: Map<ObjectKey, Workload>;
   readonly workloadsByIp: Map<string, Workload>;
@@ -140,7 +178,10 @@ export function mergeRemoteClusters(remotes: readonly RemoteClusterObjects[], ta
       }
     }
     const byLabel = new WorkloadLabelIndex(workloads);
-    for (const svc of byKind('Service')) if (isGlobalService(svc.metadata.labels)) mergeService(remote.id, svc, network, byLabel, ownServices, target);
+    for (const svc of byKind('Service')) {
+      const nsLabels = namespaces.get(svc.metadata.namespace)?.labels ?? {};
+      if (isGlobalService(svc.metadata.labels, nsLabels, target.serviceScopes)) mergeService(remote.id, svc, network, byLabel, ownServices, target);
+    }
   }
 }
 
@@ -193,7 +234,7 @@ function mergeService(cluster: string, svc: ServiceObject, network: string | und
   const hostname = kubernetesServiceHostname(name, namespace, target.clusterDomain);
   const key = serviceKey(namespace, hostname);
   const base = target.services.get(key);
-  if (base && ownServices.has(key) && (!isGlobalService(base.labels) || base.entry)) return;
+  if (base && ownServices.has(key) && (!isGlobalService(base.labels, target.ensureNamespace(namespace).labels, target.serviceScopes) || base.entry)) return;
   const ports: MeshServicePort[] = svc.spec.ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), port: p.port, targetPort: p.targetPort, protocol: portProtocol(p) }));
   const found = selectEndpoints(svc, ports, byLabel, false, target.warn, false);
   const sameNetwork = onOwnNetwork(target, network);

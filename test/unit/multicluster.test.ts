@@ -203,6 +203,40 @@ status: {podIP: 10.3.0.1}
     assert.deepEqual(s.workloads.get('c2//Pod/shop/b')?.networkGateway?.destination, { namespace: 'istio-system', hostname: 'ew.example.com' });
   });
 
+  it('MeshConfig\'s serviceScopeConfigs decide which Services are shared, in place of the ambient profile\'s label', () => {
+    const meshConfig = `---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    serviceScopeConfigs:
+    - namespaceSelector: {matchLabels: {share: all}}
+      scope: GLOBAL
+    - servicesSelector: {matchExpressions: [{key: tier, operator: In, values: [front]}]}
+      scope: LOCAL
+`;
+    const sharedNs = (name: string) => `---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ${name}, labels: {share: all}}
+`;
+    const svc = (ns: string, name: string, labels: string) => `---
+apiVersion: v1
+kind: Service
+metadata: {name: ${name}, namespace: ${ns}, labels: {${labels}}}
+spec: {clusterIP: None, selector: {app: ${name}}, ports: [{port: 80}]}
+`;
+    const own = parse(`${systemNamespace('n1')}${meshConfig}`, 'c1.yaml');
+    const far = parse(`${systemNamespace('n1')}${sharedNs('open')}${shop}${svc('open', 'unlabelled', 'tier: back')}${svc('shop', 'labelled', 'istio.io/global: "true"')}`, 'c2.yaml');
+    const s = buildSnapshot(own, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local', cluster: { id: 'c1' }, remoteClusters: [{ id: 'c2', objects: far }] });
+    assert.deepEqual(s.istio.meshConfig.serviceScopeConfigs?.map((c) => c.scope), ['GLOBAL', 'LOCAL']);
+    // Its namespace matches a GLOBAL entry: shared without any label of its own.
+    assert.ok(s.services.has('open/unlabelled.open.svc.cluster.local'));
+    // With serviceScopeConfigs set, the ambient profile's istio.io/global rule no longer applies.
+    assert.equal(s.services.get('shop/labelled.shop.svc.cluster.local'), undefined);
+  });
+
   it('--network names the own network over the istio-system label', () => {
     const own = parse(`${systemNamespace('n1')}${shop}${pod('reviews-v1', 'n1', '10.1.0.1')}`, 'c1.yaml');
     const s = buildSnapshot(own, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local', cluster: { id: 'c1', network: 'west' } });
