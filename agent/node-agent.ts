@@ -428,8 +428,11 @@ export class NodeAgent {
     return new Promise((resolve, reject) => {
       server.once('error', (err) => reject(new Error(`cannot start the ${name} listener: ${err.message}`)));
       // SO_REUSEPORT: during an upgrade the old and the new agent listen on the same port (the
-      // transparent fds have it from the native binding).
-      server.listen('fd' in options ? { ...options, backlog: LISTENER_BACKLOG } : { ...options, backlog: LISTENER_BACKLOG, reusePort: true }, () => {
+      // transparent fds have it from the native binding). Node takes an fd's backlog only as an
+      // argument (as an option it is ignored, and the fd listens 511 deep again).
+      const listen = (listening: () => void): Server =>
+        'fd' in options ? server.listen(options, LISTENER_BACKLOG, listening) : server.listen({ ...options, backlog: LISTENER_BACKLOG, reusePort: true }, listening);
+      listen(() => {
         this.log.info({ listener: name, address: server.address() }, `${name} listener ready`);
         resolve();
       });
