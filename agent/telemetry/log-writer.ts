@@ -26,6 +26,8 @@ export class LogWriter {
   #writing = false;
   #retryTimer: NodeJS.Timeout | undefined;
   #dropped = 0;
+  /** A write stopped partway through a line (a disk filling up takes what fits): the next line must start a new one. */
+  #midLine = false;
   /** Since when writes fail, why, and how many lines were dropped before then (to tell how many this episode cost). */
   #failure: { since: Date; error: string; droppedBefore: number } | undefined;
 
@@ -63,7 +65,10 @@ export class LogWriter {
 
   #writeBuffer(buffer: Buffer, lines: number): void {
     write(this.#fd, buffer, 0, buffer.length, null, (err, written) => {
-      if (!err && written < buffer.length) return this.#writeBuffer(buffer.subarray(written), lines);
+      if (!err && written < buffer.length) {
+        this.#midLine = buffer[written - 1] !== 0x0a;
+        return this.#writeBuffer(buffer.subarray(written), lines);
+      }
       this.#writing = false;
       if (err?.code === 'EAGAIN') {
         // Keep the lines: put them back in front of what came meanwhile.
@@ -78,6 +83,7 @@ export class LogWriter {
         return this.#retryIn(RETRY_AFTER_ERROR_MS);
       }
       this.#failure = undefined;
+      this.#midLine = false;
       if (this.#queue.length > 0) this.#writeQueued();
     });
   }
@@ -95,7 +101,7 @@ export class LogWriter {
   #recoveryNotice(failure: { since: Date; error: string; droppedBefore: number }, queued: number): string {
     const lost = this.#dropped - failure.droppedBefore;
     const msg = `${lost} log lines were dropped since ${failure.since.toISOString()}: writing the log failed (${failure.error}); the agent kept serving. ${queued} lines follow that were held meanwhile`;
-    return `${JSON.stringify({ level: 40, time: new Date().toISOString(), msg, droppedLines: lost, error: failure.error })}\n`;
+    return `${this.#midLine ? '\n' : ''}${JSON.stringify({ level: 40, time: new Date().toISOString(), msg, droppedLines: lost, error: failure.error })}\n`;
   }
 
   #flushAtExit(): void {
