@@ -1,12 +1,14 @@
 // Scale, short form (issue 14 §2; bench/scale.bench.ts holds 10,000 for 60 s): 2,000 concurrent
 // tunnelled connections from two client pods on alpha to an echo pod on beta, each exchanging a message
 // every 2 s for 10 s: every one opens, none is lost, none stalls (no echo later than 5 s). And a burst
-// of 5,000 from five pods while alpha's agent is starved of CPU: none is reset.
+// of 5,000 from five pods while alpha's agent is starved of CPU: none is reset, because the node's
+// listeners queue as deep as the kernel allows.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { limitCpu } from './helpers/cpu-limit.js';
-import { type FaultMesh, agentPid, faultMeshYaml, metricSum } from './helpers/fault-lab.js';
+import { type FaultMesh, agentPid, faultMeshYaml, metricSum, nodeNetns } from './helpers/fault-lab.js';
 import { LabSession } from './helpers/lab-session.js';
 import { type ScaleResult, holdTunnels } from './helpers/tunnel-scale.js';
 
@@ -52,4 +54,18 @@ test("5,000 connections opened at once from five pods while alpha's agent gets 3
     { opened: 5_000, failed: 0, lost: 0 },
     `the clients saw ${JSON.stringify(r.errors)}, lost ${JSON.stringify(r.lostHow)}; alpha's kernel counted ${JSON.stringify(r.kernel.alpha)}`,
   );
+});
+
+test('the outbound, inbound and HBONE listeners queue as many connections as net.core.somaxconn allows', () => {
+  // What the burst above proves for 15001, for every listener that takes all pods' connections (ss shows a listener's backlog as Send-Q).
+  const inNode = (argv: readonly string[]): string => execFileSync('ip', ['netns', 'exec', nodeNetns(LAB, 'alpha'), ...argv], { encoding: 'utf8' });
+  const somaxconn = Number(inNode(['cat', '/proc/sys/net/core/somaxconn']));
+  const backlogs = Object.fromEntries(
+    inNode(['ss', '-ltnH'])
+      .split('\n')
+      .map((line) => line.trim().split(/\s+/))
+      .filter((f) => /:(15001|15006|15008)$/.test(f[3] ?? ''))
+      .map((f) => [f[3]!.replace(/^.*:/, ''), Number(f[2])]),
+  );
+  assert.deepEqual(backlogs, { 15001: somaxconn, 15006: somaxconn, 15008: somaxconn });
 });
