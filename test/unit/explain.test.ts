@@ -111,6 +111,20 @@ spec: { selector: { matchLabels: { app: cache } }, action: DENY, rules: [{}] }
     assert.equal(e.verdict, 'allow');
   });
 
+  it('a source and a destination named by IP are the pods holding them; an IP no pod holds is a source outside the mesh; a pod names itself', () => {
+    const byIp = explain(mesh(POLICIES), { source: '10.20.1.5', destination: '10.20.2.6:5432' });
+    assert.match(step(byIp, 'capture').details[0]!, /captures shop\/client's connections/);
+    assert.equal(step(byIp, 'destination').decidedBy.object, 'Pod shop/db-1');
+    assert.equal(byIp.steps.find((s) => s.step === 'authorization')?.decidedBy.object, 'AuthorizationPolicy shop/db-allow');
+    const byName = explain(mesh(POLICIES), { source: 'shop/client', destination: 'shop/db-1:5432' });
+    assert.deepEqual(byName.steps, byIp.steps);
+    const outside = explain(mesh(POLICIES), { source: '192.168.7.7', destination: 'web.shop:80' });
+    assert.equal(step(outside, 'capture').outcome, 'not-a-pod');
+    // Plaintext from outside the mesh meets STRICT.
+    assert.equal(outside.verdict, 'deny');
+    assert.equal(step(outside, 'peer-authentication').decidedBy.object, 'PeerAuthentication shop/strict');
+  });
+
   it('names the problem when a name resolves to nothing', () => {
     const answer = explainPath(mesh(), 'node-a', { source: 'shop/client', destination: 'nope.shop:80' });
     assert.ok(!answer.ok);
