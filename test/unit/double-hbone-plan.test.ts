@@ -1,12 +1,15 @@
-// The double-HBONE plan from a snapshot alone: when a connection crosses to another network, what both
-// tunnels carry (authority, identities, headers, where TCP goes), when it is refused and why, and what
-// `ambit explain` shows of the gateway hop.
+// Double HBONE's decisions from a snapshot alone: when a connection crosses to another network, what
+// both tunnels carry (authority, identities, headers, where TCP goes), when it is refused and why, what
+// `ambit explain` shows of the gateway hop; and how the destination reads the inner CONNECT's Service
+// authority.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { explainPath } from '../../agent/explain/explain.js';
 import type { MeshSnapshot, Workload } from '../../agent/state/model.js';
 import { spiffeId } from '../../agent/state/model.js';
+import { readConnectRequest } from '../../agent/tunnel/hbone/connect-headers.js';
+import { resolveServicePort } from '../../agent/tunnel/inbound-hbone.js';
 import { type OutboundPlan, type PlanContext, planOutbound } from '../../agent/tunnel/outbound-plan.js';
 import { CLIENT, CLIENT_IP, GATEWAY, GATEWAY_IP, HOSTNAME, REVIEWS, REVIEWS_IP, TD, VIP, doubleHboneSnapshot } from '../fixtures/hbone/double-hbone-mesh.js';
 
@@ -82,5 +85,28 @@ describe('double-HBONE plan', () => {
     assert.match(text, /shop\/reviews is on network net2, this pod on net1: double HBONE through its east-west gateway/);
     assert.match(text, new RegExp(`outer tunnel: HBONE to the gateway ${GATEWAY_IP}:${GATEWAY_PORT}, CONNECT ${HOSTNAME}:9080, as ${CLIENT}; expected gateway identity: ${GATEWAY}`));
     assert.match(text, new RegExp(`inner tunnel, inside it: CONNECT ${HOSTNAME}:9080 with mTLS to ${REVIEWS}`));
+  });
+});
+
+describe('the destination of the inner tunnel', () => {
+  it('a Service authority is accepted only where the server resolves Services, with the network header read', () => {
+    const headers = { ':method': 'CONNECT', ':authority': `${HOSTNAME}:9080`, 'x-forwarded-network': 'net1' };
+    const plain = readConnectRequest(headers, REVIEWS_IP);
+    assert.equal(plain.ok, false, 'a node that does not resolve Services refuses it (400)');
+    const check = readConnectRequest(headers, REVIEWS_IP, true);
+    assert.ok(check.ok);
+    assert.deepEqual(check.authority, { hostname: HOSTNAME, port: 9080 });
+    assert.equal(check.headers.originNetwork, 'net1');
+    // An address authority still has to be the pod dialled.
+    assert.equal(readConnectRequest({ ':method': 'CONNECT', ':authority': '127.0.0.99:9081' }, REVIEWS_IP, true).ok, false);
+  });
+
+  it("maps the Service port to the pod's target port, as ztunnel's find_inbound_upstream, or says why not", () => {
+    const snapshot = doubleHboneSnapshot(APP_PORT, GATEWAY_PORT);
+    assert.equal(resolveServicePort(snapshot, { hostname: HOSTNAME, port: 9080 }, REVIEWS_IP), APP_PORT);
+    assert.equal(resolveServicePort(snapshot, { hostname: 'nothing.shop.svc.cluster.local', port: 9080 }, REVIEWS_IP), 'no Service nothing.shop.svc.cluster.local is known here');
+    assert.equal(resolveServicePort(snapshot, { hostname: HOSTNAME, port: 7000 }, REVIEWS_IP), `service ${HOSTNAME} has no port 7000`);
+    // A pod that is no endpoint of the Service still gets a numeric targetPort.
+    assert.equal(resolveServicePort(snapshot, { hostname: HOSTNAME, port: 9080 }, CLIENT_IP), APP_PORT);
   });
 });
