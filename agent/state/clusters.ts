@@ -8,7 +8,8 @@ import type { MeshObject } from '../config/objects.js';
 import type { ConfigDiagnostic } from '../config/diagnostics.js';
 import type { LabelSelector, ServiceScopeConfig } from '../config/mesh-config.js';
 import { WorkloadLabelIndex } from './label-index.js';
-import { type MeshNamespace, type MeshNode, type MeshService, type MeshServicePort, type NetworkGateway, type ObjectKey, type Workload, kubernetesServiceHostname, serviceKey, spiffeId } from './model.js';
+import type { MeshNamespace, MeshNode, MeshService, MeshServicePort, NetworkGateway, ObjectKey, Workload } from './model.js';
+import { kubernetesServiceHostname, serviceKey, spiffeId } from './model.js';
 import { type Warn, podIps, podWorkload, selectEndpoints } from './pod-workloads.js';
 import { portProtocol } from './protocol.js';
 
@@ -174,7 +175,11 @@ export function mergeRemoteClusters(remotes: readonly RemoteClusterObjects[], ta
       workloads.push(workload);
       if (!onOwnNetwork(target, workload.network) && !workload.networkGateway && !unreachable.has(workload.network ?? '')) {
         unreachable.add(workload.network ?? '');
-        target.warn(pod.source, 'Pod', pod.metadata.namespace, pod.metadata.name, undefined, `cluster ${remote.id}: network "${workload.network ?? ''}" has no east-west gateway (a Gateway of class ${EAST_WEST_GATEWAY_CLASS} labelled ${NETWORK_LABEL}: "${workload.network ?? ''}" with an address); its workloads cannot be reached from network "${target.network ?? ''}"`);
+        const net = workload.network ?? '';
+        const message =
+          `cluster ${remote.id}: network "${net}" has no east-west gateway (a Gateway of class ${EAST_WEST_GATEWAY_CLASS} labelled ` +
+          `${NETWORK_LABEL}: "${net}" with an address); its workloads cannot be reached from network "${target.network ?? ''}"`;
+        target.warn(pod.source, 'Pod', pod.metadata.namespace, pod.metadata.name, undefined, message);
       }
     }
     const byLabel = new WorkloadLabelIndex(workloads);
@@ -189,7 +194,10 @@ function reportIgnored(remote: RemoteClusterObjects, target: MergeTarget): void 
   const ignored = new Map<string, MeshObject>();
   for (const object of remote.objects) if (!REMOTE_KINDS.has(object.kind) && !ignored.has(object.kind)) ignored.set(object.kind, object);
   for (const [kind, first] of ignored) {
-    target.warn(first.source, kind, first.metadata.namespace, first.metadata.name, undefined, `cluster ${remote.id} is a remote cluster: its ${kind} objects are ignored (configuration comes from the agent's own cluster, as for each Istio primary; apply it there too)`);
+    const message =
+      `cluster ${remote.id} is a remote cluster: its ${kind} objects are ignored ` +
+      `(configuration comes from the agent's own cluster, as for each Istio primary; apply it there too)`;
+    target.warn(first.source, kind, first.metadata.namespace, first.metadata.name, undefined, message);
   }
 }
 
@@ -217,8 +225,12 @@ function remoteWorkload(cluster: string, pod: PodObject, ns: MeshNamespace, clus
   if (onOwnNetwork(target, network) && !pod.spec.hostNetwork) {
     for (const ip of podIps(pod)) {
       const taken = target.workloadsByIp.get(ip);
-      if (taken) target.warn(pod.source, 'Pod', namespace, name, 'status.podIP', `cluster ${cluster}: IP ${ip} is already used by ${taken.key} on the same network; connections to it reach that one`);
-      else target.workloadsByIp.set(ip, workload);
+      if (!taken) {
+        target.workloadsByIp.set(ip, workload);
+        continue;
+      }
+      const message = `cluster ${cluster}: IP ${ip} is already used by ${taken.key} on the same network; connections to it reach that one`;
+      target.warn(pod.source, 'Pod', namespace, name, 'status.podIP', message);
     }
   }
   return workload;
@@ -229,28 +241,47 @@ function remoteWorkload(cluster: string, pod: PodObject, ns: MeshNamespace, clus
  * one is global too (ignored when it is local-only), else into an earlier remote cluster's copy, else
  * the first copy, which is then the base (its ports, its load-balancing).
  */
-function mergeService(cluster: string, svc: ServiceObject, network: string | undefined, byLabel: WorkloadLabelIndex, ownServices: ReadonlySet<ObjectKey>, target: MergeTarget): void {
+function mergeService(
+  cluster: string,
+  svc: ServiceObject,
+  network: string | undefined,
+  byLabel: WorkloadLabelIndex,
+  ownServices: ReadonlySet<ObjectKey>,
+  target: MergeTarget,
+): void {
   const { name, namespace } = svc.metadata;
   const hostname = kubernetesServiceHostname(name, namespace, target.clusterDomain);
   const key = serviceKey(namespace, hostname);
   const base = target.services.get(key);
   if (base && ownServices.has(key) && (!isGlobalService(base.labels, target.ensureNamespace(namespace).labels, target.serviceScopes) || base.entry)) return;
-  const ports: MeshServicePort[] = svc.spec.ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), port: p.port, targetPort: p.targetPort, protocol: portProtocol(p) }));
+  const ports: MeshServicePort[] = svc.spec.ports.map((p) => ({
+    ...(p.name ? { name: p.name } : {}),
+    port: p.port,
+    targetPort: p.targetPort,
+    protocol: portProtocol(p),
+  }));
   const found = selectEndpoints(svc, ports, byLabel, false, target.warn, false);
   const sameNetwork = onOwnNetwork(target, network);
   // The cluster IPs of another network mean nothing here (and may repeat ours).
   const vips = (sameNetwork ? serviceVips(svc) : []).filter((vip) => {
     const holder = target.servicesByVip.get(vip);
-    if (holder && holder.key !== key) target.warn(svc.source, 'Service', namespace, name, 'spec.clusterIP', `cluster ${cluster}: cluster IP ${vip} is already used by Service ${holder.key} on the same network; it stays with that one`);
+    if (holder && holder.key !== key) {
+      const message = `cluster ${cluster}: cluster IP ${vip} is already used by Service ${holder.key} on the same network; it stays with that one`;
+      target.warn(svc.source, 'Service', namespace, name, 'spec.clusterIP', message);
+    }
     return !holder;
   });
   if (!base) {
-    const service: MeshService = { key, name, namespace, hostname, vips, ports, ...(svc.spec.selector ? { selector: svc.spec.selector } : {}), endpoints: found, labels: svc.metadata.labels, source: svc.source };
+    const selector = svc.spec.selector ? { selector: svc.spec.selector } : {};
+    const service: MeshService = { key, name, namespace, hostname, vips, ports, ...selector, endpoints: found, labels: svc.metadata.labels, source: svc.source };
     index(service, target);
     return;
   }
   if (!samePorts(base.ports, ports)) {
-    target.warn(svc.source, 'Service', namespace, name, 'spec.ports', `cluster ${cluster}: its ports (${describePorts(ports)}) differ from ${base.key}'s (${describePorts(base.ports)}), which are in force; its endpoints serve the ports both have`);
+    const message =
+      `cluster ${cluster}: its ports (${describePorts(ports)}) differ from ${base.key}'s (${describePorts(base.ports)}), ` +
+      'which are in force; its endpoints serve the ports both have';
+    target.warn(svc.source, 'Service', namespace, name, 'spec.ports', message);
   }
   const served = new Set(base.ports.map((p) => p.port));
   const endpoints = found.map((e) => ({ ...e, ports: new Map([...e.ports].filter(([port]) => served.has(port))) }));

@@ -79,7 +79,9 @@ export function rankEndpoints<E extends { readonly workload: ObjectKey }>(
     const tier = clusterTier(snapshot, workload);
     let matched = 0;
     while (matched < scopes.length && sameScope(snapshot, scopes[matched]!, clientNode!, workload, tier)) matched++;
-    return { endpoint, priority: tier * (scopes.length + 1) + scopes.length - matched, weight: workload?.capacity ?? 1, strictMatch: matched === scopes.length };
+    // Each tier spans the policy's levels (0 .. scopes.length), so a tier always outranks the next.
+    const priority = tier * (scopes.length + 1) + scopes.length - matched;
+    return { endpoint, priority, weight: workload?.capacity ?? 1, strictMatch: matched === scopes.length };
   });
   const kept = loadBalancing?.mode === 'strict' && clientNode !== undefined ? ranked.filter((r) => r.strictMatch) : ranked;
   return kept.map(({ endpoint, priority, weight }) => ({ endpoint, priority, weight }));

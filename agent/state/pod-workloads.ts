@@ -89,7 +89,8 @@ export function selectEndpoints(
     for (const p of ports) {
       const target = typeof p.targetPort === 'number' ? p.targetPort : workload.namedPorts.get(p.targetPort);
       if (target === undefined) {
-        warn(svc.source, 'Service', namespace, name, `spec.ports[${ports.indexOf(p)}].targetPort`, `Pod ${workload.key} has no container port named "${p.targetPort}"; it serves no traffic on port ${p.port}`);
+        const message = `Pod ${workload.key} has no container port named "${p.targetPort}"; it serves no traffic on port ${p.port}`;
+        warn(svc.source, 'Service', namespace, name, `spec.ports[${ports.indexOf(p)}].targetPort`, message);
         continue;
       }
       resolved.set(p.port, target);

@@ -27,7 +27,8 @@ export const REMOTE_SECRETS: WatchedResource = {
 };
 
 /** What a remote cluster contributes; its configuration (policies, routes) is its own primary's. */
-export const REMOTE_CLUSTER_RESOURCES: readonly WatchedResource[] = WATCHED_RESOURCES.filter((r) => ['Node', 'Namespace', 'Pod', 'Service', 'Gateway'].includes(r.kind));
+const REMOTE_KINDS: readonly WatchedResource['kind'][] = ['Node', 'Namespace', 'Pod', 'Service', 'Gateway'];
+export const REMOTE_CLUSTER_RESOURCES: readonly WatchedResource[] = WATCHED_RESOURCES.filter((r) => REMOTE_KINDS.includes(r.kind));
 
 export interface RemoteClustersOptions {
   /** The own cluster's API server, where the remote secrets are. */
@@ -130,7 +131,9 @@ export class RemoteClusters {
         const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), timeout)));
         const outcome = await Promise.race([cluster.synced.then(() => 'synced' as const), late]);
         clearTimeout(timer);
-        if (outcome === 'late') this.#log.warn({ cluster: cluster.id }, `remote cluster ${cluster.id} (secret ${cluster.secret}) has not answered in ${timeout} ms; going on without its objects until it does`);
+        if (outcome !== 'late') return;
+        const message = `remote cluster ${cluster.id} (secret ${cluster.secret}) has not answered in ${timeout} ms; going on without its objects until it does`;
+        this.#log.warn({ cluster: cluster.id }, message);
       }),
     );
   }
@@ -170,7 +173,8 @@ export class RemoteClusters {
     failed: (_resource, error) => {
       const forbidden = error.status === 403;
       const text = forbidden
-        ? `cannot read remote secrets in ${SYSTEM_NAMESPACE} (403 Forbidden): this agent sees only its own cluster; grant get, list and watch on secrets in ${SYSTEM_NAMESPACE} to join the clusters they name`
+        ? `cannot read remote secrets in ${SYSTEM_NAMESPACE} (403 Forbidden): this agent sees only its own cluster; ` +
+          `grant get, list and watch on secrets in ${SYSTEM_NAMESPACE} to join the clusters they name`
         : `remote secrets in ${SYSTEM_NAMESPACE}: ${error.message}; the clusters read so far stay in force`;
       if (this.#told.has(text)) return;
       this.#told.add(text);
@@ -191,7 +195,9 @@ export class RemoteClusters {
 
   /** Starts, restarts and stops clusters to match the secrets; one pass at a time, in order. */
   #reconcile(): void {
-    this.#reconciling = this.#reconciling.then(() => this.#apply()).catch((err: unknown) => this.#log.error({ err }, `remote clusters: ${(err as Error).message}`));
+    this.#reconciling = this.#reconciling
+      .then(() => this.#apply())
+      .catch((err: unknown) => this.#log.error({ err }, `remote clusters: ${(err as Error).message}`));
   }
 
   async #apply(): Promise<void> {
