@@ -97,7 +97,11 @@ export class DnsProxy {
 function forwardUdp(message: Uint8Array, upstream: DnsUpstream): Promise<Uint8Array | undefined> {
   return new Promise((resolve) => {
     const socket = createSocket(isIPv6(upstream.ip) ? 'udp6' : 'udp4');
+    let finished = false;
+    // The first of reply, error and timeout wins: closing a dgram socket twice throws.
     const done = (reply: Uint8Array | undefined): void => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       socket.close();
       resolve(reply);
