@@ -90,6 +90,7 @@ export class AgentHandover {
   readonly #self: AgentRecord;
   readonly #name: string;
   #heartbeat: NodeJS.Timeout | undefined;
+  #beatFailing = false;
 
   private constructor(
     readonly stateDir: string,
@@ -205,13 +206,28 @@ export class AgentHandover {
   async #beat(): Promise<void> {
     const path = this.#beatPath(this.#self);
     const now = new Date();
-    await utimes(path, now, now).catch(() => writeFile(path, ''))
-      .catch((err: Error) => this.log.warn({ err: err.message }, `touching the agent heartbeat ${path} failed: ${err.message}`));
+    const failed = await utimes(path, now, now).catch(() => writeFile(path, '')).then(() => undefined, (err: Error) => err);
+    // Said when it starts failing and when it works again, not every second in between.
+    if (failed && !this.#beatFailing) this.log.warn({ err: failed.message }, `touching the agent heartbeat ${path} failed: ${failed.message}; an agent started in another pid namespace may take this one for dead`);
+    if (!failed && this.#beatFailing) this.log.info({ path }, `the agent heartbeat ${path} is touched again`);
+    this.#beatFailing = failed !== undefined;
   }
 
+  /**
+   * Records this agent in `path`, whole or not at all. A state dir that cannot be written (full disk,
+   * read-only) does not stop the agent from serving: only the next agent's takeover depends on it.
+   */
   async #writePointer(path: string): Promise<void> {
     const tmp = `${path}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify(this.#self));
-    await rename(tmp, path);
+    try {
+      await writeFile(tmp, JSON.stringify(this.#self));
+      await rename(tmp, path);
+    } catch (err) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      this.log.error(
+        { path, err: (err as Error).message },
+        `cannot record this agent in ${path}: ${(err as Error).message}; it serves, but an agent started next on this node will not find it to take over (both would serve until this one is stopped): free space in the state dir (--state-dir)`,
+      );
+    }
   }
 }
