@@ -12,11 +12,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { LabLayout } from '../../agent/lab/layout.js';
+import { cgroup2Root } from '../../agent/system/cgroups.js';
+import { hostFootprint, labsUp, withoutLabs } from './helpers/host-footprint.js';
 import { type CommandResult, ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
 import { PacketCapture } from './helpers/packet-capture.js';
 
 const LAB = `mc${process.pid % 10000}`;
-const layout = new LabLayout(LAB, '/sys/fs/cgroup');
+const cgroupRoot = cgroup2Root();
+const before_ = { footprint: hostFootprint(cgroupRoot), labs: labsUp() };
+const layout = new LabLayout(LAB, cgroupRoot);
 const dir = mkdtempSync(join(tmpdir(), 'ambit-lab-multicluster-'));
 const example = (file: string): string => fileURLToPath(new URL(`../../examples/multicluster/${file}`, import.meta.url));
 
@@ -130,4 +134,13 @@ test('bookinfo across the networks: reviews-v3 in cluster2 answers productpage t
   const west = (await ambit(['lab', 'logs', '--lab', LAB, 'node/west-1'])).stdout;
   assert.match(west, /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/bookinfo-productpage".*"dst\.workload":"reviews-v3".*"direction":"inbound"/);
   assert.doesNotMatch(west, /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/istio-system\/sa\/istio-eastwestgateway".*"dst\.workload":"reviews-v3"/);
+});
+
+test('down removes both clusters, their edges and the internetwork, and leaves the machine as it was', async () => {
+  const down = await ambit(['lab', 'down', '--lab', LAB], 120_000);
+  assert.equal(down.code, 0, down.stderr);
+  // 2 fabrics, 2 nodes, 5 pods, 2 edges and the internetwork.
+  assert.match(down.stdout, new RegExp(`lab "${LAB}" is down: removed 12 network namespaces`));
+  const others = [...new Set([...before_.labs, ...labsUp()])].filter((lab) => lab !== LAB);
+  assert.deepEqual(withoutLabs(hostFootprint(cgroupRoot), others), withoutLabs(before_.footprint, others));
 });
