@@ -66,7 +66,8 @@ function globalStep(snapshot: MeshSnapshot, limit: RateLimitObject, request: Rat
   const base = { step: 'rate-limit' as const, decidedBy: byObject(limit), node };
   const service = `${global.service}:${global.port}`;
   if (!question) {
-    const details = [`route ${routeName}: no descriptor can be filled from this request, so the agent does not ask the rate limit service ${service}`, ...descriptorLines];
+    const why = specs.length === 0 ? 'has no descriptors' : 'has no descriptor this request can fill';
+    const details = [`route ${routeName} ${why}, so the agent does not ask the rate limit service ${service}`, ...descriptorLines];
     return { step: { ...base, outcome: 'no-descriptor', details } };
   }
   const failure =

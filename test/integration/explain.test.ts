@@ -1,7 +1,7 @@
 // `ambit explain` against what the data path does, in the lab: for each case real traffic is sent from a
 // pod, its outcome observed (the answering pod, a 403 from policy, a connection closed by an L4 policy,
-// plaintext refused by STRICT, a Service with no endpoint), and explain's verdict, asked of the agents of
-// both nodes, must be that outcome. Then --last-denied must list the denials the destination agent saw.
+// plaintext refused by STRICT, a Service with no endpoint, a 500 from a global rate limit whose service
+// cannot be asked), and explain's verdict, asked of the agents of both nodes, must be that outcome. Then --last-denied must list the denials the destination agent saw.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -50,6 +50,21 @@ metadata: { name: strict, namespace: shop }
 spec: { mtls: { mode: STRICT } }
 `;
 
+// A global rate limit for /api/quota only, whose service (quota, no pod behind it) cannot be asked:
+// failureMode deny answers those requests 500. Other paths send no descriptor, so the service is not asked.
+const QUOTA = `---
+apiVersion: ambit.dev/v1alpha1
+kind: RateLimit
+metadata: { name: web-quota, namespace: shop }
+spec:
+  targetRef: { kind: Service, name: web }
+  global: { service: quota.shop.svc.cluster.local, port: 8081, domain: shop, failureMode: deny }
+  routes:
+  - name: quota
+    match: [{ path: { prefix: /api/quota } }]
+    descriptors: [{ name: per-client, entries: [{ sourceIdentity: {} }] }]
+`;
+
 function meshYaml(): string {
   const pod = (name: string, ns: string, app: string, ip: string, node: string, sa: string, command: readonly string[]): string =>
     labPodYaml({ name, namespace: ns, labels: { app }, node, ip, serviceAccount: sa, command });
@@ -79,7 +94,12 @@ apiVersion: v1
 kind: Service
 metadata: { name: gone, namespace: shop }
 spec: { clusterIP: 10.105.0.13, selector: { app: gone }, ports: [{ name: tcp, port: 7000, targetPort: 7000 }] }
-${POLICY}`;
+${POLICY}---
+apiVersion: v1
+kind: Service
+metadata: { name: quota, namespace: shop }
+spec: { clusterIP: 10.105.0.14, selector: { app: quota }, ports: [{ name: grpc, port: 8081, targetPort: 8081 }] }
+${QUOTA}`;
 }
 
 interface Step {
@@ -186,6 +206,21 @@ test('a Service with no ready endpoint: the connection is closed, explain says u
   const e = await explain(['shop/client', 'gone.shop:7000']);
   assert.equal(e.verdict, 'unreachable');
   assert.match(e.fix ?? '', /no ready endpoint/);
+});
+
+test('a global rate limit whose service cannot be asked, failureMode deny: the request gets 500, explain says deny by web-quota', async () => {
+  const seen = await curl('shop/client', 'http://10.105.0.11/api/quota');
+  assert.equal(seen.status, 500);
+  const e = await explain(['shop/client', 'web.shop:80', '--http', 'GET /api/quota']);
+  assert.equal(e.verdict, 'deny');
+  const limit = e.steps.find((s) => s.step === 'rate-limit' && s.decidedBy.object === 'RateLimit shop/web-quota');
+  assert.equal(limit?.outcome, 'service-unavailable');
+  assert.equal(limit?.node, 'beta');
+  assert.match(limit?.details.join('\n') ?? '', /descriptor per-client: source_identity=spiffe:\/\/cluster\.local\/ns\/shop\/sa\/client/);
+  assert.match(e.fix ?? '', /spec\.global\.failureMode is deny/);
+  // The same limit on another path sends no descriptor: the request is answered, and explain agrees.
+  assert.equal((await curl('shop/client', 'http://10.105.0.11/api/items')).status, 200);
+  assert.equal((await explain(['shop/client', 'web.shop:80', '--http', 'GET /api/items'])).verdict, 'allow');
 });
 
 test('--last-denied on beta lists the denials its agent decided, each explained', async () => {
