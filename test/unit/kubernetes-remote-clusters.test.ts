@@ -40,10 +40,13 @@ const secret = (name: string, clusters: Record<string, string>, labelled = true)
 
 const own = new FakeApiServer();
 const remote = new FakeApiServer();
+/** Cluster c2's API server at a new address, as after a move: the same cluster, one pod more. */
+const moved = new FakeApiServer();
 
 before(async () => {
   await own.start();
   await remote.start();
+  await moved.start();
   own.apply(namespace('istio-system', { 'topology.istio.io/network': 'n1' }));
   own.apply(namespace('shop', { 'istio.io/dataplane-mode': 'ambient' }));
   own.apply(pod('reviews-v1', '10.1.0.1'));
@@ -52,11 +55,17 @@ before(async () => {
   remote.apply(namespace('shop', { 'istio.io/dataplane-mode': 'ambient' }));
   remote.apply(pod('reviews-v3', '10.2.0.3'));
   remote.apply(reviews('10.97.0.1'));
+  moved.apply(namespace('istio-system', { 'topology.istio.io/network': 'n2' }));
+  moved.apply(namespace('shop', { 'istio.io/dataplane-mode': 'ambient' }));
+  moved.apply(pod('reviews-v3', '10.2.0.3'));
+  moved.apply(pod('reviews-v5', '10.2.0.5'));
+  moved.apply(reviews('10.97.0.1'));
 });
 
 after(async () => {
   await own.stop();
   await remote.stop();
+  await moved.stop();
 });
 
 /** Resolves with the first snapshot (the current one or a later one) that satisfies `check`. */
@@ -118,4 +127,33 @@ test('a remote secret adds its cluster\'s pods and global Services; deleting it 
   const secretCalls = own.requests.filter((r) => r.path === '/api/v1/namespaces/istio-system/secrets');
   assert.ok(secretCalls.length >= 2);
   assert.ok(secretCalls.every((r) => r.query['labelSelector'] === 'istio/multiCluster=true'), JSON.stringify(secretCalls.map((r) => r.query)));
+});
+
+test('a rotated kubeconfig: the old reader serves until the new one has listed everything, so the cluster never leaves the mesh', async () => {
+  const connection = await connectionFromKubeconfigText(kubeconfig(own.url), 'the test kubeconfig');
+  assert.ok(typeof connection !== 'string', String(connection));
+  const store = new WorkloadStore();
+  const source = new KubernetesSource(
+    { client: new KubeApiClient(connection), trustDomain: 'cluster.local', clusterDomain: 'cluster.local', cluster: { id: 'c1' }, debounceMs: 10, backoff: { initialMs: 50, maxMs: 200 } },
+    store,
+    pino({ level: 'silent' }),
+  );
+  own.apply(secret('istio-remote-secret-c2', { c2: kubeconfig(remote.url) }));
+  const seen: string[][] = [];
+  const unsubscribe = store.subscribe((next) => seen.push(endpoints(next)));
+  try {
+    await source.load();
+    await source.watch();
+    assert.ok(endpoints(store.current!).includes('c2//Pod/shop/reviews-v3'));
+    // The new API server refuses its first lists: the new reader takes a few retries to sync.
+    moved.failNext(8, 503);
+    own.apply(secret('istio-remote-secret-c2', { c2: kubeconfig(moved.url) }));
+    await snapshotWhere(store, (s) => endpoints(s).includes('c2//Pod/shop/reviews-v5'), 'the new reader\'s objects');
+    const without = seen.filter((e) => !e.includes('c2//Pod/shop/reviews-v3'));
+    assert.deepEqual(without, [], 'a snapshot without cluster c2 was served during the rotation');
+  } finally {
+    unsubscribe();
+    await source.close();
+    own.delete('Secret', 'istio-system', 'istio-remote-secret-c2');
+  }
 });

@@ -46,6 +46,8 @@ class RemoteCluster {
   readonly #entries = new Map<string, readonly MeshObject[]>();
   readonly #reflectors: Reflector[];
   readonly synced: Promise<void>;
+  /** Every resource has been listed once. */
+  isSynced = false;
 
   constructor(
     readonly id: string,
@@ -83,7 +85,9 @@ class RemoteCluster {
     };
     this.#reflectors = REMOTE_CLUSTER_RESOURCES.map((r) => new Reflector(r, client, handler, options.reflector));
     for (const r of this.#reflectors) r.start();
-    this.synced = Promise.all(this.#reflectors.map((r) => r.synced)).then(() => undefined);
+    this.synced = Promise.all(this.#reflectors.map((r) => r.synced)).then(() => {
+      this.isSynced = true;
+    });
   }
 
   objects(): MeshObject[] {
@@ -109,6 +113,8 @@ export class RemoteClusters {
   /** Secret namespace/name → its clusters (ID → kubeconfig text). */
   readonly #declared = new Map<string, ReadonlyMap<string, string>>();
   readonly #running = new Map<string, RemoteCluster>();
+  /** Clusters whose kubeconfig changed: the old reader serves until the new one has listed everything. */
+  readonly #previous = new Map<string, RemoteCluster>();
   readonly #told = new Set<string>();
   #reconciling: Promise<void> = Promise.resolve();
   #closed = false;
@@ -140,7 +146,12 @@ export class RemoteClusters {
 
   /** Every cluster being read, in ID order, with the objects known from it so far. */
   objects(): RemoteClusterObjects[] {
-    return [...this.#running.values()].sort((a, b) => a.id.localeCompare(b.id)).map((c) => ({ id: c.id, objects: c.objects() }));
+    const ids = [...new Set([...this.#running.keys(), ...this.#previous.keys()])].sort();
+    return ids.map((id) => {
+      const current = this.#running.get(id);
+      const serving = current?.isSynced || !this.#previous.has(id) ? current! : this.#previous.get(id)!;
+      return { id, objects: serving.objects() };
+    });
   }
 
   /** Resolves once the clusters the secrets name now have been started or stopped (for tests). */
@@ -152,8 +163,9 @@ export class RemoteClusters {
     this.#closed = true;
     await this.#secrets.stop();
     await this.#reconciling;
-    await Promise.all([...this.#running.values()].map((c) => c.stop()));
+    await Promise.all([...this.#running.values(), ...this.#previous.values()].map((c) => c.stop()));
     this.#running.clear();
+    this.#previous.clear();
   }
 
   readonly #handler: ReflectorHandler = {
@@ -195,9 +207,7 @@ export class RemoteClusters {
 
   /** Starts, restarts and stops clusters to match the secrets; one pass at a time, in order. */
   #reconcile(): void {
-    this.#reconciling = this.#reconciling
-      .then(() => this.#apply())
-      .catch((err: unknown) => this.#log.error({ err }, `remote clusters: ${(err as Error).message}`));
+    this.#reconcileWith(() => this.#apply());
   }
 
   async #apply(): Promise<void> {
@@ -228,9 +238,16 @@ export class RemoteClusters {
       const want = wanted.get(id);
       if (want && fingerprint(want.kubeconfig) === cluster.fingerprint) continue;
       this.#running.delete(id);
-      await cluster.stop();
       changed = true;
-      if (!want) this.#log.info({ cluster: id }, `remote cluster ${id} removed (secret ${cluster.secret}); its workloads and services leave the mesh`);
+      if (want) {
+        // A new kubeconfig (rotated credentials): the old reader serves until the new one has synced, as istiod does.
+        if (cluster.isSynced || !this.#previous.has(id)) await this.#retire(id, cluster);
+        else await cluster.stop();
+        continue;
+      }
+      await cluster.stop();
+      await this.#retire(id, undefined);
+      this.#log.info({ cluster: id }, `remote cluster ${id} removed (secret ${cluster.secret}); its workloads and services leave the mesh`);
     }
     for (const [id, want] of wanted) {
       if (this.#running.has(id) || this.#closed) continue;
@@ -242,9 +259,33 @@ export class RemoteClusters {
       const cluster = new RemoteCluster(id, want.secret, fingerprint(want.kubeconfig), new KubeApiClient(connection), this.#options, this.#log);
       this.#running.set(id, cluster);
       changed = true;
+      if (this.#previous.has(id)) {
+        const timeout = this.#options.syncTimeoutMs ?? 10_000;
+        const late = new Promise<void>((resolve) => setTimeout(resolve, timeout).unref());
+        void Promise.race([cluster.synced, late]).then(() => this.#reconcileWith(() => this.#retireIfCurrent(id, cluster)));
+      }
       this.#log.info({ cluster: id, server: connection.server }, `reading remote cluster ${id} at ${connection.server} (secret ${want.secret})`);
     }
     if (changed) this.#options.onChange();
+  }
+
+  /** Replaces the reader kept for `id` while a new one syncs (undefined: none), stopping the one it held. */
+  async #retire(id: string, keep: RemoteCluster | undefined): Promise<void> {
+    const old = this.#previous.get(id);
+    if (keep) this.#previous.set(id, keep);
+    else this.#previous.delete(id);
+    if (old && old !== keep) await old.stop();
+  }
+
+  /** The new reader of `id` has synced (or timed out): the old one stops, unless another change came first. */
+  async #retireIfCurrent(id: string, current: RemoteCluster): Promise<void> {
+    if (this.#running.get(id) !== current || !this.#previous.has(id)) return;
+    await this.#retire(id, undefined);
+    this.#options.onChange();
+  }
+
+  #reconcileWith(step: () => Promise<void>): void {
+    this.#reconciling = this.#reconciling.then(step).catch((err: unknown) => this.#log.error({ err }, `remote clusters: ${(err as Error).message}`));
   }
 
   #tell(key: string, message: string): void {
