@@ -36,7 +36,7 @@ type Attach = (pin: string) => Result<{ outcome: AttachOutcome; linkId: number }
 type LinkState = { readonly linkId: number } | { readonly error: string };
 
 /** What an operator reads in the watchdog's log: e.g. `ambit_connect4 of pod shop/web` or `ambit_tc_uplink on eth0`. */
-function describe(program: string, at: AttachPoint): string {
+function linkDescription(program: string, at: AttachPoint): string {
   if (at.kind === 'tcx') return `${program} on ${at.device}`;
   return at.pod !== undefined ? `${program} of pod ${at.pod}` : `the agent's ${program}`;
 }
@@ -48,7 +48,7 @@ export class CaptureLinks {
 
   /** A link whose attachment records its outcome; its pin directory is created first (bpffs needs it). */
   plan(program: string, attachPoint: AttachPoint, pin: string, attach: Attach): PlannedLink {
-    return { program, attachPoint, pin, what: describe(program, attachPoint), attach: () => this.#attach(pin, attach) };
+    return { program, attachPoint, pin, what: linkDescription(program, attachPoint), attach: () => this.#attach(pin, attach) };
   }
 
   /** A device's index, learnt when its program was attached (the console shows it beside the name). */
