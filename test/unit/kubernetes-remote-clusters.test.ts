@@ -12,6 +12,7 @@ import { connectionFromKubeconfigText } from '../../agent/sources/kubernetes/con
 import { KubernetesSource } from '../../agent/sources/kubernetes/source.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
+import { captureLog } from './helpers/log-capture.js';
 
 const REVIEWS = 'shop/reviews.shop.svc.cluster.local';
 
@@ -155,5 +156,39 @@ test('a rotated kubeconfig: the old reader serves until the new one has listed e
     unsubscribe();
     await source.close();
     own.delete('Secret', 'istio-system', 'istio-remote-secret-c2');
+  }
+});
+
+test('a remote cluster whose API server does not answer is said once per kind of failure, not at every retry', async () => {
+  const connection = await connectionFromKubeconfigText(kubeconfig(own.url), 'the test kubeconfig');
+  assert.ok(typeof connection !== 'string', String(connection));
+  const gone = new FakeApiServer();
+  await gone.start();
+  const deadUrl = gone.url;
+  await gone.stop();
+  const { logger, records } = captureLog('debug');
+  const store = new WorkloadStore();
+  const source = new KubernetesSource(
+    { client: new KubeApiClient(connection), trustDomain: 'cluster.local', clusterDomain: 'cluster.local', cluster: { id: 'c1' }, debounceMs: 10, backoff: { initialMs: 5, maxMs: 20 }, remoteSyncTimeoutMs: 200 },
+    store,
+    logger,
+  );
+  own.apply(secret('istio-remote-secret-c7', { c7: kubeconfig(deadUrl) }));
+  try {
+    await source.load();
+    const about = (level: number) => records.filter((r) => r['level'] === level && r['cluster'] === 'c7' && String(r['msg']).includes('stay in force'));
+    // Let every resource fail a few times: the retries are logged at debug.
+    await new Promise<void>((resolve) => {
+      const check = setInterval(() => {
+        if (about(20).length < 25) return;
+        clearInterval(check);
+        resolve();
+      }, 5);
+    });
+    assert.equal(about(40).length, 5, about(40).map((r) => String(r['msg'])).join('\n'));
+    assert.match(String(about(40)[0]?.['msg']), /its last known \w+ stay in force; retrying in \d+ ms/);
+  } finally {
+    await source.close();
+    own.delete('Secret', 'istio-system', 'istio-remote-secret-c7');
   }
 });

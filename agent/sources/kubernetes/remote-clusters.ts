@@ -73,8 +73,10 @@ class RemoteCluster {
       },
       failed: (resource, error, retryInMs) => {
         const text = `remote cluster ${id} (secret ${secret}): ${error.message}; its last known ${resource.plural} stay in force; retrying in ${retryInMs} ms`;
-        if (told.has(text)) return log.debug({ cluster: id }, text);
-        told.add(text);
+        // One warning per kind of failure while it lasts; its retries go to debug.
+        const key = `${resource.plural}: ${error.message}`;
+        if (told.has(key)) return log.debug({ cluster: id }, text);
+        told.add(key);
         log.warn({ cluster: id, resource: resource.plural }, text);
       },
       recovered: (resource) => {
