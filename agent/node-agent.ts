@@ -289,6 +289,7 @@ export class NodeAgent {
     const host = EngineHost.start({}, capture.hboneEngine ?? {});
     this.#closers.push(host);
     this.metrics.registerHboneEngine(() => ({ ...host.engine.counters() }));
+    this.metrics.registerHboneConnectionEnds(() => host.connectionEnds());
     const hbonePool = new HbonePool({ host, certificates, dialTcp: transparentDialer, log });
     this.#closers.push(hbonePool);
     // L7 for ports that speak HTTP; each finished request feeds Istio's request metrics and access log.

@@ -141,6 +141,20 @@ export class MeshMetrics {
     });
   }
 
+  /** Exports how many HBONE connections ended, inbound and outbound, by the engine's cause, read at each scrape. */
+  registerHboneConnectionEnds(read: () => Readonly<Record<string, number>>): void {
+    new Counter({
+      name: 'ambit_hbone_connections_closed_total',
+      help: 'HBONE connections that ended, by cause: idle, drain, closed (GOAWAY, no stream left), peer-closed, io-error, ping-timeout, memory-limit, protocol, handshake, untrusted, identity, ...',
+      labelNames: ['cause'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [cause, ended] of Object.entries(read())) this.inc({ cause }, ended);
+      },
+    });
+  }
+
   /** Exports the capture's per-reason decision counters, read from the kernel at each scrape. */
   registerRedirectDecisions(read: () => Promise<Readonly<Record<string, number>> | undefined>): void {
     new Counter({

@@ -80,3 +80,14 @@ test('the engine counters are exported: limits by name, events, and what is open
   counts['limitPendingConnects'] = 9;
   assert.match(await metrics.registry.metrics(), /^ambit_hbone_limited_total\{limit="maxPendingConnects"\} 9$/m, 'read again at each scrape');
 });
+
+test('HBONE connection ends are exported by cause, as the engine host counted them', async () => {
+  const metrics = new MeshMetrics('test');
+  const ends: Record<string, number> = { idle: 2, 'ping-timeout': 1 };
+  metrics.registerHboneConnectionEnds(() => ends);
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^ambit_hbone_connections_closed_total\{cause="idle"\} 2$/m);
+  assert.match(text, /^ambit_hbone_connections_closed_total\{cause="ping-timeout"\} 1$/m);
+  ends['memory-limit'] = 1;
+  assert.match(await metrics.registry.metrics(), /^ambit_hbone_connections_closed_total\{cause="memory-limit"\} 1$/m, 'read again at each scrape');
+});

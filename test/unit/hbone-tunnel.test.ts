@@ -10,8 +10,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as connectTls, createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { spiffeId } from '../../agent/state/model.js';
-import type { HboneOpenRequest } from '../../agent/tunnel/hbone/pool.js';
+import type { HboneOpenRequest } from '../../agent/tunnel/hbone/open-request.js';
 import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
+import { EngineHost } from '../../agent/tunnel/hbone/engine-host.js';
 import type { HboneResult } from '../../agent/tunnel/hbone/errors.js';
 import type { HbonePoolEvent } from '../../agent/tunnel/hbone/events.js';
 import type { HboneInboundRequest } from '../../agent/tunnel/hbone/server.js';
@@ -336,25 +337,31 @@ describe('HBONE server and pool on loopback', () => {
     assert.ok(poolEvents.some((e) => e.type === 'stream-opened' && e.reused));
   });
 
-  it('closes a session whose peer stops answering PINGs', async () => {
-    const tuning = { pingIntervalMs: 100, pingTimeoutMs: 400 };
+  it('closes a session whose peer stops answering PINGs, and counts it by that cause', async () => {
+    const host = EngineHost.start({ pingIntervalMs: 100, pingTimeoutMs: 400 });
     const proxy = await startFreezableProxy(REVIEWS_IP, hbone.port);
     const events: HbonePoolEvent[] = [];
     const deafPool = new HbonePool({
       certificates: trust.certificates,
-      tuning,
+      host,
       dialTcp: () => connectTcp({ host: '127.0.0.1', port: proxy.port }),
       onEvent: (e) => events.push(e),
     });
-    const stream = unwrap(await deafPool.open(request()));
-    stream.on('error', () => undefined);
-    proxy.freeze();
-    // A frozen path (a lost node, a black hole) is found the same way, with bytes pending or not.
-    await waitFor(() => events.some((e) => e.type === 'connection-closed'), 'the PING timeout to close the connection', 3_000);
-    const closed = events.find((e) => e.type === 'connection-closed');
-    assert.match(closed?.type === 'connection-closed' ? closed.reason : '', /did not answer a PING within 400 ms/);
-    await deafPool.close(100);
-    await proxy.close();
+    try {
+      const stream = unwrap(await deafPool.open(request()));
+      stream.on('error', () => undefined);
+      proxy.freeze();
+      // A frozen path (a lost node, a black hole) is found the same way, with bytes pending or not.
+      await waitFor(() => events.some((e) => e.type === 'connection-closed'), 'the PING timeout to close the connection', 3_000);
+      const closed = events.find((e) => e.type === 'connection-closed');
+      assert.match(closed?.type === 'connection-closed' ? closed.reason : '', /did not answer a PING within 400 ms/);
+      // What ambit_hbone_connections_closed_total{cause} exports.
+      assert.deepEqual(host.connectionEnds(), { 'ping-timeout': 1 });
+    } finally {
+      await deafPool.close(100);
+      host.close();
+      await proxy.close();
+    }
   });
   it('leaves a stream waiting for a slow reader alone (backpressure is not a stall)', async () => {
     const events: HbonePoolEvent[] = [];

@@ -7,7 +7,7 @@ import { Socket } from 'node:net';
 import { socketFd, socketPair } from '../../redirect/bpf-binding.js';
 import type { WorkloadCertificate } from '../../identity/workload-certificate.js';
 import { HboneEngine, type TlsContext, createTlsContext } from '../engine/engine.js';
-import type { ConnId, EngineEvent } from '../engine/events.js';
+import type { ConnEndCause, ConnId, EngineEvent } from '../engine/events.js';
 import type { EngineOptions } from '../engine/native.js';
 import { relayIdleTimeout } from '../relay-idle.js';
 import { type HboneTuning, resolveTuning } from './settings.js';
@@ -19,6 +19,7 @@ export class EngineHost {
   readonly engine: HboneEngine;
   readonly tuning: HboneTuning;
   readonly #owners = new Map<ConnId, ConnectionListener>();
+  readonly #ends = new Map<ConnEndCause, number>();
 
   private constructor(create: (onEvent: (event: EngineEvent) => void) => HboneEngine, tuning: HboneTuning) {
     this.tuning = tuning;
@@ -58,6 +59,11 @@ export class EngineHost {
     this.#owners.set(conn, listener);
   }
 
+  /** HBONE connections ended so far, inbound and outbound, by the cause the engine gave (ambit_hbone_connections_closed_total). */
+  connectionEnds(): Readonly<Partial<Record<ConnEndCause, number>>> {
+    return Object.fromEntries(this.#ends);
+  }
+
   /** Every connection ends (each reports connEnd), then the threads stop. */
   close(): void {
     this.engine.destroy();
@@ -66,7 +72,10 @@ export class EngineHost {
   #route(event: EngineEvent): void {
     if (event.type === 'drained') return;
     const owner = this.#owners.get(event.conn);
-    if (event.type === 'connEnd') this.#owners.delete(event.conn);
+    if (event.type === 'connEnd') {
+      this.#owners.delete(event.conn);
+      this.#ends.set(event.cause, (this.#ends.get(event.cause) ?? 0) + 1);
+    }
     owner?.(event);
   }
 }
