@@ -11,7 +11,7 @@ import { requestHeaders } from '../l7/request.js';
 import { DEFAULT_PATH_NORMALIZATION, type PathNormalization, normalizeOriginForm } from '../l7/request-target.js';
 import { UpstreamClusters } from '../l7/upstream-cluster.js';
 import { matchesLabels } from '../state/build.js';
-import { rankEndpoints } from '../state/locality.js';
+import { ClusterTier, clusterTier, rankEndpoints } from '../state/locality.js';
 import type { MeshService, MeshSnapshot, ServiceEndpoint, Workload } from '../state/model.js';
 import { type OutboundTarget, resolveOutbound } from '../tunnel/destination.js';
 import { formatAuthority } from '../tunnel/hbone/connect-headers.js';
@@ -134,6 +134,14 @@ function onNode(node: string | undefined): string {
   return node ? `on node ${node}` : '(on no node of the cluster)';
 }
 
+/** For a workload of another cluster (docs/multicluster.md): which one, and how it is reached. */
+function inCluster(snapshot: MeshSnapshot, w: Workload | undefined): string {
+  if (!w?.cluster || w.cluster === snapshot.ownCluster) return '';
+  const tier = clusterTier(snapshot, w);
+  const how = tier === ClusterTier.ThroughGateway ? ` (network ${w.network}, through its east-west gateway)` : tier === ClusterTier.Unreachable ? ` (network ${w.network}, which has no east-west gateway: unreachable)` : '';
+  return ` in cluster ${w.cluster}${how}`;
+}
+
 function decidedByDestination(destination: ExplainDestination): DecidedBy {
   const service = destination.kind === 'service' ? destination.service : undefined;
   if (service) return byMeshObject(service.entry ? 'ServiceEntry' : 'Service', `${service.namespace}/${service.name}`, service.source);
@@ -148,13 +156,21 @@ function decidedByDestination(destination: ExplainDestination): DecidedBy {
  */
 function endpointLines(snapshot: MeshSnapshot, service: MeshService, port: number, clientNode?: string): string[] {
   const ranks = new Map(rankEndpoints(snapshot, service.loadBalancing, service.endpoints, clientNode).map((r) => [r.endpoint, r.priority]));
-  const rank = (e: ServiceEndpoint): string => (!service.loadBalancing || clientNode === undefined ? '' : ranks.has(e) ? `, locality rank ${ranks.get(e)}` : ', not eligible from this node');
-  const lines = service.endpoints.map((e) => `endpoint ${e.workload} ${e.ip}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`} ${onNode(snapshot.workloads.get(e.workload)?.node)}${rank(e)}`);
+  // Ranks mean something under a locality policy, or when clusters' tiers set endpoints apart.
+  const ranked = clientNode !== undefined && (service.loadBalancing !== undefined || new Set(ranks.values()).size > 1);
+  const rank = (e: ServiceEndpoint): string => (!ranked ? '' : ranks.has(e) ? `, locality rank ${ranks.get(e)}` : ', not eligible from this node');
+  const lines = service.endpoints.map((e) => {
+    const w = snapshot.workloads.get(e.workload);
+    return `endpoint ${e.workload} ${e.ip}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`} ${onNode(w?.node)}${inCluster(snapshot, w)}${rank(e)}`;
+  });
   const listed = new Set(service.endpoints.map((e) => e.workload));
   if (service.selector) {
     const selector = service.selector;
     for (const w of snapshot.workloads.values()) {
-      if (w.namespace === service.namespace && !listed.has(w.key) && matchesLabels(selector, w.labels)) lines.push(`not an endpoint: ${w.key} (${w.ips.length === 0 ? 'no IP' : 'not ready'})`);
+      if (w.namespace !== service.namespace || listed.has(w.key) || !matchesLabels(selector, w.labels)) continue;
+      const remote = w.cluster !== undefined && w.cluster !== snapshot.ownCluster;
+      const why = w.ips.length === 0 ? 'no IP' : !w.ready ? 'not ready' : remote ? `in cluster ${w.cluster}, and the Service is not shared across clusters (not global)` : 'not ready';
+      lines.push(`not an endpoint: ${w.key} (${why})`);
     }
   }
   if (service.loadBalancing) lines.push(`locality: ${service.loadBalancing.mode} by ${service.loadBalancing.routingPreference.join(', ')}${service.loadBalancing.mode === 'strict' ? ' (internalTrafficPolicy: Local)' : ''}`);

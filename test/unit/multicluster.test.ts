@@ -13,6 +13,7 @@ import { buildConfigDump } from '../../agent/admin/config-dump.js';
 import { zcOutput } from '../../agent/cli/zc.js';
 import { workloads } from '../../agent/cli/zc-tables.js';
 import { formatDiagnostic } from '../../agent/config/diagnostics.js';
+import { explainPath } from '../../agent/explain/explain.js';
 import type { MeshObject } from '../../agent/config/objects.js';
 import { parseConfigFile } from '../../agent/config/parse-file.js';
 import { systemClock } from '../../agent/l7/clock.js';
@@ -54,11 +55,11 @@ metadata: {name: ${name}, namespace: shop, labels: {app: ${opts.app ?? 'reviews'
 spec: {nodeName: ${nodeName}, serviceAccountName: reviews, containers: [{name: c, ports: [{containerPort: 9080}]}]}
 status: {podIP: ${ip}${opts.ready === false ? ', conditions: [{type: Ready, status: "False"}]' : ''}}
 `;
-const service = (name: string, vip: string, opts: { global?: boolean; targetPort?: number } = {}) => `---
+const service = (name: string, vip: string, opts: { global?: boolean; targetPort?: number; portName?: string } = {}) => `---
 apiVersion: v1
 kind: Service
 metadata: {name: ${name}, namespace: shop${opts.global === false ? '' : ', labels: {istio.io/global: "true"}'}}
-spec: {clusterIP: ${vip}, selector: {app: ${name}}, ports: [{name: http, port: 9080, targetPort: ${opts.targetPort ?? 9080}}]}
+spec: {clusterIP: ${vip}, selector: {app: ${name}}, ports: [{name: ${opts.portName ?? 'http'}, port: 9080, targetPort: ${opts.targetPort ?? 9080}}]}
 `;
 const eastWestGateway = (network: string, address: string) => `---
 apiVersion: gateway.networking.k8s.io/v1
@@ -333,5 +334,33 @@ describe('config_dump and ambit zc', () => {
     assert.deepEqual(wide[0]?.slice(-2), ['CLUSTER', 'NETWORK']);
     assert.deepEqual(wide.find((r) => r[1] === 'reviews-v3')?.slice(-2), ['c2', 'n2']);
     assert.equal(workloads(dump)[0]?.length, 6);
+  });
+});
+
+describe('ambit explain', () => {
+  it('names each endpoint\'s cluster and tier, and why another cluster\'s pod serves no local-only Service', () => {
+    // TCP ports, so that explain walks the L4 resolver (an HTTP port's L7 cluster lists its ranks itself).
+    const own = parse(
+      `${systemNamespace('n1')}${shop}${pod('reviews-v1', 'n1', '10.1.0.1')}${pod('productpage', 'n1', '10.1.0.2', { app: 'productpage' })}` +
+        `${service('reviews', '10.96.0.1', { portName: 'tcp' })}${service('productpage', '10.96.0.2', { global: false, portName: 'tcp' })}`,
+      'c1.yaml',
+    );
+    const far = parse(
+      `${systemNamespace('n2')}${shop}${pod('reviews-v3', 'n1', '10.2.0.3')}${pod('productpage', 'n1', '10.2.0.9', { app: 'productpage' })}` +
+        `${service('reviews', '10.97.0.1', { portName: 'tcp' })}${service('productpage', '10.97.0.2', { portName: 'tcp' })}${eastWestGateway('n2', '192.0.2.2')}`,
+      'c2.yaml',
+    );
+    const s = buildSnapshot(own, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local', cluster: { id: 'c1' }, remoteClusters: [{ id: 'c2', objects: far }] });
+    const destination = (source: string, to: string): readonly string[] => {
+      const answer = explainPath(s, 'n1', { source, destination: to });
+      assert.ok(answer.ok, answer.ok ? '' : answer.error);
+      return answer.value.explanation.steps.find((step) => step.step === 'destination')?.details ?? [];
+    };
+    const details = destination('shop/productpage', 'reviews.shop:9080');
+    const line = (key: string) => details.find((d) => d.startsWith(`endpoint ${key} `)) ?? `(no line for ${key} in ${JSON.stringify(details)})`;
+    assert.match(line('shop/reviews-v1'), /on node n1, locality rank 0$/);
+    assert.match(line('c2//Pod/shop/reviews-v3'), /on node c2\/n1 in cluster c2 \(network n2, through its east-west gateway\), locality rank 2$/);
+    const local = destination('shop/reviews-v1', 'productpage.shop:9080');
+    assert.ok(local.includes('not an endpoint: c2//Pod/shop/productpage (in cluster c2, and the Service is not shared across clusters (not global))'), JSON.stringify(local));
   });
 });
