@@ -13,7 +13,7 @@ import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import { type Address, type OutboundTarget, resolveOutbound, serverIdentities } from './destination.js';
 import { type ServiceAuthority, formatAuthority, formatBaggage, forwardedHeader } from './hbone/connect-headers.js';
 import type { DoubleHboneRequest } from './hbone/double-hbone.js';
-import type { HboneOpenRequest } from './hbone/pool.js';
+import type { HboneOpenRequest } from './hbone/open-request.js';
 import { type NetworkHop, networkHop } from './network-gateway.js';
 import { HBONE_PORT } from './hbone/settings.js';
 import { type InboundAttempt, admitInbound } from './inbound-admission.js';

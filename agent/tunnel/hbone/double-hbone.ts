@@ -8,7 +8,8 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { socketPair } from '../../redirect/bpf-binding.js';
 import { HboneError, type HboneResult, fail, ok } from './errors.js';
-import type { CarriedTunnel, HboneOpenRequest, HbonePool } from './pool.js';
+import type { HboneOpenRequest } from './open-request.js';
+import type { CarriedTunnel, HbonePool } from './pool.js';
 
 /** The two tunnels of one connection, as the outbound plan builds them. */
 export interface DoubleHboneRequest {
