@@ -4,8 +4,8 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type LabClusterInput, checkClusterId } from '../lab/clusters.js';
-import { DEFAULT_LAB, checkLabName } from '../lab/layout.js';
+import type { LabClusterInput } from '../lab/clusters.js';
+import { DEFAULT_LAB, checkClusterId, checkLabName } from '../lab/layout.js';
 import { LabError, type LabSettings, flagFor, labExec, labLayout, labLogFiles, readLabState } from '../lab/lab-state.js';
 import { createLogger, isLogLevel } from '../telemetry/log.js';
 import { resolve } from 'node:path';

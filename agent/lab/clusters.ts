@@ -7,28 +7,16 @@ import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
 import type { GatewayObject } from '../config/gateway-api/types.js';
 import type { MeshObject } from '../config/objects.js';
+import type { NamespaceObject } from '../config/kubernetes.js';
+import { EAST_WEST_GATEWAY_CLASS, NETWORK_LABEL, clusterNetwork } from '../state/clusters.js';
 import type { MeshSnapshot } from '../state/model.js';
 import { parseIpv4Prefix, prefixContains, prefixesOverlap } from '../system/ipv4.js';
 import type { LabLayout } from './layout.js';
 import type { LabNodePlan, LabPlan, LabPodPlan } from './plan.js';
 
-/** Istio's label naming a network: on the istio-system Namespace it is the cluster's network. */
-export const NETWORK_LABEL = 'topology.istio.io/network';
-export const ISTIO_SYSTEM_NAMESPACE = 'istio-system';
-/** Istio's class for a network's east-west gateway (ambient multi-network). */
-export const EAST_WEST_GATEWAY_CLASS = 'istio-east-west';
-/** The port other networks' agents open the outer HBONE tunnel to: the only one a cluster's edge forwards. */
-export const EAST_WEST_HBONE_PORT = 15008;
-
-const CLUSTER_ID = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
-
 /** The supervisor's name for a cluster's `ambit gateway`, in status.json, `lab status` and `lab logs`. */
 export function eastWestGatewayId(cluster: string): string {
   return `gateway/${cluster}`;
-}
-
-export function checkClusterId(id: string): string | undefined {
-  return CLUSTER_ID.test(id) ? undefined : `cluster ID ${JSON.stringify(id)}: expected 1-16 lowercase letters, digits or '-', starting and ending with a letter or digit`;
 }
 
 /** What the user names for one cluster: its ID (none in a lab of one cluster) and its YAML files or directories. */
@@ -96,7 +84,7 @@ export function planClusters(layout: LabLayout, sources: readonly LabClusterSour
       problems.push(`${source.configPaths.join(', ')}: in a lab of several clusters every YAML set needs its cluster ID (--cluster <id>=<file|dir>[,…])`);
       continue;
     }
-    const network = clusterNetwork(source, problems);
+    const network = labClusterNetwork(source, problems);
     if (network === undefined) continue;
     const other = networks.get(network);
     if (other) problems.push(`cluster ${id}: network ${network} is also cluster ${other}'s; the lab builds one network per cluster, so give each its own topology.istio.io/network`);
@@ -110,9 +98,8 @@ export function planClusters(layout: LabLayout, sources: readonly LabClusterSour
 }
 
 /** As Istio's, a cluster's network is the label on its istio-system Namespace. */
-function clusterNetwork(source: LabClusterSource, problems: string[]): string | undefined {
-  const system = source.objects.find((o) => o.kind === 'Namespace' && o.metadata.name === ISTIO_SYSTEM_NAMESPACE);
-  const network = system?.metadata.labels[NETWORK_LABEL];
+function labClusterNetwork(source: LabClusterSource, problems: string[]): string | undefined {
+  const network = clusterNetwork(undefined, source.objects.filter((o): o is NamespaceObject => o.kind === 'Namespace'));
   if (network) return network;
   problems.push(
     `cluster ${source.cluster}: no network: label its istio-system Namespace with ${NETWORK_LABEL}: <network> (as Istio's multi-network install does), in ${source.configPaths.join(', ')}`,

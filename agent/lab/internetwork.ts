@@ -6,7 +6,8 @@
 
 import { runCommand, requireTool } from '../system/commands.js';
 import { parseIpv4Prefix, prefixContains } from '../system/ipv4.js';
-import { EAST_WEST_HBONE_PORT, type LabEastWestPlan, clusterView } from './clusters.js';
+import { EAST_WEST_HBONE_PORT } from '../state/clusters.js';
+import { type LabEastWestPlan, clusterView } from './clusters.js';
 import type { LabLayout } from './layout.js';
 import type { LabPlan } from './plan.js';
 

@@ -19,6 +19,11 @@ export function checkLabName(name: string): string | undefined {
   return LAB_NAME.test(name) ? undefined : `lab name ${JSON.stringify(name)}: expected 1-16 lowercase letters, digits or '-', starting and ending with a letter or digit`;
 }
 
+/** A cluster ID names a lab's namespaces and cgroups (fabric-<id>, gw-<id>), so it has a lab name's shape. */
+export function checkClusterId(id: string): string | undefined {
+  return LAB_NAME.test(id) ? undefined : `cluster ID ${JSON.stringify(id)}: expected 1-16 lowercase letters, digits or '-', starting and ending with a letter or digit`;
+}
+
 /** The cgroup directory under which every lab has its own. */
 export function labCgroupParent(cgroupRoot: string): string {
   return join(cgroupRoot, 'ambit');
