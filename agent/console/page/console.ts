@@ -162,8 +162,13 @@ function drawGraph(graph: Graph): void {
     group.append(svg('line', { x1: from.x + dx * cut, y1: from.y + dy * cut, x2: to.x - dx * cut, y2: to.y - dy * cut, 'marker-end': 'url(#arrow)' }));
     const errorRate = edge.requests > 0 ? `${Math.round((100 * edge.errors) / edge.requests)}% err` : `${edge.tcpConnections} conn`;
     const label = `${rateOf(edge, graph)} · ${errorRate} · ${bytes(edge.bytesSent + edge.bytesReceived)}${edge.mtls ? ' · mTLS' : ' · plaintext'}`;
-    // A third of the way from the source, so that edges crossing the middle do not stack their labels.
-    group.append(svg('text', { x: from.x + dx * 0.35, y: from.y + dy * 0.35 - 4, 'text-anchor': 'middle' }, label));
+    // A third of the way from the source and along the edge (turned to read left to right), so that
+    // edges leaving one workload or crossing the middle do not stack their labels on one line.
+    const x = from.x + dx * 0.35;
+    const y = from.y + dy * 0.35;
+    const degrees = (Math.atan2(dy, dx) * 180) / Math.PI;
+    const upright = degrees > 90 ? degrees - 180 : degrees < -90 ? degrees + 180 : degrees;
+    group.append(svg('text', { x, y: y - 4, 'text-anchor': 'middle', transform: `rotate(${upright.toFixed(1)} ${x.toFixed(1)} ${y.toFixed(1)})` }, label));
     area.append(group);
   }
   for (const w of graph.workloads) {
