@@ -6,7 +6,7 @@
 //   node --import tsx bench/scale.bench.ts [--connections <n>] [--pods <n>] [--hold <seconds>]
 
 import { parseArgs } from 'node:util';
-import { type FaultMesh, faultMeshYaml } from '../test/integration/helpers/fault-lab.js';
+import { type FaultMesh, faultMeshYaml, nodeGet } from '../test/integration/helpers/fault-lab.js';
 import { LabSession } from '../test/integration/helpers/lab-session.js';
 import { holdTunnels } from '../test/integration/helpers/tunnel-scale.js';
 import { backgroundBusyPercent } from './capture/process-usage.js';
@@ -42,6 +42,12 @@ try {
   }
   // Connections the kernel turned away before the agent saw them (a full accept queue, SYN cookies) log nothing in the agents.
   process.stdout.write(`  lost ${JSON.stringify(r.lostHow)}; listen queues: alpha ${JSON.stringify(r.kernel.alpha)}, beta ${JSON.stringify(r.kernel.beta)}\n`);
+  const hboneEnds: Record<string, string> = {};
+  for (const node of ['alpha', 'beta']) {
+    const metrics = await nodeGet(LAB, node, 'http://127.0.0.1:15020/metrics');
+    hboneEnds[node] = [...metrics.matchAll(/^ambit_hbone_connections_closed_total\{cause="([^"]+)"\} (\d+)$/gm)].map((m) => `${m[1]} ${m[2]}`).join(', ') || 'none';
+  }
+  process.stdout.write(`  HBONE connections ended, by cause: alpha ${hboneEnds['alpha']}; beta ${hboneEnds['beta']}\n`);
   // A miss is explained by what the agents logged above info (each line once, with its count), with the error an access log names.
   const logged: Record<string, string[]> = {};
   for (const node of ['alpha', 'beta']) {
@@ -52,7 +58,7 @@ try {
     logged[node] = [...new Set(lines)].map((m) => `${lines.filter((l) => l === m).length}x ${m}`);
     if (!ok) process.stdout.write(`  ${node} logged:\n${logged[node]!.slice(0, 15).map((l) => `    ${l}`).join('\n')}\n`);
   }
-  saveResults('scale.json', 'scale', startedAt, busy, { run, result: r, logged });
+  saveResults('scale.json', 'scale', startedAt, busy, { run, result: r, hboneEnds, logged });
 } finally {
   await session.down();
 }
