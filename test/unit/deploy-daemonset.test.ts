@@ -83,7 +83,7 @@ test('the DaemonSet runs `ambit run` with flags its own parser accepts: kubernet
   const { config: parsed, logLevel } = parseRunArgs(expandedArgs('node-7').slice(1), {});
   assert.equal(logLevel, 'info');
   assert.equal(parsed.node, 'node-7');
-  assert.deepEqual(parsed.source, { kind: 'kubernetes' });
+  assert.deepEqual(parsed.source, { kind: 'kubernetes', cluster: { id: 'Kubernetes' } });
   assert.equal(parsed.capture.mode, 'ebpf');
   assert.deepEqual(parsed.capture.mode === 'ebpf' && parsed.capture.podCgroup, { kind: 'kubepods', root: '/host/sys/fs/cgroup' });
   assert.deepEqual(parsed.readiness, { host: '0.0.0.0', port: 15021 });

@@ -69,7 +69,8 @@ test('the chart makes the objects of deploy/daemonset (the release namespace asi
     .flatMap((f) => parseAllDocuments(readFileSync(join(DAEMONSET_DIR, f), 'utf8')).map((d) => (d.toJSON() as { kind: string }).kind))
     .filter((k) => k !== 'Namespace');
   const gatewayKinds = parseAllDocuments(readFileSync(join(EASTWEST_DIR, 'eastwest-gateway.yaml'), 'utf8')).map((d) => (d.toJSON() as { kind: string }).kind);
-  assert.deepEqual(chartKinds, [...daemonsetKinds, ...gatewayKinds, 'Service', 'ServiceMonitor'].sort());
+  // Role and RoleBinding: the opt-in grant on istio-system's remote secrets (multicluster.remoteSecrets).
+  assert.deepEqual(chartKinds, [...daemonsetKinds, ...gatewayKinds, 'Service', 'ServiceMonitor', 'Role', 'RoleBinding'].sort());
   // The ClusterRole is deploy/daemonset's, rule for rule.
   const rules = (text: string): string => text.slice(text.indexOf('rules:'), text.indexOf('---', text.indexOf('rules:'))).trim();
   assert.equal(rules(templates['rbac.yaml']!), rules(readFileSync(join(DAEMONSET_DIR, 'rbac.yaml'), 'utf8')));
@@ -117,7 +118,7 @@ test('source kubernetes: the args are deploy/daemonset\'s and `ambit run` accept
   const env = Object.fromEntries(configKeys().map((k) => [k, 'x']));
   Object.assign(env, { NODE_NAME: 'node-7', AMBIT_LOG_LEVEL: String(values['logLevel']), CERT_TTL: '24h', DRAIN_TIMEOUT: '5s', POD_CGROUP: 'kubepods', CGROUP_ROOT: '/host/sys/fs/cgroup', TRUST_DOMAIN: 'cluster.local', CLUSTER_DOMAIN: 'cluster.local', CA_ADDRESS: 'ambit-ca.ambit-system.svc:15012' });
   const { config } = parseRunArgs(expand(args, env).slice(1), {});
-  assert.deepEqual(config.source, { kind: 'kubernetes' });
+  assert.deepEqual(config.source, { kind: 'kubernetes', cluster: { id: 'Kubernetes' } });
   assert.equal(config.node, 'node-7');
   assert.equal(config.identity.istiodCa?.address, 'ambit-ca.ambit-system.svc:15012', 'certificates come from ambit ca');
   assert.match(templates['configmap.yaml']!, /CA_ADDRESS: \{\{ printf "ambit-ca\.%s\.svc:15012" \.Release\.Namespace \| quote \}\}/);
@@ -196,4 +197,18 @@ test("eastWestGateway: made only when enabled, with source kubernetes, a network
   };
   assert.deepEqual(argsOf(text), argsOf(readFileSync(join(EASTWEST_DIR, 'eastwest-gateway.yaml'), 'utf8')));
   assert.equal(argsOf(text)[0], 'gateway');
+});
+
+test('multicluster.remoteSecrets: off by default; on, a Role lists and watches only Secrets, only in istio-system, for the agents\' ServiceAccount', () => {
+  assert.equal((values['multicluster'] as { remoteSecrets: boolean }).remoteSecrets, false);
+  const rbac = templates['rbac.yaml']!;
+  const from = rbac.indexOf('{{- if and (eq .Values.source "kubernetes") .Values.multicluster.remoteSecrets }}');
+  assert.ok(from > 0, 'the grant is made only with source kubernetes and multicluster.remoteSecrets');
+  const docs = parseAllDocuments(rbac.slice(from).split('\n').filter((l) => !l.includes('{{-')).join('\n').replace(/\{\{ \.Release\.Namespace \}\}/g, 'ambit-system'))
+    .map((d) => d.toJSON() as { kind: string; metadata: { namespace: string }; rules?: unknown; subjects?: unknown })
+    .filter((d) => d !== null);
+  const role = docs.find((d) => d.kind === 'Role');
+  assert.equal(role?.metadata.namespace, 'istio-system');
+  assert.deepEqual(role?.rules, [{ apiGroups: [''], resources: ['secrets'], verbs: ['list', 'watch'] }]);
+  assert.deepEqual(docs.find((d) => d.kind === 'RoleBinding')?.subjects, [{ kind: 'ServiceAccount', name: 'ambit', namespace: 'ambit-system' }]);
 });
