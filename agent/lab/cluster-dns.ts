@@ -1,6 +1,7 @@
 // The lab's cluster DNS, its kube-dns: on the fabric, it answers `<service>.<namespace>.svc.<domain>`
-// for the lab's Kubernetes Services (the ClusterIP, or a headless Service's ready endpoints) and
-// NXDOMAIN for every other name, as CoreDNS's kubernetes plugin does for a cluster with no upstream.
+// for the lab's Kubernetes Services (the ClusterIP, or a headless Service's ready endpoints), pods'
+// `<a-b-c-d>.<namespace>.pod.<domain>` names, and NXDOMAIN for every other name, as CoreDNS's
+// kubernetes plugin does for a cluster with no upstream.
 // Each pod's resolv.conf points at it with Kubernetes' search list and ndots:5, so the lab's pods
 // resolve names the way a cluster's do, and the agents' DNS proxy forwards to it what the mesh does not
 // answer. It knows no ServiceEntry host: those only the mesh's DNS proxy answers, as in a cluster.
@@ -52,14 +53,31 @@ export interface ClusterDnsAnswer {
   readonly records: readonly AddressRecord[];
 }
 
-/** What the cluster DNS says to `question`: a Kubernetes Service's addresses, no data for other types, or NXDOMAIN. */
+/**
+ * What the cluster DNS says to `question`: a Kubernetes Service's addresses, a pod's for its
+ * `<a-b-c-d>.<namespace>.pod.<domain>` name, no data for other types, or NXDOMAIN.
+ */
 export function clusterDnsAnswer(snapshot: MeshSnapshot, question: DnsQuestion): ClusterDnsAnswer {
   const service = snapshot.servicesByHostname.get(question.name);
   // A ServiceEntry host is the mesh's to answer; kube-dns has never heard of it.
-  if (!service || service.entry) return { rcode: RCODE_NXDOMAIN, records: [] };
+  const addresses = service && !service.entry ? serviceAddresses(service) : podAddress(snapshot, question.name);
+  if (!addresses) return { rcode: RCODE_NXDOMAIN, records: [] };
   if (question.class !== CLASS_IN || (question.type !== TYPE_A && question.type !== TYPE_AAAA)) return { rcode: RCODE_NOERROR, records: [] };
   const family = question.type === TYPE_A ? isIPv4 : isIPv6;
-  return { rcode: RCODE_NOERROR, records: serviceAddresses(service).filter((ip) => family(ip)).map((ip) => addressRecord(ip)) };
+  return { rcode: RCODE_NOERROR, records: addresses.filter((ip) => family(ip)).map((ip) => addressRecord(ip)) };
+}
+
+/**
+ * `10-9-1-7.shop.pod.cluster.local`: the pod at 10.9.1.7 when one of that namespace has the address
+ * (CoreDNS's `pods verified`). Ztunnel forwards such names, so they reach this server through the proxy.
+ */
+function podAddress(snapshot: MeshSnapshot, name: string): string[] | undefined {
+  const suffix = `.pod.${snapshot.clusterDomain}`;
+  if (!name.endsWith(suffix)) return undefined;
+  const [dashed = '', namespace, ...rest] = name.slice(0, -suffix.length).split('.');
+  const ip = dashed.replaceAll('-', '.');
+  const pod = snapshot.workloadsByIp.get(ip);
+  return pod !== undefined && pod.entry === undefined && pod.namespace === namespace && rest.length === 0 ? [ip] : undefined;
 }
 
 /** A ClusterIP Service answers its VIPs; a headless one (clusterIP: None) its ready endpoints' addresses. */

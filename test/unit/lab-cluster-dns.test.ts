@@ -1,4 +1,4 @@
-// The lab's cluster DNS (its kube-dns) without a kernel: what it answers for the lab's Services, that it
+// The lab's cluster DNS (its kube-dns) without a kernel: what it answers for the lab's Services and pods, that it
 // knows no ServiceEntry host (only the mesh's DNS proxy answers those), and the resolv.conf each pod gets.
 
 import assert from 'node:assert/strict';
@@ -46,11 +46,18 @@ test("a Service's full name answers its ClusterIP; a headless Service's its read
   assert.deepEqual(ask('db.shop.svc.cluster.local'), { rcode: RCODE_NOERROR, addresses: ['10.9.1.7'] });
 });
 
+test("a pod's <a-b-c-d>.<namespace>.pod name answers its address, only in the pod's namespace", () => {
+  assert.deepEqual(ask('10-9-1-7.shop.pod.cluster.local'), { rcode: RCODE_NOERROR, addresses: ['10.9.1.7'] });
+  for (const name of ['10-9-1-7.bank.pod.cluster.local', '10-9-1-8.shop.pod.cluster.local', '10-9-1-7.pod.cluster.local', 'x.10-9-1-7.shop.pod.cluster.local']) {
+    assert.deepEqual(ask(name), { rcode: RCODE_NXDOMAIN, addresses: [] }, name);
+  }
+});
+
 test('a known name with no address of the asked family is NOERROR without records, as kube-dns answers AAAA in an IPv4 cluster', () => {
   assert.deepEqual(ask('web.shop.svc.cluster.local', TYPE_AAAA), { rcode: RCODE_NOERROR, addresses: [] });
 });
 
-test('a ServiceEntry host, a search-list expansion and any other name are NXDOMAIN: kube-dns knows only Services', () => {
+test('a ServiceEntry host, a search-list expansion and any other name are NXDOMAIN: kube-dns knows only Services and pods', () => {
   assert.equal(snapshot.servicesByHostname.has('api.payments.example'), true, 'the mesh knows the host');
   for (const name of ['api.payments.example', 'web.svc.cluster.local', 'web', 'www.example.com']) assert.deepEqual(ask(name), { rcode: RCODE_NXDOMAIN, addresses: [] }, name);
 });
