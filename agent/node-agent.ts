@@ -449,7 +449,8 @@ export class NodeAgent {
  * past it, it answers with SYN cookies and drops half-open handshakes early, and a client that already
  * counts itself connected is reset when it first sends (a failed SYN cookie), never having reached
  * the agent. Node's default of 511 lost 295 and 427 of 5,000 connections so (docs/reliability.md).
- * ztunnel's listeners ask for the same maximum (Rust's TcpListener::bind passes -1 on Linux).
+ * ztunnel's listeners are 128 deep (Rust's TcpListener::bind), but ztunnel listens inside each pod,
+ * so a node holds 128 per pod, and accepts on a multi-threaded runtime.
  */
 const LISTENER_BACKLOG = 65_535;
 
