@@ -76,9 +76,10 @@ export class EastWestGateway {
 
   /** The client's proven identity against the policies selecting the gateway, then TCP to the endpoint's 15008. */
   async #forward(request: HboneInboundRequest): Promise<HboneInboundDecision> {
+    if (!request.service) return { kind: 'refused', status: 400, reason: 'the east-west gateway forwards only tunnels that name a Service (<hostname>:<port>), as Istio\'s' };
     const snapshot = this.#options.store.current;
     const self = snapshot?.workloads.get(this.#options.workloadKey);
-    if (!snapshot || !self || !request.service) return { kind: 'refused', status: 400, reason: 'the east-west gateway forwards only tunnels that name a Service (<hostname>:<port>)' };
+    if (!snapshot || !self) return { kind: 'refused', status: 503, reason: `the gateway's own pod ${this.#options.workloadKey} is not in the configuration` };
     const decision = authorizeConnection(snapshot, {
       sourceIdentity: request.peerIdentity,
       sourceIp: request.peerAddress.ip,

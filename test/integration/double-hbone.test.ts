@@ -138,4 +138,14 @@ describe('double HBONE through ambit gateway', () => {
     assert.match(refusal.reason, /no ALLOW AuthorizationPolicy for istio-system\/eastwest matches/);
     assert.deepEqual({ destination: seenByDestination.length, dialled: dialled.length }, before);
   });
+
+  it('the gateway forwards only tunnels that name a Service: an address authority is answered 400', async () => {
+    const { dialled, gatewayPort } = mesh;
+    const before = dialled.length;
+    const opened = await pool.open({ source: { identity: CLIENT, ip: CLIENT_IP }, destination: { ip: GATEWAY_IP, port: gatewayPort }, expectedIdentities: [GATEWAY], authority: { ip: GATEWAY_IP, port: 9080 } });
+    assert.equal(opened.ok, false);
+    if (opened.ok) return;
+    assert.equal(opened.error.status, 400);
+    assert.equal(dialled.length, before, 'no endpoint was dialled');
+  });
 });
