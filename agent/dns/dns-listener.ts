@@ -40,7 +40,9 @@ export async function listenDns(host: string, port: number, handle: DnsHandler, 
     });
   });
   udp.on('error', (err) => log.warn({ err }, `DNS UDP socket on ${host}:${port} failed`));
-  udp.on('message', (message, rinfo) => void handle(message, { ip: rinfo.address, port: rinfo.port }, 'udp').then((reply) => reply && udp.send(reply, rinfo.port, rinfo.address)));
+  udp.on('message', (message, rinfo) => {
+    void handle(message, { ip: rinfo.address, port: rinfo.port }, 'udp').then((reply) => reply && udp.send(reply, rinfo.port, rinfo.address));
+  });
   const bound = udp.address().port;
   const tcp = createServer((socket) => serveTcp(socket, handle));
   await new Promise<void>((resolve, reject) => {

@@ -10,7 +10,18 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import { listenDns } from '../dns/dns-listener.js';
 import { addressRecord, podSearchDomains } from '../dns/mesh-answer.js';
-import { type AddressRecord, CLASS_IN, type DnsQuestion, RCODE_NOERROR, RCODE_NXDOMAIN, TYPE_A, TYPE_AAAA, encodeFormatError, encodeResponse, parseQuery } from '../dns/wire.js';
+import {
+  type AddressRecord,
+  CLASS_IN,
+  type DnsQuestion,
+  RCODE_NOERROR,
+  RCODE_NXDOMAIN,
+  TYPE_A,
+  TYPE_AAAA,
+  encodeFormatError,
+  encodeResponse,
+  parseQuery,
+} from '../dns/wire.js';
 import type { MeshService, MeshSnapshot } from '../state/model.js';
 import type { Logger } from '../telemetry/log.js';
 import type { LabLayout } from './layout.js';
@@ -93,7 +104,11 @@ const TYPE_NAMES: Readonly<Record<number, string>> = { [TYPE_A]: 'A', [TYPE_AAAA
  * it. Every query is logged with the address it came from: a test tells a pod's own query from one the
  * node's agent forwarded.
  */
-export async function serveClusterDns(configPaths: readonly string[], settings: { readonly trustDomain: string; readonly clusterDomain: string }, log: Logger): Promise<void> {
+export async function serveClusterDns(
+  configPaths: readonly string[],
+  settings: { readonly trustDomain: string; readonly clusterDomain: string },
+  log: Logger,
+): Promise<void> {
   // Loaded here, not with the module: `lab exec` and `lab logs` read this file's names and paths only.
   const [{ LocalFileSource }, { WorkloadStore }] = await Promise.all([import('../sources/local-files.js'), import('../state/store.js')]);
   const store = new WorkloadStore();
@@ -112,13 +127,15 @@ export async function serveClusterDns(configPaths: readonly string[], settings: 
       const answer = clusterDnsAnswer(snapshot, question);
       const rcode = answer.rcode === RCODE_NXDOMAIN ? 'NXDOMAIN' : 'NOERROR';
       const type = TYPE_NAMES[question.type] ?? `TYPE${question.type}`;
-      log.info({ client: client.ip, transport, name: question.name, type, rcode, answers: answer.records.length }, `${question.name} ${type} from ${client.ip} over ${transport}: ${rcode}`);
+      const fields = { client: client.ip, transport, name: question.name, type, rcode, answers: answer.records.length };
+      log.info(fields, `${question.name} ${type} from ${client.ip} over ${transport}: ${rcode}`);
       return encodeResponse(parsed.query, answer.rcode, answer.records, CLUSTER_DNS_TTL, true);
     },
     log,
     false,
   );
-  log.info({ address: `${LAB_CLUSTER_DNS.ip}:${LAB_CLUSTER_DNS.port}` }, `cluster DNS listening on ${LAB_CLUSTER_DNS.ip}:${LAB_CLUSTER_DNS.port} (UDP and TCP), serving the Services of ${configPaths.join(', ')}`);
+  const address = `${LAB_CLUSTER_DNS.ip}:${LAB_CLUSTER_DNS.port}`;
+  log.info({ address }, `cluster DNS listening on ${address} (UDP and TCP), serving the Services and pods of ${configPaths.join(', ')}`);
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, 'cluster DNS stopping');

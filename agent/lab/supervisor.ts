@@ -85,12 +85,27 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
     kubelet.run({
       id: clusterDnsId(cluster.id),
       command: 'ambit lab cluster-dns',
-      argv: inCgroupAndNetns(cgroup, enterNodeNetns(cluster.fabricNetns), [...ambitCommand(), 'lab', 'cluster-dns', '--lab', layout.name, ...(cluster.id === undefined ? [] : ['--cluster', cluster.id])]),
+      argv: inCgroupAndNetns(cgroup, enterNodeNetns(cluster.fabricNetns), [
+        ...ambitCommand(),
+        'lab',
+        'cluster-dns',
+        '--lab',
+        layout.name,
+        ...(cluster.id === undefined ? [] : ['--cluster', cluster.id]),
+      ]),
       cwd: '/',
       env: process.env,
       cgroup,
       log: clusterDnsLog(layout, cluster.id),
-      probe: probeFromNode(cluster.fabricNetns, LAB_CLUSTER_DNS.ip, { kind: 'tcpSocket', port: LAB_CLUSTER_DNS.port, resolvedPort: LAB_CLUSTER_DNS.port, periodSeconds: 1, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1 }),
+      probe: probeFromNode(cluster.fabricNetns, LAB_CLUSTER_DNS.ip, {
+        kind: 'tcpSocket',
+        port: LAB_CLUSTER_DNS.port,
+        resolvedPort: LAB_CLUSTER_DNS.port,
+        periodSeconds: 1,
+        timeoutSeconds: 1,
+        failureThreshold: 3,
+        successThreshold: 1,
+      }),
       probePeriodMs: 1_000,
     });
   }
