@@ -45,6 +45,7 @@ Commands:
   status                         nodes, pods, containers, readiness and restarts
   exec <namespace>/<pod> -- <command…>   run a command in a pod (as kubectl exec)
   exec node/<name> -- <command…>         run a command in a node's network namespace
+  exec gateway/<cluster> -- <command…>   run a command in a cluster's east-west gateway's edge namespace
   logs [<namespace>/<pod> [-c <container>] | node/<name> | gateway/<cluster> | cluster-dns | kube-apiserver | ambit-ca] [-f]
                                  container or agent logs (no target: the supervisor and agents)
 

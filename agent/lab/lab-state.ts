@@ -9,6 +9,7 @@ import { cgroup2Root } from '../system/cgroups.js';
 import { enterNodeNetns, enterPodNetns, inCgroupAndNetns } from './kubelet.js';
 import { clusterDnsId, clusterDnsLog } from './cluster-dns.js';
 import { API_SERVER_ID, CA_ID, DEFAULT_LAB, LabLayout } from './layout.js';
+import type { LabEastWestPlan } from './clusters.js';
 import type { LabPlan } from './plan.js';
 import type { LabSource } from './supervisor.js';
 
@@ -76,10 +77,25 @@ export async function labExec(layout: LabLayout, target: string, argv: readonly 
     const enter = enterNodeNetns(node.netns);
     return runAttached(enter[0]!, [...enter.slice(1), ...argv]);
   }
+  if (target.startsWith(GATEWAY_TARGET)) {
+    const enter = enterNodeNetns(eastWestGatewayOf(layout, state, target).netns);
+    return runAttached(enter[0]!, [...enter.slice(1), ...argv]);
+  }
   const pod = state.plan.pods.find((p) => p.key === target);
-  if (!pod) throw new LabError(`no pod ${target} in lab "${layout.name}"; pods: ${state.plan.pods.map((p) => p.key).join(', ')} (or node/<name>)`);
+  if (!pod) throw new LabError(`no pod ${target} in lab "${layout.name}"; pods: ${state.plan.pods.map((p) => p.key).join(', ')} (or node/<name>, gateway/<cluster>)`);
   const command = inCgroupAndNetns(pod.cgroup, enterPodNetns(pod.netns), argv);
   return runAttached(command[0]!, command.slice(1), { ...process.env, ...pod.containers[0]?.env, TERM: process.env['TERM'] ?? 'dumb' });
+}
+
+/** `gateway/<cluster>`: a cluster's east-west gateway, in its edge namespace (agent/lab/clusters.ts). */
+const GATEWAY_TARGET = 'gateway/';
+
+function eastWestGatewayOf(layout: LabLayout, state: LabState, target: string): LabEastWestPlan {
+  const cluster = target.slice(GATEWAY_TARGET.length);
+  const gateway = state.plan.clusters.find((c) => c.id === cluster)?.eastWest;
+  if (gateway) return gateway;
+  const withOne = state.plan.clusters.filter((c) => c.eastWest).map((c) => c.id);
+  throw new LabError(`no east-west gateway of cluster ${cluster} in lab "${layout.name}"; ${withOne.length > 0 ? `clusters with one: ${withOne.join(', ')}` : 'it has none (a lab of several clusters gives each Gateway of class istio-east-west one)'}`);
 }
 
 /** The log files for a target: a pod's containers, a node's agent, or (no target) the supervisor's. */
@@ -104,11 +120,7 @@ export function labLogFiles(layout: LabLayout, target: string | undefined, conta
     if (!node) throw new LabError(`no node ${target.slice(5)} in lab "${layout.name}"`);
     return [node.log];
   }
-  if (target.startsWith('gateway/')) {
-    const gateway = state.plan.clusters.find((c) => c.id === target.slice('gateway/'.length))?.eastWest;
-    if (!gateway) throw new LabError(`no east-west gateway of cluster ${target.slice('gateway/'.length)} in lab "${layout.name}"; clusters with one: ${state.plan.clusters.filter((c) => c.eastWest).map((c) => c.id).join(', ') || 'none'}`);
-    return [gateway.log];
-  }
+  if (target.startsWith(GATEWAY_TARGET)) return [eastWestGatewayOf(layout, state, target).log];
   const pod = state.plan.pods.find((p) => p.key === target);
   if (!pod) throw new LabError(`no pod ${target} in lab "${layout.name}"; pods: ${state.plan.pods.map((p) => p.key).join(', ')}`);
   const containers = container ? pod.containers.filter((c) => c.name === container) : pod.containers;
