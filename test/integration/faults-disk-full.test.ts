@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { CHURN_CLIENT } from './helpers/control-plane-outage.js';
+import { CHURN_CLIENT } from './helpers/load-clients.js';
 import { type FaultMesh, agentPid, agentReady, clientPod, cpuSeconds, echoIp, faultMeshYaml, isDead, labStatus, metricSum } from './helpers/fault-lab.js';
 import { eventually } from './helpers/lab-cli.js';
 import { LabProcess } from './helpers/lab-process.js';

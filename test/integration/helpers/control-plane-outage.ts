@@ -89,25 +89,3 @@ iifname != "lo" ip daddr ${LAB_API_SERVER.ip} tcp dport { ${LAB_CA.port}, ${LAB_
     });
   }
 }
-
-/**
- * `churn <ip> <port> <everyMs> <limitMs>`: a new connection every `everyMs` that sends 32 bytes and waits
- * for their echo (5 s at most), printing {event:'conn', started, ok, error, ms}; beside them one held
- * connection echoing 32 bytes every 500 ms, printing {event:'held', at, ms} per echo and
- * {event:'held-end', at, error} if it ends.
- */
-export const CHURN_CLIENT = `const [ip, port, everyMs, limitMs] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
-const net = require('net'); const out = (o) => console.log(JSON.stringify(o)); const msg = Buffer.alloc(32, 99);
-function one() {
-  const started = Date.now(); let got = 0, done = false;
-  const s = net.connect(port, ip, () => s.write(msg));
-  const end = (ok, error) => { if (done) return; done = true; s.destroy(); out({ event: 'conn', started, ok, error, ms: Date.now() - started }); };
-  s.setTimeout(5000, () => end(false, 'timeout'));
-  s.on('data', (d) => { got += d.length; if (got >= 32) end(true, ''); }); s.on('error', (e) => end(false, e.code || e.message)); s.on('close', () => end(false, 'closed'));
-}
-const held = net.connect(port, ip); let sentAt = 0, buffered = 0, heldDone = false;
-held.on('connect', () => { const tick = () => { if (heldDone) return; sentAt = Date.now(); held.write(msg); }; tick(); held.on('data', (d) => { buffered += d.length; if (buffered >= 32) { buffered -= 32; out({ event: 'held', at: Date.now(), ms: Date.now() - sentAt }); setTimeout(tick, 500); } }); });
-held.on('error', (e) => { if (!heldDone) out({ event: 'held-end', at: Date.now(), error: e.code || e.message }); heldDone = true; });
-held.on('close', () => { if (!heldDone) out({ event: 'held-end', at: Date.now(), error: 'closed' }); heldDone = true; });
-const timer = setInterval(one, everyMs);
-setTimeout(() => { clearInterval(timer); heldDone = true; held.destroy(); setTimeout(() => process.exit(0), 5500); }, limitMs);`;
