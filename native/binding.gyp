@@ -37,7 +37,9 @@
         "src/hbone/limits.c",
         "src/hbone/session.c",
         "src/hbone/socket_bio.c",
-        "src/hbone/streams.c",
+        "src/hbone/stream_end.c",
+        "src/hbone/stream_open.c",
+        "src/hbone/stream_pump.c",
         "src/hbone/worker.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers", "-pthread"],

@@ -259,7 +259,7 @@ static bool write_out(struct hb_conn *c)
 
 /*
  * What the socket holds, up to the read buffer, in one batch: several TLS records decrypted, then
- * parsed at once, so that a stream's DATA of the batch reaches its pod in one writev (streams.c).
+ * parsed at once, so that a stream's DATA of the batch reaches its pod in one writev (stream_pump.c).
  * False when nothing came (or the connection ended).
  */
 static bool read_in(struct hb_conn *c)

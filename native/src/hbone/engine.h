@@ -223,7 +223,7 @@ struct hb_worker {
 	struct hb_conn *dead_conns;
 	struct hb_stream *dead_streams;
 	uint64_t now_ms, next_tick_ms;
-	/* Plaintext of several TLS records, parsed in one go: the pod's writes gather a batch (streams.c). */
+	/* Plaintext of several TLS records, parsed in one go: the pod's writes gather a batch (stream_pump.c). */
 	uint8_t rbuf[256 * 1024];
 };
 
@@ -307,22 +307,27 @@ bool hb_session_fill(struct hb_conn *c);
 bool hb_session_done(struct hb_conn *c);
 #define HB_OUT_HIGH (128 * 1024)
 
-/* streams.c: a stream's plain fd and its lifecycle. */
+/* stream_open.c: a stream's beginning (a peer's HEADERS or our CONNECT) and the server's answer. */
 struct hb_stream *hb_stream_new(struct hb_conn *c, uint64_t id, int32_t sid);
+void hb_streams_announce(struct hb_conn *c);
+void hb_stream_answer(struct hb_stream *s, int status, int fd);
+bool hb_stream_open(struct hb_conn *c, uint64_t id, const char *authority, char **hdrs, size_t nhdrs, int fd);
+
+/* stream_pump.c: bytes between the peer and a stream's fd, under end-to-end flow control. */
 void hb_stream_fd_event(struct hb_stream *s, uint32_t events);
 bool hb_stream_deliver(struct hb_stream *s, const uint8_t *data, size_t len);
 void hb_stream_flush(struct hb_stream *s);
 /* Writes every stream's pending DATA of this batch (one writev each); false when the memory cap is hit. */
 bool hb_streams_write_pending(struct hb_conn *c);
-void hb_stream_try_release(struct hb_stream *s);
-void hb_stream_end(struct hb_stream *s, const char *cause, uint32_t code);
-void hb_stream_answer(struct hb_stream *s, int status, int fd);
-bool hb_stream_open(struct hb_conn *c, uint64_t id, const char *authority, char **hdrs, size_t nhdrs, int fd);
-void hb_stream_reset(struct hb_stream *s, uint32_t code, const char *cause);
-void hb_streams_announce(struct hb_conn *c);
-void hb_stream_free(struct hb_stream *s);
+void hb_stream_drop_input(struct hb_stream *s);
 ssize_t hb_data_read(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t length, uint32_t *flags,
 		     nghttp2_data_source *source, void *user_data);
+
+/* stream_end.c: a stream's reset or end, its release (closing its fd) and its one report. */
+void hb_stream_reset(struct hb_stream *s, uint32_t code, const char *cause);
+void hb_stream_end(struct hb_stream *s, const char *cause, uint32_t code);
+void hb_stream_try_release(struct hb_stream *s);
+void hb_stream_free(struct hb_stream *s);
 
 /* limits.c: per-peer caps shared by the data threads. */
 bool hb_limit_take(struct hb_engine *e, bool identity, const char *key, uint32_t cap);

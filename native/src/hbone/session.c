@@ -298,7 +298,7 @@ int hb_session_init(struct hb_conn *c)
 	pthread_once(&callbacks_once, make_callbacks);
 	if (nghttp2_option_new(&opt))
 		return -1;
-	/* Window updates only once bytes reached the plain fd (streams.c calls nghttp2_session_consume). */
+	/* Window updates only once bytes reached the plain fd (stream_pump.c calls nghttp2_session_consume). */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	/* The defences, set to nghttp2's own defaults so that they hold whatever a build defaults to. */
 	nghttp2_option_set_max_outbound_ack(opt, 1000);
