@@ -16,7 +16,7 @@ import type { ConnId, EngineEvent, StreamEndCause, StreamId } from '../engine/ev
 import type { EngineResult } from '../engine/native.js';
 import { handOverFd } from '../kernel-relay.js';
 import { relay } from '../relay.js';
-import { type ConnectRequestHeaders, type HboneAuthority, type InboundConnectCheck, type ServiceAuthority, canonicalIp, formatAuthority, readConnectRequest } from './connect-headers.js';
+import { type ConnectRequestHeaders, type HboneAuthority, type ServiceAuthority, canonicalIp, formatAuthority, readConnectRequest } from './connect-headers.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 import { messageOf } from './errors.js';
 import type { HboneServerEvent } from './events.js';
@@ -86,6 +86,11 @@ export interface HboneServerOptions {
   readonly log?: Logger;
   readonly onEvent?: (event: HboneServerEvent) => void;
 }
+
+/** A CONNECT this server accepts: where it goes, and the Service it named when it named one; or why not. */
+type ConnectTarget =
+  | { readonly ok: true; readonly authority: HboneAuthority; readonly service?: ServiceAuthority; readonly headers: ConnectRequestHeaders }
+  | { readonly ok: false; readonly status: 400 | 503; readonly reason: string };
 
 /** A connection from its handover to its end. */
 interface ServerConnection {
@@ -258,16 +263,16 @@ export class HboneServer {
     this.#answerConnected(conn, stream, entry, decision.upstream);
   }
 
-  /** readConnectRequest, with a Service authority resolved to the pod's target port when this server resolves them. */
-  #readConnect(headers: Readonly<Record<string, string>>, localIp: string): (InboundConnectCheck & { readonly ok: true; readonly service?: ServiceAuthority }) | { readonly ok: false; readonly status: 400 | 503; readonly reason: string } {
+  /** readConnectRequest, with a Service authority resolved to where it goes when this server resolves them. */
+  #readConnect(headers: Readonly<Record<string, string>>, localIp: string): ConnectTarget {
     const resolve = this.#options.resolveService;
-    if (!resolve) return readConnectRequest(headers, localIp);
-    const check = readConnectRequest(headers, localIp, true);
-    if (!check.ok || !('hostname' in check.authority)) return check as InboundConnectCheck;
-    const service = check.authority;
-    const resolved = resolve(service, localIp);
-    if (typeof resolved === 'string') return { ok: false, status: 503, reason: `${formatAuthority(service)} on ${localIp}: ${resolved}` };
-    return { ok: true, authority: resolved, service, headers: check.headers };
+    const check = resolve ? readConnectRequest(headers, localIp, true) : readConnectRequest(headers, localIp);
+    if (!check.ok) return check;
+    const { authority } = check;
+    if (!('hostname' in authority)) return { ok: true, authority, headers: check.headers };
+    const resolved = resolve!(authority, localIp);
+    if (typeof resolved === 'string') return { ok: false, status: 503, reason: `${formatAuthority(authority)} on ${localIp}: ${resolved}` };
+    return { ok: true, authority: resolved, service: authority, headers: check.headers };
   }
 
   /**
