@@ -20,6 +20,7 @@ import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
 import { DnsProxy, type DnsUpstream } from './dns/dns-proxy.js';
 import { nodeDnsUpstream } from './dns/node-upstream.js';
+import { HostResolver } from './dns/host-resolver.js';
 import { installReplySteering } from './redirect/reply-steering.js';
 import { type PodCgroupResolver, kubepodsResolver, podCgroupFromTemplate } from './redirect/pod-cgroups.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
@@ -58,6 +59,8 @@ import { InboundHttpProxy } from './l7/proxy/inbound-http.js';
 import { LocalRateLimiter } from './policy/rate-limit.js';
 import { RequestTracer, type TracingConfig } from './telemetry/tracing.js';
 import { FlowLog, type FlowLogTarget, type FlowLogging } from './telemetry/flow-log.js';
+import { survivesAcceptErrors } from './tunnel/accept-errors.js';
+import { FdLimitWatch } from './tunnel/fd-limit-watch.js';
 
 export const AMBIT_VERSION = '0.1.0';
 
@@ -303,7 +306,11 @@ export class NodeAgent {
     const rateLimiter = new LocalRateLimiter({ registry: this.metrics.registry, log: log.child({ target: 'rate-limit' }) });
     const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer, denials: this.denials, ...config.http });
     this.#closers.push(inboundHttp);
-    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });
+    // ServiceEntry endpoints known by name are resolved through the upstream the DNS proxy forwards to.
+    const dnsUpstream = nodeDnsUpstream(capture.dns?.upstream);
+    if (typeof dnsUpstream === 'string') log.warn(`connections to ServiceEntry hosts with resolution DNS will fail: ${dnsUpstream}`);
+    const hostResolver = typeof dnsUpstream === 'string' ? undefined : new HostResolver({ upstream: dnsUpstream });
+    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp, ...(hostResolver ? { hostResolver } : {}) });
     const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
     const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
     const hbone = new HboneServer({
@@ -325,6 +332,7 @@ export class NodeAgent {
     await this.#listenNet('hbone', hboneListener, { fd: this.#transparentFd('HBONE', HBONE_PORT) });
     const socks = capture.socks5 ? await this.#startSocks(podCgroup, outbound) : undefined;
     this.#dataPath = { listeners: [outbound.server, inbound.server, hboneListener], ...(socks ? { socks } : {}), hbone, host, live };
+    this.#closers.push(new FdLimitWatch(log.child({ target: 'fd-limit' }), this.metrics.fdLimit));
 
     await ebpf.reconcile(snapshot);
     store.subscribe((next) => void ebpf.reconcile(next));
@@ -435,6 +443,7 @@ export class NodeAgent {
         'fd' in options ? server.listen(options, LISTENER_BACKLOG, listening) : server.listen({ ...options, backlog: LISTENER_BACKLOG, reusePort: true }, listening);
       listen(() => {
         this.log.info({ listener: name, address: server.address() }, `${name} listener ready`);
+        survivesAcceptErrors(server, name, this.log, this.metrics.acceptErrors);
         resolve();
       });
     });

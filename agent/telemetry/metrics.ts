@@ -42,6 +42,10 @@ export class MeshMetrics {
   readonly tcpSentBytes: Counter<TcpLabelName>;
   readonly tcpReceivedBytes: Counter<TcpLabelName>;
   readonly socketsOpen: Gauge<'reporter'>;
+  /** Connections a data-path listener could not accept (agent/tunnel/accept-errors.ts). */
+  readonly acceptErrors: Counter<'listener' | 'error'>;
+  /** The open-files limit (agent/tunnel/fd-limit-watch.ts); process_open_fds and process_max_fds say how close. */
+  readonly fdLimit: { readonly atLimit: Gauge; readonly reached: Counter };
   #flowLogDropped: () => number = () => 0;
 
   constructor(version: string) {
@@ -55,6 +59,16 @@ export class MeshMetrics {
     this.tcpSentBytes = tcp('istio_tcp_sent_bytes_total', 'The size of total bytes sent during response in case of a TCP connection');
     this.tcpReceivedBytes = tcp('istio_tcp_received_bytes_total', 'The size of total bytes received during request in case of a TCP connection');
     this.socketsOpen = new Gauge({ name: 'istio_tcp_sockets_open', help: 'The current number of open TCP sockets (unstable)', labelNames: ['reporter'], registers });
+    this.acceptErrors = new Counter({
+      name: 'ambit_accept_errors_total',
+      help: 'Connections a data-path listener (outbound, inbound, hbone) could not accept and closed, by error; EMFILE: the open-files limit',
+      labelNames: ['listener', 'error'],
+      registers,
+    });
+    this.fdLimit = {
+      atLimit: new Gauge({ name: 'ambit_fd_limit_reached', help: '1 while the agent is at (or within 2 %, at least 16 fds, of) its open-files limit: new connections are refused, open ones carry on', registers }),
+      reached: new Counter({ name: 'ambit_fd_limit_reached_total', help: 'Times the agent reached (or came within 2 %, at least 16 fds, of) its open-files limit', registers }),
+    };
     // prom-client samples event-loop lag every 10 ms by default: 100 wake-ups a second, about 0.015 vCPU
     // of an idle agent (bench/README.md). 100 ms still shows the stalls that matter to a proxy.
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
