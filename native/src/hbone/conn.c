@@ -1,14 +1,13 @@
 /*
- * One HBONE connection's transport: the TLS handshake (and the identity checks that follow it), then
- * a loop that moves TLS records in and out of the HTTP/2 session without blocking, its timers (PING,
- * idle, handshake and drain deadlines) and its end, which ends its streams and reports once.
+ * One HBONE connection's transport once TLS is set up (handshake.c): a loop that moves TLS records in
+ * and out of the HTTP/2 session without blocking, its timers (PING, idle, handshake and drain
+ * deadlines) and its end, which ends its streams and reports once.
  */
 #define _GNU_SOURCE
 #include "engine.h"
 
 #include <errno.h>
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +20,6 @@
 struct hb_conn *hb_conn_new(struct hb_worker *w, uint64_t id, enum hb_role role, int fd, SSL_CTX *ssl_ctx)
 {
 	struct hb_conn *c = calloc(1, sizeof(*c));
-	static const unsigned char alpn[] = { 2, 'h', '2' };
 
 	if (!c)
 		return NULL;
@@ -33,31 +31,7 @@ struct hb_conn *hb_conn_new(struct hb_worker *w, uint64_t id, enum hb_role role,
 	c->opened_ms = c->idle_since_ms = c->last_ping_ms = w->now_ms;
 	c->state = ssl_ctx ? HB_C_HANDSHAKE : HB_C_LIVE;
 	c->readable = c->writable = true;
-	if (ssl_ctx) {
-		BIO *bio;
-
-		c->ssl = SSL_new(ssl_ctx);
-		bio = c->ssl ? hb_socket_bio(c) : NULL;
-		if (!bio || (role == HB_CLIENT && SSL_set_alpn_protos(c->ssl, alpn, sizeof(alpn)))) {
-			BIO_free(bio);
-			SSL_free(c->ssl);
-			free(c);
-			return NULL;
-		}
-		/* One BIO both ways: the SSL takes its one reference. */
-		SSL_set_bio(c->ssl, bio, bio);
-		/*
-		 * Read ahead: OpenSSL reads what the socket holds into its buffer instead of a record's
-		 * header and then its body, two reads per record (context.c sizes the buffer).
-		 */
-		SSL_set_read_ahead(c->ssl, 1);
-		/* No SNI: Istio servers pick the certificate by the address dialled. */
-		if (role == HB_SERVER)
-			SSL_set_accept_state(c->ssl);
-		else
-			SSL_set_connect_state(c->ssl);
-	}
-	if (hb_session_init(c)) {
+	if ((ssl_ctx && !hb_conn_tls_init(c, ssl_ctx)) || hb_session_init(c)) {
 		SSL_free(c->ssl);
 		free(c);
 		return NULL;
@@ -72,142 +46,6 @@ struct hb_conn *hb_conn_new(struct hb_worker *w, uint64_t id, enum hb_role role,
 	hb_count(w->e, HB_C_CONNS_OPENED, 1);
 	hb_count(w->e, HB_C_CONNS_OPEN, 1);
 	return c;
-}
-
-static void emit_peer(struct hb_conn *c, X509 *leaf)
-{
-	STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c->ssl);
-	int n = chain ? sk_X509_num(chain) : 0;
-	struct hb_event *ev = hb_event_new(HB_E_PEER, c->id, 0);
-
-	ev->tag = c->tag;
-	ev->text = hb_strdup(c->peer_identity);
-	ev->text2 = hb_strdup(c->peer_address);
-	ev->blobs = calloc((size_t)n + 1, sizeof(*ev->blobs));
-	ev->blob_len = calloc((size_t)n + 1, sizeof(*ev->blob_len));
-	if (!ev->blobs || !ev->blob_len)
-		HB_FATAL("out of memory for a peer chain");
-	/* Leaf first; a server's view of the chain leaves the leaf out, a client's includes it. */
-	for (int i = -1; i < n; i++) {
-		X509 *x = i < 0 ? leaf : sk_X509_value(chain, i);
-		unsigned char *der = NULL;
-		int len;
-
-		if (i >= 0 && X509_cmp(x, leaf) == 0)
-			continue;
-		len = i2d_X509(x, &der);
-		if (len <= 0)
-			continue;
-		/* OpenSSL's allocation: copy into ours so that hb_event_free can use free(). */
-		ev->blobs[ev->nblobs] = malloc((size_t)len);
-		if (!ev->blobs[ev->nblobs])
-			HB_FATAL("out of memory for a peer certificate");
-		memcpy(ev->blobs[ev->nblobs], der, (size_t)len);
-		ev->blob_len[ev->nblobs++] = (size_t)len;
-		OPENSSL_free(der);
-	}
-	hb_emit(c->w->e, ev);
-}
-
-static void handshake_failed(struct hb_conn *c)
-{
-	long verify = SSL_get_verify_result(c->ssl);
-	unsigned long e = ERR_peek_error();
-	char detail[256] = "the peer closed the connection";
-
-	bool no_certificate = ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE;
-
-	if (verify != X509_V_OK)
-		snprintf(detail, sizeof(detail), "certificate verification failed: %s", X509_verify_cert_error_string(verify));
-	else if (no_certificate)
-		snprintf(detail, sizeof(detail), "the client sent no certificate");
-	else if (e)
-		ERR_error_string_n(e, detail, sizeof(detail));
-	ERR_clear_error();
-	hb_count(c->w->e, HB_C_HANDSHAKE_FAILED, 1);
-	/* A chain that does not lead to our roots, or none at all, is a peer we cannot trust, not a broken handshake. */
-	if (verify != X509_V_OK || no_certificate)
-		hb_conn_close(c, "untrusted", "%s", detail);
-	else
-		hb_conn_close(c, "handshake", "TLS handshake with %s failed: %s", c->peer_address, detail);
-}
-
-/* After the handshake: ALPN, then the client checks the server's identity, the server asks JavaScript. */
-static void secured(struct hb_conn *c)
-{
-	const unsigned char *proto = NULL;
-	unsigned int plen = 0;
-	X509 *leaf = SSL_get0_peer_certificate(c->ssl);
-	struct hb_engine *e = c->w->e;
-	size_t i;
-
-	SSL_get0_alpn_selected(c->ssl, &proto, &plen);
-	if (plen != 2 || memcmp(proto, "h2", 2) != 0) {
-		hb_count(e, HB_C_HANDSHAKE_FAILED, 1);
-		hb_conn_close(c, "handshake", "%s did not agree to ALPN h2: is it an HBONE port?", c->peer_address);
-		return;
-	}
-	if (!leaf || !hb_cert_spiffe_id(leaf, c->peer_identity, sizeof(c->peer_identity))) {
-		hb_conn_close(c, "identity", "the certificate of %s has no spiffe:// URI SAN", c->peer_address);
-		return;
-	}
-	if (c->role == HB_CLIENT) {
-		for (i = 0; i < c->nexpected && strcmp(c->expected[i], c->peer_identity) != 0; i++)
-			;
-		if (i == c->nexpected) {
-			hb_conn_close(c, "identity", "%s presented %s, not %s%s", c->peer_address, c->peer_identity,
-				      c->nexpected ? c->expected[0] : "(no identity expected)", c->nexpected > 1 ? " or the other identities expected" : "");
-			return;
-		}
-		c->state = HB_C_LIVE;
-		struct hb_event *ev = hb_event_new(HB_E_CONNECTED, c->id, 0);
-
-		ev->text = hb_strdup(c->peer_identity);
-		hb_emit(e, ev);
-		return;
-	}
-	if (!hb_limit_take(e, true, c->peer_identity, e->opt.max_conns_per_identity)) {
-		hb_limit_hit(e, HB_C_LIMIT_IDENTITY, c->id, "maxConnectionsPerIdentity", c->peer_identity, e->opt.max_conns_per_identity);
-		hb_conn_close(c, "limit", "%s already holds %u connections (maxConnectionsPerIdentity)", c->peer_identity, e->opt.max_conns_per_identity);
-		return;
-	}
-	c->counted_identity = true;
-	c->state = HB_C_AWAIT_PEER;
-	emit_peer(c, leaf);
-}
-
-static void handshake(struct hb_conn *c)
-{
-	int r = SSL_do_handshake(c->ssl);
-
-	if (r == 1) {
-		secured(c);
-		return;
-	}
-	switch (SSL_get_error(c->ssl, r)) {
-	case SSL_ERROR_WANT_READ:
-		c->readable = false;
-		break;
-	case SSL_ERROR_WANT_WRITE:
-		c->writable = false;
-		break;
-	default:
-		handshake_failed(c);
-	}
-}
-
-void hb_conn_accept_peer(struct hb_conn *c, bool ok)
-{
-	if (c->state != HB_C_AWAIT_PEER)
-		return;
-	if (!ok) {
-		hb_conn_close(c, "peer-refused", "the agent refused the peer %s (%s)", c->peer_identity, c->peer_address);
-		return;
-	}
-	c->state = HB_C_LIVE;
-	/* Not read while JavaScript decided: whatever arrived meanwhile is read now. */
-	c->readable = true;
-	hb_conn_queue(c);
 }
 
 /* A failed SSL_read or SSL_write: the connection ends, with what the peer did if we can tell. */
@@ -308,7 +146,7 @@ void hb_conn_run(struct hb_conn *c)
 	int rounds = 0;
 
 	if (c->state == HB_C_HANDSHAKE)
-		handshake(c);
+		hb_conn_handshake(c);
 	if (c->state != HB_C_LIVE)
 		return;
 	while (moved && rounds++ < BUDGET && c->state == HB_C_LIVE) {

@@ -289,14 +289,19 @@ void hb_conn_queue(struct hb_conn *c);
 /* socket_bio.c: the connection's socket as OpenSSL's BIO, skipping reads that could only say EAGAIN. */
 BIO *hb_socket_bio(struct hb_conn *c);
 
-/* conn.c: a connection's TLS transport, timers and end. */
+/* conn.c: a connection's transport (TLS records in and out of its session), timers and end. */
 struct hb_conn *hb_conn_new(struct hb_worker *w, uint64_t id, enum hb_role role, int fd, SSL_CTX *ssl_ctx);
 void hb_conn_run(struct hb_conn *c);
 void hb_conn_close(struct hb_conn *c, const char *cause, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void hb_conn_tick(struct hb_conn *c, uint64_t now);
 void hb_conn_free(struct hb_conn *c);
-void hb_conn_accept_peer(struct hb_conn *c, bool ok);
 void hb_conn_drain(struct hb_conn *c, uint64_t deadline_ms);
+
+/* handshake.c: a connection's TLS set-up, its handshake and the identity checks after it. */
+/* Sets up c->ssl for the connection's role; false (and no SSL) when OpenSSL could not. */
+bool hb_conn_tls_init(struct hb_conn *c, SSL_CTX *ssl_ctx);
+void hb_conn_handshake(struct hb_conn *c);
+void hb_conn_accept_peer(struct hb_conn *c, bool ok);
 
 /* session.c: the nghttp2 glue, callable without TLS (the fuzzer feeds it frames directly). */
 int hb_session_init(struct hb_conn *c);
