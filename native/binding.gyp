@@ -34,6 +34,7 @@
         "src/hbone/context.c",
         "src/hbone/engine.c",
         "src/hbone/events.c",
+        "src/hbone/frames.c",
         "src/hbone/handshake.c",
         "src/hbone/limits.c",
         "src/hbone/session.c",

@@ -305,12 +305,17 @@ void hb_conn_accept_peer(struct hb_conn *c, bool ok);
 
 /* session.c: the nghttp2 glue, callable without TLS (the fuzzer feeds it frames directly). */
 int hb_session_init(struct hb_conn *c);
+/* Counts and reports the memory limit's hit and sets the connection's cause and message to it. */
+void hb_session_over_memory(struct hb_conn *c);
 /* Feeds received bytes: false when the connection must end (its cause is set). */
 bool hb_session_recv(struct hb_conn *c, const uint8_t *data, size_t len);
 /* Moves frames into c->out up to its high-water mark: false when the connection must end. */
 bool hb_session_fill(struct hb_conn *c);
 bool hb_session_done(struct hb_conn *c);
 #define HB_OUT_HIGH (128 * 1024)
+
+/* frames.c: nghttp2's callbacks, one set for every session: what the peer's frames do. */
+const nghttp2_session_callbacks *hb_session_callbacks(void);
 
 /* stream_open.c: a stream's beginning (a peer's HEADERS or our CONNECT) and the server's answer. */
 struct hb_stream *hb_stream_new(struct hb_conn *c, uint64_t id, int32_t sid);
