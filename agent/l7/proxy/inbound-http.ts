@@ -146,7 +146,7 @@ export class InboundHttpProxy {
     }
     serveInbound(this.#services, context, this.options.store.current, d).catch((err: Error) => {
       this.options.log.error({ err: err.message, path: d.path }, 'inbound HTTP request failed in the proxy');
-      if (!d.headersSent) sendLocalReply(d, { status: 500, body: 'internal proxy error' }, isGrpc(d.headers));
+      if (!d.headersSent()) sendLocalReply(d, { status: 500, body: 'internal proxy error' }, isGrpc(d.headers));
       else d.response.destroy();
     });
   }

@@ -225,7 +225,7 @@ export class OutboundHttpProxy {
     };
     forwardRequest(ctx, d).catch((err: Error) => {
       this.options.log.error({ err: err.message, path: d.path }, 'HTTP request failed in the proxy');
-      if (!d.headersSent) sendLocalReply(d, { status: 500, body: 'internal proxy error' }, isGrpc(d.headers));
+      if (!d.headersSent()) sendLocalReply(d, { status: 500, body: 'internal proxy error' }, isGrpc(d.headers));
       else d.response.destroy();
     });
   }
