@@ -18,6 +18,7 @@
         "src/sockets.c",
         "src/splice.c",
         "src/splice_engine.c",
+        "src/splice_relay.c",
         "src/testrun.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"],

@@ -1,4 +1,4 @@
-/* The splice relay engine (splice_engine.c): POSIX only, no N-API; splice.c is its face to JavaScript. */
+/* The splice relay engine (splice_engine.c, its relays in splice_relay.c): POSIX only, no N-API; splice.c is its face to JavaScript. */
 #ifndef AMBIT_SPLICE_ENGINE_H
 #define AMBIT_SPLICE_ENGINE_H
 
