@@ -55,7 +55,7 @@ import { healthCheckTransitions } from './telemetry/health-checks.js';
 import { requestTelemetryHook } from './l7/proxy/request-record.js';
 import { RequestTelemetry } from './telemetry/requests.js';
 import { InboundHttpProxy } from './l7/proxy/inbound-http.js';
-import { LocalRateLimiter } from './policy/rate-limit.js';
+import { RateLimiter } from './policy/rate-limit.js';
 import { RequestTracer, type TracingConfig } from './telemetry/tracing.js';
 import { FlowLog, type FlowLogTarget, type FlowLogging } from './telemetry/flow-log.js';
 import { survivesAcceptErrors } from './tunnel/accept-errors.js';
@@ -302,7 +302,7 @@ export class NodeAgent {
     this.#closers.push(requests);
     this.#closers.push(http);
     // The destination side of HTTP ports: per-request authorization, local rate limits, SERVER spans.
-    const rateLimiter = new LocalRateLimiter({ registry: this.metrics.registry, log: log.child({ target: 'rate-limit' }) });
+    const rateLimiter = new RateLimiter({ registry: this.metrics.registry, log: log.child({ target: 'rate-limit' }) });
     const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer, denials: this.denials, ...config.http });
     this.#closers.push(inboundHttp);
     const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });

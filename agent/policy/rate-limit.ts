@@ -1,4 +1,5 @@
-// Local rate limits: the destination agent's token buckets for the requests its workloads receive, from
+// Rate limits, the destination agent's request phase: its local token buckets for the requests its
+// workloads receive, then the global limits. The local buckets come from
 // Ambit's RateLimit resources (agent/config/rate-limit.ts), with the semantics of Envoy's local_ratelimit:
 // a bucket starts full, each request takes one token, and every fillInterval tokensPerFill come back.
 // Buckets are per destination pod (as a sidecar's local limit is per replica), per route, and with
@@ -67,7 +68,7 @@ export type RateLimitDecision =
       readonly bucket: RateLimitBucketRef;
     };
 
-export interface LocalRateLimiterOptions {
+export interface RateLimiterOptions {
   /** Monotonic milliseconds; tests pass a ManualClock. */
   readonly clock?: Clock;
   /** Where `ambit_rate_limit_decisions_total` is registered (the agent's MeshMetrics.registry). */
@@ -90,7 +91,8 @@ interface Bucket {
 const DECISIONS = 'ambit_rate_limit_decisions_total';
 type DecisionLabel = 'namespace' | 'rate_limit' | 'route' | 'decision';
 
-export class LocalRateLimiter {
+/** The rate-limit phase of a request: the local buckets first, then (through decide()) the global limits. */
+export class RateLimiter {
   readonly #clock: Clock;
   readonly #buckets = new Map<string, Bucket>();
   readonly #counter: Counter<DecisionLabel> | undefined;
@@ -98,7 +100,7 @@ export class LocalRateLimiter {
   readonly #global: GlobalRateLimiter;
   #highWater: number;
 
-  constructor(options: LocalRateLimiterOptions = {}) {
+  constructor(options: RateLimiterOptions = {}) {
     this.#clock = options.clock ?? systemClock;
     this.#sweepAbove = options.sweepAbove ?? 10_000;
     this.#highWater = this.#sweepAbove;

@@ -12,7 +12,7 @@ import { type AddressInfo, type Server, type Socket, connect, createServer } fro
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { InboundHttpProxy, type InboundHttpTunnel } from '../../agent/l7/proxy/inbound-http.js';
-import { LocalRateLimiter } from '../../agent/policy/rate-limit.js';
+import { RateLimiter } from '../../agent/policy/rate-limit.js';
 import type { SpiffeId } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
 import { MeshMetrics } from '../../agent/telemetry/metrics.js';
@@ -118,7 +118,7 @@ before(async () => {
   proxy = new InboundHttpProxy({
     store,
     log: pino({ level: 'silent' }),
-    rateLimiter: new LocalRateLimiter({ registry: metrics.registry }),
+    rateLimiter: new RateLimiter({ registry: metrics.registry }),
     telemetry: new RequestTelemetry(metrics, pino({ level: 'silent' }), { store }),
     tracer,
   });

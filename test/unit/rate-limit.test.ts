@@ -8,7 +8,7 @@ import { formatDiagnostic } from '../../agent/config/diagnostics.js';
 import { parseConfigFile } from '../../agent/config/load.js';
 import { ManualClock } from '../../agent/l7/clock.js';
 import { requestHeaders } from '../../agent/l7/request.js';
-import { LocalRateLimiter, type RateLimitRequest, rateLimitsFor } from '../../agent/policy/rate-limit.js';
+import { RateLimiter, type RateLimitRequest, rateLimitsFor } from '../../agent/policy/rate-limit.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import type { MeshSnapshot, SpiffeId } from '../../agent/state/model.js';
 
@@ -60,7 +60,7 @@ spec:
 test('a token bucket: starts full, one token a request, whole fills every fillInterval capped at maxTokens', () => {
   const s = mesh(SIMPLE);
   const clock = new ManualClock(1000);
-  const limiter = new LocalRateLimiter({ clock });
+  const limiter = new RateLimiter({ clock });
   const seen = [1, 2, 3, 4].map(() => limiter.check(s, req(s)));
   assert.deepEqual(seen.map((d) => d.limited), [false, false, false, true]);
   assert.deepEqual(seen[0]!.headers, { 'x-ratelimit-limit': '3', 'x-ratelimit-remaining': '2', 'x-ratelimit-reset': '1' });
@@ -84,7 +84,7 @@ test('a token bucket: starts full, one token a request, whole fills every fillIn
 
 test('buckets are per destination pod; ports the Service does not target are not limited', () => {
   const s = mesh(SIMPLE);
-  const limiter = new LocalRateLimiter({ clock: new ManualClock() });
+  const limiter = new RateLimiter({ clock: new ManualClock() });
   for (let i = 0; i < 3; i++) limiter.check(s, req(s));
   assert.equal(limiter.check(s, req(s)).limited, true);
   assert.equal(limiter.check(s, req(s, { pod: 'reviews-v2' })).limited, false);
@@ -110,7 +110,7 @@ spec:
     tokenBucket: { maxTokens: 2, fillInterval: 1m }
     perSourceIdentity: true
 `);
-  const limiter = new LocalRateLimiter({ clock: new ManualClock() });
+  const limiter = new RateLimiter({ clock: new ManualClock() });
   const jason = ['end-user', 'jason'];
   assert.equal(limiter.check(s, req(s, { headers: jason })).limited, false);
   const second = limiter.check(s, req(s, { headers: ['end-user', 'someone', 'End-User', 'jason'] }));
@@ -136,7 +136,7 @@ spec:
   selector: { matchLabels: { version: v2 } }
   tokenBucket: { maxTokens: 1, fillInterval: 1s }
 `);
-  const limiter = new LocalRateLimiter({ clock: new ManualClock() });
+  const limiter = new RateLimiter({ clock: new ManualClock() });
   const first = limiter.check(s, req(s, { pod: 'reviews-v2' }));
   assert.equal(first.limited, false);
   assert.deepEqual('bucket' in first && first.bucket, { rateLimit: 'bookinfo/v2-only', route: 'default' }, 'the headers are the tightest bucket\'s');
@@ -149,9 +149,9 @@ spec:
 test('decisions are counted on the registry it is given', async () => {
   const s = mesh(SIMPLE);
   const registry = new Registry();
-  const limiter = new LocalRateLimiter({ clock: new ManualClock(), registry });
+  const limiter = new RateLimiter({ clock: new ManualClock(), registry });
   for (let i = 0; i < 5; i++) limiter.check(s, req(s));
-  new LocalRateLimiter({ registry }); // a second limiter on the same registry reuses the counter
+  new RateLimiter({ registry }); // a second limiter on the same registry reuses the counter
   const text = await registry.metrics();
   assert.match(text, /ambit_rate_limit_decisions_total\{namespace="bookinfo",rate_limit="reviews",route="default",decision="ok"\} 3/);
   assert.match(text, /ambit_rate_limit_decisions_total\{namespace="bookinfo",rate_limit="reviews",route="default",decision="rate_limited"\} 2/);
@@ -168,7 +168,7 @@ spec:
   tokenBucket: { maxTokens: 5, fillInterval: 100ms }
 `);
   const clock = new ManualClock();
-  const limiter = new LocalRateLimiter({ clock, sweepAbove: 10 });
+  const limiter = new RateLimiter({ clock, sweepAbove: 10 });
   for (let i = 0; i < 10; i++) limiter.check(s, req(s, { identity: `client-${i}` }));
   assert.equal(limiter.bucketCount, 10);
   clock.advance(100);
@@ -177,7 +177,7 @@ spec:
 });
 
 test('a changed RateLimit starts a fresh bucket', () => {
-  const limiter = new LocalRateLimiter({ clock: new ManualClock() });
+  const limiter = new RateLimiter({ clock: new ManualClock() });
   const a = mesh(SIMPLE);
   for (let i = 0; i < 3; i++) limiter.check(a, req(a));
   assert.equal(limiter.check(a, req(a)).limited, true);

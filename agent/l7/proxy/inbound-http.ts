@@ -8,7 +8,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Http2Server, Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
 import { Socket } from 'node:net';
 import { type Duplex, PassThrough } from 'node:stream';
-import type { LocalRateLimiter } from '../../policy/rate-limit.js';
+import type { RateLimiter } from '../../policy/rate-limit.js';
 import { RequestGuard } from '../../policy/request-guard.js';
 import { socketPair } from '../../redirect/bpf-binding.js';
 import type { SpiffeId, Workload } from '../../state/model.js';
@@ -31,7 +31,7 @@ import { UpstreamConnections } from './upstream-connections.js';
 export interface InboundHttpOptions {
   readonly store: WorkloadStore;
   readonly log: Logger;
-  readonly rateLimiter: LocalRateLimiter;
+  readonly rateLimiter: RateLimiter;
   /** Istio's request metrics and the per-request access log; this side reports "destination". */
   readonly telemetry: RequestTelemetry;
   readonly tracer: RequestTracer;

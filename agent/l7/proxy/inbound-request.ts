@@ -8,7 +8,7 @@
 import type { DenialRecorder } from '../../explain/denials.js';
 import type { RequestGuard, RequestGuardOutcome } from '../../policy/request-guard.js';
 import { applyRequestEdits } from '../../policy/request-guard.js';
-import type { LocalRateLimiter, RateLimitDecision } from '../../policy/rate-limit.js';
+import type { RateLimiter, RateLimitDecision } from '../../policy/rate-limit.js';
 import { canonicalName, canonicalRevision } from '../../state/canonical.js';
 import type { MeshService, MeshSnapshot, Workload } from '../../state/model.js';
 import type { Logger } from '../../telemetry/log.js';
@@ -28,7 +28,7 @@ import type { ExchangeResult, UpstreamConnections, UpstreamTarget } from './upst
 export interface InboundServices {
   readonly telemetry: RequestTelemetry;
   readonly tracer: RequestTracer;
-  readonly rateLimiter: LocalRateLimiter;
+  readonly rateLimiter: RateLimiter;
   readonly connectTimeoutMs: number;
   readonly log: Logger;
   /** RequestAuthentication, CUSTOM, DENY, ALLOW and AUDIT for each request. */

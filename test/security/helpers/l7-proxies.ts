@@ -16,7 +16,7 @@ import { httpDestinationOf } from '../../../agent/l7/proxy/http-destination.js';
 import { InboundHttpProxy } from '../../../agent/l7/proxy/inbound-http.js';
 import { OutboundHttpProxy } from '../../../agent/l7/proxy/outbound-http.js';
 import type { PathNormalization } from '../../../agent/l7/request-target.js';
-import { LocalRateLimiter } from '../../../agent/policy/rate-limit.js';
+import { RateLimiter } from '../../../agent/policy/rate-limit.js';
 import type { SpiffeId } from '../../../agent/state/model.js';
 import { WorkloadStore } from '../../../agent/state/store.js';
 import { MeshMetrics } from '../../../agent/telemetry/metrics.js';
@@ -100,7 +100,7 @@ export async function startL7Proxies(options: L7ProxiesOptions = {}): Promise<L7
   const inbound = new InboundHttpProxy({
     store,
     log,
-    rateLimiter: new LocalRateLimiter({ registry: metrics.registry, log }),
+    rateLimiter: new RateLimiter({ registry: metrics.registry, log }),
     telemetry: new RequestTelemetry(metrics, options.accessLog ?? log, { store }),
     tracer: options.tracer ?? RequestTracer.disabled('node-b'),
     ...tuning,
