@@ -138,6 +138,10 @@ export class DeltaAdsClient {
       if (responded) {
         this.#backoff.reset();
         this.#failures = 0;
+      } else {
+        // istiod unreachable: grpc-js would keep redialling it about once a second whatever our
+        // backoff; a fresh channel at the next try dials then and only then.
+        this.#channel.close();
       }
       this.#retry(stream, error);
     };
