@@ -82,6 +82,7 @@ export function explainSourceSide(snapshot: MeshSnapshot, source: ExplainSource,
   const target: OutboundTarget = routed ?? resolveOutbound(snapshot, dial, node, context.pick);
   steps.push(destinationStep(snapshot, destination, target, node));
   if (target.kind === 'refused') return { steps, unreachable: target.reason };
+  if (target.kind === 'dns') return { steps: [...steps, resolvedTransportStep(target, from, node)] };
   const endpoint: EndpointChoice = target.kind === 'workload' ? { workload: target.workload, address: target.address, ...(target.service ? { service: target.service } : {}) } : { address: target.address };
   return transportOf(steps, plan, from, endpoint, http, node, '');
 }
@@ -185,6 +186,8 @@ function destinationStep(snapshot: MeshSnapshot, destination: ExplainDestination
       return { step: 'destination', outcome: 'none', decidedBy, node, details: [...lines, target.reason, 'the client\'s connection is closed'], ends: 'unreachable' };
     case 'passthrough':
       return { step: 'destination', outcome: 'outside', decidedBy, node, details: [`${target.address.ip}:${target.address.port} is no Service or pod of the mesh`] };
+    case 'dns':
+      return { step: 'destination', outcome: 'endpoint', decidedBy, node, details: [...lines, `picked ${target.workload?.key ?? target.hostname} at ${target.hostname}:${target.port}, resolved through the agent's DNS upstream when the connection opens`] };
     case 'workload': {
       const several = destination.kind === 'service' && destination.service.endpoints.length > 1;
       return { step: 'destination', outcome: 'endpoint', decidedBy, node, details: [...lines, `picked ${target.workload.key} ${target.address.ip}:${target.address.port}${several ? ' (one of the best-ranked endpoints, at random)' : ''}`] };
@@ -193,6 +196,15 @@ function destinationStep(snapshot: MeshSnapshot, destination: ExplainDestination
 }
 
 type Endpoint = EndpointChoice;
+
+/** The transport of an endpoint known by name: decided once its address is known, as for that address. */
+function resolvedTransportStep(target: Extract<OutboundTarget, { kind: 'dns' }>, from: OutboundSource, node: string): ExplainStep {
+  const { workload, hostname } = target;
+  if (workload?.enrollment.enrolled) {
+    return { step: 'transport', outcome: 'hbone', decidedBy: byWorkload(workload), node, details: [`HBONE to the address ${hostname} resolves to, as ${from.workload.identity}`, `expected server identity: ${workload.identity}`] };
+  }
+  return { step: 'transport', outcome: 'passthrough', decidedBy: workload ? byWorkload(workload) : byDefault('passthrough'), node, details: [`${hostname} is outside the mesh: plain TCP from ${from.ip} to the address it resolves to`] };
+}
 
 /** One L7 upstream: carried as planEndpoint plans it for the L7 proxy's connection to that endpoint. */
 function carried(snapshot: MeshSnapshot, steps: ExplainStep[], from: OutboundSource, context: PlanContext, endpoint: EndpointChoice, http: ExplainHttpRequest): SourceSideResult {
@@ -246,7 +258,8 @@ function transportOf(steps: ExplainStep[], plan: OutboundPlan, from: OutboundSou
       steps.push({ step: 'transport', outcome: 'same-node', decidedBy: pod, node, details: [`${hop}${workload?.key ?? address.ip} is on this node too: no tunnel; this agent refused it (${plan.reason})`] });
       return { steps, ...judged };
     case 'http':
-      // planEndpoint never hands an endpoint to the L7 proxy again; planOutbound's HTTP case is handled above.
+    case 'dns':
+      // planEndpoint never hands an endpoint to the L7 proxy again or asks for a name; planOutbound's are handled above.
       return { steps };
   }
 }

@@ -144,6 +144,18 @@ export interface ServiceEndpoint {
   readonly ports: ReadonlyMap<number, number>;
 }
 
+/**
+ * An endpoint known by a host name, resolved when a connection picks it (a ServiceEntry with resolution
+ * DNS: each endpoint written as a name, or the host itself when it lists none).
+ */
+export interface HostnameEndpoint {
+  /** The inline endpoint's workload; absent for the ServiceEntry's own host (an address outside the mesh). */
+  readonly workload?: ObjectKey;
+  readonly hostname: string;
+  /** Service port → the port to connect to at the resolved address. */
+  readonly ports: ReadonlyMap<number, number>;
+}
+
 export interface MeshService {
   /** `namespace/hostname` (serviceKey). */
   readonly key: ObjectKey;
@@ -155,6 +167,8 @@ export interface MeshService {
   readonly ports: readonly MeshServicePort[];
   readonly selector?: Labels;
   readonly endpoints: readonly ServiceEndpoint[];
+  /** Endpoints resolved by DNS at connection time (ServiceEntry resolution DNS); absent: none. */
+  readonly hostnameEndpoints?: readonly HostnameEndpoint[];
   /**
    * Identities a server may present for this Service besides its workload's own (istiod's
    * `subject_alt_names`, from a ServiceEntry's subjectAltNames); absent for Kubernetes Services.

@@ -8,7 +8,7 @@ import type { ServiceEntryObject, WorkloadEntryObject, EntryEndpoint, ServiceEnt
 import { AUTOALLOCATE_LABEL } from '../config/parse-service-entry.js';
 import type { SourceLocation } from '../config/kubernetes.js';
 import type { WorkloadLabelIndex } from './label-index.js';
-import { type MeshService, type MeshServicePort, type ObjectKey, type ServiceEndpoint, type SpiffeId, type Workload, serviceKey, spiffeId } from './model.js';
+import { type HostnameEndpoint, type MeshService, type MeshServicePort, type ObjectKey, type ServiceEndpoint, type SpiffeId, type Workload, serviceKey, spiffeId } from './model.js';
 import type { AppProtocol } from './protocol.js';
 
 type Warn = (source: SourceLocation, kind: string, namespace: string, name: string, field: string | undefined, message: string) => void;
@@ -116,11 +116,16 @@ export function serviceEntryServices(
       warn(se.source, 'ServiceEntry', namespace, name, 'spec.workloadSelector', `workloadSelector matches no pod or WorkloadEntry in namespace ${namespace}; the service has no endpoints`);
     }
     const endpoints: ServiceEndpoint[] = [];
+    const hostnameEndpoints: HostnameEndpoint[] = [];
+    const dns = spec.resolution === 'DNS' || spec.resolution === 'DNS_ROUND_ROBIN';
     for (const w of members) {
-      const ip = w.ips[0];
-      if (!w.ready || ip === undefined) continue;
       const overrides = entryPorts.get(w.key) ?? {};
-      endpoints.push({ workload: w.key, ip, ports: new Map(spec.ports.map((p) => [p.number, overrides[p.name] ?? p.targetPort ?? p.number])) });
+      const targets = new Map(spec.ports.map((p) => [p.number, overrides[p.name] ?? p.targetPort ?? p.number]));
+      const ip = w.ips[0];
+      // An endpoint written as a name is resolved when a connection picks it, as ztunnel resolves hostname workloads.
+      if (dns && ip === undefined && w.hostname !== undefined) hostnameEndpoints.push({ workload: w.key, hostname: w.hostname, ports: targets });
+      if (!w.ready || ip === undefined) continue;
+      endpoints.push({ workload: w.key, ip, ports: targets });
     }
     const subjectAltNames = spec.subjectAltNames.filter((s) => s.startsWith('spiffe://')) as SpiffeId[];
     const exportedHere = spec.exportTo.length === 1 && spec.exportTo[0] === '.';
@@ -143,6 +148,10 @@ export function serviceEntryServices(
         vips.push(vip);
       }
       usedKeys.add(key);
+      // resolution DNS without endpoints: the host itself is looked up (Envoy's STRICT_DNS cluster of the host).
+      const resolved = dns && spec.endpoints.length === 0 && !spec.workloadSelector && !host.startsWith('*')
+        ? [{ hostname: host, ports: new Map(spec.ports.map((p) => [p.number, p.targetPort ?? p.number])) }]
+        : hostnameEndpoints;
       out.push({
         key,
         name,
@@ -151,6 +160,7 @@ export function serviceEntryServices(
         vips,
         ports,
         endpoints,
+        ...(resolved.length > 0 ? { hostnameEndpoints: resolved } : {}),
         ...(subjectAltNames.length > 0 ? { subjectAltNames } : {}),
         ...(exportedHere ? { visibility: 'namespace' as const } : {}),
         entry: { resolution: spec.resolution === 'DNS_ROUND_ROBIN' ? 'DNS' : spec.resolution, location: spec.location },

@@ -12,8 +12,11 @@ import { TelemetryPolicies, connectionAttributes, shouldLog } from './telemetry-
 import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 import { type FlowLogging, connectionFlowRecord } from './flow-log.js';
 
-/** Why a connection ended badly, as ztunnel's `response_flags`. */
-export type ResponseFlag = '-' | 'DENY' | 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | 'IDENTITY_ERROR' | 'NO_ROUTE';
+/**
+ * Why a connection ended badly, as ztunnel's `response_flags`; DNS_RESOLUTION_FAILED is Envoy's `DF`
+ * long name (an endpoint's host name did not resolve), which ztunnel has no flag for.
+ */
+export type ResponseFlag = '-' | 'DENY' | 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | 'IDENTITY_ERROR' | 'NO_ROUTE' | 'DNS_RESOLUTION_FAILED';
 
 export interface ConnectionDescription {
   readonly direction: 'outbound' | 'inbound';

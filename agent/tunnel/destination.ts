@@ -12,6 +12,8 @@ export interface Address {
 export type OutboundTarget =
   | { readonly kind: 'workload'; readonly workload: Workload; readonly address: Address; readonly service?: MeshService }
   | { readonly kind: 'passthrough'; readonly address: Address }
+  /** An endpoint known by name: the connection's path resolves it, then carries it as to `workload` (or outside the mesh). */
+  | { readonly kind: 'dns'; readonly hostname: string; readonly port: number; readonly workload?: Workload; readonly service: MeshService }
   | { readonly kind: 'refused'; readonly reason: string; readonly service?: MeshService };
 
 /** Ports a mesh destination may never be asked for: the agent's own (ztunnel's "illegal ports"). */
@@ -28,13 +30,18 @@ export function resolveOutbound(snapshot: MeshSnapshot, dst: Address, clientNode
     // A ServiceEntry with resolution NONE names addresses, not endpoints: the connection goes where it was dialled.
     if (service.entry?.resolution === 'NONE') return { kind: 'passthrough', address: dst };
     const serving = service.endpoints.filter((e) => e.ports.has(dst.port));
-    if (serving.length === 0 && service.entry?.resolution === 'DNS') {
-      return { kind: 'refused', reason: `ServiceEntry host ${service.hostname} has resolution DNS, which Ambit does not resolve on the data path yet: list its endpoints' IPs with resolution STATIC`, service };
+    const named = (service.hostnameEndpoints ?? []).filter((e) => e.ports.has(dst.port));
+    if (serving.length === 0 && named.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint for port ${dst.port}`, service };
+    // Endpoints known by name are picked alike with those of an address (ranking by locality needs an address).
+    const ready = serving.length === 0 ? [] : bestRanked(rankEndpoints(snapshot, service.loadBalancing, serving, clientNode));
+    if (ready.length + named.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint on node ${clientNode} for port ${dst.port} (internalTrafficPolicy: Local)`, service };
+    const index = pick(ready.length + named.length);
+    const endpoint = ready[index];
+    if (!endpoint) {
+      const byName = named[index - ready.length]!;
+      const workload = byName.workload === undefined ? undefined : snapshot.workloads.get(byName.workload);
+      return { kind: 'dns', hostname: byName.hostname, port: byName.ports.get(dst.port)!, ...(workload ? { workload } : {}), service };
     }
-    if (serving.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint for port ${dst.port}`, service };
-    const ready = bestRanked(rankEndpoints(snapshot, service.loadBalancing, serving, clientNode));
-    if (ready.length === 0) return { kind: 'refused', reason: `service ${service.hostname} has no ready endpoint on node ${clientNode} for port ${dst.port} (internalTrafficPolicy: Local)`, service };
-    const endpoint = ready[pick(ready.length)]!;
     const workload = snapshot.workloads.get(endpoint.workload);
     if (!workload) return { kind: 'refused', reason: `endpoint ${endpoint.workload} of ${service.hostname} is gone`, service };
     return { kind: 'workload', workload, address: { ip: endpoint.ip, port: endpoint.ports.get(dst.port)! }, service };

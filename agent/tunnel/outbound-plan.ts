@@ -115,15 +115,30 @@ export interface HttpPlan {
   readonly destination: HttpDestination;
 }
 
+/**
+ * To an endpoint known by name (a ServiceEntry with resolution DNS): the executor resolves `hostname`
+ * (agent/dns/host-resolver.ts), then carries the connection as `planResolved` says for the address.
+ */
+export interface DnsPlan extends PlanCommon {
+  readonly transport: 'dns';
+  readonly hostname: string;
+  /** The port to connect to at the resolved address. */
+  readonly port: number;
+  readonly workload?: Workload;
+  readonly service: MeshService;
+  /** The Service port the client dialled. */
+  readonly servicePort: number;
+}
+
 export interface RefusedPlan extends PlanCommon {
   readonly transport: 'refused';
   readonly flag: ResponseFlag;
   readonly reason: string;
 }
 
-export type OutboundPlan = HbonePlan | DoubleHbonePlan | LocalPlan | PlainPlan | HttpPlan | RefusedPlan;
-/** A plan for one endpoint already chosen (the L7 upstream, a probe): everything but the L7 hand-off. */
-export type EndpointPlan = Exclude<OutboundPlan, HttpPlan>;
+export type OutboundPlan = HbonePlan | DoubleHbonePlan | LocalPlan | PlainPlan | HttpPlan | DnsPlan | RefusedPlan;
+/** A plan for one endpoint already chosen (the L7 upstream, a probe): everything but the L7 hand-off and a name to resolve. */
+export type EndpointPlan = Exclude<OutboundPlan, HttpPlan | DnsPlan>;
 /** A plan that opens a connection. */
 export type ConnectionPlan = HbonePlan | DoubleHbonePlan | LocalPlan | PlainPlan;
 
@@ -151,8 +166,19 @@ export function planOutbound(snapshot: MeshSnapshot, source: OutboundSource, des
   if (http) return { transport: 'http', destination: http };
   const target: OutboundTarget = context.routeTcp?.(snapshot, src, destination) ?? resolveOutbound(snapshot, destination, node, context.pick);
   if (target.kind === 'refused') return refused(source, destination, 'NO_ROUTE', target.reason);
+  if (target.kind === 'dns') {
+    const { hostname, port, workload, service } = target;
+    const description: ConnectionDescription = { direction: 'outbound', src: { addr: srcAddr(source), workload: src }, dst: { addr: `${hostname}:${port}`, ...(workload ? { workload } : {}), service }, securityPolicy: 'unknown' };
+    return { transport: 'dns', hostname, port, ...(workload ? { workload } : {}), service, servicePort: destination.port, telemetry: [description] };
+  }
   const endpoint: EndpointChoice = target.kind === 'workload' ? { ...target, ...(target.service ? { servicePort: destination.port } : {}) } : { address: target.address };
   return planEndpoint(snapshot, source, endpoint, context);
+}
+
+/** How a connection to an endpoint known by name is carried once `ip` is its address. */
+export function planResolved(snapshot: MeshSnapshot, source: OutboundSource, plan: DnsPlan, ip: string, context: PlanContext): EndpointPlan {
+  const { workload, service, servicePort, port } = plan;
+  return planEndpoint(snapshot, source, { ...(workload ? { workload } : {}), address: { ip, port }, service, servicePort }, context);
 }
 
 /**

@@ -21,11 +21,12 @@ import type { OutboundHttpProxy } from '../l7/proxy/outbound-http.js';
 import type { HttpDestination } from '../l7/proxy/http-destination.js';
 import type { OpenUpstream } from '../l7/proxy/upstream-connections.js';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
+import type { HostResolver } from '../dns/host-resolver.js';
 import { formatAuthority } from './hbone/connect-headers.js';
 import { ConnectionFlows, relayUnder } from './connection-flow.js';
 import type { LiveConnection, LiveConnections } from './live-connections.js';
 import { OutboundOpener } from './outbound-open.js';
-import { type ConnectionPlan, type OutboundSource, type PlanContext, planEndpoint, planOutbound } from './outbound-plan.js';
+import { type ConnectionPlan, type DnsPlan, type OutboundSource, type PlanContext, planEndpoint, planOutbound, planResolved } from './outbound-plan.js';
 import { KEEPALIVE_OPTIONS } from './socket-options.js';
 
 // Where tests and benches have always found the agent's plain connect.
@@ -53,6 +54,8 @@ export interface OutboundOptions {
   readonly http?: OutboundHttpProxy;
   /** The destination side's HTTP proxy: same-node traffic to a port that speaks HTTP is authorized per request there. */
   readonly inboundHttp?: InboundHttpProxy;
+  /** Resolves endpoints known by name (ServiceEntry resolution DNS) through the agent's DNS upstream. */
+  readonly hostResolver?: HostResolver;
 }
 
 /** One accepted connection, once its source is known to be a pod of this node. */
@@ -120,9 +123,31 @@ export class OutboundProxy {
       case 'refused':
         this.#flows.refused(plan.telemetry, plan.flag, plan.reason);
         return void socket.destroy();
+      case 'dns':
+        return this.#resolveAndCarry(captured, plan);
       default:
         return this.#carry(captured, plan);
     }
+  }
+
+  /** An endpoint known by name: resolved without blocking (cached by TTL), then carried as to that address. */
+  async #resolveAndCarry(c: Captured, plan: DnsPlan): Promise<void> {
+    const { hostResolver } = this.options;
+    const resolved = hostResolver ? await hostResolver.resolve(plan.hostname) : { ok: false as const, reason: 'the agent has no DNS upstream to resolve it with' };
+    const snapshot = this.options.store.current;
+    if (!resolved.ok || !snapshot) {
+      const why = resolved.ok ? 'no configuration loaded' : resolved.reason;
+      this.#flows.refused(plan.telemetry, 'DNS_RESOLUTION_FAILED', `endpoint ${plan.hostname} of ${plan.service.hostname} does not resolve: ${why}`);
+      return void c.socket.destroy();
+    }
+    // ztunnel picks one of the answers at random; the cache keeps them in the server's order.
+    const ip = resolved.addresses[Math.floor(Math.random() * resolved.addresses.length)]!;
+    const endpoint = planResolved(snapshot, c.source, plan, ip, this.#planContext());
+    if (endpoint.transport === 'refused') {
+      this.#flows.refused(endpoint.telemetry, endpoint.flag, endpoint.reason);
+      return void c.socket.destroy();
+    }
+    return this.#carry(c, endpoint);
   }
 
   /** A port that speaks HTTP: the L7 proxy routes, balances and retries each request over connections opened here. */

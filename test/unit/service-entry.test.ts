@@ -1,6 +1,7 @@
 // ServiceEntry and WorkloadEntry from YAML to the data path's decision: the services and workloads they
 // become in the snapshot (automatic addresses included), and how planOutbound carries a pod's
-// connection to them (plain TCP outside the mesh, HBONE to a WorkloadEntry with an identity).
+// connection to them (plain TCP outside the mesh, HBONE to a WorkloadEntry with an identity, a name to
+// resolve for resolution DNS).
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -8,7 +9,7 @@ import { formatDiagnostic } from '../../agent/config/diagnostics.js';
 import { parseConfigFile } from '../../agent/config/parse-file.js';
 import { buildSnapshot } from '../../agent/state/build.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
-import { type OutboundPlan, type OutboundSource, type PlanContext, planOutbound } from '../../agent/tunnel/outbound-plan.js';
+import { type OutboundPlan, type OutboundSource, type PlanContext, planOutbound, planResolved } from '../../agent/tunnel/outbound-plan.js';
 
 const TD = 'cluster.local';
 const CONTEXT: PlanContext = { node: 'a', clusterId: 'Kubernetes', l7: true, inboundHttp: true, pick: () => 0 };
@@ -115,17 +116,37 @@ spec:
     expect(planOutbound(snapshot, client(snapshot), { ip: '198.51.100.20', port: 9999 }, CONTEXT), 'refused');
   });
 
-  it('resolution DNS without endpoint IPs is refused with what to write instead', () => {
+  it('resolution DNS: the host itself, or an endpoint written as a name, is planned as a name to resolve, then carried as to the address it resolves to', () => {
     const snapshot = mesh(`---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: search, namespace: shop}
 spec: {hosts: [search.example], ports: [{number: 443, name: tls, protocol: TLS}], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vm, namespace: shop}
+spec:
+  hosts: [vm.internal.example]
+  location: MESH_INTERNAL
+  resolution: DNS
+  ports: [{number: 8080, name: tcp, protocol: TCP, targetPort: 9080}]
+  endpoints: [{address: vm-1.internal.example, serviceAccount: vm}]
 `);
     const vip = snapshot.servicesByHostname.get('search.example')?.vips[0];
     assert.ok(vip);
-    const plan = expect(planOutbound(snapshot, client(snapshot), { ip: vip, port: 443 }, CONTEXT), 'refused');
-    assert.match(plan.reason, /resolution DNS.*resolution STATIC/);
+    const external = expect(planOutbound(snapshot, client(snapshot), { ip: vip, port: 443 }, CONTEXT), 'dns');
+    assert.deepEqual([external.hostname, external.port, external.workload, external.servicePort], ['search.example', 443, undefined, 443]);
+    const plain = expect(planResolved(snapshot, client(snapshot), external, '192.0.2.30', CONTEXT), 'plain');
+    assert.deepEqual(plain.target, { ip: '192.0.2.30', port: 443 });
+    assert.equal(plain.bindSource, '10.1.1.1');
+    const internalVip = snapshot.servicesByHostname.get('vm.internal.example')?.vips[0];
+    assert.ok(internalVip);
+    const internal = expect(planOutbound(snapshot, client(snapshot), { ip: internalVip, port: 8080 }, CONTEXT), 'dns');
+    assert.deepEqual([internal.hostname, internal.port, internal.workload?.key], ['vm-1.internal.example', 9080, 'ServiceEntry/shop/vm/0']);
+    const hbone = expect(planResolved(snapshot, client(snapshot), internal, '192.0.2.31', CONTEXT), 'hbone');
+    assert.deepEqual(hbone.target, { ip: '192.0.2.31', port: 9080 });
+    assert.deepEqual(hbone.request.expectedIdentities, ['spiffe://cluster.local/ns/shop/sa/vm']);
   });
 
   it('a MESH_INTERNAL ServiceEntry selecting a WorkloadEntry with a serviceAccount: HBONE to the VM as its identity, on the port the entry names', () => {

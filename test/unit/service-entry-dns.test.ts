@@ -1,0 +1,224 @@
+// ServiceEntry resolution DNS on the connection path: a pod's connection to the entry's address goes
+// through the agent's outbound proxy, which resolves the endpoint's host name at the agent's DNS upstream
+// (a server written here, answering names no one else knows with loopback addresses), caches the answer
+// by its TTL, and fails a connection whose name does not resolve with DNS_RESOLUTION_FAILED.
+
+import assert from 'node:assert/strict';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { formatDiagnostic } from '../../agent/config/diagnostics.js';
+import { parseConfigFile } from '../../agent/config/parse-file.js';
+import { HostResolver, MAX_TTL_S } from '../../agent/dns/host-resolver.js';
+import { buildSnapshot } from '../../agent/state/build.js';
+import type { Workload } from '../../agent/state/model.js';
+import { WorkloadStore } from '../../agent/state/store.js';
+import { ConnectionTelemetry } from '../../agent/telemetry/connections.js';
+import { MeshMetrics } from '../../agent/telemetry/metrics.js';
+import type { HbonePool } from '../../agent/tunnel/hbone/pool.js';
+import { LiveConnections } from '../../agent/tunnel/live-connections.js';
+import { OutboundProxy } from '../../agent/tunnel/outbound.js';
+
+const CONFIG = `---
+apiVersion: v1
+kind: Node
+metadata: {name: a}
+status: {addresses: [{type: InternalIP, address: 172.31.0.1}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop}
+spec: {nodeName: a, serviceAccountName: client, containers: [{name: c}]}
+status: {podIP: 10.1.1.1}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backend, namespace: shop}
+spec:
+  hosts: [backend.payments.example]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 9000, name: tcp, protocol: TCP, targetPort: PORT}]
+  endpoints: [{address: backend.nowhere.test}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.nowhere.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: PORT, name: tcp, protocol: TCP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: gone, namespace: shop}
+spec:
+  hosts: [gone.payments.example]
+  location: MESH_EXTERNAL
+  resolution: DNS_ROUND_ROBIN
+  ports: [{number: 9000, name: tcp, protocol: TCP, targetPort: PORT}]
+  endpoints: [{address: missing.nowhere.test}]
+`;
+
+/** A DNS server that knows only `answers` (A records, with their TTL); NXDOMAIN for every other name. */
+class TestDnsServer {
+  readonly answers = new Map<string, { ip: string; ttl: number }>();
+  readonly asked: string[] = [];
+  readonly socket: UdpSocket = createSocket('udp4');
+
+  async start(): Promise<number> {
+    this.socket.on('message', (query, client) => this.socket.send(this.#answer(query), client.port, client.address));
+    this.socket.bind(0, '127.0.0.1');
+    await once(this.socket, 'listening');
+    return this.socket.address().port;
+  }
+
+  #answer(query: Buffer): Buffer {
+    // Question: labels from offset 12 to the zero octet, then type and class.
+    const labels: string[] = [];
+    let at = 12;
+    while (query[at]! > 0) {
+      labels.push(query.subarray(at + 1, at + 1 + query[at]!).toString('latin1'));
+      at += 1 + query[at]!;
+    }
+    const question = query.subarray(12, at + 5);
+    const type = query.readUInt16BE(at + 1);
+    const name = labels.join('.').toLowerCase();
+    this.asked.push(`${name} ${type === 1 ? 'A' : type === 28 ? 'AAAA' : type}`);
+    const known = this.answers.get(name);
+    const header = Buffer.alloc(12);
+    query.copy(header, 0, 0, 2);
+    // QR, the query's RD, RA; rcode 3 (NXDOMAIN) for an unknown name.
+    header.writeUInt16BE(0x8180 | (query.readUInt16BE(2) & 0x0100) | (known ? 0 : 3), 2);
+    header.writeUInt16BE(1, 4);
+    if (!known || type !== 1) return Buffer.concat([header, question]);
+    header.writeUInt16BE(1, 6);
+    const record = Buffer.alloc(16);
+    record.writeUInt16BE(0xc00c, 0); // the question's name
+    record.writeUInt16BE(1, 2);
+    record.writeUInt16BE(1, 4);
+    record.writeUInt32BE(known.ttl, 6);
+    record.writeUInt16BE(4, 10);
+    known.ip.split('.').forEach((octet, i) => record.writeUInt8(Number(octet), 12 + i));
+    return Buffer.concat([header, question, record]);
+  }
+}
+
+/** A TCP server on `ip` that answers each connection with where it is and what it was sent. */
+async function namedServer(ip: string, port: number): Promise<Server> {
+  const server = createServer((socket) => socket.once('data', (d: Buffer) => socket.end(`${ip} got ${d.toString()}`)));
+  server.listen(port, ip);
+  await once(server, 'listening');
+  return server;
+}
+
+const dns = new TestDnsServer();
+const servers: Server[] = [];
+const accessLog: Record<string, unknown>[] = [];
+let clock = 1_000_000;
+let port = 0;
+let proxy: OutboundProxy;
+let clientPod: Workload;
+let store: WorkloadStore;
+let entrance: Server;
+
+before(async () => {
+  const dnsPort = await dns.start();
+  const first = await namedServer('127.0.0.2', 0);
+  port = (first.address() as AddressInfo).port;
+  servers.push(first, await namedServer('127.0.0.3', port));
+  const parsed = parseConfigFile(CONFIG.replaceAll('PORT', String(port)), 'entries.yaml');
+  assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error').map(formatDiagnostic), []);
+  store = new WorkloadStore();
+  store.replace(buildSnapshot(parsed.objects, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }));
+  clientPod = store.current!.workloadsByIp.get('10.1.1.1')!;
+  const sink = new Writable({ write: (chunk: Buffer, _e, done) => (accessLog.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) });
+  const log = pino({ level: 'debug' }, sink);
+  proxy = new OutboundProxy({
+    node: 'a',
+    store,
+    telemetry: new ConnectionTelemetry(new MeshMetrics('test'), log, { store }),
+    live: new LiveConnections(store, log),
+    log,
+    // Nothing here is enrolled on another node: no HBONE connection is ever asked for.
+    hbone: {} as HbonePool,
+    clusterId: 'Kubernetes',
+    originalDestination: () => undefined,
+    // The pod's address is not on this machine; the agent's transparent socket becomes a plain one.
+    connectAsClient: async (_sourceIp, destination) => {
+      const socket = connect(destination.port, destination.ip);
+      return await new Promise<Socket | string>((resolve) => {
+        socket.once('connect', () => resolve(socket));
+        socket.once('error', (err) => resolve(err.message));
+      });
+    },
+    hostResolver: new HostResolver({ upstream: { ip: '127.0.0.1', port: dnsPort }, now: () => clock }),
+  });
+  entrance = createServer({ allowHalfOpen: true, pauseOnConnect: true }, () => undefined);
+  entrance.listen(0, '127.0.0.1');
+  await once(entrance, 'listening');
+});
+
+after(() => {
+  dns.socket.close();
+  entrance.close();
+  for (const s of servers) s.close();
+});
+
+/** The pod dials `host`'s mesh address on `servicePort`, as eBPF would hand the connection to the agent; resolves with the reply, or '' when closed without one. */
+async function dial(host: string, servicePort: number): Promise<string> {
+  const vip = store.current!.servicesByHostname.get(host)!.vips[0]!;
+  const accepted = once(entrance, 'connection') as Promise<[Socket]>;
+  const client = connect((entrance.address() as AddressInfo).port, '127.0.0.1');
+  const [socket] = await accepted;
+  proxy.handleFrom(socket, clientPod, { ip: vip, port: servicePort });
+  client.on('error', () => undefined);
+  client.write('hello');
+  const chunks: Buffer[] = [];
+  client.on('data', (d: Buffer) => chunks.push(d));
+  // Not events.once: a reset (the refused connection) is an 'error' it would reject on; 'close' follows it.
+  await new Promise((resolve) => client.once('close', resolve));
+  return Buffer.concat(chunks).toString();
+}
+
+describe('ServiceEntry resolution DNS on the connection path', () => {
+  it('an endpoint written as a host name is resolved at the agent\'s DNS upstream and reached at its address', async () => {
+    dns.answers.set('backend.nowhere.test', { ip: '127.0.0.2', ttl: 30 });
+    assert.equal(await dial('backend.payments.example', 9000), '127.0.0.2 got hello');
+    assert.deepEqual(dns.asked, ['backend.nowhere.test A']);
+  });
+
+  it('honours the TTL: a changed answer is used once the cached one expires, not before', async () => {
+    dns.answers.set('backend.nowhere.test', { ip: '127.0.0.3', ttl: 30 });
+    clock += 29_000;
+    assert.equal(await dial('backend.payments.example', 9000), '127.0.0.2 got hello', 'within the TTL the cached answer holds');
+    clock += 2_000;
+    assert.equal(await dial('backend.payments.example', 9000), '127.0.0.3 got hello', 'past the TTL the name is asked again');
+    assert.deepEqual(dns.asked, ['backend.nowhere.test A', 'backend.nowhere.test A']);
+  });
+
+  it('resolution DNS without endpoints resolves the host itself; a TTL past the ceiling is cut to it', async () => {
+    dns.answers.set('api.nowhere.test', { ip: '127.0.0.3', ttl: 86_400 });
+    assert.equal(await dial('api.nowhere.test', port), '127.0.0.3 got hello');
+    dns.answers.set('api.nowhere.test', { ip: '127.0.0.2', ttl: 86_400 });
+    clock += (MAX_TTL_S + 1) * 1000;
+    assert.equal(await dial('api.nowhere.test', port), '127.0.0.2 got hello');
+  });
+
+  it('a name that does not resolve fails the connection with DNS_RESOLUTION_FAILED and says which name', async () => {
+    accessLog.length = 0;
+    assert.equal(await dial('gone.payments.example', 9000), '');
+    const failed = accessLog.find((r) => r.msg === 'connection failed');
+    assert.ok(failed, 'the failure is in the access log');
+    assert.equal(failed.response_flags, 'DNS_RESOLUTION_FAILED');
+    assert.match(String(failed.error), /endpoint missing\.nowhere\.test of gone\.payments\.example does not resolve: missing\.nowhere\.test does not exist \(NXDOMAIN from 127\.0\.0\.1:\d+\)/);
+  });
+});
