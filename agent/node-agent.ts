@@ -20,6 +20,7 @@ import { enrolledIdentitiesOnNode } from './identity/node-authorization.js';
 import { EbpfCapture, INBOUND_PORT, OUTBOUND_PORT } from './redirect/capture.js';
 import { DnsProxy, type DnsUpstream } from './dns/dns-proxy.js';
 import { nodeDnsUpstream } from './dns/node-upstream.js';
+import { HostResolver } from './dns/host-resolver.js';
 import { installReplySteering } from './redirect/reply-steering.js';
 import { type PodCgroupResolver, kubepodsResolver, podCgroupFromTemplate } from './redirect/pod-cgroups.js';
 import { connectTransparent, dialTransparent, transparentListen } from './redirect/bpf-binding.js';
@@ -305,7 +306,11 @@ export class NodeAgent {
     const rateLimiter = new RateLimiter({ registry: this.metrics.registry, log: log.child({ target: 'rate-limit' }) });
     const inboundHttp = new InboundHttpProxy({ store, log, rateLimiter, telemetry: requests, tracer: this.tracer, denials: this.denials, ...config.http });
     this.#closers.push(inboundHttp);
-    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp });
+    // ServiceEntry endpoints known by name are resolved through the upstream the DNS proxy forwards to.
+    const dnsUpstream = nodeDnsUpstream(capture.dns?.upstream);
+    if (typeof dnsUpstream === 'string') log.warn(`connections to ServiceEntry hosts with resolution DNS will fail: ${dnsUpstream}`);
+    const hostResolver = typeof dnsUpstream === 'string' ? undefined : new HostResolver({ upstream: dnsUpstream });
+    const outbound = new OutboundProxy({ node, store, telemetry, live, log, hbone: hbonePool, clusterId: config.clusterId, originalDestination: (s) => ebpf.originalDestination(s), connectAsClient, http, inboundHttp, ...(hostResolver ? { hostResolver } : {}) });
     const inbound = new InboundPlaintextProxy({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
     const inboundHbone = new InboundHbone({ node, store, telemetry, live, connectAsClient, http: inboundHttp });
     const hbone = new HboneServer({
