@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CA_AUDIENCE } from '../ca/token-review.js';
-import type { KubeObject } from './kube-apiserver.js';
+import type { KubeObject } from './kube-resources.js';
 import { LAB_API_SERVER, type LabLayout } from './layout.js';
 import type { LabNodePlan } from './plan.js';
 import { issueServiceAccountToken } from './service-account-tokens.js';

@@ -3,7 +3,7 @@
 // workload xDS resources, so the three sources are measured on the same mesh.
 
 import { stringify } from 'yaml';
-import type { KubeObject } from '../../agent/lab/kube-apiserver.js';
+import type { KubeObject } from '../../agent/lab/kube-resources.js';
 import { TunnelProtocol } from '../../agent/proto/istio/workload/workload_pb.js';
 import { ip, service, workload } from '../../test/fixtures/istiod/resources.js';
 import type { ResourceBody } from '../../test/fixtures/istiod/xds-server.js';

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { type KubeObject, FakeApiServer } from '../../agent/lab/kube-apiserver.js';
+import { FakeApiServer } from '../../agent/lab/kube-apiserver.js';
+import type { KubeObject } from '../../agent/lab/kube-resources.js';
 import { KubeApiClient, type RawObject } from '../../agent/sources/kubernetes/api-client.js';
 import { GATEWAY_CONTROLLER_NAME } from '../../agent/sources/kubernetes/route-status.js';
 import { KubernetesSource } from '../../agent/sources/kubernetes/source.js';

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
-import { FakeApiServer, type KubeObject } from '../../agent/lab/kube-apiserver.js';
+import { FakeApiServer } from '../../agent/lab/kube-apiserver.js';
+import type { KubeObject } from '../../agent/lab/kube-resources.js';
 import { KubeApiClient } from '../../agent/sources/kubernetes/api-client.js';
 import { connectionFromKubeconfigText } from '../../agent/sources/kubernetes/connection.js';
 import { KubernetesSource } from '../../agent/sources/kubernetes/source.js';

@@ -21,7 +21,8 @@ import { KubernetesSource, type KubernetesSourceOptions } from '../../agent/sour
 import { LocalFileSource } from '../../agent/sources/local-files.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
-import { FakeApiServer, type FakeApiServerOptions, type KubeObject } from '../../agent/lab/kube-apiserver.js';
+import { FakeApiServer, type FakeApiServerOptions } from '../../agent/lab/kube-apiserver.js';
+import type { KubeObject } from '../../agent/lab/kube-resources.js';
 
 const BOOKINFO = fileURLToPath(new URL('../../examples/bookinfo/bookinfo.yaml', import.meta.url));
 
