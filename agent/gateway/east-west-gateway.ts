@@ -36,6 +36,8 @@ export interface EastWestGatewayOptions {
 
 export class EastWestGateway {
   readonly #options: EastWestGatewayOptions;
+  /** The endpoint each forwarded tunnel went to, for its log line. */
+  readonly #endpoints = new WeakMap<HboneInboundRequest, HboneAuthority>();
   readonly server: HboneServer;
 
   constructor(options: EastWestGatewayOptions) {
@@ -44,7 +46,9 @@ export class EastWestGateway {
       certificates: options.certificates,
       // Clients dial the gateway's Service or pod address and expect the gateway's identity on any of them.
       identityForAddress: () => options.identity,
-      resolveService: (service) => this.#pickEndpoint(service),
+      // Every Service authority is taken here and routed by the handler, after authorization: as Istio's
+      // gateway applies policy on the CONNECT before routing, a refused client learns nothing of endpoints.
+      resolveService: (_service, localIp) => ({ ip: localIp, port: HBONE_PORT }),
       handler: (request) => this.#forward(request),
       ...(options.tuning ? { tuning: options.tuning } : {}),
       ...(options.log ? { log: options.log } : {}),
@@ -61,10 +65,7 @@ export class EastWestGateway {
   }
 
   /** Where a Service's tunnel goes: one endpoint of this gateway's network, at its node's HBONE port. */
-  #pickEndpoint(target: ServiceAuthority): HboneAuthority | string {
-    const snapshot = this.#options.store.current;
-    const self = snapshot?.workloads.get(this.#options.workloadKey);
-    if (!snapshot || !self) return `the gateway's own pod ${this.#options.workloadKey} is not in the configuration yet`;
+  #pickEndpoint(snapshot: MeshSnapshot, self: Workload, target: ServiceAuthority): HboneAuthority | string {
     const service = snapshot.servicesByHostname.get(target.hostname);
     if (!service) return `no Service ${target.hostname} is known to this gateway`;
     if (!service.ports.some((p) => p.port === target.port)) return `service ${service.hostname} has no port ${target.port}`;
@@ -91,7 +92,10 @@ export class EastWestGateway {
       const reason = decision.reason === 'denied' ? `denied by AuthorizationPolicy ${decision.policy}` : `no ALLOW AuthorizationPolicy for ${self.key} matches`;
       return { kind: 'refused', status: 401, reason: `${request.peerIdentity} to ${formatAuthority(request.service)} through the gateway: ${reason}` };
     }
-    const upstream = await this.#dial(request.authority);
+    const endpoint = this.#pickEndpoint(snapshot, self, request.service);
+    if (typeof endpoint === 'string') return { kind: 'refused', status: 503, reason: endpoint };
+    this.#endpoints.set(request, endpoint);
+    const upstream = await this.#dial(endpoint);
     return typeof upstream === 'string' ? { kind: 'refused', status: 503, reason: upstream } : { kind: 'connected', upstream };
   }
 
@@ -116,7 +120,10 @@ export class EastWestGateway {
 
   #report(event: HboneServerEvent): void {
     const log = this.#options.log;
-    if (event.type === 'tunnel-opened') log?.info({ peer: event.request.peerIdentity, service: event.request.service, endpoint: formatAuthority(event.request.authority) }, 'east-west tunnel opened');
+    if (event.type === 'tunnel-opened') {
+      const endpoint = this.#endpoints.get(event.request);
+      log?.info({ peer: event.request.peerIdentity, service: event.request.service, ...(endpoint ? { endpoint: formatAuthority(endpoint) } : {}) }, 'east-west tunnel opened');
+    }
     if (event.type === 'tunnel-closed') log?.info({ peer: event.request.peerIdentity, bytesIn: event.bytesIn, bytesOut: event.bytesOut, durationMs: event.durationMs, error: event.error }, 'east-west tunnel closed');
     this.#options.onEvent?.(event);
   }

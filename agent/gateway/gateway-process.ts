@@ -3,6 +3,7 @@
 // readiness endpoint (Istio's gateway status port) that answers once the gateway can serve.
 
 import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { EmbeddedCa } from '../identity/embedded-ca.js';
 import type { CaClient } from '../identity/ca-client.js';
 import { WorkloadCertificateManager } from '../identity/certificate-manager.js';
@@ -30,6 +31,8 @@ export interface GatewayProcessConfig {
 export class GatewayProcess {
   readonly #closers: { close(): Promise<void> | void }[] = [];
   #ready = false;
+  /** Where it listens once started (port 0 in the configuration becomes the port bound). */
+  #listening: { hbone: AddressInfo; readiness: AddressInfo } | undefined;
 
   constructor(
     private readonly config: GatewayProcessConfig,
@@ -39,7 +42,7 @@ export class GatewayProcess {
   async start(): Promise<void> {
     const { config, log } = this;
     const store = new WorkloadStore();
-    await this.#serveReadiness();
+    const readiness = await this.#serveReadiness();
     const source = await createMeshSource(config.source, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
     this.#closers.push(source);
     await source.load();
@@ -55,8 +58,14 @@ export class GatewayProcess {
       throw new Error(`the east-west gateway cannot listen on ${config.hbone.host}:${config.hbone.port}: ${err.message}; is another gateway or agent using the port?`);
     });
     this.#closers.unshift(gateway);
+    this.#listening = { hbone: bound, readiness };
     this.#ready = true;
     log.info({ address: bound, identity: self.identity, network: self.network ?? '', source: describeSource(config.source) }, `east-west gateway ready on ${bound.address}:${bound.port} as ${self.identity}`);
+  }
+
+  /** The HBONE and readiness addresses bound, once started. */
+  get listening(): { readonly hbone: AddressInfo; readonly readiness: AddressInfo } | undefined {
+    return this.#listening;
   }
 
   async stop(): Promise<void> {
@@ -84,7 +93,7 @@ export class GatewayProcess {
   }
 
   /** GET /healthz/ready: 200 once the gateway listens, 503 before and while stopping. */
-  #serveReadiness(): Promise<void> {
+  #serveReadiness(): Promise<AddressInfo> {
     const { readiness } = this.config;
     const server: Server = createServer((request, response) => {
       const ready = request.url === '/healthz/ready' && this.#ready;
@@ -93,7 +102,7 @@ export class GatewayProcess {
     this.#closers.push({ close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
     return new Promise((resolve, reject) => {
       server.once('error', (err) => reject(new Error(`the readiness endpoint cannot listen on ${readiness.host}:${readiness.port}: ${err.message}`)));
-      server.listen(readiness.port, readiness.host, () => resolve());
+      server.listen(readiness.port, readiness.host, () => resolve(server.address() as AddressInfo));
     });
   }
 }

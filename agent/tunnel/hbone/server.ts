@@ -79,8 +79,9 @@ export interface HboneServerOptions {
   /**
    * Where a CONNECT that names `hostname:port` goes, becoming the request's `authority`: on a node, the
    * pod dialled at its target port for that Service port (the inner tunnel of double HBONE, as ztunnel's
-   * find_inbound_upstream); on an east-west gateway, an endpoint of the Service. A string says why
-   * there is none (answered 503). Without it such a CONNECT is refused with 400.
+   * find_inbound_upstream); on an east-west gateway, the gateway itself (its handler routes the
+   * Service after authorizing the client). A string says why there is none (answered 503). Without it
+   * such a CONNECT is refused with 400.
    */
   readonly resolveService?: (service: ServiceAuthority, localIp: string) => HboneAuthority | string;
   readonly log?: Logger;

@@ -1,0 +1,114 @@
+// `ambit gateway` as its command assembles it (GatewayProcess): the mesh read from a YAML file, its own
+// pod found there, its certificate from the mesh's plugged-in root, readiness on its status port. A
+// client of the mesh reaches it with the gateway's identity; it answers a tunnel it may forward but
+// cannot place with 503 (no endpoint on its network), a client its policy refuses with 401, and an
+// unready gateway is reported so.
+
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { GatewayProcess } from '../../agent/gateway/gateway-process.js';
+import { spiffeId } from '../../agent/state/model.js';
+import { createLogger } from '../../agent/telemetry/log.js';
+import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
+import { type TestTrust, makeSharedCaDir, openTrust } from '../fixtures/hbone/mesh.js';
+import { tempDir } from '../fixtures/identity/test-ca.js';
+
+const TD = 'cluster.local';
+const GATEWAY_IP = '127.0.0.60';
+const GATEWAY = spiffeId(TD, 'istio-system', 'eastwest');
+const CLIENT = spiffeId(TD, 'shop', 'client');
+const INTRUDER = spiffeId(TD, 'shop', 'intruder');
+const HOSTNAME = 'reviews.shop.svc.cluster.local';
+
+const MESH = `apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: b}
+status: {addresses: [{type: InternalIP, address: 172.31.0.2}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: eastwest, namespace: istio-system, labels: {app: eastwest}}
+spec: {nodeName: b, serviceAccountName: eastwest, containers: [{name: gateway}]}
+status: {podIP: ${GATEWAY_IP}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {clusterIP: 10.96.0.20, selector: {app: reviews}, ports: [{name: tcp, port: 9080}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: eastwest-allow, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: eastwest}}
+  rules:
+  - from: [{source: {principals: ['${TD}/ns/shop/sa/client']}}]
+`;
+
+describe('ambit gateway, assembled', () => {
+  let ca: Awaited<ReturnType<typeof makeSharedCaDir>>;
+  let trust: TestTrust;
+  let gateway: GatewayProcess;
+  let pool: HbonePool;
+
+  before(async () => {
+    ca = await makeSharedCaDir();
+    // The clients' certificates chain to the same plugged-in root as the gateway's.
+    trust = await openTrust(TD, [CLIENT, INTRUDER], ca.dir);
+    const dir = await tempDir('gateway-process');
+    const config = join(dir, 'mesh.yaml');
+    await writeFile(config, MESH);
+    gateway = new GatewayProcess(
+      {
+        source: { kind: 'local', paths: [config] },
+        trustDomain: TD,
+        clusterDomain: 'cluster.local',
+        pod: 'istio-system/eastwest',
+        hbone: { host: GATEWAY_IP, port: 0 },
+        readiness: { host: GATEWAY_IP, port: 0 },
+        identity: { ca: 'embedded', stateDir: join(dir, 'state'), caDir: ca.dir, certTtlSeconds: 3600 },
+      },
+      createLogger('fatal'),
+    );
+    await gateway.start();
+    pool = new HbonePool({ certificates: trust.certificates });
+  });
+
+  after(async () => {
+    await pool?.close(100);
+    await gateway?.stop();
+    await trust?.close();
+    await ca?.close();
+  });
+
+  const connect = (identity: typeof CLIENT) =>
+    pool.open({ source: { identity, ip: '127.0.0.1' }, destination: { ip: GATEWAY_IP, port: gateway.listening!.hbone.port }, expectedIdentities: [GATEWAY], authority: { hostname: HOSTNAME, port: 9080 } });
+
+  it('is ready once it listens, with its own pod\'s identity from the mesh\'s root', async () => {
+    const readiness = gateway.listening!.readiness;
+    const answer = await fetch(`http://${GATEWAY_IP}:${readiness.port}/healthz/ready`);
+    assert.equal(answer.status, 200);
+    // The handshake proves the gateway's identity (the pool expects it); the Service has no endpoint here.
+    const opened = await connect(CLIENT);
+    assert.equal(opened.ok, false);
+    if (opened.ok) return;
+    assert.equal(opened.error.status, 503, opened.error.message);
+  });
+
+  it('refuses a client its AuthorizationPolicy does not allow, with 401', async () => {
+    const opened = await connect(INTRUDER);
+    assert.equal(opened.ok, false);
+    if (opened.ok) return;
+    assert.equal(opened.error.status, 401, opened.error.message);
+  });
+});
