@@ -133,18 +133,19 @@ describe('what istiod sends, handled as ztunnel handles it', () => {
     assert.deepEqual(buildConfigDump(snapshot, 'node-a').workloads.filter((w) => w.namespace === 'shop').map((w) => [w.name, w.capacity]).sort(), [['big', 3], ['drained', 0], ['small', 1]]);
   });
 
-  it('takes a hostname-only workload without crashing, says it cannot resolve it, and refuses connections only it could serve', async () => {
+  it('takes a hostname-only workload as an endpoint resolved when a connection picks it, as ztunnel does', async () => {
     const seUid = 'Kubernetes/networking.istio.io/ServiceEntry/egress/db/db.example.net';
     const snapshot = await serve(
       [
         { name: 'egress/db.example.net', body: service({ name: 'db', namespace: 'egress', hostname: 'db.example.net', addresses: [{ address: ip('240.240.0.9') }], ports: [{ servicePort: 5432, targetPort: 5432 }] }) },
-        { name: seUid, body: workload({ uid: seUid, name: 'db', namespace: 'egress', hostname: 'db.example.net', tunnelProtocol: TunnelProtocol.NONE, services: { 'egress/db.example.net': { ports: [{ servicePort: 5432, targetPort: 5432 }] } } }) },
+        { name: seUid, body: workload({ uid: seUid, name: 'db', namespace: 'egress', hostname: 'db.example.net', tunnelProtocol: TunnelProtocol.NONE, services: { 'egress/db.example.net': { ports: [{ servicePort: 5432, targetPort: 6432 }] } } }) },
       ],
       (s) => s.servicesByVip.has('240.240.0.9'),
     );
-    assert.deepEqual(reached(snapshot, '240.240.0.9', 5432, 1), ['refused: service db.example.net has no ready endpoint for port 5432']);
-    const said = logged.filter((l) => l.level === 40 && l.msg.includes(seUid)).map((l) => l.msg);
-    assert.ok(said.some((m) => /only hostname db\.example\.net, which ztunnel resolves by DNS .* connections that only it could serve are refused/.test(m)), said.join('\n'));
+    const target = resolveOutbound(snapshot, { ip: '240.240.0.9', port: 5432 });
+    assert.equal(target.kind, 'dns', JSON.stringify(target.kind === 'refused' ? target.reason : target.kind));
+    assert.deepEqual(target.kind === 'dns' ? [target.hostname, target.port, target.workload?.uid] : [], ['db.example.net', 6432, seUid]);
+    assert.deepEqual(logged.filter((l) => l.level === 40 && l.msg.includes(seUid)).map((l) => l.msg), [], 'no warning: the workload is used');
     const dumped = buildConfigDump(snapshot, 'node-a').workloads.find((w) => w.uid === seUid);
     assert.deepEqual([dumped?.hostname, dumped?.workloadIps], ['db.example.net', []]);
   });

@@ -120,12 +120,6 @@ function translateWorkload(w: XdsWorkloadMessage): Translated<XdsWorkload> {
   const unsupported: string[] = [];
   // As ztunnel: an address wins over a hostname; a hostname alone is looked up when the workload is picked.
   const hostname = ips.length === 0 && w.hostname !== '' ? w.hostname : undefined;
-  if (hostname !== undefined) {
-    unsupported.push(
-      `it has no address, only hostname ${hostname}, which ztunnel resolves by DNS when it picks the workload; Ambit has no such lookup on its connection path yet, ` +
-        'so the workload is no endpoint of its services and connections that only it could serve are refused',
-    );
-  }
   if (w.waypoint) unsupported.push(`it uses waypoint ${gatewayName(w.waypoint)}, which Ambit does not route through yet; its traffic goes direct`);
   if (w.networkGateway) unsupported.push(`it is reached through network gateway ${gatewayName(w.networkGateway)}, which Ambit does not support yet`);
   if (w.applicationTunnel) unsupported.push('it asks for an application tunnel (PROXY protocol), which Ambit does not send yet');

@@ -13,7 +13,7 @@ import type { MeshObject } from '../../config/objects.js';
 import type { ConfigDiagnostic } from '../../config/diagnostics.js';
 import { type StatedFacts, buildSnapshot } from '../../state/build.js';
 import { DATAPLANE_MODE_LABEL } from '../../state/pod-workloads.js';
-import { type MeshService, type MeshSnapshot, type ObjectKey, type Workload, kubernetesServiceHostname, objectKey, serviceKey, spiffeId } from '../../state/model.js';
+import { type HostnameEndpoint, type MeshService, type MeshSnapshot, type ObjectKey, type Workload, kubernetesServiceHostname, objectKey, serviceKey, spiffeId } from '../../state/model.js';
 import { POLICY_SELECTED_LABEL_PREFIX, SERVICE_MEMBER_LABEL_PREFIX, xdsLocation } from './translated.js';
 import type { XdsAddress, XdsService, XdsWorkload } from './translate-address.js';
 import type { XdsAuthorization } from './translate-authorization.js';
@@ -222,6 +222,18 @@ function withXdsIdentities(
   }
   for (const [ip, w] of snapshot.workloadsByIp) workloadsByIp.set(ip, fixedWorkloads.get(w.key) ?? w);
 
+  // A workload known by name only is an endpoint resolved when a connection picks it (ztunnel's on-demand DNS).
+  const byName = new Map<ObjectKey, HostnameEndpoint[]>();
+  for (const [key, w] of workloads) {
+    if (w.hostname === undefined || !w.healthy) continue;
+    for (const [serviceKeyOf, targets] of w.services) {
+      const s = services.get(serviceKeyOf);
+      if (!s) continue;
+      const ports = new Map(s.ports.map((p) => [p.servicePort, targets.get(p.servicePort) || p.targetPort || p.servicePort]));
+      byName.set(serviceKeyOf, [...(byName.get(serviceKeyOf) ?? []), { workload: key, hostname: w.hostname, ports }]);
+    }
+  }
+
   const fixedServices = new Map<ObjectKey, MeshService>();
   const servicesByVip = new Map<string, MeshService>();
   const servicesByHostname = new Map<string, MeshService>();
@@ -233,6 +245,7 @@ function withXdsIdentities(
           ...(x.subjectAltNames.length > 0 ? { subjectAltNames: x.subjectAltNames } : {}),
           ...(x.loadBalancing ? { loadBalancing: x.loadBalancing } : {}),
           ...(x.visibility !== 'public' ? { visibility: x.visibility } : {}),
+          ...(byName.has(key) ? { hostnameEndpoints: byName.get(key)! } : {}),
         }
       : s;
     fixedServices.set(key, fixed);
