@@ -6,18 +6,16 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { parseArgs } from 'node:util';
 import { requestHeaders } from '../../agent/l7/request.js';
+import { RequestTracer, TRACING_FLAGS, parseTracingFlags } from '../../agent/telemetry/tracing.js';
 import {
-  RequestTracer,
   TRACE_HEADER_NAMES,
-  TRACING_FLAGS,
   extractTrace,
   formatTraceparent,
   parseB3Multi,
   parseB3Single,
   parseTraceparent,
-  parseTracingFlags,
   traceHeaders,
-} from '../../agent/telemetry/tracing.js';
+} from '../../agent/telemetry/trace-context.js';
 import { OtlpCollector } from '../fixtures/otlp/collector.js';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';

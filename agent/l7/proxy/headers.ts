@@ -5,7 +5,8 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { type RequestSpan, TRACE_HEADER_NAMES } from '../../telemetry/tracing.js';
+import { TRACE_HEADER_NAMES } from '../../telemetry/trace-context.js';
+import type { RequestSpan } from '../../telemetry/tracing.js';
 
 /** Lowercase name → values, as the decision engine's header mutations work on them. */
 export type HeaderMap = Map<string, string[]>;
