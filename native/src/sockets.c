@@ -58,37 +58,54 @@ static int transparent_socket(napi_env env, const char *what)
 	return fd;
 }
 
+/* The arguments both transparent calls take, (address, port, a number), and what errors call the socket. */
+struct transparent_args {
+	struct sockaddr_in addr;
+	uint32_t port, number;
+	char what[128]; /* "<role> <ip>:<port>" */
+};
+
+/* Reads (address, port, number) under their names, then opens the transparent socket; -1 after throwing. */
+static int transparent_args_socket(napi_env env, napi_callback_info info, const char *const names[3], const char *role,
+				   struct transparent_args *a)
+{
+	napi_value argv[3];
+	char ip[64];
+
+	a->addr = (struct sockaddr_in){ .sin_family = AF_INET };
+	if (!args(env, info, 3, argv) || !ipv4_arg(env, argv[0], &a->addr.sin_addr, ip, sizeof(ip), names[0]) ||
+	    !arg_u32(env, argv[1], &a->port, names[1]) || !arg_u32(env, argv[2], &a->number, names[2]))
+		return -1;
+	if (a->port > 0xffff) {
+		throw_type(env, "port %u is out of range", a->port);
+		return -1;
+	}
+	a->addr.sin_port = htons((uint16_t)a->port);
+	snprintf(a->what, sizeof(a->what), "%s %s:%u", role, ip, a->port);
+	return transparent_socket(env, a->what);
+}
+
 /* transparentListen(ip, port, backlog) -> fd, for net.Server#listen({ fd }). */
 static napi_value transparent_listen(napi_env env, napi_callback_info info)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	uint32_t port, backlog;
-	napi_value argv[3];
-	char ip[64], what[128];
-	int fd, err;
+	static const char *const names[3] = { "ip", "port", "backlog" };
+	struct transparent_args a;
+	int fd = transparent_args_socket(env, info, names, "transparent listener", &a), err;
 
-	if (!args(env, info, 3, argv) || !ipv4_arg(env, argv[0], &sa.sin_addr, ip, sizeof(ip), "ip") ||
-	    !arg_u32(env, argv[1], &port, "port") || !arg_u32(env, argv[2], &backlog, "backlog"))
-		return NULL;
-	if (port > 0xffff)
-		return throw_type(env, "port %u is out of range", port);
-	sa.sin_port = htons((uint16_t)port);
-	snprintf(what, sizeof(what), "transparent listener %s:%u", ip, port);
-	fd = transparent_socket(env, what);
 	if (fd < 0)
 		return NULL;
 	/* REUSEPORT lets a new agent bind while the old one drains its listener during an upgrade. */
 	err = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
 	if (!err)
 		err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
-	if (!err && bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+	if (!err && bind(fd, (struct sockaddr *)&a.addr, sizeof(a.addr)))
 		err = errno;
-	if (!err && listen(fd, (int)backlog))
+	if (!err && listen(fd, (int)a.number))
 		err = errno;
 	if (err) {
 		close(fd);
 		return throw_errno(env, err, err == EADDRINUSE ? "another socket without SO_REUSEPORT holds the port" : NULL,
-				   "%s", what);
+				   "%s", a.what);
 	}
 	return make_u32(env, (uint32_t)fd);
 }
@@ -100,35 +117,25 @@ static napi_value transparent_listen(napi_env env, napi_callback_info info)
  */
 static napi_value transparent_upstream(napi_env env, napi_callback_info info)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	uint32_t port, mark;
-	napi_value argv[3];
-	char ip[64], what[128];
-	int fd, err = 0;
+	static const char *const names[3] = { "sourceIp", "sourcePort", "mark" };
+	struct transparent_args a;
+	int fd = transparent_args_socket(env, info, names, "transparent upstream socket from", &a), err = 0;
 
-	if (!args(env, info, 3, argv) || !ipv4_arg(env, argv[0], &sa.sin_addr, ip, sizeof(ip), "sourceIp") ||
-	    !arg_u32(env, argv[1], &port, "sourcePort") || !arg_u32(env, argv[2], &mark, "mark"))
-		return NULL;
-	if (port > 0xffff)
-		return throw_type(env, "port %u is out of range", port);
-	sa.sin_port = htons((uint16_t)port);
-	snprintf(what, sizeof(what), "transparent upstream socket from %s:%u", ip, port);
-	fd = transparent_socket(env, what);
 	if (fd < 0)
 		return NULL;
-	if (mark)
-		err = set_int(fd, SOL_SOCKET, SO_MARK, (int)mark);
+	if (a.number)
+		err = set_int(fd, SOL_SOCKET, SO_MARK, (int)a.number);
 	/*
 	 * With port 0, defer the choice of source port to connect(), which can then reuse a port
 	 * towards different destinations instead of reserving one for the socket's lifetime.
 	 */
-	if (!err && !port)
+	if (!err && !a.port)
 		err = set_int(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1);
-	if (!err && bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+	if (!err && bind(fd, (struct sockaddr *)&a.addr, sizeof(a.addr)))
 		err = errno;
 	if (err) {
 		close(fd);
-		return throw_errno(env, err, err == EPERM ? HINT_TRANSPARENT : NULL, "%s", what);
+		return throw_errno(env, err, err == EPERM ? HINT_TRANSPARENT : NULL, "%s", a.what);
 	}
 	return make_u32(env, (uint32_t)fd);
 }

@@ -47,6 +47,14 @@ napi_value undefined(napi_env env)
 	return out;
 }
 
+/* A stream's or a connection's end alike: why, and the bytes each way. */
+static void set_end(napi_env env, napi_value o, const struct hb_event *ev)
+{
+	set_prop(env, o, "cause", make_string(env, ev->cause));
+	set_prop(env, o, "bytesIn", make_num(env, (double)ev->n[0]));
+	set_prop(env, o, "bytesOut", make_num(env, (double)ev->n[1]));
+}
+
 static napi_value event_object(napi_env env, struct hb_event *ev)
 {
 	static const char *const types[] = { "peer", "connected", "connect", "response", "streamEnd", "connEnd",
@@ -87,16 +95,12 @@ static napi_value event_object(napi_env env, struct hb_event *ev)
 		break;
 	case HB_E_STREAM_END:
 		set_prop(env, o, "stream", make_num(env, (double)ev->stream));
-		set_prop(env, o, "bytesIn", make_num(env, (double)ev->n[0]));
-		set_prop(env, o, "bytesOut", make_num(env, (double)ev->n[1]));
-		set_prop(env, o, "cause", make_string(env, ev->cause));
+		set_end(env, o, ev);
 		set_prop(env, o, "code", make_num(env, ev->code));
 		break;
 	case HB_E_CONN_END:
-		set_prop(env, o, "cause", make_string(env, ev->cause));
+		set_end(env, o, ev);
 		set_prop(env, o, "message", make_string(env, ev->text));
-		set_prop(env, o, "bytesIn", make_num(env, (double)ev->n[0]));
-		set_prop(env, o, "bytesOut", make_num(env, (double)ev->n[1]));
 		break;
 	case HB_E_GOAWAY:
 		set_prop(env, o, "code", make_num(env, ev->code));

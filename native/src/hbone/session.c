@@ -20,13 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The connection went over maxConnectionMemory: counted, reported once per peer, and closed. */
+/* The connection went over maxConnectionMemory: counted, reported once per peer; the caller closes it. */
 void hb_session_over_memory(struct hb_conn *c)
 {
 	hb_limit_hit(c->w->e, HB_C_LIMIT_MEMORY, c->id, "maxConnectionMemory", c->peer_identity, c->w->e->opt.max_conn_memory);
 	c->closing_cause = "memory-limit";
-	snprintf(c->message, sizeof(c->message), "the connection from %s went over %u bytes of memory (maxConnectionMemory)",
-		 c->peer_address, c->w->e->opt.max_conn_memory);
+	snprintf(c->message, sizeof(c->message), "the connection %s %s went over %u bytes of memory (maxConnectionMemory)",
+		 c->role == HB_SERVER ? "from" : "to", c->peer_address, c->w->e->opt.max_conn_memory);
 }
 
 int hb_session_init(struct hb_conn *c)
@@ -144,9 +144,8 @@ bool hb_session_fill(struct hb_conn *c)
 				break;
 			c->bytes_out += (uint64_t)n;
 			if (!out_append(c, p, (size_t)n)) {
-				hb_limit_hit(c->w->e, HB_C_LIMIT_MEMORY, c->id, "maxConnectionMemory", c->peer_identity, c->w->e->opt.max_conn_memory);
-				hb_conn_close(c, "memory-limit", "the connection to %s went over %u bytes of memory (maxConnectionMemory)",
-					      c->peer_address, c->w->e->opt.max_conn_memory);
+				hb_session_over_memory(c);
+				hb_conn_close(c, c->closing_cause, "%s", c->message);
 				return false;
 			}
 		}
