@@ -1,4 +1,21 @@
-/* The HBONE engine's internals: connections (TLS + HTTP/2), streams (one plain fd each), data threads. */
+/*
+ * The HBONE engine's internals: connections (TLS + HTTP/2), streams (one plain fd each), data threads.
+ * Its files, in the order a connection meets them:
+ *   binding.c, calls.c  JavaScript's face: contexts, the engine handle, calls that become commands
+ *   engine.c, worker.c  the engine and its data threads: command queues, the epoll loop, id tables
+ *   events.c            the queue of events for JavaScript
+ *   context.c           TLS contexts as ztunnel sets them up
+ *   socket_bio.c        a connection's socket as OpenSSL's BIO
+ *   handshake.c         a connection's TLS set-up, its handshake and the identity checks after it
+ *   conn.c              a connection's transport loop (TLS records in and out), timers and end
+ *   session.c           its nghttp2 session: settings and defences, bytes in, frames out
+ *   frames.c            nghttp2's callbacks: what the peer's frames do (the CONNECT checks among them)
+ *   stream_open.c       a stream's beginning and the server's answer
+ *   stream_pump.c       a stream's bytes between the peer and its fd, under end-to-end flow control
+ *   stream_end.c        a stream's reset or end, its release and its one report
+ *   limits.c            per-peer caps and per-connection memory
+ *   fuzz.c              libFuzzer's harness over the HTTP/2 glue without TLS (make fuzz), not in the addon
+ */
 #ifndef AMBIT_HBONE_ENGINE_H
 #define AMBIT_HBONE_ENGINE_H
 
