@@ -56,6 +56,17 @@ export function lbEndpoints(snapshot: MeshSnapshot, locality: ServiceLoadBalanci
 }
 
 /**
+ * A ServiceEntry's endpoints known by name (resolution DNS), their name standing for the address: the
+ * upstream connection resolves it when it opens (agent/tunnel/outbound.ts), as the L4 path does.
+ */
+function namedEndpoints(service: MeshService, servicePort: number): LbEndpoint[] {
+  return (service.hostnameEndpoints ?? []).flatMap((e) => {
+    const port = e.ports.get(servicePort);
+    return port === undefined ? [] : [{ key: `${e.hostname}:${port}`, ip: e.hostname, port, workload: e.workload ?? '', priority: 0 }];
+  });
+}
+
+/**
  * Istio's locality load balancing for a DestinationRule: on whenever outlierDetection is set (it is
  * how unhealthy localities are found) unless localityLbSetting.enabled is false; endpoints in the
  * client's region, zone and subzone first, then the next closest.
@@ -249,7 +260,7 @@ export class UpstreamClusters {
     const entry = this.clusters.get(key);
     if (entry && entry.version === snapshot.version) return this.used(entry.cluster, client);
     const policy = resolveTrafficPolicy(rule, destination.subset, destination.port);
-    const endpoints = lbEndpoints(snapshot, service.loadBalancing ?? destinationRuleLocality(policy), members.endpoints, destination.port, this.node);
+    const endpoints = [...lbEndpoints(snapshot, service.loadBalancing ?? destinationRuleLocality(policy), members.endpoints, destination.port, this.node), ...(destination.subset ? [] : namedEndpoints(service, destination.port))];
     if (entry) {
       entry.cluster.service = service;
       entry.cluster.update(policy, endpoints);

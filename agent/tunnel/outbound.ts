@@ -9,7 +9,7 @@
 // upstream leaves from the source pod's own address, never the node's, so a pod gains no network
 // identity of the node's (cloud metadata, node-IP allowlists, egress NetworkPolicy) through the agent.
 
-import { type Server, type Socket, createServer } from 'node:net';
+import { type Server, type Socket, createServer, isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
@@ -21,7 +21,7 @@ import type { OutboundHttpProxy } from '../l7/proxy/outbound-http.js';
 import type { HttpDestination } from '../l7/proxy/http-destination.js';
 import type { OpenUpstream } from '../l7/proxy/upstream-connections.js';
 import type { InboundHttpProxy } from '../l7/proxy/inbound-http.js';
-import type { HostResolver } from '../dns/host-resolver.js';
+import type { HostResolution, HostResolver } from '../dns/host-resolver.js';
 import { formatAuthority } from './hbone/connect-headers.js';
 import { ConnectionFlows, relayUnder } from './connection-flow.js';
 import type { LiveConnection, LiveConnections } from './live-connections.js';
@@ -130,10 +130,14 @@ export class OutboundProxy {
     }
   }
 
+  #resolveName(hostname: string): Promise<HostResolution> {
+    const { hostResolver } = this.options;
+    return hostResolver ? hostResolver.resolve(hostname) : Promise.resolve({ ok: false, reason: 'the agent has no DNS upstream to resolve it with' });
+  }
+
   /** An endpoint known by name: resolved without blocking (cached by TTL), then carried as to that address. */
   async #resolveAndCarry(c: Captured, plan: DnsPlan): Promise<void> {
-    const { hostResolver } = this.options;
-    const resolved = hostResolver ? await hostResolver.resolve(plan.hostname) : { ok: false as const, reason: 'the agent has no DNS upstream to resolve it with' };
+    const resolved = await this.#resolveName(plan.hostname);
     const snapshot = this.options.store.current;
     if (!resolved.ok || !snapshot) {
       const why = resolved.ok ? 'no configuration loaded' : resolved.reason;
@@ -165,9 +169,13 @@ export class OutboundProxy {
 
   /** One upstream connection for the L7 proxy: the endpoint's plan, opened as an L4 connection to it would be. */
   async #openUpstream(c: Captured, target: Parameters<OpenUpstream>[0]): Promise<Duplex | string> {
+    // An endpoint known by name (ServiceEntry resolution DNS) carries its name where the address goes.
+    const resolved = isIP(target.address.ip) === 0 ? await this.#resolveName(target.address.ip) : { ok: true as const, addresses: [target.address.ip] };
+    if (!resolved.ok) return `endpoint ${target.address.ip} does not resolve: ${resolved.reason}`;
     const snapshot = this.options.store.current;
     if (!snapshot) return 'no configuration loaded';
-    const plan = planEndpoint(snapshot, c.source, target, this.#planContext());
+    const address = { ip: resolved.addresses[Math.floor(Math.random() * resolved.addresses.length)]!, port: target.address.port };
+    const plan = planEndpoint(snapshot, c.source, { ...target, address }, this.#planContext());
     if (plan.transport === 'refused') return plan.reason;
     const opened = await this.#opener.open(plan);
     return opened.ok ? opened.stream : opened.reason;

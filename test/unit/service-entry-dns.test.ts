@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -21,6 +22,7 @@ import { MeshMetrics } from '../../agent/telemetry/metrics.js';
 import type { HbonePool } from '../../agent/tunnel/hbone/pool.js';
 import { LiveConnections } from '../../agent/tunnel/live-connections.js';
 import { OutboundProxy } from '../../agent/tunnel/outbound.js';
+import { OutboundHttpProxy } from '../../agent/l7/proxy/outbound-http.js';
 
 const CONFIG = `---
 apiVersion: v1
@@ -66,6 +68,16 @@ spec:
   resolution: DNS_ROUND_ROBIN
   ports: [{number: 9000, name: tcp, protocol: TCP, targetPort: PORT}]
   endpoints: [{address: missing.nowhere.test}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: [web.payments.example]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: HTTP_PORT}]
+  endpoints: [{address: web.nowhere.test}]
 `;
 
 /** A DNS server that knows only `answers` (A records, with their TTL); NXDOMAIN for every other name. */
@@ -129,13 +141,19 @@ let proxy: OutboundProxy;
 let clientPod: Workload;
 let store: WorkloadStore;
 let entrance: Server;
+let httpProxy: OutboundHttpProxy;
 
 before(async () => {
   const dnsPort = await dns.start();
   const first = await namedServer('127.0.0.2', 0);
   port = (first.address() as AddressInfo).port;
   servers.push(first, await namedServer('127.0.0.3', port));
-  const parsed = parseConfigFile(CONFIG.replaceAll('PORT', String(port)), 'entries.yaml');
+  const web = createHttpServer((req, res) => res.end(`web at ${req.socket.localAddress} got ${req.url}`));
+  web.listen(0, '127.0.0.2');
+  await once(web, 'listening');
+  servers.push(web);
+  const httpPort = (web.address() as AddressInfo).port;
+  const parsed = parseConfigFile(CONFIG.replaceAll('HTTP_PORT', String(httpPort)).replaceAll('PORT', String(port)), 'entries.yaml');
   assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error').map(formatDiagnostic), []);
   store = new WorkloadStore();
   store.replace(buildSnapshot(parsed.objects, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }));
@@ -160,6 +178,7 @@ before(async () => {
         socket.once('error', (err) => resolve(err.message));
       });
     },
+    http: (httpProxy = new OutboundHttpProxy({ node: 'a', store, log })),
     hostResolver: new HostResolver({ upstream: { ip: '127.0.0.1', port: dnsPort }, now: () => clock }),
   });
   entrance = createServer({ allowHalfOpen: true, pauseOnConnect: true }, () => undefined);
@@ -169,19 +188,20 @@ before(async () => {
 
 after(() => {
   dns.socket.close();
+  httpProxy.close();
   entrance.close();
   for (const s of servers) s.close();
 });
 
 /** The pod dials `host`'s mesh address on `servicePort`, as eBPF would hand the connection to the agent; resolves with the reply, or '' when closed without one. */
-async function dial(host: string, servicePort: number): Promise<string> {
+async function dial(host: string, servicePort: number, bytes = 'hello'): Promise<string> {
   const vip = store.current!.servicesByHostname.get(host)!.vips[0]!;
   const accepted = once(entrance, 'connection') as Promise<[Socket]>;
   const client = connect((entrance.address() as AddressInfo).port, '127.0.0.1');
   const [socket] = await accepted;
   proxy.handleFrom(socket, clientPod, { ip: vip, port: servicePort });
   client.on('error', () => undefined);
-  client.write('hello');
+  client.write(bytes);
   const chunks: Buffer[] = [];
   client.on('data', (d: Buffer) => chunks.push(d));
   // Not events.once: a reset (the refused connection) is an 'error' it would reject on; 'close' follows it.
@@ -211,6 +231,13 @@ describe('ServiceEntry resolution DNS on the connection path', () => {
     dns.answers.set('api.nowhere.test', { ip: '127.0.0.2', ttl: 86_400 });
     clock += (MAX_TTL_S + 1) * 1000;
     assert.equal(await dial('api.nowhere.test', port), '127.0.0.2 got hello');
+  });
+
+  it('an HTTP port goes through the L7 proxy, whose upstream connection resolves the endpoint\'s name', async () => {
+    dns.answers.set('web.nowhere.test', { ip: '127.0.0.2', ttl: 30 });
+    const reply = await dial('web.payments.example', 80, 'GET /hello HTTP/1.1\r\nhost: web.payments.example\r\nconnection: close\r\n\r\n');
+    assert.match(reply, /^HTTP\/1\.1 200 OK/);
+    assert.match(reply, /web at 127\.0\.0\.2 got \/hello$/);
   });
 
   it('a name that does not resolve fails the connection with DNS_RESOLUTION_FAILED and says which name', async () => {
