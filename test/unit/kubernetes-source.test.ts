@@ -1,84 +1,23 @@
 // The Kubernetes source against a fake API server that speaks the real list/watch protocol on
 // loopback: initial sync, updates, deletes, watch disconnects, 410 Gone, the API server going away and
-// coming back, an invalid object rejected alone, CRDs not installed, credentials from a kubeconfig and
-// from in-cluster files, and the promise that the same objects give the same snapshot as local files.
+// coming back, an invalid object rejected alone, CRDs not installed. Credentials are
+// kubernetes-connection.test.ts's, and the same snapshot as local files kubernetes-source-parity.test.ts's.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { parseAllDocuments } from 'yaml';
-import { Backoff } from '../../agent/sources/backoff.js';
+import { FakeApiServer, type FakeApiServerOptions } from '../../agent/lab/kube-apiserver.js';
 import { KubeApiClient } from '../../agent/sources/kubernetes/api-client.js';
-import { type ApiConnection, type ConnectionChoice, loadApiConnection } from '../../agent/sources/kubernetes/connection.js';
 import { WATCHED_RESOURCES } from '../../agent/sources/kubernetes/resources.js';
 import { KubernetesSource, type KubernetesSourceOptions } from '../../agent/sources/kubernetes/source.js';
-import { LocalFileSource } from '../../agent/sources/local-files.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
-import { FakeApiServer, type FakeApiServerOptions } from '../../agent/lab/kube-apiserver.js';
-import type { KubeObject } from '../../agent/lab/kube-resources.js';
-
-const BOOKINFO = fileURLToPath(new URL('../../examples/bookinfo/bookinfo.yaml', import.meta.url));
-
-// ---- objects, as a user would `kubectl apply` them --------------------------------------------------
-
-const namespace = (name: string, labels: Record<string, string> = {}): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
-const node = (name: string, ip: string): KubeObject => ({
-  apiVersion: 'v1',
-  kind: 'Node',
-  metadata: { name },
-  status: { addresses: [{ type: 'InternalIP', address: ip }] },
-});
-const pod = (ns: string, name: string, opts: { node: string; ip: string; labels?: Record<string, string>; port?: number }): KubeObject => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name, namespace: ns, labels: opts.labels ?? { app: name } },
-  spec: { nodeName: opts.node, containers: [{ name: 'app', image: 'app:1', ports: [{ name: 'http', containerPort: opts.port ?? 8080 }] }] },
-  status: { phase: 'Running', podIP: opts.ip, podIPs: [{ ip: opts.ip }], conditions: [{ type: 'Ready', status: 'True' }] },
-});
-const service = (ns: string, name: string, vip: string, selector: Record<string, string>): KubeObject => ({
-  apiVersion: 'v1',
-  kind: 'Service',
-  metadata: { name, namespace: ns },
-  spec: { clusterIP: vip, clusterIPs: [vip], selector, ports: [{ name: 'http', port: 80, targetPort: 'http' }] },
-});
-const virtualService = (ns: string, name: string, route: Record<string, unknown>): KubeObject => ({
-  apiVersion: 'networking.istio.io/v1',
-  kind: 'VirtualService',
-  metadata: { name, namespace: ns },
-  spec: { hosts: ['web'], http: [route] },
-});
-const authorizationPolicy = (ns: string, name: string): KubeObject => ({
-  apiVersion: 'security.istio.io/v1',
-  kind: 'AuthorizationPolicy',
-  metadata: { name, namespace: ns },
-  spec: { action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/default'] } }] }] },
-});
-const rateLimit = (ns: string, name: string, maxTokens: number): KubeObject => ({
-  apiVersion: 'ambit.dev/v1alpha1',
-  kind: 'RateLimit',
-  metadata: { name, namespace: ns },
-  spec: { targetRef: { kind: 'Service', name: 'web' }, tokenBucket: { maxTokens, tokensPerFill: maxTokens, fillInterval: '1s' } },
-});
-
-function seed(server: FakeApiServer): void {
-  server.apply(namespace('shop', { 'istio.io/dataplane-mode': 'ambient' }));
-  server.apply(node('node-a', '10.244.90.1'));
-  server.apply(node('node-b', '10.244.90.2'));
-  server.apply({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'shop' } });
-  server.apply(pod('shop', 'web-1', { node: 'node-a', ip: '10.244.91.11', labels: { app: 'web' } }));
-  server.apply(pod('shop', 'web-2', { node: 'node-b', ip: '10.244.92.12', labels: { app: 'web' } }));
-  server.apply(service('shop', 'web', '10.96.90.10', { app: 'web' }));
-  server.apply(virtualService('shop', 'web', { route: [{ destination: { host: 'web' } }], timeout: '5s' }));
-  server.apply(authorizationPolicy('shop', 'allow-shop'));
-  server.apply(rateLimit('shop', 'web', 100));
-}
+import { authorizationPolicy, node, pod, rateLimit, seedShop, virtualService } from './helpers/kube-objects.js';
+import { connect, writeKubeconfig } from './helpers/kube-source.js';
 
 // ---- harness -------------------------------------------------------------------------------------------
 
@@ -100,13 +39,13 @@ function capturingLogger(logs: { level: number; msg: string }[]) {
   return pino({ level: 'debug' }, sink);
 }
 
-async function harness(serverOptions: FakeApiServerOptions = {}, sourceOptions: Partial<KubernetesSourceOptions> = {}, populate = seed): Promise<Harness> {
+async function harness(serverOptions: FakeApiServerOptions = {}, sourceOptions: Partial<KubernetesSourceOptions> = {}, populate = seedShop): Promise<Harness> {
   const server = new FakeApiServer(serverOptions);
   await server.start();
   populate(server);
   const store = new WorkloadStore();
   const logs: { level: number; msg: string }[] = [];
-  const kubeconfig = await connect({ kubeconfig: await writeKubeconfig(server.url) });
+  const kubeconfig = await connect({ kubeconfig: await writeKubeconfig(scratch, server.url) });
   const source = new KubernetesSource(
     {
       client: new KubeApiClient(kubeconfig),
@@ -143,19 +82,6 @@ before(async () => {
 after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
-
-let kubeconfigs = 0;
-async function writeKubeconfig(server: string, extra: { token?: string; ca?: string } = {}): Promise<string> {
-  const path = join(scratch, `kubeconfig-${kubeconfigs++}`);
-  const cluster = extra.ca ? `    certificate-authority-data: ${Buffer.from(extra.ca).toString('base64')}\n` : '    insecure-skip-tls-verify: true\n';
-  await writeFile(
-    path,
-    `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: ${server}\n${cluster}` +
-      `users:\n- name: agent\n  user:\n${extra.token ? `    token: ${extra.token}\n` : '    {}\n'}` +
-      `contexts:\n- name: fake\n  context: {cluster: fake, user: agent}\ncurrent-context: fake\n`,
-  );
-  return path;
-}
 
 /** Resolves once the store's snapshot satisfies `check`, or fails after `ms`. */
 async function until(store: WorkloadStore, check: (s: MeshSnapshot) => boolean, what: string, ms = 5000): Promise<MeshSnapshot> {
@@ -411,132 +337,3 @@ test('RateLimit CRD absent: the agent syncs without rate limits, says so once, a
     await h.close();
   }
 });
-
-test('backoff: doubling from the initial delay, jittered within [d/2, d], capped', () => {
-  const backoff = new Backoff({ initialMs: 100, maxMs: 1000 });
-  const delays = Array.from({ length: 8 }, () => backoff.next());
-  const ceilings = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
-  delays.forEach((d, i) => assert.ok(d >= ceilings[i]! / 2 && d <= ceilings[i]!, `delay ${i}: ${d} within [${ceilings[i]! / 2}, ${ceilings[i]}]`));
-  backoff.reset();
-  assert.ok(backoff.next() <= 100);
-});
-
-/** The connection `choice` names; fails the test with the reason when there is none. */
-async function connect(choice: ConnectionChoice): Promise<ApiConnection> {
-  const connection = await loadApiConnection(choice);
-  if (typeof connection === 'string') assert.fail(connection);
-  return connection;
-}
-
-test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-cluster service-account files', async () => {
-  const dir = join(scratch, 'tls');
-  await mkdir(dir, { recursive: true });
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=kube-apiserver', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { stdio: 'ignore' });
-  const tls = { key: await readFile(join(dir, 'key.pem'), 'utf8'), cert: await readFile(join(dir, 'cert.pem'), 'utf8') };
-  const server = new FakeApiServer({ tls, token: 'secret-token' });
-  await server.start();
-  seed(server);
-  try {
-    const fromFile = await connect({ kubeconfig: await writeKubeconfig(server.url, { token: 'secret-token', ca: tls.cert }) });
-    const listed = await new KubeApiClient(fromFile).list('/api/v1/pods', { limit: 10 });
-    assert.ok(listed.ok, listed.ok ? '' : listed.error.message);
-    assert.equal(listed.value.items.length, 2);
-
-    const wrongToken = await connect({ kubeconfig: await writeKubeconfig(server.url, { token: 'nope', ca: tls.cert }) });
-    const refused = await new KubeApiClient(wrongToken).list('/api/v1/pods', { limit: 10 });
-    assert.ok(!refused.ok && refused.error.status === 401 && /token or client certificate was not accepted/.test(refused.error.message));
-
-    // In a pod: KUBERNETES_SERVICE_HOST/PORT and the service-account token and CA files.
-    const root = join(scratch, 'pod-root');
-    const saDir = join(root, 'var/run/secrets/kubernetes.io/serviceaccount');
-    await mkdir(saDir, { recursive: true });
-    await writeFile(join(saDir, 'token'), 'secret-token');
-    await writeFile(join(saDir, 'ca.crt'), tls.cert);
-    await writeFile(join(saDir, 'namespace'), 'ambit-system');
-    const saved = { host: process.env['KUBERNETES_SERVICE_HOST'], port: process.env['KUBERNETES_SERVICE_PORT'] };
-    process.env['KUBERNETES_SERVICE_HOST'] = '127.0.0.1';
-    process.env['KUBERNETES_SERVICE_PORT'] = new URL(server.url).port;
-    try {
-      const inCluster = await connect({ serviceAccountRoot: root });
-      assert.equal(inCluster.server, `https://127.0.0.1:${new URL(server.url).port}`);
-      const store = new WorkloadStore();
-      const source = new KubernetesSource({ client: new KubeApiClient(inCluster), trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, store, pino({ level: 'silent' }));
-      assert.equal((await source.load()).snapshot.workloads.size, 2);
-      await source.close();
-      // The token is read for every request, as a projected token rotates under the pod.
-      await writeFile(join(saDir, 'token'), 'nope\n');
-      const afterRotation = await new KubeApiClient(inCluster).list('/api/v1/pods', { limit: 10 });
-      assert.ok(!afterRotation.ok && afterRotation.error.status === 401);
-      await writeFile(join(saDir, 'token'), 'secret-token');
-      // Without the service account's files, or without the port, it says what is missing.
-      assert.match(String(await loadApiConnection({ serviceAccountRoot: join(scratch, 'no-pod-root') })), /cannot read the service account's files in .*no-pod-root/);
-      delete process.env['KUBERNETES_SERVICE_PORT'];
-      assert.match(String(await loadApiConnection({ serviceAccountRoot: root })), /needs both KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT/);
-    } finally {
-      for (const [k, v] of [['KUBERNETES_SERVICE_HOST', saved.host], ['KUBERNETES_SERVICE_PORT', saved.port]] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
-    assert.ok(server.requests.every((r) => r.authorization === 'Bearer secret-token' || r.authorization === 'Bearer nope'));
-
-    const missing = await loadApiConnection({ kubeconfig: join(scratch, 'no-such-kubeconfig') });
-    assert.match(String(missing), /^cannot load .*no-such-kubeconfig/);
-  } finally {
-    await server.stop();
-  }
-});
-
-test('the same objects give the same snapshot from the API server as from local files (bookinfo plus Istio objects and a RateLimit)', async () => {
-  const dir = join(scratch, 'same');
-  await mkdir(dir, { recursive: true });
-  const istio = [
-    virtualService('bookinfo', 'web', { route: [{ destination: { host: 'reviews' } }], timeout: '5s' }),
-    authorizationPolicy('bookinfo', 'allow'),
-    { ...rateLimit('bookinfo', 'reviews', 20), spec: { targetRef: { kind: 'Service', name: 'reviews', port: 9080 }, tokenBucket: { maxTokens: 20, fillInterval: '1s' } } },
-  ];
-  const yamlText = (await readFile(BOOKINFO, 'utf8')) + istio.map((o) => `---\n${JSON.stringify(o)}\n`).join('');
-  await writeFile(join(dir, 'mesh.yaml'), yamlText);
-  const documents = parseAllDocuments(yamlText).map((d) => d.toJSON() as KubeObject | null).filter((d): d is KubeObject => d !== null);
-  // The uid is the one field only the API server fills in; give local files the same to compare the rest.
-  const h = await harness({}, {}, (server) => {
-    for (const doc of documents) server.apply(doc);
-  });
-  try {
-    const fromApi = (await h.source.load()).snapshot;
-    const localStore = new WorkloadStore();
-    const local = new LocalFileSource({ paths: [dir], trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, localStore, pino({ level: 'silent' }));
-    const fromFiles = (await local.load()).snapshot;
-    assert.ok(fromFiles.workloads.size >= 7);
-    assert.deepEqual(comparable(fromApi), comparable(fromFiles));
-  } finally {
-    await h.close();
-  }
-});
-
-/** A snapshot without what differs by origin alone: source locations, uids and Istio resources' apiVersion order. */
-function comparable(s: MeshSnapshot): unknown {
-  const strip = (value: unknown): unknown =>
-    JSON.parse(
-      JSON.stringify(value, (key, v: unknown) => {
-        if (key === 'source' || key === 'uid' || key === 'diagnostics') return undefined;
-        if (v instanceof Map) return Object.fromEntries([...v.entries()].sort(([a], [b]) => String(a).localeCompare(String(b))));
-        if (v instanceof RegExp) return v.toString();
-        return v;
-      }),
-    );
-  const byName = <T extends { metadata: { namespace: string; name: string } }>(list: readonly T[]) =>
-    [...list].sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`));
-  return strip({
-    nodes: s.nodes,
-    namespaces: s.namespaces,
-    workloads: s.workloads,
-    services: s.services,
-    virtualServices: byName(s.istio.virtualServices),
-    destinationRules: byName(s.istio.destinationRules),
-    authorizationPolicies: byName(s.istio.authorizationPolicies),
-    peerAuthentications: byName(s.istio.peerAuthentications),
-    rateLimits: byName(s.ambit.rateLimits),
-    problems: s.diagnostics.map((d) => d.message).sort(),
-  });
-}
