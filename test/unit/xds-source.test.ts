@@ -2,169 +2,27 @@
 // (test/fixtures/istiod/xds-server.ts): the request ztunnel sends, the initial sync, updates and
 // removals with an ACK each, a malformed resource NACKed with its reason while the rest applies,
 // nothing published before both types synced, reconnection with initial_resource_versions and
-// backoff, and the same snapshot and policy decisions as the equivalent local YAML.
+// backoff. The same snapshot and policy decisions as the equivalent local YAML: xds-source-parity.test.ts.
 
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type MessageInitShape, create } from '@bufbuild/protobuf';
 import { pino } from 'pino';
-import { type AuthorizationDecision, authorizeConnection } from '../../agent/policy/authorization.js';
 import { ResourceSchema } from '../../agent/proto/envoy/service/discovery/v3/discovery_pb.js';
 import { Action, Scope } from '../../agent/proto/istio/security/authorization_pb.js';
-import { AppProtocol, TunnelProtocol, WorkloadStatus, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
-import { LocalFileSource } from '../../agent/sources/local-files.js';
+import { TunnelProtocol, WorkloadStatus, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, XdsSource, type XdsSourceOptions } from '../../agent/sources/xds/xds-source.js';
-import { canonicalName } from '../../agent/state/canonical.js';
-import { type MeshSnapshot, type SpiffeId, spiffeId } from '../../agent/state/model.js';
+import { spiffeId } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
-import { authorization, ip, service, waitForSnapshot, workload } from '../fixtures/istiod/resources.js';
+import { authorization, ip, waitForSnapshot, workload } from '../fixtures/istiod/resources.js';
 import type { FakeXdsServer } from '../fixtures/istiod/xds-server.js';
 import { type RunningIstiod, startIstiod } from '../fixtures/istiod/running.js';
-import type { IstiodTls } from '../fixtures/istiod/tls.js';
+import { NS, TOKEN, decide, productpageV1, pushBookinfo, strict, svcHost, uid } from './helpers/xds-bookinfo.js';
 
 const silent = pino({ level: 'silent' });
-const TOKEN = 'node-agent-token';
-const NS = 'bookinfo';
-const svcHost = (name: string): string => `${name}.${NS}.svc.cluster.local`;
-const uid = (name: string): string => `Kubernetes//Pod/${NS}/${name}`;
-
-const productpageV1 = (address = '10.1.0.5') =>
-  workload({
-    uid: uid('productpage-v1'),
-    name: 'productpage-v1',
-    namespace: NS,
-    addresses: [ip(address)],
-    node: 'node-a',
-    tunnelProtocol: TunnelProtocol.HBONE,
-    serviceAccount: 'bookinfo-productpage',
-    canonicalName: 'productpage',
-    canonicalRevision: 'v1',
-    services: { [`${NS}/${svcHost('productpage')}`]: { ports: [{ servicePort: 9080, targetPort: 9080 }] } },
-    authorizationPolicies: [`${NS}/productpage-viewer`],
-  });
-
-// reviews' Service names its target port, so each workload says its own number.
-const reviewsV1 = workload({
-  uid: uid('reviews-v1'),
-  name: 'reviews-v1',
-  namespace: NS,
-  addresses: [ip('10.1.1.7')],
-  node: 'node-b',
-  tunnelProtocol: TunnelProtocol.HBONE,
-  canonicalName: 'reviews',
-  canonicalRevision: 'v1',
-  services: { [`${NS}/${svcHost('reviews')}`]: { ports: [{ servicePort: 9080, targetPort: 9081 }] } },
-});
-
-const productpageService = service({
-  name: 'productpage',
-  namespace: NS,
-  hostname: svcHost('productpage'),
-  addresses: [{ network: '', address: ip('10.96.0.20') }],
-  ports: [{ servicePort: 9080, targetPort: 9080, appProtocol: AppProtocol.HTTP11 }],
-});
-
-const reviewsService = service({
-  name: 'reviews',
-  namespace: NS,
-  hostname: svcHost('reviews'),
-  addresses: [{ network: '', address: ip('10.96.0.21') }],
-  ports: [{ servicePort: 9080, targetPort: 0, appProtocol: AppProtocol.HTTP11 }],
-});
-
-// What istiod makes of `from: [{principals: [gateway]}, {namespaces: [frontend]}], to: [{ports: ["9080"]}]`.
-const productpageViewer = authorization({
-  name: 'productpage-viewer',
-  namespace: NS,
-  scope: Scope.WORKLOAD_SELECTOR,
-  action: Action.ALLOW,
-  groups: [
-    {
-      rules: [
-        { matches: [{ principals: [{ matchType: { case: 'exact', value: 'cluster.local/ns/bookinfo/sa/gateway' } }] }, { namespaces: [{ matchType: { case: 'exact', value: 'frontend' } }] }] },
-        { matches: [{ destinationPorts: [9080] }] },
-      ],
-    },
-  ],
-});
-
-// What istiod sends for a mesh-wide STRICT PeerAuthentication (istiod names it istio_converted_static_strict;
-// dashes here, so that the equivalent YAML below can use the same name).
-const strict = authorization({
-  name: 'istio-converted-static-strict',
-  namespace: 'istio-system',
-  scope: Scope.GLOBAL,
-  action: Action.DENY,
-  groups: [{ rules: [{ matches: [{ notPrincipals: [{ matchType: { case: 'presence', value: {} } }] }] }] }],
-});
-
-const EQUIVALENT_YAML = `
-apiVersion: v1
-kind: Namespace
-metadata: {name: bookinfo, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: productpage-v1, namespace: bookinfo, labels: {app: productpage, version: v1}}
-spec:
-  nodeName: node-a
-  serviceAccountName: bookinfo-productpage
-  containers: [{name: app, image: productpage, ports: [{containerPort: 9080}]}]
-status: {podIP: 10.1.0.5}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: bookinfo, labels: {app: reviews, version: v1}}
-spec:
-  nodeName: node-b
-  containers: [{name: app, image: reviews, ports: [{name: http, containerPort: 9081}]}]
-status: {podIP: 10.1.1.7}
----
-apiVersion: v1
-kind: Service
-metadata: {name: productpage, namespace: bookinfo}
-spec: {clusterIP: 10.96.0.20, selector: {app: productpage}, ports: [{name: http, port: 9080, targetPort: 9080}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: bookinfo}
-spec: {clusterIP: 10.96.0.21, selector: {app: reviews}, ports: [{name: http, port: 9080, targetPort: http}]}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: productpage-viewer, namespace: bookinfo}
-spec:
-  selector: {matchLabels: {app: productpage}}
-  rules:
-  - from: [{source: {principals: [cluster.local/ns/bookinfo/sa/gateway]}}, {source: {namespaces: [frontend]}}]
-    to: [{operation: {ports: ["9080"]}}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: istio-converted-static-strict, namespace: istio-system}
-spec:
-  action: DENY
-  rules: [{from: [{source: {notPrincipals: ["*"]}}]}]
-`;
-
-/** The policy engine's decision for a connection to `workload` from `identity` (undefined: plaintext). */
-function decide(snapshot: MeshSnapshot, workload: string, identity: SpiffeId | undefined, port: number): AuthorizationDecision {
-  const destination = snapshot.workloads.get(uid(workload)) ?? snapshot.workloads.get(`${NS}/${workload}`);
-  assert.ok(destination, `workload ${workload} is in the snapshot`);
-  return authorizeConnection(snapshot, {
-    ...(identity ? { sourceIdentity: identity } : {}),
-    sourceIp: '10.1.2.3',
-    destination,
-    destinationIp: destination.ips[0]!,
-    destinationPort: port,
-  });
-}
 
 describe('XdsSource against a delta ADS server', () => {
   let istiod: RunningIstiod;
-  let tls: IstiodTls;
   let server: FakeXdsServer;
   let options: XdsSourceOptions;
   const store = new WorkloadStore();
@@ -172,17 +30,8 @@ describe('XdsSource against a delta ADS server', () => {
 
   before(async () => {
     istiod = await startIstiod(TOKEN);
-    ({ tls, server } = istiod);
-    server.push(ADDRESS_TYPE_URL, [
-      { name: uid('productpage-v1'), version: '1', body: productpageV1() },
-      { name: uid('reviews-v1'), version: '1', body: reviewsV1 },
-      { name: `${NS}/${svcHost('productpage')}`, version: '1', body: productpageService },
-      { name: `${NS}/${svcHost('reviews')}`, version: '1', body: reviewsService },
-    ]);
-    server.push(AUTHORIZATION_TYPE_URL, [
-      { name: `${NS}/productpage-viewer`, version: '1', body: productpageViewer },
-      { name: 'istio-system/istio-converted-static-strict', version: '1', body: strict },
-    ]);
+    server = istiod.server;
+    pushBookinfo(server);
     options = istiod.agentOptions;
     source = new XdsSource(options, store, silent);
   });
@@ -223,46 +72,6 @@ describe('XdsSource against a delta ADS server', () => {
     assert.equal(reviews.hostname, svcHost('reviews'));
     assert.deepEqual(reviews.endpoints.map((e) => [e.ip, [...e.ports]]), [['10.1.1.7', [[9080, 9081]]]]);
     assert.deepEqual(snapshot.diagnostics, []);
-  });
-
-  it('gives the same snapshot and policy decisions as the equivalent local YAML', async () => {
-    const dir = join(tls.dir, 'yaml');
-    await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, 'mesh.yaml'), EQUIVALENT_YAML);
-    const yamlStore = new WorkloadStore();
-    const loaded = await new LocalFileSource({ paths: [dir], trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, yamlStore, silent).load();
-    assert.equal(loaded.errors, 0);
-    const yaml = loaded.snapshot;
-    const xds = store.current!;
-
-    // Workloads are keyed by istiod's uid in one and by namespace/name in the other; compare what they are.
-    const workloadView = (s: MeshSnapshot) =>
-      [...s.workloads.values()].map((w) => ({ name: `${w.namespace}/${w.name}`, ips: w.ips, identity: w.identity, node: w.node, ready: w.ready, enrolled: w.enrollment.enrolled, canonical: canonicalName(w) }));
-    const serviceView = (s: MeshSnapshot) =>
-      [...s.services.values()].map((v) => ({
-        key: v.key,
-        hostname: v.hostname,
-        vips: v.vips,
-        ports: v.ports.map((p) => [p.port, p.protocol]),
-        endpoints: v.endpoints.map((e) => [s.workloads.get(e.workload)?.name, e.ip, [...e.ports]]),
-      }));
-    assert.deepEqual(workloadView(xds), workloadView(yaml));
-    assert.deepEqual(serviceView(xds), serviceView(yaml));
-
-    const gateway = spiffeId('cluster.local', NS, 'gateway');
-    const frontend = spiffeId('cluster.local', 'frontend', 'web');
-    const stranger = spiffeId('cluster.local', 'other', 'curl');
-    for (const target of ['productpage-v1', 'reviews-v1']) {
-      for (const peer of [gateway, frontend, stranger, undefined]) {
-        for (const port of [9080, 9081]) {
-          assert.deepEqual(decide(xds, target, peer, port), decide(yaml, target, peer, port), `${peer ?? 'plaintext'} → ${target}:${port}`);
-        }
-      }
-    }
-    // And the decisions are the ones Istio intends.
-    assert.equal(decide(xds, 'productpage-v1', gateway, 9080).allowed, true);
-    assert.equal(decide(xds, 'productpage-v1', stranger, 9080).allowed, false);
-    assert.deepEqual(decide(xds, 'reviews-v1', undefined, 9080), { allowed: false, reason: 'denied', policy: 'istio-system/istio-converted-static-strict' });
   });
 
   it('applies updates and removals live, ACKing each', async () => {
