@@ -52,6 +52,8 @@ export interface TestRateLimitServiceOptions {
   readonly perMinute: Readonly<Record<string, number>>;
   /** Milliseconds to wait before answering (for the timeout test). */
   readonly delayMs?: number;
+  /** Where to listen: loopback on a free port unless given (a lab pod listens on its own address). */
+  readonly listen?: { readonly host: string; readonly port: number };
 }
 
 export interface TestRateLimitService {
@@ -76,7 +78,7 @@ export async function startRateLimitService(options: TestRateLimitServiceOptions
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(`${options.listen?.host ?? '127.0.0.1'}:${options.listen?.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   return {
     port,
