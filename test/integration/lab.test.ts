@@ -11,73 +11,20 @@ import { after, before, test } from 'node:test';
 import { cgroup2Root } from '../../agent/system/cgroups.js';
 import { ipv4Key, pinnedState } from './helpers/bpf-state.js';
 import { hostFootprint, labsUp, withoutLabs } from './helpers/host-footprint.js';
-import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
+import { LabSession } from './helpers/lab-session.js';
 import { AMBIT_MAIN, ambit, eventually, requireBuiltAmbit, requireRoot } from './helpers/lab-cli.js';
+import { WEB_ALPHA_VIP, shopMeshYaml } from './helpers/lab-shop-mesh.js';
 
 const LAB = `t${process.pid % 10000}`;
 const dir = mkdtempSync(join(tmpdir(), 'ambit-lab-test-'));
 const yamlPath = join(dir, 'mesh.yaml');
-/** A Service whose one endpoint is web-a on alpha: kube-proxy's DNAT (the nft VIP path) always picks it. */
-const WEB_ALPHA_VIP = '10.97.0.13';
-
-// A tiny HTTP server that says which pod answered and whom it saw connecting; runs with the host's
-// node, as lab containers do.
-const server = (port: number): string[] => [
-  'node',
-  '-e',
-  `require('http').createServer((q, s) => s.end(process.env.POD_NAME + ' ' + q.socket.remoteAddress.replace('::ffff:', '') + '\\n')).listen(${port})`,
-];
-
-function meshYaml(extra = '', namespaceLabels = '{ istio.io/dataplane-mode: ambient }', webALabels = ', side: alpha'): string {
-  const pod = (name: string, node: string, ip: string, app: string, command: string[], ns = 'shop', labels = ''): string => `
----
-apiVersion: v1
-kind: Pod
-metadata: { name: ${name}, namespace: ${ns}, labels: { app: ${app}${labels} } }
-spec:
-  nodeName: ${node}
-  containers:
-    - name: main
-      command: ${JSON.stringify(command)}
-      env: [{ name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }]
-      ports: [{ name: web, containerPort: 8080 }]
-${app === 'web' ? '      readinessProbe: { httpGet: { path: /, port: web }, periodSeconds: 2 }\n' : ''}status: { podIP: ${ip} }`;
-  return `${twoNodesYaml(78, 245)}---
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: ${namespaceLabels} }
-${pod('web-a', 'alpha', '10.245.1.10', 'web', server(8080), 'shop', webALabels)}
-${pod('web-b', 'beta', '10.245.2.10', 'web', server(8080))}
-${pod('client', 'alpha', '10.245.1.20', 'client', ['sleep', 'infinity'])}
-${pod('crasher', 'beta', '10.245.2.20', 'crasher', ['sh', '-c', 'echo crashing; exit 3'])}
-${pod('optout', 'alpha', '10.245.1.21', 'client', ['sleep', 'infinity'], 'shop', ', istio.io/dataplane-mode: none')}
-${pod('outsider', 'alpha', '10.245.1.30', 'client', ['sleep', 'infinity'], 'other')}
----
-apiVersion: v1
-kind: Service
-metadata: { name: web, namespace: shop }
-spec:
-  clusterIP: 10.97.0.10
-  selector: { app: web }
-  ports: [{ name: http, port: 80, targetPort: web }]
----
-apiVersion: v1
-kind: Service
-metadata: { name: web-alpha, namespace: shop }
-spec:
-  clusterIP: ${WEB_ALPHA_VIP}
-  selector: { side: alpha }
-  ports: [{ name: tcp, port: 80, targetPort: web }]
-${extra}`;
-}
-
 const cgroupRoot = cgroup2Root();
 const before_ = { footprint: hostFootprint(cgroupRoot), labs: labsUp() };
 
 before(async () => {
   requireRoot();
   requireBuiltAmbit();
-  writeFileSync(yamlPath, meshYaml());
+  writeFileSync(yamlPath, shopMeshYaml());
   const up = await ambit(['lab', 'up', '--lab', LAB, '--timeout', '90', yamlPath], 120_000);
   assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
   assert.match(up.stdout, /is up: 2 nodes, 6 pods/);
@@ -176,7 +123,7 @@ const applyOnBeta = (yaml: string): Promise<number> => session.apply(yaml);
 test('the inbound agent enforces PeerAuthentication STRICT and AuthorizationPolicy on plaintext, live', async () => {
   try {
     await applyOnBeta(
-      meshYaml(`---
+      shopMeshYaml(`---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: { name: web-strict, namespace: shop }
@@ -188,7 +135,7 @@ spec: { selector: { matchLabels: { app: web } }, portLevelMtls: { "8080": { mode
     assert.match(await agentLog('beta'), /"src\.addr":"10\.245\.1\.30:\d+".*"error":"plaintext refused: PeerAuthentication shop\/web-strict requires mTLS \(STRICT\) for shop\/web-b:8080","response_flags":"DENY","msg":"connection failed"/);
 
     await applyOnBeta(
-      meshYaml(`---
+      shopMeshYaml(`---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: no-outsiders, namespace: shop }
@@ -204,7 +151,7 @@ spec:
     // The opted-out pod is plaintext too, but the policy does not name it.
     assert.deepEqual(await curlFrom('shop/optout', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.21' });
   } finally {
-    await applyOnBeta(meshYaml());
+    await applyOnBeta(shopMeshYaml());
   }
   assert.deepEqual(await curlFrom('other/outsider', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.30' });
 });
@@ -262,7 +209,7 @@ test('kill -9 of an agent: every path of its pods fails closed while it is down;
         assert.ok(r.code !== 0 && r.body === '', `${path}: ${pod} reached ${url} while its agent was down (curl exit ${r.code}: ${r.body})`);
       }
       // While no agent watches, web-a leaves the mesh: the next agent must remove what was pinned for it.
-      writeFileSync(yamlPath, meshYaml('', undefined, ', side: alpha, istio.io/dataplane-mode: none'));
+      writeFileSync(yamlPath, shopMeshYaml('', undefined, ', side: alpha, istio.io/dataplane-mode: none'));
       edited = true;
     } finally {
       process.kill(status.supervisorPid, 'SIGCONT');
@@ -296,7 +243,7 @@ test('kill -9 of an agent: every path of its pods fails closed while it is down;
   } finally {
     if (edited) {
       const captured = await loggedLines('alpha', /captured shop\/web-a/);
-      writeFileSync(yamlPath, meshYaml());
+      writeFileSync(yamlPath, shopMeshYaml());
       await eventually('web-a captured again', async () => ((await loggedLines('alpha', /captured shop\/web-a/)) > captured ? true : undefined));
     }
   }
@@ -308,13 +255,13 @@ test('removing the namespace label releases its pods live, and adding it back ca
   const tunnelled = async (): Promise<number> => (await agentLog('alpha')).match(/"src\.workload":"client".*"dst\.hbone_addr":"10\.245\.2\.10:8080".*"msg":"connection complete"/g)?.length ?? 0;
   const tunnelledBefore = await tunnelled();
   try {
-    writeFileSync(yamlPath, meshYaml('', '{}'));
+    writeFileSync(yamlPath, shopMeshYaml('', '{}'));
     await eventually('client released', async () => ((await agentLog('alpha')).includes('released shop/client') ? true : undefined));
     // Not captured: web-b sees the client pod itself, straight through the node, and alpha relays nothing.
     assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
     assert.equal(await tunnelled(), tunnelledBefore, 'a released pod\'s connection went through the agent');
   } finally {
-    writeFileSync(yamlPath, meshYaml());
+    writeFileSync(yamlPath, shopMeshYaml());
   }
   await eventually('client captured again', async () => ((await captures()) === before + 1 ? true : undefined));
   assert.deepEqual(await curlFrom('shop/client', 'http://10.245.2.10:8080/'), { pod: 'web-b', peer: '10.245.1.20' });
@@ -357,7 +304,7 @@ test('bringing the same lab up twice is refused with a clear message', async () 
 test('editing the YAML changes Services live: a new Service resolves and routes, one with internalTrafficPolicy: Local only to its node', async () => {
   writeFileSync(
     yamlPath,
-    meshYaml(`---
+    shopMeshYaml(`---
 apiVersion: v1
 kind: Service
 metadata: { name: web-b-only, namespace: shop }
