@@ -3,7 +3,7 @@
 // circuit-breaker counters and the outlier detector. `UpstreamClusters` keeps one per cluster across
 // snapshots, so that a config reload keeps counts and ejections of endpoints that are still there.
 
-import type { ConsistentHashKey } from '../config/istio-networking.js';
+import type { ClientTLSSettings, ConsistentHashKey } from '../config/istio-networking.js';
 import { type ServiceLoadBalancing, rankEndpoints } from '../state/locality.js';
 import type { MeshService, MeshSnapshot, ServiceEndpoint, Workload } from '../state/model.js';
 import type { Clock } from './clock.js';
@@ -94,6 +94,8 @@ export class UpstreamCluster {
   probeSource?: Workload;
   /** The Service whose endpoints it balances, as of the last snapshot that resolved it. */
   service?: MeshService;
+  /** The DestinationRule's tls for these endpoints, as of the last snapshot (TLS origination, upstream-tls.ts). */
+  tls?: ClientTLSSettings;
   readonly active = new ActiveRequests();
   readonly breaker: CircuitBreaker;
   private endpoints: readonly LbEndpoint[] = [];
@@ -119,6 +121,7 @@ export class UpstreamCluster {
   update(policy: ResolvedTrafficPolicy, endpoints: readonly LbEndpoint[]): void {
     const changed = this.endpoints.length !== endpoints.length || this.endpoints.some((e, i) => e.key !== endpoints[i]!.key || e.workload !== endpoints[i]!.workload || e.priority !== endpoints[i]!.priority);
     this.endpoints = endpoints;
+    this.tls = policy.tls;
     this.levels = [...new Set(endpoints.map((e) => e.priority))].sort((a, b) => a - b).map((p) => endpoints.filter((e) => e.priority === p));
     if (changed) this.deps.onChange?.();
     this.breaker.updateLimits(connectionPoolLimits(policy.connectionPool));

@@ -7,39 +7,12 @@ import assert from 'node:assert/strict';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { createServer as createHttpServer } from 'node:http';
-import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
-import { Writable } from 'node:stream';
+import { type AddressInfo, type Server, createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
-import { formatDiagnostic } from '../../agent/config/diagnostics.js';
-import { parseConfigFile } from '../../agent/config/parse-file.js';
 import { HostResolver, MAX_TTL_S } from '../../agent/dns/host-resolver.js';
-import { buildSnapshot } from '../../agent/state/build.js';
-import type { Workload } from '../../agent/state/model.js';
-import { WorkloadStore } from '../../agent/state/store.js';
-import { ConnectionTelemetry } from '../../agent/telemetry/connections.js';
-import { MeshMetrics } from '../../agent/telemetry/metrics.js';
-import type { HbonePool } from '../../agent/tunnel/hbone/pool.js';
-import { LiveConnections } from '../../agent/tunnel/live-connections.js';
-import { OutboundProxy } from '../../agent/tunnel/outbound.js';
-import { OutboundHttpProxy } from '../../agent/l7/proxy/outbound-http.js';
+import { type OutboundHarness, outboundHarness } from './helpers/outbound-harness.js';
 
-const CONFIG = `---
-apiVersion: v1
-kind: Node
-metadata: {name: a}
-status: {addresses: [{type: InternalIP, address: 172.31.0.1}]}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop}
-spec: {nodeName: a, serviceAccountName: client, containers: [{name: c}]}
-status: {podIP: 10.1.1.1}
----
+const ENTRIES = `---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: backend, namespace: shop}
@@ -134,14 +107,9 @@ async function namedServer(ip: string, port: number): Promise<Server> {
 
 const dns = new TestDnsServer();
 const servers: Server[] = [];
-const accessLog: Record<string, unknown>[] = [];
 let clock = 1_000_000;
 let port = 0;
-let proxy: OutboundProxy;
-let clientPod: Workload;
-let store: WorkloadStore;
-let entrance: Server;
-let httpProxy: OutboundHttpProxy;
+let mesh: OutboundHarness;
 
 before(async () => {
   const dnsPort = await dns.start();
@@ -153,61 +121,17 @@ before(async () => {
   await once(web, 'listening');
   servers.push(web);
   const httpPort = (web.address() as AddressInfo).port;
-  const parsed = parseConfigFile(CONFIG.replaceAll('HTTP_PORT', String(httpPort)).replaceAll('PORT', String(port)), 'entries.yaml');
-  assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error').map(formatDiagnostic), []);
-  store = new WorkloadStore();
-  store.replace(buildSnapshot(parsed.objects, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }));
-  clientPod = store.current!.workloadsByIp.get('10.1.1.1')!;
-  const sink = new Writable({ write: (chunk: Buffer, _e, done) => (accessLog.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) });
-  const log = pino({ level: 'debug' }, sink);
-  proxy = new OutboundProxy({
-    node: 'a',
-    store,
-    telemetry: new ConnectionTelemetry(new MeshMetrics('test'), log, { store }),
-    live: new LiveConnections(store, log),
-    log,
-    // Nothing here is enrolled on another node: no HBONE connection is ever asked for.
-    hbone: {} as HbonePool,
-    clusterId: 'Kubernetes',
-    originalDestination: () => undefined,
-    // The pod's address is not on this machine; the agent's transparent socket becomes a plain one.
-    connectAsClient: async (_sourceIp, destination) => {
-      const socket = connect(destination.port, destination.ip);
-      return await new Promise<Socket | string>((resolve) => {
-        socket.once('connect', () => resolve(socket));
-        socket.once('error', (err) => resolve(err.message));
-      });
-    },
-    http: (httpProxy = new OutboundHttpProxy({ node: 'a', store, log })),
-    hostResolver: new HostResolver({ upstream: { ip: '127.0.0.1', port: dnsPort }, now: () => clock }),
-  });
-  entrance = createServer({ allowHalfOpen: true, pauseOnConnect: true }, () => undefined);
-  entrance.listen(0, '127.0.0.1');
-  await once(entrance, 'listening');
+  const yaml = ENTRIES.replaceAll('HTTP_PORT', String(httpPort)).replaceAll('PORT', String(port));
+  mesh = await outboundHarness(yaml, { hostResolver: new HostResolver({ upstream: { ip: '127.0.0.1', port: dnsPort }, now: () => clock }) });
 });
 
 after(() => {
   dns.socket.close();
-  httpProxy.close();
-  entrance.close();
+  mesh.close();
   for (const s of servers) s.close();
 });
 
-/** The pod dials `host`'s mesh address on `servicePort`, as eBPF would hand the connection to the agent; resolves with the reply, or '' when closed without one. */
-async function dial(host: string, servicePort: number, bytes = 'hello'): Promise<string> {
-  const vip = store.current!.servicesByHostname.get(host)!.vips[0]!;
-  const accepted = once(entrance, 'connection') as Promise<[Socket]>;
-  const client = connect((entrance.address() as AddressInfo).port, '127.0.0.1');
-  const [socket] = await accepted;
-  proxy.handleFrom(socket, clientPod, { ip: vip, port: servicePort });
-  client.on('error', () => undefined);
-  client.write(bytes);
-  const chunks: Buffer[] = [];
-  client.on('data', (d: Buffer) => chunks.push(d));
-  // Not events.once: a reset (the refused connection) is an 'error' it would reject on; 'close' follows it.
-  await new Promise((resolve) => client.once('close', resolve));
-  return Buffer.concat(chunks).toString();
-}
+const dial = (host: string, servicePort: number, bytes = 'hello'): Promise<string> => mesh.dial(host, servicePort, bytes);
 
 describe('ServiceEntry resolution DNS on the connection path', () => {
   it('an endpoint written as a host name is resolved at the agent\'s DNS upstream and reached at its address', async () => {
@@ -241,9 +165,8 @@ describe('ServiceEntry resolution DNS on the connection path', () => {
   });
 
   it('a name that does not resolve fails the connection with DNS_RESOLUTION_FAILED and says which name', async () => {
-    accessLog.length = 0;
     assert.equal(await dial('gone.payments.example', 9000), '');
-    const failed = accessLog.find((r) => r.msg === 'connection failed');
+    const failed = mesh.log.find((r) => r.msg === 'connection failed');
     assert.ok(failed, 'the failure is in the access log');
     assert.equal(failed.response_flags, 'DNS_RESOLUTION_FAILED');
     assert.match(String(failed.error), /endpoint missing\.nowhere\.test of gone\.payments\.example does not resolve: missing\.nowhere\.test does not exist \(NXDOMAIN from 127\.0\.0\.1:\d+\)/);

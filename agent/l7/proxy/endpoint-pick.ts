@@ -8,6 +8,7 @@ import type { HttpRequestAttributes } from '../request.js';
 import type { UpstreamCluster } from '../upstream-cluster.js';
 import type { RequestFlag } from './request-record.js';
 import type { UpstreamTarget } from './upstream-connections.js';
+import { originatesTls } from './upstream-tls.js';
 
 /** Where tries go: a cluster's balanced endpoints, or the one pod the client dialled. */
 export interface Upstream {
@@ -35,6 +36,8 @@ export function pickTarget(snapshot: MeshSnapshot, upstream: Upstream, attrs: Ht
     ...(cluster.service ? { service: cluster.service } : {}),
     breaker: cluster.breaker,
     connectTimeoutMs: cluster.breaker.currentLimits.connectTimeoutMs,
+    // Istio originates TLS for a host outside the mesh; inside it, HBONE's mTLS carries the request.
+    ...(cluster.service?.entry?.location === 'MESH_EXTERNAL' && originatesTls(cluster.tls) ? { tls: { settings: cluster.tls, host: cluster.service.hostname } } : {}),
   };
   return { kind: 'target', target, ...(choice.kind === 'endpoint' && choice.setCookie ? { setCookie: formatSetCookie(choice.setCookie) } : {}) };
 }

@@ -10,12 +10,14 @@ import http, { type ClientRequest, type IncomingHttpHeaders, type IncomingMessag
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
+import type { ClientTLSSettings } from '../../config/istio-networking.js';
 import type { MeshService, Workload } from '../../state/model.js';
 import type { CircuitBreaker, PoolLease } from '../connection-pool.js';
 import type { ConnectionSlots } from './connection-slots.js';
 import { type HeaderMap, outgoingHeaders } from './headers.js';
 import type { CapturedAddress } from './http-destination.js';
 import type { RequestBody } from './request-body.js';
+import { originateTls } from './upstream-tls.js';
 
 /** Opens the byte stream to one endpoint (the caller knows how: HBONE, same node, plain TCP), or says why not. */
 export type OpenUpstream = (target: Pick<UpstreamTarget, 'workload' | 'address' | 'service'>) => Promise<Duplex | string>;
@@ -30,6 +32,8 @@ export interface UpstreamTarget {
   /** The cluster's breaker: connections hold its slots; undefined for a pod dialled directly. */
   readonly breaker?: CircuitBreaker;
   readonly connectTimeoutMs: number;
+  /** Originate TLS to `host` with these settings (a DestinationRule's tls for a host outside the mesh). */
+  readonly tls?: { readonly settings: ClientTLSSettings; readonly host: string };
 }
 
 export interface UpstreamHead {
@@ -106,7 +110,7 @@ export class UpstreamConnections {
   }
 
   /** A new upstream connection to `target`, holding one of its cluster's connection slots. */
-  async connect(target: UpstreamTarget): Promise<{ stream: Duplex; lease?: PoolLease } | ConnectFailure> {
+  async connect(target: UpstreamTarget, protocol: 'h1' | 'h2'): Promise<{ stream: Duplex; lease?: PoolLease } | ConnectFailure> {
     let lease: PoolLease | undefined;
     if (target.breaker) {
       const grant = await this.slots.acquire(target.breaker, this.#abort.signal);
@@ -117,7 +121,9 @@ export class UpstreamConnections {
     const timedOut = new Promise<string>((resolve) => {
       timer = setTimeout(() => resolve(`connect to ${target.key} timed out after ${target.connectTimeoutMs} ms`), target.connectTimeoutMs);
     });
-    const opening = this.open(target);
+    // The TLS handshake is part of connecting: the connect timeout covers it, and its failure is a connect failure (UF).
+    const tls = target.tls;
+    const opening = tls ? this.open(target).then((s) => (typeof s === 'string' ? s : originateTls(s, tls.settings, tls.host, protocol))) : this.open(target);
     const opened = await Promise.race([opening, timedOut]);
     clearTimeout(timer);
     if (typeof opened === 'string') {
@@ -234,7 +240,7 @@ export class UpstreamConnections {
     const existing = this.#sessions.get(target.key);
     if (existing) return existing;
     const created = (async (): Promise<ClientHttp2Session | ConnectFailure> => {
-      const connected = await this.connect(target);
+      const connected = await this.connect(target, 'h2');
       if (connected instanceof ConnectFailure) {
         this.#sessions.delete(target.key);
         return connected;
@@ -279,7 +285,7 @@ class ShuttleAgent extends http.Agent {
 
   override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): undefined {
     const target = (options as TargetedArgs).ambitTarget;
-    void this.owner.connect(target).then((connected) => {
+    void this.owner.connect(target, 'h1').then((connected) => {
       if (connected instanceof Error) return callback?.(connected, undefined as unknown as Duplex);
       const { stream, lease } = connected;
       // ClientRequest corks a request's head (a latin1 string) with its first body chunk into one writev.
