@@ -77,11 +77,11 @@ before(async () => {
   await writeFile(files.other, other.rootPem);
   await writeFile(files.cert, client.cert);
   await writeFile(files.key, client.key);
-  // credentialName as a Secret is mounted: one file per key.
+  // credentialName as a generic Secret is mounted: one file per key (key, cert, cacert).
   await mkdir(files.secret);
-  await writeFile(join(files.secret, 'tls.crt'), client.cert);
-  await writeFile(join(files.secret, 'tls.key'), client.key);
-  await writeFile(join(files.secret, 'ca.crt'), ca.rootPem);
+  await writeFile(join(files.secret, 'cert'), client.cert);
+  await writeFile(join(files.secret, 'key'), client.key);
+  await writeFile(join(files.secret, 'cacert'), ca.rootPem);
 
   // Tells what arrived: the SNI, the ALPN chosen, and the client certificate if one was sent and verified.
   const https = createServer({ cert: `${server.cert}\n${ca.signingPem}`, key: server.key, ca: ca.rootPem, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, (req, res) => {

@@ -63,28 +63,48 @@ function verifyNames(subjectAltNames: readonly string[], servername: string, cer
   return new Error(`the server's certificate names ${presented.join(', ') || 'nothing'}, none of the DestinationRule's subjectAltNames (${subjectAltNames.join(', ')})`);
 }
 
+/** Where a Secret's keys are when it is mounted: a TLS Secret's names first, then a generic Secret's (Istio reads both). */
+const SECRET_KEYS: Readonly<Record<keyof FileMaterial, readonly string[]>> = { ca: ['ca.crt', 'cacert'], cert: ['tls.crt', 'cert'], key: ['tls.key', 'key'] };
+
 /**
  * The CA and key pair: `caCertificates`, `clientCertificate`, `privateKey` as files; `credentialName`
- * (a Kubernetes Secret in Istio) as a directory holding the Secret's keys as files (tls.crt, tls.key,
- * ca.crt), as a Secret is mounted. Without a CA, Node's own roots verify the server (Envoy's system roots).
+ * (a Kubernetes Secret in Istio) as a directory holding the Secret's keys as files, as a Secret is
+ * mounted. Without a CA, Node's own roots verify the server (Envoy's system roots).
  */
 async function readMaterial(settings: ClientTLSSettings): Promise<FileMaterial | string> {
-  const secret = settings.credentialName;
-  const paths = {
-    ca: settings.caCertificates ?? (secret !== undefined ? join(secret, 'ca.crt') : undefined),
-    cert: settings.mode === 'MUTUAL' ? (settings.clientCertificate ?? (secret !== undefined ? join(secret, 'tls.crt') : undefined)) : undefined,
-    key: settings.mode === 'MUTUAL' ? (settings.privateKey ?? (secret !== undefined ? join(secret, 'tls.key') : undefined)) : undefined,
-  };
+  const mutual = settings.mode === 'MUTUAL';
+  const wanted: Record<keyof FileMaterial, string | undefined> = { ca: settings.caCertificates, cert: mutual ? settings.clientCertificate : undefined, key: mutual ? settings.privateKey : undefined };
   const material: { -readonly [K in keyof FileMaterial]: string } = {};
-  for (const [field, path] of Object.entries(paths) as [keyof FileMaterial, string | undefined][]) {
-    if (path === undefined) continue;
-    try {
-      material[field] = await readFile(path, 'utf8');
-    } catch (err) {
-      // A credentialName Secret without ca.crt verifies with the default roots, as Istio does.
-      if (field === 'ca' && settings.caCertificates === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      return `TLS origination: cannot read ${field === 'ca' ? 'the CA certificates' : field === 'cert' ? 'the client certificate' : 'the private key'} ${path} (${(err as Error).message}); fix the DestinationRule's tls paths`;
+  for (const field of ['ca', 'cert', 'key'] as const) {
+    const secret = settings.credentialName;
+    const path = wanted[field];
+    if (path !== undefined) {
+      const text = await readText(path);
+      if (typeof text !== 'string') return unreadable(field, path, text.message);
+      material[field] = text;
+    } else if (secret !== undefined && (field === 'ca' || mutual)) {
+      const found = await firstReadable(SECRET_KEYS[field].map((name) => join(secret, name)));
+      // A Secret without a CA verifies with the default roots; one without the key pair cannot do MUTUAL.
+      if (found === undefined && field !== 'ca') return unreadable(field, join(secret, SECRET_KEYS[field].join(' or ')), 'no such file');
+      if (found !== undefined) material[field] = found;
     }
   }
   return material;
+}
+
+async function readText(path: string): Promise<string | Error> {
+  return readFile(path, 'utf8').catch((err: Error) => err);
+}
+
+async function firstReadable(paths: readonly string[]): Promise<string | undefined> {
+  for (const path of paths) {
+    const text = await readText(path);
+    if (typeof text === 'string') return text;
+  }
+  return undefined;
+}
+
+function unreadable(field: keyof FileMaterial, path: string, why: string): string {
+  const what = field === 'ca' ? 'the CA certificates' : field === 'cert' ? 'the client certificate' : 'the private key';
+  return `TLS origination: cannot read ${what} ${path} (${why}); fix the DestinationRule's tls paths`;
 }
