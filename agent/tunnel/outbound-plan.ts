@@ -4,7 +4,7 @@
 // one request value in outbound.rs the same way, and a single proxy_to executes it).
 
 import type { AppProtocol } from '../state/protocol.js';
-import type { MeshService, MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
+import { type MeshService, type MeshSnapshot, type SpiffeId, type Workload, serviceVisibleTo } from '../state/model.js';
 import type { ConnectionDescription, ResponseFlag } from '../telemetry/connections.js';
 import type { HttpDestination } from '../l7/proxy/http-destination.js';
 import { httpDestinationOf } from '../l7/proxy/http-destination.js';
@@ -162,6 +162,11 @@ export function planOutbound(snapshot: MeshSnapshot, source: OutboundSource, des
   const { node } = context;
   const src = source.workload;
   if (src.node !== node || !src.enrollment.enrolled) return refused(source, destination, 'NO_ROUTE', `source ${source.ip} is not an enrolled pod of node ${node}`);
+  // Before L4 and L7 alike: a service kept to its namespace (visibility NAMESPACE, exportTo ".") is no route for others.
+  const vipService = snapshot.servicesByVip.get(destination.ip);
+  if (vipService && !serviceVisibleTo(vipService, src.namespace)) {
+    return refused(source, destination, 'NO_ROUTE', `service ${vipService.hostname} is visible only to namespace ${vipService.namespace} (visibility NAMESPACE, or exportTo "."), not to ${src.namespace}`);
+  }
   const http = context.l7 ? httpDestinationOf(snapshot, destination) : undefined;
   if (http) return { transport: 'http', destination: http };
   const target: OutboundTarget = context.routeTcp?.(snapshot, src, destination) ?? resolveOutbound(snapshot, destination, node, context.pick);

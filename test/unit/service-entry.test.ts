@@ -181,9 +181,19 @@ spec:
     expect(planOutbound(snapshot, client(snapshot), { ip: '10.9.0.6', port: 22 }, CONTEXT), 'plain');
   });
 
-  it('exportTo "." keeps a host to its own namespace', () => {
-    const snapshot = mesh(EXTERNAL_STATIC.replace('location: MESH_EXTERNAL', 'location: MESH_EXTERNAL\n  exportTo: ["."]'));
+  it('exportTo "." keeps a host to its own namespace, on the connection path too (L4 and L7 ports)', () => {
+    const local = EXTERNAL_STATIC.replace('location: MESH_EXTERNAL', 'location: MESH_EXTERNAL\n  exportTo: ["."]');
+    const elsewhere = local.replace('namespace: shop}', 'namespace: payments}');
+    const snapshot = mesh(`${local}${elsewhere.replaceAll('api.payments.example', 'ledger.payments.example').replace('name: payments,', 'name: ledger,')}`);
     assert.equal(snapshot.servicesByHostname.get('api.payments.example')?.visibility, 'namespace');
+    const own = snapshot.servicesByHostname.get('api.payments.example')!.vips[0]!;
+    expect(planOutbound(snapshot, client(snapshot), { ip: own, port: 443 }, CONTEXT), 'plain');
+    const other = snapshot.servicesByHostname.get('ledger.payments.example')!.vips[0]!;
+    for (const port of [443, 80]) {
+      const plan = expect(planOutbound(snapshot, client(snapshot), { ip: other, port }, CONTEXT), 'refused');
+      assert.equal(plan.flag, 'NO_ROUTE');
+      assert.equal(plan.reason, 'service ledger.payments.example is visible only to namespace payments (visibility NAMESPACE, or exportTo "."), not to shop');
+    }
   });
 
   it('refuses what istiod refuses, naming the field', () => {
