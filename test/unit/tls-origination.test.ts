@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { createSecureServer } from 'node:http2';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -15,7 +16,7 @@ import { ECDSA_P256, generateP256KeyPair, privateKeyToPem, x509 } from '../../ag
 import { type TestCa, makePluggedInCa, tempDir } from '../fixtures/identity/test-ca.js';
 import { type OutboundHarness, outboundHarness } from './helpers/outbound-harness.js';
 
-const HOSTS = ['simple.payments.example', 'sni.payments.example', 'mutual.payments.example', 'secret.payments.example', 'wrongca.payments.example', 'plain.payments.example'];
+const HOSTS = ['simple.payments.example', 'sni.payments.example', 'mutual.payments.example', 'secret.payments.example', 'wrongca.payments.example', 'plain.payments.example', 'h2.payments.example'];
 
 /** A certificate signed by `ca` for `names` (DNS SANs), for a server or a client. */
 async function issue(ca: TestCa, subject: string, names: readonly string[], usage: 'server' | 'client'): Promise<{ cert: string; key: string }> {
@@ -37,7 +38,7 @@ async function issue(ca: TestCa, subject: string, names: readonly string[], usag
   return { cert: cert.toString('pem'), key: await privateKeyToPem(keys.privateKey) };
 }
 
-function entry(host: string, port: number): string {
+function entry(host: string, port: number, protocol = 'HTTP', ip = '127.0.0.2'): string {
   return `---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -46,8 +47,8 @@ spec:
   hosts: [${host}]
   location: MESH_EXTERNAL
   resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP, targetPort: ${port}}]
-  endpoints: [{address: 127.0.0.2}]
+  ports: [{number: 80, name: http, protocol: ${protocol}, targetPort: ${port}}]
+  endpoints: [{address: ${ip}}]
 `;
 }
 
@@ -95,8 +96,20 @@ before(async () => {
   closers.push(() => https.close());
   const port = (https.address() as AddressInfo).port;
 
+  // The same over HTTP/2 (a port of protocol HTTP2): ALPN h2, one stream per request.
+  const h2 = createSecureServer({ cert: `${server.cert}\n${ca.signingPem}`, key: server.key, ALPNProtocols: ['h2'] }, (req, res) => {
+    const socket = req.socket as TLSSocket;
+    res.end(`tls sni=${socket.servername} alpn=${socket.alpnProtocol} version=${req.httpVersion} host=${req.headers[':authority']}`);
+  });
+  h2.listen(0, '127.0.0.3');
+  await once(h2, 'listening');
+  closers.push(() => h2.close());
+  const h2Port = (h2.address() as AddressInfo).port;
+
   const yaml = [
-    ...HOSTS.map((h) => entry(h, port)),
+    ...HOSTS.filter((h) => h !== 'h2.payments.example').map((h) => entry(h, port)),
+    entry('h2.payments.example', h2Port, 'HTTP2', '127.0.0.3'),
+    rule('h2.payments.example', `{mode: SIMPLE, caCertificates: ${files.ca}}`),
     rule('simple.payments.example', `{mode: SIMPLE, caCertificates: ${files.ca}}`),
     rule('sni.payments.example', `{mode: SIMPLE, caCertificates: ${files.ca}, sni: api.elsewhere.example, subjectAltNames: [sni.payments.example]}`),
     rule('mutual.payments.example', `{mode: MUTUAL, caCertificates: ${files.ca}, clientCertificate: ${files.cert}, privateKey: ${files.key}}`),
@@ -125,6 +138,10 @@ describe('DestinationRule tls origination to a MESH_EXTERNAL host', () => {
   it('MUTUAL: the client certificate from clientCertificate/privateKey files, or from a credentialName directory, reaches the server', async () => {
     assert.match(await get('mutual.payments.example'), /tls sni=mutual\.payments\.example alpn=http\/1\.1 client=shop-client/);
     assert.match(await get('secret.payments.example'), /tls sni=secret\.payments\.example alpn=http\/1\.1 client=shop-client/);
+  });
+
+  it('an HTTP2 port: the upstream connection offers ALPN h2 and the request travels as HTTP/2 over it', async () => {
+    assert.match(await get('h2.payments.example'), /tls sni=h2\.payments\.example alpn=h2 version=2\.0 host=h2\.payments\.example\r\n/);
   });
 
   it('a server the rule\'s CA does not vouch for: 503 with UF, as Istio reports an upstream TLS failure', async () => {
