@@ -233,10 +233,29 @@ void hb_conn_tick(struct hb_conn *c, uint64_t now)
 	}
 }
 
-void hb_conn_close(struct hb_conn *c, const char *cause, const char *fmt, ...)
+/* Takes a connection off its thread's list and id table: no command finds it any more. */
+static void unlink_from_worker(struct hb_conn *c)
 {
 	struct hb_worker *w = c->w;
 	struct hb_conn **slot;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	for (slot = &w->conn_table[c->id % HB_TABLE]; *slot && *slot != c; slot = &(*slot)->hnext)
+		;
+	if (!*slot)
+		HB_FATAL("connection %llu is not in its thread's table", (unsigned long long)c->id);
+	*slot = c->hnext;
+	w->nconns--;
+}
+
+void hb_conn_close(struct hb_conn *c, const char *cause, const char *fmt, ...)
+{
+	struct hb_worker *w = c->w;
 	struct hb_event *ev;
 	char message[sizeof(c->message)];
 	va_list ap;
@@ -267,18 +286,7 @@ void hb_conn_close(struct hb_conn *c, const char *cause, const char *fmt, ...)
 		close(c->fd);
 		c->fd = -1;
 	}
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	for (slot = &w->conn_table[c->id % HB_TABLE]; *slot && *slot != c; slot = &(*slot)->hnext)
-		;
-	if (!*slot)
-		HB_FATAL("connection %llu is not in its thread's table", (unsigned long long)c->id);
-	*slot = c->hnext;
-	w->nconns--;
+	unlink_from_worker(c);
 	if (c->counted_identity)
 		hb_limit_give(w->e, true, c->peer_identity);
 	if (c->counted_address)

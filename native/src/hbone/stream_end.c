@@ -47,11 +47,28 @@ static void abort_on_close(int fd)
 	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_linger, sizeof(abort_linger));
 }
 
+/* Takes a stream off its connection's list and its thread's id table: no command finds it any more. */
+static void unlink_from_conn(struct hb_stream *s)
+{
+	struct hb_stream **slot;
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->c->streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	for (slot = &s->c->w->stream_table[s->id % HB_TABLE]; *slot && *slot != s; slot = &(*slot)->hnext)
+		;
+	if (!*slot)
+		HB_FATAL("stream %llu is not in its thread's table", (unsigned long long)s->id);
+	*slot = s->hnext;
+}
+
 void hb_stream_try_release(struct hb_stream *s)
 {
 	struct hb_conn *c = s->c;
 	struct hb_worker *w = c->w;
-	struct hb_stream **slot;
 	bool silent = s->state == HB_S_HEADERS || s->state == HB_S_NEW || (c->role == HB_SERVER && !s->announced);
 
 	if (s->released || !s->h2_closed)
@@ -82,17 +99,7 @@ void hb_stream_try_release(struct hb_stream *s)
 		ev->n[1] = s->bytes_out;
 		hb_emit(w->e, ev);
 	}
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		c->streams = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	for (slot = &w->stream_table[s->id % HB_TABLE]; *slot && *slot != s; slot = &(*slot)->hnext)
-		;
-	if (!*slot)
-		HB_FATAL("stream %llu is not in its thread's table", (unsigned long long)s->id);
-	*slot = s->hnext;
+	unlink_from_conn(s);
 	if (--c->nstreams == 0)
 		c->idle_since_ms = w->now_ms;
 	hb_count(w->e, HB_C_STREAMS_OPEN, -1);
