@@ -61,11 +61,6 @@ export class HostResolver {
     return lookup;
   }
 
-  /** Forgets every answer (a test, or an upstream that changed). */
-  clear(): void {
-    this.#cache.clear();
-  }
-
   async #lookup(name: string): Promise<HostResolution> {
     const answered = await this.#ask(name, 'A');
     const result = answered.ok && answered.records.length === 0 ? await this.#ask(name, 'AAAA') : answered;

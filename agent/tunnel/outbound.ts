@@ -11,7 +11,7 @@
 
 import { type Server, type Socket, createServer, isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Workload } from '../state/model.js';
+import type { MeshSnapshot, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { ConnectionTelemetry } from '../telemetry/connections.js';
 import type { Logger } from '../telemetry/log.js';
@@ -124,7 +124,7 @@ export class OutboundProxy {
         this.#flows.refused(plan.telemetry, plan.flag, plan.reason);
         return void socket.destroy();
       case 'dns':
-        return this.#resolveAndCarry(captured, plan);
+        return this.#resolveAndCarry(captured, plan, snapshot);
       default:
         return this.#carry(captured, plan);
     }
@@ -136,17 +136,14 @@ export class OutboundProxy {
   }
 
   /** An endpoint known by name: resolved without blocking (cached by TTL), then carried as to that address. */
-  async #resolveAndCarry(c: Captured, plan: DnsPlan): Promise<void> {
+  async #resolveAndCarry(c: Captured, plan: DnsPlan, planned: MeshSnapshot): Promise<void> {
     const resolved = await this.#resolveName(plan.hostname);
-    const snapshot = this.options.store.current;
-    if (!resolved.ok || !snapshot) {
-      const why = resolved.ok ? 'no configuration loaded' : resolved.reason;
-      this.#flows.refused(plan.telemetry, 'DNS_RESOLUTION_FAILED', `endpoint ${plan.hostname} of ${plan.service.hostname} does not resolve: ${why}`);
+    if (!resolved.ok) {
+      this.#flows.refused(plan.telemetry, 'DNS_RESOLUTION_FAILED', `endpoint ${plan.hostname} of ${plan.service.hostname} does not resolve: ${resolved.reason}`);
       return void c.socket.destroy();
     }
-    // ztunnel picks one of the answers at random; the cache keeps them in the server's order.
-    const ip = resolved.addresses[Math.floor(Math.random() * resolved.addresses.length)]!;
-    const endpoint = planResolved(snapshot, c.source, plan, ip, this.#planContext());
+    // The configuration may have moved on while the name was asked for: the address is planned with the newest.
+    const endpoint = planResolved(this.options.store.current ?? planned, c.source, plan, pickAddress(resolved.addresses), this.#planContext());
     if (endpoint.transport === 'refused') {
       this.#flows.refused(endpoint.telemetry, endpoint.flag, endpoint.reason);
       return void c.socket.destroy();
@@ -174,7 +171,7 @@ export class OutboundProxy {
     if (!resolved.ok) return `endpoint ${target.address.ip} does not resolve: ${resolved.reason}`;
     const snapshot = this.options.store.current;
     if (!snapshot) return 'no configuration loaded';
-    const address = { ip: resolved.addresses[Math.floor(Math.random() * resolved.addresses.length)]!, port: target.address.port };
+    const address = { ip: pickAddress(resolved.addresses), port: target.address.port };
     const plan = planEndpoint(snapshot, c.source, { ...target, address }, this.#planContext());
     if (plan.transport === 'refused') return plan.reason;
     const opened = await this.#opener.open(plan);
@@ -196,4 +193,9 @@ export class OutboundProxy {
     }
     await relayUnder(flow, c.socket, opened.stream);
   }
+}
+
+/** One of a name's addresses, at random, as ztunnel picks among the answers (the cache keeps the server's order). */
+function pickAddress(addresses: readonly string[]): string {
+  return addresses[Math.floor(Math.random() * addresses.length)]!;
 }
