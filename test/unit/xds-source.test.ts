@@ -6,18 +6,18 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { type MessageInitShape, create } from '@bufbuild/protobuf';
+import { create } from '@bufbuild/protobuf';
 import { pino } from 'pino';
 import { ResourceSchema } from '../../agent/proto/envoy/service/discovery/v3/discovery_pb.js';
 import { Action, Scope } from '../../agent/proto/istio/security/authorization_pb.js';
-import { TunnelProtocol, WorkloadStatus, type WorkloadSchema } from '../../agent/proto/istio/workload/workload_pb.js';
+import { TunnelProtocol, WorkloadStatus } from '../../agent/proto/istio/workload/workload_pb.js';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, XdsSource, type XdsSourceOptions } from '../../agent/sources/xds/xds-source.js';
 import { spiffeId } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
 import { authorization, ip, waitForSnapshot, workload } from '../fixtures/istiod/resources.js';
 import type { FakeXdsServer } from '../fixtures/istiod/xds-server.js';
 import { type RunningIstiod, startIstiod } from '../fixtures/istiod/running.js';
-import { NS, TOKEN, decide, productpageV1, pushBookinfo, strict, svcHost, uid } from './helpers/xds-bookinfo.js';
+import { NS, TOKEN, decide, productpageV1, pushBookinfo, reviewsV1Fields, strict, svcHost, uid } from './helpers/xds-bookinfo.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -81,7 +81,7 @@ describe('XdsSource against a delta ADS server', () => {
         version: '1',
         body: workload({ uid: uid('ratings-v1'), name: 'ratings-v1', namespace: NS, addresses: [ip('10.1.0.9')], node: 'node-a', tunnelProtocol: TunnelProtocol.HBONE }),
       },
-      { name: uid('reviews-v1'), version: '2', body: workload(structuredUnhealthyReviews()) },
+      { name: uid('reviews-v1'), version: '2', body: workload({ ...reviewsV1Fields, status: WorkloadStatus.UNHEALTHY }) },
     ]);
     let snapshot = await waitForSnapshot(store, (s) => s.workloads.has(uid('ratings-v1')));
     assert.equal((await server.answerTo(added)).errorDetail, undefined);
@@ -218,18 +218,3 @@ describe('XdsSource against a delta ADS server', () => {
     }
   });
 });
-
-function structuredUnhealthyReviews(): MessageInitShape<typeof WorkloadSchema> {
-  return {
-    uid: uid('reviews-v1'),
-    name: 'reviews-v1',
-    namespace: NS,
-    addresses: [ip('10.1.1.7')],
-    node: 'node-b',
-    tunnelProtocol: TunnelProtocol.HBONE,
-    canonicalName: 'reviews',
-    canonicalRevision: 'v1',
-    status: WorkloadStatus.UNHEALTHY,
-    services: { [`${NS}/${svcHost('reviews')}`]: { ports: [{ servicePort: 9080, targetPort: 9081 }] } },
-  };
-}

@@ -3,9 +3,10 @@
 // xDS source's tests.
 
 import assert from 'node:assert/strict';
+import type { MessageInitShape } from '@bufbuild/protobuf';
 import { type AuthorizationDecision, authorizeConnection } from '../../../agent/policy/authorization.js';
 import { Action, Scope } from '../../../agent/proto/istio/security/authorization_pb.js';
-import { AppProtocol, TunnelProtocol } from '../../../agent/proto/istio/workload/workload_pb.js';
+import { AppProtocol, TunnelProtocol, type WorkloadSchema } from '../../../agent/proto/istio/workload/workload_pb.js';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../../agent/sources/xds/xds-source.js';
 import type { MeshSnapshot, SpiffeId } from '../../../agent/state/model.js';
 import { authorization, ip, service, workload } from '../../fixtures/istiod/resources.js';
@@ -33,8 +34,8 @@ export const productpageV1 = (address = '10.1.0.5') =>
     authorizationPolicies: [`${NS}/productpage-viewer`],
   });
 
-// reviews' Service names its target port, so each workload says its own number.
-const reviewsV1 = workload({
+/** reviews-v1 as istiod describes it; reviews' Service names its target port, so each workload says its own number. */
+export const reviewsV1Fields: MessageInitShape<typeof WorkloadSchema> = {
   uid: uid('reviews-v1'),
   name: 'reviews-v1',
   namespace: NS,
@@ -44,7 +45,8 @@ const reviewsV1 = workload({
   canonicalName: 'reviews',
   canonicalRevision: 'v1',
   services: { [`${NS}/${svcHost('reviews')}`]: { ports: [{ servicePort: 9080, targetPort: 9081 }] } },
-});
+};
+const reviewsV1 = workload(reviewsV1Fields);
 
 const productpageService = service({
   name: 'productpage',
