@@ -16,6 +16,7 @@ import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, XdsSource } from '../../agent
 import { type MeshSnapshot, serviceVisibleTo, spiffeId } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
 import { resolveOutbound } from '../../agent/tunnel/destination.js';
+import { planOutbound } from '../../agent/tunnel/outbound-plan.js';
 import { authorization, ip, service, waitForSnapshot, workload } from '../fixtures/istiod/resources.js';
 import { type RunningIstiod, startIstiod } from '../fixtures/istiod/running.js';
 import type { FakeXdsServer, ResourceBody } from '../fixtures/istiod/xds-server.js';
@@ -150,15 +151,28 @@ describe('what istiod sends, handled as ztunnel handles it', () => {
     assert.deepEqual([dumped?.hostname, dumped?.workloadIps], ['db.example.net', []]);
   });
 
-  it('keeps visibility NAMESPACE: the service is for its own namespace\'s clients, in the snapshot and /config_dump', async () => {
+  it('keeps visibility NAMESPACE: the service is for its own namespace\'s clients, in the snapshot, /config_dump and on the connection path', async () => {
     const host = 'ledger.team-a.svc.cluster.local';
+    const pod = (namespace: string, name: string, address: string, services = {}) => ({
+      name: podUid(namespace, name),
+      body: workload({ uid: podUid(namespace, name), name, namespace, node: 'node-a', tunnelProtocol: TunnelProtocol.HBONE, addresses: [ip(address)], services }),
+    });
     const snapshot = await serve(
-      [{ name: `team-a/${host}`, body: service({ name: 'ledger', namespace: 'team-a', hostname: host, addresses: [{ address: ip('10.96.6.1') }], ports: [{ servicePort: 80, targetPort: 80 }], visibility: Visibility.NAMESPACE }) }],
-      (s) => s.servicesByVip.has('10.96.6.1'),
+      [
+        { name: `team-a/${host}`, body: service({ name: 'ledger', namespace: 'team-a', hostname: host, addresses: [{ address: ip('10.96.6.1') }], ports: [{ servicePort: 80, targetPort: 80 }], visibility: Visibility.NAMESPACE }) },
+        pod('team-a', 'ledger-0', '10.1.6.1', { [`team-a/${host}`]: { ports: [{ servicePort: 80, targetPort: 80 }] } }),
+        pod('team-a', 'teller', '10.1.6.2'),
+        pod('team-b', 'auditor', '10.1.6.3'),
+      ],
+      (s) => s.servicesByVip.has('10.96.6.1') && s.workloadsByIp.has('10.1.6.3'),
     );
     const ledger = snapshot.servicesByVip.get('10.96.6.1')!;
     assert.deepEqual([serviceVisibleTo(ledger, 'team-a'), serviceVisibleTo(ledger, 'team-b')], [true, false]);
     assert.equal(buildConfigDump(snapshot, 'node-a').services.find((s) => s.hostname === host)?.visibility, 'Namespace');
+    const from = (address: string) => planOutbound(snapshot, { workload: snapshot.workloadsByIp.get(address)!, ip: address, port: 40000 }, { ip: '10.96.6.1', port: 80 }, { node: 'node-a', clusterId: 'Kubernetes' });
+    assert.equal(from('10.1.6.2').transport, 'local', 'a client of the service\'s namespace reaches it');
+    const refused = from('10.1.6.3');
+    assert.deepEqual(refused.transport === 'refused' ? [refused.flag, refused.reason] : refused.transport, ['NO_ROUTE', `service ${host} is visible only to namespace team-a (visibility NAMESPACE, or exportTo "."), not to team-b`]);
   });
 
   it('drops a policy\'s entries that cannot be read, warning with where and why, and enforces the rest', async () => {
