@@ -7,9 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { pino } from 'pino';
 import { FakeApiServer, type FakeApiServerOptions } from '../../agent/lab/kube-apiserver.js';
 import { KubeApiClient } from '../../agent/sources/kubernetes/api-client.js';
 import { WATCHED_RESOURCES } from '../../agent/sources/kubernetes/resources.js';
@@ -18,6 +16,7 @@ import type { MeshSnapshot } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
 import { authorizationPolicy, node, pod, rateLimit, seedShop, virtualService } from './helpers/kube-objects.js';
 import { connect, writeKubeconfig } from './helpers/kube-source.js';
+import { captureLog } from './helpers/log-capture.js';
 
 // ---- harness -------------------------------------------------------------------------------------------
 
@@ -29,22 +28,13 @@ interface Harness {
   close(): Promise<void>;
 }
 
-function capturingLogger(logs: { level: number; msg: string }[]) {
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as { level: number; msg: string });
-      done();
-    },
-  });
-  return pino({ level: 'debug' }, sink);
-}
-
 async function harness(serverOptions: FakeApiServerOptions = {}, sourceOptions: Partial<KubernetesSourceOptions> = {}, populate = seedShop): Promise<Harness> {
   const server = new FakeApiServer(serverOptions);
   await server.start();
   populate(server);
   const store = new WorkloadStore();
-  const logs: { level: number; msg: string }[] = [];
+  // Debug too: some tests check what is logged only at debug.
+  const { logger, records } = captureLog('debug');
   const kubeconfig = await connect({ kubeconfig: await writeKubeconfig(scratch, server.url) });
   const source = new KubernetesSource(
     {
@@ -61,13 +51,13 @@ async function harness(serverOptions: FakeApiServerOptions = {}, sourceOptions: 
       ...sourceOptions,
     },
     store,
-    capturingLogger(logs),
+    logger,
   );
   return {
     server,
     store,
     source,
-    logs,
+    logs: records as { level: number; msg: string }[],
     close: async () => {
       await source.close();
       await server.stop();
