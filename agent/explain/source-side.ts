@@ -164,6 +164,9 @@ function endpointLines(snapshot: MeshSnapshot, service: MeshService, port: numbe
     const w = snapshot.workloads.get(e.workload);
     return `endpoint ${e.workload} ${e.ip}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`} ${onNode(w?.node)}${inCluster(snapshot, w)}${rank(e)}`;
   });
+  for (const e of service.hostnameEndpoints ?? []) {
+    lines.push(`endpoint ${e.workload ?? service.hostname} known by name ${e.hostname}${e.ports.has(port) ? `:${e.ports.get(port)}` : ` (no port for ${port})`}, resolved when a connection picks it`);
+  }
   const listed = new Set(service.endpoints.map((e) => e.workload));
   if (service.selector) {
     const selector = service.selector;

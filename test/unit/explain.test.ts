@@ -312,3 +312,23 @@ describe('the admin endpoints and the command', () => {
   });
 });
 
+
+describe('explain: a ServiceEntry with resolution DNS', () => {
+  it('names the endpoint known by name, says it is resolved when the connection opens, and how it then travels', () => {
+    const m = mesh(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: search, namespace: shop}
+spec: {hosts: [search.example], ports: [{number: 443, name: tls, protocol: TLS}], resolution: DNS}
+`);
+    const vip = m.servicesByHostname.get('search.example')!.vips[0]!;
+    const e = explain(m, { source: 'shop/client', destination: `${vip}:443` });
+    assert.deepEqual(step(e, 'destination').details, [
+      `VIP ${vip}:443 of search.example`,
+      'endpoint search.example known by name search.example:443, resolved when a connection picks it',
+      "picked search.example at search.example:443, resolved through the agent's DNS upstream when the connection opens",
+    ]);
+    const transport = step(e, 'transport');
+    assert.equal(transport.outcome, 'passthrough');
+    assert.match(transport.details[0]!, /^search\.example is outside the mesh: plain TCP from [\d.]+ to the address it resolves to$/);
+  });
+});
