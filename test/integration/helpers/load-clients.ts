@@ -3,14 +3,16 @@
 // the client saw instead of sleeping.
 
 /**
- * `burst <ip> <port> <connections> <holdMs> <stallMs>`: opens that many connections at once (at most 200
- * connects in flight), each sending 32 bytes on connect and every second after its echo, for `holdMs`
- * after the last one opened. Each connection ends up as one of: carried (echoed, open to the end),
- * refused (closed or reset before its first echo), lost (closed after echoing), or hung (neither echoed
- * nor closed within `stallMs`). Prints {event:'done', opened, connectFailed, carried, refused, lost,
- * hung, stalled, refusedWorstMs, errors}; stalled = echoes later than `stallMs` on carried connections.
+ * `burst <ip> <port> <connections> <holdMs> <stallMs> [retryMs]`: opens that many connections at once (at
+ * most 200 connects in flight), each sending 32 bytes on connect and every second after its echo, for
+ * `holdMs` after the last one opened. Each connection ends up as one of: carried (echoed, open to the
+ * end), refused (closed or reset before its first echo), lost (closed after echoing), or hung (neither
+ * echoed nor closed within `stallMs`). With `retryMs`, a connection refused during the hold is opened
+ * again that long after, as a client under a flood would (a sustained load, not one burst). Prints
+ * {event:'done', opened, connectFailed, carried, refused, lost, hung, stalled, refusedWorstMs, errors};
+ * stalled = echoes later than `stallMs` on carried connections.
  */
-export const BURST_CLIENT = `const [ip, port, n, holdMs, stallMs] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
+export const BURST_CLIENT = `let [ip, port, n, holdMs, stallMs, retryMs = 0] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
 const net = require('net'); const msg = Buffer.alloc(32, 98); const out = (o) => console.log(JSON.stringify({ at: Date.now(), ...o }));
 const conns = []; const errors = {}; let started = 0, inFlight = 0, opened = 0, connectFailed = 0, stalled = 0, refusedWorstMs = 0, ending = false;
 function open() {
@@ -23,7 +25,7 @@ function open() {
     c.s.on('error', (e) => { errors[e.code || e.message] = (errors[e.code || e.message] || 0) + 1; });
     c.s.on('close', () => {
       if (c.state === 'connecting') { inFlight--; connectFailed++; next(); }
-      else if (c.state === 'open') { c.state = 'refused'; refusedWorstMs = Math.max(refusedWorstMs, Date.now() - c.openedAt); }
+      else if (c.state === 'open') { c.state = 'refused'; refusedWorstMs = Math.max(refusedWorstMs, Date.now() - c.openedAt); if (holding && retryMs > 0) setTimeout(() => { if (!ending) { n++; open(); } }, retryMs); }
       else if (c.state === 'carried' && !ending) c.state = 'lost';
     });
   }
