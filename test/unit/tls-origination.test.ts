@@ -14,9 +14,11 @@ import type { TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { ECDSA_P256, generateP256KeyPair, privateKeyToPem, x509 } from '../../agent/identity/pki.js';
 import { type TestCa, makePluggedInCa, tempDir } from '../fixtures/identity/test-ca.js';
+import { HostResolver } from '../../agent/dns/host-resolver.js';
 import { type OutboundHarness, outboundHarness } from './helpers/outbound-harness.js';
+import { TestDnsServer } from './helpers/test-dns-server.js';
 
-const HOSTS = ['simple.payments.example', 'sni.payments.example', 'mutual.payments.example', 'secret.payments.example', 'wrongca.payments.example', 'plain.payments.example', 'h2.payments.example'];
+const HOSTS = ['simple.payments.example', 'sni.payments.example', 'mutual.payments.example', 'secret.payments.example', 'wrongca.payments.example', 'plain.payments.example', 'h2.payments.example', 'edition.news.example'];
 
 /** A certificate signed by `ca` for `names` (DNS SANs), for a server or a client. */
 async function issue(ca: TestCa, subject: string, names: readonly string[], usage: 'server' | 'client'): Promise<{ cert: string; key: string }> {
@@ -65,6 +67,7 @@ spec:
 }
 
 let mesh: OutboundHarness;
+const dns = new TestDnsServer();
 const closers: (() => void)[] = [];
 
 before(async () => {
@@ -106,8 +109,37 @@ before(async () => {
   closers.push(() => h2.close());
   const h2Port = (h2.address() as AddressInfo).port;
 
+  // Modelled on Istio's egress TLS origination task (plain HTTP on port 80, TLS to the server's port, a
+  // per-port DestinationRule tls SIMPLE), the server's port reached by targetPort; a name only the DNS
+  // server here knows, and the test CA instead of the public roots.
+  const egressTask = `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: edition-news, namespace: shop}
+spec:
+  hosts: [edition.news.example]
+  ports:
+  - {number: 80, name: http-port, protocol: HTTP, targetPort: ${port}}
+  - {number: 443, name: https-port, protocol: HTTPS}
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: edition-news, namespace: shop}
+spec:
+  host: edition.news.example
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 80}
+      tls: {mode: SIMPLE, caCertificates: ${files.ca}}
+`;
+  dns.answers.set('edition.news.example', { ip: '127.0.0.2', ttl: 60 });
+  const dnsPort = await dns.start();
+  closers.push(() => dns.close());
+
   const yaml = [
-    ...HOSTS.filter((h) => h !== 'h2.payments.example').map((h) => entry(h, port)),
+    egressTask,
+    ...HOSTS.filter((h) => h !== 'h2.payments.example' && h !== 'edition.news.example').map((h) => entry(h, port)),
     entry('h2.payments.example', h2Port, 'HTTP2', '127.0.0.3'),
     rule('h2.payments.example', `{mode: SIMPLE, caCertificates: ${files.ca}}`),
     rule('simple.payments.example', `{mode: SIMPLE, caCertificates: ${files.ca}}`),
@@ -116,7 +148,7 @@ before(async () => {
     rule('secret.payments.example', `{mode: MUTUAL, credentialName: ${files.secret}}`),
     rule('wrongca.payments.example', `{mode: SIMPLE, caCertificates: ${files.other}}`),
   ].join('');
-  mesh = await outboundHarness(yaml);
+  mesh = await outboundHarness(yaml, { hostResolver: new HostResolver({ upstream: { ip: '127.0.0.1', port: dnsPort } }) });
   closers.push(() => mesh.close());
 });
 
@@ -142,6 +174,11 @@ describe('DestinationRule tls origination to a MESH_EXTERNAL host', () => {
 
   it('an HTTP2 port: the upstream connection offers ALPN h2 and the request travels as HTTP/2 over it', async () => {
     assert.match(await get('h2.payments.example'), /tls sni=h2\.payments\.example alpn=h2 version=2\.0 host=h2\.payments\.example\r\n/);
+  });
+
+  it('in the shape of Istio\'s egress TLS origination task: resolution DNS, port 80 to the TLS port, portLevelSettings tls SIMPLE', async () => {
+    assert.match(await get('edition.news.example'), /tls sni=edition\.news\.example alpn=http\/1\.1 client=none host=edition\.news\.example$/);
+    assert.deepEqual(dns.asked, ['edition.news.example A']);
   });
 
   it('a server the rule\'s CA does not vouch for: 503 with UF, as Istio reports an upstream TLS failure', async () => {

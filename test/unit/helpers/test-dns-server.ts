@@ -1,0 +1,53 @@
+// A DNS server for tests, on loopback UDP, that alone knows the names it is given: A records with their
+// TTL, NODATA for other types of a known name, NXDOMAIN for every other name; it records each question.
+
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { once } from 'node:events';
+
+/** A DNS server that knows only `answers` (A records, with their TTL); NXDOMAIN for every other name. */
+export class TestDnsServer {
+  readonly answers = new Map<string, { ip: string; ttl: number }>();
+  readonly asked: string[] = [];
+  readonly #socket: UdpSocket = createSocket('udp4');
+
+  async start(): Promise<number> {
+    this.#socket.on('message', (query, client) => this.#socket.send(this.#answer(query), client.port, client.address));
+    this.#socket.bind(0, '127.0.0.1');
+    await once(this.#socket, 'listening');
+    return this.#socket.address().port;
+  }
+
+  close(): void {
+    this.#socket.close();
+  }
+
+  #answer(query: Buffer): Buffer {
+    // Question: labels from offset 12 to the zero octet, then type and class.
+    const labels: string[] = [];
+    let at = 12;
+    while (query[at]! > 0) {
+      labels.push(query.subarray(at + 1, at + 1 + query[at]!).toString('latin1'));
+      at += 1 + query[at]!;
+    }
+    const question = query.subarray(12, at + 5);
+    const type = query.readUInt16BE(at + 1);
+    const name = labels.join('.').toLowerCase();
+    this.asked.push(`${name} ${type === 1 ? 'A' : type === 28 ? 'AAAA' : type}`);
+    const known = this.answers.get(name);
+    const header = Buffer.alloc(12);
+    query.copy(header, 0, 0, 2);
+    // QR, the query's RD, RA; rcode 3 (NXDOMAIN) for an unknown name.
+    header.writeUInt16BE(0x8180 | (query.readUInt16BE(2) & 0x0100) | (known ? 0 : 3), 2);
+    header.writeUInt16BE(1, 4);
+    if (!known || type !== 1) return Buffer.concat([header, question]);
+    header.writeUInt16BE(1, 6);
+    const record = Buffer.alloc(16);
+    record.writeUInt16BE(0xc00c, 0); // the question's name
+    record.writeUInt16BE(1, 2);
+    record.writeUInt16BE(1, 4);
+    record.writeUInt32BE(known.ttl, 6);
+    record.writeUInt16BE(4, 10);
+    known.ip.split('.').forEach((octet, i) => record.writeUInt8(Number(octet), 12 + i));
+    return Buffer.concat([header, question, record]);
+  }
+}
