@@ -15,7 +15,7 @@ NODE_STAMP := .stamp-node-$(NODE_VERSION)
 # ip, nft and bpftool live in sbin, which a non-login root shell may not have on its PATH.
 export PATH := $(NODE_DIR)/bin:$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-APT_PACKAGES := clang llvm libclang-rt-14-dev libssl-dev libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump python3-grpcio python3-protobuf protobuf-compiler chromium bind9-dnsutils
+APT_PACKAGES := clang llvm libclang-rt-14-dev libssl-dev libbpf-dev libnghttp2-dev bpftool nftables iproute2 curl openssl util-linux procps build-essential python3 iperf3 python3-h2 golang-go haproxy tcpdump python3-grpcio python3-protobuf protobuf-compiler libprotobuf-dev chromium bind9-dnsutils
 AMBIT := node dist/agent/cli/main.js
 
 .PHONY: setup deps build bpf native native-asan fuzz fuzz-native fuzz-properties test test-unit demo demo-multicluster demo-down bench scale soak ca-outage clean typecheck node-runtime

@@ -209,13 +209,15 @@ describe('XdsSource against an independent istiod (python3-grpcio, protoc at tes
   before(async () => {
     await requireTool(PYTHON, ['-c', 'import grpc, google.protobuf'], 'python3-grpcio python3-protobuf');
     await requireTool('protoc', ['--version'], 'protobuf-compiler');
+    // The well-known types' .proto files come with libprotobuf-dev, not with protoc itself.
+    await requireTool('test', ['-f', '/usr/include/google/protobuf/any.proto'], 'libprotobuf-dev');
     dir = await mkdtemp(join(tmpdir(), 'ambit-xds-peer-'));
     const protoDir = join(dir, 'proto');
     const genDir = join(dir, 'gen');
     await mkdir(protoDir);
     await mkdir(genDir);
     for (const [file, text] of Object.entries(PROTOS)) await writeFile(join(protoDir, file), text);
-    // Debian's protoc finds the well-known types (any, struct, wrappers, empty) in /usr/include.
+    // Debian's protoc finds the well-known types (any, struct, wrappers, empty) in /usr/include (libprotobuf-dev).
     await run('protoc', [`-I${protoDir}`, '-I/usr/include', `--python_out=${genDir}`, ...Object.keys(PROTOS).map((f) => join(protoDir, f))], { timeout: 30_000 });
     tls = await makeIstiodTls();
     const certFile = join(dir, 'istiod-cert.pem');
