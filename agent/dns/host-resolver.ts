@@ -37,8 +37,9 @@ export class HostResolver {
   readonly #resolver: Resolver;
   readonly #upstream: DnsUpstream;
   readonly #now: () => number;
+  /** By family and name (`4 api.example`): the family asked first decides the answer. */
   readonly #cache = new Map<string, CacheEntry>();
-  /** Lookups in flight: concurrent connections to one name share one query. */
+  /** Lookups in flight, by family and name: concurrent connections to one name share one query. */
   readonly #pending = new Map<string, Promise<HostResolution>>();
 
   constructor(options: HostResolverOptions) {
@@ -48,28 +49,32 @@ export class HostResolver {
     this.#resolver.setServers([`${options.upstream.ip}:${options.upstream.port}`]);
   }
 
-  /** The IPv4 addresses of `hostname` (IPv6 when it has none), from the cache while its TTL lasts. */
-  async resolve(hostname: string): Promise<HostResolution> {
+  /**
+   * The addresses of `hostname` of the family the client dialled (the other family's when it has none,
+   * as ztunnel prefers the downstream's family), from the cache while their TTL lasts.
+   */
+  async resolve(hostname: string, family: 4 | 6 = 4): Promise<HostResolution> {
     const name = hostname.toLowerCase().replace(/\.$/, '');
     if (isIP(name) !== 0) return { ok: true, addresses: [name] };
-    const cached = this.#cache.get(name);
+    const key = `${family} ${name}`;
+    const cached = this.#cache.get(key);
     if (cached && cached.expiresAt > this.#now()) return cached.result;
-    const pending = this.#pending.get(name);
+    const pending = this.#pending.get(key);
     if (pending) return pending;
-    const lookup = this.#lookup(name).finally(() => this.#pending.delete(name));
-    this.#pending.set(name, lookup);
+    const lookup = this.#lookup(name, key, family === 6 ? ['AAAA', 'A'] : ['A', 'AAAA']).finally(() => this.#pending.delete(key));
+    this.#pending.set(key, lookup);
     return lookup;
   }
 
-  async #lookup(name: string): Promise<HostResolution> {
-    const answered = await this.#ask(name, 'A');
-    const result = answered.ok && answered.records.length === 0 ? await this.#ask(name, 'AAAA') : answered;
+  async #lookup(name: string, key: string, [first, second]: readonly ['A' | 'AAAA', 'A' | 'AAAA']): Promise<HostResolution> {
+    const answered = await this.#ask(name, first);
+    const result = answered.ok && answered.records.length === 0 ? await this.#ask(name, second) : answered;
     const entry: CacheEntry = result.ok && result.records.length > 0
       ? { result: { ok: true, addresses: result.records.map((r) => r.address) }, expiresAt: this.#now() + clampTtl(Math.min(...result.records.map((r) => r.ttl))) * 1000 }
       : { result: { ok: false, reason: result.ok ? `${name} has no A or AAAA record at ${this.#where()}` : result.reason }, expiresAt: this.#now() + NEGATIVE_TTL_S * 1000 };
-    this.#cache.delete(name);
+    this.#cache.delete(key);
     if (this.#cache.size >= MAX_CACHED_NAMES) this.#cache.delete(this.#cache.keys().next().value!);
-    this.#cache.set(name, entry);
+    this.#cache.set(key, entry);
     return entry.result;
   }
 

@@ -3,6 +3,7 @@
 // listener, the L7 upstream, health probes and `ambit explain` all read the same answer (ztunnel builds
 // one request value in outbound.rs the same way, and a single proxy_to executes it).
 
+import { isIPv6 } from 'node:net';
 import type { AppProtocol } from '../state/protocol.js';
 import { type MeshService, type MeshSnapshot, type SpiffeId, type Workload, serviceVisibleTo } from '../state/model.js';
 import type { ConnectionDescription, ResponseFlag } from '../telemetry/connections.js';
@@ -128,6 +129,8 @@ export interface DnsPlan extends PlanCommon {
   readonly service: MeshService;
   /** The Service port the client dialled. */
   readonly servicePort: number;
+  /** The IP family of the address dialled: its answers are preferred (ztunnel's choice). */
+  readonly family: 4 | 6;
 }
 
 export interface RefusedPlan extends PlanCommon {
@@ -174,7 +177,8 @@ export function planOutbound(snapshot: MeshSnapshot, source: OutboundSource, des
   if (target.kind === 'dns') {
     const { hostname, port, workload, service } = target;
     const description: ConnectionDescription = { direction: 'outbound', src: { addr: srcAddr(source), workload: src }, dst: { addr: `${hostname}:${port}`, ...(workload ? { workload } : {}), service }, securityPolicy: 'unknown' };
-    return { transport: 'dns', hostname, port, ...(workload ? { workload } : {}), service, servicePort: destination.port, telemetry: [description] };
+    const family = isIPv6(destination.ip) ? 6 : 4;
+    return { transport: 'dns', hostname, port, ...(workload ? { workload } : {}), service, servicePort: destination.port, family, telemetry: [description] };
   }
   const endpoint: EndpointChoice = target.kind === 'workload' ? { ...target, ...(target.service ? { servicePort: destination.port } : {}) } : { address: target.address };
   return planEndpoint(snapshot, source, endpoint, context);

@@ -130,14 +130,14 @@ export class OutboundProxy {
     }
   }
 
-  #resolveName(hostname: string): Promise<HostResolution> {
+  #resolveName(hostname: string, family?: 4 | 6): Promise<HostResolution> {
     const { hostResolver } = this.options;
-    return hostResolver ? hostResolver.resolve(hostname) : Promise.resolve({ ok: false, reason: 'the agent has no DNS upstream to resolve it with' });
+    return hostResolver ? hostResolver.resolve(hostname, family) : Promise.resolve({ ok: false, reason: 'the agent has no DNS upstream to resolve it with' });
   }
 
   /** An endpoint known by name: resolved without blocking (cached by TTL), then carried as to that address. */
   async #resolveAndCarry(c: Captured, plan: DnsPlan, planned: MeshSnapshot): Promise<void> {
-    const resolved = await this.#resolveName(plan.hostname);
+    const resolved = await this.#resolveName(plan.hostname, plan.family);
     if (!resolved.ok) {
       this.#flows.refused(plan.telemetry, 'DNS_RESOLUTION_FAILED', `endpoint ${plan.hostname} of ${plan.service.hostname} does not resolve: ${resolved.reason}`);
       return void c.socket.destroy();

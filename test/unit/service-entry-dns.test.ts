@@ -51,6 +51,15 @@ spec:
   resolution: DNS
   ports: [{number: 80, name: http, protocol: HTTP, targetPort: HTTP_PORT}]
   endpoints: [{address: web.nowhere.test}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dual, namespace: shop}
+spec:
+  hosts: [dual.nowhere.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: PORT, name: tcp, protocol: TCP}]
 `;
 
 /** A TCP server on `ip` that answers each connection with where it is and what it was sent. */
@@ -71,7 +80,7 @@ before(async () => {
   const dnsPort = await dns.start();
   const first = await namedServer('127.0.0.2', 0);
   port = (first.address() as AddressInfo).port;
-  servers.push(first, await namedServer('127.0.0.3', port));
+  servers.push(first, await namedServer('127.0.0.3', port), await namedServer('::1', port));
   const web = createHttpServer((req, res) => res.end(`web at ${req.socket.localAddress} got ${req.url}`));
   web.listen(0, '127.0.0.2');
   await once(web, 'listening');
@@ -87,7 +96,7 @@ after(() => {
   for (const s of servers) s.close();
 });
 
-const dial = (host: string, servicePort: number, bytes = 'hello'): Promise<string> => mesh.dial(host, servicePort, bytes);
+const dial = (host: string, servicePort: number, bytes = 'hello', family: 4 | 6 = 4): Promise<string> => mesh.dial(host, servicePort, bytes, family);
 
 describe('ServiceEntry resolution DNS on the connection path', () => {
   it('an endpoint written as a host name is resolved at the agent\'s DNS upstream and reached at its address', async () => {
@@ -111,6 +120,13 @@ describe('ServiceEntry resolution DNS on the connection path', () => {
     dns.answers.set('api.nowhere.test', { ip: '127.0.0.2', ttl: 86_400 });
     clock += (MAX_TTL_S + 1) * 1000;
     assert.equal(await dial('api.nowhere.test', port), '127.0.0.2 got hello');
+  });
+
+  it('the answers of the family the pod dialled are preferred, as ztunnel prefers the downstream\'s family', async () => {
+    dns.answers.set('dual.nowhere.test', { ip: '127.0.0.2', ttl: 30 });
+    dns.answers6.set('dual.nowhere.test', { ip: '::1', ttl: 30 });
+    assert.equal(await dial('dual.nowhere.test', port, 'v6', 6), '::1 got v6');
+    assert.equal(await dial('dual.nowhere.test', port, 'v4', 4), '127.0.0.2 got v4');
   });
 
   it('an HTTP port goes through the L7 proxy, whose upstream connection resolves the endpoint\'s name', async () => {

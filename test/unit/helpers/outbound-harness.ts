@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
+import { type AddressInfo, type Server, type Socket, connect, createServer, isIP } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { formatDiagnostic } from '../../../agent/config/diagnostics.js';
@@ -45,8 +45,8 @@ export interface OutboundHarness {
   readonly log: Record<string, unknown>[];
   /** Each request the L7 proxy finished, with its response flags. */
   readonly requests: CompletedRequest[];
-  /** The pod sends `bytes` to `host`'s mesh address on `servicePort`; resolves with all it got back before the close. */
-  dial(host: string, servicePort: number, bytes: string): Promise<string>;
+  /** The pod sends `bytes` to `host`'s mesh address (of `family`) on `servicePort`; resolves with all it got back before the close. */
+  dial(host: string, servicePort: number, bytes: string, family?: 4 | 6): Promise<string>;
   close(): void;
 }
 
@@ -89,8 +89,8 @@ export async function outboundHarness(yaml: string, options: { readonly hostReso
     store,
     log: records,
     requests,
-    async dial(host, servicePort, bytes) {
-      const vip = store.current!.servicesByHostname.get(host)?.vips[0];
+    async dial(host, servicePort, bytes, family = 4) {
+      const vip = store.current!.servicesByHostname.get(host)?.vips.find((v) => isIP(v) === family);
       assert.ok(vip, `${host} has a mesh address`);
       const accepted = once(entrance, 'connection') as Promise<[Socket]>;
       const socket = connect((entrance.address() as AddressInfo).port, '127.0.0.1');
