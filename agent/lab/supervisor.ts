@@ -16,8 +16,22 @@ import { API_SERVER_ID, CA_ID, LAB_API_SERVER, type LabLayout } from './layout.j
 import { LabNetwork } from './network.js';
 import { agentConfigArgs, clusterView, eastWestGatewayId } from './clusters.js';
 import { podSandboxReady } from './pod-sandbox.js';
-import type { LabPlan } from './plan.js';
+import type { LabPlan, LabProbe } from './plan.js';
 import { serveUpgradeRequests } from './upgrade.js';
+
+/** Agents and gateways alike are ready when their readiness port (15021) says so, as the DaemonSet's probe asks. */
+const AGENT_READINESS: LabProbe = {
+  kind: 'httpGet',
+  path: '/healthz/ready',
+  port: 15021,
+  scheme: 'HTTP',
+  httpHeaders: [],
+  resolvedPort: 15021,
+  periodSeconds: 5,
+  timeoutSeconds: 1,
+  failureThreshold: 3,
+  successThreshold: 1,
+};
 
 export type LabSource = 'local' | 'kubernetes';
 
@@ -163,18 +177,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
       env: process.env,
       cgroup: eastWest.cgroup,
       log: eastWest.log,
-      probe: probeFromNode(eastWest.netns, '127.0.0.1', {
-        kind: 'httpGet',
-        path: '/healthz/ready',
-        port: 15021,
-        scheme: 'HTTP',
-        httpHeaders: [],
-        resolvedPort: 15021,
-        periodSeconds: 5,
-        timeoutSeconds: 1,
-        failureThreshold: 3,
-        successThreshold: 1,
-      }),
+      probe: probeFromNode(eastWest.netns, '127.0.0.1', AGENT_READINESS),
       probePeriodMs: 5_000,
     });
   }
@@ -213,18 +216,7 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
       env: process.env,
       cgroup: node.cgroup,
       log: node.log,
-      probe: probeFromNode(node.netns, '127.0.0.1', {
-        kind: 'httpGet',
-        path: '/healthz/ready',
-        port: 15021,
-        scheme: 'HTTP',
-        httpHeaders: [],
-        resolvedPort: 15021,
-        periodSeconds: 5,
-        timeoutSeconds: 1,
-        failureThreshold: 3,
-        successThreshold: 1,
-      }),
+      probe: probeFromNode(node.netns, '127.0.0.1', AGENT_READINESS),
       probePeriodMs: 5_000,
     });
   }
