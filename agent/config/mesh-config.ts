@@ -22,7 +22,10 @@ interface ExtAuthzProviderBase {
   readonly failOpen: boolean;
   /** The status a client gets when the authorizer cannot be reached (and failOpen is false); Istio's default 403. */
   readonly statusOnError: number;
-  /** Send the request body (buffered up to maxRequestBytes) with the check. */
+  /**
+   * Send the request body's first maxRequestBytes with the check (held, then sent on to the pod); a longer
+   * body is 413 unless allowPartialMessage; packAsBytes puts it in the gRPC check's raw_body.
+   */
   readonly includeRequestBodyInCheck?: { readonly maxRequestBytes: number; readonly allowPartialMessage: boolean; readonly packAsBytes: boolean };
 }
 
@@ -166,10 +169,10 @@ function common(name: string, m: MapReader): Omit<ExtAuthzProviderBase, never> {
   const status = statusText === undefined ? 403 : Number(statusText);
   if (statusField && !(Number.isInteger(status) && status >= 100 && status <= 599)) statusField.fail(`expected an HTTP status code such as "403", got ${JSON.stringify(statusText)}`);
   const body = m.map('includeRequestBodyInCheck');
-  if (body) m.get('includeRequestBodyInCheck')?.warn('the request body is not sent to the authorizer by Ambit yet; the check is made without it');
   // clearRouteCache: Ambit routes on the client's side, before the destination's check; there is no route to clear.
   m.ignore('clearRouteCache');
   const includeRequestBodyInCheck = body && {
+    // Absent: 4096 bytes, Ambit's choice: Envoy has no default and refuses 0.
     maxRequestBytes: body.int('maxRequestBytes', { min: 1 }) ?? 4096,
     allowPartialMessage: body.bool('allowPartialMessage') ?? false,
     packAsBytes: body.bool('packAsBytes') ?? false,

@@ -2,6 +2,7 @@
 // a waypoint calls an authorizer outside the mesh) with the request's attributes; status OK allows with
 // the ok_response's header changes, any other status denies with the denied_response (403 when it has
 // none), and a gRPC failure (unreachable, deadline) is an error for failOpen and statusOnError to settle.
+// A body sent with the check goes in http.body as text, or in http.raw_body as bytes with packAsBytes.
 
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -15,7 +16,7 @@ import {
   type CheckResponse,
   CheckResponseSchema,
 } from '../proto/envoy/service/auth/v3/external_auth_pb.js';
-import { type AuthorizerAddress, type AuthorizerAnswer, type ExtAuthzRequest, type HeaderToSet, joinedHeaders } from './ext-authz.js';
+import { type AuthorizerAddress, type AuthorizerAnswer, type ExtAuthzRequest, type HeaderToSet, checkHeaders } from './ext-authz.js';
 
 export const CHECK_PATH = grpcMethodPath(Authorization.method.check);
 export const encodeCheckRequest = (m: CheckRequest): Buffer => Buffer.from(toBinary(CheckRequestSchema, m));
@@ -72,12 +73,13 @@ export function checkOverGrpc(provider: ExtAuthzGrpcProvider, address: Authorize
         http: {
           id: request.requestId ?? '',
           method: request.method,
-          headers: { ...joinedHeaders(request.headers), ':authority': request.authority, ':method': request.method, ':path': request.path },
+          headers: { ...checkHeaders(request), ':authority': request.authority, ':method': request.method, ':path': request.path },
           path: request.path,
           host: request.authority,
           scheme: 'http',
-          size: -1n,
+          size: request.body ? BigInt(request.body.bytes.length) : -1n,
           protocol: request.protocol,
+          ...bodyFields(provider, request),
         },
       },
     },
@@ -96,6 +98,12 @@ export function checkOverGrpc(provider: ExtAuthzGrpcProvider, address: Authorize
       },
     );
   });
+}
+
+function bodyFields(provider: ExtAuthzGrpcProvider, request: ExtAuthzRequest): { body: string } | { rawBody: Uint8Array } | undefined {
+  if (!request.body) return undefined;
+  // Text that is not UTF-8 is mangled in the string field; packAsBytes exists for such bodies.
+  return provider.includeRequestBodyInCheck?.packAsBytes ? { rawBody: request.body.bytes } : { body: request.body.bytes.toString('utf8') };
 }
 
 function answerOf(response: CheckResponse): AuthorizerAnswer {

@@ -1,21 +1,23 @@
 // The envoyExtAuthzHttp check: the request's method and path (behind pathPrefix) sent to the authorizer
-// with the headers the provider lets through and no body; a 200 allows, any other answer below 500 is
+// with the headers the provider lets through and, with includeRequestBodyInCheck, the body's first bytes
+// (x-envoy-auth-partial-body only when the provider lists it, as Envoy's allowed headers); a 200 allows, any other answer below 500 is
 // the denial the client gets, and a 5xx, a timeout or a refused connection is an error (Envoy's rules).
 
 import { request as httpRequest } from 'node:http';
 import type { ExtAuthzHttpProvider } from '../config/mesh-config.js';
 import { wildcardMatch } from './authorization.js';
-import type { AuthorizerAddress, AuthorizerAnswer, ExtAuthzRequest, HeaderToSet } from './ext-authz.js';
+import { type AuthorizerAddress, type AuthorizerAnswer, type ExtAuthzRequest, type HeaderToSet, checkHeaders } from './ext-authz.js';
 
 /** An authorizer's denial body larger than this is cut: it goes to the client as it is. */
 const MAX_DENIAL_BODY = 64 * 1024;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'content-length', 'host']);
 
 export function checkOverHttp(provider: ExtAuthzHttpProvider, address: AuthorizerAddress, request: ExtAuthzRequest): Promise<AuthorizerAnswer> {
-  const headers: Record<string, string> = { host: request.authority, 'content-length': '0' };
-  // Istio sends Host, Method, Path and Content-Length (0, no body), then the headers the provider lists.
-  for (const [name, values] of request.headers) {
-    if (values.length > 0 && !HOP_BY_HOP.has(name) && provider.includeRequestHeadersInCheck.some((n) => wildcardMatch(n, name))) headers[name] = values.join(',');
+  const body = request.body?.bytes ?? Buffer.alloc(0);
+  const headers: Record<string, string> = { host: request.authority, 'content-length': String(body.length) };
+  // Istio sends Host, Method, Path and Content-Length (of the body sent, else 0), then the headers the provider lists.
+  for (const [name, value] of Object.entries(checkHeaders(request))) {
+    if (!HOP_BY_HOP.has(name) && provider.includeRequestHeadersInCheck.some((n) => wildcardMatch(n, name))) headers[name] = value;
   }
   for (const [name, value] of Object.entries(provider.includeAdditionalHeadersInCheck)) headers[name] = value;
   return new Promise((resolve) => {
@@ -59,7 +61,7 @@ export function checkOverHttp(provider: ExtAuthzHttpProvider, address: Authorize
     const timer = setTimeout(() => outgoing.destroy(new Error(`the authorizer did not answer within ${provider.timeoutMs} ms`)), provider.timeoutMs);
     outgoing.once('close', () => clearTimeout(timer));
     outgoing.on('error', (error) => resolve({ kind: 'error', message: `${address.host}:${address.port}: ${error.message}` }));
-    outgoing.end();
+    outgoing.end(body);
   });
 }
 

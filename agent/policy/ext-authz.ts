@@ -3,6 +3,8 @@
 // module finds the authorizer and turns what happened into one outcome: allowed (with the headers to set
 // on the request and on the response), denied (the authorizer's status, headers and body), or, when the
 // authorizer could not answer, failOpen's allow or statusOnError's denial, as Envoy's ext_authz filter does.
+// With includeRequestBodyInCheck the body's first maxRequestBytes go with the check (read through the
+// caller, which holds them for the pod); a longer body is 413 unless allowPartialMessage cuts it.
 
 import type { ExtAuthzProvider } from '../config/mesh-config.js';
 import type { RequestHeaders } from '../l7/request.js';
@@ -21,7 +23,24 @@ export interface ExtAuthzRequest {
   readonly requestId?: string;
   readonly source: { readonly ip: string; readonly port?: number; readonly identity?: SpiffeId };
   readonly destination: { readonly ip: string; readonly port: number; readonly identity: SpiffeId };
+  /** Set with includeRequestBodyInCheck when the request has a body. */
+  readonly body?: CheckedBody;
 }
+
+/** The body sent with the check: its first maxRequestBytes, and whether the body was longer. */
+export interface CheckedBody {
+  readonly bytes: Buffer;
+  readonly partial: boolean;
+}
+
+/**
+ * Reads the request body's first bytes for the check: more than `maxBytes` when the body is longer, so
+ * that `truncated` can be told. Undefined when the body cannot be read (the client failed).
+ */
+export type ReadRequestBody = (maxBytes: number) => Promise<{ readonly bytes: Buffer; readonly truncated: boolean } | undefined>;
+
+/** Envoy's header on the check saying whether the body sent is cut; the client's own is never passed on. */
+export const PARTIAL_BODY_HEADER = 'x-envoy-auth-partial-body';
 
 /** Where to reach an authorizer. */
 export interface AuthorizerAddress {
@@ -49,10 +68,34 @@ export interface HeaderToSet {
 
 export type ExtAuthzOutcome =
   | Extract<AuthorizerAnswer, { kind: 'ok' }>
-  | { readonly kind: 'denied'; readonly status: number; readonly headers: readonly HeaderToSet[]; readonly body: string; readonly details: string };
+  | {
+      readonly kind: 'denied';
+      readonly status: number;
+      readonly headers: readonly HeaderToSet[];
+      readonly body: string;
+      readonly details: string;
+      /** What a gRPC client gets: PERMISSION_DENIED for the authorizer's refusals, UNKNOWN for 413 as Envoy maps it. */
+      readonly grpcStatus: number;
+    };
 
-/** Checks a request with a provider; never throws. */
-export async function checkExternally(snapshot: MeshSnapshot, provider: ExtAuthzProvider, request: ExtAuthzRequest): Promise<ExtAuthzOutcome> {
+/** Envoy's local reply when a body that must be buffered is larger than the buffer. */
+const PAYLOAD_TOO_LARGE = { kind: 'denied', status: 413, headers: [], body: 'Payload Too Large', details: 'request_payload_too_large', grpcStatus: 2 } as const;
+
+/**
+ * Checks a request with a provider; never throws. `readBody` is called only when the provider sends
+ * the body, so requests of other providers keep streaming to the pod.
+ */
+export async function checkExternally(snapshot: MeshSnapshot, provider: ExtAuthzProvider, withoutBody: ExtAuthzRequest, readBody?: ReadRequestBody): Promise<ExtAuthzOutcome> {
+  const bodySettings = provider.includeRequestBodyInCheck;
+  let request = withoutBody;
+  if (bodySettings && readBody) {
+    const read = await readBody(bodySettings.maxRequestBytes);
+    if (!read) return { kind: 'denied', status: 400, headers: [], body: '', details: 'ext_authz_error{the_request_body_could_not_be_read}', grpcStatus: 13 };
+    // Istio: the 413 takes precedence over failOpen; the authorizer is not asked.
+    if (read.truncated && !bodySettings.allowPartialMessage) return PAYLOAD_TOO_LARGE;
+    // A request without a body is checked without one, as Envoy does not buffer a request that ended with its headers.
+    if (read.bytes.length > 0 || read.truncated) request = { ...withoutBody, body: { bytes: read.bytes, partial: read.truncated } };
+  }
   const address = authorizerAddress(snapshot, provider);
   const answer: AuthorizerAnswer = !address
     ? { kind: 'error', message: `the provider's service ${provider.service} has no ready endpoint on port ${provider.port}` }
@@ -60,9 +103,9 @@ export async function checkExternally(snapshot: MeshSnapshot, provider: ExtAuthz
       ? await checkOverHttp(provider, address, request)
       : await checkOverGrpc(provider, address, request);
   if (answer.kind === 'ok') return answer;
-  if (answer.kind === 'denied') return { ...answer, details: 'ext_authz_denied' };
+  if (answer.kind === 'denied') return { ...answer, details: 'ext_authz_denied', grpcStatus: 7 };
   if (provider.failOpen) return { kind: 'ok', upstreamHeaders: [], removeHeaders: [], responseHeaders: [] };
-  return { kind: 'denied', status: provider.statusOnError, headers: [], body: '', details: `ext_authz_error{${answer.message.replace(/[{}\s]+/g, '_')}}` };
+  return { kind: 'denied', status: provider.statusOnError, headers: [], body: '', details: `ext_authz_error{${answer.message.replace(/[{}\s]+/g, '_')}}`, grpcStatus: 7 };
 }
 
 /**
@@ -82,7 +125,13 @@ export function authorizerAddress(snapshot: MeshSnapshot, provider: Pick<ExtAuth
   return undefined;
 }
 
-/** One value per header for the check: repeated headers joined with "," as HTTP allows. */
-export function joinedHeaders(headers: RequestHeaders): Record<string, string> {
-  return Object.fromEntries([...headers].map(([name, values]) => [name, values.join(',')]));
+/**
+ * One value per header for the check: repeated headers joined with "," as HTTP allows. The client's
+ * x-envoy-auth-partial-body is dropped; with a body the proxy's own says whether it is cut.
+ */
+export function checkHeaders(request: ExtAuthzRequest): Record<string, string> {
+  const joined: Record<string, string> = {};
+  for (const [name, values] of request.headers) if (name !== PARTIAL_BODY_HEADER) joined[name] = values.join(',');
+  if (request.body) joined[PARTIAL_BODY_HEADER] = String(request.body.partial);
+  return joined;
 }

@@ -6,7 +6,7 @@
 
 import type { Logger } from '../telemetry/log.js';
 import type { MeshSnapshot } from '../state/model.js';
-import { checkExternally, type ExtAuthzRequest, type HeaderToSet } from './ext-authz.js';
+import { checkExternally, type ExtAuthzRequest, type HeaderToSet, type ReadRequestBody } from './ext-authz.js';
 import {
   type HttpAuthorizationAttributes,
   RBAC_DENIED_BODY,
@@ -47,6 +47,8 @@ export interface GuardedRequest extends HttpAuthorizationAttributes {
   readonly sourcePort?: number;
   readonly protocol: string;
   readonly requestId?: string;
+  /** The body's first bytes, for a provider with includeRequestBodyInCheck; read only then. */
+  readonly readBody?: ReadRequestBody;
 }
 
 export interface RequestGuardOptions {
@@ -100,8 +102,8 @@ export class RequestGuard {
         this.#log.warn({ policy: custom.policy, provider: custom.provider }, `AuthorizationPolicy ${custom.policy} names extension provider ${JSON.stringify(custom.provider)}, which MeshConfig (ConfigMap istio-system/istio, key mesh) does not define as envoyExtAuthzHttp or envoyExtAuthzGrpc: its requests are denied`);
         return rbacDenial(`ext_authz_provider_not_found[${custom.provider}]`);
       }
-      const outcome = await checkExternally(snapshot, provider, extAuthzRequest(request));
-      if (outcome.kind === 'denied') return { kind: 'deny', status: outcome.status, headers: outcome.headers, body: outcome.body, details: outcome.details, grpcStatus: 7 };
+      const outcome = await checkExternally(snapshot, provider, extAuthzRequest(request), request.readBody);
+      if (outcome.kind === 'denied') return { kind: 'deny', status: outcome.status, headers: outcome.headers, body: outcome.body, details: outcome.details, grpcStatus: outcome.grpcStatus };
       removeHeaders.push(...outcome.removeHeaders);
       setHeaders.push(...outcome.upstreamHeaders);
       responseHeaders.push(...outcome.responseHeaders);

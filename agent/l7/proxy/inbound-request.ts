@@ -152,7 +152,13 @@ async function authorize(req: InboundRequest, snapshot: MeshSnapshot): Promise<I
     protocol: d.version,
     ...(service ? { service } : {}),
     ...(requestId !== undefined ? { requestId } : {}),
+    // Only an authorizer that wants the body reads it; the pod then gets what was read, then the rest.
+    readBody: async (maxBytes) => {
+      const read = await Promise.race([req.body.prefix(maxBytes), aborted(d.gone)]);
+      return read === 'gone' ? undefined : read;
+    },
   });
+  if (d.gone.aborted) return { kind: 'gone' };
   if (outcome.kind === 'allow') return outcome;
   req.services.denials?.record({
     path: 'http',

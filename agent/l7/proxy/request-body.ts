@@ -1,12 +1,21 @@
 // A downstream request body that one upstream attempt at a time consumes, streamed as it arrives (with
 // backpressure) while a copy is kept up to a limit, so that a retry or a mirror can replay it. Past the
 // limit the copy is dropped and the body can no longer be replayed, as Envoy stops retrying a request
-// whose body overflowed its buffer.
+// whose body overflowed its buffer. Before any attempt, the first bytes can be read and held for a check
+// that needs them (ext_authz's includeRequestBodyInCheck); they then reach the pod like the rest.
 
 import type { Readable, Writable } from 'node:stream';
 
 /** Envoy's default per-connection buffer limit, which bounds retry buffering. */
 export const REPLAY_LIMIT_BYTES = 1024 * 1024;
+
+/** The body's first bytes, read before the request goes on. */
+export interface BodyPrefix {
+  /** At most the bytes asked for. */
+  readonly bytes: Buffer;
+  /** More arrived than was asked for: `bytes` is the start of a longer body. */
+  readonly truncated: boolean;
+}
 
 export class RequestBody {
   #chunks: Buffer[] = [];
@@ -17,6 +26,8 @@ export class RequestBody {
   #listening = false;
   #received = 0;
   readonly #waiters: (() => void)[] = [];
+  /** A prefix being read: every chunk is held until more than `maxBytes` arrived, past the replay limit if need be. */
+  #prefix: { readonly maxBytes: number; readonly resolve: (p: BodyPrefix | undefined) => void } | undefined;
 
   constructor(
     private readonly source: Readable,
@@ -71,6 +82,34 @@ export class RequestBody {
     return new Promise((resolve) => this.#waiters.push(() => resolve(!this.#overflowed)));
   }
 
+  /**
+   * Reads until more than `maxBytes` arrived or the body ended, then stops reading (backpressure to the
+   * client) until an attempt attaches; what was read is held and sent first. Memory: `maxBytes` plus one
+   * chunk. Undefined when the body can no longer be held (an earlier read overflowed) or the client failed.
+   */
+  prefix(maxBytes: number): Promise<BodyPrefix | undefined> {
+    if (this.#overflowed) return Promise.resolve(undefined);
+    if (this.#ended || this.#buffered > maxBytes) return Promise.resolve(this.#prefixOf(maxBytes));
+    return new Promise((resolve) => {
+      this.#prefix = { maxBytes, resolve };
+      if (!this.#listening) this.#listen();
+      this.source.resume();
+    });
+  }
+
+  #prefixOf(maxBytes: number): BodyPrefix {
+    const all = Buffer.concat(this.#chunks);
+    return { bytes: all.subarray(0, maxBytes), truncated: all.length > maxBytes };
+  }
+
+  #settlePrefix(): void {
+    const prefix = this.#prefix;
+    if (!prefix || (!this.#ended && this.#buffered <= prefix.maxBytes)) return;
+    this.#prefix = undefined;
+    if (!this.#target && !this.#ended) this.source.pause();
+    prefix.resolve(this.#prefixOf(prefix.maxBytes));
+  }
+
   /** The held body (only meaningful once complete() resolved true). */
   held(): readonly Buffer[] {
     return this.#chunks;
@@ -81,7 +120,7 @@ export class RequestBody {
     this.source.on('data', (chunk: Buffer) => {
       this.#received += chunk.length;
       if (!this.#overflowed) {
-        if (this.#buffered + chunk.length > this.limit) {
+        if (this.#buffered + chunk.length > this.limit && this.#prefix === undefined) {
           this.#overflowed = true;
           this.#chunks = [];
         } else {
@@ -97,13 +136,19 @@ export class RequestBody {
         // Nobody to send to and nothing worth holding: stop reading until an attempt attaches.
         this.source.pause();
       }
+      this.#settlePrefix();
     });
     this.source.once('end', () => {
       this.#ended = true;
+      this.#settlePrefix();
       const target = this.#target;
       if (target && !target.destroyed) target.end();
       this.#waiters.splice(0).forEach((w) => w());
     });
-    this.source.once('error', () => this.#waiters.splice(0).forEach((w) => w()));
+    this.source.once('error', () => {
+      this.#prefix?.resolve(undefined);
+      this.#prefix = undefined;
+      this.#waiters.splice(0).forEach((w) => w());
+    });
   }
 }

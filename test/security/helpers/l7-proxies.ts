@@ -7,6 +7,7 @@
 // recording every request that reaches it. Plus a raw HTTP/1.1 client for what clients never send, and
 // a one-request HTTP/2 client.
 
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import http2 from 'node:http2';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
@@ -62,6 +63,8 @@ export interface PodRequest {
   readonly url: string;
   readonly headers: http.IncomingHttpHeaders;
   readonly rawHeaders: readonly string[];
+  /** The body as the pod read it: its length so far, and its SHA-256 once it ended. */
+  readonly body: { bytes: number; sha256?: string };
 }
 
 export interface L7Proxies {
@@ -108,9 +111,17 @@ export async function startL7Proxies(options: L7ProxiesOptions = {}): Promise<L7
   const outbound = new OutboundHttpProxy({ node: 'node-a', store, log, ...tuning, ...(options.tracer ? { tracer: options.tracer } : {}) });
   const podRequests: PodRequest[] = [];
   const pod = http.createServer((req, res) => {
-    podRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
-    req.resume();
-    req.on('end', () => res.writeHead(200, { 'content-type': 'text/plain' }).end(`pod saw ${req.url}`));
+    const body: PodRequest['body'] = { bytes: 0 };
+    const hash = createHash('sha256');
+    podRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body });
+    req.on('data', (chunk: Buffer) => {
+      body.bytes += chunk.length;
+      hash.update(chunk);
+    });
+    req.on('end', () => {
+      body.sha256 = hash.digest('hex');
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(`pod saw ${req.url}`);
+    });
   });
   await new Promise<void>((r) => pod.listen(0, '127.0.0.1', r));
   const podPort = (pod.address() as AddressInfo).port;

@@ -24,7 +24,8 @@ export interface InboundHarness {
   readonly logLines: Record<string, unknown>[];
   /** The snapshot the proxy judges requests with (what `ambit explain` is asked about in the agent). */
   snapshot(): MeshSnapshot;
-  request(path: string, headers?: http.OutgoingHttpHeaders): Promise<Answer>;
+  /** A GET, or a POST when `body` is given. */
+  request(path: string, headers?: http.OutgoingHttpHeaders, body?: Buffer): Promise<Answer>;
   close(): Promise<void>;
 }
 
@@ -43,16 +44,17 @@ export async function inboundHarness(yaml: string): Promise<InboundHarness> {
     podRequests: proxies.podRequests,
     logLines,
     snapshot: () => proxies.store.current!,
-    request: (path, headers = {}) =>
+    request: (path, headers = {}, body) =>
       new Promise((resolve, reject) => {
-        const req = http.request({ host: '127.0.0.1', port: proxies.inboundPort, path, agent, headers: { host: 'reviews:9080', ...headers } }, (res) => {
+        const method = body ? 'POST' : 'GET';
+        const req = http.request({ host: '127.0.0.1', port: proxies.inboundPort, path, method, agent, headers: { host: 'reviews:9080', ...headers } }, (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
         });
         req.setTimeout(10_000, () => req.destroy(new Error('no answer within 10 s')));
         req.once('error', reject);
-        req.end();
+        req.end(body);
       }),
     close: async () => {
       agent.destroy();
