@@ -3,15 +3,20 @@
 // Istio's gateway applies L4 rules on its CONNECT listener), picks an endpoint of the Service the CONNECT
 // names, and hands the tunnel's bytes to a plain TCP connection to that endpoint's 15008, where the
 // destination node's agent terminates the INNER tunnel. The inner TLS is never terminated here: the
-// engine moves its records between the two sockets and no byte passes through JavaScript.
+// engine moves its records between the two sockets and no byte passes through JavaScript. Each tunnel
+// is counted in Istio's TCP metrics as a gateway reports them (reporter "source"), with the bytes the
+// engine moved at its end, and refusals with their response flag.
 
 import { type Socket, connect } from 'node:net';
 import type { MeshService, MeshSnapshot, SpiffeId, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
+import type { ConnectionDescription, ResponseFlag } from '../telemetry/connections.js';
 import type { Logger } from '../telemetry/log.js';
+import type { ConnectionFlows } from '../tunnel/connection-flow.js';
 import { authorizeConnection } from '../policy/authorization.js';
 import type { HboneAuthority, ServiceAuthority } from '../tunnel/hbone/connect-headers.js';
 import { formatAuthority } from '../tunnel/hbone/connect-headers.js';
+import type { EngineHost } from '../tunnel/hbone/engine-host.js';
 import type { HboneServerEvent } from '../tunnel/hbone/events.js';
 import { HboneServer, type HboneInboundDecision, type HboneInboundRequest } from '../tunnel/hbone/server.js';
 import { HBONE_PORT, type HboneTuning } from '../tunnel/hbone/settings.js';
@@ -26,9 +31,13 @@ export interface EastWestGatewayOptions {
   readonly identity: SpiffeId;
   /** The gateway's own pod (`namespace/name`) in the snapshot: what AuthorizationPolicy selects. */
   readonly workloadKey: string;
+  /** Where each tunnel is counted (Istio's TCP metrics, the access log) and listed while it is open. */
+  readonly flows: ConnectionFlows;
   /** Connects to an endpoint's HBONE port; default plain TCP from the gateway's own address. */
   readonly dialEndpoint?: (endpoint: HboneAuthority) => Socket;
   readonly pick?: (n: number) => number;
+  /** The engine the tunnels run on; without one the server starts its own with `tuning`. */
+  readonly host?: EngineHost;
   readonly tuning?: Partial<HboneTuning>;
   readonly log?: Logger;
   readonly onEvent?: (event: HboneServerEvent) => void;
@@ -36,8 +45,6 @@ export interface EastWestGatewayOptions {
 
 export class EastWestGateway {
   readonly #options: EastWestGatewayOptions;
-  /** The endpoint each forwarded tunnel went to, for its log line. */
-  readonly #endpoints = new WeakMap<HboneInboundRequest, HboneAuthority>();
   readonly server: HboneServer;
 
   constructor(options: EastWestGatewayOptions) {
@@ -50,9 +57,10 @@ export class EastWestGateway {
       // gateway applies policy on the CONNECT before routing, a refused client learns nothing of endpoints.
       resolveService: (_service, localIp) => ({ ip: localIp, port: HBONE_PORT }),
       handler: (request) => this.#forward(request),
+      ...(options.host ? { host: options.host } : {}),
       ...(options.tuning ? { tuning: options.tuning } : {}),
       ...(options.log ? { log: options.log } : {}),
-      onEvent: (event) => this.#report(event),
+      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
     });
   }
 
@@ -77,10 +85,17 @@ export class EastWestGateway {
 
   /** The client's proven identity against the policies selecting the gateway, then TCP to the endpoint's 15008. */
   async #forward(request: HboneInboundRequest): Promise<HboneInboundDecision> {
-    if (!request.service) return { kind: 'refused', status: 400, reason: 'the east-west gateway forwards only tunnels that name a Service (<hostname>:<port>), as Istio\'s' };
     const snapshot = this.#options.store.current;
+    const refuse = (status: 400 | 401 | 503, flag: ResponseFlag, reason: string, dst: ConnectionDescription['dst']): HboneInboundDecision => {
+      this.#options.flows.refused([describe(snapshot, request, dst)], flag, reason);
+      return { kind: 'refused', status, reason };
+    };
+    const asked = { addr: formatAuthority(request.service ?? request.authority) };
+    if (!request.service) return refuse(400, 'NO_ROUTE', 'the east-west gateway forwards only tunnels that name a Service (<hostname>:<port>), as Istio\'s', asked);
     const self = snapshot?.workloads.get(this.#options.workloadKey);
-    if (!snapshot || !self) return { kind: 'refused', status: 503, reason: `the gateway's own pod ${this.#options.workloadKey} is not in the configuration` };
+    if (!snapshot || !self) return refuse(503, 'NO_ROUTE', `the gateway's own pod ${this.#options.workloadKey} is not in the configuration`, asked);
+    const service = snapshot.servicesByHostname.get(request.service.hostname);
+    const named = { ...asked, hboneAddr: formatAuthority(request.service), ...(service ? { service } : {}) };
     const decision = authorizeConnection(snapshot, {
       sourceIdentity: request.peerIdentity,
       sourceIp: request.peerAddress.ip,
@@ -90,13 +105,17 @@ export class EastWestGateway {
     });
     if (!decision.allowed) {
       const reason = decision.reason === 'denied' ? `denied by AuthorizationPolicy ${decision.policy}` : `no ALLOW AuthorizationPolicy for ${self.key} matches`;
-      return { kind: 'refused', status: 401, reason: `${request.peerIdentity} to ${formatAuthority(request.service)} through the gateway: ${reason}` };
+      return refuse(401, 'DENY', `${request.peerIdentity} to ${formatAuthority(request.service)} through the gateway: ${reason}`, named);
     }
     const endpoint = this.#pickEndpoint(snapshot, self, request.service);
-    if (typeof endpoint === 'string') return { kind: 'refused', status: 503, reason: endpoint };
-    this.#endpoints.set(request, endpoint);
+    if (typeof endpoint === 'string') return refuse(503, 'NO_ROUTE', endpoint, named);
+    const workload = snapshot.workloadsByIp.get(endpoint.ip);
+    const dst = { ...named, addr: formatAuthority(endpoint), ...(workload ? { workload, identity: workload.identity } : {}) };
     const upstream = await this.#dial(endpoint);
-    return typeof upstream === 'string' ? { kind: 'refused', status: 503, reason: upstream } : { kind: 'connected', upstream };
+    if (typeof upstream === 'string') return refuse(503, 'CONNECT', upstream, dst);
+    // The server opens the flow at the 200 and finishes it with the bytes the engine moved.
+    const flow = this.#options.flows.flow([describe(snapshot, request, dst)], { transport: 'double-hbone' });
+    return { kind: 'connected', upstream, flow };
   }
 
   #dial(endpoint: HboneAuthority): Promise<Socket | string> {
@@ -117,16 +136,6 @@ export class EastWestGateway {
       });
     });
   }
-
-  #report(event: HboneServerEvent): void {
-    const log = this.#options.log;
-    if (event.type === 'tunnel-opened') {
-      const endpoint = this.#endpoints.get(event.request);
-      log?.info({ peer: event.request.peerIdentity, service: event.request.service, ...(endpoint ? { endpoint: formatAuthority(endpoint) } : {}) }, 'east-west tunnel opened');
-    }
-    if (event.type === 'tunnel-closed') log?.info({ peer: event.request.peerIdentity, bytesIn: event.bytesIn, bytesOut: event.bytesOut, durationMs: event.durationMs, error: event.error }, 'east-west tunnel closed');
-    this.#options.onEvent?.(event);
-  }
 }
 
 /** Ready endpoints of `service` in the mesh on the gateway's own network: the only ones it can reach. */
@@ -138,4 +147,20 @@ function localEndpoints(snapshot: MeshSnapshot, service: MeshService, gateway: W
       return workload !== undefined && workload.enrollment.enrolled && (workload.network ?? '') === (gateway.network ?? '');
     })
     .map((e) => e.ip);
+}
+
+/**
+ * A tunnel as the gateway reports it: reporter "source", as Istio's standard metrics label a gateway's
+ * reports. The client is known by its proven identity; its workload only when the TCP peer is a
+ * workload with that same identity (clients of other networks usually arrive from their node's address).
+ */
+function describe(snapshot: MeshSnapshot | undefined, request: HboneInboundRequest, dst: ConnectionDescription['dst']): ConnectionDescription {
+  const peer = snapshot?.workloadsByIp.get(request.peerAddress.ip);
+  const source = peer?.identity === request.peerIdentity ? peer : undefined;
+  return {
+    direction: 'outbound',
+    src: { addr: formatAuthority(request.peerAddress), identity: request.peerIdentity, ...(source ? { workload: source } : {}) },
+    dst,
+    securityPolicy: 'mutual_tls',
+  };
 }

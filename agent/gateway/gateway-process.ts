@@ -1,9 +1,11 @@
 // `ambit gateway` assembled: the mesh source feeding the store, the gateway pod's own certificate (from
-// istiod's CA API, or an embedded CA sharing the mesh's root), the east-west HBONE listener, and a
-// readiness endpoint (Istio's gateway status port) that answers once the gateway can serve.
+// istiod's CA API, or an embedded CA sharing the mesh's root), the east-west HBONE listener on its own
+// engine, Istio's TCP metrics of every tunnel on the metrics port, a readiness endpoint (Istio's gateway
+// status port) that says why the gateway cannot serve, and a drain on stop.
 
-import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { MetricsServer } from '../admin/metrics-server.js';
+import { ReadinessServer } from '../admin/readiness.js';
 import { EmbeddedCa } from '../identity/embedded-ca.js';
 import type { CaClient } from '../identity/ca-client.js';
 import { WorkloadCertificateManager } from '../identity/certificate-manager.js';
@@ -11,28 +13,53 @@ import { IstioCaClient, type IstioCaClientOptions } from '../identity/istio-ca-c
 import type { Workload } from '../state/model.js';
 import { WorkloadStore } from '../state/store.js';
 import { type SourceChoice, createMeshSource, describeSource } from '../sources/source.js';
+import { ConnectionTelemetry } from '../telemetry/connections.js';
 import type { Logger } from '../telemetry/log.js';
-import type { ListenAddress } from '../node-agent.js';
+import { MeshMetrics } from '../telemetry/metrics.js';
+import { ConnectionFlows } from '../tunnel/connection-flow.js';
+import type { EngineOptions } from '../tunnel/engine/native.js';
+import { EngineHost } from '../tunnel/hbone/engine-host.js';
+import { LiveConnections } from '../tunnel/live-connections.js';
+import { AMBIT_VERSION, type ListenAddress } from '../node-agent.js';
 import { EastWestGateway } from './east-west-gateway.js';
 
 export interface GatewayProcessConfig {
   readonly source: SourceChoice;
   readonly trustDomain: string;
   readonly clusterDomain: string;
+  /** This cluster's ID: sent to the CA, and the `*_cluster` label of the workloads in the metrics. */
+  readonly clusterId: string;
   /** The gateway's own pod, `namespace/name`: its identity and the AuthorizationPolicies that select it. */
   readonly pod: string;
   readonly hbone: ListenAddress;
   readonly readiness: ListenAddress;
+  /** Prometheus' `/metrics` (Istio's 15020). */
+  readonly metrics: ListenAddress;
+  /** On stop, how long open tunnels may finish after every client got GOAWAY. */
+  readonly drainMs: number;
+  /** The native engine's threads and per-peer limits (`--hbone-*`, agent/cli/hbone-flags.ts). */
+  readonly engine: EngineOptions;
   readonly identity:
-    | { readonly ca: 'istiod'; readonly istiod: IstioCaClientOptions; readonly certTtlSeconds: number }
+    | { readonly ca: 'istiod'; readonly istiod: Omit<IstioCaClientOptions, 'clusterId'>; readonly certTtlSeconds: number }
     | { readonly ca: 'embedded'; readonly stateDir: string; readonly caDir?: string; readonly certTtlSeconds: number };
+}
+
+/** What the gateway needs to serve, checked at every readiness probe. */
+interface Serving {
+  readonly store: WorkloadStore;
+  readonly certificates: WorkloadCertificateManager;
+  readonly host: EngineHost;
+  readonly gateway: EastWestGateway;
+  readonly live: LiveConnections;
 }
 
 export class GatewayProcess {
   readonly #closers: { close(): Promise<void> | void }[] = [];
-  #ready = false;
+  readonly metrics = new MeshMetrics(AMBIT_VERSION);
+  #serving: Serving | undefined;
+  #draining = false;
   /** Where it listens once started (port 0 in the configuration becomes the port bound). */
-  #listening: { hbone: AddressInfo; readiness: AddressInfo } | undefined;
+  #listening: { hbone: AddressInfo; readiness: AddressInfo; metrics: AddressInfo } | undefined;
 
   constructor(
     private readonly config: GatewayProcessConfig,
@@ -42,7 +69,8 @@ export class GatewayProcess {
   async start(): Promise<void> {
     const { config, log } = this;
     const store = new WorkloadStore();
-    const readiness = await this.#serveReadiness();
+    const readiness = await this.#serve('readiness', new ReadinessServer(() => this.#notReadyBecause()), config.readiness);
+    const metrics = await this.#serve('metrics', new MetricsServer(this.metrics.registry), config.metrics);
     const source = await createMeshSource(config.source, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
     this.#closers.push(source);
     await source.load();
@@ -53,31 +81,70 @@ export class GatewayProcess {
     const issued = await certificates.fetch(self.identity);
     if (!issued.ok) throw new Error(`the gateway's certificate for ${self.identity}: ${issued.error.message}`);
     certificates.track([self.identity]);
-    const gateway = new EastWestGateway({ store, certificates, identity: self.identity, workloadKey: config.pod, log: log.child({ target: 'gateway' }) });
+    const host = EngineHost.start({}, config.engine);
+    this.#closers.push(host);
+    this.metrics.registerHboneEngine(() => ({ ...host.engine.counters() }));
+    this.metrics.registerHboneConnectionEnds(() => host.connectionEnds());
+    const telemetry = new ConnectionTelemetry(this.metrics, log.child({ target: 'access' }), { store, clusterId: config.clusterId });
+    const live = new LiveConnections(store, log);
+    this.#closers.push(telemetry, live);
+    const gateway = new EastWestGateway({ store, certificates, identity: self.identity, workloadKey: config.pod, host, flows: new ConnectionFlows(telemetry, live), log: log.child({ target: 'gateway' }) });
     const bound = await gateway.listen(config.hbone.port, config.hbone.host).catch((err: Error) => {
       throw new Error(`the east-west gateway cannot listen on ${config.hbone.host}:${config.hbone.port}: ${err.message}; is another gateway or agent using the port?`);
     });
-    this.#closers.unshift(gateway);
-    this.#listening = { hbone: bound, readiness };
-    this.#ready = true;
+    this.#listening = { hbone: bound, readiness, metrics };
+    this.#serving = { store, certificates, host, gateway, live };
     log.info({ address: bound, identity: self.identity, network: self.network ?? '', source: describeSource(config.source) }, `east-west gateway ready on ${bound.address}:${bound.port} as ${self.identity}`);
   }
 
-  /** The HBONE and readiness addresses bound, once started. */
-  get listening(): { readonly hbone: AddressInfo; readonly readiness: AddressInfo } | undefined {
+  /** The HBONE, readiness and metrics addresses bound, once started. */
+  get listening(): { readonly hbone: AddressInfo; readonly readiness: AddressInfo; readonly metrics: AddressInfo } | undefined {
     return this.#listening;
   }
 
-  async stop(): Promise<void> {
-    this.#ready = false;
-    for (const closer of this.#closers.splice(0)) await closer.close();
+  /**
+   * Graceful stop: readiness turns false, every client gets GOAWAY (no new tunnel here), open tunnels
+   * may finish for `drainMs`, then what is left is cut and everything closed.
+   */
+  async stop(drainMs = this.config.drainMs): Promise<void> {
+    this.#draining = true;
+    const serving = this.#serving;
+    this.#serving = undefined;
+    if (serving) {
+      serving.host.engine.drain(drainMs);
+      const closed = serving.gateway.close(drainMs);
+      await serving.live.drained(drainMs);
+      if (serving.live.size > 0) this.log.info({ open: serving.live.size }, `drain deadline (${drainMs} ms) passed; closing the tunnels still open`);
+      serving.live.closeAll('the gateway is shutting down');
+      await closed;
+    }
+    for (const closer of this.#closers.splice(0).reverse()) await closer.close();
+  }
+
+  /** Why a load balancer should not send clients here now; undefined when the gateway can serve. */
+  #notReadyBecause(): string | undefined {
+    if (this.#draining) return 'the gateway is draining (shutting down)';
+    const serving = this.#serving;
+    if (!serving) return 'the gateway is starting (mesh configuration, certificate, listener)';
+    const self = serving.store.current?.workloads.get(this.config.pod);
+    if (!self) return `the gateway's own pod ${this.config.pod} is not in the mesh configuration`;
+    if (!serving.certificates.current(self.identity)) return `no valid certificate for ${self.identity}: the CA has not answered (see the log)`;
+    return undefined;
+  }
+
+  async #serve(name: string, server: ReadinessServer | MetricsServer, at: ListenAddress): Promise<AddressInfo> {
+    const bound = await server.listen(at.host, at.port).catch((err: Error) => {
+      throw new Error(`the gateway's ${name} endpoint cannot listen on ${at.host}:${at.port}: ${err.message}; is another gateway or agent using the port?`);
+    });
+    this.#closers.push(server);
+    return bound;
   }
 
   /** istiod's CA with the gateway's own token (it asks for its own identity), or the mesh's root in --ca-dir. */
   async #caClient(store: WorkloadStore, self: Workload): Promise<CaClient> {
     const { identity } = this.config;
     if (identity.ca === 'istiod') {
-      const client = new IstioCaClient({ ...identity.istiod, impersonate: false });
+      const client = new IstioCaClient({ ...identity.istiod, clusterId: this.config.clusterId, impersonate: false });
       this.#closers.push(client);
       return client;
     }
@@ -90,20 +157,6 @@ export class GatewayProcess {
     });
     if (!ca.ok) throw new Error(`certificate authority: ${ca.error.message}`);
     return ca.value.clientFor(node);
-  }
-
-  /** GET /healthz/ready: 200 once the gateway listens, 503 before and while stopping. */
-  #serveReadiness(): Promise<AddressInfo> {
-    const { readiness } = this.config;
-    const server: Server = createServer((request, response) => {
-      const ready = request.url === '/healthz/ready' && this.#ready;
-      response.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
-    });
-    this.#closers.push({ close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
-    return new Promise((resolve, reject) => {
-      server.once('error', (err) => reject(new Error(`the readiness endpoint cannot listen on ${readiness.host}:${readiness.port}: ${err.message}`)));
-      server.listen(readiness.port, readiness.host, () => resolve(server.address() as AddressInfo));
-    });
   }
 }
 

@@ -13,6 +13,7 @@ import { OutboundOpener } from '../../agent/tunnel/outbound-open.js';
 import { type PlanContext, planOutbound } from '../../agent/tunnel/outbound-plan.js';
 import { CLIENT, CLIENT_IP, type DoubleHboneMesh, GATEWAY, GATEWAY_IP, HOSTNAME, INTRUDER, INTRUDER_IP, REVIEWS, REVIEWS_IP, VIP, startDoubleHboneMesh } from '../fixtures/hbone/double-hbone-mesh.js';
 import { closeServer, listen } from '../fixtures/hbone/mesh.js';
+import type { MeshMetrics } from '../../agent/telemetry/metrics.js';
 
 const CONTEXT: PlanContext = { node: 'a', clusterId: 'cluster1', pick: () => 0 };
 const MESSAGE = 'a request only the reviews pod may read';
@@ -49,6 +50,14 @@ function tlsRecordTypes(bytes: Buffer): number[] {
     at += 5 + bytes.readUInt16BE(at + 3);
   }
   return types;
+}
+
+/** The samples of `name` whose labels include `labels`, as the registry holds them. */
+async function samples(metrics: MeshMetrics, name: string, labels: Readonly<Record<string, string>>): Promise<{ labels: Partial<Record<string, string | number>>; value: number }[]> {
+  const metric = metrics.registry.getSingleMetric(name);
+  assert.ok(metric, `no metric ${name}`);
+  const { values } = await metric.get();
+  return values.filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want));
 }
 
 function exchange(stream: Duplex, message: string): Promise<string> {
@@ -98,7 +107,9 @@ describe('double HBONE through ambit gateway', () => {
 
     const opened = await new OutboundOpener({ hbone: pool, connectAsClient: async () => 'unused: no plain connection here' }).open(plan);
     assert.ok(opened.ok, opened.ok ? '' : opened.reason);
+    const tunnelClosed = mesh.nextGatewayEvent('tunnel-closed');
     assert.equal(await exchange(opened.stream, MESSAGE), MESSAGE);
+    await tunnelClosed;
 
     // The destination: the source pod's proven identity, the Service mapped to the pod's port, the client's network.
     assert.equal(seenByDestination.length, 1);
@@ -118,6 +129,27 @@ describe('double HBONE through ambit gateway', () => {
     assert.ok(tlsRecordTypes(sent).includes(23) && tlsRecordTypes(received).includes(23), 'application data travelled as TLS records');
     assert.equal(sent[0], 22, 'the first byte the destination got is a TLS handshake record (the ClientHello)');
     for (const bytes of [sent, received]) assert.equal(bytes.indexOf(MESSAGE), -1, 'the message crossed the gateway in the clear');
+
+    // The gateway's metrics: one tunnel opened and closed, reported as a gateway (source), from the
+    // client's proven identity to the Service's endpoint, with the bytes the engine moved each way. The
+    // client's workload is unknown: its TCP peer here is not the client pod's address.
+    const tunnel = {
+      reporter: 'source',
+      source_principal: CLIENT,
+      source_workload: 'unknown',
+      destination_service: HOSTNAME,
+      destination_workload: 'reviews',
+      destination_principal: REVIEWS,
+      destination_cluster: 'cluster2',
+      request_protocol: 'tcp',
+      response_flags: '-',
+      connection_security_policy: 'mutual_tls',
+    };
+    const value = async (name: string): Promise<number[]> => (await samples(mesh.gatewayMetrics, name, tunnel)).map((s) => s.value);
+    assert.deepEqual(await value('istio_tcp_connections_opened_total'), [1]);
+    assert.deepEqual(await value('istio_tcp_connections_closed_total'), [1]);
+    assert.deepEqual(await value('istio_tcp_received_bytes_total'), [sent.length], 'received: what the client sent, as the destination got it');
+    assert.deepEqual(await value('istio_tcp_sent_bytes_total'), [received.length], 'sent: what the destination answered');
   });
 
   it('a client the gateway does not authorize is refused at the gateway (401), before any endpoint', async () => {
@@ -136,6 +168,10 @@ describe('double HBONE through ambit gateway', () => {
     assert.ok(refusal && refusal.type === 'stream-refused');
     assert.equal(refusal.peerIdentity, INTRUDER);
     assert.match(refusal.reason, /no ALLOW AuthorizationPolicy for istio-system\/eastwest matches/);
+    // Counted as a failed connection with ztunnel's DENY flag, never as opened.
+    const refused = { reporter: 'source', source_principal: INTRUDER, destination_service: HOSTNAME, connection_security_policy: 'mutual_tls' };
+    assert.deepEqual((await samples(mesh.gatewayMetrics, 'istio_tcp_connections_failed_total', refused)).map((s) => [s.labels['response_flags'], s.value]), [['DENY', 1]]);
+    assert.deepEqual(await samples(mesh.gatewayMetrics, 'istio_tcp_connections_opened_total', refused), []);
     assert.deepEqual({ destination: seenByDestination.length, dialled: dialled.length }, before);
   });
 

@@ -1,8 +1,9 @@
 // `ambit gateway` as its command assembles it (GatewayProcess): the mesh read from a YAML file, its own
 // pod found there, its certificate from the mesh's plugged-in root, readiness on its status port. A
 // client of the mesh reaches it with the gateway's identity; it answers a tunnel it may forward but
-// cannot place with 503 (no endpoint on its network), a client its policy refuses with 401, and an
-// unready gateway is reported so.
+// cannot place with 503 (no endpoint on its network), a client its policy refuses with 401, each
+// counted on its metrics port with its response flag, and readiness turns false while its own pod is
+// gone from the configuration.
 
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
@@ -60,22 +61,27 @@ describe('ambit gateway, assembled', () => {
   let trust: TestTrust;
   let gateway: GatewayProcess;
   let pool: HbonePool;
+  let config: string;
 
   before(async () => {
     ca = await makeSharedCaDir();
     // The clients' certificates chain to the same plugged-in root as the gateway's.
     trust = await openTrust(TD, [CLIENT, INTRUDER], ca.dir);
     const dir = await tempDir('gateway-process');
-    const config = join(dir, 'mesh.yaml');
+    config = join(dir, 'mesh.yaml');
     await writeFile(config, MESH);
     gateway = new GatewayProcess(
       {
         source: { kind: 'local', paths: [config] },
         trustDomain: TD,
         clusterDomain: 'cluster.local',
+        clusterId: 'cluster2',
         pod: 'istio-system/eastwest',
         hbone: { host: GATEWAY_IP, port: 0 },
         readiness: { host: GATEWAY_IP, port: 0 },
+        metrics: { host: GATEWAY_IP, port: 0 },
+        drainMs: 100,
+        engine: {},
         identity: { ca: 'embedded', stateDir: join(dir, 'state'), caDir: ca.dir, certTtlSeconds: 3600 },
       },
       createLogger('fatal'),
@@ -111,4 +117,39 @@ describe('ambit gateway, assembled', () => {
     if (opened.ok) return;
     assert.equal(opened.error.status, 401, opened.error.message);
   });
+
+  it('counts each refusal on its metrics port with its response flag, as a gateway (reporter source)', async () => {
+    const answer = await fetch(`http://${GATEWAY_IP}:${gateway.listening!.metrics.port}/metrics`);
+    assert.equal(answer.status, 200);
+    const failed = (await answer.text()).split('\n').filter((line) => line.startsWith('istio_tcp_connections_failed_total{'));
+    const count = (principal: string, flag: string): number[] =>
+      failed
+        .filter((line) => line.includes('reporter="source"') && line.includes(`source_principal="${principal}"`) && line.includes(`destination_service="${HOSTNAME}"`))
+        .filter((line) => line.includes(`response_flags="${flag}"`) && line.includes('connection_security_policy="mutual_tls"'))
+        .map((line) => Number(line.split(' ').at(-1)));
+    // The first test's 503 (no endpoint on this network) and the second's 401.
+    assert.deepEqual(count(CLIENT, 'NO_ROUTE'), [1], failed.join('\n'));
+    assert.deepEqual(count(INTRUDER, 'DENY'), [1], failed.join('\n'));
+  });
+
+  it('is not ready while its own pod is gone from the configuration, and ready again when it is back', async () => {
+    const readiness = `http://${GATEWAY_IP}:${gateway.listening!.readiness.port}/healthz/ready`;
+    await writeFile(config, MESH.replace(/---\napiVersion: v1\nkind: Pod\n[\s\S]*?(?=---)/, ''));
+    const gone = await readinessUntil(readiness, 503);
+    assert.match(gone, /own pod istio-system\/eastwest is not in the mesh configuration/);
+    await writeFile(config, MESH);
+    await readinessUntil(readiness, 200);
+  });
 });
+
+/** Asks `url` until it answers `status` (the file watch and its debounce take a moment), at most 50 times. */
+async function readinessUntil(url: string, status: number): Promise<string> {
+  let last = '';
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const answer = await fetch(url);
+    last = `${answer.status} ${await answer.text()}`;
+    if (answer.status === status) return last;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.fail(`readiness never answered ${status}; last: ${last}`);
+}
