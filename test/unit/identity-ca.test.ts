@@ -154,22 +154,32 @@ describe('embedded CA with its own root', () => {
 
   it('issues a certificate for about what its public-key operations cost (key + CSR + sign + checks)', async () => {
     // Relative to the bare WebCrypto work of the same run (a P-256 key, a signature and its check), so a busy
-    // machine slows both: issuing costs a few of those (on a quiet machine about 5x), and an issuance that
-    // did much more than that (a slow path, a repeated chain build) shows up as the ratio, not as the clock.
-    const n = 30;
-    let started = performance.now();
+    // machine slows both. Issuing costs 12-20x one of those here (medians, 2026-12-07, at a0a6e01 and after):
+    // besides a key, two signatures and their checks, @peculiar/x509 builds and parses the ASN.1 in
+    // JavaScript. The bound is twice that, so a gross regression (a CA or chain built per issuance, an RSA
+    // key) shows up as the ratio, not as the clock.
+    // The two alternate and each is judged by its median, so a burst of other work on the machine falls on
+    // both or is left out, instead of landing on one whole loop (26x once at load 15, as two loops).
+    const n = 31;
+    const bare: number[] = [];
+    const issued: number[] = [];
+    await issue(ca, PRODUCTPAGE); // warm: the first issuance compiles the path
     for (let i = 0; i < n; i++) {
+      let started = performance.now();
       const key = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
       const signature = await webcrypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key.privateKey, new Uint8Array(1024));
       await webcrypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key.publicKey, signature, new Uint8Array(1024));
+      bare.push(performance.now() - started);
+      started = performance.now();
+      await issue(ca, PRODUCTPAGE);
+      issued.push(performance.now() - started);
     }
-    const perBaseline = (performance.now() - started) / n;
-    started = performance.now();
-    for (let i = 0; i < n; i++) await issue(ca, PRODUCTPAGE);
-    const perCert = (performance.now() - started) / n;
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    const perBaseline = median(bare);
+    const perCert = median(issued);
     const ratio = perCert / perBaseline;
-    console.log(`# identity: ${perCert.toFixed(2)} ms per issued workload certificate, ${ratio.toFixed(1)}x a bare key+sign+verify (mean of ${n})`);
-    assert.ok(ratio < 20, `issuing took ${ratio.toFixed(1)}x a bare P-256 key, signature and check; expected under 20x`);
+    console.log(`# identity: ${perCert.toFixed(2)} ms per issued workload certificate, ${ratio.toFixed(1)}x a bare key+sign+verify (medians of ${n}, interleaved)`);
+    assert.ok(ratio < 40, `issuing took ${ratio.toFixed(1)}x a bare P-256 key, signature and check; expected under 40x`);
   });
 });
 
