@@ -5,6 +5,8 @@
 // included), and the capture between the nodes holds only HBONE (TLS on 15008), never the clients'
 // bytes. Then alpha's agent is killed (kill -9): new connections are refused until the supervisor's
 // restart listens again, and the gap is measured. Needs root and a built dist/ (make build).
+// AMBIT_UPGRADE_RATE sets the load (requests per second in all; make upgrade-load runs 500) and
+// AMBIT_UPGRADES=0 runs the load without an upgrade, with the CPU it costs (a baseline).
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -19,8 +21,14 @@ import { UPGRADE_LOAD, UPGRADE_SERVER } from './helpers/upgrade-load.js';
 
 const LAB = `tup${process.pid % 1000}`;
 const session = LabSession.inTempDir(LAB, 'ambit-upgrade-test-');
-/** Requests per second of each kind per client stream; the 2-core machine also runs the lab (see the summary). */
-const RATE = Number(process.env['AMBIT_UPGRADE_RATE'] ?? 6);
+/**
+ * Requests and messages per second in all, shared by the three streams: 160 in make test, 500 (the
+ * issue's rate) in make upgrade-load; the 2-core machine also runs the lab (docs/reliability.md).
+ */
+const RATE = Number(process.env['AMBIT_UPGRADE_RATE'] ?? 160);
+/** Upgrades in a row; 0 runs the load alone for BASELINE_MS, to tell what the load costs from what a switch does. */
+const UPGRADES = Number(process.env['AMBIT_UPGRADES'] ?? 3);
+const BASELINE_MS = 30_000;
 /** The load runs until the test has seen it flow after the last upgrade (a stop file), at most this long. */
 const LOAD_MAX_MS = 300_000;
 
@@ -76,8 +84,9 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
   // alpha's link to the fabric: everything between the nodes passes there.
   const capture = await PacketCapture.start(`ambit-${LAB}-n-alpha`, 'fab0', join(session.dir!, 'fabric.pcap'));
   const stopFile = join(session.dir!, 'stop-load');
-  const clients = STREAMS.map((s) => ({ ...s, process: new LabProcess(LAB, s.pod, ['node', '-e', UPGRADE_LOAD, s.vip, s.vip, s.name, String(LOAD_MAX_MS), String(RATE), stopFile]) }));
+  const clients = STREAMS.map((s) => ({ ...s, process: new LabProcess(LAB, s.pod, ['node', '-e', UPGRADE_LOAD, s.vip, s.vip, s.name, String(LOAD_MAX_MS), String(RATE / STREAMS.length), stopFile]) }));
   const loadStarted = Date.now();
+  const cpuAtStart = cpuNow();
   let done: Report[] = [];
   /** Each upgrade's start and end, to place failures on the clock. */
   const windows: [number, number][] = [];
@@ -87,7 +96,7 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
       await c.process.line(`${c.name} load flowing`, (r) => r['event'] === 'progress' && ['http-new', 'http-keep', 'l4-new', 'l4-keep'].every((k) => ((r['stats'] as Stats)[k]?.ok ?? 0) > 0), 60_000);
     }
     const upgrades: string[] = [];
-    for (let i = 1; i <= 3; i++) {
+    for (let i = 1; i <= UPGRADES; i++) {
       windows.push([Date.now(), 0]);
       const upgrade = await ambit(['lab', 'upgrade', '--lab', LAB, 'node/alpha', '--timeout', '120'], 150_000);
       assert.equal(upgrade.code, 0, `upgrade ${i} failed:\n${upgrade.stdout}\n${upgrade.stderr}`);
@@ -97,6 +106,10 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
       // Load keeps flowing through the new agent before the next switch.
       const seen = Date.now();
       for (const c of clients) await c.process.line(`${c.name} load after upgrade ${i}`, (r) => r['event'] === 'progress' && Number(r['at']) > seen + 1000, 30_000);
+    }
+    if (UPGRADES === 0) {
+      const seen = Date.now();
+      for (const c of clients) await c.process.line(`${c.name} load for ${BASELINE_MS} ms`, (r) => r['event'] === 'progress' && Number(r['at']) > seen + BASELINE_MS, BASELINE_MS + 30_000);
     }
     const pids = upgrades.map((u) => /agent pid (\d+) took over from pid (\d+)/.exec(u)?.slice(1, 3).map(Number));
     assert.ok(pids.every((p) => p !== undefined), `each upgrade names the new and old agent: ${upgrades.join(' / ')}`);
@@ -108,8 +121,10 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
     await capture.settled(15_000).catch(() => undefined);
   }
   const wire = await capture.stop();
+  reportCpu(t, cpuAtStart, cpuNow(), done);
 
   let total = 0;
+  let perSecond = 0;
   for (const summary of done) {
     const stats = summary['stats'] as Stats;
     t.diagnostic(`${String(summary['tag'])}: ${JSON.stringify(stats)} errors ${JSON.stringify(summary['errors'])} socketErrors ${String(summary['socketErrors'])}`);
@@ -123,13 +138,14 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
     }
     for (const kind of ['http-new', 'http-keep', 'http-idle', 'l4-new', 'l4-keep']) assert.ok((stats[kind]?.ok ?? 0) > 0, `${String(summary['tag'])}: no ${kind} traffic at all`);
     const failed = Object.values(stats).reduce((n, s) => n + s.fail, 0);
-    total += Object.values(stats).reduce((n, s) => n + s.ok + s.fail, 0);
+    const count = Object.values(stats).reduce((n, s) => n + s.ok + s.fail, 0);
+    total += count;
+    perSecond += count / (Number(summary['ranMs']) / 1000);
     assert.equal(failed, 0, `${String(summary['tag'])}: failed requests during the upgrades: ${JSON.stringify(summary['errors'])}`);
     assert.equal(summary['socketErrors'], 0, `${String(summary['tag'])}: kept-alive sockets reset`);
     assert.equal(summary['inflight'], 0, `${String(summary['tag'])}: requests never finished`);
   }
-  const seconds = (Date.now() - loadStarted) / 1000;
-  t.diagnostic(`${total} requests and messages in about ${Math.round(seconds)} s: ${Math.round(total / seconds)} per second`);
+  t.diagnostic(`${total} requests and messages in about ${Math.round((Date.now() - loadStarted) / 1000)} s: ${Math.round(perSecond)} per second while the clients sent (asked: ${RATE})`);
 
   // Between the nodes: HBONE only. No segment on another port, no canary in the bytes, TLS 1.3 seen.
   const pcap = join(session.dir!, 'fabric.pcap');
@@ -176,9 +192,43 @@ once();`;
   }
 });
 
-function agentPid(): number {
+function agentPid(node = 'alpha'): number {
   const status = JSON.parse(readFileSync(`/run/ambit/lab/${LAB}/status.json`, 'utf8')) as { processes: { id: string; pid?: number }[] };
-  const pid = status.processes.find((p) => p.id === 'node/alpha')?.pid;
-  assert.ok(pid, 'no pid for node/alpha in the lab status');
+  const pid = status.processes.find((p) => p.id === `node/${node}`)?.pid;
+  assert.ok(pid, `no pid for node/${node} in the lab status`);
   return pid;
+}
+
+/** CPU time so far, in clock ticks (1/100 s): the machine's busy and total, and each node's agent by pid. */
+interface CpuSample { machineBusy: number; machineTotal: number; agents: Record<string, { pid: number; ticks: number }> }
+
+function cpuNow(): CpuSample {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  const idle = fields[3]! + fields[4]!; // idle and iowait
+  const agents: CpuSample['agents'] = {};
+  for (const node of ['alpha', 'beta']) {
+    const pid = agentPid(node);
+    // utime and stime are fields 14 and 15; the command name before them may hold spaces, so count from its ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const after = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    agents[node] = { pid, ticks: Number(after[11]) + Number(after[12]) };
+  }
+  return { machineBusy: total - idle, machineTotal: total, agents };
+}
+
+/**
+ * Where the load's CPU went: the machine (both cores), each agent whose process served the whole run
+ * (an upgraded one did not), and the clients in the pods (their own count), in cores over the run.
+ */
+function reportCpu(t: { diagnostic: (m: string) => void }, from: CpuSample, to: CpuSample, done: Report[]): void {
+  const cores = (ticks: number, seconds: number): string => (ticks / 100 / seconds).toFixed(2);
+  const seconds = (to.machineTotal - from.machineTotal) / 100 / 2; // /proc/stat's first line sums both cores
+  const parts = [`machine ${((100 * (to.machineBusy - from.machineBusy)) / (to.machineTotal - from.machineTotal)).toFixed(0)} % busy`];
+  for (const [node, a] of Object.entries(to.agents)) {
+    if (from.agents[node]?.pid === a.pid) parts.push(`${node}'s agent ${cores(a.ticks - from.agents[node]!.ticks, seconds)} cores`);
+  }
+  const clientMs = done.reduce((n, r) => n + Number(r['cpuMs'] ?? 0), 0);
+  parts.push(`load clients ${(clientMs / 1000 / seconds).toFixed(2)} cores`);
+  t.diagnostic(`CPU over ${seconds.toFixed(0)} s of load: ${parts.join(', ')}`);
 }
