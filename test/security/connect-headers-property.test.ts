@@ -2,14 +2,16 @@
 // request (agent/tunnel/hbone/connect-headers.ts): parseAuthority accepts exactly `a.b.c.d:port` and
 // `[ipv6]:port` and never an address WHATWG URL would read as another one (octal, hex, short IPv4);
 // readConnectRequest never throws on any header set, refuses with 400 and a reason, and accepts only
-// classic CONNECT whose authority names, as an address, the IP the tunnel was opened to.
+// classic CONNECT whose authority names, as an address, the IP the tunnel was opened to; and, where a
+// Service may be named (the inner tunnel of double HBONE, the east-west gateway), parseServiceAuthority
+// accepts exactly an RFC 1123 host name (not an IP in any spelling) and a port 1-65535.
 
 import assert from 'node:assert/strict';
 import { isIP } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http2';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { formatAuthority, parseAuthority, readConnectRequest } from '../../agent/tunnel/hbone/connect-headers.js';
+import { formatAuthority, parseAuthority, parseServiceAuthority, readConnectRequest } from '../../agent/tunnel/hbone/connect-headers.js';
 import { fuzzTarget } from '../fuzz/property.js';
 
 const fuzz = fuzzTarget('connect-headers');
@@ -146,5 +148,57 @@ test('readConnectRequest never throws, refuses with 400 and a reason, and accept
       );
     }),
     { numRuns: 4000 },
+  );
+});
+
+/** The reference for a Service authority: dot-separated labels of letters, digits and inner hyphens (1-63 each, 253 in all), then a port 1-65535; never text an address parser takes. */
+function referenceServiceAuthority(text: string): { hostname: string; port: number } | undefined {
+  const colon = text.lastIndexOf(':');
+  if (colon < 0) return undefined;
+  const name = text.slice(0, colon);
+  const digits = text.slice(colon + 1);
+  if (!/^\d{1,5}$/.test(digits) || name.length === 0 || name.length > 253) return undefined;
+  const label = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+  if (!name.split('.').every((l) => label.test(l)) || isIP(name) !== 0) return undefined;
+  const port = Number(digits);
+  return port >= 1 && port <= 65535 ? { hostname: name.toLowerCase(), port } : undefined;
+}
+
+const serviceAuthorityText = fc.oneof(
+  authorityText,
+  fc.tuple(fc.domain(), port).map(([h, p]) => `${h}:${p}`),
+  fc.tuple(fc.constantFrom('reviews.bookinfo.svc.cluster.local', 'a', 'x-1.y', '-a.b', 'a-.b', 'a..b', 'a.b.', '.a', 'a_b', 'a'.repeat(64), `${'a'.repeat(63)}.`.repeat(4) + 'a', 'xn--bcher-kva.example', 'ré.example'), port).map(([h, p]) => `${h}:${p}`),
+);
+
+test('parseServiceAuthority accepts exactly <host name>:<port>, never an address, and never throws', async () => {
+  await fuzz.assert(
+    'parse-service-authority',
+    fc.property(serviceAuthorityText, (text) => {
+      const parsed = parseServiceAuthority(text);
+      const reference = referenceServiceAuthority(text);
+      assert.deepEqual(parsed, reference, JSON.stringify(text));
+      if (parsed) {
+        assert.equal(parseAuthority(text), undefined, `${JSON.stringify(text)} reads as both a host name and an address`);
+        assert.equal(formatAuthority(parsed), `${parsed.hostname}:${parsed.port}`);
+      }
+    }),
+    { numRuns: 4000 },
+  );
+});
+
+test('readConnectRequest with Services allowed accepts a host name authority only as parseServiceAuthority reads it, and addresses only to the local IP', async () => {
+  await fuzz.assert(
+    'connect-request-services',
+    fc.property(headers, fc.constantFrom(...LOCAL_IPS), (h, localIp) => {
+      const check = readConnectRequest(h, localIp, true);
+      if (!check.ok) {
+        assert.equal(check.status, 400);
+        return;
+      }
+      const text = h[':authority'] as string;
+      if ('hostname' in check.authority) assert.deepEqual(check.authority, referenceServiceAuthority(text));
+      else assert.equal(addressKey(check.authority.ip), addressKey(localIp));
+    }),
+    { numRuns: 3000 },
   );
 });
