@@ -26,7 +26,7 @@ after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-cluster service-account files', async () => {
+test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-cluster service-account files', { timeout: 30_000 }, async () => {
   const dir = join(scratch, 'tls');
   await mkdir(dir, { recursive: true });
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=kube-apiserver', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { stdio: 'ignore' });
@@ -57,6 +57,9 @@ test('credentials: a kubeconfig with a CA and a bearer token over HTTPS, and in-
     try {
       const inCluster = await connect({ serviceAccountRoot: root });
       assert.equal(inCluster.server, `https://127.0.0.1:${new URL(server.url).port}`);
+      // Asked once first: a refused token fails here, where a source would keep retrying.
+      const listedInCluster = await new KubeApiClient(inCluster).list('/api/v1/pods', { limit: 10 });
+      assert.ok(listedInCluster.ok, listedInCluster.ok ? '' : listedInCluster.error.message);
       const store = new WorkloadStore();
       const source = new KubernetesSource({ client: new KubeApiClient(inCluster), trustDomain: 'cluster.local', clusterDomain: 'cluster.local' }, store, pino({ level: 'silent' }));
       assert.equal((await source.load()).snapshot.workloads.size, 2);
