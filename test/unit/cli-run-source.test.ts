@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -12,6 +12,7 @@ import type { ConfigDump } from '../../agent/admin/config-dump.js';
 import { parseRunArgs } from '../../agent/cli/run.js';
 import { UsageError } from '../../agent/cli/usage.js';
 import { FakeApiServer } from '../../agent/lab/kube-apiserver.js';
+import { writeKubeconfig } from './helpers/kube-source.js';
 
 const MAIN = fileURLToPath(new URL('../../agent/cli/main.ts', import.meta.url));
 const common = ['--node', 'n1', '--capture', 'none'];
@@ -101,12 +102,7 @@ test('ambit run --source kubernetes: ready after the first sync, follows changes
     status: { phase: 'Running', podIP: ip },
   });
   server.apply(pod('a', '10.246.0.1'));
-  const kubeconfig = join(dir, 'kubeconfig');
-  await writeFile(
-    kubeconfig,
-    `apiVersion: v1\nkind: Config\nclusters: [{name: fake, cluster: {server: "${server.url}", insecure-skip-tls-verify: true}}]\n` +
-      `users: [{name: u, user: {}}]\ncontexts: [{name: fake, context: {cluster: fake, user: u}}]\ncurrent-context: fake\n`,
-  );
+  const kubeconfig = await writeKubeconfig(dir, server.url);
   const args = ['--import', 'tsx', MAIN, 'run', '--source', 'kubernetes', '--kubeconfig', kubeconfig, ...common, '--state-dir', join(dir, 'state')];
   const agent: ChildProcessWithoutNullStreams = spawn(process.execPath, [...args, '--readiness-address', '127.0.0.1:0', '--admin-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0']);
   let logs = '';
