@@ -123,6 +123,13 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
   const wire = await capture.stop();
   reportCpu(t, cpuAtStart, cpuNow(), done);
 
+  if (done.some((r) => Object.values(r['stats'] as Stats).some((s) => s.fail > 0) || r['socketErrors'] !== 0)) {
+    // What the agents said about it: their warnings and errors (pino levels 40 and up), the latest of each node.
+    for (const node of ['alpha', 'beta']) {
+      const warnings = (await session.agentLog(node)).split('\n').filter((l) => /"level":(4|5|6)0/.test(l));
+      t.diagnostic(`${node}'s agents' warnings and errors (${warnings.length}, the last 15):\n${warnings.slice(-15).map((l) => l.slice(0, 400)).join('\n')}`);
+    }
+  }
   let total = 0;
   let perSecond = 0;
   for (const summary of done) {
@@ -131,8 +138,9 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
     const failures = summary['failedAt'] as [number, string, string][];
     if (failures.length > 0) {
       const where = (at: number): string => {
-        const i = windows.findIndex(([from, to]) => at >= from && at <= to + 6_000);
-        return i >= 0 ? `upgrade ${i + 1} +${at - windows[i]![0]} ms` : 'outside every upgrade';
+        // The latest upgrade started before the failure, if the failure came before its end (+6 s).
+        const i = windows.findLastIndex(([from]) => at >= from);
+        return i >= 0 && at <= windows[i]![1] + 6_000 ? `upgrade ${i + 1} +${at - windows[i]![0]} ms` : 'outside every upgrade';
       };
       t.diagnostic(`${String(summary['tag'])} failures: ${failures.slice(0, 12).map(([at, kind, why]) => `${kind} ${why} (${where(at)})`).join(', ')}`);
     }
