@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { EventEmitter, once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
@@ -20,8 +21,12 @@ interface HttpCheck {
 }
 
 const MAX = 64;
+/** Past the 1 MiB the proxy keeps of a body for retries. */
+const LARGE = 2 * 1024 * 1024;
 const httpChecks: HttpCheck[] = [];
 const grpcChecks: CheckRequest[] = [];
+/** Told of each gRPC check as it arrives. */
+const grpcCheckArrived = new EventEmitter();
 let httpAuthz: http.Server;
 let grpcAuthz: grpc.Server;
 let harness: InboundHarness;
@@ -42,6 +47,7 @@ before(async () => {
   grpcAuthz.addService(AUTHORIZATION_SERVICE, {
     Check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, done: grpc.sendUnaryData<CheckResponse>) => {
       grpcChecks.push(call.request);
+      grpcCheckArrived.emit('check', call.request);
       done(null, create(CheckResponseSchema, { status: { code: 0 }, httpResponse: { case: 'okResponse', value: {} } }));
     },
   });
@@ -75,6 +81,11 @@ data:
         service: 127.0.0.1
         port: ${grpcPort}
         includeRequestBodyInCheck: {maxRequestBytes: ${MAX}, allowPartialMessage: true, packAsBytes: true}
+    - name: grpc-large
+      envoyExtAuthzGrpc:
+        service: 127.0.0.1
+        port: ${grpcPort}
+        includeRequestBodyInCheck: {maxRequestBytes: ${LARGE}, packAsBytes: true}
     - name: grpc-plain
       envoyExtAuthzGrpc: {service: 127.0.0.1, port: ${grpcPort}}
     - name: http-partial
@@ -91,6 +102,7 @@ data:
         includeRequestBodyInCheck: {maxRequestBytes: ${MAX}}` +
       policy('grpc-text', 'grpc-text', '/grpc-text/*') +
       policy('grpc-bytes', 'grpc-bytes-partial', '/grpc-bytes/*') +
+      policy('grpc-large', 'grpc-large', '/grpc-large/*') +
       policy('grpc-plain', 'grpc-plain', '/grpc-plain/*') +
       policy('http-partial', 'http-partial', '/http-partial/*') +
       policy('http-strict', 'http-strict', '/http-strict/*'),
@@ -131,13 +143,22 @@ test('a body over maxRequestBytes without allowPartialMessage is 413 before any 
 });
 
 test('gRPC packAsBytes with allowPartialMessage: the first maxRequestBytes in raw_body as they are, partial: true; the pod gets all 2 MiB', async () => {
-  const body = randomBytes(2 * 1024 * 1024); // past the 1 MiB the proxy keeps for retries
+  const body = randomBytes(LARGE);
   const answer = await harness.request('/grpc-bytes/upload', { 'x-envoy-auth-partial-body': 'false' }, body);
   assert.equal(answer.status, 200);
   const http = grpcChecks.at(-1)!.attributes!.request!.http!;
   assert.deepEqual(Buffer.from(http.rawBody), body.subarray(0, MAX));
   assert.equal(http.body, '');
   assert.equal(http.headers['x-envoy-auth-partial-body'], 'true', "the proxy's header, not the client's");
+  assert.deepEqual(harness.podRequests.at(-1)!.body, { bytes: body.length, sha256: sha256(body) });
+});
+
+test('a maxRequestBytes above the 1 MiB kept for retries: the whole 1.5 MiB body is held for the check and still reaches the pod', async () => {
+  const body = randomBytes(1.5 * 1024 * 1024);
+  assert.equal((await harness.request('/grpc-large/upload', {}, body)).status, 200);
+  const http = grpcChecks.at(-1)!.attributes!.request!.http!;
+  assert.equal(sha256(Buffer.from(http.rawBody)), sha256(body));
+  assert.equal(http.headers['x-envoy-auth-partial-body'], 'false');
   assert.deepEqual(harness.podRequests.at(-1)!.body, { bytes: body.length, sha256: sha256(body) });
 });
 
@@ -161,4 +182,22 @@ test('a provider without includeRequestBodyInCheck sends no body; a request with
   assert.equal(harness.podRequests.at(-1)!.body.sha256, sha256(Buffer.from('not for the authorizer')));
   assert.equal((await harness.request('/grpc-text/get')).status, 200);
   assert.equal(grpcChecks.at(-1)!.attributes!.request!.http!.headers['x-envoy-auth-partial-body'], undefined);
+});
+
+test('without includeRequestBodyInCheck the body streams: the check is made while the client is still sending it', async () => {
+  const checked = once(grpcCheckArrived, 'check', { signal: AbortSignal.timeout(5000) });
+  const answered = new Promise<number>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: harness.port, path: '/grpc-plain/stream', method: 'POST', headers: { host: 'reviews:9080' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('error', reject);
+    req.write('first part, ');
+    // The rest is sent only once the authorizer was asked: a proxy that waited for the body would never ask.
+    checked.then(() => req.end('then the rest'), (error: Error) => req.destroy(error));
+  });
+  const [check] = (await checked) as [CheckRequest];
+  assert.equal(check.attributes!.request!.http!.path, '/grpc-plain/stream');
+  assert.equal(await answered, 200);
+  assert.equal(harness.podRequests.at(-1)!.body.sha256, sha256(Buffer.from('first part, then the rest')));
 });

@@ -24,6 +24,8 @@ export interface InboundHarness {
   readonly logLines: Record<string, unknown>[];
   /** The snapshot the proxy judges requests with (what `ambit explain` is asked about in the agent). */
   snapshot(): MeshSnapshot;
+  /** Where the proxy listens for tunnels (from productpage) to reviews-v1:9080. */
+  readonly port: number;
   /** A GET, or a POST when `body` is given. */
   request(path: string, headers?: http.OutgoingHttpHeaders, body?: Buffer): Promise<Answer>;
   close(): Promise<void>;
@@ -42,6 +44,7 @@ export async function inboundHarness(yaml: string): Promise<InboundHarness> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   return {
     podRequests: proxies.podRequests,
+    port: proxies.inboundPort,
     logLines,
     snapshot: () => proxies.store.current!,
     request: (path, headers = {}, body) =>
