@@ -146,7 +146,7 @@ describe('ambit gateway, assembled', () => {
 async function readinessUntil(url: string, status: number): Promise<string> {
   let last = '';
   for (let attempt = 0; attempt < 50; attempt++) {
-    const answer = await fetch(url);
+    const answer = await fetch(url, { signal: AbortSignal.timeout(2000) });
     last = `${answer.status} ${await answer.text()}`;
     if (answer.status === status) return last;
     await new Promise((resolve) => setTimeout(resolve, 100));
