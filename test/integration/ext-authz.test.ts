@@ -4,7 +4,8 @@
 // gRPC Authorization/Check (envoyExtAuthzGrpc) for Service httpbin-grpc, each attached by targetRefs and
 // named in MeshConfig (ConfigMap istio-system/istio). The JWT task's RequestAuthentication fetches its
 // JWKS from that pod (jwksUri): a valid token is 200, an invalid one 401, none 403 by a requestPrincipals
-// policy.
+// policy. A third Service, httpbin-body, is checked over gRPC with includeRequestBodyInCheck: a POST's
+// body reaches the authorizer and, whole, the pod; a body over maxRequestBytes is 413.
 
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -23,9 +24,10 @@ const AUTHZ_POD = '10.228.2.30';
 const ISSUER = 'testing@secure.istio.io';
 const issuer = testIssuer('RS256', 'lab');
 const stranger = testIssuer('RS256', 'lab');
+const MAX_BODY = 64;
 
 // httpbin's /headers, as far as this test needs it: the request headers the pod received, as JSON.
-const HTTPBIN = `require('http').createServer((q, s) => { q.resume(); q.on('end', () => s.end(JSON.stringify({ url: q.url, headers: q.headers }))); }).listen(8000);`;
+const HTTPBIN = `require('http').createServer((q, s) => { let body = ''; q.on('data', (c) => { body += c; }); q.on('end', () => s.end(JSON.stringify({ url: q.url, headers: q.headers, body }))); }).listen(8000);`;
 
 // lab up waits for readiness: without a probe a container is ready once started, and the first check could
 // reach the authorizer before it listens (ECONNREFUSED, answered 403 as Envoy's status_on_error).
@@ -63,6 +65,11 @@ spec: { clusterIP: 10.110.0.12, selector: { app: httpbin }, ports: [{ name: http
 ---
 apiVersion: v1
 kind: Service
+metadata: { name: httpbin-body, namespace: foo }
+spec: { clusterIP: 10.110.0.13, selector: { app: httpbin }, ports: [{ name: http, port: 8000, targetPort: 8000 }] }
+---
+apiVersion: v1
+kind: Service
 metadata: { name: ext-authz, namespace: authz }
 spec: { clusterIP: 10.110.0.20, selector: { app: ext-authz }, ports: [{ name: http, port: 8000, targetPort: 8000 }, { name: grpc, port: 9000, targetPort: 9000 }] }
 ---
@@ -83,6 +90,20 @@ data:
       envoyExtAuthzGrpc:
         service: ext-authz.authz.svc.cluster.local
         port: 9000
+    - name: sample-ext-authz-grpc-body
+      envoyExtAuthzGrpc:
+        service: ext-authz.authz.svc.cluster.local
+        port: 9000
+        includeRequestBodyInCheck: { maxRequestBytes: ${MAX_BODY} }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ext-authz-body, namespace: foo }
+spec:
+  targetRefs: [{ kind: Service, group: "", name: httpbin-body }]
+  action: CUSTOM
+  provider: { name: sample-ext-authz-grpc-body }
+  rules: [{ to: [{ operation: { paths: ["/anything"] } }] }]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -120,7 +141,7 @@ spec:
   rules:
   - from: [{ source: { requestPrincipals: ["${ISSUER}/${ISSUER}"] } }]
     to: [{ operation: { paths: ["/ip"] } }]
-  - to: [{ operation: { paths: ["/headers"] } }]
+  - to: [{ operation: { paths: ["/headers", "/anything"] } }]
 `;
 }
 
@@ -129,8 +150,8 @@ interface CurlResult {
   readonly body: string;
 }
 
-async function curl(url: string, headers: readonly string[] = []): Promise<CurlResult> {
-  const r = await session.exec('foo/sleep', ['curl', '-s', '--max-time', '10', '-w', '\n%{http_code}', ...headers.flatMap((h) => ['-H', h]), url]);
+async function curl(url: string, headers: readonly string[] = [], options: readonly string[] = []): Promise<CurlResult> {
+  const r = await session.exec('foo/sleep', ['curl', '-s', '--max-time', '10', '-w', '\n%{http_code}', ...headers.flatMap((h) => ['-H', h]), ...options, url]);
   assert.equal(r.code, 0, `curl ${url} failed (exit ${r.code}): ${r.stderr}`);
   const cut = r.stdout.lastIndexOf('\n');
   return { status: Number(r.stdout.slice(cut + 1)), body: r.stdout.slice(0, cut) };
@@ -175,6 +196,19 @@ test('ext-authz task, gRPC provider (Authorization/Check) attached to Service ht
     { via: 'grpc', path: '/headers', source: 'spiffe://cluster.local/ns/foo/sa/default', allowed: true },
     { via: 'grpc', path: '/headers', source: 'spiffe://cluster.local/ns/foo/sa/default', allowed: false },
   ], `the authorizer's log:\n${logs.stdout}\n${logs.stderr}`);
+});
+
+test('includeRequestBodyInCheck: a POST body reaches the gRPC authorizer and the pod; one over maxRequestBytes is 413 and asks no one', async () => {
+  const order = '{"order":42,"items":["tea"]}';
+  const allowed = await curl('http://httpbin-body.foo:8000/anything', ['x-ext-authz: allow', 'content-type: application/json'], ['--data', order]);
+  assert.equal(allowed.status, 200, allowed.body);
+  assert.equal((JSON.parse(allowed.body) as { body: string }).body, order);
+  const tooLarge = await curl('http://httpbin-body.foo:8000/anything', ['x-ext-authz: allow'], ['--data', 'x'.repeat(MAX_BODY * 4)]);
+  assert.equal(tooLarge.status, 413);
+  assert.equal(tooLarge.body, 'Payload Too Large');
+  const logs = await ambit(['lab', 'logs', '--lab', LAB, 'authz/ext-authz']);
+  const withBody = logs.stdout.split('\n').flatMap((l) => (l.includes('"body":') && l.includes('{"via":"grpc"') ? [JSON.parse(l.slice(l.indexOf('{"via"'))) as unknown] : []));
+  assert.deepEqual(withBody, [{ via: 'grpc', path: '/anything', source: 'spiffe://cluster.local/ns/foo/sa/default', allowed: true, body: order, partial: 'false' }], `the authorizer's log:\n${logs.stdout}`);
 });
 
 test('JWT task: a valid token is 200, an invalid one 401, a missing one 403 by the requestPrincipals policy', async () => {

@@ -1,7 +1,8 @@
 // The lab's external authorizer, run as a pod's command: Istio's ext-authz sample as its docs describe it
 // (allow when the request has `x-ext-authz: allow`, answer x-ext-authz-check-result, deny with 403 and
 // its sentence), over HTTP on one port and as envoy.service.auth.v3.Authorization/Check over gRPC on
-// another; plus a JWKS document served over HTTP for RequestAuthentication's jwksUri.
+// another; plus a JWKS document served over HTTP for RequestAuthentication's jwksUri. A gRPC check that
+// carries the request body (includeRequestBodyInCheck) is printed with it.
 // argv: <http port> <grpc port> <jwks port> <jwks file>. Each check is printed as one JSON line.
 
 import { readFileSync } from 'node:fs';
@@ -29,7 +30,9 @@ server.addService(AUTHORIZATION_SERVICE, {
   Check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, done: grpc.sendUnaryData<CheckResponse>) => {
     const httpAttrs = call.request.attributes?.request?.http;
     const allowed = httpAttrs?.headers['x-ext-authz'] === 'allow';
-    console.log(JSON.stringify({ via: 'grpc', path: httpAttrs?.path, source: call.request.attributes?.source?.principal, allowed }));
+    // The body the proxy sent with the check (includeRequestBodyInCheck), when it sent one.
+    const body = httpAttrs?.headers['x-envoy-auth-partial-body'] === undefined ? {} : { body: httpAttrs.body, partial: httpAttrs.headers['x-envoy-auth-partial-body'] };
+    console.log(JSON.stringify({ via: 'grpc', path: httpAttrs?.path, source: call.request.attributes?.source?.principal, allowed, ...body }));
     const result = { header: { key: 'x-ext-authz-check-result', value: allowed ? 'allowed' : 'denied' } };
     done(
       null,
