@@ -127,7 +127,7 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
     // What the agents said about it: their warnings and errors (pino levels 40 and up), the latest of each node.
     for (const node of ['alpha', 'beta']) {
       const warnings = (await session.agentLog(node)).split('\n').filter((l) => /"level":(4|5|6)0/.test(l));
-      t.diagnostic(`${node}'s agents' warnings and errors (${warnings.length}, the last 15):\n${warnings.slice(-15).map((l) => l.slice(0, 400)).join('\n')}`);
+      t.diagnostic(`${node}'s agents' warnings and errors (${warnings.length}, the last 15):\n${warnings.slice(-15).map((l) => l.slice(0, 1500)).join('\n')}`);
     }
   }
   let total = 0;
