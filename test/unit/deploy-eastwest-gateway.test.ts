@@ -19,10 +19,10 @@ interface Manifest {
   readonly [key: string]: unknown;
 }
 interface GatewayPod {
-  readonly metadata: { readonly labels: Record<string, string> };
+  readonly metadata: { readonly labels: Record<string, string>; readonly annotations: Record<string, string> };
   readonly spec: {
     readonly serviceAccountName: string;
-    readonly containers: readonly { readonly args: readonly string[]; readonly readinessProbe: { readonly httpGet: { readonly port: number } }; readonly volumeMounts: readonly { readonly mountPath: string; readonly name: string }[] }[];
+    readonly containers: readonly { readonly args: readonly string[]; readonly ports: readonly { readonly name: string; readonly containerPort: number }[]; readonly readinessProbe: { readonly httpGet: { readonly port: number } }; readonly volumeMounts: readonly { readonly mountPath: string; readonly name: string }[] }[];
     readonly volumes: readonly { readonly name: string; readonly configMap?: { readonly name: string }; readonly projected?: { readonly sources: readonly { readonly serviceAccountToken?: { readonly audience: string } }[] } }[];
   };
 }
@@ -50,6 +50,9 @@ test('the Deployment runs ambit gateway as its own pod, with its certificate fro
   assert.equal(config.pod, `${deployment.metadata.namespace}/eastwest-gateway-7d9f-abcde`);
   assert.deepEqual(config.hbone, { host: '0.0.0.0', port: 15008 });
   assert.equal(container.readinessProbe.httpGet.port, config.readiness.port);
+  // Prometheus finds its metrics where it serves them.
+  assert.equal(container.ports.find((p) => p.name === 'http-monitoring')?.containerPort, config.metrics.port);
+  assert.equal(pod.metadata.annotations['prometheus.io/port'], String(config.metrics.port));
   const { identity } = config;
   assert.equal(identity.ca, 'istiod');
   if (identity.ca !== 'istiod') return;
