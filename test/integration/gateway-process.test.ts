@@ -3,17 +3,20 @@
 // client of the mesh reaches it with the gateway's identity; it answers a tunnel it may forward but
 // cannot place with 503 (no endpoint on its network), a client its policy refuses with 401, each
 // counted on its metrics port with its response flag, and readiness turns false while its own pod is
-// gone from the configuration.
+// gone from the configuration. On stop it drains: not ready, no new tunnel, open ones carried to their
+// end, and no wait for the deadline once they ended.
 
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type Socket, createServer } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { GatewayProcess } from '../../agent/gateway/gateway-process.js';
 import { spiffeId } from '../../agent/state/model.js';
 import { createLogger } from '../../agent/telemetry/log.js';
 import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
-import { type TestTrust, makeSharedCaDir, openTrust } from '../fixtures/hbone/mesh.js';
+import { type TestEcho, type TestTrust, closeServer, makeSharedCaDir, openTrust } from '../fixtures/hbone/mesh.js';
 import { tempDir } from '../fixtures/identity/test-ca.js';
 
 const TD = 'cluster.local';
@@ -22,6 +25,9 @@ const GATEWAY = spiffeId(TD, 'istio-system', 'eastwest');
 const CLIENT = spiffeId(TD, 'shop', 'client');
 const INTRUDER = spiffeId(TD, 'shop', 'intruder');
 const HOSTNAME = 'reviews.shop.svc.cluster.local';
+const RATINGS = 'ratings.shop.svc.cluster.local';
+/** ratings' only pod; the gateway reaches it at its HBONE port, where a plain echo stands in for its node. */
+const RATINGS_IP = '127.0.0.62';
 
 const MESH = `apiVersion: v1
 kind: Namespace
@@ -43,6 +49,17 @@ spec: {nodeName: b, serviceAccountName: eastwest, containers: [{name: gateway}]}
 status: {podIP: ${GATEWAY_IP}}
 ---
 apiVersion: v1
+kind: Pod
+metadata: {name: ratings, namespace: shop, labels: {app: ratings}}
+spec: {nodeName: b, serviceAccountName: ratings, containers: [{name: app, ports: [{containerPort: 9080}]}]}
+status: {podIP: ${RATINGS_IP}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: shop}
+spec: {clusterIP: 10.96.0.21, selector: {app: ratings}, ports: [{name: tcp, port: 9080}]}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: reviews, namespace: shop}
 spec: {clusterIP: 10.96.0.20, selector: {app: reviews}, ports: [{name: tcp, port: 9080}]}
@@ -62,9 +79,11 @@ describe('ambit gateway, assembled', () => {
   let gateway: GatewayProcess;
   let pool: HbonePool;
   let config: string;
+  let ratingsNode: TestEcho;
 
   before(async () => {
     ca = await makeSharedCaDir();
+    ratingsNode = await startEchoAt(RATINGS_IP, 15008);
     // The clients' certificates chain to the same plugged-in root as the gateway's.
     trust = await openTrust(TD, [CLIENT, INTRUDER], ca.dir);
     const dir = await tempDir('gateway-process');
@@ -93,12 +112,13 @@ describe('ambit gateway, assembled', () => {
   after(async () => {
     await pool?.close(100);
     await gateway?.stop();
+    await ratingsNode?.close();
     await trust?.close();
     await ca?.close();
   });
 
-  const connect = (identity: typeof CLIENT) =>
-    pool.open({ source: { identity, ip: '127.0.0.1' }, destination: { ip: GATEWAY_IP, port: gateway.listening!.hbone.port }, expectedIdentities: [GATEWAY], authority: { hostname: HOSTNAME, port: 9080 } });
+  const connect = (identity: typeof CLIENT, hostname = HOSTNAME) =>
+    pool.open({ source: { identity, ip: '127.0.0.1' }, destination: { ip: GATEWAY_IP, port: gateway.listening!.hbone.port }, expectedIdentities: [GATEWAY], authority: { hostname, port: 9080 } });
 
   it('is ready once it listens, with its own pod\'s identity from the mesh\'s root', async () => {
     const readiness = gateway.listening!.readiness;
@@ -140,7 +160,66 @@ describe('ambit gateway, assembled', () => {
     await writeFile(config, MESH);
     await readinessUntil(readiness, 200);
   });
+  it('drains on stop: not ready, no new tunnel, the open one carried to its end, then done without waiting out the deadline', async () => {
+    const readiness = `http://${GATEWAY_IP}:${gateway.listening!.readiness.port}/healthz/ready`;
+    const opened = await connect(CLIENT, RATINGS);
+    assert.ok(opened.ok, opened.ok ? '' : opened.error.message);
+    const tunnel = opened.value;
+    assert.equal(await echoed(tunnel, 'before the drain'), 'before the drain');
+    const started = Date.now();
+    const stopped = gateway.stop(20_000);
+    const draining = await readinessUntil(readiness, 503);
+    assert.match(draining, /draining/);
+    const refused = await connect(CLIENT, RATINGS);
+    assert.equal(refused.ok, false, 'a new tunnel was opened during the drain');
+    assert.equal(await echoed(tunnel, 'during the drain'), 'during the drain');
+    tunnel.end();
+    await stopped;
+    assert.ok(Date.now() - started < 10_000, `stop took ${Date.now() - started} ms: it waited out the deadline`);
+    // The tunnel counted as closed cleanly, with what it carried each way.
+    const closed = (await gateway.metrics.registry.getSingleMetric('istio_tcp_connections_closed_total')!.get()).values.filter((v) => v.labels['destination_service'] === RATINGS);
+    assert.deepEqual(closed.map((v) => [v.labels['response_flags'], v.value]), [['-', 1]]);
+  });
 });
+
+/** Writes `text` into the tunnel and resolves with as many bytes read back. */
+function echoed(tunnel: Duplex, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const onData = (chunk: Buffer): void => {
+      got += chunk.toString();
+      if (got.length < text.length) return;
+      tunnel.off('data', onData);
+      tunnel.off('error', reject);
+      resolve(got);
+    };
+    tunnel.on('data', onData);
+    tunnel.once('error', reject);
+    tunnel.write(text);
+  });
+}
+
+/** A plain TCP echo on `host:port` (a fixed port: the gateway dials endpoints at 15008). */
+async function startEchoAt(host: string, port: number): Promise<TestEcho> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => sockets.delete(socket));
+    socket.pipe(socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`the test's stand-in node cannot listen on ${host}:${port}: ${err.message}`)));
+    server.listen(port, host, resolve);
+  });
+  return {
+    port,
+    close: () => {
+      sockets.forEach((s) => s.destroy());
+      return closeServer(server);
+    },
+  };
+}
 
 /** Asks `url` until it answers `status` (the file watch and its debounce take a moment), at most 50 times. */
 async function readinessUntil(url: string, status: number): Promise<string> {
