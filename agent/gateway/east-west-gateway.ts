@@ -19,7 +19,7 @@ import { formatAuthority } from '../tunnel/hbone/connect-headers.js';
 import type { EngineHost } from '../tunnel/hbone/engine-host.js';
 import type { HboneServerEvent } from '../tunnel/hbone/events.js';
 import { HboneServer, type HboneInboundDecision, type HboneInboundRequest } from '../tunnel/hbone/server.js';
-import { HBONE_PORT, type HboneTuning } from '../tunnel/hbone/settings.js';
+import { HBONE_PORT } from '../tunnel/hbone/settings.js';
 import type { CertificateSource } from '../tunnel/hbone/tls-contexts.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -36,9 +36,8 @@ export interface EastWestGatewayOptions {
   /** Connects to an endpoint's HBONE port; default plain TCP from the gateway's own address. */
   readonly dialEndpoint?: (endpoint: HboneAuthority) => Socket;
   readonly pick?: (n: number) => number;
-  /** The engine the tunnels run on; without one the server starts its own with `tuning`. */
+  /** The engine the tunnels run on (with `--hbone-*` limits); without one the server starts its own. */
   readonly host?: EngineHost;
-  readonly tuning?: Partial<HboneTuning>;
   readonly log?: Logger;
   readonly onEvent?: (event: HboneServerEvent) => void;
 }
@@ -58,7 +57,6 @@ export class EastWestGateway {
       resolveService: (_service, localIp) => ({ ip: localIp, port: HBONE_PORT }),
       handler: (request) => this.#forward(request),
       ...(options.host ? { host: options.host } : {}),
-      ...(options.tuning ? { tuning: options.tuning } : {}),
       ...(options.log ? { log: options.log } : {}),
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
     });
@@ -73,8 +71,7 @@ export class EastWestGateway {
   }
 
   /** Where a Service's tunnel goes: one endpoint of this gateway's network, at its node's HBONE port. */
-  #pickEndpoint(snapshot: MeshSnapshot, self: Workload, target: ServiceAuthority): HboneAuthority | string {
-    const service = snapshot.servicesByHostname.get(target.hostname);
+  #pickEndpoint(snapshot: MeshSnapshot, self: Workload, target: ServiceAuthority, service: MeshService | undefined): HboneAuthority | string {
     if (!service) return `no Service ${target.hostname} is known to this gateway`;
     if (!service.ports.some((p) => p.port === target.port)) return `service ${service.hostname} has no port ${target.port}`;
     const endpoints = localEndpoints(snapshot, service, self, target.port);
@@ -107,7 +104,7 @@ export class EastWestGateway {
       const reason = decision.reason === 'denied' ? `denied by AuthorizationPolicy ${decision.policy}` : `no ALLOW AuthorizationPolicy for ${self.key} matches`;
       return refuse(401, 'DENY', `${request.peerIdentity} to ${formatAuthority(request.service)} through the gateway: ${reason}`, named);
     }
-    const endpoint = this.#pickEndpoint(snapshot, self, request.service);
+    const endpoint = this.#pickEndpoint(snapshot, self, request.service, service);
     if (typeof endpoint === 'string') return refuse(503, 'NO_ROUTE', endpoint, named);
     const workload = snapshot.workloadsByIp.get(endpoint.ip);
     const dst = { ...named, addr: formatAuthority(endpoint), ...(workload ? { workload, identity: workload.identity } : {}) };
