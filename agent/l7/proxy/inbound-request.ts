@@ -277,6 +277,7 @@ function conclude(req: InboundRequest, ending: InboundEnding): Concluded {
   switch (ending.kind) {
     case 'local': {
       const bytes = sendLocalReply(req.d, ending.reply, req.grpc);
+      req.body.discard();
       const { flags, details, routeName } = ending;
       // A gRPC client is answered 200 with the status in grpc-status, which Istio's labels report.
       return { status: req.grpc ? 200 : ending.reply.status, bytes, ...(req.grpc ? { grpcStatus: ending.grpcStatus } : {}), ...(flags ? { flags } : {}), details, ...(routeName ? { routeName } : {}) };

@@ -27,6 +27,8 @@ export class RequestBody {
   #received = 0;
   readonly #waiters: (() => void)[] = [];
   /** A prefix being read: every chunk is held until more than `maxBytes` arrived, past the replay limit if need be. */
+  /** The request was answered without the pod: what is left is read and dropped. */
+  #discarding = false;
   #prefix: { readonly maxBytes: number; readonly resolve: (p: BodyPrefix | undefined) => void } | undefined;
 
   constructor(
@@ -110,6 +112,21 @@ export class RequestBody {
     prefix.resolve(this.#prefixOf(prefix.maxBytes));
   }
 
+  /**
+   * The request was answered by the proxy: the rest of a body already read from (a prefix) is read and
+   * dropped, so that an HTTP/1.1 connection can carry the next request; Node does the same itself for a
+   * body nobody read. Without this the connection stays paused and its next request never gets an answer.
+   */
+  discard(): void {
+    if (!this.#listening || this.#ended) return;
+    this.#discarding = true;
+    this.#target = undefined;
+    this.#prefix = undefined;
+    this.#chunks = [];
+    this.#overflowed = true;
+    this.source.resume();
+  }
+
   /** The held body (only meaningful once complete() resolved true). */
   held(): readonly Buffer[] {
     return this.#chunks;
@@ -132,7 +149,7 @@ export class RequestBody {
       if (target && !target.destroyed && !target.write(chunk)) {
         this.source.pause();
         target.once('drain', () => this.source.resume());
-      } else if (!target && this.#overflowed) {
+      } else if (!target && this.#overflowed && !this.#discarding) {
         // Nobody to send to and nothing worth holding: stop reading until an attempt attaches.
         this.source.pause();
       }
