@@ -84,7 +84,9 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
   // alpha's link to the fabric: everything between the nodes passes there.
   const capture = await PacketCapture.start(`ambit-${LAB}-n-alpha`, 'fab0', join(session.dir!, 'fabric.pcap'));
   const stopFile = join(session.dir!, 'stop-load');
-  const clients = STREAMS.map((s) => ({ ...s, process: new LabProcess(LAB, s.pod, ['node', '-e', UPGRADE_LOAD, s.vip, s.vip, s.name, String(LOAD_MAX_MS), String(RATE / STREAMS.length), stopFile]) }));
+  const perStream = String(RATE / STREAMS.length);
+  const load = (s: (typeof STREAMS)[number]): string[] => ['node', '-e', UPGRADE_LOAD, s.vip, s.vip, s.name, String(LOAD_MAX_MS), perStream, stopFile];
+  const clients = STREAMS.map((s) => ({ ...s, process: new LabProcess(LAB, s.pod, load(s)) }));
   const loadStarted = Date.now();
   const cpuAtStart = cpuNow();
   let done: Report[] = [];
@@ -109,7 +111,8 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
     }
     if (UPGRADES === 0) {
       const seen = Date.now();
-      for (const c of clients) await c.process.line(`${c.name} load for ${BASELINE_MS} ms`, (r) => r['event'] === 'progress' && Number(r['at']) > seen + BASELINE_MS, BASELINE_MS + 30_000);
+      const held = (r: Report): boolean => r['event'] === 'progress' && Number(r['at']) > seen + BASELINE_MS;
+      for (const c of clients) await c.process.line(`${c.name} load for ${BASELINE_MS} ms`, held, BASELINE_MS + 30_000);
     }
     const pids = upgrades.map((u) => /agent pid (\d+) took over from pid (\d+)/.exec(u)?.slice(1, 3).map(Number));
     assert.ok(pids.every((p) => p !== undefined), `each upgrade names the new and old agent: ${upgrades.join(' / ')}`);
@@ -153,7 +156,8 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
     assert.equal(summary['socketErrors'], 0, `${String(summary['tag'])}: kept-alive sockets reset`);
     assert.equal(summary['inflight'], 0, `${String(summary['tag'])}: requests never finished`);
   }
-  t.diagnostic(`${total} requests and messages in about ${Math.round((Date.now() - loadStarted) / 1000)} s: ${Math.round(perSecond)} per second while the clients sent (asked: ${RATE})`);
+  const seconds = Math.round((Date.now() - loadStarted) / 1000);
+  t.diagnostic(`${total} requests and messages in about ${seconds} s: ${Math.round(perSecond)} per second while the clients sent (asked: ${RATE})`);
 
   // Between the nodes: HBONE only. No segment on another port, no canary in the bytes, TLS 1.3 seen.
   const pcap = join(session.dir!, 'fabric.pcap');
