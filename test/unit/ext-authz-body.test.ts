@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import http from 'node:http';
+import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
@@ -202,4 +203,24 @@ test('without includeRequestBodyInCheck the body streams: the check is made whil
   assert.equal(check.attributes!.request!.http!.path, '/grpc-plain/stream');
   assert.equal(await answered, 200);
   assert.equal(harness.podRequests.at(-1)!.body.sha256, sha256(Buffer.from('first part, then the rest')));
+});
+
+test('over HTTP/2 (as a gRPC client sends): the body goes with the check in DATA frames past maxRequestBytes, and the pod gets it whole', async () => {
+  const session = http2.connect(`http://127.0.0.1:${harness.port}`);
+  try {
+    const body = randomBytes(300_000);
+    const stream = session.request({ ':method': 'POST', ':path': '/grpc-bytes/h2', ':authority': 'reviews:9080' });
+    stream.end(body);
+    const [headers] = (await once(stream, 'response', { signal: AbortSignal.timeout(10_000) })) as [http2.IncomingHttpHeaders];
+    stream.resume();
+    await once(stream, 'end');
+    assert.equal(headers[':status'], 200);
+    const check = grpcChecks.at(-1)!.attributes!.request!.http!;
+    assert.equal(check.path, '/grpc-bytes/h2');
+    assert.deepEqual(Buffer.from(check.rawBody), body.subarray(0, MAX));
+    assert.equal(check.headers['x-envoy-auth-partial-body'], 'true');
+    assert.deepEqual(harness.podRequests.at(-1)!.body, { bytes: body.length, sha256: sha256(body) });
+  } finally {
+    session.close();
+  }
 });
