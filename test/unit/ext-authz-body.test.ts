@@ -1,7 +1,8 @@
 // includeRequestBodyInCheck through the real inbound proxy, against real authorizers on loopback (HTTP,
 // and gRPC serving envoy.service.auth.v3.Authorization/Check): the body reaches the authorizer as text
 // (http.body) or bytes (raw_body, packAsBytes), cut to maxRequestBytes with x-envoy-auth-partial-body
-// when allowPartialMessage, 413 without asking anyone when not; and the pod still receives every byte.
+// when allowPartialMessage, 413 without asking anyone when not; the pod still receives every byte, and
+// a provider without the setting lets the body stream.
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
