@@ -160,6 +160,9 @@ export async function superviseLab(layout: LabLayout, plan: LabPlan, options: Su
         'gateway',
         '--pod',
         eastWest.pod,
+        // Its metrics' destination_cluster, as the cluster's agents name theirs.
+        '--cluster-id',
+        id,
         ...configPaths.flatMap((p) => ['--config', p]),
         '--ca-dir',
         options.caDir!,
