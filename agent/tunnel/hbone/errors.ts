@@ -18,6 +18,8 @@ export type HboneErrorReason =
   | 'http-status'
   /** The stream or its session failed before the response (reset, GOAWAY, ping timeout). */
   | 'stream-failed'
+  /** The server refused the stream unprocessed (RST_STREAM REFUSED_STREAM, as after its GOAWAY): safe to send again. */
+  | 'refused-stream'
   /** The request cannot be sent as asked (bad address, empty identity set). */
   | 'invalid-request'
   /** The pool was closed. */

@@ -3,6 +3,7 @@
 // connection before another is dialled; the engine closes a connection idle for 5 minutes. TCP is
 // dialled here (from the source pod's address), TLS and HTTP/2 run in the engine's data threads.
 
+import { constants as http2Codes } from 'node:http2';
 import { type Socket, connect as connectTcp } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { socketFd } from '../../redirect/bpf-binding.js';
@@ -185,6 +186,14 @@ export class HbonePool {
         socket?.destroy();
         continue;
       }
+      if (!answered.ok && answered.error.reason === 'refused-stream' && attempt < 2) {
+        // Refused unprocessed, typically a stream that crossed a draining agent's GOAWAY during an upgrade
+        // (RFC 9113 §8.7: safe to send again): the engine left the client's socket as it was, so the
+        // same tunnel goes again on another connection.
+        socket?.destroy();
+        this.#retire(connection, 'it refused a stream unprocessed');
+        continue;
+      }
       if (!answered.ok) {
         socket?.destroy();
         return this.#streamFailed(key, new HboneError(answered.error.reason, `${what} failed before a response: ${answered.error.message}`));
@@ -332,6 +341,9 @@ export class HbonePool {
         if (event.cause === 'refused-locally') {
           connection.maxStreams = Math.max(1, connection.streams);
           return waiting?.(fail('invalid-request', `the connection to ${connection.target} is at its stream limit`));
+        }
+        if (event.cause === 'peer-reset' && event.code === http2Codes.NGHTTP2_REFUSED_STREAM) {
+          return waiting?.(fail('refused-stream', `the server refused the stream unprocessed (REFUSED_STREAM)`));
         }
         waiting?.(fail('stream-failed', `${event.cause}${event.code ? ` (code ${event.code})` : ''}`));
         return;

@@ -6,6 +6,7 @@
 #include "engine.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -47,6 +48,17 @@ static void abort_on_close(int fd)
 	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_linger, sizeof(abort_linger));
 }
 
+/*
+ * A CONNECT the server refused unprocessed (RST_STREAM REFUSED_STREAM before any answer, as a draining
+ * server does to a stream that crossed its GOAWAY): RFC 9113 §8.7 makes it safe to send again, so the
+ * pod's socket is left as it was, for JavaScript to carry on another connection or close.
+ */
+static bool refused_unprocessed(const struct hb_stream *s)
+{
+	return s->c->role == HB_CLIENT && s->state == HB_S_REQUESTED && s->cause && strcmp(s->cause, "peer-reset") == 0 &&
+	       s->code == NGHTTP2_REFUSED_STREAM;
+}
+
 /* Takes a stream off its connection's list and its thread's id table: no command finds it any more. */
 static void unlink_from_conn(struct hb_stream *s)
 {
@@ -80,7 +92,7 @@ void hb_stream_try_release(struct hb_stream *s)
 	hb_stream_drop_input(s);
 	if (s->fd >= 0) {
 		hb_unwatch(w, s->fd);
-		if (s->cause)
+		if (s->cause && !refused_unprocessed(s))
 			abort_on_close(s->fd);
 		close(s->fd);
 		s->fd = -1;
