@@ -5,7 +5,7 @@
 // included), and the capture between the nodes holds only HBONE (TLS on 15008), never the clients'
 // bytes. Then alpha's agent is killed (kill -9): new connections are refused until the supervisor's
 // restart listens again, and the gap is measured. Needs root and a built dist/ (make build).
-// AMBIT_UPGRADE_RATE sets the load (requests per second in all; make upgrade-load runs 500) and
+// AMBIT_UPGRADE_RATE sets the load (requests per second in all; 500, the issue's rate, by default) and
 // AMBIT_UPGRADES=0 runs the load without an upgrade, with the CPU it costs (a baseline).
 
 import assert from 'node:assert/strict';
@@ -25,7 +25,7 @@ const session = LabSession.inTempDir(LAB, 'ambit-upgrade-test-');
  * Requests and messages per second in all, shared by the three streams: 160 in make test, 500 (the
  * issue's rate) in make upgrade-load; the 2-core machine also runs the lab (docs/reliability.md).
  */
-const RATE = Number(process.env['AMBIT_UPGRADE_RATE'] ?? 160);
+const RATE = Number(process.env['AMBIT_UPGRADE_RATE'] ?? 500);
 /** Upgrades in a row; 0 runs the load alone for BASELINE_MS, to tell what the load costs from what a switch does. */
 const UPGRADES = Number(process.env['AMBIT_UPGRADES'] ?? 3);
 const BASELINE_MS = 30_000;
