@@ -101,13 +101,13 @@ if (mode === MODES.multicluster) {
   process.stdout.write(`bookinfo/client (cluster1) -> reviews-v3's own address 10.244.82.10 (cluster2): ${direct.status === 0 ? 'ANSWERED (the networks are not separate!)' : `no way through (curl exit ${direct.status})`}\n`);
   const route = ambit(['lab', 'exec', 'node/east-1', '--', 'ip', 'route', 'get', '172.31.200.2'], { capture: true, quiet: true });
   process.stdout.write(`node east-1's only way out of cluster1, to cluster2's gateway: ${route.stdout.split('\n')[0]?.trim()}\n`);
-  // The gateway logs each outer tunnel it relays: whose it was (the client's proven identity) and which Service it asked for.
-  const opened = ambit(['lab', 'logs', 'gateway/cluster2'], { capture: true, quiet: true })
+  // The gateway's access log has each outer tunnel it relayed: whose it was (the client's proven identity) and which Service it asked for.
+  const relayed = ambit(['lab', 'logs', 'gateway/cluster2'], { capture: true, quiet: true })
     .stdout.split('\n')
-    .filter((line) => line.includes('"east-west tunnel opened"'))
+    .filter((line) => line.includes('"target":"access"') && line.includes('"connection complete"'))
     .map((line) => JSON.parse(line));
-  const peers = [...new Set(opened.map((t) => `${t.peer} -> ${t.service?.hostname}:${t.service?.port}`))];
-  process.stdout.write(`cluster2's east-west gateway relayed ${opened.length} tunnels, still encrypted end to end: ${peers.join(', ') || 'none'}\n`);
+  const peers = [...new Set(relayed.map((t) => `${t['src.identity']} -> ${t['dst.hbone_addr']}`))];
+  process.stdout.write(`cluster2's east-west gateway relayed ${relayed.length} tunnels, still encrypted end to end: ${peers.join(', ') || 'none'}\n`);
 }
 
 step('Where to look next');

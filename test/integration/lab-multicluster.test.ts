@@ -129,7 +129,8 @@ test('bookinfo across the networks: reviews-v3 in cluster2 answers productpage t
 
   // cluster2's gateway relayed them: it authorized productpage's outer tunnel, asking for the reviews Service.
   const gateway = (await ambit(['lab', 'logs', '--lab', LAB, 'gateway/cluster2'])).stdout;
-  assert.match(gateway, /"peer":"spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/bookinfo-productpage","service":\{"hostname":"reviews\.bookinfo\.svc\.cluster\.local","port":9080\}.*"msg":"east-west tunnel opened"/);
+  // Its access log: each relayed tunnel, with the client's proven identity and the Service it asked for.
+  assert.match(gateway, /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/bookinfo-productpage".*"dst\.hbone_addr":"reviews\.bookinfo\.svc\.cluster\.local:9080".*"msg":"connection complete"/);
   // reviews' node saw the connections come from productpage's own identity (the inner tunnel's mTLS), not the gateway's.
   const west = (await ambit(['lab', 'logs', '--lab', LAB, 'node/west-1'])).stdout;
   assert.match(west, /"src\.identity":"spiffe:\/\/cluster\.local\/ns\/bookinfo\/sa\/bookinfo-productpage".*"dst\.workload":"reviews-v3".*"direction":"inbound"/);
