@@ -60,14 +60,27 @@ print(json.dumps({'peer': [peer[0], peer[1]], 'local': [local[0], local[1]], 'da
 `;
 
 /** Answers every connection with "<name> peer=<ip>:<port>", so tests see whose address arrived. */
+// Each connection gets its line, then a graceful close: the write side first, then whatever the client
+// sent is read to its end (bounded) before the socket closes. Closing with the client's request unread
+// sends a reset, and a reset can overtake the line at a proxy in between (CI failed a curl through the
+// agent with 'Empty reply from server' that way).
 const SERVER = `
-import socket, sys
+import socket, sys, threading
 name, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((ip, port)); s.listen(64)
+def serve(c, a):
+    try:
+        c.sendall(('%s peer=%s:%d\\n' % (name, a[0], a[1])).encode()); c.shutdown(socket.SHUT_WR)
+        c.settimeout(2)
+        while c.recv(4096): pass
+    except OSError:
+        pass
+    finally:
+        c.close()
 print('ready', flush=True)
 while True:
     c, a = s.accept()
-    c.sendall(('%s peer=%s:%d\\n' % (name, a[0], a[1])).encode()); c.close()
+    threading.Thread(target=serve, args=(c, a), daemon=True).start()
 `;
 
 export interface ClientResult {
