@@ -25,9 +25,21 @@ const RESTORE_WITHIN_MS = 1_000 + 2_000;
 
 const linkId = (pin: string): number => Number(/"id":\s*(\d+)/.exec(execFileSync('bpftool', ['-j', 'link', 'show', 'pinned', pin], { encoding: 'utf8' }))?.[1]);
 
+/** The link id at `pin`, or undefined while the watchdog is pinning it again (bpftool then finds no pin: CI saw that race). */
+function pinnedLinkId(pin: string): number | undefined {
+  try {
+    return linkId(pin);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Waits until `pin` exists again and names a link other than `oldId`; returns how long that took. */
 async function restored(pin: string, oldId: number, since: number): Promise<number> {
-  await eventually(`${pin} to be attached again`, async () => (existsSync(pin) && linkId(pin) !== oldId ? true : undefined), 10_000);
+  await eventually(`${pin} to be attached again`, async () => {
+    const id = existsSync(pin) ? pinnedLinkId(pin) : undefined;
+    return id !== undefined && id !== oldId ? true : undefined;
+  }, 10_000);
   return Date.now() - since;
 }
 
