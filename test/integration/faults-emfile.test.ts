@@ -38,6 +38,8 @@ test(`alpha's agent at its open-files limit: ${CONNECTIONS} connections at once,
   setNofile(pid, held + HEADROOM);
   let hold: LabProcess | undefined;
   try {
+    // Once seen in CI: the agent's process was gone here, before any load. Say so with its log, not as ENOENT.
+    if (isDead(pid)) assert.fail(`alpha's agent (pid ${pid}) exited before the flood, right after its limit was set to ${held + HEADROOM}; its log:\n${(await session.agentLog('alpha')).slice(-4000)}`);
     const cpuBefore = cpuSeconds(pid);
     const startedAt = Date.now();
     // Refused connections are opened again 200 ms later for the whole hold: a flood, not one burst, so the agent stays at its limit.
