@@ -104,6 +104,13 @@ export class EbpfCapture {
   readonly #unrestorable = new Set<string>();
   /** Every attachment's outcome, for links(). */
   readonly #links = new CaptureLinks();
+  /**
+   * The agent's own cgroup, read once: it does not change while the process lives, and reading
+   * /proc on every watchdog tick can fail at the open-files limit (which once killed the agent there).
+   */
+  readonly #agentCgroup = cgroupOf();
+  /** The last watchdog tick's failure, said once until a tick succeeds again. */
+  #watchFailure: string | undefined;
 
   private constructor(
     private readonly options: CaptureOptions,
@@ -166,9 +173,9 @@ export class EbpfCapture {
       capture.#links.learnIfindex(uplink, await capture.#routing.ifindexOf(uplink));
     }
     EbpfCapture.#byScope.set(options.scope, capture);
-    capture.#watchdog = setInterval(() => void capture.#reconciling.then(() => capture.#watch()), WATCHDOG_PERIOD_MS);
+    capture.#watchdog = setInterval(() => void capture.#reconciling.then(() => capture.#watchSafely()), WATCHDOG_PERIOD_MS);
     capture.#watchdog.unref();
-    options.log.info({ pinDir, agentCgroup: cgroupOf(), uplinks: options.uplinks }, `eBPF capture loaded: outbound to ${options.nodeIp}:${OUTBOUND_PORT}, inbound steered on ${options.uplinks.join(', ')}`);
+    options.log.info({ pinDir, agentCgroup: capture.#agentCgroup, uplinks: options.uplinks }, `eBPF capture loaded: outbound to ${options.nodeIp}:${OUTBOUND_PORT}, inbound steered on ${options.uplinks.join(', ')}`);
     return { ok: true, value: capture };
   }
 
@@ -282,6 +289,18 @@ export class EbpfCapture {
     }
   }
 
+  /** A tick that fails (EMFILE at the open-files limit, say) is logged and tried again next period: the watchdog never stops the agent. */
+  #watchSafely(): void {
+    try {
+      this.#watch();
+      this.#watchFailure = undefined;
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (message !== this.#watchFailure) this.options.log.error({ err }, `capture watchdog: could not check the links this period (${message}); trying again in ${WATCHDOG_PERIOD_MS} ms`);
+      this.#watchFailure = message;
+    }
+  }
+
   /**
    * One watchdog tick, between reconciles: every link capture relies on is attached again (a no-op when
    * intact), so a deleted pin or a detached link is restored within a period and logged as an error;
@@ -312,7 +331,7 @@ export class EbpfCapture {
   }
 
   #agentLink(): PlannedLink {
-    const cgroup = cgroupOf();
+    const cgroup = this.#agentCgroup;
     return this.#links.plan('ambit_getsockopt', { kind: 'cgroup', cgroup }, join(linkDir(this.pinDir, 'agent'), 'ambit_getsockopt'), (pin) =>
       this.outbound.attachCgroup('ambit_getsockopt', cgroup, pin),
     );
