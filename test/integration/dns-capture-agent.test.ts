@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { DNS_CGROUP_PROGRAMS } from '../../agent/redirect/bpf-binding.js';
 import { inPod, removePodResolvConf, startUpstreamDns, UPSTREAM_ANSWER, writePodResolvConf } from './helpers/dns-fixture.js';
 import { EXT_IP, NODE_IP, POD1_IP, POD2_IP, Topology } from './helpers/netns-fixture.js';
+import { waitForLog } from './helpers/log-wait.js';
 
 const topo = new Topology('dnsa');
 const SE_HOST = 'api.payments.example';
@@ -49,17 +50,8 @@ spec:
   endpoints: [{address: ${EXT_IP}}]
 `;
 
-function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs;
-    const tick = (): void => {
-      if (check()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}; agent log:\n${logs.slice(-3000)}`));
-      setTimeout(tick, 100);
-    };
-    tick();
-  });
-}
+/** Waits until the agent's log so far passes `check`. */
+const waitFor = (what: string, check: () => boolean, timeoutMs: number): Promise<void> => waitForLog(what, check, () => logs, timeoutMs);
 
 before(async () => {
   await topo.build();

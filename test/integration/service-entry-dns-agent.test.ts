@@ -12,6 +12,7 @@ import { basename, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { firstLine, inPod, removePodResolvConf, writePodResolvConf } from './helpers/dns-fixture.js';
 import { EXT_IP, NODE_IP, POD1_IP, Topology } from './helpers/netns-fixture.js';
+import { waitForLog } from './helpers/log-wait.js';
 
 const topo = new Topology('sedns');
 const workDir = join(tmpdir(), topo.prefix);
@@ -70,17 +71,8 @@ spec: {nodeName: n1, containers: [{name: c}]}
 status: {podIP: ${POD1_IP}}
 ${entry('payments', 'api.payments.example', 'backend.nowhere.test')}${entry('gone', 'gone.payments.example', 'missing.nowhere.test')}`;
 
-function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs;
-    const tick = (): void => {
-      if (check()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}; agent log:\n${logs.slice(-3000)}`));
-      setTimeout(tick, 100);
-    };
-    tick();
-  });
-}
+/** Waits until the agent's log so far passes `check`. */
+const waitFor = (what: string, check: () => boolean, timeoutMs: number): Promise<void> => waitForLog(what, check, () => logs, timeoutMs);
 
 before(async () => {
   await topo.build();
