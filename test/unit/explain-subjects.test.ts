@@ -4,33 +4,18 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseConfigFile } from '../../agent/config/load.js';
-import { type ExplainQuery, explainPath } from '../../agent/explain/explain.js';
-import type { Explanation, ExplainStep, StepName } from '../../agent/explain/explanation.js';
-import { buildSnapshot } from '../../agent/state/build.js';
-import type { MeshSnapshot } from '../../agent/state/model.js';
+import { FILE, HTTP_GET, explain, lineOf, mesh, step } from './helpers/explain-mesh.js';
 
-const FILE = 'mesh.yaml';
-const MESH = `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop }
----
-apiVersion: v1
-kind: Node
-metadata: { name: node-a }
-status: { addresses: [{ type: InternalIP, address: 10.10.0.1 }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: node-b }
-status: { addresses: [{ type: InternalIP, address: 10.10.0.2 }] }
----
-apiVersion: v1
+/**
+ * What these tests add to the shared mesh: a pod labelled ambient in the namespace that is not
+ * (legacy), pods never captured whatever their labels, web's second version with a Service per
+ * version and an HTTPRoute splitting web between them, and a ServiceEntry.
+ */
+const SUBJECTS = `apiVersion: v1
 kind: Pod
-metadata: { name: labelled, namespace: shop, labels: { app: labelled, istio.io/dataplane-mode: ambient } }
+metadata: { name: labelled, namespace: legacy, labels: { app: labelled, istio.io/dataplane-mode: ambient } }
 spec: { nodeName: node-a, serviceAccountName: labelled, containers: [{ name: c, command: [x] }] }
-status: { podIP: 10.20.1.5 }
+status: { podIP: 10.20.1.8 }
 ---
 apiVersion: v1
 kind: Pod
@@ -42,19 +27,13 @@ apiVersion: v1
 kind: Pod
 metadata: { name: sidecar, namespace: shop, labels: { app: sidecar, istio.io/dataplane-mode: ambient }, annotations: { sidecar.istio.io/status: '{"containers":["istio-proxy"]}' } }
 spec: { nodeName: node-a, containers: [{ name: c, command: [x] }] }
-status: { podIP: 10.20.1.6 }
+status: { podIP: 10.20.1.9 }
 ---
 apiVersion: v1
 kind: Pod
-metadata: { name: web-v1, namespace: shop, labels: { app: web, version: v1, istio.io/dataplane-mode: ambient } }
+metadata: { name: web-2, namespace: shop, labels: { app: web, version: v2 } }
 spec: { nodeName: node-b, serviceAccountName: web, containers: [{ name: c, command: [x], ports: [{ name: http, containerPort: 8080 }] }] }
-status: { podIP: 10.20.2.5 }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: web-v2, namespace: shop, labels: { app: web, version: v2, istio.io/dataplane-mode: ambient } }
-spec: { nodeName: node-b, serviceAccountName: web, containers: [{ name: c, command: [x], ports: [{ name: http, containerPort: 8080 }] }] }
-status: { podIP: 10.20.2.6 }
+status: { podIP: 10.20.2.8 }
 ---
 apiVersion: v1
 kind: Service
@@ -65,11 +44,6 @@ apiVersion: v1
 kind: Service
 metadata: { name: web-v2, namespace: shop }
 spec: { clusterIP: 10.96.0.22, selector: { app: web, version: v2 }, ports: [{ name: http, port: 80, targetPort: 8080 }] }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web, namespace: shop }
-spec: { clusterIP: 10.96.0.20, selector: { app: web }, ports: [{ name: http, port: 80, targetPort: 8080 }] }
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -93,54 +67,31 @@ spec:
   endpoints: [{ address: 198.51.100.7 }]
 `;
 
-function mesh(): MeshSnapshot {
-  const parsed = parseConfigFile(MESH, FILE);
-  assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error'), []);
-  return buildSnapshot(parsed.objects, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
-}
-
-/** The line of the document whose metadata names `name`: its apiVersion line, two above the metadata. */
-function lineOf(name: string): number {
-  const i = MESH.split('\n').findIndex((l) => l.includes(`name: ${name},`));
-  assert.ok(i >= 0, `no ${name} in the YAML`);
-  return i + 1 - 2;
-}
-
-function explain(query: ExplainQuery): Explanation {
-  const answer = explainPath(mesh(), 'node-a', query);
-  assert.ok(answer.ok, answer.ok ? '' : answer.error);
-  return answer.value.explanation;
-}
-
-function step(e: Explanation, name: StepName): ExplainStep {
-  const found = e.steps.find((s) => s.step === name);
-  assert.ok(found, `no ${name} step in ${e.steps.map((s) => s.step).join(', ')}`);
-  return found;
-}
+const SNAPSHOT = mesh(SUBJECTS);
 
 test('capture: a pod labelled ambient in a namespace that is not is captured, decided by the pod', () => {
-  const capture = step(explain({ source: 'shop/labelled', destination: 'web.shop:80' }), 'capture');
+  const capture = step(explain(SNAPSHOT, { source: 'legacy/labelled', destination: 'web.shop:80' }), 'capture');
   assert.equal(capture.outcome, 'captured');
-  assert.equal(capture.decidedBy.object, 'Pod shop/labelled');
-  assert.equal(capture.decidedBy.from, `${FILE}:${lineOf('labelled')}`);
+  assert.equal(capture.decidedBy.object, 'Pod legacy/labelled');
+  assert.equal(capture.decidedBy.from, `${FILE}:${lineOf(SUBJECTS, 'labelled')}`);
   assert.match(capture.details[0]!, /the pod is labelled istio\.io\/dataplane-mode=ambient/);
 });
 
 test('capture: a hostNetwork pod and a pod with an Istio sidecar are not captured, whatever their labels, and say why', () => {
-  const host = step(explain({ source: 'shop/hostnet', destination: 'web.shop:80' }), 'capture');
+  const host = step(explain(SNAPSHOT, { source: 'shop/hostnet', destination: 'web.shop:80' }), 'capture');
   assert.deepEqual([host.outcome, host.decidedBy.object], ['not-captured', 'Pod shop/hostnet']);
   assert.match(host.details[0]!, /hostNetwork: true/);
-  const sidecar = step(explain({ source: 'shop/sidecar', destination: 'web.shop:80' }), 'capture');
+  const sidecar = step(explain(SNAPSHOT, { source: 'shop/sidecar', destination: 'web.shop:80' }), 'capture');
   assert.deepEqual([sidecar.outcome, sidecar.decidedBy.object], ['not-captured', 'Pod shop/sidecar']);
   assert.match(sidecar.details[0]!, /Istio sidecar \(sidecar\.istio\.io\/status\): the sidecar wins/);
 });
 
 test('L7 route: an HTTPRoute bound to the Service decides, with its rule, its backends\' weights and its timeout', () => {
-  const e = explain({ source: 'shop/labelled', destination: 'web.shop:80', http: { method: 'GET', path: '/api/items', authority: 'web.shop', headers: [] } });
+  const e = explain(SNAPSHOT, { source: 'legacy/labelled', destination: 'web.shop:80', http: HTTP_GET('/api/items') });
   const route = step(e, 'l7-route');
   assert.equal(route.outcome, 'forward');
   assert.equal(route.decidedBy.object, 'HTTPRoute shop/web-split');
-  assert.equal(route.decidedBy.from, `${FILE}:${lineOf('web-split')}`);
+  assert.equal(route.decidedBy.from, `${FILE}:${lineOf(SUBJECTS, 'web-split')}`);
   assert.deepEqual(route.details.slice(0, 3), [
     'HTTPRoute shop/web-split rule 0: its matches[0] holds',
     'destinations: web-v1.shop.svc.cluster.local:80 90%, web-v2.shop.svc.cluster.local:80 10%',
@@ -150,11 +101,11 @@ test('L7 route: an HTTPRoute bound to the Service decides, with its rule, its ba
 });
 
 test('a ServiceEntry host: its address resolves to the entry\'s endpoint, passed through as plain TCP (MESH_EXTERNAL), each step naming the ServiceEntry', () => {
-  const e = explain({ source: 'shop/labelled', destination: 'payments.example.com:443' });
+  const e = explain(SNAPSHOT, { source: 'legacy/labelled', destination: 'payments.example.com:443' });
   const destination = step(e, 'destination');
   assert.equal(destination.outcome, 'endpoint');
   assert.equal(destination.decidedBy.object, 'ServiceEntry shop/payments');
-  assert.equal(destination.decidedBy.from, `${FILE}:${lineOf('payments')}`);
+  assert.equal(destination.decidedBy.from, `${FILE}:${lineOf(SUBJECTS, 'payments')}`);
   assert.match(destination.details.join('\n'), /VIP 192\.0\.2\.10:443 of payments\.example\.com/);
   assert.match(destination.details.join('\n'), /picked .*198\.51\.100\.7:443/);
   const transport = e.steps.filter((s) => s.step === 'transport').at(-1)!;

@@ -86,15 +86,21 @@ metadata: { name: local, namespace: shop }
 spec: { clusterIP: 10.96.0.13, selector: { app: db }, internalTrafficPolicy: Local, ports: [{ name: tcp, port: 5432, targetPort: 5432 }] }
 `;
 
-export function mesh(extra = ''): MeshSnapshot {
-  const parsed = parseConfigFile(`${BASE}---\n${extra}`, FILE);
+/** BASE and a test's own documents, as one file. */
+function meshYaml(extra: string): string {
+  return `${BASE}---\n${extra}`;
+}
+
+/** The snapshot of BASE with `extra` documents, as an agent reading it from `file` holds it at `version`. */
+export function mesh(extra = '', { file = FILE, version = 7 }: { file?: string; version?: number } = {}): MeshSnapshot {
+  const parsed = parseConfigFile(meshYaml(extra), file);
   assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error'), []);
-  return buildSnapshot(parsed.objects, { version: 7, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
+  return buildSnapshot(parsed.objects, { version, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
 }
 
 /** The line in the combined YAML where a document with `name: <name>` starts its metadata. */
 export function lineOf(extra: string, name: string): number {
-  const lines = `${BASE}---\n${extra}`.split('\n');
+  const lines = meshYaml(extra).split('\n');
   const i = lines.findIndex((l) => l.includes(`name: ${name},`) || l.includes(`name: ${name} }`) || l.trim() === `name: ${name}`);
   assert.ok(i >= 0, `no ${name} in the YAML`);
   // parse-file reports an object at its document's first line (apiVersion), two lines above metadata.
