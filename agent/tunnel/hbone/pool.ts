@@ -171,9 +171,10 @@ export class HbonePool {
       }
       const opened = this.#openStream(connection, ready.value, request, downstream);
       if (!opened.ok) {
+        // What fails here is this process, not the connection (the engine reports those as events): the
+        // client's fd gone, or no fd left to dup it or make a socket pair (EMFILE, ENFILE, ENOMEM). So
+        // only this stream fails; the connection stays pooled, and a new one would need fds too.
         connection.streams--;
-        this.#retire(connection, opened.error.message);
-        if (attempt === 0) continue;
         return this.#streamFailed(key, opened.error);
       }
       const { socket, stream } = opened.value;
