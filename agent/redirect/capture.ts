@@ -34,7 +34,7 @@ import {
   writeConfig,
 } from './bpf-binding.js';
 import { type CaptureLink, CaptureLinks, type PlannedLink } from './capture-links.js';
-import { missingMapPins, restoreLinks } from './capture-watchdog.js';
+import { CaptureWatchdog } from './capture-watchdog.js';
 import { DnatCapture, type DnatReason, readDnatCounters, removeDnatCapture } from './dnat-capture.js';
 import { kernelProblems } from './kernel-checks.js';
 import { NodeRouting } from './node-routing.js';
@@ -42,8 +42,6 @@ import { NodeRouting } from './node-routing.js';
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15006;
 export const HBONE_PORT = 15008;
-/** How often the watchdog re-attaches what may have been removed under the agent (capture-watchdog.ts). */
-export const WATCHDOG_PERIOD_MS = 1_000;
 
 /**
  * The directory for a group of link pins, <pinDir>/links/<group>/ (created by each attachment: bpffs
@@ -97,11 +95,8 @@ export class EbpfCapture {
   #reconciling: Promise<void> = Promise.resolve();
   /** False until the first reconcile has swept what a previous agent left for pods now gone. */
   #adopted = false;
-  #watchdog: NodeJS.Timeout | undefined;
-  /** Map pins found missing by the last watchdog tick: readiness fails while there are any. */
-  #missingMaps: readonly string[] = [];
-  /** Links the watchdog could not attach again, each said once (a pod on its way out fails until released). */
-  readonly #unrestorable = new Set<string>();
+  /** Re-attaches, every period, what was removed under the agent (started once start() has attached). */
+  readonly #watchdog: CaptureWatchdog;
   /** Every attachment's outcome, for links(). */
   readonly #links = new CaptureLinks();
   /**
@@ -109,8 +104,6 @@ export class EbpfCapture {
    * /proc on every watchdog tick can fail at the open-files limit (which once killed the agent there).
    */
   readonly #agentCgroup = cgroupOf();
-  /** The last watchdog tick's failure, said once until a tick succeeds again. */
-  #watchFailure: string | undefined;
 
   private constructor(
     private readonly options: CaptureOptions,
@@ -119,7 +112,9 @@ export class EbpfCapture {
     private readonly dnsPrograms: BpfObject<DnsProgram> | undefined,
     private readonly maps: AmbitMaps,
     private readonly dnat: DnatCapture,
-  ) {}
+  ) {
+    this.#watchdog = new CaptureWatchdog({ pinDir: this.pinDir, log: options.log, links: () => this.#plannedLinks(), settled: () => this.#reconciling });
+  }
 
   get pinDir(): string {
     return pinRoot(this.options.scope);
@@ -173,8 +168,7 @@ export class EbpfCapture {
       capture.#links.learnIfindex(uplink, await capture.#routing.ifindexOf(uplink));
     }
     EbpfCapture.#byScope.set(options.scope, capture);
-    capture.#watchdog = setInterval(() => void capture.#reconciling.then(() => capture.#watchSafely()), WATCHDOG_PERIOD_MS);
-    capture.#watchdog.unref();
+    capture.#watchdog.start();
     options.log.info({ pinDir, agentCgroup: capture.#agentCgroup, uplinks: options.uplinks }, `eBPF capture loaded: outbound to ${options.nodeIp}:${OUTBOUND_PORT}, inbound steered on ${options.uplinks.join(', ')}`);
     return { ok: true, value: capture };
   }
@@ -208,8 +202,9 @@ export class EbpfCapture {
     const problems: CaptureProblem[] = [];
     const nft = this.dnat.failure;
     if (nft !== undefined) problems.push({ kind: 'nft-sync', message: nft });
-    if (this.#missingMaps.length > 0) {
-      problems.push({ kind: 'pins', message: `the eBPF map pins ${this.#missingMaps.join(', ')} were deleted from ${this.pinDir}; capture goes on with the maps the programs hold, but a restarted agent would start empty ones: restart the agent now to pin them again` });
+    const missingMaps = this.#watchdog.missingMaps;
+    if (missingMaps.length > 0) {
+      problems.push({ kind: 'pins', message: `the eBPF map pins ${missingMaps.join(', ')} were deleted from ${this.pinDir}; capture goes on with the maps the programs hold, but a restarted agent would start empty ones: restart the agent now to pin them again` });
     }
     return problems;
   }
@@ -235,7 +230,7 @@ export class EbpfCapture {
 
   /** Releases every pod and removes the pins: used when capture is turned off, not on restart. */
   async release(): Promise<void> {
-    clearInterval(this.#watchdog);
+    this.#watchdog.stop();
     for (const key of [...this.#enrolled.keys()]) this.#release(key);
     this.dnat.stop();
     if (EbpfCapture.#byScope.get(this.options.scope) === this) EbpfCapture.#byScope.delete(this.options.scope);
@@ -287,38 +282,6 @@ export class EbpfCapture {
         this.#links.learnIfindex(device, await this.#routing.ifindexOf(device));
       } else log.error({ pod: workload.key, device, err: attached.error }, `cannot attach tc to ${device} (pod ${workload.key}): ${attached.error.message}`);
     }
-  }
-
-  /** A tick that fails (EMFILE at the open-files limit, say) is logged and tried again next period: the watchdog never stops the agent. */
-  #watchSafely(): void {
-    try {
-      this.#watch();
-      this.#watchFailure = undefined;
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (message !== this.#watchFailure) this.options.log.error({ err }, `capture watchdog: could not check the links this period (${message}); trying again in ${WATCHDOG_PERIOD_MS} ms`);
-      this.#watchFailure = message;
-    }
-  }
-
-  /**
-   * One watchdog tick, between reconciles: every link capture relies on is attached again (a no-op when
-   * intact), so a deleted pin or a detached link is restored within a period and logged as an error;
-   * deleted map pins fail readiness (problems()).
-   */
-  #watch(): void {
-    const { log } = this.options;
-    const failing = new Set<string>();
-    for (const check of restoreLinks(this.#plannedLinks())) {
-      if (check.kind === 'failed') failing.add(check.pin);
-      if (check.kind === 'restored') log.error({ pin: check.pin, linkId: check.linkId, outcome: check.outcome }, `capture watchdog: ${check.what} had been removed under the agent (its pin ${check.pin} deleted or the link detached); attached again as link ${check.linkId}`);
-      else if (check.kind === 'failed' && !this.#unrestorable.has(check.pin)) log.error({ pin: check.pin }, `capture watchdog: ${check.what} is missing and cannot be attached again: ${check.message}`);
-    }
-    this.#unrestorable.clear();
-    for (const pin of failing) this.#unrestorable.add(pin);
-    const missing = missingMapPins(this.pinDir);
-    if (missing.length > 0 && missing.join() !== this.#missingMaps.join()) log.error({ pinDir: this.pinDir, missing }, `capture watchdog: the eBPF map pins ${missing.join(', ')} were deleted from ${this.pinDir}; readiness fails until the agent is restarted`);
-    this.#missingMaps = missing;
   }
 
   /** Every link capture holds now: the agent's getsockopt, the uplinks', each pod veth's and each enrolled pod's programs. */
