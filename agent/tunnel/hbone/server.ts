@@ -16,6 +16,7 @@ import type { ConnId, EngineEvent, StreamEndCause, StreamId } from '../engine/ev
 import type { EngineResult } from '../engine/native.js';
 import { handOverFd } from '../kernel-relay.js';
 import { relay } from '../relay.js';
+import { tuneRelaySocket } from '../socket-options.js';
 import { type ConnectRequestHeaders, type HboneAuthority, type ServiceAuthority, canonicalIp, formatAuthority, readConnectRequest } from './connect-headers.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 import { messageOf } from './errors.js';
@@ -286,7 +287,9 @@ export class HboneServer {
     entry.started = Date.now();
     // The pod's TCP socket, or the L7 proxy's end of its socket pair: either goes to the engine as it is.
     const direct = handOverFd(upstream) !== undefined;
-    // handOverFd found a plain socket with nothing read ahead or left to write.
+    // handOverFd found a plain socket with nothing read ahead or left to write. No Nagle delay and
+    // keepalive first, as on the client side (outbound-open.ts): the engine's dup keeps them.
+    if (direct) tuneRelaySocket(upstream as Socket);
     const answered = direct ? handOverSocket(upstream as Socket, (fd) => engine.answer(conn, stream, { status: 200, fd })) : this.#answerThroughPair(conn, stream, upstream);
     if (!answered?.ok) {
       upstream.destroy();
