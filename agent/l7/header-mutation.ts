@@ -36,11 +36,18 @@ export function applyHeaderMutations(
   headers: ReadonlyMap<string, readonly string[]>,
   mutations: readonly HeaderMutation[],
 ): Map<string, string[]> {
-  const out = new Map<string, string[]>([...headers].map(([k, v]) => [k, [...v]]));
+  return mutateHeaders(new Map<string, string[]>([...headers].map(([k, v]) => [k, [...v]])), mutations);
+}
+
+/**
+ * Applies mutations in order to a header map its caller owns, in place (no copy of a request's headers
+ * per request when, as mostly, a route has no operations); returns the same map.
+ */
+export function mutateHeaders(headers: Map<string, string[]>, mutations: readonly HeaderMutation[]): Map<string, string[]> {
   for (const m of mutations) {
-    for (const name of m.remove) out.delete(name);
-    for (const [name, value] of m.set) out.set(name, [value]);
-    for (const [name, value] of m.add) out.set(name, [...(out.get(name) ?? []), value]);
+    for (const name of m.remove) headers.delete(name);
+    for (const [name, value] of m.set) headers.set(name, [value]);
+    for (const [name, value] of m.add) headers.set(name, [...(headers.get(name) ?? []), value]);
   }
-  return out;
+  return headers;
 }

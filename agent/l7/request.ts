@@ -41,22 +41,25 @@ export interface HttpRequestAttributes {
  */
 export function requestHeaders(raw: readonly string[] | Readonly<Record<string, string | readonly string[] | undefined>>): RequestHeaders {
   const out = new Map<string, string[]>();
-  const add = (name: string, value: string): void => {
-    const key = name.toLowerCase();
-    if (key.startsWith(':')) return;
-    const values = out.get(key);
-    if (values) values.push(value);
-    else out.set(key, [value]);
-  };
   if (isFlatList(raw)) {
-    for (let i = 0; i + 1 < raw.length; i += 2) add(raw[i]!, raw[i + 1]!);
+    for (let i = 0; i + 1 < raw.length; i += 2) addHeader(out, raw[i]!, raw[i + 1]!);
   } else {
     for (const [name, value] of Object.entries(raw)) {
       if (value === undefined) continue;
-      for (const v of typeof value === 'string' ? [value] : value) add(name, v);
+      if (typeof value === 'string') addHeader(out, name, value);
+      else for (const v of value) addHeader(out, name, v);
     }
   }
   return out;
+}
+
+/** One header line into the map (a module function, not a closure made per request). */
+function addHeader(out: Map<string, string[]>, name: string, value: string): void {
+  const key = name.toLowerCase();
+  if (key.startsWith(':')) return;
+  const values = out.get(key);
+  if (values) values.push(value);
+  else out.set(key, [value]);
 }
 
 function isFlatList(raw: unknown): raw is readonly string[] {

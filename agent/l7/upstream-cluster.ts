@@ -164,13 +164,14 @@ export class UpstreamCluster {
   choose(request?: BalancingInput, avoid?: ReadonlySet<string>): EndpointChoice {
     const { endpoints, panic } = this.balancingSet();
     const hashed = this.hashKey && request ? requestHash(this.hashKey, request) : undefined;
-    const pick = this.balancer.pick(endpoints, { ...(hashed?.hash !== undefined ? { hash: hashed.hash } : {}), ...(avoid ? { avoid } : {}) });
+    // One shape for every pick's context, absent values undefined.
+    const pick = this.balancer.pick(endpoints, { hash: hashed?.hash, avoid });
     if (pick.kind === 'passthrough') return pick;
     if (pick.kind === 'empty') {
       const why = this.endpoints.length === 0 ? 'has no endpoints' : `has no healthy endpoint (${this.endpoints.length} ejected or failing health checks)`;
       return { kind: 'noHealthyUpstream', status: 503, responseFlag: 'UH', message: `no healthy upstream: ${this.name} ${why}` };
     }
-    return { kind: 'endpoint', endpoint: pick.endpoint, ...(hashed?.setCookie ? { setCookie: hashed.setCookie } : {}), panic };
+    return { kind: 'endpoint', endpoint: pick.endpoint, setCookie: hashed?.setCookie, panic };
   }
 
   /** Feeds passive health: every finished try reports how it ended. */

@@ -6,7 +6,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Readable, Writable } from 'node:stream';
-import { type HeaderMutation, applyHeaderMutations } from '../header-mutation.js';
+import { type HeaderMutation, mutateHeaders } from '../header-mutation.js';
 import { type RequestHeaders, requestHeaders } from '../request.js';
 import { type PathNormalization, type RequestTarget, type TargetRefusal, requestTarget } from '../request-target.js';
 import { grpcCode, outgoingHeaders } from './headers.js';
@@ -22,7 +22,7 @@ export interface DownstreamRequest {
   /** The normalized target's authority (an absolute-form target's own); as received when refused. */
   readonly authority: string;
   /** Set when the target cannot be proxied: answer it with this and stop. */
-  readonly refused?: TargetRefusal;
+  readonly refused: TargetRefusal | undefined;
   readonly headers: RequestHeaders;
   readonly body: Readable;
   /** The request declared no body (HTTP/2 END_STREAM with its headers; HTTP/1 without length or chunks). */
@@ -32,74 +32,119 @@ export interface DownstreamRequest {
   writeHead(status: number, headers: OutgoingHttpHeaders): void;
   /** HTTP/2 only (gRPC's status travels in trailers); ignored over HTTP/1.1. */
   addTrailers(trailers: OutgoingHttpHeaders): void;
-  /** Whether the response's headers went out (a method, not a getter: see http1Downstream). */
+  /** Whether the response's headers went out (a method, not a getter: see Http1Downstream). */
   headersSent(): boolean;
   /** Aborted when the client goes away before the response is complete. */
   readonly gone: AbortSignal;
 }
 
 /**
- * One request's shape over Node's HTTP/1.1 objects. It holds no accessor (`get x()`): V8 keeps each
- * object literal's getter in a hidden class of its own, which young-generation GC treats as alive, so
- * a getter closing over `res` kept the whole request past the scavenges that should take it, until a
- * full collection: 80 MB promoted to the old generation over the l7-proxy bench's 8000 requests, 6 MB
- * without (bench/README.md).
+ * One request over Node's HTTP/1.1 objects. A class, so that every request has the same shape (its
+ * fields all set here, in one order) and its methods are shared rather than closures made per request.
+ * It holds no accessor (`get x()`): V8 keeps an object literal's getter in a hidden class of its own,
+ * which young-generation GC treats as alive, so a getter closing over `res` kept the whole request past
+ * the scavenges that should take it, until a full collection: 80 MB promoted to the old generation over
+ * the l7-proxy bench's 8000 requests, 6 MB without (bench/README.md).
  */
+class Http1Downstream implements DownstreamRequest {
+  readonly version = 'HTTP/1.1';
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string;
+  readonly refused: TargetRefusal | undefined;
+  readonly headers: RequestHeaders;
+  readonly body: Readable;
+  readonly bodyEmpty: boolean;
+  readonly response: ServerResponse;
+  readonly gone: AbortSignal;
+
+  constructor(req: IncomingMessage, res: ServerResponse, normalization: PathNormalization) {
+    const h = req.headers;
+    const headers = requestHeaders(req.rawHeaders);
+    const method = req.method ?? 'GET';
+    const t = requestTarget({ version: 'HTTP/1.1', method, target: req.url, authority: h.host ?? '', hostHeaders: headers.get('host') ?? [] }, normalization);
+    this.method = method;
+    this.path = t.ok ? t.path : (req.url ?? '');
+    this.authority = t.ok ? t.authority : (h.host ?? '');
+    this.refused = refusalOf(t);
+    this.headers = headers;
+    this.body = req;
+    this.bodyEmpty = (h['content-length'] === undefined || h['content-length'] === '0') && h['transfer-encoding'] === undefined;
+    this.response = res;
+    this.gone = goneSignal(res);
+  }
+
+  writeHead(status: number, headers: OutgoingHttpHeaders): void {
+    this.response.writeHead(status, headers);
+  }
+
+  addTrailers(): void {}
+
+  headersSent(): boolean {
+    return this.response.headersSent;
+  }
+}
+
+/** One request over Node's HTTP/2 compatibility objects; as Http1Downstream. */
+class Http2Downstream implements DownstreamRequest {
+  readonly version = 'HTTP/2';
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string;
+  readonly refused: TargetRefusal | undefined;
+  readonly headers: RequestHeaders;
+  readonly body: Readable;
+  readonly bodyEmpty: boolean;
+  readonly response: Http2ServerResponse;
+  readonly gone: AbortSignal;
+
+  constructor(req: Http2ServerRequest, res: Http2ServerResponse, normalization: PathNormalization) {
+    const headers = requestHeaders(req.rawHeaders);
+    // A CONNECT stream has no :path; Node's compatibility layer then leaves url undefined whatever its type says.
+    const url = req.url as string | undefined;
+    const authority = req.authority ?? req.headers.host ?? '';
+    const t = requestTarget({ version: 'HTTP/2', method: req.method, target: url, authority, hostHeaders: headers.get('host') ?? [] }, normalization);
+    this.method = req.method;
+    this.path = t.ok ? t.path : (url ?? '');
+    this.authority = t.ok ? t.authority : authority;
+    this.refused = refusalOf(t);
+    this.headers = headers;
+    this.body = req;
+    this.bodyEmpty = req.stream.endAfterHeaders;
+    this.response = res;
+    this.gone = goneSignal(res);
+  }
+
+  writeHead(status: number, headers: OutgoingHttpHeaders): void {
+    this.response.writeHead(status, headers);
+  }
+
+  addTrailers(trailers: OutgoingHttpHeaders): void {
+    this.response.addTrailers(trailers);
+  }
+
+  headersSent(): boolean {
+    return this.response.headersSent;
+  }
+}
+
 export function http1Downstream(req: IncomingMessage, res: ServerResponse, normalization: PathNormalization): DownstreamRequest {
-  const gone = new AbortController();
-  res.once('close', () => res.writableFinished || gone.abort());
-  const h = req.headers;
-  const headers = requestHeaders(req.rawHeaders);
-  const method = req.method ?? 'GET';
-  return {
-    version: 'HTTP/1.1',
-    method,
-    ...targetFields(
-      requestTarget({ version: 'HTTP/1.1', method, target: req.url, authority: h.host ?? '', hostHeaders: headers.get('host') ?? [] }, normalization),
-      req.url,
-      h.host,
-    ),
-    headers,
-    body: req,
-    bodyEmpty: (h['content-length'] === undefined || h['content-length'] === '0') && h['transfer-encoding'] === undefined,
-    response: res,
-    writeHead: (status, headers) => void res.writeHead(status, headers),
-    addTrailers: () => undefined,
-    headersSent: () => res.headersSent,
-    gone: gone.signal,
-  };
+  return new Http1Downstream(req, res, normalization);
 }
 
 export function http2Downstream(req: Http2ServerRequest, res: Http2ServerResponse, normalization: PathNormalization): DownstreamRequest {
-  const gone = new AbortController();
-  res.once('close', () => res.writableFinished || gone.abort());
-  const headers = requestHeaders(req.rawHeaders);
-  // A CONNECT stream has no :path; Node's compatibility layer then leaves url undefined whatever its type says.
-  const url = req.url as string | undefined;
-  const authority = req.authority ?? req.headers.host ?? '';
-  return {
-    version: 'HTTP/2',
-    method: req.method,
-    ...targetFields(
-      requestTarget({ version: 'HTTP/2', method: req.method, target: url, authority, hostHeaders: headers.get('host') ?? [] }, normalization),
-      url,
-      authority,
-    ),
-    headers,
-    body: req,
-    bodyEmpty: req.stream.endAfterHeaders,
-    response: res,
-    writeHead: (status, headers) => void res.writeHead(status, headers),
-    addTrailers: (trailers) => res.addTrailers(trailers),
-    headersSent: () => res.headersSent,
-    gone: gone.signal,
-  };
+  return new Http2Downstream(req, res, normalization);
 }
 
-/** The request's path and authority: the normalized target's, or as received beside the refusal. */
-function targetFields(t: RequestTarget, path: string | undefined, authority: string | undefined): Pick<DownstreamRequest, 'path' | 'authority' | 'refused'> {
-  if (t.ok) return { path: t.path, authority: t.authority };
-  return { path: path ?? '', authority: authority ?? '', refused: { status: t.status, reason: t.reason, details: t.details } };
+/** Aborted when the response closes before it finished: the client went away. */
+function goneSignal(res: ServerResponse | Http2ServerResponse): AbortSignal {
+  const gone = new AbortController();
+  res.once('close', () => res.writableFinished || gone.abort());
+  return gone.signal;
+}
+
+function refusalOf(t: RequestTarget): TargetRefusal | undefined {
+  return t.ok ? undefined : { status: t.status, reason: t.reason, details: t.details };
 }
 
 /** Envoy's mapping of an HTTP status to a gRPC status for local replies to gRPC clients. */
@@ -140,14 +185,14 @@ export function sendLocalReply(d: DownstreamRequest, reply: LocalReply, grpcClie
     base.set('content-type', ['application/grpc']);
     base.set('grpc-status', [String(code)]);
     if (reply.body) base.set('grpc-message', [encodeURIComponent(reply.body)]);
-    d.writeHead(200, outgoingHeaders(applyHeaderMutations(base, reply.responseHeaders ?? [])));
+    d.writeHead(200, outgoingHeaders(mutateHeaders(base, reply.responseHeaders ?? [])));
     d.response.end();
     return 0;
   }
   const body = reply.body ?? '';
   if (body.length > 0 && !base.has('content-type')) base.set('content-type', ['text/plain']);
   base.set('content-length', [String(Buffer.byteLength(body))]);
-  d.writeHead(reply.status, outgoingHeaders(applyHeaderMutations(base, reply.responseHeaders ?? [])));
+  d.writeHead(reply.status, outgoingHeaders(mutateHeaders(base, reply.responseHeaders ?? [])));
   d.response.end(body);
   return Buffer.byteLength(body);
 }

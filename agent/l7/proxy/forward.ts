@@ -110,7 +110,8 @@ function cluster(req: OutboundRequest, decision: Forward): Phase<Upstream> {
   const { destination } = ctx;
   if (destination.kind === 'workload') {
     const { workload, address } = destination;
-    return next({ pod: { key: `${address.ip}:${address.port}`, address, workload, connectTimeoutMs: ISTIO_DEFAULT_CONNECT_TIMEOUT_MS } });
+    const pod = { key: `${address.ip}:${address.port}`, address, workload, service: undefined, breaker: undefined, connectTimeoutMs: ISTIO_DEFAULT_CONNECT_TIMEOUT_MS, tls: undefined };
+    return next({ cluster: undefined, pod });
   }
   // The source workload itself: it names the DestinationRule client and becomes the cluster's probe source.
   const resolved = ctx.clusters.resolve(ctx.snapshot, decision.destination, ctx.source);
@@ -119,5 +120,5 @@ function cluster(req: OutboundRequest, decision: Forward): Phase<Upstream> {
     return answer({ status: 503, body: resolved.message }, resolved.message);
   }
   req.clusterName = resolved.cluster.name;
-  return next({ cluster: resolved.cluster });
+  return next({ cluster: resolved.cluster, pod: undefined });
 }

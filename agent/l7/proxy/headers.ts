@@ -15,10 +15,11 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'pr
 
 /** Removes hop-by-hop headers, and those the Connection header names. */
 export function withoutHopByHop(headers: ReadonlyMap<string, readonly string[]>): HeaderMap {
-  const named = new Set((headers.get('connection') ?? []).flatMap((v) => v.split(',')).map((v) => v.trim().toLowerCase()));
+  const connection = headers.get('connection');
+  const named = connection === undefined ? undefined : connectionNamed(connection);
   const out: HeaderMap = new Map();
   for (const [name, values] of headers) {
-    if (HOP_BY_HOP.has(name) || named.has(name) || name.startsWith(':')) continue;
+    if (HOP_BY_HOP.has(name) || named?.has(name) || name.startsWith(':')) continue;
     out.set(name, [...values]);
   }
   return out;
@@ -32,6 +33,30 @@ export function headerMapOf(headers: IncomingHttpHeaders): HeaderMap {
     out.set(name.toLowerCase(), Array.isArray(value) ? [...value] : [String(value)]);
   }
   return out;
+}
+
+/**
+ * An upstream response's headers as the header map the client's response starts from: headerMapOf and
+ * withoutHopByHop in one pass, since this runs for every response.
+ */
+export function responseHeaderMap(headers: IncomingHttpHeaders): HeaderMap {
+  const connection = headers.connection;
+  const named = connection === undefined ? undefined : connectionNamed([connection]);
+  const out: HeaderMap = new Map();
+  for (const [raw, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    const name = raw.toLowerCase();
+    if (HOP_BY_HOP.has(name) || named?.has(name) || name.startsWith(':')) continue;
+    out.set(name, Array.isArray(value) ? [...value] : [String(value)]);
+  }
+  return out;
+}
+
+/** The header names a Connection header's values list, lowercased. */
+function connectionNamed(values: readonly string[]): ReadonlySet<string> {
+  const named = new Set<string>();
+  for (const value of values) for (const token of value.split(',')) named.add(token.trim().toLowerCase());
+  return named;
 }
 
 /**

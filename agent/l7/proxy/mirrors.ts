@@ -18,7 +18,7 @@ export function startMirrors(ctx: Pick<ForwardContext, 'clusters' | 'source' | '
     for (const mirror of mirrors) {
       const resolved = ctx.clusters.resolve(snapshot, mirror, { namespace: ctx.source.namespace, labels: ctx.source.labels });
       if (!resolved.ok) continue;
-      const picked = pickTarget(snapshot, { cluster: resolved.cluster }, { host: mirror.host, authority: d.authority, port: mirror.port, method: d.method, path: d.path, headers: d.headers, source: { namespace: ctx.source.namespace, labels: ctx.source.labels } }, new Set());
+      const picked = pickTarget(snapshot, { cluster: resolved.cluster, pod: undefined }, { host: mirror.host, authority: d.authority, port: mirror.port, method: d.method, path: d.path, headers: d.headers, source: { namespace: ctx.source.namespace, labels: ctx.source.labels } }, new Set());
       if (picked.kind === 'fail') continue;
       const copy = new RequestBody(Readable.from(body.held()), body.held().length === 0);
       const exchange = ctx.upstream.send(picked.target, { method: d.method, path: d.path, authority: `${hostOf(d.authority)}-shadow${portSuffix(d.authority)}`, headers }, copy, protocol);

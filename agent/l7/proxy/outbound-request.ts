@@ -2,7 +2,7 @@
 // one place a request ends: however a phase ended it (a local answer, a relayed response, a client that
 // went away), `finishRequest` answers if the proxy must, ends the span and reports the record once.
 
-import { canonicalName, canonicalRevision } from '../../state/canonical.js';
+import { canonicalWorkload } from '../../state/canonical.js';
 import type { MeshService, Workload } from '../../state/model.js';
 import type { RequestSpan } from '../../telemetry/tracing.js';
 import type { HttpRequestAttributes } from '../request.js';
@@ -17,7 +17,7 @@ import type { RelayedResponse } from './response-relay.js';
 /** How a request ended, whichever phase ended it. */
 export type RequestEnding =
   /** The proxy answers itself (no route, a fault abort, no upstream, a timeout...); `detail` is for the log. */
-  | { readonly kind: 'local'; readonly reply: LocalReply; readonly detail?: string }
+  | { readonly kind: 'local'; readonly reply: LocalReply; readonly detail: string | undefined }
   /** An upstream response went to the client, whole or cut short. */
   | { readonly kind: 'relayed'; readonly relayed: RelayedResponse }
   /** The client went away before any answer. */
@@ -27,7 +27,7 @@ export type RequestEnding =
 export type Phase<T> = { readonly kind: 'next'; readonly value: T } | RequestEnding;
 
 export const next = <T>(value: T): Phase<T> => ({ kind: 'next', value });
-export const answer = (reply: LocalReply, detail?: string): RequestEnding => ({ kind: 'local', reply, ...(detail !== undefined ? { detail } : {}) });
+export const answer = (reply: LocalReply, detail?: string): RequestEnding => ({ kind: 'local', reply, detail });
 export const GONE: RequestEnding = { kind: 'gone' };
 
 /** The per-request context: fixed at the start, then the little each phase learns (route, endpoint, flags). */
@@ -79,10 +79,10 @@ export function startRequest(ctx: ForwardContext, d: DownstreamRequest): Outboun
     path: d.path,
     authority: d.authority,
     httpVersion: d.version,
-    workload: { canonicalService: canonicalName(source), namespace: source.namespace, canonicalRevision: canonicalRevision(source) },
+    workload: canonicalWorkload(source),
     requestId,
     peerAddress: ctx.sourceIp,
-    ...(service ? { upstreamCluster: service.hostname } : {}),
+    upstreamCluster: service?.hostname,
     proxied: { workload: source },
   });
   // The upstream carries this span's context in place of the client's: the destination parents to it.
@@ -112,16 +112,16 @@ export function startRequest(ctx: ForwardContext, d: DownstreamRequest): Outboun
 /** Answers the client when the proxy must, then ends the span and reports the request: once per request. */
 export function finishRequest(req: OutboundRequest, ending: RequestEnding): void {
   const { status, bytes, grpcStatus, detail } = conclude(req, ending);
-  const { ctx, d, service, upstreamWorkload, upstreamHost, clusterName, flags, body } = req;
-  const userAgent = d.headers.get('user-agent')?.[0];
+  const { ctx, d, upstreamWorkload, upstreamHost, flags, body } = req;
+  // Every field written, in one order, whatever the ending: one shape for every record.
   const record: CompletedRequest = {
     reporter: 'source',
     source: ctx.source,
     sourceAddress: `${ctx.sourceIp}:${ctx.sourcePort}`,
-    ...(service ? { destinationService: service } : {}),
-    ...(upstreamWorkload ? { destinationWorkload: upstreamWorkload } : {}),
-    ...(upstreamHost ? { upstreamHost } : {}),
-    ...(clusterName ? { upstreamCluster: clusterName } : {}),
+    destinationService: req.service,
+    destinationWorkload: upstreamWorkload,
+    upstreamHost,
+    upstreamCluster: req.clusterName,
     securityPolicy: upstreamWorkload?.enrollment.enrolled ? 'mutual_tls' : 'unknown',
     route: req.route,
     protocol: req.grpc ? 'grpc' : 'http',
@@ -130,47 +130,48 @@ export function finishRequest(req: OutboundRequest, ending: RequestEnding): void
     path: d.path,
     authority: d.authority,
     requestId: req.requestId,
-    ...(req.traceparent ? { traceparent: req.traceparent } : {}),
-    ...(userAgent ? { userAgent } : {}),
+    traceparent: req.traceparent || undefined,
+    userAgent: d.headers.get('user-agent')?.[0] || undefined,
     status,
+    grpcStatus,
     flags,
     attempts: req.attempts,
     requestBytes: body.size,
     responseBytes: bytes,
     startedAt: req.startedAt,
     durationMs: Math.round((performance.now() - req.started) * 1000) / 1000,
-    ...(grpcStatus !== undefined ? { grpcStatus } : {}),
-    ...(detail ? { detail } : {}),
+    detail,
   };
-  req.span.end({
-    statusCode: status,
-    ...(grpcStatus !== undefined ? { grpcStatus } : {}),
-    responseFlags: formatFlags(flags),
-    ...(upstreamHost ? { upstreamHost } : {}),
-    requestBytes: body.size,
-    responseBytes: bytes,
-  });
+  req.span.end({ statusCode: status, grpcStatus, responseFlags: formatFlags(flags), upstreamHost, requestBytes: body.size, responseBytes: bytes });
   ctx.onComplete(record);
 }
 
+/** What the client got, in one shape whatever the ending. */
+interface Concluded {
+  readonly status: number;
+  readonly bytes: number;
+  readonly grpcStatus: number | undefined;
+  readonly detail: string | undefined;
+}
+
 /** What the client got: a local answer is sent here; a relayed response's flags are added here. */
-function conclude(req: OutboundRequest, ending: RequestEnding): { status: number; bytes: number; grpcStatus?: number; detail?: string } {
+function conclude(req: OutboundRequest, ending: RequestEnding): Concluded {
   switch (ending.kind) {
     case 'local': {
       const { reply, detail } = ending;
       const bytes = sendLocalReply(req.d, reply, req.grpc);
       // A gRPC client is answered 200 with its status in grpc-status.
-      return { status: reply.grpcStatus !== undefined || req.grpc ? 200 : reply.status, bytes, ...(detail ? { detail } : {}) };
+      return { status: reply.grpcStatus !== undefined || req.grpc ? 200 : reply.status, bytes, grpcStatus: undefined, detail: detail || undefined };
     }
     case 'relayed': {
       const { relayed } = ending;
       if (relayed.timedOut) req.flags.unshift('UT');
       else if (relayed.error) req.flags.push(relayed.error.flag);
       const detail = relayed.timedOut?.message ?? relayed.error?.message;
-      return { status: relayed.status, bytes: relayed.bytes, ...(relayed.grpcStatus !== undefined ? { grpcStatus: relayed.grpcStatus } : {}), ...(detail ? { detail } : {}) };
+      return { status: relayed.status, bytes: relayed.bytes, grpcStatus: relayed.grpcStatus, detail: detail || undefined };
     }
     case 'gone':
       req.flags.push('DC');
-      return { status: 0, bytes: 0, detail: 'the client went away' };
+      return { status: 0, bytes: 0, grpcStatus: undefined, detail: 'the client went away' };
   }
 }

@@ -57,7 +57,10 @@ export function formatFlags(flags: readonly RequestFlag[]): string {
   return flags.length === 0 ? '-' : flags.join(',');
 }
 
-/** The hook that feeds Istio's request metrics and the per-request access log (reporter="source"). */
+/**
+ * The hook that feeds Istio's request metrics and the per-request access log (reporter="source"). Its
+ * description and outcome have one shape each (absent values undefined): they are read on every request.
+ */
 export function requestTelemetryHook(telemetry: RequestTelemetry): RequestCompleteHook {
   return (r) => {
     const dstWorkload = r.destinationWorkload;
@@ -68,9 +71,9 @@ export function requestTelemetryHook(telemetry: RequestTelemetry): RequestComple
           src: { addr: r.sourceAddress, workload: r.source, identity: r.source.identity },
           dst: {
             addr: r.upstreamHost ?? 'unknown',
-            ...(dstWorkload ? { workload: dstWorkload } : {}),
-            ...(r.destinationService ? { service: r.destinationService } : {}),
-            ...(dstWorkload && r.securityPolicy === 'mutual_tls' ? { identity: dstWorkload.identity } : {}),
+            workload: dstWorkload,
+            service: r.destinationService,
+            identity: dstWorkload && r.securityPolicy === 'mutual_tls' ? dstWorkload.identity : undefined,
           },
           securityPolicy: r.securityPolicy,
         },
@@ -80,18 +83,18 @@ export function requestTelemetryHook(telemetry: RequestTelemetry): RequestComple
         authority: r.authority,
         httpVersion: r.httpVersion,
         requestId: r.requestId,
-        ...(r.traceparent ? { traceId: r.traceparent.split('-')[1] ?? '' } : {}),
-        ...(r.userAgent ? { userAgent: r.userAgent } : {}),
+        traceId: r.traceparent ? (r.traceparent.split('-')[1] ?? '') : undefined,
+        userAgent: r.userAgent || undefined,
       },
       {
         responseCode: r.status,
-        ...(r.grpcStatus !== undefined ? { grpcStatus: r.grpcStatus } : {}),
+        grpcStatus: r.grpcStatus,
         flags: r.flags,
         requestBytes: r.requestBytes,
         responseBytes: r.responseBytes,
-        ...(r.upstreamHost ? { upstreamHost: r.upstreamHost } : {}),
-        ...(r.route.routeName ? { routeName: r.route.routeName } : {}),
-        ...(r.detail ? { responseCodeDetails: r.detail } : {}),
+        upstreamHost: r.upstreamHost || undefined,
+        routeName: r.route.routeName || undefined,
+        responseCodeDetails: r.detail || undefined,
       },
       r.durationMs,
     );

@@ -9,40 +9,36 @@ import type { DownstreamRequest } from './downstream.js';
 import { type HeaderMap, grpcStatusOf, headerMapOf, outgoingHeaders } from './headers.js';
 import type { ExchangeResult } from './upstream-connections.js';
 
+/** How a relayed response ended; every field is always there (undefined when it does not apply). */
 export interface RelayedResponse {
   readonly status: number;
   /** Body bytes written to the client. */
   readonly bytes: number;
-  readonly grpcStatus?: number;
+  readonly grpcStatus: number | undefined;
   /** UC: the upstream (or its headers) failed mid-response; DC: the client went away. */
-  readonly error?: { readonly flag: 'UC' | 'DC'; readonly message: string };
+  readonly error: { readonly flag: 'UC' | 'DC'; readonly message: string } | undefined;
   /** UT: the route timeout expired before the body ended; the client's stream was reset. */
-  readonly timedOut?: { readonly message: string };
+  readonly timedOut: { readonly message: string } | undefined;
 }
 
-export interface RelayOptions {
-  /**
-   * Resolves (with a message for the log) when the route timeout expires; if the body has not ended by
-   * then, the upstream is abandoned and the client's stream reset. Never resolving means no timeout.
-   */
-  readonly deadline?: Promise<string>;
-}
-
-/** Sends `result` with `headers` (already filtered and mutated by the caller); `done` is called once. */
+/**
+ * Sends `result` with `headers` (already filtered and mutated by the caller); `done` is called once.
+ * `deadline`, when given, resolves (with a message for the log) when the route timeout expires; if the
+ * body has not ended by then, the upstream is abandoned and the client's stream reset.
+ */
 export function relayResponse(
   d: DownstreamRequest,
   result: Extract<ExchangeResult, { kind: 'response' }>,
   headers: HeaderMap,
   done: (relayed: RelayedResponse) => void,
-  options: RelayOptions = {},
+  deadline?: Promise<string>,
 ): void {
   let bytes = 0;
   let ended = false;
   const end = (error?: RelayedResponse['error'], timedOut?: RelayedResponse['timedOut']): void => {
     if (ended) return;
     ended = true;
-    const grpcStatus = grpcStatusOf(result.trailers()) ?? grpcStatusOf(result.headers);
-    done({ status: result.status, bytes, ...(grpcStatus !== undefined ? { grpcStatus } : {}), ...(error ? { error } : {}), ...(timedOut ? { timedOut } : {}) });
+    done({ status: result.status, bytes, grpcStatus: grpcStatusOf(result.trailers()) ?? grpcStatusOf(result.headers), error, timedOut });
   };
   try {
     d.writeHead(result.status, outgoingHeaders(headers));
@@ -76,7 +72,7 @@ export function relayResponse(
       end({ flag: 'UC', message: 'upstream closed before the response ended' });
     }
   });
-  void options.deadline?.then((message) => {
+  void deadline?.then((message) => {
     if (ended) return;
     // Marked ended first: destroying the body emits 'close', which must not report UC instead.
     end(undefined, { message });

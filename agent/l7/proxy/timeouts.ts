@@ -5,18 +5,33 @@
 import type { DownstreamRequest } from './downstream.js';
 
 export interface Deadline {
-  readonly expired: Promise<'per-try' | 'overall'>;
+  /** Resolves once the time is up; undefined without a limit (nothing to wait on, nothing to race). */
+  readonly expired: Promise<'per-try' | 'overall'> | undefined;
   cancel(): void;
 }
 
-/** A timer that resolves `expired` with `kind` after `ms`; none (never resolving) without a duration. */
+/** No limit: no promise that never settles is made per request. */
+const NO_DEADLINE: Deadline = { expired: undefined, cancel: () => undefined };
+
+/** One timer: `expired` resolves with its kind after `ms` unless cancelled first. */
+class TimerDeadline implements Deadline {
+  readonly expired: Promise<'per-try' | 'overall'>;
+  #timer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(ms: number, kind: 'per-try' | 'overall') {
+    this.expired = new Promise((resolve) => {
+      this.#timer = setTimeout(resolve, ms, kind);
+    });
+  }
+
+  cancel(): void {
+    clearTimeout(this.#timer);
+  }
+}
+
+/** A timer that resolves `expired` with `kind` after `ms`; none without a duration. */
 export function deadline(ms: number | undefined, kind: 'per-try' | 'overall'): Deadline {
-  if (ms === undefined || ms <= 0) return { expired: new Promise(() => undefined), cancel: () => undefined };
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<'per-try' | 'overall'>((resolve) => {
-    timer = setTimeout(() => resolve(kind), ms);
-  });
-  return { expired, cancel: () => clearTimeout(timer) };
+  return ms === undefined || ms <= 0 ? NO_DEADLINE : new TimerDeadline(ms, kind);
 }
 
 /**
@@ -24,7 +39,7 @@ export function deadline(ms: number | undefined, kind: 'per-try' | 'overall'): D
  * so a slow upload does not eat into the time the upstream has to answer.
  */
 export function routeDeadline(ms: number | undefined, d: DownstreamRequest): Deadline {
-  if (ms === undefined || ms <= 0) return { expired: new Promise(() => undefined), cancel: () => undefined };
+  if (ms === undefined || ms <= 0) return NO_DEADLINE;
   let timer: NodeJS.Timeout | undefined;
   let arm = (): void => undefined;
   const expired = new Promise<'overall'>((resolve) => {
@@ -40,7 +55,6 @@ export function routeDeadline(ms: number | undefined, d: DownstreamRequest): Dea
     },
   };
 }
-
 
 /** Resolves 'gone' once the client has gone away. */
 export function aborted(signal: AbortSignal): Promise<'gone'> {

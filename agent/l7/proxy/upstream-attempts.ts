@@ -5,12 +5,13 @@
 // header operations and a sticky-session cookie. The route timeout, as Envoy's, runs from the end of
 // the request to the end of the response: expiring mid-body, it resets the client's stream.
 
-import { applyHeaderMutations } from '../header-mutation.js';
+import type { PoolLease } from '../connection-pool.js';
+import { mutateHeaders } from '../header-mutation.js';
 import { type AttemptOutcome, isRetriable, retryBackoffMs } from '../retry-policy.js';
 import type { HttpRouteDecision } from '../route-decision.js';
 import type { UpstreamCluster } from '../upstream-cluster.js';
 import { type Upstream, pickTarget } from './endpoint-pick.js';
-import { type HeaderMap, grpcStatusOf, headerMapOf, withoutHopByHop } from './headers.js';
+import { type HeaderMap, grpcStatusOf, responseHeaderMap } from './headers.js';
 import { upstreamSpeaksH2 } from './http-destination.js';
 import { startMirrors } from './mirrors.js';
 import { GONE, type OutboundRequest, type RequestEnding, answer } from './outbound-request.js';
@@ -41,7 +42,8 @@ export async function tryUpstreams(req: OutboundRequest, decision: Forward, upst
   const tries: Tries = {
     decision,
     upstream,
-    headers: applyHeaderMutations(req.headers, decision.requestHeaders),
+    // The request's own map (built for it in startRequest): mutated in place, not copied.
+    headers: mutateHeaders(req.headers, decision.requestHeaders),
     // The port's declared protocol decides, as in Istio; gRPC cannot travel over HTTP/1.1 whatever the port says.
     protocol: upstreamSpeaksH2(ctx.destination.protocol) || grpc ? 'h2' : 'h1',
     tried: new Set(),
@@ -50,7 +52,7 @@ export async function tryUpstreams(req: OutboundRequest, decision: Forward, upst
   try {
     for (;;) {
       const leases = acquireLeases(req, upstream.cluster);
-      if (leases.kind !== 'held') return leases;
+      if (!(leases instanceof TryLeases)) return leases;
       let ending: TryEnding;
       try {
         ending = await oneTry(req, tries);
@@ -66,25 +68,32 @@ export async function tryUpstreams(req: OutboundRequest, decision: Forward, upst
 }
 
 /** The breaker's request lease, and a retry lease for every try after the first; refused: 503 UO. */
-function acquireLeases(req: OutboundRequest, cluster: UpstreamCluster | undefined): { readonly kind: 'held'; release(): void } | RequestEnding {
+function acquireLeases(req: OutboundRequest, cluster: UpstreamCluster | undefined): TryLeases | RequestEnding {
   const request = cluster?.breaker.acquireRequest();
-  if (request && !request.admitted) {
+  if (request?.admitted === false) {
     req.flags.push('UO');
     return answer({ status: 503, body: `${UPSTREAM_RESET}overflow`, headers: OVERLOADED }, request.message);
   }
   const retry = req.attempts > 0 ? cluster?.breaker.acquireRetry() : undefined;
-  if (retry && !retry.admitted) {
-    if (request?.admitted) request.release();
+  if (retry?.admitted === false) {
+    request?.release();
     req.flags.push('UO');
     return answer({ status: 503, body: 'upstream retry overflow', headers: OVERLOADED }, retry.message);
   }
-  return {
-    kind: 'held',
-    release: () => {
-      if (request?.admitted) request.release();
-      if (retry?.admitted) retry.release();
-    },
-  };
+  return new TryLeases(request, retry);
+}
+
+/** A try's circuit-breaker leases, released together when the try ends. */
+class TryLeases {
+  constructor(
+    private readonly request: PoolLease | undefined,
+    private readonly retry: PoolLease | undefined,
+  ) {}
+
+  release(): void {
+    this.request?.release();
+    this.retry?.release();
+  }
 }
 
 async function oneTry(req: OutboundRequest, tries: Tries): Promise<TryEnding> {
@@ -107,7 +116,11 @@ async function oneTry(req: OutboundRequest, tries: Tries): Promise<TryEnding> {
   const endActive = cluster?.active.begin(target.key);
   try {
     const perTry = deadline(decision.retry.perTryTimeoutMs, 'per-try');
-    const result = await Promise.race([exchange.result, perTry.expired, overall.expired, aborted(d.gone)]);
+    // Only the clocks that run take part: most routes have neither timeout.
+    const racers: Promise<ExchangeResult | 'per-try' | 'overall' | 'gone'>[] = [exchange.result, aborted(d.gone)];
+    if (perTry.expired) racers.push(perTry.expired);
+    if (overall.expired) racers.push(overall.expired);
+    const result = await Promise.race(racers);
     perTry.cancel();
     if (result === 'gone') {
       exchange.abort();
@@ -158,8 +171,7 @@ function outcomeOf(result: ExchangeResult | 'per-try' | 'overall'): AttemptOutco
   if (result === 'per-try' || result === 'overall') return { kind: 'per-try-timeout' };
   switch (result.kind) {
     case 'response': {
-      const grpcStatus = grpcStatusOf(result.headers);
-      return { kind: 'response', status: result.status, ...(grpcStatus !== undefined ? { grpcStatus } : {}) };
+      return { kind: 'response', status: result.status, grpcStatus: grpcStatusOf(result.headers) };
     }
     case 'connect-failure':
       return { kind: 'connect-failure' };
@@ -178,8 +190,8 @@ function outcomeOf(result: ExchangeResult | 'per-try' | 'overall'): AttemptOutco
  * route timeout covers the whole response).
  */
 function streamResponse(req: OutboundRequest, result: Extract<ExchangeResult, { kind: 'response' }>, decision: Forward, setCookie: string | undefined, overall: Deadline): Promise<RelayedResponse> {
-  const headers = applyHeaderMutations(withoutHopByHop(headerMapOf(result.headers)), decision.responseHeaders);
+  const headers = mutateHeaders(responseHeaderMap(result.headers), decision.responseHeaders);
   if (setCookie) headers.set('set-cookie', [...(headers.get('set-cookie') ?? []), setCookie]);
-  const timeout = overall.expired.then(() => `route timeout ${decision.timeoutMs} ms expired during the response`);
-  return new Promise((resolve) => relayResponse(req.d, result, headers, resolve, { deadline: timeout }));
+  const timeout = overall.expired?.then(() => `route timeout ${decision.timeoutMs} ms expired during the response`);
+  return new Promise((resolve) => relayResponse(req.d, result, headers, resolve, timeout));
 }

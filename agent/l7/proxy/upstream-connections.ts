@@ -156,6 +156,8 @@ export class UpstreamConnections {
   #sendH1(target: UpstreamTarget, head: UpstreamHead, body: RequestBody, mayRetryStale: boolean): Exchange {
     let request: ClientRequest | undefined;
     let aborted = false;
+    const headers = outgoingHeaders(head.headers);
+    headers.host = head.authority;
     const result = new Promise<ExchangeResult>((resolve) => {
       const args: TargetedArgs = {
         agent: this.#agent,
@@ -163,7 +165,7 @@ export class UpstreamConnections {
         port: target.address.port,
         method: head.method,
         path: head.path,
-        headers: { ...outgoingHeaders(head.headers), host: head.authority },
+        headers,
         setHost: false,
         ambitTarget: target,
       };
@@ -208,7 +210,12 @@ export class UpstreamConnections {
       return new Promise<ExchangeResult>((resolve) => {
         let s: ClientHttp2Stream;
         try {
-          s = session.request({ ...outgoingHeaders(head.headers), ':method': head.method, ':path': head.path, ':authority': head.authority, ':scheme': 'http' }, { endStream: false });
+          const headers = outgoingHeaders(head.headers);
+          headers[':method'] = head.method;
+          headers[':path'] = head.path;
+          headers[':authority'] = head.authority;
+          headers[':scheme'] = 'http';
+          s = session.request(headers, { endStream: false });
         } catch (err) {
           return resolve({ kind: 'reset', beforeRequest: true, message: (err as Error).message });
         }
