@@ -104,7 +104,7 @@ export class InboundHttpProxy {
     const outer = new Socket({ fd: outerFd, allowHalfOpen: true, readable: true, writable: true });
     const inner = new Socket({ fd: innerFd, allowHalfOpen: true, readable: true, writable: true });
     inner.pause();
-    const context: TunnelContext = { tunnel, upstream: new UpstreamConnections(() => tunnel.connect(), this.#slots) };
+    const context: TunnelContext = { tunnel, upstream: new UpstreamConnections(() => tunnel.connect(), this.#slots), described: undefined };
     inner.once('close', () => context.upstream.close());
     inner.on('error', () => undefined);
     const sniffing = firstBytesDeadline(inner, this.#limits.headersTimeoutMs);

@@ -9,14 +9,15 @@ import type { DenialRecorder } from '../../explain/denials.js';
 import type { RequestGuard, RequestGuardOutcome } from '../../policy/request-guard.js';
 import { applyRequestEdits } from '../../policy/request-guard.js';
 import type { RateLimiter, RateLimitDecision } from '../../policy/rate-limit.js';
-import { canonicalName, canonicalRevision } from '../../state/canonical.js';
+import { canonicalWorkload } from '../../state/canonical.js';
 import type { MeshService, MeshSnapshot, Workload } from '../../state/model.js';
+import type { ConnectionDescription } from '../../telemetry/connections.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { HttpResponseFlag, RequestOutcome, RequestTelemetry } from '../../telemetry/requests.js';
 import type { RequestSpan, RequestTracer } from '../../telemetry/tracing.js';
 import { authorityHost } from '../request.js';
 import { type DownstreamRequest, type LocalReply, grpcStatusForHttp, refusalReply, sendLocalReply } from './downstream.js';
-import { addForwardingHeaders, headerMapOf, isGrpc, setSpanContext, withoutHopByHop } from './headers.js';
+import { addForwardingHeaders, isGrpc, responseHeaderMap, setSpanContext, withoutHopByHop } from './headers.js';
 import { upstreamSpeaksH2 } from './http-destination.js';
 import type { InboundHttpTunnel } from './inbound-http.js';
 import { RequestBody } from './request-body.js';
@@ -41,12 +42,17 @@ export interface InboundServices {
 export interface TunnelContext {
   readonly tunnel: InboundHttpTunnel;
   readonly upstream: UpstreamConnections;
+  /**
+   * The tunnel's description with the pod's workload and Service as its latest request found them:
+   * the same for every request of a tunnel until a snapshot changes them, so built once, not per request.
+   */
+  described: { readonly workload: Workload; readonly service: MeshService | undefined; readonly connection: ConnectionDescription } | undefined;
 }
 
 /** How a request ended, whichever phase ended it. */
 type InboundEnding =
-  | { readonly kind: 'local'; readonly reply: LocalReply; readonly grpcStatus: number; readonly flags?: HttpResponseFlag[]; readonly details: string; readonly routeName?: string }
-  | { readonly kind: 'relayed'; readonly relayed: RelayedResponse; readonly routeName?: string }
+  | { readonly kind: 'local'; readonly reply: LocalReply; readonly grpcStatus: number; readonly flags: HttpResponseFlag[] | undefined; readonly details: string; readonly routeName: string | undefined }
+  | { readonly kind: 'relayed'; readonly relayed: RelayedResponse; readonly routeName: string | undefined }
   | { readonly kind: 'gone' };
 
 interface InboundRequest {
@@ -63,6 +69,8 @@ interface InboundRequest {
   readonly upstreamHost: string;
   /** The Service the request is for (destination_service), found once per request. */
   readonly service: MeshService | undefined;
+  /** The Service the request's authority or the pod's port names (serviceOf), for policy; undefined when none does. */
+  readonly addressed: MeshService | undefined;
 }
 
 /** Envoy's local-reply bodies for an upstream that could not be reached or reset. */
@@ -85,16 +93,16 @@ async function phases(req: InboundRequest): Promise<InboundEnding> {
 }
 
 function local(reply: LocalReply, grpcStatus: number, extra: { flags?: HttpResponseFlag[]; details: string; routeName?: string }): InboundEnding {
-  return { kind: 'local', reply, grpcStatus, ...extra };
+  return { kind: 'local', reply, grpcStatus, flags: extra.flags, details: extra.details, routeName: extra.routeName };
 }
 
 function startRequest(services: InboundServices, context: TunnelContext, snapshot: MeshSnapshot | undefined, d: DownstreamRequest): InboundRequest {
   const { tunnel } = context;
   const workload = snapshot?.workloads.get(tunnel.workload.key) ?? tunnel.workload;
   const grpc = isGrpc(d.headers);
-  const service = (snapshot && serviceOf(snapshot, workload, tunnel.destination.port, d.authority)) ?? tunnel.connection.dst.service;
+  const addressed = snapshot ? serviceOf(snapshot, workload, tunnel.destination.port, d.authority) : undefined;
+  const service = addressed ?? tunnel.connection.dst.service;
   const requestId = d.headers.get('x-request-id')?.[0];
-  const userAgent = d.headers.get('user-agent')?.[0];
   // Envoy traces every request its connection manager sees, local replies included.
   const span = services.tracer.startSpan('server', {
     headers: d.headers,
@@ -102,25 +110,35 @@ function startRequest(services: InboundServices, context: TunnelContext, snapsho
     path: d.path,
     authority: d.authority,
     httpVersion: d.version,
-    workload: { canonicalService: canonicalName(workload), namespace: workload.namespace, canonicalRevision: canonicalRevision(workload) },
-    ...(requestId ? { requestId } : {}),
+    workload: canonicalWorkload(workload),
+    requestId,
     peerAddress: tunnel.sourceIp,
     upstreamCluster: `inbound|${tunnel.destination.port}||`,
-    proxied: { workload, ...(service ? { service } : {}) },
+    proxied: { workload, service },
   });
   const timing = services.telemetry.started({
-    connection: { ...tunnel.connection, dst: { ...tunnel.connection.dst, workload, ...(service ? { service } : {}) } },
+    connection: describe(context, workload, service),
     protocol: grpc ? 'grpc' : 'http',
     method: d.method,
     path: d.path,
     authority: d.authority,
     httpVersion: d.version,
-    ...(requestId ? { requestId } : {}),
-    ...(span.traceId ? { traceId: span.traceId } : {}),
-    ...(userAgent ? { userAgent } : {}),
+    requestId: requestId || undefined,
+    traceId: span.traceId || undefined,
+    userAgent: d.headers.get('user-agent')?.[0] || undefined,
   });
   const upstreamHost = `${tunnel.destination.ip}:${tunnel.destination.port}`;
-  return { services, context, d, snapshot, workload, grpc, body: new RequestBody(d.body, d.bodyEmpty), span, timing, upstreamHost, service };
+  return { services, context, d, snapshot, workload, grpc, body: new RequestBody(d.body, d.bodyEmpty), span, timing, upstreamHost, service, addressed };
+}
+
+/** The tunnel's description with the pod's workload and Service: the last one built while they stay the same. */
+function describe(context: TunnelContext, workload: Workload, service: MeshService | undefined): ConnectionDescription {
+  const last = context.described;
+  if (last && last.workload === workload && last.service === service) return last.connection;
+  const { connection } = context.tunnel;
+  const described = { workload, service, connection: { ...connection, dst: { ...connection.dst, workload, service } } };
+  context.described = described;
+  return described.connection;
 }
 
 /** The target, normalized at the edge (downstream.ts): what it refused is answered here. */
@@ -136,10 +154,10 @@ type Allowed = Extract<RequestGuardOutcome, { kind: 'allow' }>;
 async function authorize(req: InboundRequest, snapshot: MeshSnapshot): Promise<InboundEnding | Allowed> {
   const { tunnel } = req.context;
   const { d } = req;
-  const service = serviceOf(snapshot, req.workload, tunnel.destination.port, d.authority);
+  const service = req.addressed;
   const requestId = d.headers.get('x-request-id')?.[0];
   const outcome = await req.services.guard.check(snapshot, {
-    ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
+    sourceIdentity: tunnel.sourceIdentity,
     sourceIp: tunnel.sourceIp,
     sourcePort: tunnel.sourcePort,
     destination: req.workload,
@@ -150,8 +168,8 @@ async function authorize(req: InboundRequest, snapshot: MeshSnapshot): Promise<I
     path: d.path,
     headers: d.headers,
     protocol: d.version,
-    ...(service ? { service } : {}),
-    ...(requestId !== undefined ? { requestId } : {}),
+    service,
+    requestId,
     // Only an authorizer that wants the body reads it; the pod then gets what was read, then the rest.
     readBody: async (maxBytes) => {
       const read = await Promise.race([req.body.prefix(maxBytes), aborted(d.gone)]);
@@ -181,12 +199,12 @@ async function rateLimit(req: InboundRequest, snapshot: MeshSnapshot): Promise<E
   const limit = await req.services.rateLimiter.decide(snapshot, {
     destination: req.workload,
     port: tunnel.destination.port,
-    ...(tunnel.sourceIdentity !== undefined ? { sourceIdentity: tunnel.sourceIdentity } : {}),
+    sourceIdentity: tunnel.sourceIdentity,
     method: d.method,
     path: d.path,
     headers: d.headers,
     sourceIp: tunnel.sourceIp,
-    ...(service ? { service: service.hostname } : {}),
+    service: service?.hostname,
   });
   if (!limit.limited) return limit;
   const headers = new Map(Object.entries(limit.headers).map(([k, v]) => [k, [v]]));
@@ -205,7 +223,7 @@ async function toPod(req: InboundRequest, limit: Extract<RateLimitDecision, { li
   // Istio's sidecar default (SANITIZE_SET): what the client claims is dropped, what mTLS proved is set.
   headers.delete('x-forwarded-client-cert');
   if (tunnel.sourceIdentity !== undefined) headers.set('x-forwarded-client-cert', [`By=${workload.identity};URI=${tunnel.sourceIdentity}`]);
-  const upstream: UpstreamTarget = { key: upstreamHost, address: tunnel.destination, workload, connectTimeoutMs: services.connectTimeoutMs };
+  const upstream: UpstreamTarget = { key: upstreamHost, address: tunnel.destination, workload, service: undefined, breaker: undefined, connectTimeoutMs: services.connectTimeoutMs, tls: undefined };
   const protocol = upstreamSpeaksH2(tunnel.protocol) || req.grpc ? 'h2' : 'h1';
   const exchange = context.upstream.send(upstream, { method: d.method, path: d.path, authority: d.authority, headers }, req.body, protocol);
   const result = await Promise.race([exchange.result, aborted(d.gone)]);
@@ -222,7 +240,7 @@ async function toPod(req: InboundRequest, limit: Extract<RateLimitDecision, { li
       details: connectFailed ? 'upstream_reset_before_response_started{connection_failure}' : 'upstream_reset_before_response_started{connection_termination}',
     });
   }
-  return { kind: 'relayed', relayed: await streamResponse(d, result, limit.headers, allowed), ...(routeName !== undefined ? { routeName } : {}) };
+  return { kind: 'relayed', relayed: await streamResponse(d, result, limit.headers, allowed), routeName };
 }
 
 /** The pod's response to the client, with backpressure both ways and its trailers (gRPC's status). */
@@ -232,7 +250,7 @@ function streamResponse(
   rateLimitHeaders: Readonly<Record<string, string>> | undefined,
   allowed: Allowed,
 ): Promise<RelayedResponse> {
-  const headers = withoutHopByHop(headerMapOf(result.headers));
+  const headers = responseHeaderMap(result.headers);
   for (const [name, value] of Object.entries(rateLimitHeaders ?? {})) headers.set(name, [value]);
   for (const h of allowed.responseHeaders) headers.set(h.name, [...(h.append ? (headers.get(h.name) ?? []) : []), h.value]);
   return new Promise((resolve) => relayResponse(d, result, headers, resolve));
@@ -241,36 +259,31 @@ function streamResponse(
 /** Answers the client when the proxy must, then reports the request and ends its span: once per request. */
 function finish(req: InboundRequest, ending: InboundEnding): void {
   const { status, bytes, grpcStatus, flags, details, routeName, reached } = conclude(req, ending);
-  const { body, upstreamHost } = req;
+  const { body } = req;
+  const upstreamHost = reached ? req.upstreamHost : undefined;
+  // One shape for every outcome, absent values undefined.
   req.timing.completed({
     responseCode: status,
-    ...(grpcStatus !== undefined ? { grpcStatus } : {}),
-    ...(flags ? { flags } : {}),
+    grpcStatus,
+    flags,
     requestBytes: body.size,
     responseBytes: bytes,
-    ...(reached ? { upstreamHost } : {}),
-    ...(routeName ? { routeName } : {}),
-    ...(details ? { responseCodeDetails: details } : {}),
+    upstreamHost,
+    routeName: routeName || undefined,
+    responseCodeDetails: details || undefined,
   });
-  req.span.end({
-    statusCode: status,
-    ...(grpcStatus !== undefined ? { grpcStatus } : {}),
-    responseFlags: flags && flags.length > 0 ? flags.join(',') : '-',
-    ...(reached ? { upstreamHost } : {}),
-    requestBytes: body.size,
-    responseBytes: bytes,
-  });
+  req.span.end({ statusCode: status, grpcStatus, responseFlags: flags && flags.length > 0 ? flags.join(',') : '-', upstreamHost, requestBytes: body.size, responseBytes: bytes });
 }
 
 interface Concluded {
   readonly status: number;
   readonly bytes: number;
-  readonly grpcStatus?: number;
-  readonly flags?: HttpResponseFlag[];
-  readonly details?: string;
-  readonly routeName?: string;
+  readonly grpcStatus: number | undefined;
+  readonly flags: HttpResponseFlag[] | undefined;
+  readonly details: string;
+  readonly routeName: string | undefined;
   /** The pod answered: the record names it as the upstream host. */
-  readonly reached?: boolean;
+  readonly reached: boolean;
 }
 
 function conclude(req: InboundRequest, ending: InboundEnding): Concluded {
@@ -280,7 +293,7 @@ function conclude(req: InboundRequest, ending: InboundEnding): Concluded {
       req.body.discard();
       const { flags, details, routeName } = ending;
       // A gRPC client is answered 200 with the status in grpc-status, which Istio's labels report.
-      return { status: req.grpc ? 200 : ending.reply.status, bytes, ...(req.grpc ? { grpcStatus: ending.grpcStatus } : {}), ...(flags ? { flags } : {}), details, ...(routeName ? { routeName } : {}) };
+      return { status: req.grpc ? 200 : ending.reply.status, bytes, grpcStatus: req.grpc ? ending.grpcStatus : undefined, flags, details, routeName, reached: false };
     }
     case 'relayed': {
       const { relayed, routeName } = ending;
@@ -288,14 +301,15 @@ function conclude(req: InboundRequest, ending: InboundEnding): Concluded {
       return {
         status: relayed.status,
         bytes: relayed.bytes,
-        ...(relayed.grpcStatus !== undefined ? { grpcStatus: relayed.grpcStatus } : {}),
+        grpcStatus: relayed.grpcStatus,
+        flags: error ? [error.flag] : undefined,
+        details: error ? error.message : 'via_upstream',
+        routeName,
         reached: true,
-        ...(error ? { flags: [error.flag], details: error.message } : { details: 'via_upstream' }),
-        ...(routeName ? { routeName } : {}),
       };
     }
     case 'gone':
-      return { status: 0, bytes: 0, flags: ['DC'], details: 'downstream_remote_disconnect' };
+      return { status: 0, bytes: 0, grpcStatus: undefined, flags: ['DC'], details: 'downstream_remote_disconnect', routeName: undefined, reached: false };
   }
 }
 
@@ -305,8 +319,24 @@ function conclude(req: InboundRequest, ending: InboundEnding): Concluded {
  * this pod port.
  */
 export function serviceOf(snapshot: MeshSnapshot, workload: Workload, port: number, authority: string): MeshService | undefined {
-  const candidates = [...snapshot.services.values()].filter((s) => s.endpoints.some((e) => e.workload === workload.key && [...e.ports.values()].includes(port)));
+  const candidates = servicesOfPodPort(snapshot, workload, port);
   const host = authorityHost(authority);
   const named = candidates.find((s) => host === s.hostname || host === s.name || host === `${s.name}.${s.namespace}` || host === `${s.name}.${s.namespace}.svc`);
   return named ?? (candidates.length === 1 ? candidates[0] : undefined);
+}
+
+// Snapshots never change: the Services routing to a pod's port are found once per snapshot, not by a
+// scan of every Service's endpoints on every request.
+const podPortServices = new WeakMap<MeshSnapshot, Map<string, readonly MeshService[]>>();
+
+function servicesOfPodPort(snapshot: MeshSnapshot, workload: Workload, port: number): readonly MeshService[] {
+  let byPodPort = podPortServices.get(snapshot);
+  if (!byPodPort) podPortServices.set(snapshot, (byPodPort = new Map()));
+  const key = `${workload.key} ${port}`;
+  let services = byPodPort.get(key);
+  if (!services) {
+    services = [...snapshot.services.values()].filter((s) => s.endpoints.some((e) => e.workload === workload.key && [...e.ports.values()].includes(port)));
+    byPodPort.set(key, services);
+  }
+  return services;
 }
