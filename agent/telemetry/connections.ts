@@ -7,7 +7,7 @@ import type { MeshService, SpiffeId, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
 import type { Logger } from './log.js';
 import type { MeshMetrics, TcpLabels } from './metrics.js';
-import { type CachedSeries, SeriesCache } from './series-cache.js';
+import { type CachedSeries, SeriesCache, peersKey } from './series-cache.js';
 import { TelemetryPolicies, connectionAttributes, shouldLog } from './telemetry-policy.js';
 import { type SeriesOwner, WorkloadSeries } from './workload-series.js';
 import { type FlowLogging, connectionFlowRecord } from './flow-log.js';
@@ -215,7 +215,7 @@ export class ConnectionTelemetry {
 
   /** Frozen, so WorkloadSeries computes each label set's id once too. */
   #seriesOf(c: ConnectionDescription, flag: ResponseFlag): CachedSeries<TcpLabels> {
-    return this.#cache.get(`${this.#cache.peersKey(c)} ${flag}`, () => ({ labels: Object.freeze(tcpLabels(c, flag, this.#clusterId)), owners: seriesOwners(c, this.#clusterId) }));
+    return this.#cache.get(`${peersKey(c)} ${flag}`, () => ({ labels: Object.freeze(tcpLabels(c, flag, this.#clusterId)), owners: seriesOwners(c, this.#clusterId) }));
   }
 }
 

@@ -8,7 +8,7 @@ import type { WorkloadStore } from '../state/store.js';
 import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, seriesOwners, trafficLabels, workloadSignature } from './connections.js';
 import type { Logger } from './log.js';
 import { type MeshMetrics, PEER_LABELS } from './metrics.js';
-import { type CachedSeries, SeriesCache } from './series-cache.js';
+import { type CachedSeries, SeriesCache, peersKey } from './series-cache.js';
 import { type CounterHandle, type HistogramHandle, SeriesCounter, SeriesHistogram } from './series-metrics.js';
 import { type EffectiveTelemetry, TelemetryPolicies, applyTagOverrides, requestAttributes, shouldLog } from './telemetry-policy.js';
 import { WorkloadSeries } from './workload-series.js';
@@ -111,8 +111,10 @@ export function requestLabels(d: RequestDescription, o: RequestOutcome, clusterI
 
 /** Envoy's %RESPONSE_FLAGS%: "-" for none, else the flags once each, joined by ",". */
 export function formatFlags(flags: readonly HttpResponseFlag[] | undefined): string {
-  const unique = [...new Set(flags ?? [])];
-  return unique.length === 0 ? '-' : unique.join(',');
+  // Most requests have no flag and the rest one: neither needs a set built per request.
+  if (flags === undefined || flags.length === 0) return '-';
+  if (flags.length === 1) return flags[0]!;
+  return [...new Set(flags)].join(',');
 }
 
 export class RequestTelemetry {
@@ -168,7 +170,9 @@ export class RequestTelemetry {
   record(d: RequestDescription, o: RequestOutcome, durationMs: number): void {
     // The Telemetry in force, merged once per workload and snapshot; none keeps the cached path.
     const policy = this.#policies.of(d.connection);
-    const { labelSets, owners, handles } = policy.isDefault ? this.#seriesOf(d, o) : this.#overriddenSeriesOf(d, o, policy);
+    // Who talked to whom, as every cache below keys it: built once per record.
+    const peers = peersKey(d.connection);
+    const { labelSets, owners, handles } = policy.isDefault ? this.#seriesOf(peers, d, o) : this.#overriddenSeriesOf(peers, d, o, policy);
     handles.total?.inc();
     handles.duration?.observe(durationMs);
     handles.requestBytes?.observe(o.requestBytes);
@@ -179,7 +183,7 @@ export class RequestTelemetry {
       this.#flows.sink.write(requestFlowRecord(this.#flows.node, d.connection, flow));
     }
     if (!policy.isDefault && !shouldLog(policy, requestAttributes(d, o))) return;
-    const log = this.#accessLogOf(d.connection);
+    const log = this.#accessLogOf(peers, d.connection);
     const fields = requestLogFields(d, o, durationMs);
     // As Envoy and ztunnel: failures the proxy caused stand out; an application's 5xx is still info.
     if (o.flags && o.flags.length > 0) log.warn(fields, 'request complete');
@@ -195,15 +199,15 @@ export class RequestTelemetry {
    * The access log for one flow (a client connection to one endpoint): its src./dst. fields, which
    * lead every record, are bound once, so that a request serializes only its own fields.
    */
-  #accessLogOf(c: ConnectionDescription): Logger {
-    return this.#flowLogs.get(`${c.src.addr} ${c.dst.addr} ${this.#flowLogs.peersKey(c)}`, () => this.accessLog.child(peerLogFields(c)));
+  #accessLogOf(peers: string, c: ConnectionDescription): Logger {
+    return this.#flowLogs.get(`${c.src.addr} ${c.dst.addr} ${peers}`, () => this.accessLog.child(peerLogFields(c)));
   }
 
   /** The labels and owners of a request's series: the key holds everything the labels are made of. */
-  #seriesOf(d: RequestDescription, o: RequestOutcome): RequestSeries {
+  #seriesOf(peers: string, d: RequestDescription, o: RequestOutcome): RequestSeries {
     const c = d.connection;
     const grpcStatus = d.protocol === 'grpc' ? (o.grpcStatus ?? '') : '';
-    const key = `${this.#cache.peersKey(c)} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''}`;
+    const key = `${peers} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''}`;
     return this.#cache.get(key, () => {
       const labels = Object.freeze(requestLabels(d, o, this.#clusterId));
       const m = this.#metrics;
@@ -213,13 +217,13 @@ export class RequestTelemetry {
   }
 
   /** As #seriesOf, with each metric's plan applied; upserted values that read the request are part of the key. */
-  #overriddenSeriesOf(d: RequestDescription, o: RequestOutcome, policy: EffectiveTelemetry): OverriddenSeries {
+  #overriddenSeriesOf(peers: string, d: RequestDescription, o: RequestOutcome, policy: EffectiveTelemetry): OverriddenSeries {
     const c = d.connection;
     const plans = { total: policy.metrics.REQUEST_COUNT, duration: policy.metrics.REQUEST_DURATION, requestBytes: policy.metrics.REQUEST_SIZE, responseBytes: policy.metrics.RESPONSE_SIZE };
     const attributes = requestAttributes(d, o);
     const perMetric = Object.entries(plans).map(([name, plan]) => [name, plan.enabled ? applyTagOverrides({}, plan, attributes) : undefined] as const);
     const grpcStatus = d.protocol === 'grpc' ? (o.grpcStatus ?? '') : '';
-    const key = `${this.#cache.peersKey(c)} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''} ${policy.id} ${JSON.stringify(perMetric)}`;
+    const key = `${peers} ${d.protocol} ${o.responseCode} ${grpcStatus} ${o.flags?.join(',') ?? ''} ${policy.id} ${JSON.stringify(perMetric)}`;
     return this.#overridden.get(key, () => {
       const labels = Object.freeze(requestLabels(d, o, this.#clusterId));
       const m = this.#metrics;

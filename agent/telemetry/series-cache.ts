@@ -19,10 +19,12 @@ export interface CachedSeries<L> {
  */
 const LIMIT = 4096;
 
+/** Workloads' and Services' numbers in keys, one per object for the whole process, so that one peersKey serves every cache. */
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+
 export class SeriesCache<S> {
   readonly #entries = new Map<string, S>();
-  readonly #objectIds = new WeakMap<object, number>();
-  #nextObjectId = 1;
 
   /** The entry for `key`, built by `build` the first time. */
   get(key: string, build: () => S): S {
@@ -35,22 +37,22 @@ export class SeriesCache<S> {
     return entry;
   }
 
-  /** The part of a key that says who talked to whom, as the labels see it. */
-  peersKey(c: ConnectionDescription): string {
-    return `${c.direction} ${this.#idOf(c.src.workload)} ${c.src.identity ?? ''} ${this.#idOf(c.dst.service)} ${this.#idOf(c.dst.workload)} ${c.dst.identity ?? ''} ${c.securityPolicy}`;
-  }
-
   clear(): void {
     this.#entries.clear();
   }
+}
 
-  #idOf(o: object | undefined): number {
-    if (!o) return 0;
-    let id = this.#objectIds.get(o);
-    if (id === undefined) {
-      id = this.#nextObjectId++;
-      this.#objectIds.set(o, id);
-    }
-    return id;
+/** The part of a key that says who talked to whom, as the labels see it: the same string for every cache, so build it once per record. */
+export function peersKey(c: ConnectionDescription): string {
+  return `${c.direction} ${idOf(c.src.workload)} ${c.src.identity ?? ''} ${idOf(c.dst.service)} ${idOf(c.dst.workload)} ${c.dst.identity ?? ''} ${c.securityPolicy}`;
+}
+
+function idOf(o: object | undefined): number {
+  if (!o) return 0;
+  let id = objectIds.get(o);
+  if (id === undefined) {
+    id = nextObjectId++;
+    objectIds.set(o, id);
   }
+  return id;
 }
