@@ -1,6 +1,8 @@
 // HBONE interop with HTTP/2 stacks other than Node's: python3-h2 as a frame-level client (valid and
 // invalid CONNECTs), Go's standard library as a client of our server and as a server for our pool.
 // A missing tool fails the test with the Debian package to install; nothing is skipped.
+// nghttp2's own client (Debian's nghttp2-client) is no peer: nghttp sends :scheme and :path with every
+// request, so its CONNECT is one nghttp2 resets (RFC 9113 §8.5), and h2load takes no client certificate.
 
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
