@@ -5,10 +5,10 @@
 // it, and readiness is 200 again. The table itself is read with the real nft.
 
 import assert from 'node:assert/strict';
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { DNAT_CAPTURE_TABLE } from '../../agent/redirect/dnat-capture.js';
@@ -71,17 +71,7 @@ before(async () => {
   );
   chmodSync(join(wrapperDir, 'nft'), 0o755);
   writeFileSync(join(configDir, 'mesh.yaml'), mesh(pod('pod1', POD1_IP)));
-  const args = [
-    ...['--import', 'tsx', join(REPO, 'agent/cli/main.ts'), 'run', '--node', 'n1', '--config', configDir],
-    ...['--pod-cgroup', join(topo.cgroupDir, '{name}'), '--bpf-scope', basename(topo.pinDir), '--uplink', 'fab0'],
-    ...['--state-dir', join(dir, 'state'), '--log-level', 'debug'],
-  ];
-  // In the agent's cgroup and the node's namespace (nsenter keeps /sys, where the cgroups are, visible).
-  agent = spawn(
-    'sh',
-    ['-c', `echo $$ > '${join(topo.cgroup('agent'), 'cgroup.procs')}' && exec nsenter --net=/run/netns/${topo.node} "$@"`, 'sh', process.execPath, ...args],
-    { cwd: REPO, env: { ...process.env, PATH: `${wrapperDir}:${process.env['PATH'] ?? ''}` } },
-  );
+  agent = topo.runAgent(configDir, join(dir, 'state'), ['--log-level', 'debug'], { cwd: REPO, env: { ...process.env, PATH: `${wrapperDir}:${process.env['PATH'] ?? ''}` } });
   agent.stdout.on('data', (d: Buffer) => (output += d.toString()));
   agent.stderr.on('data', (d: Buffer) => (output += d.toString()));
 });

@@ -5,10 +5,10 @@
 // reaches the entry's endpoint on another node, and an unknown name comes from --dns-upstream.
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { DNS_CGROUP_PROGRAMS } from '../../agent/redirect/bpf-binding.js';
 import { inPod, removePodResolvConf, startUpstreamDns, UPSTREAM_ANSWER, writePodResolvConf } from './helpers/dns-fixture.js';
@@ -60,10 +60,7 @@ before(async () => {
   writeFileSync(join(workDir, 'config', 'mesh.yaml'), yaml(POD1));
   children.push(await startUpstreamDns(topo.ext, EXT_IP));
   await topo.startServer(topo.ext, 'ext', EXT_IP, 8080);
-  const main = new URL('../../agent/cli/main.ts', import.meta.url).pathname;
-  const args = ['run', '--node', 'n1', '--config', join(workDir, 'config'), '--pod-cgroup', join(topo.cgroupDir, '{name}'), '--bpf-scope', basename(topo.pinDir), '--uplink', 'fab0', '--state-dir', join(workDir, 'state'), '--dns-capture', '--dns-upstream', EXT_IP];
-  const agent = spawn('sh', ['-c', `echo $$ > ${join(topo.cgroup('agent'), 'cgroup.procs')} && exec nsenter --net=/run/netns/${topo.node} node --import tsx "$@"`, 'sh', main, ...args]);
-  children.push(agent);
+  const agent = topo.runAgent(join(workDir, 'config'), join(workDir, 'state'), ['--dns-capture', '--dns-upstream', EXT_IP]);
   agent.stdout.on('data', (d: Buffer) => (logs += d.toString()));
   agent.stderr.on('data', (d: Buffer) => (logs += d.toString()));
   await waitFor('the agent to be ready', () => logs.includes('agent ready'), 60_000);

@@ -5,7 +5,7 @@
 // without the DNS programs (opted out) never reaches the proxy.
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -117,8 +117,7 @@ before(async () => {
   writeFileSync(join(workDir, 'mesh.yaml'), YAML);
   children.push(await startUpstreamDns(topo.ext, EXT_IP));
   const script = new URL('./helpers/dns-agent.ts', import.meta.url).pathname;
-  const proxy = spawn('sh', ['-c', `echo $$ > ${join(topo.cgroup('agent'), 'cgroup.procs')} && exec nsenter --net=/run/netns/${topo.node} node --import tsx ${script} ${join(workDir, 'mesh.yaml')} ${NODE_IP} ${EXT_IP}`]);
-  children.push(proxy);
+  const proxy = topo.spawnAsAgent(script, [join(workDir, 'mesh.yaml'), NODE_IP, EXT_IP]);
   proxyIn = proxy.stdin;
   assert.match(await firstLine(proxy, 'the DNS proxy'), /"ready":true/);
   proxyLines = createInterface({ input: proxy.stdout });

@@ -1,11 +1,11 @@
 // A one-node mesh in network namespaces for the eBPF tests, shaped like the lab: a node netns whose
 // InternalIP sits on fab0, pods wired to it by veth pairs (169.254.1.1 gateway), another node as an
-// outside client, cgroups for pods and the agent, and a driver for an agent process that lives in
-// the node netns. Everything is named ambit-tbpf-<id>-* and removed by teardown(), even half-built.
+// outside client, cgroups for pods and the agent, and processes run as the node's agent (in its cgroup
+// and the node netns): `ambit run`, or a fixture driven over stdio. Everything is named ambit-tbpf-<id>-* and removed by teardown(), even half-built.
 
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, type ChildProcessWithoutNullStreams, type SpawnOptionsWithoutStdio } from 'node:child_process';
 import { mkdirSync, rmSync, rmdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { cgroup2Root, removeCgroupTree } from '../../../agent/system/cgroups.js';
 import { BPFFS, ensureBpffs, pinRoot } from '../../../agent/redirect/bpf-binding.js';
@@ -174,15 +174,27 @@ export class Topology {
     return JSON.parse(r.stdout) as ClientResult;
   }
 
-  /** Starts the agent fixture in the agent cgroup and the node netns (nsenter keeps /sys visible). */
-  async startAgent(): Promise<AgentDriver> {
-    const script = new URL('./bpf-agent.ts', import.meta.url).pathname;
-    const child = spawn('sh', [
-      '-c',
-      `echo $$ > ${join(this.cgroup('agent'), 'cgroup.procs')} && exec nsenter --net=/run/netns/${this.node} node --import tsx ${script} ${this.pinDir}`,
-    ]);
+  /**
+   * Runs `node --import tsx <script> <args>` where the node's agent runs: in the agent cgroup and the
+   * node netns (nsenter keeps /sys, where the cgroups are, visible). teardown() kills it.
+   */
+  spawnAsAgent(script: string, args: readonly string[], options: SpawnOptionsWithoutStdio = {}): ChildProcessWithoutNullStreams {
+    const enter = `echo $$ > '${join(this.cgroup('agent'), 'cgroup.procs')}' && exec nsenter --net=/run/netns/${this.node} "$@"`;
+    const child = spawn('sh', ['-c', enter, 'sh', process.execPath, '--import', 'tsx', script, ...args], options);
     this.#children.push(child);
-    const driver = new AgentDriver(child);
+    return child;
+  }
+
+  /** `ambit run` as node n1's agent, capturing with eBPF (the topology's cgroups, pins and uplink fab0). */
+  runAgent(configDir: string, stateDir: string, flags: readonly string[] = [], options: SpawnOptionsWithoutStdio = {}): ChildProcessWithoutNullStreams {
+    const main = new URL('../../../agent/cli/main.ts', import.meta.url).pathname;
+    const capture = ['--pod-cgroup', join(this.cgroupDir, '{name}'), '--bpf-scope', basename(this.pinDir), '--uplink', 'fab0'];
+    return this.spawnAsAgent(main, ['run', '--node', 'n1', '--config', configDir, ...capture, '--state-dir', stateDir, ...flags], options);
+  }
+
+  /** Starts the agent fixture (bpf-agent.ts) as the node's agent. */
+  async startAgent(): Promise<AgentDriver> {
+    const driver = new AgentDriver(this.spawnAsAgent(new URL('./bpf-agent.ts', import.meta.url).pathname, [this.pinDir]));
     await driver.request({ op: 'hello' }, 20_000);
     return driver;
   }
