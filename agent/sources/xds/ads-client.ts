@@ -163,7 +163,8 @@ export class DeltaAdsClient {
     call.on('end', () => end('istiod ended the stream'));
 
     this.#emit({ type: 'connected', stream });
-    this.#options.log.info({ address: this.address, stream }, `xDS stream ${stream} to ${this.address} opened`);
+    // Opened here means asked for: whether istiod is there shows in its first response or the stream's end.
+    this.#options.log.debug({ address: this.address, stream }, `xDS stream ${stream} to ${this.address} opened`);
     for (const typeUrl of this.#options.handlers.keys()) {
       // Empty subscribe lists: a wildcard subscription. The versions let istiod skip what we hold.
       const initialResourceVersions = Object.fromEntries(this.#known.get(typeUrl) ?? []);
@@ -175,8 +176,8 @@ export class DeltaAdsClient {
     if (this.#closed) return;
     this.#failures++;
     const retryInMs = Math.max(1, this.#backoff.next());
-    const log = this.#failures > 3 ? 'warn' : 'info';
-    this.#options.log[log]({ address: this.address, stream, retryInMs, attempt: this.#failures }, `xDS stream to ${this.address} ended: ${error}; reconnecting in ${retryInMs} ms`);
+    // Each retry at debug: the source says an outage once, with the state it keeps serving.
+    this.#options.log.debug({ address: this.address, stream, retryInMs, attempt: this.#failures }, `xDS stream to ${this.address} ended: ${error}; reconnecting in ${retryInMs} ms`);
     this.#emit({ type: 'disconnected', stream, error, retryInMs });
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => void this.#connect(), retryInMs);

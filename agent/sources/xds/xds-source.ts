@@ -47,6 +47,8 @@ export class XdsSource implements MeshSource {
   readonly #refused = new Map<string, string>();
   /** Types that have had their first response. */
   readonly #seen = new Set<string>();
+  /** Since when istiod has not answered, and the attempts since: an outage is logged when it starts and when it ends. */
+  #outage: { readonly since: number; attempts: number } | undefined;
   #first: Promise<LoadOutcome> | undefined;
   #resolveFirst: ((outcome: LoadOutcome) => void) | undefined;
   #rejectFirst: ((err: Error) => void) | undefined;
@@ -136,6 +138,8 @@ export class XdsSource implements MeshSource {
   }
 
   #onEvent(event: AdsEvent): void {
+    if (event.type === 'disconnected') return this.#disconnected(event);
+    if (event.type === 'response') this.#answered();
     if (event.type !== 'synced' || !this.#resolveFirst) return;
     const snapshot = this.#store.current;
     if (!snapshot) return;
@@ -143,6 +147,27 @@ export class XdsSource implements MeshSource {
     this.#resolveFirst({ snapshot, errors: this.#refused.size + snapshot.diagnostics.length - warnings, warnings });
     this.#resolveFirst = undefined;
     this.#rejectFirst = undefined;
+  }
+
+  /** One warning per outage, saying what stays in force; the stream's own retries go to debug. */
+  #disconnected(event: Extract<AdsEvent, { type: 'disconnected' }>): void {
+    if (this.#outage) {
+      this.#outage.attempts++;
+      return;
+    }
+    this.#outage = { since: Date.now(), attempts: 1 };
+    const address = this.#client.address;
+    const version = this.#store.current?.version;
+    const serving = version === undefined ? 'no state from istiod yet, so the agent is not ready' : `serving xDS state version ${version}, the last good state`;
+    this.#log.warn({ address, error: event.error, retryInMs: event.retryInMs }, `xDS stream to ${address} ended: ${event.error}; ${serving}; reconnecting with backoff until istiod answers`);
+  }
+
+  #answered(): void {
+    const outage = this.#outage;
+    if (!outage) return;
+    this.#outage = undefined;
+    const seconds = ((Date.now() - outage.since) / 1000).toFixed(1);
+    this.#log.info({ address: this.#client.address, attempts: outage.attempts }, `istiod at ${this.#client.address} answered again after ${seconds} s and ${outage.attempts} failed attempts; its changes apply from now on`);
   }
 
   #publish(): void {
