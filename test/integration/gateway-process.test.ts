@@ -9,14 +9,13 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Socket, createServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { GatewayProcess } from '../../agent/gateway/gateway-process.js';
 import { spiffeId } from '../../agent/state/model.js';
 import { createLogger } from '../../agent/telemetry/log.js';
 import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
-import { type TestEcho, type TestTrust, closeServer, makeSharedCaDir, openTrust } from '../fixtures/hbone/mesh.js';
+import { type TestEcho, type TestTrust, makeSharedCaDir, openTrust, startEcho } from '../fixtures/hbone/mesh.js';
 import { tempDir } from '../fixtures/identity/test-ca.js';
 
 const TD = 'cluster.local';
@@ -83,7 +82,8 @@ describe('ambit gateway, assembled', () => {
 
   before(async () => {
     ca = await makeSharedCaDir();
-    ratingsNode = await startEchoAt(RATINGS_IP, 15008);
+    // A fixed port: the gateway dials endpoints at 15008.
+    ratingsNode = await startEcho(RATINGS_IP, 15008);
     // The clients' certificates chain to the same plugged-in root as the gateway's.
     trust = await openTrust(TD, [CLIENT, INTRUDER], ca.dir);
     const dir = await tempDir('gateway-process');
@@ -197,28 +197,6 @@ function echoed(tunnel: Duplex, text: string): Promise<string> {
     tunnel.once('error', reject);
     tunnel.write(text);
   });
-}
-
-/** A plain TCP echo on `host:port` (a fixed port: the gateway dials endpoints at 15008). */
-async function startEchoAt(host: string, port: number): Promise<TestEcho> {
-  const sockets = new Set<Socket>();
-  const server = createServer({ allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => socket.destroy());
-    socket.once('close', () => sockets.delete(socket));
-    socket.pipe(socket);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`the test's stand-in node cannot listen on ${host}:${port}: ${err.message}`)));
-    server.listen(port, host, resolve);
-  });
-  return {
-    port,
-    close: () => {
-      sockets.forEach((s) => s.destroy());
-      return closeServer(server);
-    },
-  };
 }
 
 /** Asks `url` until it answers `status` (the file watch and its debounce take a moment), at most 50 times. */
