@@ -14,6 +14,7 @@ import { KubernetesSource } from '../../agent/sources/kubernetes/source.js';
 import type { MeshSnapshot } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
 import { captureLog } from './helpers/log-capture.js';
+import { waitForSnapshot } from './helpers/snapshot-wait.js';
 
 const REVIEWS = 'shop/reviews.shop.svc.cluster.local';
 
@@ -70,23 +71,6 @@ after(async () => {
   await moved.stop();
 });
 
-/** Resolves with the first snapshot (the current one or a later one) that satisfies `check`. */
-function snapshotWhere(store: WorkloadStore, check: (s: MeshSnapshot) => boolean, what: string, ms = 5000): Promise<MeshSnapshot> {
-  return new Promise((resolve, reject) => {
-    if (store.current && check(store.current)) return resolve(store.current);
-    const timer = setTimeout(() => {
-      unsubscribe();
-      reject(new Error(`timed out after ${ms} ms waiting for: ${what}`));
-    }, ms);
-    const unsubscribe = store.subscribe((next) => {
-      if (!check(next)) return;
-      clearTimeout(timer);
-      unsubscribe();
-      resolve(next);
-    });
-  });
-}
-
 const endpoints = (s: MeshSnapshot): string[] => (s.services.get(REVIEWS)?.endpoints ?? []).map((e) => e.workload).sort();
 
 test('a remote secret adds its cluster\'s pods and global Services; deleting it takes them out', async () => {
@@ -113,14 +97,14 @@ test('a remote secret adds its cluster\'s pods and global Services; deleting it 
 
     // A change in the remote cluster reaches the snapshot through its own watch.
     remote.apply(pod('reviews-v4', '10.2.0.4'));
-    await snapshotWhere(store, (s) => endpoints(s).includes('c2//Pod/shop/reviews-v4'), 'c2\'s new pod as an endpoint');
+    await waitForSnapshot(store, (s) => endpoints(s).includes('c2//Pod/shop/reviews-v4'), 'c2\'s new pod as an endpoint');
 
     own.delete('Secret', 'istio-system', 'istio-remote-secret-c2');
-    const gone = await snapshotWhere(store, (s) => ![...s.workloads.values()].some((w) => w.cluster === 'c2'), 'c2 to leave the mesh');
+    const gone = await waitForSnapshot(store, (s) => ![...s.workloads.values()].some((w) => w.cluster === 'c2'), 'c2 to leave the mesh');
     assert.deepEqual(endpoints(gone), ['shop/reviews-v1']);
 
     own.apply(secret('istio-remote-secret-c2', { c2: kubeconfig(remote.url) }));
-    await snapshotWhere(store, (s) => endpoints(s).length === 3, 'c2 back with both its pods');
+    await waitForSnapshot(store, (s) => endpoints(s).length === 3, 'c2 back with both its pods');
   } finally {
     await source.close();
     own.delete('Secret', 'istio-system', 'unrelated');
@@ -150,7 +134,7 @@ test('a rotated kubeconfig: the old reader serves until the new one has listed e
     // The new API server refuses its first lists: the new reader takes a few retries to sync.
     moved.failNext(8, 503);
     own.apply(secret('istio-remote-secret-c2', { c2: kubeconfig(moved.url) }));
-    await snapshotWhere(store, (s) => endpoints(s).includes('c2//Pod/shop/reviews-v5'), 'the new reader\'s objects');
+    await waitForSnapshot(store, (s) => endpoints(s).includes('c2//Pod/shop/reviews-v5'), 'the new reader\'s objects');
     const without = seen.filter((e) => !e.includes('c2//Pod/shop/reviews-v3'));
     assert.deepEqual(without, [], 'a snapshot without cluster c2 was served during the rotation');
   } finally {

@@ -24,6 +24,7 @@ import type { MeshSnapshot } from '../../agent/state/model.js';
 import { LocalFileSource } from '../../agent/sources/local-files.js';
 import { WorkloadStore } from '../../agent/state/store.js';
 import { resolveOutbound } from '../../agent/tunnel/destination.js';
+import { waitForSnapshot } from './helpers/snapshot-wait.js';
 
 const REVIEWS = 'shop/reviews.shop.svc.cluster.local';
 
@@ -297,13 +298,7 @@ describe('local mode with --remote-config', () => {
       assert.deepEqual(endpoints(first.snapshot), ['c2//Pod/shop/reviews-v3', 'shop/reviews-v1']);
       assert.deepEqual(first.snapshot.workloads.get('c2//Pod/shop/reviews-v3')?.networkGateway, { destination: { address: '192.0.2.2' }, hboneMtlsPort: 15008, identity: 'spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway' });
       await source.watch();
-      const reloaded = new Promise<MeshSnapshot>((resolve) => {
-        const stop = store.subscribe((next) => {
-          if (endpoints(next).length !== 3) return;
-          stop();
-          resolve(next);
-        });
-      });
+      const reloaded = waitForSnapshot(store, (s) => endpoints(s).length === 3, "c2's second pod as an endpoint");
       await writeFile(join(c2, 'more.yaml'), pod('reviews-v4', 'a', '10.2.0.4'));
       assert.deepEqual(endpoints(await reloaded), ['c2//Pod/shop/reviews-v3', 'c2//Pod/shop/reviews-v4', 'shop/reviews-v1']);
     } finally {

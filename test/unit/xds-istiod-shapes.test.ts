@@ -17,7 +17,8 @@ import { type MeshSnapshot, serviceVisibleTo, spiffeId } from '../../agent/state
 import { WorkloadStore } from '../../agent/state/store.js';
 import { resolveOutbound } from '../../agent/tunnel/destination.js';
 import { planOutbound } from '../../agent/tunnel/outbound-plan.js';
-import { authorization, ip, service, waitForSnapshot, workload } from '../fixtures/istiod/resources.js';
+import { authorization, ip, service, workload } from '../fixtures/istiod/resources.js';
+import { waitForSnapshot } from './helpers/snapshot-wait.js';
 import { type RunningIstiod, startIstiod } from '../fixtures/istiod/running.js';
 import type { FakeXdsServer, ResourceBody } from '../fixtures/istiod/xds-server.js';
 

@@ -14,7 +14,8 @@ import { TunnelProtocol, WorkloadStatus } from '../../agent/proto/istio/workload
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, XdsSource, type XdsSourceOptions } from '../../agent/sources/xds/xds-source.js';
 import { spiffeId } from '../../agent/state/model.js';
 import { WorkloadStore } from '../../agent/state/store.js';
-import { authorization, ip, waitForSnapshot, workload } from '../fixtures/istiod/resources.js';
+import { authorization, ip, workload } from '../fixtures/istiod/resources.js';
+import { waitForSnapshot } from './helpers/snapshot-wait.js';
 import type { FakeXdsServer } from '../fixtures/istiod/xds-server.js';
 import { type RunningIstiod, startIstiod } from '../fixtures/istiod/running.js';
 import { NS, TOKEN, decide, productpageV1, pushBookinfo, reviewsV1Fields, strict, svcHost, uid } from './helpers/xds-bookinfo.js';
