@@ -12,6 +12,7 @@ import type { RequestTracer } from '../../telemetry/tracing.js';
 import { ISTIO_DEFAULT_CONNECT_TIMEOUT_MS } from '../connection-pool.js';
 import { routeHttpRequest } from '../http-router.js';
 import type { Random } from '../random.js';
+import type { FaultDecision } from '../route-decision.js';
 import { type PathNormalization, normalizeOriginForm } from '../request-target.js';
 import { ISTIO_DEFAULT_RETRY_POLICY } from '../retry-policy.js';
 import type { UpstreamClusters } from '../upstream-cluster.js';
@@ -51,7 +52,8 @@ async function phases(req: OutboundRequest): Promise<RequestEnding> {
   if (refused) return refused;
   const routed = route(req);
   if (routed.kind !== 'next') return routed;
-  const faulted = await fault(req, routed.value);
+  // Most routes inject no fault: no await (a promise and a microtask turn) for them.
+  const faulted = routed.value.fault ? await fault(req, routed.value.fault) : undefined;
   if (faulted) return faulted;
   const upstream = cluster(req, routed.value);
   if (upstream.kind !== 'next') return upstream;
@@ -92,15 +94,14 @@ function route(req: OutboundRequest): Phase<Forward> {
 }
 
 /** Fault injection: the delay first, then the abort, as Envoy's fault filter. */
-async function fault(req: OutboundRequest, decision: Forward): Promise<RequestEnding | undefined> {
-  const { fault } = decision;
-  if (fault?.delayMs !== undefined) {
+async function fault(req: OutboundRequest, injected: FaultDecision): Promise<RequestEnding | undefined> {
+  if (injected.delayMs !== undefined) {
     req.flags.push('DI');
-    if (!(await sleep(fault.delayMs, req.d.gone))) return GONE;
+    if (!(await sleep(injected.delayMs, req.d.gone))) return GONE;
   }
-  if (!fault?.abort) return undefined;
+  if (!injected.abort) return undefined;
   req.flags.push('FI');
-  const { abort } = fault;
+  const { abort } = injected;
   return answer(abort.kind === 'httpStatus' ? { status: abort.status, body: 'fault filter abort' } : { status: 200, grpcStatus: abort.grpcStatus, body: 'fault filter abort' });
 }
 
