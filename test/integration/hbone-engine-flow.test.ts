@@ -1,6 +1,7 @@
 // The native HBONE engine's byte path: bulk transfer both ways with checksums (engine to engine, and
 // engine to node:http2 with the 16 MiB connection window), flow control held end to end against a pod
-// that stops reading, and a CONNECT reset before the agent answered never reaching the pod.
+// that stops reading (and reopened as soon as it reads again), and a CONNECT reset before the agent
+// answered never reaching the pod.
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -139,6 +140,42 @@ describe('HBONE engine byte path', () => {
       assert.ok(clientStats && clientStats.outBuffered <= 256 * 1024, `the sending engine queued ${clientStats?.outBuffered} bytes`);
       assert.ok(tunnel.app.writableLength > 0, `the app could write all ${written} bytes: nothing held it back`);
       tunnel.app.destroy();
+    } finally {
+      stalled.forEach((s) => s.destroy());
+      await closeServer(sink);
+    }
+  });
+
+  it('a pod that stops reading and then reads again gets the rest at once: the window reopens as it drains', { timeout: 60_000 }, async () => {
+    const stalled: Socket[] = [];
+    const sink: Server = createServer((socket) => {
+      socket.pause();
+      stalled.push(socket);
+    });
+    const sinkPort = await listen(sink, POD);
+    try {
+      const conn = await dial(POD, server.port, SERVER);
+      const tunnel = await openTunnel(client, pairs, conn, `${POD}:${sinkPort}`);
+      assert.equal(tunnel.status, 200);
+      let written = 0;
+      const chunk = Buffer.alloc(256 * 1024, 1);
+      // Past the 4 MiB stream window: the sender waits for the WINDOW_UPDATE that only the pod's reads release.
+      let lastMove = Date.now();
+      for (let i = 0; i < 400 && Date.now() - lastMove < 1000; i++) {
+        if (tunnel.app.writableLength < 4 * MiB) {
+          tunnel.app.write(chunk);
+          written += chunk.length;
+          lastMove = Date.now();
+        }
+        await sleep(10);
+      }
+      assert.ok(written > 4 * MiB, `only ${written} bytes went in before the path was full`);
+      tunnel.app.end();
+      // Nothing else moves on the connection: a WINDOW_UPDATE left unsent would wait for the next PING (10 s).
+      const pod = stalled[0]!;
+      const received = receiveDigest(pod, 3_000);
+      pod.resume();
+      assert.equal((await received).bytes, written);
     } finally {
       stalled.forEach((s) => s.destroy());
       await closeServer(sink);
