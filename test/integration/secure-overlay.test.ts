@@ -330,6 +330,7 @@ spec:
       for (const [who, at] of [['the Node client', ended.at], ['the python-h2 client', Number(h2End['at'])]] as const) {
         assert.ok(at - signalled >= DRAIN_MS && at - signalled < DRAIN_MS + 3_000, `${who}'s stream was cut ${at - signalled} ms after SIGTERM; the drain deadline is ${DRAIN_MS} ms`);
       }
+      console.log(`# SIGTERM to beta: GOAWAY seen by the python-h2 peer ${Number(goaway['at']) - signalled} ms after, readiness 503 at ${Number(answer['at']) - signalled} ms, the finishing stream closed whole at ${finished.at - signalled} ms, open streams cut at ${ended.at - signalled} and ${Number(h2End['at']) - signalled} ms (deadline ${DRAIN_MS} ms)`);
       assert.match(await agentLog('beta'), /drain deadline \(5000 ms\) passed; closing the connections still open/);
     } finally {
       h2.kill();
