@@ -133,6 +133,8 @@ export class NodeAgent {
   /** Starts everything; resolves once the agent is ready, rejects with an actionable message. */
   async start(): Promise<void> {
     const { config, log, store } = this;
+    // Where a (re)start's time goes, for the 'agent ready' line: until here, Node's start and the modules.
+    const startup = new StartupTimeline();
     // First, before any port: a live agent of this node means an upgrade, which every listener
     // (SO_REUSEPORT) and the pinned maps and links (adopted) allow; its leftovers after a crash do not.
     const scope = config.capture.mode === 'ebpf' ? config.capture.scope : config.node;
@@ -161,10 +163,12 @@ export class NodeAgent {
     const source = await createMeshSource(config.source, { trustDomain: config.trustDomain, clusterDomain: config.clusterDomain }, store, log);
     this.#closers.push(source);
     const first = await source.load();
-    if (config.capture.mode === 'ebpf') await this.#startCapture(config.capture, first.snapshot);
+    startup.mark('configuration');
+    if (config.capture.mode === 'ebpf') await this.#startCapture(config.capture, first.snapshot, startup);
     await source.watch();
     this.#ready = true;
-    log.info({ source: describeSource(config.source), capture: config.capture.mode }, 'agent ready; watching the configuration for changes');
+    startup.mark('ready');
+    log.info({ source: describeSource(config.source), capture: config.capture.mode, startupMs: startup.marks }, 'agent ready; watching the configuration for changes');
     await this.#handover.serving();
     if ((config.handover ?? 'retire') === 'retire') this.#handover.retirePredecessor();
   }
@@ -197,10 +201,15 @@ export class NodeAgent {
     await this.tracer.shutdown().catch((err: Error) => this.log.warn({ err: err.message }, 'exporting the last request spans failed'));
   }
 
-  async #startCapture(capture: Extract<CaptureConfig, { mode: 'ebpf' }>, snapshot: MeshSnapshot): Promise<void> {
+  async #startCapture(capture: Extract<CaptureConfig, { mode: 'ebpf' }>, snapshot: MeshSnapshot, startup: StartupTimeline): Promise<void> {
     const { config, log, store } = this;
     const nodeIp = snapshot.nodes.get(config.node)?.internalIp;
     if (!nodeIp) throw new Error(`node "${config.node}" has no InternalIP in the configuration; eBPF capture redirects pods to that address`);
+    // The pods' certificates are asked for first: the CA signs them while the kernel verifies and loads
+    // the eBPF programs. The listeners still open only after both the CA and capture are in place, and a
+    // connection accepted before its pod's certificate is issued waits for it (never leaves in the clear).
+    const certificates = await this.#startIdentity(snapshot, startup);
+    startup.mark('certificateAuthority');
     const uplinks = capture.uplinks.length > 0 ? capture.uplinks : [await deviceHolding(nodeIp)];
     const podCgroup = capture.podCgroup.kind === 'template' ? podCgroupFromTemplate(capture.podCgroup.template) : kubepodsResolver(capture.podCgroup.root);
     // The proxy listens before any pod's DNS is sent to it.
@@ -213,8 +222,8 @@ export class NodeAgent {
     const replies = await installReplySteering(log);
     if (!replies.ok) throw new Error(replies.error.message);
     this.metrics.registerRedirectDecisions(() => ebpf.counters());
+    startup.mark('ebpf');
 
-    const certificates = await this.#startIdentity(snapshot);
     const dataPath = await startDataPath({
       config,
       capture,
@@ -230,6 +239,7 @@ export class NodeAgent {
       closeOnStop: (closable) => this.#closers.push(closable),
     });
     this.#dataPath = dataPath;
+    startup.mark('listeners');
 
     await ebpf.reconcile(snapshot);
     store.subscribe((next) => void ebpf.reconcile(next));
@@ -256,14 +266,20 @@ export class NodeAgent {
    * The CA (plugged in, or the agent's own root in its state dir) and the certificates of this node's
    * enrolled pods, fetched ahead of their first connection and following the store as pods come and go.
    */
-  async #startIdentity(snapshot: MeshSnapshot): Promise<WorkloadCertificateManager> {
+  async #startIdentity(snapshot: MeshSnapshot, startup: StartupTimeline): Promise<WorkloadCertificateManager> {
     const { config, log, store } = this;
     const { identity } = config;
     const certificates = new WorkloadCertificateManager({ caClient: await this.#caClient(), ttlSeconds: identity.certTtlSeconds, log });
     this.#certificates = certificates;
     this.#closers.push(certificates);
-    certificates.track(enrolledIdentitiesOnNode(snapshot, config.node));
+    const first = enrolledIdentitiesOnNode(snapshot, config.node);
+    certificates.track(first);
     store.subscribe((next) => certificates.track(enrolledIdentitiesOnNode(next, config.node)));
+    // The requests track() started, awaited apart: the moment a restarted agent can carry its pods' connections.
+    void Promise.all([...first].map((id) => certificates.fetch(id))).then((results) => {
+      const issued = results.filter((r) => r.ok).length;
+      log.info({ issued, identities: first.size, startupMs: startup.since() }, `workload certificates: ${issued} of the ${first.size} identities enrolled on this node at start issued`);
+    });
     return certificates;
   }
 
@@ -297,6 +313,26 @@ export class NodeAgent {
     this.log.info({ address: bound, server: name }, `${name} server listening on ${bound.address}:${bound.port}`);
   }
 
+}
+
+/**
+ * Milliseconds from the process's start (Node's performance clock starts with the process) to each
+ * step of an agent's start; the first mark is when start() is called, after Node and the modules loaded.
+ */
+class StartupTimeline {
+  readonly marks: Record<string, number> = {};
+
+  constructor() {
+    this.mark('modulesLoaded');
+  }
+
+  mark(step: string): void {
+    this.marks[step] = this.since();
+  }
+
+  since(): number {
+    return Math.round(performance.now());
+  }
 }
 
 /**
