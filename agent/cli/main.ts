@@ -1,7 +1,14 @@
 #!/usr/bin/env node
 // The `ambit` command: dispatches to the node agent (`run`), the local lab (`lab`) and friends.
 
+import { enableCompileCache } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { UsageError } from './usage.js';
+
+// V8's compiled code of every module, kept beside the build (dist/.compile-cache) for the next start:
+// a restarted agent loads its modules without compiling them again (docs/reliability.md, "Crashes").
+// Where the build is read-only (the image, unless its build filled the cache), Node goes without.
+if (import.meta.url.endsWith('.js')) enableCompileCache(fileURLToPath(new URL('../../.compile-cache', import.meta.url)));
 
 /** A command's module, loaded only when it runs: `ambit lab exec` need not load the agent. */
 interface Command {

@@ -1,5 +1,6 @@
 // `ambit run`: one node agent, configured from flags; see agent/node-agent.ts for what it runs.
 
+import { flushCompileCache } from 'node:module';
 import { parseDnsUpstream } from '../dns/node-upstream.js';
 import { parseArgs } from 'node:util';
 import { HANDOVER_SIGNAL } from '../lifecycle/handover.js';
@@ -299,6 +300,9 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
     await agent.stop();
     throw err;
   }
+  // Node writes the compile cache (cli/main.ts) at a clean exit, which a crashed agent never has: now,
+  // with the start's modules loaded, so that a restart after a crash finds them compiled.
+  flushCompileCache();
   const reason = await stopped;
   log.info({ reason }, `${reason}: shutting down`);
   await agent.stop();
