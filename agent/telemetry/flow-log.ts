@@ -142,6 +142,8 @@ export class FlowLog implements FlowSink {
   #stream: WriteStream | NodeJS.WriteStream;
   #size = 0;
   #rotating = false;
+  /** The rotation under way, for close() to wait on. */
+  #rotation: Promise<void> | undefined;
   #queued: string[] = [];
   #queuedBytes = 0;
   /** Set while the file cannot be written. */
@@ -178,35 +180,53 @@ export class FlowLog implements FlowSink {
     }
     this.#stream.write(line);
     this.#size += Buffer.byteLength(line);
-    if (this.target.kind === 'file' && this.#size >= this.target.maxBytes) void this.#rotate(this.target);
+    if (this.target.kind === 'file' && this.#size >= this.target.maxBytes) this.#rotate(this.target);
   }
 
-  /** path → path.1 → … → path.<keep> (the oldest goes), then a new file; lines written meanwhile wait. */
-  async #rotate(target: Extract<FlowLogTarget, { kind: 'file' }>): Promise<void> {
+  /**
+   * path → path.1 → … → path.<keep> (the oldest goes), then a new file; lines written meanwhile wait,
+   * and fill the new file only up to the size: past it, the file rotates again with the rest still waiting.
+   */
+  #rotate(target: Extract<FlowLogTarget, { kind: 'file' }>): void {
     this.#rotating = true;
-    const old = this.#stream as WriteStream;
-    await new Promise<void>((resolve) => old.end(resolve));
-    for (let i = target.keep - 1; i >= 1; i--) await rename(`${target.path}.${i}`, `${target.path}.${i + 1}`).catch(() => undefined);
-    await rename(target.path, `${target.path}.1`).catch(() => undefined);
-    this.#stream = this.#open(target);
-    this.#size = 0;
-    this.#rotating = false;
-    const queued = this.#queued;
-    this.#queued = [];
-    this.#queuedBytes = 0;
-    for (const line of queued) {
+    this.#rotation = (async () => {
+      do {
+        const old = this.#stream as WriteStream;
+        await new Promise<void>((resolve) => old.end(resolve));
+        for (let i = target.keep - 1; i >= 1; i--) await rename(`${target.path}.${i}`, `${target.path}.${i + 1}`).catch(() => undefined);
+        await rename(target.path, `${target.path}.1`).catch(() => undefined);
+        this.#stream = this.#open(target);
+        this.#size = 0;
+        this.#writeQueued(target.maxBytes);
+      } while (this.#size >= target.maxBytes);
+      this.#rotating = false;
+      this.#rotation = undefined;
+    })();
+  }
+
+  /** Queued lines into the current file until it holds `maxBytes`; the rest stay queued. */
+  #writeQueued(maxBytes: number): void {
+    let next = 0;
+    while (next < this.#queued.length && this.#size < maxBytes) {
+      const line = this.#queued[next++]!;
       this.#stream.write(line);
       this.#size += Buffer.byteLength(line);
+      this.#queuedBytes -= line.length;
     }
+    this.#queued = this.#queued.slice(next);
   }
 
   /** Flushes and closes the file (stdout stays open). */
-  close(): Promise<void> {
-    this.#closed = true;
+  async close(): Promise<void> {
     clearTimeout(this.#reopenTimer);
+    // A rotation under way finishes first: closing the file it is replacing would leave its lines queued, and path.1 unmade.
+    await this.#rotation;
+    this.#closed = true;
+    // Lines still queued (held while the stream was behind) go into the last file rather than being lost.
+    if (this.target.kind === 'file') this.#writeQueued(Number.POSITIVE_INFINITY);
     const stream = this.#stream;
-    if (this.target.kind === 'stdout' || stream.destroyed) return Promise.resolve();
-    return new Promise((resolve) => (stream as WriteStream).end(resolve));
+    if (this.target.kind === 'stdout' || stream.destroyed) return;
+    await new Promise<void>((resolve) => (stream as WriteStream).end(resolve));
   }
 
   /** The file, appended to; a failure to open or write it stops writing until the next try (#failed). */
