@@ -10,6 +10,7 @@
 // (capture/baseline-tunnel.ts), /proc accounting and statistics.
 
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { haproxyPids, haproxyStderr, startHaproxyTunnel, stopHaproxyTunnel, type TunnelCheck, verifyHaproxyMtls } from './capture/haproxy.js';
 import { agentMetrics, metricSum } from './capture/agent-metrics.js';
 import { agentPids, bringUpLab, execIn, labDown, preflight, ROOT, useLab } from './capture/lab.js';
@@ -22,7 +23,17 @@ import { saveResults } from './lib/results.js';
 import { l7Checks, L7_TARGETS, type L7Mode as Mode, type L7Row as Row } from './l7/targets.js';
 
 // Not `tbench-l7`: a lab's namespaces are its name's prefix, and the capture bench's `tbench` swept them.
-const LAB = 'l7bench';
+// `--lab <name>` runs it on a lab of another name, beside someone else's run of this bench (no name
+// may be the start of another's).
+function labArg(): string {
+  try {
+    return parseArgs({ options: { lab: { type: 'string', default: 'l7bench' } } }).values.lab;
+  } catch (err) {
+    process.stderr.write(`l7.bench.ts: ${(err as Error).message}\nusage: l7.bench.ts [--lab <name>]\n`);
+    process.exit(2);
+  }
+}
+const LAB = labArg();
 const YAML = join(ROOT, 'bench/l7-mesh.yaml');
 const HTTP_LOAD = join(ROOT, 'bench/lib/http-load.ts');
 const NODE_HTTP_PROXY = join(ROOT, 'bench/l7/node-http-proxy.ts');
