@@ -6,9 +6,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import fsPromises from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, mock, test } from 'node:test';
 import { AgentHandover } from '../../agent/lifecycle/handover.js';
 import { captureLog } from '../unit/helpers/log-capture.js';
 import { requireRoot } from './helpers/lab-cli.js';
@@ -38,19 +40,35 @@ after(() => {
 
 test('a full state dir: the agent starts and serves, says once what it could not record and what to do', { timeout: 30_000 }, async () => {
   const { logger, records } = captureLog('info');
-  const handover = await AgentHandover.begin(stateDir, 'alpha', 'scope-a', '0.1.0', logger);
+  // Each heartbeat ends in creating its file when touching it failed: counting those writes (the real
+  // ones, which fail) tells how many heartbeats ran, so the test waits for three instead of for 3 s.
+  let beats = 0;
+  let thirdBeat = (): void => undefined;
+  const threeBeats = new Promise<void>((resolve) => (thirdBeat = resolve));
+  const realWriteFile = fsPromises.writeFile;
+  mock.method(fsPromises, 'writeFile', async (...args: Parameters<typeof realWriteFile>) => {
+    try {
+      return await realWriteFile(...args);
+    } finally {
+      if (String(args[0]).endsWith('.beat') && ++beats === 3) thirdBeat();
+    }
+  });
+  syncBuiltinESMExports();
+  let handover: AgentHandover | undefined;
   try {
+    handover = await AgentHandover.begin(stateDir, 'alpha', 'scope-a', '0.1.0', logger);
     await handover.serving();
-    // Three heartbeats (one a second), all failing.
-    await new Promise((resolve) => setTimeout(resolve, 3_200));
+    await threeBeats;
   } finally {
-    await handover.close();
+    await handover?.close();
+    mock.restoreAll();
+    syncBuiltinESMExports();
   }
   const errors = records.filter((r) => r['level'] === 50).map((r) => String(r['msg']));
   assert.equal(errors.length, 1, `expected one error for the serving record, got ${JSON.stringify(errors)}`);
   assert.match(errors[0]!, /cannot record this agent in .*agent-scope-a\.json: ENOSPC.*; it serves, but an agent started next on this node will not find it .*free space in the state dir \(--state-dir\)/);
   const heartbeats = records.filter((r) => /touching the agent heartbeat/.test(String(r['msg'])));
-  assert.equal(heartbeats.length, 1, `the heartbeat's failure was logged ${heartbeats.length} times in 3 s, not once`);
+  assert.equal(heartbeats.length, 1, `the heartbeat's failure was logged ${heartbeats.length} times over ${beats} failed heartbeats, not once`);
   assert.equal(existsSync(join(stateDir, 'agent-scope-a.json')), false);
   assert.deepEqual(readdirSync(stateDir).filter((f) => f.endsWith('.tmp')), [], 'a half-written record was left behind');
 });
