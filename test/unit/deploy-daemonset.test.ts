@@ -240,3 +240,21 @@ test('an upgrade starts the new agent beside the old one: maxSurge 1, maxUnavail
   const { config: parsed } = parseRunArgs(expandedArgs('node-7').slice(1), {});
   assert.equal(parsed.handover, 'wait');
 });
+
+test('the image carries every native addon the agent loads, and its compile cache is filled at build time', () => {
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  const dockerfile = readFileSync(join(DIR, 'Dockerfile'), 'utf8');
+  // What runs is the last stage: a file the agent needs that only the build stage has is missing at run time.
+  const runStage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+  const addons = new Set<string>();
+  const sources = readdirSync(join(root, 'agent'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+  for (const file of sources) {
+    for (const m of readFileSync(join(root, 'agent', file), 'utf8').matchAll(/native\/build\/Release\/(\w+\.node)/g)) addons.add(m[1]!);
+  }
+  assert.deepEqual([...addons].sort(), ['ambit_bpf.node', 'ambit_hbone.node'], 'the addons the agent loads (agent/**/*.ts)');
+  for (const addon of addons) {
+    assert.match(runStage, new RegExp(`^COPY --from=build .*native/build/Release/${addon.replace('.', '\\.')}\\b`, 'm'), `the image copies ${addon}`);
+  }
+  // The cache is written under dist/, read-only at run time: only a build step can fill it.
+  assert.match(runStage, /^RUN node \/opt\/ambit\/dist\/agent\/cli\/main\.js run --help/m);
+});
