@@ -32,21 +32,22 @@ export function limitsProblem(limits: HttpServerLimits): string | undefined {
 
 /**
  * Every server made here, so that a stopping agent can drain them all (a process runs one agent, as
- * relay-idle.ts assumes too): kept-alive clients are closed between requests, never under one.
+ * relay-idle.ts assumes too).
  */
-const draining = { h1: new Set<() => void>(), h2: new Set<() => void>(), started: false };
+const draining = { servers: new Set<() => void>(), started: false };
 
 /**
- * Graceful close of every kept-alive HTTP connection: an HTTP/1.1 one closes after its next response
- * (`connection: close`, also on a response under way whose headers are not out yet); HTTP/2 sessions
- * get GOAWAY and finish their streams. A client then opens its next connection, which reaches
- * whatever agent accepts by then. An idle HTTP/1.1 connection is not closed here: its client may be
- * sending a request at that very moment (and would see a reset); the drain deadline ends it if no
- * request comes.
+ * Stops keep-alive on every HTTP connection, as Envoy's drain does: an idle HTTP/1.1 connection is
+ * closed at once, a busy one answers its request with `connection: close` (or, if that response's
+ * headers are out, closes once it ends); HTTP/2 sessions get GOAWAY and finish their streams. A client
+ * then opens its next connection, which reaches whatever agent accepts by then, and the draining agent
+ * no longer waits its deadline for connections nobody uses. A client that sends a request just as its
+ * idle connection closes sees it reset before any response: the source agent sends such a request
+ * again when that is safe (upstream-connections.ts).
  */
 export function drainHttpServers(): void {
   draining.started = true;
-  for (const drain of [...draining.h1, ...draining.h2]) drain();
+  for (const drain of draining.servers) drain();
 }
 
 /**
@@ -78,8 +79,14 @@ export function http1Server(limits: HttpServerLimits, onRequest: (req: IncomingM
       onRequest(req, res);
     },
   );
-  draining.h1.add(() => {
-    for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
+  draining.servers.add(() => {
+    for (const res of inFlight) {
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      // Its connection becomes idle once the response is out: closed then (a tick later, when Node has
+      // detached the response from the socket).
+      else res.once('finish', () => setImmediate(() => server.closeIdleConnections()));
+    }
+    server.closeIdleConnections();
   });
   // Node starts checking those deadlines when a server starts listening; these servers are only fed
   // connections, so start the check as listen() would (Node's own tests do the same).
@@ -112,7 +119,7 @@ export function h2cServer(limits: HttpServerLimits, onRequest: (req: Http2Server
   // Without a listener Node answers CONNECT 405 itself, past the proxy's telemetry.
   server.on('connect', onRequest);
   const sessions = new Set<ServerHttp2Session>();
-  draining.h2.add(() => {
+  draining.servers.add(() => {
     for (const session of sessions) session.close();
   });
   server.on('session', (session: ServerHttp2Session) => {

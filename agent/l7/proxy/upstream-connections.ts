@@ -17,6 +17,7 @@ import type { ConnectionSlots } from './connection-slots.js';
 import { type HeaderMap, outgoingHeaders } from './headers.js';
 import type { CapturedAddress } from './http-destination.js';
 import type { RequestBody } from './request-body.js';
+import { PEER_GOAWAY } from '../../tunnel/hbone/events.js';
 import { originateTls } from './upstream-tls.js';
 
 /** Opens the byte stream to one endpoint (the caller knows how: HBONE, same node, plain TCP), or says why not. */
@@ -82,8 +83,20 @@ interface ConnectionState {
   readonly lease?: PoolLease;
   readonly breaker?: CircuitBreaker;
   served: number;
+  /** In the agent's free list, between requests. */
+  idle: boolean;
+  /** Its HBONE connection got GOAWAY (the destination agent drains): not kept after its current request. */
+  goaway: boolean;
+  /** The socket's bytesWritten when its current request took it: unchanged, nothing of the request went out. */
+  writtenAtStart: number;
   readonly close: () => void;
 }
+
+/**
+ * Methods a server may receive twice with the effect of once (RFC 9110 §9.2.2): a request on a kept
+ * connection reset before any response is sent again only if it is one of these or none of it was written.
+ */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 export class UpstreamConnections {
   readonly #agent: ShuttleAgent;
@@ -143,6 +156,7 @@ export class UpstreamConnections {
   /** Keep-alive bookkeeping for the agent: whether a connection that just finished a request stays. */
   keep(socket: Duplex, state: ConnectionState): boolean {
     state.served++;
+    if (state.goaway) return false;
     const breaker = state.breaker;
     if (breaker && (breaker.connectionExhausted(state.served) || this.slots.hasWaiters(breaker))) return false;
     if (breaker) this.slots.setIdle(breaker, state.close, true);
@@ -179,8 +193,11 @@ export class UpstreamConnections {
       req.once('error', (err: Error) => {
         if (responded) return;
         if (err instanceof ConnectFailure) return resolve(err.overflow ? { kind: 'overflow', message: err.message } : { kind: 'connect-failure', message: err.message });
-        // A kept-alive connection the server closed meanwhile: the request never reached it.
-        if (req.reusedSocket && mayRetryStale && !aborted && body.replayable) {
+        // A kept-alive connection the server closed meanwhile (an idle close racing this request, as a
+        // draining agent's): sent once more on a new connection, as Envoy's reset-before-request retry,
+        // when that cannot do twice what the server did once; never a POST whose bytes went out.
+        const safe = IDEMPOTENT.has(head.method) || this.#agent.unwritten(req.socket);
+        if (req.reusedSocket && mayRetryStale && !aborted && body.replayable && safe) {
           const again = this.#sendH1(target, head, body, false);
           request = undefined;
           void again.result.then(resolve);
@@ -261,6 +278,11 @@ export class UpstreamConnections {
       session.once('goaway', () => {
         if (this.#sessions.get(target.key) === created) this.#sessions.delete(target.key);
       });
+      // Its HBONE connection's GOAWAY: new streams go to a new session, open ones finish on this one.
+      connected.stream.once(PEER_GOAWAY, () => {
+        if (this.#sessions.get(target.key) === created) this.#sessions.delete(target.key);
+        session.close();
+      });
       return session;
     })();
     this.#sessions.set(target.key, created);
@@ -312,7 +334,14 @@ class ShuttleAgent extends http.Agent {
       // client gave up).
       (stream as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = false;
       socketShims(stream);
-      this.#states.set(stream, { ...(lease ? { lease } : {}), ...(target.breaker ? { breaker: target.breaker } : {}), served: 0, close: () => stream.destroy() });
+      const state: ConnectionState = { ...(lease ? { lease } : {}), ...(target.breaker ? { breaker: target.breaker } : {}), served: 0, idle: false, goaway: false, writtenAtStart: 0, close: () => stream.destroy() };
+      this.#states.set(stream, state);
+      // The destination agent drains: an idle connection closes now, a busy one after its response, so
+      // that no request goes to an agent about to reset it; the next opens a stream on a new HBONE connection.
+      stream.once(PEER_GOAWAY, () => {
+        state.goaway = true;
+        if (state.idle) stream.destroy();
+      });
       if (lease) stream.once('close', () => target.breaker && this.owner.reuse(this.#states.get(stream)!));
       callback?.(null, stream);
     });
@@ -323,12 +352,23 @@ class ShuttleAgent extends http.Agent {
     const state = this.#states.get(socket);
     // Node's own rules first (it honours the server's Keep-Alive timeout hint), then the breaker's.
     const keep = (super.keepSocketAlive(socket) as unknown as boolean) !== false;
-    return keep && state !== undefined && this.owner.keep(socket, state);
+    const kept = keep && state !== undefined && this.owner.keep(socket, state);
+    if (kept) state.idle = true;
+    return kept;
   }
 
   override reuseSocket(socket: Duplex, request: ClientRequest): void {
     super.reuseSocket(socket, request);
     const state = this.#states.get(socket);
-    if (state) this.owner.reuse(state);
+    if (!state) return;
+    state.idle = false;
+    state.writtenAtStart = socket instanceof Socket ? socket.bytesWritten : 0;
+    this.owner.reuse(state);
+  }
+
+  /** Whether nothing of the request that took `socket` was written to it (a socket we cannot count: no). */
+  unwritten(socket: Duplex | null): boolean {
+    const state = socket ? this.#states.get(socket) : undefined;
+    return state !== undefined && socket instanceof Socket && socket.bytesWritten === state.writtenAtStart;
   }
 }

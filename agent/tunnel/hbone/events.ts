@@ -30,3 +30,10 @@ export type HbonePoolEvent =
   /** `reused`: the stream went on a session that was already up. `setupMs`: from open() to the 200. */
   | { readonly type: 'stream-opened'; readonly key: string; readonly reused: boolean; readonly setupMs: number }
   | { readonly type: 'stream-failed'; readonly key: string; readonly error: HboneError };
+
+/**
+ * Emitted on every socket the pool handed out (HbonePool.open) whose HBONE connection received GOAWAY:
+ * its server is draining, so a user that keeps such a socket for later requests (the L7 proxy's
+ * kept-alive upstream connections) closes it once idle, and its next request opens a stream elsewhere.
+ */
+export const PEER_GOAWAY = 'hbone-peer-goaway';

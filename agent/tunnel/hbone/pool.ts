@@ -16,7 +16,7 @@ import type { RelayResult } from '../relay.js';
 import { formatAuthority, outboundConnectHeaders } from './connect-headers.js';
 import { EngineHost, engineContext, handOverSocket, pairedSocket } from './engine-host.js';
 import { HboneError, type HboneErrorReason, type HboneResult, fail, messageOf, ok } from './errors.js';
-import type { HbonePoolEvent } from './events.js';
+import { type HbonePoolEvent, PEER_GOAWAY } from './events.js';
 import type { SocketAddress } from './server.js';
 import { type HboneOpenRequest, poolKey } from './open-request.js';
 import { HBONE_PORT, type HboneTuning } from './settings.js';
@@ -88,6 +88,8 @@ interface PooledConnection {
   readonly responses: Map<StreamId, (result: HboneResult<number>) => void>;
   /** Carried tunnels waiting for their end, by stream id. */
   readonly endings: Map<StreamId, (result: RelayResult) => void>;
+  /** The sockets open() handed out on its streams, told of its GOAWAY. */
+  readonly sockets: Set<Socket>;
 }
 
 const STATUS_HINTS: Readonly<Record<number, string>> = {
@@ -205,6 +207,10 @@ export class HbonePool {
         return this.#streamFailed(key, new HboneError('http-status', `${what} was answered ${answered.value}${hint ? `: ${hint}` : ''}`, answered.value));
       }
       this.#emit({ type: 'stream-opened', key, reused, setupMs: performance.now() - started });
+      if (socket) {
+        connection.sockets.add(socket);
+        socket.once('close', () => connection.sockets.delete(socket));
+      }
       return ok({ connection, conn: ready.value, stream, ...(socket ? { socket } : {}), ...(ended ? { ended } : {}) });
     }
   }
@@ -259,6 +265,7 @@ export class HbonePool {
       dedicated: request.over !== undefined,
       responses: new Map(),
       endings: new Map(),
+      sockets: new Set(),
       ready: new Promise((resolve) => (settle = resolve)),
     };
     const list = this.#connections.get(key) ?? [];
@@ -350,6 +357,7 @@ export class HbonePool {
         return;
       }
       case 'goaway':
+        for (const socket of connection.sockets) socket.emit(PEER_GOAWAY);
         return this.#retire(connection, `the server sent GOAWAY (code ${event.code})`);
       case 'connEnd':
         this.#byConn.delete(conn);
