@@ -1,6 +1,8 @@
 // The flow log: one JSON line per connection and per request, in the shape of Hubble's exported flows
 // (`{"flow": {...}, "node_name", "time"}`), to stdout or to a file rotated by size, never blocking
 // the data path: lines wait in a bounded queue and are dropped (and counted) when the disk falls behind.
+// Records logged within COALESCE_MS of each other share one write, as the agent's log (log-writer.ts):
+// each write is a hop through libuv's thread pool, which one record per request paid on its own.
 // A file that cannot be written (disk full, path unwritable) costs records, never the agent: they are
 // dropped and counted, the log says so once, and the file is opened again every REOPEN_MS.
 
@@ -8,6 +10,7 @@ import { type WriteStream, createWriteStream } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { ConnectionDescription, ConnectionOutcome } from './connections.js';
+import { COALESCE_BYTES, COALESCE_MS } from './log-writer.js';
 
 export type FlowLogTarget = { readonly kind: 'stdout' } | { readonly kind: 'file'; readonly path: string; readonly maxBytes: number; readonly keep: number };
 
@@ -144,7 +147,12 @@ export class FlowLog implements FlowSink {
   #rotating = false;
   /** The rotation under way, for close() to wait on. */
   #rotation: Promise<void> | undefined;
+  /** Lines not yet handed to the stream: gathering for a shared write, or waiting on a rotation or a slow disk. */
   #queued: string[] = [];
+  /** The window during which lines gather for the next write. */
+  #flushTimer: NodeJS.Timeout | undefined;
+  /** The stream is behind by more than MAX_QUEUED_BYTES: the queue is written when it drains. */
+  #awaitingDrain = false;
   #queuedBytes = 0;
   /** Set while the file cannot be written. */
   #failure: WriteFailure | undefined;
@@ -169,18 +177,34 @@ export class FlowLog implements FlowSink {
       return;
     }
     const line = `${JSON.stringify(flow)}\n`;
-    if (this.#rotating || this.#stream.writableLength > MAX_QUEUED_BYTES) {
-      if (this.#queuedBytes + line.length > MAX_QUEUED_BYTES) {
-        this.dropped++;
-        return;
-      }
-      this.#queued.push(line);
-      this.#queuedBytes += line.length;
+    if (this.#queuedBytes + line.length > MAX_QUEUED_BYTES) {
+      this.dropped++;
       return;
     }
-    this.#stream.write(line);
-    this.#size += Buffer.byteLength(line);
-    if (this.target.kind === 'file' && this.#size >= this.target.maxBytes) this.#rotate(this.target);
+    this.#queued.push(line);
+    this.#queuedBytes += line.length;
+    // A rotation under way writes the queue into the new file when it is done; a stream behind, when it drains.
+    if (this.#rotating || this.#awaitingDrain) return;
+    if (this.#queuedBytes >= COALESCE_BYTES) this.#flush();
+    else this.#flushTimer ??= setTimeout(() => this.#flush(), COALESCE_MS);
+  }
+
+  /** The lines gathered so far, in one write; a stream still behind on earlier writes gets them once it drains. */
+  #flush(): void {
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    if (this.#rotating || this.#failure || this.#queued.length === 0) return;
+    if (this.#stream.writableLength > MAX_QUEUED_BYTES) {
+      this.#awaitingDrain = true;
+      this.#stream.once('drain', () => {
+        this.#awaitingDrain = false;
+        this.#flush();
+      });
+      return;
+    }
+    if (this.target.kind === 'stdout') return this.#writeQueued(Number.POSITIVE_INFINITY);
+    this.#writeQueued(this.target.maxBytes);
+    if (this.#size >= this.target.maxBytes) this.#rotate(this.target);
   }
 
   /**
@@ -204,26 +228,34 @@ export class FlowLog implements FlowSink {
     })();
   }
 
-  /** Queued lines into the current file until it holds `maxBytes`; the rest stay queued. */
+  /** Queued lines into the current file, in one write, until it holds `maxBytes`; the rest stay queued. */
   #writeQueued(maxBytes: number): void {
     let next = 0;
-    while (next < this.#queued.length && this.#size < maxBytes) {
+    let size = this.#size;
+    while (next < this.#queued.length && size < maxBytes) {
       const line = this.#queued[next++]!;
-      this.#stream.write(line);
-      this.#size += Buffer.byteLength(line);
+      size += Buffer.byteLength(line);
       this.#queuedBytes -= line.length;
     }
-    this.#queued = this.#queued.slice(next);
+    if (next === 0) return;
+    const batch = next === this.#queued.length ? this.#queued.join('') : this.#queued.slice(0, next).join('');
+    // A write that fails loses its lines: they count as dropped (the stream's error then stops writing, #failed).
+    this.#stream.write(batch, (err) => {
+      if (err) this.dropped += next;
+    });
+    this.#size = size;
+    this.#queued = next === this.#queued.length ? [] : this.#queued.slice(next);
   }
 
   /** Flushes and closes the file (stdout stays open). */
   async close(): Promise<void> {
     clearTimeout(this.#reopenTimer);
+    clearTimeout(this.#flushTimer);
     // A rotation under way finishes first: closing the file it is replacing would leave its lines queued, and path.1 unmade.
     await this.#rotation;
     this.#closed = true;
-    // Lines still queued (held while the stream was behind) go into the last file rather than being lost.
-    if (this.target.kind === 'file') this.#writeQueued(Number.POSITIVE_INFINITY);
+    // Lines still gathering, or held while the stream was behind, go into the last file rather than being lost.
+    if (!this.#failure) this.#writeQueued(Number.POSITIVE_INFINITY);
     const stream = this.#stream;
     if (this.target.kind === 'stdout' || stream.destroyed) return;
     await new Promise<void>((resolve) => (stream as WriteStream).end(resolve));
@@ -250,6 +282,8 @@ export class FlowLog implements FlowSink {
 
   #failed(target: Extract<FlowLogTarget, { kind: 'file' }>, stream: WriteStream, err: NodeJS.ErrnoException): void {
     // What was buffered for this stream is lost with it.
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
     this.dropped += this.#queued.length;
     this.#queued = [];
     this.#queuedBytes = 0;

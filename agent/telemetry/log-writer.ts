@@ -18,7 +18,7 @@ const RETRY_AFTER_AGAIN_MS = 50;
 /** How long a line logged on an idle log waits for others to share its write: short enough for a reader tailing the log not to notice. */
 export const COALESCE_MS = 5;
 /** Once this much waits, the write starts without waiting for the rest of the window. */
-const COALESCE_BYTES = 64 * 1024;
+export const COALESCE_BYTES = 64 * 1024;
 
 export interface LogWriterStats {
   /** Lines lost: queued past the bound, or in a write that failed. */

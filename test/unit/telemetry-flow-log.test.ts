@@ -3,7 +3,8 @@
 // size keeping the configured number of old files; and the flags that choose it.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { EventEmitter, once } from 'node:events';
+import fs, { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -101,6 +102,39 @@ test('the file rotates past its size, keeping path.1 … path.<keep> and nothing
     assert.ok(kept.length > 0);
     assert.deepEqual(kept, Array.from({ length: kept.length }, (_, i) => 200 - kept.length + i));
     assert.equal(writer.dropped, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('records logged within 5 ms of each other share one write to the file, not a thread-pool hop each', async (t) => {
+  const s = buildSnapshot(parseConfigFile(MESH, 'mesh.yaml').objects, { version: 1, trustDomain: 'cluster.local', clusterDomain: 'cluster.local' });
+  const dir = mkdtempSync(join(tmpdir(), 'ambit-flow-log-'));
+  try {
+    const path = join(dir, 'flows.json');
+    // Every write the file's stream makes, and an event when one is done.
+    const done = new EventEmitter();
+    const write = fs.write;
+    const writes = t.mock.method(fs, 'write', (...args: unknown[]) => {
+      const callback = args.pop() as (...result: unknown[]) => void;
+      return (write as (...a: unknown[]) => void)(...args, (...result: unknown[]) => {
+        callback(...result);
+        done.emit('written');
+      });
+    });
+    const writevs = t.mock.method(fs, 'writev');
+    const writer = new FlowLog({ kind: 'file', path, maxBytes: 1 << 20, keep: 1 });
+    const telemetry = new ConnectionTelemetry(new MeshMetrics('test'), pino({ level: 'silent' }), { flows: { node: 'n', sink: writer } });
+    // The first record opens the file and is written on its own: the stream is idle afterwards.
+    const firstWritten = once(done, 'written');
+    telemetry.failed(connection(s), 'CONNECT', 'refused');
+    await firstWritten;
+    const before = writes.mock.callCount() + writevs.mock.callCount();
+    // Three records at once on an idle stream: without the shared window the first went out alone and the others after it.
+    for (let i = 0; i < 3; i++) telemetry.failed(connection(s), 'CONNECT', `refused ${i}`);
+    await writer.close();
+    assert.equal(writes.mock.callCount() + writevs.mock.callCount() - before, 1, 'one write for the three records');
+    assert.deepEqual(lines(path).map((r) => r.flow.Summary), ['CONNECT: refused', 'CONNECT: refused 0', 'CONNECT: refused 1', 'CONNECT: refused 2']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
