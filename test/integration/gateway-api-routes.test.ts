@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tgw${process.pid % 1000}`;
@@ -85,6 +85,9 @@ async function versions(n: number, headers: string[] = []): Promise<Record<strin
 }
 
 before(() => session.up(meshYaml(REQUEST_ROUTING), 90));
+
+// Each test starts from the request-routing HTTPRoute in force on alpha, whatever the test before it changed or how it ended.
+afterEach(() => session.restore('alpha'));
 
 after(() => session.down());
 

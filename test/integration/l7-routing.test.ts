@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
 
 const LAB = `tl7${process.pid % 1000}`;
@@ -105,6 +105,9 @@ const REVIEWS = 'http://reviews.shop:9080';
 const FLAKY = 'http://flaky.shop:9080';
 
 before(() => session.up(meshYaml(), 90));
+
+// Each test starts from meshYaml() in force on alpha, whatever the test before it changed or how it ended.
+afterEach(() => session.restore('alpha'));
 
 after(() => session.down());
 
@@ -323,7 +326,6 @@ for (let i = 0; i < 3; i++) { const r = s.request({ ':path': '/greet/' + i, 'con
 
 test('request bodies cross nodes intact: curl -d of a small body and of 1 MiB to pods on the other node', async () => {
   // A regression test: bodies on the L7 path into HBONE streams once hung (fixed in 1e918ea).
-  await session.apply(meshYaml(), 'alpha');
   const bigPath = join(session.dir!, 'body.bin');
   const big = randomBytes(1024 * 1024);
   writeFileSync(bigPath, big);

@@ -1,5 +1,6 @@
 // What the lab tests do to a running lab, in one place: two-node YAML, commands in pods and nodes, an
-// agent's log, and a YAML edit that waits until an agent has applied it.
+// agent's log, a YAML edit that waits until an agent has applied it, and putting back the YAML the lab
+// came up with, so that no test runs on what another test (passed or failed) left behind.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -50,6 +51,10 @@ export function serviceAccountYaml(name: string, namespace: string): string {
 }
 
 export class LabSession {
+  /** The YAML `up()` brought the lab up with, and the YAML last written: what `restore()` compares. */
+  #baseline: string | undefined;
+  #current: string | undefined;
+
   /** A session whose mesh YAML, and any file a test keeps beside it, live in a new temporary `dir` that down() removes. */
   static inTempDir(lab: string, prefix: string): LabSession {
     const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -67,6 +72,7 @@ export class LabSession {
     requireRoot();
     requireBuiltAmbit();
     writeFileSync(this.yamlPath, yaml);
+    this.#baseline = this.#current = yaml;
     const up = await ambit(['lab', 'up', '--lab', this.lab, '--timeout', String(timeoutSeconds), ...flags, this.yamlPath], (timeoutSeconds + 60) * 1000);
     assert.equal(up.code, 0, `lab up failed:\n${up.stdout}\n${up.stderr}`);
   }
@@ -92,8 +98,18 @@ export class LabSession {
     const before = await reloads();
     const writtenAt = Date.now();
     writeFileSync(this.yamlPath, yaml);
+    this.#current = yaml;
     await eventually(`${node} to apply the change`, async () => ((await reloads()) > before ? true : undefined));
     return writtenAt;
+  }
+
+  /**
+   * Puts back the YAML `up()` brought the lab up with, if a test changed it, and waits until `node`'s
+   * agent has it in force. Meant for `afterEach`, which runs after a failed test too.
+   */
+  async restore(node = 'beta'): Promise<void> {
+    if (this.#baseline === undefined) throw new Error(`restore(): lab "${this.lab}" was not brought up by this session's up(), so there is no YAML to put back`);
+    if (this.#current !== this.#baseline) await this.apply(this.#baseline, node);
   }
 }
 
