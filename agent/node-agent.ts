@@ -112,8 +112,11 @@ export class NodeAgent {
   readonly metrics = new MeshMetrics(AMBIT_VERSION);
   /** The recent denials of this node's inbound side, for `ambit explain --last-denied`. */
   readonly denials = new DenialRing();
-  /** One span per request on each side (the outbound HTTP proxy's CLIENT spans, the inbound one's SERVER spans). */
-  readonly tracer: RequestTracer;
+  /**
+   * One span per request on each side (the outbound HTTP proxy's CLIENT spans, the inbound one's SERVER
+   * spans); made by start(), which loads OpenTelemetry only with --otlp-endpoint.
+   */
+  #tracer: RequestTracer | undefined;
   readonly #closers: Closable[] = [];
   #dataPath: DataPath | undefined;
   #certificates: WorkloadCertificateManager | undefined;
@@ -124,17 +127,17 @@ export class NodeAgent {
     private readonly config: NodeAgentConfig,
     private readonly log: Logger,
     private readonly quit: (reason: string) => void,
-  ) {
-    this.tracer = config.tracing ? RequestTracer.create(config.tracing, config.node) : RequestTracer.disabled(config.node);
-    // Telemetry resources set sampling, span reporting and custom tags per workload.
-    this.tracer.followTelemetry(this.store);
-  }
+  ) {}
 
   /** Starts everything; resolves once the agent is ready, rejects with an actionable message. */
   async start(): Promise<void> {
     const { config, log, store } = this;
     // Where a (re)start's time goes, for the 'agent ready' line: until here, Node's start and the modules.
     const startup = new StartupTimeline();
+    const tracer = config.tracing ? await RequestTracer.create(config.tracing, config.node) : RequestTracer.disabled();
+    // Telemetry resources set sampling, span reporting and custom tags per workload.
+    tracer.followTelemetry(store);
+    this.#tracer = tracer;
     // First, before any port: a live agent of this node means an upgrade, which every listener
     // (SO_REUSEPORT) and the pinned maps and links (adopted) allow; its leftovers after a crash do not.
     const scope = config.capture.mode === 'ebpf' ? config.capture.scope : config.node;
@@ -164,7 +167,7 @@ export class NodeAgent {
     this.#closers.push(source);
     const first = await source.load();
     startup.mark('configuration');
-    if (config.capture.mode === 'ebpf') await this.#startCapture(config.capture, first.snapshot, startup);
+    if (config.capture.mode === 'ebpf') await this.#startCapture(config.capture, first.snapshot, startup, tracer);
     await source.watch();
     this.#ready = true;
     startup.mark('ready');
@@ -198,10 +201,10 @@ export class NodeAgent {
     if (dataPath) await drainDataPath(dataPath, drainMs, this.log);
     for (const closable of this.#closers.reverse()) await closable.close();
     // Last: the spans of the requests that finished during the drain go out too.
-    await this.tracer.shutdown().catch((err: Error) => this.log.warn({ err: err.message }, 'exporting the last request spans failed'));
+    await this.#tracer?.shutdown().catch((err: Error) => this.log.warn({ err: err.message }, 'exporting the last request spans failed'));
   }
 
-  async #startCapture(capture: Extract<CaptureConfig, { mode: 'ebpf' }>, snapshot: MeshSnapshot, startup: StartupTimeline): Promise<void> {
+  async #startCapture(capture: Extract<CaptureConfig, { mode: 'ebpf' }>, snapshot: MeshSnapshot, startup: StartupTimeline, tracer: RequestTracer): Promise<void> {
     const { config, log, store } = this;
     const nodeIp = snapshot.nodes.get(config.node)?.internalIp;
     if (!nodeIp) throw new Error(`node "${config.node}" has no InternalIP in the configuration; eBPF capture redirects pods to that address`);
@@ -233,7 +236,7 @@ export class NodeAgent {
       log,
       metrics: this.metrics,
       denials: this.denials,
-      tracer: this.tracer,
+      tracer,
       certificates,
       originalDestination: (socket) => ebpf.originalDestination(socket),
       closeOnStop: (closable) => this.#closers.push(closable),

@@ -1,39 +1,19 @@
 // Request traces: W3C trace context (and Zipkin's B3, single or multi header) read from each request and
 // written onward, one span per request on each side (CLIENT on the source agent, SERVER on the
 // destination agent, so a request crossing two nodes shows as a parent/child pair), exported with
-// OpenTelemetry over OTLP/HTTP (JSON) to a collector. Sampling is parent-based with a ratio for new
-// traces, as Istio's `sampling` percentage. Without a collector the agent still propagates the trace
-// context unchanged: applications' own traces never break because of the mesh. The headers' formats
-// are trace-context.ts's.
+// OpenTelemetry over OTLP/HTTP (JSON) to a collector by otlp-spans.ts, which loads only when a collector
+// is set: its ~250 modules are start-up CPU that a restarted agent without one need not spend. Sampling
+// is parent-based with a ratio for new traces, as Istio's `sampling` percentage. Without a collector the
+// agent still propagates the trace context unchanged: applications' own traces never break because of
+// the mesh. The headers' formats are trace-context.ts's.
 
-import {
-  type Attributes,
-  type Context,
-  ROOT_CONTEXT,
-  type Span,
-  SpanKind,
-  SpanStatusCode,
-  type Tracer,
-  createTraceState,
-  trace,
-} from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  type SpanExporter,
-  type SpanProcessor,
-  TraceIdRatioBasedSampler,
-} from '@opentelemetry/sdk-trace-base';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { RequestHeaders } from '../l7/request.js';
 import type { MeshService, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
-import { type EffectiveTelemetry, TelemetryPolicies, customTagValues } from './telemetry-policy.js';
-import { type ExtractedTrace, type TraceContext, extractTrace, traceHeaders } from './trace-context.js';
-
-type TracingSettings = EffectiveTelemetry['tracing'];
+import { messageOf } from '../identity/errors.js';
+import type { SpanExport } from './otlp-spans.js';
+import { type ExtractedTrace, extractTrace } from './trace-context.js';
 
 // ------------------------------------------------------------------------------------------ options
 
@@ -143,39 +123,41 @@ export interface RequestSpan {
 
 /** The node-wide tracer: one span per request, exported in batches. */
 export class RequestTracer {
-  readonly #processor: SpanProcessor | undefined;
-  readonly #sampler: ParentBasedSampler | undefined;
-  readonly #tracers = new Map<string, Tracer>();
-  readonly #node: string;
-  #policies: TelemetryPolicies | undefined;
+  readonly #export: SpanExport | undefined;
 
-  private constructor(node: string, processor?: SpanProcessor, sampler?: ParentBasedSampler) {
-    this.#node = node;
-    this.#processor = processor;
-    this.#sampler = sampler;
+  private constructor(spanExport?: SpanExport) {
+    this.#export = spanExport;
   }
 
   /** Tracing off: contexts pass through unchanged and nothing is exported. */
-  static disabled(node = 'unknown'): RequestTracer {
-    return new RequestTracer(node);
+  static disabled(): RequestTracer {
+    return new RequestTracer();
   }
 
-  /** Spans exported over OTLP/HTTP JSON to `config.endpoint`. `exporter` replaces it (tests). */
-  static create(config: TracingConfig, node: string, exporter?: SpanExporter): RequestTracer {
-    const spanExporter = exporter ?? new OTLPTraceExporter({ url: config.endpoint, timeoutMillis: 10_000 });
-    // Bounded queue: when the collector is slow, spans are dropped, never the agent's memory.
-    const processor = new BatchSpanProcessor(spanExporter, { maxQueueSize: 2048, maxExportBatchSize: 512, scheduledDelayMillis: 1000 });
-    const sampler = new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.samplingPercent / 100) });
-    return new RequestTracer(node, processor, sampler);
+  /**
+   * Spans exported over OTLP/HTTP JSON to `config.endpoint`. `exporter` replaces it (tests). Loads
+   * OpenTelemetry now, so that an agent without a collector never does.
+   */
+  static async create(config: TracingConfig, node: string, exporter?: SpanExporter): Promise<RequestTracer> {
+    let otlp: typeof import('./otlp-spans.js');
+    try {
+      otlp = await import('./otlp-spans.js');
+    } catch (err) {
+      throw new Error(
+        `--otlp-endpoint ${config.endpoint}: cannot load OpenTelemetry (agent/telemetry/otlp-spans.ts and its @opentelemetry packages): ${messageOf(err)}; ` +
+          "reinstall Ambit's dependencies (npm ci), or run without --otlp-endpoint",
+      );
+    }
+    return new RequestTracer(new otlp.SpanExport(config, node, exporter));
   }
 
   /** Applies Telemetry tracing settings (sampling, span reporting, custom tags) from the store's snapshots. */
   followTelemetry(store: WorkloadStore): void {
-    this.#policies = new TelemetryPolicies(store);
+    this.#export?.followTelemetry(store);
   }
 
   get enabled(): boolean {
-    return this.#processor !== undefined;
+    return this.#export !== undefined;
   }
 
   /**
@@ -184,65 +166,16 @@ export class RequestTracer {
    */
   startSpan(kind: 'client' | 'server', request: SpanRequest): RequestSpan {
     const incoming = extractTrace(request.headers);
-    const format = incoming?.format ?? 'w3c';
-    if (!this.#processor) return passThrough(incoming);
-
-    const parent = incoming ? remoteParent(incoming.context) : ROOT_CONTEXT;
-    // Merged once per workload and snapshot (agent/telemetry/telemetry-policy.ts).
-    const policy = request.proxied && this.#policies?.forWorkload(request.proxied.workload, kind === 'client' ? 'CLIENT' : 'SERVER', request.proxied.service).tracing;
-    const span = this.#tracer(request.workload, policy || undefined).startSpan(request.operation ?? `${request.authority}/*`, { kind: kind === 'client' ? SpanKind.CLIENT : SpanKind.SERVER }, parent);
-    // Tags only for a span that is exported: an unsampled one still carries its context upstream, nothing else.
-    if (span.isRecording()) {
-      span.setAttributes(startAttributes(request, this.#node));
-      if (policy && policy.customTags.length > 0) span.setAttributes(customTagValues(policy.customTags, request.headers));
-    }
-    const sc = span.spanContext();
-    const ctx: TraceContext = { traceId: sc.traceId, spanId: sc.spanId, sampled: (sc.traceFlags & 1) === 1, ...(incoming?.context.traceState ? { traceState: incoming.context.traceState } : {}) };
-    let ended = false;
-    return {
-      traceId: ctx.traceId,
-      sampled: ctx.sampled,
-      upstreamHeaders: traceHeaders(ctx, format, incoming?.context.spanId),
-      end: (outcome) => {
-        if (ended) return;
-        ended = true;
-        if (span.isRecording()) endSpan(span, outcome);
-      },
-    };
+    return this.#export ? this.#export.startSpan(kind, request, incoming) : passThrough(incoming);
   }
 
   /** Exports what is queued (tests, and before the agent exits). */
   async flush(): Promise<void> {
-    await this.#processor?.forceFlush();
+    await this.#export?.flush();
   }
 
   async shutdown(): Promise<void> {
-    await this.#processor?.shutdown();
-  }
-
-  /**
-   * One provider per proxied workload, so spans carry its service.name as Istio's do (`<service>.<namespace>`),
-   * and per Telemetry tracing settings: its own root sampling percentage, and no processor when span
-   * reporting is disabled (the span still gives the request its context, as Istio documents).
-   */
-  #tracer(workload: SpanRequest['workload'], policy?: TracingSettings): Tracer {
-    const serviceName = workload ? `${workload.canonicalService}.${workload.namespace}` : 'ambit';
-    const sampling = policy?.randomSamplingPercentage;
-    const reporting = !policy?.disableSpanReporting;
-    const key = policy ? `${serviceName}|${sampling ?? ''}|${reporting}` : serviceName;
-    let tracer = this.#tracers.get(key);
-    if (!tracer) {
-      // A bounded cache: past it, the oldest workload's tracer is rebuilt on its next request.
-      if (this.#tracers.size >= 1024) this.#tracers.delete(this.#tracers.keys().next().value!);
-      const provider = new BasicTracerProvider({
-        resource: resourceFromAttributes({ 'service.name': serviceName, 'service.namespace': workload?.namespace ?? 'unknown', 'host.name': this.#node }),
-        sampler: sampling === undefined ? this.#sampler! : new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(sampling / 100) }),
-        spanProcessors: reporting ? [this.#processor!] : [],
-      });
-      tracer = provider.getTracer('ambit');
-      this.#tracers.set(key, tracer);
-    }
-    return tracer;
+    await this.#export?.shutdown();
   }
 }
 
@@ -254,48 +187,4 @@ function passThrough(incoming: ExtractedTrace | undefined): RequestSpan {
     upstreamHeaders: {},
     end: () => {},
   };
-}
-
-function remoteParent(ctx: TraceContext): Context {
-  return trace.setSpanContext(ROOT_CONTEXT, {
-    traceId: ctx.traceId,
-    spanId: ctx.spanId,
-    traceFlags: ctx.sampled ? 1 : 0,
-    isRemote: true,
-    ...(ctx.traceState ? { traceState: createTraceState(ctx.traceState) } : {}),
-  });
-}
-
-/** Envoy's and Istio's span tags, so trace UIs show what a sidecar's span would. */
-function startAttributes(r: SpanRequest, node: string): Attributes {
-  const attributes: Attributes = {
-    component: 'proxy',
-    node_id: node,
-    'http.method': r.method,
-    'http.url': `http://${r.authority}${r.path}`,
-    'http.protocol': r.httpVersion,
-    user_agent: r.headers.get('user-agent')?.[0] ?? '-',
-  };
-  if (r.requestId) attributes['guid:x-request-id'] = r.requestId;
-  if (r.peerAddress) attributes['peer.address'] = r.peerAddress;
-  if (r.upstreamCluster) attributes['upstream_cluster'] = r.upstreamCluster;
-  if (r.workload) {
-    attributes['istio.canonical_service'] = r.workload.canonicalService;
-    attributes['istio.namespace'] = r.workload.namespace;
-    if (r.workload.canonicalRevision) attributes['istio.canonical_revision'] = r.workload.canonicalRevision;
-  }
-  return attributes;
-}
-
-function endSpan(span: Span, o: SpanOutcome): void {
-  span.setAttribute('http.status_code', o.statusCode);
-  span.setAttribute('response_flags', o.responseFlags ?? '-');
-  if (o.grpcStatus !== undefined) span.setAttribute('grpc.status_code', o.grpcStatus);
-  if (o.upstreamHost) span.setAttribute('upstream_host', o.upstreamHost);
-  if (o.requestBytes !== undefined) span.setAttribute('request_size', o.requestBytes);
-  if (o.responseBytes !== undefined) span.setAttribute('response_size', o.responseBytes);
-  // Envoy marks a span as an error for 5xx, for no response at all, and for a failing gRPC status.
-  const failed = o.statusCode >= 500 || o.statusCode === 0 || (o.grpcStatus !== undefined && o.grpcStatus !== 0);
-  if (failed) span.setStatus({ code: SpanStatusCode.ERROR });
-  span.end();
 }

@@ -114,7 +114,7 @@ let toNowhere = 0;
 before(async () => {
   store.replace(mesh(POLICIES));
   collector = await OtlpCollector.start();
-  tracer = RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-b');
+  tracer = await RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-b');
   proxy = new InboundHttpProxy({
     store,
     log: pino({ level: 'silent' }),

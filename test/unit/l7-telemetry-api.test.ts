@@ -43,7 +43,7 @@ function apply(telemetryYaml: string): void {
 before(async () => {
   collector = await OtlpCollector.start();
   // The mesh default samples every new trace; Telemetry overrides it per workload.
-  tracer = RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-b');
+  tracer = await RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-b');
   proxies = await startL7Proxies({ metrics, accessLog, tracer });
   tracer.followTelemetry(proxies.store);
 });

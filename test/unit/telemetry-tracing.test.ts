@@ -95,8 +95,8 @@ const PRODUCTPAGE = { canonicalService: 'productpage', namespace: 'bookinfo', ca
 const REVIEWS = { canonicalService: 'reviews', namespace: 'bookinfo', canonicalRevision: 'v2' };
 
 test('a request crossing two agents: app span → CLIENT span (source agent) → SERVER span (destination agent), exported over OTLP', async () => {
-  const sourceAgent = RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-a');
-  const destinationAgent = RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-b');
+  const sourceAgent = await RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-a');
+  const destinationAgent = await RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-b');
   const fromApp = requestHeaders(['traceparent', `00-${TRACE}-${APP_SPAN}-01`, 'tracestate', 'vendor=x', 'user-agent', 'curl/7.88', 'x-request-id', 'req-7']);
   const base = { method: 'GET', path: '/reviews/0?x=1', authority: 'reviews:9080', httpVersion: 'HTTP/1.1', requestId: 'req-7' };
 
@@ -156,13 +156,13 @@ test('a request crossing two agents: app span → CLIENT span (source agent) →
 
 test('sampling: a new trace follows the ratio, an unsampled parent is never exported, a 5xx span is an error', async () => {
   const seen = collector.spans.length;
-  const never = RequestTracer.create({ endpoint: collector.url, samplingPercent: 0 }, 'node-a');
+  const never = await RequestTracer.create({ endpoint: collector.url, samplingPercent: 0 }, 'node-a');
   const fresh = never.startSpan('client', { headers: requestHeaders([]), method: 'GET', path: '/', authority: 'a:80', httpVersion: 'HTTP/2' });
   assert.equal(fresh.sampled, false);
   assert.match(fresh.upstreamHeaders['traceparent']!, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/, 'an unsampled trace still propagates');
   fresh.end({ statusCode: 200 });
 
-  const always = RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-b');
+  const always = await RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-b');
   const unsampledParent = always.startSpan('server', { headers: requestHeaders(['traceparent', `00-${TRACE}-${APP_SPAN}-00`]), method: 'GET', path: '/', authority: 'a:80', httpVersion: 'HTTP/1.1' });
   assert.equal(unsampledParent.sampled, false, 'parent-based: the caller said no');
   unsampledParent.end({ statusCode: 200 });
@@ -190,8 +190,8 @@ test('an unsampled span builds no tags: its context goes upstream, its request i
     });
     return { headers, read };
   };
-  const never = RequestTracer.create({ endpoint: collector.url, samplingPercent: 0 }, 'node-a');
-  const always = RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-a');
+  const never = await RequestTracer.create({ endpoint: collector.url, samplingPercent: 0 }, 'node-a');
+  const always = await RequestTracer.create({ endpoint: collector.url, samplingPercent: 100 }, 'node-a');
   const unsampled = watched();
   const span = never.startSpan('client', { headers: unsampled.headers, method: 'GET', path: '/', authority: 'a:80', httpVersion: 'HTTP/1.1' });
   span.end({ statusCode: 200 });

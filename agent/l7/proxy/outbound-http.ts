@@ -117,7 +117,7 @@ export class OutboundHttpProxy {
 
   constructor(private readonly options: OutboundHttpOptions) {
     this.#random = options.random ?? mathRandom;
-    this.#tracer = options.tracer ?? RequestTracer.disabled(options.node);
+    this.#tracer = options.tracer ?? RequestTracer.disabled();
     const clock = options.clock ?? systemClock;
     const checks = options.healthChecks;
     const health = checks

@@ -105,7 +105,7 @@ export async function startL7Proxies(options: L7ProxiesOptions = {}): Promise<L7
     log,
     rateLimiter: new RateLimiter({ registry: metrics.registry, log }),
     telemetry: new RequestTelemetry(metrics, options.accessLog ?? log, { store }),
-    tracer: options.tracer ?? RequestTracer.disabled('node-b'),
+    tracer: options.tracer ?? RequestTracer.disabled(),
     ...tuning,
   });
   const outbound = new OutboundHttpProxy({ node: 'node-a', store, log, ...tuning, ...(options.tracer ? { tracer: options.tracer } : {}) });
