@@ -3,11 +3,11 @@
 // ztunnel does (ImpersonatedIdentity in the request's metadata Struct, the node's bearer token).
 
 import { create } from '@bufbuild/protobuf';
-import * as grpc from '@grpc/grpc-js';
 import { IstioCertificateRequestSchema } from '../proto/istio/v1/auth/ca_pb.js';
 import type { SpiffeId } from '../state/model.js';
 import type { CaClient } from './ca-client.js';
 import { type IdentityErrorReason, type IdentityResult, fail, ok } from './errors.js';
+import { GrpcStatus } from './grpc-runtime.js';
 import { CREATE_CERTIFICATE_PATH, IMPERSONATED_IDENTITY, decodeCertificateResponse, encodeCertificateRequest } from './istio-ca-api.js';
 import { type IstiodConnectionOptions, DEFAULT_TOKEN_FILE, IstiodChannel, describeGrpcError } from './istiod-channel.js';
 
@@ -79,12 +79,12 @@ export class IstioCaClient implements CaClient {
 /** What a gRPC status means for the certificate manager: all are retried, but operators read the reason. */
 function reasonOf(err: unknown): IdentityErrorReason {
   switch ((err as { code?: unknown }).code) {
-    case grpc.status.UNAUTHENTICATED:
-    case grpc.status.PERMISSION_DENIED:
+    case GrpcStatus.UNAUTHENTICATED:
+    case GrpcStatus.PERMISSION_DENIED:
       return 'not-authorized';
-    case grpc.status.INVALID_ARGUMENT:
-    case grpc.status.FAILED_PRECONDITION:
-    case grpc.status.OUT_OF_RANGE:
+    case GrpcStatus.INVALID_ARGUMENT:
+    case GrpcStatus.FAILED_PRECONDITION:
+    case GrpcStatus.OUT_OF_RANGE:
       return 'invalid-request';
     default:
       return 'ca-unavailable';

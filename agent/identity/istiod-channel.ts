@@ -4,8 +4,9 @@
 
 import { readFile } from 'node:fs/promises';
 import type { DescMethod } from '@bufbuild/protobuf';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { messageOf } from './errors.js';
+import { GrpcStatus, grpcStatusName, loadGrpc } from './grpc-runtime.js';
 
 /** istiod's discovery and CA address inside a cluster (the ztunnel chart's XDS_ADDRESS and CA_ADDRESS). */
 export const DEFAULT_ISTIOD_ADDRESS = 'istiod.istio-system.svc:15012';
@@ -68,6 +69,8 @@ export class IstiodChannel {
       return { ok: false, error: { file, message: `istiod's root certificate file ${file} holds no PEM certificate` } };
     }
     if (this.#client && rootPem === this.#rootPem) return { ok: true, value: this.#client };
+    const loaded = await loadGrpc();
+    if (!loaded.ok) return { ok: false, error: { message: `cannot reach istiod at ${this.address}: ${loaded.message}` } };
     this.#client?.close();
     const channelOptions: grpc.ChannelOptions = {
       'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
@@ -82,18 +85,20 @@ export class IstiodChannel {
     }
     let credentials: grpc.ChannelCredentials;
     try {
-      credentials = grpc.credentials.createSsl(Buffer.from(rootPem));
+      credentials = loaded.grpc.credentials.createSsl(Buffer.from(rootPem));
     } catch (err) {
       return { ok: false, error: { file, message: `istiod's root certificate ${file} is not usable: ${messageOf(err)}` } };
     }
-    this.#client = new grpc.Client(this.address, credentials, channelOptions);
+    this.#client = new loaded.grpc.Client(this.address, credentials, channelOptions);
     this.#rootPem = rootPem;
     return { ok: true, value: this.#client };
   }
 
   /** The metadata every call carries: the bearer token (read now), cluster id and extra headers. */
   async metadata(): Promise<IstiodResult<grpc.Metadata>> {
-    const metadata = new grpc.Metadata();
+    const loaded = await loadGrpc();
+    if (!loaded.ok) return { ok: false, error: { message: `cannot call istiod at ${this.address}: ${loaded.message}` } };
+    const metadata = new loaded.grpc.Metadata();
     for (const [key, value] of Object.entries(this.#options.headers ?? {})) metadata.set(key.toLowerCase(), value);
     if (this.#options.clusterId) metadata.set('clusterid', this.#options.clusterId);
     const tokenFile = this.#options.tokenFile;
@@ -124,14 +129,14 @@ export class IstiodChannel {
 export function describeGrpcError(err: unknown, address: string): string {
   const status = err as Partial<grpc.StatusObject> & { message?: string };
   if (typeof status?.code !== 'number') return messageOf(err);
-  const name = grpc.status[status.code] ?? String(status.code);
+  const name = grpcStatusName(status.code);
   const details = status.details || status.message || '';
   const hint =
-    status.code === grpc.status.UNAVAILABLE
+    status.code === GrpcStatus.UNAVAILABLE
       ? `; is istiod running at ${address}, does its certificate chain to the configured root, and does a NetworkPolicy allow port 15012?`
-      : status.code === grpc.status.UNAUTHENTICATED
+      : status.code === GrpcStatus.UNAUTHENTICATED
         ? '; istiod refused our token (check the token file, its audience istio-ca, and --cluster-id)'
-        : status.code === grpc.status.DEADLINE_EXCEEDED
+        : status.code === GrpcStatus.DEADLINE_EXCEEDED
           ? `; istiod at ${address} did not answer in time`
           : '';
   return `${name}: ${details}${hint}`;

@@ -5,9 +5,10 @@
 // A body sent with the check goes in http.body as text, or in http.raw_body as bytes with packAsBytes.
 
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { ExtAuthzGrpcProvider } from '../config/mesh-config.js';
 import type { HeaderValueOption } from '../proto/envoy/config/core/v3/base_pb.js';
+import { type Grpc, grpcStatusName, loadGrpc } from '../identity/grpc-runtime.js';
 import { grpcMethodPath } from '../identity/istiod-channel.js';
 import {
   Authorization,
@@ -42,7 +43,13 @@ export const AUTHORIZATION_SERVICE: grpc.ServiceDefinition = {
 const clients = new Map<string, grpc.Client>();
 const MAX_CLIENTS = 64;
 
-export function clientFor(address: AuthorizerAddress): grpc.Client {
+/** A client for calls to `address` and the grpc-js it came from, which loads with the first one. */
+export type GrpcClientResult = { readonly ok: true; readonly client: grpc.Client; readonly grpc: Grpc } | { readonly ok: false; readonly message: string };
+
+export async function clientFor(address: AuthorizerAddress): Promise<GrpcClientResult> {
+  const loaded = await loadGrpc();
+  if (!loaded.ok) return { ok: false, message: `cannot call ${address.host}:${address.port} over gRPC: ${loaded.message}` };
+  const { grpc } = loaded;
   const key = `${address.host}:${address.port}`;
   let client = clients.get(key);
   if (!client) {
@@ -55,10 +62,12 @@ export function clientFor(address: AuthorizerAddress): grpc.Client {
     client = new grpc.Client(target, grpc.credentials.createInsecure());
     clients.set(key, client);
   }
-  return client;
+  return { ok: true, client, grpc };
 }
 
-export function checkOverGrpc(provider: ExtAuthzGrpcProvider, address: AuthorizerAddress, request: ExtAuthzRequest): Promise<AuthorizerAnswer> {
+export async function checkOverGrpc(provider: ExtAuthzGrpcProvider, address: AuthorizerAddress, request: ExtAuthzRequest): Promise<AuthorizerAnswer> {
+  const channel = await clientFor(address);
+  if (!channel.ok) return { kind: 'error', message: channel.message };
   const message = create(CheckRequestSchema, {
     attributes: {
       source: {
@@ -85,15 +94,15 @@ export function checkOverGrpc(provider: ExtAuthzGrpcProvider, address: Authorize
     },
   });
   return new Promise((resolve) => {
-    clientFor(address).makeUnaryRequest(
+    channel.client.makeUnaryRequest(
       CHECK_PATH,
       encodeCheckRequest,
       decodeCheckResponse,
       message,
-      new grpc.Metadata(),
+      new channel.grpc.Metadata(),
       { deadline: Date.now() + provider.timeoutMs },
       (error, response) => {
-        if (error || !response) return resolve({ kind: 'error', message: error ? `${grpc.status[error.code] ?? error.code}: ${error.details}` : 'no response' });
+        if (error || !response) return resolve({ kind: 'error', message: error ? `${grpcStatusName(error.code)}: ${error.details}` : 'no response' });
         resolve(answerOf(response));
       },
     );

@@ -5,9 +5,10 @@
 // (failureMode allow, Envoy's default) or answers 500 (deny, flag RLSE). Each descriptor's answer is counted.
 
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { Counter, type Registry } from 'prom-client';
 import type { DescriptorAction, GlobalDescriptorSpec, GlobalRateLimitSpec, RateLimitObject } from '../config/rate-limit.js';
+import { GrpcStatus, grpcStatusName } from '../identity/grpc-runtime.js';
 import { grpcMethodPath } from '../identity/istiod-channel.js';
 import type { MeshSnapshot } from '../state/model.js';
 import type { Logger } from '../telemetry/log.js';
@@ -48,9 +49,6 @@ export const RATE_LIMIT_SERVICE: grpc.ServiceDefinition = {
 /** Envoy's response code details for the ratelimit filter's two local replies. */
 export const GLOBAL_LIMITED_DETAILS = 'request_rate_limited';
 export const SERVICE_ERROR_DETAILS = 'rate_limiter_error';
-/** gRPC UNKNOWN: Envoy's mapping of HTTP 500 for a gRPC client. */
-const GRPC_UNKNOWN = 2;
-const GRPC_UNAVAILABLE = 14;
 
 /** One RateLimit's question to its service: the descriptors this request produced (`ambit explain` shows it too). */
 export interface GlobalQuestion {
@@ -108,7 +106,7 @@ export class GlobalRateLimiter {
         this.#countAll(q, 'error');
         this.#warn(q, ref.rateLimit, answer.message);
         if (q.global.failureMode === 'deny') {
-          return { limited: true, status: 500, grpcStatus: GRPC_UNKNOWN, flag: 'RLSE', body: '', details: SERVICE_ERROR_DETAILS, headers: {}, bucket: ref };
+          return { limited: true, status: 500, grpcStatus: GrpcStatus.UNKNOWN, flag: 'RLSE', body: '', details: SERVICE_ERROR_DETAILS, headers: {}, bucket: ref };
         }
         continue;
       }
@@ -120,7 +118,7 @@ export class GlobalRateLimiter {
         return {
           limited: true,
           status: 429,
-          grpcStatus: GRPC_UNAVAILABLE,
+          grpcStatus: GrpcStatus.UNAVAILABLE,
           flag: 'RL',
           body: Buffer.from(response.rawBody).toString(),
           details: GLOBAL_LIMITED_DETAILS,
@@ -135,21 +133,23 @@ export class GlobalRateLimiter {
     return { limited: false, headers: tightest.headers, bucket: { rateLimit: `${tightest.q.limit.metadata.namespace}/${tightest.q.limit.metadata.name}`, route: tightest.q.route } };
   }
 
-  #ask(snapshot: MeshSnapshot, q: GlobalQuestion): Promise<Answer> {
+  async #ask(snapshot: MeshSnapshot, q: GlobalQuestion): Promise<Answer> {
     const address = authorizerAddress(snapshot, q.global);
-    if (!address) return Promise.resolve({ kind: 'error', message: `the rate limit service ${q.global.service} has no ready endpoint on port ${q.global.port}` });
+    if (!address) return { kind: 'error', message: `the rate limit service ${q.global.service} has no ready endpoint on port ${q.global.port}` };
     const at = `${address.host}:${address.port}`;
+    const channel = await clientFor(address);
+    if (!channel.ok) return { kind: 'error', message: channel.message };
     const message = create(RateLimitRequestSchema, { domain: q.global.domain, descriptors: q.named.map((d) => ({ entries: d.entries })), hitsAddend: 1 });
     return new Promise((resolve) => {
-      clientFor(address).makeUnaryRequest(
+      channel.client.makeUnaryRequest(
         SHOULD_RATE_LIMIT_PATH,
         encodeRlsRequest,
         decodeRlsResponse,
         message,
-        new grpc.Metadata(),
+        new channel.grpc.Metadata(),
         { deadline: Date.now() + q.global.timeoutMs },
         (error, response) => {
-          if (error || !response) return resolve({ kind: 'error', message: error ? `${grpc.status[error.code] ?? error.code} from ${at}: ${error.details}` : `no response from ${at}` });
+          if (error || !response) return resolve({ kind: 'error', message: error ? `${grpcStatusName(error.code)} from ${at}: ${error.details}` : `no response from ${at}` });
           // UNKNOWN is what a service answers when it could not decide: an error, as Envoy treats it.
           if (response.overallCode === RateLimitResponse_Code.UNKNOWN) return resolve({ kind: 'error', message: `the rate limit service at ${at} answered UNKNOWN` });
           resolve({ kind: 'answered', response });
