@@ -5,6 +5,7 @@ import type { DenialRecorder } from '../explain/denials.js';
 import { canonicalName, canonicalRevision } from '../state/canonical.js';
 import type { MeshService, SpiffeId, Workload } from '../state/model.js';
 import type { WorkloadStore } from '../state/store.js';
+import { AccessLog, type SerializedFields, numberField, optionalStringField, stringField } from './access-log.js';
 import type { Logger } from './log.js';
 import type { MeshMetrics, TcpLabels } from './metrics.js';
 import { type CachedSeries, SeriesCache, peersKey } from './series-cache.js';
@@ -111,20 +112,20 @@ export function seriesOwners(c: ConnectionDescription, clusterId: string): Serie
 }
 
 /** The access-log fields ztunnel writes, in its order. */
-function logFields(c: ConnectionDescription): Record<string, string | undefined> {
-  return {
-    'src.addr': c.src.addr,
-    'src.workload': c.src.workload?.name,
-    'src.namespace': c.src.workload?.namespace,
-    'src.identity': c.src.identity,
-    'dst.addr': c.dst.addr,
-    'dst.hbone_addr': c.dst.hboneAddr,
-    'dst.service': c.dst.service?.hostname,
-    'dst.workload': c.dst.workload?.name,
-    'dst.namespace': c.dst.workload?.namespace,
-    'dst.identity': c.dst.identity,
-    direction: c.direction,
-  };
+function logFields(c: ConnectionDescription): SerializedFields {
+  return (
+    stringField('src.addr', c.src.addr) +
+    optionalStringField('src.workload', c.src.workload?.name) +
+    optionalStringField('src.namespace', c.src.workload?.namespace) +
+    optionalStringField('src.identity', c.src.identity) +
+    stringField('dst.addr', c.dst.addr) +
+    optionalStringField('dst.hbone_addr', c.dst.hboneAddr) +
+    optionalStringField('dst.service', c.dst.service?.hostname) +
+    optionalStringField('dst.workload', c.dst.workload?.name) +
+    optionalStringField('dst.namespace', c.dst.workload?.namespace) +
+    optionalStringField('dst.identity', c.dst.identity) +
+    stringField('direction', c.direction)
+  );
 }
 
 export interface ConnectionTelemetryOptions {
@@ -146,12 +147,14 @@ export class ConnectionTelemetry {
   readonly #denials: DenialRecorder | undefined;
   readonly #policies: TelemetryPolicies;
   readonly #flows: FlowLogging | undefined;
+  readonly #accessLog: AccessLog;
 
   constructor(
     private readonly metrics: MeshMetrics,
-    private readonly accessLog: Logger,
+    accessLog: Logger,
     options: ConnectionTelemetryOptions = {},
   ) {
+    this.#accessLog = new AccessLog(accessLog);
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#denials = options.denials;
     this.#flows = options.flows;
@@ -177,7 +180,7 @@ export class ConnectionTelemetry {
     this.metrics.socketsOpen.inc({ reporter });
     const release = this.#series.record(labels, owners, true);
     // Built only when asked for: most agents log at info, and this runs for every connection.
-    if (logged && this.accessLog.isLevelEnabled('debug')) this.accessLog.debug(logFields(c), 'connection opened');
+    if (logged && this.#accessLog.enabled('debug')) this.#accessLog.write('debug', logFields(c), 'connection opened');
     return {
       closed: (result) => {
         this.metrics.socketsOpen.dec({ reporter });
@@ -187,11 +190,15 @@ export class ConnectionTelemetry {
         release();
         if (this.#flows) this.#flows.sink.write(connectionFlowRecord(this.#flows.node, c, { kind: 'closed', outcome: result }));
         if (!logged) return;
-        const fields = { ...logFields(c), bytes_sent: result.bytesSent, bytes_recv: result.bytesReceived, duration: `${Date.now() - started}ms` };
         // An idle timeout is the agent's decision, not a fault: flagged for queries, logged at info.
-        if (result.error?.reason === 'idle-timeout') this.accessLog.info({ ...fields, error: result.error.message, reason: 'idle_timeout' }, 'connection complete');
-        else if (result.error) this.accessLog.error({ ...fields, error: `${result.error.side}: ${result.error.message}` }, 'connection complete');
-        else this.accessLog.info(fields, 'connection complete');
+        const idle = result.error?.reason === 'idle-timeout';
+        const level = result.error && !idle ? 'error' : 'info';
+        if (!this.#accessLog.enabled(level)) return;
+        let fields = logFields(c) + numberField('bytes_sent', result.bytesSent) + numberField('bytes_recv', result.bytesReceived);
+        fields += stringField('duration', `${Date.now() - started}ms`);
+        if (result.error && idle) fields += stringField('error', result.error.message) + stringField('reason', 'idle_timeout');
+        else if (result.error) fields += stringField('error', `${result.error.side}: ${result.error.message}`);
+        this.#accessLog.write(level, fields, 'connection complete');
       },
     };
   }
@@ -203,7 +210,9 @@ export class ConnectionTelemetry {
     this.#series.record(labels, owners, false);
     if (this.#flows) this.#flows.sink.write(connectionFlowRecord(this.#flows.node, c, { kind: 'failed', flag, error }));
     const policy = this.#policies.of(c);
-    if (policy.isDefault || shouldLog(policy, connectionAttributes(c))) this.accessLog.warn({ ...logFields(c), error, response_flags: flag }, 'connection failed');
+    if ((policy.isDefault || shouldLog(policy, connectionAttributes(c))) && this.#accessLog.enabled('warn')) {
+      this.#accessLog.write('warn', logFields(c) + stringField('error', error) + stringField('response_flags', flag), 'connection failed');
+    }
     // Every inbound path (HBONE, plaintext, same node) reports its policy refusals here, with flag DENY.
     if (flag === 'DENY' && c.direction === 'inbound' && this.#denials) recordDenial(this.#denials, c, error);
   }

@@ -6,6 +6,7 @@
 import type { Registry } from 'prom-client';
 import type { WorkloadStore } from '../state/store.js';
 import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, seriesOwners, trafficLabels, workloadSignature } from './connections.js';
+import { AccessLog, type SerializedFields, numberField, optionalStringField, stringField } from './access-log.js';
 import type { Logger } from './log.js';
 import { type MeshMetrics, PEER_LABELS } from './metrics.js';
 import { type CachedSeries, SeriesCache, peersKey } from './series-cache.js';
@@ -125,16 +126,18 @@ export class RequestTelemetry {
   readonly #series: WorkloadSeries<Readonly<Record<string, string>>>;
   readonly #policies: TelemetryPolicies;
   readonly #overridden = new SeriesCache<OverriddenSeries>();
-  /** The access log with one flow's src./dst. fields bound, per flow: pino serializes bindings once. */
-  readonly #flowLogs = new SeriesCache<Logger>();
+  readonly #accessLog: AccessLog;
+  /** One flow's src./dst. fields, serialized once per flow: they lead each of its requests' records. */
+  readonly #flowFields = new SeriesCache<SerializedFields>();
   readonly #unsubscribe: () => void;
   readonly #flows: FlowLogging | undefined;
 
   constructor(
     metrics: MeshMetrics,
-    private readonly accessLog: Logger,
+    accessLog: Logger,
     options: RequestTelemetryOptions = {},
   ) {
+    this.#accessLog = new AccessLog(accessLog);
     this.#metrics = requestMetrics(metrics.registry);
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#now = options.now ?? (() => performance.now());
@@ -148,7 +151,7 @@ export class RequestTelemetry {
       options.store?.subscribe((next) => {
         this.#cache.clear();
         this.#overridden.clear();
-        this.#flowLogs.clear();
+        this.#flowFields.clear();
         this.#series.sweep(next, (w) => workloadSignature(w, this.#clusterId));
       }) ?? (() => {});
   }
@@ -183,11 +186,10 @@ export class RequestTelemetry {
       this.#flows.sink.write(requestFlowRecord(this.#flows.node, d.connection, flow));
     }
     if (!policy.isDefault && !shouldLog(policy, requestAttributes(d, o))) return;
-    const log = this.#accessLogOf(peers, d.connection);
-    const fields = requestLogFields(d, o, durationMs);
     // As Envoy and ztunnel: failures the proxy caused stand out; an application's 5xx is still info.
-    if (o.flags && o.flags.length > 0) log.warn(fields, 'request complete');
-    else log.info(fields, 'request complete');
+    const level = o.flags && o.flags.length > 0 ? 'warn' : 'info';
+    if (!this.#accessLog.enabled(level)) return;
+    this.#accessLog.write(level, this.#flowFieldsOf(peers, d.connection) + requestLogFields(d, o, durationMs), 'request complete');
   }
 
   /** Stops following the store. */
@@ -195,12 +197,9 @@ export class RequestTelemetry {
     this.#unsubscribe();
   }
 
-  /**
-   * The access log for one flow (a client connection to one endpoint): its src./dst. fields, which
-   * lead every record, are bound once, so that a request serializes only its own fields.
-   */
-  #accessLogOf(peers: string, c: ConnectionDescription): Logger {
-    return this.#flowLogs.get(`${c.src.addr} ${c.dst.addr} ${peers}`, () => this.accessLog.child(peerLogFields(c)));
+  /** The src./dst. fields of one flow (a client connection to one endpoint), serialized when its first request is logged. */
+  #flowFieldsOf(peers: string, c: ConnectionDescription): SerializedFields {
+    return this.#flowFields.get(`${c.src.addr} ${c.dst.addr} ${peers}`, () => peerLogFields(c));
   }
 
   /** The labels and owners of a request's series: the key holds everything the labels are made of. */
@@ -245,41 +244,41 @@ export class RequestTelemetry {
  * A request's record opens with ztunnel's src./dst. fields (so one query finds a pod's connections and
  * requests), the same for every request of a flow; then come Envoy's fields (requestLogFields).
  */
-function peerLogFields(c: ConnectionDescription): Record<string, string | undefined> {
-  return {
-    'src.addr': c.src.addr,
-    'src.workload': c.src.workload?.name,
-    'src.namespace': c.src.workload?.namespace,
-    'src.identity': c.src.identity,
-    'dst.addr': c.dst.addr,
-    'dst.service': c.dst.service?.hostname,
-    'dst.workload': c.dst.workload?.name,
-    'dst.namespace': c.dst.workload?.namespace,
-    'dst.identity': c.dst.identity,
-    direction: c.direction,
-  };
+function peerLogFields(c: ConnectionDescription): SerializedFields {
+  return (
+    stringField('src.addr', c.src.addr) +
+    optionalStringField('src.workload', c.src.workload?.name) +
+    optionalStringField('src.namespace', c.src.workload?.namespace) +
+    optionalStringField('src.identity', c.src.identity) +
+    stringField('dst.addr', c.dst.addr) +
+    optionalStringField('dst.service', c.dst.service?.hostname) +
+    optionalStringField('dst.workload', c.dst.workload?.name) +
+    optionalStringField('dst.namespace', c.dst.workload?.namespace) +
+    optionalStringField('dst.identity', c.dst.identity) +
+    stringField('direction', c.direction)
+  );
 }
 
 /** What a request's record says of the request itself, in Envoy's names. */
-function requestLogFields(d: RequestDescription, o: RequestOutcome, durationMs: number): Record<string, string | number | undefined> {
-  return {
-    method: d.method,
-    path: d.path,
-    protocol: d.httpVersion,
-    authority: d.authority,
-    response_code: o.responseCode,
-    grpc_status: d.protocol === 'grpc' ? o.grpcStatus : undefined,
-    response_flags: formatFlags(o.flags),
-    response_code_details: o.responseCodeDetails,
-    duration: `${Math.round(durationMs)}ms`,
-    bytes_received: o.requestBytes,
-    bytes_sent: o.responseBytes,
-    upstream_host: o.upstreamHost,
-    route_name: o.routeName,
-    x_request_id: d.requestId,
-    trace_id: d.traceId,
-    user_agent: d.userAgent,
-  };
+function requestLogFields(d: RequestDescription, o: RequestOutcome, durationMs: number): SerializedFields {
+  return (
+    stringField('method', d.method) +
+    stringField('path', d.path) +
+    stringField('protocol', d.httpVersion) +
+    stringField('authority', d.authority) +
+    numberField('response_code', o.responseCode) +
+    (d.protocol === 'grpc' && o.grpcStatus !== undefined ? numberField('grpc_status', o.grpcStatus) : '') +
+    stringField('response_flags', formatFlags(o.flags)) +
+    optionalStringField('response_code_details', o.responseCodeDetails) +
+    stringField('duration', `${Math.round(durationMs)}ms`) +
+    numberField('bytes_received', o.requestBytes) +
+    numberField('bytes_sent', o.responseBytes) +
+    optionalStringField('upstream_host', o.upstreamHost) +
+    optionalStringField('route_name', o.routeName) +
+    optionalStringField('x_request_id', d.requestId) +
+    optionalStringField('trace_id', d.traceId) +
+    optionalStringField('user_agent', d.userAgent)
+  );
 }
 
 function requestMetrics(registry: Registry): RequestMetrics {
