@@ -57,8 +57,10 @@ export function kernelRelay(downstream: unknown, upstream: unknown, idleTimeoutM
   // The report arrives through the event loop, never before this function has returned.
   let report: (outcome: SpliceOutcome) => void = () => undefined;
   const started = spliceRelay(down, up, (outcome) => report(outcome), idleTimeoutMs);
-  // Refused: the sockets are untouched, still reading if they were, and the JavaScript relay takes
-  // them. (Stopped first, a socket Node counts as reading would stay stopped: resume() never restarts it.)
+  // Refused (no fds or memory for its dups and pipes): the sockets are untouched, still reading if they
+  // were, and the JavaScript relay takes them. (Stopped first, a socket Node counts as reading would stay
+  // stopped: resume() never restarts it.) The call never waits for the splice thread; a socket its epoll
+  // then refuses ends the relay through the report, with that error.
   if (!started.ok) return undefined;
   // libuv must not read these any more: from here the addon's thread takes every byte. libuv reads only
   // once this turn of the event loop is over, so no byte can reach JavaScript in between.

@@ -82,7 +82,8 @@ out:
  * error's operation is then "idle"), then calls callback(bytesDownToUp, bytesUpToDown, error|null).
  * The fds are duplicated: the caller keeps its own, must not read from them meanwhile, and closes
  * them after the callback. shutdown(2) on either (JavaScript's socket.destroy does not reach a dup)
- * ends the relay early.
+ * ends the relay early. Never waits for the relay thread: it throws only if the dups or pipes cannot
+ * be made; anything later (epoll refusing a socket: operation "register") comes to the callback.
  */
 static napi_value splice_relay(napi_env env, napi_callback_info info)
 {

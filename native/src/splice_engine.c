@@ -6,6 +6,10 @@
  * idle_timeout). The caller hands over two sockets it has stopped reading and hears once, with the
  * byte counts, when the relay is over. POSIX only: splice.c is its face to JavaScript.
  *
+ * The caller (Node's JavaScript thread, which decides for every connection of the node) never waits
+ * for the thread: a new relay is pushed onto a lock-free list and the thread woken through an eventfd;
+ * the thread takes it up at its next round. Everything else here is the thread's alone, with no lock.
+ *
  * Why not sockmap's sk_skb redirect: it has no backpressure on this kernel (bench/README.md).
  */
 #define _GNU_SOURCE
@@ -15,30 +19,34 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 static int epoll_fd = -1;
+/* Written by splice_engine_add() after each push to `added`; in epoll (level-triggered, no relay) to wake the thread. */
+static int wake_fd = -1;
 static splice_done_fn report;
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 /*
- * Held by the relay thread while it handles a batch and by the caller while it registers a relay, so
- * that a relay is never pumped (and perhaps released) before both its ends are registered.
+ * Relays handed over and not yet taken up, newest first: callers push (a compare-and-swap, never a
+ * wait), the thread takes the whole list at once, so no node is ever popped alone (no ABA).
  */
-static pthread_mutex_t relays_lock = PTHREAD_MUTEX_INITIALIZER;
-/* Relays to run again without an event, in order; the thread owns the list. */
+static _Atomic(struct relay *) added;
+/* Relays to run again without an event, in order. */
 static struct relay *ready_head, **ready_tail = &ready_head;
 /*
  * Relays that ended this round. They are released (freed) only once the round's events are all
  * handled: both ends of one relay can be in one batch of events.
  */
 static struct relay *finishing;
-/* Every relay added and not yet released (added under relays_lock, released by the thread). */
+/* Every relay taken up and not yet released, for the idle sweep. */
 static struct relay *live;
-/* When the idle sweep next runs: UINT64_MAX while no relay has an idle timeout. Under relays_lock. */
+/* When the idle sweep next runs: UINT64_MAX while no relay has an idle timeout. */
 static uint64_t next_sweep_ns = UINT64_MAX;
 /* CLOCK_MONOTONIC as the thread's current round began: the activity stamp of what it pumps. */
 static uint64_t round_ns;
@@ -160,10 +168,69 @@ static int wait_ms(void)
 	return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
-/* One round: the relays queued last time first, then this batch's events, the sweep when due, the releases. */
+/*
+ * Registers both ends of a relay just handed over and puts it on the live list. A relay is pumped only
+ * after this, so never before both ends are in epoll; one epoll refuses ends at once with that error
+ * (reported like any other), its other end taken out again by release().
+ */
+static void take_up(struct relay *r)
+{
+	r->active_ns = round_ns;
+	r->prev_live = NULL;
+	r->next_live = live;
+	if (live)
+		live->prev_live = r;
+	live = r;
+	for (int i = 0; i < 2; i++) {
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &r->ends[i] };
+
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, r->ends[i].fd, &ev)) {
+			relay_fail(r, errno, i, "register");
+			r->done = true;
+			break;
+		}
+	}
+	if (!r->done && r->idle_ns && r->active_ns + r->idle_ns < next_sweep_ns)
+		next_sweep_ns = r->active_ns + r->idle_ns;
+	/* Pumped at once: bytes already queued in its sockets raise no new edge before it reads them. */
+	serve(r);
+}
+
+/* Takes up every relay handed over since the last round, oldest first. */
+static void take_up_added(void)
+{
+	uint64_t count;
+	struct relay *newest, *oldest = NULL;
+
+	/*
+	 * The wake-up is reset before the list is taken: a push after this writes it again, so none is
+	 * missed. (Reading fails only when nothing was written since: EAGAIN.)
+	 */
+	(void)!read(wake_fd, &count, sizeof(count));
+	newest = atomic_exchange_explicit(&added, NULL, memory_order_acquire);
+	while (newest) {
+		struct relay *r = newest;
+
+		newest = r->next_added;
+		r->next_added = oldest;
+		oldest = r;
+	}
+	while (oldest) {
+		struct relay *r = oldest;
+
+		oldest = r->next_added;
+		take_up(r);
+	}
+}
+
+/*
+ * One round: the relays queued last time first, then this batch's events, the relays handed over, the
+ * sweep when due, the releases.
+ */
 static void run_round(const struct epoll_event *events, int n)
 {
 	struct relay *again = ready_head;
+	bool woken = false;
 
 	round_ns = now_ns();
 	/* Relays that spent their budget last time go first; serve() may queue them again. */
@@ -178,8 +245,13 @@ static void run_round(const struct epoll_event *events, int n)
 	}
 	for (int i = 0; i < n; i++) {
 		struct end *e = events[i].data.ptr;
-		struct relay *r = e->relay;
+		struct relay *r;
 
+		if (!e) {
+			woken = true;
+			continue;
+		}
+		r = e->relay;
 		if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 			r->readable[e - r->ends] = true;
 		if (events[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -193,6 +265,8 @@ static void run_round(const struct epoll_event *events, int n)
 		}
 		serve(r);
 	}
+	if (woken)
+		take_up_added();
 	if (round_ns >= next_sweep_ns)
 		sweep();
 	release_finished();
@@ -205,15 +279,32 @@ static void *relay_thread(void *unused)
 
 	(void)unused;
 	for (;;) {
-		/* A relay added meanwhile wakes this at once: its sockets' first events come with it. */
 		int n = epoll_wait(epoll_fd, events, 64, timeout);
 
-		pthread_mutex_lock(&relays_lock);
 		run_round(events, n);
 		timeout = wait_ms();
-		pthread_mutex_unlock(&relays_lock);
 	}
 	return NULL;
+}
+
+/* The epoll with the wake-up eventfd in it; 0 or an errno, and nothing left open on failure. */
+static int open_epoll(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	int err;
+
+	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (epoll_fd < 0)
+		return errno;
+	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (wake_fd >= 0 && !epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev))
+		return 0;
+	err = errno;
+	if (wake_fd >= 0)
+		close(wake_fd);
+	close(epoll_fd);
+	wake_fd = epoll_fd = -1;
+	return err;
 }
 
 int splice_engine_start(splice_done_fn done)
@@ -224,16 +315,15 @@ int splice_engine_start(splice_done_fn done)
 	pthread_mutex_lock(&start_lock);
 	if (epoll_fd >= 0)
 		goto out;
-	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (epoll_fd < 0) {
-		err = errno;
+	err = open_epoll();
+	if (err)
 		goto out;
-	}
 	report = done;
 	err = pthread_create(&thread, NULL, relay_thread, NULL);
 	if (err) {
+		close(wake_fd);
 		close(epoll_fd);
-		epoll_fd = -1;
+		wake_fd = epoll_fd = -1;
 		goto out;
 	}
 	pthread_detach(thread);
@@ -244,43 +334,20 @@ out:
 
 int splice_engine_add(int downstream_fd, int upstream_fd, uint32_t idle_ms, void *owner)
 {
+	static const uint64_t one = 1;
 	int err = 0;
 	struct relay *r = relay_new(downstream_fd, upstream_fd, idle_ms, owner, &err);
 
 	if (!r)
 		return err;
-	pthread_mutex_lock(&relays_lock);
-	for (int i = 0; i < 2; i++) {
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &r->ends[i] };
-
-		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, r->ends[i].fd, &ev)) {
-			err = errno;
-			if (i == 0) {
-				pthread_mutex_unlock(&relays_lock);
-				relay_close_fds(r);
-				free(r);
-				return err;
-			}
-			/*
-			 * The downstream end is registered, and the thread may already hold an event that points
-			 * at this relay: only the thread may free it. Ended with the error, it is released (and
-			 * reported) on the thread's next round, which that same event starts.
-			 */
-			relay_fail(r, err, 1, "register");
-			r->done = true;
-			queue_ready(r);
-			break;
-		}
-	}
-	/* From here only the thread frees it (release() unlinks it); the thread is not in a round now. */
-	r->active_ns = now_ns();
-	r->next_live = live;
-	if (live)
-		live->prev_live = r;
-	live = r;
-	if (r->idle_ns && r->active_ns + r->idle_ns < next_sweep_ns)
-		next_sweep_ns = r->active_ns + r->idle_ns;
-	pthread_mutex_unlock(&relays_lock);
-	/* Edge-triggered: the first events come at once (EPOLLOUT is ready), so bytes already queued move too. */
+	/* From here the thread owns it. Release pairs with the thread's acquire: it sees the relay whole. */
+	r->next_added = atomic_load_explicit(&added, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(&added, &r->next_added, r, memory_order_release, memory_order_relaxed))
+		;
+	/*
+	 * Fails only if the counter were about to overflow (the thread resets it every wake-up) or wake_fd
+	 * were closed (it never is): the push stands either way.
+	 */
+	(void)!write(wake_fd, &one, sizeof(one));
 	return 0;
 }

@@ -21,8 +21,15 @@ int splice_engine_start(splice_done_fn done);
 
 /*
  * Relays dups of two connected, non-blocking TCP sockets until both directions have ended or one
- * fails, then reports with `owner`: 0 or an errno. shutdown(2) on either socket ends it early, and so
- * does `idle_ms` (when not 0) without a byte moving either way: ETIMEDOUT, op "idle".
+ * fails, then reports with `owner`. shutdown(2) on either socket ends it early, and so does `idle_ms`
+ * (when not 0) without a byte moving either way: ETIMEDOUT, op "idle".
+ *
+ * Never waits for the relay thread (it may be in a long round of bulk bytes): it dups the fds, makes
+ * the pipes, hands the relay over and returns. An errno means nothing was handed over: no dup is kept
+ * and `done` never comes. 0 means `done` comes exactly once, also when the thread cannot register an
+ * end with epoll (op "register", e.g. EPERM for a regular file). Either way the caller's own fds stay
+ * the caller's: the engine only ever closes its dups. Closing the caller's fds does not end the relay
+ * (shutdown(2) does).
  */
 int splice_engine_add(int downstream_fd, int upstream_fd, uint32_t idle_ms, void *owner);
 

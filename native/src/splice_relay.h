@@ -25,6 +25,7 @@ struct relay {
 	bool readable[2], writable[2];
 	bool done;
 	/* The relay thread's bookkeeping (splice_engine.c). */
+	struct relay *next_added; /* handed over, not yet taken up by the thread */
 	bool queued; /* stopped by its budget with bytes still moving: pumped again without an event */
 	struct relay *next_ready;
 	bool finishing; /* on the list of relays released at the end of this round */

@@ -1,7 +1,7 @@
 // Plain TCP relays spliced by the addon's thread (agent/tunnel/kernel-relay.ts over
 // native/src/splice_engine.c), on loopback: order (bytes queued before the relay started included),
 // counts, half-close both ways, TCP's backpressure with a reader that stops, a destroy (policy close)
-// ending the relay, the idle timeout, the cases left to JavaScript, a relay the addon refuses, and one
+// ending the relay, the idle timeout, the cases left to JavaScript, a relay the addon refuses, and ones
 // epoll refuses.
 
 import assert from 'node:assert/strict';
@@ -225,20 +225,23 @@ test('a relay the addon refuses goes to JavaScript with its sockets still readin
   assert.equal(child.stdout.trim(), 'hello-first;ping', `the fallback relay ${child.stdout}${child.stderr}`);
 });
 
-test('a relay whose second socket epoll will not take ends with that error, reported by the relay thread', async () => {
-  // A regular file cannot be polled (EPERM), so only the downstream end gets registered: the thread,
-  // which may already hold an event for it, must be the one to release the relay and report.
+test('a relay with a socket epoll will not take, either end, ends with that error, reported by the relay thread', async () => {
+  // A regular file cannot be polled (EPERM). The thread registers both ends itself, after the call has
+  // returned: the failure comes through the callback, for the end it happened on.
   const sockets = await pair();
-  const { downstream } = sockets;
+  const { downstream, upstream } = sockets;
   const file = join(mkdtempSync(join(tmpdir(), 'ambit-splice-')), 'not-a-socket');
   writeFileSync(file, 'x');
   const fd = openSync(file, 'r');
-  try {
-    const outcome = await new Promise<SpliceOutcome>((resolve, reject) => {
-      const started = spliceRelay(socketFd(downstream)!, fd, resolve);
+  const outcome = (down: number, up: number): Promise<SpliceOutcome> =>
+    new Promise<SpliceOutcome>((resolve, reject) => {
+      const started = spliceRelay(down, up, resolve);
       if (!started.ok) reject(new Error(started.error.message));
     });
-    assert.deepEqual(outcome, { bytesSent: 0, bytesReceived: 0, error: { side: 'upstream', message: 'register: Operation not permitted' } });
+  try {
+    const refused = { bytesSent: 0, bytesReceived: 0 };
+    assert.deepEqual(await outcome(socketFd(downstream)!, fd), { ...refused, error: { side: 'upstream', message: 'register: Operation not permitted' } });
+    assert.deepEqual(await outcome(fd, socketFd(upstream)!), { ...refused, error: { side: 'downstream', message: 'register: Operation not permitted' } });
   } finally {
     closeSync(fd);
     for (const socket of Object.values(sockets)) socket.destroy();
