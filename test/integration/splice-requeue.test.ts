@@ -5,9 +5,9 @@
 // buffers raised so that the whole payload waits in the relay's socket), on the real kernel. Needs root.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { runProbeInFreshNetns } from './helpers/splice-netns.js';
 
 const PROBE = fileURLToPath(new URL('./helpers/splice-queued-bulk.ts', import.meta.url));
 /**
@@ -28,17 +28,7 @@ interface Outcome {
   readonly bytesSent?: number;
 }
 
-function measure(): Outcome {
-  const netns = `ambit-splice-${process.pid}`;
-  execFileSync('ip', ['netns', 'add', netns]);
-  try {
-    execFileSync('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
-    const out = execFileSync('ip', ['netns', 'exec', netns, process.execPath, '--import', 'tsx', PROBE, String(BYTES), String(BOUND_MS)], { encoding: 'utf8', timeout: 60_000 });
-    return JSON.parse(out.trim().split('\n').at(-1)!) as Outcome;
-  } finally {
-    execFileSync('ip', ['netns', 'del', netns]);
-  }
-}
+const measure = (): Outcome => runProbeInFreshNetns(PROBE, [String(BYTES), String(BOUND_MS)]) as Outcome;
 
 test("bytes already waiting in the relay's socket, many turns' worth, all cross with no further event", (t) => {
   const outcome = measure();
