@@ -72,7 +72,7 @@ native: $(ADDON)
 $(ADDON): native/binding.gyp $(wildcard native/src/*.c native/src/*.h native/src/hbone/*.c native/src/hbone/*.h) $(NODE_STAMP) | deps
 	cd native && $(NODE_GYP) rebuild --nodedir=$(NODE_DIR) --loglevel=warn
 
-## native-asan: the HBONE engine with AddressSanitizer and UBSan (native/build/Debug), and its tests under it
+## native-asan: both addons with AddressSanitizer and UBSan (native/build/Debug), and the HBONE engine's and the splice relay's tests under them
 # node is not instrumented: gcc's ASan runtime must be preloaded, and leak checking stays off (node's own
 # allocations at exit are not ours). A sanitizer report aborts the process, which fails the test file.
 native-asan: deps
@@ -80,6 +80,10 @@ native-asan: deps
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	  AMBIT_HBONE_ADDON=$(CURDIR)/native/build/Debug/ambit_hbone.node \
 	  node --import tsx --test --test-reporter=spec --test-concurrency=1 test/integration/hbone-engine-*.test.ts
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  AMBIT_NATIVE_ADDON=$(CURDIR)/native/build/Debug/ambit_bpf.node \
+	  node --import tsx --test --test-reporter=spec --test-concurrency=1 test/unit/kernel-relay.test.ts test/unit/tunnel-relay.test.ts \
+	  test/integration/splice-requeue.test.ts
 
 ## fuzz: every fuzzer for FUZZ_SECONDS each (default 60), one at a time: libFuzzer over the HBONE engine's
 ## HTTP/2 glue, then each TypeScript parser's property target (FUZZ_TARGETS=<names> picks, FUZZ_SEED repeats)

@@ -2,8 +2,8 @@
 # ambit_hbone.node, the HBONE engine (TLS and HTTP/2 in data threads). ambit_hbone links no library:
 # OpenSSL and nghttp2 are the node binary's own (compiled against node's OpenSSL headers, found through
 # --nodedir, and Debian's libnghttp2-dev headers), bound at load (-z now) so that a node without them
-# fails to load the addon with the missing symbol's name instead of failing at its first call. Its Debug
-# build (make native-asan) carries AddressSanitizer and UBSan.
+# fails to load the addon with the missing symbol's name instead of failing at its first call. Both
+# Debug builds (make native-asan) carry AddressSanitizer and UBSan.
 {
   "targets": [
     {
@@ -23,7 +23,13 @@
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"],
       "defines": ["NAPI_VERSION=8"],
-      "libraries": ["-lbpf"]
+      "libraries": ["-lbpf"],
+      "configurations": {
+        "Debug": {
+          "cflags": ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }
+      }
     },
     {
       "target_name": "ambit_hbone",
