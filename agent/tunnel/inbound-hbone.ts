@@ -72,6 +72,8 @@ export class InboundHbone {
             workload: admission.workload,
             protocol: admission.httpProtocol,
             connect,
+            // The source agent got GOAWAY with this drain and retries what races the close.
+            idleOnDrain: 'close',
           })
         : await connect();
     if (typeof upstream === 'string') {

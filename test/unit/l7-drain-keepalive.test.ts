@@ -1,5 +1,6 @@
 // Kept-alive HTTP/1.1 connections and a draining agent. The destination's HTTP servers stop keep-alive
-// when the agent drains (an idle connection closes at once, a busy one after its response), so the
+// when the agent drains (an idle connection from a source agent closes at once, a pod's at its next
+// response, a busy one after its response), so the
 // agent does not wait its drain deadline for connections nobody uses; the source's kept upstream
 // connections close when their HBONE connection gets GOAWAY; and a request that races an idle close is
 // sent again only when that is safe. drainHttpServers() drains every server of the process for good:
@@ -56,10 +57,10 @@ async function listen(server: Server | http.Server): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-test('on drain an idle kept-alive connection closes at once; busy ones finish their response, then close', async () => {
+test("on drain an idle kept-alive connection from an agent closes at once, a pod's at its next response; busy ones finish their response, then close", async () => {
   const released: { slow?: () => void; streaming?: () => void } = {};
   const arrived = { slow: signal(), streaming: signal() };
-  const proxy = http1Server(DEFAULT_HTTP_SERVER_LIMITS, (req, res) => {
+  const proxy = http1Server(DEFAULT_HTTP_SERVER_LIMITS, () => 'close', (req, res) => {
     if (req.url === '/slow') {
       released.slow = () => res.end('slow done');
       return arrived.slow.resolve();
@@ -74,12 +75,17 @@ test('on drain an idle kept-alive connection closes at once; busy ones finish th
   });
   const listener = createServer((socket) => proxy.emit('connection', socket));
   const port = await listen(listener);
+  // A pods' server (the outbound proxy's) keeps an idle connection: its client retries nothing.
+  const podsProxy = http1Server(DEFAULT_HTTP_SERVER_LIMITS, () => 'keep', (_req, res) => res.end('pod ok'));
+  const podsListener = createServer((socket) => podsProxy.emit('connection', socket));
+  const pod = rawClient(await listen(podsListener));
   const idle = rawClient(port);
   const busy = rawClient(port);
   const streaming = rawClient(port);
   try {
     idle.socket.write('GET / HTTP/1.1\r\nhost: a\r\n\r\n');
-    await within(2000, 'the first response', idle.until('ok'));
+    pod.socket.write('GET / HTTP/1.1\r\nhost: a\r\n\r\n');
+    await within(2000, 'the first responses', Promise.all([idle.until('ok'), pod.until('pod ok')]));
     busy.socket.write('GET /slow HTTP/1.1\r\nhost: a\r\n\r\n');
     streaming.socket.write('GET /streaming HTTP/1.1\r\nhost: a\r\n\r\n');
     await within(2000, 'both requests reaching the server', Promise.all([arrived.slow.promise, arrived.streaming.promise]));
@@ -96,10 +102,17 @@ test('on drain an idle kept-alive connection closes at once; busy ones finish th
     assert.match(busy.read(), /connection: close/i, 'the response under way when the drain began says the connection closes');
     assert.match(busy.read(), /slow done$/);
     assert.match(streaming.read(), /streaming done/, 'a response whose headers were out ends whole before the close');
+    assert.ok(!pod.socket.destroyed, "a pod's idle connection stays open through the drain");
+    const podClosed = once(pod.socket, 'close');
+    pod.socket.write('GET /again HTTP/1.1\r\nhost: a\r\n\r\n');
+    await within(2000, "the pod's connection closed after its next response", podClosed);
+    assert.match(pod.read().slice(pod.read().lastIndexOf('HTTP/1.1 200')), /connection: close[\s\S]*pod ok$/i, 'that response said the connection closes');
   } finally {
-    for (const c of [idle, busy, streaming]) c.socket.destroy();
+    for (const c of [idle, busy, streaming, pod]) c.socket.destroy();
     listener.close();
     proxy.close();
+    podsListener.close();
+    podsProxy.close();
   }
 });
 

@@ -37,13 +37,11 @@ export function limitsProblem(limits: HttpServerLimits): string | undefined {
 const draining = { servers: new Set<() => void>(), started: false };
 
 /**
- * Stops keep-alive on every HTTP connection, as Envoy's drain does: an idle HTTP/1.1 connection is
- * closed at once, a busy one answers its request with `connection: close` (or, if that response's
- * headers are out, closes once it ends); HTTP/2 sessions get GOAWAY and finish their streams. A client
- * then opens its next connection, which reaches whatever agent accepts by then, and the draining agent
- * no longer waits its deadline for connections nobody uses. A client that sends a request just as its
- * idle connection closes sees it reset before any response: the source agent sends such a request
- * again when that is safe (upstream-connections.ts).
+ * Stops keep-alive on every HTTP connection: a busy HTTP/1.1 connection answers its request with
+ * `connection: close`, HTTP/2 sessions get GOAWAY and finish their streams, and an idle HTTP/1.1
+ * connection of a tunnel from another agent is closed at once (Envoy's drain), as the kept connections
+ * nobody uses would otherwise hold this agent until its deadline (IdleOnDrain). A client then opens
+ * its next connection, which reaches whatever agent accepts by then.
  */
 export function drainHttpServers(): void {
   draining.started = true;
@@ -51,13 +49,29 @@ export function drainHttpServers(): void {
 }
 
 /**
+ * What a drain does to an idle HTTP/1.1 connection. `close`: closed at once, for tunnels from another
+ * node's agent, which got GOAWAY too and sends a request that races the close again when that is safe
+ * (upstream-connections.ts). `keep`: left for its next request to be answered `connection: close`, for
+ * clients that retry nothing (pods' own connections, plaintext tunnels) and for this agent's own
+ * same-node upstream connections: closing those made a kept-alive request fail in
+ * agent-upgrade.test.ts (same-node stream: ECONNRESET at the pod, and a 503); the drain deadline ends
+ * those that stay idle.
+ */
+export type IdleOnDrain = 'close' | 'keep';
+
+/**
  * An HTTP/1.1 server for connections fed with emit('connection'). A timed-out or unparsable request is
  * answered as Node answers it (408, 431, 400) unless a response has started, then the connection is
  * closed; a CONNECT gets Envoy's 404 (no CONNECT route) and the connection is closed.
  */
-export function http1Server(limits: HttpServerLimits, onRequest: (req: IncomingMessage, res: ServerResponse) => void): http.Server {
+export function http1Server(limits: HttpServerLimits, idleOnDrain: (socket: Duplex) => IdleOnDrain, onRequest: (req: IncomingMessage, res: ServerResponse) => void): http.Server {
   const responding = new WeakMap<Duplex, ServerResponse>();
   const inFlight = new Set<ServerResponse>();
+  /** Connections between two requests whose drain closes them ('close'). */
+  const idle = new Set<Duplex>();
+  const closeIdle = (socket: Duplex): void => {
+    if (idle.delete(socket)) socket.destroy();
+  };
   const server = http.createServer(
     {
       // Explicit, so that the lenient-parser switch in NODE_OPTIONS cannot turn that parser on
@@ -74,19 +88,24 @@ export function http1Server(limits: HttpServerLimits, onRequest: (req: IncomingM
       responding.set(req.socket, res);
       inFlight.add(res);
       if (draining.started) res.shouldKeepAlive = false;
-      res.once('finish', () => responding.get(req.socket) === res && responding.delete(req.socket));
+      const socket = req.socket;
+      idle.delete(socket);
+      res.once('finish', () => {
+        if (responding.get(socket) === res) responding.delete(socket);
+        if (socket.destroyed || idleOnDrain(socket) !== 'close') return;
+        idle.add(socket);
+        socket.once('close', () => idle.delete(socket));
+        // Under a drain its response went out with its headers already sent: idle now, so closed (a
+        // tick later, unless a pipelined request took it meanwhile).
+        if (draining.started) setImmediate(() => closeIdle(socket));
+      });
       res.once('close', () => inFlight.delete(res));
       onRequest(req, res);
     },
   );
   draining.servers.add(() => {
-    for (const res of inFlight) {
-      if (!res.headersSent) res.shouldKeepAlive = false;
-      // Its connection becomes idle once the response is out: closed then (a tick later, when Node has
-      // detached the response from the socket).
-      else res.once('finish', () => setImmediate(() => server.closeIdleConnections()));
-    }
-    server.closeIdleConnections();
+    for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
+    for (const socket of [...idle]) closeIdle(socket);
   });
   // Node starts checking those deadlines when a server starts listening; these servers are only fed
   // connections, so start the check as listen() would (Node's own tests do the same).

@@ -22,7 +22,7 @@ import { DEFAULT_PATH_NORMALIZATION, type PathNormalization } from '../request-t
 import { ConnectionSlots } from './connection-slots.js';
 import { type DownstreamRequest, http1Downstream, http2Downstream, sendLocalReply } from './downstream.js';
 import { isGrpc } from './headers.js';
-import { DEFAULT_HTTP_SERVER_LIMITS, type HttpServerLimits, firstBytesDeadline, h2cServer, http1Server } from './http-servers.js';
+import { DEFAULT_HTTP_SERVER_LIMITS, type HttpServerLimits, type IdleOnDrain, firstBytesDeadline, h2cServer, http1Server } from './http-servers.js';
 import type { DenialRecorder } from '../../explain/denials.js';
 import { type InboundServices, type TunnelContext, serveInbound } from './inbound-request.js';
 import { ReplayedSocket, sniffHttpVersion } from './protocol-sniff.js';
@@ -60,6 +60,8 @@ export interface InboundHttpTunnel {
   readonly protocol: AppProtocol;
   /** Opens one connection to the pod, as the client (the same way the L4 path would). */
   readonly connect: () => Promise<Duplex | string>;
+  /** What this agent's drain does to the tunnel's idle kept-alive connection; default 'keep'. */
+  readonly idleOnDrain?: IdleOnDrain;
 }
 
 export class InboundHttpProxy {
@@ -78,7 +80,7 @@ export class InboundHttpProxy {
     this.#normalization = options.pathNormalization ?? DEFAULT_PATH_NORMALIZATION;
     const { telemetry, tracer, rateLimiter, log } = options;
     this.#services = { telemetry, tracer, rateLimiter, log, guard: new RequestGuard({ log }), connectTimeoutMs: options.connectTimeoutMs ?? 10_000, ...(options.denials ? { denials: options.denials } : {}) };
-    this.#h1 = http1Server(this.#limits, (req, res) => this.#onHttp1(req, res));
+    this.#h1 = http1Server(this.#limits, (socket) => this.#contexts.get(socket)?.tunnel.idleOnDrain ?? 'keep', (req, res) => this.#onHttp1(req, res));
     this.#h2 = h2cServer(this.#limits, (req, res) => this.#onHttp2(req, res));
     this.#h2.on('session', (session: ServerHttp2Session) => {
       if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);

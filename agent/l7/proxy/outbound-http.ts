@@ -141,7 +141,7 @@ export class OutboundHttpProxy {
     // One server of each kind for every connection: servers are fed sockets, they never listen.
     this.#limits = options.limits ?? DEFAULT_HTTP_SERVER_LIMITS;
     this.#normalization = options.pathNormalization ?? DEFAULT_PATH_NORMALIZATION;
-    this.#h1 = http1Server(this.#limits, (req, res) => this.#onHttp1(req, res));
+    this.#h1 = http1Server(this.#limits, () => 'keep', (req, res) => this.#onHttp1(req, res));
     this.#h2 = h2cServer(this.#limits, (req, res) => this.#onHttp2(req, res));
     this.#h2.on('session', (session: ServerHttp2Session) => {
       if (this.#pendingH2) this.#contexts.set(session, this.#pendingH2);
