@@ -13,6 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { retiredDrains } from './helpers/agent-drains.js';
 import { ambit } from './helpers/lab-cli.js';
 import { LabProcess, type Report } from './helpers/lab-process.js';
 import { LabSession, twoNodesYaml } from './helpers/lab-session.js';
@@ -159,6 +160,14 @@ test('three upgrades of alpha\'s agent in a row under load: no failed request, n
   const seconds = Math.round((Date.now() - loadStarted) / 1000);
   t.diagnostic(`${total} requests and messages in about ${seconds} s: ${Math.round(perSecond)} per second while the clients sent (asked: ${RATE})`);
 
+  // The retired agents' drains: kept-alive HTTP connections (source agents keep theirs 5 min) are closed
+  // between requests, by this agent's HTTP servers and by the source agents on its GOAWAY, so no old
+  // agent waits its deadline for connections nobody uses.
+  const drains = retiredDrains(await session.agentLog('alpha'));
+  t.diagnostic(`retired agents, from 'shutting down' to their last log line: ${drains.map((d) => `pid ${d.pid} ${d.ms} ms${d.deadline ? ' (waited its drain deadline)' : ''}`).join(', ')}`);
+  assert.equal(drains.length, UPGRADES, 'each upgrade retired an agent that logged its shutdown');
+  assert.deepEqual(drains.filter((d) => d.deadline), [], 'a retired agent waited its drain deadline for connections still open');
+
   // Between the nodes: HBONE only. No segment on another port, no canary in the bytes, TLS 1.3 seen.
   const pcap = join(session.dir!, 'fabric.pcap');
   const other = execFileSync('tcpdump', ['-nn', '-r', pcap, 'tcp and not port 15008'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -255,3 +264,4 @@ function reportCpu(t: { diagnostic: (m: string) => void }, from: CpuSample, to: 
   parts.push(`load clients ${(clientMs / 1000 / seconds).toFixed(2)} cores`);
   t.diagnostic(`CPU over ${seconds.toFixed(0)} s of load: ${parts.join(', ')}`);
 }
+
