@@ -94,7 +94,6 @@ export function http1Server(limits: HttpServerLimits, idleOnDrain: (socket: Dupl
         if (responding.get(socket) === res) responding.delete(socket);
         if (socket.destroyed || idleOnDrain(socket) !== 'close') return;
         idle.add(socket);
-        socket.once('close', () => idle.delete(socket));
         // Under a drain its response went out with its headers already sent: idle now, so closed (a
         // tick later, unless a pipelined request took it meanwhile).
         if (draining.started) setImmediate(() => closeIdle(socket));
@@ -103,6 +102,9 @@ export function http1Server(limits: HttpServerLimits, idleOnDrain: (socket: Dupl
       onRequest(req, res);
     },
   );
+  // Once per connection, not per request: a listener added at each request's end stayed on the socket,
+  // and its closure with the request, for as long as the connection was kept alive (11 KB a request).
+  server.on('connection', (socket: Duplex) => socket.once('close', () => idle.delete(socket)));
   draining.servers.add(() => {
     for (const res of inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
     for (const socket of [...idle]) closeIdle(socket);
