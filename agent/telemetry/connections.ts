@@ -111,15 +111,18 @@ export function seriesOwners(c: ConnectionDescription, clusterId: string): Serie
     .map((w) => ({ key: w.key, signature: workloadSignature(w, clusterId) }));
 }
 
-/** The access-log fields ztunnel writes, in its order. */
-function logFields(c: ConnectionDescription): SerializedFields {
+/**
+ * The access-log fields ztunnel writes, in its order: a connection's record and, without the HBONE
+ * address (the tunnel is the connection's business), each of its requests' records.
+ */
+export function flowLogFields(c: ConnectionDescription, hboneAddr: 'with-hbone-addr' | 'without'): SerializedFields {
   return (
     stringField('src.addr', c.src.addr) +
     optionalStringField('src.workload', c.src.workload?.name) +
     optionalStringField('src.namespace', c.src.workload?.namespace) +
     optionalStringField('src.identity', c.src.identity) +
     stringField('dst.addr', c.dst.addr) +
-    optionalStringField('dst.hbone_addr', c.dst.hboneAddr) +
+    (hboneAddr === 'with-hbone-addr' ? optionalStringField('dst.hbone_addr', c.dst.hboneAddr) : '') +
     optionalStringField('dst.service', c.dst.service?.hostname) +
     optionalStringField('dst.workload', c.dst.workload?.name) +
     optionalStringField('dst.namespace', c.dst.workload?.namespace) +
@@ -180,7 +183,7 @@ export class ConnectionTelemetry {
     this.metrics.socketsOpen.inc({ reporter });
     const release = this.#series.record(labels, owners, true);
     // Built only when asked for: most agents log at info, and this runs for every connection.
-    if (logged && this.#accessLog.enabled('debug')) this.#accessLog.write('debug', logFields(c), 'connection opened');
+    if (logged && this.#accessLog.enabled('debug')) this.#accessLog.write('debug', flowLogFields(c, 'with-hbone-addr'), 'connection opened');
     return {
       closed: (result) => {
         this.metrics.socketsOpen.dec({ reporter });
@@ -194,7 +197,7 @@ export class ConnectionTelemetry {
         const idle = result.error?.reason === 'idle-timeout';
         const level = result.error && !idle ? 'error' : 'info';
         if (!this.#accessLog.enabled(level)) return;
-        let fields = logFields(c) + numberField('bytes_sent', result.bytesSent) + numberField('bytes_recv', result.bytesReceived);
+        let fields = flowLogFields(c, 'with-hbone-addr') + numberField('bytes_sent', result.bytesSent) + numberField('bytes_recv', result.bytesReceived);
         fields += stringField('duration', `${Date.now() - started}ms`);
         if (result.error && idle) fields += stringField('error', result.error.message) + stringField('reason', 'idle_timeout');
         else if (result.error) fields += stringField('error', `${result.error.side}: ${result.error.message}`);
@@ -211,7 +214,7 @@ export class ConnectionTelemetry {
     if (this.#flows) this.#flows.sink.write(connectionFlowRecord(this.#flows.node, c, { kind: 'failed', flag, error }));
     const policy = this.#policies.of(c);
     if ((policy.isDefault || shouldLog(policy, connectionAttributes(c))) && this.#accessLog.enabled('warn')) {
-      this.#accessLog.write('warn', logFields(c) + stringField('error', error) + stringField('response_flags', flag), 'connection failed');
+      this.#accessLog.write('warn', flowLogFields(c, 'with-hbone-addr') + stringField('error', error) + stringField('response_flags', flag), 'connection failed');
     }
     // Every inbound path (HBONE, plaintext, same node) reports its policy refusals here, with flag DENY.
     if (flag === 'DENY' && c.direction === 'inbound' && this.#denials) recordDenial(this.#denials, c, error);

@@ -5,7 +5,7 @@
 
 import type { Registry } from 'prom-client';
 import type { WorkloadStore } from '../state/store.js';
-import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, seriesOwners, trafficLabels, workloadSignature } from './connections.js';
+import { type ConnectionDescription, DEFAULT_CLUSTER_ID, type TrafficLabels, flowLogFields, seriesOwners, trafficLabels, workloadSignature } from './connections.js';
 import { AccessLog, type SerializedFields, numberField, optionalStringField, stringField } from './access-log.js';
 import type { Logger } from './log.js';
 import { type MeshMetrics, PEER_LABELS } from './metrics.js';
@@ -199,7 +199,7 @@ export class RequestTelemetry {
 
   /** The src./dst. fields of one flow (a client connection to one endpoint), serialized when its first request is logged. */
   #flowFieldsOf(peers: string, c: ConnectionDescription): SerializedFields {
-    return this.#flowFields.get(`${c.src.addr} ${c.dst.addr} ${peers}`, () => peerLogFields(c));
+    return this.#flowFields.get(`${c.src.addr} ${c.dst.addr} ${peers}`, () => flowLogFields(c, 'without'));
   }
 
   /** The labels and owners of a request's series: the key holds everything the labels are made of. */
@@ -238,25 +238,6 @@ export class RequestTelemetry {
       return { labels, labelSets, owners: seriesOwners(c, this.#clusterId), handles };
     });
   }
-}
-
-/**
- * A request's record opens with ztunnel's src./dst. fields (so one query finds a pod's connections and
- * requests), the same for every request of a flow; then come Envoy's fields (requestLogFields).
- */
-function peerLogFields(c: ConnectionDescription): SerializedFields {
-  return (
-    stringField('src.addr', c.src.addr) +
-    optionalStringField('src.workload', c.src.workload?.name) +
-    optionalStringField('src.namespace', c.src.workload?.namespace) +
-    optionalStringField('src.identity', c.src.identity) +
-    stringField('dst.addr', c.dst.addr) +
-    optionalStringField('dst.service', c.dst.service?.hostname) +
-    optionalStringField('dst.workload', c.dst.workload?.name) +
-    optionalStringField('dst.namespace', c.dst.workload?.namespace) +
-    optionalStringField('dst.identity', c.dst.identity) +
-    stringField('direction', c.direction)
-  );
 }
 
 /** What a request's record says of the request itself, in Envoy's names. */
