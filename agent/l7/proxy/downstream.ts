@@ -38,16 +38,26 @@ export interface DownstreamRequest {
   readonly gone: AbortSignal;
 }
 
+/** What both protocols' constructors read from the request before the common fields are set. */
+interface Received {
+  readonly method: string;
+  /** The target and authority as received: what the log shows when the target is refused. */
+  readonly target: string | undefined;
+  readonly authority: string;
+  readonly headers: RequestHeaders;
+  readonly bodyEmpty: boolean;
+}
+
 /**
- * One request over Node's HTTP/1.1 objects. A class, so that every request has the same shape (its
- * fields all set here, in one order) and its methods are shared rather than closures made per request.
- * It holds no accessor (`get x()`): V8 keeps an object literal's getter in a hidden class of its own,
- * which young-generation GC treats as alive, so a getter closing over `res` kept the whole request past
- * the scavenges that should take it, until a full collection: 80 MB promoted to the old generation over
- * the l7-proxy bench's 8000 requests, 6 MB without (bench/README.md).
+ * One request, over either protocol's Node objects. Classes, so that every request has the same shape
+ * (its fields all set in one constructor, in one order) and its methods are shared rather than
+ * closures made per request. No accessor (`get x()`): V8 keeps an object literal's getter in a hidden
+ * class of its own, which young-generation GC treats as alive, so a getter closing over `res` kept the
+ * whole request past the scavenges that should take it, until a full collection: 80 MB promoted to the
+ * old generation over the l7-proxy bench's 8000 requests, 6 MB without (bench/README.md).
  */
-class Http1Downstream implements DownstreamRequest {
-  readonly version = 'HTTP/1.1';
+abstract class Downstream<Res extends ServerResponse | Http2ServerResponse> implements DownstreamRequest {
+  abstract readonly version: 'HTTP/1.1' | 'HTTP/2';
   readonly method: string;
   readonly path: string;
   readonly authority: string;
@@ -55,64 +65,57 @@ class Http1Downstream implements DownstreamRequest {
   readonly headers: RequestHeaders;
   readonly body: Readable;
   readonly bodyEmpty: boolean;
-  readonly response: ServerResponse;
+  readonly response: Res;
   readonly gone: AbortSignal;
 
-  constructor(req: IncomingMessage, res: ServerResponse, normalization: PathNormalization) {
-    const h = req.headers;
-    const headers = requestHeaders(req.rawHeaders);
-    const method = req.method ?? 'GET';
-    const t = requestTarget({ version: 'HTTP/1.1', method, target: req.url, authority: h.host ?? '', hostHeaders: headers.get('host') ?? [] }, normalization);
-    this.method = method;
-    this.path = t.ok ? t.path : (req.url ?? '');
-    this.authority = t.ok ? t.authority : (h.host ?? '');
+  constructor(version: 'HTTP/1.1' | 'HTTP/2', r: Received, body: Readable, res: Res, normalization: PathNormalization) {
+    const t = requestTarget({ version, method: r.method, target: r.target, authority: r.authority, hostHeaders: r.headers.get('host') ?? [] }, normalization);
+    this.method = r.method;
+    this.path = t.ok ? t.path : (r.target ?? '');
+    this.authority = t.ok ? t.authority : r.authority;
     this.refused = refusalOf(t);
-    this.headers = headers;
-    this.body = req;
-    this.bodyEmpty = (h['content-length'] === undefined || h['content-length'] === '0') && h['transfer-encoding'] === undefined;
+    this.headers = r.headers;
+    this.body = body;
+    this.bodyEmpty = r.bodyEmpty;
     this.response = res;
     this.gone = goneSignal(res);
   }
 
-  writeHead(status: number, headers: OutgoingHttpHeaders): void {
-    this.response.writeHead(status, headers);
-  }
+  /** Each protocol's own: Node's two writeHead signatures cannot be called through their union. */
+  abstract writeHead(status: number, headers: OutgoingHttpHeaders): void;
 
-  addTrailers(): void {}
+  abstract addTrailers(trailers: OutgoingHttpHeaders): void;
 
   headersSent(): boolean {
     return this.response.headersSent;
   }
 }
 
-/** One request over Node's HTTP/2 compatibility objects; as Http1Downstream. */
-class Http2Downstream implements DownstreamRequest {
+class Http1Downstream extends Downstream<ServerResponse> {
+  readonly version = 'HTTP/1.1';
+
+  constructor(req: IncomingMessage, res: ServerResponse, normalization: PathNormalization) {
+    const h = req.headers;
+    const bodyEmpty = (h['content-length'] === undefined || h['content-length'] === '0') && h['transfer-encoding'] === undefined;
+    super('HTTP/1.1', { method: req.method ?? 'GET', target: req.url, authority: h.host ?? '', headers: requestHeaders(req.rawHeaders), bodyEmpty }, req, res, normalization);
+  }
+
+  writeHead(status: number, headers: OutgoingHttpHeaders): void {
+    this.response.writeHead(status, headers);
+  }
+
+  /** HTTP/1.1 carries no trailers here (gRPC's status travels in HTTP/2 trailers). */
+  addTrailers(): void {}
+}
+
+class Http2Downstream extends Downstream<Http2ServerResponse> {
   readonly version = 'HTTP/2';
-  readonly method: string;
-  readonly path: string;
-  readonly authority: string;
-  readonly refused: TargetRefusal | undefined;
-  readonly headers: RequestHeaders;
-  readonly body: Readable;
-  readonly bodyEmpty: boolean;
-  readonly response: Http2ServerResponse;
-  readonly gone: AbortSignal;
 
   constructor(req: Http2ServerRequest, res: Http2ServerResponse, normalization: PathNormalization) {
-    const headers = requestHeaders(req.rawHeaders);
     // A CONNECT stream has no :path; Node's compatibility layer then leaves url undefined whatever its type says.
-    const url = req.url as string | undefined;
-    const authority = req.authority ?? req.headers.host ?? '';
-    const t = requestTarget({ version: 'HTTP/2', method: req.method, target: url, authority, hostHeaders: headers.get('host') ?? [] }, normalization);
-    this.method = req.method;
-    this.path = t.ok ? t.path : (url ?? '');
-    this.authority = t.ok ? t.authority : authority;
-    this.refused = refusalOf(t);
-    this.headers = headers;
-    this.body = req;
-    this.bodyEmpty = req.stream.endAfterHeaders;
-    this.response = res;
-    this.gone = goneSignal(res);
+    const target = req.url as string | undefined;
+    const received = { method: req.method, target, authority: req.authority ?? req.headers.host ?? '', headers: requestHeaders(req.rawHeaders), bodyEmpty: req.stream.endAfterHeaders };
+    super('HTTP/2', received, req, res, normalization);
   }
 
   writeHead(status: number, headers: OutgoingHttpHeaders): void {
@@ -121,10 +124,6 @@ class Http2Downstream implements DownstreamRequest {
 
   addTrailers(trailers: OutgoingHttpHeaders): void {
     this.response.addTrailers(trailers);
-  }
-
-  headersSent(): boolean {
-    return this.response.headersSent;
   }
 }
 
