@@ -10,14 +10,14 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
-import { type Socket, connect, createServer } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, before, it } from 'node:test';
 import { spiffeId } from '../../agent/state/model.js';
 import type { HbonePoolEvent } from '../../agent/tunnel/hbone/events.js';
 import type { HboneOpenRequest } from '../../agent/tunnel/hbone/open-request.js';
 import { HbonePool, defaultTcpDialer } from '../../agent/tunnel/hbone/pool.js';
 import { HboneServer } from '../../agent/tunnel/hbone/server.js';
-import { type TestEcho, type TestTrust, closeServer, connectToAuthority, listen, openTrust, startEcho } from '../fixtures/hbone/mesh.js';
+import { type TestEcho, type TestTrust, connectToAuthority, listen, openTrust, podConnection, startEcho } from '../fixtures/hbone/mesh.js';
 
 const TD = 'cluster.local';
 const PRODUCTPAGE = spiffeId(TD, 'default', 'productpage');
@@ -63,16 +63,6 @@ const request = (): HboneOpenRequest => ({
   expectedIdentities: [REVIEWS],
   authority: { ip: REVIEWS_IP, port: echo.port },
 });
-
-/** A pod's connection as the outbound listener holds it: the accepted end (carried), and the pod's own end. */
-async function podConnection(): Promise<{ accepted: Socket; pod: Socket; close(): Promise<void> }> {
-  const front = createServer({ allowHalfOpen: true });
-  const frontPort = await listen(front, '127.0.0.1');
-  const accepted = once(front, 'connection') as Promise<[Socket]>;
-  const pod = connect({ host: '127.0.0.1', port: frontPort, allowHalfOpen: true });
-  await once(pod, 'connect');
-  return { accepted: (await accepted)[0], pod, close: () => closeServer(front) };
-}
 
 /** What the pod gets back for `text` through its carried tunnel. */
 async function echoed(pod: Socket, text: string): Promise<string> {
