@@ -17,7 +17,7 @@ import type { HbonePoolEvent } from '../../agent/tunnel/hbone/events.js';
 import type { HboneOpenRequest } from '../../agent/tunnel/hbone/open-request.js';
 import { HbonePool, defaultTcpDialer } from '../../agent/tunnel/hbone/pool.js';
 import { HboneServer } from '../../agent/tunnel/hbone/server.js';
-import { type TestEcho, type TestTrust, connectToAuthority, listen, openTrust, podConnection, startEcho } from '../fixtures/hbone/mesh.js';
+import { type TestEcho, type TestTrust, connectToAuthority, openTrust, podConnection, startEcho } from '../fixtures/hbone/mesh.js';
 
 const TD = 'cluster.local';
 const PRODUCTPAGE = spiffeId(TD, 'default', 'productpage');

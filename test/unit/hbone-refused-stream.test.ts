@@ -14,7 +14,7 @@ import { EngineHost } from '../../agent/tunnel/hbone/engine-host.js';
 import type { HboneOpenRequest } from '../../agent/tunnel/hbone/open-request.js';
 import { HbonePool } from '../../agent/tunnel/hbone/pool.js';
 import { type HboneInboundDecision, HboneServer } from '../../agent/tunnel/hbone/server.js';
-import { type TestEcho, type TestTrust, connectToAuthority, listen, openTrust, podConnection, startEcho } from '../fixtures/hbone/mesh.js';
+import { type TestEcho, type TestTrust, connectToAuthority, openTrust, podConnection, startEcho } from '../fixtures/hbone/mesh.js';
 
 const TD = 'cluster.local';
 const PRODUCTPAGE = spiffeId(TD, 'default', 'productpage');
