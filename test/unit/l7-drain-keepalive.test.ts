@@ -12,11 +12,11 @@ import http from 'node:http';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { ConnectionSlots } from '../../agent/l7/proxy/connection-slots.js';
 import { DEFAULT_HTTP_SERVER_LIMITS, drainHttpServers, http1Server } from '../../agent/l7/proxy/http-servers.js';
 import { RequestBody } from '../../agent/l7/proxy/request-body.js';
-import { type ExchangeResult, UpstreamConnections, type UpstreamTarget } from '../../agent/l7/proxy/upstream-connections.js';
+import type { ExchangeResult, UpstreamConnections } from '../../agent/l7/proxy/upstream-connections.js';
 import { PEER_GOAWAY } from '../../agent/tunnel/hbone/events.js';
+import { tcpUpstream } from './helpers/tcp-upstream.js';
 
 /** Resolves with `what` happening, or fails the test naming it after `ms`. */
 async function within<T>(ms: number, what: string, event: Promise<T>): Promise<T> {
@@ -118,17 +118,7 @@ test("on drain an idle kept-alive connection from an agent closes at once, a pod
 
 /** Upstream connections over TCP to `port`, each socket recorded as the pool's would be. */
 function upstreamTo(port: number): { upstream: UpstreamConnections; opened: Socket[]; send: (method: string, path: string, body?: string) => Promise<ExchangeResult> } {
-  const opened: Socket[] = [];
-  const upstream = new UpstreamConnections(
-    () =>
-      new Promise<Socket | string>((resolve) => {
-        const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => resolve(s));
-        opened.push(s);
-        s.once('error', (err) => resolve(err.message));
-      }),
-    new ConnectionSlots(),
-  );
-  const target: UpstreamTarget = { key: `127.0.0.1:${port}`, address: { ip: '127.0.0.1', port }, connectTimeoutMs: 1000 };
+  const { upstream, opened, target } = tcpUpstream(port);
   const send = (method: string, path: string, body?: string): Promise<ExchangeResult> => {
     const headers = new Map<string, string[]>(body === undefined ? [] : [['content-length', [String(body.length)]]]);
     const requestBody = new RequestBody(Readable.from(body === undefined ? [] : [Buffer.from(body)]), body === undefined);

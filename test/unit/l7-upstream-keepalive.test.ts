@@ -5,12 +5,11 @@
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { type AddressInfo, type Socket, connect } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { ConnectionSlots } from '../../agent/l7/proxy/connection-slots.js';
 import { RequestBody } from '../../agent/l7/proxy/request-body.js';
-import { UpstreamConnections, type UpstreamTarget } from '../../agent/l7/proxy/upstream-connections.js';
+import { tcpUpstream } from './helpers/tcp-upstream.js';
 
 const IDLE_CLOSE_MS = 200;
 let server: http.Server;
@@ -36,17 +35,7 @@ after(() => {
 });
 
 test('a keep-alive connection the server closed while idle is not reused: the next request answers at once', async () => {
-  const opened: Socket[] = [];
-  const upstream = new UpstreamConnections(
-    () =>
-      new Promise<Socket | string>((resolve) => {
-        const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => resolve(s));
-        opened.push(s);
-        s.once('error', (err) => resolve(err.message));
-      }),
-    new ConnectionSlots(),
-  );
-  const target: UpstreamTarget = { key: `127.0.0.1:${port}`, address: { ip: '127.0.0.1', port }, connectTimeoutMs: 1000 };
+  const { upstream, opened, target } = tcpUpstream(port);
   const get = async (): Promise<string> => {
     const exchange = upstream.send(target, { method: 'GET', path: '/', authority: 'server', headers: new Map() }, new RequestBody(Readable.from([]), true), 'h1');
     const timer = setTimeout(() => exchange.abort(), 3000);
