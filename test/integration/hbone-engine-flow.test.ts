@@ -6,13 +6,13 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { type Server, type Socket, createServer } from 'node:net';
+import { type Socket, createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spiffeId } from '../../agent/state/model.js';
 import type { ConnId } from '../../agent/tunnel/engine/events.js';
 import { EngineProbe, type EngineServer, SocketPairs, type TestAnswer, certificateOf, connectAndAnswer, contextFor, dialEngine, handOver, openTunnel, startEngineServer } from '../fixtures/hbone/engine.js';
-import { type TestEcho, type TestHboneServer, type TestTrust, closeServer, listen, openTrust, startEcho, startHboneServer } from '../fixtures/hbone/mesh.js';
+import { type TestEcho, type TestHboneServer, type TestTrust, closeServer, listen, openTrust, startEcho, startHboneServer, startStalledPod } from '../fixtures/hbone/mesh.js';
 
 const TD = 'cluster.local';
 const CLIENT = spiffeId(TD, 'default', 'flow-client');
@@ -109,17 +109,12 @@ describe('HBONE engine byte path', () => {
 
   it('a pod that stops reading holds the sender back: the receiving engine buffers at most the stream window', { timeout: 60_000 }, async () => {
     // The pod accepts and never reads.
-    const stalled: Socket[] = [];
-    const sink: Server = createServer((socket) => {
-      socket.pause();
-      stalled.push(socket);
-    });
-    const sinkPort = await listen(sink, POD);
+    const sink = await startStalledPod(POD);
     try {
       const conn = await dial(POD, server.port, SERVER);
-      const tunnel = await openTunnel(client, pairs, conn, `${POD}:${sinkPort}`);
+      const tunnel = await openTunnel(client, pairs, conn, `${POD}:${sink.port}`);
       assert.equal(tunnel.status, 200);
-      const peer = await server.probe.wait('connect', (e) => e.authority === `${POD}:${sinkPort}`);
+      const peer = await server.probe.wait('connect', (e) => e.authority === `${POD}:${sink.port}`);
       let written = 0;
       const chunk = Buffer.alloc(256 * 1024, 1);
       // Write until the app's socket stops taking bytes for a second: everything downstream is full.
@@ -141,21 +136,15 @@ describe('HBONE engine byte path', () => {
       assert.ok(tunnel.app.writableLength > 0, `the app could write all ${written} bytes: nothing held it back`);
       tunnel.app.destroy();
     } finally {
-      stalled.forEach((s) => s.destroy());
-      await closeServer(sink);
+      await sink.close();
     }
   });
 
   it('a pod that stops reading and then reads again gets the rest at once: the window reopens as it drains', { timeout: 60_000 }, async () => {
-    const stalled: Socket[] = [];
-    const sink: Server = createServer((socket) => {
-      socket.pause();
-      stalled.push(socket);
-    });
-    const sinkPort = await listen(sink, POD);
+    const sink = await startStalledPod(POD);
     try {
       const conn = await dial(POD, server.port, SERVER);
-      const tunnel = await openTunnel(client, pairs, conn, `${POD}:${sinkPort}`);
+      const tunnel = await openTunnel(client, pairs, conn, `${POD}:${sink.port}`);
       assert.equal(tunnel.status, 200);
       let written = 0;
       const chunk = Buffer.alloc(256 * 1024, 1);
@@ -172,13 +161,12 @@ describe('HBONE engine byte path', () => {
       assert.ok(written > 4 * MiB, `only ${written} bytes went in before the path was full`);
       tunnel.app.end();
       // Nothing else moves on the connection: a WINDOW_UPDATE left unsent would wait for the next PING (10 s).
-      const pod = stalled[0]!;
+      const pod = sink.sockets[0]!;
       const received = receiveDigest(pod, 3_000);
       pod.resume();
       assert.equal((await received).bytes, written);
     } finally {
-      stalled.forEach((s) => s.destroy());
-      await closeServer(sink);
+      await sink.close();
     }
   });
 

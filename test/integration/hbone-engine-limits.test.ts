@@ -5,14 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type Server, type Socket, createServer } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spiffeId } from '../../agent/state/model.js';
 import type { ConnId } from '../../agent/tunnel/engine/events.js';
 import type { EngineOptions } from '../../agent/tunnel/engine/native.js';
 import { EngineProbe, type EngineServer, SocketPairs, certificateOf, contextFor, dialEngine, openTunnel, startEngineServer } from '../fixtures/hbone/engine.js';
-import { type TestEcho, type TestTrust, closeServer, listen, openTrust, startEcho } from '../fixtures/hbone/mesh.js';
+import { type TestEcho, type TestTrust, openTrust, startEcho, startStalledPod } from '../fixtures/hbone/mesh.js';
 
 const TD = 'cluster.local';
 const CLIENT = spiffeId(TD, 'default', 'limits-client');
@@ -70,17 +70,12 @@ describe('HBONE engine limits: memory per connection, idle streams', () => {
 
   it('a peer that makes the engine hold more than maxConnectionMemory loses its connection: counted, reported once', { timeout: 60_000 }, async () => {
     // Pods that accept and never read: what their sockets do not take, the engine holds (up to the windows).
-    const stalled: Socket[] = [];
-    const sink: Server = createServer((socket) => {
-      socket.pause();
-      stalled.push(socket);
-    });
-    const sinkPort = await listen(sink, POD);
+    const sink = await startStalledPod(POD);
     try {
       const { server, client, conn } = await connect({ maxConnectionMemory: 512 * KiB });
       const tunnels = [];
       for (let i = 0; i < 3; i++) {
-        const tunnel = await openTunnel(client, pairs, conn, `${POD}:${sinkPort}`);
+        const tunnel = await openTunnel(client, pairs, conn, `${POD}:${sink.port}`);
         assert.equal(tunnel.status, 200);
         tunnel.app.on('error', () => undefined);
         tunnels.push(tunnel);
@@ -106,8 +101,7 @@ describe('HBONE engine limits: memory per connection, idle streams', () => {
       for (const tunnel of tunnels) await endedWithin(tunnel.app, started, 10_000);
       tunnels.forEach((t) => t.app.destroy());
     } finally {
-      stalled.forEach((s) => s.destroy());
-      await closeServer(sink);
+      await sink.close();
     }
   });
 
