@@ -5,6 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { GrpcStatus } from '../../identity/grpc-runtime.js';
 import { TRACE_HEADER_NAMES } from '../../telemetry/trace-context.js';
 import type { RequestSpan } from '../../telemetry/tracing.js';
 
@@ -87,18 +88,12 @@ export function addForwardingHeaders(headers: HeaderMap): string {
   return requestId;
 }
 
-/** gRPC status names (as fault.abort.grpcStatus is written) to their codes. */
-const GRPC_CODES: Readonly<Record<string, number>> = {
-  OK: 0, CANCELLED: 1, UNKNOWN: 2, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, ABORTED: 10, OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14, DATA_LOSS: 15, UNAUTHENTICATED: 16,
-};
-
+/** A gRPC status as fault.abort.grpcStatus is written (a name such as UNAVAILABLE, or its number) as its code; UNKNOWN otherwise. */
 export function grpcCode(name: string): number {
-  const byName = GRPC_CODES[name.toUpperCase()];
+  const byName = (GrpcStatus as Readonly<Record<string, number>>)[name.toUpperCase()];
   if (byName !== undefined) return byName;
   const n = Number(name);
-  return Number.isInteger(n) && n >= 0 && n <= 16 ? n : 2;
+  return Number.isInteger(n) && n >= 0 && n <= GrpcStatus.UNAUTHENTICATED ? n : GrpcStatus.UNKNOWN;
 }
 
 /** Whether a request is gRPC (content-type application/grpc, with or without a +suffix). */
